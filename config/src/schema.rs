@@ -1,0 +1,296 @@
+//! The `huitong.toml` schema and its defaults.
+
+use std::net::SocketAddr;
+
+use huitong_protocol::{NodeId, Role, Uscc};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Who this node is.
+    pub node: NodeConfig,
+    /// Which federation it belongs to.
+    #[serde(default)]
+    pub federation: FederationConfig,
+    /// Peer-to-peer networking.
+    #[serde(default)]
+    pub network: NetworkConfig,
+    /// The local admin API.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[node]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The organisation's name, e.g. 海门区公安局.
+    pub name: String,
+    /// Its 统一社会信用代码.
+    pub org_code: String,
+    /// `department` (default), `hub` or `cascade`.
+    #[serde(default = "default_role")]
+    pub role: String,
+}
+
+/// `[federation]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Federation name (default 海门区); names the gossip topic.
+    #[serde(default = "default_federation")]
+    pub name: String,
+    /// Hex public key of the authority that signs charters. Until it is set the node cannot
+    /// accept a charter and so talks to nobody.
+    #[serde(default)]
+    pub authority_key: Option<String>,
+}
+
+/// `[network]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Multiaddresses to listen on (QUIC and TCP).
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Extra multiaddresses to dial at start (charter members' addresses are dialled anyway).
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Seconds between anti-entropy rounds with every connected peer.
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval_secs: u64,
+}
+
+/// `[api]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Loopback address of the admin API; port 0 picks a free port (written to `api.addr`).
+    #[serde(default = "default_api")]
+    pub listen: String,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `huitong_node=debug` (overridden by `RUST_LOG`).
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+fn default_role() -> String {
+    "department".into()
+}
+fn default_federation() -> String {
+    "海门区".into()
+}
+fn default_listen() -> Vec<String> {
+    vec![
+        "/ip4/0.0.0.0/udp/7400/quic-v1".into(),
+        "/ip4/0.0.0.0/tcp/7400".into(),
+    ]
+}
+fn default_sync_interval() -> u64 {
+    10
+}
+fn default_api() -> String {
+    "127.0.0.1:7410".into()
+}
+fn default_level() -> String {
+    "info".into()
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            bootstrap: Vec::new(),
+            sync_interval_secs: default_sync_interval(),
+        }
+    }
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            name: default_federation(),
+            authority_key: None,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_api(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: default_level(),
+        }
+    }
+}
+
+impl Config {
+    /// A fresh configuration with defaults.
+    pub fn new(name: &str, org_code: &str, role: Role) -> Self {
+        Self {
+            node: NodeConfig {
+                name: name.into(),
+                org_code: org_code.into(),
+                role: role.as_str().into(),
+            },
+            federation: FederationConfig {
+                name: default_federation(),
+                authority_key: None,
+            },
+            network: NetworkConfig::default(),
+            api: ApiConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+
+    /// Checks values; on error returns the dotted key and a message saying how to fix it.
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.node.name.trim().is_empty() {
+            return Err(("node.name", "must not be empty; give the organisation's name".into()));
+        }
+        Uscc::parse(&self.node.org_code).map_err(|e| {
+            (
+                "node.org_code",
+                format!("{e}; give the organisation's 18-character 统一社会信用代码"),
+            )
+        })?;
+        self.role()?;
+        if self.federation.name.trim().is_empty() {
+            return Err(("federation.name", "must not be empty".into()));
+        }
+        self.authority_key()?;
+        if self.network.sync_interval_secs == 0 || self.network.sync_interval_secs > 3600 {
+            return Err((
+                "network.sync_interval_secs",
+                "must be between 1 and 3600 seconds".into(),
+            ));
+        }
+        for (key, list) in [
+            ("network.listen", &self.network.listen),
+            ("network.bootstrap", &self.network.bootstrap),
+        ] {
+            if let Some(bad) = list.iter().find(|a| !a.starts_with('/')) {
+                return Err((
+                    key,
+                    format!("{bad:?} is not a multiaddress; write e.g. \"/ip4/0.0.0.0/udp/7400/quic-v1\""),
+                ));
+            }
+        }
+        self.api_addr()?;
+        Ok(())
+    }
+
+    /// The role.
+    pub fn role(&self) -> Result<Role, (&'static str, String)> {
+        Role::parse(&self.node.role).ok_or((
+            "node.role",
+            format!(
+                "{:?} is not a role; use department, hub or cascade",
+                self.node.role
+            ),
+        ))
+    }
+
+    /// The authority key, if configured.
+    pub fn authority_key(&self) -> Result<Option<NodeId>, (&'static str, String)> {
+        self.federation
+            .authority_key
+            .as_deref()
+            .map(|k| {
+                NodeId::from_hex(k).map_err(|e| {
+                    (
+                        "federation.authority_key",
+                        format!("{e}; paste the 64-hex-character public key the platform administrator gave you"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// The admin API socket address (always loopback).
+    pub fn api_addr(&self) -> Result<SocketAddr, (&'static str, String)> {
+        let addr: SocketAddr = self.api.listen.parse().map_err(|_| {
+            (
+                "api.listen",
+                format!("{:?} is not an address; write e.g. \"127.0.0.1:7410\"", self.api.listen),
+            )
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err((
+                "api.listen",
+                format!("{addr} is not a loopback address; the admin API only listens on 127.0.0.1 or [::1]"),
+            ));
+        }
+        Ok(addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, ConfigError};
+    use std::path::Path;
+
+    const GOOD: &str = r#"
+[node]
+name = "海门区公安局"
+org_code = "91350100M000100Y43"
+"#;
+
+    #[test]
+    fn defaults_fill_in() {
+        let c = Config::parse(GOOD, Path::new("huitong.toml")).unwrap();
+        assert_eq!(c.network.sync_interval_secs, 10);
+        assert_eq!(c.api.listen, "127.0.0.1:7410");
+        assert_eq!(c.federation.name, "海门区");
+        assert_eq!(c.node.role, "department");
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let bad = GOOD.replace("Y43", "Y44");
+        let e = Config::parse(&bad, Path::new("/x/huitong.toml")).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, ConfigError::Value { key: "node.org_code", .. }), "{msg}");
+        assert!(msg.starts_with("/x/huitong.toml: key `node.org_code`"), "{msg}");
+
+        let bad = format!("{GOOD}\n[api]\nlisten = \"0.0.0.0:80\"\n");
+        let e = Config::parse(&bad, Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().contains("api.listen"), "{e}");
+
+        let bad = format!("{GOOD}\n[network]\nlistn = []\n");
+        let e = Config::parse(&bad, Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().contains("listn"), "{e}");
+    }
+}

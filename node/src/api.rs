@@ -1,0 +1,143 @@
+//! The admin API's typed requests and responses, shared by the HTTP server ([`crate::http`])
+//! and the CLI's client ([`crate::client`]). Paths are under `/api/v1`.
+
+use std::collections::BTreeMap;
+
+use huitong_protocol::{FieldError, Member};
+use serde::{Deserialize, Serialize};
+
+use crate::catalogue::Record;
+
+/// `GET /api/v1/status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// Organisation name.
+    pub name: String,
+    /// Organisation USCC.
+    pub org_code: String,
+    /// Role.
+    pub role: String,
+    /// Federation name.
+    pub federation: String,
+    /// libp2p PeerId.
+    pub peer_id: String,
+    /// Node public key (hex).
+    pub node_key: String,
+    /// Charter version held (0: none yet).
+    pub charter_version: u64,
+    /// Members in the charter.
+    pub members: usize,
+    /// Whether this node is an active member.
+    pub active_member: bool,
+    /// Connected member peers.
+    pub connected_peers: usize,
+    /// Listening addresses.
+    pub listen: Vec<String>,
+    /// Feeds held.
+    pub feeds: usize,
+    /// Latest seq of this node's own feed.
+    pub own_seq: u64,
+    /// Live catalogue entries.
+    pub catalogue_entries: usize,
+    /// Entries accepted from other nodes since start.
+    pub accepted: u64,
+    /// Refused messages since start, by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Peers refused at connection because they are not in the charter.
+    pub refused_peers: Vec<String>,
+    /// Detected forks.
+    pub forks: Vec<ForkInfo>,
+    /// Store schema version.
+    pub schema_version: u32,
+}
+
+/// A detected fork.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ForkInfo {
+    /// Feed (node key hex).
+    pub feed: String,
+    /// Member name, if known.
+    pub member: Option<String>,
+    /// The seq with two different entries.
+    pub seq: u64,
+    /// When it was detected (ms).
+    pub detected_at_ms: u64,
+}
+
+/// `POST /api/v1/catalogue` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Published {
+    /// Resource code.
+    pub code: String,
+    /// `published` or `updated`.
+    pub event: String,
+    /// Seq in this node's feed.
+    pub seq: u64,
+}
+
+/// `POST /api/v1/catalogue/withdraw`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Withdraw {
+    /// Resource code.
+    pub code: String,
+    /// Reason (下架原因).
+    pub reason: String,
+}
+
+/// Query of `GET /api/v1/catalogue` (list and search).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Query {
+    /// Full-text query.
+    pub q: Option<String>,
+    /// Provider USCC or part of its name.
+    pub provider: Option<String>,
+    /// Classification prefix.
+    pub classification: Option<String>,
+    /// Share type (key or Chinese label).
+    pub share_type: Option<String>,
+    /// Open type (key or Chinese label).
+    pub open_type: Option<String>,
+    /// Exact resource code.
+    pub code: Option<String>,
+}
+
+/// `GET /api/v1/catalogue` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Records {
+    /// Matching records.
+    pub records: Vec<Record>,
+}
+
+/// `GET /api/v1/charter` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CharterView {
+    /// Federation.
+    pub federation: String,
+    /// Version.
+    pub version: u64,
+    /// Issued at (ms).
+    pub issued_at_ms: u64,
+    /// Authority key (hex).
+    pub authority: String,
+    /// Members.
+    pub members: Vec<Member>,
+    /// The signed envelope, hex.
+    pub envelope_hex: String,
+}
+
+/// `POST /api/v1/charter`: a new signed charter version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CharterSubmit {
+    /// The signed envelope, hex.
+    pub envelope_hex: String,
+}
+
+/// Every error answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong and what to do.
+    pub error: String,
+    /// Field problems, for validation errors.
+    #[serde(default)]
+    pub details: Vec<FieldError>,
+}

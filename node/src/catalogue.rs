@@ -1,0 +1,167 @@
+//! The catalogue: a materialised view of every member's feed, with a Chinese full-text index.
+//!
+//! [`apply`] stages the view and index changes of one feed event into the same `WriteBatch`
+//! as the feed entry itself, so the view never disagrees with the feeds after a crash.
+//! Queries ([`list`], [`get`], [`search`]) read RocksDB directly.
+
+mod index;
+
+use huitong_protocol::catalogue::{OpenType, ShareType};
+use huitong_protocol::{codec, Entry, Event, NodeId};
+use rocksdb::{IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError, CF_CATALOGUE};
+
+/// One catalogue entry as this node sees it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// The entry.
+    pub entry: Entry,
+    /// The feed that published it.
+    pub feed: NodeId,
+    /// Seq of the latest event about it.
+    pub seq: u64,
+    /// When that event was signed (ms).
+    pub updated_ms: u64,
+    /// Set once withdrawn (已下架): the reason.
+    pub withdrawn: Option<String>,
+}
+
+/// Search filters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Filter {
+    /// Provider USCC or a part of its name.
+    pub provider: Option<String>,
+    /// Classification prefix (e.g. `1` or `101`).
+    pub classification: Option<String>,
+    /// Share type.
+    pub share_type: Option<ShareType>,
+    /// Open type.
+    pub open_type: Option<OpenType>,
+    /// Include withdrawn entries.
+    #[serde(default)]
+    pub include_withdrawn: bool,
+}
+
+impl Filter {
+    fn accepts(&self, r: &Record) -> bool {
+        (self.include_withdrawn || r.withdrawn.is_none())
+            && self.provider.as_deref().is_none_or(|p| {
+                r.entry.provider_code.as_str() == p || r.entry.provider_name.contains(p)
+            })
+            && self
+                .classification
+                .as_deref()
+                .is_none_or(|c| r.entry.classification.starts_with(c))
+            && self.share_type.is_none_or(|s| r.entry.share_type == s)
+            && self.open_type.is_none_or(|o| r.entry.open_type == o)
+    }
+}
+
+fn key(provider: &str, code: &str) -> Vec<u8> {
+    format!("{provider}/{code}").into_bytes()
+}
+
+fn decode(v: &[u8]) -> Result<Record, StoreError> {
+    codec::decode(v, usize::MAX).map_err(|e| StoreError::Corrupt {
+        cf: CF_CATALOGUE,
+        detail: e.to_string(),
+    })
+}
+
+/// Reads one record by provider USCC and code.
+pub fn get_by_provider(store: &Store, provider: &str, code: &str) -> Result<Option<Record>, StoreError> {
+    store
+        .db()
+        .get_cf(store.cf(CF_CATALOGUE), key(provider, code))?
+        .map(|v| decode(&v))
+        .transpose()
+}
+
+/// Every record with this code (codes are unique per provider, so there may be several).
+pub fn get(store: &Store, code: &str) -> Result<Vec<Record>, StoreError> {
+    Ok(all(store)?
+        .into_iter()
+        .filter(|r| r.entry.code.as_str() == code)
+        .collect())
+}
+
+fn all(store: &Store) -> Result<Vec<Record>, StoreError> {
+    let mut out = Vec::new();
+    for kv in store.db().iterator_cf(store.cf(CF_CATALOGUE), IteratorMode::Start) {
+        let (_, v) = kv?;
+        out.push(decode(&v)?);
+    }
+    Ok(out)
+}
+
+/// Every record the filter accepts, ordered by provider and code.
+pub fn list(store: &Store, filter: &Filter) -> Result<Vec<Record>, StoreError> {
+    Ok(all(store)?.into_iter().filter(|r| filter.accepts(r)).collect())
+}
+
+/// Full-text search (jieba segmentation) over title, abstract, item names, provider and code;
+/// an empty query lists everything the filter accepts.
+pub fn search(store: &Store, text: &str, filter: &Filter) -> Result<Vec<Record>, StoreError> {
+    let Some(keys) = index::lookup(store, text)? else {
+        return list(store, filter);
+    };
+    let mut out = Vec::new();
+    for k in keys {
+        if let Some(v) = store.db().get_cf(store.cf(CF_CATALOGUE), &k)? {
+            let r = decode(&v)?;
+            if filter.accepts(&r) {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Number of live (not withdrawn) records.
+pub fn count(store: &Store) -> Result<usize, StoreError> {
+    Ok(list(store, &Filter::default())?.len())
+}
+
+/// Stages the view and index changes for one feed event.
+pub fn apply(
+    store: &Store,
+    batch: &mut WriteBatch,
+    feed: &NodeId,
+    seq: u64,
+    timestamp_ms: u64,
+    provider: &str,
+    event: &Event,
+) -> Result<(), StoreError> {
+    let cf = store.cf(CF_CATALOGUE);
+    match event {
+        Event::CataloguePublished(entry) | Event::CatalogueUpdated(entry) => {
+            let k = key(provider, entry.code.as_str());
+            if let Some(old) = get_by_provider(store, provider, entry.code.as_str())? {
+                index::remove(store, batch, &k, &old.entry);
+            }
+            index::add(store, batch, &k, entry);
+            let record = Record {
+                entry: entry.clone(),
+                feed: *feed,
+                seq,
+                updated_ms: timestamp_ms,
+                withdrawn: None,
+            };
+            batch.put_cf(cf, &k, codec::encode(&record));
+        }
+        Event::CatalogueWithdrawn { code, reason } => {
+            let k = key(provider, code.as_str());
+            if let Some(mut old) = get_by_provider(store, provider, code.as_str())? {
+                index::remove(store, batch, &k, &old.entry);
+                old.withdrawn = Some(reason.clone());
+                old.seq = seq;
+                old.updated_ms = timestamp_ms;
+                batch.put_cf(cf, &k, codec::encode(&old));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! The `huitong` command line (clap). Client commands talk to the node running in `--dir`
+//! through its admin API; `init` and `run` work on the directory itself.
+
+mod catalogue_cmd;
+mod charter_cmd;
+mod init;
+mod output;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::client::ApiClient;
+
+/// Huitong (汇通): a node of a federated government data-sharing platform.
+#[derive(Parser, Debug)]
+#[command(name = "huitong", version, about)]
+pub struct Cli {
+    /// Node directory (default: $HUITONG_DIR, else ./.huitong).
+    #[arg(long, global = true, env = "HUITONG_DIR", default_value = ".huitong")]
+    pub dir: PathBuf,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a node directory: huitong.toml and node.key (0600). Refuses to overwrite.
+    Init(init::InitArgs),
+    /// Run the node in the foreground until Ctrl-C or SIGTERM.
+    Run,
+    /// Show the running node's status.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List connected peers.
+    Peers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish, list, show, search and withdraw catalogue entries.
+    #[command(subcommand)]
+    Catalogue(catalogue_cmd::CatalogueCmd),
+    /// Show and administer the federation charter.
+    #[command(subcommand)]
+    Charter(charter_cmd::CharterCmd),
+    /// Manage the federation authority key (kept offline by the platform administrator).
+    #[command(subcommand)]
+    Authority(charter_cmd::AuthorityCmd),
+    /// Launch and drive a local testnet (runs `huitong-testnet`).
+    #[command(disable_help_flag = true)]
+    Testnet {
+        /// Arguments for huitong-testnet.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let dir = cli.dir;
+    match cli.command {
+        Command::Init(args) => init::init(&dir, args),
+        Command::Run => {
+            let config = huitong_config::Config::load(&dir)?;
+            crate::daemon::run(&dir, config).await
+        }
+        Command::Status { json } => {
+            let s: crate::api::Status = ApiClient::new(&dir)?.get("/status", &()).await?;
+            output::status(&s, json)
+        }
+        Command::Peers { json } => {
+            let p: Vec<crate::net::PeerInfo> = ApiClient::new(&dir)?.get("/peers", &()).await?;
+            output::peers(&p, json)
+        }
+        Command::Catalogue(c) => catalogue_cmd::run(&dir, c).await,
+        Command::Charter(c) => charter_cmd::run(&dir, c).await,
+        Command::Authority(c) => charter_cmd::authority(c),
+        Command::Testnet { args } => exec_testnet(&dir, args),
+    }
+}
+
+fn exec_testnet(dir: &std::path::Path, args: Vec<String>) -> anyhow::Result<()> {
+    let me = std::env::current_exe().context("cannot find the huitong executable")?;
+    let bin = me.with_file_name("huitong-testnet");
+    if !bin.exists() {
+        anyhow::bail!(
+            "{} not found; build it with `cargo build --release -p huitong-testnet`",
+            bin.display()
+        );
+    }
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(&args).env("HUITONG_BIN", &me);
+    // `--dir` given to huitong applies to the testnet unless the testnet arguments name one.
+    if std::env::args().any(|a| a == "--dir" || a.starts_with("--dir=")) && !args.iter().any(|a| a == "--dir") {
+        cmd.arg("--dir").arg(dir);
+    }
+    let status = cmd.status().with_context(|| format!("cannot run {}", bin.display()))?;
+    std::process::exit(status.code().unwrap_or(1));
+}

@@ -1,0 +1,98 @@
+//! Human and JSON output of the CLI.
+
+use std::io::Write;
+
+use crate::api::Status;
+use crate::catalogue::Record;
+use crate::net::PeerInfo;
+
+/// Prints JSON to stdout.
+pub(super) fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(s);
+    }
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{} ({}), role {}", s.name, s.org_code, s.role)?;
+    writeln!(o, "federation   {} (charter v{}, {} members{})", s.federation, s.charter_version, s.members,
+        if s.active_member { "" } else { ", this node NOT active" })?;
+    writeln!(o, "peer id      {}", s.peer_id)?;
+    writeln!(o, "peers        {} connected", s.connected_peers)?;
+    writeln!(o, "listening    {}", s.listen.join(" "))?;
+    writeln!(o, "feeds        {} (own feed at seq {})", s.feeds, s.own_seq)?;
+    writeln!(o, "catalogue    {} entries", s.catalogue_entries)?;
+    writeln!(o, "accepted     {} entries from peers since start", s.accepted)?;
+    if !s.rejected.is_empty() {
+        let r: Vec<String> = s.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        writeln!(o, "rejected     {}", r.join(" "))?;
+    }
+    if !s.refused_peers.is_empty() {
+        writeln!(o, "refused      {}", s.refused_peers.join(" "))?;
+    }
+    for f in &s.forks {
+        writeln!(o, "FORK         feed {} ({}) at seq {}", f.feed, f.member.as_deref().unwrap_or("unknown"), f.seq)?;
+    }
+    Ok(())
+}
+
+pub(super) fn peers(p: &[PeerInfo], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&p);
+    }
+    let mut o = std::io::stdout().lock();
+    for x in p {
+        writeln!(o, "{}  {}  {}", x.peer_id, x.role.as_deref().unwrap_or("-"), x.name.as_deref().unwrap_or("(not in charter)"))?;
+    }
+    Ok(())
+}
+
+pub(super) fn records(r: &[Record], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&r);
+    }
+    let mut o = std::io::stdout().lock();
+    for x in r {
+        let e = &x.entry;
+        let w = if x.withdrawn.is_some() { " [已下架]" } else { "" };
+        writeln!(o, "{:<16} {}  {}  {}/{}{}", e.code.as_str(), e.title, e.provider_name, e.share_type.label(), e.open_type.label(), w)?;
+    }
+    writeln!(o, "({} entries)", r.len())?;
+    Ok(())
+}
+
+pub(super) fn record(r: &Record, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(r);
+    }
+    let e = &r.entry;
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{}  {}", e.code.as_str(), e.title)?;
+    writeln!(o, "分类 classification   {}", e.classification)?;
+    writeln!(o, "提供方 provider        {} ({})", e.provider_name, e.provider_code)?;
+    writeln!(o, "摘要 abstract         {}", e.summary)?;
+    writeln!(o, "格式 format           {} / {}", e.format.category.label(), e.format.kind)?;
+    writeln!(o, "共享 share            {} {}", e.share_type.label(), e.share_condition.as_deref().unwrap_or(""))?;
+    writeln!(o, "共享方式 share mode    {}", e.share_mode.label())?;
+    writeln!(o, "开放 open             {} {}", e.open_type.label(), e.open_condition.as_deref().unwrap_or(""))?;
+    writeln!(o, "更新周期 update cycle  {}", e.update_cycle.label())?;
+    writeln!(o, "发布日期 published     {}", e.publish_date)?;
+    if let Some(reason) = &r.withdrawn {
+        writeln!(o, "已下架 withdrawn       {reason}")?;
+    }
+    if !e.related_codes.is_empty() {
+        let c: Vec<&str> = e.related_codes.iter().map(|c| c.as_str()).collect();
+        writeln!(o, "关联资源 related       {}", c.join(", "))?;
+    }
+    writeln!(o, "信息项 items ({}):", e.items.len())?;
+    for i in &e.items {
+        let share = i.share_type.map(|s| format!(" {}", s.label())).unwrap_or_default();
+        writeln!(o, "  {:<20} {} {}{}", i.name, i.data_type.key(), i.length.map(|l| l.to_string()).unwrap_or_default(), share)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! `huitong run`: opens the store, starts the network event loop and the admin API, and shuts
+//! both down in order on Ctrl-C or SIGTERM so the store is left consistent.
+//!
+//! Files in the node directory: `huitong.toml`, `node.key`, `db/` (RocksDB), `api.token`
+//! (0600), `api.addr` (written once the API is bound, removed at shutdown), and optionally
+//! `charter.cbor`, a signed charter imported at first start.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use huitong_config::{keyfile, Config, NODE_KEY_FILE};
+use libp2p::Multiaddr;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::net::{self, Client, EventLoop};
+use crate::state::NodeState;
+use crate::store::Store;
+
+/// File with the API's bound address.
+pub const API_ADDR_FILE: &str = "api.addr";
+/// File with the API bearer token.
+pub const API_TOKEN_FILE: &str = "api.token";
+/// A charter to import at first start.
+pub const CHARTER_FILE: &str = "charter.cbor";
+
+fn parse_addrs(key: &'static str, list: &[String]) -> Result<Vec<Multiaddr>, net::NetError> {
+    list.iter()
+        .map(|a| {
+            a.parse().map_err(|e: libp2p::multiaddr::Error| net::NetError::Address {
+                key,
+                addr: a.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn token(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join(API_TOKEN_FILE);
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if t.trim().len() >= 32 {
+            return Ok(t.trim().to_owned());
+        }
+    }
+    let t = hex::encode(rand::random::<[u8; 32]>());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut f, t.as_bytes())?;
+    Ok(t)
+}
+
+/// Runs a node until shutdown.
+pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
+    let key = keyfile::read(&dir.join(NODE_KEY_FILE))?;
+    let authority = config.authority_key().map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+    let store = Store::open(&dir.join("db"))?;
+    let charter = match store.charter()? {
+        Some(bytes) => match authority {
+            Some(a) => Some(huitong_protocol::Charter::open(&bytes, &a).context("stored charter")?.0),
+            None => None,
+        },
+        None => None,
+    };
+    let state = Arc::new(NodeState::new(store, key, config.clone(), authority, charter));
+    if state.charter().is_none() && dir.join(CHARTER_FILE).exists() {
+        let bytes = std::fs::read(dir.join(CHARTER_FILE))?;
+        match state.offer_charter(&bytes) {
+            Ok(c) => info!(version = c.version, "imported {CHARTER_FILE}"),
+            Err(e) => bail!("{}: {e}", dir.join(CHARTER_FILE).display()),
+        }
+    }
+    if state.charter().is_none() {
+        warn!("no charter yet: this node will talk to nobody until one is imported (`huitong charter import FILE`)");
+    }
+
+    let listen = parse_addrs("network.listen", &config.network.listen)?;
+    let bootstrap = parse_addrs("network.bootstrap", &config.network.bootstrap)?;
+    let mut swarm = net::build_swarm(&state.key, Duration::from_secs(3600))?;
+    for a in listen {
+        swarm.listen_on(a.clone()).map_err(|e| net::NetError::Listen {
+            addr: a.to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    let (client, commands) = Client::channel();
+    let shutdown = CancellationToken::new();
+    let event_loop = EventLoop::new(swarm, state.clone(), commands, bootstrap);
+    let net_task = tokio::spawn(event_loop.run(shutdown.clone()));
+
+    let api_addr = config.api_addr().map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+    let (listener, bound) = crate::http::bind(api_addr)
+        .await
+        .with_context(|| format!("cannot bind the admin API on {api_addr} (api.listen); is another node using it? use port 0 to pick a free one"))?;
+    let token = token(dir)?;
+    std::fs::write(dir.join(API_ADDR_FILE), bound.to_string())?;
+    info!(api = %bound, peer_id = %net::peer_id(&state.id()).map(|p| p.to_string()).unwrap_or_default(), name = %config.node.name, "node running");
+    let http_task = tokio::spawn(crate::http::serve(listener, state.clone(), client, token, shutdown.clone()));
+
+    wait_for_signal().await;
+    info!("shutting down");
+    shutdown.cancel();
+    let _ = std::fs::remove_file(dir.join(API_ADDR_FILE));
+    if let Ok(Err(e)) = http_task.await {
+        warn!(error = %e, "admin API stopped with an error");
+    }
+    let _ = net_task.await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,207 @@
+//! Feeds: appending this node's own events and ingesting other nodes' entries.
+//!
+//! An entry from another node is stored only after, in order: signature and shape
+//! ([`VerifiedEntry::open`]), membership (the signer is an active charter member and, for
+//! catalogue events, the entry's provider is that member), and the hash chain (it extends the
+//! feed's head). A different entry at a seq already held is a fork: both are kept as evidence.
+
+use huitong_protocol::feed::{FeedError, VerifiedEntry, FEED_ENTRY_VERSION};
+use huitong_protocol::{Event, FeedEntry, NodeId, ResourceCode};
+use rocksdb::WriteBatch;
+use tracing::{debug, warn};
+
+use crate::catalogue;
+use crate::state::{now_ms, NodeState};
+use crate::store::{Fork, StoreError};
+
+/// What happened to an incoming entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored as the feed's new head.
+    Stored,
+    /// Already held.
+    Duplicate,
+    /// Ahead of what is held: the entries from `have + 1` must be fetched first.
+    Gap {
+        /// The feed.
+        feed: NodeId,
+        /// Seq held.
+        have: u64,
+    },
+    /// A different entry is held at this seq: evidence stored.
+    Fork,
+    /// Refused; the reason is a short stable label counted in `status`.
+    Rejected(&'static str),
+}
+
+/// Why this node cannot append to its own feed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// Store failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The entry names another organisation.
+    #[error("provider_code {found} is not this node's organisation ({ours}); a node publishes only its own organisation's resources")]
+    NotOurs {
+        /// Code in the entry.
+        found: String,
+        /// This node's code.
+        ours: String,
+    },
+    /// Suspended or absent from the charter.
+    #[error("this node is suspended in charter version {0}; the federation authority must reinstate it before it can publish")]
+    Suspended(u64),
+    /// Withdraw of an unknown entry.
+    #[error("no published entry {0} of this organisation; see `huitong catalogue list --provider <your USCC>`")]
+    Unknown(ResourceCode),
+}
+
+/// Labels for `status` counters.
+fn label(e: &FeedError) -> &'static str {
+    use huitong_protocol::envelope::EnvelopeError;
+    use huitong_protocol::codec::DecodeError;
+    match e {
+        FeedError::Envelope(EnvelopeError::Decode(DecodeError::TooLarge { .. })) => "oversize",
+        FeedError::Envelope(EnvelopeError::Decode(_)) | FeedError::Payload(_) => "malformed",
+        FeedError::Envelope(EnvelopeError::BadSignature(_)) => "bad_signature",
+        FeedError::WrongSigner { .. } => "wrong_signer",
+        FeedError::Invalid(_) => "invalid_entry",
+        _ => "malformed",
+    }
+}
+
+impl NodeState {
+    /// Opens and ingests envelope bytes received from the network.
+    pub fn ingest_bytes(&self, bytes: &[u8]) -> Result<Outcome, StoreError> {
+        match VerifiedEntry::open(bytes) {
+            Ok(v) => self.ingest(&v),
+            Err(e) => {
+                let l = label(&e);
+                warn!(target: "huitong::audit", reason = l, error = %e, "refused feed entry");
+                self.reject(l);
+                Ok(Outcome::Rejected(l))
+            }
+        }
+    }
+
+    /// Ingests a verified entry from another node (or replays our own).
+    pub fn ingest(&self, v: &VerifiedEntry) -> Result<Outcome, StoreError> {
+        let e = &v.entry;
+        let provider = self.with_charter(|c| {
+            let Some(c) = c else {
+                return Err("no_charter");
+            };
+            match c.member(&e.feed) {
+                None => Err("not_member"),
+                Some(m) if m.status != huitong_protocol::MemberStatus::Active => Err("suspended"),
+                Some(m) => Ok(m.uscc.to_string()),
+            }
+        });
+        let provider = match provider {
+            Ok(p) => p,
+            Err(reason) => return Ok(self.refuse(reason, e)),
+        };
+        if let Event::CataloguePublished(entry) | Event::CatalogueUpdated(entry) = &e.event {
+            if entry.provider_code.as_str() != provider {
+                return Ok(self.refuse("provider_mismatch", e));
+            }
+        }
+        let w = self.store.writer();
+        let head = self.store.head(&e.feed)?;
+        if e.seq <= head.seq {
+            let Some((hash, first)) = self.store.entry(&e.feed, e.seq)? else {
+                return Ok(Outcome::Duplicate);
+            };
+            if hash == v.hash {
+                return Ok(Outcome::Duplicate);
+            }
+            let fork = Fork {
+                feed: e.feed,
+                seq: e.seq,
+                first,
+                second: v.envelope.to_bytes(),
+                detected_at_ms: now_ms(),
+            };
+            warn!(target: "huitong::audit", feed = %e.feed, seq = e.seq, "FORK: two different signed entries for the same feed and seq; evidence stored");
+            let mut batch = WriteBatch::default();
+            self.store.put_fork(&mut batch, &fork);
+            self.store.commit(&w, batch)?;
+            self.reject("fork");
+            return Ok(Outcome::Fork);
+        }
+        if e.seq > head.seq + 1 {
+            return Ok(Outcome::Gap {
+                feed: e.feed,
+                have: head.seq,
+            });
+        }
+        if e.prev != head.hash {
+            return Ok(self.refuse("broken_chain", e));
+        }
+        let mut batch = WriteBatch::default();
+        self.store
+            .put_entry(&mut batch, &e.feed, e.seq, &v.hash, &v.envelope.to_bytes());
+        catalogue::apply(&self.store, &mut batch, &e.feed, e.seq, e.timestamp_ms, &provider, &e.event)?;
+        self.store.commit(&w, batch)?;
+        if e.feed != self.id() {
+            self.accepted();
+        }
+        debug!(feed = %e.feed, seq = e.seq, "stored feed entry");
+        Ok(Outcome::Stored)
+    }
+
+    fn refuse(&self, reason: &'static str, e: &FeedEntry) -> Outcome {
+        warn!(target: "huitong::audit", reason, feed = %e.feed, seq = e.seq, "refused feed entry");
+        self.reject(reason);
+        Outcome::Rejected(reason)
+    }
+
+    /// Appends an event to this node's own feed; returns the sealed entry for gossip.
+    pub fn append(&self, event: Event) -> Result<VerifiedEntry, AppendError> {
+        let ours = self.config.node.org_code.clone();
+        if let Some(version) = self.with_charter(|c| {
+            c.filter(|c| !c.is_active(&self.id())).map(|c| c.version)
+        }) {
+            return Err(AppendError::Suspended(version));
+        }
+        let w = self.store.writer();
+        let event = match event {
+            Event::CataloguePublished(entry) | Event::CatalogueUpdated(entry) => {
+                if entry.provider_code.as_str() != ours {
+                    return Err(AppendError::NotOurs {
+                        found: entry.provider_code.to_string(),
+                        ours,
+                    });
+                }
+                match catalogue::get_by_provider(&self.store, &ours, entry.code.as_str())? {
+                    Some(r) if r.withdrawn.is_none() => Event::CatalogueUpdated(entry),
+                    _ => Event::CataloguePublished(entry),
+                }
+            }
+            Event::CatalogueWithdrawn { code, reason } => {
+                match catalogue::get_by_provider(&self.store, &ours, code.as_str())? {
+                    Some(r) if r.withdrawn.is_none() => Event::CatalogueWithdrawn { code, reason },
+                    _ => return Err(AppendError::Unknown(code)),
+                }
+            }
+            other => other,
+        };
+        let head = self.store.head(&self.id())?;
+        let entry = FeedEntry {
+            version: FEED_ENTRY_VERSION,
+            feed: self.id(),
+            seq: head.seq + 1,
+            prev: head.hash,
+            timestamp_ms: now_ms(),
+            event,
+        };
+        let sealed = entry.seal(&self.key);
+        let mut batch = WriteBatch::default();
+        self.store
+            .put_entry(&mut batch, &entry.feed, entry.seq, &sealed.hash, &sealed.envelope.to_bytes());
+        catalogue::apply(&self.store, &mut batch, &entry.feed, entry.seq, entry.timestamp_ms, &ours, &entry.event)?;
+        self.store.commit(&w, batch)?;
+        Ok(sealed)
+    }
+}

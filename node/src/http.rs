@@ -1,0 +1,282 @@
+//! The local admin HTTP API (axum) on a loopback address, guarded by a bearer token kept in
+//! `api.token` (mode 0600) in the node directory. Request bodies are limited to 1 MiB.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use huitong_protocol::catalogue::{OpenType, RawEntry, ShareType};
+use huitong_protocol::{Event, ResourceCode};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiError};
+use crate::catalogue::{self, Filter};
+use crate::feeds::AppendError;
+use crate::net::{Client, Command};
+use crate::state::NodeState;
+
+/// Largest request body.
+const MAX_BODY: usize = 1024 * 1024;
+
+#[derive(Clone)]
+struct Ctx {
+    state: Arc<NodeState>,
+    net: Client,
+    token: Arc<String>,
+}
+
+struct Fail(StatusCode, ApiError);
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+fn fail(code: StatusCode, msg: impl ToString) -> Fail {
+    Fail(
+        code,
+        ApiError {
+            error: msg.to_string(),
+            details: Vec::new(),
+        },
+    )
+}
+
+fn internal(e: impl ToString) -> Fail {
+    fail(StatusCode::INTERNAL_SERVER_ERROR, e)
+}
+
+type Res<T> = Result<Json<T>, Fail>;
+
+/// Serves the API until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<NodeState>,
+    net: Client,
+    token: String,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let ctx = Ctx {
+        state,
+        net,
+        token: Arc::new(token),
+    };
+    let app = Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/peers", get(peers))
+        .route("/api/v1/catalogue", get(list).post(publish))
+        .route("/api/v1/catalogue/withdraw", post(withdraw))
+        .route("/api/v1/charter", get(charter).post(submit_charter))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(ctx);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// The address actually bound, for `api.addr`.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let l = tokio::net::TcpListener::bind(addr).await?;
+    let a = l.local_addr()?;
+    Ok((l, a))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), ctx.token.as_bytes()) {
+        return fail(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token; the CLI reads it from api.token in the node directory",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
+    let s = &ctx.state;
+    let heads = s.store.heads().map_err(internal)?;
+    let own_seq = s.store.head(&s.id()).map_err(internal)?.seq;
+    let counters = s.counters();
+    let forks = s
+        .store
+        .forks()
+        .map_err(internal)?
+        .into_iter()
+        .map(|f| api::ForkInfo {
+            feed: f.feed.to_hex(),
+            member: s.with_charter(|c| c.and_then(|c| c.member(&f.feed)).map(|m| m.name.clone())),
+            seq: f.seq,
+            detected_at_ms: f.detected_at_ms,
+        })
+        .collect();
+    let (members, active) = s.with_charter(|c| {
+        c.map_or((0, false), |c| (c.members.len(), c.is_active(&s.id())))
+    });
+    Ok(Json(api::Status {
+        name: s.config.node.name.clone(),
+        org_code: s.config.node.org_code.clone(),
+        role: s.config.node.role.clone(),
+        federation: s.config.federation.name.clone(),
+        peer_id: crate::net::peer_id(&s.id()).map(|p| p.to_string()).unwrap_or_default(),
+        node_key: s.id().to_hex(),
+        charter_version: s.charter_version(),
+        members,
+        active_member: active,
+        connected_peers: ctx.net.peers().await.len(),
+        listen: ctx.net.listeners().await,
+        feeds: heads.len(),
+        own_seq,
+        catalogue_entries: catalogue::count(&s.store).map_err(internal)?,
+        accepted: counters.accepted,
+        rejected: counters.rejected,
+        refused_peers: counters.refused_peers.into_iter().collect(),
+        forks,
+        schema_version: crate::store::SCHEMA_VERSION,
+    }))
+}
+
+async fn peers(State(ctx): State<Ctx>) -> Res<Vec<crate::net::PeerInfo>> {
+    Ok(Json(ctx.net.peers().await))
+}
+
+fn filter(q: &api::Query) -> Result<Filter, Fail> {
+    let bad = |what: &str, v: &str, expected: String| {
+        fail(StatusCode::BAD_REQUEST, format!("unknown {what} {v:?}; expected one of {expected}"))
+    };
+    Ok(Filter {
+        provider: q.provider.clone().filter(|s| !s.is_empty()),
+        classification: q.classification.clone().filter(|s| !s.is_empty()),
+        share_type: q
+            .share_type
+            .as_deref()
+            .map(|s| ShareType::parse(s).ok_or_else(|| bad("share type", s, ShareType::expected())))
+            .transpose()?,
+        open_type: q
+            .open_type
+            .as_deref()
+            .map(|s| OpenType::parse(s).ok_or_else(|| bad("open type", s, OpenType::expected())))
+            .transpose()?,
+        include_withdrawn: q.code.is_some(),
+    })
+}
+
+async fn list(State(ctx): State<Ctx>, Query(q): Query<api::Query>) -> Res<api::Records> {
+    let f = filter(&q)?;
+    let store = &ctx.state.store;
+    let records = match (&q.code, &q.q) {
+        (Some(code), _) => catalogue::get(store, code).map_err(internal)?,
+        (None, Some(text)) => catalogue::search(store, text, &f).map_err(internal)?,
+        (None, None) => catalogue::list(store, &f).map_err(internal)?,
+    };
+    Ok(Json(api::Records { records }))
+}
+
+fn append_error(e: AppendError) -> Fail {
+    match e {
+        AppendError::Store(e) => internal(e),
+        AppendError::Unknown(_) => fail(StatusCode::NOT_FOUND, e),
+        other => fail(StatusCode::FORBIDDEN, other),
+    }
+}
+
+async fn publish(State(ctx): State<Ctx>, Json(raw): Json<RawEntry>) -> Res<api::Published> {
+    let entry = raw.validate().map_err(|errors| {
+        Fail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError {
+                error: format!("the entry has {} problem(s); nothing was stored", errors.0.len()),
+                details: errors.0,
+            },
+        )
+    })?;
+    let code = entry.code.to_string();
+    let sealed = ctx
+        .state
+        .append(huitong_protocol::Event::CataloguePublished(entry))
+        .map_err(append_error)?;
+    let event = match sealed.entry.event {
+        Event::CatalogueUpdated(_) => "updated",
+        _ => "published",
+    };
+    let seq = sealed.entry.seq;
+    gossip(&ctx, sealed.envelope.to_bytes()).await;
+    Ok(Json(api::Published {
+        code,
+        event: event.into(),
+        seq,
+    }))
+}
+
+async fn gossip(ctx: &Ctx, envelope: Vec<u8>) {
+    let msg = huitong_protocol::wire::Gossip::Entry(serde_bytes::ByteBuf::from(envelope));
+    ctx.net.send(Command::Gossip(msg)).await;
+}
+
+async fn withdraw(State(ctx): State<Ctx>, Json(w): Json<api::Withdraw>) -> Res<api::Published> {
+    let code = ResourceCode::parse(&w.code).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("code: {e}")))?;
+    if w.reason.trim().is_empty() {
+        return Err(fail(StatusCode::BAD_REQUEST, "reason: give the reason for withdrawing (下架原因)"));
+    }
+    let sealed = ctx
+        .state
+        .append(Event::CatalogueWithdrawn {
+            code,
+            reason: w.reason.trim().to_owned(),
+        })
+        .map_err(append_error)?;
+    let seq = sealed.entry.seq;
+    gossip(&ctx, sealed.envelope.to_bytes()).await;
+    Ok(Json(api::Published {
+        code: w.code,
+        event: "withdrawn".into(),
+        seq,
+    }))
+}
+
+async fn charter(State(ctx): State<Ctx>) -> Res<api::CharterView> {
+    let Some(c) = ctx.state.charter() else {
+        return Err(fail(
+            StatusCode::NOT_FOUND,
+            "this node holds no charter yet; import one with `huitong charter import FILE` or create version 1 with `huitong charter admit`",
+        ));
+    };
+    let env = ctx.state.store.charter().map_err(internal)?.unwrap_or_default();
+    Ok(Json(api::CharterView {
+        federation: c.federation,
+        version: c.version,
+        issued_at_ms: c.issued_at_ms,
+        authority: c.authority.to_hex(),
+        members: c.members,
+        envelope_hex: hex::encode(env),
+    }))
+}
+
+async fn submit_charter(State(ctx): State<Ctx>, Json(s): Json<api::CharterSubmit>) -> Res<api::CharterView> {
+    let bytes = hex::decode(s.envelope_hex.trim())
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, "envelope_hex is not hexadecimal"))?;
+    ctx.state
+        .offer_charter(&bytes)
+        .map_err(|e| fail(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    ctx.net.send(Command::CharterChanged).await;
+    charter(State(ctx)).await
+}

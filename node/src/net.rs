@@ -1,0 +1,203 @@
+//! Peer-to-peer networking: one event loop owns the libp2p `Swarm`; the rest of the node holds
+//! a cloneable [`Client`] and sends [`Command`]s with a oneshot reply.
+//!
+//! Transports: QUIC (quinn) first, TCP + noise + yamux as fallback. Behaviours: the charter
+//! [`gate`], identify, ping, gossipsub (one topic per federation) and request-response for feed
+//! sync (anti-entropy, see `huitong_protocol::wire`).
+
+mod event_loop;
+pub mod gate;
+pub mod sync_codec;
+
+use std::time::Duration;
+
+use huitong_protocol::codec::MAX_ENVELOPE_BYTES;
+use huitong_protocol::wire::Gossip;
+use huitong_protocol::{NodeId, SecretKey};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{gossipsub, identify, identity, ping, request_response, PeerId, Swarm};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+pub use event_loop::EventLoop;
+
+/// Capacity of the command channel.
+const COMMAND_QUEUE: usize = 256;
+
+/// All behaviours of a node.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Charter gating.
+    pub gate: gate::Behaviour,
+    /// Identify.
+    pub identify: identify::Behaviour,
+    /// Ping.
+    pub ping: ping::Behaviour,
+    /// Gossip of feed entries and charters.
+    pub gossipsub: gossipsub::Behaviour,
+    /// Feed sync.
+    pub sync: request_response::Behaviour<sync_codec::Codec>,
+}
+
+/// A network setup error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// Building the swarm failed.
+    #[error("network setup: {0}")]
+    Setup(String),
+    /// A configured address is not a multiaddress.
+    #[error("{key}: {addr:?} is not a valid multiaddress: {reason}")]
+    Address {
+        /// Config key.
+        key: &'static str,
+        /// The value.
+        addr: String,
+        /// Parser message.
+        reason: String,
+    },
+    /// Listening failed.
+    #[error("cannot listen on {addr}: {reason}; is another process using the port?")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The libp2p key pair of a node key (same ed25519 key).
+pub fn keypair(key: &SecretKey) -> identity::Keypair {
+    let mut bytes = key.to_bytes();
+    match identity::Keypair::ed25519_from_bytes(&mut bytes) {
+        Ok(k) => k,
+        // Any 32 bytes are a valid ed25519 secret key.
+        Err(_) => unreachable!("32 bytes are always a valid ed25519 secret"),
+    }
+}
+
+/// The PeerId of a node key.
+pub fn peer_id(node: &NodeId) -> Option<PeerId> {
+    identity::ed25519::PublicKey::try_from_bytes(&node.0)
+        .ok()
+        .map(|k| identity::PublicKey::from(k).to_peer_id())
+}
+
+/// The gossip topic of a federation.
+pub fn topic(federation: &str) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("huitong/{federation}/1"))
+}
+
+/// Builds the swarm for a node key.
+pub fn build_swarm(key: &SecretKey, idle: Duration) -> Result<Swarm<Behaviour>, NetError> {
+    let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair(key))
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .map_err(|e| setup(&e))?
+        .with_quic()
+        .with_behaviour(|k| {
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .validate_messages()
+                .max_transmit_size(MAX_ENVELOPE_BYTES + 4096)
+                .heartbeat_interval(Duration::from_millis(700))
+                .message_id_fn(|m: &gossipsub::Message| {
+                    gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec())
+                })
+                .build()
+                .map_err(|e| e.to_string())?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(k.clone()),
+                gossip_config,
+            )?;
+            Ok(Behaviour {
+                gate: gate::Behaviour::default(),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/huitong/1".into(),
+                    k.public(),
+                )),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                gossipsub,
+                sync: request_response::Behaviour::new(
+                    [(sync_codec::PROTOCOL, request_response::ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(30))
+                        .with_max_concurrent_streams(64),
+                ),
+            })
+        })
+        .map_err(|e| setup(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+    Ok(swarm)
+}
+
+/// A connected peer, for `huitong peers`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// PeerId.
+    pub peer_id: String,
+    /// Member name from the charter.
+    pub name: Option<String>,
+    /// Member USCC.
+    pub uscc: Option<String>,
+    /// Member role.
+    pub role: Option<String>,
+    /// Remote addresses of open connections.
+    pub addresses: Vec<String>,
+}
+
+/// Requests to the event loop.
+#[derive(Debug)]
+pub enum Command {
+    /// Gossip a message to the federation.
+    Gossip(Gossip),
+    /// A new charter was stored: re-gate peers and gossip it.
+    CharterChanged,
+    /// List connected peers.
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    /// The addresses the swarm listens on.
+    Listeners(oneshot::Sender<Vec<String>>),
+}
+
+/// A cloneable handle to the event loop.
+#[derive(Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Client {
+    /// A handle and the receiving end for the event loop.
+    pub fn channel() -> (Client, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        (Client { tx }, rx)
+    }
+
+    /// Sends a command without waiting for a reply; returns false once the loop has stopped.
+    pub async fn send(&self, c: Command) -> bool {
+        self.tx.send(c).await.is_ok()
+    }
+
+    /// Connected peers.
+    pub async fn peers(&self) -> Vec<PeerInfo> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::Peers(tx)).await {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Listening addresses.
+    pub async fn listeners(&self) -> Vec<String> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::Listeners(tx)).await {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}

@@ -1,0 +1,432 @@
+//! The event loop that owns the Swarm: gossip in and out, anti-entropy, dialling members,
+//! charter gating, and answering [`Command`]s.
+//!
+//! Anti-entropy: on every new connection and every `sync_interval_secs`, the node sends its
+//! [`Summary`] to the peer; whoever learns that the other holds more of a feed asks for the
+//! missing range. At most one range request per feed is in flight at a time.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use huitong_protocol::codec::{self, MAX_ENVELOPE_BYTES, MAX_RESPONSE_BYTES};
+use huitong_protocol::wire::{Gossip, Head, Summary, SyncRequest, SyncResponse, MAX_RANGE_ENTRIES};
+use huitong_protocol::NodeId;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{gossipsub, Multiaddr, PeerId, Swarm};
+use serde_bytes::ByteBuf;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{gate, peer_id, sync_codec, Behaviour, BehaviourEvent, Command, PeerInfo};
+use crate::feeds::Outcome;
+use crate::state::NodeState;
+
+/// Bytes of entries a range response carries at most.
+const RANGE_RESPONSE_BYTES: usize = MAX_RESPONSE_BYTES - MAX_ENVELOPE_BYTES - 64 * 1024;
+
+/// The event loop.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    state: Arc<NodeState>,
+    commands: mpsc::Receiver<Command>,
+    topic: gossipsub::IdentTopic,
+    members: HashMap<PeerId, NodeId>,
+    ranges: HashMap<OutboundRequestId, NodeId>,
+    inflight: HashSet<NodeId>,
+    bootstrap: Vec<Multiaddr>,
+    interval: Duration,
+}
+
+impl EventLoop {
+    /// Creates the loop; call [`EventLoop::run`] to drive it.
+    pub fn new(
+        swarm: Swarm<Behaviour>,
+        state: Arc<NodeState>,
+        commands: mpsc::Receiver<Command>,
+        bootstrap: Vec<Multiaddr>,
+    ) -> Self {
+        let topic = super::topic(&state.config.federation.name);
+        let interval = Duration::from_secs(state.config.network.sync_interval_secs);
+        let mut this = Self {
+            swarm,
+            state,
+            commands,
+            topic,
+            members: HashMap::new(),
+            ranges: HashMap::new(),
+            inflight: HashSet::new(),
+            bootstrap,
+            interval,
+        };
+        if let Err(e) = this.swarm.behaviour_mut().gossipsub.subscribe(&this.topic) {
+            warn!(error = %e, "cannot subscribe to the federation topic");
+        }
+        this.refresh_members();
+        this
+    }
+
+    /// Runs until `shutdown` is cancelled. Cancel-safe: stopping drops in-flight requests,
+    /// which anti-entropy repeats after the next start.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        for addr in std::mem::take(&mut self.bootstrap) {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                warn!(%addr, error = %e, "cannot dial bootstrap address");
+            }
+        }
+        self.dial_members();
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    self.dial_members();
+                    let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                    for p in peers {
+                        self.send_summary(p);
+                    }
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.on_event(event),
+            }
+        }
+        info!("network stopped");
+    }
+
+    fn refresh_members(&mut self) {
+        let me = self.state.id();
+        self.members = self.state.with_charter(|c| {
+            c.map(|c| {
+                c.members
+                    .iter()
+                    .filter(|m| m.node_key != me)
+                    .filter_map(|m| peer_id(&m.node_key).map(|p| (p, m.node_key)))
+                    .collect()
+            })
+            .unwrap_or_default()
+        });
+        let allowed: HashSet<PeerId> = self.members.keys().copied().collect();
+        self.swarm.behaviour_mut().gate.set_allowed(allowed);
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for p in connected {
+            if !self.members.contains_key(&p) {
+                warn!(target: "huitong::audit", peer = %p, "disconnecting peer no longer in the charter");
+                let _ = self.swarm.disconnect_peer_id(p);
+            }
+        }
+    }
+
+    fn dial_members(&mut self) {
+        let targets: Vec<(PeerId, Vec<Multiaddr>)> = self.state.with_charter(|c| {
+            let Some(c) = c else { return Vec::new() };
+            c.members
+                .iter()
+                .filter(|m| m.node_key != self.state.id())
+                .filter_map(|m| {
+                    let p = peer_id(&m.node_key)?;
+                    let addrs = m.addresses.iter().filter_map(|a| a.parse().ok()).collect();
+                    Some((p, addrs))
+                })
+                .collect()
+        });
+        for (peer, addrs) in targets {
+            if self.swarm.is_connected(&peer) || addrs.is_empty() {
+                continue;
+            }
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(%peer, error = %e, "dial failed");
+            }
+        }
+    }
+
+    fn summary(&self) -> Summary {
+        let heads = self
+            .state
+            .store
+            .heads()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(feed, h)| Head { feed, seq: h.seq })
+            .collect();
+        Summary {
+            charter_version: self.state.charter_version(),
+            heads,
+        }
+    }
+
+    fn send_summary(&mut self, peer: PeerId) {
+        let s = self.summary();
+        self.swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&peer, SyncRequest::Summary(s));
+    }
+
+    /// Asks `peer` for whatever its summary shows that this node lacks.
+    fn pull_missing(&mut self, peer: PeerId, theirs: &Summary) {
+        if theirs.charter_version > self.state.charter_version() {
+            self.swarm
+                .behaviour_mut()
+                .sync
+                .send_request(&peer, SyncRequest::Charter);
+        }
+        for h in &theirs.heads {
+            let have = self.state.store.head(&h.feed).map(|h| h.seq).unwrap_or(0);
+            if h.seq > have {
+                self.request_range(peer, h.feed, have + 1);
+            }
+        }
+    }
+
+    fn request_range(&mut self, peer: PeerId, feed: NodeId, from: u64) {
+        if !self.inflight.insert(feed) {
+            return;
+        }
+        let id = self.swarm.behaviour_mut().sync.send_request(
+            &peer,
+            SyncRequest::Range {
+                feed,
+                from,
+                limit: MAX_RANGE_ENTRIES,
+            },
+        );
+        self.ranges.insert(id, feed);
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Gossip(g) => {
+                let bytes = codec::encode(&g);
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), bytes)
+                {
+                    // Anti-entropy delivers it anyway.
+                    debug!(error = %e, "gossip publish failed");
+                }
+            }
+            Command::CharterChanged => {
+                self.refresh_members();
+                self.dial_members();
+                if let Ok(Some(bytes)) = self.state.store.charter() {
+                    self.on_command(Command::Gossip(Gossip::Charter(ByteBuf::from(bytes))));
+                }
+            }
+            Command::Peers(reply) => {
+                let peers = self.peers();
+                let _ = reply.send(peers);
+            }
+            Command::Listeners(reply) => {
+                let l = self.swarm.listeners().map(|a| a.to_string()).collect();
+                let _ = reply.send(l);
+            }
+        }
+    }
+
+    fn peers(&self) -> Vec<PeerInfo> {
+        self.swarm
+            .connected_peers()
+            .map(|p| {
+                let member = self
+                    .members
+                    .get(p)
+                    .and_then(|k| self.state.with_charter(|c| c.and_then(|c| c.member(k).cloned())));
+                PeerInfo {
+                    peer_id: p.to_string(),
+                    name: member.as_ref().map(|m| m.name.clone()),
+                    uscc: member.as_ref().map(|m| m.uscc.to_string()),
+                    role: member.as_ref().map(|m| m.role.as_str().to_owned()),
+                    addresses: Vec::new(),
+                }
+            })
+            .collect()
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
+                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if num_established.get() == 1 {
+                    self.send_summary(peer_id);
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                debug!(peer = %peer_id, "disconnected");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gate(gate::Refused { peer, .. })) => {
+                self.state.refused_peer(peer.to_string());
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => self.on_gossip(propagation_source, message_id, message),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_sync(e),
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        let acceptance = match codec::decode::<Gossip>(&message.data, MAX_ENVELOPE_BYTES + 4096) {
+            Err(e) => {
+                let label = match e {
+                    codec::DecodeError::TooLarge { .. } => "oversize",
+                    _ => "malformed",
+                };
+                warn!(target: "huitong::audit", peer = %source, reason = label, error = %e, "refused gossip message");
+                self.state.reject(label);
+                Reject
+            }
+            Ok(Gossip::Entry(bytes)) => match self.state.ingest_bytes(&bytes) {
+                Ok(Outcome::Stored) => Accept,
+                Ok(Outcome::Duplicate) => Ignore,
+                Ok(Outcome::Gap { feed, have }) => {
+                    self.request_range(source, feed, have + 1);
+                    Ignore
+                }
+                Ok(Outcome::Fork) | Ok(Outcome::Rejected(_)) => Reject,
+                Err(e) => {
+                    warn!(error = %e, "store error while ingesting gossip");
+                    Ignore
+                }
+            },
+            Ok(Gossip::Charter(bytes)) => self.on_charter(&bytes, Accept, Ignore),
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &source, acceptance);
+    }
+
+    fn on_charter<T>(&mut self, bytes: &[u8], accepted: T, other: T) -> T {
+        match self.state.offer_charter(bytes) {
+            Ok(_) => {
+                self.refresh_members();
+                self.dial_members();
+                accepted
+            }
+            Err(crate::charter::OfferError::NotNewer { .. }) => other,
+            Err(e) => {
+                warn!(target: "huitong::audit", error = %e, "refused charter");
+                self.state.reject("charter");
+                other
+            }
+        }
+    }
+
+    fn on_sync(&mut self, e: request_response::Event<SyncRequest, SyncResponse>) {
+        use request_response::{Event, Message};
+        match e {
+            Event::Message {
+                peer,
+                message: Message::Request { request, channel, .. },
+                ..
+            } => {
+                let response = self.answer(peer, request);
+                let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+            }
+            Event::Message {
+                peer,
+                message: Message::Response { request_id, response },
+                ..
+            } => self.on_response(peer, request_id, response),
+            Event::OutboundFailure { peer, request_id, error, .. } => {
+                debug!(%peer, %error, "sync request failed");
+                if let Some(feed) = self.ranges.remove(&request_id) {
+                    self.inflight.remove(&feed);
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                if let request_response::InboundFailure::Io(io) = &error {
+                    if let Some(c) = io.get_ref().and_then(|e| e.downcast_ref::<sync_codec::CodecError>()) {
+                        warn!(target: "huitong::audit", %peer, reason = c.label(), error = %c, "refused sync request");
+                        self.state.reject(c.label());
+                        return;
+                    }
+                }
+                debug!(%peer, %error, "inbound sync failure");
+            }
+            _ => {}
+        }
+    }
+
+    fn answer(&mut self, peer: PeerId, request: SyncRequest) -> SyncResponse {
+        match request {
+            SyncRequest::Summary(theirs) => {
+                self.pull_missing(peer, &theirs);
+                SyncResponse::Summary(self.summary())
+            }
+            SyncRequest::Range { feed, from, limit } => {
+                let limit = limit.min(MAX_RANGE_ENTRIES);
+                match self.state.store.range(&feed, from, limit, RANGE_RESPONSE_BYTES) {
+                    Ok(v) => SyncResponse::Entries(v.into_iter().map(ByteBuf::from).collect()),
+                    Err(e) => SyncResponse::Refused(e.to_string()),
+                }
+            }
+            SyncRequest::Charter => {
+                SyncResponse::Charter(self.state.store.charter().ok().flatten().map(ByteBuf::from))
+            }
+        }
+    }
+
+    fn on_response(&mut self, peer: PeerId, id: OutboundRequestId, response: SyncResponse) {
+        match response {
+            SyncResponse::Summary(theirs) => self.pull_missing(peer, &theirs),
+            SyncResponse::Entries(entries) => {
+                let Some(feed) = self.ranges.remove(&id) else {
+                    return;
+                };
+                self.inflight.remove(&feed);
+                let mut progressed = false;
+                for bytes in &entries {
+                    match self.state.ingest_bytes(bytes) {
+                        Ok(Outcome::Stored) => progressed = true,
+                        Ok(Outcome::Duplicate) => {}
+                        Ok(_) => break,
+                        Err(e) => {
+                            warn!(error = %e, "store error while ingesting a range");
+                            break;
+                        }
+                    }
+                }
+                if progressed {
+                    // The peer may hold more than one response carries: ask until it sends
+                    // nothing new.
+                    let have = self.state.store.head(&feed).map(|h| h.seq).unwrap_or(0);
+                    self.request_range(peer, feed, have + 1);
+                }
+            }
+            SyncResponse::Charter(Some(bytes)) => {
+                self.on_charter(&bytes, (), ());
+            }
+            SyncResponse::Charter(None) => {}
+            SyncResponse::Refused(reason) => {
+                debug!(%peer, %reason, "peer refused a sync request");
+                if let Some(feed) = self.ranges.remove(&id) {
+                    self.inflight.remove(&feed);
+                }
+            }
+        }
+    }
+}

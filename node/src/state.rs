@@ -1,0 +1,107 @@
+//! Node state shared by the network event loop and the admin API: the store, the node key,
+//! the configuration, the current charter and the counters `status` reports.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Mutex, RwLock};
+
+use huitong_config::Config;
+use huitong_protocol::{Charter, NodeId, SecretKey};
+
+use crate::store::Store;
+
+/// How many refused peers `status` remembers.
+const MAX_REFUSED: usize = 64;
+
+/// In-memory counters for `status`.
+#[derive(Default, Debug, Clone, serde::Serialize)]
+pub struct Counters {
+    /// Rejected messages by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Recently refused peers (not in the charter), newest last.
+    pub refused_peers: VecDeque<String>,
+    /// Entries accepted from other nodes.
+    pub accepted: u64,
+}
+
+/// State shared by every part of a running node.
+pub struct NodeState {
+    /// The store.
+    pub store: Store,
+    /// The node key.
+    pub key: SecretKey,
+    /// The configuration.
+    pub config: Config,
+    /// The authority this node trusts, if configured.
+    pub authority: Option<NodeId>,
+    charter: RwLock<Option<Charter>>,
+    counters: Mutex<Counters>,
+}
+
+impl NodeState {
+    /// Assembles the state.
+    pub fn new(store: Store, key: SecretKey, config: Config, authority: Option<NodeId>, charter: Option<Charter>) -> Self {
+        Self {
+            store,
+            key,
+            config,
+            authority,
+            charter: RwLock::new(charter),
+            counters: Mutex::new(Counters::default()),
+        }
+    }
+
+    /// This node's public key.
+    pub fn id(&self) -> NodeId {
+        self.key.public()
+    }
+
+    /// A copy of the current charter.
+    pub fn charter(&self) -> Option<Charter> {
+        self.charter.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads the charter without cloning.
+    pub fn with_charter<T>(&self, f: impl FnOnce(Option<&Charter>) -> T) -> T {
+        f(self.charter.read().unwrap_or_else(|p| p.into_inner()).as_ref())
+    }
+
+    /// Replaces the charter in memory (the caller has stored it).
+    pub fn set_charter(&self, c: Charter) {
+        *self.charter.write().unwrap_or_else(|p| p.into_inner()) = Some(c);
+    }
+
+    /// Counts a rejected message.
+    pub fn reject(&self, reason: &str) {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        *c.rejected.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    /// Counts an accepted entry.
+    pub fn accepted(&self) {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner()).accepted += 1;
+    }
+
+    /// Remembers a refused peer.
+    pub fn refused_peer(&self, peer: String) {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        if !c.refused_peers.contains(&peer) {
+            c.refused_peers.push_back(peer);
+            if c.refused_peers.len() > MAX_REFUSED {
+                c.refused_peers.pop_front();
+            }
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,293 @@
+//! The node's RocksDB store.
+//!
+//! Column families, one per kind of record:
+//! - `meta`: schema version, the current charter envelope.
+//! - `entries`: `feed(32) ‖ seq(8, big-endian)` → `hash(32) ‖ envelope bytes`.
+//! - `heads`: `feed(32)` → `seq(8) ‖ hash(32)` of the latest contiguous entry.
+//! - `forks`: `feed(32) ‖ seq(8)` → CBOR [`Fork`] evidence.
+//! - `catalogue`: `provider USCC ‖ '/' ‖ code` → CBOR [`crate::catalogue::Record`].
+//! - `search`: `token ‖ 0x00 ‖ catalogue key` → empty (the inverted index).
+//!
+//! Invariant: every event's writes (feed entry, head, view, index) go into one `WriteBatch`,
+//! so a crash never leaves an event half-applied. Writers take [`Store::writer`] so that
+//! read-modify-write of heads is serialised.
+
+mod schema;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use huitong_protocol::{EntryHash, NodeId};
+use rocksdb::{ColumnFamily, IteratorMode, Options, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+
+pub use schema::SCHEMA_VERSION;
+
+/// Column family names.
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_ENTRIES: &str = "entries";
+pub(crate) const CF_HEADS: &str = "heads";
+pub(crate) const CF_FORKS: &str = "forks";
+pub(crate) const CF_CATALOGUE: &str = "catalogue";
+pub(crate) const CF_SEARCH: &str = "search";
+const ALL_CFS: [&str; 6] = [CF_META, CF_ENTRIES, CF_HEADS, CF_FORKS, CF_CATALOGUE, CF_SEARCH];
+
+const KEY_CHARTER: &[u8] = b"charter";
+
+/// A store error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// RocksDB failed.
+    #[error("store: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// The store is locked by another process.
+    #[error("the store in {0} is in use by another huitong process; stop it first (or run `huitong status` to talk to it)")]
+    Locked(String),
+    /// A stored record could not be read.
+    #[error("store: corrupt record in {cf}: {detail}")]
+    Corrupt {
+        /// Column family.
+        cf: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The schema is newer than this binary.
+    #[error("store schema version {found} is newer than this huitong understands ({SCHEMA_VERSION}); upgrade huitong")]
+    TooNew {
+        /// Version found on disk.
+        found: u32,
+    },
+}
+
+/// Evidence of a fork: two different entries signed for the same feed and seq.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Fork {
+    /// The feed.
+    pub feed: NodeId,
+    /// The seq both claim.
+    pub seq: u64,
+    /// The envelope held first.
+    #[serde(with = "serde_bytes")]
+    pub first: Vec<u8>,
+    /// The conflicting envelope.
+    #[serde(with = "serde_bytes")]
+    pub second: Vec<u8>,
+    /// When it was detected (ms since the epoch).
+    pub detected_at_ms: u64,
+}
+
+/// The latest contiguous entry of a feed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// Its seq (0 when the feed is empty).
+    pub seq: u64,
+    /// Its hash.
+    pub hash: EntryHash,
+}
+
+impl Head {
+    /// The head of an empty feed.
+    pub const EMPTY: Head = Head {
+        seq: 0,
+        hash: EntryHash::ZERO,
+    };
+}
+
+/// The store.
+pub struct Store {
+    db: DB,
+    write: Mutex<()>,
+}
+
+/// Holding this serialises writers.
+pub struct Writer<'a> {
+    _guard: MutexGuard<'a, ()>,
+}
+
+fn entry_key(feed: &NodeId, seq: u64) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..32].copy_from_slice(&feed.0);
+    k[32..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::None);
+        opts.set_keep_log_file_num(3);
+        let db = DB::open_cf(&opts, path, ALL_CFS).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("lock") || msg.contains("Resource temporarily unavailable") {
+                StoreError::Locked(path.display().to_string())
+            } else {
+                StoreError::Db(e)
+            }
+        })?;
+        let store = Self {
+            db,
+            write: Mutex::new(()),
+        };
+        schema::migrate(&store)?;
+        Ok(store)
+    }
+
+    pub(crate) fn cf(&self, name: &'static str) -> &ColumnFamily {
+        // All column families are created in `open`; a missing one is impossible.
+        match self.db.cf_handle(name) {
+            Some(cf) => cf,
+            None => unreachable!("column family {name} is created at open"),
+        }
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// Takes the writer lock.
+    pub fn writer(&self) -> Writer<'_> {
+        Writer {
+            _guard: self.write.lock().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
+    /// Applies a batch durably (the WAL is synced before this returns).
+    pub fn commit(&self, _w: &Writer<'_>, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// The head of a feed.
+    pub fn head(&self, feed: &NodeId) -> Result<Head, StoreError> {
+        match self.db.get_cf(self.cf(CF_HEADS), feed.0)? {
+            None => Ok(Head::EMPTY),
+            Some(v) if v.len() == 40 => {
+                let mut seq = [0u8; 8];
+                seq.copy_from_slice(&v[..8]);
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(&v[8..]);
+                Ok(Head {
+                    seq: u64::from_be_bytes(seq),
+                    hash: EntryHash(hash),
+                })
+            }
+            Some(_) => Err(StoreError::Corrupt {
+                cf: CF_HEADS,
+                detail: format!("head of {feed} has the wrong length"),
+            }),
+        }
+    }
+
+    /// Every feed's head.
+    pub fn heads(&self) -> Result<Vec<(NodeId, Head)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.iterator_cf(self.cf(CF_HEADS), IteratorMode::Start) {
+            let (k, _) = kv?;
+            let Ok(k) = <[u8; 32]>::try_from(&k[..]) else {
+                continue;
+            };
+            let feed = NodeId(k);
+            out.push((feed, self.head(&feed)?));
+        }
+        Ok(out)
+    }
+
+    /// Stages an entry and its new head.
+    pub fn put_entry(&self, batch: &mut WriteBatch, feed: &NodeId, seq: u64, hash: &EntryHash, envelope: &[u8]) {
+        let mut v = Vec::with_capacity(32 + envelope.len());
+        v.extend_from_slice(&hash.0);
+        v.extend_from_slice(envelope);
+        batch.put_cf(self.cf(CF_ENTRIES), entry_key(feed, seq), v);
+        let mut h = [0u8; 40];
+        h[..8].copy_from_slice(&seq.to_be_bytes());
+        h[8..].copy_from_slice(&hash.0);
+        batch.put_cf(self.cf(CF_HEADS), feed.0, h);
+    }
+
+    /// The stored hash and envelope of one entry.
+    pub fn entry(&self, feed: &NodeId, seq: u64) -> Result<Option<(EntryHash, Vec<u8>)>, StoreError> {
+        let Some(v) = self.db.get_cf(self.cf(CF_ENTRIES), entry_key(feed, seq))? else {
+            return Ok(None);
+        };
+        if v.len() < 32 {
+            return Err(StoreError::Corrupt {
+                cf: CF_ENTRIES,
+                detail: format!("entry {feed}/{seq} is truncated"),
+            });
+        }
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&v[..32]);
+        Ok(Some((EntryHash(hash), v[32..].to_vec())))
+    }
+
+    /// Envelopes of `feed` from seq `from`, at most `limit` of them and about `max_bytes`.
+    pub fn range(&self, feed: &NodeId, from: u64, limit: u32, max_bytes: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        let mut size = 0;
+        let start = entry_key(feed, from);
+        let iter = self.db.iterator_cf(
+            self.cf(CF_ENTRIES),
+            IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        let mut expect = from;
+        for kv in iter {
+            let (k, v) = kv?;
+            if k.len() != 40 || k[..32] != feed.0 || out.len() as u32 >= limit {
+                break;
+            }
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&k[32..]);
+            if u64::from_be_bytes(seq) != expect || v.len() < 32 {
+                break;
+            }
+            size += v.len() - 32;
+            if size > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(v[32..].to_vec());
+            expect += 1;
+        }
+        Ok(out)
+    }
+
+    /// Stages fork evidence.
+    pub fn put_fork(&self, batch: &mut WriteBatch, fork: &Fork) {
+        batch.put_cf(
+            self.cf(CF_FORKS),
+            entry_key(&fork.feed, fork.seq),
+            huitong_protocol::codec::encode(fork),
+        );
+    }
+
+    /// All fork evidence.
+    pub fn forks(&self) -> Result<Vec<Fork>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.iterator_cf(self.cf(CF_FORKS), IteratorMode::Start) {
+            let (_, v) = kv?;
+            let fork = huitong_protocol::codec::decode(&v, usize::MAX).map_err(|e| StoreError::Corrupt {
+                cf: CF_FORKS,
+                detail: e.to_string(),
+            })?;
+            out.push(fork);
+        }
+        Ok(out)
+    }
+
+    /// The current charter envelope.
+    pub fn charter(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_META), KEY_CHARTER)?)
+    }
+
+    /// Replaces the charter envelope.
+    pub fn put_charter(&self, w: &Writer<'_>, envelope: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META), KEY_CHARTER, envelope);
+        self.commit(w, batch)
+    }
+}

@@ -1,0 +1,32 @@
+//! The store's schema version and migrations.
+//!
+//! Version 1 is the first layout. A store written by a newer huitong is refused rather than
+//! misread; a future version 2 adds its migration step from 1 here.
+
+use super::{Store, StoreError, CF_META};
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: u32 = 1;
+const KEY: &[u8] = b"schema_version";
+
+pub(super) fn migrate(store: &Store) -> Result<(), StoreError> {
+    let cf = store.cf(CF_META);
+    match store.db().get_cf(cf, KEY)? {
+        None => {
+            store.db().put_cf(cf, KEY, SCHEMA_VERSION.to_be_bytes())?;
+            Ok(())
+        }
+        Some(v) => {
+            let found = <[u8; 4]>::try_from(&v[..])
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    cf: CF_META,
+                    detail: "schema version is not 4 bytes".into(),
+                })?;
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::TooNew { found });
+            }
+            Ok(())
+        }
+    }
+}

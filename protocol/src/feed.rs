@@ -1,0 +1,161 @@
+//! Feed entries: each node's append-only, hash-chained, signed log of public events.
+//!
+//! Entry `n` carries `seq = n` (from 1) and `prev`, the [`EntryHash`] of entry `n-1` (all zero
+//! for entry 1). The hash of an entry is BLAKE3 over its signed payload bytes, so it is fixed by
+//! what the signer signed, not by how an envelope happens to be encoded. Two different entries
+//! with the same feed and seq are a fork.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalogue::{Entry, ValidationErrors};
+use crate::codec::{self, DecodeError, MAX_ENVELOPE_BYTES};
+use crate::envelope::{Envelope, EnvelopeError, Kind};
+use crate::{NodeId, ResourceCode, SecretKey};
+
+/// Version of the feed entry layout.
+pub const FEED_ENTRY_VERSION: u8 = 1;
+
+/// BLAKE3 of an entry's signed payload.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EntryHash(#[serde(with = "serde_bytes")] pub [u8; 32]);
+
+impl EntryHash {
+    /// The `prev` of entry 1.
+    pub const ZERO: EntryHash = EntryHash([0; 32]);
+
+    /// Hashes payload bytes.
+    pub fn of(payload: &[u8]) -> Self {
+        Self(*blake3::hash(payload).as_bytes())
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Debug for EntryHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EntryHash({})", &self.to_hex()[..16])
+    }
+}
+
+/// A public event recorded in a feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Event {
+    /// A new catalogue entry.
+    CataloguePublished(Entry),
+    /// A changed catalogue entry (same provider and code).
+    CatalogueUpdated(Entry),
+    /// A catalogue entry taken down (已下架).
+    CatalogueWithdrawn {
+        /// The withdrawn code.
+        code: ResourceCode,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One entry of a feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedEntry {
+    /// Layout version ([`FEED_ENTRY_VERSION`]).
+    pub version: u8,
+    /// The feed: its owner's node key. Must equal the envelope signer.
+    pub feed: NodeId,
+    /// Position, from 1.
+    pub seq: u64,
+    /// Hash of entry `seq - 1`, or [`EntryHash::ZERO`].
+    pub prev: EntryHash,
+    /// Milliseconds since the Unix epoch, as the signer's clock said.
+    pub timestamp_ms: u64,
+    /// What happened.
+    pub event: Event,
+}
+
+/// A feed entry that passed signature and shape checks.
+#[derive(Clone, Debug)]
+pub struct VerifiedEntry {
+    /// The decoded entry.
+    pub entry: FeedEntry,
+    /// Hash of the signed payload.
+    pub hash: EntryHash,
+    /// The envelope as received, for storage and forwarding.
+    pub envelope: Envelope,
+}
+
+/// Why a feed entry was refused before any membership or chain check.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FeedError {
+    /// Bad envelope (size, CBOR, kind, signature).
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// Payload is not a feed entry.
+    #[error("payload is not a feed entry: {0}")]
+    Payload(#[from] DecodeError),
+    /// Unknown layout version.
+    #[error("unsupported feed entry version {0}")]
+    Version(u8),
+    /// The signer is not the feed owner.
+    #[error("entry of feed {feed} signed by {signer}: only a feed's owner may sign its entries")]
+    WrongSigner {
+        /// Feed owner.
+        feed: NodeId,
+        /// Actual signer.
+        signer: NodeId,
+    },
+    /// Seq 0 or a chain start that does not point at zero.
+    #[error("seq {0} is not valid (feeds start at 1, entry 1 has a zero prev hash)")]
+    Seq(u64),
+    /// The carried catalogue entry breaks the catalogue rules.
+    #[error("invalid catalogue entry: {0}")]
+    Invalid(ValidationErrors),
+}
+
+impl FeedEntry {
+    /// Signs this entry with the feed owner's key.
+    pub fn seal(&self, key: &SecretKey) -> VerifiedEntry {
+        let payload = codec::encode(self);
+        let hash = EntryHash::of(&payload);
+        VerifiedEntry {
+            entry: self.clone(),
+            hash,
+            envelope: Envelope::seal(Kind::FeedEntry, key, payload),
+        }
+    }
+}
+
+impl VerifiedEntry {
+    /// Opens envelope bytes and checks everything that needs no local state.
+    pub fn open(bytes: &[u8]) -> Result<Self, FeedError> {
+        let envelope = Envelope::open(bytes, Kind::FeedEntry)?;
+        let entry: FeedEntry = codec::decode(envelope.payload(), MAX_ENVELOPE_BYTES)?;
+        if entry.version != FEED_ENTRY_VERSION {
+            return Err(FeedError::Version(entry.version));
+        }
+        if entry.feed != envelope.signer() {
+            return Err(FeedError::WrongSigner {
+                feed: entry.feed,
+                signer: envelope.signer(),
+            });
+        }
+        if entry.seq == 0 || (entry.seq == 1) != (entry.prev == EntryHash::ZERO) {
+            return Err(FeedError::Seq(entry.seq));
+        }
+        match &entry.event {
+            Event::CataloguePublished(e) | Event::CatalogueUpdated(e) => {
+                e.check().map_err(FeedError::Invalid)?
+            }
+            Event::CatalogueWithdrawn { .. } => {}
+        }
+        let hash = EntryHash::of(envelope.payload());
+        Ok(Self {
+            entry,
+            hash,
+            envelope,
+        })
+    }
+}

@@ -1,0 +1,18 @@
+//! Launch and drive a local Huitong federation: node directories, an authority key, a signed
+//! charter, `huitong run` processes on loopback, health checks, and demo catalogue entries.
+//!
+//! Used by the `huitong-testnet` binary (`huitong testnet up|status|down`), by the multi-node
+//! tests and by the benchmarks. It drives nodes only the way a user does: the `huitong` binary
+//! and its admin API.
+
+pub mod demo;
+pub mod ids;
+pub mod members;
+mod net;
+
+pub use net::{NodeInfo, Options, Testnet};
+
+/// Name of the state file in a testnet directory.
+pub fn net_state_file() -> &'static str {
+    net::STATE_FILE
+}

@@ -1,0 +1,150 @@
+//! `huitong-testnet` (also run as `huitong testnet`): start, inspect and stop a local federation
+//! of real `huitong` processes on loopback with demo data.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use huitong_testnet::{Options, Testnet};
+
+/// Launch a local Huitong testnet.
+#[derive(Parser, Debug)]
+#[command(name = "huitong testnet", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Args, Debug)]
+struct DirArg {
+    /// Testnet directory.
+    #[arg(long, env = "HUITONG_TESTNET_DIR", default_value = ".huitong-testnet")]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create (or restart) the testnet: hub, N departments and the city node, with demo data.
+    Up {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Number of department nodes.
+        #[arg(long, default_value_t = 6)]
+        departments: usize,
+        /// First port to try for node listeners.
+        #[arg(long, default_value_t = 47400)]
+        base_port: u16,
+    },
+    /// Show the nodes.
+    Status {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every node the testnet started.
+    Down {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+fn huitong_bin() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("HUITONG_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let me = std::env::current_exe()?;
+    let bin = me.with_file_name("huitong");
+    if !bin.exists() {
+        bail!("cannot find the huitong binary next to {}; set HUITONG_BIN", me.display());
+    }
+    Ok(bin)
+}
+
+fn say(msg: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "{msg}");
+}
+
+fn up(dir: PathBuf, departments: usize, base_port: u16) -> anyhow::Result<()> {
+    if departments == 0 || departments > 200 {
+        bail!("--departments must be between 1 and 200");
+    }
+    let dir = std::path::absolute(&dir)?;
+    let fresh = !dir.join(huitong_testnet::net_state_file()).exists();
+    let mut t = if fresh {
+        say(&format!("creating a testnet in {}: hub, {departments} departments, city …", dir.display()));
+        Testnet::create(&Options { dir: dir.clone(), departments, base_port, sync_interval_secs: 5, bin: huitong_bin()? })?
+    } else {
+        let t = Testnet::load(&dir)?;
+        let running = (0..t.nodes.len()).filter(|&i| t.is_running(i)).count();
+        if running > 0 {
+            bail!("a testnet is already running in {} ({running} of {} nodes up); see `huitong testnet status`, or stop it with `huitong testnet down`", dir.display(), t.nodes.len());
+        }
+        say(&format!("restarting the stopped testnet in {}", dir.display()));
+        t
+    };
+    t.bin = huitong_bin()?;
+    say(&format!("starting {} nodes …", t.nodes.len()));
+    t.start_all()?;
+    say("waiting until every node is connected to every other …");
+    if let Err(e) = t.wait_healthy(Duration::from_secs(180)) {
+        let _ = t.stop_all();
+        return Err(e.context("the testnet did not become healthy; it was stopped. Node logs are in each node directory (node.log)"));
+    }
+    if fresh {
+        let n = t.publish_demo(|i, total, title| say(&format!("published {i}/{total}: {title}")))?;
+        say("waiting until every node holds the whole catalogue …");
+        let all: Vec<usize> = (0..t.nodes.len()).collect();
+        t.wait_status(&all, Duration::from_secs(120), "the demo catalogue", |_, s| {
+            s["catalogue_entries"].as_u64() >= Some(n as u64)
+        })?;
+    }
+    t.save()?;
+    print_table(&t);
+    println!("\ntry:  huitong --dir {} catalogue search 人口", t.nodes[t.nodes.len() / 2].dir.display());
+    println!("stop: huitong testnet down --dir {}", dir.display());
+    // Leave the processes running: they belong to the testnet now, not to this command.
+    std::mem::forget(t);
+    Ok(())
+}
+
+fn print_table(t: &Testnet) {
+    for (i, n) in t.nodes.iter().enumerate() {
+        let api = t.api_addr(i).map(|a| format!("http://{a}/api/v1")).unwrap_or_else(|| "-".into());
+        println!("{:<10} {:<34} {}  {}", n.role, n.name, n.dir.display(), api);
+    }
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Up { dir, departments, base_port } => up(dir.dir, departments, base_port),
+        Cmd::Status { dir, json } => {
+            let t = Testnet::load(&dir.dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t.describe())?);
+            } else {
+                print_table(&t);
+            }
+            std::mem::forget(t);
+            Ok(())
+        }
+        Cmd::Down { dir } => {
+            let mut t = Testnet::load(&dir.dir)?;
+            let running = (0..t.nodes.len()).filter(|&i| t.is_running(i)).count();
+            t.stop_all().context("stopping nodes")?;
+            say(&format!("stopped {running} node(s); data kept in {}", dir.dir.display()));
+            Ok(())
+        }
+    }
+}

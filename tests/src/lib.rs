@@ -1,0 +1,119 @@
+//! Test harness: temporary testnets of real `huitong` processes, entry files, and a "rogue"
+//! member peer that speaks the wire protocol directly to send forged or malformed messages.
+
+pub mod rogue;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use huitong_testnet::{Options, Testnet};
+use serde_json::{json, Value};
+
+/// The `huitong` binary built by cargo for this test run.
+pub fn huitong_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HUITONG_BIN") {
+        return PathBuf::from(p);
+    }
+    // Test binaries live in target/<profile>/deps; the node binary in target/<profile>.
+    let me = std::env::current_exe().unwrap_or_default();
+    me.parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("huitong"))
+        .unwrap_or_default()
+}
+
+/// A testnet in a temporary directory, stopped and removed on drop.
+pub struct Fixture {
+    /// The testnet (dropped first: its processes stop before the directory goes).
+    pub net: Testnet,
+    /// The directory.
+    pub tmp: tempfile::TempDir,
+}
+
+/// A random base port, so parallel test binaries rarely collide (ports are checked anyway).
+fn base_port() -> u16 {
+    20000 + rand::random::<u16>() % 30000
+}
+
+/// Starts hub + `departments` + city and waits until all are connected.
+pub fn start(departments: usize, sync_interval_secs: u64) -> anyhow::Result<Fixture> {
+    let tmp = tempfile::tempdir()?;
+    let bin = huitong_bin();
+    if !bin.exists() {
+        bail!("{} not found: build the workspace first (cargo build --workspace)", bin.display());
+    }
+    let mut net = Testnet::create(&Options {
+        dir: tmp.path().join("net"),
+        departments,
+        base_port: base_port(),
+        sync_interval_secs,
+        bin,
+    })?;
+    net.start_all()?;
+    net.wait_healthy(Duration::from_secs(120)).context("testnet did not become healthy")?;
+    Ok(Fixture { net, tmp })
+}
+
+/// A valid catalogue entry of node `i` with this sequence number and title.
+pub fn entry(net: &Testnet, i: usize, seq: u32, title: &str) -> Value {
+    let n = &net.nodes[i];
+    json!({
+        "classification": "301001",
+        "title": title,
+        "code": format!("301001/{seq:06}"),
+        "provider_name": n.name,
+        "provider_code": n.uscc,
+        "abstract": format!("{title}：测试用目录条目。"),
+        "format": {"category": "数据库", "type": "mysql"},
+        "items": [{"name": "编号", "data_type": "C", "length": 20}, {"name": "日期", "data_type": "D"}],
+        "share_type": "无条件共享",
+        "share_mode": "库表",
+        "open_type": "不予开放",
+        "update_cycle": "每日",
+        "publish_date": "2026-11-20",
+    })
+}
+
+/// Publishes an entry from node `i` through the CLI; returns the CLI output.
+pub fn publish(f: &Fixture, i: usize, entry: &Value) -> anyhow::Result<std::process::Output> {
+    let file = f.tmp.path().join(format!("entry-{}.json", rand::random::<u64>()));
+    std::fs::write(&file, serde_json::to_vec(entry)?)?;
+    f.net.cli(i, &["catalogue", "publish", &file.to_string_lossy()])
+}
+
+/// Publishes and asserts success.
+pub fn publish_ok(f: &Fixture, i: usize, entry: &Value) -> anyhow::Result<()> {
+    let out = publish(f, i, entry)?;
+    if !out.status.success() {
+        bail!("publish failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Titles found by a search on node `i`.
+pub fn search(net: &mut Testnet, i: usize, text: &str) -> anyhow::Result<Vec<String>> {
+    let q: String = text.bytes().map(|b| format!("%{b:02X}")).collect();
+    let v = net.get(i, &format!("/catalogue?q={q}"))?;
+    Ok(v["records"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["entry"]["title"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default())
+}
+
+/// Waits until `cond` returns true, polling every 100 ms.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        match cond() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last = Some(e),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what} (last error: {last:?})");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,93 @@
+//! A member peer under the test's control: it runs the node's own libp2p behaviour in a
+//! background thread and sends whatever bytes the test gives it, so tests can check how a real
+//! node treats forged, malformed and oversize messages from a peer that passed the gate.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use huitong_node::net::{build_swarm, topic, BehaviourEvent};
+use huitong_protocol::wire::SyncRequest;
+use huitong_protocol::SecretKey;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{gossipsub, Multiaddr, PeerId};
+use tokio::sync::mpsc;
+
+enum Cmd {
+    Dial(Multiaddr),
+    Gossip(Vec<u8>),
+    Request(PeerId, SyncRequest),
+}
+
+/// Handle to the rogue peer.
+pub struct Rogue {
+    tx: mpsc::Sender<Cmd>,
+    subscribed: Arc<Mutex<HashSet<PeerId>>>,
+    /// Gossip publish errors seen so far.
+    pub publish_errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Rogue {
+    /// Starts the peer with `key` in federation `federation`.
+    pub fn start(key: &SecretKey, federation: &str) -> anyhow::Result<Rogue> {
+        let mut swarm = build_swarm(key, Duration::from_secs(600))?;
+        let t = topic(federation);
+        swarm.behaviour_mut().gossipsub.subscribe(&t)?;
+        // The rogue accepts anyone: it is the node under test that must refuse.
+        let (tx, mut rx) = mpsc::channel::<Cmd>(64);
+        let subscribed = Arc::new(Mutex::new(HashSet::new()));
+        let publish_errors = Arc::new(Mutex::new(Vec::new()));
+        let (sub, errs) = (subscribed.clone(), publish_errors.clone());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::spawn(move || {
+            rt.block_on(async move {
+                loop {
+                    tokio::select! {
+                        cmd = rx.recv() => match cmd {
+                            None => break,
+                            Some(Cmd::Dial(a)) => { let _ = swarm.dial(a); }
+                            Some(Cmd::Gossip(b)) => {
+                                if let Err(e) = swarm.behaviour_mut().gossipsub.publish(t.clone(), b) {
+                                    errs.lock().unwrap().push(e.to_string());
+                                }
+                            }
+                            Some(Cmd::Request(p, r)) => { swarm.behaviour_mut().sync.send_request(&p, r); }
+                        },
+                        ev = swarm.select_next_some() => {
+                            if let SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. })) = ev {
+                                sub.lock().unwrap().insert(peer_id);
+                            }
+                        }
+                    }
+                }
+            });
+        });
+        Ok(Rogue { tx, subscribed, publish_errors })
+    }
+
+    /// Dials an address.
+    pub fn dial(&self, addr: &str) -> anyhow::Result<()> {
+        self.tx.blocking_send(Cmd::Dial(addr.parse()?))?;
+        Ok(())
+    }
+
+    /// Whether `peer` has subscribed to the federation topic (so gossip reaches it).
+    pub fn sees_subscribed(&self, peer: &str) -> bool {
+        peer.parse::<PeerId>()
+            .map(|p| self.subscribed.lock().unwrap().contains(&p))
+            .unwrap_or(false)
+    }
+
+    /// Publishes raw gossip bytes.
+    pub fn gossip(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.tx.blocking_send(Cmd::Gossip(bytes))?;
+        Ok(())
+    }
+
+    /// Sends a feed-sync request.
+    pub fn request(&self, peer: &str, r: SyncRequest) -> anyhow::Result<()> {
+        self.tx.blocking_send(Cmd::Request(peer.parse()?, r))?;
+        Ok(())
+    }
+}
