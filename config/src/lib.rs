@@ -5,7 +5,9 @@
 pub mod keyfile;
 mod schema;
 
-pub use schema::{ApiConfig, Config, FederationConfig, LogConfig, LogFormat, NetworkConfig, NodeConfig};
+pub use schema::{
+    ApiConfig, Config, FederationConfig, LogConfig, LogFormat, NetworkConfig, NodeConfig,
+};
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +23,9 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}; is this a node directory? create one with `huitong init`")]
+    #[error(
+        "cannot read {path}: {source}; is this a node directory? create one with `huitong init`"
+    )]
     Read {
         /// The file.
         path: PathBuf,
@@ -76,11 +80,13 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        config.validate().map_err(|(key, message)| ConfigError::Value {
-            path: path.to_owned(),
-            key,
-            message,
-        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Value {
+                path: path.to_owned(),
+                key,
+                message,
+            })?;
         Ok(config)
     }
 

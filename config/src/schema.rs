@@ -178,7 +178,10 @@ impl Config {
     /// Checks values; on error returns the dotted key and a message saying how to fix it.
     pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.node.name.trim().is_empty() {
-            return Err(("node.name", "must not be empty; give the organisation's name".into()));
+            return Err((
+                "node.name",
+                "must not be empty; give the organisation's name".into(),
+            ));
         }
         Uscc::parse(&self.node.org_code).map_err(|e| {
             (
@@ -244,7 +247,10 @@ impl Config {
         let addr: SocketAddr = self.api.listen.parse().map_err(|_| {
             (
                 "api.listen",
-                format!("{:?} is not an address; write e.g. \"127.0.0.1:7410\"", self.api.listen),
+                format!(
+                    "{:?} is not an address; write e.g. \"127.0.0.1:7410\"",
+                    self.api.listen
+                ),
             )
         })?;
         if !addr.ip().is_loopback() {
@@ -282,8 +288,20 @@ org_code = "91350100M000100Y43"
         let bad = GOOD.replace("Y43", "Y44");
         let e = Config::parse(&bad, Path::new("/x/huitong.toml")).unwrap_err();
         let msg = e.to_string();
-        assert!(matches!(e, ConfigError::Value { key: "node.org_code", .. }), "{msg}");
-        assert!(msg.starts_with("/x/huitong.toml: key `node.org_code`"), "{msg}");
+        assert!(
+            matches!(
+                e,
+                ConfigError::Value {
+                    key: "node.org_code",
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.starts_with("/x/huitong.toml: key `node.org_code`"),
+            "{msg}"
+        );
 
         let bad = format!("{GOOD}\n[api]\nlisten = \"0.0.0.0:80\"\n");
         let e = Config::parse(&bad, Path::new("h.toml")).unwrap_err();

@@ -71,7 +71,11 @@ fn decode(v: &[u8]) -> Result<Record, StoreError> {
 }
 
 /// Reads one record by provider USCC and code.
-pub fn get_by_provider(store: &Store, provider: &str, code: &str) -> Result<Option<Record>, StoreError> {
+pub fn get_by_provider(
+    store: &Store,
+    provider: &str,
+    code: &str,
+) -> Result<Option<Record>, StoreError> {
     store
         .db()
         .get_cf(store.cf(CF_CATALOGUE), key(provider, code))?
@@ -89,7 +93,10 @@ pub fn get(store: &Store, code: &str) -> Result<Vec<Record>, StoreError> {
 
 fn all(store: &Store) -> Result<Vec<Record>, StoreError> {
     let mut out = Vec::new();
-    for kv in store.db().iterator_cf(store.cf(CF_CATALOGUE), IteratorMode::Start) {
+    for kv in store
+        .db()
+        .iterator_cf(store.cf(CF_CATALOGUE), IteratorMode::Start)
+    {
         let (_, v) = kv?;
         out.push(decode(&v)?);
     }
@@ -98,7 +105,10 @@ fn all(store: &Store) -> Result<Vec<Record>, StoreError> {
 
 /// Every record the filter accepts, ordered by provider and code.
 pub fn list(store: &Store, filter: &Filter) -> Result<Vec<Record>, StoreError> {
-    Ok(all(store)?.into_iter().filter(|r| filter.accepts(r)).collect())
+    Ok(all(store)?
+        .into_iter()
+        .filter(|r| filter.accepts(r))
+        .collect())
 }
 
 /// Full-text search (jieba segmentation) over title, abstract, item names, provider and code;

@@ -98,9 +98,13 @@ fn exec_testnet(dir: &std::path::Path, args: Vec<String>) -> anyhow::Result<()> 
     let mut cmd = std::process::Command::new(&bin);
     cmd.args(&args).env("HUITONG_BIN", &me);
     // `--dir` given to huitong applies to the testnet unless the testnet arguments name one.
-    if std::env::args().any(|a| a == "--dir" || a.starts_with("--dir=")) && !args.iter().any(|a| a == "--dir") {
+    if std::env::args().any(|a| a == "--dir" || a.starts_with("--dir="))
+        && !args.iter().any(|a| a == "--dir")
+    {
         cmd.arg("--dir").arg(dir);
     }
-    let status = cmd.status().with_context(|| format!("cannot run {}", bin.display()))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
     std::process::exit(status.code().unwrap_or(1));
 }

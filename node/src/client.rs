@@ -37,11 +37,12 @@ impl ApiClient {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
-        let resp = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the node at {}; is `huitong run` still running?", self.base))?;
+        let resp = req.bearer_auth(&self.token).send().await.with_context(|| {
+            format!(
+                "cannot reach the node at {}; is `huitong run` still running?",
+                self.base
+            )
+        })?;
         let status = resp.status();
         let body = resp.bytes().await?;
         if status.is_success() {
@@ -58,12 +59,22 @@ impl ApiClient {
     }
 
     /// GET with a query.
-    pub async fn get<T: DeserializeOwned, Q: Serialize>(&self, path: &str, query: &Q) -> anyhow::Result<T> {
-        self.send(self.http.get(format!("{}{path}", self.base)).query(query)).await
+    pub async fn get<T: DeserializeOwned, Q: Serialize>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.get(format!("{}{path}", self.base)).query(query))
+            .await
     }
 
     /// POST a JSON body.
-    pub async fn post<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<T> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+    pub async fn post<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
     }
 }

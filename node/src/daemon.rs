@@ -30,11 +30,12 @@ pub const CHARTER_FILE: &str = "charter.cbor";
 fn parse_addrs(key: &'static str, list: &[String]) -> Result<Vec<Multiaddr>, net::NetError> {
     list.iter()
         .map(|a| {
-            a.parse().map_err(|e: libp2p::multiaddr::Error| net::NetError::Address {
-                key,
-                addr: a.clone(),
-                reason: e.to_string(),
-            })
+            a.parse()
+                .map_err(|e: libp2p::multiaddr::Error| net::NetError::Address {
+                    key,
+                    addr: a.clone(),
+                    reason: e.to_string(),
+                })
         })
         .collect()
 }
@@ -61,16 +62,28 @@ fn token(dir: &Path) -> anyhow::Result<String> {
 /// Runs a node until shutdown.
 pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let key = keyfile::read(&dir.join(NODE_KEY_FILE))?;
-    let authority = config.authority_key().map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+    let authority = config
+        .authority_key()
+        .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
     let store = Store::open(&dir.join("db"))?;
     let charter = match store.charter()? {
         Some(bytes) => match authority {
-            Some(a) => Some(huitong_protocol::Charter::open(&bytes, &a).context("stored charter")?.0),
+            Some(a) => Some(
+                huitong_protocol::Charter::open(&bytes, &a)
+                    .context("stored charter")?
+                    .0,
+            ),
             None => None,
         },
         None => None,
     };
-    let state = Arc::new(NodeState::new(store, key, config.clone(), authority, charter));
+    let state = Arc::new(NodeState::new(
+        store,
+        key,
+        config.clone(),
+        authority,
+        charter,
+    ));
     if state.charter().is_none() && dir.join(CHARTER_FILE).exists() {
         let bytes = std::fs::read(dir.join(CHARTER_FILE))?;
         match state.offer_charter(&bytes) {
@@ -84,26 +97,38 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
 
     let listen = parse_addrs("network.listen", &config.network.listen)?;
     let bootstrap = parse_addrs("network.bootstrap", &config.network.bootstrap)?;
-    let mut swarm = net::build_swarm(&state.key, Duration::from_secs(3600))?;
+    let hook_state = state.clone();
+    let hook: net::sync_codec::RejectHook = Arc::new(move |label| hook_state.reject(label));
+    let mut swarm = net::build_swarm(&state.key, Duration::from_secs(3600), Some(hook))?;
     for a in listen {
-        swarm.listen_on(a.clone()).map_err(|e| net::NetError::Listen {
-            addr: a.to_string(),
-            reason: e.to_string(),
-        })?;
+        swarm
+            .listen_on(a.clone())
+            .map_err(|e| net::NetError::Listen {
+                addr: a.to_string(),
+                reason: e.to_string(),
+            })?;
     }
     let (client, commands) = Client::channel();
     let shutdown = CancellationToken::new();
     let event_loop = EventLoop::new(swarm, state.clone(), commands, bootstrap);
     let net_task = tokio::spawn(event_loop.run(shutdown.clone()));
 
-    let api_addr = config.api_addr().map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+    let api_addr = config
+        .api_addr()
+        .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
     let (listener, bound) = crate::http::bind(api_addr)
         .await
         .with_context(|| format!("cannot bind the admin API on {api_addr} (api.listen); is another node using it? use port 0 to pick a free one"))?;
     let token = token(dir)?;
     std::fs::write(dir.join(API_ADDR_FILE), bound.to_string())?;
     info!(api = %bound, peer_id = %net::peer_id(&state.id()).map(|p| p.to_string()).unwrap_or_default(), name = %config.node.name, "node running");
-    let http_task = tokio::spawn(crate::http::serve(listener, state.clone(), client, token, shutdown.clone()));
+    let http_task = tokio::spawn(crate::http::serve(
+        listener,
+        state.clone(),
+        client,
+        token,
+        shutdown.clone(),
+    ));
 
     wait_for_signal().await;
     info!("shutting down");

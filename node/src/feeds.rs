@@ -59,8 +59,8 @@ pub enum AppendError {
 
 /// Labels for `status` counters.
 fn label(e: &FeedError) -> &'static str {
-    use huitong_protocol::envelope::EnvelopeError;
     use huitong_protocol::codec::DecodeError;
+    use huitong_protocol::envelope::EnvelopeError;
     match e {
         FeedError::Envelope(EnvelopeError::Decode(DecodeError::TooLarge { .. })) => "oversize",
         FeedError::Envelope(EnvelopeError::Decode(_)) | FeedError::Payload(_) => "malformed",
@@ -142,7 +142,15 @@ impl NodeState {
         let mut batch = WriteBatch::default();
         self.store
             .put_entry(&mut batch, &e.feed, e.seq, &v.hash, &v.envelope.to_bytes());
-        catalogue::apply(&self.store, &mut batch, &e.feed, e.seq, e.timestamp_ms, &provider, &e.event)?;
+        catalogue::apply(
+            &self.store,
+            &mut batch,
+            &e.feed,
+            e.seq,
+            e.timestamp_ms,
+            &provider,
+            &e.event,
+        )?;
         self.store.commit(&w, batch)?;
         if e.feed != self.id() {
             self.accepted();
@@ -160,9 +168,9 @@ impl NodeState {
     /// Appends an event to this node's own feed; returns the sealed entry for gossip.
     pub fn append(&self, event: Event) -> Result<VerifiedEntry, AppendError> {
         let ours = self.config.node.org_code.clone();
-        if let Some(version) = self.with_charter(|c| {
-            c.filter(|c| !c.is_active(&self.id())).map(|c| c.version)
-        }) {
+        if let Some(version) =
+            self.with_charter(|c| c.filter(|c| !c.is_active(&self.id())).map(|c| c.version))
+        {
             return Err(AppendError::Suspended(version));
         }
         let w = self.store.writer();
@@ -198,9 +206,22 @@ impl NodeState {
         };
         let sealed = entry.seal(&self.key);
         let mut batch = WriteBatch::default();
-        self.store
-            .put_entry(&mut batch, &entry.feed, entry.seq, &sealed.hash, &sealed.envelope.to_bytes());
-        catalogue::apply(&self.store, &mut batch, &entry.feed, entry.seq, entry.timestamp_ms, &ours, &entry.event)?;
+        self.store.put_entry(
+            &mut batch,
+            &entry.feed,
+            entry.seq,
+            &sealed.hash,
+            &sealed.envelope.to_bytes(),
+        );
+        catalogue::apply(
+            &self.store,
+            &mut batch,
+            &entry.feed,
+            entry.seq,
+            entry.timestamp_ms,
+            &ours,
+            &entry.event,
+        )?;
         self.store.commit(&w, batch)?;
         Ok(sealed)
     }

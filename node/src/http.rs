@@ -129,15 +129,16 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
             detected_at_ms: f.detected_at_ms,
         })
         .collect();
-    let (members, active) = s.with_charter(|c| {
-        c.map_or((0, false), |c| (c.members.len(), c.is_active(&s.id())))
-    });
+    let (members, active) =
+        s.with_charter(|c| c.map_or((0, false), |c| (c.members.len(), c.is_active(&s.id()))));
     Ok(Json(api::Status {
         name: s.config.node.name.clone(),
         org_code: s.config.node.org_code.clone(),
         role: s.config.node.role.clone(),
         federation: s.config.federation.name.clone(),
-        peer_id: crate::net::peer_id(&s.id()).map(|p| p.to_string()).unwrap_or_default(),
+        peer_id: crate::net::peer_id(&s.id())
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         node_key: s.id().to_hex(),
         charter_version: s.charter_version(),
         members,
@@ -161,7 +162,10 @@ async fn peers(State(ctx): State<Ctx>) -> Res<Vec<crate::net::PeerInfo>> {
 
 fn filter(q: &api::Query) -> Result<Filter, Fail> {
     let bad = |what: &str, v: &str, expected: String| {
-        fail(StatusCode::BAD_REQUEST, format!("unknown {what} {v:?}; expected one of {expected}"))
+        fail(
+            StatusCode::BAD_REQUEST,
+            format!("unknown {what} {v:?}; expected one of {expected}"),
+        )
     };
     Ok(Filter {
         provider: q.provider.clone().filter(|s| !s.is_empty()),
@@ -204,7 +208,10 @@ async fn publish(State(ctx): State<Ctx>, Json(raw): Json<RawEntry>) -> Res<api::
         Fail(
             StatusCode::UNPROCESSABLE_ENTITY,
             ApiError {
-                error: format!("the entry has {} problem(s); nothing was stored", errors.0.len()),
+                error: format!(
+                    "the entry has {} problem(s); nothing was stored",
+                    errors.0.len()
+                ),
                 details: errors.0,
             },
         )
@@ -233,9 +240,13 @@ async fn gossip(ctx: &Ctx, envelope: Vec<u8>) {
 }
 
 async fn withdraw(State(ctx): State<Ctx>, Json(w): Json<api::Withdraw>) -> Res<api::Published> {
-    let code = ResourceCode::parse(&w.code).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("code: {e}")))?;
+    let code = ResourceCode::parse(&w.code)
+        .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("code: {e}")))?;
     if w.reason.trim().is_empty() {
-        return Err(fail(StatusCode::BAD_REQUEST, "reason: give the reason for withdrawing (下架原因)"));
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "reason: give the reason for withdrawing (下架原因)",
+        ));
     }
     let sealed = ctx
         .state
@@ -260,7 +271,12 @@ async fn charter(State(ctx): State<Ctx>) -> Res<api::CharterView> {
             "this node holds no charter yet; import one with `huitong charter import FILE` or create version 1 with `huitong charter admit`",
         ));
     };
-    let env = ctx.state.store.charter().map_err(internal)?.unwrap_or_default();
+    let env = ctx
+        .state
+        .store
+        .charter()
+        .map_err(internal)?
+        .unwrap_or_default();
     Ok(Json(api::CharterView {
         federation: c.federation,
         version: c.version,
@@ -271,7 +287,10 @@ async fn charter(State(ctx): State<Ctx>) -> Res<api::CharterView> {
     }))
 }
 
-async fn submit_charter(State(ctx): State<Ctx>, Json(s): Json<api::CharterSubmit>) -> Res<api::CharterView> {
+async fn submit_charter(
+    State(ctx): State<Ctx>,
+    Json(s): Json<api::CharterSubmit>,
+) -> Res<api::CharterView> {
     let bytes = hex::decode(s.envelope_hex.trim())
         .map_err(|_| fail(StatusCode::BAD_REQUEST, "envelope_hex is not hexadecimal"))?;
     ctx.state

@@ -88,8 +88,12 @@ pub fn topic(federation: &str) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("huitong/{federation}/1"))
 }
 
-/// Builds the swarm for a node key.
-pub fn build_swarm(key: &SecretKey, idle: Duration) -> Result<Swarm<Behaviour>, NetError> {
+/// Builds the swarm for a node key; `on_reject` hears of every refused inbound sync request.
+pub fn build_swarm(
+    key: &SecretKey,
+    idle: Duration,
+    on_reject: Option<sync_codec::RejectHook>,
+) -> Result<Swarm<Behaviour>, NetError> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair(key))
         .with_tokio()
@@ -123,8 +127,12 @@ pub fn build_swarm(key: &SecretKey, idle: Duration) -> Result<Swarm<Behaviour>, 
                 )),
                 ping: ping::Behaviour::new(ping::Config::new()),
                 gossipsub,
-                sync: request_response::Behaviour::new(
-                    [(sync_codec::PROTOCOL, request_response::ProtocolSupport::Full)],
+                sync: request_response::Behaviour::with_codec(
+                    sync_codec::Codec::new(on_reject),
+                    [(
+                        sync_codec::PROTOCOL,
+                        request_response::ProtocolSupport::Full,
+                    )],
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(30))
                         .with_max_concurrent_streams(64),

@@ -39,7 +39,13 @@ pub struct NodeState {
 
 impl NodeState {
     /// Assembles the state.
-    pub fn new(store: Store, key: SecretKey, config: Config, authority: Option<NodeId>, charter: Option<Charter>) -> Self {
+    pub fn new(
+        store: Store,
+        key: SecretKey,
+        config: Config,
+        authority: Option<NodeId>,
+        charter: Option<Charter>,
+    ) -> Self {
         Self {
             store,
             key,
@@ -57,12 +63,19 @@ impl NodeState {
 
     /// A copy of the current charter.
     pub fn charter(&self) -> Option<Charter> {
-        self.charter.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.charter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Reads the charter without cloning.
     pub fn with_charter<T>(&self, f: impl FnOnce(Option<&Charter>) -> T) -> T {
-        f(self.charter.read().unwrap_or_else(|p| p.into_inner()).as_ref())
+        f(self
+            .charter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref())
     }
 
     /// Replaces the charter in memory (the caller has stored it).
@@ -78,7 +91,10 @@ impl NodeState {
 
     /// Counts an accepted entry.
     pub fn accepted(&self) {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner()).accepted += 1;
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .accepted += 1;
     }
 
     /// Remembers a refused peer.
@@ -94,7 +110,10 @@ impl NodeState {
 
     /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

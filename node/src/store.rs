@@ -30,7 +30,14 @@ pub(crate) const CF_HEADS: &str = "heads";
 pub(crate) const CF_FORKS: &str = "forks";
 pub(crate) const CF_CATALOGUE: &str = "catalogue";
 pub(crate) const CF_SEARCH: &str = "search";
-const ALL_CFS: [&str; 6] = [CF_META, CF_ENTRIES, CF_HEADS, CF_FORKS, CF_CATALOGUE, CF_SEARCH];
+const ALL_CFS: [&str; 6] = [
+    CF_META,
+    CF_ENTRIES,
+    CF_HEADS,
+    CF_FORKS,
+    CF_CATALOGUE,
+    CF_SEARCH,
+];
 
 const KEY_CHARTER: &[u8] = b"charter";
 
@@ -199,7 +206,14 @@ impl Store {
     }
 
     /// Stages an entry and its new head.
-    pub fn put_entry(&self, batch: &mut WriteBatch, feed: &NodeId, seq: u64, hash: &EntryHash, envelope: &[u8]) {
+    pub fn put_entry(
+        &self,
+        batch: &mut WriteBatch,
+        feed: &NodeId,
+        seq: u64,
+        hash: &EntryHash,
+        envelope: &[u8],
+    ) {
         let mut v = Vec::with_capacity(32 + envelope.len());
         v.extend_from_slice(&hash.0);
         v.extend_from_slice(envelope);
@@ -211,7 +225,11 @@ impl Store {
     }
 
     /// The stored hash and envelope of one entry.
-    pub fn entry(&self, feed: &NodeId, seq: u64) -> Result<Option<(EntryHash, Vec<u8>)>, StoreError> {
+    pub fn entry(
+        &self,
+        feed: &NodeId,
+        seq: u64,
+    ) -> Result<Option<(EntryHash, Vec<u8>)>, StoreError> {
         let Some(v) = self.db.get_cf(self.cf(CF_ENTRIES), entry_key(feed, seq))? else {
             return Ok(None);
         };
@@ -227,7 +245,13 @@ impl Store {
     }
 
     /// Envelopes of `feed` from seq `from`, at most `limit` of them and about `max_bytes`.
-    pub fn range(&self, feed: &NodeId, from: u64, limit: u32, max_bytes: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+    pub fn range(
+        &self,
+        feed: &NodeId,
+        from: u64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut out = Vec::new();
         let mut size = 0;
         let start = entry_key(feed, from);
@@ -235,8 +259,7 @@ impl Store {
             self.cf(CF_ENTRIES),
             IteratorMode::From(&start, rocksdb::Direction::Forward),
         );
-        let mut expect = from;
-        for kv in iter {
+        for (expect, kv) in (from..).zip(iter) {
             let (k, v) = kv?;
             if k.len() != 40 || k[..32] != feed.0 || out.len() as u32 >= limit {
                 break;
@@ -251,7 +274,6 @@ impl Store {
                 break;
             }
             out.push(v[32..].to_vec());
-            expect += 1;
         }
         Ok(out)
     }
@@ -270,9 +292,11 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.db.iterator_cf(self.cf(CF_FORKS), IteratorMode::Start) {
             let (_, v) = kv?;
-            let fork = huitong_protocol::codec::decode(&v, usize::MAX).map_err(|e| StoreError::Corrupt {
-                cf: CF_FORKS,
-                detail: e.to_string(),
+            let fork = huitong_protocol::codec::decode(&v, usize::MAX).map_err(|e| {
+                StoreError::Corrupt {
+                    cf: CF_FORKS,
+                    detail: e.to_string(),
+                }
             })?;
             out.push(fork);
         }

@@ -12,7 +12,7 @@ mod rules;
 
 use serde::{Deserialize, Serialize};
 
-pub use enums::{DataType, FormatCategory, OpenType, ShareMode, ShareType, UpdateCycle};
+pub use enums::{DataType, FormatCategory, Labelled, OpenType, ShareMode, ShareType, UpdateCycle};
 pub use raw::{RawEntry, RawFormat, RawItem};
 
 use crate::{Classification, ResourceCode, Uscc};

@@ -103,7 +103,8 @@ impl Envelope {
 
     /// Decodes `bytes` (at most [`MAX_ENVELOPE_BYTES`]) and verifies the signature.
     pub fn open(bytes: &[u8], expected: Kind) -> Result<Self, EnvelopeError> {
-        let Wire(version, tag, signer, payload, signature) = codec::decode(bytes, MAX_ENVELOPE_BYTES)?;
+        let Wire(version, tag, signer, payload, signature) =
+            codec::decode(bytes, MAX_ENVELOPE_BYTES)?;
         if version != ENVELOPE_VERSION {
             return Err(EnvelopeError::Version(version));
         }

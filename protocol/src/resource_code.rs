@@ -26,13 +26,17 @@ pub struct ResourceCode(String);
 #[non_exhaustive]
 pub enum CodeError {
     /// Not digits, or too short or long.
-    #[error("classification {0:?} must be 6 to 12 digits: 类 (1-3), 项 (2), 目 (3), optional 细目")]
+    #[error(
+        "classification {0:?} must be 6 to 12 digits: 类 (1-3), 项 (2), 目 (3), optional 细目"
+    )]
     ClassificationShape(String),
     /// 类 is not 1, 2 or 3.
     #[error("类 must be 1 (基础), 2 (主题) or 3 (部门), got {0:?}")]
     Class(char),
     /// Not `{classification}/{6 digits}`.
-    #[error("resource code {0:?} must be {{classification}}/{{6-digit sequence}}, e.g. 101001/000123")]
+    #[error(
+        "resource code {0:?} must be {{classification}}/{{6-digit sequence}}, e.g. 101001/000123"
+    )]
     CodeShape(String),
 }
 
@@ -40,8 +44,7 @@ impl Classification {
     /// Parses a classification path.
     pub fn parse(s: &str) -> Result<Self, CodeError> {
         let n = s.len();
-        if !(6..=MAX_CLASSIFICATION_DIGITS).contains(&n) || !s.bytes().all(|b| b.is_ascii_digit())
-        {
+        if !(6..=MAX_CLASSIFICATION_DIGITS).contains(&n) || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(CodeError::ClassificationShape(s.to_owned()));
         }
         let class = s.as_bytes()[0] as char;
@@ -136,7 +139,9 @@ mod tests {
         );
         assert!(ResourceCode::parse("101001/12345").is_err());
         assert_eq!(
-            ResourceCode::parse("101001/000123").unwrap().classification(),
+            ResourceCode::parse("101001/000123")
+                .unwrap()
+                .classification(),
             "101001"
         );
     }

@@ -9,7 +9,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 const ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
-const WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+const WEIGHTS: [u32; 17] = [
+    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+];
 
 /// A validated USCC.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -121,8 +123,16 @@ mod tests {
     #[test]
     fn known_real_codes_verify() {
         // Published codes of real bodies (public registers).
-        for code in ["91350100M000100Y43", "11100000000013127D", "91110000802100433B"] {
-            assert_eq!(Uscc::parse(code).map(|u| u.0), Ok(code.to_owned()), "{code}");
+        for code in [
+            "91350100M000100Y43",
+            "11100000000013127D",
+            "91110000802100433B",
+        ] {
+            assert_eq!(
+                Uscc::parse(code).map(|u| u.0),
+                Ok(code.to_owned()),
+                "{code}"
+            );
         }
     }
 

@@ -60,28 +60,50 @@ fn every_problem_is_reported_with_its_path() {
     });
     assert_eq!(errs.len(), 4, "{errs:#?}");
     assert!(errs.contains(&"title: required field is missing or empty".to_owned()));
-    assert!(errs.contains(&"items[1].data_type: unknown type \"X\"; expected one of C N Y D T L M G B I F".to_owned()));
-    assert!(errs.contains(&"provider_code: check character is '4' but GB 32100 gives '3'".to_owned()));
-    assert!(errs.iter().any(|e| e.starts_with("update_cycle: unknown update cycle \"每两天\"")));
+    assert!(errs.contains(
+        &"items[1].data_type: unknown type \"X\"; expected one of C N Y D T L M G B I F".to_owned()
+    ));
+    assert!(
+        errs.contains(&"provider_code: check character is '4' but GB 32100 gives '3'".to_owned())
+    );
+    assert!(errs
+        .iter()
+        .any(|e| e.starts_with("update_cycle: unknown update cycle \"每两天\"")));
 }
 
 #[test]
 fn each_mandatory_field_is_named_when_missing() {
     for field in [
-        "classification", "title", "code", "provider_name", "provider_code", "abstract", "format",
-        "share_type", "share_mode", "open_type", "update_cycle", "publish_date",
+        "classification",
+        "title",
+        "code",
+        "provider_name",
+        "provider_code",
+        "abstract",
+        "format",
+        "share_type",
+        "share_mode",
+        "open_type",
+        "update_cycle",
+        "publish_date",
     ] {
         let errs = with(|v| {
             v.as_object_mut().unwrap().remove(field);
         });
-        assert!(errs.iter().any(|e| e.starts_with(&format!("{field}:"))), "{field}: {errs:?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with(&format!("{field}:"))),
+            "{field}: {errs:?}"
+        );
     }
 }
 
 #[test]
 fn uscc_check_characters() {
     assert!(with(|v| v["provider_code"] = "91350100M000100Y4".into())[0].contains("18 characters"));
-    assert!(with(|v| v["provider_code"] = "91350100M0001O0Y43".into())[0].contains("'O' at position 14"));
+    assert!(
+        with(|v| v["provider_code"] = "91350100M0001O0Y43".into())[0]
+            .contains("'O' at position 14")
+    );
 }
 
 #[test]
@@ -97,7 +119,10 @@ fn share_rules() {
         v["share_type"] = "不予共享".into();
         v["open_type"] = "无条件开放".into();
     });
-    assert!(e[0].starts_with("open_type: a resource that is 不予共享 is never open"), "{e:?}");
+    assert!(
+        e[0].starts_with("open_type: a resource that is 不予共享 is never open"),
+        "{e:?}"
+    );
     let e = with(|v| {
         v["open_type"] = "有条件开放".into();
     });
@@ -107,7 +132,10 @@ fn share_rules() {
 #[test]
 fn item_level_types_cannot_widen_the_entry() {
     let e = with(|v| v["items"][0]["share_type"] = "无条件共享".into());
-    assert!(e[0].starts_with("items[0].share_type: an item cannot be shared more widely"), "{e:?}");
+    assert!(
+        e[0].starts_with("items[0].share_type: an item cannot be shared more widely"),
+        "{e:?}"
+    );
     let e = with(|v| {
         v["items"][0]["share_type"] = "不予共享".into();
         v["items"][0]["open_type"] = "不予开放".into();
@@ -124,24 +152,45 @@ fn item_level_types_cannot_widen_the_entry() {
 #[test]
 fn codes_dates_and_lengths() {
     let e = with(|v| v["code"] = "102001/000001".into());
-    assert!(e[0].starts_with("code: code 102001/000001 does not start with the entry's classification 101001"), "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "code: code 102001/000001 does not start with the entry's classification 101001"
+        ),
+        "{e:?}"
+    );
     let e = with(|v| v["code"] = "101001-1".into());
     assert!(e[0].starts_with("code: resource code"), "{e:?}");
     let e = with(|v| v["classification"] = "901001".into());
-    assert!(e.iter().any(|x| x.starts_with("classification: 类 must be 1")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|x| x.starts_with("classification: 类 must be 1")),
+        "{e:?}"
+    );
     let e = with(|v| v["publish_date"] = "2026-02-30".into());
-    assert_eq!(e, vec!["publish_date: \"2026-02-30\" is not a date YYYY-MM-DD"]);
+    assert_eq!(
+        e,
+        vec!["publish_date: \"2026-02-30\" is not a date YYYY-MM-DD"]
+    );
     let e = with(|v| v["title"] = "名".repeat(129).into());
     assert_eq!(e, vec!["title: 129 characters; at most 128 allowed"]);
     let e = with(|v| v["related_codes"] = serde_json::json!(["101001/000001"]));
-    assert!(e[0].starts_with("related_codes[0]: an entry cannot be related to itself"), "{e:?}");
+    assert!(
+        e[0].starts_with("related_codes[0]: an entry cannot be related to itself"),
+        "{e:?}"
+    );
     let e = with(|v| v["format"]["category"] = "磁带".into());
-    assert!(e[0].starts_with("format.category: unknown format category \"磁带\""), "{e:?}");
+    assert!(
+        e[0].starts_with("format.category: unknown format category \"磁带\""),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn unknown_fields_are_refused() {
     let mut v = good();
     v["colour"] = "red".into();
-    assert!(serde_json::from_value::<RawEntry>(v).unwrap_err().to_string().contains("colour"));
+    assert!(serde_json::from_value::<RawEntry>(v)
+        .unwrap_err()
+        .to_string()
+        .contains("colour"));
 }

@@ -43,17 +43,36 @@ fn vectors() -> Vec<(&'static str, String)> {
     };
     let summary = SyncRequest::Summary(Summary {
         charter_version: 1,
-        heads: vec![Head { feed: node.public(), seq: 1 }],
+        heads: vec![Head {
+            feed: node.public(),
+            seq: 1,
+        }],
     });
     vec![
-        ("uscc-check-91350100M000100Y4", uscc::check_character("91350100M000100Y4").unwrap().to_string()),
+        (
+            "uscc-check-91350100M000100Y4",
+            uscc::check_character("91350100M000100Y4")
+                .unwrap()
+                .to_string(),
+        ),
         ("node-public-key", node.public().to_hex()),
         ("authority-public-key", authority.public().to_hex()),
         ("feed-entry-payload", hex::encode(codec::encode(&entry))),
         ("feed-entry-hash", sealed.hash.to_hex()),
-        ("feed-entry-envelope", hex::encode(sealed.envelope.to_bytes())),
-        ("charter-envelope", hex::encode(charter.seal(&authority).to_bytes())),
-        ("gossip-entry", hex::encode(codec::encode(&Gossip::Entry(serde_bytes::ByteBuf::from(sealed.envelope.to_bytes()))))),
+        (
+            "feed-entry-envelope",
+            hex::encode(sealed.envelope.to_bytes()),
+        ),
+        (
+            "charter-envelope",
+            hex::encode(charter.seal(&authority).to_bytes()),
+        ),
+        (
+            "gossip-entry",
+            hex::encode(codec::encode(&Gossip::Entry(serde_bytes::ByteBuf::from(
+                sealed.envelope.to_bytes(),
+            )))),
+        ),
         ("sync-summary-request", hex::encode(codec::encode(&summary))),
     ]
 }
@@ -73,13 +92,22 @@ fn protocol_doc_holds_the_current_vectors() {
             missing.push(name);
         }
     }
-    assert!(missing.is_empty(), "docs/protocol.md is missing or has stale vectors: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "docs/protocol.md is missing or has stale vectors: {missing:?}"
+    );
 }
 
 #[test]
 fn vectors_verify_as_a_receiver_would() {
     let v = vectors();
-    let env = hex::decode(&v.iter().find(|(n, _)| *n == "feed-entry-envelope").unwrap().1).unwrap();
+    let env = hex::decode(
+        &v.iter()
+            .find(|(n, _)| *n == "feed-entry-envelope")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
     let opened = VerifiedEntry::open(&env).unwrap();
     assert_eq!(opened.entry.seq, 1);
     let authority = SecretKey::from_bytes([2; 32]).public();

@@ -59,7 +59,10 @@ fn huitong_bin() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let bin = me.with_file_name("huitong");
     if !bin.exists() {
-        bail!("cannot find the huitong binary next to {}; set HUITONG_BIN", me.display());
+        bail!(
+            "cannot find the huitong binary next to {}; set HUITONG_BIN",
+            me.display()
+        );
     }
     Ok(bin)
 }
@@ -76,15 +79,27 @@ fn up(dir: PathBuf, departments: usize, base_port: u16) -> anyhow::Result<()> {
     let dir = std::path::absolute(&dir)?;
     let fresh = !dir.join(huitong_testnet::net_state_file()).exists();
     let mut t = if fresh {
-        say(&format!("creating a testnet in {}: hub, {departments} departments, city …", dir.display()));
-        Testnet::create(&Options { dir: dir.clone(), departments, base_port, sync_interval_secs: 5, bin: huitong_bin()? })?
+        say(&format!(
+            "creating a testnet in {}: hub, {departments} departments, city …",
+            dir.display()
+        ));
+        Testnet::create(&Options {
+            dir: dir.clone(),
+            departments,
+            base_port,
+            sync_interval_secs: 5,
+            bin: huitong_bin()?,
+        })?
     } else {
         let t = Testnet::load(&dir)?;
         let running = (0..t.nodes.len()).filter(|&i| t.is_running(i)).count();
         if running > 0 {
             bail!("a testnet is already running in {} ({running} of {} nodes up); see `huitong testnet status`, or stop it with `huitong testnet down`", dir.display(), t.nodes.len());
         }
-        say(&format!("restarting the stopped testnet in {}", dir.display()));
+        say(&format!(
+            "restarting the stopped testnet in {}",
+            dir.display()
+        ));
         t
     };
     t.bin = huitong_bin()?;
@@ -96,16 +111,23 @@ fn up(dir: PathBuf, departments: usize, base_port: u16) -> anyhow::Result<()> {
         return Err(e.context("the testnet did not become healthy; it was stopped. Node logs are in each node directory (node.log)"));
     }
     if fresh {
-        let n = t.publish_demo(|i, total, title| say(&format!("published {i}/{total}: {title}")))?;
+        let n =
+            t.publish_demo(|i, total, title| say(&format!("published {i}/{total}: {title}")))?;
         say("waiting until every node holds the whole catalogue …");
         let all: Vec<usize> = (0..t.nodes.len()).collect();
-        t.wait_status(&all, Duration::from_secs(120), "the demo catalogue", |_, s| {
-            s["catalogue_entries"].as_u64() >= Some(n as u64)
-        })?;
+        t.wait_status(
+            &all,
+            Duration::from_secs(120),
+            "the demo catalogue",
+            |_, s| s["catalogue_entries"].as_u64() >= Some(n as u64),
+        )?;
     }
     t.save()?;
     print_table(&t);
-    println!("\ntry:  huitong --dir {} catalogue search 人口", t.nodes[t.nodes.len() / 2].dir.display());
+    println!(
+        "\ntry:  huitong --dir {} catalogue search 人口",
+        t.nodes[t.nodes.len() / 2].dir.display()
+    );
     println!("stop: huitong testnet down --dir {}", dir.display());
     // Leave the processes running: they belong to the testnet now, not to this command.
     std::mem::forget(t);
@@ -114,7 +136,10 @@ fn up(dir: PathBuf, departments: usize, base_port: u16) -> anyhow::Result<()> {
 
 fn print_table(t: &Testnet) {
     for (i, n) in t.nodes.iter().enumerate() {
-        let api = t.api_addr(i).map(|a| format!("http://{a}/api/v1")).unwrap_or_else(|| "-".into());
+        let api = t
+            .api_addr(i)
+            .map(|a| format!("http://{a}/api/v1"))
+            .unwrap_or_else(|| "-".into());
         println!("{:<10} {:<34} {}  {}", n.role, n.name, n.dir.display(), api);
     }
 }
@@ -128,7 +153,11 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Up { dir, departments, base_port } => up(dir.dir, departments, base_port),
+        Cmd::Up {
+            dir,
+            departments,
+            base_port,
+        } => up(dir.dir, departments, base_port),
         Cmd::Status { dir, json } => {
             let t = Testnet::load(&dir.dir)?;
             if json {
@@ -143,7 +172,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut t = Testnet::load(&dir.dir)?;
             let running = (0..t.nodes.len()).filter(|&i| t.is_running(i)).count();
             t.stop_all().context("stopping nodes")?;
-            say(&format!("stopped {running} node(s); data kept in {}", dir.dir.display()));
+            say(&format!(
+                "stopped {running} node(s); data kept in {}",
+                dir.dir.display()
+            ));
             Ok(())
         }
     }

@@ -62,6 +62,12 @@ pub fn members(departments: usize) -> Vec<MemberSpec> {
             )),
         }
     }
-    out.push(spec("city", "南通市数据局", Role::Cascade, NANTONG_DIVISION, 999));
+    out.push(spec(
+        "city",
+        "南通市数据局",
+        Role::Cascade,
+        NANTONG_DIVISION,
+        999,
+    ));
     out
 }

@@ -95,7 +95,11 @@ pub fn alive(pid: u32, dir: &Path) -> bool {
     };
     if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie has finished; it is only waiting to be reaped.
-        if stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z')) {
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'))
+        {
             return false;
         }
     }
@@ -159,13 +163,31 @@ impl Testnet {
         Ok(t)
     }
 
-    fn init_node(o: &Options, m: &MemberSpec, port: u16, authority: &NodeId) -> anyhow::Result<NodeInfo> {
+    fn init_node(
+        o: &Options,
+        m: &MemberSpec,
+        port: u16,
+        authority: &NodeId,
+    ) -> anyhow::Result<NodeInfo> {
         let dir = o.dir.join("nodes").join(&m.key);
         let out = Command::new(&o.bin)
             .arg("--dir")
             .arg(&dir)
-            .args(["init", "--name", &m.name, "--org-code", &m.uscc, "--role", m.role.as_str()])
-            .args(["--federation", FEDERATION, "--authority-key", &authority.to_hex()])
+            .args([
+                "init",
+                "--name",
+                &m.name,
+                "--org-code",
+                &m.uscc,
+                "--role",
+                m.role.as_str(),
+            ])
+            .args([
+                "--federation",
+                FEDERATION,
+                "--authority-key",
+                &authority.to_hex(),
+            ])
             .args(["--listen", &format!("/ip4/127.0.0.1/udp/{port}/quic-v1")])
             .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
             .args(["--api", "127.0.0.1:0", "--json"])
@@ -173,7 +195,11 @@ impl Testnet {
             .output()
             .with_context(|| format!("cannot run {}", o.bin.display()))?;
         if !out.status.success() {
-            bail!("huitong init for {} failed: {}", m.name, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "huitong init for {} failed: {}",
+                m.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let v: Value = serde_json::from_slice(&out.stdout)?;
         Ok(NodeInfo {
@@ -191,9 +217,14 @@ impl Testnet {
 
     /// Loads a testnet's state file.
     pub fn load(dir: &Path) -> anyhow::Result<Testnet> {
-        let text = std::fs::read_to_string(dir.join(STATE_FILE))
-            .map_err(|_| anyhow!("no testnet in {}; start one with `huitong testnet up`", dir.display()))?;
-        let mut t: Testnet = serde_json::from_str(&text).with_context(|| format!("{} is corrupt", dir.join(STATE_FILE).display()))?;
+        let text = std::fs::read_to_string(dir.join(STATE_FILE)).map_err(|_| {
+            anyhow!(
+                "no testnet in {}; start one with `huitong testnet up`",
+                dir.display()
+            )
+        })?;
+        let mut t: Testnet = serde_json::from_str(&text)
+            .with_context(|| format!("{} is corrupt", dir.join(STATE_FILE).display()))?;
         t.children = t.nodes.iter().map(|_| None).collect();
         Ok(t)
     }
@@ -208,14 +239,19 @@ impl Testnet {
 
     /// Whether node `i` runs.
     pub fn is_running(&self, i: usize) -> bool {
-        self.nodes[i].pid.is_some_and(|p| alive(p, &self.nodes[i].dir))
+        self.nodes[i]
+            .pid
+            .is_some_and(|p| alive(p, &self.nodes[i].dir))
     }
 
     /// Starts node `i` in the background (its own process group; log in `node.log`).
     pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
         let n = &self.nodes[i];
         let _ = std::fs::remove_file(n.dir.join("api.addr"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(n.dir.join("node.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(n.dir.join("node.log"))?;
         let child = Command::new(&self.bin)
             .arg("--dir")
             .arg(&n.dir)
@@ -241,7 +277,9 @@ impl Testnet {
 
     /// Stops node `i`: SIGTERM (or SIGKILL when `kill`), then waits for it to exit.
     pub fn stop(&mut self, i: usize, kill: bool) -> anyhow::Result<()> {
-        let Some(pid) = self.nodes[i].pid else { return Ok(()) };
+        let Some(pid) = self.nodes[i].pid else {
+            return Ok(());
+        };
         if alive(pid, &self.nodes[i].dir) {
             let sig = if kill { libc::SIGKILL } else { libc::SIGTERM };
             // SAFETY: kill(2) with a pid we started and checked in /proc; no memory involved.
@@ -289,12 +327,16 @@ impl Testnet {
 
     /// The admin API address of node `i`, once it has bound it.
     pub fn api_addr(&self, i: usize) -> Option<String> {
-        std::fs::read_to_string(self.nodes[i].dir.join("api.addr")).ok().map(|s| s.trim().to_owned())
+        std::fs::read_to_string(self.nodes[i].dir.join("api.addr"))
+            .ok()
+            .map(|s| s.trim().to_owned())
     }
 
     /// GET an admin API path of node `i` (e.g. `/status`).
     pub fn get(&mut self, i: usize, path: &str) -> anyhow::Result<Value> {
-        let addr = self.api_addr(i).ok_or_else(|| anyhow!("{} has no API address yet", self.nodes[i].name))?;
+        let addr = self
+            .api_addr(i)
+            .ok_or_else(|| anyhow!("{} has no API address yet", self.nodes[i].name))?;
         let token = std::fs::read_to_string(self.nodes[i].dir.join("api.token"))?;
         let resp = self
             .http()?
@@ -311,7 +353,11 @@ impl Testnet {
 
     /// Runs a `huitong` CLI command against node `i`.
     pub fn cli(&self, i: usize, args: &[&str]) -> anyhow::Result<std::process::Output> {
-        Ok(Command::new(&self.bin).arg("--dir").arg(&self.nodes[i].dir).args(args).output()?)
+        Ok(Command::new(&self.bin)
+            .arg("--dir")
+            .arg(&self.nodes[i].dir)
+            .args(args)
+            .output()?)
     }
 
     /// Waits until `cond(i, status)` holds for every node in `which`.
@@ -335,7 +381,10 @@ impl Testnet {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("timed out after {timeout:?} waiting for {what} on: {}", pending.join(", "));
+                bail!(
+                    "timed out after {timeout:?} waiting for {what} on: {}",
+                    pending.join(", ")
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -343,16 +392,39 @@ impl Testnet {
 
     /// Waits until every running node is connected to every other running node.
     pub fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].pid.is_some()).collect();
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].pid.is_some())
+            .collect();
         let want = running.len() as u64 - 1;
-        for &i in &running {
-            if !self.is_running(i) {
-                bail!("{} exited; see {}", self.nodes[i].name, self.nodes[i].dir.join("node.log").display());
+        let deadline = Instant::now() + timeout;
+        // Poll in short rounds so a node that exits is reported at once, not at the deadline.
+        loop {
+            for &i in &running {
+                if let Some(status) = self.exited(i) {
+                    bail!(
+                        "{} exited ({status}); see {}",
+                        self.nodes[i].name,
+                        self.nodes[i].dir.join("node.log").display()
+                    );
+                }
+            }
+            let round =
+                Duration::from_secs(2).min(deadline.saturating_duration_since(Instant::now()));
+            let r = self.wait_status(&running, round, "all peers connected", |_, s| {
+                s["charter_version"].as_u64() >= Some(1)
+                    && s["connected_peers"].as_u64() >= Some(want)
+            });
+            if r.is_ok() || Instant::now() >= deadline {
+                return r.map_err(|e| anyhow!("{e} (after {timeout:?})"));
             }
         }
-        self.wait_status(&running, timeout, "all peers connected", |_, s| {
-            s["charter_version"].as_u64() >= Some(1) && s["connected_peers"].as_u64() >= Some(want)
-        })
+    }
+
+    /// The exit status of node `i` if this testnet started it and it has exited.
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.children[i]
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Index of the node with this key (e.g. `police`).
@@ -372,11 +444,18 @@ impl Testnet {
         for (n, (i, e)) in entries.iter().enumerate() {
             let node = &self.nodes[*i];
             let json = crate::demo::to_json(e, &node.name, &node.uscc);
-            let file = demo_dir.join(format!("{}-{}-{:06}.json", node.key, e.classification, e.seq));
+            let file = demo_dir.join(format!(
+                "{}-{}-{:06}.json",
+                node.key, e.classification, e.seq
+            ));
             std::fs::write(&file, serde_json::to_vec_pretty(&json)?)?;
             let out = self.cli(*i, &["catalogue", "publish", &file.to_string_lossy()])?;
             if !out.status.success() {
-                bail!("publishing {} failed: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "publishing {} failed: {}",
+                    file.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             progress(n + 1, entries.len(), e.title);
         }

@@ -41,7 +41,10 @@ pub fn start(departments: usize, sync_interval_secs: u64) -> anyhow::Result<Fixt
     let tmp = tempfile::tempdir()?;
     let bin = huitong_bin();
     if !bin.exists() {
-        bail!("{} not found: build the workspace first (cargo build --workspace)", bin.display());
+        bail!(
+            "{} not found: build the workspace first (cargo build --workspace)",
+            bin.display()
+        );
     }
     let mut net = Testnet::create(&Options {
         dir: tmp.path().join("net"),
@@ -51,7 +54,8 @@ pub fn start(departments: usize, sync_interval_secs: u64) -> anyhow::Result<Fixt
         bin,
     })?;
     net.start_all()?;
-    net.wait_healthy(Duration::from_secs(120)).context("testnet did not become healthy")?;
+    net.wait_healthy(Duration::from_secs(120))
+        .context("testnet did not become healthy")?;
     Ok(Fixture { net, tmp })
 }
 
@@ -77,9 +81,13 @@ pub fn entry(net: &Testnet, i: usize, seq: u32, title: &str) -> Value {
 
 /// Publishes an entry from node `i` through the CLI; returns the CLI output.
 pub fn publish(f: &Fixture, i: usize, entry: &Value) -> anyhow::Result<std::process::Output> {
-    let file = f.tmp.path().join(format!("entry-{}.json", rand::random::<u64>()));
+    let file = f
+        .tmp
+        .path()
+        .join(format!("entry-{}.json", rand::random::<u64>()));
     std::fs::write(&file, serde_json::to_vec(entry)?)?;
-    f.net.cli(i, &["catalogue", "publish", &file.to_string_lossy()])
+    f.net
+        .cli(i, &["catalogue", "publish", &file.to_string_lossy()])
 }
 
 /// Publishes and asserts success.
@@ -97,12 +105,20 @@ pub fn search(net: &mut Testnet, i: usize, text: &str) -> anyhow::Result<Vec<Str
     let v = net.get(i, &format!("/catalogue?q={q}"))?;
     Ok(v["records"]
         .as_array()
-        .map(|a| a.iter().filter_map(|r| r["entry"]["title"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["entry"]["title"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default())
 }
 
 /// Waits until `cond` returns true, polling every 100 ms.
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+pub fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let mut last = None;
     loop {

@@ -15,7 +15,7 @@ use libp2p::{gossipsub, Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
 enum Cmd {
-    Dial(Multiaddr),
+    Dial(Multiaddr, PeerId),
     Gossip(Vec<u8>),
     Request(PeerId, SyncRequest),
 }
@@ -31,22 +31,28 @@ pub struct Rogue {
 impl Rogue {
     /// Starts the peer with `key` in federation `federation`.
     pub fn start(key: &SecretKey, federation: &str) -> anyhow::Result<Rogue> {
-        let mut swarm = build_swarm(key, Duration::from_secs(600))?;
+        let mut swarm = build_swarm(key, Duration::from_secs(600), None)?;
         let t = topic(federation);
         swarm.behaviour_mut().gossipsub.subscribe(&t)?;
-        // The rogue accepts anyone: it is the node under test that must refuse.
         let (tx, mut rx) = mpsc::channel::<Cmd>(64);
         let subscribed = Arc::new(Mutex::new(HashSet::new()));
         let publish_errors = Arc::new(Mutex::new(Vec::new()));
         let (sub, errs) = (subscribed.clone(), publish_errors.clone());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         std::thread::spawn(move || {
             rt.block_on(async move {
+                let mut allowed = HashSet::new();
                 loop {
                     tokio::select! {
                         cmd = rx.recv() => match cmd {
                             None => break,
-                            Some(Cmd::Dial(a)) => { let _ = swarm.dial(a); }
+                            Some(Cmd::Dial(a, p)) => {
+                                allowed.insert(p);
+                                swarm.behaviour_mut().gate.set_allowed(allowed.clone());
+                                let _ = swarm.dial(a);
+                            }
                             Some(Cmd::Gossip(b)) => {
                                 if let Err(e) = swarm.behaviour_mut().gossipsub.publish(t.clone(), b) {
                                     errs.lock().unwrap().push(e.to_string());
@@ -63,12 +69,17 @@ impl Rogue {
                 }
             });
         });
-        Ok(Rogue { tx, subscribed, publish_errors })
+        Ok(Rogue {
+            tx,
+            subscribed,
+            publish_errors,
+        })
     }
 
-    /// Dials an address.
-    pub fn dial(&self, addr: &str) -> anyhow::Result<()> {
-        self.tx.blocking_send(Cmd::Dial(addr.parse()?))?;
+    /// Dials `peer` at an address (and lets it through the rogue's own gate).
+    pub fn dial(&self, addr: &str, peer: &str) -> anyhow::Result<()> {
+        self.tx
+            .blocking_send(Cmd::Dial(addr.parse()?, peer.parse()?))?;
         Ok(())
     }
 

@@ -18,7 +18,9 @@ fn gossip_entry(bytes: Vec<u8>) -> Vec<u8> {
 }
 
 fn rejected(net: &mut huitong_testnet::Testnet, i: usize, label: &str) -> anyhow::Result<u64> {
-    Ok(net.get(i, "/status")?["rejected"][label].as_u64().unwrap_or(0))
+    Ok(net.get(i, "/status")?["rejected"][label]
+        .as_u64()
+        .unwrap_or(0))
 }
 
 #[test]
@@ -31,18 +33,40 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
     // Admit the rogue as a member through the CLI, signed with the authority key.
     let key = SecretKey::from_bytes(rand::random());
     let rogue_uscc = government_uscc(HAIMEN_DIVISION, "77777777");
-    let out = f.net.cli(hub, &[
-        "charter", "admit", "--uscc", &rogue_uscc, "--name", "海门区测试局", "--node-key", &key.public().to_hex(),
-        "--authority-key", &authority.to_string_lossy(),
-    ])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = f.net.cli(
+        hub,
+        &[
+            "charter",
+            "admit",
+            "--uscc",
+            &rogue_uscc,
+            "--name",
+            "海门区测试局",
+            "--node-key",
+            &key.public().to_hex(),
+            "--authority-key",
+            &authority.to_string_lossy(),
+        ],
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let net = &mut f.net;
-    wait_until(T, "charter v2 on the target", || Ok(net.get(target, "/status")?["charter_version"] == 2))?;
+    wait_until(T, "charter v2 on the target", || {
+        Ok(net.get(target, "/status")?["charter_version"] == 2)
+    })?;
 
     let rogue = Rogue::start(&key, "海门区")?;
     let target_peer = f.net.nodes[target].peer_id.clone();
-    rogue.dial(&format!("/ip4/127.0.0.1/tcp/{}", f.net.nodes[target].port))?;
-    wait_until(T, "the target to subscribe", || Ok(rogue.sees_subscribed(&target_peer)))?;
+    rogue.dial(
+        &format!("/ip4/127.0.0.1/tcp/{}", f.net.nodes[target].port),
+        &target_peer,
+    )?;
+    wait_until(T, "the target to subscribe", || {
+        Ok(rogue.sees_subscribed(&target_peer))
+    })?;
 
     // A valid first entry is accepted.
     let mut e = entry(&f.net, 0, 1, "测试局资源一");
@@ -50,39 +74,88 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
     e["provider_name"] = "海门区测试局".into();
     let raw: huitong_protocol::catalogue::RawEntry = serde_json::from_value(e)?;
     let cat = raw.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let first = FeedEntry { version: FEED_ENTRY_VERSION, feed: key.public(), seq: 1, prev: EntryHash::ZERO, timestamp_ms: 1, event: Event::CataloguePublished(cat.clone()) }.seal(&key);
+    let first = FeedEntry {
+        version: FEED_ENTRY_VERSION,
+        feed: key.public(),
+        seq: 1,
+        prev: EntryHash::ZERO,
+        timestamp_ms: 1,
+        event: Event::CataloguePublished(cat.clone()),
+    }
+    .seal(&key);
     rogue.gossip(gossip_entry(first.envelope.to_bytes()))?;
     let net = &mut f.net;
-    wait_until(T, "the valid entry", || Ok(search(net, target, "测试局资源一")?.len() == 1))?;
+    wait_until(T, "the valid entry", || {
+        Ok(search(net, target, "测试局资源一")?.len() == 1)
+    })?;
 
     // (d) forged signature.
-    let mut second = FeedEntry { version: FEED_ENTRY_VERSION, feed: key.public(), seq: 2, prev: first.hash, timestamp_ms: 2, event: Event::CatalogueWithdrawn { code: cat.code.clone(), reason: "伪造".into() } };
+    let mut second = FeedEntry {
+        version: FEED_ENTRY_VERSION,
+        feed: key.public(),
+        seq: 2,
+        prev: first.hash,
+        timestamp_ms: 2,
+        event: Event::CatalogueWithdrawn {
+            code: cat.code.clone(),
+            reason: "伪造".into(),
+        },
+    };
     let mut forged = second.seal(&key).envelope.to_bytes();
     let n = forged.len();
     forged[n - 3] ^= 0x40;
     rogue.gossip(gossip_entry(forged))?;
-    wait_until(T, "bad_signature", || Ok(rejected(&mut f.net, target, "bad_signature")? >= 1))?;
+    wait_until(T, "bad_signature", || {
+        Ok(rejected(&mut f.net, target, "bad_signature")? >= 1)
+    })?;
 
     // (d) wrong signer: an entry of the police feed signed by the rogue.
     let police_key = NodeId::from_hex(&f.net.nodes[target].node_key)?;
-    let wrong = FeedEntry { feed: police_key, ..second.clone() }.seal(&key);
+    let wrong = FeedEntry {
+        feed: police_key,
+        ..second.clone()
+    }
+    .seal(&key);
     rogue.gossip(gossip_entry(wrong.envelope.to_bytes()))?;
-    wait_until(T, "wrong_signer", || Ok(rejected(&mut f.net, target, "wrong_signer")? >= 1))?;
+    wait_until(T, "wrong_signer", || {
+        Ok(rejected(&mut f.net, target, "wrong_signer")? >= 1)
+    })?;
 
     // (d) broken hash chain.
-    let broken = FeedEntry { prev: EntryHash([9; 32]), ..second.clone() }.seal(&key);
+    let broken = FeedEntry {
+        prev: EntryHash([9; 32]),
+        ..second.clone()
+    }
+    .seal(&key);
     rogue.gossip(gossip_entry(broken.envelope.to_bytes()))?;
-    wait_until(T, "broken_chain", || Ok(rejected(&mut f.net, target, "broken_chain")? >= 1))?;
+    wait_until(T, "broken_chain", || {
+        Ok(rejected(&mut f.net, target, "broken_chain")? >= 1)
+    })?;
 
     // (d) malformed CBOR, as gossip and inside an envelope.
     rogue.gossip(vec![0xff, 0x00, 0x13, 0x37])?;
     rogue.gossip(gossip_entry(vec![0xa1, 0x61]))?;
-    wait_until(T, "malformed", || Ok(rejected(&mut f.net, target, "malformed")? >= 2))?;
+    wait_until(T, "malformed", || {
+        Ok(rejected(&mut f.net, target, "malformed")? >= 2)
+    })?;
 
     // (d) oversize: a sync request over the 1 MiB request limit.
-    let heads = (0..40_000u64).map(|i| Head { feed: key.public(), seq: i }).collect();
-    rogue.request(&target_peer, SyncRequest::Summary(Summary { charter_version: 0, heads }))?;
-    wait_until(T, "oversize", || Ok(rejected(&mut f.net, target, "oversize")? >= 1))?;
+    let heads = (0..40_000u64)
+        .map(|i| Head {
+            feed: key.public(),
+            seq: i,
+        })
+        .collect();
+    rogue.request(
+        &target_peer,
+        SyncRequest::Summary(Summary {
+            charter_version: 0,
+            heads,
+        }),
+    )?;
+    wait_until(T, "oversize", || {
+        Ok(rejected(&mut f.net, target, "oversize")? >= 1)
+    })?;
 
     // Nothing forged was stored: the entry is still there (the forged withdrawal was refused).
     assert_eq!(search(&mut f.net, target, "测试局资源一")?.len(), 1);
@@ -90,31 +163,67 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
     // (e) fork: a second, different entry 1.
     let mut other = cat.clone();
     other.title = "测试局资源一（分叉）".into();
-    let fork = FeedEntry { version: FEED_ENTRY_VERSION, feed: key.public(), seq: 1, prev: EntryHash::ZERO, timestamp_ms: 3, event: Event::CataloguePublished(other) }.seal(&key);
+    let fork = FeedEntry {
+        version: FEED_ENTRY_VERSION,
+        feed: key.public(),
+        seq: 1,
+        prev: EntryHash::ZERO,
+        timestamp_ms: 3,
+        event: Event::CataloguePublished(other),
+    }
+    .seal(&key);
     rogue.gossip(gossip_entry(fork.envelope.to_bytes()))?;
     let net = &mut f.net;
     wait_until(T, "fork report", || {
         let s = net.get(target, "/status")?;
-        Ok(s["forks"].as_array().is_some_and(|a| a.iter().any(|x| x["feed"] == key.public().to_hex() && x["seq"] == 1)))
+        Ok(s["forks"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["feed"] == key.public().to_hex() && x["seq"] == 1)
+        }))
     })?;
     let out = f.net.cli(target, &["status"])?;
-    assert!(String::from_utf8_lossy(&out.stdout).contains("FORK"), "human status shows the fork");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FORK"),
+        "human status shows the fork"
+    );
 
     // (f) suspension: entry 2 of the rogue is valid but arrives after it was suspended.
-    let out = f.net.cli(hub, &["charter", "suspend", &rogue_uscc, "--authority-key", &authority.to_string_lossy()])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = f.net.cli(
+        hub,
+        &[
+            "charter",
+            "suspend",
+            &rogue_uscc,
+            "--authority-key",
+            &authority.to_string_lossy(),
+        ],
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let net = &mut f.net;
-    wait_until(T, "charter v3", || Ok(net.get(target, "/status")?["charter_version"] == 3))?;
+    wait_until(T, "charter v3", || {
+        Ok(net.get(target, "/status")?["charter_version"] == 3)
+    })?;
     second.timestamp_ms = 4;
-    second.event = Event::CataloguePublished(huitong_protocol::Entry { title: "测试局停用后资源".into(), ..cat });
+    second.event = Event::CataloguePublished(huitong_protocol::Entry {
+        title: "测试局停用后资源".into(),
+        ..cat
+    });
     rogue.gossip(gossip_entry(second.seal(&key).envelope.to_bytes()))?;
-    wait_until(T, "suspended", || Ok(rejected(&mut f.net, target, "suspended")? >= 1))?;
+    wait_until(T, "suspended", || {
+        Ok(rejected(&mut f.net, target, "suspended")? >= 1)
+    })?;
     assert!(search(&mut f.net, target, "停用后资源")?.is_empty());
 
     // The node is still up and still syncing with honest members.
     let market = f.net.index("market").unwrap();
     huitong_tests::publish_ok(&f, market, &entry(&f.net, market, 9, "攻击后仍可同步"))?;
     let net = &mut f.net;
-    wait_until(T, "honest entry after the attacks", || Ok(search(net, target, "攻击后仍可同步")?.len() == 1))?;
+    wait_until(T, "honest entry after the attacks", || {
+        Ok(search(net, target, "攻击后仍可同步")?.len() == 1)
+    })?;
     Ok(())
 }

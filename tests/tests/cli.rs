@@ -4,7 +4,8 @@ use huitong_tests::{entry, publish, start, wait_until};
 use std::time::Duration;
 
 #[test]
-fn malformed_entry_files_are_refused_with_field_paths_and_nothing_is_stored() -> anyhow::Result<()> {
+fn malformed_entry_files_are_refused_with_field_paths_and_nothing_is_stored() -> anyhow::Result<()>
+{
     let mut f = start(1, 2)?;
     let i = f.net.index("police").unwrap();
     let before = f.net.get(i, "/status")?["own_seq"].as_u64();
@@ -16,9 +17,20 @@ fn malformed_entry_files_are_refused_with_field_paths_and_nothing_is_stored() ->
     let out = publish(&f, i, &bad)?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("provider_code: check character is '4' but GB 32100 gives '3'"), "{err}");
-    assert!(err.contains("items[1].data_type: unknown type \"X\"; expected one of C N Y D T L M G B I F"), "{err}");
-    assert!(err.contains("3 problem(s)") || err.contains("problem(s)"), "{err}");
+    assert!(
+        err.contains("provider_code: check character is '4' but GB 32100 gives '3'"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "items[1].data_type: unknown type \"X\"; expected one of C N Y D T L M G B I F"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 problem(s)") || err.contains("problem(s)"),
+        "{err}"
+    );
 
     let mut unknown = entry(&f.net, i, 6, "未知字段");
     unknown["colour"] = "red".into();
@@ -34,20 +46,42 @@ fn malformed_entry_files_are_refused_with_field_paths_and_nothing_is_stored() ->
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("not this node's organisation"));
     }
-    assert_eq!(f.net.get(i, "/status")?["own_seq"].as_u64(), before, "nothing was appended");
+    assert_eq!(
+        f.net.get(i, "/status")?["own_seq"].as_u64(),
+        before,
+        "nothing was appended"
+    );
 
     // TOML works too, and a second init on the same dir is refused.
     let toml_file = f.tmp.path().join("e.toml");
     let v = entry(&f.net, i, 8, "TOML条目");
     let t: toml_value::Wrapper = serde_json::from_value(serde_json::json!({"e": v}))?;
     std::fs::write(&toml_file, t.to_toml()?)?;
-    let out = f.net.cli(i, &["catalogue", "publish", &toml_file.to_string_lossy(), "--json"])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = f.net.cli(
+        i,
+        &[
+            "catalogue",
+            "publish",
+            &toml_file.to_string_lossy(),
+            "--json",
+        ],
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let net = &mut f.net;
     wait_until(Duration::from_secs(30), "TOML entry listed", || {
-        Ok(net.cli(i, &["catalogue", "show", "301001/000008"])?.status.success())
+        Ok(net
+            .cli(i, &["catalogue", "show", "301001/000008"])?
+            .status
+            .success())
     })?;
-    let out = f.net.cli(i, &["init", "--name", "x", "--org-code", "91350100M000100Y43"])?;
+    let out = f.net.cli(
+        i,
+        &["init", "--name", "x", "--org-code", "91350100M000100Y43"],
+    )?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
     Ok(())

@@ -13,20 +13,32 @@ fn entry_published_on_one_node_is_found_on_all_eight() -> anyhow::Result<()> {
     let mut f: Fixture = start(6, 5)?;
     assert_eq!(f.net.nodes.len(), 8);
     let police = f.net.index("police").unwrap();
-    publish_ok(&f, police, &entry(&f.net, police, 1, "长江流域水质监测数据"))?;
+    publish_ok(
+        &f,
+        police,
+        &entry(&f.net, police, 1, "长江流域水质监测数据"),
+    )?;
     for i in 0..f.net.nodes.len() {
         let net = &mut f.net;
         wait_until(T, &format!("search on node {i}"), || {
-            Ok(search(net, i, "水质监测")?.iter().any(|t| t == "长江流域水质监测数据"))
+            Ok(search(net, i, "水质监测")?
+                .iter()
+                .any(|t| t == "长江流域水质监测数据"))
         })?;
     }
     // Filters: the provider filter finds it, another provider's does not.
     let uscc = f.net.nodes[police].uscc.clone();
     let hub = f.net.index("hub").unwrap();
-    let v = f.net.get(hub, &format!("/catalogue?q=%E6%B0%B4%E8%B4%A8&provider={uscc}"))?;
+    let v = f.net.get(
+        hub,
+        &format!("/catalogue?q=%E6%B0%B4%E8%B4%A8&provider={uscc}"),
+    )?;
     assert_eq!(v["records"].as_array().map(|a| a.len()), Some(1));
     let other = f.net.nodes[f.net.index("market").unwrap()].uscc.clone();
-    let v = f.net.get(hub, &format!("/catalogue?q=%E6%B0%B4%E8%B4%A8&provider={other}"))?;
+    let v = f.net.get(
+        hub,
+        &format!("/catalogue?q=%E6%B0%B4%E8%B4%A8&provider={other}"),
+    )?;
     assert_eq!(v["records"].as_array().map(|a| a.len()), Some(0));
     Ok(())
 }
@@ -41,14 +53,35 @@ fn stopped_node_catches_up_through_anti_entropy() -> anyhow::Result<()> {
     let police = f.net.index("police").unwrap();
     let health = f.net.index("health").unwrap();
     for s in 1..=4 {
-        publish_ok(&f, police, &entry(&f.net, police, s, &format!("补同步测试甲{s}")))?;
+        publish_ok(
+            &f,
+            police,
+            &entry(&f.net, police, s, &format!("补同步测试甲{s}")),
+        )?;
     }
     for s in 1..=3 {
-        publish_ok(&f, health, &entry(&f.net, health, s, &format!("补同步测试乙{s}")))?;
+        publish_ok(
+            &f,
+            health,
+            &entry(&f.net, health, s, &format!("补同步测试乙{s}")),
+        )?;
     }
     // A withdrawal while it is down must reach it too.
-    let out = f.net.cli(police, &["catalogue", "withdraw", "301001/000004", "--reason", "测试下架"])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = f.net.cli(
+        police,
+        &[
+            "catalogue",
+            "withdraw",
+            "301001/000004",
+            "--reason",
+            "测试下架",
+        ],
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     f.net.start(sleeper)?;
     let net = &mut f.net;
     wait_until(T, "the restarted node to hold all six live entries", || {
@@ -56,8 +89,14 @@ fn stopped_node_catches_up_through_anti_entropy() -> anyhow::Result<()> {
         Ok(s["catalogue_entries"].as_u64() == Some(6))
     })?;
     let titles = search(net, sleeper, "补同步测试甲4")?;
-    assert!(titles.is_empty(), "withdrawn entry still searchable: {titles:?}");
-    assert_eq!(search(net, sleeper, "补同步测试乙3")?, vec!["补同步测试乙3".to_owned()]);
+    assert!(
+        titles.is_empty(),
+        "withdrawn entry still searchable: {titles:?}"
+    );
+    assert_eq!(
+        search(net, sleeper, "补同步测试乙3")?,
+        vec!["补同步测试乙3".to_owned()]
+    );
     Ok(())
 }
 
@@ -67,45 +106,86 @@ fn stopped_node_catches_up_through_anti_entropy() -> anyhow::Result<()> {
 fn key_outside_the_charter_is_refused() -> anyhow::Result<()> {
     let mut f = start(1, 2)?;
     let outsider_dir = f.tmp.path().join("outsider");
-    let authority = f.net.get(0, "/charter")?["authority"].as_str().unwrap_or_default().to_owned();
-    let targets: Vec<String> = f.net.nodes.iter().map(|n| format!("/ip4/127.0.0.1/tcp/{}", n.port)).collect();
+    let authority = f.net.get(0, "/charter")?["authority"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let targets: Vec<String> = f
+        .net
+        .nodes
+        .iter()
+        .map(|n| format!("/ip4/127.0.0.1/tcp/{}", n.port))
+        .collect();
     let mut init = std::process::Command::new(&f.net.bin);
     init.arg("--dir").arg(&outsider_dir).args([
-        "init", "--name", "冒充部门", "--org-code", "91350100M000100Y43", "--api", "127.0.0.1:0",
-        "--listen", "/ip4/127.0.0.1/tcp/0", "--authority-key", &authority, "--json",
+        "init",
+        "--name",
+        "冒充部门",
+        "--org-code",
+        "91350100M000100Y43",
+        "--api",
+        "127.0.0.1:0",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--authority-key",
+        &authority,
+        "--json",
     ]);
     let out = init.output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let outsider_peer = serde_json::from_slice::<serde_json::Value>(&out.stdout)?["peer_id"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     // Same charter (it knows where members are) and explicit bootstrap dials.
-    std::fs::copy(f.net.dir.join("charter.cbor"), outsider_dir.join("charter.cbor"))?;
+    std::fs::copy(
+        f.net.dir.join("charter.cbor"),
+        outsider_dir.join("charter.cbor"),
+    )?;
     let mut toml = std::fs::read_to_string(outsider_dir.join("huitong.toml"))?;
     toml = toml.replace("bootstrap = []", &format!("bootstrap = {targets:?}"));
     std::fs::write(outsider_dir.join("huitong.toml"), toml)?;
     let log = std::fs::File::create(outsider_dir.join("node.log"))?;
     let mut child = std::process::Command::new(&f.net.bin)
-        .arg("--dir").arg(&outsider_dir).arg("run")
-        .stdout(log.try_clone()?).stderr(log).spawn()?;
+        .arg("--dir")
+        .arg(&outsider_dir)
+        .arg("run")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
     let result = (|| {
         for i in 0..f.net.nodes.len() {
             let net = &mut f.net;
             wait_until(T, "members to report the refused outsider", || {
                 let s = net.get(i, "/status")?;
-                Ok(s["refused_peers"].as_array().is_some_and(|a| a.iter().any(|p| p == outsider_peer.as_str())))
+                Ok(s["refused_peers"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|p| p == outsider_peer.as_str())))
             })?;
             let peers = net.get(i, "/peers")?;
-            assert!(!peers.to_string().contains(&outsider_peer), "outsider connected to node {i}");
+            assert!(
+                !peers.to_string().contains(&outsider_peer),
+                "outsider connected to node {i}"
+            );
         }
         anyhow::Ok(())
     })();
-    let status = std::process::Command::new(&f.net.bin).arg("--dir").arg(&outsider_dir).args(["status", "--json"]).output()?;
+    let status = std::process::Command::new(&f.net.bin)
+        .arg("--dir")
+        .arg(&outsider_dir)
+        .args(["status", "--json"])
+        .output()?;
     let _ = child.kill();
     let _ = child.wait();
     result?;
     let s: serde_json::Value = serde_json::from_slice(&status.stdout)?;
-    assert_eq!(s["connected_peers"], 0, "the outsider must have no connections: {s}");
+    assert_eq!(
+        s["connected_peers"], 0,
+        "the outsider must have no connections: {s}"
+    );
     Ok(())
 }

@@ -95,12 +95,22 @@ impl FilterArgs {
 
 /// Reads and validates an entry file; every problem is reported with its field path.
 pub(super) fn read_entry(file: &Path) -> anyhow::Result<RawEntry> {
-    let meta = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let meta =
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
     if meta.len() > MAX_ENTRY_FILE {
-        bail!("{} is {} bytes; an entry file is at most {MAX_ENTRY_FILE} bytes", file.display(), meta.len());
+        bail!(
+            "{} is {} bytes; an entry file is at most {MAX_ENTRY_FILE} bytes",
+            file.display(),
+            meta.len()
+        );
     }
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
-    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
+    let ext = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let raw: RawEntry = match ext.as_str() {
         "json" => {
             let de = &mut serde_json::Deserializer::from_str(&text);
@@ -108,11 +118,16 @@ pub(super) fn read_entry(file: &Path) -> anyhow::Result<RawEntry> {
                 .map_err(|e| anyhow::anyhow!("{}: {}: {}", file.display(), e.path(), e.inner()))?
         }
         "toml" => {
-            let de = toml::Deserializer::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            serde_path_to_error::deserialize(de)
-                .map_err(|e| anyhow::anyhow!("{}: {}: {}", file.display(), e.path(), e.inner().message()))?
+            let de = toml::Deserializer::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                anyhow::anyhow!("{}: {}: {}", file.display(), e.path(), e.inner().message())
+            })?
         }
-        _ => bail!("{}: unknown file type; name it .toml or .json", file.display()),
+        _ => bail!(
+            "{}: unknown file type; name it .toml or .json",
+            file.display()
+        ),
     };
     if let Err(errors) = raw.validate() {
         let lines: Vec<String> = errors.0.iter().map(|e| format!("  {e}")).collect();
@@ -139,11 +154,15 @@ pub(super) async fn run(dir: &Path, cmd: CatalogueCmd) -> anyhow::Result<()> {
             Ok(())
         }
         CatalogueCmd::List { filter, json } => {
-            let r: api::Records = ApiClient::new(dir)?.get("/catalogue", &filter.query(None)).await?;
+            let r: api::Records = ApiClient::new(dir)?
+                .get("/catalogue", &filter.query(None))
+                .await?;
             output::records(&r.records, json)
         }
         CatalogueCmd::Search { text, filter, json } => {
-            let r: api::Records = ApiClient::new(dir)?.get("/catalogue", &filter.query(Some(text))).await?;
+            let r: api::Records = ApiClient::new(dir)?
+                .get("/catalogue", &filter.query(Some(text)))
+                .await?;
             output::records(&r.records, json)
         }
         CatalogueCmd::Show { code, json } => {

@@ -102,7 +102,11 @@ async fn current(client: &ApiClient) -> anyhow::Result<Option<api::CharterView>>
     }
 }
 
-async fn amend(dir: &Path, key_file: &Path, f: impl FnOnce(&mut Charter) -> anyhow::Result<()>) -> anyhow::Result<()> {
+async fn amend(
+    dir: &Path,
+    key_file: &Path,
+    f: impl FnOnce(&mut Charter) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let key = keyfile::read(key_file)?;
     let client = ApiClient::new(dir)?;
     let mut charter = match current(&client).await? {
@@ -137,9 +141,18 @@ async fn amend(dir: &Path, key_file: &Path, f: impl FnOnce(&mut Charter) -> anyh
     charter.check()?;
     let env = charter.seal(&key);
     let v: api::CharterView = client
-        .post("/charter", &api::CharterSubmit { envelope_hex: hex::encode(env.to_bytes()) })
+        .post(
+            "/charter",
+            &api::CharterSubmit {
+                envelope_hex: hex::encode(env.to_bytes()),
+            },
+        )
         .await?;
-    println!("charter version {} accepted ({} members)", v.version, v.members.len());
+    println!(
+        "charter version {} accepted ({} members)",
+        v.version,
+        v.members.len()
+    );
     Ok(())
 }
 
@@ -148,7 +161,12 @@ fn set_status(c: &mut Charter, uscc: &str, status: MemberStatus) -> anyhow::Resu
         .members
         .iter_mut()
         .find(|m| m.uscc.as_str() == uscc)
-        .with_context(|| format!("no member with USCC {uscc} in charter version {}", c.version - 1))?;
+        .with_context(|| {
+            format!(
+                "no member with USCC {uscc} in charter version {}",
+                c.version - 1
+            )
+        })?;
     m.status = status;
     Ok(())
 }
@@ -157,24 +175,54 @@ pub(super) async fn run(dir: &Path, cmd: CharterCmd) -> anyhow::Result<()> {
     match cmd {
         CharterCmd::Show { json } => {
             let Some(c) = current(&ApiClient::new(dir)?).await? else {
-                bail!("this node holds no charter yet; import one with `huitong charter import FILE`");
+                bail!(
+                    "this node holds no charter yet; import one with `huitong charter import FILE`"
+                );
             };
             if json {
                 return output::json(&c);
             }
-            println!("federation {} — charter version {} — authority {}", c.federation, c.version, c.authority);
+            println!(
+                "federation {} — charter version {} — authority {}",
+                c.federation, c.version, c.authority
+            );
             for m in &c.members {
-                let peer = crate::net::peer_id(&m.node_key).map(|p| p.to_string()).unwrap_or_default();
-                println!("  {:<10} {:<9} {} {}  {}", m.role.as_str(), format!("{:?}", m.status).to_lowercase(), m.uscc, m.name, peer);
+                let peer = crate::net::peer_id(&m.node_key)
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                println!(
+                    "  {:<10} {:<9} {} {}  {}",
+                    m.role.as_str(),
+                    format!("{:?}", m.status).to_lowercase(),
+                    m.uscc,
+                    m.name,
+                    peer
+                );
             }
             Ok(())
         }
-        CharterCmd::Admit { uscc, name, node_key, role, addr, authority_key } => {
+        CharterCmd::Admit {
+            uscc,
+            name,
+            node_key,
+            role,
+            addr,
+            authority_key,
+        } => {
             let uscc = Uscc::parse(&uscc).map_err(|e| anyhow::anyhow!("--uscc: {e}"))?;
-            let node_key = NodeId::from_hex(&node_key).map_err(|e| anyhow::anyhow!("--node-key: {e}"))?;
-            let role = Role::parse(&role).with_context(|| format!("--role: {role:?} is not department, hub or cascade"))?;
+            let node_key =
+                NodeId::from_hex(&node_key).map_err(|e| anyhow::anyhow!("--node-key: {e}"))?;
+            let role = Role::parse(&role)
+                .with_context(|| format!("--role: {role:?} is not department, hub or cascade"))?;
             amend(dir, &authority_key, |c| {
-                let member = Member { uscc: uscc.clone(), name, node_key, role, addresses: addr, status: MemberStatus::Active };
+                let member = Member {
+                    uscc: uscc.clone(),
+                    name,
+                    node_key,
+                    role,
+                    addresses: addr,
+                    status: MemberStatus::Active,
+                };
                 match c.members.iter_mut().find(|m| m.uscc == uscc) {
                     Some(m) => *m = member,
                     None => c.members.push(member),
@@ -183,21 +231,43 @@ pub(super) async fn run(dir: &Path, cmd: CharterCmd) -> anyhow::Result<()> {
             })
             .await
         }
-        CharterCmd::Suspend { uscc, authority_key } => {
-            amend(dir, &authority_key, |c| set_status(c, &uscc, MemberStatus::Suspended)).await
+        CharterCmd::Suspend {
+            uscc,
+            authority_key,
+        } => {
+            amend(dir, &authority_key, |c| {
+                set_status(c, &uscc, MemberStatus::Suspended)
+            })
+            .await
         }
-        CharterCmd::Reinstate { uscc, authority_key } => {
-            amend(dir, &authority_key, |c| set_status(c, &uscc, MemberStatus::Active)).await
+        CharterCmd::Reinstate {
+            uscc,
+            authority_key,
+        } => {
+            amend(dir, &authority_key, |c| {
+                set_status(c, &uscc, MemberStatus::Active)
+            })
+            .await
         }
         CharterCmd::Import { file } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             if bytes.len() > huitong_protocol::codec::MAX_ENVELOPE_BYTES {
                 bail!("{} is too large to be a charter", file.display());
             }
             let v: api::CharterView = ApiClient::new(dir)?
-                .post("/charter", &api::CharterSubmit { envelope_hex: hex::encode(bytes) })
+                .post(
+                    "/charter",
+                    &api::CharterSubmit {
+                        envelope_hex: hex::encode(bytes),
+                    },
+                )
                 .await?;
-            println!("charter version {} imported ({} members)", v.version, v.members.len());
+            println!(
+                "charter version {} imported ({} members)",
+                v.version,
+                v.members.len()
+            );
             Ok(())
         }
         CharterCmd::Export { file } => {
@@ -206,7 +276,11 @@ pub(super) async fn run(dir: &Path, cmd: CharterCmd) -> anyhow::Result<()> {
             };
             std::fs::write(&file, hex::decode(c.envelope_hex)?)
                 .with_context(|| format!("cannot write {}", file.display()))?;
-            println!("charter version {} written to {}", c.version, file.display());
+            println!(
+                "charter version {} written to {}",
+                c.version,
+                file.display()
+            );
             Ok(())
         }
     }

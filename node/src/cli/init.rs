@@ -39,7 +39,12 @@ pub struct InitArgs {
 }
 
 pub(super) fn init(dir: &Path, a: InitArgs) -> anyhow::Result<()> {
-    let role = Role::parse(&a.role).with_context(|| format!("--role: {:?} is not a role; use department, hub or cascade", a.role))?;
+    let role = Role::parse(&a.role).with_context(|| {
+        format!(
+            "--role: {:?} is not a role; use department, hub or cascade",
+            a.role
+        )
+    })?;
     if let Err(e) = Uscc::parse(&a.org_code) {
         bail!("--org-code: {e}");
     }
@@ -66,8 +71,11 @@ pub(super) fn init(dir: &Path, a: InitArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let key = keyfile::generate().context("cannot read the OS random number generator")?;
     keyfile::write_new(&dir.join(NODE_KEY_FILE), &key)?;
-    std::fs::write(dir.join(CONFIG_FILE), text).with_context(|| format!("cannot write {}", dir.join(CONFIG_FILE).display()))?;
-    let peer = crate::net::peer_id(&key.public()).map(|p| p.to_string()).unwrap_or_default();
+    std::fs::write(dir.join(CONFIG_FILE), text)
+        .with_context(|| format!("cannot write {}", dir.join(CONFIG_FILE).display()))?;
+    let peer = crate::net::peer_id(&key.public())
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     if a.json {
         super::output::json(&serde_json::json!({
             "dir": dir, "node_key": key.public().to_hex(), "peer_id": peer,

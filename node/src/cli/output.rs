@@ -20,14 +20,32 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
     }
     let mut o = std::io::stdout().lock();
     writeln!(o, "{} ({}), role {}", s.name, s.org_code, s.role)?;
-    writeln!(o, "federation   {} (charter v{}, {} members{})", s.federation, s.charter_version, s.members,
-        if s.active_member { "" } else { ", this node NOT active" })?;
+    writeln!(
+        o,
+        "federation   {} (charter v{}, {} members{})",
+        s.federation,
+        s.charter_version,
+        s.members,
+        if s.active_member {
+            ""
+        } else {
+            ", this node NOT active"
+        }
+    )?;
     writeln!(o, "peer id      {}", s.peer_id)?;
     writeln!(o, "peers        {} connected", s.connected_peers)?;
     writeln!(o, "listening    {}", s.listen.join(" "))?;
-    writeln!(o, "feeds        {} (own feed at seq {})", s.feeds, s.own_seq)?;
+    writeln!(
+        o,
+        "feeds        {} (own feed at seq {})",
+        s.feeds, s.own_seq
+    )?;
     writeln!(o, "catalogue    {} entries", s.catalogue_entries)?;
-    writeln!(o, "accepted     {} entries from peers since start", s.accepted)?;
+    writeln!(
+        o,
+        "accepted     {} entries from peers since start",
+        s.accepted
+    )?;
     if !s.rejected.is_empty() {
         let r: Vec<String> = s.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
         writeln!(o, "rejected     {}", r.join(" "))?;
@@ -36,7 +54,13 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
         writeln!(o, "refused      {}", s.refused_peers.join(" "))?;
     }
     for f in &s.forks {
-        writeln!(o, "FORK         feed {} ({}) at seq {}", f.feed, f.member.as_deref().unwrap_or("unknown"), f.seq)?;
+        writeln!(
+            o,
+            "FORK         feed {} ({}) at seq {}",
+            f.feed,
+            f.member.as_deref().unwrap_or("unknown"),
+            f.seq
+        )?;
     }
     Ok(())
 }
@@ -47,7 +71,13 @@ pub(super) fn peers(p: &[PeerInfo], as_json: bool) -> anyhow::Result<()> {
     }
     let mut o = std::io::stdout().lock();
     for x in p {
-        writeln!(o, "{}  {}  {}", x.peer_id, x.role.as_deref().unwrap_or("-"), x.name.as_deref().unwrap_or("(not in charter)"))?;
+        writeln!(
+            o,
+            "{}  {}  {}",
+            x.peer_id,
+            x.role.as_deref().unwrap_or("-"),
+            x.name.as_deref().unwrap_or("(not in charter)")
+        )?;
     }
     Ok(())
 }
@@ -59,8 +89,21 @@ pub(super) fn records(r: &[Record], as_json: bool) -> anyhow::Result<()> {
     let mut o = std::io::stdout().lock();
     for x in r {
         let e = &x.entry;
-        let w = if x.withdrawn.is_some() { " [已下架]" } else { "" };
-        writeln!(o, "{:<16} {}  {}  {}/{}{}", e.code.as_str(), e.title, e.provider_name, e.share_type.label(), e.open_type.label(), w)?;
+        let w = if x.withdrawn.is_some() {
+            " [已下架]"
+        } else {
+            ""
+        };
+        writeln!(
+            o,
+            "{:<16} {}  {}  {}/{}{}",
+            e.code.as_str(),
+            e.title,
+            e.provider_name,
+            e.share_type.label(),
+            e.open_type.label(),
+            w
+        )?;
     }
     writeln!(o, "({} entries)", r.len())?;
     Ok(())
@@ -74,12 +117,31 @@ pub(super) fn record(r: &Record, as_json: bool) -> anyhow::Result<()> {
     let mut o = std::io::stdout().lock();
     writeln!(o, "{}  {}", e.code.as_str(), e.title)?;
     writeln!(o, "分类 classification   {}", e.classification)?;
-    writeln!(o, "提供方 provider        {} ({})", e.provider_name, e.provider_code)?;
+    writeln!(
+        o,
+        "提供方 provider        {} ({})",
+        e.provider_name, e.provider_code
+    )?;
     writeln!(o, "摘要 abstract         {}", e.summary)?;
-    writeln!(o, "格式 format           {} / {}", e.format.category.label(), e.format.kind)?;
-    writeln!(o, "共享 share            {} {}", e.share_type.label(), e.share_condition.as_deref().unwrap_or(""))?;
+    writeln!(
+        o,
+        "格式 format           {} / {}",
+        e.format.category.label(),
+        e.format.kind
+    )?;
+    writeln!(
+        o,
+        "共享 share            {} {}",
+        e.share_type.label(),
+        e.share_condition.as_deref().unwrap_or("")
+    )?;
     writeln!(o, "共享方式 share mode    {}", e.share_mode.label())?;
-    writeln!(o, "开放 open             {} {}", e.open_type.label(), e.open_condition.as_deref().unwrap_or(""))?;
+    writeln!(
+        o,
+        "开放 open             {} {}",
+        e.open_type.label(),
+        e.open_condition.as_deref().unwrap_or("")
+    )?;
     writeln!(o, "更新周期 update cycle  {}", e.update_cycle.label())?;
     writeln!(o, "发布日期 published     {}", e.publish_date)?;
     if let Some(reason) = &r.withdrawn {
@@ -91,8 +153,18 @@ pub(super) fn record(r: &Record, as_json: bool) -> anyhow::Result<()> {
     }
     writeln!(o, "信息项 items ({}):", e.items.len())?;
     for i in &e.items {
-        let share = i.share_type.map(|s| format!(" {}", s.label())).unwrap_or_default();
-        writeln!(o, "  {:<20} {} {}{}", i.name, i.data_type.key(), i.length.map(|l| l.to_string()).unwrap_or_default(), share)?;
+        let share = i
+            .share_type
+            .map(|s| format!(" {}", s.label()))
+            .unwrap_or_default();
+        writeln!(
+            o,
+            "  {:<20} {} {}{}",
+            i.name,
+            i.data_type.key(),
+            i.length.map(|l| l.to_string()).unwrap_or_default(),
+            share
+        )?;
     }
     Ok(())
 }

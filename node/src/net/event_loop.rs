@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{gate, peer_id, sync_codec, Behaviour, BehaviourEvent, Command, PeerInfo};
+use super::{gate, peer_id, Behaviour, BehaviourEvent, Command, PeerInfo};
 use crate::feeds::Outcome;
 use crate::state::NodeState;
 
@@ -241,10 +241,10 @@ impl EventLoop {
         self.swarm
             .connected_peers()
             .map(|p| {
-                let member = self
-                    .members
-                    .get(p)
-                    .and_then(|k| self.state.with_charter(|c| c.and_then(|c| c.member(k).cloned())));
+                let member = self.members.get(p).and_then(|k| {
+                    self.state
+                        .with_charter(|c| c.and_then(|c| c.member(k).cloned()))
+                });
                 PeerInfo {
                     peer_id: p.to_string(),
                     name: member.as_ref().map(|m| m.name.clone()),
@@ -270,7 +270,11 @@ impl EventLoop {
                     self.send_summary(peer_id);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
                 debug!(peer = %peer_id, "disconnected");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gate(gate::Refused { peer, .. })) => {
@@ -340,31 +344,40 @@ impl EventLoop {
         match e {
             Event::Message {
                 peer,
-                message: Message::Request { request, channel, .. },
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
                 ..
             } => {
                 let response = self.answer(peer, request);
-                let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, response);
             }
             Event::Message {
                 peer,
-                message: Message::Response { request_id, response },
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
                 ..
             } => self.on_response(peer, request_id, response),
-            Event::OutboundFailure { peer, request_id, error, .. } => {
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
                 debug!(%peer, %error, "sync request failed");
                 if let Some(feed) = self.ranges.remove(&request_id) {
                     self.inflight.remove(&feed);
                 }
             }
             Event::InboundFailure { peer, error, .. } => {
-                if let request_response::InboundFailure::Io(io) = &error {
-                    if let Some(c) = io.get_ref().and_then(|e| e.downcast_ref::<sync_codec::CodecError>()) {
-                        warn!(target: "huitong::audit", %peer, reason = c.label(), error = %c, "refused sync request");
-                        self.state.reject(c.label());
-                        return;
-                    }
-                }
                 debug!(%peer, %error, "inbound sync failure");
             }
             _ => {}
@@ -379,7 +392,11 @@ impl EventLoop {
             }
             SyncRequest::Range { feed, from, limit } => {
                 let limit = limit.min(MAX_RANGE_ENTRIES);
-                match self.state.store.range(&feed, from, limit, RANGE_RESPONSE_BYTES) {
+                match self
+                    .state
+                    .store
+                    .range(&feed, from, limit, RANGE_RESPONSE_BYTES)
+                {
                     Ok(v) => SyncResponse::Entries(v.into_iter().map(ByteBuf::from).collect()),
                     Err(e) => SyncResponse::Refused(e.to_string()),
                 }

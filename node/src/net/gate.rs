@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
 use libp2p::swarm::{
-    dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
-    THandlerInEvent, THandlerOutEvent, ToSwarm,
+    dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
 use tracing::warn;
@@ -49,7 +49,11 @@ impl Behaviour {
         self.allowed.contains(peer)
     }
 
-    fn check(&mut self, peer: PeerId, addr: &Multiaddr) -> Result<dummy::ConnectionHandler, ConnectionDenied> {
+    fn check(
+        &mut self,
+        peer: PeerId,
+        addr: &Multiaddr,
+    ) -> Result<dummy::ConnectionHandler, ConnectionDenied> {
         if self.allowed.contains(&peer) {
             return Ok(dummy::ConnectionHandler);
         }
@@ -91,7 +95,12 @@ impl NetworkBehaviour for Behaviour {
 
     fn on_swarm_event(&mut self, _: FromSwarm) {}
 
-    fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, e: THandlerOutEvent<Self>) {
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        e: THandlerOutEvent<Self>,
+    ) {
         libp2p::core::util::unreachable(e)
     }
 

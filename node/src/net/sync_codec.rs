@@ -6,9 +6,12 @@ use huitong_protocol::codec::{self, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use huitong_protocol::wire::{SyncRequest, SyncResponse};
 use libp2p::StreamProtocol;
 use std::io;
+use std::sync::Arc;
+use tracing::warn;
 
 /// The protocol name.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new(huitong_protocol::wire::FEED_SYNC_PROTOCOL);
+pub const PROTOCOL: StreamProtocol =
+    StreamProtocol::new(huitong_protocol::wire::FEED_SYNC_PROTOCOL);
 
 /// Why a message was refused by the codec (carried inside `io::Error`).
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +34,32 @@ impl CodecError {
     }
 }
 
+/// Called with the counter label of every inbound message the codec refuses (the
+/// request-response behaviour reports failed reads only at debug level).
+pub type RejectHook = Arc<dyn Fn(&'static str) + Send + Sync>;
+
 /// The codec.
 #[derive(Clone, Default)]
-pub struct Codec;
+pub struct Codec {
+    on_reject: Option<RejectHook>,
+}
+
+impl Codec {
+    /// A codec that reports refused inbound messages to `hook`.
+    pub fn new(hook: Option<RejectHook>) -> Self {
+        Self { on_reject: hook }
+    }
+
+    fn report(&self, r: io::Result<SyncRequest>) -> io::Result<SyncRequest> {
+        if let (Err(e), Some(hook)) = (&r, &self.on_reject) {
+            if let Some(c) = e.get_ref().and_then(|e| e.downcast_ref::<CodecError>()) {
+                warn!(target: "huitong::audit", reason = c.label(), error = %c, "refused sync request");
+                hook(c.label());
+            }
+        }
+        r
+    }
+}
 
 async fn read_limited<T, M>(io: &mut T, limit: usize) -> io::Result<M>
 where
@@ -43,10 +69,17 @@ where
     let mut buf = Vec::new();
     io.take(limit as u64 + 1).read_to_end(&mut buf).await?;
     if buf.len() > limit {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, CodecError::TooLarge(limit)));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            CodecError::TooLarge(limit),
+        ));
     }
-    codec::decode(&buf, limit)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, CodecError::Malformed(e.to_string())))
+    codec::decode(&buf, limit).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            CodecError::Malformed(e.to_string()),
+        )
+    })
 }
 
 async fn write_all<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: Vec<u8>) -> io::Result<()> {
@@ -63,7 +96,8 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_limited(io, MAX_REQUEST_BYTES).await
+        let r = read_limited(io, MAX_REQUEST_BYTES).await;
+        self.report(r)
     }
 
     async fn read_response<T>(&mut self, _: &Self::Protocol, io: &mut T) -> io::Result<SyncResponse>
@@ -73,14 +107,24 @@ impl libp2p::request_response::Codec for Codec {
         read_limited(io, MAX_RESPONSE_BYTES).await
     }
 
-    async fn write_request<T>(&mut self, _: &Self::Protocol, io: &mut T, req: SyncRequest) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        req: SyncRequest,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         write_all(io, codec::encode(&req)).await
     }
 
-    async fn write_response<T>(&mut self, _: &Self::Protocol, io: &mut T, res: SyncResponse) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        res: SyncResponse,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {

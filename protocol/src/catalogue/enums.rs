@@ -3,8 +3,18 @@
 
 use serde::{Deserialize, Serialize};
 
+/// An enumeration that parses from its English key or Chinese label.
+pub trait Labelled: Sized + Copy {
+    /// What it is called in error messages.
+    const WHAT: &'static str;
+    /// Parses the key or the label.
+    fn parse(s: &str) -> Option<Self>;
+    /// The accepted values, for error messages.
+    fn expected() -> String;
+}
+
 macro_rules! labelled_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $key:literal, $label:literal;)+ }) => {
+    ($(#[$doc:meta])* $name:ident ($what:literal) { $($(#[$vdoc:meta])* $variant:ident = $key:literal, $label:literal;)+ }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name {
@@ -31,9 +41,22 @@ macro_rules! labelled_enum {
                 match self { $($name::$variant => $label,)+ }
             }
 
-            /// "a (甲), b (乙)" for error messages.
+            /// "a (甲), b (乙)" for error messages; single-letter codes as "C N Y …".
             pub fn expected() -> String {
+                if Self::ALL.iter().all(|v| v.key().len() == 1) {
+                    return Self::ALL.iter().map(|v| v.key()).collect::<Vec<_>>().join(" ");
+                }
                 Self::ALL.iter().map(|v| format!("{} ({})", v.key(), v.label())).collect::<Vec<_>>().join(", ")
+            }
+        }
+
+        impl Labelled for $name {
+            const WHAT: &'static str = $what;
+            fn parse(s: &str) -> Option<Self> {
+                $name::parse(s)
+            }
+            fn expected() -> String {
+                $name::expected()
             }
         }
 
@@ -47,7 +70,7 @@ macro_rules! labelled_enum {
 
 labelled_enum!(
     /// 共享类型.
-    ShareType {
+    ShareType ("share type") {
         /// 无条件共享.
         Unconditional = "unconditional", "无条件共享";
         /// 有条件共享.
@@ -59,7 +82,7 @@ labelled_enum!(
 
 labelled_enum!(
     /// 开放属性.
-    OpenType {
+    OpenType ("open type") {
         /// 无条件开放.
         Open = "open", "无条件开放";
         /// 有条件开放.
@@ -71,7 +94,7 @@ labelled_enum!(
 
 labelled_enum!(
     /// 共享方式 (via the platform).
-    ShareMode {
+    ShareMode ("share mode") {
         /// 库表.
         Table = "table", "库表";
         /// 文件.
@@ -83,7 +106,7 @@ labelled_enum!(
 
 labelled_enum!(
     /// 更新周期.
-    UpdateCycle {
+    UpdateCycle ("update cycle") {
         /// 实时.
         Realtime = "realtime", "实时";
         /// 每日.
@@ -105,7 +128,7 @@ labelled_enum!(
 
 labelled_enum!(
     /// 信息资源格式 category.
-    FormatCategory {
+    FormatCategory ("format category") {
         /// 电子文件.
         Document = "document", "电子文件";
         /// 电子表格.
@@ -125,7 +148,7 @@ labelled_enum!(
 
 labelled_enum!(
     /// 数据类型 of a 信息项 (single-letter codes of the national guide).
-    DataType {
+    DataType ("type") {
         /// 字符.
         C = "C", "字符";
         /// 数值.
@@ -150,13 +173,6 @@ labelled_enum!(
         F = "F", "浮点";
     }
 );
-
-impl DataType {
-    /// "C N Y D T L M G B I F".
-    pub fn letters() -> String {
-        Self::ALL.iter().map(|v| v.key()).collect::<Vec<_>>().join(" ")
-    }
-}
 
 impl ShareType {
     /// 0 widest … 2 narrowest.

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::enums::Labelled;
 use super::{
     DataType, Entry, Format, FormatCategory, Item, OpenType, ShareMode, ShareType, UpdateCycle,
     ValidationErrors,
@@ -88,23 +89,27 @@ impl Parser {
         }
     }
 
-    fn enumeration<T>(
-        &mut self,
-        path: &str,
-        v: Option<&str>,
-        what: &str,
-        parse: fn(&str) -> Option<T>,
-        expected: String,
-    ) -> Option<T> {
+    /// Parses an optional enumeration value.
+    fn enumeration<T: Labelled>(&mut self, path: &str, v: Option<&str>) -> Option<T> {
         let s = v?;
-        let t = parse(s);
+        let t = T::parse(s);
         if t.is_none() {
             self.errors.push(
                 path,
-                format!("unknown {what} {s:?}; expected one of {expected}"),
+                format!(
+                    "unknown {} {s:?}; expected one of {}",
+                    T::WHAT,
+                    T::expected()
+                ),
             );
         }
         t
+    }
+
+    /// Parses a mandatory enumeration value.
+    fn required_enum<T: Labelled>(&mut self, path: &str, v: &Option<String>) -> Option<T> {
+        let s = self.required(path, v);
+        self.enumeration(path, s)
     }
 }
 
@@ -131,44 +136,23 @@ impl RawEntry {
                 None
             }
             Some(f) => {
-                let v = p.required("format.category", &f.category);
-                let category = p.enumeration(
-                    "format.category",
-                    v,
-                    "format category",
-                    FormatCategory::parse,
-                    FormatCategory::expected(),
-                );
+                let category: Option<FormatCategory> =
+                    p.required_enum("format.category", &f.category);
                 let kind = p.required("format.type", &f.kind).map(str::to_owned);
-                category.zip(kind).map(|(category, kind)| Format { category, kind })
+                category
+                    .zip(kind)
+                    .map(|(category, kind)| Format { category, kind })
             }
         };
         let mut items = Vec::with_capacity(self.items.len());
         for (i, item) in self.items.iter().enumerate() {
             let path = |f: &str| format!("items[{i}].{f}");
             let name = p.required(&path("name"), &item.name).map(str::to_owned);
-            let v = p.required(&path("data_type"), &item.data_type);
-            let data_type = p.enumeration(
-                &path("data_type"),
-                v,
-                "type",
-                DataType::parse,
-                DataType::letters(),
-            );
-            let share_type = p.enumeration(
-                &path("share_type"),
-                item.share_type.as_deref(),
-                "share type",
-                ShareType::parse,
-                ShareType::expected(),
-            );
-            let open_type = p.enumeration(
-                &path("open_type"),
-                item.open_type.as_deref(),
-                "open type",
-                OpenType::parse,
-                OpenType::expected(),
-            );
+            let data_type: Option<DataType> = p.required_enum(&path("data_type"), &item.data_type);
+            let share_type: Option<ShareType> =
+                p.enumeration(&path("share_type"), item.share_type.as_deref());
+            let open_type: Option<OpenType> =
+                p.enumeration(&path("open_type"), item.open_type.as_deref());
             if let (Some(name), Some(data_type)) = (name, data_type) {
                 items.push(Item {
                     name,
@@ -179,38 +163,10 @@ impl RawEntry {
                 });
             }
         }
-        let v = p.required("share_type", &self.share_type);
-        let share_type = p.enumeration(
-            "share_type",
-            v,
-            "share type",
-            ShareType::parse,
-            ShareType::expected(),
-        );
-        let v = p.required("share_mode", &self.share_mode);
-        let share_mode = p.enumeration(
-            "share_mode",
-            v,
-            "share mode",
-            ShareMode::parse,
-            ShareMode::expected(),
-        );
-        let v = p.required("open_type", &self.open_type);
-        let open_type = p.enumeration(
-            "open_type",
-            v,
-            "open type",
-            OpenType::parse,
-            OpenType::expected(),
-        );
-        let v = p.required("update_cycle", &self.update_cycle);
-        let update_cycle = p.enumeration(
-            "update_cycle",
-            v,
-            "update cycle",
-            UpdateCycle::parse,
-            UpdateCycle::expected(),
-        );
+        let share_type: Option<ShareType> = p.required_enum("share_type", &self.share_type);
+        let share_mode: Option<ShareMode> = p.required_enum("share_mode", &self.share_mode);
+        let open_type: Option<OpenType> = p.required_enum("open_type", &self.open_type);
+        let update_cycle: Option<UpdateCycle> = p.required_enum("update_cycle", &self.update_cycle);
         let publish_date = p
             .required("publish_date", &self.publish_date)
             .map(str::to_owned);

@@ -83,10 +83,7 @@ pub(super) fn check(e: &Entry, errors: &mut ValidationErrors) {
         too_long(errors, "share_condition", c, MAX_TEXT);
     }
     if e.open_type == OpenType::Conditional && e.open_condition.is_none() {
-        errors.push(
-            "open_condition",
-            "有条件开放 needs an open_condition",
-        );
+        errors.push("open_condition", "有条件开放 needs an open_condition");
     }
     if let Some(c) = &e.open_condition {
         too_long(errors, "open_condition", c, MAX_TEXT);
