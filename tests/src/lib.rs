@@ -133,3 +133,25 @@ pub fn wait_until(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Runs a CLI command on node `i`; fails with its stderr unless it succeeded.
+pub fn cli_ok(net: &Testnet, i: usize, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    let out = net.cli(i, args)?;
+    if !out.status.success() {
+        bail!(
+            "huitong {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+/// Waits until node `i` holds charter `version`.
+pub fn wait_charter(net: &mut Testnet, i: usize, version: u64) -> anyhow::Result<()> {
+    wait_until(
+        Duration::from_secs(60),
+        &format!("charter v{version}"),
+        || Ok(net.get(i, "/status")?["charter_version"] == version),
+    )
+}

@@ -8,7 +8,7 @@ use huitong_protocol::wire::{Gossip, Head, Summary, SyncRequest};
 use huitong_protocol::{codec, EntryHash, Event, FeedEntry, NodeId, SecretKey};
 use huitong_testnet::ids::{government_uscc, HAIMEN_DIVISION};
 use huitong_tests::rogue::Rogue;
-use huitong_tests::{entry, search, start, wait_until};
+use huitong_tests::{cli_ok, entry, search, start, wait_charter, wait_until};
 use serde_bytes::ByteBuf;
 
 const T: Duration = Duration::from_secs(60);
@@ -33,7 +33,8 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
     // Admit the rogue as a member through the CLI, signed with the authority key.
     let key = SecretKey::from_bytes(rand::random());
     let rogue_uscc = government_uscc(HAIMEN_DIVISION, "77777777");
-    let out = f.net.cli(
+    cli_ok(
+        &f.net,
         hub,
         &[
             "charter",
@@ -48,15 +49,7 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
             &authority.to_string_lossy(),
         ],
     )?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let net = &mut f.net;
-    wait_until(T, "charter v2 on the target", || {
-        Ok(net.get(target, "/status")?["charter_version"] == 2)
-    })?;
+    wait_charter(&mut f.net, target, 2)?;
 
     let rogue = Rogue::start(&key, "海门区")?;
     let target_peer = f.net.nodes[target].peer_id.clone();
@@ -188,7 +181,8 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
     );
 
     // (f) suspension: entry 2 of the rogue is valid but arrives after it was suspended.
-    let out = f.net.cli(
+    cli_ok(
+        &f.net,
         hub,
         &[
             "charter",
@@ -198,15 +192,7 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
             &authority.to_string_lossy(),
         ],
     )?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let net = &mut f.net;
-    wait_until(T, "charter v3", || {
-        Ok(net.get(target, "/status")?["charter_version"] == 3)
-    })?;
+    wait_charter(&mut f.net, target, 3)?;
     second.timestamp_ms = 4;
     second.event = Event::CataloguePublished(huitong_protocol::Entry {
         title: "测试局停用后资源".into(),
