@@ -75,6 +75,27 @@ pub struct Published {
     pub seq: u64,
 }
 
+/// `POST /api/v1/catalogue/batch`: many entries at once (at most [`MAX_BATCH`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Batch {
+    /// The entries, in order.
+    pub entries: Vec<huitong_protocol::catalogue::RawEntry>,
+}
+
+/// Most entries in one batch request.
+pub const MAX_BATCH: usize = 2000;
+
+/// `POST /api/v1/catalogue/batch` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BatchPublished {
+    /// New entries.
+    pub published: usize,
+    /// Updated entries.
+    pub updated: usize,
+    /// Seq of the last entry in this node's feed.
+    pub last_seq: u64,
+}
+
 /// `POST /api/v1/catalogue/withdraw`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Withdraw {

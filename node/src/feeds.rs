@@ -55,6 +55,17 @@ pub enum AppendError {
     /// Withdraw of an unknown entry.
     #[error("no published entry {0} of this organisation; see `huitong catalogue list --provider <your USCC>`")]
     Unknown(ResourceCode),
+    /// Nothing to append.
+    #[error("no events to append")]
+    Empty,
+    /// Some events of a batch were appended before one was refused.
+    #[error("{appended} entries were published; the next one was refused: {source}")]
+    Partial {
+        /// How many were appended (and are durable).
+        appended: usize,
+        /// Why the next one was refused.
+        source: Box<AppendError>,
+    },
 }
 
 /// Labels for `status` counters.
@@ -74,7 +85,14 @@ fn label(e: &FeedError) -> &'static str {
 impl NodeState {
     /// Opens and ingests envelope bytes received from the network.
     pub fn ingest_bytes(&self, bytes: &[u8]) -> Result<Outcome, StoreError> {
-        match VerifiedEntry::open(bytes) {
+        self.ingest_opened(VerifiedEntry::open(bytes))
+    }
+
+    fn ingest_opened(
+        &self,
+        opened: Result<VerifiedEntry, FeedError>,
+    ) -> Result<Outcome, StoreError> {
+        match opened {
             Ok(v) => self.ingest(&v),
             Err(e) => {
                 let l = label(&e);
@@ -83,6 +101,42 @@ impl NodeState {
                 Ok(Outcome::Rejected(l))
             }
         }
+    }
+
+    /// Ingests consecutive entries of one feed (a range response). Signatures are checked on
+    /// all cores first; entries are then applied in order, stopping at the first that is not
+    /// stored or a duplicate. Returns how many were newly stored.
+    pub fn ingest_range(&self, entries: &[Vec<u8>]) -> Result<usize, StoreError> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let per = entries.len().div_ceil(threads).max(1);
+        let opened: Vec<Result<VerifiedEntry, FeedError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = entries
+                .chunks(per)
+                .map(|chunk| {
+                    s.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|b| VerifiedEntry::open(b))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        let mut stored = 0;
+        for o in opened {
+            match self.ingest_opened(o)? {
+                Outcome::Stored => stored += 1,
+                Outcome::Duplicate => {}
+                _ => break,
+            }
+        }
+        Ok(stored)
     }
 
     /// Ingests a verified entry from another node (or replays our own).
@@ -126,7 +180,7 @@ impl NodeState {
             warn!(target: "huitong::audit", feed = %e.feed, seq = e.seq, "FORK: two different signed entries for the same feed and seq; evidence stored");
             let mut batch = WriteBatch::default();
             self.store.put_fork(&mut batch, &fork);
-            self.store.commit(&w, batch)?;
+            self.store.commit(&w, batch, true)?;
             self.reject("fork");
             return Ok(Outcome::Fork);
         }
@@ -151,7 +205,7 @@ impl NodeState {
             &provider,
             &e.event,
         )?;
-        self.store.commit(&w, batch)?;
+        self.store.commit(&w, batch, false)?;
         if e.feed != self.id() {
             self.accepted();
         }
@@ -167,13 +221,48 @@ impl NodeState {
 
     /// Appends an event to this node's own feed; returns the sealed entry for gossip.
     pub fn append(&self, event: Event) -> Result<VerifiedEntry, AppendError> {
-        let ours = self.config.node.org_code.clone();
+        let mut sealed = self.append_many(vec![event])?;
+        sealed.pop().ok_or(AppendError::Empty)
+    }
+
+    /// Appends events in order and acknowledges once all are durable (one WAL sync at the
+    /// end). If one is refused, the ones before it stay appended and the error says which.
+    pub fn append_many(&self, events: Vec<Event>) -> Result<Vec<VerifiedEntry>, AppendError> {
         if let Some(version) =
             self.with_charter(|c| c.filter(|c| !c.is_active(&self.id())).map(|c| c.version))
         {
             return Err(AppendError::Suspended(version));
         }
         let w = self.store.writer();
+        let mut out = Vec::with_capacity(events.len());
+        let mut failure = None;
+        for event in events {
+            match self.append_one(&w, event) {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        // Make everything appended so far durable before acknowledging anything.
+        self.store.sync(&w)?;
+        match failure {
+            None => Ok(out),
+            Some(e) if out.is_empty() => Err(e),
+            Some(e) => Err(AppendError::Partial {
+                appended: out.len(),
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    fn append_one(
+        &self,
+        w: &crate::store::Writer<'_>,
+        event: Event,
+    ) -> Result<VerifiedEntry, AppendError> {
+        let ours = self.config.node.org_code.clone();
         let event = match event {
             Event::CataloguePublished(entry) | Event::CatalogueUpdated(entry) => {
                 if entry.provider_code.as_str() != ours {
@@ -222,7 +311,7 @@ impl NodeState {
             &ours,
             &entry.event,
         )?;
-        self.store.commit(&w, batch)?;
+        self.store.commit(w, batch, false)?;
         Ok(sealed)
     }
 }

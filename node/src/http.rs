@@ -21,6 +21,8 @@ use crate::state::NodeState;
 
 /// Largest request body.
 const MAX_BODY: usize = 1024 * 1024;
+/// Largest batch request body.
+const MAX_BATCH_BODY: usize = 32 * 1024 * 1024;
 
 #[derive(Clone)]
 struct Ctx {
@@ -70,6 +72,10 @@ pub async fn serve(
         .route("/api/v1/status", get(status))
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/catalogue", get(list).post(publish))
+        .route(
+            "/api/v1/catalogue/batch",
+            post(publish_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
+        )
         .route("/api/v1/catalogue/withdraw", post(withdraw))
         .route("/api/v1/charter", get(charter).post(submit_charter))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth))
@@ -231,6 +237,64 @@ async fn publish(State(ctx): State<Ctx>, Json(raw): Json<RawEntry>) -> Res<api::
         code,
         event: event.into(),
         seq,
+    }))
+}
+
+async fn publish_batch(
+    State(ctx): State<Ctx>,
+    Json(b): Json<api::Batch>,
+) -> Res<api::BatchPublished> {
+    if b.entries.len() > api::MAX_BATCH {
+        return Err(fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} entries in one batch; send at most {}",
+                b.entries.len(),
+                api::MAX_BATCH
+            ),
+        ));
+    }
+    let mut events = Vec::with_capacity(b.entries.len());
+    let mut details = Vec::new();
+    for (i, raw) in b.entries.iter().enumerate() {
+        match raw.validate() {
+            Ok(e) => events.push(Event::CataloguePublished(e)),
+            Err(errors) => details.extend(errors.0.into_iter().map(|mut e| {
+                e.path = format!("[{i}].{}", e.path);
+                e
+            })),
+        }
+    }
+    if !details.is_empty() {
+        return Err(Fail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError {
+                error: format!(
+                    "{} problem(s) in the batch; nothing was stored",
+                    details.len()
+                ),
+                details,
+            },
+        ));
+    }
+    let state = ctx.state.clone();
+    let sealed = tokio::task::spawn_blocking(move || state.append_many(events))
+        .await
+        .map_err(internal)?
+        .map_err(append_error)?;
+    let updated = sealed
+        .iter()
+        .filter(|v| matches!(v.entry.event, Event::CatalogueUpdated(_)))
+        .count();
+    let last_seq = sealed.last().map_or(0, |v| v.entry.seq);
+    let published = sealed.len() - updated;
+    for v in sealed {
+        gossip(&ctx, v.envelope.to_bytes()).await;
+    }
+    Ok(Json(api::BatchPublished {
+        published,
+        updated,
+        last_seq,
     }))
 }
 

@@ -162,11 +162,25 @@ impl Store {
         }
     }
 
-    /// Applies a batch durably (the WAL is synced before this returns).
-    pub fn commit(&self, _w: &Writer<'_>, batch: WriteBatch) -> Result<(), StoreError> {
+    /// Applies a batch atomically. With `durable` the WAL is synced before this returns; that
+    /// also makes every earlier unsynced batch durable, since the WAL is written in order.
+    /// Entries received from peers are committed without sync: after a crash they are fetched
+    /// again by anti-entropy, and atomicity holds either way.
+    pub fn commit(
+        &self,
+        _w: &Writer<'_>,
+        batch: WriteBatch,
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let mut opts = rocksdb::WriteOptions::default();
-        opts.set_sync(true);
+        opts.set_sync(durable);
         self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// Syncs the WAL: every batch committed before is durable when this returns.
+    pub fn sync(&self, _w: &Writer<'_>) -> Result<(), StoreError> {
+        self.db.flush_wal(true)?;
         Ok(())
     }
 
@@ -312,6 +326,6 @@ impl Store {
     pub fn put_charter(&self, w: &Writer<'_>, envelope: &[u8]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_META), KEY_CHARTER, envelope);
-        self.commit(w, batch)
+        self.commit(w, batch, true)
     }
 }

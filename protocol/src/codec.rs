@@ -24,6 +24,9 @@ pub enum DecodeError {
         /// The limit that applied.
         limit: usize,
     },
+    /// The input ends in the middle of a value (for a stream: the peer closed it early).
+    #[error("truncated CBOR: the input ends in the middle of a value")]
+    Truncated,
     /// The input is not well-formed CBOR of the expected shape.
     #[error("malformed CBOR: {0}")]
     Malformed(String),
@@ -48,5 +51,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Deco
             limit,
         });
     }
-    ciborium::from_reader(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+    ciborium::from_reader(bytes).map_err(|e| match e {
+        ciborium::de::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            DecodeError::Truncated
+        }
+        e => DecodeError::Malformed(e.to_string()),
+    })
 }

@@ -52,6 +52,46 @@ fn malformed_entry_files_are_refused_with_field_paths_and_nothing_is_stored() ->
         "nothing was appended"
     );
 
+    // JSONL: one bad line refuses the whole file, naming the line; a good file publishes all.
+    let jsonl = f.tmp.path().join("many.jsonl");
+    let mut bad_line = entry(&f.net, i, 21, "批量二");
+    bad_line["update_cycle"] = "每两天".into();
+    let lines = [entry(&f.net, i, 20, "批量一"), bad_line];
+    let text: Vec<String> = lines.iter().map(|v| v.to_string()).collect();
+    std::fs::write(&jsonl, text.join("\n"))?;
+    let out = f
+        .net
+        .cli(i, &["catalogue", "publish", &jsonl.to_string_lossy()])?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2: update_cycle: unknown update cycle"),
+        "{err}"
+    );
+    assert_eq!(
+        f.net.get(i, "/status")?["own_seq"].as_u64(),
+        before,
+        "nothing was appended"
+    );
+    let good: Vec<String> = (20..25)
+        .map(|s| entry(&f.net, i, s, &format!("批量条目{s}")).to_string())
+        .collect();
+    std::fs::write(&jsonl, good.join("\n"))?;
+    let out = f
+        .net
+        .cli(i, &["catalogue", "publish", &jsonl.to_string_lossy()])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 published"));
+    let hub = f.net.index("hub").unwrap();
+    let net = &mut f.net;
+    wait_until(Duration::from_secs(30), "the batch on the hub", || {
+        Ok(huitong_tests::search(net, hub, "批量条目24")?.len() == 1)
+    })?;
+
     // TOML works too, and a second init on the same dir is refused.
     let toml_file = f.tmp.path().join("e.toml");
     let v = entry(&f.net, i, 8, "TOML条目");

@@ -12,13 +12,18 @@ use crate::client::ApiClient;
 
 /// Largest entry file accepted.
 const MAX_ENTRY_FILE: u64 = 1024 * 1024;
+/// Largest JSONL file accepted (about 150k entries).
+const MAX_JSONL_FILE: u64 = 256 * 1024 * 1024;
+/// Problems listed before the rest are only counted.
+const MAX_LISTED: usize = 20;
 
 /// Catalogue commands.
 #[derive(Subcommand, Debug)]
 pub enum CatalogueCmd {
-    /// Publish (or update) an entry from a TOML or JSON file.
+    /// Publish (or update) an entry from a TOML or JSON file, or many from a JSONL file
+    /// (one entry per line).
     Publish {
-        /// The entry file (.toml or .json).
+        /// The entry file (.toml, .json, or .jsonl for many).
         file: PathBuf,
         /// Print JSON.
         #[arg(long)]
@@ -141,9 +146,101 @@ pub(super) fn read_entry(file: &Path) -> anyhow::Result<RawEntry> {
     Ok(raw)
 }
 
+/// Reads and validates every line of a JSONL file; reports problems as `line N: path: message`.
+fn read_jsonl(file: &Path) -> anyhow::Result<Vec<RawEntry>> {
+    let meta =
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if meta.len() > MAX_JSONL_FILE {
+        bail!(
+            "{} is {} bytes; a JSONL file is at most {MAX_JSONL_FILE} bytes: split it",
+            file.display(),
+            meta.len()
+        );
+    }
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let de = &mut serde_json::Deserializer::from_str(line);
+        match serde_path_to_error::deserialize::<_, RawEntry>(de) {
+            Err(e) => problems.push(format!("line {}: {}: {}", n + 1, e.path(), e.inner())),
+            Ok(raw) => match raw.validate() {
+                Ok(_) => entries.push(raw),
+                Err(errors) => {
+                    problems.extend(errors.0.iter().map(|e| format!("line {}: {e}", n + 1)))
+                }
+            },
+        }
+    }
+    if !problems.is_empty() {
+        let total = problems.len();
+        problems.truncate(MAX_LISTED);
+        let more = if total > MAX_LISTED {
+            format!("\n  … and {} more", total - MAX_LISTED)
+        } else {
+            String::new()
+        };
+        bail!(
+            "{}: {total} problem(s); nothing was published:\n  {}{more}",
+            file.display(),
+            problems.join("\n  ")
+        );
+    }
+    if entries.is_empty() {
+        bail!("{} holds no entries", file.display());
+    }
+    Ok(entries)
+}
+
+/// Publishes many entries in batches, with progress on stderr.
+async fn publish_many(dir: &Path, entries: Vec<RawEntry>, json: bool) -> anyhow::Result<()> {
+    let client = ApiClient::new(dir)?;
+    let total = entries.len();
+    let started = std::time::Instant::now();
+    let (mut published, mut updated, mut last_seq) = (0, 0, 0);
+    for chunk in entries.chunks(api::MAX_BATCH) {
+        let b = api::Batch {
+            entries: chunk.to_vec(),
+        };
+        let r: api::BatchPublished = client.post("/catalogue/batch", &b).await.map_err(|e| {
+            e.context(format!(
+                "{} of {total} entries were published before this error",
+                published + updated
+            ))
+        })?;
+        published += r.published;
+        updated += r.updated;
+        last_seq = r.last_seq;
+        let done = published + updated;
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        eprintln!("published {done}/{total} ({rate:.0} entries/s)");
+    }
+    if json {
+        return output::json(&api::BatchPublished {
+            published,
+            updated,
+            last_seq,
+        });
+    }
+    println!("{published} published, {updated} updated (feed seq {last_seq})");
+    Ok(())
+}
+
 /// Runs a catalogue command.
 pub(super) async fn run(dir: &Path, cmd: CatalogueCmd) -> anyhow::Result<()> {
     match cmd {
+        CatalogueCmd::Publish { file, json }
+            if file
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("jsonl")) =>
+        {
+            let entries = read_jsonl(&file)?;
+            publish_many(dir, entries, json).await
+        }
         CatalogueCmd::Publish { file, json } => {
             let raw = read_entry(&file)?;
             let p: api::Published = ApiClient::new(dir)?.post("/catalogue", &raw).await?;

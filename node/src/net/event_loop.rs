@@ -3,7 +3,9 @@
 //!
 //! Anti-entropy: on every new connection and every `sync_interval_secs`, the node sends its
 //! [`Summary`] to the peer; whoever learns that the other holds more of a feed asks for the
-//! missing range. At most one range request per feed is in flight at a time.
+//! missing range. At most one range request per feed is in flight (or being ingested) at a
+//! time. Range responses are ingested on a dedicated worker thread, so verifying and indexing
+//! thousands of entries never stalls the swarm (pings, gossip, other requests).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,6 +31,49 @@ use crate::state::NodeState;
 /// Bytes of entries a range response carries at most.
 const RANGE_RESPONSE_BYTES: usize = MAX_RESPONSE_BYTES - MAX_ENVELOPE_BYTES - 64 * 1024;
 
+/// Range responses waiting for the ingest worker.
+const INGEST_QUEUE: usize = 16;
+
+/// A range response to ingest.
+struct IngestJob {
+    peer: PeerId,
+    feed: NodeId,
+    entries: Vec<Vec<u8>>,
+}
+
+/// What the ingest worker did with a job.
+struct IngestDone {
+    peer: PeerId,
+    feed: NodeId,
+    stored: usize,
+}
+
+/// Ingests range responses one after another until the event loop drops its sender.
+fn ingest_worker(
+    state: Arc<NodeState>,
+    mut jobs: mpsc::Receiver<IngestJob>,
+    done: mpsc::Sender<IngestDone>,
+) {
+    while let Some(job) = jobs.blocking_recv() {
+        let stored = match state.ingest_range(&job.entries) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "store error while ingesting a range");
+                0
+            }
+        };
+        debug!(peer = %job.peer, feed = %job.feed, stored, "ingested range");
+        let reply = IngestDone {
+            peer: job.peer,
+            feed: job.feed,
+            stored,
+        };
+        if done.blocking_send(reply).is_err() {
+            break;
+        }
+    }
+}
+
 /// The event loop.
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -40,6 +85,8 @@ pub struct EventLoop {
     inflight: HashSet<NodeId>,
     bootstrap: Vec<Multiaddr>,
     interval: Duration,
+    ingest: mpsc::Sender<IngestJob>,
+    ingested: mpsc::Receiver<IngestDone>,
 }
 
 impl EventLoop {
@@ -52,6 +99,13 @@ impl EventLoop {
     ) -> Self {
         let topic = super::topic(&state.config.federation.name);
         let interval = Duration::from_secs(state.config.network.sync_interval_secs);
+        let (ingest, jobs) = mpsc::channel(INGEST_QUEUE);
+        let (done, ingested) = mpsc::channel(INGEST_QUEUE);
+        let worker_state = state.clone();
+        std::thread::Builder::new()
+            .name("huitong-ingest".into())
+            .spawn(move || ingest_worker(worker_state, jobs, done))
+            .ok();
         let mut this = Self {
             swarm,
             state,
@@ -62,6 +116,8 @@ impl EventLoop {
             inflight: HashSet::new(),
             bootstrap,
             interval,
+            ingest,
+            ingested,
         };
         if let Err(e) = this.swarm.behaviour_mut().gossipsub.subscribe(&this.topic) {
             warn!(error = %e, "cannot subscribe to the federation topic");
@@ -96,6 +152,7 @@ impl EventLoop {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_event(event),
+                Some(done) = self.ingested.recv() => self.on_ingested(done),
             }
         }
         info!("network stopped");
@@ -384,6 +441,20 @@ impl EventLoop {
         }
     }
 
+    fn on_ingested(&mut self, done: IngestDone) {
+        self.inflight.remove(&done.feed);
+        if done.stored > 0 {
+            // The peer may hold more than one response carries: ask until nothing is new.
+            let have = self
+                .state
+                .store
+                .head(&done.feed)
+                .map(|h| h.seq)
+                .unwrap_or(0);
+            self.request_range(done.peer, done.feed, have + 1);
+        }
+    }
+
     fn answer(&mut self, peer: PeerId, request: SyncRequest) -> SyncResponse {
         match request {
             SyncRequest::Summary(theirs) => {
@@ -414,24 +485,19 @@ impl EventLoop {
                 let Some(feed) = self.ranges.remove(&id) else {
                     return;
                 };
-                self.inflight.remove(&feed);
-                let mut progressed = false;
-                for bytes in &entries {
-                    match self.state.ingest_bytes(bytes) {
-                        Ok(Outcome::Stored) => progressed = true,
-                        Ok(Outcome::Duplicate) => {}
-                        Ok(_) => break,
-                        Err(e) => {
-                            warn!(error = %e, "store error while ingesting a range");
-                            break;
-                        }
-                    }
+                if entries.is_empty() {
+                    self.inflight.remove(&feed);
+                    return;
                 }
-                if progressed {
-                    // The peer may hold more than one response carries: ask until it sends
-                    // nothing new.
-                    let have = self.state.store.head(&feed).map(|h| h.seq).unwrap_or(0);
-                    self.request_range(peer, feed, have + 1);
+                // `feed` stays in `inflight` until the worker is done with it.
+                let job = IngestJob {
+                    peer,
+                    feed,
+                    entries: entries.into_iter().map(ByteBuf::into_vec).collect(),
+                };
+                if let Err(e) = self.ingest.try_send(job) {
+                    debug!(error = %e, "ingest queue full; the next anti-entropy round retries");
+                    self.inflight.remove(&feed);
                 }
             }
             SyncResponse::Charter(Some(bytes)) => {

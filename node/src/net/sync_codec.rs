@@ -19,6 +19,9 @@ pub enum CodecError {
     /// Larger than the limit.
     #[error("message exceeds {0} bytes")]
     TooLarge(usize),
+    /// The stream ended mid-message (usually the peer gave up waiting).
+    #[error("truncated message")]
+    Truncated,
     /// Not CBOR of the expected shape.
     #[error("malformed message: {0}")]
     Malformed(String),
@@ -29,6 +32,7 @@ impl CodecError {
     pub fn label(&self) -> &'static str {
         match self {
             CodecError::TooLarge(_) => "oversize",
+            CodecError::Truncated => "truncated",
             CodecError::Malformed(_) => "malformed",
         }
     }

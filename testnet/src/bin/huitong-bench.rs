@@ -1,6 +1,8 @@
-//! `huitong-bench propagation --nodes N`: how long a catalogue entry published on one node
-//! takes to become visible on every other node, measured on a real testnet of N `huitong`
-//! processes on loopback (release build). Method and results: `docs/benchmarks.md`.
+//! Benchmarks on real testnets of `huitong` processes on loopback (release build):
+//! - `propagation --nodes N`: publish on one node → visible on every other node;
+//! - `sync --entries K`: a fresh node joins and syncs a K-entry catalogue.
+//!
+//! Method and results: `docs/benchmarks.md`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -10,8 +12,31 @@ use clap::Parser;
 use huitong_testnet::{Options, Testnet};
 use serde_json::json;
 
-/// Publish → visible-everywhere latency benchmark.
+/// Huitong benchmarks.
 #[derive(Parser, Debug)]
+enum Bench {
+    /// Publish → visible on all nodes.
+    Propagation(Args),
+    /// A fresh node syncs a large catalogue.
+    Sync(SyncArgs),
+}
+
+/// Sync benchmark options.
+#[derive(clap::Args, Debug)]
+struct SyncArgs {
+    /// Entries in the catalogue.
+    #[arg(long, default_value_t = 100_000)]
+    entries: usize,
+    /// Working directory (removed first).
+    #[arg(long, default_value = "/tmp/huitong-bench-sync")]
+    dir: PathBuf,
+    /// First port to try.
+    #[arg(long, default_value_t = 48500)]
+    base_port: u16,
+}
+
+/// Propagation benchmark options.
+#[derive(clap::Args, Debug)]
 struct Args {
     /// Total node processes (hub + departments + city).
     #[arg(long, default_value_t = 20)]
@@ -36,7 +61,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let a = Args::parse();
+    match Bench::parse() {
+        Bench::Propagation(a) => propagation(a),
+        Bench::Sync(a) => sync(a),
+    }
+}
+
+fn propagation(a: Args) -> anyhow::Result<()> {
     if a.nodes < 3 {
         bail!("--nodes must be at least 3");
     }
@@ -148,6 +179,126 @@ fn main() -> anyhow::Result<()> {
         "poll round (measurement resolution) ms: p50={:.1} p99={:.1}",
         percentile(&rounds, 50.0),
         percentile(&rounds, 99.0)
+    );
+    t.stop_all()?;
+    Ok(())
+}
+
+/// Writes `n` valid entries of `node` as JSONL; returns the file's size.
+fn write_jsonl(
+    path: &std::path::Path,
+    node: &huitong_testnet::NodeInfo,
+    n: usize,
+) -> anyhow::Result<u64> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    const WORDS: [&str; 8] = [
+        "人口", "法人", "工单", "网格", "证照", "医疗", "教育", "交通",
+    ];
+    for k in 0..n {
+        // 目 varies so that codes stay 6-digit sequences under each classification.
+        let class = format!("301{:03}", 1 + k / 999_999);
+        let e = json!({
+            "classification": class, "code": format!("{class}/{:06}", 1 + k % 999_999),
+            "title": format!("{}数据集{k}", WORDS[k % WORDS.len()]),
+            "provider_name": node.name, "provider_code": node.uscc,
+            "abstract": format!("同步基准测试条目{k}，包含{}相关信息项。", WORDS[(k / 8) % WORDS.len()]),
+            "format": {"category": "数据库", "type": "mysql"},
+            "items": [{"name": "编号", "data_type": "C", "length": 20}, {"name": "更新时间", "data_type": "T"}],
+            "share_type": "无条件共享", "share_mode": "库表", "open_type": "不予开放",
+            "update_cycle": "每日", "publish_date": "2026-11-27",
+        });
+        serde_json::to_writer(&mut f, &e)?;
+        f.write_all(b"\n")?;
+    }
+    f.flush()?;
+    Ok(std::fs::metadata(path)?.len())
+}
+
+/// Baseline: the same JSONL bytes through a loopback TCP socket into memory (no signatures,
+/// no hash chain, no index, no durability).
+fn tcp_copy(path: &std::path::Path) -> anyhow::Result<f64> {
+    use std::io::{Read, Write};
+    let data = std::fs::read(path)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let t0 = Instant::now();
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.write_all(&data)
+    });
+    let (mut conn, _) = listener.accept()?;
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got)?;
+    sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+fn sync(a: SyncArgs) -> anyhow::Result<()> {
+    let bin = std::env::current_exe()?.with_file_name("huitong");
+    let _ = std::fs::remove_dir_all(&a.dir);
+    let mut t = Testnet::create(&Options {
+        dir: a.dir.clone(),
+        departments: 1,
+        base_port: a.base_port,
+        sync_interval_secs: 10,
+        bin,
+    })?;
+    let provider = t.index("police").context("no police node")?;
+    let fresh = t.index("city").context("no city node")?;
+    for i in 0..t.nodes.len() {
+        if i != fresh {
+            t.start(i)?;
+        }
+    }
+    t.wait_healthy(Duration::from_secs(120))?;
+    let file = a.dir.join("entries.jsonl");
+    let bytes = write_jsonl(&file, &t.nodes[provider], a.entries)?;
+    eprintln!(
+        "importing {} entries ({:.1} MiB of JSONL) on {} …",
+        a.entries,
+        bytes as f64 / 1048576.0,
+        t.nodes[provider].name
+    );
+    let t0 = Instant::now();
+    let out = t.cli(provider, &["catalogue", "publish", &file.to_string_lossy()])?;
+    if !out.status.success() {
+        bail!("import failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let import = t0.elapsed().as_secs_f64();
+    let want = a.entries as u64;
+    let hub = t.index("hub").context("no hub")?;
+    t.wait_status(
+        &[hub],
+        Duration::from_secs(600),
+        "the hub to hold the catalogue",
+        |_, s| s["catalogue_entries"].as_u64() >= Some(want),
+    )?;
+    eprintln!("starting the fresh node {} …", t.nodes[fresh].name);
+    let t1 = Instant::now();
+    t.start(fresh)?;
+    t.wait_status(
+        &[fresh],
+        Duration::from_secs(600),
+        "the fresh node to sync",
+        |_, s| s["catalogue_entries"].as_u64() >= Some(want),
+    )?;
+    let sync = t1.elapsed().as_secs_f64();
+    let baseline = tcp_copy(&file)?;
+    println!("entries={} jsonl_bytes={bytes}", a.entries);
+    println!(
+        "import on provider: {import:.2} s ({:.0} entries/s)",
+        a.entries as f64 / import
+    );
+    println!(
+        "fresh node start → full catalogue: {sync:.2} s ({:.0} entries/s)",
+        a.entries as f64 / sync
+    );
+    println!(
+        "baseline raw TCP copy of the JSONL: {baseline:.3} s; ratio sync/baseline = {:.0}x",
+        sync / baseline
     );
     t.stop_all()?;
     Ok(())
