@@ -38,7 +38,7 @@ pub struct Status {
     /// Latest seq of this node's own feed.
     pub own_seq: u64,
     /// Live catalogue entries.
-    pub catalogue_entries: usize,
+    pub catalogue_entries: u64,
     /// Entries accepted from other nodes since start.
     pub accepted: u64,
     /// Refused messages since start, by reason.

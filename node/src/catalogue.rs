@@ -11,7 +11,7 @@ use huitong_protocol::{codec, Entry, Event, NodeId};
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError, CF_CATALOGUE};
+use crate::store::{Store, StoreError, CF_CATALOGUE, CF_META};
 
 /// One catalogue entry as this node sees it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -129,9 +129,23 @@ pub fn search(store: &Store, text: &str, filter: &Filter) -> Result<Vec<Record>,
     Ok(out)
 }
 
+/// Key in the `meta` column family of the number of live (not withdrawn) records, kept in
+/// the same batch as the records so `status` need not scan the catalogue.
+const LIVE_COUNT: &[u8] = b"catalogue_live";
+
 /// Number of live (not withdrawn) records.
-pub fn count(store: &Store) -> Result<usize, StoreError> {
-    Ok(list(store, &Filter::default())?.len())
+pub fn count(store: &Store) -> Result<u64, StoreError> {
+    let v = store.db().get_cf(store.cf(CF_META), LIVE_COUNT)?;
+    Ok(v.and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
+fn stage_count(store: &Store, batch: &mut WriteBatch, delta: i64) -> Result<(), StoreError> {
+    if delta != 0 {
+        let n = count(store)?.saturating_add_signed(delta);
+        batch.put_cf(store.cf(CF_META), LIVE_COUNT, n.to_be_bytes());
+    }
+    Ok(())
 }
 
 /// Stages the view and index changes for one feed event.
@@ -148,8 +162,11 @@ pub fn apply(
     match event {
         Event::CataloguePublished(entry) | Event::CatalogueUpdated(entry) => {
             let k = key(provider, entry.code.as_str());
-            if let Some(old) = get_by_provider(store, provider, entry.code.as_str())? {
-                index::remove(store, batch, &k, &old.entry);
+            let old = get_by_provider(store, provider, entry.code.as_str())?;
+            match &old {
+                Some(old) if old.withdrawn.is_none() => index::remove(store, batch, &k, &old.entry),
+                // A withdrawn record has no postings; republishing makes it live again.
+                _ => stage_count(store, batch, 1)?,
             }
             index::add(store, batch, &k, entry);
             let record = Record {
@@ -164,7 +181,10 @@ pub fn apply(
         Event::CatalogueWithdrawn { code, reason } => {
             let k = key(provider, code.as_str());
             if let Some(mut old) = get_by_provider(store, provider, code.as_str())? {
-                index::remove(store, batch, &k, &old.entry);
+                if old.withdrawn.is_none() {
+                    index::remove(store, batch, &k, &old.entry);
+                    stage_count(store, batch, -1)?;
+                }
                 old.withdrawn = Some(reason.clone());
                 old.seq = seq;
                 old.updated_ms = timestamp_ms;
