@@ -70,6 +70,11 @@ fn decode(v: &[u8]) -> Result<Record, StoreError> {
     })
 }
 
+/// Prepares the search tokenizer (call once at start).
+pub fn warm_up() {
+    index::warm_up();
+}
+
 /// Reads one record by provider USCC and code.
 pub fn get_by_provider(
     store: &Store,

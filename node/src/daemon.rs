@@ -95,6 +95,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         warn!("no charter yet: this node will talk to nobody until one is imported (`huitong charter import FILE`)");
     }
 
+    tokio::task::spawn_blocking(crate::catalogue::warm_up).await?;
     let listen = parse_addrs("network.listen", &config.network.listen)?;
     let bootstrap = parse_addrs("network.bootstrap", &config.network.bootstrap)?;
     let hook_state = state.clone();

@@ -19,6 +19,12 @@ fn jieba() -> &'static Jieba {
     JIEBA.get_or_init(Jieba::new)
 }
 
+/// Loads the segmentation dictionary now rather than on the first entry (it takes a
+/// noticeable fraction of a second, which would otherwise stall the first ingest).
+pub(crate) fn warm_up() {
+    let _ = jieba();
+}
+
 /// The index tokens of a text.
 pub(crate) fn tokens(text: &str) -> BTreeSet<String> {
     jieba()
