@@ -98,19 +98,24 @@ impl FilterArgs {
     }
 }
 
-/// Reads and validates an entry file; every problem is reported with its field path.
-pub(super) fn read_entry(file: &Path) -> anyhow::Result<RawEntry> {
+/// Reads a UTF-8 file of at most `max` bytes.
+fn read_text(file: &Path, max: u64) -> anyhow::Result<String> {
     let meta =
         std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
-    if meta.len() > MAX_ENTRY_FILE {
+    if meta.len() > max {
         bail!(
-            "{} is {} bytes; an entry file is at most {MAX_ENTRY_FILE} bytes",
+            "{} is {} bytes; at most {max} bytes are accepted (split a JSONL file)",
             file.display(),
             meta.len()
         );
     }
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
+    std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))
+}
+
+/// Reads and validates an entry file; every problem is reported with its field path.
+pub(super) fn read_entry(file: &Path) -> anyhow::Result<RawEntry> {
+    let text = read_text(file, MAX_ENTRY_FILE)?;
     let ext = file
         .extension()
         .and_then(|e| e.to_str())
@@ -148,17 +153,7 @@ pub(super) fn read_entry(file: &Path) -> anyhow::Result<RawEntry> {
 
 /// Reads and validates every line of a JSONL file; reports problems as `line N: path: message`.
 fn read_jsonl(file: &Path) -> anyhow::Result<Vec<RawEntry>> {
-    let meta =
-        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
-    if meta.len() > MAX_JSONL_FILE {
-        bail!(
-            "{} is {} bytes; a JSONL file is at most {MAX_JSONL_FILE} bytes: split it",
-            file.display(),
-            meta.len()
-        );
-    }
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
+    let text = read_text(file, MAX_JSONL_FILE)?;
     let mut entries = Vec::new();
     let mut problems = Vec::new();
     for (n, line) in text.lines().enumerate() {
