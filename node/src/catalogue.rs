@@ -89,11 +89,25 @@ pub fn get_by_provider(
 }
 
 /// Every record with this code (codes are unique per provider, so there may be several).
+/// Live records are found through the index (the code is one of their tokens); only a code
+/// with no live record (withdrawn, or unknown) costs a scan.
 pub fn get(store: &Store, code: &str) -> Result<Vec<Record>, StoreError> {
-    Ok(all(store)?
-        .into_iter()
-        .filter(|r| r.entry.code.as_str() == code)
-        .collect())
+    let mut out = Vec::new();
+    for k in index::postings(store, &code.to_lowercase())? {
+        if let Some(v) = store.db().get_cf(store.cf(CF_CATALOGUE), &k)? {
+            let r = decode(&v)?;
+            if r.entry.code.as_str() == code {
+                out.push(r);
+            }
+        }
+    }
+    if out.is_empty() {
+        out = all(store)?
+            .into_iter()
+            .filter(|r| r.entry.code.as_str() == code)
+            .collect();
+    }
+    Ok(out)
 }
 
 fn all(store: &Store) -> Result<Vec<Record>, StoreError> {

@@ -93,6 +93,15 @@ fn stopped_node_catches_up_through_anti_entropy() -> anyhow::Result<()> {
         titles.is_empty(),
         "withdrawn entry still searchable: {titles:?}"
     );
+    // `show` still finds it, marked withdrawn with its reason; a live code is found too.
+    let shown = net.get(sleeper, "/catalogue?code=301001/000004")?;
+    assert_eq!(shown["records"][0]["withdrawn"], "测试下架", "{shown}");
+    let live = net.get(sleeper, "/catalogue?code=301001/000003")?;
+    assert_eq!(
+        live["records"].as_array().map(Vec::len),
+        Some(2),
+        "police and health both use seq 3: {live}"
+    );
     assert_eq!(
         search(net, sleeper, "补同步测试乙3")?,
         vec!["补同步测试乙3".to_owned()]

@@ -67,7 +67,7 @@ pub(super) fn remove(store: &Store, batch: &mut WriteBatch, key: &[u8], e: &Entr
     }
 }
 
-fn postings(store: &Store, token: &str) -> Result<BTreeSet<Vec<u8>>, StoreError> {
+pub(super) fn postings(store: &Store, token: &str) -> Result<BTreeSet<Vec<u8>>, StoreError> {
     let mut prefix = token.as_bytes().to_vec();
     prefix.push(0);
     let mut out = BTreeSet::new();
