@@ -156,8 +156,6 @@ pub struct PeerInfo {
     pub uscc: Option<String>,
     /// Member role.
     pub role: Option<String>,
-    /// Remote addresses of open connections.
-    pub addresses: Vec<String>,
 }
 
 /// Requests to the event loop.

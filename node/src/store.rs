@@ -119,6 +119,23 @@ fn entry_key(feed: &NodeId, seq: u64) -> [u8; 40] {
     k
 }
 
+/// Decodes a stored head: `seq(8, big-endian) ‖ hash(32)`.
+fn decode_head(feed: &NodeId, v: &[u8]) -> Result<Head, StoreError> {
+    let (Ok(seq), Ok(hash)) = (
+        <[u8; 8]>::try_from(v.get(..8).unwrap_or_default()),
+        <[u8; 32]>::try_from(v.get(8..).unwrap_or_default()),
+    ) else {
+        return Err(StoreError::Corrupt {
+            cf: CF_HEADS,
+            detail: format!("head of {feed} has the wrong length"),
+        });
+    };
+    Ok(Head {
+        seq: u64::from_be_bytes(seq),
+        hash: EntryHash(hash),
+    })
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -188,20 +205,7 @@ impl Store {
     pub fn head(&self, feed: &NodeId) -> Result<Head, StoreError> {
         match self.db.get_cf(self.cf(CF_HEADS), feed.0)? {
             None => Ok(Head::EMPTY),
-            Some(v) if v.len() == 40 => {
-                let mut seq = [0u8; 8];
-                seq.copy_from_slice(&v[..8]);
-                let mut hash = [0u8; 32];
-                hash.copy_from_slice(&v[8..]);
-                Ok(Head {
-                    seq: u64::from_be_bytes(seq),
-                    hash: EntryHash(hash),
-                })
-            }
-            Some(_) => Err(StoreError::Corrupt {
-                cf: CF_HEADS,
-                detail: format!("head of {feed} has the wrong length"),
-            }),
+            Some(v) => decode_head(feed, &v),
         }
     }
 
@@ -209,12 +213,12 @@ impl Store {
     pub fn heads(&self) -> Result<Vec<(NodeId, Head)>, StoreError> {
         let mut out = Vec::new();
         for kv in self.db.iterator_cf(self.cf(CF_HEADS), IteratorMode::Start) {
-            let (k, _) = kv?;
+            let (k, v) = kv?;
             let Ok(k) = <[u8; 32]>::try_from(&k[..]) else {
                 continue;
             };
             let feed = NodeId(k);
-            out.push((feed, self.head(&feed)?));
+            out.push((feed, decode_head(&feed, &v)?));
         }
         Ok(out)
     }

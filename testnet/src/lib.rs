@@ -10,9 +10,4 @@ pub mod ids;
 pub mod members;
 mod net;
 
-pub use net::{NodeInfo, Options, Testnet};
-
-/// Name of the state file in a testnet directory.
-pub fn net_state_file() -> &'static str {
-    net::STATE_FILE
-}
+pub use net::{NodeInfo, Options, Testnet, STATE_FILE};

@@ -77,7 +77,7 @@ fn up(dir: PathBuf, departments: usize, base_port: u16) -> anyhow::Result<()> {
         bail!("--departments must be between 1 and 200");
     }
     let dir = std::path::absolute(&dir)?;
-    let fresh = !dir.join(huitong_testnet::net_state_file()).exists();
+    let fresh = !dir.join(huitong_testnet::STATE_FILE).exists();
     let mut t = if fresh {
         say(&format!(
             "creating a testnet in {}: hub, {departments} departments, city …",
@@ -110,7 +110,10 @@ fn up(dir: PathBuf, departments: usize, base_port: u16) -> anyhow::Result<()> {
         let _ = t.stop_all();
         return Err(e.context("the testnet did not become healthy; it was stopped. Node logs are in each node directory (node.log)"));
     }
-    if fresh {
+    // Marked done last, so an `up` interrupted while publishing publishes again on the next
+    // `up` (re-publishing a code is an update: nothing is duplicated).
+    let demo_done = dir.join("demo.done");
+    if !demo_done.exists() {
         let n =
             t.publish_demo(|i, total, title| say(&format!("published {i}/{total}: {title}")))?;
         say("waiting until every node holds the whole catalogue …");
@@ -121,6 +124,7 @@ fn up(dir: PathBuf, departments: usize, base_port: u16) -> anyhow::Result<()> {
             "the demo catalogue",
             |_, s| s["catalogue_entries"].as_u64() >= Some(n as u64),
         )?;
+        std::fs::write(&demo_done, n.to_string())?;
     }
     t.save()?;
     print_table(&t);

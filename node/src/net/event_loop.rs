@@ -307,7 +307,6 @@ impl EventLoop {
                     name: member.as_ref().map(|m| m.name.clone()),
                     uscc: member.as_ref().map(|m| m.uscc.to_string()),
                     role: member.as_ref().map(|m| m.role.as_str().to_owned()),
-                    addresses: Vec::new(),
                 }
             })
             .collect()
