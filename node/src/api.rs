@@ -49,6 +49,27 @@ pub struct Status {
     pub forks: Vec<ForkInfo>,
     /// Store schema version.
     pub schema_version: u32,
+    /// Dataset transfer counters since start.
+    #[serde(default)]
+    pub transfer: crate::transfer::StatsView,
+}
+
+/// The versions of one resource.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Versions {
+    /// Resource code.
+    pub code: String,
+    /// Provider name.
+    pub provider: String,
+    /// Versions, oldest first.
+    pub versions: Vec<huitong_protocol::dataset::DatasetVersion>,
+}
+
+/// A started pull.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PullStarted {
+    /// Its id, for `GET /api/v1/pulls/{id}`.
+    pub id: u64,
 }
 
 /// A detected fork.

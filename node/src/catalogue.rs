@@ -7,6 +7,7 @@
 mod index;
 
 use huitong_protocol::catalogue::{OpenType, ShareType};
+use huitong_protocol::dataset::DatasetVersion;
 use huitong_protocol::{codec, Entry, Event, NodeId};
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,9 @@ pub struct Record {
     pub updated_ms: u64,
     /// Set once withdrawn (已下架): the reason.
     pub withdrawn: Option<String>,
+    /// The latest dataset version announced for it.
+    #[serde(default)]
+    pub dataset: Option<DatasetVersion>,
 }
 
 /// Search filters.
@@ -194,6 +198,7 @@ pub fn apply(
                 seq,
                 updated_ms: timestamp_ms,
                 withdrawn: None,
+                dataset: old.and_then(|o| o.dataset),
             };
             batch.put_cf(cf, &k, codec::encode(&record));
         }
@@ -208,6 +213,16 @@ pub fn apply(
                 old.seq = seq;
                 old.updated_ms = timestamp_ms;
                 batch.put_cf(cf, &k, codec::encode(&old));
+            }
+        }
+        Event::DatasetPublished(d) => {
+            crate::dataset::records::stage_version(store, batch, feed, d);
+            let k = key(provider, d.code.as_str());
+            if let Some(mut r) = get_by_provider(store, provider, d.code.as_str())? {
+                if r.dataset.as_ref().is_none_or(|old| old.version < d.version) {
+                    r.dataset = Some(d.clone());
+                    batch.put_cf(cf, &k, codec::encode(&r));
+                }
             }
         }
         _ => {}

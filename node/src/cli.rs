@@ -3,6 +3,7 @@
 
 mod catalogue_cmd;
 mod charter_cmd;
+mod dataset_cmd;
 mod init;
 mod output;
 
@@ -47,6 +48,11 @@ pub enum Command {
     /// Publish, list, show, search and withdraw catalogue entries.
     #[command(subcommand)]
     Catalogue(catalogue_cmd::CatalogueCmd),
+    /// Publish dataset versions and list them.
+    #[command(subcommand)]
+    Dataset(dataset_cmd::DatasetCmd),
+    /// Pull a dataset version from its provider into a file (CSV, JSONL or Parquet for tables).
+    Pull(dataset_cmd::PullArgs),
     /// Show and administer the federation charter.
     #[command(subcommand)]
     Charter(charter_cmd::CharterCmd),
@@ -81,6 +87,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Catalogue(c) => catalogue_cmd::run(&dir, c).await,
         Command::Charter(c) => charter_cmd::run(&dir, c).await,
+        Command::Dataset(c) => dataset_cmd::run(&dir, c).await,
+        Command::Pull(a) => dataset_cmd::pull(&dir, a).await,
         Command::Authority(c) => charter_cmd::authority(c),
         Command::Testnet { args } => exec_testnet(&dir, args),
     }

@@ -1,7 +1,8 @@
 //! `huitong run`: opens the store, starts the network event loop and the admin API, and shuts
 //! both down in order on Ctrl-C or SIGTERM so the store is left consistent.
 //!
-//! Files in the node directory: `huitong.toml`, `node.key`, `db/` (RocksDB), `api.token`
+//! Files in the node directory: `huitong.toml`, `node.key`, `db/` (RocksDB), `chunks/` (dataset
+//! chunks, see [`crate::chunks`]), `api.token`
 //! (0600), `api.addr` (written once the API is bound, removed at shutdown), and optionally
 //! `charter.cbor`, a signed charter imported at first start.
 
@@ -77,8 +78,10 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         },
         None => None,
     };
+    let chunks = crate::chunks::ChunkStore::open(&dir.join("chunks"))?;
     let state = Arc::new(NodeState::new(
         store,
+        chunks,
         key,
         config.clone(),
         authority,
@@ -100,7 +103,20 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let bootstrap = parse_addrs("network.bootstrap", &config.network.bootstrap)?;
     let hook_state = state.clone();
     let hook: net::sync_codec::RejectHook = Arc::new(move |label| hook_state.reject(label));
-    let mut swarm = net::build_swarm(&state.key, Duration::from_secs(3600), Some(hook))?;
+    let is_hub = state.with_charter(|c| {
+        c.and_then(|c| {
+            c.member(&state.id())
+                .map(|m| m.role == huitong_protocol::Role::Hub)
+        })
+        .unwrap_or(false)
+    }) || config.node.role == "hub";
+    let mut swarm = net::build_swarm(&state.key, Duration::from_secs(3600), Some(hook), is_hub)?;
+    let mut control = swarm.behaviour().stream.new_control();
+    let incoming = control
+        .accept(libp2p::StreamProtocol::new(
+            huitong_protocol::wire::DATA_PROTOCOL,
+        ))
+        .context("cannot register the data protocol")?;
     for a in listen {
         swarm
             .listen_on(a.clone())
@@ -113,6 +129,12 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let event_loop = EventLoop::new(swarm, state.clone(), commands, bootstrap);
     let net_task = tokio::spawn(event_loop.run(shutdown.clone()));
+    let data_server = crate::transfer::server::Server::new(state.clone());
+    tokio::spawn(data_server.run(incoming, shutdown.clone()));
+    let transport = crate::transfer::pull::Transport {
+        net: client.clone(),
+        control,
+    };
 
     let api_addr = config
         .api_addr()
@@ -122,11 +144,11 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind the admin API on {api_addr} (api.listen); is another node using it? use port 0 to pick a free one"))?;
     let token = token(dir)?;
     std::fs::write(dir.join(API_ADDR_FILE), bound.to_string())?;
-    info!(api = %bound, peer_id = %net::peer_id(&state.id()).map(|p| p.to_string()).unwrap_or_default(), name = %config.node.name, "node running");
+    info!(api = %bound, relay = is_hub, peer_id = %net::peer_id(&state.id()).map(|p| p.to_string()).unwrap_or_default(), name = %config.node.name, "node running");
     let http_task = tokio::spawn(crate::http::serve(
         listener,
         state.clone(),
-        client,
+        transport,
         token,
         shutdown.clone(),
     ));

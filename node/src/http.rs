@@ -18,16 +18,20 @@ use crate::catalogue::{self, Filter};
 use crate::feeds::AppendError;
 use crate::net::{Client, Command};
 use crate::state::NodeState;
+use crate::transfer::pull::Transport;
 
 /// Largest request body.
 const MAX_BODY: usize = 1024 * 1024;
 /// Largest batch request body.
 const MAX_BATCH_BODY: usize = 32 * 1024 * 1024;
 
+mod datasets;
+
 #[derive(Clone)]
 struct Ctx {
     state: Arc<NodeState>,
     net: Client,
+    transport: Transport,
     token: Arc<String>,
 }
 
@@ -59,13 +63,14 @@ type Res<T> = Result<Json<T>, Fail>;
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<NodeState>,
-    net: Client,
+    transport: Transport,
     token: String,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ctx = Ctx {
         state,
-        net,
+        net: transport.net.clone(),
+        transport,
         token: Arc::new(token),
     };
     let app = Router::new()
@@ -78,6 +83,10 @@ pub async fn serve(
         )
         .route("/api/v1/catalogue/withdraw", post(withdraw))
         .route("/api/v1/charter", get(charter).post(submit_charter))
+        .route("/api/v1/datasets", post(datasets::publish))
+        .route("/api/v1/datasets/versions", get(datasets::versions))
+        .route("/api/v1/pulls", post(datasets::start_pull))
+        .route("/api/v1/pulls/{id}", get(datasets::pull_progress))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx);
@@ -159,6 +168,7 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
         refused_peers: counters.refused_peers.into_iter().collect(),
         forks,
         schema_version: crate::store::SCHEMA_VERSION,
+        transfer: s.transfer.view(),
     }))
 }
 

@@ -1,17 +1,21 @@
 //! The huitong node: store, network, feeds, catalogue, admin API and CLI.
 //!
-//! Layering (no cycles): `store` → `state`/`feeds`/`catalogue`/`charter` → `net` → `http` →
+//! Layering (no cycles): `store`/`chunks` → `state`/`feeds`/`catalogue`/`charter`/`dataset` →
+//! `net` → `transfer` → `http` →
 //! `daemon` → `cli`. The binary (`main.rs`) only parses arguments and sets up logging.
 #![deny(unreachable_pub)]
 
 pub mod api;
 pub mod catalogue;
 pub mod charter;
+pub mod chunks;
 pub mod cli;
 pub mod client;
 pub mod daemon;
+pub mod dataset;
 pub mod feeds;
 pub mod http;
 pub mod net;
 pub mod state;
 pub mod store;
+pub mod transfer;

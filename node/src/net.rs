@@ -1,9 +1,16 @@
 //! Peer-to-peer networking: one event loop owns the libp2p `Swarm`; the rest of the node holds
 //! a cloneable [`Client`] and sends [`Command`]s with a oneshot reply.
 //!
-//! Transports: QUIC (quinn) first, TCP + noise + yamux as fallback. Behaviours: the charter
-//! [`gate`], identify, ping, gossipsub (one topic per federation) and request-response for feed
-//! sync (anti-entropy, see `huitong_protocol::wire`).
+//! Transports: QUIC (quinn) first, TCP + noise + yamux as fallback, and circuit relay v2 through
+//! the hub. Behaviours: the charter [`gate`], identify, ping, gossipsub (one topic per
+//! federation), request-response for feed sync (anti-entropy, see `huitong_protocol::wire`),
+//! the relay client (every node) and server (the hub only), and `libp2p-stream` for bulk data
+//! (see [`crate::transfer`]).
+//!
+//! Relay: every node that is not the hub reserves a slot on the hub once connected, so a member
+//! that publishes no reachable address can still be dialled as
+//! `<hub>/p2p/<hub id>/p2p-circuit/p2p/<member id>`. [`Client::connect`] tries the member's own
+//! addresses first, one at a time, then those circuit addresses.
 
 mod event_loop;
 pub mod gate;
@@ -14,8 +21,9 @@ use std::time::Duration;
 use huitong_protocol::codec::MAX_ENVELOPE_BYTES;
 use huitong_protocol::wire::Gossip;
 use huitong_protocol::{NodeId, SecretKey};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{gossipsub, identify, identity, ping, request_response, PeerId, Swarm};
+use libp2p::{gossipsub, identify, identity, ping, relay, request_response, PeerId, Swarm};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,6 +45,45 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     /// Feed sync.
     pub sync: request_response::Behaviour<sync_codec::Codec>,
+    /// Circuit relay client.
+    pub relay_client: relay::client::Behaviour,
+    /// Circuit relay server (the hub only).
+    pub relay: Toggle<relay::Behaviour>,
+    /// Bulk data streams.
+    pub stream: libp2p_stream::Behaviour,
+}
+
+/// Relay limits of the hub: data pulls through the relay last as long as they need.
+fn relay_config() -> relay::Config {
+    relay::Config {
+        max_circuits: 64,
+        max_circuits_per_peer: 16,
+        max_circuit_duration: Duration::from_secs(24 * 3600),
+        max_circuit_bytes: u64::MAX,
+        ..relay::Config::default()
+    }
+}
+
+/// How a peer is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A direct connection.
+    Direct,
+    /// Through the hub's circuit relay.
+    Relayed,
+    /// This node itself.
+    Local,
+}
+
+impl Route {
+    /// `direct`, `relayed` or `local`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Direct => "direct",
+            Route::Relayed => "relayed",
+            Route::Local => "local",
+        }
+    }
 }
 
 /// A network setup error.
@@ -88,11 +135,13 @@ pub fn topic(federation: &str) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("huitong/{federation}/1"))
 }
 
-/// Builds the swarm for a node key; `on_reject` hears of every refused inbound sync request.
+/// Builds the swarm for a node key; `on_reject` hears of every refused inbound sync request;
+/// `relay_server` makes this node a circuit relay (the hub).
 pub fn build_swarm(
     key: &SecretKey,
     idle: Duration,
     on_reject: Option<sync_codec::RejectHook>,
+    relay_server: bool,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair(key))
@@ -104,7 +153,9 @@ pub fn build_swarm(
         )
         .map_err(|e| setup(&e))?
         .with_quic()
-        .with_behaviour(|k| {
+        .with_relay_client(libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .map_err(|e| setup(&e))?
+        .with_behaviour(|k, relay_client| {
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .validation_mode(gossipsub::ValidationMode::Strict)
                 .validate_messages()
@@ -137,6 +188,15 @@ pub fn build_swarm(
                         .with_request_timeout(Duration::from_secs(30))
                         .with_max_concurrent_streams(64),
                 ),
+                relay_client,
+                relay: Toggle::from(relay_server.then(|| {
+                    let mut r = relay::Behaviour::new(k.public().to_peer_id(), relay_config());
+                    // Members reach the hub at its charter addresses: advertise the relay
+                    // without waiting to learn an "external" address.
+                    r.set_status(Some(relay::Status::Enable));
+                    r
+                })),
+                stream: libp2p_stream::Behaviour::new(),
             })
         })
         .map_err(|e| setup(&e))?
@@ -169,6 +229,8 @@ pub enum Command {
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     /// The addresses the swarm listens on.
     Listeners(oneshot::Sender<Vec<String>>),
+    /// Make sure there is a connection to a member (direct first, else through the hub).
+    Connect(PeerId, oneshot::Sender<Result<Route, String>>),
 }
 
 /// A cloneable handle to the event loop.
@@ -196,6 +258,16 @@ impl Client {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// Connects to a member if not connected; says how it is reached.
+    pub async fn connect(&self, peer: PeerId) -> Result<Route, String> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::Connect(peer, tx)).await {
+            return Err("the node is shutting down".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the node is shutting down".into()))
     }
 
     /// Listening addresses.

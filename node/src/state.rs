@@ -7,6 +7,7 @@ use std::sync::{Mutex, RwLock};
 use huitong_config::Config;
 use huitong_protocol::{Charter, NodeId, SecretKey};
 
+use crate::chunks::ChunkStore;
 use crate::store::Store;
 
 /// How many refused peers `status` remembers.
@@ -33,6 +34,12 @@ pub struct NodeState {
     pub config: Config,
     /// The authority this node trusts, if configured.
     pub authority: Option<NodeId>,
+    /// The chunk store (dataset contents).
+    pub chunks: ChunkStore,
+    /// Transfer counters.
+    pub transfer: crate::transfer::Stats,
+    /// Pulls started through the API.
+    pub pulls: crate::transfer::pull::Pulls,
     charter: RwLock<Option<Charter>>,
     counters: Mutex<Counters>,
 }
@@ -41,6 +48,7 @@ impl NodeState {
     /// Assembles the state.
     pub fn new(
         store: Store,
+        chunks: ChunkStore,
         key: SecretKey,
         config: Config,
         authority: Option<NodeId>,
@@ -48,6 +56,9 @@ impl NodeState {
     ) -> Self {
         Self {
             store,
+            chunks,
+            transfer: Default::default(),
+            pulls: Default::default(),
             key,
             config,
             authority,

@@ -7,6 +7,8 @@
 //! - `forks`: `feed(32) ‖ seq(8)` → CBOR [`Fork`] evidence.
 //! - `catalogue`: `provider USCC ‖ '/' ‖ code` → CBOR [`crate::catalogue::Record`].
 //! - `search`: `token ‖ 0x00 ‖ catalogue key` → empty (the inverted index).
+//! - `datasets`: `feed(32) ‖ code ‖ 0x00 ‖ version(8)` → CBOR dataset announcement.
+//! - `manifests`: `manifest hash(32)` → CBOR stored manifest (envelope bytes, complete flag).
 //!
 //! Invariant: every event's writes (feed entry, head, view, index) go into one `WriteBatch`,
 //! so a crash never leaves an event half-applied. Writers take [`Store::writer`] so that
@@ -30,13 +32,17 @@ pub(crate) const CF_HEADS: &str = "heads";
 pub(crate) const CF_FORKS: &str = "forks";
 pub(crate) const CF_CATALOGUE: &str = "catalogue";
 pub(crate) const CF_SEARCH: &str = "search";
-const ALL_CFS: [&str; 6] = [
+pub(crate) const CF_DATASETS: &str = "datasets";
+pub(crate) const CF_MANIFESTS: &str = "manifests";
+const ALL_CFS: [&str; 8] = [
     CF_META,
     CF_ENTRIES,
     CF_HEADS,
     CF_FORKS,
     CF_CATALOGUE,
     CF_SEARCH,
+    CF_DATASETS,
+    CF_MANIFESTS,
 ];
 
 const KEY_CHARTER: &[u8] = b"charter";

@@ -23,6 +23,8 @@ pub enum Kind {
     FeedEntry,
     /// A [`crate::Charter`].
     Charter,
+    /// A dataset version's [`crate::dataset::Manifest`].
+    Manifest,
 }
 
 impl Kind {
@@ -31,11 +33,12 @@ impl Kind {
         match self {
             Kind::FeedEntry => "huitong/feed-entry/v1",
             Kind::Charter => "huitong/charter/v1",
+            Kind::Manifest => "huitong/dataset-manifest/v1",
         }
     }
 
     fn from_tag(tag: &str) -> Option<Self> {
-        [Kind::FeedEntry, Kind::Charter]
+        [Kind::FeedEntry, Kind::Charter, Kind::Manifest]
             .into_iter()
             .find(|k| k.tag() == tag)
     }
@@ -103,8 +106,12 @@ impl Envelope {
 
     /// Decodes `bytes` (at most [`MAX_ENVELOPE_BYTES`]) and verifies the signature.
     pub fn open(bytes: &[u8], expected: Kind) -> Result<Self, EnvelopeError> {
-        let Wire(version, tag, signer, payload, signature) =
-            codec::decode(bytes, MAX_ENVELOPE_BYTES)?;
+        Self::open_limited(bytes, expected, MAX_ENVELOPE_BYTES)
+    }
+
+    /// Like [`Envelope::open`] with another size limit (manifests are larger than entries).
+    pub fn open_limited(bytes: &[u8], expected: Kind, limit: usize) -> Result<Self, EnvelopeError> {
+        let Wire(version, tag, signer, payload, signature) = codec::decode(bytes, limit)?;
         if version != ENVELOPE_VERSION {
             return Err(EnvelopeError::Version(version));
         }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{Entry, ValidationErrors};
 use crate::codec::{self, DecodeError, MAX_ENVELOPE_BYTES};
+use crate::dataset::DatasetVersion;
 use crate::envelope::{Envelope, EnvelopeError, Kind};
 use crate::{NodeId, ResourceCode, SecretKey};
 
@@ -56,6 +57,8 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A new version of a dataset of one of this feed's catalogue entries.
+    DatasetPublished(DatasetVersion),
 }
 
 /// One entry of a feed.
@@ -110,6 +113,9 @@ pub enum FeedError {
     /// Seq 0 or a chain start that does not point at zero.
     #[error("seq {0} is not valid (feeds start at 1, entry 1 has a zero prev hash)")]
     Seq(u64),
+    /// The carried dataset announcement breaks a rule.
+    #[error("invalid dataset announcement: {0}")]
+    Dataset(String),
     /// The carried catalogue entry breaks the catalogue rules.
     #[error("invalid catalogue entry: {0}")]
     Invalid(ValidationErrors),
@@ -150,6 +156,10 @@ impl VerifiedEntry {
                 e.check().map_err(FeedError::Invalid)?
             }
             Event::CatalogueWithdrawn { .. } => {}
+            Event::DatasetPublished(d) if d.version == 0 => {
+                return Err(FeedError::Dataset("dataset versions start at 1".into()));
+            }
+            Event::DatasetPublished(_) => {}
         }
         let hash = EntryHash::of(envelope.payload());
         Ok(Self {

@@ -9,6 +9,7 @@
 pub mod catalogue;
 pub mod charter;
 pub mod codec;
+pub mod dataset;
 pub mod envelope;
 pub mod feed;
 pub mod identity;

@@ -76,3 +76,74 @@ pub enum Gossip {
     /// A signed charter envelope.
     Charter(ByteBuf),
 }
+
+/// The stream protocol for dataset manifests and chunks (bulk data, not gossip).
+///
+/// On one stream the consumer sends [`DataRequest`] frames one after another and reads a
+/// [`DataResponse`] frame for each; a `Chunk` response is followed by exactly `len` raw bytes.
+/// A frame is a 4-byte big-endian length and that many bytes of CBOR, at most
+/// [`MAX_DATA_FRAME`] for requests and [`crate::dataset::MAX_MANIFEST_BYTES`] + 4 KiB for
+/// responses.
+pub const DATA_PROTOCOL: &str = "/huitong/data/1";
+/// Largest request frame.
+pub const MAX_DATA_FRAME: usize = 64 * 1024;
+
+/// A request on the data protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataRequest {
+    /// The manifest of a version (`None`: the latest).
+    Manifest {
+        /// Resource code.
+        code: crate::ResourceCode,
+        /// Version.
+        version: Option<u64>,
+    },
+    /// One chunk of a version.
+    Chunk {
+        /// Resource code.
+        code: crate::ResourceCode,
+        /// Version the chunk belongs to.
+        version: u64,
+        /// The chunk.
+        hash: crate::dataset::ChunkHash,
+    },
+}
+
+/// Why a provider refused a data request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalKind {
+    /// No such resource, version or chunk here.
+    NotFound,
+    /// 有条件共享: an application and a grant are needed.
+    NeedsGrant,
+    /// 不予共享.
+    NotShared,
+    /// The resource was withdrawn (已下架).
+    Withdrawn,
+    /// The provider is busy or failed; try again.
+    Unavailable,
+}
+
+/// A response on the data protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataResponse {
+    /// The manifest envelope bytes and its feed announcement.
+    Manifest {
+        /// The announcement (from the provider's feed).
+        announced: crate::dataset::DatasetVersion,
+        /// The sealed manifest envelope.
+        envelope: ByteBuf,
+    },
+    /// The chunk follows as `len` raw bytes.
+    Chunk {
+        /// Length of the raw bytes that follow.
+        len: u32,
+    },
+    /// Refused, with the reason for a person.
+    Refused {
+        /// Machine-readable kind.
+        kind: RefusalKind,
+        /// What was wrong and what to do.
+        message: String,
+    },
+}

@@ -26,11 +26,17 @@ pub fn org_code_check(body: &str) -> char {
 /// The USCC of a government organ (登记管理部门 1 机构编制, 类别 1 机关) in `division`, with
 /// organisation code body `body` (8 digits).
 pub fn government_uscc(division: &str, body: &str) -> String {
+    uscc("11", division, body)
+}
+
+/// A USCC with the two-character registration prefix (`11` organ, `91` enterprise, …), the
+/// division and an 8-digit organisation code body (its GB 11714 check character is added).
+pub fn uscc(prefix: &str, division: &str, body: &str) -> String {
     let mut org = body.to_owned();
     let c = org_code_check(body);
     // GB 32100 forbids some letters; an X check digit is allowed (X is in its alphabet).
     org.push(c);
-    let first17 = format!("11{division}{org}");
+    let first17 = format!("{prefix}{division}{org}");
     let check = check_character(&first17).unwrap_or('0');
     format!("{first17}{check}")
 }

@@ -1,10 +1,12 @@
 //! Launch and drive a local Huitong federation: node directories, an authority key, a signed
-//! charter, `huitong run` processes on loopback, health checks, and demo catalogue entries.
+//! charter, `huitong run` processes on loopback, health checks, demo catalogue entries and demo
+//! datasets.
 //!
 //! Used by the `huitong-testnet` binary (`huitong testnet up|status|down`), by the multi-node
 //! tests and by the benchmarks. It drives nodes only the way a user does: the `huitong` binary
 //! and its admin API.
 
+pub mod datasets;
 pub mod demo;
 pub mod ids;
 pub mod members;

@@ -36,6 +36,10 @@ enum Cmd {
         /// First port to try for node listeners.
         #[arg(long, default_value_t = 47400)]
         base_port: u16,
+        /// Nodes (by key: police, market, …) that publish no address, as if behind NAT: they
+        /// reach each other only through the hub's relay.
+        #[arg(long, value_delimiter = ',')]
+        hidden: Vec<String>,
     },
     /// Show the nodes.
     Status {
@@ -72,7 +76,7 @@ fn say(msg: &str) {
     let _ = writeln!(e, "{msg}");
 }
 
-fn up(dir: PathBuf, departments: usize, base_port: u16) -> anyhow::Result<()> {
+fn up(dir: PathBuf, departments: usize, base_port: u16, hidden: Vec<String>) -> anyhow::Result<()> {
     if departments == 0 || departments > 200 {
         bail!("--departments must be between 1 and 200");
     }
@@ -89,6 +93,7 @@ fn up(dir: PathBuf, departments: usize, base_port: u16) -> anyhow::Result<()> {
             base_port,
             sync_interval_secs: 5,
             bin: huitong_bin()?,
+            hidden: hidden.clone(),
         })?
     } else {
         let t = Testnet::load(&dir)?;
@@ -126,12 +131,24 @@ fn up(dir: PathBuf, departments: usize, base_port: u16) -> anyhow::Result<()> {
         )?;
         std::fs::write(&demo_done, n.to_string())?;
     }
+    let data_done = dir.join("datasets.done");
+    if !data_done.exists() {
+        say("generating and publishing the demo datasets …");
+        let n = t.publish_datasets(|line| say(line))?;
+        std::fs::write(&data_done, n.to_string())?;
+    }
     t.save()?;
     print_table(&t);
     println!(
         "\ntry:  huitong --dir {} catalogue search 人口",
         t.nodes[t.nodes.len() / 2].dir.display()
     );
+    if let Some(civil) = t.index("civil") {
+        println!(
+            "pull: huitong --dir {} pull 102001/000001 --out legal-entities.csv",
+            t.nodes[civil].dir.display()
+        );
+    }
     println!("stop: huitong testnet down --dir {}", dir.display());
     // Leave the processes running: they belong to the testnet now, not to this command.
     std::mem::forget(t);
@@ -161,7 +178,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dir,
             departments,
             base_port,
-        } => up(dir.dir, departments, base_port),
+            hidden,
+        } => up(dir.dir, departments, base_port, hidden),
         Cmd::Status { dir, json } => {
             let t = Testnet::load(&dir.dir)?;
             if json {

@@ -33,6 +33,10 @@ pub struct Options {
     pub sync_interval_secs: u64,
     /// The `huitong` binary.
     pub bin: PathBuf,
+    /// Keys of nodes that publish no address in the charter, as if behind NAT: only the hub
+    /// (and nodes with addresses) can be dialled, so two hidden nodes reach each other only
+    /// through the hub's circuit relay.
+    pub hidden: Vec<String>,
 }
 
 /// One node of the testnet.
@@ -56,6 +60,9 @@ pub struct NodeInfo {
     pub port: u16,
     /// Process id while running.
     pub pid: Option<u32>,
+    /// Publishes no address (see [`Options::hidden`]).
+    #[serde(default)]
+    pub hidden: bool,
 }
 
 /// A testnet.
@@ -136,10 +143,14 @@ impl Testnet {
                         name: n.name.clone(),
                         node_key: NodeId::from_hex(&n.node_key)?,
                         role: Role::parse(&n.role).unwrap_or(Role::Department),
-                        addresses: vec![
-                            format!("/ip4/127.0.0.1/udp/{}/quic-v1", n.port),
-                            format!("/ip4/127.0.0.1/tcp/{}", n.port),
-                        ],
+                        addresses: if n.hidden {
+                            Vec::new()
+                        } else {
+                            vec![
+                                format!("/ip4/127.0.0.1/udp/{}/quic-v1", n.port),
+                                format!("/ip4/127.0.0.1/tcp/{}", n.port),
+                            ]
+                        },
                         status: MemberStatus::Active,
                     })
                 })
@@ -212,6 +223,7 @@ impl Testnet {
             node_key: v["node_key"].as_str().unwrap_or_default().into(),
             port,
             pid: None,
+            hidden: o.hidden.contains(&m.key),
         })
     }
 
@@ -395,7 +407,19 @@ impl Testnet {
         let running: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].pid.is_some())
             .collect();
-        let want = running.len() as u64 - 1;
+        let hidden = running.iter().filter(|&&i| self.nodes[i].hidden).count() as u64;
+        // Hidden nodes cannot dial each other; everyone else connects to everyone.
+        let want: Vec<u64> = (0..self.nodes.len())
+            .map(|i| {
+                running.len() as u64
+                    - 1
+                    - if self.nodes[i].hidden {
+                        hidden.saturating_sub(1)
+                    } else {
+                        0
+                    }
+            })
+            .collect();
         let deadline = Instant::now() + timeout;
         // Poll in short rounds so a node that exits is reported at once, not at the deadline.
         loop {
@@ -410,9 +434,9 @@ impl Testnet {
             }
             let round =
                 Duration::from_secs(2).min(deadline.saturating_duration_since(Instant::now()));
-            let r = self.wait_status(&running, round, "all peers connected", |_, s| {
+            let r = self.wait_status(&running, round, "all peers connected", |i, s| {
                 s["charter_version"].as_u64() >= Some(1)
-                    && s["connected_peers"].as_u64() >= Some(want)
+                    && s["connected_peers"].as_u64() >= Some(want[i])
             });
             if r.is_ok() || Instant::now() >= deadline {
                 return r.map_err(|e| anyhow!("{e} (after {timeout:?})"));
@@ -460,6 +484,40 @@ impl Testnet {
             progress(n + 1, entries.len(), e.title);
         }
         Ok(entries.len())
+    }
+
+    /// Generates the demo datasets and publishes each from its department; `progress` hears
+    /// each one. Returns how many were published.
+    pub fn publish_datasets(&mut self, progress: impl Fn(&str)) -> anyhow::Result<usize> {
+        let data_dir = self.dir.join("demo-data");
+        std::fs::create_dir_all(&data_dir)?;
+        let mut n = 0;
+        for d in crate::datasets::DATASETS {
+            let Some(i) = self.index(d.provider) else {
+                continue;
+            };
+            let path = crate::datasets::write(d, &data_dir)?;
+            let out = self.cli(
+                i,
+                &[
+                    "dataset",
+                    "publish",
+                    d.code,
+                    "--from",
+                    &path.to_string_lossy(),
+                ],
+            )?;
+            if !out.status.success() {
+                bail!(
+                    "publishing {} failed: {}",
+                    path.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            progress(String::from_utf8_lossy(&out.stdout).trim());
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// A JSON summary of each node for `testnet status --json`.

@@ -1,6 +1,7 @@
 //! Test harness: temporary testnets of real `huitong` processes, entry files, and a "rogue"
 //! member peer that speaks the wire protocol directly to send forged or malformed messages.
 
+pub mod data;
 pub mod rogue;
 
 use std::path::PathBuf;
@@ -38,6 +39,15 @@ fn base_port() -> u16 {
 
 /// Starts hub + `departments` + city and waits until all are connected.
 pub fn start(departments: usize, sync_interval_secs: u64) -> anyhow::Result<Fixture> {
+    start_with(departments, sync_interval_secs, &[])
+}
+
+/// Like [`start`], with some nodes publishing no address (see `Options::hidden`).
+pub fn start_with(
+    departments: usize,
+    sync_interval_secs: u64,
+    hidden: &[&str],
+) -> anyhow::Result<Fixture> {
     let tmp = tempfile::tempdir()?;
     let bin = huitong_bin();
     if !bin.exists() {
@@ -52,6 +62,8 @@ pub fn start(departments: usize, sync_interval_secs: u64) -> anyhow::Result<Fixt
         base_port: base_port(),
         sync_interval_secs,
         bin,
+
+        hidden: hidden.iter().map(|h| h.to_string()).collect(),
     })?;
     net.start_all()?;
     net.wait_healthy(Duration::from_secs(120))

@@ -31,7 +31,7 @@ pub struct Rogue {
 impl Rogue {
     /// Starts the peer with `key` in federation `federation`.
     pub fn start(key: &SecretKey, federation: &str) -> anyhow::Result<Rogue> {
-        let mut swarm = build_swarm(key, Duration::from_secs(600), None)?;
+        let mut swarm = build_swarm(key, Duration::from_secs(600), None, false)?;
         let t = topic(federation);
         swarm.behaviour_mut().gossipsub.subscribe(&t)?;
         let (tx, mut rx) = mpsc::channel::<Cmd>(64);

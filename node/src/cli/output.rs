@@ -147,6 +147,18 @@ pub(super) fn record(r: &Record, as_json: bool) -> anyhow::Result<()> {
     if let Some(reason) = &r.withdrawn {
         writeln!(o, "已下架 withdrawn       {reason}")?;
     }
+    match &r.dataset {
+        Some(d) => writeln!(
+            o,
+            "数据 dataset           version {}, {}{}, {} chunks, updated {}",
+            d.version,
+            d.rows.map(|n| format!("{n} rows, ")).unwrap_or_default(),
+            bytes(d.bytes),
+            d.chunks,
+            time_ms(d.created_at_ms)
+        )?,
+        None => writeln!(o, "数据 dataset           no version published yet")?,
+    }
     if !e.related_codes.is_empty() {
         let c: Vec<&str> = e.related_codes.iter().map(|c| c.as_str()).collect();
         writeln!(o, "关联资源 related       {}", c.join(", "))?;
@@ -167,4 +179,27 @@ pub(super) fn record(r: &Record, as_json: bool) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Bytes in binary units (`12.3 MiB`).
+pub(super) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A millisecond timestamp as UTC date and time.
+pub(super) fn time_ms(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
 }

@@ -15,16 +15,18 @@ use futures::StreamExt;
 use huitong_protocol::codec::{self, MAX_ENVELOPE_BYTES, MAX_RESPONSE_BYTES};
 use huitong_protocol::wire::{Gossip, Head, Summary, SyncRequest, SyncResponse, MAX_RANGE_ENTRIES};
 use huitong_protocol::NodeId;
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{gossipsub, Multiaddr, PeerId, Swarm};
 use serde_bytes::ByteBuf;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{gate, peer_id, Behaviour, BehaviourEvent, Command, PeerInfo};
+use super::{gate, peer_id, Behaviour, BehaviourEvent, Command, PeerInfo, Route};
 use crate::feeds::Outcome;
 use crate::state::NodeState;
 
@@ -87,6 +89,12 @@ pub struct EventLoop {
     interval: Duration,
     ingest: mpsc::Sender<IngestJob>,
     ingested: mpsc::Receiver<IngestDone>,
+    /// Open connections per peer: whether each goes through a relay.
+    connections: HashMap<PeerId, HashMap<ConnectionId, bool>>,
+    /// `connect` callers waiting for a dial.
+    pending: HashMap<PeerId, Vec<oneshot::Sender<Result<Route, String>>>>,
+    /// Relay reservations (circuit listeners) by hub.
+    circuits: HashMap<ListenerId, PeerId>,
 }
 
 impl EventLoop {
@@ -118,6 +126,9 @@ impl EventLoop {
             interval,
             ingest,
             ingested,
+            connections: HashMap::new(),
+            pending: HashMap::new(),
+            circuits: HashMap::new(),
         };
         if let Err(e) = this.swarm.behaviour_mut().gossipsub.subscribe(&this.topic) {
             warn!(error = %e, "cannot subscribe to the federation topic");
@@ -291,6 +302,124 @@ impl EventLoop {
                 let l = self.swarm.listeners().map(|a| a.to_string()).collect();
                 let _ = reply.send(l);
             }
+            Command::Connect(peer, reply) => self.connect(peer, reply),
+        }
+    }
+
+    /// How `peer` is reached now, if connected.
+    fn route(&self, peer: &PeerId) -> Option<Route> {
+        let conns = self.connections.get(peer).filter(|c| !c.is_empty())?;
+        Some(if conns.values().any(|relayed| !relayed) {
+            Route::Direct
+        } else {
+            Route::Relayed
+        })
+    }
+
+    /// Charter addresses of members, optionally only hubs.
+    fn member_addrs(&self, only_hubs: bool) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        let me = self.state.id();
+        self.state.with_charter(|c| {
+            let Some(c) = c else { return Vec::new() };
+            c.members
+                .iter()
+                .filter(|m| m.node_key != me)
+                .filter(|m| !only_hubs || m.role == huitong_protocol::Role::Hub)
+                .filter_map(|m| {
+                    let p = peer_id(&m.node_key)?;
+                    Some((
+                        p,
+                        m.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    fn connect(&mut self, peer: PeerId, reply: oneshot::Sender<Result<Route, String>>) {
+        if let Some(route) = self.route(&peer) {
+            let _ = reply.send(Ok(route));
+            return;
+        }
+        if !self.members.contains_key(&peer) {
+            let _ = reply.send(Err(format!("{peer} is not a member of the federation")));
+            return;
+        }
+        let mut addrs: Vec<Multiaddr> = self
+            .member_addrs(false)
+            .into_iter()
+            .find(|(p, _)| *p == peer)
+            .map(|(_, a)| a)
+            .unwrap_or_default();
+        for (hub, hub_addrs) in self.member_addrs(true) {
+            if hub == peer {
+                continue;
+            }
+            for a in hub_addrs {
+                addrs.push(
+                    a.with(Protocol::P2p(hub))
+                        .with(Protocol::P2pCircuit)
+                        .with(Protocol::P2p(peer)),
+                );
+            }
+        }
+        if addrs.is_empty() {
+            let _ = reply.send(Err(format!(
+                "no address is known for {peer} and there is no hub to relay through; check the charter's addresses"
+            )));
+            return;
+        }
+        // Direct addresses come first; one at a time, so the relay is used only as a fallback.
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            debug!(%peer, error = %e, "dial not started (perhaps already dialling)");
+        }
+        self.pending.entry(peer).or_default().push(reply);
+    }
+
+    fn reserve_on_if_hub(&mut self, peer: PeerId) {
+        if self.member_addrs(true).iter().any(|(p, _)| *p == peer) {
+            self.reserve_on(peer);
+        }
+    }
+
+    /// Reserves a relay slot on a hub this node just connected to.
+    fn reserve_on(&mut self, hub: PeerId) {
+        if self.circuits.values().any(|h| *h == hub) {
+            return;
+        }
+        let me_is_hub = self.state.with_charter(|c| {
+            c.and_then(|c| {
+                c.member(&self.state.id())
+                    .map(|m| m.role == huitong_protocol::Role::Hub)
+            })
+            .unwrap_or(false)
+        });
+        if me_is_hub {
+            return;
+        }
+        let Some((_, addrs)) = self.member_addrs(true).into_iter().find(|(p, _)| *p == hub) else {
+            return;
+        };
+        if let Some(a) = addrs.into_iter().next() {
+            let circuit = a.with(Protocol::P2p(hub)).with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    debug!(%circuit, "reserving a relay slot on the hub");
+                    self.circuits.insert(id, hub);
+                }
+                Err(e) => debug!(%circuit, error = %e, "cannot listen through the hub"),
+            }
+        }
+    }
+
+    fn answer_pending(&mut self, peer: &PeerId, result: Result<Route, String>) {
+        for reply in self.pending.remove(peer).unwrap_or_default() {
+            let _ = reply.send(result.clone());
         }
     }
 
@@ -314,24 +443,71 @@ impl EventLoop {
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                // A relay tells its clients where to reach it: the hub's own (non-circuit)
+                // listening addresses are the ones members dial.
+                if self.swarm.behaviour().relay.is_enabled()
+                    && !address.iter().any(|p| p == Protocol::P2pCircuit)
+                {
+                    self.swarm.add_external_address(address);
+                }
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 num_established,
                 endpoint,
                 ..
             } => {
-                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                let relayed = endpoint.is_relayed();
+                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), relayed, "connected");
+                self.connections
+                    .entry(peer_id)
+                    .or_default()
+                    .insert(connection_id, relayed);
+                if let Some(route) = self.route(&peer_id) {
+                    self.answer_pending(&peer_id, Ok(route));
+                }
                 if num_established.get() == 1 {
                     self.send_summary(peer_id);
+                }
+                if !relayed {
+                    self.reserve_on_if_hub(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                debug!(peer = %peer_id, "disconnected");
+                if let Some(c) = self.connections.get_mut(&peer_id) {
+                    c.remove(&connection_id);
+                }
+                if num_established == 0 {
+                    self.connections.remove(&peer_id);
+                    debug!(peer = %peer_id, "disconnected");
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                if self.route(&peer).is_none() {
+                    self.answer_pending(
+                        &peer,
+                        Err(format!(
+                            "cannot reach the provider directly or through the hub: {error}"
+                        )),
+                    );
+                }
+            }
+            SwarmEvent::ListenerClosed { listener_id, .. } => {
+                if let Some(hub) = self.circuits.remove(&listener_id) {
+                    debug!(%hub, "relay reservation closed; renewed on the next connection");
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gate(gate::Refused { peer, .. })) => {
                 self.state.refused_peer(peer.to_string());

@@ -79,6 +79,8 @@ fn propagation(a: Args) -> anyhow::Result<()> {
         base_port: a.base_port,
         sync_interval_secs: 10,
         bin,
+
+        hidden: Vec::new(),
     })?;
     let started = Instant::now();
     t.start_all()?;
@@ -245,6 +247,8 @@ fn sync(a: SyncArgs) -> anyhow::Result<()> {
         base_port: a.base_port,
         sync_interval_secs: 10,
         bin,
+
+        hidden: Vec::new(),
     })?;
     let provider = t.index("police").context("no police node")?;
     let fresh = t.index("city").context("no city node")?;

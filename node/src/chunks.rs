@@ -1,0 +1,255 @@
+//! The chunk store: content-addressed files, `<data>/chunks/<first two hex>/<hash hex>`.
+//!
+//! A chunk is written under `chunks/tmp/`, hashed while written, and renamed into place only if
+//! its BLAKE3 is what was expected, so a file at a chunk's path always held verified bytes when
+//! it was renamed. Chunks shared between versions (or resources) are stored once.
+//!
+//! Why files and not RocksDB: chunks are large (up to 8 MiB), written once and read whole; in
+//! RocksDB they would be rewritten by every compaction, while files are written once and the
+//! kernel's page cache serves reads. RocksDB keeps the small records (manifests, versions).
+//!
+//! Durability: renamed chunks are not fsynced one by one; [`ChunkStore::sync`] fsyncs a set of
+//! chunks and their directories before a version is recorded as complete. A pull that resumes
+//! after a crash re-hashes the chunks it finds, so a torn chunk is fetched again.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use huitong_protocol::dataset::{ChunkHash, ChunkRef, MAX_CHUNK_BYTES};
+
+/// A chunk store error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkError {
+    /// File system error.
+    #[error("chunk store {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The bytes do not hash to the expected chunk hash.
+    #[error("chunk {expected} failed verification: the bytes hash to {actual}")]
+    Mismatch {
+        /// The hash asked for.
+        expected: ChunkHash,
+        /// The hash of the bytes received.
+        actual: ChunkHash,
+    },
+    /// A chunk is larger than the protocol allows.
+    #[error("chunk of {0} bytes is larger than the limit of {MAX_CHUNK_BYTES} bytes")]
+    TooLarge(u64),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ChunkError + '_ {
+    move |source| ChunkError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The store.
+pub struct ChunkStore {
+    root: PathBuf,
+    tmp: PathBuf,
+    counter: AtomicU64,
+}
+
+impl ChunkStore {
+    /// Opens (creating) the store under `root`; removes unfinished temporary chunks.
+    pub fn open(root: &Path) -> Result<Self, ChunkError> {
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+        }
+        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            tmp,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// Where a chunk lives.
+    pub fn path(&self, hash: &ChunkHash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.root.join(&hex[..2]).join(hex)
+    }
+
+    /// Whether the chunk is stored.
+    pub fn has(&self, hash: &ChunkHash) -> bool {
+        self.path(hash).is_file()
+    }
+
+    /// Whether the chunk is stored and its bytes still hash to its name.
+    pub fn verify(&self, chunk: &ChunkRef) -> bool {
+        match self.read(&chunk.hash) {
+            Ok(bytes) => bytes.len() == chunk.len as usize && ChunkHash::of(&bytes) == chunk.hash,
+            Err(_) => false,
+        }
+    }
+
+    /// Stores bytes (once) and returns their reference.
+    pub fn put(&self, bytes: &[u8]) -> Result<ChunkRef, ChunkError> {
+        let len = u32::try_from(bytes.len())
+            .ok()
+            .filter(|l| *l <= MAX_CHUNK_BYTES)
+            .ok_or(ChunkError::TooLarge(bytes.len() as u64))?;
+        let hash = ChunkHash::of(bytes);
+        if !self.has(&hash) {
+            let mut w = self.writer()?;
+            w.write(bytes)?;
+            w.finish(&hash)?;
+        }
+        Ok(ChunkRef { hash, len })
+    }
+
+    /// Stores bytes received for `expected` if they hash to it; otherwise stores nothing.
+    pub fn put_expected(&self, expected: &ChunkHash, bytes: &[u8]) -> Result<(), ChunkError> {
+        let mut w = self.writer()?;
+        w.write(bytes)?;
+        w.finish(expected).map(|_| ())
+    }
+
+    /// Reads a chunk whole (not verified: callers that send it let the receiver verify).
+    pub fn read(&self, hash: &ChunkHash) -> Result<Vec<u8>, ChunkError> {
+        let path = self.path(hash);
+        let mut f = File::open(&path).map_err(io_err(&path))?;
+        let len = f.metadata().map_err(io_err(&path))?.len();
+        if len > u64::from(MAX_CHUNK_BYTES) {
+            return Err(ChunkError::TooLarge(len));
+        }
+        let mut out = Vec::with_capacity(len as usize);
+        f.read_to_end(&mut out).map_err(io_err(&path))?;
+        Ok(out)
+    }
+
+    /// Reads a chunk and checks its hash.
+    pub fn read_verified(&self, hash: &ChunkHash) -> Result<Vec<u8>, ChunkError> {
+        let bytes = self.read(hash)?;
+        let actual = ChunkHash::of(&bytes);
+        if actual != *hash {
+            return Err(ChunkError::Mismatch {
+                expected: *hash,
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// A writer for one chunk whose hash is checked at [`ChunkWriter::finish`].
+    pub fn writer(&self) -> Result<ChunkWriter<'_>, ChunkError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let path = self.tmp.join(format!("{}-{n}", std::process::id()));
+        let file = File::create(&path).map_err(io_err(&path))?;
+        Ok(ChunkWriter {
+            store: self,
+            file: Some(file),
+            path,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+        })
+    }
+
+    /// Fsyncs the given chunks and the directories that hold them.
+    pub fn sync<'a>(
+        &self,
+        hashes: impl IntoIterator<Item = &'a ChunkHash>,
+    ) -> Result<(), ChunkError> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for h in hashes {
+            let path = self.path(h);
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&path))?;
+            if let Some(d) = path.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+        dirs.insert(self.root.clone());
+        for d in dirs {
+            File::open(&d)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&d))?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes one chunk to a temporary file while hashing it.
+pub struct ChunkWriter<'a> {
+    store: &'a ChunkStore,
+    file: Option<File>,
+    path: PathBuf,
+    hasher: blake3::Hasher,
+    len: u64,
+}
+
+impl ChunkWriter<'_> {
+    /// Appends bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), ChunkError> {
+        self.len += bytes.len() as u64;
+        if self.len > u64::from(MAX_CHUNK_BYTES) {
+            return Err(ChunkError::TooLarge(self.len));
+        }
+        self.hasher.update(bytes);
+        match self.file.as_mut() {
+            Some(f) => f.write_all(bytes).map_err(io_err(&self.path)),
+            None => Ok(()),
+        }
+    }
+
+    /// Verifies the hash and moves the chunk into place; on a mismatch nothing is stored.
+    pub fn finish(mut self, expected: &ChunkHash) -> Result<ChunkRef, ChunkError> {
+        let actual = ChunkHash(*self.hasher.finalize().as_bytes());
+        if actual != *expected {
+            return Err(ChunkError::Mismatch {
+                expected: *expected,
+                actual,
+            });
+        }
+        drop(self.file.take());
+        let dest = self.store.path(expected);
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        fs::rename(&self.path, &dest).map_err(io_err(&dest))?;
+        Ok(ChunkRef {
+            hash: actual,
+            // `write` keeps len ≤ MAX_CHUNK_BYTES, which fits in u32.
+            len: self.len as u32,
+        })
+    }
+}
+
+impl Drop for ChunkWriter<'_> {
+    fn drop(&mut self) {
+        if self.file.take().is_some() || self.path.exists() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_read_and_refuse_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path()).unwrap();
+        let r = store.put(b"hello").unwrap();
+        assert_eq!(store.read_verified(&r.hash).unwrap(), b"hello");
+        assert!(store.verify(&r));
+        let mut w = store.writer().unwrap();
+        w.write(b"other").unwrap();
+        let wrong = ChunkHash::of(b"not other");
+        assert!(matches!(w.finish(&wrong), Err(ChunkError::Mismatch { .. })));
+        assert!(!store.has(&wrong));
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        store.sync([&r.hash]).unwrap();
+    }
+}

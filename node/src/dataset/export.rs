@@ -1,0 +1,272 @@
+//! Writing a held version out: a file version as its original bytes, a table version as CSV,
+//! JSONL or Parquet with the chosen columns.
+//!
+//! Output goes to a temporary file beside the target, is fsynced, and is renamed over the
+//! target only when complete, so a reader never sees half a file. Chunks are re-verified as
+//! they are read.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow_schema::{DataType as ArrowType, Field, Schema};
+use huitong_protocol::catalogue::DataType;
+use huitong_protocol::dataset::{Body, Column, Manifest};
+use serde::{Deserialize, Serialize};
+
+use super::table::{self, ChunkFormatError};
+use crate::chunks::{ChunkError, ChunkStore};
+
+/// Output formats for tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutFormat {
+    /// CSV with a header row.
+    #[default]
+    Csv,
+    /// One JSON object per row.
+    Jsonl,
+    /// Apache Parquet (typed columns for 整型, 浮点/双精度 and 逻辑).
+    Parquet,
+}
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// Writing the output failed.
+    #[error("{path}: {message}")]
+    Write {
+        /// The output path.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// A chunk is missing or corrupt.
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    /// A column chunk does not decode.
+    #[error(transparent)]
+    Format(#[from] ChunkFormatError),
+}
+
+/// Writes `manifest`'s data (only `columns`, for tables) to `out`.
+pub fn export(
+    chunks: &ChunkStore,
+    manifest: &Manifest,
+    columns: &[String],
+    format: OutFormat,
+    out: &Path,
+) -> Result<u64, ExportError> {
+    let tmp = temp_path(out);
+    let werr = |e: &dyn std::fmt::Display| ExportError::Write {
+        path: out.display().to_string(),
+        message: e.to_string(),
+    };
+    let result = (|| {
+        let file = File::create(&tmp).map_err(|e| werr(&e))?;
+        let (written, file) = match &manifest.body {
+            Body::File { chunks: refs, .. } => {
+                let mut w = BufWriter::with_capacity(1 << 20, file);
+                let mut n = 0u64;
+                for r in refs {
+                    let bytes = chunks.read_verified(&r.hash)?;
+                    w.write_all(&bytes).map_err(|e| werr(&e))?;
+                    n += bytes.len() as u64;
+                }
+                (n, w.into_inner().map_err(|e| werr(&e))?)
+            }
+            Body::Table {
+                row_groups,
+                columns: all,
+            } => {
+                let selected: Vec<&Column> = columns
+                    .iter()
+                    .filter_map(|c| all.iter().find(|a| &a.name == c))
+                    .collect();
+                let rows = write_table(chunks, row_groups.len(), &selected, format, file, &werr)?;
+                rows
+            }
+        };
+        file.sync_all().map_err(|e| werr(&e))?;
+        fs::rename(&tmp, out).map_err(|e| werr(&e))?;
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| werr(&e))?;
+        }
+        Ok(written)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn temp_path(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!(".{name}.huitong-partial"))
+}
+
+/// Writes rows; returns (rows written, the file to sync).
+fn write_table(
+    chunks: &ChunkStore,
+    groups: usize,
+    columns: &[&Column],
+    format: OutFormat,
+    file: File,
+    werr: &dyn Fn(&dyn std::fmt::Display) -> ExportError,
+) -> Result<(u64, File), ExportError> {
+    let mut sink = Sink::new(format, columns, file).map_err(|e| werr(&e))?;
+    let mut rows = 0u64;
+    for g in 0..groups {
+        let arrays = columns
+            .iter()
+            .map(|c| {
+                Ok(table::decode_column(
+                    &chunks.read_verified(&c.chunks[g].hash)?,
+                )?)
+            })
+            .collect::<Result<Vec<StringArray>, ExportError>>()?;
+        rows += sink.group(columns, &arrays).map_err(|e| werr(&e))?;
+    }
+    let file = sink.finish().map_err(|e| werr(&e))?;
+    Ok((rows, file))
+}
+
+/// A table writer in one of the output formats.
+enum Sink {
+    Csv(csv::Writer<File>),
+    Jsonl(BufWriter<File>),
+    Parquet(Box<parquet::arrow::ArrowWriter<File>>, Arc<Schema>),
+}
+
+fn cell(a: &StringArray, r: usize) -> Option<&str> {
+    (!a.is_null(r)).then(|| a.value(r))
+}
+
+fn arrow_type(t: DataType) -> ArrowType {
+    match t {
+        DataType::I => ArrowType::Int64,
+        DataType::B | DataType::F => ArrowType::Float64,
+        DataType::L => ArrowType::Boolean,
+        _ => ArrowType::Utf8,
+    }
+}
+
+fn truthy(s: &str) -> bool {
+    matches!(s, "true" | "1" | "是")
+}
+
+fn json_value(t: DataType, v: Option<&str>) -> serde_json::Value {
+    use serde_json::Value;
+    let Some(v) = v else { return Value::Null };
+    match t {
+        DataType::I => v
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(v)),
+        DataType::B | DataType::F => v
+            .parse::<f64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(v)),
+        DataType::L => Value::Bool(truthy(v)),
+        _ => Value::from(v),
+    }
+}
+
+fn typed(t: DataType, a: &StringArray) -> ArrayRef {
+    let n = a.len();
+    match arrow_type(t) {
+        ArrowType::Int64 => Arc::new(Int64Array::from_iter(
+            (0..n).map(|r| cell(a, r).and_then(|v| v.parse().ok())),
+        )),
+        ArrowType::Float64 => Arc::new(Float64Array::from_iter(
+            (0..n).map(|r| cell(a, r).and_then(|v| v.parse().ok())),
+        )),
+        ArrowType::Boolean => Arc::new(BooleanArray::from_iter(
+            (0..n).map(|r| cell(a, r).map(truthy)),
+        )),
+        _ => Arc::new(a.clone()),
+    }
+}
+
+impl Sink {
+    fn new(format: OutFormat, columns: &[&Column], file: File) -> Result<Self, String> {
+        let names = columns.iter().map(|c| c.name.as_str());
+        Ok(match format {
+            OutFormat::Csv => {
+                let mut w = csv::WriterBuilder::new().from_writer(file);
+                w.write_record(names).map_err(|e| e.to_string())?;
+                Sink::Csv(w)
+            }
+            OutFormat::Jsonl => Sink::Jsonl(BufWriter::with_capacity(1 << 20, file)),
+            OutFormat::Parquet => {
+                let schema = Arc::new(Schema::new(
+                    columns
+                        .iter()
+                        .map(|c| Field::new(&c.name, arrow_type(c.data_type), true))
+                        .collect::<Vec<_>>(),
+                ));
+                let props = parquet::file::properties::WriterProperties::builder()
+                    .set_compression(parquet::basic::Compression::SNAPPY)
+                    .build();
+                let w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props))
+                    .map_err(|e| e.to_string())?;
+                Sink::Parquet(Box::new(w), schema)
+            }
+        })
+    }
+
+    fn group(&mut self, columns: &[&Column], arrays: &[StringArray]) -> Result<u64, String> {
+        let rows = arrays.first().map_or(0, |a| a.len());
+        if arrays.iter().any(|a| a.len() != rows) {
+            return Err("columns of one row group have different lengths".into());
+        }
+        match self {
+            Sink::Csv(w) => {
+                for r in 0..rows {
+                    w.write_record(arrays.iter().map(|a| cell(a, r).unwrap_or("")))
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            Sink::Jsonl(w) => {
+                for r in 0..rows {
+                    let obj: serde_json::Map<String, serde_json::Value> = columns
+                        .iter()
+                        .zip(arrays)
+                        .map(|(c, a)| (c.name.clone(), json_value(c.data_type, cell(a, r))))
+                        .collect();
+                    serde_json::to_writer(&mut *w, &obj).map_err(|e| e.to_string())?;
+                    w.write_all(b"\n").map_err(|e| e.to_string())?;
+                }
+            }
+            Sink::Parquet(w, schema) => {
+                let cols = columns
+                    .iter()
+                    .zip(arrays)
+                    .map(|(c, a)| typed(c.data_type, a))
+                    .collect();
+                let batch =
+                    RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?;
+                w.write(&batch).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(rows as u64)
+    }
+
+    fn finish(self) -> Result<File, String> {
+        match self {
+            Sink::Csv(w) => w.into_inner().map_err(|e| e.to_string()),
+            Sink::Jsonl(w) => w.into_inner().map_err(|e| e.to_string()),
+            Sink::Parquet(w, _) => w.into_inner().map_err(|e| e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Reading table data (库表) to publish: CSV, JSONL, XLSX and Parquet, each turned into rows of
+//! text cells in the order of the entry's 信息项.
+//!
+//! CSV, XLSX and Parquet name their columns in a header (the first row, for CSV and XLSX); every
+//! 信息项 must have a column and every column must be a 信息项. JSONL rows are objects whose
+//! keys are 信息项 names; a missing key is an empty (null) cell.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use arrow_array::RecordBatch;
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+
+/// A row of text cells in item order.
+pub type Row = Vec<String>;
+
+/// Why input could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct InputError {
+    /// The input file.
+    pub path: String,
+    /// What was wrong, with the row or line, and what to do.
+    pub message: String,
+}
+
+/// The input formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputFormat {
+    /// Comma-separated, UTF-8, header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+    /// Excel workbook (first sheet, header row).
+    Xlsx,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl InputFormat {
+    /// The format named by a file's extension.
+    pub fn of(path: &Path) -> Option<Self> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        Some(match ext.as_str() {
+            "csv" => Self::Csv,
+            "jsonl" | "ndjson" => Self::Jsonl,
+            "xlsx" | "xlsm" | "xls" => Self::Xlsx,
+            "parquet" => Self::Parquet,
+            _ => return None,
+        })
+    }
+}
+
+/// Rows in item order.
+pub type Rows = Box<dyn Iterator<Item = Result<Row, InputError>> + Send>;
+
+/// Opens `path` and yields its rows in the order of `items`.
+pub fn open(path: &Path, items: &[String]) -> Result<Rows, InputError> {
+    let err = |message: String| InputError {
+        path: path.display().to_string(),
+        message,
+    };
+    let format = InputFormat::of(path).ok_or_else(|| {
+        err("unknown table format; use a .csv, .jsonl, .xlsx or .parquet file (or --file to publish it as an opaque file)".into())
+    })?;
+    match format {
+        InputFormat::Csv => csv_rows(path, items),
+        InputFormat::Jsonl => jsonl_rows(path, items),
+        InputFormat::Xlsx => xlsx_rows(path, items),
+        InputFormat::Parquet => parquet_rows(path, items),
+    }
+    .map_err(err)
+}
+
+/// Maps header columns to items: `order[i]` is the column of item `i`.
+fn column_order(header: &[String], items: &[String]) -> Result<Vec<usize>, String> {
+    let pos: HashMap<&str, usize> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.trim().trim_start_matches('\u{feff}'), i))
+        .collect();
+    let missing: Vec<&str> = items
+        .iter()
+        .filter(|i| !pos.contains_key(i.as_str()))
+        .map(String::as_str)
+        .collect();
+    let extra: Vec<&str> = pos
+        .keys()
+        .filter(|h| !items.iter().any(|i| i == *h))
+        .copied()
+        .collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        return Err(format!(
+            "the header does not match the entry's 信息项: missing {missing:?}, not an item {extra:?}; the header must name exactly the items {items:?}"
+        ));
+    }
+    Ok(items.iter().map(|i| pos[i.as_str()]).collect())
+}
+
+fn reorder(cells: Vec<String>, order: &[usize]) -> Row {
+    order
+        .iter()
+        .map(|&i| cells.get(i).cloned().unwrap_or_default())
+        .collect()
+}
+
+fn csv_rows(path: &Path, items: &[String]) -> Result<Rows, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .map_err(|e| e.to_string())?;
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| format!("cannot read the header row: {e}"))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let order = column_order(&header, items)?;
+    let path_s = path.display().to_string();
+    let width = header.len();
+    Ok(Box::new(reader.into_records().enumerate().map(
+        move |(n, r)| {
+            let rec = r.map_err(|e| InputError {
+                path: path_s.clone(),
+                message: format!("row {}: {e}", n + 1),
+            })?;
+            if rec.len() != width {
+                return Err(InputError {
+                    path: path_s.clone(),
+                    message: format!(
+                        "row {}: {} cells where the header has {width}",
+                        n + 1,
+                        rec.len()
+                    ),
+                });
+            }
+            Ok(reorder(rec.iter().map(str::to_owned).collect(), &order))
+        },
+    )))
+}
+
+fn json_cell(v: serde_json::Value) -> Result<String, String> {
+    Ok(match v {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Bool(b) => b.to_string(),
+        serde_json::Value::Number(n) => n.to_string(),
+        other => {
+            return Err(format!(
+                "nested value {other} (cells must be strings, numbers, booleans or null)"
+            ))
+        }
+    })
+}
+
+fn jsonl_rows(path: &Path, items: &[String]) -> Result<Rows, String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let items: Vec<String> = items.to_vec();
+    let path_s = path.display().to_string();
+    let lines = BufReader::new(file).lines().enumerate();
+    Ok(Box::new(
+        lines
+            .filter(|(_, l)| l.as_ref().map(|l| !l.trim().is_empty()).unwrap_or(true))
+            .map(move |(n, line)| {
+                let fail = |message: String| InputError {
+                    path: path_s.clone(),
+                    message: format!("line {}: {message}", n + 1),
+                };
+                let line = line.map_err(|e| fail(e.to_string()))?;
+                let obj: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(&line)
+                        .map_err(|e| fail(format!("not a JSON object: {e}")))?;
+                if let Some(k) = obj.keys().find(|k| !items.contains(k)) {
+                    return Err(fail(format!(
+                        "{k:?} is not an item of the entry; items are {items:?}"
+                    )));
+                }
+                let mut obj = obj;
+                items
+                    .iter()
+                    .map(|i| {
+                        json_cell(obj.remove(i).unwrap_or(serde_json::Value::Null))
+                            .map_err(|e| fail(format!("{i}: {e}")))
+                    })
+                    .collect()
+            }),
+    ))
+}
+
+fn xlsx_cell(d: &calamine::Data) -> String {
+    use calamine::Data;
+    match d {
+        Data::Empty => String::new(),
+        Data::String(s) => s.clone(),
+        Data::Int(i) => i.to_string(),
+        Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
+        Data::Float(f) => f.to_string(),
+        Data::Bool(b) => b.to_string(),
+        Data::DateTime(dt) => match dt.as_datetime() {
+            Some(t) if t.time() == chrono::NaiveTime::MIN => t.format("%Y-%m-%d").to_string(),
+            Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+            None => dt.as_f64().to_string(),
+        },
+        Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
+        Data::Error(e) => format!("#{e:?}"),
+    }
+}
+
+fn xlsx_rows(path: &Path, items: &[String]) -> Result<Rows, String> {
+    use calamine::Reader;
+    let mut book = calamine::open_workbook_auto(path).map_err(|e| e.to_string())?;
+    let sheet = book
+        .sheet_names()
+        .first()
+        .cloned()
+        .ok_or("the workbook has no sheet")?;
+    let range = book.worksheet_range(&sheet).map_err(|e| e.to_string())?;
+    let mut rows = range.rows();
+    let header: Vec<String> = rows
+        .next()
+        .ok_or("the first sheet is empty; its first row must name the items")?
+        .iter()
+        .map(xlsx_cell)
+        .collect();
+    let order = column_order(&header, items)?;
+    let data: Vec<Row> = rows
+        .map(|r| reorder(r.iter().map(xlsx_cell).collect(), &order))
+        .collect();
+    Ok(Box::new(data.into_iter().map(Ok)))
+}
+
+fn batch_rows(batch: &RecordBatch, order: &[usize]) -> Result<Vec<Row>, String> {
+    let options = FormatOptions::default().with_null("");
+    let formatters = order
+        .iter()
+        .map(|&i| ArrayFormatter::try_new(batch.column(i).as_ref(), &options))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok((0..batch.num_rows())
+        .map(|r| formatters.iter().map(|f| f.value(r).to_string()).collect())
+        .collect())
+}
+
+fn parquet_rows(path: &Path, items: &[String]) -> Result<Rows, String> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+    let header: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let order = column_order(&header, items)?;
+    let reader = builder.build().map_err(|e| e.to_string())?;
+    let path_s = path.display().to_string();
+    Ok(Box::new(reader.flat_map(move |b| {
+        let rows = b
+            .map_err(|e| e.to_string())
+            .and_then(|b| batch_rows(&b, &order));
+        match rows {
+            Ok(rows) => rows.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(message) => vec![Err(InputError {
+                path: path_s.clone(),
+                message,
+            })],
+        }
+    })))
+}

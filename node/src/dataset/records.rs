@@ -1,0 +1,95 @@
+//! Dataset records in RocksDB: the version announcements every node learns from the feeds
+//! (`datasets`), and the manifests this node holds (`manifests`) with whether all their chunks
+//! are here and verified.
+
+use huitong_protocol::dataset::{ChunkHash, DatasetVersion};
+use huitong_protocol::{codec, NodeId};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError, CF_DATASETS, CF_MANIFESTS};
+
+/// A manifest held by this node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredManifest {
+    /// The sealed manifest envelope.
+    #[serde(with = "serde_bytes")]
+    pub envelope: Vec<u8>,
+    /// All chunks are stored, verified and synced: the version is visible as complete.
+    pub complete: bool,
+}
+
+fn prefix(feed: &NodeId, code: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32 + code.len() + 9);
+    k.extend_from_slice(&feed.0);
+    k.extend_from_slice(code.as_bytes());
+    k.push(0);
+    k
+}
+
+fn corrupt(cf: &'static str) -> impl Fn(codec::DecodeError) -> StoreError {
+    move |e| StoreError::Corrupt {
+        cf,
+        detail: e.to_string(),
+    }
+}
+
+/// Stages a version announcement of `feed`.
+pub fn stage_version(store: &Store, batch: &mut WriteBatch, feed: &NodeId, d: &DatasetVersion) {
+    let mut k = prefix(feed, d.code.as_str());
+    k.extend_from_slice(&d.version.to_be_bytes());
+    batch.put_cf(store.cf(CF_DATASETS), k, codec::encode(d));
+}
+
+/// All announced versions of `feed`'s resource `code`, oldest first.
+pub fn versions(
+    store: &Store,
+    feed: &NodeId,
+    code: &str,
+) -> Result<Vec<DatasetVersion>, StoreError> {
+    let p = prefix(feed, code);
+    let mut out = Vec::new();
+    let it = store.db().iterator_cf(
+        store.cf(CF_DATASETS),
+        IteratorMode::From(&p, Direction::Forward),
+    );
+    for item in it {
+        let (k, v) = item?;
+        if !k.starts_with(&p) {
+            break;
+        }
+        out.push(codec::decode(&v, usize::MAX).map_err(corrupt(CF_DATASETS))?);
+    }
+    Ok(out)
+}
+
+/// One version (`None`: the latest).
+pub fn version(
+    store: &Store,
+    feed: &NodeId,
+    code: &str,
+    version: Option<u64>,
+) -> Result<Option<DatasetVersion>, StoreError> {
+    let all = versions(store, feed, code)?;
+    Ok(match version {
+        None => all.into_iter().last(),
+        Some(v) => all.into_iter().find(|d| d.version == v),
+    })
+}
+
+/// Stores a manifest envelope (durably).
+pub fn put_manifest(store: &Store, hash: &ChunkHash, m: &StoredManifest) -> Result<(), StoreError> {
+    let w = store.writer();
+    let mut batch = WriteBatch::default();
+    batch.put_cf(store.cf(CF_MANIFESTS), hash.0, codec::encode(m));
+    store.commit(&w, batch, true)
+}
+
+/// A held manifest.
+pub fn manifest(store: &Store, hash: &ChunkHash) -> Result<Option<StoredManifest>, StoreError> {
+    store
+        .db()
+        .get_cf(store.cf(CF_MANIFESTS), hash.0)?
+        .map(|v| codec::decode(&v, usize::MAX).map_err(corrupt(CF_MANIFESTS)))
+        .transpose()
+}

@@ -1,0 +1,802 @@
+//! The consumer side: pulling a dataset version from its provider.
+//!
+//! 1. Find the provider in the catalogue and connect (directly, or through the hub's circuit
+//!    relay when no direct route works; the network layer decides).
+//! 2. Fetch the manifest and check it against the provider's signature and signed feed.
+//! 3. Re-verify the chunks already held (an earlier version, or an interrupted pull) and fetch
+//!    the rest on [`STREAMS`] streams at once; each chunk is hashed before it is stored, so the
+//!    store only ever holds verified chunks, and a killed pull resumes from them.
+//! 4. Fsync the chunks, mark the version complete when every chunk is held, and write the
+//!    output (to a temporary file renamed into place).
+
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use huitong_protocol::dataset::{
+    Body, ChunkRef, DatasetVersion, Manifest, SignedManifest, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES,
+};
+use huitong_protocol::wire::{DataRequest, DataResponse, RefusalKind, DATA_PROTOCOL};
+use huitong_protocol::ResourceCode;
+use libp2p::{PeerId, Stream, StreamProtocol};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::frame;
+use crate::catalogue::{self, Record};
+use crate::chunks::ChunkError;
+use crate::dataset::export::{self, OutFormat};
+use crate::dataset::records::{self, StoredManifest};
+use crate::net::{Client, Route};
+use crate::state::NodeState;
+
+/// Streams (chunk requests) in flight at once.
+pub const STREAMS: usize = 8;
+/// A pull fails after this long without any chunk arriving (provider down, no route).
+const STALL: Duration = Duration::from_secs(90);
+/// Longest wait for one response.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to pull.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// Resource code.
+    pub code: String,
+    /// Provider USCC, when several providers use the same code.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Version (default: the latest).
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// Columns to pull (default: every 无条件共享 column).
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    /// Absolute output path on this node's host.
+    pub out: PathBuf,
+    /// Output format of a table.
+    #[serde(default)]
+    pub format: OutFormat,
+}
+
+/// What a finished pull did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PullSummary {
+    /// Resource code.
+    pub code: String,
+    /// Provider name.
+    pub provider: String,
+    /// Version pulled.
+    pub version: u64,
+    /// Rows written (tables).
+    pub rows: Option<u64>,
+    /// Columns written (tables).
+    pub fields: Vec<String>,
+    /// Columns left out because they are not 无条件共享.
+    pub withheld: Vec<String>,
+    /// Chunks the output needed.
+    pub chunks: u64,
+    /// Chunks fetched over the network.
+    pub chunks_fetched: u64,
+    /// Bytes the output needed.
+    pub bytes: u64,
+    /// Bytes fetched over the network.
+    pub bytes_fetched: u64,
+    /// Bytes reused from chunks already held (earlier versions, an interrupted pull).
+    pub bytes_reused: u64,
+    /// Bytes written to the output.
+    pub bytes_written: u64,
+    /// `direct`, `relayed` or `local`.
+    pub route: String,
+    /// Wall time.
+    pub elapsed_ms: u64,
+    /// The output file.
+    pub out: PathBuf,
+}
+
+/// Why a pull failed.
+#[derive(Debug, thiserror::Error, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum PullError {
+    /// Bad request (unknown code, fields, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// The provider refused.
+    #[error("the provider refused: {message}")]
+    Refused {
+        /// Why, by kind.
+        kind: RefusalKind,
+        /// The provider's message.
+        message: String,
+    },
+    /// A chunk failed verification: nothing of it was stored.
+    #[error("chunk {chunk} ({place}) from the provider failed verification ({detail}); it was not stored and nothing was written. The provider's copy is damaged: ask it to re-publish the version")]
+    Corrupt {
+        /// The chunk hash.
+        chunk: String,
+        /// Where the chunk belongs.
+        place: String,
+        /// What did not match.
+        detail: String,
+    },
+    /// The provider could not be reached for too long.
+    #[error("no progress for {secs} s: {reason}. The verified chunks are kept; run the same pull again to resume")]
+    Stalled {
+        /// Seconds waited.
+        secs: u64,
+        /// Last error.
+        reason: String,
+    },
+    /// Local failure.
+    #[error("{0}")]
+    Local(String),
+}
+
+fn local(e: impl std::fmt::Display) -> PullError {
+    PullError::Local(e.to_string())
+}
+
+/// Phases of a pull, for progress display.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Finding and dialling the provider, fetching the manifest.
+    Connecting,
+    /// Re-verifying chunks already held.
+    Verifying,
+    /// Fetching chunks.
+    Fetching,
+    /// Writing the output.
+    Writing,
+    /// Finished.
+    Done,
+    /// Failed.
+    Failed,
+}
+
+/// Progress of one pull.
+#[derive(Debug)]
+pub struct Job {
+    started: Instant,
+    phase: Mutex<Phase>,
+    bytes_total: AtomicU64,
+    bytes_done: AtomicU64,
+    bytes_fetched: AtomicU64,
+    chunks_total: AtomicU64,
+    chunks_done: AtomicU64,
+    result: Mutex<Option<Result<PullSummary, PullError>>>,
+}
+
+/// A snapshot of a [`Job`] for the API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobView {
+    /// Pull id.
+    pub id: u64,
+    /// Phase.
+    pub phase: Phase,
+    /// Bytes the output needs.
+    pub bytes_total: u64,
+    /// Bytes held and verified so far.
+    pub bytes_done: u64,
+    /// Bytes fetched so far.
+    pub bytes_fetched: u64,
+    /// Chunks the output needs.
+    pub chunks_total: u64,
+    /// Chunks held so far.
+    pub chunks_done: u64,
+    /// Time since the start.
+    pub elapsed_ms: u64,
+    /// The summary once done.
+    pub summary: Option<PullSummary>,
+    /// The error once failed.
+    pub error: Option<String>,
+}
+
+impl Job {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            phase: Mutex::new(Phase::Connecting),
+            bytes_total: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            bytes_fetched: AtomicU64::new(0),
+            chunks_total: AtomicU64::new(0),
+            chunks_done: AtomicU64::new(0),
+            result: Mutex::new(None),
+        }
+    }
+
+    fn set_phase(&self, p: Phase) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = p;
+    }
+
+    fn view(&self, id: u64) -> JobView {
+        let result = self
+            .result
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        JobView {
+            id,
+            phase: *self.phase.lock().unwrap_or_else(|e| e.into_inner()),
+            bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            bytes_done: self.bytes_done.load(Ordering::Relaxed),
+            bytes_fetched: self.bytes_fetched.load(Ordering::Relaxed),
+            chunks_total: self.chunks_total.load(Ordering::Relaxed),
+            chunks_done: self.chunks_done.load(Ordering::Relaxed),
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+            summary: result.as_ref().and_then(|r| r.as_ref().ok().cloned()),
+            error: result.and_then(|r| r.err()).map(|e| e.to_string()),
+        }
+    }
+
+    fn add_done(&self, bytes: u64, fetched: bool) {
+        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+        self.chunks_done.fetch_add(1, Ordering::Relaxed);
+        if fetched {
+            self.bytes_fetched.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The pulls of this node (finished ones are kept for `huitong pull` to read their summary).
+#[derive(Default)]
+pub struct Pulls {
+    next: AtomicU64,
+    jobs: Mutex<std::collections::HashMap<u64, Arc<Job>>>,
+}
+
+impl Pulls {
+    fn add(&self) -> (u64, Arc<Job>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let job = Arc::new(Job::new());
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, job.clone());
+        (id, job)
+    }
+
+    /// Progress of a pull.
+    pub fn view(&self, id: u64) -> Option<JobView> {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.get(&id).map(|j| j.view(id))
+    }
+}
+
+/// What the pull needs from the network layer.
+#[derive(Clone)]
+pub struct Transport {
+    /// The event loop.
+    pub net: Client,
+    /// Opens streams.
+    pub control: libp2p_stream::Control,
+}
+
+/// Starts a pull in the background; returns its id for progress queries.
+pub fn start(state: Arc<NodeState>, transport: Transport, req: PullRequest) -> u64 {
+    let (id, job) = state.pulls.add();
+    tokio::spawn(async move {
+        let result = run(&state, &transport, &req, &job).await;
+        match &result {
+            Ok(s) => {
+                info!(code = %s.code, version = s.version, bytes_fetched = s.bytes_fetched, bytes_reused = s.bytes_reused, route = %s.route, elapsed_ms = s.elapsed_ms, "pull complete");
+                job.set_phase(Phase::Done);
+            }
+            Err(e) => {
+                warn!(code = %req.code, error = %e, "pull failed");
+                job.set_phase(Phase::Failed);
+            }
+        }
+        *job.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+    });
+    id
+}
+
+fn find_record(state: &NodeState, req: &PullRequest) -> Result<Record, PullError> {
+    ResourceCode::parse(&req.code).map_err(|e| PullError::Invalid(format!("code: {e}")))?;
+    let mut found: Vec<Record> = catalogue::get(&state.store, &req.code)
+        .map_err(local)?
+        .into_iter()
+        .filter(|r| {
+            req.provider
+                .as_deref()
+                .is_none_or(|p| r.entry.provider_code.as_str() == p)
+        })
+        .collect();
+    match found.len() {
+        0 => Err(PullError::Invalid(format!(
+            "no catalogue entry {} here; search the catalogue with `huitong catalogue search`",
+            req.code
+        ))),
+        1 => Ok(found.remove(0)),
+        _ => Err(PullError::Invalid(format!(
+            "several providers publish {}: {}; choose one with --provider USCC",
+            req.code,
+            found
+                .iter()
+                .map(|r| format!("{} ({})", r.entry.provider_name, r.entry.provider_code))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// One chunk to hold, and where it belongs (for error messages).
+#[derive(Clone)]
+struct Want {
+    chunk: ChunkRef,
+    place: String,
+}
+
+/// The chunks the output needs; the columns chosen and those withheld.
+fn wants(
+    manifest: &Manifest,
+    record: &Record,
+    fields: Option<&[String]>,
+) -> Result<(Vec<Want>, Vec<String>, Vec<String>), PullError> {
+    match &manifest.body {
+        Body::File { chunks, name } => {
+            if fields.is_some() {
+                return Err(PullError::Invalid(format!(
+                    "{} is a file ({name}); --fields applies to tables only",
+                    manifest.code
+                )));
+            }
+            let w = chunks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Want {
+                    chunk: *c,
+                    place: format!("file {name}, chunk {i}"),
+                })
+                .collect();
+            Ok((w, Vec::new(), Vec::new()))
+        }
+        Body::Table { columns, .. } => {
+            let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+            let (chosen, withheld) = match fields {
+                Some(f) => {
+                    if let Some(bad) = f.iter().find(|f| !names.contains(&f.as_str())) {
+                        return Err(PullError::Invalid(format!(
+                            "{bad:?} is not a column of {}; columns: {}",
+                            manifest.code,
+                            names.join(", ")
+                        )));
+                    }
+                    (f.to_vec(), Vec::new())
+                }
+                None => {
+                    let open = crate::dataset::access(record).unwrap_or_default();
+                    names
+                        .iter()
+                        .map(|n| n.to_string())
+                        .partition(|n| open.contains(n))
+                }
+            };
+            let mut w = Vec::new();
+            for c in columns.iter().filter(|c| chosen.contains(&c.name)) {
+                for (g, r) in c.chunks.iter().enumerate() {
+                    w.push(Want {
+                        chunk: *r,
+                        place: format!("column {:?}, row group {g}", c.name),
+                    });
+                }
+            }
+            Ok((w, chosen, withheld))
+        }
+    }
+}
+
+async fn run(
+    state: &Arc<NodeState>,
+    t: &Transport,
+    req: &PullRequest,
+    job: &Job,
+) -> Result<PullSummary, PullError> {
+    if !req.out.is_absolute() {
+        return Err(PullError::Invalid(format!(
+            "--out {} must be an absolute path (the CLI makes it one)",
+            req.out.display()
+        )));
+    }
+    let record = find_record(state, req)?;
+    let provider = record.feed;
+    let local_pull = provider == state.id();
+    let (signed, route) = if local_pull {
+        let d = records::version(&state.store, &provider, &req.code, req.version)
+            .map_err(local)?
+            .ok_or_else(|| PullError::Invalid(format!("{} has no such version here", req.code)))?;
+        let stored = records::manifest(&state.store, &d.manifest)
+            .map_err(local)?
+            .ok_or_else(|| local("own manifest missing"))?;
+        (
+            SignedManifest::open(&stored.envelope, &provider, &d).map_err(local)?,
+            Route::Local,
+        )
+    } else {
+        let peer = crate::net::peer_id(&provider)
+            .ok_or_else(|| local("provider key is not a libp2p key"))?;
+        let route = t
+            .net
+            .connect(peer)
+            .await
+            .map_err(|reason| PullError::Stalled { secs: 0, reason })?;
+        (fetch_manifest(state, t, peer, req).await?, route)
+    };
+    let manifest = &signed.manifest;
+    let stored = records::manifest(&state.store, &signed.hash).map_err(local)?;
+    if stored.is_none() {
+        records::put_manifest(
+            &state.store,
+            &signed.hash,
+            &StoredManifest {
+                envelope: signed.bytes.clone(),
+                complete: false,
+            },
+        )
+        .map_err(local)?;
+    }
+    let complete = stored.is_some_and(|s| s.complete);
+    let (mut wants, fields, withheld) = wants(manifest, &record, req.fields.as_deref())?;
+    let mut seen = HashSet::new();
+    wants.retain(|w| seen.insert(w.chunk.hash));
+    job.chunks_total
+        .store(wants.len() as u64, Ordering::Relaxed);
+    let total: u64 = wants.iter().map(|w| u64::from(w.chunk.len)).sum();
+    job.bytes_total.store(total, Ordering::Relaxed);
+
+    // Chunks already held count only if they still verify.
+    job.set_phase(Phase::Verifying);
+    let held = {
+        let state = state.clone();
+        let candidates: Vec<ChunkRef> = wants.iter().map(|w| w.chunk).collect();
+        tokio::task::spawn_blocking(move || {
+            candidates
+                .into_iter()
+                .filter(|c| state.chunks.has(&c.hash) && (complete || state.chunks.verify(c)))
+                .map(|c| c.hash)
+                .collect::<HashSet<_>>()
+        })
+        .await
+        .map_err(local)?
+    };
+    let mut missing = VecDeque::new();
+    let mut reused = 0u64;
+    for w in &wants {
+        if held.contains(&w.chunk.hash) {
+            reused += u64::from(w.chunk.len);
+            job.add_done(u64::from(w.chunk.len), false);
+        } else {
+            missing.push_back(w.clone());
+        }
+    }
+    let fetched_chunks = missing.len() as u64;
+    if !missing.is_empty() {
+        if local_pull {
+            return Err(local(format!(
+                "{} chunks of this node's own version are missing from its chunk store",
+                missing.len()
+            )));
+        }
+        job.set_phase(Phase::Fetching);
+        let peer = crate::net::peer_id(&provider)
+            .ok_or_else(|| local("provider key is not a libp2p key"))?;
+        fetch_all(state, t, peer, manifest, missing, job).await?;
+    }
+
+    job.set_phase(Phase::Writing);
+    let (rows, written) = {
+        let state = state.clone();
+        let manifest = manifest.clone();
+        let hash = signed.hash;
+        let bytes = signed.bytes.clone();
+        let hashes: Vec<_> = wants.iter().map(|w| w.chunk.hash).collect();
+        let fields = fields.clone();
+        let format = req.format;
+        let out = req.out.clone();
+        tokio::task::spawn_blocking(move || -> Result<(Option<u64>, u64), PullError> {
+            state.chunks.sync(&hashes).map_err(local)?;
+            if !complete && manifest.chunks().all(|c| state.chunks.has(&c.hash)) {
+                state
+                    .chunks
+                    .sync(manifest.chunks().map(|c| &c.hash))
+                    .map_err(local)?;
+                records::put_manifest(
+                    &state.store,
+                    &hash,
+                    &StoredManifest {
+                        envelope: bytes,
+                        complete: true,
+                    },
+                )
+                .map_err(local)?;
+            }
+            let n = export::export(&state.chunks, &manifest, &fields, format, &out).map_err(
+                |e| match e {
+                    export::ExportError::Chunk(ChunkError::Mismatch { expected, actual }) => {
+                        PullError::Corrupt {
+                            chunk: expected.to_hex(),
+                            place: "held chunk".into(),
+                            detail: format!("the stored bytes now hash to {actual}"),
+                        }
+                    }
+                    other => local(other),
+                },
+            )?;
+            Ok((manifest.rows().map(|_| n), n))
+        })
+        .await
+        .map_err(local)??
+    };
+    let bytes_written = match &manifest.body {
+        Body::File { .. } => written,
+        Body::Table { .. } => std::fs::metadata(&req.out).map(|m| m.len()).unwrap_or(0),
+    };
+    Ok(PullSummary {
+        code: req.code.clone(),
+        provider: record.entry.provider_name.clone(),
+        version: manifest.version,
+        rows: match &manifest.body {
+            Body::Table { .. } => rows,
+            Body::File { .. } => None,
+        },
+        fields,
+        withheld,
+        chunks: wants.len() as u64,
+        chunks_fetched: fetched_chunks,
+        bytes: total,
+        bytes_fetched: job.bytes_fetched.load(Ordering::Relaxed),
+        bytes_reused: reused,
+        bytes_written,
+        route: route.as_str().into(),
+        elapsed_ms: job.started.elapsed().as_millis() as u64,
+        out: req.out.clone(),
+    })
+}
+
+async fn open_stream(t: &Transport, peer: PeerId) -> Result<Stream, String> {
+    t.net.connect(peer).await?;
+    let mut control = t.control.clone();
+    control
+        .open_stream(peer, StreamProtocol::new(DATA_PROTOCOL))
+        .await
+        .map_err(|e| format!("cannot open a data stream to the provider: {e}"))
+}
+
+async fn fetch_manifest(
+    state: &NodeState,
+    t: &Transport,
+    peer: PeerId,
+    req: &PullRequest,
+) -> Result<SignedManifest, PullError> {
+    let code = ResourceCode::parse(&req.code).map_err(|e| PullError::Invalid(e.to_string()))?;
+    let mut stream = open_stream(t, peer)
+        .await
+        .map_err(|reason| PullError::Stalled { secs: 0, reason })?;
+    let io = |e: &dyn std::fmt::Display| PullError::Stalled {
+        secs: 0,
+        reason: format!("manifest request: {e}"),
+    };
+    frame::write(
+        &mut stream,
+        &DataRequest::Manifest {
+            code,
+            version: req.version,
+        },
+    )
+    .await
+    .map_err(|e| io(&e))?;
+    stream.flush().await.map_err(|e| io(&e))?;
+    let response = tokio::time::timeout(
+        RESPONSE_TIMEOUT,
+        frame::read::<DataResponse, _>(&mut stream, MAX_MANIFEST_BYTES + 4096),
+    )
+    .await
+    .map_err(|e| io(&e))?
+    .map_err(|e| io(&e))?
+    .ok_or_else(|| io(&"the provider closed the stream"))?;
+    let _ = stream.close().await;
+    let record = find_record(state, req)?;
+    match response {
+        DataResponse::Manifest {
+            announced,
+            envelope,
+        } => {
+            // Prefer what this node learnt from the provider's signed feed.
+            let ours: Option<DatasetVersion> = records::version(
+                &state.store,
+                &record.feed,
+                &req.code,
+                Some(announced.version),
+            )
+            .map_err(local)?;
+            let reference = ours.unwrap_or(announced);
+            SignedManifest::open(&envelope, &record.feed, &reference).map_err(|e| {
+                PullError::Corrupt {
+                    chunk: reference.manifest.to_hex(),
+                    place: "manifest".into(),
+                    detail: e.to_string(),
+                }
+            })
+        }
+        DataResponse::Refused { kind, message } => Err(PullError::Refused { kind, message }),
+        DataResponse::Chunk { .. } => Err(io(&"unexpected chunk response")),
+    }
+}
+
+/// Shared state of the fetch workers.
+struct Fetch<'a> {
+    state: &'a Arc<NodeState>,
+    t: &'a Transport,
+    peer: PeerId,
+    code: ResourceCode,
+    version: u64,
+    queue: Mutex<VecDeque<Want>>,
+    job: &'a Job,
+    last_progress: Mutex<Instant>,
+    cancel: CancellationToken,
+}
+
+enum Failure {
+    /// Retry on a new stream.
+    Transient(String),
+    /// Give up.
+    Fatal(PullError),
+}
+
+async fn fetch_all(
+    state: &Arc<NodeState>,
+    t: &Transport,
+    peer: PeerId,
+    manifest: &Manifest,
+    missing: VecDeque<Want>,
+    job: &Job,
+) -> Result<(), PullError> {
+    let workers = STREAMS.min(missing.len()).max(1);
+    let f = Fetch {
+        state,
+        t,
+        peer,
+        code: manifest.code.clone(),
+        version: manifest.version,
+        queue: Mutex::new(missing),
+        job,
+        last_progress: Mutex::new(Instant::now()),
+        cancel: CancellationToken::new(),
+    };
+    let results = futures::future::join_all((0..workers).map(|_| worker(&f))).await;
+    results
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()
+        .map(|_| ())
+}
+
+async fn worker(f: &Fetch<'_>) -> Result<(), PullError> {
+    let mut stream: Option<Stream> = None;
+    loop {
+        if f.cancel.is_cancelled() {
+            return Ok(());
+        }
+        let next = f
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        let Some(want) = next else { return Ok(()) };
+        let result = match stream.as_mut() {
+            Some(s) => fetch_one(f, s, &want).await,
+            None => match open_stream(f.t, f.peer).await {
+                Ok(mut s) => {
+                    let r = fetch_one(f, &mut s, &want).await;
+                    stream = Some(s);
+                    r
+                }
+                Err(e) => Err(Failure::Transient(e)),
+            },
+        };
+        match result {
+            Ok(()) => *f.last_progress.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now(),
+            Err(Failure::Fatal(e)) => {
+                f.cancel.cancel();
+                return Err(e);
+            }
+            Err(Failure::Transient(reason)) => {
+                f.queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_front(want);
+                stream = None;
+                let idle = f
+                    .last_progress
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .elapsed();
+                if idle > STALL {
+                    f.cancel.cancel();
+                    return Err(PullError::Stalled {
+                        secs: idle.as_secs(),
+                        reason,
+                    });
+                }
+                warn!(%reason, "data stream failed; retrying");
+                tokio::select! {
+                    _ = f.cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn fetch_one(f: &Fetch<'_>, s: &mut Stream, want: &Want) -> Result<(), Failure> {
+    let transient = |e: &dyn std::fmt::Display| Failure::Transient(e.to_string());
+    let req = DataRequest::Chunk {
+        code: f.code.clone(),
+        version: f.version,
+        hash: want.chunk.hash,
+    };
+    frame::write(s, &req).await.map_err(|e| transient(&e))?;
+    s.flush().await.map_err(|e| transient(&e))?;
+    let read = async {
+        let head = frame::read::<DataResponse, _>(s, 64 * 1024)
+            .await
+            .map_err(|e| transient(&e))?;
+        match head {
+            None => Err(Failure::Transient("the provider closed the stream".into())),
+            Some(DataResponse::Chunk { len })
+                if len == want.chunk.len && len <= MAX_CHUNK_BYTES =>
+            {
+                let mut buf = vec![0u8; len as usize];
+                s.read_exact(&mut buf).await.map_err(|e| transient(&e))?;
+                Ok(buf)
+            }
+            Some(DataResponse::Chunk { len }) => Err(Failure::Fatal(PullError::Corrupt {
+                chunk: want.chunk.hash.to_hex(),
+                place: want.place.clone(),
+                detail: format!(
+                    "the provider sent {len} bytes where the manifest says {}",
+                    want.chunk.len
+                ),
+            })),
+            Some(DataResponse::Refused {
+                kind: RefusalKind::Unavailable,
+                message,
+            }) => Err(Failure::Transient(message)),
+            Some(DataResponse::Refused { kind, message }) => {
+                Err(Failure::Fatal(PullError::Refused { kind, message }))
+            }
+            Some(DataResponse::Manifest { .. }) => {
+                Err(Failure::Transient("unexpected manifest response".into()))
+            }
+        }
+    };
+    let bytes = tokio::time::timeout(RESPONSE_TIMEOUT, read)
+        .await
+        .map_err(|_| Failure::Transient("no response within 60 s".into()))??;
+    let state = f.state.clone();
+    let hash = want.chunk.hash;
+    let stored = tokio::task::spawn_blocking(move || state.chunks.put_expected(&hash, &bytes))
+        .await
+        .map_err(|e| Failure::Fatal(local(e)))?;
+    match stored {
+        Ok(()) => {
+            f.state.transfer.fetched(u64::from(want.chunk.len));
+            f.job.add_done(u64::from(want.chunk.len), true);
+            Ok(())
+        }
+        Err(ChunkError::Mismatch { expected, actual }) => {
+            f.state.transfer.failed();
+            warn!(target: "huitong::audit", chunk = %expected, place = %want.place, "chunk from the provider failed verification; not stored");
+            Err(Failure::Fatal(PullError::Corrupt {
+                chunk: expected.to_hex(),
+                place: want.place.clone(),
+                detail: format!("the bytes hash to {actual}"),
+            }))
+        }
+        Err(e) => Err(Failure::Fatal(local(e))),
+    }
+}

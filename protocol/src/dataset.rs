@@ -1,0 +1,307 @@
+//! Dataset versions: the signed manifest, the feed announcement, and the value rules of 信息项.
+//!
+//! A version is described by a [`Manifest`], sealed in its own envelope
+//! ([`crate::Kind::Manifest`]) by the provider. The provider's feed carries a
+//! [`DatasetVersion`] announcement with the BLAKE3 of the manifest payload, so a consumer that
+//! fetches the manifest from anyone can check it against the signed feed.
+//!
+//! Table data (库表) is cut into row groups; each column of each group is one chunk (an Arrow
+//! IPC stream of one UTF-8 column). Files (文件) are cut into content-defined chunks. Every chunk
+//! is addressed by the BLAKE3 of its bytes.
+
+mod values;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalogue::DataType;
+use crate::codec::{self, DecodeError};
+use crate::envelope::{Envelope, EnvelopeError, Kind};
+use crate::{NodeId, ResourceCode, SecretKey};
+
+pub use values::{check_value, ValueError};
+
+/// Version of the manifest layout.
+pub const MANIFEST_VERSION: u8 = 1;
+/// Largest manifest envelope a node accepts (≈ 400k chunk references).
+pub const MAX_MANIFEST_BYTES: usize = 16 * 1024 * 1024;
+/// Largest chunk a node stores or sends.
+pub const MAX_CHUNK_BYTES: u32 = 8 * 1024 * 1024;
+
+/// BLAKE3 of a chunk's bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChunkHash(#[serde(with = "serde_bytes")] pub [u8; 32]);
+
+impl ChunkHash {
+    /// Hashes bytes.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Self(out))
+    }
+}
+
+impl std::fmt::Debug for ChunkHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChunkHash({})", &self.to_hex()[..16])
+    }
+}
+
+impl std::fmt::Display for ChunkHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// A chunk: its hash and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    /// BLAKE3 of the bytes.
+    pub hash: ChunkHash,
+    /// Length in bytes (≤ [`MAX_CHUNK_BYTES`]).
+    pub len: u32,
+}
+
+/// One column (信息项) of a table version: one chunk per row group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    /// 信息项名称.
+    pub name: String,
+    /// 数据类型.
+    pub data_type: DataType,
+    /// 数据长度, if the entry sets one.
+    pub length: Option<u32>,
+    /// Chunk of each row group, in order.
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// What a version holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// 库表: columns cut into row groups.
+    Table {
+        /// Rows in each row group, in order.
+        row_groups: Vec<u64>,
+        /// The columns, in the entry's item order.
+        columns: Vec<Column>,
+    },
+    /// 文件: one file cut into content-defined chunks.
+    File {
+        /// The file name as published (no directories).
+        name: String,
+        /// The chunks, in order.
+        chunks: Vec<ChunkRef>,
+    },
+}
+
+/// The signed description of one dataset version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Layout version ([`MANIFEST_VERSION`]).
+    pub layout: u8,
+    /// The provider's node key (the signer).
+    pub provider: NodeId,
+    /// 信息资源代码.
+    pub code: ResourceCode,
+    /// Version number, from 1, increasing per resource.
+    pub version: u64,
+    /// Milliseconds since the Unix epoch when the version was made.
+    pub created_at_ms: u64,
+    /// The data.
+    pub body: Body,
+    /// Rows refused at publication (with `--allow-rejects`): a JSONL report stored as chunks.
+    pub rejects: Option<Rejects>,
+}
+
+/// The report of rows refused at publication.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejects {
+    /// Number of refused rows.
+    pub rows: u64,
+    /// The JSONL report, one line per violation.
+    pub report: Vec<ChunkRef>,
+}
+
+/// The feed announcement of a new version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetVersion {
+    /// 信息资源代码.
+    pub code: ResourceCode,
+    /// Version number.
+    pub version: u64,
+    /// BLAKE3 of the manifest payload (the signed bytes).
+    pub manifest: ChunkHash,
+    /// Rows (tables) or `None` (files).
+    pub rows: Option<u64>,
+    /// Total bytes of all chunks.
+    pub bytes: u64,
+    /// Number of chunks.
+    pub chunks: u64,
+    /// When the version was made (ms).
+    pub created_at_ms: u64,
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// Bad envelope (size, CBOR, kind, signature).
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// Payload is not a manifest.
+    #[error("payload is not a manifest: {0}")]
+    Payload(#[from] DecodeError),
+    /// The manifest does not match what the feed announced or breaks a rule.
+    #[error("manifest refused: {0}")]
+    Invalid(String),
+}
+
+/// A manifest whose signature and shape were checked.
+#[derive(Clone, Debug)]
+pub struct SignedManifest {
+    /// The decoded manifest.
+    pub manifest: Manifest,
+    /// BLAKE3 of the signed payload.
+    pub hash: ChunkHash,
+    /// The envelope bytes, for storage and forwarding.
+    pub bytes: Vec<u8>,
+}
+
+impl Manifest {
+    /// Signs the manifest.
+    pub fn seal(&self, key: &SecretKey) -> SignedManifest {
+        let payload = codec::encode(self);
+        let hash = ChunkHash::of(&payload);
+        let bytes = Envelope::seal(Kind::Manifest, key, payload).to_bytes();
+        SignedManifest {
+            manifest: self.clone(),
+            hash,
+            bytes,
+        }
+    }
+
+    /// Every chunk reference (data and reject report).
+    pub fn chunks(&self) -> impl Iterator<Item = &ChunkRef> {
+        let data: Box<dyn Iterator<Item = &ChunkRef>> = match &self.body {
+            Body::Table { columns, .. } => Box::new(columns.iter().flat_map(|c| c.chunks.iter())),
+            Body::File { chunks, .. } => Box::new(chunks.iter()),
+        };
+        data.chain(self.rejects.iter().flat_map(|r| r.report.iter()))
+    }
+
+    /// Rows of a table version.
+    pub fn rows(&self) -> Option<u64> {
+        match &self.body {
+            Body::Table { row_groups, .. } => Some(row_groups.iter().sum()),
+            Body::File { .. } => None,
+        }
+    }
+
+    /// The feed announcement for this manifest.
+    pub fn announcement(&self, hash: ChunkHash) -> DatasetVersion {
+        DatasetVersion {
+            code: self.code.clone(),
+            version: self.version,
+            manifest: hash,
+            rows: self.rows(),
+            bytes: self.chunks().map(|c| u64::from(c.len)).sum(),
+            chunks: self.chunks().count() as u64,
+            created_at_ms: self.created_at_ms,
+        }
+    }
+
+    /// Checks the shape rules that need no other state.
+    pub fn check(&self) -> Result<(), String> {
+        if self.layout != MANIFEST_VERSION {
+            return Err(format!("unsupported manifest layout {}", self.layout));
+        }
+        if self.version == 0 {
+            return Err("version numbers start at 1".into());
+        }
+        if let Some(c) = self.chunks().find(|c| c.len > MAX_CHUNK_BYTES) {
+            return Err(format!(
+                "chunk {} is {} bytes, more than the limit of {MAX_CHUNK_BYTES}",
+                c.hash, c.len
+            ));
+        }
+        match &self.body {
+            Body::Table {
+                row_groups,
+                columns,
+            } => {
+                if columns.is_empty() {
+                    return Err("a table version needs at least one column".into());
+                }
+                if let Some(c) = columns.iter().find(|c| c.chunks.len() != row_groups.len()) {
+                    return Err(format!(
+                        "column {:?} has {} chunks for {} row groups",
+                        c.name,
+                        c.chunks.len(),
+                        row_groups.len()
+                    ));
+                }
+                let mut names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                names.sort_unstable();
+                if names.windows(2).any(|w| w[0] == w[1]) {
+                    return Err("two columns have the same name".into());
+                }
+            }
+            Body::File { name, .. } => {
+                if name.is_empty() || name.contains(['/', '\\', '\0']) || name == ".." {
+                    return Err(format!("file name {name:?} is not a plain file name"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SignedManifest {
+    /// Opens manifest envelope bytes, checks the signature and the shape rules, and that it is
+    /// the manifest `announced` by `provider`.
+    pub fn open(
+        bytes: &[u8],
+        provider: &NodeId,
+        announced: &DatasetVersion,
+    ) -> Result<Self, ManifestError> {
+        let envelope = Envelope::open_limited(bytes, Kind::Manifest, MAX_MANIFEST_BYTES)?;
+        let hash = ChunkHash::of(envelope.payload());
+        if hash != announced.manifest {
+            return Err(ManifestError::Invalid(format!(
+                "its hash {hash} is not the {} the provider's feed announced",
+                announced.manifest
+            )));
+        }
+        if envelope.signer() != *provider {
+            return Err(ManifestError::Invalid(format!(
+                "signed by {} instead of the provider {provider}",
+                envelope.signer()
+            )));
+        }
+        let manifest: Manifest = codec::decode(envelope.payload(), MAX_MANIFEST_BYTES)?;
+        if manifest.provider != *provider
+            || manifest.code != announced.code
+            || manifest.version != announced.version
+        {
+            return Err(ManifestError::Invalid(
+                "provider, code or version differ from the announcement".into(),
+            ));
+        }
+        manifest.check().map_err(ManifestError::Invalid)?;
+        Ok(Self {
+            manifest,
+            hash,
+            bytes: bytes.to_vec(),
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! Helpers for dataset exchange tests: generated inputs, byte-exact comparison, transfer
+//! counters, and pulls run as real `huitong pull` processes.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context};
+use huitong_testnet::Testnet;
+use serde_json::{json, Value};
+
+/// Writes `len` random bytes (from /dev/urandom, so no two chunks are alike).
+pub fn random_file(path: &Path, len: u64) -> anyhow::Result<()> {
+    let mut src = std::fs::File::open("/dev/urandom")?.take(len);
+    let mut dst = std::io::BufWriter::new(std::fs::File::create(path)?);
+    std::io::copy(&mut src, &mut dst)?;
+    dst.flush()?;
+    Ok(())
+}
+
+/// Whether two files hold the same bytes.
+pub fn same_bytes(a: &Path, b: &Path) -> anyhow::Result<bool> {
+    let (ma, mb) = (std::fs::metadata(a)?, std::fs::metadata(b)?);
+    if ma.len() != mb.len() {
+        return Ok(false);
+    }
+    let mut fa = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(a)?);
+    let mut fb = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// The transfer counters of node `i`.
+pub fn transfer(net: &mut Testnet, i: usize) -> anyhow::Result<Value> {
+    Ok(net.get(i, "/status")?["transfer"].clone())
+}
+
+/// A counter of node `i`'s transfer status.
+pub fn counter(net: &mut Testnet, i: usize, name: &str) -> anyhow::Result<u64> {
+    transfer(net, i)?[name]
+        .as_u64()
+        .with_context(|| format!("status.transfer.{name} missing"))
+}
+
+/// Starts `huitong pull … --json` on node `i` as a separate process.
+pub fn spawn_pull(net: &Testnet, i: usize, args: &[&str]) -> anyhow::Result<Child> {
+    Ok(Command::new(&net.bin)
+        .arg("--dir")
+        .arg(&net.nodes[i].dir)
+        .arg("pull")
+        .args(args)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?)
+}
+
+/// Runs `huitong pull … --json` on node `i`; returns the summary.
+pub fn pull(net: &Testnet, i: usize, args: &[&str]) -> anyhow::Result<Value> {
+    let out = spawn_pull(net, i, args)?.wait_with_output()?;
+    if !out.status.success() {
+        bail!("pull failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Runs `huitong pull` on node `i` expecting a failure; returns its stderr.
+pub fn pull_refused(net: &Testnet, i: usize, args: &[&str]) -> anyhow::Result<String> {
+    let out = spawn_pull(net, i, args)?.wait_with_output()?;
+    if out.status.success() {
+        bail!(
+            "pull succeeded but was expected to fail: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Publishes `path` as a new version of `code` on node `i`; returns the report.
+pub fn publish(
+    net: &Testnet,
+    i: usize,
+    code: &str,
+    path: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Value> {
+    let p = path.to_string_lossy();
+    let mut args = vec!["dataset", "publish", code, "--from", &p, "--json"];
+    args.extend_from_slice(extra);
+    let out = net.cli(i, &args)?;
+    if !out.status.success() {
+        bail!("publish failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// A table entry of node `i` with items 编号, 姓名, 金额, 日期 and 备注 (备注 is 有条件共享 when
+/// the entry is 无条件共享).
+pub fn table_entry(
+    net: &Testnet,
+    i: usize,
+    seq: u32,
+    share: &str,
+    condition: Option<&str>,
+) -> Value {
+    let n = &net.nodes[i];
+    let mut e = json!({
+        "classification": "301001",
+        "title": format!("交换测试表{seq}"),
+        "code": format!("301001/{seq:06}"),
+        "provider_name": n.name,
+        "provider_code": n.uscc,
+        "abstract": "数据交换测试用的库表资源。",
+        "format": {"category": "数据库", "type": "mysql"},
+        "items": [
+            {"name": "编号", "data_type": "C", "length": 20},
+            {"name": "姓名", "data_type": "C", "length": 50},
+            {"name": "金额", "data_type": "N", "length": 12},
+            {"name": "日期", "data_type": "D"},
+            {"name": "备注", "data_type": "C", "length": 200},
+        ],
+        "share_type": share,
+        "share_mode": "库表",
+        "open_type": "不予开放",
+        "update_cycle": "每日",
+        "publish_date": "2026-11-20",
+    });
+    if let Some(c) = condition {
+        e["share_condition"] = json!(c);
+    }
+    if share == "无条件共享" {
+        e["items"][4]["share_type"] = json!("有条件共享");
+    }
+    e
+}
+
+/// One CSV row of the [`table_entry`] layout; `tag` changes the 姓名 and 备注 text.
+pub fn table_row(n: u64, tag: &str) -> String {
+    format!(
+        "NO{n:010},{tag}张三{n},{}.{:02},2026-{:02}-{:02},第{n}条{tag}备注",
+        n * 7 % 100_000,
+        n % 100,
+        n % 12 + 1,
+        n % 28 + 1
+    )
+}
+
+/// Writes a CSV of `rows` rows; rows in `changed` get another tag.
+pub fn table_csv(path: &Path, rows: u64, changed: std::ops::Range<u64>) -> anyhow::Result<PathBuf> {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(w, "编号,姓名,金额,日期,备注")?;
+    for n in 0..rows {
+        let tag = if changed.contains(&n) { "改" } else { "" };
+        writeln!(w, "{}", table_row(n, tag))?;
+    }
+    w.flush()?;
+    Ok(path.to_path_buf())
+}
