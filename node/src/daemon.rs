@@ -60,8 +60,22 @@ fn token(dir: &Path) -> anyhow::Result<String> {
     Ok(t)
 }
 
+/// Keeps freed chunk buffers from inflating the resident set: glibc raises its mmap threshold
+/// after large frees, after which multi-MiB chunk buffers come from (and stay in) the heap of
+/// whichever blocking thread freed them. A fixed threshold keeps them as mmaps, returned at once.
+fn bound_allocator_retention() {
+    // M_ARENA_MAX is -8 in glibc's malloc.h.
+    const M_ARENA_MAX: libc::c_int = -8;
+    // SAFETY: mallopt only changes allocator parameters; called once before the node starts
+    // its worker threads.
+    unsafe {
+        libc::mallopt(M_ARENA_MAX, 2);
+    }
+}
+
 /// Runs a node until shutdown.
 pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
+    bound_allocator_retention();
     let key = keyfile::read(&dir.join(NODE_KEY_FILE))?;
     let authority = config
         .authority_key()

@@ -5,9 +5,11 @@
 //! - [`pull`] fetches a version from its provider: several streams in flight, every chunk
 //!   verified before it is stored, resumable from the verified chunks after a crash.
 //! - [`frame`] is the length-prefixed CBOR framing both use.
+//! - [`assemble`] writes a file version's output while its chunks arrive.
 //!
 //! [`DATA_PROTOCOL`]: huitong_protocol::wire::DATA_PROTOCOL
 
+pub mod assemble;
 pub mod frame;
 pub mod pull;
 pub mod server;

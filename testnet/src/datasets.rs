@@ -298,7 +298,7 @@ pub fn write(d: &DemoDataset, dir: &Path) -> std::io::Result<PathBuf> {
     let path = dir.join(d.file);
     let mut w = BufWriter::new(std::fs::File::create(&path)?);
     writeln!(w, "{}", d.header)?;
-    let mut r = StdRng::seed_from_u64(0x4855_4954_4f4e_47 ^ d.code.len() as u64 ^ d.rows as u64);
+    let mut r = StdRng::seed_from_u64(0x0048_5549_544f_4e47 ^ d.code.len() as u64 ^ d.rows as u64);
     for i in 0..d.rows {
         writeln!(w, "{}", (d.generate)(&mut r, i))?;
     }

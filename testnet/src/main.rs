@@ -134,7 +134,7 @@ fn up(dir: PathBuf, departments: usize, base_port: u16, hidden: Vec<String>) -> 
     let data_done = dir.join("datasets.done");
     if !data_done.exists() {
         say("generating and publishing the demo datasets …");
-        let n = t.publish_datasets(|line| say(line))?;
+        let n = t.publish_datasets(say)?;
         std::fs::write(&data_done, n.to_string())?;
     }
     t.save()?;

@@ -88,8 +88,7 @@ pub fn export(
                     .iter()
                     .filter_map(|c| all.iter().find(|a| &a.name == c))
                     .collect();
-                let rows = write_table(chunks, row_groups.len(), &selected, format, file, &werr)?;
-                rows
+                write_table(chunks, row_groups.len(), &selected, format, file, &werr)?
             }
         };
         file.sync_all().map_err(|e| werr(&e))?;
@@ -107,7 +106,8 @@ pub fn export(
     result
 }
 
-fn temp_path(out: &Path) -> PathBuf {
+/// The temporary name an output is written under before it is renamed into place.
+pub fn temp_path(out: &Path) -> PathBuf {
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -143,7 +143,7 @@ fn write_table(
 
 /// A table writer in one of the output formats.
 enum Sink {
-    Csv(csv::Writer<File>),
+    Csv(Box<csv::Writer<File>>),
     Jsonl(BufWriter<File>),
     Parquet(Box<parquet::arrow::ArrowWriter<File>>, Arc<Schema>),
 }
@@ -205,7 +205,7 @@ impl Sink {
             OutFormat::Csv => {
                 let mut w = csv::WriterBuilder::new().from_writer(file);
                 w.write_record(names).map_err(|e| e.to_string())?;
-                Sink::Csv(w)
+                Sink::Csv(Box::new(w))
             }
             OutFormat::Jsonl => Sink::Jsonl(BufWriter::with_capacity(1 << 20, file)),
             OutFormat::Parquet => {
@@ -238,14 +238,26 @@ impl Sink {
                 }
             }
             Sink::Jsonl(w) => {
+                // Keys in column order (a serde_json map would sort them).
+                let keys = columns
+                    .iter()
+                    .map(|c| serde_json::to_string(&c.name))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                let mut line = String::new();
                 for r in 0..rows {
-                    let obj: serde_json::Map<String, serde_json::Value> = columns
-                        .iter()
-                        .zip(arrays)
-                        .map(|(c, a)| (c.name.clone(), json_value(c.data_type, cell(a, r))))
-                        .collect();
-                    serde_json::to_writer(&mut *w, &obj).map_err(|e| e.to_string())?;
-                    w.write_all(b"\n").map_err(|e| e.to_string())?;
+                    line.clear();
+                    line.push('{');
+                    for (i, ((c, a), k)) in columns.iter().zip(arrays).zip(&keys).enumerate() {
+                        if i > 0 {
+                            line.push(',');
+                        }
+                        line.push_str(k);
+                        line.push(':');
+                        line.push_str(&json_value(c.data_type, cell(a, r)).to_string());
+                    }
+                    line.push_str("}\n");
+                    w.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
                 }
             }
             Sink::Parquet(w, schema) => {
@@ -268,5 +280,70 @@ impl Sink {
             Sink::Jsonl(w) => w.into_inner().map_err(|e| e.to_string()),
             Sink::Parquet(w, _) => w.into_inner().map_err(|e| e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use huitong_protocol::dataset::{Body, Column, Manifest, MANIFEST_VERSION};
+    use huitong_protocol::{ResourceCode, SecretKey};
+
+    #[test]
+    fn table_to_csv_jsonl_and_parquet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(&dir.path().join("chunks")).unwrap();
+        let cells = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let col = |name: &str, t: DataType, v: &[&str]| Column {
+            name: name.into(),
+            data_type: t,
+            length: None,
+            chunks: vec![store
+                .put(&table::encode_column(name, &cells(v)).unwrap())
+                .unwrap()],
+        };
+        let manifest = Manifest {
+            layout: MANIFEST_VERSION,
+            provider: SecretKey::from_bytes([7; 32]).public(),
+            code: ResourceCode::parse("301001/000001").unwrap(),
+            version: 1,
+            created_at_ms: 0,
+            body: Body::Table {
+                row_groups: vec![2],
+                columns: vec![
+                    col("编号", DataType::C, &["A,1", "A2"]),
+                    col("数量", DataType::I, &["3", ""]),
+                    col("有效", DataType::L, &["是", "false"]),
+                ],
+            },
+            rejects: None,
+        };
+        let all: Vec<String> = vec!["编号".into(), "数量".into(), "有效".into()];
+        let csv = dir.path().join("o.csv");
+        assert_eq!(
+            export(&store, &manifest, &all, OutFormat::Csv, &csv).unwrap(),
+            2
+        );
+        assert_eq!(
+            std::fs::read_to_string(&csv).unwrap(),
+            "编号,数量,有效\n\"A,1\",3,是\nA2,,false\n"
+        );
+        let jsonl = dir.path().join("o.jsonl");
+        export(&store, &manifest, &all[..2], OutFormat::Jsonl, &jsonl).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&jsonl).unwrap(),
+            "{\"编号\":\"A,1\",\"数量\":3}\n{\"编号\":\"A2\",\"数量\":null}\n"
+        );
+        let pq = dir.path().join("o.parquet");
+        export(&store, &manifest, &all, OutFormat::Parquet, &pq).unwrap();
+        let back: Vec<Vec<String>> = crate::dataset::input::open(&pq, &all)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            back,
+            vec![cells(&["A,1", "3", "true"]), cells(&["A2", "", "false"])]
+        );
+        assert!(!dir.path().join(".o.csv.huitong-partial").exists());
     }
 }

@@ -86,11 +86,12 @@ fn column_order(header: &[String], items: &[String]) -> Result<Vec<usize>, Strin
         .filter(|i| !pos.contains_key(i.as_str()))
         .map(String::as_str)
         .collect();
-    let extra: Vec<&str> = pos
+    let mut extra: Vec<&str> = pos
         .keys()
         .filter(|h| !items.iter().any(|i| i == *h))
         .copied()
         .collect();
+    extra.sort_unstable();
     if !missing.is_empty() || !extra.is_empty() {
         return Err(format!(
             "the header does not match the entry's 信息项: missing {missing:?}, not an item {extra:?}; the header must name exactly the items {items:?}"
@@ -268,4 +269,105 @@ fn parquet_rows(path: &Path, items: &[String]) -> Result<Rows, String> {
             })],
         }
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn items() -> Vec<String> {
+        vec!["编号".into(), "金额".into()]
+    }
+
+    fn rows(path: &Path) -> Vec<Row> {
+        open(path, &items())
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    }
+
+    fn want() -> Vec<Row> {
+        vec![
+            vec!["A1".into(), "12.5".into()],
+            vec!["A2".into(), String::new()],
+        ]
+    }
+
+    #[test]
+    fn csv_columns_follow_the_items_not_the_header_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.csv");
+        std::fs::write(&p, "金额,编号\n12.5,A1\n,A2\n").unwrap();
+        assert_eq!(rows(&p), want());
+    }
+
+    #[test]
+    fn csv_header_mismatch_names_missing_and_extra() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.csv");
+        std::fs::write(&p, "编号,价格\nA1,1\n").unwrap();
+        let e = open(&p, &items()).err().unwrap().to_string();
+        assert!(e.contains("金额") && e.contains("价格"), "{e}");
+    }
+
+    #[test]
+    fn jsonl_rows_with_numbers_nulls_and_bad_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.jsonl");
+        std::fs::write(
+            &p,
+            "{\"编号\":\"A1\",\"金额\":12.5}\n\n{\"编号\":\"A2\",\"金额\":null}\n",
+        )
+        .unwrap();
+        assert_eq!(rows(&p), want());
+        std::fs::write(&p, "{\"编号\":\"A1\",\"别的\":1}\n").unwrap();
+        let e = open(&p, &items())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1") && e.contains("别的"), "{e}");
+    }
+
+    #[test]
+    fn parquet_values_become_text() {
+        use arrow_array::{Float64Array, StringArray};
+        use arrow_schema::{DataType, Field, Schema};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.parquet");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("编号", DataType::Utf8, true),
+            Field::new("金额", DataType::Float64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["A1", "A2"])),
+                Arc::new(Float64Array::from(vec![Some(12.5), None])),
+            ],
+        )
+        .unwrap();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(File::create(&p).unwrap(), schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        assert_eq!(rows(&p), want());
+    }
+
+    #[test]
+    fn xlsx_first_sheet_with_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.xlsx");
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let sheet = book.add_worksheet();
+        sheet.write_string(0, 0, "编号").unwrap();
+        sheet.write_string(0, 1, "金额").unwrap();
+        sheet.write_string(1, 0, "A1").unwrap();
+        sheet.write_number(1, 1, 12.5).unwrap();
+        sheet.write_string(2, 0, "A2").unwrap();
+        book.save(&p).unwrap();
+        assert_eq!(rows(&p), want());
+    }
 }

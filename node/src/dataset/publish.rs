@@ -238,11 +238,18 @@ fn file_body(writes: &mut Writes<'_>, path: &Path) -> Result<Body, PublishError>
     Ok(Body::File { name, chunks })
 }
 
+/// The outcome of pass 1.
+struct Validation {
+    /// Data rows (from 1) with at least one refused cell.
+    refused: HashSet<u64>,
+    /// The first refused cells, for the error message.
+    first: Vec<Reject>,
+    /// One JSON line per refused cell.
+    report: Vec<u8>,
+}
+
 /// Pass 1: checks every cell; returns the refused rows and the JSONL report.
-fn validate(
-    items: &[Item],
-    path: &Path,
-) -> Result<(HashSet<u64>, Vec<Reject>, Vec<u8>), PublishError> {
+fn validate(items: &[Item], path: &Path) -> Result<Validation, PublishError> {
     let names: Vec<String> = items.iter().map(|i| i.name.clone()).collect();
     let mut refused = HashSet::new();
     let mut first = Vec::new();
@@ -269,7 +276,11 @@ fn validate(
             }
         }
     }
-    Ok((refused, first, report))
+    Ok(Validation {
+        refused,
+        first,
+        report,
+    })
 }
 
 type TableParts = (Body, Option<Rejects>, u64);
@@ -284,7 +295,11 @@ fn table_body(
     if items.is_empty() {
         return Err(PublishError::NoItems(code.to_owned()));
     }
-    let (refused, first, report) = validate(items, path)?;
+    let Validation {
+        refused,
+        first,
+        report,
+    } = validate(items, path)?;
     if !refused.is_empty() && !allow_rejects {
         return Err(PublishError::Rejected {
             count: refused.len() as u64,

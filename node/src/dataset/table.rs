@@ -66,7 +66,8 @@ impl Grouper {
 
     /// Adds a row; returns true when the group should end after it.
     pub fn push(&mut self, row: Vec<String>) -> bool {
-        let boundary = self.bytes >= MIN_GROUP_BYTES && row_hash(&row) % BOUNDARY_ODDS == 0;
+        let boundary =
+            self.bytes >= MIN_GROUP_BYTES && row_hash(&row).is_multiple_of(BOUNDARY_ODDS);
         for (col, cell) in self.columns.iter_mut().zip(row) {
             self.bytes += cell.len() + 1;
             col.push(cell);

@@ -494,15 +494,13 @@ impl EventLoop {
                 peer_id: Some(peer),
                 error,
                 ..
-            } => {
-                if self.route(&peer).is_none() {
-                    self.answer_pending(
-                        &peer,
-                        Err(format!(
-                            "cannot reach the provider directly or through the hub: {error}"
-                        )),
-                    );
-                }
+            } if self.route(&peer).is_none() => {
+                self.answer_pending(
+                    &peer,
+                    Err(format!(
+                        "cannot reach the provider directly or through the hub: {error}"
+                    )),
+                );
             }
             SwarmEvent::ListenerClosed { listener_id, .. } => {
                 if let Some(hub) = self.circuits.remove(&listener_id) {

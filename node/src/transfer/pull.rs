@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::assemble::FileOutput;
 use super::frame;
 use crate::catalogue::{self, Record};
 use crate::chunks::ChunkError;
@@ -93,6 +94,10 @@ pub struct PullSummary {
     pub route: String,
     /// Wall time.
     pub elapsed_ms: u64,
+    /// Time spent fetching chunks (after connecting and re-verifying held chunks).
+    pub fetch_ms: u64,
+    /// Time spent syncing chunks and writing the output.
+    pub write_ms: u64,
     /// The output file.
     pub out: PathBuf,
 }
@@ -332,12 +337,22 @@ struct Want {
     place: String,
 }
 
+/// What a pull fetches and writes.
+struct Selection {
+    /// The chunks the output needs.
+    wants: Vec<Want>,
+    /// The columns written (tables).
+    fields: Vec<String>,
+    /// The columns left out because they are not 无条件共享.
+    withheld: Vec<String>,
+}
+
 /// The chunks the output needs; the columns chosen and those withheld.
 fn wants(
     manifest: &Manifest,
     record: &Record,
     fields: Option<&[String]>,
-) -> Result<(Vec<Want>, Vec<String>, Vec<String>), PullError> {
+) -> Result<Selection, PullError> {
     match &manifest.body {
         Body::File { chunks, name } => {
             if fields.is_some() {
@@ -354,7 +369,11 @@ fn wants(
                     place: format!("file {name}, chunk {i}"),
                 })
                 .collect();
-            Ok((w, Vec::new(), Vec::new()))
+            Ok(Selection {
+                wants: w,
+                fields: Vec::new(),
+                withheld: Vec::new(),
+            })
         }
         Body::Table { columns, .. } => {
             let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
@@ -386,7 +405,11 @@ fn wants(
                     });
                 }
             }
-            Ok((w, chosen, withheld))
+            Ok(Selection {
+                wants: w,
+                fields: chosen,
+                withheld,
+            })
         }
     }
 }
@@ -441,7 +464,11 @@ async fn run(
         .map_err(local)?;
     }
     let complete = stored.is_some_and(|s| s.complete);
-    let (mut wants, fields, withheld) = wants(manifest, &record, req.fields.as_deref())?;
+    let Selection {
+        mut wants,
+        fields,
+        withheld,
+    } = wants(manifest, &record, req.fields.as_deref())?;
     let mut seen = HashSet::new();
     wants.retain(|w| seen.insert(w.chunk.hash));
     job.chunks_total
@@ -451,18 +478,37 @@ async fn run(
 
     // Chunks already held count only if they still verify.
     job.set_phase(Phase::Verifying);
+    let output = FileOutput::create(manifest, &req.out)
+        .map_err(|e| local(format!("{}: {e}", req.out.display())))?
+        .map(Arc::new);
     let held = {
         let state = state.clone();
+        let output = output.clone();
         let candidates: Vec<ChunkRef> = wants.iter().map(|w| w.chunk).collect();
-        tokio::task::spawn_blocking(move || {
-            candidates
-                .into_iter()
-                .filter(|c| state.chunks.has(&c.hash) && (complete || state.chunks.verify(c)))
-                .map(|c| c.hash)
-                .collect::<HashSet<_>>()
+        tokio::task::spawn_blocking(move || -> Result<HashSet<_>, PullError> {
+            let mut held = HashSet::new();
+            for c in candidates.into_iter().filter(|c| state.chunks.has(&c.hash)) {
+                if complete && output.is_none() {
+                    held.insert(c.hash);
+                    continue;
+                }
+                let Ok(bytes) = state.chunks.read(&c.hash) else {
+                    continue;
+                };
+                if complete
+                    || (bytes.len() == c.len as usize
+                        && huitong_protocol::dataset::ChunkHash::of(&bytes) == c.hash)
+                {
+                    if let Some(o) = &output {
+                        o.place(&c.hash, &bytes).map_err(local)?;
+                    }
+                    held.insert(c.hash);
+                }
+            }
+            Ok(held)
         })
         .await
-        .map_err(local)?
+        .map_err(local)??
     };
     let mut missing = VecDeque::new();
     let mut reused = 0u64;
@@ -475,6 +521,7 @@ async fn run(
         }
     }
     let fetched_chunks = missing.len() as u64;
+    let fetch_started = Instant::now();
     if !missing.is_empty() {
         if local_pull {
             return Err(local(format!(
@@ -485,10 +532,12 @@ async fn run(
         job.set_phase(Phase::Fetching);
         let peer = crate::net::peer_id(&provider)
             .ok_or_else(|| local("provider key is not a libp2p key"))?;
-        fetch_all(state, t, peer, manifest, missing, job).await?;
+        fetch_all(state, t, peer, manifest, missing, job, output.clone()).await?;
     }
 
+    let fetch_ms = fetch_started.elapsed().as_millis() as u64;
     job.set_phase(Phase::Writing);
+    let write_started = Instant::now();
     let (rows, written) = {
         let state = state.clone();
         let manifest = manifest.clone();
@@ -498,12 +547,19 @@ async fn run(
         let fields = fields.clone();
         let format = req.format;
         let out = req.out.clone();
+        let output = output.and_then(|o| Arc::try_unwrap(o).ok());
         tokio::task::spawn_blocking(move || -> Result<(Option<u64>, u64), PullError> {
             state.chunks.sync(&hashes).map_err(local)?;
             if !complete && manifest.chunks().all(|c| state.chunks.has(&c.hash)) {
+                let wanted: HashSet<_> = hashes.iter().collect();
                 state
                     .chunks
-                    .sync(manifest.chunks().map(|c| &c.hash))
+                    .sync(
+                        manifest
+                            .chunks()
+                            .map(|c| &c.hash)
+                            .filter(|h| !wanted.contains(h)),
+                    )
                     .map_err(local)?;
                 records::put_manifest(
                     &state.store,
@@ -514,6 +570,12 @@ async fn run(
                     },
                 )
                 .map_err(local)?;
+            }
+            if let Some(o) = output {
+                let n = o
+                    .finish()
+                    .map_err(|e| local(format!("{}: {e}", out.display())))?;
+                return Ok((None, n));
             }
             let n = export::export(&state.chunks, &manifest, &fields, format, &out).map_err(
                 |e| match e {
@@ -554,6 +616,8 @@ async fn run(
         bytes_written,
         route: route.as_str().into(),
         elapsed_ms: job.started.elapsed().as_millis() as u64,
+        fetch_ms,
+        write_ms: write_started.elapsed().as_millis() as u64,
         out: req.out.clone(),
     })
 }
@@ -639,6 +703,8 @@ struct Fetch<'a> {
     job: &'a Job,
     last_progress: Mutex<Instant>,
     cancel: CancellationToken,
+    /// The output of a file version, written as chunks arrive.
+    output: Option<Arc<FileOutput>>,
 }
 
 enum Failure {
@@ -648,6 +714,7 @@ enum Failure {
     Fatal(PullError),
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn fetch_all(
     state: &Arc<NodeState>,
     t: &Transport,
@@ -655,6 +722,7 @@ async fn fetch_all(
     manifest: &Manifest,
     missing: VecDeque<Want>,
     job: &Job,
+    output: Option<Arc<FileOutput>>,
 ) -> Result<(), PullError> {
     let workers = STREAMS.min(missing.len()).max(1);
     let f = Fetch {
@@ -667,6 +735,7 @@ async fn fetch_all(
         job,
         last_progress: Mutex::new(Instant::now()),
         cancel: CancellationToken::new(),
+        output,
     };
     let results = futures::future::join_all((0..workers).map(|_| worker(&f))).await;
     results
@@ -779,9 +848,19 @@ async fn fetch_one(f: &Fetch<'_>, s: &mut Stream, want: &Want) -> Result<(), Fai
         .map_err(|_| Failure::Transient("no response within 60 s".into()))??;
     let state = f.state.clone();
     let hash = want.chunk.hash;
-    let stored = tokio::task::spawn_blocking(move || state.chunks.put_expected(&hash, &bytes))
-        .await
-        .map_err(|e| Failure::Fatal(local(e)))?;
+    let output = f.output.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        state.chunks.put_expected(&hash, &bytes)?;
+        if let Some(o) = output {
+            o.place(&hash, &bytes).map_err(|source| ChunkError::Io {
+                path: "output".into(),
+                source,
+            })?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Failure::Fatal(local(e)))?;
     match stored {
         Ok(()) => {
             f.state.transfer.fetched(u64::from(want.chunk.len));

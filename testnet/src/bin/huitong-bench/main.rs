@@ -1,8 +1,12 @@
 //! Benchmarks on real testnets of `huitong` processes on loopback (release build):
 //! - `propagation --nodes N`: publish on one node → visible on every other node;
-//! - `sync --entries K`: a fresh node joins and syncs a K-entry catalogue.
+//! - `sync --entries K`: a fresh node joins and syncs a K-entry catalogue;
+//! - `pull --size-mib N`: one department pulls an N MiB file from another, against raw TCP,
+//!   rsync over ssh and sendme (see [`pull`]).
 //!
 //! Method and results: `docs/benchmarks.md`.
+
+mod pull;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -19,6 +23,8 @@ enum Bench {
     Propagation(Args),
     /// A fresh node syncs a large catalogue.
     Sync(SyncArgs),
+    /// A department pulls a large file from another, against baselines.
+    Pull(pull::PullArgs),
 }
 
 /// Sync benchmark options.
@@ -64,6 +70,7 @@ fn main() -> anyhow::Result<()> {
     match Bench::parse() {
         Bench::Propagation(a) => propagation(a),
         Bench::Sync(a) => sync(a),
+        Bench::Pull(a) => pull::pull(a),
     }
 }
 
