@@ -183,3 +183,53 @@ pub struct ApiError {
     #[serde(default)]
     pub details: Vec<FieldError>,
 }
+
+/// `POST /api/v1/applications`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    /// Resource code.
+    pub code: String,
+    /// Provider USCC, when several providers use the code.
+    pub provider: Option<String>,
+    /// 信息项 asked for.
+    pub fields: Vec<String>,
+    /// 用途.
+    pub purpose: String,
+    /// 依据.
+    pub basis: String,
+    /// Last day, `YYYY-MM-DD`.
+    pub until: String,
+}
+
+/// An application as listed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AppView {
+    /// Application id.
+    pub id: String,
+    /// Resource code.
+    pub code: String,
+    /// Provider name.
+    pub provider: String,
+    /// Applicant name.
+    pub applicant: String,
+    /// 信息项.
+    pub fields: Vec<String>,
+    /// 用途.
+    pub purpose: String,
+    /// 依据.
+    pub basis: String,
+    /// Last day.
+    pub until: String,
+    /// State (`submitted`, `accepted`, `approved`, `rejected`, `granted`, `expired`, `revoked`).
+    pub state: String,
+    /// Rejection or revocation reason.
+    pub reason: Option<String>,
+}
+
+/// A decision with a reason.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reason {
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+}

@@ -1,6 +1,7 @@
 //! The `huitong` command line (clap). Client commands talk to the node running in `--dir`
 //! through its admin API; `init` and `run` work on the directory itself.
 
+mod apply_cmd;
 mod catalogue_cmd;
 mod charter_cmd;
 mod dataset_cmd;
@@ -53,6 +54,16 @@ pub enum Command {
     Dataset(dataset_cmd::DatasetCmd),
     /// Pull a dataset version from its provider into a file (CSV, JSONL or Parquet for tables).
     Pull(dataset_cmd::PullArgs),
+    /// Apply for 信息项 of a 有条件共享 resource (sent to the hub and the provider).
+    Apply(apply_cmd::ApplyArgs),
+    /// List applications (incoming to this node, or this node's own).
+    Applications(apply_cmd::ListArgs),
+    /// Approve an accepted application (the provider).
+    Approve(apply_cmd::DecideArgs),
+    /// Reject an application with --reason (the provider or the hub).
+    Reject(apply_cmd::DecideArgs),
+    /// Revoke a grant with --reason (the provider or the hub); serving stops at once.
+    Revoke(apply_cmd::DecideArgs),
     /// Show and administer the federation charter.
     #[command(subcommand)]
     Charter(charter_cmd::CharterCmd),
@@ -89,6 +100,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Charter(c) => charter_cmd::run(&dir, c).await,
         Command::Dataset(c) => dataset_cmd::run(&dir, c).await,
         Command::Pull(a) => dataset_cmd::pull(&dir, a).await,
+        Command::Apply(a) => apply_cmd::apply(&dir, a).await,
+        Command::Applications(a) => apply_cmd::list(&dir, a).await,
+        Command::Approve(a) => apply_cmd::decide(&dir, "approve", a).await,
+        Command::Reject(a) => apply_cmd::decide(&dir, "reject", a).await,
+        Command::Revoke(a) => apply_cmd::decide(&dir, "revoke", a).await,
         Command::Authority(c) => charter_cmd::authority(c),
         Command::Testnet { args } => exec_testnet(&dir, args),
     }

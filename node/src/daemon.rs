@@ -143,6 +143,11 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let event_loop = EventLoop::new(swarm, state.clone(), commands, bootstrap);
     let net_task = tokio::spawn(event_loop.run(shutdown.clone()));
+    tokio::spawn(crate::applications::agent::run(
+        state.clone(),
+        client.clone(),
+        shutdown.clone(),
+    ));
     let data_server = crate::transfer::server::Server::new(state.clone());
     tokio::spawn(data_server.run(incoming, shutdown.clone()));
     let transport = crate::transfer::pull::Transport {

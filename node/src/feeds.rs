@@ -205,6 +205,9 @@ impl NodeState {
             &provider,
             &e.event,
         )?;
+        if let Event::Grant(g) = &e.event {
+            crate::applications::apply(self, &mut batch, &e.feed, e.timestamp_ms, g)?;
+        }
         self.store.commit(&w, batch, false)?;
         if e.feed != self.id() {
             self.accepted();
@@ -311,6 +314,9 @@ impl NodeState {
             &ours,
             &entry.event,
         )?;
+        if let Event::Grant(g) = &entry.event {
+            crate::applications::apply(self, &mut batch, &entry.feed, entry.timestamp_ms, g)?;
+        }
         self.store.commit(w, batch, false)?;
         Ok(sealed)
     }

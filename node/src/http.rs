@@ -25,6 +25,7 @@ const MAX_BODY: usize = 1024 * 1024;
 /// Largest batch request body.
 const MAX_BATCH_BODY: usize = 32 * 1024 * 1024;
 
+mod applications;
 mod datasets;
 
 #[derive(Clone)]
@@ -87,6 +88,22 @@ pub async fn serve(
         .route("/api/v1/datasets/versions", get(datasets::versions))
         .route("/api/v1/pulls", post(datasets::start_pull))
         .route("/api/v1/pulls/{id}", get(datasets::pull_progress))
+        .route(
+            "/api/v1/applications",
+            get(applications::list).post(applications::apply),
+        )
+        .route(
+            "/api/v1/applications/{id}/approve",
+            post(applications::approve),
+        )
+        .route(
+            "/api/v1/applications/{id}/reject",
+            post(applications::reject),
+        )
+        .route(
+            "/api/v1/applications/{id}/revoke",
+            post(applications::revoke),
+        )
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx);

@@ -6,6 +6,7 @@
 #![deny(unreachable_pub)]
 
 pub mod api;
+pub mod applications;
 pub mod catalogue;
 pub mod charter;
 pub mod chunks;

@@ -9,6 +9,7 @@
 //! - `search`: `token ‖ 0x00 ‖ catalogue key` → empty (the inverted index).
 //! - `datasets`: `feed(32) ‖ code ‖ 0x00 ‖ version(8)` → CBOR dataset announcement.
 //! - `manifests`: `manifest hash(32)` → CBOR stored manifest (envelope bytes, complete flag).
+//! - `applications`: application id → CBOR [`crate::applications::AppRecord`].
 //!
 //! Invariant: every event's writes (feed entry, head, view, index) go into one `WriteBatch`,
 //! so a crash never leaves an event half-applied. Writers take [`Store::writer`] so that
@@ -34,7 +35,8 @@ pub(crate) const CF_CATALOGUE: &str = "catalogue";
 pub(crate) const CF_SEARCH: &str = "search";
 pub(crate) const CF_DATASETS: &str = "datasets";
 pub(crate) const CF_MANIFESTS: &str = "manifests";
-const ALL_CFS: [&str; 8] = [
+pub(crate) const CF_APPLICATIONS: &str = "applications";
+const ALL_CFS: [&str; 9] = [
     CF_META,
     CF_ENTRIES,
     CF_HEADS,
@@ -43,6 +45,7 @@ const ALL_CFS: [&str; 8] = [
     CF_SEARCH,
     CF_DATASETS,
     CF_MANIFESTS,
+    CF_APPLICATIONS,
 ];
 
 const KEY_CHARTER: &[u8] = b"charter";

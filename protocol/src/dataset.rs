@@ -18,7 +18,7 @@ use crate::codec::{self, DecodeError};
 use crate::envelope::{Envelope, EnvelopeError, Kind};
 use crate::{NodeId, ResourceCode, SecretKey};
 
-pub use values::{check_value, ValueError};
+pub use values::{check_value, is_date, ValueError};
 
 /// Version of the manifest layout.
 pub const MANIFEST_VERSION: u8 = 1;

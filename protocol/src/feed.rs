@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::application::GrantEvent;
 use crate::catalogue::{Entry, ValidationErrors};
 use crate::codec::{self, DecodeError, MAX_ENVELOPE_BYTES};
 use crate::dataset::DatasetVersion;
@@ -59,6 +60,8 @@ pub enum Event {
     },
     /// A new version of a dataset of one of this feed's catalogue entries.
     DatasetPublished(DatasetVersion),
+    /// An application or grant event (see [`crate::application`]).
+    Grant(GrantEvent),
 }
 
 /// One entry of a feed.
@@ -113,6 +116,9 @@ pub enum FeedError {
     /// Seq 0 or a chain start that does not point at zero.
     #[error("seq {0} is not valid (feeds start at 1, entry 1 has a zero prev hash)")]
     Seq(u64),
+    /// The carried application or grant event breaks a rule.
+    #[error("invalid application or grant event: {0}")]
+    Grant(String),
     /// The carried dataset announcement breaks a rule.
     #[error("invalid dataset announcement: {0}")]
     Dataset(String),
@@ -160,6 +166,7 @@ impl VerifiedEntry {
                 return Err(FeedError::Dataset("dataset versions start at 1".into()));
             }
             Event::DatasetPublished(_) => {}
+            Event::Grant(g) => g.check().map_err(FeedError::Grant)?,
         }
         let hash = EntryHash::of(envelope.payload());
         Ok(Self {

@@ -6,12 +6,14 @@
 //! `tests/vectors.rs` regenerates.
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod application;
 pub mod catalogue;
 pub mod charter;
 pub mod codec;
 pub mod dataset;
 pub mod envelope;
 pub mod feed;
+pub mod grant;
 pub mod identity;
 pub mod resource_code;
 pub mod uscc;

@@ -97,6 +97,9 @@ pub enum DataRequest {
         code: crate::ResourceCode,
         /// Version.
         version: Option<u64>,
+        /// The grant token, for 有条件共享 resources.
+        #[serde(default)]
+        grant: Option<ByteBuf>,
     },
     /// One chunk of a version.
     Chunk {
@@ -106,6 +109,9 @@ pub enum DataRequest {
         version: u64,
         /// The chunk.
         hash: crate::dataset::ChunkHash,
+        /// The grant token, for 有条件共享 resources.
+        #[serde(default)]
+        grant: Option<ByteBuf>,
     },
 }
 

@@ -67,6 +67,9 @@ pub struct PullArgs {
     /// Provider USCC, when several providers use the code.
     #[arg(long)]
     provider: Option<String>,
+    /// Present the grant of this application id (default: this node's own grant, if any).
+    #[arg(long)]
+    grant: Option<String>,
     /// Print a JSON summary at the end (and no progress).
     #[arg(long)]
     json: bool,
@@ -210,6 +213,7 @@ pub(super) async fn pull(dir: &Path, args: PullArgs) -> anyhow::Result<()> {
         fields: args.fields.clone(),
         out,
         format: format_of(&args),
+        grant: args.grant.clone(),
     };
     let started: api::PullStarted = client.post("/pulls", &req).await?;
     let show = !args.json && std::io::stderr().is_terminal();

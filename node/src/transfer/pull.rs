@@ -28,12 +28,14 @@ use tracing::{info, warn};
 
 use super::assemble::FileOutput;
 use super::frame;
+use crate::applications;
 use crate::catalogue::{self, Record};
 use crate::chunks::ChunkError;
 use crate::dataset::export::{self, OutFormat};
 use crate::dataset::records::{self, StoredManifest};
 use crate::net::{Client, Route};
 use crate::state::NodeState;
+use huitong_protocol::grant as grants;
 
 /// Streams (chunk requests) in flight at once.
 pub const STREAMS: usize = 8;
@@ -61,6 +63,9 @@ pub struct PullRequest {
     /// Output format of a table.
     #[serde(default)]
     pub format: OutFormat,
+    /// Present the grant of this application (default: this node's own grant, if any).
+    #[serde(default)]
+    pub grant: Option<String>,
 }
 
 /// What a finished pull did.
@@ -352,6 +357,7 @@ fn wants(
     manifest: &Manifest,
     record: &Record,
     fields: Option<&[String]>,
+    granted: Option<&[String]>,
 ) -> Result<Selection, PullError> {
     match &manifest.body {
         Body::File { chunks, name } => {
@@ -389,7 +395,8 @@ fn wants(
                     (f.to_vec(), Vec::new())
                 }
                 None => {
-                    let open = crate::dataset::access(record).unwrap_or_default();
+                    let mut open = crate::dataset::access(record).unwrap_or_default();
+                    open.extend(granted.unwrap_or_default().iter().cloned());
                     names
                         .iter()
                         .map(|n| n.to_string())
@@ -428,6 +435,39 @@ async fn run(
     }
     let record = find_record(state, req)?;
     let provider = record.feed;
+    let granted = match &req.grant {
+        Some(id) => Some(
+            applications::get(state, id)
+                .map_err(local)?
+                .filter(|r| !r.token.is_empty() && !r.block.is_empty())
+                .ok_or_else(|| {
+                    PullError::Invalid(format!("application {id} has no issued and endorsed grant"))
+                })?,
+        ),
+        None => applications::grant_for(state, &state.id(), &provider, &req.code).map_err(local)?,
+    };
+    if granted.is_none()
+        && record.entry.share_type == huitong_protocol::catalogue::ShareType::Conditional
+    {
+        if let Some(r) =
+            applications::latest_of(state, &state.id(), &provider, &req.code).map_err(local)?
+        {
+            let why = r.reason.clone().unwrap_or_default();
+            let message = match r.state {
+                applications::AppState::Revoked => format!("the grant of application {} was revoked: {why}", r.app.id),
+                applications::AppState::Rejected => format!("application {} was rejected: {why}", r.app.id),
+                s => format!("application {} is {s:?}; pull once it is granted (`huitong applications --outgoing`)", r.app.id),
+            };
+            return Err(PullError::Refused {
+                kind: RefusalKind::NeedsGrant,
+                message,
+            });
+        }
+    }
+    let grant = match &granted {
+        Some(r) => Some(grants::assemble(&r.token, &r.block).map_err(local)?),
+        None => None,
+    };
     let local_pull = provider == state.id();
     let (signed, route) = if local_pull {
         let d = records::version(&state.store, &provider, &req.code, req.version)
@@ -448,7 +488,10 @@ async fn run(
             .connect(peer)
             .await
             .map_err(|reason| PullError::Stalled { secs: 0, reason })?;
-        (fetch_manifest(state, t, peer, req).await?, route)
+        (
+            fetch_manifest(state, t, peer, req, grant.as_deref()).await?,
+            route,
+        )
     };
     let manifest = &signed.manifest;
     let stored = records::manifest(&state.store, &signed.hash).map_err(local)?;
@@ -468,7 +511,12 @@ async fn run(
         mut wants,
         fields,
         withheld,
-    } = wants(manifest, &record, req.fields.as_deref())?;
+    } = wants(
+        manifest,
+        &record,
+        req.fields.as_deref(),
+        granted.as_ref().map(|r| r.app.fields.as_slice()),
+    )?;
     let mut seen = HashSet::new();
     wants.retain(|w| seen.insert(w.chunk.hash));
     job.chunks_total
@@ -532,7 +580,17 @@ async fn run(
         job.set_phase(Phase::Fetching);
         let peer = crate::net::peer_id(&provider)
             .ok_or_else(|| local("provider key is not a libp2p key"))?;
-        fetch_all(state, t, peer, manifest, missing, job, output.clone()).await?;
+        fetch_all(
+            state,
+            t,
+            peer,
+            manifest,
+            missing,
+            job,
+            output.clone(),
+            grant.clone(),
+        )
+        .await?;
     }
 
     let fetch_ms = fetch_started.elapsed().as_millis() as u64;
@@ -636,6 +694,7 @@ async fn fetch_manifest(
     t: &Transport,
     peer: PeerId,
     req: &PullRequest,
+    grant: Option<&[u8]>,
 ) -> Result<SignedManifest, PullError> {
     let code = ResourceCode::parse(&req.code).map_err(|e| PullError::Invalid(e.to_string()))?;
     let mut stream = open_stream(t, peer)
@@ -650,6 +709,7 @@ async fn fetch_manifest(
         &DataRequest::Manifest {
             code,
             version: req.version,
+            grant: grant.map(|g| serde_bytes::ByteBuf::from(g.to_vec())),
         },
     )
     .await
@@ -705,6 +765,8 @@ struct Fetch<'a> {
     cancel: CancellationToken,
     /// The output of a file version, written as chunks arrive.
     output: Option<Arc<FileOutput>>,
+    /// The grant token presented with every request.
+    grant: Option<serde_bytes::ByteBuf>,
 }
 
 enum Failure {
@@ -723,6 +785,7 @@ async fn fetch_all(
     missing: VecDeque<Want>,
     job: &Job,
     output: Option<Arc<FileOutput>>,
+    grant: Option<Vec<u8>>,
 ) -> Result<(), PullError> {
     let workers = STREAMS.min(missing.len()).max(1);
     let f = Fetch {
@@ -736,6 +799,7 @@ async fn fetch_all(
         last_progress: Mutex::new(Instant::now()),
         cancel: CancellationToken::new(),
         output,
+        grant: grant.map(serde_bytes::ByteBuf::from),
     };
     let results = futures::future::join_all((0..workers).map(|_| worker(&f))).await;
     results
@@ -807,6 +871,7 @@ async fn fetch_one(f: &Fetch<'_>, s: &mut Stream, want: &Want) -> Result<(), Fai
         code: f.code.clone(),
         version: f.version,
         hash: want.chunk.hash,
+        grant: f.grant.clone(),
     };
     frame::write(s, &req).await.map_err(|e| transient(&e))?;
     s.flush().await.map_err(|e| transient(&e))?;

@@ -15,16 +15,18 @@ use std::time::Duration;
 use futures::{AsyncWriteExt, StreamExt};
 use huitong_protocol::dataset::{Body, ChunkHash, Manifest, MAX_MANIFEST_BYTES};
 use huitong_protocol::wire::{DataRequest, DataResponse, RefusalKind, MAX_DATA_FRAME};
-use huitong_protocol::{codec, ResourceCode};
+use huitong_protocol::{codec, NodeId, ResourceCode};
 use libp2p::{PeerId, Stream};
 use serde_bytes::ByteBuf;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::frame;
+use crate::applications;
 use crate::catalogue;
 use crate::dataset::{access, records};
 use crate::state::NodeState;
+use huitong_protocol::grant as grants;
 
 /// How long a stream may sit idle between requests.
 const IDLE: Duration = Duration::from_secs(120);
@@ -110,15 +112,73 @@ impl Server {
         }
     }
 
-    fn member_active(&self, peer: &PeerId) -> bool {
+    /// The node key of an active member with this PeerId.
+    fn active_member(&self, peer: &PeerId) -> Option<NodeId> {
         self.state.with_charter(|c| {
-            c.is_some_and(|c| {
-                c.members.iter().any(|m| {
-                    m.status == huitong_protocol::MemberStatus::Active
-                        && crate::net::peer_id(&m.node_key).as_ref() == Some(peer)
-                })
+            c.and_then(|c| {
+                c.members
+                    .iter()
+                    .find(|m| {
+                        m.status == huitong_protocol::MemberStatus::Active
+                            && crate::net::peer_id(&m.node_key).as_ref() == Some(peer)
+                    })
+                    .map(|m| m.node_key)
             })
         })
+    }
+
+    /// The platform key: the hub's node key in the charter.
+    fn platform_key(&self) -> Option<NodeId> {
+        self.state.with_charter(|c| {
+            c.and_then(|c| {
+                c.members
+                    .iter()
+                    .find(|m| m.role == huitong_protocol::Role::Hub)
+            })
+            .map(|m| m.node_key)
+        })
+    }
+
+    /// Checks a grant for a 有条件共享 resource.
+    fn check_grant(
+        &self,
+        grant: Option<&[u8]>,
+        requester: &NodeId,
+        code: &ResourceCode,
+        column: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let Some(token) = grant else {
+            let what = match column {
+                Some(c) => format!("信息项 {c:?} of {code} is not 无条件共享"),
+                None => format!("{code} is 有条件共享"),
+            };
+            return Err((
+                RefusalKind::NeedsGrant,
+                format!("{what}: apply for it (`huitong apply`) and pull once the grant is issued"),
+            ));
+        };
+        let platform = self.platform_key().ok_or_else(|| {
+            (
+                RefusalKind::Unavailable,
+                "the charter names no hub (platform key)".to_string(),
+            )
+        })?;
+        let req = grants::Request {
+            requester,
+            code: code.as_str(),
+            column,
+            now: crate::state::now_ms() / 1000,
+        };
+        let id = grants::authorize(token, &platform, &req)
+            .map_err(|e| (RefusalKind::NeedsGrant, e.to_string()))?;
+        match applications::get(&self.state, &id) {
+            Ok(Some(r)) if r.state == applications::AppState::Revoked => Err((
+                RefusalKind::NeedsGrant,
+                format!("grant {id} was revoked: {}", r.reason.unwrap_or_default()),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err((RefusalKind::Unavailable, e.to_string())),
+        }
     }
 
     async fn handle(&self, peer: PeerId, mut stream: Stream) -> Result<(), frame::FrameError> {
@@ -137,7 +197,7 @@ impl Server {
                 }
                 Ok(Ok(Some(r))) => r,
             };
-            if !self.member_active(&peer) {
+            let Some(requester) = self.active_member(&peer) else {
                 self.refuse(
                     &mut stream,
                     RefusalKind::NotShared,
@@ -145,10 +205,19 @@ impl Server {
                 )
                 .await?;
                 continue;
-            }
+            };
             match req {
-                DataRequest::Manifest { code, version } => {
-                    let response = match self.manifest(&code, version) {
+                DataRequest::Manifest {
+                    code,
+                    version,
+                    grant,
+                } => {
+                    let response = match self.manifest(
+                        &code,
+                        version,
+                        grant.as_ref().map(|g| g.as_slice()),
+                        &requester,
+                    ) {
                         Ok(r) => r,
                         Err((kind, message)) => {
                             self.state.transfer.refused();
@@ -161,7 +230,17 @@ impl Server {
                     code,
                     version,
                     hash,
-                } => match self.chunk(&code, version, &hash).await {
+                    grant,
+                } => match self
+                    .chunk(
+                        &code,
+                        version,
+                        &hash,
+                        grant.as_ref().map(|g| g.as_slice()),
+                        &requester,
+                    )
+                    .await
+                {
                     Ok(bytes) => {
                         let len = bytes.len() as u32;
                         frame::write(&mut stream, &DataResponse::Chunk { len }).await?;
@@ -190,7 +269,8 @@ impl Server {
     }
 
     /// The columns a member may receive, or why none.
-    fn allowed(&self, code: &ResourceCode) -> Result<Vec<String>, Refusal> {
+    /// The columns open without a grant (`Ok(None)`: the whole resource needs one).
+    fn allowed(&self, code: &ResourceCode) -> Result<Option<Vec<String>>, Refusal> {
         let ours = &self.state.config.node.org_code;
         let record = catalogue::get_by_provider(&self.state.store, ours, code.as_str())
             .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
@@ -200,7 +280,11 @@ impl Server {
                     format!("this node publishes no resource {code}"),
                 )
             })?;
-        access(&record)
+        match access(&record) {
+            Ok(open) => Ok(Some(open)),
+            Err((RefusalKind::NeedsGrant, _)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn indexed(
@@ -258,8 +342,16 @@ impl Server {
         Ok((i, stored.envelope, announced))
     }
 
-    fn manifest(&self, code: &ResourceCode, version: Option<u64>) -> Result<DataResponse, Refusal> {
-        self.allowed(code)?;
+    fn manifest(
+        &self,
+        code: &ResourceCode,
+        version: Option<u64>,
+        grant: Option<&[u8]>,
+        requester: &NodeId,
+    ) -> Result<DataResponse, Refusal> {
+        if self.allowed(code)?.is_none() {
+            self.check_grant(grant, requester, code, None)?;
+        }
         let (_, envelope, announced) = self.indexed(code, version)?;
         Ok(DataResponse::Manifest {
             announced,
@@ -272,8 +364,10 @@ impl Server {
         code: &ResourceCode,
         version: u64,
         hash: &ChunkHash,
+        grant: Option<&[u8]>,
+        requester: &NodeId,
     ) -> Result<Vec<u8>, Refusal> {
-        let allowed = self.allowed(code)?;
+        let open = self.allowed(code)?;
         let (indexed, _, _) = self.indexed(code, Some(version))?;
         let not_here = || {
             (
@@ -282,28 +376,22 @@ impl Server {
             )
         };
         let place = *indexed.places.get(hash).ok_or_else(not_here)?;
-        let ok = match (place, &indexed.manifest.body) {
-            (Place::Column(i), Body::Table { columns, .. }) => {
-                let name = &columns[i].name;
-                if !allowed.contains(name) {
-                    return Err((
-                        RefusalKind::NeedsGrant,
-                        format!("信息项 {name:?} of {code} is not 无条件共享: it needs an application and a grant"),
-                    ));
-                }
-                true
+        match (place, &indexed.manifest.body, &open) {
+            (Place::Column(i), Body::Table { columns, .. }, Some(open))
+                if open.contains(&columns[i].name) => {}
+            (Place::Column(i), Body::Table { columns, .. }, _) => {
+                self.check_grant(grant, requester, code, Some(&columns[i].name))?
             }
-            (Place::File, _) => true,
-            (Place::Report, Body::Table { columns, .. }) => {
-                columns.iter().all(|c| allowed.contains(&c.name))
+            (Place::File, _, Some(_)) => {}
+            (Place::File, _, None) => self.check_grant(grant, requester, code, None)?,
+            (Place::Report, Body::Table { columns, .. }, Some(open))
+                if columns.iter().all(|c| open.contains(&c.name)) => {}
+            _ => {
+                return Err((
+                    RefusalKind::NeedsGrant,
+                    format!("chunk {hash} of {code} holds data that is not 无条件共享"),
+                ))
             }
-            _ => false,
-        };
-        if !ok {
-            return Err((
-                RefusalKind::NeedsGrant,
-                format!("chunk {hash} of {code} holds data that is not 无条件共享"),
-            ));
         }
         let state = self.state.clone();
         let h = *hash;

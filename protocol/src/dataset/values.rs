@@ -46,7 +46,7 @@ fn days_in_month(y: u32, m: u32) -> u32 {
 }
 
 /// `YYYY-MM-DD`, a real calendar date.
-pub(crate) fn is_date(s: &str) -> bool {
+pub fn is_date(s: &str) -> bool {
     let b = s.as_bytes();
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return false;

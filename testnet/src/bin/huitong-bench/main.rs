@@ -2,10 +2,12 @@
 //! - `propagation --nodes N`: publish on one node → visible on every other node;
 //! - `sync --entries K`: a fresh node joins and syncs a K-entry catalogue;
 //! - `pull --size-mib N`: one department pulls an N MiB file from another, against raw TCP,
-//!   rsync over ssh and sendme (see [`pull`]).
+//!   rsync over ssh and sendme (see [`pull`]);
+//! - `grant`: authorizing one chunk request with a grant token (see [`grant`]).
 //!
 //! Method and results: `docs/benchmarks.md`.
 
+mod grant;
 mod pull;
 
 use std::path::PathBuf;
@@ -25,6 +27,8 @@ enum Bench {
     Sync(SyncArgs),
     /// A department pulls a large file from another, against baselines.
     Pull(pull::PullArgs),
+    /// Grant token authorization per chunk request.
+    Grant(grant::GrantArgs),
 }
 
 /// Sync benchmark options.
@@ -71,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Propagation(a) => propagation(a),
         Bench::Sync(a) => sync(a),
         Bench::Pull(a) => pull::pull(a),
+        Bench::Grant(a) => grant::grant(a),
     }
 }
 

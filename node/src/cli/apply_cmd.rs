@@ -1,0 +1,131 @@
+//! `huitong apply`, `applications`, `approve`, `reject`, `revoke`: the 有条件共享 workflow.
+
+use std::io::Write;
+use std::path::Path;
+
+use clap::Args;
+
+use super::output;
+use crate::api::{AppView, ApplyRequest, Reason};
+use crate::client::ApiClient;
+
+/// `huitong apply`.
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// Resource code.
+    code: String,
+    /// 信息项 asked for, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    fields: Vec<String>,
+    /// 用途: what the data is for.
+    #[arg(long)]
+    purpose: String,
+    /// 依据: the legal or policy basis.
+    #[arg(long)]
+    basis: String,
+    /// Last day of use, YYYY-MM-DD.
+    #[arg(long)]
+    until: String,
+    /// Provider USCC, when several providers use the code.
+    #[arg(long)]
+    provider: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `huitong applications`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only applications to this node (as provider; all of them on the hub).
+    #[arg(long, conflicts_with = "outgoing")]
+    incoming: bool,
+    /// Only this node's own applications.
+    #[arg(long)]
+    outgoing: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A decision on one application.
+#[derive(Args, Debug)]
+pub struct DecideArgs {
+    /// Application id (from `huitong applications`).
+    id: String,
+    /// The reason (required to reject or revoke).
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn print(v: &[AppView], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return output::json(&v);
+    }
+    let mut o = std::io::stdout().lock();
+    for a in v {
+        writeln!(
+            o,
+            "{}  {:<9} {}  {} → {}  [{}] until {}{}",
+            a.id,
+            a.state,
+            a.code,
+            a.provider,
+            a.applicant,
+            a.fields.join(","),
+            a.until,
+            a.reason
+                .as_deref()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default()
+        )?;
+    }
+    if v.is_empty() {
+        writeln!(o, "(no applications)")?;
+    }
+    Ok(())
+}
+
+pub(super) async fn apply(dir: &Path, a: ApplyArgs) -> anyhow::Result<()> {
+    let req = ApplyRequest {
+        code: a.code,
+        provider: a.provider,
+        fields: a.fields,
+        purpose: a.purpose,
+        basis: a.basis,
+        until: a.until,
+    };
+    let v: AppView = ApiClient::new(dir)?.post("/applications", &req).await?;
+    print(&[v], a.json)
+}
+
+pub(super) async fn list(dir: &Path, a: ListArgs) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Q {
+        dir: Option<&'static str>,
+    }
+    let q = Q {
+        dir: if a.incoming {
+            Some("incoming")
+        } else if a.outgoing {
+            Some("outgoing")
+        } else {
+            None
+        },
+    };
+    let v: Vec<AppView> = ApiClient::new(dir)?.get("/applications", &q).await?;
+    print(&v, a.json)
+}
+
+pub(super) async fn decide(dir: &Path, verb: &str, a: DecideArgs) -> anyhow::Result<()> {
+    let v: AppView = ApiClient::new(dir)?
+        .post(
+            &format!("/applications/{}/{verb}", a.id),
+            &Reason { reason: a.reason },
+        )
+        .await?;
+    print(&[v], a.json)
+}

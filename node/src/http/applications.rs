@@ -1,0 +1,244 @@
+//! Application routes: apply, list, approve, reject, revoke.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use huitong_protocol::application::{Application, GrantEvent};
+use huitong_protocol::catalogue::ShareType;
+use huitong_protocol::{Event, ResourceCode, Role};
+use serde::Deserialize;
+
+use super::{fail, internal, Ctx, Fail, Res};
+use crate::api::{AppView, ApplyRequest, Reason};
+use crate::applications::{self, AppRecord, AppState};
+use crate::catalogue;
+
+/// Which applications to list.
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    /// `incoming` (to this node as provider; all of them on the hub) or `outgoing`.
+    dir: Option<String>,
+}
+
+fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+fn name_of(ctx: &Ctx, key: &huitong_protocol::NodeId) -> String {
+    ctx.state
+        .with_charter(|c| c.and_then(|c| c.member(key)).map(|m| m.name.clone()))
+        .unwrap_or_else(|| key.to_hex())
+}
+
+fn view(ctx: &Ctx, r: AppRecord) -> AppView {
+    AppView {
+        id: r.app.id.clone(),
+        code: r.app.code.to_string(),
+        provider: name_of(ctx, &r.app.provider),
+        applicant: name_of(ctx, &r.applicant),
+        state: r.shown_state(&today()),
+        fields: r.app.fields,
+        purpose: r.app.purpose,
+        basis: r.app.basis,
+        until: r.app.until,
+        reason: r.reason,
+    }
+}
+
+async fn record(ctx: &Ctx, event: GrantEvent) -> Result<(), Fail> {
+    let sealed = ctx
+        .state
+        .append(Event::Grant(event))
+        .map_err(super::append_error)?;
+    super::gossip(ctx, sealed.envelope.to_bytes()).await;
+    Ok(())
+}
+
+pub(super) async fn apply(State(ctx): State<Ctx>, Json(req): Json<ApplyRequest>) -> Res<AppView> {
+    let bad = |m: String| fail(StatusCode::UNPROCESSABLE_ENTITY, m);
+    let code = ResourceCode::parse(&req.code)
+        .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("code: {e}")))?;
+    let mut found: Vec<_> = catalogue::get(&ctx.state.store, code.as_str())
+        .map_err(internal)?
+        .into_iter()
+        .filter(|r| r.withdrawn.is_none())
+        .filter(|r| {
+            req.provider
+                .as_deref()
+                .is_none_or(|p| r.entry.provider_code.as_str() == p)
+        })
+        .collect();
+    let rec = match found.len() {
+        0 => {
+            return Err(fail(
+                StatusCode::NOT_FOUND,
+                format!("no live catalogue entry {code} here"),
+            ))
+        }
+        1 => found.remove(0),
+        _ => {
+            return Err(bad(format!(
+                "several providers publish {code}; choose one with --provider USCC"
+            )))
+        }
+    };
+    let e = &rec.entry;
+    if e.share_type == ShareType::None {
+        return Err(bad(format!(
+            "{code} 「{}」 is 不予共享 and cannot be applied for; legal basis: {}",
+            e.title,
+            e.share_condition.as_deref().unwrap_or("not given")
+        )));
+    }
+    if let Some(f) = req
+        .fields
+        .iter()
+        .find(|f| !e.items.iter().any(|i| &i.name == *f))
+    {
+        let names: Vec<&str> = e.items.iter().map(|i| i.name.as_str()).collect();
+        return Err(bad(format!(
+            "{f:?} is not a 信息项 of {code}; items: {}",
+            names.join(", ")
+        )));
+    }
+    if e.share_type == ShareType::Unconditional
+        && req.fields.iter().all(|f| {
+            e.items
+                .iter()
+                .any(|i| &i.name == f && e.effective_share_type(i) == ShareType::Unconditional)
+        })
+    {
+        return Err(bad(format!(
+            "{code} is 无条件共享: no application is needed, pull it directly"
+        )));
+    }
+    if req.until < today() {
+        return Err(bad(format!("until {} is in the past", req.until)));
+    }
+    let app = Application {
+        id: hex::encode(rand::random::<[u8; 16]>()),
+        code,
+        provider: rec.feed,
+        fields: req.fields,
+        purpose: req.purpose.trim().to_owned(),
+        basis: req.basis.trim().to_owned(),
+        until: req.until,
+    };
+    app.check().map_err(bad)?;
+    let id = app.id.clone();
+    record(&ctx, GrantEvent::Submitted(app)).await?;
+    let r = applications::get(&ctx.state, &id)
+        .map_err(internal)?
+        .ok_or_else(|| internal("application not stored"))?;
+    Ok(Json(view(&ctx, r)))
+}
+
+pub(super) async fn list(State(ctx): State<Ctx>, Query(q): Query<ListQuery>) -> Res<Vec<AppView>> {
+    let me = ctx.state.id();
+    let is_hub = ctx
+        .state
+        .with_charter(|c| c.and_then(|c| c.member(&me)).map(|m| m.role))
+        == Some(Role::Hub);
+    let records = applications::all(&ctx.state).map_err(internal)?;
+    let keep = |r: &AppRecord| match q.dir.as_deref() {
+        Some("incoming") => is_hub || r.app.provider == me,
+        Some("outgoing") => r.applicant == me,
+        _ => is_hub || r.app.provider == me || r.applicant == me,
+    };
+    Ok(Json(
+        records
+            .into_iter()
+            .filter(keep)
+            .map(|r| view(&ctx, r))
+            .collect(),
+    ))
+}
+
+async fn decide(
+    ctx: Ctx,
+    id: String,
+    make: impl FnOnce(&AppRecord, bool, bool) -> Result<GrantEvent, String>,
+) -> Res<AppView> {
+    let r = applications::get(&ctx.state, &id)
+        .map_err(internal)?
+        .ok_or_else(|| {
+            fail(
+                StatusCode::NOT_FOUND,
+                format!("no application {id}; see `huitong applications`"),
+            )
+        })?;
+    let me = ctx.state.id();
+    let is_hub = ctx
+        .state
+        .with_charter(|c| c.and_then(|c| c.member(&me)).map(|m| m.role))
+        == Some(Role::Hub);
+    let event =
+        make(&r, r.app.provider == me, is_hub).map_err(|m| fail(StatusCode::CONFLICT, m))?;
+    record(&ctx, event).await?;
+    let r = applications::get(&ctx.state, &id)
+        .map_err(internal)?
+        .ok_or_else(|| internal("application vanished"))?;
+    Ok(Json(view(&ctx, r)))
+}
+
+pub(super) async fn approve(State(ctx): State<Ctx>, Path(id): Path<String>) -> Res<AppView> {
+    decide(ctx, id, |r, provider, _| match (provider, r.state) {
+        (false, _) => Err("only the provider of the resource can approve".into()),
+        (true, AppState::Accepted) => Ok(GrantEvent::Approved {
+            id: r.app.id.clone(),
+        }),
+        (true, s) => Err(format!(
+            "the application is {s:?}; only an accepted application can be approved"
+        )),
+    })
+    .await
+}
+
+fn need_reason(reason: &str) -> Result<String, String> {
+    let r = reason.trim();
+    if r.is_empty() {
+        Err("give the reason (--reason TEXT)".into())
+    } else {
+        Ok(r.to_owned())
+    }
+}
+
+pub(super) async fn reject(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    Json(b): Json<Reason>,
+) -> Res<AppView> {
+    decide(ctx, id, |r, provider, hub| {
+        match (provider || hub, r.state) {
+            (false, _) => Err("only the provider or the hub can reject".into()),
+            (true, AppState::Submitted | AppState::Accepted) => Ok(GrantEvent::Rejected {
+                id: r.app.id.clone(),
+                reason: need_reason(&b.reason)?,
+            }),
+            (true, s) => Err(format!(
+                "the application is {s:?}; only a submitted or accepted one can be rejected"
+            )),
+        }
+    })
+    .await
+}
+
+pub(super) async fn revoke(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    Json(b): Json<Reason>,
+) -> Res<AppView> {
+    decide(ctx, id, |r, provider, hub| {
+        match (provider || hub, r.state) {
+            (false, _) => Err("only the provider or the hub can revoke".into()),
+            (true, AppState::Approved | AppState::Granted) => Ok(GrantEvent::Revoked {
+                id: r.app.id.clone(),
+                reason: need_reason(&b.reason)?,
+            }),
+            (true, s) => Err(format!(
+                "the application is {s:?}; only an approved or granted one can be revoked"
+            )),
+        }
+    })
+    .await
+}

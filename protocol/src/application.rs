@@ -1,0 +1,138 @@
+//! Applications for 有条件共享 resources (统一受理、平台授权) and the grant events that follow.
+//!
+//! The consumer's feed carries [`Application`]s; the hub's feed accepts them and issues grant
+//! tokens; the provider's feed approves, rejects, endorses (its third-party block of the token)
+//! and revokes. Who may sign which event is checked by every node when it applies the event.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{NodeId, ResourceCode};
+
+/// Longest free text (purpose, basis, reasons).
+pub const MAX_TEXT: usize = 2000;
+/// Most 信息项 one application may ask for.
+pub const MAX_FIELDS: usize = 256;
+
+/// An application for some 信息项 of one resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Application {
+    /// 32 lower-case hex digits chosen by the applicant.
+    pub id: String,
+    /// The resource.
+    pub code: ResourceCode,
+    /// The provider's node key.
+    pub provider: NodeId,
+    /// The 信息项 asked for.
+    pub fields: Vec<String>,
+    /// 用途.
+    pub purpose: String,
+    /// 依据 (the legal or policy basis).
+    pub basis: String,
+    /// Last day of use, `YYYY-MM-DD` (the grant expires at its end, UTC).
+    pub until: String,
+}
+
+impl Application {
+    /// Checks the shape rules.
+    pub fn check(&self) -> Result<(), String> {
+        if self.id.len() != 32
+            || !self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            return Err("id must be 32 lower-case hex digits".into());
+        }
+        if self.fields.is_empty() || self.fields.len() > MAX_FIELDS {
+            return Err(format!("name between 1 and {MAX_FIELDS} 信息项"));
+        }
+        for (what, text) in [("purpose", &self.purpose), ("basis", &self.basis)] {
+            if text.trim().is_empty() || text.chars().count() > MAX_TEXT {
+                return Err(format!(
+                    "{what} must be given, at most {MAX_TEXT} characters"
+                ));
+            }
+        }
+        if !crate::dataset::is_date(&self.until) {
+            return Err(format!("until {:?} is not a date YYYY-MM-DD", self.until));
+        }
+        Ok(())
+    }
+}
+
+/// Application and grant events (payloads of feed entries).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GrantEvent {
+    /// A consumer applies (its own feed).
+    Submitted(Application),
+    /// The hub accepts it into the one queue (统一受理).
+    Accepted {
+        /// Application id.
+        id: String,
+    },
+    /// The provider approves.
+    Approved {
+        /// Application id.
+        id: String,
+    },
+    /// The hub or the provider rejects, with the reason.
+    Rejected {
+        /// Application id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The hub issues the token's authority block (platform key).
+    Issued {
+        /// Application id.
+        id: String,
+        /// The biscuit token (authority block only).
+        #[serde(with = "serde_bytes")]
+        token: Vec<u8>,
+    },
+    /// The provider's approval as a third-party block of the token.
+    Endorsed {
+        /// Application id.
+        id: String,
+        /// The serialized third-party block.
+        #[serde(with = "serde_bytes")]
+        block: Vec<u8>,
+    },
+    /// The provider or the hub revokes the grant.
+    Revoked {
+        /// Application id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl GrantEvent {
+    /// The application the event is about.
+    pub fn id(&self) -> &str {
+        match self {
+            GrantEvent::Submitted(a) => &a.id,
+            GrantEvent::Accepted { id }
+            | GrantEvent::Approved { id }
+            | GrantEvent::Rejected { id, .. }
+            | GrantEvent::Issued { id, .. }
+            | GrantEvent::Endorsed { id, .. }
+            | GrantEvent::Revoked { id, .. } => id,
+        }
+    }
+
+    /// Checks the shape rules.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            GrantEvent::Submitted(a) => a.check(),
+            GrantEvent::Rejected { reason, .. } | GrantEvent::Revoked { reason, .. }
+                if reason.trim().is_empty() || reason.chars().count() > MAX_TEXT =>
+            {
+                Err(format!(
+                    "a reason must be given, at most {MAX_TEXT} characters"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}

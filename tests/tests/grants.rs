@@ -1,0 +1,249 @@
+//! The 有条件共享 workflow with real nodes: apply → hub accepts → provider approves → hub issues
+//! the token (platform key) → provider endorses (third-party block) → pull with only the granted
+//! fields; escalations refused by the provider with their reason; rejection; revocation of a
+//! grant stops a pull in flight. (Expired tokens, forged approvals and tokens not rooted in the
+//! platform key are refused in `node/src/grants.rs`'s tests, which can mint such tokens.)
+
+use std::time::Duration;
+
+use huitong_testnet::Testnet;
+use huitong_tests::data::{self, counter};
+use huitong_tests::{cli_ok, start, wait_until};
+use serde_json::Value;
+
+const MIB: u64 = 1024 * 1024;
+
+fn publish_entry(
+    net: &Testnet,
+    dir: &std::path::Path,
+    i: usize,
+    entry: &Value,
+) -> anyhow::Result<()> {
+    let file = dir.join(format!("entry-{}.json", rand::random::<u64>()));
+    std::fs::write(&file, serde_json::to_vec(entry)?)?;
+    cli_ok(net, i, &["catalogue", "publish", &file.to_string_lossy()]).map(|_| ())
+}
+
+fn apps(net: &Testnet, i: usize, dir: &str) -> anyhow::Result<Vec<Value>> {
+    let out = cli_ok(net, i, &["applications", dir, "--json"])?;
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn wait_state(net: &Testnet, i: usize, dir: &str, id: &str, state: &str) -> anyhow::Result<()> {
+    wait_until(
+        Duration::from_secs(60),
+        &format!("application {id} {state} on node {i}"),
+        || {
+            Ok(apps(net, i, dir)?
+                .iter()
+                .any(|a| a["id"] == id && a["state"] == state))
+        },
+    )
+}
+
+fn apply(net: &Testnet, i: usize, code: &str, fields: &str) -> anyhow::Result<String> {
+    let out = cli_ok(
+        net,
+        i,
+        &[
+            "apply",
+            code,
+            "--fields",
+            fields,
+            "--purpose",
+            "低保审核核验",
+            "--basis",
+            "《社会救助暂行办法》第十一条",
+            "--until",
+            "2099-12-31",
+            "--json",
+        ],
+    )?;
+    let v: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    Ok(v[0]["id"].as_str().unwrap_or_default().to_string())
+}
+
+fn wait_version(net: &mut Testnet, i: usize, code: &str) -> anyhow::Result<()> {
+    let q: String = code.bytes().map(|b| format!("%{b:02X}")).collect();
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{code} on node {i}"),
+        || {
+            let v = net.get(i, &format!("/datasets/versions?code={q}"))?;
+            Ok(v[0]["versions"].as_array().is_some_and(|a| !a.is_empty()))
+        },
+    )
+}
+
+#[test]
+fn conditional_resource_from_application_to_pull() -> anyhow::Result<()> {
+    let mut f = start(3, 5)?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let (provider, consumer, other) = (1, 2, 3);
+    let cond = Some("仅用于社会救助核验");
+    publish_entry(
+        net,
+        &dir,
+        provider,
+        &data::table_entry(net, provider, 11, "有条件共享", cond),
+    )?;
+    publish_entry(
+        net,
+        &dir,
+        provider,
+        &data::table_entry(net, provider, 12, "有条件共享", cond),
+    )?;
+    publish_entry(
+        net,
+        &dir,
+        provider,
+        &data::table_entry(
+            net,
+            provider,
+            13,
+            "不予共享",
+            Some("《中华人民共和国个人信息保护法》第十三条"),
+        ),
+    )?;
+    let csv = data::table_csv(&dir.join("t.csv"), 20_000, 0..0)?;
+    data::publish(net, provider, "301001/000011", &csv, &[])?;
+    data::publish(net, provider, "301001/000012", &csv, &[])?;
+    wait_version(net, consumer, "301001/000012")?;
+    wait_version(net, other, "301001/000011")?;
+
+    // Without an application the provider refuses.
+    let err = data::pull_refused(
+        net,
+        consumer,
+        &[
+            "301001/000011",
+            "--out",
+            &dir.join("x.csv").to_string_lossy(),
+        ],
+    )?;
+    assert!(err.contains("有条件共享") && err.contains("apply"), "{err}");
+    // 不予共享 cannot even be applied for.
+    let out = net.cli(
+        consumer,
+        &[
+            "apply",
+            "301001/000013",
+            "--fields",
+            "编号",
+            "--purpose",
+            "p",
+            "--basis",
+            "b",
+            "--until",
+            "2099-12-31",
+        ],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("不予共享") && err.contains("个人信息保护法"),
+        "{err}"
+    );
+
+    // Apply → accepted by the hub → approved by the provider → granted.
+    let id = apply(net, consumer, "301001/000011", "编号,姓名")?;
+    wait_state(net, 0, "--incoming", &id, "accepted")?;
+    wait_state(net, provider, "--incoming", &id, "accepted")?;
+    cli_ok(net, provider, &["approve", &id])?;
+    wait_state(net, consumer, "--outgoing", &id, "granted")?;
+
+    // The pull finds the grant by itself and receives only the granted columns.
+    let out = dir.join("granted.csv");
+    let s = data::pull(
+        net,
+        consumer,
+        &["301001/000011", "--out", &out.to_string_lossy()],
+    )?;
+    assert_eq!(s["fields"], serde_json::json!(["编号", "姓名"]), "{s}");
+    assert_eq!(s["rows"].as_u64(), Some(20_000));
+    let first = std::fs::read_to_string(&out)?
+        .lines()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(first, "编号,姓名\nNO0000000000,张三0");
+
+    // Escalations, each refused by the provider with its reason.
+    let x = dir.join("x.csv").to_string_lossy().to_string();
+    let err = data::pull_refused(
+        net,
+        consumer,
+        &["301001/000011", "--fields", "编号,金额", "--out", &x],
+    )?;
+    assert!(err.contains("outside the grant"), "{err}");
+    let err = data::pull_refused(net, other, &["301001/000011", "--grant", &id, "--out", &x])?;
+    assert!(err.contains("bound to another node"), "{err}");
+    let err = data::pull_refused(
+        net,
+        consumer,
+        &["301001/000012", "--grant", &id, "--out", &x],
+    )?;
+    assert!(err.contains("another resource"), "{err}");
+
+    // A rejection carries its reason to the applicant.
+    let rid = apply(net, other, "301001/000011", "编号")?;
+    wait_state(net, provider, "--incoming", &rid, "accepted")?;
+    cli_ok(
+        net,
+        provider,
+        &["reject", &rid, "--reason", "用途与共享条件不符"],
+    )?;
+    wait_state(net, other, "--outgoing", &rid, "rejected")?;
+    let err = data::pull_refused(net, other, &["301001/000011", "--out", &x])?;
+    assert!(
+        err.contains("rejected") && err.contains("用途与共享条件不符"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn revocation_stops_a_pull_in_flight() -> anyhow::Result<()> {
+    let mut f = start(2, 5)?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let (provider, consumer) = (1, 2);
+    publish_entry(
+        net,
+        &dir,
+        provider,
+        &data::table_entry(net, provider, 21, "有条件共享", Some("仅限应急处置")),
+    )?;
+    let src = dir.join("cond.bin");
+    data::random_file(&src, 256 * MIB)?;
+    data::publish(net, provider, "301001/000021", &src, &["--file"])?;
+    wait_version(net, consumer, "301001/000021")?;
+    let id = apply(net, consumer, "301001/000021", "编号")?;
+    wait_state(net, provider, "--incoming", &id, "accepted")?;
+    cli_ok(net, provider, &["approve", &id])?;
+    wait_state(net, consumer, "--outgoing", &id, "granted")?;
+
+    let out = dir.join("cond-out.bin");
+    let child = data::spawn_pull(
+        net,
+        consumer,
+        &["301001/000021", "--out", &out.to_string_lossy()],
+    )?;
+    wait_until(Duration::from_secs(120), "the pull under way", || {
+        Ok(counter(net, consumer, "fetched_bytes")? >= 16 * MIB)
+    })?;
+    cli_ok(net, provider, &["revoke", &id, "--reason", "应急处置结束"])?;
+    let done = child.wait_with_output()?;
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        !done.status.success() && err.contains("revoked"),
+        "the pull must stop: {err}"
+    );
+    assert!(!out.exists(), "no output from a revoked pull");
+    let served = counter(net, provider, "served_bytes")?;
+    assert!(
+        served < 256 * MIB,
+        "the provider stopped serving: {served} bytes sent"
+    );
+    Ok(())
+}
