@@ -93,18 +93,30 @@ pub fn all(state: &NodeState) -> Result<Vec<AppRecord>, StoreError> {
         .collect()
 }
 
-/// The newest granted application of `consumer` for `provider`'s `code`.
+/// The applications of `consumer` for `provider`'s `code`.
+fn of(
+    state: &NodeState,
+    consumer: &NodeId,
+    provider: &NodeId,
+    code: &str,
+) -> Result<Vec<AppRecord>, StoreError> {
+    Ok(all(state)?
+        .into_iter()
+        .filter(|r| {
+            r.applicant == *consumer && r.app.provider == *provider && r.app.code.as_str() == code
+        })
+        .collect())
+}
+
+/// The granted application of `consumer` for `provider`'s `code` that lasts longest.
 pub fn grant_for(
     state: &NodeState,
     consumer: &NodeId,
     provider: &NodeId,
     code: &str,
 ) -> Result<Option<AppRecord>, StoreError> {
-    Ok(all(state)?
+    Ok(of(state, consumer, provider, code)?
         .into_iter()
-        .filter(|r| {
-            r.applicant == *consumer && r.app.provider == *provider && r.app.code.as_str() == code
-        })
         .filter(|r| r.state == AppState::Granted)
         .max_by(|a, b| a.app.until.cmp(&b.app.until)))
 }
@@ -116,11 +128,8 @@ pub fn latest_of(
     provider: &NodeId,
     code: &str,
 ) -> Result<Option<AppRecord>, StoreError> {
-    Ok(all(state)?
+    Ok(of(state, consumer, provider, code)?
         .into_iter()
-        .filter(|r| {
-            r.applicant == *consumer && r.app.provider == *provider && r.app.code.as_str() == code
-        })
         .max_by_key(|r| r.history.last().map(|h| h.1).unwrap_or(0)))
 }
 

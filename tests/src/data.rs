@@ -165,3 +165,41 @@ pub fn table_csv(path: &Path, rows: u64, changed: std::ops::Range<u64>) -> anyho
     w.flush()?;
     Ok(path.to_path_buf())
 }
+
+/// Publishes a catalogue entry from node `i` (asserting success).
+pub fn publish_entry(net: &Testnet, dir: &Path, i: usize, entry: &Value) -> anyhow::Result<()> {
+    let file = dir.join(format!("entry-{}.json", rand::random::<u64>()));
+    std::fs::write(&file, serde_json::to_vec(entry)?)?;
+    crate::cli_ok(net, i, &["catalogue", "publish", &file.to_string_lossy()]).map(|_| ())
+}
+
+/// Waits until node `i` knows version `version` (or later) of `code`.
+pub fn wait_version(net: &mut Testnet, i: usize, code: &str, version: u64) -> anyhow::Result<()> {
+    let q: String = code.bytes().map(|b| format!("%{b:02X}")).collect();
+    crate::wait_until(
+        std::time::Duration::from_secs(60),
+        &format!("{code} v{version} on node {i}"),
+        || {
+            let v = net.get(i, &format!("/datasets/versions?code={q}"))?;
+            Ok(v[0]["versions"]
+                .as_array()
+                .and_then(|a| a.last())
+                .and_then(|d| d["version"].as_u64())
+                >= Some(version))
+        },
+    )
+}
+
+/// `huitong pull CODE --out PATH [extra…]` on node `i`, expecting a refusal; returns stderr.
+pub fn refused_into(
+    net: &Testnet,
+    i: usize,
+    code: &str,
+    out: &Path,
+    extra: &[&str],
+) -> anyhow::Result<String> {
+    let out = out.to_string_lossy();
+    let mut args = vec![code, "--out", &out];
+    args.extend_from_slice(extra);
+    pull_refused(net, i, &args)
+}

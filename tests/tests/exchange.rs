@@ -23,7 +23,7 @@ fn tables_share_types_rejects_fields_and_increments() -> anyhow::Result<()> {
     let (provider, consumer, fresh) = (1, 2, 3);
     let dir = f.tmp.path().to_path_buf();
     let net = &mut f.net;
-    publish_ok_net(
+    data::publish_entry(
         net,
         &dir,
         provider,
@@ -73,7 +73,7 @@ fn tables_share_types_rejects_fields_and_increments() -> anyhow::Result<()> {
     let v2 = data::table_csv(&dir.join("v2.csv"), rows, 0..0)?;
     let r = data::publish(net, provider, "301001/000001", &v2, &[])?;
     assert_eq!(r["version"], 2);
-    wait_version(net, consumer, "301001/000001", 2)?;
+    data::wait_version(net, consumer, "301001/000001", 2)?;
 
     // Pull v2: every 无条件共享 column; 备注 (有条件共享) is left out.
     let out2 = dir.join("v2-out.csv");
@@ -124,7 +124,7 @@ fn tables_share_types_rejects_fields_and_increments() -> anyhow::Result<()> {
     // Version 3: 1% of the rows changed. The consumer holds v2, so it fetches little.
     let v3 = data::table_csv(&dir.join("v3.csv"), rows, 50_000..51_000)?;
     data::publish(net, provider, "301001/000001", &v3, &[])?;
-    wait_version(net, consumer, "301001/000001", 3)?;
+    data::wait_version(net, consumer, "301001/000001", 3)?;
     let s = data::pull(
         net,
         consumer,
@@ -175,13 +175,13 @@ fn tables_share_types_rejects_fields_and_increments() -> anyhow::Result<()> {
     assert_eq!(first, r#"{"编号":"NO0000000000","金额":"0.00"}"#);
 
     // 有条件共享 and 不予共享 resources are refused by the provider, with the reason.
-    publish_ok_net(
+    data::publish_entry(
         net,
         &dir,
         provider,
         &data::table_entry(net, provider, 2, "有条件共享", Some("仅用于社会救助核验")),
     )?;
-    publish_ok_net(
+    data::publish_entry(
         net,
         &dir,
         provider,
@@ -196,64 +196,16 @@ fn tables_share_types_rejects_fields_and_increments() -> anyhow::Result<()> {
     let small = data::table_csv(&dir.join("small.csv"), 10, 0..0)?;
     data::publish(net, provider, "301001/000002", &small, &[])?;
     data::publish(net, provider, "301001/000003", &small, &[])?;
-    wait_version(net, consumer, "301001/000003", 1)?;
-    let err = data::pull_refused(
-        net,
-        consumer,
-        &[
-            "301001/000002",
-            "--out",
-            &dir.join("c.csv").to_string_lossy(),
-        ],
-    )?;
+    data::wait_version(net, consumer, "301001/000003", 1)?;
+    let err = data::refused_into(net, consumer, "301001/000002", &dir.join("c.csv"), &[])?;
     assert!(err.contains("有条件共享") && err.contains("grant"), "{err}");
-    let err = data::pull_refused(
-        net,
-        consumer,
-        &[
-            "301001/000003",
-            "--out",
-            &dir.join("n.csv").to_string_lossy(),
-        ],
-    )?;
+    let err = data::refused_into(net, consumer, "301001/000003", &dir.join("n.csv"), &[])?;
     assert!(
         err.contains("不予共享") && err.contains("个人信息保护法"),
         "{err}"
     );
     assert!(!dir.join("c.csv").exists() && !dir.join("n.csv").exists());
     Ok(())
-}
-
-fn publish_ok_net(
-    net: &huitong_testnet::Testnet,
-    dir: &std::path::Path,
-    i: usize,
-    entry: &serde_json::Value,
-) -> anyhow::Result<()> {
-    let file = dir.join(format!("entry-{}.json", rand::random::<u64>()));
-    std::fs::write(&file, serde_json::to_vec(entry)?)?;
-    cli_ok(net, i, &["catalogue", "publish", &file.to_string_lossy()]).map(|_| ())
-}
-
-fn wait_version(
-    net: &mut huitong_testnet::Testnet,
-    i: usize,
-    code: &str,
-    version: u64,
-) -> anyhow::Result<()> {
-    let q: String = code.bytes().map(|b| format!("%{b:02X}")).collect();
-    wait_until(
-        Duration::from_secs(60),
-        &format!("{code} v{version} on node {i}"),
-        || {
-            let v = net.get(i, &format!("/datasets/versions?code={q}"))?;
-            Ok(v[0]["versions"]
-                .as_array()
-                .and_then(|a| a.last())
-                .and_then(|d| d["version"].as_u64())
-                >= Some(version))
-        },
-    )
 }
 
 #[test]
@@ -264,14 +216,14 @@ fn gib_round_trip_survives_killed_consumer_and_provider() -> anyhow::Result<()> 
     let net = &mut f.net;
     let (provider, consumer, hub) = (1, 2, 0);
     let entry = huitong_tests::entry(net, provider, 7, "一吉字节文件");
-    publish_ok_net(net, &dir, provider, &entry)?;
+    data::publish_entry(net, &dir, provider, &entry)?;
     let src = dir.join("source.bin");
     let size = 1024 * MIB;
     data::random_file(&src, size)?;
     let r = data::publish(net, provider, "301001/000007", &src, &["--file"])?;
     assert_eq!(r["bytes"].as_u64(), Some(size));
-    wait_version(net, consumer, "301001/000007", 1)?;
-    wait_version(net, hub, "301001/000007", 1)?;
+    data::wait_version(net, consumer, "301001/000007", 1)?;
+    data::wait_version(net, hub, "301001/000007", 1)?;
 
     // Kill -9 the consumer node mid-pull, restart it, pull again: it resumes.
     let out = dir.join("consumer.bin");
@@ -336,7 +288,7 @@ fn tampered_chunk_is_rejected_and_named() -> anyhow::Result<()> {
     let dir = f.tmp.path().to_path_buf();
     let net = &mut f.net;
     let (provider, consumer) = (1, 2);
-    publish_ok_net(
+    data::publish_entry(
         net,
         &dir,
         provider,
@@ -345,7 +297,7 @@ fn tampered_chunk_is_rejected_and_named() -> anyhow::Result<()> {
     let src = dir.join("tamper.bin");
     data::random_file(&src, 24 * MIB)?;
     data::publish(net, provider, "301001/000008", &src, &["--file"])?;
-    wait_version(net, consumer, "301001/000008", 1)?;
+    data::wait_version(net, consumer, "301001/000008", 1)?;
 
     // Flip one byte of one stored chunk on the provider.
     let chunks = net.nodes[provider].dir.join("chunks");
@@ -374,11 +326,7 @@ fn tampered_chunk_is_rejected_and_named() -> anyhow::Result<()> {
         .unwrap_or_default();
 
     let out = dir.join("tampered-out.bin");
-    let err = data::pull_refused(
-        net,
-        consumer,
-        &["301001/000008", "--out", &out.to_string_lossy()],
-    )?;
+    let err = data::refused_into(net, consumer, "301001/000008", &out, &[])?;
     assert!(
         err.contains(&name) && err.contains("failed verification"),
         "{err}"
@@ -405,7 +353,7 @@ fn pull_goes_through_the_hub_when_no_direct_route() -> anyhow::Result<()> {
         net.index("market").unwrap_or(2),
         net.index("police").unwrap_or(1),
     );
-    publish_ok_net(
+    data::publish_entry(
         net,
         &dir,
         provider,
@@ -414,7 +362,7 @@ fn pull_goes_through_the_hub_when_no_direct_route() -> anyhow::Result<()> {
     let src = dir.join("relay.bin");
     data::random_file(&src, 64 * MIB)?;
     data::publish(net, provider, "301001/000009", &src, &["--file"])?;
-    wait_version(net, consumer, "301001/000009", 1)?;
+    data::wait_version(net, consumer, "301001/000009", 1)?;
     let out = dir.join("relay-out.bin");
     let s = data::pull(
         net,

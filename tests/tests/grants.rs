@@ -13,17 +13,6 @@ use serde_json::Value;
 
 const MIB: u64 = 1024 * 1024;
 
-fn publish_entry(
-    net: &Testnet,
-    dir: &std::path::Path,
-    i: usize,
-    entry: &Value,
-) -> anyhow::Result<()> {
-    let file = dir.join(format!("entry-{}.json", rand::random::<u64>()));
-    std::fs::write(&file, serde_json::to_vec(entry)?)?;
-    cli_ok(net, i, &["catalogue", "publish", &file.to_string_lossy()]).map(|_| ())
-}
-
 fn apps(net: &Testnet, i: usize, dir: &str) -> anyhow::Result<Vec<Value>> {
     let out = cli_ok(net, i, &["applications", dir, "--json"])?;
     Ok(serde_json::from_slice(&out.stdout)?)
@@ -63,18 +52,6 @@ fn apply(net: &Testnet, i: usize, code: &str, fields: &str) -> anyhow::Result<St
     Ok(v[0]["id"].as_str().unwrap_or_default().to_string())
 }
 
-fn wait_version(net: &mut Testnet, i: usize, code: &str) -> anyhow::Result<()> {
-    let q: String = code.bytes().map(|b| format!("%{b:02X}")).collect();
-    wait_until(
-        Duration::from_secs(60),
-        &format!("{code} on node {i}"),
-        || {
-            let v = net.get(i, &format!("/datasets/versions?code={q}"))?;
-            Ok(v[0]["versions"].as_array().is_some_and(|a| !a.is_empty()))
-        },
-    )
-}
-
 #[test]
 fn conditional_resource_from_application_to_pull() -> anyhow::Result<()> {
     let mut f = start(3, 5)?;
@@ -82,19 +59,19 @@ fn conditional_resource_from_application_to_pull() -> anyhow::Result<()> {
     let net = &mut f.net;
     let (provider, consumer, other) = (1, 2, 3);
     let cond = Some("仅用于社会救助核验");
-    publish_entry(
+    data::publish_entry(
         net,
         &dir,
         provider,
         &data::table_entry(net, provider, 11, "有条件共享", cond),
     )?;
-    publish_entry(
+    data::publish_entry(
         net,
         &dir,
         provider,
         &data::table_entry(net, provider, 12, "有条件共享", cond),
     )?;
-    publish_entry(
+    data::publish_entry(
         net,
         &dir,
         provider,
@@ -109,19 +86,11 @@ fn conditional_resource_from_application_to_pull() -> anyhow::Result<()> {
     let csv = data::table_csv(&dir.join("t.csv"), 20_000, 0..0)?;
     data::publish(net, provider, "301001/000011", &csv, &[])?;
     data::publish(net, provider, "301001/000012", &csv, &[])?;
-    wait_version(net, consumer, "301001/000012")?;
-    wait_version(net, other, "301001/000011")?;
+    data::wait_version(net, consumer, "301001/000012", 1)?;
+    data::wait_version(net, other, "301001/000011", 1)?;
 
     // Without an application the provider refuses.
-    let err = data::pull_refused(
-        net,
-        consumer,
-        &[
-            "301001/000011",
-            "--out",
-            &dir.join("x.csv").to_string_lossy(),
-        ],
-    )?;
+    let err = data::refused_into(net, consumer, "301001/000011", &dir.join("x.csv"), &[])?;
     assert!(err.contains("有条件共享") && err.contains("apply"), "{err}");
     // 不予共享 cannot even be applied for.
     let out = net.cli(
@@ -208,7 +177,7 @@ fn revocation_stops_a_pull_in_flight() -> anyhow::Result<()> {
     let dir = f.tmp.path().to_path_buf();
     let net = &mut f.net;
     let (provider, consumer) = (1, 2);
-    publish_entry(
+    data::publish_entry(
         net,
         &dir,
         provider,
@@ -217,7 +186,7 @@ fn revocation_stops_a_pull_in_flight() -> anyhow::Result<()> {
     let src = dir.join("cond.bin");
     data::random_file(&src, 256 * MIB)?;
     data::publish(net, provider, "301001/000021", &src, &["--file"])?;
-    wait_version(net, consumer, "301001/000021")?;
+    data::wait_version(net, consumer, "301001/000021", 1)?;
     let id = apply(net, consumer, "301001/000021", "编号")?;
     wait_state(net, provider, "--incoming", &id, "accepted")?;
     cli_ok(net, provider, &["approve", &id])?;

@@ -273,7 +273,7 @@ fn print_summary(s: &PullSummary) -> anyhow::Result<()> {
     if !s.withheld.is_empty() {
         writeln!(
             o,
-            "  left out (not 无条件共享; needs an application and grant): {}",
+            "  left out (neither 无条件共享 nor granted to this node): {}",
             s.withheld.join(", ")
         )?;
     }

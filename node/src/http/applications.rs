@@ -203,23 +203,43 @@ fn need_reason(reason: &str) -> Result<String, String> {
     }
 }
 
+/// A decision that needs a reason and is allowed to the provider or the hub in `from` states.
+async fn with_reason(
+    ctx: Ctx,
+    id: String,
+    reason: String,
+    verb: &'static str,
+    from: &'static [AppState],
+    make: fn(String, String) -> GrantEvent,
+) -> Res<AppView> {
+    decide(ctx, id, move |r, provider, hub| {
+        if !(provider || hub) {
+            return Err(format!("only the provider or the hub can {verb}"));
+        }
+        if !from.contains(&r.state) {
+            return Err(format!(
+                "the application is {:?}; {verb} applies to {from:?} applications only",
+                r.state
+            ));
+        }
+        Ok(make(r.app.id.clone(), need_reason(&reason)?))
+    })
+    .await
+}
+
 pub(super) async fn reject(
     State(ctx): State<Ctx>,
     Path(id): Path<String>,
     Json(b): Json<Reason>,
 ) -> Res<AppView> {
-    decide(ctx, id, |r, provider, hub| {
-        match (provider || hub, r.state) {
-            (false, _) => Err("only the provider or the hub can reject".into()),
-            (true, AppState::Submitted | AppState::Accepted) => Ok(GrantEvent::Rejected {
-                id: r.app.id.clone(),
-                reason: need_reason(&b.reason)?,
-            }),
-            (true, s) => Err(format!(
-                "the application is {s:?}; only a submitted or accepted one can be rejected"
-            )),
-        }
-    })
+    with_reason(
+        ctx,
+        id,
+        b.reason,
+        "reject",
+        &[AppState::Submitted, AppState::Accepted],
+        |id, reason| GrantEvent::Rejected { id, reason },
+    )
     .await
 }
 
@@ -228,17 +248,13 @@ pub(super) async fn revoke(
     Path(id): Path<String>,
     Json(b): Json<Reason>,
 ) -> Res<AppView> {
-    decide(ctx, id, |r, provider, hub| {
-        match (provider || hub, r.state) {
-            (false, _) => Err("only the provider or the hub can revoke".into()),
-            (true, AppState::Approved | AppState::Granted) => Ok(GrantEvent::Revoked {
-                id: r.app.id.clone(),
-                reason: need_reason(&b.reason)?,
-            }),
-            (true, s) => Err(format!(
-                "the application is {s:?}; only an approved or granted one can be revoked"
-            )),
-        }
-    })
+    with_reason(
+        ctx,
+        id,
+        b.reason,
+        "revoke",
+        &[AppState::Approved, AppState::Granted],
+        |id, reason| GrantEvent::Revoked { id, reason },
+    )
     .await
 }
