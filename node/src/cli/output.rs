@@ -46,6 +46,19 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
         "accepted     {} entries from peers since start",
         s.accepted
     )?;
+    let t = &s.transfer;
+    if t.served_chunks + t.fetched_chunks + t.refused_requests + t.failed_chunks > 0 {
+        writeln!(
+            o,
+            "data         served {} in {} chunks, fetched {} in {} chunks, {} requests refused, {} chunks failed verification",
+            bytes(t.served_bytes),
+            t.served_chunks,
+            bytes(t.fetched_bytes),
+            t.fetched_chunks,
+            t.refused_requests,
+            t.failed_chunks
+        )?;
+    }
     if !s.rejected.is_empty() {
         let r: Vec<String> = s.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
         writeln!(o, "rejected     {}", r.join(" "))?;
