@@ -133,10 +133,6 @@ pub fn latest_of(
         .max_by_key(|r| r.history.last().map(|h| h.1).unwrap_or(0)))
 }
 
-fn role_of(state: &NodeState, key: &NodeId) -> Option<Role> {
-    state.with_charter(|c| c.and_then(|c| c.member(key)).map(|m| m.role))
-}
-
 /// Stages the view change of one grant event signed by `signer`.
 pub fn apply(
     state: &NodeState,
@@ -148,7 +144,7 @@ pub fn apply(
     let cf = state.store.cf(CF_APPLICATIONS);
     let id = event.id();
     let existing = get(state, id)?;
-    let is_hub = role_of(state, signer) == Some(Role::Hub);
+    let is_hub = state.role_of(signer) == Some(Role::Hub);
     let refuse = |why: &str| {
         warn!(target: "huitong::audit", %signer, id, why, "ignored application event");
         Ok(())

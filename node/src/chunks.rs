@@ -87,27 +87,33 @@ impl ChunkStore {
         self.path(hash).is_file()
     }
 
-    /// Whether the chunk is stored and its bytes still hash to its name.
-    pub fn verify(&self, chunk: &ChunkRef) -> bool {
-        match self.read(&chunk.hash) {
-            Ok(bytes) => bytes.len() == chunk.len as usize && ChunkHash::of(&bytes) == chunk.hash,
-            Err(_) => false,
-        }
+    /// The chunk's bytes if it is stored and they still hash to its name and length.
+    pub fn read_intact(&self, chunk: &ChunkRef) -> Option<Vec<u8>> {
+        self.read(&chunk.hash)
+            .ok()
+            .filter(|b| b.len() == chunk.len as usize && ChunkHash::of(b) == chunk.hash)
     }
 
-    /// Stores bytes (once) and returns their reference.
-    pub fn put(&self, bytes: &[u8]) -> Result<ChunkRef, ChunkError> {
+    /// Stores bytes (once); returns their reference and whether they were new to the store.
+    pub fn put(&self, bytes: &[u8]) -> Result<(ChunkRef, bool), ChunkError> {
         let len = u32::try_from(bytes.len())
             .ok()
             .filter(|l| *l <= MAX_CHUNK_BYTES)
             .ok_or(ChunkError::TooLarge(bytes.len() as u64))?;
         let hash = ChunkHash::of(bytes);
-        if !self.has(&hash) {
-            let mut w = self.writer()?;
-            w.write(bytes)?;
-            w.finish(&hash)?;
+        let new = !self.has(&hash);
+        if new {
+            // The hash was just computed from these bytes: write them without hashing again.
+            let n = self.counter.fetch_add(1, Ordering::Relaxed);
+            let tmp = self.tmp.join(format!("{}-{n}", std::process::id()));
+            fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+            let dest = self.path(&hash);
+            if let Some(dir) = dest.parent() {
+                fs::create_dir_all(dir).map_err(io_err(dir))?;
+            }
+            fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
         }
-        Ok(ChunkRef { hash, len })
+        Ok((ChunkRef { hash, len }, new))
     }
 
     /// Stores bytes received for `expected` if they hash to it; otherwise stores nothing.
@@ -257,9 +263,10 @@ mod tests {
     fn put_read_and_refuse_mismatch() {
         let dir = tempfile::tempdir().unwrap();
         let store = ChunkStore::open(dir.path()).unwrap();
-        let r = store.put(b"hello").unwrap();
+        let (r, new) = store.put(b"hello").unwrap();
+        assert!(new && !store.put(b"hello").unwrap().1, "stored once");
         assert_eq!(store.read_verified(&r.hash).unwrap(), b"hello");
-        assert!(store.verify(&r));
+        assert_eq!(store.read_intact(&r).as_deref(), Some(&b"hello"[..]));
         let mut w = store.writer().unwrap();
         w.write(b"other").unwrap();
         let wrong = ChunkHash::of(b"not other");

@@ -117,13 +117,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let bootstrap = parse_addrs("network.bootstrap", &config.network.bootstrap)?;
     let hook_state = state.clone();
     let hook: net::sync_codec::RejectHook = Arc::new(move |label| hook_state.reject(label));
-    let is_hub = state.with_charter(|c| {
-        c.and_then(|c| {
-            c.member(&state.id())
-                .map(|m| m.role == huitong_protocol::Role::Hub)
-        })
-        .unwrap_or(false)
-    }) || config.node.role == "hub";
+    let is_hub = state.is_hub() || config.node.role == "hub";
     let mut swarm = net::build_swarm(&state.key, Duration::from_secs(3600), Some(hook), is_hub)?;
     let mut control = swarm.behaviour().stream.new_control();
     let incoming = control

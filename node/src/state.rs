@@ -89,6 +89,16 @@ impl NodeState {
             .as_ref())
     }
 
+    /// The charter role of a member.
+    pub fn role_of(&self, key: &NodeId) -> Option<huitong_protocol::Role> {
+        self.with_charter(|c| c.and_then(|c| c.member(key)).map(|m| m.role))
+    }
+
+    /// Whether this node is the hub in the current charter.
+    pub fn is_hub(&self) -> bool {
+        self.role_of(&self.id()) == Some(huitong_protocol::Role::Hub)
+    }
+
     /// Replaces the charter in memory (the caller has stored it).
     pub fn set_charter(&self, c: Charter) {
         *self.charter.write().unwrap_or_else(|p| p.into_inner()) = Some(c);

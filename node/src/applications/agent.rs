@@ -12,7 +12,7 @@ use std::time::Duration;
 use huitong_protocol::application::GrantEvent;
 use huitong_protocol::catalogue::ShareType;
 use huitong_protocol::feed::VerifiedEntry;
-use huitong_protocol::{Event, Role};
+use huitong_protocol::Event;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -109,8 +109,7 @@ fn triage(state: &NodeState, r: &AppRecord) -> GrantEvent {
 
 fn step(state: &NodeState) -> Vec<VerifiedEntry> {
     let me = state.id();
-    let is_hub =
-        state.with_charter(|c| c.and_then(|c| c.member(&me)).map(|m| m.role)) == Some(Role::Hub);
+    let is_hub = state.is_hub();
     let records = match all(state) {
         Ok(r) => r,
         Err(e) => {

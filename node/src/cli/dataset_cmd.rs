@@ -107,7 +107,10 @@ pub(super) async fn run(dir: &Path, cmd: DatasetCmd) -> anyhow::Result<()> {
             json,
         } => {
             if !from.is_file() {
-                bail!("--from {}: no such file", from.display());
+                bail!(
+                    "--from {}: not a readable file (a directory, or missing)",
+                    from.display()
+                );
             }
             let req = PublishRequest {
                 code,

@@ -298,9 +298,12 @@ mod tests {
             name: name.into(),
             data_type: t,
             length: None,
-            chunks: vec![store
-                .put(&table::encode_column(name, &cells(v)).unwrap())
-                .unwrap()],
+            chunks: vec![
+                store
+                    .put(&table::encode_column(name, &cells(v)).unwrap())
+                    .unwrap()
+                    .0,
+            ],
         };
         let manifest = Manifest {
             layout: MANIFEST_VERSION,

@@ -139,11 +139,10 @@ struct Writes<'a> {
 
 impl Writes<'_> {
     fn put(&mut self, bytes: &[u8]) -> Result<ChunkRef, ChunkError> {
-        let hash = ChunkHash::of(bytes);
-        if !self.state.chunks.has(&hash) {
+        let (r, new) = self.state.chunks.put(bytes)?;
+        if new {
             self.new_bytes += bytes.len() as u64;
         }
-        let r = self.state.chunks.put(bytes)?;
         self.written.push(r.hash);
         Ok(r)
     }

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use huitong_protocol::application::{Application, GrantEvent};
 use huitong_protocol::catalogue::ShareType;
-use huitong_protocol::{Event, ResourceCode, Role};
+use huitong_protocol::{Event, ResourceCode};
 use serde::Deserialize;
 
 use super::{fail, internal, Ctx, Fail, Res};
@@ -135,10 +135,7 @@ pub(super) async fn apply(State(ctx): State<Ctx>, Json(req): Json<ApplyRequest>)
 
 pub(super) async fn list(State(ctx): State<Ctx>, Query(q): Query<ListQuery>) -> Res<Vec<AppView>> {
     let me = ctx.state.id();
-    let is_hub = ctx
-        .state
-        .with_charter(|c| c.and_then(|c| c.member(&me)).map(|m| m.role))
-        == Some(Role::Hub);
+    let is_hub = ctx.state.is_hub();
     let records = applications::all(&ctx.state).map_err(internal)?;
     let keep = |r: &AppRecord| match q.dir.as_deref() {
         Some("incoming") => is_hub || r.app.provider == me,
@@ -168,10 +165,7 @@ async fn decide(
             )
         })?;
     let me = ctx.state.id();
-    let is_hub = ctx
-        .state
-        .with_charter(|c| c.and_then(|c| c.member(&me)).map(|m| m.role))
-        == Some(Role::Hub);
+    let is_hub = ctx.state.is_hub();
     let event =
         make(&r, r.app.provider == me, is_hub).map_err(|m| fail(StatusCode::CONFLICT, m))?;
     record(&ctx, event).await?;

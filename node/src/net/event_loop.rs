@@ -381,36 +381,24 @@ impl EventLoop {
         self.pending.entry(peer).or_default().push(reply);
     }
 
+    /// Reserves a relay slot on `peer` if it is a hub (and this node is not the relay itself).
     fn reserve_on_if_hub(&mut self, peer: PeerId) {
-        if self.member_addrs(true).iter().any(|(p, _)| *p == peer) {
-            self.reserve_on(peer);
-        }
-    }
-
-    /// Reserves a relay slot on a hub this node just connected to.
-    fn reserve_on(&mut self, hub: PeerId) {
-        if self.circuits.values().any(|h| *h == hub) {
+        if self.swarm.behaviour().relay.is_enabled() || self.circuits.values().any(|h| *h == peer) {
             return;
         }
-        let me_is_hub = self.state.with_charter(|c| {
-            c.and_then(|c| {
-                c.member(&self.state.id())
-                    .map(|m| m.role == huitong_protocol::Role::Hub)
-            })
-            .unwrap_or(false)
-        });
-        if me_is_hub {
-            return;
-        }
-        let Some((_, addrs)) = self.member_addrs(true).into_iter().find(|(p, _)| *p == hub) else {
+        let Some((_, addrs)) = self
+            .member_addrs(true)
+            .into_iter()
+            .find(|(p, _)| *p == peer)
+        else {
             return;
         };
         if let Some(a) = addrs.into_iter().next() {
-            let circuit = a.with(Protocol::P2p(hub)).with(Protocol::P2pCircuit);
+            let circuit = a.with(Protocol::P2p(peer)).with(Protocol::P2pCircuit);
             match self.swarm.listen_on(circuit.clone()) {
                 Ok(id) => {
                     debug!(%circuit, "reserving a relay slot on the hub");
-                    self.circuits.insert(id, hub);
+                    self.circuits.insert(id, peer);
                 }
                 Err(e) => debug!(%circuit, error = %e, "cannot listen through the hub"),
             }

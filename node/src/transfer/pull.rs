@@ -20,7 +20,7 @@ use huitong_protocol::dataset::{
     Body, ChunkRef, DatasetVersion, Manifest, SignedManifest, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES,
 };
 use huitong_protocol::wire::{DataRequest, DataResponse, RefusalKind, DATA_PROTOCOL};
-use huitong_protocol::ResourceCode;
+use huitong_protocol::{NodeId, ResourceCode};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -489,7 +489,7 @@ async fn run(
             .await
             .map_err(|reason| PullError::Stalled { secs: 0, reason })?;
         (
-            fetch_manifest(state, t, peer, req, grant.as_deref()).await?,
+            fetch_manifest(state, t, &provider, peer, req, grant.as_deref()).await?,
             route,
         )
     };
@@ -540,18 +540,18 @@ async fn run(
                     held.insert(c.hash);
                     continue;
                 }
-                let Ok(bytes) = state.chunks.read(&c.hash) else {
+                let bytes = if complete {
+                    state.chunks.read(&c.hash).ok()
+                } else {
+                    state.chunks.read_intact(&c)
+                };
+                let Some(bytes) = bytes else {
                     continue;
                 };
-                if complete
-                    || (bytes.len() == c.len as usize
-                        && huitong_protocol::dataset::ChunkHash::of(&bytes) == c.hash)
-                {
-                    if let Some(o) = &output {
-                        o.place(&c.hash, &bytes).map_err(local)?;
-                    }
-                    held.insert(c.hash);
+                if let Some(o) = &output {
+                    o.place(&c.hash, &bytes).map_err(local)?;
                 }
+                held.insert(c.hash);
             }
             Ok(held)
         })
@@ -692,6 +692,7 @@ async fn open_stream(t: &Transport, peer: PeerId) -> Result<Stream, String> {
 async fn fetch_manifest(
     state: &NodeState,
     t: &Transport,
+    provider: &NodeId,
     peer: PeerId,
     req: &PullRequest,
     grant: Option<&[u8]>,
@@ -724,27 +725,20 @@ async fn fetch_manifest(
     .map_err(|e| io(&e))?
     .ok_or_else(|| io(&"the provider closed the stream"))?;
     let _ = stream.close().await;
-    let record = find_record(state, req)?;
     match response {
         DataResponse::Manifest {
             announced,
             envelope,
         } => {
             // Prefer what this node learnt from the provider's signed feed.
-            let ours: Option<DatasetVersion> = records::version(
-                &state.store,
-                &record.feed,
-                &req.code,
-                Some(announced.version),
-            )
-            .map_err(local)?;
+            let ours: Option<DatasetVersion> =
+                records::version(&state.store, provider, &req.code, Some(announced.version))
+                    .map_err(local)?;
             let reference = ours.unwrap_or(announced);
-            SignedManifest::open(&envelope, &record.feed, &reference).map_err(|e| {
-                PullError::Corrupt {
-                    chunk: reference.manifest.to_hex(),
-                    place: "manifest".into(),
-                    detail: e.to_string(),
-                }
+            SignedManifest::open(&envelope, provider, &reference).map_err(|e| PullError::Corrupt {
+                chunk: reference.manifest.to_hex(),
+                place: "manifest".into(),
+                detail: e.to_string(),
             })
         }
         DataResponse::Refused { kind, message } => Err(PullError::Refused { kind, message }),

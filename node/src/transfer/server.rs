@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
-use huitong_protocol::dataset::{Body, ChunkHash, Manifest, MAX_MANIFEST_BYTES};
+use huitong_protocol::dataset::{Body, ChunkHash, DatasetVersion, Manifest, MAX_MANIFEST_BYTES};
 use huitong_protocol::wire::{DataRequest, DataResponse, RefusalKind, MAX_DATA_FRAME};
 use huitong_protocol::{codec, NodeId, ResourceCode};
 use libp2p::{PeerId, Stream};
@@ -287,21 +287,14 @@ impl Server {
         }
     }
 
-    fn indexed(
+    /// The announcement of `version` (`None`: the latest) of this node's resource `code`.
+    fn announced(
         &self,
         code: &ResourceCode,
         version: Option<u64>,
-    ) -> Result<
-        (
-            Arc<Indexed>,
-            Vec<u8>,
-            huitong_protocol::dataset::DatasetVersion,
-        ),
-        Refusal,
-    > {
-        let unavailable = |e: &dyn std::fmt::Display| (RefusalKind::Unavailable, e.to_string());
-        let announced = records::version(&self.state.store, &self.state.id(), code.as_str(), version)
-            .map_err(|e| unavailable(&e))?
+    ) -> Result<DatasetVersion, Refusal> {
+        records::version(&self.state.store, &self.state.id(), code.as_str(), version)
+            .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
             .ok_or_else(|| {
                 (
                     RefusalKind::NotFound,
@@ -310,9 +303,18 @@ impl Server {
                         None => format!("{code} has no dataset version yet; the provider must publish one (`huitong dataset publish`)"),
                     },
                 )
-            })?;
-        let stored = records::manifest(&self.state.store, &announced.manifest)
-            .map_err(|e| unavailable(&e))?
+            })
+    }
+
+    /// The sealed manifest envelope of an announced version.
+    fn envelope(
+        &self,
+        code: &ResourceCode,
+        announced: &DatasetVersion,
+    ) -> Result<Vec<u8>, Refusal> {
+        records::manifest(&self.state.store, &announced.manifest)
+            .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
+            .map(|m| m.envelope)
             .ok_or_else(|| {
                 (
                     RefusalKind::NotFound,
@@ -321,25 +323,41 @@ impl Server {
                         announced.version
                     ),
                 )
-            })?;
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = cache.get(&announced.manifest) {
-            return Ok((i.clone(), stored.envelope, announced));
+            })
+    }
+
+    /// The decoded, indexed manifest of an announced version (read from the store once, then
+    /// from the cache: chunk requests never read the manifest again).
+    fn indexed(
+        &self,
+        code: &ResourceCode,
+        announced: &DatasetVersion,
+    ) -> Result<Arc<Indexed>, Refusal> {
+        if let Some(i) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&announced.manifest)
+        {
+            return Ok(i.clone());
         }
+        let unavailable = |e: &dyn std::fmt::Display| (RefusalKind::Unavailable, e.to_string());
+        let bytes = self.envelope(code, announced)?;
         let env = huitong_protocol::Envelope::open_limited(
-            &stored.envelope,
+            &bytes,
             huitong_protocol::Kind::Manifest,
             MAX_MANIFEST_BYTES,
         )
         .map_err(|e| unavailable(&e))?;
         let manifest: Manifest =
             codec::decode(env.payload(), MAX_MANIFEST_BYTES).map_err(|e| unavailable(&e))?;
+        let i = Arc::new(Indexed::new(manifest));
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHED_MANIFESTS {
             cache.clear();
         }
-        let i = Arc::new(Indexed::new(manifest));
         cache.insert(announced.manifest, i.clone());
-        Ok((i, stored.envelope, announced))
+        Ok(i)
     }
 
     fn manifest(
@@ -352,7 +370,8 @@ impl Server {
         if self.allowed(code)?.is_none() {
             self.check_grant(grant, requester, code, None)?;
         }
-        let (_, envelope, announced) = self.indexed(code, version)?;
+        let announced = self.announced(code, version)?;
+        let envelope = self.envelope(code, &announced)?;
         Ok(DataResponse::Manifest {
             announced,
             envelope: ByteBuf::from(envelope),
@@ -368,7 +387,7 @@ impl Server {
         requester: &NodeId,
     ) -> Result<Vec<u8>, Refusal> {
         let open = self.allowed(code)?;
-        let (indexed, _, _) = self.indexed(code, Some(version))?;
+        let indexed = self.indexed(code, &self.announced(code, Some(version))?)?;
         let not_here = || {
             (
                 RefusalKind::NotFound,
