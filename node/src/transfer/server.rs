@@ -30,6 +30,8 @@ use huitong_protocol::grant as grants;
 
 /// How long a stream may sit idle between requests.
 const IDLE: Duration = Duration::from_secs(120);
+/// Chunks read and sent at once (each up to 8 MiB in memory): 4 consumers pulling on 8 streams.
+const MAX_SENDING: usize = 32;
 /// Manifests kept decoded.
 const CACHED_MANIFESTS: usize = 64;
 
@@ -77,6 +79,8 @@ type Refusal = (RefusalKind, String);
 pub struct Server {
     state: Arc<NodeState>,
     cache: Mutex<HashMap<ChunkHash, Arc<Indexed>>>,
+    /// Bounds the chunks being read and sent at once, whatever a consumer opens.
+    sending: tokio::sync::Semaphore,
 }
 
 impl Server {
@@ -85,6 +89,7 @@ impl Server {
         Arc::new(Self {
             state,
             cache: Mutex::new(HashMap::new()),
+            sending: tokio::sync::Semaphore::new(MAX_SENDING),
         })
     }
 
@@ -241,7 +246,7 @@ impl Server {
                     )
                     .await
                 {
-                    Ok(bytes) => {
+                    Ok((bytes, _permit)) => {
                         let len = bytes.len() as u32;
                         frame::write(&mut stream, &DataResponse::Chunk { len }).await?;
                         stream.write_all(&bytes).await?;
@@ -385,7 +390,7 @@ impl Server {
         hash: &ChunkHash,
         grant: Option<&[u8]>,
         requester: &NodeId,
-    ) -> Result<Vec<u8>, Refusal> {
+    ) -> Result<(Vec<u8>, tokio::sync::SemaphorePermit<'_>), Refusal> {
         let open = self.allowed(code)?;
         let indexed = self.indexed(code, &self.announced(code, Some(version))?)?;
         let not_here = || {
@@ -412,9 +417,15 @@ impl Server {
                 ))
             }
         }
+        // Held until the chunk has been written to the stream.
+        let permit = self
+            .sending
+            .acquire()
+            .await
+            .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?;
         let state = self.state.clone();
         let h = *hash;
-        tokio::task::spawn_blocking(move || state.chunks.read(&h))
+        let bytes = tokio::task::spawn_blocking(move || state.chunks.read(&h))
             .await
             .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
             .map_err(|e| {
@@ -425,6 +436,7 @@ impl Server {
                         "the provider cannot read chunk {hash}; it must re-publish the version"
                     ),
                 )
-            })
+            })?;
+        Ok((bytes, permit))
     }
 }
