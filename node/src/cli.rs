@@ -2,6 +2,7 @@
 //! through its admin API; `init` and `run` work on the directory itself.
 
 mod apply_cmd;
+mod audit_cmd;
 mod catalogue_cmd;
 mod charter_cmd;
 mod dataset_cmd;
@@ -64,6 +65,9 @@ pub enum Command {
     Reject(apply_cmd::DecideArgs),
     /// Revoke a grant with --reason (the provider or the hub); serving stops at once.
     Revoke(apply_cmd::DecideArgs),
+    /// Check the hub's audit log: verify records and checkpoints, export proofs.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCmd),
     /// Show and administer the federation charter.
     #[command(subcommand)]
     Charter(charter_cmd::CharterCmd),
@@ -105,6 +109,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approve(a) => apply_cmd::decide(&dir, "approve", a).await,
         Command::Reject(a) => apply_cmd::decide(&dir, "reject", a).await,
         Command::Revoke(a) => apply_cmd::decide(&dir, "revoke", a).await,
+        Command::Audit(c) => audit_cmd::run(&dir, c).await,
         Command::Authority(c) => charter_cmd::authority(c),
         Command::Testnet { args } => exec_testnet(&dir, args),
     }

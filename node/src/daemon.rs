@@ -2,7 +2,8 @@
 //! both down in order on Ctrl-C or SIGTERM so the store is left consistent.
 //!
 //! Files in the node directory: `huitong.toml`, `node.key`, `db/` (RocksDB), `chunks/` (dataset
-//! chunks, see [`crate::chunks`]), `api.token`
+//! chunks, see [`crate::chunks`]), `audit/` (the hub's audit log, see [`crate::audit::log`]),
+//! `api.token`
 //! (0600), `api.addr` (written once the API is bound, removed at shutdown), and optionally
 //! `charter.cbor`, a signed charter imported at first start.
 
@@ -100,6 +101,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         config.clone(),
         authority,
         charter,
+        dir.join("audit"),
     ));
     if state.charter().is_none() && dir.join(CHARTER_FILE).exists() {
         let bytes = std::fs::read(dir.join(CHARTER_FILE))?;
@@ -148,6 +150,13 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         net: client.clone(),
         control,
     };
+
+    tokio::spawn(crate::audit::appender::run(state.clone(), shutdown.clone()));
+    tokio::spawn(crate::audit::watch::run(
+        state.clone(),
+        transport.clone(),
+        shutdown.clone(),
+    ));
 
     let api_addr = config
         .api_addr()

@@ -208,6 +208,7 @@ impl NodeState {
         if let Event::Grant(g) = &e.event {
             crate::applications::apply(self, &mut batch, &e.feed, e.timestamp_ms, g)?;
         }
+        crate::audit::queue(self, &mut batch, v);
         self.store.commit(&w, batch, false)?;
         if e.feed != self.id() {
             self.accepted();
@@ -317,6 +318,7 @@ impl NodeState {
         if let Event::Grant(g) = &entry.event {
             crate::applications::apply(self, &mut batch, &entry.feed, entry.timestamp_ms, g)?;
         }
+        crate::audit::queue(self, &mut batch, &sealed);
         self.store.commit(w, batch, false)?;
         Ok(sealed)
     }

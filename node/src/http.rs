@@ -26,6 +26,7 @@ const MAX_BODY: usize = 1024 * 1024;
 const MAX_BATCH_BODY: usize = 32 * 1024 * 1024;
 
 mod applications;
+pub mod audit;
 mod datasets;
 
 #[derive(Clone)]
@@ -76,6 +77,11 @@ pub async fn serve(
     };
     let app = Router::new()
         .route("/api/v1/status", get(status))
+        .route("/api/v1/audit", get(audit::check_log))
+        .route("/api/v1/audit/records/{id}", get(audit::records))
+        .route("/api/v1/audit/records/{id}/proof", get(audit::proof))
+        .route("/api/v1/audit/proofs", post(audit::check_proof))
+        .route("/api/v1/audit/checkpoints", post(audit::import_checkpoint))
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/catalogue", get(list).post(publish))
         .route(

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod applications;
+pub mod audit;
 pub mod catalogue;
 pub mod charter;
 pub mod chunks;

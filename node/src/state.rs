@@ -40,6 +40,8 @@ pub struct NodeState {
     pub transfer: crate::transfer::Stats,
     /// Pulls started through the API.
     pub pulls: crate::transfer::pull::Pulls,
+    /// The audit log (hub) and checkpoint watch (every node).
+    pub audit: crate::audit::AuditState,
     charter: RwLock<Option<Charter>>,
     counters: Mutex<Counters>,
 }
@@ -53,10 +55,12 @@ impl NodeState {
         config: Config,
         authority: Option<NodeId>,
         charter: Option<Charter>,
+        audit_dir: std::path::PathBuf,
     ) -> Self {
         Self {
             store,
             chunks,
+            audit: crate::audit::AuditState::new(audit_dir),
             transfer: Default::default(),
             pulls: Default::default(),
             key,

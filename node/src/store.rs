@@ -10,6 +10,9 @@
 //! - `datasets`: `feed(32) ‖ code ‖ 0x00 ‖ version(8)` → CBOR dataset announcement.
 //! - `manifests`: `manifest hash(32)` → CBOR stored manifest (envelope bytes, complete flag).
 //! - `applications`: application id → CBOR [`crate::applications::AppRecord`].
+//! - `audit_pending` (hub): record key(32) → CBOR audit record not yet in the audit log.
+//! - `audit_checkpoints`: tree size(8, big-endian) → the audit checkpoint note seen for it.
+//! - `audit_evidence`: detection time ms(8) ‖ size(8) → CBOR split-view evidence.
 //!
 //! Invariant: every event's writes (feed entry, head, view, index) go into one `WriteBatch`,
 //! so a crash never leaves an event half-applied. Writers take [`Store::writer`] so that
@@ -36,7 +39,10 @@ pub(crate) const CF_SEARCH: &str = "search";
 pub(crate) const CF_DATASETS: &str = "datasets";
 pub(crate) const CF_MANIFESTS: &str = "manifests";
 pub(crate) const CF_APPLICATIONS: &str = "applications";
-const ALL_CFS: [&str; 9] = [
+pub(crate) const CF_AUDIT_PENDING: &str = "audit_pending";
+pub(crate) const CF_AUDIT_CHECKPOINTS: &str = "audit_checkpoints";
+pub(crate) const CF_AUDIT_EVIDENCE: &str = "audit_evidence";
+const ALL_CFS: [&str; 12] = [
     CF_META,
     CF_ENTRIES,
     CF_HEADS,
@@ -46,6 +52,9 @@ const ALL_CFS: [&str; 9] = [
     CF_DATASETS,
     CF_MANIFESTS,
     CF_APPLICATIONS,
+    CF_AUDIT_PENDING,
+    CF_AUDIT_CHECKPOINTS,
+    CF_AUDIT_EVIDENCE,
 ];
 
 const KEY_CHARTER: &[u8] = b"charter";

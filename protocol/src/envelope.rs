@@ -25,6 +25,8 @@ pub enum Kind {
     Charter,
     /// A dataset version's [`crate::dataset::Manifest`].
     Manifest,
+    /// A provider's [`crate::receipt::Receipt`] for a completed pull.
+    Receipt,
 }
 
 impl Kind {
@@ -34,13 +36,19 @@ impl Kind {
             Kind::FeedEntry => "huitong/feed-entry/v1",
             Kind::Charter => "huitong/charter/v1",
             Kind::Manifest => "huitong/dataset-manifest/v1",
+            Kind::Receipt => "huitong/transfer-receipt/v1",
         }
     }
 
     fn from_tag(tag: &str) -> Option<Self> {
-        [Kind::FeedEntry, Kind::Charter, Kind::Manifest]
-            .into_iter()
-            .find(|k| k.tag() == tag)
+        [
+            Kind::FeedEntry,
+            Kind::Charter,
+            Kind::Manifest,
+            Kind::Receipt,
+        ]
+        .into_iter()
+        .find(|k| k.tag() == tag)
     }
 }
 

@@ -62,6 +62,9 @@ pub enum Event {
     DatasetPublished(DatasetVersion),
     /// An application or grant event (see [`crate::application`]).
     Grant(GrantEvent),
+    /// A transfer receipt: the provider's signed [`crate::receipt::Receipt`] envelope, in the
+    /// consumer's feed (whose entry signature is the countersignature).
+    Receipt(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// One entry of a feed.
@@ -119,6 +122,9 @@ pub enum FeedError {
     /// The carried application or grant event breaks a rule.
     #[error("invalid application or grant event: {0}")]
     Grant(String),
+    /// The carried receipt does not verify or is not the feed owner's.
+    #[error("invalid receipt: {0}")]
+    Receipt(String),
     /// The carried dataset announcement breaks a rule.
     #[error("invalid dataset announcement: {0}")]
     Dataset(String),
@@ -167,6 +173,16 @@ impl VerifiedEntry {
             }
             Event::DatasetPublished(_) => {}
             Event::Grant(g) => g.check().map_err(FeedError::Grant)?,
+            Event::Receipt(bytes) => {
+                let r = crate::receipt::SignedReceipt::open(bytes)
+                    .map_err(|e| FeedError::Receipt(e.to_string()))?;
+                if r.receipt.consumer != entry.feed {
+                    return Err(FeedError::Receipt(format!(
+                        "receipt for {} countersigned by {}",
+                        r.receipt.consumer, entry.feed
+                    )));
+                }
+            }
         }
         let hash = EntryHash::of(envelope.payload());
         Ok(Self {

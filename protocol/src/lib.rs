@@ -7,6 +7,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod application;
+pub mod audit;
 pub mod catalogue;
 pub mod charter;
 pub mod codec;
@@ -15,6 +16,7 @@ pub mod envelope;
 pub mod feed;
 pub mod grant;
 pub mod identity;
+pub mod receipt;
 pub mod resource_code;
 pub mod uscc;
 pub mod wire;

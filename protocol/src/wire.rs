@@ -75,6 +75,9 @@ pub enum Gossip {
     Entry(ByteBuf),
     /// A signed charter envelope.
     Charter(ByteBuf),
+    /// A signed audit-log checkpoint note (see [`crate::audit::note`]), from the hub, a witness
+    /// or any member passing on what it saw.
+    Checkpoint(ByteBuf),
 }
 
 /// The stream protocol for dataset manifests and chunks (bulk data, not gossip).
@@ -113,6 +116,64 @@ pub enum DataRequest {
         #[serde(default)]
         grant: Option<ByteBuf>,
     },
+    /// A receipt for a completed pull of `fields` of a version (empty: a file version).
+    Receipt {
+        /// Resource code.
+        code: crate::ResourceCode,
+        /// Version pulled.
+        version: u64,
+        /// 信息项 pulled.
+        fields: Vec<String>,
+        /// The grant token it was pulled under.
+        #[serde(default)]
+        grant: Option<ByteBuf>,
+    },
+    /// A question for the hub about its audit log.
+    Audit(AuditRequest),
+}
+
+/// A question about the hub's audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditRequest {
+    /// The latest checkpoint note.
+    Checkpoint,
+    /// A consistency proof from tree size `old` to tree size `new`.
+    Consistency {
+        /// Smaller size.
+        old: u64,
+        /// Larger size.
+        new: u64,
+    },
+    /// The entries whose record id is `id` (application id, receipt id, charter version).
+    Find {
+        /// Record id.
+        id: String,
+    },
+    /// Entry `index` and its inclusion proof in the tree of size `size`.
+    Inclusion {
+        /// Entry index.
+        index: u64,
+        /// Tree size.
+        size: u64,
+    },
+}
+
+/// The hub's answer about its audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditResponse {
+    /// The latest checkpoint note (none while the log is empty).
+    Checkpoint(Option<ByteBuf>),
+    /// Proof hashes (32 bytes each).
+    Proof(Vec<ByteBuf>),
+    /// Indexes of the entries found.
+    Found(Vec<u64>),
+    /// An entry and its inclusion proof hashes.
+    Entry {
+        /// Entry bytes.
+        entry: ByteBuf,
+        /// Proof hashes (32 bytes each).
+        proof: Vec<ByteBuf>,
+    },
 }
 
 /// Why a provider refused a data request.
@@ -145,6 +206,10 @@ pub enum DataResponse {
         /// Length of the raw bytes that follow.
         len: u32,
     },
+    /// A signed receipt envelope.
+    Receipt(ByteBuf),
+    /// An answer about the audit log.
+    Audit(AuditResponse),
     /// Refused, with the reason for a person.
     Refused {
         /// Machine-readable kind.

@@ -290,5 +290,13 @@ fn print_summary(s: &PullSummary) -> anyhow::Result<()> {
         secs,
         bytes((s.bytes_fetched as f64 / secs) as u64)
     )?;
+    match (&s.receipt, &s.receipt_error) {
+        (Some(id), _) => writeln!(
+            o,
+            "  receipt {id}: signed by the provider, countersigned here, sent to the hub's audit log"
+        )?,
+        (None, Some(e)) => writeln!(o, "  no receipt: {e}")?,
+        (None, None) => {}
+    }
     Ok(())
 }

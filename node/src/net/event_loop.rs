@@ -534,11 +534,36 @@ impl EventLoop {
                 }
             },
             Ok(Gossip::Charter(bytes)) => self.on_charter(&bytes, Accept, Ignore),
+            Ok(Gossip::Checkpoint(note)) => self.on_checkpoint(note.into_vec()),
         };
         self.swarm
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(&id, &source, acceptance);
+    }
+
+    /// Accepts (for propagation) a checkpoint note signed by the hub and hands it to the
+    /// audit watcher, which compares it with what this node saw.
+    fn on_checkpoint(&mut self, note: Vec<u8>) -> gossipsub::MessageAcceptance {
+        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        let Some((origin, hub, witnesses)) = crate::audit::keys(&self.state) else {
+            return Ignore;
+        };
+        match huitong_protocol::audit::note::open_checkpoint(&note, &origin, &hub, &witnesses) {
+            Ok(_) => {
+                let _ = self
+                    .state
+                    .audit
+                    .inbox
+                    .try_send((note, crate::audit::Source::Gossip));
+                Accept
+            }
+            Err(e) => {
+                warn!(target: "huitong::audit", error = %e, "refused checkpoint gossip");
+                self.state.reject("checkpoint");
+                Reject
+            }
+        }
     }
 
     fn on_charter<T>(&mut self, bytes: &[u8], accepted: T, other: T) -> T {

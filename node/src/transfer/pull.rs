@@ -42,7 +42,7 @@ pub const STREAMS: usize = 8;
 /// A pull fails after this long without any chunk arriving (provider down, no route).
 const STALL: Duration = Duration::from_secs(90);
 /// Longest wait for one response.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What to pull.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -105,6 +105,12 @@ pub struct PullSummary {
     pub write_ms: u64,
     /// The output file.
     pub out: PathBuf,
+    /// The transfer receipt (provider-signed, countersigned here), when the provider gave one.
+    #[serde(default)]
+    pub receipt: Option<String>,
+    /// Why there is no receipt.
+    #[serde(default)]
+    pub receipt_error: Option<String>,
 }
 
 /// Why a pull failed.
@@ -652,6 +658,29 @@ async fn run(
         .await
         .map_err(local)??
     };
+    let (receipt, receipt_error) = if local_pull {
+        (None, None)
+    } else {
+        let peer = crate::net::peer_id(&provider)
+            .ok_or_else(|| local("provider key is not a libp2p key"))?;
+        let pulled = super::receipt::Pulled {
+            provider: &provider,
+            code: &manifest.code,
+            version: manifest.version,
+            fields: match &manifest.body {
+                Body::Table { .. } => &fields,
+                Body::File { .. } => &[],
+            },
+            grant: grant.as_deref(),
+        };
+        match super::receipt::obtain(state, t, peer, &pulled).await {
+            Ok(id) => (Some(id), None),
+            Err(e) => {
+                warn!(code = %manifest.code, error = %e, "no transfer receipt for this pull");
+                (None, Some(e))
+            }
+        }
+    };
     let bytes_written = match &manifest.body {
         Body::File { .. } => written,
         Body::Table { .. } => std::fs::metadata(&req.out).map(|m| m.len()).unwrap_or(0),
@@ -677,10 +706,12 @@ async fn run(
         fetch_ms,
         write_ms: write_started.elapsed().as_millis() as u64,
         out: req.out.clone(),
+        receipt,
+        receipt_error,
     })
 }
 
-async fn open_stream(t: &Transport, peer: PeerId) -> Result<Stream, String> {
+pub(crate) async fn open_stream(t: &Transport, peer: PeerId) -> Result<Stream, String> {
     t.net.connect(peer).await?;
     let mut control = t.control.clone();
     control
@@ -742,7 +773,7 @@ async fn fetch_manifest(
             })
         }
         DataResponse::Refused { kind, message } => Err(PullError::Refused { kind, message }),
-        DataResponse::Chunk { .. } => Err(io(&"unexpected chunk response")),
+        _ => Err(io(&"unexpected response to a manifest request")),
     }
 }
 
@@ -897,9 +928,9 @@ async fn fetch_one(f: &Fetch<'_>, s: &mut Stream, want: &Want) -> Result<(), Fai
             Some(DataResponse::Refused { kind, message }) => {
                 Err(Failure::Fatal(PullError::Refused { kind, message }))
             }
-            Some(DataResponse::Manifest { .. }) => {
-                Err(Failure::Transient("unexpected manifest response".into()))
-            }
+            Some(_) => Err(Failure::Transient(
+                "unexpected response to a chunk request".into(),
+            )),
         }
     };
     let bytes = tokio::time::timeout(RESPONSE_TIMEOUT, read)

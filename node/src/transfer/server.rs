@@ -151,7 +151,7 @@ impl Server {
         requester: &NodeId,
         code: &ResourceCode,
         column: Option<&str>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<String, Refusal> {
         let Some(token) = grant else {
             let what = match column {
                 Some(c) => format!("信息项 {c:?} of {code} is not 无条件共享"),
@@ -181,7 +181,7 @@ impl Server {
                 RefusalKind::NeedsGrant,
                 format!("grant {id} was revoked: {}", r.reason.unwrap_or_default()),
             )),
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(id),
             Err(e) => Err((RefusalKind::Unavailable, e.to_string())),
         }
     }
@@ -257,6 +257,36 @@ impl Server {
                         self.refuse(&mut stream, kind, message).await?;
                     }
                 },
+                DataRequest::Receipt {
+                    code,
+                    version,
+                    fields,
+                    grant,
+                } => {
+                    let response = match self.receipt(
+                        &code,
+                        version,
+                        fields,
+                        grant.as_ref().map(|g| g.as_slice()),
+                        &requester,
+                    ) {
+                        Ok(r) => r,
+                        Err((kind, message)) => DataResponse::Refused { kind, message },
+                    };
+                    frame::write(&mut stream, &response).await?;
+                }
+                DataRequest::Audit(q) => {
+                    let state = self.state.clone();
+                    let response = tokio::task::spawn_blocking(move || {
+                        crate::audit::service::answer(&state, q)
+                    })
+                    .await
+                    .unwrap_or_else(|e| DataResponse::Refused {
+                        kind: RefusalKind::Unavailable,
+                        message: e.to_string(),
+                    });
+                    frame::write(&mut stream, &response).await?;
+                }
             }
             stream.flush().await?;
         }
@@ -383,6 +413,72 @@ impl Server {
         })
     }
 
+    /// Signs a receipt for `fields` of a version this member may receive: the bytes are the
+    /// provider's own count of those fields' chunks, whatever the consumer claims.
+    fn receipt(
+        &self,
+        code: &ResourceCode,
+        version: u64,
+        fields: Vec<String>,
+        grant: Option<&[u8]>,
+        requester: &NodeId,
+    ) -> Result<DataResponse, Refusal> {
+        let open = self.allowed(code)?;
+        let announced = self.announced(code, Some(version))?;
+        let indexed = self.indexed(code, &announced)?;
+        let m = &indexed.manifest;
+        let (fields, bytes, needs_grant) = match &m.body {
+            Body::Table { columns, .. } => {
+                let mut bytes = 0u64;
+                let mut needs = false;
+                for f in &fields {
+                    let c = columns.iter().find(|c| &c.name == f).ok_or_else(|| {
+                        (
+                            RefusalKind::NotFound,
+                            format!("{code} version {version} has no 信息项 {f:?}"),
+                        )
+                    })?;
+                    needs |= !open.as_ref().is_some_and(|o| o.contains(f));
+                    bytes += c.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>();
+                }
+                (fields, bytes, needs)
+            }
+            Body::File { chunks, .. } => (
+                Vec::new(),
+                chunks.iter().map(|c| u64::from(c.len)).sum(),
+                open.is_none(),
+            ),
+        };
+        let grant_id = if needs_grant {
+            let mut id = None;
+            for f in fields
+                .iter()
+                .map(|f| Some(f.as_str()))
+                .chain(fields.is_empty().then_some(None))
+            {
+                id = Some(self.check_grant(grant, requester, code, f)?);
+            }
+            id
+        } else {
+            None
+        };
+        let receipt = huitong_protocol::receipt::Receipt {
+            layout: huitong_protocol::receipt::RECEIPT_VERSION,
+            provider: self.state.id(),
+            consumer: *requester,
+            code: code.clone(),
+            version,
+            manifest: announced.manifest,
+            fields,
+            bytes,
+            grant: grant_id,
+            signed_at_ms: crate::state::now_ms(),
+        };
+        let signed = huitong_protocol::receipt::SignedReceipt::seal(&self.state.key, &receipt);
+        tracing::info!(target: "huitong::audit", receipt = %signed.id, %code, version, bytes, consumer = %requester, "signed a transfer receipt");
+        Ok(DataResponse::Receipt(ByteBuf::from(signed.bytes)))
+    }
+
     async fn chunk(
         &self,
         code: &ResourceCode,
@@ -404,10 +500,12 @@ impl Server {
             (Place::Column(i), Body::Table { columns, .. }, Some(open))
                 if open.contains(&columns[i].name) => {}
             (Place::Column(i), Body::Table { columns, .. }, _) => {
-                self.check_grant(grant, requester, code, Some(&columns[i].name))?
+                self.check_grant(grant, requester, code, Some(&columns[i].name))?;
             }
             (Place::File, _, Some(_)) => {}
-            (Place::File, _, None) => self.check_grant(grant, requester, code, None)?,
+            (Place::File, _, None) => {
+                self.check_grant(grant, requester, code, None)?;
+            }
             (Place::Report, Body::Table { columns, .. }, Some(open))
                 if columns.iter().all(|c| open.contains(&c.name)) => {}
             _ => {

@@ -1,0 +1,108 @@
+//! A member's questions to the hub about the audit log, over the data protocol
+//! (`/huitong/data/1`, [`DataRequest::Audit`]), relayed through the hub like any stream.
+
+use futures::AsyncWriteExt;
+use huitong_protocol::audit::note::MAX_NOTE_BYTES;
+use huitong_protocol::wire::{AuditRequest, AuditResponse, DataRequest, DataResponse};
+use huitong_protocol::NodeId;
+use tlog_tiles::Hash;
+
+use crate::transfer::frame;
+use crate::transfer::pull::{open_stream, Transport, RESPONSE_TIMEOUT};
+
+/// Largest answer: an entry and 64 proof hashes, or a list of indexes.
+const MAX_ANSWER: usize = MAX_NOTE_BYTES + 64 * 1024;
+
+/// Why a question was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// The hub could not be reached (or the stream broke).
+    #[error("cannot reach the hub: {0}")]
+    Unreachable(String),
+    /// The hub answered with a refusal (or an answer of the wrong kind).
+    #[error("the hub refused: {0}")]
+    Refused(String),
+}
+
+/// Asks the hub one question.
+pub async fn ask(
+    t: &Transport,
+    hub: &NodeId,
+    req: AuditRequest,
+) -> Result<AuditResponse, AskError> {
+    let peer = crate::net::peer_id(hub)
+        .ok_or_else(|| AskError::Unreachable("the hub key is not a libp2p key".into()))?;
+    let mut stream = open_stream(t, peer).await.map_err(AskError::Unreachable)?;
+    let unreachable = |e: &dyn std::fmt::Display| AskError::Unreachable(e.to_string());
+    frame::write(&mut stream, &DataRequest::Audit(req))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    stream.flush().await.map_err(|e| unreachable(&e))?;
+    let response = tokio::time::timeout(
+        RESPONSE_TIMEOUT,
+        frame::read::<DataResponse, _>(&mut stream, MAX_ANSWER),
+    )
+    .await
+    .map_err(|e| unreachable(&e))?
+    .map_err(|e| unreachable(&e))?
+    .ok_or_else(|| unreachable(&"the hub closed the stream"))?;
+    let _ = stream.close().await;
+    match response {
+        DataResponse::Audit(a) => Ok(a),
+        DataResponse::Refused { message, .. } => Err(AskError::Refused(message)),
+        _ => Err(AskError::Refused("an answer of the wrong kind".into())),
+    }
+}
+
+/// Decodes proof hashes.
+pub fn hashes(raw: &[serde_bytes::ByteBuf]) -> Result<Vec<Hash>, AskError> {
+    raw.iter()
+        .map(|h| {
+            <[u8; 32]>::try_from(h.as_slice())
+                .map(Hash)
+                .map_err(|_| AskError::Refused("a proof hash is not 32 bytes".into()))
+        })
+        .collect()
+}
+
+/// The hub's latest checkpoint note.
+pub async fn checkpoint(t: &Transport, hub: &NodeId) -> Result<Option<Vec<u8>>, AskError> {
+    match ask(t, hub, AuditRequest::Checkpoint).await? {
+        AuditResponse::Checkpoint(n) => Ok(n.map(|b| b.into_vec())),
+        _ => Err(AskError::Refused("an answer of the wrong kind".into())),
+    }
+}
+
+/// A consistency proof from `old` to `new`.
+pub async fn consistency(
+    t: &Transport,
+    hub: &NodeId,
+    old: u64,
+    new: u64,
+) -> Result<Vec<Hash>, AskError> {
+    match ask(t, hub, AuditRequest::Consistency { old, new }).await? {
+        AuditResponse::Proof(p) => hashes(&p),
+        _ => Err(AskError::Refused("an answer of the wrong kind".into())),
+    }
+}
+
+/// Indexes of the entries with a record id.
+pub async fn find(t: &Transport, hub: &NodeId, id: &str) -> Result<Vec<u64>, AskError> {
+    match ask(t, hub, AuditRequest::Find { id: id.to_owned() }).await? {
+        AuditResponse::Found(i) => Ok(i),
+        _ => Err(AskError::Refused("an answer of the wrong kind".into())),
+    }
+}
+
+/// Entry `index` and its inclusion proof in the tree of `size`.
+pub async fn inclusion(
+    t: &Transport,
+    hub: &NodeId,
+    index: u64,
+    size: u64,
+) -> Result<(Vec<u8>, Vec<Hash>), AskError> {
+    match ask(t, hub, AuditRequest::Inclusion { index, size }).await? {
+        AuditResponse::Entry { entry, proof } => Ok((entry.into_vec(), hashes(&proof)?)),
+        _ => Err(AskError::Refused("an answer of the wrong kind".into())),
+    }
+}

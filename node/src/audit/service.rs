@@ -1,0 +1,74 @@
+//! The hub's answers to audit questions, computed from the log's tiles on disk.
+
+use huitong_protocol::wire::{AuditRequest, AuditResponse, DataResponse, RefusalKind};
+use serde_bytes::ByteBuf;
+use tlog_tiles::Hash;
+
+use super::appender::with_log;
+use crate::state::NodeState;
+
+/// Most indexes returned for one record id.
+const MAX_FOUND: usize = 1000;
+
+fn bufs(hashes: Vec<Hash>) -> Vec<ByteBuf> {
+    hashes
+        .into_iter()
+        .map(|h| ByteBuf::from(h.0.to_vec()))
+        .collect()
+}
+
+/// Answers one question (blocking: reads tiles).
+pub fn answer(state: &NodeState, req: AuditRequest) -> DataResponse {
+    if !state.is_hub() {
+        return DataResponse::Refused {
+            kind: RefusalKind::NotFound,
+            message: "this node is not the hub: ask the hub about the audit log".into(),
+        };
+    }
+    let result = with_log(state, |log| {
+        Ok(match req {
+            AuditRequest::Checkpoint => AuditResponse::Checkpoint(best_note(
+                state,
+                log.checkpoint().map(|c| (c.size, c.note.clone())),
+            )),
+            AuditRequest::Consistency { old, new } => {
+                AuditResponse::Proof(bufs(log.consistency(old, new)?))
+            }
+            AuditRequest::Find { id } => {
+                let mut found = log.find(&id);
+                found.truncate(MAX_FOUND);
+                AuditResponse::Found(found)
+            }
+            AuditRequest::Inclusion { index, size } => {
+                let (entry, proof) = log.inclusion(index, size)?;
+                AuditResponse::Entry {
+                    entry: ByteBuf::from(entry),
+                    proof: bufs(proof),
+                }
+            }
+        })
+    });
+    match result {
+        Ok(a) => DataResponse::Audit(a),
+        Err(e) => DataResponse::Refused {
+            kind: RefusalKind::Unavailable,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// The hub's note for its latest size, with witness cosignatures once the watcher has them.
+fn best_note(state: &NodeState, own: Option<(u64, Vec<u8>)>) -> Option<ByteBuf> {
+    let (size, note) = own?;
+    let cosigned = super::watch::held(state, size)
+        .ok()
+        .flatten()
+        .filter(|c| !c.cosigned_by.is_empty())
+        .map(|c| c.note);
+    Some(ByteBuf::from(cosigned.unwrap_or(note)))
+}
+
+/// A consistency proof from the hub's own log (for its own watcher).
+pub fn consistency(state: &NodeState, old: u64, new: u64) -> Result<Vec<Hash>, String> {
+    with_log(state, |log| log.consistency(old, new)).map_err(|e| e.to_string())
+}

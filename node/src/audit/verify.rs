@@ -1,0 +1,289 @@
+//! `huitong audit verify` and `export-proof`: proving records' inclusion against checkpoints
+//! this node has checked itself, checking proof files offline, and checking the log as a whole
+//! (on the hub, every tile on disk; on every node, the checkpoints seen and any split view).
+
+use std::sync::Arc;
+
+use huitong_protocol::audit::note::SignedCheckpoint;
+use huitong_protocol::audit::proof::{check_inclusion, TlogProof};
+use huitong_protocol::audit::{Record, RecordKind};
+use serde::{Deserialize, Serialize};
+use tlog_tiles::{record_hash, Hash};
+
+use super::appender::with_log;
+use super::log::{verify_dir, DiskReport};
+use super::{client, keys, watch};
+use crate::state::NodeState;
+use crate::transfer::pull::Transport;
+
+/// A checkpoint, for people.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointView {
+    /// Tree size.
+    pub size: u64,
+    /// Root hash (base64).
+    pub root: String,
+    /// Names of the witnesses whose cosignature verified.
+    pub cosigned_by: Vec<String>,
+}
+
+/// One record proved to be in the log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RecordReport {
+    /// Entry index.
+    pub index: u64,
+    /// Record kind.
+    pub kind: String,
+    /// Record id.
+    pub id: String,
+    /// Who signed the event (member name, or key).
+    pub signer: String,
+    /// Feed seq (charter version).
+    pub seq: u64,
+    /// Event hash (hex).
+    pub hash: String,
+    /// The checkpoint proved against.
+    pub checkpoint: CheckpointView,
+    /// Whether this node holds the event and it hashes the same (`None`: not held here).
+    pub matches_local: Option<bool>,
+}
+
+/// A split view found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SplitView {
+    /// When (ms).
+    pub detected_at_ms: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// What `huitong audit verify` (whole log) found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogReport {
+    /// The log origin.
+    pub origin: String,
+    /// Whether this node keeps the log.
+    pub hub: bool,
+    /// The largest checkpoint this node holds.
+    pub latest: Option<CheckpointView>,
+    /// How many checkpoints it holds.
+    pub checkpoints_seen: u64,
+    /// Split views found (any makes `verify` fail).
+    pub split_views: Vec<SplitView>,
+    /// On the hub: the check of every file.
+    pub disk: Option<DiskReport>,
+    /// On the hub: records queued, not yet in the log.
+    pub pending: u64,
+}
+
+fn name_of(state: &NodeState, key: &huitong_protocol::NodeId) -> String {
+    state
+        .with_charter(|c| c.and_then(|c| c.member(key)).map(|m| m.name.clone()))
+        .unwrap_or_else(|| key.to_hex())
+}
+
+/// A checkpoint as shown.
+pub fn view(state: &NodeState, c: &SignedCheckpoint) -> CheckpointView {
+    CheckpointView {
+        size: c.size,
+        root: c.root.to_string(),
+        cosigned_by: c
+            .cosigned_by
+            .iter()
+            .map(|(w, _)| name_of(state, w))
+            .collect(),
+    }
+}
+
+/// The latest checkpoint, refreshed from the hub when it can be reached.
+async fn current(state: &Arc<NodeState>, t: &Transport) -> Result<SignedCheckpoint, String> {
+    if let Err(e) = watch::poll(state, t).await {
+        tracing::debug!(error = %e, "could not refresh the checkpoint; using the latest held");
+    }
+    watch::latest(state)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "this node has seen no audit checkpoint yet: the hub publishes one once something is logged; try again in a few seconds".to_string())
+}
+
+async fn find(state: &Arc<NodeState>, t: &Transport, id: &str) -> Result<Vec<u64>, String> {
+    let (_, hub, _) = keys(state).ok_or("no charter naming a hub")?;
+    if hub == state.id() {
+        let s = state.clone();
+        let id = id.to_owned();
+        return tokio::task::spawn_blocking(move || with_log(&s, |l| Ok(l.find(&id))))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string());
+    }
+    client::find(t, &hub, id).await.map_err(|e| e.to_string())
+}
+
+async fn inclusion(
+    state: &Arc<NodeState>,
+    t: &Transport,
+    index: u64,
+    size: u64,
+) -> Result<(Vec<u8>, Vec<Hash>), String> {
+    let (_, hub, _) = keys(state).ok_or("no charter naming a hub")?;
+    if hub == state.id() {
+        let s = state.clone();
+        return tokio::task::spawn_blocking(move || with_log(&s, |l| l.inclusion(index, size)))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string());
+    }
+    client::inclusion(t, &hub, index, size)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Whether this node holds the event a record names, and it hashes the same.
+fn matches_local(state: &NodeState, r: &Record) -> Option<bool> {
+    if r.kind == RecordKind::Charter {
+        return None;
+    }
+    let (hash, _) = state.store.entry(&r.signer, r.seq).ok()??;
+    Some(hash.0 == r.hash)
+}
+
+fn report(
+    state: &NodeState,
+    index: u64,
+    r: &Record,
+    cp: &SignedCheckpoint,
+) -> Result<RecordReport, String> {
+    let local = matches_local(state, r);
+    if local == Some(false) {
+        return Err(format!(
+            "entry {index}: the log records {} seq {} with hash {}, but this node holds a different entry there",
+            name_of(state, &r.signer),
+            r.seq,
+            hex::encode(r.hash)
+        ));
+    }
+    Ok(RecordReport {
+        index,
+        kind: r.kind.as_str().into(),
+        id: r.id.clone(),
+        signer: name_of(state, &r.signer),
+        seq: r.seq,
+        hash: hex::encode(r.hash),
+        checkpoint: view(state, cp),
+        matches_local: local,
+    })
+}
+
+/// Proves every entry with record id `id` against the latest checkpoint this node checked.
+/// `only`: just this index. Returns the reports and, per entry, a tlog-proof file.
+pub async fn records(
+    state: &Arc<NodeState>,
+    t: &Transport,
+    id: &str,
+    only: Option<u64>,
+) -> Result<Vec<(RecordReport, TlogProof)>, String> {
+    let cp = current(state, t).await?;
+    let mut found = find(state, t, id).await?;
+    if let Some(i) = only {
+        found.retain(|&x| x == i);
+    }
+    if found.is_empty() {
+        return Err(format!("no audit record {id:?} in the hub's log (record ids are application ids, receipt ids and charter-N)"));
+    }
+    let covered: Vec<u64> = found.iter().copied().filter(|&i| i < cp.size).collect();
+    if covered.is_empty() {
+        return Err(format!(
+            "record {id} is at index {:?}, beyond the latest checkpoint this node has checked (size {}); try again in a few seconds",
+            found, cp.size
+        ));
+    }
+    let mut out = Vec::new();
+    for index in covered {
+        let (entry, hashes) = inclusion(state, t, index, cp.size).await?;
+        check_inclusion(&hashes, &cp, index, record_hash(&entry)).map_err(|e| e.to_string())?;
+        let r = Record::decode(&entry)
+            .map_err(|e| format!("entry {index}: not an audit record: {e}"))?;
+        if r.id != id {
+            return Err(format!(
+                "entry {index}: the hub answered with record {:?}, not {id:?}",
+                r.id
+            ));
+        }
+        let rep = report(state, index, &r, &cp)?;
+        out.push((
+            rep,
+            TlogProof {
+                entry,
+                index,
+                hashes,
+                checkpoint: cp.note.clone(),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Checks a tlog-proof file with the charter's keys only (no network).
+pub fn proof_file(state: &NodeState, bytes: &[u8]) -> Result<RecordReport, String> {
+    let (origin, hub, witnesses) = keys(state).ok_or("no charter naming a hub")?;
+    let proof = TlogProof::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let ok = proof
+        .verify(&origin, &hub, &witnesses)
+        .map_err(|e| e.to_string())?;
+    report(state, ok.index, &ok.record, &ok.checkpoint)
+}
+
+/// Checks the log as a whole. Fails on any split view, and on the hub on any file that does not
+/// match the signed checkpoint (naming the entry index).
+pub async fn log(state: &Arc<NodeState>, t: &Transport) -> Result<LogReport, String> {
+    let (origin, hub, _) = keys(state).ok_or("no charter naming a hub")?;
+    if let Err(e) = watch::poll(state, t).await {
+        tracing::debug!(error = %e, "could not refresh the checkpoint");
+    }
+    let is_hub = hub == state.id();
+    let disk = if is_hub {
+        let dir = state.audit.dir.clone();
+        let o = origin.clone();
+        let checked = tokio::task::spawn_blocking(move || verify_dir(&dir, &o, &hub))
+            .await
+            .map_err(|e| e.to_string())?;
+        match checked {
+            Ok(r) => Some(r),
+            Err(super::log::LogError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && !state.audit.dir.join(super::log::CHECKPOINT_FILE).exists() =>
+            {
+                None
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    } else {
+        None
+    };
+    let split_views: Vec<SplitView> = watch::evidence(state)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|e| SplitView {
+            detected_at_ms: e.detected_at_ms,
+            reason: e.reason,
+        })
+        .collect();
+    let latest = watch::latest(state).map_err(|e| e.to_string())?;
+    let pending = {
+        let s = &state.store;
+        s.db()
+            .iterator_cf(
+                s.cf(crate::store::CF_AUDIT_PENDING),
+                rocksdb::IteratorMode::Start,
+            )
+            .count() as u64
+    };
+    Ok(LogReport {
+        origin,
+        hub: is_hub,
+        latest: latest.as_ref().map(|c| view(state, c)),
+        checkpoints_seen: watch::count(state),
+        split_views,
+        disk,
+        pending,
+    })
+}

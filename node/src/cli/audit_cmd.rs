@@ -1,0 +1,196 @@
+//! `huitong audit verify|export-proof|import-checkpoint`: checking the hub's audit log.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+
+use super::output;
+use crate::audit::verify::{LogReport, RecordReport};
+use crate::client::ApiClient;
+use crate::http::audit::{ImportOutcome, ProofFile, TextBody};
+
+/// Largest proof or checkpoint file read.
+const MAX_FILE: u64 = 64 * 1024;
+
+/// `huitong audit …`.
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Check the log: with no option, every checkpoint seen (and on the hub every tile on disk);
+    /// with --record, prove that record's inclusion; with --proof, check a proof file offline.
+    Verify {
+        /// A record id: application id, receipt id or charter-N.
+        #[arg(long, conflicts_with = "proof")]
+        record: Option<String>,
+        /// A c2sp.org/tlog-proof file (from `audit export-proof`).
+        #[arg(long)]
+        proof: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a c2sp.org/tlog-proof file proving a record's inclusion, checkable offline.
+    ExportProof {
+        /// Record id.
+        id: String,
+        /// Output file (conventionally NAME.tlog-proof).
+        file: PathBuf,
+        /// Which entry, when the id has several (an application has one per step).
+        #[arg(long)]
+        index: Option<u64>,
+    },
+    /// Check a checkpoint note received out of band (e.g. from another auditor) against
+    /// everything this node has seen; a contradiction is recorded as a split view.
+    ImportCheckpoint {
+        /// The checkpoint note file.
+        file: PathBuf,
+    },
+}
+
+fn read_small(path: &Path) -> anyhow::Result<String> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.len() > MAX_FILE {
+        bail!(
+            "{} is larger than {MAX_FILE} bytes: not a proof or checkpoint file",
+            path.display()
+        );
+    }
+    std::fs::read_to_string(path).with_context(|| format!("{} is not a text file", path.display()))
+}
+
+fn print_record(o: &mut impl Write, r: &RecordReport) -> std::io::Result<()> {
+    let local = match r.matches_local {
+        Some(true) => "; matches the event held here",
+        Some(false) => "; DIFFERS from the event held here",
+        None => "",
+    };
+    writeln!(
+        o,
+        "ok: entry {} ({} {}) by {} seq {} is in the log of size {} (root {}){}{}",
+        r.index,
+        r.kind,
+        r.id,
+        r.signer,
+        r.seq,
+        r.checkpoint.size,
+        r.checkpoint.root,
+        if r.checkpoint.cosigned_by.is_empty() {
+            String::new()
+        } else {
+            format!(", cosigned by {}", r.checkpoint.cosigned_by.join(", "))
+        },
+        local
+    )
+}
+
+fn print_log(o: &mut impl Write, r: &LogReport) -> std::io::Result<()> {
+    match &r.latest {
+        Some(c) => {
+            writeln!(
+            o,
+            "log {}: latest checkpoint size {} root {}{}; {} checkpoints seen, all consistent{}",
+            r.origin,
+            c.size,
+            c.root,
+            if c.cosigned_by.is_empty() {
+                ", not yet cosigned".to_string()
+            } else {
+                format!(", cosigned by {}", c.cosigned_by.join(", "))
+            },
+            r.checkpoints_seen,
+            if r.split_views.is_empty() { "" } else { " with each other" }
+        )?
+        }
+        None => writeln!(o, "log {}: no checkpoint seen yet", r.origin)?,
+    }
+    if let Some(d) = &r.disk {
+        writeln!(
+            o,
+            "hub files: {} entries and {} hash tiles match the signed checkpoint; {} records queued",
+            d.size, d.tiles, r.pending
+        )?;
+    }
+    for s in &r.split_views {
+        writeln!(o, "SPLIT VIEW: {}", s.reason)?;
+    }
+    Ok(())
+}
+
+/// Runs an audit command.
+pub(super) async fn run(dir: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
+    let api = ApiClient::new(dir)?;
+    let mut o = std::io::stdout().lock();
+    match cmd {
+        AuditCmd::Verify {
+            record: None,
+            proof: None,
+            json,
+        } => {
+            let r: LogReport = api.get("/audit", &()).await?;
+            if json {
+                output::json(&r)?;
+            } else {
+                print_log(&mut o, &r)?;
+            }
+            if !r.split_views.is_empty() {
+                bail!(
+                    "split view: the hub signed {} checkpoint(s) that contradict others; keep this node's evidence (`huitong audit verify --json`) and alert the platform administrator",
+                    r.split_views.len()
+                );
+            }
+        }
+        AuditCmd::Verify {
+            record: Some(id),
+            json,
+            ..
+        } => {
+            let v: Vec<RecordReport> = api.get(&format!("/audit/records/{id}"), &()).await?;
+            if json {
+                output::json(&v)?;
+            } else {
+                for r in &v {
+                    print_record(&mut o, r)?;
+                }
+            }
+        }
+        AuditCmd::Verify {
+            proof: Some(path),
+            json,
+            ..
+        } => {
+            let text = read_small(&path)?;
+            let r: RecordReport = api.post("/audit/proofs", &TextBody { text }).await?;
+            if json {
+                output::json(&r)?;
+            } else {
+                print_record(&mut o, &r)?;
+            }
+        }
+        AuditCmd::ExportProof { id, file, index } => {
+            #[derive(serde::Serialize)]
+            struct Q {
+                index: Option<u64>,
+            }
+            let p: ProofFile = api
+                .get(&format!("/audit/records/{id}/proof"), &Q { index })
+                .await?;
+            let tmp = file.with_extension("tmp");
+            std::fs::write(&tmp, p.proof.as_bytes())
+                .and_then(|()| std::fs::rename(&tmp, &file))
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            print_record(&mut o, &p.report)?;
+            writeln!(o, "wrote {}", file.display())?;
+        }
+        AuditCmd::ImportCheckpoint { file } => {
+            let text = read_small(&file)?;
+            let r: ImportOutcome = api.post("/audit/checkpoints", &TextBody { text }).await?;
+            writeln!(o, "{}", r.outcome)?;
+            if r.outcome.starts_with("split view") {
+                bail!("the imported checkpoint contradicts what this node has seen");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! After a completed pull: ask the provider for a signed receipt, check that it describes this
+//! pull, and countersign it by appending it to this node's feed (which carries it to the hub's
+//! audit log).
+
+use futures::AsyncWriteExt;
+use huitong_protocol::receipt::{SignedReceipt, MAX_RECEIPT_BYTES};
+use huitong_protocol::wire::{DataRequest, DataResponse, Gossip};
+use huitong_protocol::{Event, NodeId, ResourceCode};
+use libp2p::PeerId;
+use tracing::info;
+
+use super::frame;
+use super::pull::{open_stream, Transport, RESPONSE_TIMEOUT};
+use crate::net::Command;
+use crate::state::NodeState;
+
+/// What was pulled.
+pub struct Pulled<'a> {
+    /// The provider.
+    pub provider: &'a NodeId,
+    /// Resource code.
+    pub code: &'a ResourceCode,
+    /// Version.
+    pub version: u64,
+    /// Columns pulled (empty for a file version).
+    pub fields: &'a [String],
+    /// The grant token presented.
+    pub grant: Option<&'a [u8]>,
+}
+
+/// Obtains, checks and countersigns the receipt; returns its id.
+pub async fn obtain(
+    state: &std::sync::Arc<NodeState>,
+    t: &Transport,
+    peer: PeerId,
+    p: &Pulled<'_>,
+) -> Result<String, String> {
+    let mut stream = open_stream(t, peer).await?;
+    let req = DataRequest::Receipt {
+        code: p.code.clone(),
+        version: p.version,
+        fields: p.fields.to_vec(),
+        grant: p.grant.map(|g| serde_bytes::ByteBuf::from(g.to_vec())),
+    };
+    frame::write(&mut stream, &req)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(
+        RESPONSE_TIMEOUT,
+        frame::read::<DataResponse, _>(&mut stream, MAX_RECEIPT_BYTES + 1024),
+    )
+    .await
+    .map_err(|_| "no receipt within 60 s".to_string())?
+    .map_err(|e| e.to_string())?
+    .ok_or("the provider closed the stream")?;
+    let _ = stream.close().await;
+    let bytes = match response {
+        DataResponse::Receipt(b) => b.into_vec(),
+        DataResponse::Refused { message, .. } => {
+            return Err(format!("the provider refused a receipt: {message}"))
+        }
+        _ => return Err("unexpected answer to a receipt request".into()),
+    };
+    let signed = SignedReceipt::open(&bytes).map_err(|e| e.to_string())?;
+    let r = &signed.receipt;
+    if r.provider != *p.provider
+        || r.consumer != state.id()
+        || r.code != *p.code
+        || r.version != p.version
+        || r.fields != p.fields
+    {
+        return Err(format!(
+            "the provider's receipt does not describe this pull ({} v{} fields {:?})",
+            r.code, r.version, r.fields
+        ));
+    }
+    let id = signed.id.clone();
+    let s = state.clone();
+    let sealed = tokio::task::spawn_blocking(move || s.append(Event::Receipt(bytes)))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    t.net
+        .send(Command::Gossip(Gossip::Entry(serde_bytes::ByteBuf::from(
+            sealed.envelope.to_bytes(),
+        ))))
+        .await;
+    info!(target: "huitong::audit", receipt = %id, code = %p.code, version = p.version, bytes = r.bytes, "countersigned a transfer receipt");
+    Ok(id)
+}
