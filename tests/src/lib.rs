@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod rogue;
+pub mod workflow;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -2,55 +2,15 @@
 //! the token (platform key) → provider endorses (third-party block) → pull with only the granted
 //! fields; escalations refused by the provider with their reason; rejection; revocation of a
 //! grant stops a pull in flight. (Expired tokens, forged approvals and tokens not rooted in the
-//! platform key are refused in `node/src/grants.rs`'s tests, which can mint such tokens.)
+//! platform key are in `audit.rs`, which mints such tokens with the testnet's keys.)
 
 use std::time::Duration;
 
-use huitong_testnet::Testnet;
 use huitong_tests::data::{self, counter};
+use huitong_tests::workflow::{apply, wait_state};
 use huitong_tests::{cli_ok, start, wait_until};
-use serde_json::Value;
 
 const MIB: u64 = 1024 * 1024;
-
-fn apps(net: &Testnet, i: usize, dir: &str) -> anyhow::Result<Vec<Value>> {
-    let out = cli_ok(net, i, &["applications", dir, "--json"])?;
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-fn wait_state(net: &Testnet, i: usize, dir: &str, id: &str, state: &str) -> anyhow::Result<()> {
-    wait_until(
-        Duration::from_secs(60),
-        &format!("application {id} {state} on node {i}"),
-        || {
-            Ok(apps(net, i, dir)?
-                .iter()
-                .any(|a| a["id"] == id && a["state"] == state))
-        },
-    )
-}
-
-fn apply(net: &Testnet, i: usize, code: &str, fields: &str) -> anyhow::Result<String> {
-    let out = cli_ok(
-        net,
-        i,
-        &[
-            "apply",
-            code,
-            "--fields",
-            fields,
-            "--purpose",
-            "低保审核核验",
-            "--basis",
-            "《社会救助暂行办法》第十一条",
-            "--until",
-            "2099-12-31",
-            "--json",
-        ],
-    )?;
-    let v: Vec<Value> = serde_json::from_slice(&out.stdout)?;
-    Ok(v[0]["id"].as_str().unwrap_or_default().to_string())
-}
 
 #[test]
 fn conditional_resource_from_application_to_pull() -> anyhow::Result<()> {

@@ -70,6 +70,10 @@ pub struct PullArgs {
     /// Present the grant of this application id (default: this node's own grant, if any).
     #[arg(long)]
     grant: Option<String>,
+    /// Present a grant token from this file (received out of band, e.g. from the upper-level
+    /// platform) instead of this node's own grants; --fields names the granted columns.
+    #[arg(long, conflicts_with = "grant", requires = "fields")]
+    token: Option<PathBuf>,
     /// Print a JSON summary at the end (and no progress).
     #[arg(long)]
     json: bool,
@@ -183,6 +187,25 @@ pub(super) async fn run(dir: &Path, cmd: DatasetCmd) -> anyhow::Result<()> {
     }
 }
 
+/// Reads a grant token file (raw bytes or base64 text, at most 64 KiB) as base64.
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.len() > 64 * 1024 {
+        bail!(
+            "{} is larger than 64 KiB: not a grant token",
+            path.display()
+        );
+    }
+    let bytes = std::fs::read(path)?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(match std::str::from_utf8(&bytes).ok().map(str::trim) {
+        Some(t) if b64.decode(t).is_ok() => t.to_owned(),
+        _ => b64.encode(&bytes),
+    })
+}
+
 fn format_of(args: &PullArgs) -> OutFormat {
     match args.format {
         Some(FormatArg::Csv) => OutFormat::Csv,
@@ -217,6 +240,10 @@ pub(super) async fn pull(dir: &Path, args: PullArgs) -> anyhow::Result<()> {
         out,
         format: format_of(&args),
         grant: args.grant.clone(),
+        token: match &args.token {
+            Some(p) => Some(read_token(p)?),
+            None => None,
+        },
     };
     let started: api::PullStarted = client.post("/pulls", &req).await?;
     let show = !args.json && std::io::stderr().is_terminal();

@@ -66,6 +66,9 @@ pub struct PullRequest {
     /// Present the grant of this application (default: this node's own grant, if any).
     #[serde(default)]
     pub grant: Option<String>,
+    /// Present this grant token (base64) received out of band; `fields` says what it grants.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// What a finished pull did.
@@ -441,7 +444,24 @@ async fn run(
     }
     let record = find_record(state, req)?;
     let provider = record.feed;
+    let token = match &req.token {
+        Some(t) => {
+            use base64::Engine as _;
+            if req.grant.is_some() {
+                return Err(PullError::Invalid(
+                    "give --grant or --token, not both".into(),
+                ));
+            }
+            Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(t.trim())
+                    .map_err(|_| PullError::Invalid("the token is not base64".into()))?,
+            )
+        }
+        None => None,
+    };
     let granted = match &req.grant {
+        _ if token.is_some() => None,
         Some(id) => Some(
             applications::get(state, id)
                 .map_err(local)?
@@ -453,6 +473,7 @@ async fn run(
         None => applications::grant_for(state, &state.id(), &provider, &req.code).map_err(local)?,
     };
     if granted.is_none()
+        && token.is_none()
         && record.entry.share_type == huitong_protocol::catalogue::ShareType::Conditional
     {
         if let Some(r) =
@@ -470,9 +491,10 @@ async fn run(
             });
         }
     }
-    let grant = match &granted {
-        Some(r) => Some(grants::assemble(&r.token, &r.block).map_err(local)?),
-        None => None,
+    let grant = match (&token, &granted) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(r)) => Some(grants::assemble(&r.token, &r.block).map_err(local)?),
+        (None, None) => None,
     };
     let local_pull = provider == state.id();
     let (signed, route) = if local_pull {
@@ -521,7 +543,10 @@ async fn run(
         manifest,
         &record,
         req.fields.as_deref(),
-        granted.as_ref().map(|r| r.app.fields.as_slice()),
+        match &token {
+            Some(_) => req.fields.as_deref(),
+            None => granted.as_ref().map(|r| r.app.fields.as_slice()),
+        },
     )?;
     let mut seen = HashSet::new();
     wants.retain(|w| seen.insert(w.chunk.hash));

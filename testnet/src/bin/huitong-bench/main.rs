@@ -3,10 +3,12 @@
 //! - `sync --entries K`: a fresh node joins and syncs a K-entry catalogue;
 //! - `pull --size-mib N`: one department pulls an N MiB file from another, against raw TCP,
 //!   rsync over ssh and sendme (see [`pull`]);
-//! - `grant`: authorizing one chunk request with a grant token (see [`grant`]).
+//! - `grant`: authorizing one chunk request with a grant token (see [`grant`]);
+//! - `audit`: durable batched appends to the hub's audit log (see [`audit`]).
 //!
 //! Method and results: `docs/benchmarks.md`.
 
+mod audit;
 mod grant;
 mod pull;
 
@@ -29,6 +31,8 @@ enum Bench {
     Pull(pull::PullArgs),
     /// Grant token authorization per chunk request.
     Grant(grant::GrantArgs),
+    /// Durable batched audit-log appends, against a raw append + fdatasync.
+    Audit(audit::AuditArgs),
 }
 
 /// Sync benchmark options.
@@ -76,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Sync(a) => sync(a),
         Bench::Pull(a) => pull::pull(a),
         Bench::Grant(a) => grant::grant(a),
+        Bench::Audit(a) => audit::audit(a),
     }
 }
 

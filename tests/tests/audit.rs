@@ -1,0 +1,327 @@
+//! The hub's audit log with real nodes: a granted pull's receipt and every workflow step land in
+//! the log, cosigned by the city witness, provable on any node and offline from a proof file;
+//! hand-made tokens (expired, forged approval, not rooted in the platform key) are refused by
+//! the provider; a tampered tile is named by `audit verify`; a hub that signs two different
+//! checkpoints (or one that does not extend its log) is caught by the departments.
+
+use std::path::Path;
+use std::time::Duration;
+
+use huitong_config::{keyfile, NODE_KEY_FILE};
+use huitong_protocol::audit::note::{open_checkpoint, sign_checkpoint};
+use huitong_protocol::grant::{assemble, endorse, mint, GrantFacts};
+use huitong_protocol::SecretKey;
+use huitong_testnet::Testnet;
+use huitong_tests::data;
+use huitong_tests::workflow::{apply, wait_state};
+use huitong_tests::{cli_ok, start, wait_until};
+use serde_json::Value;
+
+fn key_of(net: &Testnet, i: usize) -> anyhow::Result<SecretKey> {
+    Ok(keyfile::read(&net.nodes[i].dir.join(NODE_KEY_FILE))?)
+}
+
+/// `audit verify --record ID --json` on node `i`, if it succeeds.
+fn proved(net: &Testnet, i: usize, id: &str) -> anyhow::Result<Vec<Value>> {
+    let out = cli_ok(net, i, &["audit", "verify", "--record", id, "--json"])?;
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Writes a token for `fields` of `code` to `path`, minted by `platform` and endorsed by
+/// `approver`, for the consumer key.
+fn token_file(
+    path: &Path,
+    platform: &SecretKey,
+    approver: &SecretKey,
+    provider: &SecretKey,
+    consumer: &SecretKey,
+    code: &str,
+    expires: u64,
+) -> anyhow::Result<()> {
+    let facts = GrantFacts {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        code: code.into(),
+        consumer: consumer.public(),
+        fields: vec!["编号".into()],
+        expires,
+    };
+    let token = mint(platform, &provider.public(), &facts)?;
+    let block = endorse(approver, &token, &facts.id)?;
+    std::fs::write(path, assemble(&token, &block)?)?;
+    Ok(())
+}
+
+#[test]
+fn granted_pull_is_receipted_logged_cosigned_and_provable() -> anyhow::Result<()> {
+    let mut f = start(2, 5)?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let (hub, provider, consumer) = (0, 1, 2);
+    let code = "301001/000031";
+    data::publish_entry(
+        net,
+        &dir,
+        provider,
+        &data::table_entry(net, provider, 31, "有条件共享", Some("仅用于社会救助核验")),
+    )?;
+    let csv = data::table_csv(&dir.join("t.csv"), 5_000, 0..0)?;
+    data::publish(net, provider, code, &csv, &[])?;
+    data::wait_version(net, consumer, code, 1)?;
+
+    let id = apply(net, consumer, code, "编号,姓名")?;
+    wait_state(net, provider, "--incoming", &id, "accepted")?;
+    cli_ok(net, provider, &["approve", &id])?;
+    wait_state(net, consumer, "--outgoing", &id, "granted")?;
+    let out = dir.join("granted.csv");
+    let s = data::pull(net, consumer, &[code, "--out", &out.to_string_lossy()])?;
+    let receipt = s["receipt"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("the pull has no receipt: {s}"))?
+        .to_string();
+
+    // The receipt reaches the hub's log through the consumer's feed; the consumer proves its
+    // inclusion against a checkpoint the city has cosigned.
+    wait_until(
+        Duration::from_secs(90),
+        "the receipt proved against a cosigned checkpoint",
+        || {
+            let v = proved(net, consumer, &receipt)?;
+            Ok(v.len() == 1
+                && v[0]["kind"] == "receipt"
+                && v[0]["matches_local"] == true
+                && v[0]["checkpoint"]["cosigned_by"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|w| w == "南通市数据局")))
+        },
+    )?;
+    // Every step of the application is logged: submitted, accepted, approved, issued, endorsed.
+    let steps = proved(net, provider, &id)?;
+    let mut kinds: Vec<&str> = steps.iter().filter_map(|r| r["kind"].as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        ["application", "decision", "decision", "grant", "grant"],
+        "{steps:?}"
+    );
+
+    // A proof file exported on the provider checks offline on the hub; an altered one is refused
+    // naming the index it claims.
+    let proof = dir.join("receipt.tlog-proof");
+    cli_ok(
+        net,
+        provider,
+        &["audit", "export-proof", &receipt, &proof.to_string_lossy()],
+    )?;
+    let text = std::fs::read_to_string(&proof)?;
+    assert!(text.starts_with("c2sp.org/tlog-proof@v1\n"), "{text}");
+    let ok = cli_ok(
+        net,
+        hub,
+        &[
+            "audit",
+            "verify",
+            "--proof",
+            &proof.to_string_lossy(),
+            "--json",
+        ],
+    )?;
+    let ok: Value = serde_json::from_slice(&ok.stdout)?;
+    assert_eq!(ok["kind"], "receipt");
+    let index = ok["index"].as_u64().unwrap_or(0);
+    assert!(index > 0, "the receipt comes after the charter: {ok}");
+    let altered = dir.join("altered.tlog-proof");
+    std::fs::write(
+        &altered,
+        text.replace(
+            &format!("\nindex {index}\n"),
+            &format!("\nindex {}\n", index - 1),
+        ),
+    )?;
+    let out = net.cli(
+        hub,
+        &["audit", "verify", "--proof", &altered.to_string_lossy()],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&format!("entry {} is not included", index - 1)),
+        "{err}"
+    );
+
+    // Hand-made tokens presented with `pull --token`: each refused by the provider.
+    let (hub_key, provider_key, consumer_key) = (
+        key_of(net, hub)?,
+        key_of(net, provider)?,
+        key_of(net, consumer)?,
+    );
+    let x = dir.join("x.csv").to_string_lossy().to_string();
+    let later = now_secs() + 86_400;
+    let cases = [
+        (
+            "expired",
+            &hub_key,
+            &provider_key,
+            now_secs() - 3_600,
+            "expired",
+        ),
+        (
+            "forged approval",
+            &hub_key,
+            &consumer_key,
+            later,
+            "approval",
+        ),
+        (
+            "not rooted",
+            &consumer_key,
+            &provider_key,
+            later,
+            "platform key",
+        ),
+    ];
+    for (what, platform, approver, expires, want) in cases {
+        let t = dir.join(format!("{}.token", what.replace(' ', "-")));
+        token_file(
+            &t,
+            platform,
+            approver,
+            &provider_key,
+            &consumer_key,
+            code,
+            expires,
+        )?;
+        let err = data::pull_refused(
+            net,
+            consumer,
+            &[
+                code,
+                "--fields",
+                "编号",
+                "--token",
+                &t.to_string_lossy(),
+                "--out",
+                &x,
+            ],
+        )?;
+        assert!(err.contains(want), "{what}: {err}");
+    }
+
+    // A tampered hash tile: `audit verify` on the hub names the entry.
+    cli_ok(net, hub, &["audit", "verify"])?;
+    let audit = net.nodes[hub].dir.join("audit");
+    let note = std::fs::read(audit.join("checkpoint"))?;
+    let federation = net.get(hub, "/status")?["federation"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let origin = huitong_protocol::audit::origin(&federation);
+    let size = open_checkpoint(&note, &origin, &hub_key.public(), &[])?.size;
+    assert!((3..256).contains(&size), "size {size}");
+    let tile = audit.join(format!("tile/0/000.p/{size}"));
+    let mut bytes = std::fs::read(&tile)?;
+    bytes[2 * 32 + 5] ^= 0x40;
+    std::fs::write(&tile, bytes)?;
+    let out = net.cli(hub, &["audit", "verify"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&format!("entry 2: tile/0/000.p/{size}")),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn hub_showing_two_checkpoints_is_caught() -> anyhow::Result<()> {
+    let mut f = start(2, 5)?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let city = net.nodes.len() - 1;
+    let hub_key = key_of(net, 0)?;
+    let federation = net.get(0, "/status")?["federation"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let origin = huitong_protocol::audit::origin(&federation);
+    // Every node holds the hub's honest checkpoint (the charter's record).
+    let mut size = 0;
+    wait_until(
+        Duration::from_secs(60),
+        "every node holds a checkpoint",
+        || {
+            let mut sizes = Vec::new();
+            for i in 0..net.nodes.len() {
+                let out = cli_ok(net, i, &["audit", "verify", "--json"])?;
+                let v: Value = serde_json::from_slice(&out.stdout)?;
+                sizes.push(v["latest"]["size"].as_u64().unwrap_or(0));
+            }
+            size = sizes[0];
+            Ok(size > 0 && sizes.iter().all(|&s| s == size))
+        },
+    )?;
+
+    // The hub signs a different tree of the same size and shows it to department 1 only.
+    let forged = sign_checkpoint(
+        &hub_key,
+        &origin,
+        size,
+        tlog_tiles::record_hash(b"another history"),
+    );
+    let file = dir.join("forged.checkpoint");
+    std::fs::write(&file, &forged)?;
+    let out = net.cli(1, &["audit", "import-checkpoint", &file.to_string_lossy()])?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success()
+            && said.contains("split view")
+            && said.contains("two different trees"),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Department 1 passes it on: department 2 and the city witness catch it too.
+    for i in [2, city] {
+        wait_until(
+            Duration::from_secs(60),
+            &format!("split view on node {i}"),
+            || {
+                let out = net.cli(i, &["audit", "verify"])?;
+                Ok(!out.status.success()
+                    && String::from_utf8_lossy(&out.stdout).contains("SPLIT VIEW"))
+            },
+        )?;
+    }
+    let rejected = &net.get(2, "/status")?["rejected"]["split_view"];
+    assert!(rejected.as_u64().unwrap_or(0) >= 1, "{rejected}");
+
+    // A checkpoint for a larger tree that the hub's log cannot prove consistent with the one
+    // already seen: caught by the consistency check.
+    let ahead = sign_checkpoint(&hub_key, &origin, size + 3, tlog_tiles::record_hash(b"x"));
+    std::fs::write(&file, &ahead)?;
+    let out = net.cli(1, &["audit", "import-checkpoint", &file.to_string_lossy()])?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && said.contains("does not extend"),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A checkpoint not signed by the hub is refused outright, not recorded as evidence.
+    let by_other = sign_checkpoint(
+        &key_of(net, 1)?,
+        &origin,
+        size,
+        tlog_tiles::record_hash(b"y"),
+    );
+    std::fs::write(&file, &by_other)?;
+    let out = net.cli(2, &["audit", "import-checkpoint", &file.to_string_lossy()])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("refused checkpoint"),
+        "{err}"
+    );
+    Ok(())
+}
