@@ -27,6 +27,15 @@ fn proved(net: &Testnet, i: usize, id: &str) -> anyhow::Result<Vec<Value>> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
+/// The audit log origin of the testnet's federation.
+fn origin_of(net: &mut Testnet) -> anyhow::Result<String> {
+    let federation = net.get(0, "/status")?["federation"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok(huitong_protocol::audit::origin(&federation))
+}
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -216,11 +225,7 @@ fn granted_pull_is_receipted_logged_cosigned_and_provable() -> anyhow::Result<()
     cli_ok(net, hub, &["audit", "verify"])?;
     let audit = net.nodes[hub].dir.join("audit");
     let note = std::fs::read(audit.join("checkpoint"))?;
-    let federation = net.get(hub, "/status")?["federation"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let origin = huitong_protocol::audit::origin(&federation);
+    let origin = origin_of(net)?;
     let size = open_checkpoint(&note, &origin, &hub_key.public(), &[])?.size;
     assert!((3..256).contains(&size), "size {size}");
     let tile = audit.join(format!("tile/0/000.p/{size}"));
@@ -243,11 +248,7 @@ fn hub_showing_two_checkpoints_is_caught() -> anyhow::Result<()> {
     let net = &mut f.net;
     let city = net.nodes.len() - 1;
     let hub_key = key_of(net, 0)?;
-    let federation = net.get(0, "/status")?["federation"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let origin = huitong_protocol::audit::origin(&federation);
+    let origin = origin_of(net)?;
     // Every node holds the hub's honest checkpoint (the charter's record).
     let mut size = 0;
     wait_until(

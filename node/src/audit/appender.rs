@@ -88,6 +88,9 @@ pub fn step(state: &NodeState) -> Result<Option<Vec<u8>>, LogError> {
             }
         }
     }
+    // The queue is keyed by event hash; log in the signers' time order instead.
+    queued
+        .sort_by(|(_, a), (_, b)| (a.at_ms, a.signer.0, a.seq).cmp(&(b.at_ms, b.signer.0, b.seq)));
     let charter = store
         .charter()
         .ok()

@@ -167,14 +167,20 @@ impl TileLog {
         Ok(log)
     }
 
-    fn add(&mut self, index: u64, entry: Vec<u8>) -> Result<(), LogError> {
-        let new = stored_hashes(index, &entry, &Memory(&self.hashes))?;
+    /// Hashes and indexes entry `index` in memory.
+    fn absorb(&mut self, index: u64, entry: &[u8]) -> Result<(), LogError> {
+        let new = stored_hashes(index, entry, &Memory(&self.hashes))?;
         self.hashes.extend(new);
-        if let Ok(r) = Record::decode(&entry) {
+        if let Ok(r) = Record::decode(entry) {
             self.ids.entry(r.id.clone()).or_default().push(index);
             self.keys.insert(r.key(), index);
         }
         self.size = index + 1;
+        Ok(())
+    }
+
+    fn add(&mut self, index: u64, entry: Vec<u8>) -> Result<(), LogError> {
+        self.absorb(index, &entry)?;
         self.tail.push(entry);
         if self.tail.len() as u64 == TILE_WIDTH {
             self.tail.clear();
@@ -230,14 +236,7 @@ impl TileLog {
         let mut pending = std::mem::take(&mut self.tail);
         let first_bundle = old / TILE_WIDTH;
         for (i, e) in entries.into_iter().enumerate() {
-            let index = old + i as u64;
-            let new = stored_hashes(index, &e, &Memory(&self.hashes))?;
-            self.hashes.extend(new);
-            if let Ok(r) = Record::decode(&e) {
-                self.ids.entry(r.id.clone()).or_default().push(index);
-                self.keys.insert(r.key(), index);
-            }
-            self.size = index + 1;
+            self.absorb(old + i as u64, &e)?;
             pending.push(e);
             if pending.len() as u64 == TILE_WIDTH {
                 let n = first_bundle + bundles.len() as u64;

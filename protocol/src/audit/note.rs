@@ -31,14 +31,16 @@ fn cosigned_message(time: u64, text: &[u8]) -> Vec<u8> {
     m
 }
 
-/// The hub's note signer.
-struct LogSigner<'a> {
+/// A node key signing a note: as the log (alg 0x01), or as a witness cosigning at `time`
+/// (`cosignature/v1`, alg 0x04).
+struct NodeSigner<'a> {
     name: String,
     id: u32,
     key: &'a SecretKey,
+    cosign_time: Option<u64>,
 }
 
-impl Signer for LogSigner<'_> {
+impl Signer for NodeSigner<'_> {
     fn name(&self) -> &str {
         &self.name
     }
@@ -46,29 +48,14 @@ impl Signer for LogSigner<'_> {
         self.id
     }
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
-        Ok(self.key.sign(msg).to_vec())
-    }
-}
-
-/// A witness's cosigner, at one time.
-struct Cosigner<'a> {
-    name: String,
-    id: u32,
-    key: &'a SecretKey,
-    time: u64,
-}
-
-impl Signer for Cosigner<'_> {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn key_id(&self) -> u32 {
-        self.id
-    }
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
-        let mut sig = self.time.to_be_bytes().to_vec();
-        sig.extend_from_slice(&self.key.sign(&cosigned_message(self.time, msg)));
-        Ok(sig)
+        Ok(match self.cosign_time {
+            None => self.key.sign(msg).to_vec(),
+            Some(time) => {
+                let mut sig = time.to_be_bytes().to_vec();
+                sig.extend_from_slice(&self.key.sign(&cosigned_message(time, msg)));
+                sig
+            }
+        })
     }
 }
 
@@ -179,10 +166,11 @@ pub fn sign_checkpoint(key: &SecretKey, origin: &str, size: u64, root: Hash) -> 
         // `origin()` never makes an empty origin; keep the signature over a valid text anyway.
         Err(_) => format!("{origin}\n{size}\n{root}\n").into_bytes(),
     };
-    let signer = LogSigner {
+    let signer = NodeSigner {
         name: origin.to_owned(),
         id: key_id(origin, ALG_ED25519, &key.public()),
         key,
+        cosign_time: None,
     };
     let mut note = match Note::new(&text, &[]) {
         Ok(n) => n,
@@ -202,11 +190,11 @@ pub fn cosign(note: &[u8], witness: &SecretKey, time: u64) -> Result<Vec<u8>, Ch
     let mut n = Note::from_bytes(note)?;
     let public = witness.public();
     let name = witness_name(&public);
-    let signer = Cosigner {
+    let signer = NodeSigner {
         id: key_id(&name, ALG_COSIGNATURE_V1, &public),
         name,
         key: witness,
-        time,
+        cosign_time: Some(time),
     };
     n.add_sigs(&[&signer])?;
     Ok(n.to_bytes())
