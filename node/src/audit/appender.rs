@@ -89,8 +89,7 @@ pub fn step(state: &NodeState) -> Result<Option<Vec<u8>>, LogError> {
         }
     }
     // The queue is keyed by event hash; log in the signers' time order instead.
-    queued
-        .sort_by(|(_, a), (_, b)| (a.at_ms, a.signer.0, a.seq).cmp(&(b.at_ms, b.signer.0, b.seq)));
+    queued.sort_by_key(|(_, r)| (r.at_ms, r.signer.0, r.seq));
     let charter = store
         .charter()
         .ok()
