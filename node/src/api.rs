@@ -52,6 +52,20 @@ pub struct Status {
     /// Dataset transfer counters since start.
     #[serde(default)]
     pub transfer: crate::transfer::StatsView,
+    /// The audit log as this node sees it.
+    #[serde(default)]
+    pub audit: AuditStatus,
+}
+
+/// The audit part of `status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AuditStatus {
+    /// Size of the largest checkpoint held (0: none yet).
+    pub checkpoint_size: u64,
+    /// Witnesses that cosigned it.
+    pub cosigned_by: Vec<String>,
+    /// Split views found (kept across restarts; details: `huitong audit verify`).
+    pub split_views: u64,
 }
 
 /// The versions of one resource.

@@ -192,6 +192,16 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
         forks,
         schema_version: crate::store::SCHEMA_VERSION,
         transfer: s.transfer.view(),
+        audit: {
+            let latest = crate::audit::watch::latest(s).map_err(internal)?;
+            api::AuditStatus {
+                checkpoint_size: latest.as_ref().map_or(0, |c| c.size),
+                cosigned_by: latest
+                    .map(|c| crate::audit::verify::view(s, &c).cosigned_by)
+                    .unwrap_or_default(),
+                split_views: crate::audit::watch::evidence(s).map_err(internal)?.len() as u64,
+            }
+        },
     }))
 }
 

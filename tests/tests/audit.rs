@@ -296,8 +296,15 @@ fn hub_showing_two_checkpoints_is_caught() -> anyhow::Result<()> {
             },
         )?;
     }
-    let rejected = &net.get(2, "/status")?["rejected"]["split_view"];
-    assert!(rejected.as_u64().unwrap_or(0) >= 1, "{rejected}");
+    let status = net.get(2, "/status")?;
+    assert!(
+        status["audit"]["split_views"].as_u64().unwrap_or(0) >= 1,
+        "{status}"
+    );
+    assert!(
+        status["rejected"]["split_view"].as_u64().unwrap_or(0) >= 1,
+        "{status}"
+    );
 
     // A checkpoint for a larger tree that the hub's log cannot prove consistent with the one
     // already seen: caught by the consistency check.

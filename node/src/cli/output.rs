@@ -59,6 +59,26 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
             t.failed_chunks
         )?;
     }
+    let a = &s.audit;
+    if a.checkpoint_size > 0 {
+        writeln!(
+            o,
+            "audit        hub log checkpoint size {}{}",
+            a.checkpoint_size,
+            if a.cosigned_by.is_empty() {
+                String::new()
+            } else {
+                format!(", cosigned by {}", a.cosigned_by.join(", "))
+            }
+        )?;
+    }
+    if a.split_views > 0 {
+        writeln!(
+            o,
+            "SPLIT VIEW   {} contradicting hub checkpoint(s) seen: run `huitong audit verify`",
+            a.split_views
+        )?;
+    }
     if !s.rejected.is_empty() {
         let r: Vec<String> = s.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
         writeln!(o, "rejected     {}", r.join(" "))?;
