@@ -9,6 +9,7 @@
 //!   cascade node cosigns as a witness.
 //! - [`service`]: the hub's answers to members' audit requests (checkpoint, proofs, lookups).
 //! - [`client`]: a member's requests to the hub.
+//! - [`mirror`]: a member's copy of the log, checked against the hub's checkpoints.
 //! - [`verify`]: `huitong audit verify` and `export-proof`.
 //!
 //! The hub queues a record in `audit_pending` in the same `WriteBatch` that stores the feed
@@ -17,6 +18,7 @@
 pub mod appender;
 pub mod client;
 pub mod log;
+pub mod mirror;
 pub mod service;
 pub mod verify;
 pub mod watch;
@@ -54,8 +56,10 @@ pub type Inbound = (Vec<u8>, Source);
 pub struct AuditState {
     /// The log directory (`<node dir>/audit`).
     pub dir: PathBuf,
-    /// The hub's log, opened on first use.
+    /// The hub's log, or a member's mirror of it, opened on first use.
     pub log: Mutex<Option<log::TileLog>>,
+    /// Serialises mirror updates.
+    pub mirror_lock: tokio::sync::Mutex<()>,
     /// Checkpoints for the watcher.
     pub inbox: mpsc::Sender<Inbound>,
     /// The watcher's end, taken once when it starts.
@@ -69,6 +73,7 @@ impl AuditState {
         Self {
             dir,
             log: Mutex::new(None),
+            mirror_lock: tokio::sync::Mutex::new(()),
             inbox: tx,
             inbox_rx: Mutex::new(Some(rx)),
         }

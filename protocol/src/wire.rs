@@ -132,6 +132,9 @@ pub enum DataRequest {
     Audit(AuditRequest),
 }
 
+/// Most entries the hub returns for one [`AuditRequest::Entries`].
+pub const MAX_AUDIT_ENTRIES: u64 = 256;
+
 /// A question about the hub's audit log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuditRequest {
@@ -148,6 +151,13 @@ pub enum AuditRequest {
     Find {
         /// Record id.
         id: String,
+    },
+    /// Up to `count` (at most [`MAX_AUDIT_ENTRIES`]) entries from index `from`, for mirrors.
+    Entries {
+        /// First index.
+        from: u64,
+        /// How many.
+        count: u64,
     },
     /// Entry `index` and its inclusion proof in the tree of size `size`.
     Inclusion {
@@ -167,6 +177,8 @@ pub enum AuditResponse {
     Proof(Vec<ByteBuf>),
     /// Indexes of the entries found.
     Found(Vec<u64>),
+    /// Consecutive entries.
+    Entries(Vec<ByteBuf>),
     /// An entry and its inclusion proof hashes.
     Entry {
         /// Entry bytes.

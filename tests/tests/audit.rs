@@ -1,5 +1,6 @@
 //! The hub's audit log with real nodes: a granted pull's receipt and every workflow step land in
-//! the log, cosigned by the city witness, provable on any node and offline from a proof file;
+//! the log, cosigned by the city witness, provable on any node (from its own mirror with the hub
+//! stopped) and offline from a proof file;
 //! hand-made tokens (expired, forged approval, not rooted in the platform key) are refused by
 //! the provider; a tampered tile is named by `audit verify`; a hub that signs two different
 //! checkpoints (or one that does not extend its log) is caught by the departments.
@@ -110,6 +111,19 @@ fn granted_pull_is_receipted_logged_cosigned_and_provable() -> anyhow::Result<()
                     .is_some_and(|a| a.iter().any(|w| w == "南通市数据局")))
         },
     )?;
+    // The consumer mirrors the log: with the hub stopped it still proves the receipt, offline.
+    wait_until(Duration::from_secs(60), "the consumer's mirror", || {
+        let out = cli_ok(net, consumer, &["audit", "verify", "--json"])?;
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v["disk"]["size"].as_u64().is_some() && v["disk"]["size"] == v["latest"]["size"])
+    })?;
+    net.stop(hub, false)?;
+    let offline = proved(net, consumer, &receipt)?;
+    assert_eq!(offline[0]["offline"], true, "{offline:?}");
+    net.start(hub)?;
+    wait_until(Duration::from_secs(60), "the hub back", || {
+        Ok(net.get(hub, "/status").is_ok())
+    })?;
     // Every step of the application is logged: submitted, accepted, approved, issued, endorsed.
     let steps = proved(net, provider, &id)?;
     let mut kinds: Vec<&str> = steps.iter().filter_map(|r| r["kind"].as_str()).collect();

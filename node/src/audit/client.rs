@@ -10,8 +10,8 @@ use tlog_tiles::Hash;
 use crate::transfer::frame;
 use crate::transfer::pull::{open_stream, Transport, RESPONSE_TIMEOUT};
 
-/// Largest answer: an entry and 64 proof hashes, or a list of indexes.
-const MAX_ANSWER: usize = MAX_NOTE_BYTES + 64 * 1024;
+/// Largest answer: a page of entries (256 of at most 1 KiB), a note, proofs or indexes.
+const MAX_ANSWER: usize = MAX_NOTE_BYTES + 320 * 1024;
 
 /// Why a question was not answered.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +103,19 @@ pub async fn inclusion(
 ) -> Result<(Vec<u8>, Vec<Hash>), AskError> {
     match ask(t, hub, AuditRequest::Inclusion { index, size }).await? {
         AuditResponse::Entry { entry, proof } => Ok((entry.into_vec(), hashes(&proof)?)),
+        _ => Err(AskError::Refused("an answer of the wrong kind".into())),
+    }
+}
+
+/// Up to `count` entries from `from`.
+pub async fn entries(
+    t: &Transport,
+    hub: &NodeId,
+    from: u64,
+    count: u64,
+) -> Result<Vec<Vec<u8>>, AskError> {
+    match ask(t, hub, AuditRequest::Entries { from, count }).await? {
+        AuditResponse::Entries(e) => Ok(e.into_iter().map(|b| b.into_vec()).collect()),
         _ => Err(AskError::Refused("an answer of the wrong kind".into())),
     }
 }

@@ -47,6 +47,18 @@ pub enum LogError {
     /// Tree maths failed (a request outside the tree, or a tile that does not fit).
     #[error("audit log: {0}")]
     Tree(#[from] tlog_tiles::Error),
+    /// A mirror was given entries that do not hash to the hub's checkpoint.
+    #[error("the hub's entries make a tree of size {size} with root {root}, but its signed checkpoint says size {expected_size} root {expected_root}")]
+    NotTheCheckpoint {
+        /// Size reached.
+        size: u64,
+        /// Root computed.
+        root: String,
+        /// Checkpoint size.
+        expected_size: u64,
+        /// Checkpoint root.
+        expected_root: String,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -220,17 +232,47 @@ impl TileLog {
         key: &SecretKey,
         entries: Vec<Vec<u8>>,
     ) -> Result<SignedCheckpoint, LogError> {
-        self.poisoned = true;
-        let c = self.append_inner(key, entries)?;
-        self.poisoned = false;
-        Ok(c)
+        let origin = self.origin.clone();
+        self.grow(entries, |size, root| {
+            Ok(SignedCheckpoint {
+                size,
+                root,
+                note: sign_checkpoint(key, &origin, size, root),
+                cosigned_by: Vec::new(),
+            })
+        })
     }
 
-    fn append_inner(
+    /// A member's mirror: appends the hub's entries up to `checkpoint`, but only if they hash to
+    /// its root ([`LogError::NotTheCheckpoint`] otherwise, before anything is written).
+    pub fn extend(
         &mut self,
-        key: &SecretKey,
         entries: Vec<Vec<u8>>,
+        checkpoint: &SignedCheckpoint,
+    ) -> Result<(), LogError> {
+        self.grow(entries, |size, root| {
+            if size == checkpoint.size && root == checkpoint.root {
+                Ok(checkpoint.clone())
+            } else {
+                Err(LogError::NotTheCheckpoint {
+                    size,
+                    root: root.to_string(),
+                    expected_size: checkpoint.size,
+                    expected_root: checkpoint.root.to_string(),
+                })
+            }
+        })
+        .map(|_| ())
+    }
+
+    /// Adds entries in memory, seals the new tree (`seal(size, root)`), then writes bundles and
+    /// tiles durably and the checkpoint last.
+    fn grow(
+        &mut self,
+        entries: Vec<Vec<u8>>,
+        seal: impl FnOnce(u64, Hash) -> Result<SignedCheckpoint, LogError>,
     ) -> Result<SignedCheckpoint, LogError> {
+        self.poisoned = true;
         let old = self.size;
         let mut bundles: Vec<(Tile, Vec<u8>)> = Vec::new();
         let mut pending = std::mem::take(&mut self.tail);
@@ -255,30 +297,44 @@ impl TileLog {
             ));
         }
         self.tail = pending;
+        let root = tree_hash(self.size, &Memory(&self.hashes))?;
+        let checkpoint = seal(self.size, root)?;
         let mut dirs = BTreeSet::new();
         for (tile, bytes) in &bundles {
             dirs.insert(self.write(&tile_path(tile), bytes)?);
         }
-        let memory = Memory(&self.hashes);
         for tile in Tile::new_tiles(TILE_HEIGHT, old, self.size) {
-            let data = tile.read_data(&memory)?;
+            let data = tile.read_data(&Memory(&self.hashes))?;
             dirs.insert(self.write(&tile_path(&tile), &data)?);
         }
         for d in &dirs {
             sync_dir(d)?;
         }
-        let root = tree_hash(self.size, &memory)?;
-        let note = sign_checkpoint(key, &self.origin, self.size, root);
-        let dir = self.write(CHECKPOINT_FILE, &note)?;
+        let dir = self.write(CHECKPOINT_FILE, &checkpoint.note)?;
         sync_dir(&dir)?;
-        let checkpoint = SignedCheckpoint {
-            size: self.size,
-            root,
-            note,
-            cosigned_by: Vec::new(),
-        };
         self.checkpoint = Some(checkpoint.clone());
+        self.poisoned = false;
         Ok(checkpoint)
+    }
+
+    /// Up to `count` entries from `from`, read from the bundles on disk.
+    pub fn entries(&self, from: u64, count: u64) -> Result<Vec<Vec<u8>>, LogError> {
+        let to = from.saturating_add(count).min(self.size);
+        let mut out = Vec::new();
+        let mut n = from / TILE_WIDTH;
+        while n * TILE_WIDTH < to {
+            for (i, e) in read_bundle(&self.dir, n, self.size)?
+                .into_iter()
+                .enumerate()
+            {
+                let index = n * TILE_WIDTH + i as u64;
+                if (from..to).contains(&index) {
+                    out.push(e);
+                }
+            }
+            n += 1;
+        }
+        Ok(out)
     }
 
     /// Writes a file durably (temporary file, fsync, rename); returns its directory.

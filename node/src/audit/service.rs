@@ -1,6 +1,8 @@
 //! The hub's answers to audit questions, computed from the log's tiles on disk.
 
-use huitong_protocol::wire::{AuditRequest, AuditResponse, DataResponse, RefusalKind};
+use huitong_protocol::wire::{
+    AuditRequest, AuditResponse, DataResponse, RefusalKind, MAX_AUDIT_ENTRIES,
+};
 use serde_bytes::ByteBuf;
 use tlog_tiles::Hash;
 
@@ -39,6 +41,12 @@ pub fn answer(state: &NodeState, req: AuditRequest) -> DataResponse {
                 found.truncate(MAX_FOUND);
                 AuditResponse::Found(found)
             }
+            AuditRequest::Entries { from, count } => AuditResponse::Entries(
+                log.entries(from, count.min(MAX_AUDIT_ENTRIES))?
+                    .into_iter()
+                    .map(ByteBuf::from)
+                    .collect(),
+            ),
             AuditRequest::Inclusion { index, size } => {
                 let (entry, proof) = log.inclusion(index, size)?;
                 AuditResponse::Entry {

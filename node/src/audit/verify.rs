@@ -46,6 +46,9 @@ pub struct RecordReport {
     pub checkpoint: CheckpointView,
     /// Whether this node holds the event and it hashes the same (`None`: not held here).
     pub matches_local: Option<bool>,
+    /// Proved from this node's own copy of the log, without asking the hub.
+    #[serde(default)]
+    pub offline: bool,
 }
 
 /// A split view found.
@@ -70,7 +73,7 @@ pub struct LogReport {
     pub checkpoints_seen: u64,
     /// Split views found (any makes `verify` fail).
     pub split_views: Vec<SplitView>,
-    /// On the hub: the check of every file.
+    /// The check of every file of this node's copy (the hub's log, or a member's mirror).
     pub disk: Option<DiskReport>,
     /// On the hub: records queued, not yet in the log.
     pub pending: u64,
@@ -105,9 +108,23 @@ async fn current(state: &Arc<NodeState>, t: &Transport) -> Result<SignedCheckpoi
         .ok_or_else(|| "this node has seen no audit checkpoint yet: the hub publishes one once something is logged; try again in a few seconds".to_string())
 }
 
-async fn find(state: &Arc<NodeState>, t: &Transport, id: &str) -> Result<Vec<u64>, String> {
-    let (_, hub, _) = keys(state).ok_or("no charter naming a hub")?;
-    if hub == state.id() {
+/// Whether this node's own copy of the log (the hub's log, or a member's mirror) reaches `size`.
+async fn local_covers(state: &Arc<NodeState>, size: u64) -> bool {
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || with_log(&s, |l| Ok(l.size() >= size)))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false)
+}
+
+async fn find(
+    state: &Arc<NodeState>,
+    t: &Transport,
+    id: &str,
+    local: bool,
+) -> Result<Vec<u64>, String> {
+    if local {
         let s = state.clone();
         let id = id.to_owned();
         return tokio::task::spawn_blocking(move || with_log(&s, |l| Ok(l.find(&id))))
@@ -115,6 +132,7 @@ async fn find(state: &Arc<NodeState>, t: &Transport, id: &str) -> Result<Vec<u64
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string());
     }
+    let (_, hub, _) = keys(state).ok_or("no charter naming a hub")?;
     client::find(t, &hub, id).await.map_err(|e| e.to_string())
 }
 
@@ -123,15 +141,16 @@ async fn inclusion(
     t: &Transport,
     index: u64,
     size: u64,
+    local: bool,
 ) -> Result<(Vec<u8>, Vec<Hash>), String> {
-    let (_, hub, _) = keys(state).ok_or("no charter naming a hub")?;
-    if hub == state.id() {
+    if local {
         let s = state.clone();
         return tokio::task::spawn_blocking(move || with_log(&s, |l| l.inclusion(index, size)))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string());
     }
+    let (_, hub, _) = keys(state).ok_or("no charter naming a hub")?;
     client::inclusion(t, &hub, index, size)
         .await
         .map_err(|e| e.to_string())
@@ -170,6 +189,7 @@ fn report(
         hash: hex::encode(r.hash),
         checkpoint: view(state, cp),
         matches_local: local,
+        offline: true,
     })
 }
 
@@ -182,7 +202,12 @@ pub async fn records(
     only: Option<u64>,
 ) -> Result<Vec<(RecordReport, TlogProof)>, String> {
     let cp = current(state, t).await?;
-    let mut found = find(state, t, id).await?;
+    if let Err(e) = super::mirror::sync(state, t).await {
+        tracing::debug!(error = %e, "could not update the audit mirror");
+    }
+    // Offline when this node's own copy reaches the checkpoint; else ask the hub.
+    let local = local_covers(state, cp.size).await;
+    let mut found = find(state, t, id, local).await?;
     if let Some(i) = only {
         found.retain(|&x| x == i);
     }
@@ -198,7 +223,7 @@ pub async fn records(
     }
     let mut out = Vec::new();
     for index in covered {
-        let (entry, hashes) = inclusion(state, t, index, cp.size).await?;
+        let (entry, hashes) = inclusion(state, t, index, cp.size, local).await?;
         check_inclusion(&hashes, &cp, index, record_hash(&entry)).map_err(|e| e.to_string())?;
         let r = Record::decode(&entry)
             .map_err(|e| format!("entry {index}: not an audit record: {e}"))?;
@@ -208,7 +233,8 @@ pub async fn records(
                 r.id
             ));
         }
-        let rep = report(state, index, &r, &cp)?;
+        let mut rep = report(state, index, &r, &cp)?;
+        rep.offline = local;
         out.push((
             rep,
             TlogProof {
@@ -240,7 +266,12 @@ pub async fn log(state: &Arc<NodeState>, t: &Transport) -> Result<LogReport, Str
         tracing::debug!(error = %e, "could not refresh the checkpoint");
     }
     let is_hub = hub == state.id();
-    let disk = if is_hub {
+    if !is_hub {
+        if let Err(e) = super::mirror::sync(state, t).await {
+            tracing::debug!(error = %e, "could not update the audit mirror");
+        }
+    }
+    let disk = {
         let dir = state.audit.dir.clone();
         let o = origin.clone();
         let checked = tokio::task::spawn_blocking(move || verify_dir(&dir, &o, &hub))
@@ -256,8 +287,6 @@ pub async fn log(state: &Arc<NodeState>, t: &Transport) -> Result<LogReport, Str
             }
             Err(e) => return Err(e.to_string()),
         }
-    } else {
-        None
     };
     let split_views: Vec<SplitView> = watch::evidence(state)
         .map_err(|e| e.to_string())?

@@ -5,6 +5,7 @@
 //! here), is a **split view**: both notes are kept as evidence, logged on `huitong::audit`, shown
 //! by `status` and `huitong audit verify`, and passed on so every member learns of it.
 //!
+//! After each checkpoint it stores, a member updates its mirror of the log ([`super::mirror`]).
 //! The cascade node is the log's witness: it cosigns (`cosignature/v1`) each checkpoint that it
 //! has checked to be consistent with everything it saw, and gossips the cosigned note.
 
@@ -118,6 +119,16 @@ fn store(state: &NodeState, cp: &SignedCheckpoint) -> Result<(), StoreError> {
     s.db()
         .put_cf(s.cf(CF_AUDIT_CHECKPOINTS), cp.size.to_be_bytes(), &cp.note)?;
     Ok(())
+}
+
+/// Stores split-view evidence (also used by the mirror when the hub's entries do not match).
+pub fn record_conflict(
+    state: &NodeState,
+    held: &SignedCheckpoint,
+    offered: &SignedCheckpoint,
+    reason: String,
+) -> Result<(), StoreError> {
+    conflict(state, held, offered, reason).map(|_| ())
 }
 
 fn conflict(
@@ -253,6 +264,11 @@ pub async fn handle(
     if pass_on {
         let msg = Gossip::Checkpoint(serde_bytes::ByteBuf::from(note.to_vec()));
         t.net.send(Command::Gossip(msg)).await;
+    }
+    if matches!(outcome, Offer::Stored) && !state.is_hub() {
+        if let Err(e) = super::mirror::sync(state, t).await {
+            warn!(target: "huitong::audit", error = %e, "audit mirror not updated");
+        }
     }
     if matches!(outcome, Offer::Stored)
         && state.role_of(&state.id()) == Some(huitong_protocol::Role::Cascade)

@@ -66,9 +66,14 @@ fn print_record(o: &mut impl Write, r: &RecordReport) -> std::io::Result<()> {
         Some(false) => "; DIFFERS from the event held here",
         None => "",
     };
+    let how = if r.offline {
+        " [proved from this node's copy]"
+    } else {
+        " [proof from the hub, checked here]"
+    };
     writeln!(
         o,
-        "ok: entry {} ({} {}) by {} seq {} is in the log of size {} (root {}){}{}",
+        "ok: entry {} ({} {}) by {} seq {} is in the log of size {} (root {}){}{}{}",
         r.index,
         r.kind,
         r.id,
@@ -81,7 +86,8 @@ fn print_record(o: &mut impl Write, r: &RecordReport) -> std::io::Result<()> {
         } else {
             format!(", cosigned by {}", r.checkpoint.cosigned_by.join(", "))
         },
-        local
+        local,
+        how
     )
 }
 
@@ -106,11 +112,19 @@ fn print_log(o: &mut impl Write, r: &LogReport) -> std::io::Result<()> {
         None => writeln!(o, "log {}: no checkpoint seen yet", r.origin)?,
     }
     if let Some(d) = &r.disk {
-        writeln!(
-            o,
-            "hub files: {} entries and {} hash tiles match the signed checkpoint; {} records queued",
-            d.size, d.tiles, r.pending
-        )?;
+        if r.hub {
+            writeln!(
+                o,
+                "hub files: {} entries and {} hash tiles match the signed checkpoint; {} records queued",
+                d.size, d.tiles, r.pending
+            )?;
+        } else {
+            writeln!(
+                o,
+                "mirror: {} entries and {} hash tiles held here match the hub's signed checkpoint",
+                d.size, d.tiles
+            )?;
+        }
     }
     for s in &r.split_views {
         writeln!(o, "SPLIT VIEW: {}", s.reason)?;

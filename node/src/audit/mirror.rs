@@ -1,0 +1,78 @@
+//! A member's mirror of the hub's log: after each checkpoint it accepts, a member fetches the
+//! new entries from the hub and appends them to its own copy (same C2SP layout, under its own
+//! `audit/`), keeping them only if they hash to the hub's signed root. The mirror lets
+//! `huitong audit verify --record` prove inclusion with no network at all, and entries that do
+//! not match the hub's own checkpoint are recorded as a split view.
+
+use std::sync::Arc;
+
+use huitong_protocol::wire::MAX_AUDIT_ENTRIES;
+use tracing::info;
+
+use super::appender::with_log;
+use super::log::LogError;
+use super::{client, keys, watch};
+use crate::state::NodeState;
+use crate::transfer::pull::Transport;
+
+/// Brings the mirror up to the latest checkpoint held; returns the mirror's size.
+pub async fn sync(state: &Arc<NodeState>, t: &Transport) -> Result<u64, String> {
+    let (_, hub, _) = keys(state).ok_or("no charter naming a hub")?;
+    if hub == state.id() {
+        return size(state).await;
+    }
+    let _one_at_a_time = state.audit.mirror_lock.lock().await;
+    let Some(target) = watch::latest(state).map_err(|e| e.to_string())? else {
+        return Ok(0);
+    };
+    let have = size(state).await?;
+    if have >= target.size {
+        return Ok(have);
+    }
+    let mut entries = Vec::new();
+    while have + (entries.len() as u64) < target.size {
+        let from = have + entries.len() as u64;
+        let count = (target.size - from).min(MAX_AUDIT_ENTRIES);
+        let page = client::entries(t, &hub, from, count)
+            .await
+            .map_err(|e| e.to_string())?;
+        if page.is_empty() {
+            return Err(format!("the hub sent no entries from {from}"));
+        }
+        entries.extend(page);
+    }
+    entries.truncate((target.size - have) as usize);
+    let s = state.clone();
+    let t2 = target.clone();
+    let extended = tokio::task::spawn_blocking(move || {
+        with_log(&s, |log| {
+            if log.size() != have {
+                return Ok(());
+            }
+            log.extend(entries, &t2)
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    match extended {
+        Ok(()) => {
+            info!(target: "huitong::audit", size = target.size, "audit log mirrored");
+            Ok(target.size)
+        }
+        Err(e @ LogError::NotTheCheckpoint { .. }) => {
+            let reason = format!("entries {have}..{} from the hub: {e}", target.size);
+            watch::record_conflict(state, &target, &target, reason.clone())
+                .map_err(|e| e.to_string())?;
+            Err(reason)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn size(state: &Arc<NodeState>) -> Result<u64, String> {
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || with_log(&s, |l| Ok(l.size())))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
