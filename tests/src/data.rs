@@ -103,6 +103,18 @@ pub fn publish(
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
+/// Publishes on node `i` the [`table_entry`] `seq` with this share type and condition.
+pub fn publish_table_entry(
+    net: &Testnet,
+    dir: &Path,
+    i: usize,
+    seq: u32,
+    share: &str,
+    condition: Option<&str>,
+) -> anyhow::Result<()> {
+    publish_entry(net, dir, i, &table_entry(net, i, seq, share, condition))
+}
+
 /// A table entry of node `i` with items 编号, 姓名, 金额, 日期 and 备注 (备注 is 有条件共享 when
 /// the entry is 无条件共享).
 pub fn table_entry(

@@ -75,11 +75,13 @@ fn granted_pull_is_receipted_logged_cosigned_and_provable() -> anyhow::Result<()
     let net = &mut f.net;
     let (hub, provider, consumer) = (0, 1, 2);
     let code = "301001/000031";
-    data::publish_entry(
+    data::publish_table_entry(
         net,
         &dir,
         provider,
-        &data::table_entry(net, provider, 31, "有条件共享", Some("仅用于社会救助核验")),
+        31,
+        "有条件共享",
+        Some("仅用于社会救助核验"),
     )?;
     let csv = data::table_csv(&dir.join("t.csv"), 5_000, 0..0)?;
     data::publish(net, provider, code, &csv, &[])?;
@@ -355,12 +357,7 @@ fn hub_killed_while_logging_loses_nothing_and_stays_consistent() -> anyhow::Resu
     let net = &mut f.net;
     let (hub, provider, consumer) = (0, 1, 2);
     let code = "301001/000041";
-    data::publish_entry(
-        net,
-        &dir,
-        provider,
-        &data::table_entry(net, provider, 41, "有条件共享", Some("仅限核验")),
-    )?;
+    data::publish_table_entry(net, &dir, provider, 41, "有条件共享", Some("仅限核验"))?;
     wait_until(Duration::from_secs(60), "the entry on the hub", || {
         Ok(cli_ok(net, hub, &["catalogue", "show", code]).is_ok())
     })?;

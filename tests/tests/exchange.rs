@@ -23,12 +23,7 @@ fn tables_share_types_rejects_fields_and_increments() -> anyhow::Result<()> {
     let (provider, consumer, fresh) = (1, 2, 3);
     let dir = f.tmp.path().to_path_buf();
     let net = &mut f.net;
-    data::publish_entry(
-        net,
-        &dir,
-        provider,
-        &data::table_entry(net, provider, 1, "无条件共享", None),
-    )?;
+    data::publish_table_entry(net, &dir, provider, 1, "无条件共享", None)?;
 
     // A row that breaks an item rule refuses the whole publish and names row, item, value.
     let rows = 100_000;
@@ -175,23 +170,21 @@ fn tables_share_types_rejects_fields_and_increments() -> anyhow::Result<()> {
     assert_eq!(first, r#"{"编号":"NO0000000000","金额":"0.00"}"#);
 
     // 有条件共享 and 不予共享 resources are refused by the provider, with the reason.
-    data::publish_entry(
+    data::publish_table_entry(
         net,
         &dir,
         provider,
-        &data::table_entry(net, provider, 2, "有条件共享", Some("仅用于社会救助核验")),
+        2,
+        "有条件共享",
+        Some("仅用于社会救助核验"),
     )?;
-    data::publish_entry(
+    data::publish_table_entry(
         net,
         &dir,
         provider,
-        &data::table_entry(
-            net,
-            provider,
-            3,
-            "不予共享",
-            Some("《中华人民共和国个人信息保护法》第十三条"),
-        ),
+        3,
+        "不予共享",
+        Some("《中华人民共和国个人信息保护法》第十三条"),
     )?;
     let small = data::table_csv(&dir.join("small.csv"), 10, 0..0)?;
     data::publish(net, provider, "301001/000002", &small, &[])?;

@@ -19,29 +19,15 @@ fn conditional_resource_from_application_to_pull() -> anyhow::Result<()> {
     let net = &mut f.net;
     let (provider, consumer, other) = (1, 2, 3);
     let cond = Some("仅用于社会救助核验");
-    data::publish_entry(
+    data::publish_table_entry(net, &dir, provider, 11, "有条件共享", cond)?;
+    data::publish_table_entry(net, &dir, provider, 12, "有条件共享", cond)?;
+    data::publish_table_entry(
         net,
         &dir,
         provider,
-        &data::table_entry(net, provider, 11, "有条件共享", cond),
-    )?;
-    data::publish_entry(
-        net,
-        &dir,
-        provider,
-        &data::table_entry(net, provider, 12, "有条件共享", cond),
-    )?;
-    data::publish_entry(
-        net,
-        &dir,
-        provider,
-        &data::table_entry(
-            net,
-            provider,
-            13,
-            "不予共享",
-            Some("《中华人民共和国个人信息保护法》第十三条"),
-        ),
+        13,
+        "不予共享",
+        Some("《中华人民共和国个人信息保护法》第十三条"),
     )?;
     let csv = data::table_csv(&dir.join("t.csv"), 20_000, 0..0)?;
     data::publish(net, provider, "301001/000011", &csv, &[])?;
@@ -137,12 +123,7 @@ fn revocation_stops_a_pull_in_flight() -> anyhow::Result<()> {
     let dir = f.tmp.path().to_path_buf();
     let net = &mut f.net;
     let (provider, consumer) = (1, 2);
-    data::publish_entry(
-        net,
-        &dir,
-        provider,
-        &data::table_entry(net, provider, 21, "有条件共享", Some("仅限应急处置")),
-    )?;
+    data::publish_table_entry(net, &dir, provider, 21, "有条件共享", Some("仅限应急处置"))?;
     let src = dir.join("cond.bin");
     data::random_file(&src, 256 * MIB)?;
     data::publish(net, provider, "301001/000021", &src, &["--file"])?;
