@@ -12,7 +12,8 @@
 //! - `applications`: application id → CBOR [`crate::applications::AppRecord`].
 //! - `audit_pending` (hub): record key(32) → CBOR audit record not yet in the audit log.
 //! - `audit_checkpoints`: tree size(8, big-endian) → the audit checkpoint note seen for it.
-//! - `audit_evidence`: detection time ms(8) ‖ size(8) → CBOR split-view evidence.
+//! - `audit_evidence`: size(8) ‖ 12 bytes of BLAKE3 of each of the two notes → CBOR split-view
+//!   evidence (one row per contradicting pair, however often it is replayed).
 //!
 //! Invariant: every event's writes (feed entry, head, view, index) go into one `WriteBatch`,
 //! so a crash never leaves an event half-applied. Writers take [`Store::writer`] so that

@@ -300,6 +300,10 @@ fn hub_showing_two_checkpoints_is_caught() -> anyhow::Result<()> {
         "{said} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Shown again, it is still a split view, but the evidence is kept once.
+    let again = net.cli(1, &["audit", "import-checkpoint", &file.to_string_lossy()])?;
+    assert!(String::from_utf8_lossy(&again.stdout).contains("split view"));
+    assert_eq!(net.get(1, "/status")?["audit"]["split_views"], 1);
     // Department 1 passes it on: department 2 and the city witness catch it too.
     for i in [2, city] {
         wait_until(

@@ -15,6 +15,10 @@ use super::{client, keys, watch};
 use crate::state::NodeState;
 use crate::transfer::pull::Transport;
 
+/// The largest gap a mirror fetches in one go (entries are held in memory until they are
+/// checked against the checkpoint): about 140 MB of records.
+pub const MAX_GAP: u64 = 1_000_000;
+
 /// Brings the mirror up to the latest checkpoint held; returns the mirror's size.
 pub async fn sync(state: &Arc<NodeState>, t: &Transport) -> Result<u64, String> {
     let (_, hub, _) = keys(state).ok_or("no charter naming a hub")?;
@@ -28,6 +32,12 @@ pub async fn sync(state: &Arc<NodeState>, t: &Transport) -> Result<u64, String> 
     let have = size(state).await?;
     if have >= target.size {
         return Ok(have);
+    }
+    if target.size - have > MAX_GAP {
+        return Err(format!(
+            "the mirror is {} entries behind the checkpoint (more than {MAX_GAP}); proofs come from the hub until it catches up",
+            target.size - have
+        ));
     }
     let mut entries = Vec::new();
     while have + (entries.len() as u64) < target.size {

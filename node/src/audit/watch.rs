@@ -137,16 +137,20 @@ fn conflict(
     offered: &SignedCheckpoint,
     reason: String,
 ) -> Result<Offer, StoreError> {
-    let now = now_ms();
+    // One row per pair of notes: a replayed contradiction adds nothing.
+    let mut key = offered.size.to_be_bytes().to_vec();
+    key.extend_from_slice(&blake3::hash(&held.note).as_bytes()[..12]);
+    key.extend_from_slice(&blake3::hash(&offered.note).as_bytes()[..12]);
+    let s = &state.store;
+    if s.db().get_cf(s.cf(CF_AUDIT_EVIDENCE), &key)?.is_some() {
+        return Ok(Offer::Conflict(reason));
+    }
     let ev = Evidence {
-        detected_at_ms: now,
+        detected_at_ms: now_ms(),
         reason: reason.clone(),
         held: held.note.clone(),
         offered: offered.note.clone(),
     };
-    let mut key = now.to_be_bytes().to_vec();
-    key.extend_from_slice(&offered.size.to_be_bytes());
-    let s = &state.store;
     s.db()
         .put_cf(s.cf(CF_AUDIT_EVIDENCE), key, codec::encode(&ev))?;
     error!(target: "huitong::audit", %reason, held_size = held.size, offered_size = offered.size, "SPLIT VIEW: the hub signed checkpoints that cannot both be true; evidence stored");
