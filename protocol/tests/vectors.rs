@@ -3,8 +3,12 @@
 //! `HUITONG_PRINT_VECTORS=1 cargo test -p huitong-protocol --test vectors -- --nocapture`
 //! prints them.
 
+use huitong_protocol::audit::note::{cosign, open_checkpoint, sign_checkpoint};
+use huitong_protocol::audit::{self, Record, RecordKind};
 use huitong_protocol::charter::CHARTER_LAYOUT_VERSION;
+use huitong_protocol::dataset::ChunkHash;
 use huitong_protocol::feed::{VerifiedEntry, FEED_ENTRY_VERSION};
+use huitong_protocol::receipt::{Receipt, SignedReceipt, RECEIPT_VERSION};
 use huitong_protocol::wire::{Gossip, Head, Summary, SyncRequest};
 use huitong_protocol::{
     codec, uscc, Charter, EntryHash, Event, FeedEntry, Member, MemberStatus, ResourceCode, Role,
@@ -48,6 +52,35 @@ fn vectors() -> Vec<(&'static str, String)> {
             seq: 1,
         }],
     });
+    let receipt = Receipt {
+        layout: RECEIPT_VERSION,
+        provider: node.public(),
+        consumer: authority.public(),
+        code: ResourceCode::parse("101001/000001").unwrap(),
+        version: 1,
+        manifest: ChunkHash([3; 32]),
+        fields: vec!["姓名".into()],
+        bytes: 4096,
+        grant: Some("0123456789abcdef0123456789abcdef".into()),
+        signed_at_ms: 1_700_000_000_000,
+    };
+    let record = Record {
+        kind: RecordKind::Receipt,
+        id: SignedReceipt::seal(&node, &receipt).id,
+        signer: authority.public(),
+        seq: 7,
+        hash: [4; 32],
+        at_ms: 1_700_000_000_000,
+    }
+    .encode();
+    // The hub (node key) signs a one-entry tree; the witness (authority key) cosigns at a fixed time.
+    let note = sign_checkpoint(
+        &node,
+        &audit::origin("海门区"),
+        1,
+        tlog_tiles::record_hash(&record),
+    );
+    let cosigned = cosign(&note, &authority, 1_700_000_000).unwrap();
     vec![
         (
             "uscc-check-91350100M000100Y4",
@@ -74,6 +107,16 @@ fn vectors() -> Vec<(&'static str, String)> {
             )))),
         ),
         ("sync-summary-request", hex::encode(codec::encode(&summary))),
+        (
+            "transfer-receipt-envelope",
+            hex::encode(SignedReceipt::seal(&node, &receipt).bytes),
+        ),
+        ("audit-record", hex::encode(&record)),
+        (
+            "audit-leaf-hash",
+            hex::encode(tlog_tiles::record_hash(&record).0),
+        ),
+        ("audit-checkpoint-note-cosigned", hex::encode(cosigned)),
     ]
 }
 
@@ -115,4 +158,18 @@ fn vectors_verify_as_a_receiver_would() {
     let ch = hex::decode(&v.iter().find(|(n, _)| *n == "charter-envelope").unwrap().1).unwrap();
     let (c, _) = Charter::open(&ch, &authority).unwrap();
     assert_eq!(c.members[0].name, "示例部门");
+    let get = |name: &str| hex::decode(&v.iter().find(|(n, _)| *n == name).unwrap().1).unwrap();
+    let r = SignedReceipt::open(&get("transfer-receipt-envelope")).unwrap();
+    assert_eq!(r.receipt.bytes, 4096);
+    let hub = SecretKey::from_bytes([1; 32]).public();
+    let cp = open_checkpoint(
+        &get("audit-checkpoint-note-cosigned"),
+        &audit::origin("海门区"),
+        &hub,
+        &[authority],
+    )
+    .unwrap();
+    assert_eq!(cp.size, 1);
+    assert_eq!(cp.cosigned_by, vec![(authority, 1_700_000_000)]);
+    assert_eq!(cp.root, tlog_tiles::record_hash(&get("audit-record")));
 }
