@@ -208,6 +208,9 @@ impl NodeState {
         if let Event::Grant(g) = &e.event {
             crate::applications::apply(self, &mut batch, &e.feed, e.timestamp_ms, g)?;
         }
+        if let Event::Receipt(r) = &e.event {
+            crate::receipts::apply(self, &mut batch, r, e.timestamp_ms, e.seq)?;
+        }
         crate::audit::queue(self, &mut batch, v);
         self.store.commit(&w, batch, false)?;
         if e.feed != self.id() {
@@ -317,6 +320,9 @@ impl NodeState {
         )?;
         if let Event::Grant(g) = &entry.event {
             crate::applications::apply(self, &mut batch, &entry.feed, entry.timestamp_ms, g)?;
+        }
+        if let Event::Receipt(r) = &entry.event {
+            crate::receipts::apply(self, &mut batch, r, entry.timestamp_ms, entry.seq)?;
         }
         crate::audit::queue(self, &mut batch, &sealed);
         self.store.commit(w, batch, false)?;

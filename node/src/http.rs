@@ -82,6 +82,7 @@ pub async fn serve(
         .route("/api/v1/audit/records/{id}/proof", get(audit::proof))
         .route("/api/v1/audit/proofs", post(audit::check_proof))
         .route("/api/v1/audit/checkpoints", post(audit::import_checkpoint))
+        .route("/api/v1/audit/receipts", get(audit::receipts))
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/catalogue", get(list).post(publish))
         .route(

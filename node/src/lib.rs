@@ -18,6 +18,7 @@ pub mod dataset;
 pub mod feeds;
 pub mod http;
 pub mod net;
+pub mod receipts;
 pub mod state;
 pub mod store;
 pub mod transfer;

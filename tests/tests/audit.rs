@@ -126,6 +126,14 @@ fn granted_pull_is_receipted_logged_cosigned_and_provable() -> anyhow::Result<()
     wait_until(Duration::from_secs(60), "the hub back", || {
         Ok(net.get(hub, "/status").is_ok())
     })?;
+    // Every node lists the receipt under its grant: who pulled what, how many bytes.
+    let listed: Vec<Value> = serde_json::from_slice(
+        &cli_ok(net, hub, &["audit", "receipts", "--grant", &id, "--json"])?.stdout,
+    )?;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], receipt.as_str());
+    assert_eq!(listed[0]["fields"], serde_json::json!(["编号", "姓名"]));
+    assert!(listed[0]["bytes"].as_u64().unwrap_or(0) > 0, "{listed:?}");
     // Every step of the application is logged: submitted, accepted, approved, issued, endorsed.
     let steps = proved(net, provider, &id)?;
     let mut kinds: Vec<&str> = steps.iter().filter_map(|r| r["kind"].as_str()).collect();

@@ -1,4 +1,4 @@
-//! `huitong audit verify|export-proof|import-checkpoint`: checking the hub's audit log.
+//! `huitong audit verify|export-proof|receipts|import-checkpoint`: checking the hub's audit log.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use clap::Subcommand;
 use super::output;
 use crate::audit::verify::{LogReport, RecordReport};
 use crate::client::ApiClient;
-use crate::http::audit::{ImportOutcome, ProofFile, TextBody};
+use crate::http::audit::{ImportOutcome, ProofFile, ReceiptView, TextBody};
 
 /// Largest proof or checkpoint file read.
 const MAX_FILE: u64 = 64 * 1024;
@@ -39,6 +39,18 @@ pub enum AuditCmd {
         /// Which entry, when the id has several (an application has one per step).
         #[arg(long)]
         index: Option<u64>,
+    },
+    /// List transfer receipts (who pulled what, under which grant), oldest first.
+    Receipts {
+        /// Only those under this grant (application id).
+        #[arg(long)]
+        grant: Option<String>,
+        /// Only those of this resource code.
+        #[arg(long)]
+        code: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Check a checkpoint note received out of band (e.g. from another auditor) against
     /// everything this node has seen; a contradiction is recorded as a split view.
@@ -196,6 +208,39 @@ pub(super) async fn run(dir: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot write {}", file.display()))?;
             print_record(&mut o, &p.report)?;
             writeln!(o, "wrote {}", file.display())?;
+        }
+        AuditCmd::Receipts { grant, code, json } => {
+            #[derive(serde::Serialize)]
+            struct Q {
+                grant: Option<String>,
+                code: Option<String>,
+            }
+            let v: Vec<ReceiptView> = api.get("/audit/receipts", &Q { grant, code }).await?;
+            if json {
+                output::json(&v)?;
+            } else {
+                for r in &v {
+                    writeln!(
+                        o,
+                        "{}  {}  {} v{} {} → {}  [{}] {} bytes{}",
+                        r.id,
+                        output::time_ms(r.at_ms),
+                        r.code,
+                        r.version,
+                        r.provider,
+                        r.consumer,
+                        r.fields.join(","),
+                        r.bytes,
+                        r.grant
+                            .as_deref()
+                            .map(|g| format!("  grant {g}"))
+                            .unwrap_or_default()
+                    )?;
+                }
+                if v.is_empty() {
+                    writeln!(o, "(no receipts)")?;
+                }
+            }
         }
         AuditCmd::ImportCheckpoint { file } => {
             let text = read_small(&file)?;

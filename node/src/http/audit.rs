@@ -114,3 +114,62 @@ pub(super) async fn import_checkpoint(
     };
     Ok(Json(ImportOutcome { outcome }))
 }
+
+/// `?grant=ID&code=CODE`: which receipts.
+#[derive(Debug, Deserialize)]
+pub(super) struct ReceiptQuery {
+    grant: Option<String>,
+    code: Option<String>,
+}
+
+/// A receipt, for people.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReceiptView {
+    /// Receipt id (`audit verify --record` it).
+    pub id: String,
+    /// Provider name.
+    pub provider: String,
+    /// Consumer name.
+    pub consumer: String,
+    /// Resource code.
+    pub code: String,
+    /// Version.
+    pub version: u64,
+    /// 信息项.
+    pub fields: Vec<String>,
+    /// Bytes served.
+    pub bytes: u64,
+    /// Grant (application id).
+    pub grant: Option<String>,
+    /// When the consumer countersigned (ms).
+    pub at_ms: u64,
+}
+
+pub(super) async fn receipts(
+    State(ctx): State<Ctx>,
+    Query(q): Query<ReceiptQuery>,
+) -> Res<Vec<ReceiptView>> {
+    let name = |k: &huitong_protocol::NodeId| {
+        ctx.state
+            .with_charter(|c| c.and_then(|c| c.member(k)).map(|m| m.name.clone()))
+            .unwrap_or_else(|| k.to_hex())
+    };
+    let all = crate::receipts::all(&ctx.state).map_err(super::internal)?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|r| q.grant.is_none() || r.grant == q.grant)
+            .filter(|r| q.code.as_deref().is_none_or(|c| r.code == c))
+            .map(|r| ReceiptView {
+                provider: name(&r.provider),
+                consumer: name(&r.consumer),
+                id: r.id,
+                code: r.code,
+                version: r.version,
+                fields: r.fields,
+                bytes: r.bytes,
+                grant: r.grant,
+                at_ms: r.countersigned_at_ms,
+            })
+            .collect(),
+    ))
+}
