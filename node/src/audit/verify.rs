@@ -81,7 +81,13 @@ pub struct LogReport {
 
 fn name_of(state: &NodeState, key: &huitong_protocol::NodeId) -> String {
     state
-        .with_charter(|c| c.and_then(|c| c.member(key)).map(|m| m.name.clone()))
+        .with_charter(|c| {
+            let c = c?;
+            if c.authority == *key {
+                return Some("the federation authority".to_string());
+            }
+            c.member(key).map(|m| m.name.clone())
+        })
         .unwrap_or_else(|| key.to_hex())
 }
 
