@@ -363,6 +363,8 @@ fn pull_goes_through_the_hub_when_no_direct_route() -> anyhow::Result<()> {
         &["301001/000009", "--out", &out.to_string_lossy()],
     )?;
     assert_eq!(s["route"], "relayed", "{s}");
+    // The receipt request goes the same way.
+    assert!(s["receipt"].as_str().is_some(), "no receipt: {s}");
     assert!(data::same_bytes(&src, &out)?);
     Ok(())
 }
