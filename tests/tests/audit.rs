@@ -3,7 +3,8 @@
 //! stopped) and offline from a proof file;
 //! hand-made tokens (expired, forged approval, not rooted in the platform key) are refused by
 //! the provider; a tampered tile is named by `audit verify`; a hub that signs two different
-//! checkpoints (or one that does not extend its log) is caught by the departments.
+//! checkpoints (or one that does not extend its log) is caught by the departments; a hub killed
+//! while logging loses nothing, and charter changes are logged.
 
 use std::path::Path;
 use std::time::Duration;
@@ -413,5 +414,23 @@ fn hub_killed_while_logging_loses_nothing_and_stays_consistent() -> anyhow::Resu
             },
         )?;
     }
+    // A charter change is logged too: suspend the consumer, then prove charter-2 on the provider.
+    let authority = net.dir.join("authority.key");
+    let uscc = net.nodes[consumer].uscc.clone();
+    cli_ok(
+        net,
+        hub,
+        &[
+            "charter",
+            "suspend",
+            &uscc,
+            "--authority-key",
+            &authority.to_string_lossy(),
+        ],
+    )?;
+    wait_until(Duration::from_secs(60), "charter-2 proved", || {
+        let v = proved(net, provider, "charter-2")?;
+        Ok(v.len() == 1 && v[0]["kind"] == "charter" && v[0]["index"] == want)
+    })?;
     Ok(())
 }
