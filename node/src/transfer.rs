@@ -13,6 +13,7 @@ pub mod assemble;
 pub mod frame;
 pub mod pull;
 pub mod receipt;
+pub mod refs;
 pub mod server;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -368,3 +368,73 @@ fn pull_goes_through_the_hub_when_no_direct_route() -> anyhow::Result<()> {
     assert!(data::same_bytes(&src, &out)?);
     Ok(())
 }
+
+/// Chunk files in a node's chunk store.
+fn chunk_files(net: &huitong_testnet::Testnet, i: usize) -> usize {
+    let root = net.nodes[i].dir.join("chunks");
+    std::fs::read_dir(&root)
+        .map(|dirs| {
+            dirs.flatten()
+                .filter_map(|d| std::fs::read_dir(d.path()).ok())
+                .map(|files| files.count())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn file_pulls_write_once_and_reuse_the_earlier_output() -> anyhow::Result<()> {
+    let _g = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let mut f = start(2, 5)?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let (provider, consumer) = (1, 2);
+    data::publish_entry(
+        net,
+        &dir,
+        provider,
+        &huitong_tests::entry(net, provider, 9, "按版本更新的文件"),
+    )?;
+    let v1 = dir.join("v1.bin");
+    data::random_file(&v1, 48 * MIB)?;
+    data::publish(net, provider, "301001/000009", &v1, &["--file"])?;
+    data::wait_version(net, consumer, "301001/000009", 1)?;
+    let before = chunk_files(net, consumer);
+    let out = dir.join("pulled.bin");
+    let out_s = out.to_string_lossy().to_string();
+    let s = data::pull(net, consumer, &["301001/000009", "--out", &out_s])?;
+    assert_eq!(s["bytes_fetched"].as_u64(), Some(48 * MIB), "{s}");
+    assert!(data::same_bytes(&v1, &out)?);
+    // Written once: into the output, not also into the chunk store; no partial left behind.
+    assert_eq!(chunk_files(net, consumer), before, "no chunk-store copy");
+    assert!(!dir.join(".pulled.bin.huitong-partial").exists());
+
+    // Version 2 changes 1 MiB in the middle: the pull reuses the rest from the earlier output.
+    let v2 = dir.join("v2.bin");
+    let mut bytes = std::fs::read(&v1)?;
+    for b in &mut bytes[(20 * MIB) as usize..(21 * MIB) as usize] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&v2, &bytes)?;
+    data::publish(net, provider, "301001/000009", &v2, &["--file"])?;
+    data::wait_version(net, consumer, "301001/000009", 2)?;
+    let s = data::pull(net, consumer, &["301001/000009", "--out", &out_s])?;
+    let fetched = s["bytes_fetched"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        fetched <= 12 * MIB && s["bytes_reused"].as_u64() >= Some(36 * MIB),
+        "only the changed chunks are fetched: {s}"
+    );
+    assert!(data::same_bytes(&v2, &out)?, "bit-exact");
+
+    // An output changed since is not trusted: its chunks are fetched again.
+    std::fs::write(&out, b"overwritten by the operator")?;
+    let other = dir.join("again.bin");
+    let s = data::pull(
+        net,
+        consumer,
+        &["301001/000009", "--out", &other.to_string_lossy()],
+    )?;
+    assert_eq!(s["bytes_fetched"].as_u64(), Some(48 * MIB), "{s}");
+    assert!(data::same_bytes(&v2, &other)?, "bit-exact");
+    Ok(())
+}

@@ -150,6 +150,10 @@ fn revocation_stops_a_pull_in_flight() -> anyhow::Result<()> {
         "the pull must stop: {err}"
     );
     assert!(!out.exists(), "no output from a revoked pull");
+    assert!(
+        !dir.join(".cond-out.bin.huitong-partial").exists(),
+        "no partial copy kept after a revocation"
+    );
     let served = counter(net, provider, "served_bytes")?;
     assert!(
         served < 256 * MIB,

@@ -1,13 +1,19 @@
-//! Writing a file version's output while its chunks arrive: each verified chunk is also written
-//! at its offset(s) in a temporary file beside the target, so the end of a pull is one fsync
-//! and a rename instead of a second pass over the data.
+//! Writing a file version's output while its chunks arrive. A file pull writes each verified
+//! chunk once, at its offset(s) in a temporary file beside the target (`.NAME.huitong-partial`),
+//! not also into the chunk store: the end of a pull is one fsync and a rename, and a pulled file
+//! costs its size on disk once.
+//!
+//! A pull that stops (killed, failed, provider gone) keeps the temporary file; running the same
+//! pull again reopens it and keeps every chunk whose bytes there still hash right
+//! ([`FileOutput::held_in_place`]). A pull refused outright (grant revoked) removes it
+//! ([`FileOutput::discard`]).
 
-use std::collections::HashMap;
-use std::fs::File;
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use huitong_protocol::dataset::{Body, ChunkHash, Manifest};
+use huitong_protocol::dataset::{Body, ChunkHash, ChunkRef, Manifest};
 
 /// The output of a file version under construction.
 pub struct FileOutput {
@@ -15,33 +21,81 @@ pub struct FileOutput {
     tmp: PathBuf,
     out: PathBuf,
     offsets: HashMap<ChunkHash, Vec<u64>>,
+    lens: HashMap<ChunkHash, u32>,
     len: u64,
-    done: bool,
+    reopened: bool,
 }
 
 impl FileOutput {
-    /// Starts the output of `manifest` if it is a file version (`None` for tables).
+    /// Starts (or reopens, to resume) the output of `manifest` if it is a file version (`None`
+    /// for tables).
     pub fn create(manifest: &Manifest, out: &Path) -> std::io::Result<Option<Self>> {
         let Body::File { chunks, .. } = &manifest.body else {
             return Ok(None);
         };
         let mut offsets: HashMap<ChunkHash, Vec<u64>> = HashMap::new();
+        let mut lens = HashMap::new();
         let mut at = 0u64;
         for c in chunks {
             offsets.entry(c.hash).or_default().push(at);
+            lens.insert(c.hash, c.len);
             at += u64::from(c.len);
         }
         let tmp = crate::dataset::export::temp_path(out);
-        let file = File::create(&tmp)?;
+        let reopened = tmp.is_file();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&tmp)?;
         file.set_len(at)?;
         Ok(Some(Self {
             file,
             tmp,
             out: out.to_path_buf(),
             offsets,
+            lens,
             len: at,
-            done: false,
+            reopened,
         }))
+    }
+
+    /// The temporary file.
+    pub fn temp(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// On a resumed pull, the chunks whose bytes are already in place (every offset of them
+    /// hashes right; a chunk right at one offset is copied to its others).
+    pub fn held_in_place(&self) -> HashSet<ChunkHash> {
+        let mut held = HashSet::new();
+        if !self.reopened {
+            return held;
+        }
+        for (hash, offsets) in &self.offsets {
+            let len = self.lens.get(hash).copied().unwrap_or(0) as usize;
+            let mut good = None;
+            let mut bad = Vec::new();
+            let mut buf = vec![0u8; len];
+            for &at in offsets {
+                let ok =
+                    self.file.read_exact_at(&mut buf, at).is_ok() && ChunkHash::of(&buf) == *hash;
+                if ok {
+                    good.get_or_insert_with(|| buf.clone());
+                } else {
+                    bad.push(at);
+                }
+            }
+            let Some(bytes) = good else { continue };
+            if bad
+                .iter()
+                .all(|&at| self.file.write_all_at(&bytes, at).is_ok())
+            {
+                held.insert(*hash);
+            }
+        }
+        held
     }
 
     /// Writes a verified chunk wherever it belongs.
@@ -57,22 +111,29 @@ impl FileOutput {
         Ok(())
     }
 
+    /// Where each chunk lies in the finished output (its first offset).
+    pub fn placements(&self) -> Vec<(ChunkRef, u64)> {
+        self.offsets
+            .iter()
+            .filter_map(|(h, offs)| {
+                let len = *self.lens.get(h)?;
+                Some((ChunkRef { hash: *h, len }, *offs.first()?))
+            })
+            .collect()
+    }
+
     /// Fsyncs the output and renames it over the target; returns its length.
-    pub fn finish(mut self) -> std::io::Result<u64> {
+    pub fn finish(self) -> std::io::Result<u64> {
         self.file.sync_all()?;
         std::fs::rename(&self.tmp, &self.out)?;
-        self.done = true;
         if let Some(dir) = self.out.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir)?.sync_all()?;
         }
         Ok(self.len)
     }
-}
 
-impl Drop for FileOutput {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+    /// Removes the temporary file (a pull that cannot be resumed).
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt};
 use huitong_protocol::dataset::{
-    Body, ChunkRef, DatasetVersion, Manifest, SignedManifest, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES,
+    Body, ChunkHash, ChunkRef, DatasetVersion, Manifest, SignedManifest, MAX_CHUNK_BYTES,
+    MAX_MANIFEST_BYTES,
 };
 use huitong_protocol::wire::{DataRequest, DataResponse, RefusalKind, DATA_PROTOCOL};
 use huitong_protocol::{NodeId, ResourceCode};
@@ -565,8 +566,23 @@ async fn run(
         let output = output.clone();
         let candidates: Vec<ChunkRef> = wants.iter().map(|w| w.chunk).collect();
         tokio::task::spawn_blocking(move || -> Result<HashSet<_>, PullError> {
-            let mut held = HashSet::new();
-            for c in candidates.into_iter().filter(|c| state.chunks.has(&c.hash)) {
+            // A resumed file pull: what is already in place in the partial output.
+            let mut held = output
+                .as_ref()
+                .map(|o| o.held_in_place())
+                .unwrap_or_default();
+            for c in candidates {
+                if held.contains(&c.hash) {
+                    continue;
+                }
+                if !state.chunks.has(&c.hash) {
+                    // A file's chunk may lie in an earlier pulled output, if still intact.
+                    if let (Some(o), Some(bytes)) = (&output, super::refs::read(&state, &c)) {
+                        o.place(&c.hash, &bytes).map_err(local)?;
+                        held.insert(c.hash);
+                    }
+                    continue;
+                }
                 if complete && output.is_none() {
                     held.insert(c.hash);
                     continue;
@@ -611,7 +627,7 @@ async fn run(
         job.set_phase(Phase::Fetching);
         let peer = crate::net::peer_id(&provider)
             .ok_or_else(|| local("provider key is not a libp2p key"))?;
-        fetch_all(
+        let fetched = fetch_all(
             state,
             t,
             peer,
@@ -621,7 +637,16 @@ async fn run(
             output.clone(),
             grant.clone(),
         )
-        .await?;
+        .await;
+        if let Err(e) = fetched {
+            // Refused (e.g. the grant was revoked): nothing to resume, keep no partial copy.
+            if matches!(e, PullError::Refused { .. }) {
+                if let Some(o) = output.and_then(|o| Arc::try_unwrap(o).ok()) {
+                    o.discard();
+                }
+            }
+            return Err(e);
+        }
     }
 
     let fetch_ms = fetch_started.elapsed().as_millis() as u64;
@@ -638,6 +663,17 @@ async fn run(
         let out = req.out.clone();
         let output = output.and_then(|o| Arc::try_unwrap(o).ok());
         tokio::task::spawn_blocking(move || -> Result<(Option<u64>, u64), PullError> {
+            if let Some(o) = output {
+                // A file: its chunks live in the output only; remember where, for later versions.
+                let placements = o.placements();
+                let n = o
+                    .finish()
+                    .map_err(|e| local(format!("{}: {e}", out.display())))?;
+                if let Err(e) = super::refs::record(&state, &out, &placements) {
+                    warn!(error = %e, "cannot record where the pulled chunks are; later versions will fetch them again");
+                }
+                return Ok((None, n));
+            }
             state.chunks.sync(&hashes).map_err(local)?;
             if !complete && manifest.chunks().all(|c| state.chunks.has(&c.hash)) {
                 let wanted: HashSet<_> = hashes.iter().collect();
@@ -659,12 +695,6 @@ async fn run(
                     },
                 )
                 .map_err(local)?;
-            }
-            if let Some(o) = output {
-                let n = o
-                    .finish()
-                    .map_err(|e| local(format!("{}: {e}", out.display())))?;
-                return Ok((None, n));
             }
             let n = export::export(&state.chunks, &manifest, &fields, format, &out).map_err(
                 |e| match e {
@@ -965,14 +995,22 @@ async fn fetch_one(f: &Fetch<'_>, s: &mut Stream, want: &Want) -> Result<(), Fai
     let hash = want.chunk.hash;
     let output = f.output.clone();
     let stored = tokio::task::spawn_blocking(move || {
-        state.chunks.put_expected(&hash, &bytes)?;
-        if let Some(o) = output {
-            o.place(&hash, &bytes).map_err(|source| ChunkError::Io {
-                path: "output".into(),
-                source,
-            })?;
+        let Some(o) = output else {
+            // A table's column chunk: kept in the chunk store, exported at the end.
+            return state.chunks.put_expected(&hash, &bytes);
+        };
+        // A file's chunk: verified here and written once, into the output.
+        let actual = ChunkHash::of(&bytes);
+        if actual != hash {
+            return Err(ChunkError::Mismatch {
+                expected: hash,
+                actual,
+            });
         }
-        Ok(())
+        o.place(&hash, &bytes).map_err(|source| ChunkError::Io {
+            path: o.temp().to_path_buf(),
+            source,
+        })
     })
     .await
     .map_err(|e| Failure::Fatal(local(e)))?;
