@@ -237,7 +237,7 @@ pub(super) async fn pull(dir: &Path, args: PullArgs) -> anyhow::Result<()> {
         provider: args.provider.clone(),
         version: args.version,
         fields: args.fields.clone(),
-        out,
+        out: out.clone(),
         format: format_of(&args),
         grant: args.grant.clone(),
         token: match &args.token {
@@ -274,6 +274,14 @@ pub(super) async fn pull(dir: &Path, args: PullArgs) -> anyhow::Result<()> {
     };
     bar.finish_and_clear();
     if let Some(e) = view.error {
+        let partial = crate::dataset::export::temp_path(&out);
+        if partial.exists() {
+            bail!(
+                "pull of {} failed: {e}\n(the part already received is kept in {}: run the same pull again to resume, or delete it)",
+                args.code,
+                partial.display()
+            );
+        }
         bail!("pull of {} failed: {e}", args.code);
     }
     let Some(s) = view.summary else {
