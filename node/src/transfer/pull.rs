@@ -713,7 +713,8 @@ async fn run(
         .await
         .map_err(local)??
     };
-    let (receipt, receipt_error) = if local_pull {
+    // A receipt records a transfer: none when nothing came from the provider this time.
+    let (receipt, receipt_error) = if local_pull || fetched_chunks == 0 {
         (None, None)
     } else {
         let peer = crate::net::peer_id(&provider)

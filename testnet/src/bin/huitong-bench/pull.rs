@@ -148,7 +148,7 @@ pub(crate) fn pull(a: PullArgs) -> anyhow::Result<()> {
         "publish (chunk + hash + store + fsync): {publish:.2} s ({:.0} MiB/s)",
         bytes / MIB / publish
     );
-    println!("huitong pull (verify + store + write + fsync): {pull:.2} s ({rate:.0} MiB/s)");
+    println!("huitong pull (verify + write + fsync): {pull:.2} s ({rate:.0} MiB/s)");
     println!(
         "peak RSS: provider {:.0} MiB, consumer {:.0} MiB",
         rss_provider.unwrap_or(f64::NAN),
