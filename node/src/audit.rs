@@ -60,6 +60,8 @@ pub struct AuditState {
     pub log: Mutex<Option<log::TileLog>>,
     /// Serialises mirror updates.
     pub mirror_lock: tokio::sync::Mutex<()>,
+    /// The charter version known to be in the hub's log (0: none yet).
+    pub charter_logged: std::sync::atomic::AtomicU64,
     /// Checkpoints for the watcher.
     pub inbox: mpsc::Sender<Inbound>,
     /// The watcher's end, taken once when it starts.
@@ -74,6 +76,7 @@ impl AuditState {
             dir,
             log: Mutex::new(None),
             mirror_lock: tokio::sync::Mutex::new(()),
+            charter_logged: std::sync::atomic::AtomicU64::new(0),
             inbox: tx,
             inbox_rx: Mutex::new(Some(rx)),
         }
@@ -131,13 +134,9 @@ pub fn queue(state: &NodeState, batch: &mut WriteBatch, v: &VerifiedEntry) {
 
 /// The log's origin and the keys that sign its checkpoints: `(origin, hub, witnesses)`.
 pub fn keys(state: &NodeState) -> Option<(String, NodeId, Vec<NodeId>)> {
+    let hub = state.hub_key()?;
     state.with_charter(|c| {
         let c = c?;
-        let hub = c
-            .members
-            .iter()
-            .find(|m| m.role == huitong_protocol::Role::Hub)?
-            .node_key;
         let witnesses = c
             .members
             .iter()

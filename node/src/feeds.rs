@@ -193,6 +193,19 @@ impl NodeState {
         if e.prev != head.hash {
             return Ok(self.refuse("broken_chain", e));
         }
+        let batch = self.entry_batch(v, &provider)?;
+        self.store.commit(&w, batch, false)?;
+        if e.feed != self.id() {
+            self.accepted();
+        }
+        debug!(feed = %e.feed, seq = e.seq, "stored feed entry");
+        Ok(Outcome::Stored)
+    }
+
+    /// Everything one entry writes, in one batch: the entry and head, then every view it
+    /// updates (catalogue and search, applications, receipts) and, on the hub, its audit record.
+    fn entry_batch(&self, v: &VerifiedEntry, provider: &str) -> Result<WriteBatch, StoreError> {
+        let e = &v.entry;
         let mut batch = WriteBatch::default();
         self.store
             .put_entry(&mut batch, &e.feed, e.seq, &v.hash, &v.envelope.to_bytes());
@@ -202,22 +215,20 @@ impl NodeState {
             &e.feed,
             e.seq,
             e.timestamp_ms,
-            &provider,
+            provider,
             &e.event,
         )?;
-        if let Event::Grant(g) = &e.event {
-            crate::applications::apply(self, &mut batch, &e.feed, e.timestamp_ms, g)?;
-        }
-        if let Event::Receipt(r) = &e.event {
-            crate::receipts::apply(self, &mut batch, r, e.timestamp_ms, e.seq)?;
+        match &e.event {
+            Event::Grant(g) => {
+                crate::applications::apply(self, &mut batch, &e.feed, e.timestamp_ms, g)?
+            }
+            Event::Receipt(r) => {
+                crate::receipts::apply(self, &mut batch, r, e.timestamp_ms, e.seq)?
+            }
+            _ => {}
         }
         crate::audit::queue(self, &mut batch, v);
-        self.store.commit(&w, batch, false)?;
-        if e.feed != self.id() {
-            self.accepted();
-        }
-        debug!(feed = %e.feed, seq = e.seq, "stored feed entry");
-        Ok(Outcome::Stored)
+        Ok(batch)
     }
 
     fn refuse(&self, reason: &'static str, e: &FeedEntry) -> Outcome {
@@ -301,30 +312,7 @@ impl NodeState {
             event,
         };
         let sealed = entry.seal(&self.key);
-        let mut batch = WriteBatch::default();
-        self.store.put_entry(
-            &mut batch,
-            &entry.feed,
-            entry.seq,
-            &sealed.hash,
-            &sealed.envelope.to_bytes(),
-        );
-        catalogue::apply(
-            &self.store,
-            &mut batch,
-            &entry.feed,
-            entry.seq,
-            entry.timestamp_ms,
-            &ours,
-            &entry.event,
-        )?;
-        if let Event::Grant(g) = &entry.event {
-            crate::applications::apply(self, &mut batch, &entry.feed, entry.timestamp_ms, g)?;
-        }
-        if let Event::Receipt(r) = &entry.event {
-            crate::receipts::apply(self, &mut batch, r, entry.timestamp_ms, entry.seq)?;
-        }
-        crate::audit::queue(self, &mut batch, &sealed);
+        let batch = self.entry_batch(&sealed, &ours)?;
         self.store.commit(w, batch, false)?;
         Ok(sealed)
     }

@@ -98,6 +98,16 @@ impl NodeState {
         self.with_charter(|c| c.and_then(|c| c.member(key)).map(|m| m.role))
     }
 
+    /// The hub's node key in the current charter (also the platform key that roots grants).
+    pub fn hub_key(&self) -> Option<NodeId> {
+        self.with_charter(|c| {
+            c?.members
+                .iter()
+                .find(|m| m.role == huitong_protocol::Role::Hub)
+                .map(|m| m.node_key)
+        })
+    }
+
     /// Whether this node is the hub in the current charter.
     pub fn is_hub(&self) -> bool {
         self.role_of(&self.id()) == Some(huitong_protocol::Role::Hub)

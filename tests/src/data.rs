@@ -85,6 +85,22 @@ pub fn pull_refused(net: &Testnet, i: usize, args: &[&str]) -> anyhow::Result<St
     Ok(String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// Writes `len` random bytes to `src`, publishes them on node `i` as version 1 of file resource
+/// `code`, and waits until node `seen_by` knows the version; returns the publish report.
+pub fn publish_random_file(
+    net: &mut Testnet,
+    i: usize,
+    code: &str,
+    src: &Path,
+    len: u64,
+    seen_by: usize,
+) -> anyhow::Result<Value> {
+    random_file(src, len)?;
+    let report = publish(net, i, code, src, &["--file"])?;
+    wait_version(net, seen_by, code, 1)?;
+    Ok(report)
+}
+
 /// Publishes `path` as a new version of `code` on node `i`; returns the report.
 pub fn publish(
     net: &Testnet,

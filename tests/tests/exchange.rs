@@ -212,10 +212,8 @@ fn gib_round_trip_survives_killed_consumer_and_provider() -> anyhow::Result<()> 
     data::publish_entry(net, &dir, provider, &entry)?;
     let src = dir.join("source.bin");
     let size = 1024 * MIB;
-    data::random_file(&src, size)?;
-    let r = data::publish(net, provider, "301001/000007", &src, &["--file"])?;
+    let r = data::publish_random_file(net, provider, "301001/000007", &src, size, consumer)?;
     assert_eq!(r["bytes"].as_u64(), Some(size));
-    data::wait_version(net, consumer, "301001/000007", 1)?;
     data::wait_version(net, hub, "301001/000007", 1)?;
 
     // Kill -9 the consumer node mid-pull, restart it, pull again: it resumes.
@@ -288,9 +286,7 @@ fn tampered_chunk_is_rejected_and_named() -> anyhow::Result<()> {
         &huitong_tests::entry(net, provider, 8, "被篡改的文件"),
     )?;
     let src = dir.join("tamper.bin");
-    data::random_file(&src, 24 * MIB)?;
-    data::publish(net, provider, "301001/000008", &src, &["--file"])?;
-    data::wait_version(net, consumer, "301001/000008", 1)?;
+    data::publish_random_file(net, provider, "301001/000008", &src, 24 * MIB, consumer)?;
 
     // Flip one byte of one stored chunk on the provider.
     let chunks = net.nodes[provider].dir.join("chunks");
@@ -353,9 +349,7 @@ fn pull_goes_through_the_hub_when_no_direct_route() -> anyhow::Result<()> {
         &huitong_tests::entry(net, provider, 9, "经中继传输的文件"),
     )?;
     let src = dir.join("relay.bin");
-    data::random_file(&src, 64 * MIB)?;
-    data::publish(net, provider, "301001/000009", &src, &["--file"])?;
-    data::wait_version(net, consumer, "301001/000009", 1)?;
+    data::publish_random_file(net, provider, "301001/000009", &src, 64 * MIB, consumer)?;
     let out = dir.join("relay-out.bin");
     let s = data::pull(
         net,
@@ -396,9 +390,7 @@ fn file_pulls_write_once_and_reuse_the_earlier_output() -> anyhow::Result<()> {
         &huitong_tests::entry(net, provider, 9, "按版本更新的文件"),
     )?;
     let v1 = dir.join("v1.bin");
-    data::random_file(&v1, 48 * MIB)?;
-    data::publish(net, provider, "301001/000009", &v1, &["--file"])?;
-    data::wait_version(net, consumer, "301001/000009", 1)?;
+    data::publish_random_file(net, provider, "301001/000009", &v1, 48 * MIB, consumer)?;
     let before = chunk_files(net, consumer);
     let out = dir.join("pulled.bin");
     let out_s = out.to_string_lossy().to_string();

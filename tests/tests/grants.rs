@@ -125,9 +125,7 @@ fn revocation_stops_a_pull_in_flight() -> anyhow::Result<()> {
     let (provider, consumer) = (1, 2);
     data::publish_table_entry(net, &dir, provider, 21, "有条件共享", Some("仅限应急处置"))?;
     let src = dir.join("cond.bin");
-    data::random_file(&src, 256 * MIB)?;
-    data::publish(net, provider, "301001/000021", &src, &["--file"])?;
-    data::wait_version(net, consumer, "301001/000021", 1)?;
+    data::publish_random_file(net, provider, "301001/000021", &src, 256 * MIB, consumer)?;
     let id = apply(net, consumer, "301001/000021", "编号")?;
     wait_state(net, provider, "--incoming", &id, "accepted")?;
     cli_ok(net, provider, &["approve", &id])?;

@@ -3,6 +3,7 @@
 //! and gossips it. A queued record is removed only after the checkpoint that includes it is
 //! durable; after a crash it is found in the log and dropped, never appended twice.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,17 @@ pub fn with_log<T>(
     out
 }
 
+/// [`with_log`] on a blocking thread, for async callers.
+pub async fn on_log<T: Send + 'static>(
+    state: &Arc<NodeState>,
+    f: impl FnOnce(&mut TileLog) -> Result<T, LogError> + Send + 'static,
+) -> Result<T, LogError> {
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || with_log(&s, f))
+        .await
+        .map_err(|e| LogError::Inconsistent(format!("audit log task failed: {e}")))?
+}
+
 /// One batch; returns the new checkpoint note, if anything was appended.
 pub fn step(state: &NodeState) -> Result<Option<Vec<u8>>, LogError> {
     let store = &state.store;
@@ -90,16 +102,26 @@ pub fn step(state: &NodeState) -> Result<Option<Vec<u8>>, LogError> {
     }
     // The queue is keyed by event hash; log in the signers' time order instead.
     queued.sort_by_key(|(_, r)| (r.at_ms, r.signer.0, r.seq));
-    let charter = store
-        .charter()
-        .ok()
-        .flatten()
-        .and_then(|bytes| {
-            let authority = state.authority?;
-            huitong_protocol::Charter::open(&bytes, &authority).ok()
-        })
-        .map(|(c, env)| charter_record(&c, env.payload()));
-    with_log(state, |log| {
+    // The charter is read (and its signature checked) only when its version is not yet logged.
+    let version = state.charter_version();
+    let logged = &state.audit.charter_logged;
+    let charter = if version == logged.load(Ordering::Relaxed) {
+        None
+    } else {
+        store
+            .charter()
+            .ok()
+            .flatten()
+            .and_then(|bytes| {
+                let authority = state.authority?;
+                huitong_protocol::Charter::open(&bytes, &authority).ok()
+            })
+            .map(|(c, env)| charter_record(&c, env.payload()))
+    };
+    if queued.is_empty() && charter.is_none() {
+        return Ok(None);
+    }
+    let note = with_log(state, |log| {
         let mut entries = Vec::new();
         let mut keys = std::collections::HashSet::new();
         for r in queued
@@ -131,5 +153,9 @@ pub fn step(state: &NodeState) -> Result<Option<Vec<u8>>, LogError> {
                 .map_err(|e| LogError::Inconsistent(format!("queue: {e}")))?;
         }
         Ok(note)
-    })
+    })?;
+    if charter.is_some() {
+        logged.store(version, Ordering::Relaxed);
+    }
+    Ok(note)
 }

@@ -1,14 +1,12 @@
 //! A member's questions to the hub about the audit log, over the data protocol
 //! (`/huitong/data/1`, [`DataRequest::Audit`]), relayed through the hub like any stream.
 
-use futures::AsyncWriteExt;
 use huitong_protocol::audit::note::MAX_NOTE_BYTES;
 use huitong_protocol::wire::{AuditRequest, AuditResponse, DataRequest, DataResponse};
 use huitong_protocol::NodeId;
 use tlog_tiles::Hash;
 
-use crate::transfer::frame;
-use crate::transfer::pull::{open_stream, Transport, RESPONSE_TIMEOUT};
+use crate::transfer::pull::{request_once, Transport};
 
 /// Largest answer: a page of entries (256 of at most 1 KiB), a note, proofs or indexes.
 const MAX_ANSWER: usize = MAX_NOTE_BYTES + 320 * 1024;
@@ -32,21 +30,9 @@ pub async fn ask(
 ) -> Result<AuditResponse, AskError> {
     let peer = crate::net::peer_id(hub)
         .ok_or_else(|| AskError::Unreachable("the hub key is not a libp2p key".into()))?;
-    let mut stream = open_stream(t, peer).await.map_err(AskError::Unreachable)?;
-    let unreachable = |e: &dyn std::fmt::Display| AskError::Unreachable(e.to_string());
-    frame::write(&mut stream, &DataRequest::Audit(req))
+    let response = request_once(t, peer, &DataRequest::Audit(req), MAX_ANSWER)
         .await
-        .map_err(|e| unreachable(&e))?;
-    stream.flush().await.map_err(|e| unreachable(&e))?;
-    let response = tokio::time::timeout(
-        RESPONSE_TIMEOUT,
-        frame::read::<DataResponse, _>(&mut stream, MAX_ANSWER),
-    )
-    .await
-    .map_err(|e| unreachable(&e))?
-    .map_err(|e| unreachable(&e))?
-    .ok_or_else(|| unreachable(&"the hub closed the stream"))?;
-    let _ = stream.close().await;
+        .map_err(AskError::Unreachable)?;
     match response {
         DataResponse::Audit(a) => Ok(a),
         DataResponse::Refused { message, .. } => Err(AskError::Refused(message)),

@@ -448,7 +448,8 @@ pub fn verify_dir(dir: &Path, origin: &str, hub: &NodeId) -> Result<DiskReport, 
         .map_err(|e| LogError::Inconsistent(format!("{}: {e}", path.display())))?;
     let size = checkpoint.size;
     let mut hashes = Vec::new();
-    for (i, e) in read_entries(dir, size)?.iter().enumerate() {
+    let entries = read_entries(dir, size)?;
+    for (i, e) in entries.iter().enumerate() {
         let new = stored_hashes(i as u64, e, &Memory(&hashes))?;
         hashes.extend(new);
     }
@@ -467,7 +468,7 @@ pub fn verify_dir(dir: &Path, origin: &str, hub: &NodeId) -> Result<DiskReport, 
             let span = 1u64 << (u64::from(TILE_HEIGHT) * u64::from(tile.level()));
             let index = (tile.level_index() * TILE_WIDTH + first) * span;
             let what = if tile.level() == 0 {
-                let leaf = record_hash(&read_entries(dir, size)?[index as usize]);
+                let leaf = record_hash(&entries[index as usize]);
                 format!(
                     "entry {index}: {rel} holds hash {} but the entry hashes to {leaf}",
                     Hash(

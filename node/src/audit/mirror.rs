@@ -9,7 +9,7 @@ use std::sync::Arc;
 use huitong_protocol::wire::MAX_AUDIT_ENTRIES;
 use tracing::info;
 
-use super::appender::with_log;
+use super::appender::on_log;
 use super::log::LogError;
 use super::{client, keys, watch};
 use crate::state::NodeState;
@@ -52,18 +52,14 @@ pub async fn sync(state: &Arc<NodeState>, t: &Transport) -> Result<u64, String> 
         entries.extend(page);
     }
     entries.truncate((target.size - have) as usize);
-    let s = state.clone();
     let t2 = target.clone();
-    let extended = tokio::task::spawn_blocking(move || {
-        with_log(&s, |log| {
-            if log.size() != have {
-                return Ok(());
-            }
-            log.extend(entries, &t2)
-        })
+    let extended = on_log(state, move |log| {
+        if log.size() != have {
+            return Ok(());
+        }
+        log.extend(entries, &t2)
     })
-    .await
-    .map_err(|e| e.to_string())?;
+    .await;
     match extended {
         Ok(()) => {
             info!(target: "huitong::audit", size = target.size, "audit log mirrored");
@@ -80,9 +76,7 @@ pub async fn sync(state: &Arc<NodeState>, t: &Transport) -> Result<u64, String> 
 }
 
 async fn size(state: &Arc<NodeState>) -> Result<u64, String> {
-    let s = state.clone();
-    tokio::task::spawn_blocking(move || with_log(&s, |l| Ok(l.size())))
+    on_log(state, |l| Ok(l.size()))
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
 }

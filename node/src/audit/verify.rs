@@ -10,7 +10,7 @@ use huitong_protocol::audit::{Record, RecordKind};
 use serde::{Deserialize, Serialize};
 use tlog_tiles::{record_hash, Hash};
 
-use super::appender::with_log;
+use super::appender::on_log;
 use super::log::{verify_dir, DiskReport};
 use super::{client, keys, watch};
 use crate::state::NodeState;
@@ -116,11 +116,8 @@ async fn current(state: &Arc<NodeState>, t: &Transport) -> Result<SignedCheckpoi
 
 /// Whether this node's own copy of the log (the hub's log, or a member's mirror) reaches `size`.
 async fn local_covers(state: &Arc<NodeState>, size: u64) -> bool {
-    let s = state.clone();
-    tokio::task::spawn_blocking(move || with_log(&s, |l| Ok(l.size() >= size)))
+    on_log(state, move |l| Ok(l.size() >= size))
         .await
-        .ok()
-        .and_then(Result::ok)
         .unwrap_or(false)
 }
 
@@ -131,11 +128,9 @@ async fn find(
     local: bool,
 ) -> Result<Vec<u64>, String> {
     if local {
-        let s = state.clone();
         let id = id.to_owned();
-        return tokio::task::spawn_blocking(move || with_log(&s, |l| Ok(l.find(&id))))
+        return on_log(state, move |l| Ok(l.find(&id)))
             .await
-            .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string());
     }
     let (_, hub, _) = keys(state).ok_or("no charter naming a hub")?;
@@ -150,10 +145,8 @@ async fn inclusion(
     local: bool,
 ) -> Result<(Vec<u8>, Vec<Hash>), String> {
     if local {
-        let s = state.clone();
-        return tokio::task::spawn_blocking(move || with_log(&s, |l| l.inclusion(index, size)))
+        return on_log(state, move |l| l.inclusion(index, size))
             .await
-            .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string());
     }
     let (_, hub, _) = keys(state).ok_or("no charter naming a hub")?;

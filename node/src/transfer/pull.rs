@@ -776,6 +776,31 @@ pub(crate) async fn open_stream(t: &Transport, peer: PeerId) -> Result<Stream, S
         .map_err(|e| format!("cannot open a data stream to the provider: {e}"))
 }
 
+/// One request and its response on a new data stream (manifests, receipts, audit questions):
+/// `limit` bounds the response frame; every failure is a sentence for the caller to wrap.
+pub(crate) async fn request_once(
+    t: &Transport,
+    peer: PeerId,
+    req: &DataRequest,
+    limit: usize,
+) -> Result<DataResponse, String> {
+    let mut stream = open_stream(t, peer).await?;
+    frame::write(&mut stream, req)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(
+        RESPONSE_TIMEOUT,
+        frame::read::<DataResponse, _>(&mut stream, limit),
+    )
+    .await
+    .map_err(|_| format!("no response within {} s", RESPONSE_TIMEOUT.as_secs()))?
+    .map_err(|e| e.to_string())?
+    .ok_or("the peer closed the stream")?;
+    let _ = stream.close().await;
+    Ok(response)
+}
+
 async fn fetch_manifest(
     state: &NodeState,
     t: &Transport,
@@ -785,33 +810,18 @@ async fn fetch_manifest(
     grant: Option<&[u8]>,
 ) -> Result<SignedManifest, PullError> {
     let code = ResourceCode::parse(&req.code).map_err(|e| PullError::Invalid(e.to_string()))?;
-    let mut stream = open_stream(t, peer)
-        .await
-        .map_err(|reason| PullError::Stalled { secs: 0, reason })?;
+    let request = DataRequest::Manifest {
+        code,
+        version: req.version,
+        grant: grant.map(|g| serde_bytes::ByteBuf::from(g.to_vec())),
+    };
     let io = |e: &dyn std::fmt::Display| PullError::Stalled {
         secs: 0,
         reason: format!("manifest request: {e}"),
     };
-    frame::write(
-        &mut stream,
-        &DataRequest::Manifest {
-            code,
-            version: req.version,
-            grant: grant.map(|g| serde_bytes::ByteBuf::from(g.to_vec())),
-        },
-    )
-    .await
-    .map_err(|e| io(&e))?;
-    stream.flush().await.map_err(|e| io(&e))?;
-    let response = tokio::time::timeout(
-        RESPONSE_TIMEOUT,
-        frame::read::<DataResponse, _>(&mut stream, MAX_MANIFEST_BYTES + 4096),
-    )
-    .await
-    .map_err(|e| io(&e))?
-    .map_err(|e| io(&e))?
-    .ok_or_else(|| io(&"the provider closed the stream"))?;
-    let _ = stream.close().await;
+    let response = request_once(t, peer, &request, MAX_MANIFEST_BYTES + 4096)
+        .await
+        .map_err(|e| io(&e))?;
     match response {
         DataResponse::Manifest {
             announced,

@@ -2,15 +2,13 @@
 //! pull, and countersign it by appending it to this node's feed (which carries it to the hub's
 //! audit log).
 
-use futures::AsyncWriteExt;
 use huitong_protocol::receipt::{SignedReceipt, MAX_RECEIPT_BYTES};
 use huitong_protocol::wire::{DataRequest, DataResponse, Gossip};
 use huitong_protocol::{Event, NodeId, ResourceCode};
 use libp2p::PeerId;
 use tracing::info;
 
-use super::frame;
-use super::pull::{open_stream, Transport, RESPONSE_TIMEOUT};
+use super::pull::{request_once, Transport};
 use crate::net::Command;
 use crate::state::NodeState;
 
@@ -35,26 +33,13 @@ pub async fn obtain(
     peer: PeerId,
     p: &Pulled<'_>,
 ) -> Result<String, String> {
-    let mut stream = open_stream(t, peer).await?;
     let req = DataRequest::Receipt {
         code: p.code.clone(),
         version: p.version,
         fields: p.fields.to_vec(),
         grant: p.grant.map(|g| serde_bytes::ByteBuf::from(g.to_vec())),
     };
-    frame::write(&mut stream, &req)
-        .await
-        .map_err(|e| e.to_string())?;
-    stream.flush().await.map_err(|e| e.to_string())?;
-    let response = tokio::time::timeout(
-        RESPONSE_TIMEOUT,
-        frame::read::<DataResponse, _>(&mut stream, MAX_RECEIPT_BYTES + 1024),
-    )
-    .await
-    .map_err(|_| "no receipt within 60 s".to_string())?
-    .map_err(|e| e.to_string())?
-    .ok_or("the provider closed the stream")?;
-    let _ = stream.close().await;
+    let response = request_once(t, peer, &req, MAX_RECEIPT_BYTES + 1024).await?;
     let bytes = match response {
         DataResponse::Receipt(b) => b.into_vec(),
         DataResponse::Refused { message, .. } => {

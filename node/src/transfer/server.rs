@@ -132,18 +132,6 @@ impl Server {
         })
     }
 
-    /// The platform key: the hub's node key in the charter.
-    fn platform_key(&self) -> Option<NodeId> {
-        self.state.with_charter(|c| {
-            c.and_then(|c| {
-                c.members
-                    .iter()
-                    .find(|m| m.role == huitong_protocol::Role::Hub)
-            })
-            .map(|m| m.node_key)
-        })
-    }
-
     /// Checks a grant for a 有条件共享 resource.
     fn check_grant(
         &self,
@@ -162,7 +150,7 @@ impl Server {
                 format!("{what}: apply for it (`huitong apply`) and pull once the grant is issued"),
             ));
         };
-        let platform = self.platform_key().ok_or_else(|| {
+        let platform = self.state.hub_key().ok_or_else(|| {
             (
                 RefusalKind::Unavailable,
                 "the charter names no hub (platform key)".to_string(),
