@@ -197,3 +197,39 @@ pub fn apply(
     batch.put_cf(cf, id.as_bytes(), codec::encode(&rec));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use huitong_protocol::{ResourceCode, SecretKey};
+
+    #[test]
+    fn a_granted_application_past_its_day_shows_expired() {
+        let key = SecretKey::from_bytes([1; 32]).public();
+        let mut r = AppRecord {
+            app: Application {
+                id: "0123456789abcdef0123456789abcdef".into(),
+                code: ResourceCode::parse("101001/000001").expect("valid code"),
+                provider: key,
+                fields: vec!["姓名".into()],
+                purpose: "核验".into(),
+                basis: "依据".into(),
+                until: "2026-11-27".into(),
+            },
+            applicant: key,
+            state: AppState::Granted,
+            reason: None,
+            token: Vec::new(),
+            block: Vec::new(),
+            history: Vec::new(),
+        };
+        assert_eq!(
+            r.shown_state("2026-11-27"),
+            "granted",
+            "valid through its last day"
+        );
+        assert_eq!(r.shown_state("2026-11-28"), "expired");
+        r.state = AppState::Revoked;
+        assert_eq!(r.shown_state("2026-11-28"), "revoked");
+    }
+}
