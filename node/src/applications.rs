@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::state::NodeState;
-use crate::store::{StoreError, CF_APPLICATIONS};
+use crate::store::{StoreError, CF_APPLICATIONS, CF_APPLICATIONS_PENDING};
 
 /// Where an application stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,48 +133,64 @@ pub fn latest_of(
         .max_by_key(|r| r.history.last().map(|h| h.1).unwrap_or(0)))
 }
 
-/// Stages the view change of one grant event signed by `signer`.
-pub fn apply(
-    state: &NodeState,
-    batch: &mut WriteBatch,
+/// An event that arrived before the one it follows (events from different feeds arrive in any
+/// order): kept in `applications_pending` and applied once the record catches up.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Deferred {
+    signer: NodeId,
+    at_ms: u64,
+    event: GrantEvent,
+}
+
+/// What one event does to a record.
+enum Verdict {
+    /// The record after the event.
+    Apply(Box<AppRecord>),
+    /// Not yet: the application, or the step this event follows, has not arrived.
+    Later,
+    /// Never: wrong signer, or a duplicate.
+    Refuse(&'static str),
+}
+
+/// The transition of `rec` by `event` signed by `signer` (`signer_is_hub` from the charter).
+fn transition(
+    rec: Option<AppRecord>,
     signer: &NodeId,
+    signer_is_hub: bool,
     at_ms: u64,
     event: &GrantEvent,
-) -> Result<(), StoreError> {
-    let cf = state.store.cf(CF_APPLICATIONS);
-    let id = event.id();
-    let existing = get(state, id)?;
-    let is_hub = state.role_of(signer) == Some(Role::Hub);
-    let refuse = |why: &str| {
-        warn!(target: "huitong::audit", %signer, id, why, "ignored application event");
-        Ok(())
-    };
-    let mut rec = match (event, existing) {
-        (GrantEvent::Submitted(app), None) => AppRecord {
-            app: app.clone(),
-            applicant: *signer,
-            state: AppState::Submitted,
-            reason: None,
-            token: Vec::new(),
-            block: Vec::new(),
-            history: Vec::new(),
-        },
-        (GrantEvent::Submitted(_), Some(_)) => return refuse("duplicate application id"),
-        (_, None) => return refuse("unknown application"),
+) -> Verdict {
+    let mut rec = match (event, rec) {
+        (GrantEvent::Submitted(app), None) => {
+            let rec = AppRecord {
+                app: app.clone(),
+                applicant: *signer,
+                state: AppState::Submitted,
+                reason: None,
+                token: Vec::new(),
+                block: Vec::new(),
+                history: vec![(AppState::Submitted, at_ms, *signer)],
+            };
+            return Verdict::Apply(Box::new(rec));
+        }
+        (GrantEvent::Submitted(_), Some(_)) => return Verdict::Refuse("duplicate application id"),
+        (_, None) => return Verdict::Later,
         (_, Some(r)) => r,
     };
     let provider = *signer == rec.app.provider;
+    if !signer_is_hub && !provider {
+        return Verdict::Refuse("not signed by the hub or the provider");
+    }
     let next = match (event, rec.state) {
-        (GrantEvent::Submitted(_), _) => AppState::Submitted,
-        (GrantEvent::Accepted { .. }, AppState::Submitted) if is_hub => AppState::Accepted,
+        (GrantEvent::Accepted { .. }, AppState::Submitted) if signer_is_hub => AppState::Accepted,
         (GrantEvent::Approved { .. }, AppState::Accepted) if provider => AppState::Approved,
-        (GrantEvent::Rejected { reason, .. }, AppState::Submitted | AppState::Accepted)
-            if is_hub || provider =>
-        {
+        (GrantEvent::Rejected { reason, .. }, AppState::Submitted | AppState::Accepted) => {
             rec.reason = Some(reason.clone());
             AppState::Rejected
         }
-        (GrantEvent::Issued { token, .. }, AppState::Approved) if is_hub => {
+        (GrantEvent::Issued { token, .. }, AppState::Approved)
+            if signer_is_hub && rec.token.is_empty() =>
+        {
             rec.token = token.clone();
             AppState::Approved
         }
@@ -184,24 +200,251 @@ pub fn apply(
             rec.block = block.clone();
             AppState::Granted
         }
-        (GrantEvent::Revoked { reason, .. }, AppState::Approved | AppState::Granted)
-            if is_hub || provider =>
-        {
+        (GrantEvent::Revoked { reason, .. }, AppState::Approved | AppState::Granted) => {
             rec.reason = Some(reason.clone());
             AppState::Revoked
         }
-        _ => return refuse("not allowed for this signer in this state"),
+        // Terminal states take nothing more.
+        (_, AppState::Rejected | AppState::Revoked) => {
+            return Verdict::Refuse("the application is closed")
+        }
+        // A later step that arrived first, or a hub-only step by the provider (or the reverse).
+        (GrantEvent::Accepted { .. } | GrantEvent::Issued { .. }, _) if !signer_is_hub => {
+            return Verdict::Refuse("only the hub may do this")
+        }
+        (GrantEvent::Approved { .. } | GrantEvent::Endorsed { .. }, _) if !provider => {
+            return Verdict::Refuse("only the provider may do this")
+        }
+        // Out of order: wait if the step this event follows has not come yet, else it is late.
+        (e, _) => {
+            let rank = match rec.state {
+                AppState::Submitted => 0,
+                AppState::Accepted => 1,
+                AppState::Approved if rec.token.is_empty() => 2,
+                AppState::Approved => 3,
+                _ => 4,
+            };
+            let needs = match e {
+                GrantEvent::Accepted { .. } => 0,
+                GrantEvent::Approved { .. } => 1,
+                GrantEvent::Issued { .. } | GrantEvent::Revoked { .. } => 2,
+                GrantEvent::Endorsed { .. } => 3,
+                GrantEvent::Submitted(_) | GrantEvent::Rejected { .. } => 0,
+            };
+            return if rank < needs {
+                Verdict::Later
+            } else {
+                Verdict::Refuse("duplicate or out-of-order step")
+            };
+        }
     };
     rec.state = next;
     rec.history.push((next, at_ms, *signer));
-    batch.put_cf(cf, id.as_bytes(), codec::encode(&rec));
+    Verdict::Apply(Box::new(rec))
+}
+
+fn pending_prefix(id: &str) -> Vec<u8> {
+    let mut k = id.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// Applies a grant event (entry `seq` of `signer`'s feed) to the view, in the batch that stores
+/// the entry, whatever order events from different feeds arrive in: an event that comes before
+/// the step it follows waits in `applications_pending` and is applied when that step arrives.
+pub fn apply(
+    state: &NodeState,
+    batch: &mut WriteBatch,
+    signer: &NodeId,
+    seq: u64,
+    at_ms: u64,
+    event: &GrantEvent,
+) -> Result<(), StoreError> {
+    let id = event.id();
+    let hub = |k: &NodeId| state.role_of(k) == Some(Role::Hub);
+    let rec = match transition(get(state, id)?, signer, hub(signer), at_ms, event) {
+        Verdict::Apply(rec) => *rec,
+        Verdict::Refuse(why) => {
+            warn!(target: "huitong::audit", %signer, id, why, "ignored application event");
+            return Ok(());
+        }
+        Verdict::Later => {
+            let mut key = pending_prefix(id);
+            key.extend_from_slice(&signer.0);
+            key.extend_from_slice(&seq.to_be_bytes());
+            let d = Deferred {
+                signer: *signer,
+                at_ms,
+                event: event.clone(),
+            };
+            batch.put_cf(
+                state.store.cf(CF_APPLICATIONS_PENDING),
+                key,
+                codec::encode(&d),
+            );
+            return Ok(());
+        }
+    };
+    // Apply whatever was waiting for this step, until nothing more applies.
+    let pcf = state.store.cf(CF_APPLICATIONS_PENDING);
+    let prefix = pending_prefix(id);
+    let mut waiting: Vec<(Vec<u8>, Deferred)> = Vec::new();
+    for kv in state.store.db().prefix_iterator_cf(pcf, &prefix) {
+        let (k, v) = kv?;
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        if let Ok(d) = codec::decode::<Deferred>(&v, usize::MAX) {
+            waiting.push((k.to_vec(), d));
+        }
+    }
+    waiting.sort_by_key(|(_, d)| d.at_ms);
+    let (rec, done) = settle(rec, &waiting, hub);
+    for i in done {
+        batch.delete_cf(pcf, &waiting[i].0);
+    }
+    batch.put_cf(
+        state.store.cf(CF_APPLICATIONS),
+        id.as_bytes(),
+        codec::encode(&rec),
+    );
     Ok(())
+}
+
+/// Applies waiting events to `rec` until none applies; returns the record and which of them
+/// are done with (applied or refused).
+fn settle(
+    mut rec: AppRecord,
+    waiting: &[(Vec<u8>, Deferred)],
+    hub: impl Fn(&NodeId) -> bool,
+) -> (AppRecord, Vec<usize>) {
+    let mut done = Vec::new();
+    loop {
+        let mut progressed = false;
+        for (i, (_, d)) in waiting.iter().enumerate() {
+            if done.contains(&i) {
+                continue;
+            }
+            match transition(
+                Some(rec.clone()),
+                &d.signer,
+                hub(&d.signer),
+                d.at_ms,
+                &d.event,
+            ) {
+                Verdict::Apply(r) => {
+                    rec = *r;
+                    done.push(i);
+                    progressed = true;
+                }
+                Verdict::Refuse(_) => done.push(i),
+                Verdict::Later => {}
+            }
+        }
+        if !progressed {
+            return (rec, done);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use huitong_protocol::{ResourceCode, SecretKey};
+
+    /// Every order of arrival of the five steps ends granted (pending events wait their turn).
+    #[test]
+    fn steps_from_different_feeds_apply_in_any_order() {
+        let (consumer, provider, hub) = (
+            SecretKey::from_bytes([1; 32]).public(),
+            SecretKey::from_bytes([2; 32]).public(),
+            SecretKey::from_bytes([3; 32]).public(),
+        );
+        let id = "0123456789abcdef0123456789abcdef".to_string();
+        let app = Application {
+            id: id.clone(),
+            code: ResourceCode::parse("101001/000001").expect("valid code"),
+            provider,
+            fields: vec!["姓名".into()],
+            purpose: "核验".into(),
+            basis: "依据".into(),
+            until: "2099-12-31".into(),
+        };
+        let steps = [
+            (consumer, GrantEvent::Submitted(app)),
+            (hub, GrantEvent::Accepted { id: id.clone() }),
+            (provider, GrantEvent::Approved { id: id.clone() }),
+            (
+                hub,
+                GrantEvent::Issued {
+                    id: id.clone(),
+                    token: vec![1],
+                },
+            ),
+            (
+                provider,
+                GrantEvent::Endorsed {
+                    id: id.clone(),
+                    block: vec![2],
+                },
+            ),
+        ];
+        let is_hub = |k: &NodeId| *k == hub;
+        let mut orders = vec![vec![0usize, 1, 2, 3, 4]];
+        // All 120 permutations.
+        for n in 0..5 {
+            let mut next = Vec::new();
+            for o in &orders {
+                for i in n..5 {
+                    let mut p = o.clone();
+                    p.swap(n, i);
+                    next.push(p);
+                }
+            }
+            orders = next;
+        }
+        assert_eq!(orders.len(), 120);
+        for order in orders {
+            let mut rec: Option<AppRecord> = None;
+            let mut waiting: Vec<(Vec<u8>, Deferred)> = Vec::new();
+            for (t, &i) in order.iter().enumerate() {
+                let (signer, event) = &steps[i];
+                match transition(rec.clone(), signer, is_hub(signer), t as u64, event) {
+                    Verdict::Apply(r) => {
+                        let (r, done) = settle(*r, &waiting, is_hub);
+                        waiting = waiting
+                            .into_iter()
+                            .enumerate()
+                            .filter(|(j, _)| !done.contains(j))
+                            .map(|(_, w)| w)
+                            .collect();
+                        rec = Some(r);
+                    }
+                    Verdict::Later => waiting.push((
+                        vec![],
+                        Deferred {
+                            signer: *signer,
+                            at_ms: t as u64,
+                            event: event.clone(),
+                        },
+                    )),
+                    Verdict::Refuse(why) => panic!("{order:?}: step {i} refused: {why}"),
+                }
+            }
+            let r = rec.expect("submitted");
+            assert_eq!(r.state, AppState::Granted, "{order:?}");
+            assert!(waiting.is_empty(), "{order:?}");
+        }
+        // The wrong signer is refused, never deferred.
+        let r = match transition(None, &consumer, false, 0, &steps[0].1) {
+            Verdict::Apply(r) => *r,
+            _ => panic!("submission applies"),
+        };
+        assert!(matches!(
+            transition(Some(r), &consumer, false, 1, &GrantEvent::Approved { id }),
+            Verdict::Refuse(_)
+        ));
+    }
 
     #[test]
     fn a_granted_application_past_its_day_shows_expired() {

@@ -220,7 +220,7 @@ impl NodeState {
         )?;
         match &e.event {
             Event::Grant(g) => {
-                crate::applications::apply(self, &mut batch, &e.feed, e.timestamp_ms, g)?
+                crate::applications::apply(self, &mut batch, &e.feed, e.seq, e.timestamp_ms, g)?
             }
             Event::Receipt(r) => {
                 crate::receipts::apply(self, &mut batch, r, e.timestamp_ms, e.seq)?

@@ -10,6 +10,8 @@
 //! - `datasets`: `feed(32) ‖ code ‖ 0x00 ‖ version(8)` → CBOR dataset announcement.
 //! - `manifests`: `manifest hash(32)` → CBOR stored manifest (envelope bytes, complete flag).
 //! - `applications`: application id → CBOR [`crate::applications::AppRecord`].
+//! - `applications_pending`: application id ‖ 0 ‖ signer(32) ‖ seq(8) → a grant event that
+//!   arrived before the step it follows.
 //! - `chunk_refs`: chunk hash(32) → CBOR place (output file, offset) of a pulled file's chunk.
 //! - `receipts`: receipt id → CBOR [`crate::receipts::ReceiptRecord`].
 //! - `audit_pending` (hub): record key(32) → CBOR audit record not yet in the audit log.
@@ -43,11 +45,12 @@ pub(crate) const CF_DATASETS: &str = "datasets";
 pub(crate) const CF_MANIFESTS: &str = "manifests";
 pub(crate) const CF_APPLICATIONS: &str = "applications";
 pub(crate) const CF_RECEIPTS: &str = "receipts";
+pub(crate) const CF_APPLICATIONS_PENDING: &str = "applications_pending";
 pub(crate) const CF_CHUNK_REFS: &str = "chunk_refs";
 pub(crate) const CF_AUDIT_PENDING: &str = "audit_pending";
 pub(crate) const CF_AUDIT_CHECKPOINTS: &str = "audit_checkpoints";
 pub(crate) const CF_AUDIT_EVIDENCE: &str = "audit_evidence";
-const ALL_CFS: [&str; 14] = [
+const ALL_CFS: [&str; 15] = [
     CF_META,
     CF_ENTRIES,
     CF_HEADS,
@@ -58,6 +61,7 @@ const ALL_CFS: [&str; 14] = [
     CF_MANIFESTS,
     CF_APPLICATIONS,
     CF_RECEIPTS,
+    CF_APPLICATIONS_PENDING,
     CF_CHUNK_REFS,
     CF_AUDIT_PENDING,
     CF_AUDIT_CHECKPOINTS,
