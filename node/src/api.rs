@@ -177,6 +177,12 @@ pub struct CharterView {
     pub authority: String,
     /// Members.
     pub members: Vec<Member>,
+    /// The time zone of the federation's dates.
+    #[serde(default)]
+    pub timezone: String,
+    /// The audit witness policy.
+    #[serde(default)]
+    pub witnesses: huitong_protocol::charter::WitnessPolicy,
     /// The signed envelope, hex.
     pub envelope_hex: String,
 }

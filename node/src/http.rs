@@ -391,6 +391,8 @@ async fn charter(State(ctx): State<Ctx>) -> Res<api::CharterView> {
         issued_at_ms: c.issued_at_ms,
         authority: c.authority.to_hex(),
         members: c.members,
+        timezone: c.timezone,
+        witnesses: c.witnesses,
         envelope_hex: hex::encode(env),
     }))
 }

@@ -44,6 +44,8 @@ fn vectors() -> Vec<(&'static str, String)> {
             addresses: vec!["/ip4/127.0.0.1/tcp/7400".into()],
             status: MemberStatus::Active,
         }],
+        timezone: huitong_protocol::charter::DEFAULT_TIMEZONE.into(),
+        witnesses: Default::default(),
     };
     let summary = SyncRequest::Summary(Summary {
         charter_version: 1,

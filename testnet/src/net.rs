@@ -155,6 +155,8 @@ impl Testnet {
                     })
                 })
                 .collect::<anyhow::Result<_>>()?,
+            timezone: huitong_protocol::charter::DEFAULT_TIMEZONE.into(),
+            witnesses: Default::default(),
         };
         charter.check()?;
         let bytes = charter.seal(&authority).to_bytes();

@@ -117,6 +117,8 @@ async fn amend(
             issued_at_ms: crate::state::now_ms(),
             authority: NodeId::from_hex(&c.authority)?,
             members: c.members,
+            timezone: c.timezone,
+            witnesses: c.witnesses,
         },
         None => {
             let s: api::Status = client.get("/status", &()).await?;
@@ -127,6 +129,8 @@ async fn amend(
                 issued_at_ms: crate::state::now_ms(),
                 authority: key.public(),
                 members: Vec::new(),
+                timezone: huitong_protocol::charter::DEFAULT_TIMEZONE.into(),
+                witnesses: Default::default(),
             }
         }
     };
