@@ -83,6 +83,7 @@ pub async fn serve(
         .route("/api/v1/audit/proofs", post(audit::check_proof))
         .route("/api/v1/audit/checkpoints", post(audit::import_checkpoint))
         .route("/api/v1/audit/receipts", get(audit::receipts))
+        .route("/api/v1/audit/transfers", get(audit::transfers))
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/catalogue", get(list).post(publish))
         .route(
@@ -276,7 +277,7 @@ async fn publish(State(ctx): State<Ctx>, Json(raw): Json<RawEntry>) -> Res<api::
         _ => "published",
     };
     let seq = sealed.entry.seq;
-    gossip(&ctx, sealed.envelope.to_bytes()).await;
+    ctx.net.publish(&sealed).await;
     Ok(Json(api::Published {
         code,
         event: event.into(),
@@ -333,18 +334,13 @@ async fn publish_batch(
     let last_seq = sealed.last().map_or(0, |v| v.entry.seq);
     let published = sealed.len() - updated;
     for v in sealed {
-        gossip(&ctx, v.envelope.to_bytes()).await;
+        ctx.net.publish(&v).await;
     }
     Ok(Json(api::BatchPublished {
         published,
         updated,
         last_seq,
     }))
-}
-
-async fn gossip(ctx: &Ctx, envelope: Vec<u8>) {
-    let msg = huitong_protocol::wire::Gossip::Entry(serde_bytes::ByteBuf::from(envelope));
-    ctx.net.send(Command::Gossip(msg)).await;
 }
 
 async fn withdraw(State(ctx): State<Ctx>, Json(w): Json<api::Withdraw>) -> Res<api::Published> {
@@ -364,7 +360,7 @@ async fn withdraw(State(ctx): State<Ctx>, Json(w): Json<api::Withdraw>) -> Res<a
         })
         .map_err(append_error)?;
     let seq = sealed.entry.seq;
-    gossip(&ctx, sealed.envelope.to_bytes()).await;
+    ctx.net.publish(&sealed).await;
     Ok(Json(api::Published {
         code: w.code,
         event: "withdrawn".into(),

@@ -108,6 +108,21 @@ impl NodeState {
         })
     }
 
+    /// The time zone of the federation's dates (the charter's; Asia/Shanghai without one).
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.with_charter(|c| c.map_or(chrono_tz::Asia::Shanghai, |c| c.tz()))
+    }
+
+    /// Today's date, `YYYY-MM-DD`, in the federation's time zone.
+    pub fn today(&self) -> String {
+        huitong_protocol::charter::today_in(self.timezone(), now_ms())
+    }
+
+    /// Seconds since the Unix epoch at the end (24:00, federation time) of day `date`.
+    pub fn end_of_day(&self, date: &str) -> Option<u64> {
+        huitong_protocol::charter::end_of_day_in(self.timezone(), date)
+    }
+
     /// Whether this node is the hub in the current charter.
     pub fn is_hub(&self) -> bool {
         self.role_of(&self.id()) == Some(huitong_protocol::Role::Hub)

@@ -1,7 +1,9 @@
 //! Dataset transfer between nodes on dedicated libp2p streams ([`DATA_PROTOCOL`]).
 //!
-//! - [`server`] answers manifest and chunk requests, enforcing the share types of the entry and
-//!   its 信息项 on every request (the provider decides, never the consumer's CLI).
+//! - [`server`] answers manifest, chunk and receipt requests, each decided by
+//!   [`crate::access`] for the member that connected (the provider decides, never the
+//!   consumer's CLI).
+//! - [`served`] counts what the provider sent and logs each transfer in its own feed.
 //! - [`pull`] fetches a version from its provider: several streams in flight, every chunk
 //!   verified before it is stored, resumable from the verified chunks after a crash.
 //! - [`frame`] is the length-prefixed CBOR framing both use.
@@ -14,6 +16,7 @@ pub mod frame;
 pub mod pull;
 pub mod receipt;
 pub mod refs;
+pub mod served;
 pub mod server;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -211,7 +211,7 @@ pub async fn records(
         found.retain(|&x| x == i);
     }
     if found.is_empty() {
-        return Err(format!("no audit record {id:?} in the hub's log (record ids are application ids, receipt ids and charter-N)"));
+        return Err(format!("no audit record {id:?} in the hub's log (record ids are application ids, receipt ids, transfer ids and charter-N)"));
     }
     let covered: Vec<u64> = found.iter().copied().filter(|&i| i < cp.size).collect();
     if covered.is_empty() {

@@ -51,7 +51,7 @@ pub(super) async fn publish(
         .await
         .map_err(internal)?
         .map_err(publish_error)?;
-    super::gossip(&ctx, entry.envelope.to_bytes()).await;
+    ctx.net.publish(&entry).await;
     Ok(Json(report))
 }
 

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt};
 use huitong_protocol::dataset::{
-    Body, ChunkHash, ChunkRef, DatasetVersion, Manifest, SignedManifest, MAX_CHUNK_BYTES,
-    MAX_MANIFEST_BYTES,
+    Body, ChunkRef, DatasetVersion, Manifest, SignedManifest, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES,
 };
 use huitong_protocol::wire::{DataRequest, DataResponse, RefusalKind, DATA_PROTOCOL};
 use huitong_protocol::{NodeId, ResourceCode};
@@ -318,31 +317,10 @@ pub fn start(state: Arc<NodeState>, transport: Transport, req: PullRequest) -> u
 
 fn find_record(state: &NodeState, req: &PullRequest) -> Result<Record, PullError> {
     ResourceCode::parse(&req.code).map_err(|e| PullError::Invalid(format!("code: {e}")))?;
-    let mut found: Vec<Record> = catalogue::get(&state.store, &req.code)
-        .map_err(local)?
-        .into_iter()
-        .filter(|r| {
-            req.provider
-                .as_deref()
-                .is_none_or(|p| r.entry.provider_code.as_str() == p)
-        })
-        .collect();
-    match found.len() {
-        0 => Err(PullError::Invalid(format!(
-            "no catalogue entry {} here; search the catalogue with `huitong catalogue search`",
-            req.code
-        ))),
-        1 => Ok(found.remove(0)),
-        _ => Err(PullError::Invalid(format!(
-            "several providers publish {}: {}; choose one with --provider USCC",
-            req.code,
-            found
-                .iter()
-                .map(|r| format!("{} ({})", r.entry.provider_name, r.entry.provider_code))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-    }
+    catalogue::pick(&state.store, &req.code, req.provider.as_deref(), false).map_err(|e| match e {
+        catalogue::PickError::Store(e) => local(e),
+        other => PullError::Invalid(other.to_string()),
+    })
 }
 
 /// One chunk to hold, and where it belongs (for error messages).
@@ -405,7 +383,7 @@ fn wants(
                     (f.to_vec(), Vec::new())
                 }
                 None => {
-                    let mut open = crate::dataset::access(record).unwrap_or_default();
+                    let mut open = crate::access::open_columns(record);
                     open.extend(granted.unwrap_or_default().iter().cloned());
                     names
                         .iter()
@@ -475,7 +453,8 @@ async fn run(
     };
     if granted.is_none()
         && token.is_none()
-        && record.entry.share_type == huitong_protocol::catalogue::ShareType::Conditional
+        && crate::access::need(&record, crate::access::Scope::Resource)
+            == Ok(crate::access::Need::Grant)
     {
         if let Some(r) =
             applications::latest_of(state, &state.id(), &provider, &req.code).map_err(local)?
@@ -546,7 +525,7 @@ async fn run(
         req.fields.as_deref(),
         match &token {
             Some(_) => req.fields.as_deref(),
-            None => granted.as_ref().map(|r| r.app.fields.as_slice()),
+            None => granted.as_ref().map(|r| r.granted_fields()),
         },
     )?;
     let mut seen = HashSet::new();
@@ -1011,13 +990,10 @@ async fn fetch_one(f: &Fetch<'_>, s: &mut Stream, want: &Want) -> Result<(), Fai
             return state.chunks.put_expected(&hash, &bytes);
         };
         // A file's chunk: verified here and written once, into the output.
-        let actual = ChunkHash::of(&bytes);
-        if actual != hash {
-            return Err(ChunkError::Mismatch {
-                expected: hash,
-                actual,
-            });
-        }
+        hash.verify(&bytes).map_err(|actual| ChunkError::Mismatch {
+            expected: hash,
+            actual,
+        })?;
         o.place(&hash, &bytes).map_err(|source| ChunkError::Io {
             path: o.temp().to_path_buf(),
             source,
