@@ -41,13 +41,15 @@ pub fn approved_scope(state: &NodeState, r: &AppRecord) -> Option<GrantFacts> {
 fn endorse(state: &NodeState, r: &AppRecord) -> Option<GrantEvent> {
     let id = r.app.id.clone();
     let approved = approved_scope(state, r)?;
-    let minted = state
-        .hub_key()
-        .ok_or_else(|| "the charter names no hub".to_string())
-        .and_then(|hub| grants::inspect(&r.token, &hub).map_err(|e| e.to_string()));
-    let why = match minted {
+    let hub = state.hub_key()?;
+    // A token that cannot be read under the platform key is not endorsed (and not yet judged:
+    // the next round tries again); one that can be read is compared with the approval.
+    let why = match grants::inspect(&r.token, &hub) {
         Ok(minted) => minted.exceeds(&approved),
-        Err(e) => Some(e),
+        Err(e) => {
+            warn!(target: "huitong::audit", %id, error = %e, "cannot read the hub's token; not endorsed");
+            return None;
+        }
     };
     if let Some(why) = why {
         error!(target: "huitong::audit", %id, %why, "the hub's token is not within this node's approval: refused, application revoked");

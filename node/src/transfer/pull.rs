@@ -383,8 +383,11 @@ fn wants(
                     (f.to_vec(), Vec::new())
                 }
                 None => {
+                    // The open columns, and the granted ones the entry does not now refuse.
                     let mut open = crate::access::open_columns(record);
-                    open.extend(granted.unwrap_or_default().iter().cloned());
+                    open.extend(granted.unwrap_or_default().iter().cloned().filter(|f| {
+                        crate::access::need(record, crate::access::Scope::Column(f)).is_ok()
+                    }));
                     names
                         .iter()
                         .map(|n| n.to_string())
