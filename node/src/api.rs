@@ -51,7 +51,7 @@ pub struct Status {
     pub schema_version: u32,
     /// Dataset transfer counters since start.
     #[serde(default)]
-    pub transfer: crate::transfer::StatsView,
+    pub transfer: crate::stats::StatsView,
     /// The audit log as this node sees it.
     #[serde(default)]
     pub audit: AuditStatus,

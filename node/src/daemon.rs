@@ -152,7 +152,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     tokio::spawn(data_server.run(incoming, shutdown.clone()));
-    let transport = crate::transfer::pull::Transport {
+    let transport = crate::transfer::client::Transport {
         net: client.clone(),
         control,
     };

@@ -18,7 +18,7 @@ use crate::catalogue::{self, Filter};
 use crate::feeds::AppendError;
 use crate::net::{Client, Command};
 use crate::state::NodeState;
-use crate::transfer::pull::Transport;
+use crate::transfer::client::Transport;
 
 /// Largest request body.
 const MAX_BODY: usize = 1024 * 1024;
@@ -34,6 +34,8 @@ struct Ctx {
     state: Arc<NodeState>,
     net: Client,
     transport: Transport,
+    /// Pulls started through the API (finished ones kept for their summary).
+    pulls: Arc<crate::transfer::pull::Pulls>,
     token: Arc<String>,
 }
 
@@ -73,6 +75,7 @@ pub async fn serve(
         state,
         net: transport.net.clone(),
         transport,
+        pulls: Arc::default(),
         token: Arc::new(token),
     };
     let app = Router::new()

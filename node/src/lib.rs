@@ -23,5 +23,6 @@ pub mod http;
 pub mod net;
 pub mod receipts;
 pub mod state;
+pub mod stats;
 pub mod store;
 pub mod transfer;

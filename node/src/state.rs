@@ -37,9 +37,7 @@ pub struct NodeState {
     /// The chunk store (dataset contents).
     pub chunks: ChunkStore,
     /// Transfer counters.
-    pub transfer: crate::transfer::Stats,
-    /// Pulls started through the API.
-    pub pulls: crate::transfer::pull::Pulls,
+    pub transfer: crate::stats::Stats,
     /// The audit log (hub) and checkpoint watch (every node).
     pub audit: crate::audit::AuditState,
     charter: RwLock<Option<Charter>>,
@@ -62,7 +60,6 @@ impl NodeState {
             chunks,
             audit: crate::audit::AuditState::new(audit_dir),
             transfer: Default::default(),
-            pulls: Default::default(),
             key,
             config,
             authority,

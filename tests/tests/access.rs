@@ -166,7 +166,11 @@ fn grants_hold_to_the_approving_provider_and_every_transfer_is_logged() -> anyho
     // Without --fields the pull takes the granted items that may still be sent.
     let s = data::pull(net, consumer, &[code, "--provider", &p_uscc, "--out", &y])?;
     assert_eq!(s["fields"], serde_json::json!(["编号"]), "{s}");
-    assert_eq!(s["withheld"], serde_json::json!(["姓名", "金额", "日期", "备注"]), "{s}");
+    assert_eq!(
+        s["withheld"],
+        serde_json::json!(["姓名", "金额", "日期", "备注"]),
+        "{s}"
+    );
     assert_eq!(s["rows"].as_u64(), Some(20_000), "{s}");
 
     // A member under the test's control.

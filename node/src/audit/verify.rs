@@ -14,7 +14,7 @@ use super::appender::on_log;
 use super::log::{verify_dir, DiskReport};
 use super::{client, keys, watch};
 use crate::state::NodeState;
-use crate::transfer::pull::Transport;
+use crate::transfer::client::Transport;
 
 /// A checkpoint, for people.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use huitong_protocol::{Event, NodeId, ResourceCode};
 use libp2p::PeerId;
 use tracing::info;
 
-use super::pull::{request_once, Transport};
+use super::client::{request_once, Transport};
 use crate::state::NodeState;
 
 /// What was pulled.
