@@ -248,15 +248,10 @@ fn transition(
     let next = match (event, rec.state) {
         (GrantEvent::Accepted { .. }, AppState::Submitted) if signer_is_hub => AppState::Accepted,
         (GrantEvent::Approved { fields, until, .. }, AppState::Accepted) if provider => {
-            let fields = fields.clone().unwrap_or_else(|| rec.app.fields.clone());
-            let until = until.clone().unwrap_or_else(|| rec.app.until.clone());
-            if fields.is_empty() || fields.iter().any(|f| !rec.app.fields.contains(f)) {
-                return Verdict::Refuse("the approval names 信息项 that were not applied for");
+            match approval(&rec.app, fields.as_deref(), until.as_deref()) {
+                Ok(a) => rec.approval = Some(a),
+                Err(why) => return Verdict::Refuse(why),
             }
-            if until > rec.app.until {
-                return Verdict::Refuse("the approval lasts longer than applied for");
-            }
-            rec.approval = Some(Approval { fields, until });
             AppState::Approved
         }
         (GrantEvent::Rejected { reason, .. }, AppState::Submitted | AppState::Accepted) => {
@@ -316,6 +311,27 @@ fn transition(
     rec.state = next;
     rec.history.push((next, at_ms, *signer));
     Verdict::Apply(Box::new(rec))
+}
+
+/// The approval of `fields` until `until` (`None`: as applied for) of `app`, or why it is wider
+/// than the application.
+pub fn approval(
+    app: &Application,
+    fields: Option<&[String]>,
+    until: Option<&str>,
+) -> Result<Approval, &'static str> {
+    let fields = fields.map_or_else(|| app.fields.clone(), <[String]>::to_vec);
+    let until = until.unwrap_or(&app.until).to_owned();
+    if fields.is_empty() || fields.iter().any(|f| !app.fields.contains(f)) {
+        return Err("the approval names 信息项 that were not applied for");
+    }
+    if !huitong_protocol::dataset::is_date(&until) {
+        return Err("the approved last day is not a date YYYY-MM-DD");
+    }
+    if until > app.until {
+        return Err("the approval lasts longer than applied for (approve a shorter period only)");
+    }
+    Ok(Approval { fields, until })
 }
 
 fn pending_prefix(id: &str) -> Vec<u8> {

@@ -29,8 +29,7 @@ use std::sync::Mutex;
 use huitong_protocol::application::GrantEvent;
 use huitong_protocol::audit::{Record, RecordKind};
 use huitong_protocol::feed::VerifiedEntry;
-use huitong_protocol::receipt::SignedReceipt;
-use huitong_protocol::{Charter, Event, NodeId};
+use huitong_protocol::{Charter, NodeId};
 use rocksdb::WriteBatch;
 use tokio::sync::mpsc;
 
@@ -84,23 +83,17 @@ impl AuditState {
     }
 }
 
-/// The record a feed entry stands for, if it is an auditable event. Grant events are logged as
-/// the applications view judged them ([`judged_record`]), not here.
-pub fn record_of(v: &VerifiedEntry) -> Option<Record> {
+/// The record of a feed entry under `kind` and `id`.
+pub fn entry_record(v: &VerifiedEntry, kind: RecordKind, id: String) -> Record {
     let e = &v.entry;
-    let (kind, id) = match &e.event {
-        Event::Receipt(bytes) => (RecordKind::Receipt, SignedReceipt::open(bytes).ok()?.id),
-        Event::Transfer(t) => (RecordKind::Transfer, t.id.clone()),
-        _ => return None,
-    };
-    Some(Record {
+    Record {
         kind,
         id,
         signer: e.feed,
         seq: e.seq,
         hash: v.hash.0,
         at_ms: e.timestamp_ms,
-    })
+    }
 }
 
 /// The record of a grant event as the applications view judged it: its official kind when
@@ -139,15 +132,12 @@ pub fn charter_record(charter: &Charter, payload: &[u8]) -> Record {
     }
 }
 
-/// On the hub, queues the records of an auditable entry in the batch that stores the entry:
-/// the entry's own record, or the grant events the applications view judged with it.
-pub fn queue(state: &NodeState, batch: &mut WriteBatch, v: &VerifiedEntry, judged: &[Judged]) {
+/// On the hub, queues the audit records of one feed entry (as its views judged it) in the
+/// batch that stores the entry.
+pub fn queue(state: &NodeState, batch: &mut WriteBatch, records: &[Record]) {
     if !state.is_hub() {
         return;
     }
-    let records = record_of(v)
-        .into_iter()
-        .chain(judged.iter().map(judged_record));
     for r in records {
         batch.put_cf(state.store.cf(CF_AUDIT_PENDING), r.key(), r.encode());
     }

@@ -172,6 +172,9 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind the admin API on {api_addr} (api.listen); is another node using it? use port 0 to pick a free one"))?;
     let token = token(dir)?;
     std::fs::write(dir.join(API_ADDR_FILE), bound.to_string())?;
+    if crate::faults::COMPILED {
+        warn!("this binary was built with the test-only `fault-injection` feature (cargo test or --all-targets): do not deploy it; rebuild with `cargo build --release --workspace`");
+    }
     info!(api = %bound, relay = is_hub, peer_id = %net::peer_id(&state.id()).map(|p| p.to_string()).unwrap_or_default(), name = %config.node.name, "node running");
     let http_task = tokio::spawn(crate::http::serve(
         listener,

@@ -7,6 +7,9 @@
 
 use crate::state::NodeState;
 
+/// Whether this binary was built with fault injection (a test build: never deploy it).
+pub const COMPILED: bool = cfg!(feature = "fault-injection");
+
 /// Whether fault `name` is switched on for this node.
 #[cfg(feature = "fault-injection")]
 pub fn on(state: &NodeState, name: &str) -> bool {

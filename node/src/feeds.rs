@@ -10,9 +10,11 @@ use huitong_protocol::{Event, FeedEntry, NodeId, ResourceCode};
 use rocksdb::WriteBatch;
 use tracing::{debug, warn};
 
+use crate::audit;
 use crate::catalogue;
 use crate::state::{now_ms, NodeState};
 use crate::store::{Fork, StoreError};
+use huitong_protocol::audit::{Record, RecordKind};
 
 /// What happened to an incoming entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,7 +220,8 @@ impl NodeState {
             provider,
             &e.event,
         )?;
-        let judged = match &e.event {
+        // Each view judges the entry; the audit log records what they decided.
+        let records: Vec<Record> = match &e.event {
             Event::Grant(g) => crate::applications::apply(
                 self,
                 &mut batch,
@@ -227,18 +230,27 @@ impl NodeState {
                 v.hash.0,
                 e.timestamp_ms,
                 g,
-            )?,
+            )?
+            .iter()
+            .map(audit::judged_record)
+            .collect(),
             Event::Receipt(r) => {
-                crate::receipts::apply(self, &mut batch, r, e.timestamp_ms, e.seq)?;
-                Vec::new()
+                crate::receipts::apply(self, &mut batch, r, e.timestamp_ms, e.seq)?
+                    .map(|id| audit::entry_record(v, RecordKind::Receipt, id))
+                    .into_iter()
+                    .collect()
             }
             Event::Transfer(t) => {
-                crate::receipts::apply_transfer(self, &mut batch, &e.feed, t, e.seq)?;
-                Vec::new()
+                let kind =
+                    match crate::receipts::apply_transfer(self, &mut batch, &e.feed, t, e.seq)? {
+                        true => RecordKind::Transfer,
+                        false => RecordKind::Refused,
+                    };
+                vec![audit::entry_record(v, kind, t.id.clone())]
             }
             _ => Vec::new(),
         };
-        crate::audit::queue(self, &mut batch, v, &judged);
+        audit::queue(self, &mut batch, &records);
         Ok(batch)
     }
 

@@ -39,17 +39,17 @@ pub struct ReceiptRecord {
     pub seq: u64,
 }
 
-/// Adds the receipt carried by a feed entry to the view.
+/// Adds the receipt carried by a feed entry to the view; returns its id.
 pub fn apply(
     state: &NodeState,
     batch: &mut WriteBatch,
     bytes: &[u8],
     at_ms: u64,
     seq: u64,
-) -> Result<(), StoreError> {
-    // Feed entries were opened before they get here; a receipt that fails now is skipped.
+) -> Result<Option<String>, StoreError> {
+    // Feed entries were opened (and the receipt checked) before they get here.
     let Ok(r) = SignedReceipt::open(bytes) else {
-        return Ok(());
+        return Ok(None);
     };
     let rec = ReceiptRecord {
         id: r.id.clone(),
@@ -69,7 +69,7 @@ pub fn apply(
         r.id.as_bytes(),
         codec::encode(&rec),
     );
-    Ok(())
+    Ok(Some(r.id))
 }
 
 /// Every value of a view's column family, decoded.
@@ -108,25 +108,33 @@ pub struct TransferEntry {
     pub record: TransferRecord,
 }
 
-/// Adds a provider's transfer record (entry `seq` of `provider`'s feed) to the view.
+/// Adds a provider's transfer record (entry `seq` of `provider`'s feed) to the view, keyed by
+/// provider and id, if it is about one of the provider's own resources and a member; returns
+/// whether it was added (a record about anything else is refused, and logged as such).
 pub fn apply_transfer(
     state: &NodeState,
     batch: &mut WriteBatch,
     provider: &NodeId,
     record: &TransferRecord,
     seq: u64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let own = crate::catalogue::get(&state.store, record.code.as_str())?
+        .iter()
+        .any(|r| r.feed == *provider);
+    let member = state.with_charter(|c| c.is_some_and(|c| c.member(&record.consumer).is_some()));
+    if !own || !member {
+        tracing::warn!(target: "huitong::audit", %provider, transfer = %record.id, code = %record.code, "refused a transfer record about another provider's resource or a non-member");
+        return Ok(false);
+    }
     let e = TransferEntry {
         provider: *provider,
         seq,
         record: record.clone(),
     };
-    batch.put_cf(
-        state.store.cf(CF_TRANSFERS),
-        record.id.as_bytes(),
-        codec::encode(&e),
-    );
-    Ok(())
+    let mut key = provider.0.to_vec();
+    key.extend_from_slice(record.id.as_bytes());
+    batch.put_cf(state.store.cf(CF_TRANSFERS), key, codec::encode(&e));
+    Ok(true)
 }
 
 /// Every transfer record, oldest first.

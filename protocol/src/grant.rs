@@ -184,6 +184,11 @@ pub fn mint(platform: &SecretKey, g: &GrantFacts) -> Result<Vec<u8>, GrantError>
 /// (信息项 sorted).
 pub fn inspect(token: &[u8], platform: &NodeId) -> Result<GrantFacts, GrantError> {
     let biscuit = Biscuit::from(token, public(platform)?).map_err(token_err)?;
+    if biscuit.block_count() != 1 {
+        return Err(GrantError::Token(
+            "an issued token must hold the authority block only".into(),
+        ));
+    }
     // Run once per grant (before endorsing), not per request: a generous time limit.
     let mut a = AuthorizerBuilder::new()
         .set_limits(RunLimits {
@@ -214,14 +219,33 @@ pub fn inspect(token: &[u8], platform: &NodeId) -> Result<GrantFacts, GrantError
         [(e,)] => u64::try_from(*e).map_err(token_err)?,
         _ => return Err(GrantError::Token("the token must hold one expiry".into())),
     };
-    Ok(GrantFacts {
+    let facts = GrantFacts {
         id,
         code,
         provider,
         consumer,
         fields,
         expires,
-    })
+    };
+    // Exactly what `mint` makes of these facts — no other fact, rule or check (which could
+    // satisfy or defeat checks at serve time).
+    let expected = Biscuit::from(
+        &mint(&SecretKey::from_bytes([1; 32]), &facts)?,
+        public(&SecretKey::from_bytes([1; 32]).public())?,
+    )
+    .and_then(|b| b.print_block_source(0))
+    .map_err(token_err)?;
+    let lines = |text: &str| {
+        let mut l: Vec<String> = text.lines().map(|l| l.trim().to_owned()).collect();
+        l.sort();
+        l
+    };
+    if lines(&biscuit.print_block_source(0).map_err(token_err)?) != lines(&expected) {
+        return Err(GrantError::Token(
+            "the authority block holds more than a grant's facts and checks".into(),
+        ));
+    }
+    Ok(facts)
 }
 
 /// The provider's approval of `approved` as a third-party block for `token`: `approved(id)`
@@ -233,25 +257,24 @@ pub fn endorse(
 ) -> Result<Vec<u8>, GrantError> {
     let unverified = UnverifiedBiscuit::from(token).map_err(token_err)?;
     let request = unverified.third_party_request().map_err(token_err)?;
-    let block = BlockBuilder::new()
+    // The provider endorses only a token whose authority block is exactly a grant's facts and
+    // checks (see `inspect`), so no fact there can satisfy these checks.
+    let checks = [
+        format!("check if requested({})", lit(&approved.code)),
+        format!("check if serving({})", lit(&approved.provider.to_hex())),
+        format!("check if requester({})", lit(&approved.consumer.to_hex())),
+        format!("check if time($t), $t <= {}", approved.expires),
+        format!(
+            "check if request(\"resource\") or requested_field($f), {}.contains($f)",
+            set(&approved.fields)
+        ),
+    ];
+    let mut block = BlockBuilder::new()
         .fact(format!("approved({})", lit(&approved.id)).as_str())
-        .map_err(token_err)?
-        .check(format!("check if requested({})", lit(&approved.code)).as_str())
-        .map_err(token_err)?
-        .check(format!("check if serving({})", lit(&approved.provider.to_hex())).as_str())
-        .map_err(token_err)?
-        .check(format!("check if requester({})", lit(&approved.consumer.to_hex())).as_str())
-        .map_err(token_err)?
-        .check(format!("check if time($t), $t <= {}", approved.expires).as_str())
-        .map_err(token_err)?
-        .check(
-            format!(
-                "check if request(\"resource\") or requested_field($f), {}.contains($f)",
-                set(&approved.fields)
-            )
-            .as_str(),
-        )
         .map_err(token_err)?;
+    for c in &checks {
+        block = block.check(c.as_str()).map_err(token_err)?;
+    }
     request
         .create_block(&private(provider)?, block)
         .map_err(token_err)?
@@ -320,12 +343,17 @@ pub fn authorize(token: &[u8], platform: &NodeId, req: &Request<'_>) -> Result<S
         .authorize()
         .map_err(|e| GrantError::Denied(describe(&e)))?;
     let ids: Vec<(String,)> = authorizer
-        .query("data($id) <- grant($id)")
+        .query(
+            format!("data($id) <- grant($id), approved($id) trusting authority, ed25519/{serving}")
+                .as_str(),
+        )
         .map_err(|e| GrantError::Denied(e.to_string()))?;
-    ids.into_iter()
-        .next()
-        .map(|(id,)| id)
-        .ok_or_else(|| GrantError::Denied("the token names no grant".into()))
+    match ids.as_slice() {
+        [(id,)] => Ok(id.clone()),
+        _ => Err(GrantError::Denied(
+            "the token must name exactly one grant approved by this provider".into(),
+        )),
+    }
 }
 
 /// The failed checks of a refused authorization, in words.
@@ -436,10 +464,13 @@ mod tests {
         assert_eq!(authorize(&t, &w.platform.public(), &r).unwrap(), "g1");
         let r = req(&c, &p, "101001/000001", None, 1_800_000_000);
         assert_eq!(authorize(&t, &w.platform.public(), &r).unwrap(), "g1");
+        let issued = mint(&w.platform, &w.facts).unwrap();
         let mut sorted = w.facts.clone();
         sorted.fields.sort();
-        assert_eq!(inspect(&t, &w.platform.public()).unwrap(), sorted);
-        assert!(inspect(&t, &key(8).public()).is_err());
+        assert_eq!(inspect(&issued, &w.platform.public()).unwrap(), sorted);
+        assert!(inspect(&issued, &key(8).public()).is_err());
+        // An endorsed token is not what the hub issues.
+        assert!(inspect(&t, &w.platform.public()).is_err());
         assert_eq!(w.facts.exceeds(&w.facts), None);
     }
 
@@ -495,6 +526,40 @@ mod tests {
         let bare = mint(&w.platform, &w.facts).unwrap();
         let e = authorize(&bare, &pk, &req(&c, &p, code, None, now)).unwrap_err();
         assert!(e.to_string().contains("approval"), "{e}");
+    }
+
+    /// A hub that adds facts to its block (to satisfy checks at serve time) is caught by
+    /// `inspect`, so the provider never endorses such a token.
+    #[test]
+    fn facts_the_hub_adds_are_refused_before_endorsement() {
+        let w = world();
+        let (c, p) = (w.consumer.public(), w.provider.public());
+        let mut b = Biscuit::builder();
+        for f in [
+            format!("grant({})", lit(&w.facts.id)),
+            format!("resource({})", lit(&w.facts.code)),
+            format!("provider({})", lit(&p.to_hex())),
+            format!("consumer({})", lit(&c.to_hex())),
+            format!("expires({})", w.facts.expires),
+            "field(\"姓名\")".into(),
+            "field(\"性别\")".into(),
+            "requested_field(\"民族\")".into(),
+            "time(0)".into(),
+        ] {
+            b = b.fact(f.as_str()).unwrap();
+        }
+        let token = b
+            .build(&KeyPair::from(&private(&w.platform).unwrap()))
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let e = inspect(&token, &w.platform.public())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than a grant"), "{e}");
+        // The same facts minted properly read back.
+        let t = mint(&w.platform, &w.facts).unwrap();
+        assert!(inspect(&t, &w.platform.public()).is_ok());
     }
 
     /// A second provider that names itself in a token and approves it still cannot serve a

@@ -13,6 +13,7 @@ use huitong_protocol::application::GrantEvent;
 use huitong_protocol::dataset::{Body, Manifest, MAX_MANIFEST_BYTES};
 use huitong_protocol::feed::FEED_ENTRY_VERSION;
 use huitong_protocol::grant::{assemble, endorse, mint, GrantFacts};
+use huitong_protocol::receipt::{TransferOutcome, TransferRecord};
 use huitong_protocol::wire::{DataRequest, DataResponse, Gossip};
 use huitong_protocol::{
     codec, EntryHash, Envelope, Event, FeedEntry, Kind, ResourceCode, SecretKey,
@@ -351,5 +352,59 @@ fn grants_hold_to_the_approving_provider_and_every_transfer_is_logged() -> anyho
         "{logged:?}"
     );
     wait_state(net, consumer, "--outgoing", &id, "granted")?;
+
+    // A transfer record about another provider's resource (the rogue claims to have served
+    // the consumer 301001/000042) is refused by every view and logged as refused.
+    let claim = TransferRecord {
+        id: "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee".into(),
+        consumer: key_of(net, consumer)?.public(),
+        code: code42.clone(),
+        version: 1,
+        manifest: manifest_hash(&envelope),
+        fields: vec!["编号".into()],
+        grant: None,
+        bytes: 1,
+        chunks: 1,
+        started_ms: 1,
+        ended_ms: 2,
+        outcome: TransferOutcome::Completed,
+        receipt: None,
+    };
+    let second = FeedEntry {
+        version: FEED_ENTRY_VERSION,
+        feed: rkey.public(),
+        seq: 2,
+        prev: forged.hash,
+        timestamp_ms: 2,
+        event: Event::Transfer(claim),
+    }
+    .seal(&rkey);
+    rogue.gossip(codec::encode(&Gossip::Entry(ByteBuf::from(
+        second.envelope.to_bytes(),
+    ))))?;
+    wait_until(T, "the forged transfer logged as refused", || {
+        let out = net.cli(
+            hub,
+            &["audit", "verify", "--record", &"e".repeat(32), "--json"],
+        )?;
+        Ok(out.status.success()
+            && serde_json::from_slice::<Vec<Value>>(&out.stdout)?
+                .iter()
+                .any(|r| r["kind"] == "refused"))
+    })?;
+    let listed = json(net, hub, &["audit", "transfers", "--json"])?;
+    assert!(
+        !listed.iter().any(|t| t["id"] == "e".repeat(32).as_str()),
+        "{listed:?}"
+    );
     Ok(())
+}
+
+fn manifest_hash(envelope: &[u8]) -> huitong_protocol::dataset::ChunkHash {
+    huitong_protocol::dataset::ChunkHash::of(
+        Envelope::open_limited(envelope, Kind::Manifest, MAX_MANIFEST_BYTES)
+            .map(|e| e.payload().to_vec())
+            .unwrap_or_default()
+            .as_slice(),
+    )
 }

@@ -42,14 +42,11 @@ fn endorse(state: &NodeState, r: &AppRecord) -> Option<GrantEvent> {
     let id = r.app.id.clone();
     let approved = approved_scope(state, r)?;
     let hub = state.hub_key()?;
-    // A token that cannot be read under the platform key is not endorsed (and not yet judged:
-    // the next round tries again); one that can be read is compared with the approval.
+    // A token that is not exactly a grant under the platform key, or one wider than the
+    // approval, is refused: never endorsed, and reported.
     let why = match grants::inspect(&r.token, &hub) {
         Ok(minted) => minted.exceeds(&approved),
-        Err(e) => {
-            warn!(target: "huitong::audit", %id, error = %e, "cannot read the hub's token; not endorsed");
-            return None;
-        }
+        Err(e) => Some(e.to_string()),
     };
     if let Some(why) = why {
         error!(target: "huitong::audit", %id, %why, "the hub's token is not within this node's approval: refused, application revoked");

@@ -149,28 +149,15 @@ pub(super) async fn approve(
     decide(ctx, id, move |r, provider, _| match (provider, r.state) {
         (false, _) => Err("only the provider of the resource can approve".into()),
         (true, AppState::Accepted) => {
-            if let Some(f) = fields.iter().flatten().find(|f| !r.app.fields.contains(f)) {
-                return Err(format!(
-                    "{f:?} was not applied for; approve a subset of {}",
-                    r.app.fields.join(",")
-                ));
-            }
-            if fields.as_ref().is_some_and(|f| f.is_empty()) {
-                return Err("approve at least one 信息项, or reject the application".into());
-            }
-            if let Some(u) = &until {
-                if !huitong_protocol::dataset::is_date(u) {
-                    return Err(format!("until {u:?} is not a date YYYY-MM-DD"));
-                }
-                if *u > r.app.until {
-                    return Err(format!(
-                        "until {u} is after the {} applied for; approve a shorter period only",
-                        r.app.until
-                    ));
-                }
-                if *u < today {
-                    return Err(format!("until {u} is in the past (today is {today})"));
-                }
+            applications::approval(&r.app, fields.as_deref(), until.as_deref()).map_err(|why| {
+                format!(
+                    "{why}: applied for {} until {}",
+                    r.app.fields.join(","),
+                    r.app.until
+                )
+            })?;
+            if let Some(u) = until.as_ref().filter(|u| **u < today) {
+                return Err(format!("until {u} is in the past (today is {today})"));
             }
             Ok(GrantEvent::Approved {
                 id: r.app.id.clone(),

@@ -516,6 +516,13 @@ async fn run(
     }
 
     let fetch_ms = fetch_started.elapsed().as_millis() as u64;
+    // A receipt records a transfer: asked for as soon as it ends (before the output is written,
+    // however long that takes); none when nothing came from the provider this time.
+    let (receipt, receipt_error) = if local_pull || fetched_chunks == 0 {
+        (None, None)
+    } else {
+        ask_receipt(state, t, &provider, manifest, &fields, token.as_deref()).await?
+    };
     job.set_phase(Phase::Writing);
     let write_started = Instant::now();
     let (rows, written) = {
@@ -528,12 +535,6 @@ async fn run(
         })
         .await
         .map_err(local)??
-    };
-    // A receipt records a transfer: none when nothing came from the provider this time.
-    let (receipt, receipt_error) = if local_pull || fetched_chunks == 0 {
-        (None, None)
-    } else {
-        ask_receipt(state, t, &provider, manifest, &fields, token.as_deref()).await?
     };
     let bytes_written = match &manifest.body {
         Body::File { .. } => written,

@@ -22,6 +22,9 @@ use crate::state::{now_ms, NodeState};
 pub const IDLE_CLOSE: Duration = Duration::from_secs(15);
 /// Open sessions at most; beyond, the least recently active are closed as abandoned.
 const MAX_SESSIONS: usize = 4096;
+/// Open sessions of one consumer at most (one per version it is pulling); beyond, its least
+/// recently active are closed as abandoned, so one member cannot push out the others'.
+const MAX_PER_CONSUMER: usize = 64;
 /// 信息项 remembered per session (a manifest has at most this many columns anyway).
 const MAX_FIELDS: usize = huitong_protocol::receipt::MAX_RECEIPT_FIELDS;
 
@@ -108,19 +111,27 @@ impl Served {
         Some(record(key, s, TransferOutcome::Completed, now_ms()))
     }
 
-    /// Closes the sessions idle for `idle` (and the oldest beyond [`MAX_SESSIONS`]) as abandoned.
+    /// Closes as abandoned the sessions idle for `idle`, and the least recently active beyond
+    /// [`MAX_PER_CONSUMER`] for one consumer or [`MAX_SESSIONS`] in all.
     pub fn close_idle(&self, idle: Duration) -> Vec<TransferRecord> {
         let now = now_ms();
         let cutoff = now.saturating_sub(idle.as_millis() as u64);
         let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let mut stale: Vec<(Key, u64)> = map.iter().map(|(k, s)| (k.clone(), s.last_ms)).collect();
-        stale.sort_by_key(|(_, last)| *last);
-        let excess = map.len().saturating_sub(MAX_SESSIONS);
-        stale
+        // Newest first: a consumer's sessions beyond its cap, and any beyond the total, go.
+        stale.sort_by_key(|(_, last)| std::cmp::Reverse(*last));
+        let mut per_consumer: HashMap<NodeId, usize> = HashMap::new();
+        let mut close = Vec::new();
+        for (i, (k, last)) in stale.into_iter().enumerate() {
+            let n = per_consumer.entry(k.0).or_default();
+            *n += 1;
+            if last <= cutoff || *n > MAX_PER_CONSUMER || i >= MAX_SESSIONS {
+                close.push(k);
+            }
+        }
+        close
             .into_iter()
-            .enumerate()
-            .filter(|(i, (_, last))| *i < excess || *last <= cutoff)
-            .filter_map(|(_, (k, _))| {
+            .filter_map(|k| {
                 let s = map.remove(&k)?;
                 Some(record(k, s, TransferOutcome::Abandoned, now))
             })

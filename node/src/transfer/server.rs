@@ -174,12 +174,15 @@ impl Server {
                     version,
                     grant,
                 } => {
-                    let response = match self.manifest(
-                        &code,
-                        version,
-                        grant.as_ref().map(|g| g.as_slice()),
-                        &requester,
-                    ) {
+                    let response = match self
+                        .manifest(
+                            &code,
+                            version,
+                            grant.as_ref().map(|g| g.as_slice()),
+                            &requester,
+                        )
+                        .await
+                    {
                         Ok(r) => r,
                         Err((kind, message)) => {
                             self.state.transfer.refused();
@@ -205,9 +208,8 @@ impl Server {
                 {
                     Ok(chunk) => {
                         let len = chunk.bytes.len() as u32;
-                        frame::write(&mut stream, &DataResponse::Chunk { len }).await?;
-                        stream.write_all(&chunk.bytes).await?;
-                        self.state.transfer.served(u64::from(len));
+                        // Counted as handed to the stream, before the write: a consumer that
+                        // resets the stream mid-chunk still leaves a transfer record.
                         self.served.sent(&Sent {
                             consumer: &requester,
                             code: &code,
@@ -217,6 +219,9 @@ impl Server {
                             grant: chunk.grant.as_deref(),
                             bytes: u64::from(len),
                         });
+                        frame::write(&mut stream, &DataResponse::Chunk { len }).await?;
+                        stream.write_all(&chunk.bytes).await?;
+                        self.state.transfer.served(u64::from(len));
                     }
                     Err((kind, message)) => {
                         debug!(%peer, %code, version, chunk = %hash, %message, "refused chunk request");
@@ -280,12 +285,43 @@ impl Server {
         let ours = &self.state.config.node.org_code;
         catalogue::get_by_provider(&self.state.store, ours, code.as_str())
             .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
+            .filter(|r| r.feed == self.state.id())
             .ok_or_else(|| {
                 (
                     RefusalKind::NotFound,
                     format!("this node publishes no resource {code}"),
                 )
             })
+    }
+
+    /// [`access::authorize`] for every scope (`None`: the resource, `Some(c)`: column `c`), off
+    /// the async workers (a token's datalog may take up to its run limit); the grant id used.
+    async fn decide(
+        &self,
+        record: &Record,
+        requester: &NodeId,
+        grant: Option<&[u8]>,
+        scopes: Vec<Option<String>>,
+    ) -> Result<Option<String>, Refusal> {
+        let (state, record, requester) = (self.state.clone(), record.clone(), *requester);
+        let grant = grant.map(<[u8]>::to_vec);
+        tokio::task::spawn_blocking(move || {
+            let mut id = None;
+            for scope in &scopes {
+                let scope = match scope {
+                    Some(c) => Scope::Column(c),
+                    None => Scope::Resource,
+                };
+                if let Some(g) =
+                    access::authorize(&state, &record, &requester, grant.as_deref(), scope)?
+                {
+                    id = Some(g);
+                }
+            }
+            Ok(id)
+        })
+        .await
+        .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
     }
 
     /// The announcement of `version` (`None`: the latest) of this node's resource `code`.
@@ -361,7 +397,7 @@ impl Server {
         Ok(i)
     }
 
-    fn manifest(
+    async fn manifest(
         &self,
         code: &ResourceCode,
         version: Option<u64>,
@@ -369,7 +405,7 @@ impl Server {
         requester: &NodeId,
     ) -> Result<DataResponse, Refusal> {
         let record = self.record(code)?;
-        access::authorize(&self.state, &record, requester, grant, Scope::Resource)?;
+        self.decide(&record, requester, grant, vec![None]).await?;
         let announced = self.announced(code, version)?;
         let envelope = self.envelope(code, &announced)?;
         Ok(DataResponse::Manifest {
@@ -393,12 +429,22 @@ impl Server {
         let record = self.record(code)?;
         let announced = self.announced(code, Some(version))?;
         let indexed = self.indexed(code, &announced)?;
-        let scopes: Vec<Scope<'_>> = match &indexed.manifest.body {
+        let scopes: Vec<Option<String>> = match &indexed.manifest.body {
             Body::Table { columns, .. } => {
                 if fields.is_empty() {
                     return Err((
                         RefusalKind::NotFound,
                         format!("a receipt for table {code} must name the 信息项 received"),
+                    ));
+                }
+                let unique: std::collections::BTreeSet<&String> = fields.iter().collect();
+                if unique.len() != fields.len() || fields.len() > columns.len() {
+                    return Err((
+                        RefusalKind::NotFound,
+                        format!(
+                            "a receipt names each 信息项 of {code} once, at most {} of them",
+                            columns.len()
+                        ),
                     ));
                 }
                 if let Some(f) = fields
@@ -410,7 +456,7 @@ impl Server {
                         format!("{code} version {version} has no 信息项 {f:?}"),
                     ));
                 }
-                fields.iter().map(|f| Scope::Column(f)).collect()
+                fields.iter().cloned().map(Some).collect()
             }
             Body::File { .. } if !fields.is_empty() => {
                 return Err((
@@ -418,14 +464,9 @@ impl Server {
                     format!("{code} version {version} is a file: a receipt names no 信息项"),
                 ))
             }
-            Body::File { .. } => vec![Scope::Resource],
+            Body::File { .. } => vec![None],
         };
-        let mut grant_id = None;
-        for scope in scopes {
-            if let Some(id) = access::authorize(&self.state, &record, requester, grant, scope)? {
-                grant_id = Some(id);
-            }
-        }
+        let grant_id = self.decide(&record, requester, grant, scopes).await?;
         let mut transfer = self
             .served
             .complete(requester, code, version)
@@ -474,14 +515,15 @@ impl Server {
         let place = *indexed.places.get(hash).ok_or_else(not_here)?;
         let (field, grant_id) = match (place, &indexed.manifest.body) {
             (Place::Column(i), Body::Table { columns, .. }) => {
-                let name = &columns.get(i).ok_or_else(not_here)?.name;
-                let scope = Scope::Column(name);
-                let id = access::authorize(&self.state, &record, requester, grant, scope)?;
-                (Some(name.clone()), id)
+                let name = columns.get(i).ok_or_else(not_here)?.name.clone();
+                let id = self
+                    .decide(&record, requester, grant, vec![Some(name.clone())])
+                    .await?;
+                (Some(name), id)
             }
             (Place::File, _) => (
                 None,
-                access::authorize(&self.state, &record, requester, grant, Scope::Resource)?,
+                self.decide(&record, requester, grant, vec![None]).await?,
             ),
             // The reject report holds every column's text: open only when every column is.
             (Place::Report, Body::Table { columns, .. })
