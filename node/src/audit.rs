@@ -11,12 +11,14 @@
 //! - [`client`]: a member's requests to the hub.
 //! - [`mirror`]: a member's copy of the log, checked against the hub's checkpoints.
 //! - [`verify`]: `huitong audit verify` and `export-proof`.
+//! - [`fault`]: test-only faults of the hub (feature `fault-injection`; no-ops without it).
 //!
 //! The hub queues a record in `audit_pending` in the same `WriteBatch` that stores the feed
 //! entry it stands for, so no event is lost between the feed and the log.
 
 pub mod appender;
 pub mod client;
+pub mod fault;
 pub mod log;
 pub mod mirror;
 pub mod service;
