@@ -60,12 +60,24 @@ pub struct Status {
 /// The audit part of `status`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct AuditStatus {
-    /// Size of the largest checkpoint held (0: none yet).
+    /// Size of the largest final checkpoint held: one with the charter's witness quorum
+    /// (0: none yet).
     pub checkpoint_size: u64,
     /// Witnesses that cosigned it.
     pub cosigned_by: Vec<String>,
-    /// Split views found (kept across restarts; details: `huitong audit verify`).
+    /// Split views found, including consistency proofs the hub withheld (kept across restarts;
+    /// details: `huitong audit verify`).
     pub split_views: u64,
+    /// Size of a newer checkpoint still waiting for the witness quorum.
+    #[serde(default)]
+    pub pending_witness: Option<u64>,
+    /// Witness cosignatures a checkpoint needs to be final.
+    #[serde(default)]
+    pub witness_quorum: u64,
+    /// Events found missing from the hub's log (kept across restarts; details:
+    /// `huitong audit verify`).
+    #[serde(default)]
+    pub omissions: u64,
 }
 
 /// The versions of one resource.

@@ -50,7 +50,9 @@ pub(crate) const CF_CHUNK_REFS: &str = "chunk_refs";
 pub(crate) const CF_AUDIT_PENDING: &str = "audit_pending";
 pub(crate) const CF_AUDIT_CHECKPOINTS: &str = "audit_checkpoints";
 pub(crate) const CF_AUDIT_EVIDENCE: &str = "audit_evidence";
-const ALL_CFS: [&str; 15] = [
+pub(crate) const CF_AUDIT_EXPECTED: &str = "audit_expected";
+pub(crate) const CF_AUDIT_OMISSIONS: &str = "audit_omissions";
+const ALL_CFS: [&str; 17] = [
     CF_META,
     CF_ENTRIES,
     CF_HEADS,
@@ -66,6 +68,8 @@ const ALL_CFS: [&str; 15] = [
     CF_AUDIT_PENDING,
     CF_AUDIT_CHECKPOINTS,
     CF_AUDIT_EVIDENCE,
+    CF_AUDIT_EXPECTED,
+    CF_AUDIT_OMISSIONS,
 ];
 
 const KEY_CHARTER: &[u8] = b"charter";
