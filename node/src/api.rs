@@ -60,15 +60,18 @@ pub struct Status {
 /// The audit part of `status`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct AuditStatus {
-    /// Size of the largest final checkpoint held: one with the charter's witness quorum
-    /// (0: none yet).
+    /// Size of the largest checkpoint held (hub-signed and checked here; 0: none yet).
     pub checkpoint_size: u64,
     /// Witnesses that cosigned it.
     pub cosigned_by: Vec<String>,
+    /// Size of the largest final checkpoint held: one with the charter's witness quorum
+    /// (0: none yet). Records are proved only against final checkpoints.
+    #[serde(default)]
+    pub final_size: u64,
     /// Split views found, including consistency proofs the hub withheld (kept across restarts;
     /// details: `huitong audit verify`).
     pub split_views: u64,
-    /// Size of a newer checkpoint still waiting for the witness quorum.
+    /// Size of the largest checkpoint held when it still waits for the witness quorum.
     #[serde(default)]
     pub pending_witness: Option<u64>,
     /// Witness cosignatures a checkpoint needs to be final.

@@ -147,11 +147,7 @@ fn hub_omitting_a_members_events_is_caught_by_every_member() -> anyhow::Result<(
             "a final checkpoint on every member",
             || {
                 for i in members(net) {
-                    if audit_status(net, i)?["checkpoint_size"]
-                        .as_u64()
-                        .unwrap_or(0)
-                        <= before
-                    {
+                    if audit_status(net, i)?["final_size"].as_u64().unwrap_or(0) <= before {
                         return Ok(false);
                     }
                 }
@@ -215,7 +211,7 @@ fn checkpoint_without_the_witness_is_pending_until_cosigned() -> anyhow::Result<
         "a cosigned checkpoint on the applicant",
         || {
             let a = audit_status(net, applicant)?;
-            Ok(a["checkpoint_size"].as_u64().unwrap_or(0) > 0 && a["pending_witness"].is_null())
+            Ok(a["final_size"].as_u64().unwrap_or(0) > 0 && a["pending_witness"].is_null())
         },
     )?;
     // The witness stops; what the hub logs now is signed by the hub alone.

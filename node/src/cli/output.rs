@@ -75,8 +75,8 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
     if let Some(size) = a.pending_witness {
         writeln!(
             o,
-            "PENDING      checkpoint size {size} awaits witness cosignature ({} needed); not final yet",
-            a.witness_quorum
+            "PENDING      checkpoint size {size} awaits witness cosignature ({} needed); the latest final one has size {}",
+            a.witness_quorum, a.final_size
         )?;
     }
     if a.omissions > 0 {
