@@ -51,7 +51,7 @@ pub struct Status {
     pub schema_version: u32,
     /// Dataset transfer counters since start.
     #[serde(default)]
-    pub transfer: crate::transfer::StatsView,
+    pub transfer: crate::stats::StatsView,
     /// The audit log as this node sees it.
     #[serde(default)]
     pub audit: AuditStatus,
@@ -259,6 +259,27 @@ pub struct AppView {
     pub state: String,
     /// Rejection or revocation reason.
     pub reason: Option<String>,
+    /// What the provider approved, when it approved less than applied for or at all.
+    #[serde(default)]
+    pub approved_fields: Option<Vec<String>>,
+    /// The last day the provider approved.
+    #[serde(default)]
+    pub approved_until: Option<String>,
+    /// When the issued grant token expires (Unix seconds; 24:00 of the last day in the
+    /// federation's time zone), read from the token itself.
+    #[serde(default)]
+    pub grant_expires: Option<u64>,
+}
+
+/// `POST /api/v1/applications/{id}/approve`: the provider's approval, possibly partial.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Approve {
+    /// Approve only these 信息项 (a subset of those applied for).
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    /// Approve until this day (not after the one applied for), `YYYY-MM-DD`.
+    #[serde(default)]
+    pub until: Option<String>,
 }
 
 /// A decision with a reason.

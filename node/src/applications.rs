@@ -56,13 +56,39 @@ pub struct AppRecord {
     pub block: Vec<u8>,
     /// `(state, ms, signer)` of every step.
     pub history: Vec<(AppState, u64, NodeId)>,
+    /// What the provider approved (may be less than applied for), once approved.
+    #[serde(default)]
+    pub approval: Option<Approval>,
+}
+
+/// The scope a provider approved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The 信息项 approved.
+    pub fields: Vec<String>,
+    /// The last day approved, `YYYY-MM-DD` (federation-local).
+    pub until: String,
 }
 
 impl AppRecord {
-    /// `expired` for a granted application past its `until`, else the state's name.
+    /// The 信息项 granted: what the provider approved, else what was applied for.
+    pub fn granted_fields(&self) -> &[String] {
+        self.approval
+            .as_ref()
+            .map_or(self.app.fields.as_slice(), |a| a.fields.as_slice())
+    }
+
+    /// The last day of use: what the provider approved, else what was applied for.
+    pub fn granted_until(&self) -> &str {
+        self.approval
+            .as_ref()
+            .map_or(self.app.until.as_str(), |a| a.until.as_str())
+    }
+
+    /// `expired` for a granted application past its last day, else the state's name.
     pub fn shown_state(&self, today: &str) -> String {
         match self.state {
-            AppState::Granted if self.app.until.as_str() < today => "expired".into(),
+            AppState::Granted if self.granted_until() < today => "expired".into(),
             s => format!("{s:?}").to_lowercase(),
         }
     }
@@ -140,6 +166,43 @@ struct Deferred {
     signer: NodeId,
     at_ms: u64,
     event: GrantEvent,
+    /// Position of the carrying entry in the signer's feed.
+    #[serde(default)]
+    seq: u64,
+    /// BLAKE3 of the carrying entry.
+    #[serde(default)]
+    hash: [u8; 32],
+}
+
+/// A grant event the view has judged: applied, or refused for good. Events that wait for an
+/// earlier step are judged when they apply (see [`apply`]).
+#[derive(Clone, Debug)]
+pub struct Judged {
+    /// Who signed it.
+    pub signer: NodeId,
+    /// Position in the signer's feed.
+    pub seq: u64,
+    /// BLAKE3 of the carrying entry.
+    pub hash: [u8; 32],
+    /// The signer's time (ms).
+    pub at_ms: u64,
+    /// The event.
+    pub event: GrantEvent,
+    /// `None`: applied; `Some(why)`: refused.
+    pub refused: Option<&'static str>,
+}
+
+impl Deferred {
+    fn judged(&self, refused: Option<&'static str>) -> Judged {
+        Judged {
+            signer: self.signer,
+            seq: self.seq,
+            hash: self.hash,
+            at_ms: self.at_ms,
+            event: self.event.clone(),
+            refused,
+        }
+    }
 }
 
 /// What one event does to a record.
@@ -170,6 +233,7 @@ fn transition(
                 token: Vec::new(),
                 block: Vec::new(),
                 history: vec![(AppState::Submitted, at_ms, *signer)],
+                approval: None,
             };
             return Verdict::Apply(Box::new(rec));
         }
@@ -183,7 +247,18 @@ fn transition(
     }
     let next = match (event, rec.state) {
         (GrantEvent::Accepted { .. }, AppState::Submitted) if signer_is_hub => AppState::Accepted,
-        (GrantEvent::Approved { .. }, AppState::Accepted) if provider => AppState::Approved,
+        (GrantEvent::Approved { fields, until, .. }, AppState::Accepted) if provider => {
+            let fields = fields.clone().unwrap_or_else(|| rec.app.fields.clone());
+            let until = until.clone().unwrap_or_else(|| rec.app.until.clone());
+            if fields.is_empty() || fields.iter().any(|f| !rec.app.fields.contains(f)) {
+                return Verdict::Refuse("the approval names 信息项 that were not applied for");
+            }
+            if until > rec.app.until {
+                return Verdict::Refuse("the approval lasts longer than applied for");
+            }
+            rec.approval = Some(Approval { fields, until });
+            AppState::Approved
+        }
         (GrantEvent::Rejected { reason, .. }, AppState::Submitted | AppState::Accepted) => {
             rec.reason = Some(reason.clone());
             AppState::Rejected
@@ -249,42 +324,48 @@ fn pending_prefix(id: &str) -> Vec<u8> {
     k
 }
 
-/// Applies a grant event (entry `seq` of `signer`'s feed) to the view, in the batch that stores
-/// the entry, whatever order events from different feeds arrive in: an event that comes before
-/// the step it follows waits in `applications_pending` and is applied when that step arrives.
+/// Applies a grant event (entry `seq` of `signer`'s feed, hashing to `hash`) to the view, in the
+/// batch that stores the entry, whatever order events from different feeds arrive in: an event
+/// that comes before the step it follows waits in `applications_pending` and is applied when that
+/// step arrives. Returns every event judged by this call (this one, unless it waits, and any
+/// waiting ones it let through), for the audit log.
 pub fn apply(
     state: &NodeState,
     batch: &mut WriteBatch,
     signer: &NodeId,
     seq: u64,
+    hash: [u8; 32],
     at_ms: u64,
     event: &GrantEvent,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Judged>, StoreError> {
     let id = event.id();
     let hub = |k: &NodeId| state.role_of(k) == Some(Role::Hub);
+    let this = Deferred {
+        signer: *signer,
+        at_ms,
+        event: event.clone(),
+        seq,
+        hash,
+    };
     let rec = match transition(get(state, id)?, signer, hub(signer), at_ms, event) {
         Verdict::Apply(rec) => *rec,
         Verdict::Refuse(why) => {
             warn!(target: "huitong::audit", %signer, id, why, "ignored application event");
-            return Ok(());
+            return Ok(vec![this.judged(Some(why))]);
         }
         Verdict::Later => {
             let mut key = pending_prefix(id);
             key.extend_from_slice(&signer.0);
             key.extend_from_slice(&seq.to_be_bytes());
-            let d = Deferred {
-                signer: *signer,
-                at_ms,
-                event: event.clone(),
-            };
             batch.put_cf(
                 state.store.cf(CF_APPLICATIONS_PENDING),
                 key,
-                codec::encode(&d),
+                codec::encode(&this),
             );
-            return Ok(());
+            return Ok(Vec::new());
         }
     };
+    let mut judged = vec![this.judged(None)];
     // Apply whatever was waiting for this step, until nothing more applies.
     let pcf = state.store.cf(CF_APPLICATIONS_PENDING);
     let prefix = pending_prefix(id);
@@ -294,35 +375,40 @@ pub fn apply(
         if !k.starts_with(&prefix) {
             break;
         }
-        if let Ok(d) = codec::decode::<Deferred>(&v, usize::MAX) {
-            waiting.push((k.to_vec(), d));
+        match codec::decode::<Deferred>(&v, usize::MAX) {
+            Ok(d) => waiting.push((k.to_vec(), d)),
+            Err(e) => warn!(id, error = %e, "unreadable waiting application event"),
         }
     }
     waiting.sort_by_key(|(_, d)| d.at_ms);
     let (rec, done) = settle(rec, &waiting, hub);
-    for i in done {
+    for (i, refused) in done {
         batch.delete_cf(pcf, &waiting[i].0);
+        if let Some(why) = refused {
+            warn!(target: "huitong::audit", signer = %waiting[i].1.signer, id, why, "ignored application event");
+        }
+        judged.push(waiting[i].1.judged(refused));
     }
     batch.put_cf(
         state.store.cf(CF_APPLICATIONS),
         id.as_bytes(),
         codec::encode(&rec),
     );
-    Ok(())
+    Ok(judged)
 }
 
 /// Applies waiting events to `rec` until none applies; returns the record and which of them
-/// are done with (applied or refused).
+/// are done with: `(index, None)` applied, `(index, Some(why))` refused.
 fn settle(
     mut rec: AppRecord,
     waiting: &[(Vec<u8>, Deferred)],
     hub: impl Fn(&NodeId) -> bool,
-) -> (AppRecord, Vec<usize>) {
-    let mut done = Vec::new();
+) -> (AppRecord, Vec<(usize, Option<&'static str>)>) {
+    let mut done: Vec<(usize, Option<&'static str>)> = Vec::new();
     loop {
         let mut progressed = false;
         for (i, (_, d)) in waiting.iter().enumerate() {
-            if done.contains(&i) {
+            if done.iter().any(|(j, _)| *j == i) {
                 continue;
             }
             match transition(
@@ -334,10 +420,10 @@ fn settle(
             ) {
                 Verdict::Apply(r) => {
                     rec = *r;
-                    done.push(i);
+                    done.push((i, None));
                     progressed = true;
                 }
-                Verdict::Refuse(_) => done.push(i),
+                Verdict::Refuse(why) => done.push((i, Some(why))),
                 Verdict::Later => {}
             }
         }
@@ -373,7 +459,14 @@ mod tests {
         let steps = [
             (consumer, GrantEvent::Submitted(app)),
             (hub, GrantEvent::Accepted { id: id.clone() }),
-            (provider, GrantEvent::Approved { id: id.clone() }),
+            (
+                provider,
+                GrantEvent::Approved {
+                    id: id.clone(),
+                    fields: None,
+                    until: None,
+                },
+            ),
             (
                 hub,
                 GrantEvent::Issued {
@@ -415,7 +508,7 @@ mod tests {
                         waiting = waiting
                             .into_iter()
                             .enumerate()
-                            .filter(|(j, _)| !done.contains(j))
+                            .filter(|(j, _)| !done.iter().any(|(d, _)| d == j))
                             .map(|(_, w)| w)
                             .collect();
                         rec = Some(r);
@@ -426,6 +519,8 @@ mod tests {
                             signer: *signer,
                             at_ms: t as u64,
                             event: event.clone(),
+                            seq: t as u64,
+                            hash: [0; 32],
                         },
                     )),
                     Verdict::Refuse(why) => panic!("{order:?}: step {i} refused: {why}"),
@@ -441,9 +536,79 @@ mod tests {
             _ => panic!("submission applies"),
         };
         assert!(matches!(
-            transition(Some(r), &consumer, false, 1, &GrantEvent::Approved { id }),
+            transition(
+                Some(r),
+                &consumer,
+                false,
+                1,
+                &GrantEvent::Approved {
+                    id,
+                    fields: None,
+                    until: None
+                }
+            ),
             Verdict::Refuse(_)
         ));
+    }
+
+    /// A partial approval narrows the grant; an approval wider than the application is refused.
+    #[test]
+    fn an_approval_may_narrow_but_never_widen_the_application() {
+        let (consumer, provider, hub) = (
+            SecretKey::from_bytes([1; 32]).public(),
+            SecretKey::from_bytes([2; 32]).public(),
+            SecretKey::from_bytes([3; 32]).public(),
+        );
+        let id = "0123456789abcdef0123456789abcdef".to_string();
+        let app = Application {
+            id: id.clone(),
+            code: ResourceCode::parse("101001/000001").expect("valid code"),
+            provider,
+            fields: vec!["姓名".into(), "性别".into()],
+            purpose: "核验".into(),
+            basis: "依据".into(),
+            until: "2030-12-31".into(),
+        };
+        let step = |rec: Option<AppRecord>, who: &NodeId, e: GrantEvent| match transition(
+            rec,
+            who,
+            *who == hub,
+            0,
+            &e,
+        ) {
+            Verdict::Apply(r) => Ok(*r),
+            Verdict::Refuse(why) => Err(why),
+            Verdict::Later => Err("later"),
+        };
+        let r = step(None, &consumer, GrantEvent::Submitted(app)).unwrap();
+        let r = step(Some(r), &hub, GrantEvent::Accepted { id: id.clone() }).unwrap();
+        let approve = |fields: Option<Vec<&str>>, until: Option<&str>| GrantEvent::Approved {
+            id: id.clone(),
+            fields: fields.map(|f| f.into_iter().map(String::from).collect()),
+            until: until.map(String::from),
+        };
+        for (wide, why) in [
+            (approve(Some(vec!["姓名", "民族"]), None), "applied for"),
+            (approve(Some(vec![]), None), "applied for"),
+            (approve(None, Some("2031-01-01")), "longer"),
+        ] {
+            let e = step(Some(r.clone()), &provider, wide).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        let narrow = step(
+            Some(r.clone()),
+            &provider,
+            approve(Some(vec!["性别"]), Some("2030-06-30")),
+        )
+        .unwrap();
+        assert_eq!(narrow.granted_fields(), ["性别".to_string()]);
+        assert_eq!(narrow.granted_until(), "2030-06-30");
+        let whole = step(Some(r), &provider, approve(None, None)).unwrap();
+        assert_eq!(
+            whole.granted_fields(),
+            ["姓名".to_string(), "性别".to_string()]
+        );
+        assert_eq!(whole.granted_until(), "2030-12-31");
     }
 
     #[test]
@@ -465,6 +630,7 @@ mod tests {
             token: Vec::new(),
             block: Vec::new(),
             history: Vec::new(),
+            approval: None,
         };
         assert_eq!(
             r.shown_state("2026-11-27"),

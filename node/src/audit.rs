@@ -13,7 +13,7 @@
 //! - [`verify`]: `huitong audit verify` and `export-proof`.
 //! - [`omission`]: on every member, checks that its own events (and events others report
 //!   missing) reach the log within a bounded number of checkpoints; raises OMISSION otherwise.
-//! - [`fault`]: test-only faults of the hub (feature `fault-injection`; no-ops without it).
+//! - [`fault`]: the hub's test-only audit faults (through [`crate::faults`]).
 //!
 //! The hub queues a record in `audit_pending` in the same `WriteBatch` that stores the feed
 //! entry it stands for, so no event is lost between the feed and the log.
@@ -46,6 +46,7 @@ use huitong_protocol::{Charter, Event, NodeId};
 use rocksdb::WriteBatch;
 use tokio::sync::mpsc;
 
+use crate::applications::Judged;
 use crate::state::NodeState;
 use crate::store::CF_AUDIT_PENDING;
 
@@ -172,21 +173,13 @@ impl AuditState {
     }
 }
 
-/// The record a feed entry stands for, if it is an auditable event.
+/// The record a feed entry stands for, if it is an auditable event. Grant events are logged as
+/// the applications view judged them ([`judged_record`]), not here.
 pub fn record_of(v: &VerifiedEntry) -> Option<Record> {
     let e = &v.entry;
     let (kind, id) = match &e.event {
-        Event::Grant(g) => match g {
-            GrantEvent::Submitted(a) => (RecordKind::Application, a.id.clone()),
-            GrantEvent::Accepted { id }
-            | GrantEvent::Approved { id }
-            | GrantEvent::Rejected { id, .. } => (RecordKind::Decision, id.clone()),
-            GrantEvent::Issued { id, .. } | GrantEvent::Endorsed { id, .. } => {
-                (RecordKind::Grant, id.clone())
-            }
-            GrantEvent::Revoked { id, .. } => (RecordKind::Revocation, id.clone()),
-        },
         Event::Receipt(bytes) => (RecordKind::Receipt, SignedReceipt::open(bytes).ok()?.id),
+        Event::Transfer(t) => (RecordKind::Transfer, t.id.clone()),
         _ => return None,
     };
     Some(Record {
@@ -197,6 +190,30 @@ pub fn record_of(v: &VerifiedEntry) -> Option<Record> {
         hash: v.hash.0,
         at_ms: e.timestamp_ms,
     })
+}
+
+/// The record of a grant event as the applications view judged it: its official kind when
+/// applied, [`RecordKind::Refused`] when refused (a "revocation" signed by someone who may not
+/// revoke is logged as refused, never as a revocation).
+pub fn judged_record(j: &Judged) -> Record {
+    let kind = match (&j.event, j.refused) {
+        (_, Some(_)) => RecordKind::Refused,
+        (GrantEvent::Submitted(_), None) => RecordKind::Application,
+        (
+            GrantEvent::Accepted { .. } | GrantEvent::Approved { .. } | GrantEvent::Rejected { .. },
+            None,
+        ) => RecordKind::Decision,
+        (GrantEvent::Issued { .. } | GrantEvent::Endorsed { .. }, None) => RecordKind::Grant,
+        (GrantEvent::Revoked { .. }, None) => RecordKind::Revocation,
+    };
+    Record {
+        kind,
+        id: j.event.id().to_owned(),
+        signer: j.signer,
+        seq: j.seq,
+        hash: j.hash,
+        at_ms: j.at_ms,
+    }
 }
 
 /// The record of a charter version: BLAKE3 of its signed payload.
@@ -211,12 +228,16 @@ pub fn charter_record(charter: &Charter, payload: &[u8]) -> Record {
     }
 }
 
-/// On the hub, queues the record of an auditable entry in the batch that stores the entry.
-pub fn queue(state: &NodeState, batch: &mut WriteBatch, v: &VerifiedEntry) {
+/// On the hub, queues the records of an auditable entry in the batch that stores the entry:
+/// the entry's own record, or the grant events the applications view judged with it.
+pub fn queue(state: &NodeState, batch: &mut WriteBatch, v: &VerifiedEntry, judged: &[Judged]) {
     if !state.is_hub() {
         return;
     }
-    if let Some(r) = record_of(v) {
+    let records = record_of(v)
+        .into_iter()
+        .chain(judged.iter().map(judged_record));
+    for r in records {
         batch.put_cf(state.store.cf(CF_AUDIT_PENDING), r.key(), r.encode());
     }
 }

@@ -92,6 +92,52 @@ pub fn get_by_provider(
         .transpose()
 }
 
+/// Why [`pick`] found no single record.
+#[derive(Debug, thiserror::Error)]
+pub enum PickError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No (live) record.
+    #[error("no catalogue entry {0} here; search the catalogue with `huitong catalogue search`")]
+    None(String),
+    /// Several providers, none chosen.
+    #[error("several providers publish {code}: {choices}; choose one with --provider USCC")]
+    Several {
+        /// The code.
+        code: String,
+        /// `name (USCC)` of each.
+        choices: String,
+    },
+}
+
+/// The one record of `code` by `provider` (a USCC), or the only one when no provider is named;
+/// `live`: withdrawn entries do not count.
+pub fn pick(
+    store: &Store,
+    code: &str,
+    provider: Option<&str>,
+    live: bool,
+) -> Result<Record, PickError> {
+    let mut found: Vec<Record> = get(store, code)?
+        .into_iter()
+        .filter(|r| !live || r.withdrawn.is_none())
+        .filter(|r| provider.is_none_or(|p| r.entry.provider_code.as_str() == p))
+        .collect();
+    match found.len() {
+        0 => Err(PickError::None(code.to_owned())),
+        1 => Ok(found.remove(0)),
+        _ => Err(PickError::Several {
+            code: code.to_owned(),
+            choices: found
+                .iter()
+                .map(|r| format!("{} ({})", r.entry.provider_name, r.entry.provider_code))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
 /// Every record with this code (codes are unique per provider, so there may be several).
 /// Live records are found through the index (the code is one of their tokens); only a code
 /// with no live record (withdrawn, or unknown) costs a scan.

@@ -89,9 +89,7 @@ impl ChunkStore {
 
     /// The chunk's bytes if it is stored and they still hash to its name and length.
     pub fn read_intact(&self, chunk: &ChunkRef) -> Option<Vec<u8>> {
-        self.read(&chunk.hash)
-            .ok()
-            .filter(|b| b.len() == chunk.len as usize && ChunkHash::of(b) == chunk.hash)
+        self.read(&chunk.hash).ok().filter(|b| chunk.matches(b))
     }
 
     /// Stores bytes (once); returns their reference and whether they were new to the store.
@@ -139,13 +137,10 @@ impl ChunkStore {
     /// Reads a chunk and checks its hash.
     pub fn read_verified(&self, hash: &ChunkHash) -> Result<Vec<u8>, ChunkError> {
         let bytes = self.read(hash)?;
-        let actual = ChunkHash::of(&bytes);
-        if actual != *hash {
-            return Err(ChunkError::Mismatch {
-                expected: *hash,
-                actual,
-            });
-        }
+        hash.verify(&bytes).map_err(|actual| ChunkError::Mismatch {
+            expected: *hash,
+            actual,
+        })?;
         Ok(bytes)
     }
 

@@ -59,8 +59,9 @@ pub enum Command {
     Apply(apply_cmd::ApplyArgs),
     /// List applications (incoming to this node, or this node's own).
     Applications(apply_cmd::ListArgs),
-    /// Approve an accepted application (the provider).
-    Approve(apply_cmd::DecideArgs),
+    /// Approve an accepted application (the provider), optionally fewer 信息项 (--fields) or a
+    /// shorter period (--until) than applied for.
+    Approve(apply_cmd::ApproveArgs),
     /// Reject an application with --reason (the provider or the hub).
     Reject(apply_cmd::DecideArgs),
     /// Revoke a grant with --reason (the provider or the hub); serving stops at once.
@@ -106,7 +107,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pull(a) => dataset_cmd::pull(&dir, a).await,
         Command::Apply(a) => apply_cmd::apply(&dir, a).await,
         Command::Applications(a) => apply_cmd::list(&dir, a).await,
-        Command::Approve(a) => apply_cmd::decide(&dir, "approve", a).await,
+        Command::Approve(a) => apply_cmd::approve(&dir, a).await,
         Command::Reject(a) => apply_cmd::decide(&dir, "reject", a).await,
         Command::Revoke(a) => apply_cmd::decide(&dir, "revoke", a).await,
         Command::Audit(c) => audit_cmd::run(&dir, c).await,

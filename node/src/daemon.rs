@@ -144,9 +144,15 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         client.clone(),
         shutdown.clone(),
     ));
-    let data_server = crate::transfer::server::Server::new(state.clone());
+    let data_server = crate::transfer::server::Server::new(state.clone(), client.clone());
+    tokio::spawn(crate::transfer::served::run(
+        state.clone(),
+        data_server.served(),
+        client.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(data_server.run(incoming, shutdown.clone()));
-    let transport = crate::transfer::pull::Transport {
+    let transport = crate::transfer::client::Transport {
         net: client.clone(),
         control,
     };

@@ -218,16 +218,27 @@ impl NodeState {
             provider,
             &e.event,
         )?;
-        match &e.event {
-            Event::Grant(g) => {
-                crate::applications::apply(self, &mut batch, &e.feed, e.seq, e.timestamp_ms, g)?
-            }
+        let judged = match &e.event {
+            Event::Grant(g) => crate::applications::apply(
+                self,
+                &mut batch,
+                &e.feed,
+                e.seq,
+                v.hash.0,
+                e.timestamp_ms,
+                g,
+            )?,
             Event::Receipt(r) => {
-                crate::receipts::apply(self, &mut batch, r, e.timestamp_ms, e.seq)?
+                crate::receipts::apply(self, &mut batch, r, e.timestamp_ms, e.seq)?;
+                Vec::new()
             }
-            _ => {}
-        }
-        crate::audit::queue(self, &mut batch, v);
+            Event::Transfer(t) => {
+                crate::receipts::apply_transfer(self, &mut batch, &e.feed, t, e.seq)?;
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        crate::audit::queue(self, &mut batch, v, &judged);
         Ok(batch)
     }
 

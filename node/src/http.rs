@@ -18,7 +18,7 @@ use crate::catalogue::{self, Filter};
 use crate::feeds::AppendError;
 use crate::net::{Client, Command};
 use crate::state::NodeState;
-use crate::transfer::pull::Transport;
+use crate::transfer::client::Transport;
 
 /// Largest request body.
 const MAX_BODY: usize = 1024 * 1024;
@@ -34,6 +34,8 @@ struct Ctx {
     state: Arc<NodeState>,
     net: Client,
     transport: Transport,
+    /// Pulls started through the API (finished ones kept for their summary).
+    pulls: Arc<crate::transfer::pull::Pulls>,
     token: Arc<String>,
 }
 
@@ -73,6 +75,7 @@ pub async fn serve(
         state,
         net: transport.net.clone(),
         transport,
+        pulls: Arc::default(),
         token: Arc::new(token),
     };
     let app = Router::new()
@@ -83,6 +86,7 @@ pub async fn serve(
         .route("/api/v1/audit/proofs", post(audit::check_proof))
         .route("/api/v1/audit/checkpoints", post(audit::import_checkpoint))
         .route("/api/v1/audit/receipts", get(audit::receipts))
+        .route("/api/v1/audit/transfers", get(audit::transfers))
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/catalogue", get(list).post(publish))
         .route(
@@ -283,7 +287,7 @@ async fn publish(State(ctx): State<Ctx>, Json(raw): Json<RawEntry>) -> Res<api::
         _ => "published",
     };
     let seq = sealed.entry.seq;
-    gossip(&ctx, sealed.envelope.to_bytes()).await;
+    ctx.net.publish(&sealed).await;
     Ok(Json(api::Published {
         code,
         event: event.into(),
@@ -340,18 +344,13 @@ async fn publish_batch(
     let last_seq = sealed.last().map_or(0, |v| v.entry.seq);
     let published = sealed.len() - updated;
     for v in sealed {
-        gossip(&ctx, v.envelope.to_bytes()).await;
+        ctx.net.publish(&v).await;
     }
     Ok(Json(api::BatchPublished {
         published,
         updated,
         last_seq,
     }))
-}
-
-async fn gossip(ctx: &Ctx, envelope: Vec<u8>) {
-    let msg = huitong_protocol::wire::Gossip::Entry(serde_bytes::ByteBuf::from(envelope));
-    ctx.net.send(Command::Gossip(msg)).await;
 }
 
 async fn withdraw(State(ctx): State<Ctx>, Json(w): Json<api::Withdraw>) -> Res<api::Published> {
@@ -371,7 +370,7 @@ async fn withdraw(State(ctx): State<Ctx>, Json(w): Json<api::Withdraw>) -> Res<a
         })
         .map_err(append_error)?;
     let seq = sealed.entry.seq;
-    gossip(&ctx, sealed.envelope.to_bytes()).await;
+    ctx.net.publish(&sealed).await;
     Ok(Json(api::Published {
         code: w.code,
         event: "withdrawn".into(),

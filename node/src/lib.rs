@@ -5,6 +5,7 @@
 //! `daemon` → `cli`. The binary (`main.rs`) only parses arguments and sets up logging.
 #![deny(unreachable_pub)]
 
+pub mod access;
 pub mod api;
 pub mod applications;
 pub mod audit;
@@ -15,10 +16,13 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod dataset;
+pub mod durable;
+pub mod faults;
 pub mod feeds;
 pub mod http;
 pub mod net;
 pub mod receipts;
 pub mod state;
+pub mod stats;
 pub mod store;
 pub mod transfer;

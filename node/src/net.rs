@@ -251,6 +251,14 @@ impl Client {
         self.tx.send(c).await.is_ok()
     }
 
+    /// Gossips one of this node's own feed entries (anti-entropy carries it too, later).
+    pub async fn publish(&self, entry: &huitong_protocol::feed::VerifiedEntry) -> bool {
+        let msg = huitong_protocol::wire::Gossip::Entry(serde_bytes::ByteBuf::from(
+            entry.envelope.to_bytes(),
+        ));
+        self.send(Command::Gossip(msg)).await
+    }
+
     /// Connected peers.
     pub async fn peers(&self) -> Vec<PeerInfo> {
         let (tx, rx) = oneshot::channel();

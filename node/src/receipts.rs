@@ -1,6 +1,7 @@
-//! The receipts view: every transfer receipt of the federation (provider-signed, countersigned
-//! by the consumer's feed), built in the same `WriteBatch` as the feed entry that carries it, so
-//! an auditor can list who pulled what under which grant on any node.
+//! The receipts and transfers views: every transfer receipt of the federation (provider-signed,
+//! countersigned by the consumer's feed) and every provider's own transfer record, built in the
+//! same `WriteBatch` as the feed entry that carries them, so an auditor can list who pulled what
+//! under which grant on any node — also when the consumer never asked for a receipt.
 
 use huitong_protocol::receipt::SignedReceipt;
 use huitong_protocol::{codec, NodeId};
@@ -8,7 +9,8 @@ use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use crate::state::NodeState;
-use crate::store::{StoreError, CF_RECEIPTS};
+use crate::store::{StoreError, CF_RECEIPTS, CF_TRANSFERS};
+use huitong_protocol::receipt::TransferRecord;
 
 /// One receipt as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,20 +72,66 @@ pub fn apply(
     Ok(())
 }
 
-/// Every receipt, oldest first.
-pub fn all(state: &NodeState) -> Result<Vec<ReceiptRecord>, StoreError> {
+/// Every value of a view's column family, decoded.
+fn read_all<T: serde::de::DeserializeOwned>(
+    state: &NodeState,
+    cf: &'static str,
+) -> Result<Vec<T>, StoreError> {
     let s = &state.store;
-    let mut out: Vec<ReceiptRecord> = s
-        .db()
-        .iterator_cf(s.cf(CF_RECEIPTS), IteratorMode::Start)
+    s.db()
+        .iterator_cf(s.cf(cf), IteratorMode::Start)
         .map(|kv| {
             let (_, v) = kv?;
             codec::decode(&v, usize::MAX).map_err(|e| StoreError::Corrupt {
-                cf: CF_RECEIPTS,
+                cf,
                 detail: e.to_string(),
             })
         })
-        .collect::<Result<_, _>>()?;
+        .collect()
+}
+
+/// Every receipt, oldest first.
+pub fn all(state: &NodeState) -> Result<Vec<ReceiptRecord>, StoreError> {
+    let mut out: Vec<ReceiptRecord> = read_all(state, CF_RECEIPTS)?;
     out.sort_by_key(|r| r.countersigned_at_ms);
+    Ok(out)
+}
+
+/// One provider's transfer record as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TransferEntry {
+    /// The provider (the feed that logged it).
+    pub provider: NodeId,
+    /// Seq of the entry in the provider's feed.
+    pub seq: u64,
+    /// The record.
+    pub record: TransferRecord,
+}
+
+/// Adds a provider's transfer record (entry `seq` of `provider`'s feed) to the view.
+pub fn apply_transfer(
+    state: &NodeState,
+    batch: &mut WriteBatch,
+    provider: &NodeId,
+    record: &TransferRecord,
+    seq: u64,
+) -> Result<(), StoreError> {
+    let e = TransferEntry {
+        provider: *provider,
+        seq,
+        record: record.clone(),
+    };
+    batch.put_cf(
+        state.store.cf(CF_TRANSFERS),
+        record.id.as_bytes(),
+        codec::encode(&e),
+    );
+    Ok(())
+}
+
+/// Every transfer record, oldest first.
+pub fn transfers(state: &NodeState) -> Result<Vec<TransferEntry>, StoreError> {
+    let mut out: Vec<TransferEntry> = read_all(state, CF_TRANSFERS)?;
+    out.sort_by_key(|t| t.record.ended_ms);
     Ok(out)
 }

@@ -37,9 +37,7 @@ pub struct NodeState {
     /// The chunk store (dataset contents).
     pub chunks: ChunkStore,
     /// Transfer counters.
-    pub transfer: crate::transfer::Stats,
-    /// Pulls started through the API.
-    pub pulls: crate::transfer::pull::Pulls,
+    pub transfer: crate::stats::Stats,
     /// The audit log (hub) and checkpoint watch (every node).
     pub audit: crate::audit::AuditState,
     charter: RwLock<Option<Charter>>,
@@ -62,7 +60,6 @@ impl NodeState {
             chunks,
             audit: crate::audit::AuditState::new(audit_dir),
             transfer: Default::default(),
-            pulls: Default::default(),
             key,
             config,
             authority,
@@ -106,6 +103,21 @@ impl NodeState {
                 .find(|m| m.role == huitong_protocol::Role::Hub)
                 .map(|m| m.node_key)
         })
+    }
+
+    /// The time zone of the federation's dates (the charter's; Asia/Shanghai without one).
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.with_charter(|c| c.map_or(chrono_tz::Asia::Shanghai, |c| c.tz()))
+    }
+
+    /// Today's date, `YYYY-MM-DD`, in the federation's time zone.
+    pub fn today(&self) -> String {
+        huitong_protocol::charter::today_in(self.timezone(), now_ms())
+    }
+
+    /// Seconds since the Unix epoch at the end (24:00, federation time) of day `date`.
+    pub fn end_of_day(&self, date: &str) -> Option<u64> {
+        huitong_protocol::charter::end_of_day_in(self.timezone(), date)
     }
 
     /// Whether this node is the hub in the current charter.

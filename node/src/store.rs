@@ -50,9 +50,10 @@ pub(crate) const CF_CHUNK_REFS: &str = "chunk_refs";
 pub(crate) const CF_AUDIT_PENDING: &str = "audit_pending";
 pub(crate) const CF_AUDIT_CHECKPOINTS: &str = "audit_checkpoints";
 pub(crate) const CF_AUDIT_EVIDENCE: &str = "audit_evidence";
+pub(crate) const CF_TRANSFERS: &str = "transfers";
 pub(crate) const CF_AUDIT_EXPECTED: &str = "audit_expected";
 pub(crate) const CF_AUDIT_OMISSIONS: &str = "audit_omissions";
-const ALL_CFS: [&str; 17] = [
+const ALL_CFS: [&str; 18] = [
     CF_META,
     CF_ENTRIES,
     CF_HEADS,
@@ -68,6 +69,7 @@ const ALL_CFS: [&str; 17] = [
     CF_AUDIT_PENDING,
     CF_AUDIT_CHECKPOINTS,
     CF_AUDIT_EVIDENCE,
+    CF_TRANSFERS,
     CF_AUDIT_EXPECTED,
     CF_AUDIT_OMISSIONS,
 ];

@@ -1,81 +1,24 @@
 //! Dataset transfer between nodes on dedicated libp2p streams ([`DATA_PROTOCOL`]).
 //!
-//! - [`server`] answers manifest and chunk requests, enforcing the share types of the entry and
-//!   its 信息项 on every request (the provider decides, never the consumer's CLI).
+//! - [`server`] answers manifest, chunk and receipt requests, each decided by
+//!   [`crate::access`] for the member that connected (the provider decides, never the
+//!   consumer's CLI).
+//! - [`served`] counts what the provider sent and logs each transfer in its own feed.
 //! - [`pull`] fetches a version from its provider: several streams in flight, every chunk
 //!   verified before it is stored, resumable from the verified chunks after a crash.
 //! - [`frame`] is the length-prefixed CBOR framing both use.
 //! - [`assemble`] writes a file version's output while its chunks arrive.
+//! - [`client`] is one request/response on a new data stream (pulls, receipts, audit questions).
+//!
+//! Its counters for `status` are [`crate::stats`].
 //!
 //! [`DATA_PROTOCOL`]: huitong_protocol::wire::DATA_PROTOCOL
 
 pub mod assemble;
+pub mod client;
 pub mod frame;
 pub mod pull;
 pub mod receipt;
 pub mod refs;
+pub mod served;
 pub mod server;
-
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use serde::Serialize;
-
-/// Transfer counters for `status`.
-#[derive(Default, Debug)]
-pub struct Stats {
-    served_chunks: AtomicU64,
-    served_bytes: AtomicU64,
-    refused_requests: AtomicU64,
-    fetched_chunks: AtomicU64,
-    fetched_bytes: AtomicU64,
-    failed_chunks: AtomicU64,
-}
-
-/// A snapshot of [`Stats`].
-#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct StatsView {
-    /// Chunks sent to consumers.
-    pub served_chunks: u64,
-    /// Bytes of chunks sent to consumers.
-    pub served_bytes: u64,
-    /// Data requests refused (share type, unknown chunk, …).
-    pub refused_requests: u64,
-    /// Chunks received and verified.
-    pub fetched_chunks: u64,
-    /// Bytes of chunks received and verified.
-    pub fetched_bytes: u64,
-    /// Chunks received that failed verification.
-    pub failed_chunks: u64,
-}
-
-impl Stats {
-    pub(crate) fn served(&self, bytes: u64) {
-        self.served_chunks.fetch_add(1, Ordering::Relaxed);
-        self.served_bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    pub(crate) fn refused(&self) {
-        self.refused_requests.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn fetched(&self, bytes: u64) {
-        self.fetched_chunks.fetch_add(1, Ordering::Relaxed);
-        self.fetched_bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    pub(crate) fn failed(&self) {
-        self.failed_chunks.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A snapshot.
-    pub fn view(&self) -> StatsView {
-        StatsView {
-            served_chunks: self.served_chunks.load(Ordering::Relaxed),
-            served_bytes: self.served_bytes.load(Ordering::Relaxed),
-            refused_requests: self.refused_requests.load(Ordering::Relaxed),
-            fetched_chunks: self.fetched_chunks.load(Ordering::Relaxed),
-            fetched_bytes: self.fetched_bytes.load(Ordering::Relaxed),
-            failed_chunks: self.failed_chunks.load(Ordering::Relaxed),
-        }
-    }
-}

@@ -28,7 +28,8 @@ pub struct Application {
     pub purpose: String,
     /// 依据 (the legal or policy basis).
     pub basis: String,
-    /// Last day of use, `YYYY-MM-DD` (the grant expires at its end, UTC).
+    /// Last day of use, `YYYY-MM-DD` (the grant expires at 24:00 of that day in the federation's
+    /// time zone, see [`crate::Charter::end_of_day`]).
     pub until: String,
 }
 
@@ -70,10 +71,17 @@ pub enum GrantEvent {
         /// Application id.
         id: String,
     },
-    /// The provider approves.
+    /// The provider approves, possibly less than was asked for (partial approval): fewer
+    /// 信息项 or an earlier last day. The grant follows what the provider approved.
     Approved {
         /// Application id.
         id: String,
+        /// The 信息项 approved (a subset of those applied for); `None`: all of them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fields: Option<Vec<String>>,
+        /// The last day approved (not after the one applied for); `None`: as applied for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
     },
     /// The hub or the provider rejects, with the reason.
     Rejected {
@@ -113,7 +121,7 @@ impl GrantEvent {
         match self {
             GrantEvent::Submitted(a) => &a.id,
             GrantEvent::Accepted { id }
-            | GrantEvent::Approved { id }
+            | GrantEvent::Approved { id, .. }
             | GrantEvent::Rejected { id, .. }
             | GrantEvent::Issued { id, .. }
             | GrantEvent::Endorsed { id, .. }
@@ -125,6 +133,19 @@ impl GrantEvent {
     pub fn check(&self) -> Result<(), String> {
         match self {
             GrantEvent::Submitted(a) => a.check(),
+            GrantEvent::Approved { fields, until, .. } => {
+                if let Some(f) = fields {
+                    if f.is_empty() || f.len() > MAX_FIELDS {
+                        return Err(format!("approve between 1 and {MAX_FIELDS} 信息项"));
+                    }
+                }
+                match until {
+                    Some(u) if !crate::dataset::is_date(u) => {
+                        Err(format!("until {u:?} is not a date YYYY-MM-DD"))
+                    }
+                    _ => Ok(()),
+                }
+            }
             GrantEvent::Rejected { reason, .. } | GrantEvent::Revoked { reason, .. }
                 if reason.trim().is_empty() || reason.chars().count() > MAX_TEXT =>
             {

@@ -47,6 +47,11 @@ pub enum RecordKind {
     Receipt,
     /// A charter version.
     Charter,
+    /// A provider's own record of a transfer (completed or abandoned).
+    Transfer,
+    /// A grant event that the applications view refused (wrong signer, wrong state, a wider
+    /// approval): logged so that it is seen, never as the step it claims to be.
+    Refused,
 }
 
 impl RecordKind {
@@ -59,6 +64,8 @@ impl RecordKind {
             RecordKind::Revocation => "revocation",
             RecordKind::Receipt => "receipt",
             RecordKind::Charter => "charter",
+            RecordKind::Transfer => "transfer",
+            RecordKind::Refused => "refused",
         }
     }
 }
@@ -68,7 +75,7 @@ impl RecordKind {
 pub struct Record {
     /// What it stands for.
     pub kind: RecordKind,
-    /// The application id, receipt id or charter version it is about.
+    /// The application id, receipt id, transfer id or charter version it is about.
     pub id: String,
     /// Who signed the event: the feed owner (or the authority for a charter).
     pub signer: NodeId,

@@ -307,10 +307,16 @@ mod tz_tests {
         // 2030-12-31 24:00 in Beijing is 2030-12-31 16:00 UTC.
         let end = end_of_day_in(chrono_tz::Asia::Shanghai, "2030-12-31").unwrap();
         assert_eq!(end, 1_924_963_200 - 1);
-        assert_eq!(end_of_day_in(chrono_tz::UTC, "2030-12-31").unwrap(), 1_924_992_000 - 1);
+        assert_eq!(
+            end_of_day_in(chrono_tz::UTC, "2030-12-31").unwrap(),
+            1_924_992_000 - 1
+        );
         assert_eq!(end_of_day_in(chrono_tz::UTC, "2030-02-30"), None);
         // 2030-12-31 17:00 UTC is already 2031-01-01 in Beijing.
-        assert_eq!(today_in(chrono_tz::Asia::Shanghai, 1_924_966_800_000), "2031-01-01");
+        assert_eq!(
+            today_in(chrono_tz::Asia::Shanghai, 1_924_966_800_000),
+            "2031-01-01"
+        );
         assert_eq!(today_in(chrono_tz::UTC, 1_924_966_800_000), "2030-12-31");
     }
 }

@@ -43,6 +43,16 @@ impl ChunkHash {
         hex::encode(self.0)
     }
 
+    /// Checks that `bytes` hash to this name; `Err(actual)` when they do not.
+    pub fn verify(&self, bytes: &[u8]) -> Result<(), ChunkHash> {
+        let actual = Self::of(bytes);
+        if actual == *self {
+            Ok(())
+        } else {
+            Err(actual)
+        }
+    }
+
     /// Parses 64 hex digits.
     pub fn from_hex(s: &str) -> Option<Self> {
         let mut out = [0u8; 32];
@@ -70,6 +80,13 @@ pub struct ChunkRef {
     pub hash: ChunkHash,
     /// Length in bytes (≤ [`MAX_CHUNK_BYTES`]).
     pub len: u32,
+}
+
+impl ChunkRef {
+    /// Whether `bytes` are this chunk: its length and its hash.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        bytes.len() == self.len as usize && self.hash.verify(bytes).is_ok()
+    }
 }
 
 /// One column (信息项) of a table version: one chunk per row group.

@@ -65,6 +65,9 @@ pub enum Event {
     /// A transfer receipt: the provider's signed [`crate::receipt::Receipt`] envelope, in the
     /// consumer's feed (whose entry signature is the countersignature).
     Receipt(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// What this (provider) node sent one consumer of one version: logged by the provider
+    /// itself, whether or not the consumer asks for a receipt.
+    Transfer(crate::receipt::TransferRecord),
 }
 
 /// One entry of a feed.
@@ -183,6 +186,7 @@ impl VerifiedEntry {
                     )));
                 }
             }
+            Event::Transfer(t) => t.check().map_err(FeedError::Receipt)?,
         }
         let hash = EntryHash::of(envelope.payload());
         Ok(Self {

@@ -1,15 +1,20 @@
 //! Grants (授权) for 有条件共享 resources as biscuit tokens.
 //!
 //! - The hub mints the **authority block** with the federation's platform key (the hub's node
-//!   key, listed in the charter): `grant(id)`, `resource(code)`, `consumer(node key hex)`, one
-//!   `field(name)` per granted 信息项, `expires(unix seconds)`, and two checks: the request
-//!   time is before the expiry, and the provider's approval of this grant is present in a block
-//!   signed by the provider's key (`approved(id) trusting ed25519/<provider>`).
-//! - The provider appends its approval as a **third-party block** (`approved(id)`), signed with
-//!   its node key over the authority block's signature.
-//! - The provider **authorizes** every request offline: the token must verify under the platform
-//!   key, name the requesting node as consumer and the requested resource, grant the requested
-//!   column, be unexpired, carry the provider's approval, and its grant must not be revoked.
+//!   key, listed in the charter): `grant(id)`, `resource(code)`, `provider(node key hex)`,
+//!   `consumer(node key hex)`, one `field(name)` per granted 信息项, `expires(unix seconds)`,
+//!   and two checks: the request time is before the expiry, and the provider's approval of this
+//!   grant is present in a block signed by the provider's key
+//!   (`approved(id) trusting ed25519/<provider>`).
+//! - The provider appends its approval as a **third-party block**, signed with its node key over
+//!   the authority block's signature: `approved(id)` and checks that restrict every request to
+//!   the scope **it** approved (resource, serving node, consumer, 信息项, expiry), so a token the
+//!   hub minted wider than the approval is still held to the approval.
+//! - The serving provider **authorizes** every request offline: the token must verify under the
+//!   platform key, name the serving node as provider (and carry that node's own approval), name
+//!   the requesting node as consumer and the requested resource, grant the requested column and
+//!   be unexpired. The revocation and approval checks against the applications view are the
+//!   node's (see the node's `access` module).
 
 use std::time::Duration;
 
@@ -17,6 +22,14 @@ use crate::{NodeId, SecretKey};
 use biscuit_auth::builder::{Algorithm, AuthorizerBuilder, BlockBuilder};
 use biscuit_auth::datalog::RunLimits;
 use biscuit_auth::{Biscuit, KeyPair, PrivateKey, PublicKey, UnverifiedBiscuit};
+
+/// Longest datalog run for one request's authorization: bounds what blocks appended to a token
+/// can cost the provider. Debug builds (the tests) run datalog an order of magnitude slower.
+const AUTHORIZE_LIMIT: Duration = if cfg!(debug_assertions) {
+    Duration::from_millis(500)
+} else {
+    Duration::from_millis(50)
+};
 
 /// Why a grant could not be made or was refused.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +50,8 @@ pub struct GrantFacts {
     pub id: String,
     /// Resource code.
     pub code: String,
+    /// The provider node whose resource it is (and who approved it).
+    pub provider: NodeId,
     /// The consumer node allowed to use it.
     pub consumer: NodeId,
     /// Granted 信息项.
@@ -45,11 +60,58 @@ pub struct GrantFacts {
     pub expires: u64,
 }
 
+impl GrantFacts {
+    /// Why this (minted) scope is not within `approved`, or `None` when it is: same grant,
+    /// resource, provider and consumer, no 信息项 beyond the approved ones, no later expiry.
+    pub fn exceeds(&self, approved: &GrantFacts) -> Option<String> {
+        let mut why = Vec::new();
+        if self.id != approved.id {
+            why.push(format!("grant {} instead of {}", self.id, approved.id));
+        }
+        if self.code != approved.code {
+            why.push(format!(
+                "resource {} instead of {}",
+                self.code, approved.code
+            ));
+        }
+        if self.provider != approved.provider {
+            why.push(format!(
+                "provider {} instead of {}",
+                self.provider, approved.provider
+            ));
+        }
+        if self.consumer != approved.consumer {
+            why.push(format!(
+                "consumer {} instead of {}",
+                self.consumer, approved.consumer
+            ));
+        }
+        let extra: Vec<&str> = self
+            .fields
+            .iter()
+            .filter(|f| !approved.fields.contains(f))
+            .map(String::as_str)
+            .collect();
+        if !extra.is_empty() {
+            why.push(format!("信息项 {extra:?} were not approved"));
+        }
+        if self.expires > approved.expires {
+            why.push(format!(
+                "expires at {} (unix s), after the approved {}",
+                self.expires, approved.expires
+            ));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
 /// A request to authorize.
 #[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
     /// The node asking.
     pub requester: &'a NodeId,
+    /// The node serving (whose resource, and whose approval, the grant must carry).
+    pub provider: &'a NodeId,
     /// The resource asked for.
     pub code: &'a str,
     /// The column asked for (a chunk of a table column), if any.
@@ -76,16 +138,20 @@ fn lit(s: &str) -> String {
     format!("{s:?}")
 }
 
+/// A datalog set literal of strings.
+fn set(items: &[String]) -> String {
+    let inner: Vec<String> = items.iter().map(|s| lit(s)).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
 /// Mints the authority block (the hub, with the platform key).
-pub fn mint(
-    platform: &SecretKey,
-    provider: &NodeId,
-    g: &GrantFacts,
-) -> Result<Vec<u8>, GrantError> {
+pub fn mint(platform: &SecretKey, g: &GrantFacts) -> Result<Vec<u8>, GrantError> {
     let mut b = Biscuit::builder()
         .fact(format!("grant({})", lit(&g.id)).as_str())
         .map_err(token_err)?
         .fact(format!("resource({})", lit(&g.code)).as_str())
+        .map_err(token_err)?
+        .fact(format!("provider({})", lit(&g.provider.to_hex())).as_str())
         .map_err(token_err)?
         .fact(format!("consumer({})", lit(&g.consumer.to_hex())).as_str())
         .map_err(token_err)?
@@ -97,7 +163,7 @@ pub fn mint(
             format!(
                 "check if approved({}) trusting ed25519/{}",
                 lit(&g.id),
-                provider.to_hex()
+                g.provider.to_hex()
             )
             .as_str(),
         )
@@ -114,12 +180,77 @@ pub fn mint(
         .map_err(token_err)
 }
 
-/// The provider's approval of grant `id` as a third-party block for `token`.
-pub fn endorse(provider: &SecretKey, token: &[u8], id: &str) -> Result<Vec<u8>, GrantError> {
+/// The scope the hub minted into `token`'s authority block, checked under the platform key
+/// (信息项 sorted).
+pub fn inspect(token: &[u8], platform: &NodeId) -> Result<GrantFacts, GrantError> {
+    let biscuit = Biscuit::from(token, public(platform)?).map_err(token_err)?;
+    // Run once per grant (before endorsing), not per request: a generous time limit.
+    let mut a = AuthorizerBuilder::new()
+        .set_limits(RunLimits {
+            max_time: Duration::from_secs(2),
+            ..Default::default()
+        })
+        .build(&biscuit)
+        .map_err(token_err)?;
+    let one = |a: &mut biscuit_auth::Authorizer, rule: &str| -> Result<String, GrantError> {
+        let v: Vec<(String,)> = a.query(rule).map_err(token_err)?;
+        match v.as_slice() {
+            [(x,)] => Ok(x.clone()),
+            _ => Err(GrantError::Token(format!(
+                "the token must hold exactly one fact for `{rule}`"
+            ))),
+        }
+    };
+    let id = one(&mut a, "data($x) <- grant($x)")?;
+    let code = one(&mut a, "data($x) <- resource($x)")?;
+    let key = |hex: String| NodeId::from_hex(&hex).map_err(|e| GrantError::Token(e.to_string()));
+    let provider = key(one(&mut a, "data($x) <- provider($x)")?)?;
+    let consumer = key(one(&mut a, "data($x) <- consumer($x)")?)?;
+    let fields: Vec<(String,)> = a.query("data($x) <- field($x)").map_err(token_err)?;
+    let mut fields: Vec<String> = fields.into_iter().map(|(f,)| f).collect();
+    fields.sort();
+    let expires: Vec<(i64,)> = a.query("data($x) <- expires($x)").map_err(token_err)?;
+    let expires = match expires.as_slice() {
+        [(e,)] => u64::try_from(*e).map_err(token_err)?,
+        _ => return Err(GrantError::Token("the token must hold one expiry".into())),
+    };
+    Ok(GrantFacts {
+        id,
+        code,
+        provider,
+        consumer,
+        fields,
+        expires,
+    })
+}
+
+/// The provider's approval of `approved` as a third-party block for `token`: `approved(id)`
+/// and checks that hold every request to the approved scope, whatever the authority block says.
+pub fn endorse(
+    provider: &SecretKey,
+    token: &[u8],
+    approved: &GrantFacts,
+) -> Result<Vec<u8>, GrantError> {
     let unverified = UnverifiedBiscuit::from(token).map_err(token_err)?;
     let request = unverified.third_party_request().map_err(token_err)?;
     let block = BlockBuilder::new()
-        .fact(format!("approved({})", lit(id)).as_str())
+        .fact(format!("approved({})", lit(&approved.id)).as_str())
+        .map_err(token_err)?
+        .check(format!("check if requested({})", lit(&approved.code)).as_str())
+        .map_err(token_err)?
+        .check(format!("check if serving({})", lit(&approved.provider.to_hex())).as_str())
+        .map_err(token_err)?
+        .check(format!("check if requester({})", lit(&approved.consumer.to_hex())).as_str())
+        .map_err(token_err)?
+        .check(format!("check if time($t), $t <= {}", approved.expires).as_str())
+        .map_err(token_err)?
+        .check(
+            format!(
+                "check if request(\"resource\") or requested_field($f), {}.contains($f)",
+                set(&approved.fields)
+            )
+            .as_str(),
+        )
         .map_err(token_err)?;
     request
         .create_block(&private(provider)?, block)
@@ -138,19 +269,36 @@ pub fn assemble(token: &[u8], block: &[u8]) -> Result<Vec<u8>, GrantError> {
         .map_err(token_err)
 }
 
-/// Authorizes `req` with `token`; returns the grant id (for the revocation check).
+/// Authorizes `req` with `token`; returns the grant id (for the node's approval and revocation
+/// checks).
 pub fn authorize(token: &[u8], platform: &NodeId, req: &Request<'_>) -> Result<String, GrantError> {
     let biscuit = Biscuit::from(token, public(platform)?).map_err(token_err)?;
+    let serving = req.provider.to_hex();
     let mut b = AuthorizerBuilder::new()
         .fact(format!("time({})", req.now).as_str())
         .map_err(token_err)?
         .fact(format!("requester({})", lit(&req.requester.to_hex())).as_str())
         .map_err(token_err)?
+        .fact(format!("serving({})", lit(&serving)).as_str())
+        .map_err(token_err)?
         .fact(format!("requested({})", lit(req.code)).as_str())
+        .map_err(token_err)?
+        .fact(if req.column.is_some() {
+            "request(\"column\")"
+        } else {
+            "request(\"resource\")"
+        })
         .map_err(token_err)?
         .check("check if consumer($c), requester($c)")
         .map_err(token_err)?
         .check("check if resource($r), requested($r)")
+        .map_err(token_err)?
+        .check("check if provider($p), serving($p)")
+        .map_err(token_err)?
+        .check(
+            format!("check if grant($id), approved($id) trusting authority, ed25519/{serving}")
+                .as_str(),
+        )
         .map_err(token_err)?;
     if let Some(col) = req.column {
         b = b
@@ -163,7 +311,7 @@ pub fn authorize(token: &[u8], platform: &NodeId, req: &Request<'_>) -> Result<S
         .policy("allow if true")
         .map_err(token_err)?
         .set_limits(RunLimits {
-            max_time: Duration::from_millis(50),
+            max_time: AUTHORIZE_LIMIT,
             ..Default::default()
         })
         .build(&biscuit)
@@ -194,16 +342,18 @@ fn describe(e: &biscuit_auth::error::Token) -> String {
                 FailedCheck::Block(b) => b.rule.clone(),
                 FailedCheck::Authorizer(a) => a.rule.clone(),
             };
-            if rule.contains("requester") {
+            if rule.contains("approved") {
+                "the approval of the node serving is missing (the grant was approved by another provider, or not at all)".to_string()
+            } else if rule.contains("serving") {
+                "the grant is for another provider's resource".to_string()
+            } else if rule.contains("requester") {
                 "the token is bound to another node".to_string()
-            } else if rule.contains("requested($r)") {
-                "the token is for another resource".to_string()
             } else if rule.contains("requested_field") {
                 "the column is outside the grant".to_string()
+            } else if rule.contains("requested") {
+                "the token is for another resource".to_string()
             } else if rule.contains("time(") {
                 "the token has expired".to_string()
-            } else if rule.contains("approved") {
-                "the provider's approval is missing or not signed by the provider".to_string()
             } else {
                 rule
             }
@@ -229,29 +379,48 @@ mod tests {
 
     fn world() -> World {
         let consumer = key(3);
+        let provider = key(2);
         World {
             platform: key(1),
-            provider: key(2),
             facts: GrantFacts {
                 id: "g1".into(),
                 code: "101001/000001".into(),
+                provider: provider.public(),
                 consumer: consumer.public(),
                 fields: vec!["姓名".into(), "性别".into()],
                 expires: 2_000_000_000,
             },
+            provider,
             consumer,
         }
     }
 
-    fn full(w: &World, endorser: &SecretKey) -> Vec<u8> {
-        let t = mint(&w.platform, &w.provider.public(), &w.facts).unwrap();
-        let b = endorse(endorser, &t, &w.facts.id).unwrap();
+    /// Minted as `minted`, endorsed by `endorser` for the scope `approved`.
+    fn token(
+        w: &World,
+        minted: &GrantFacts,
+        endorser: &SecretKey,
+        approved: &GrantFacts,
+    ) -> Vec<u8> {
+        let t = mint(&w.platform, minted).unwrap();
+        let b = endorse(endorser, &t, approved).unwrap();
         assemble(&t, &b).unwrap()
     }
 
-    fn req<'a>(who: &'a NodeId, code: &'a str, col: Option<&'a str>, now: u64) -> Request<'a> {
+    fn full(w: &World) -> Vec<u8> {
+        token(w, &w.facts, &w.provider, &w.facts)
+    }
+
+    fn req<'a>(
+        who: &'a NodeId,
+        provider: &'a NodeId,
+        code: &'a str,
+        col: Option<&'a str>,
+        now: u64,
+    ) -> Request<'a> {
         Request {
             requester: who,
+            provider,
             code,
             column: col,
             now,
@@ -259,75 +428,62 @@ mod tests {
     }
 
     #[test]
-    fn granted_column_is_allowed() {
+    fn granted_column_is_allowed_and_the_scope_reads_back() {
         let w = world();
-        let t = full(&w, &w.provider);
-        let c = w.consumer.public();
-        assert_eq!(
-            authorize(
-                &t,
-                &w.platform.public(),
-                &req(&c, "101001/000001", Some("姓名"), 1_800_000_000)
-            )
-            .unwrap(),
-            "g1"
-        );
+        let t = full(&w);
+        let (c, p) = (w.consumer.public(), w.provider.public());
+        let r = req(&c, &p, "101001/000001", Some("姓名"), 1_800_000_000);
+        assert_eq!(authorize(&t, &w.platform.public(), &r).unwrap(), "g1");
+        let r = req(&c, &p, "101001/000001", None, 1_800_000_000);
+        assert_eq!(authorize(&t, &w.platform.public(), &r).unwrap(), "g1");
+        let mut sorted = w.facts.clone();
+        sorted.fields.sort();
+        assert_eq!(inspect(&t, &w.platform.public()).unwrap(), sorted);
+        assert!(inspect(&t, &key(8).public()).is_err());
+        assert_eq!(w.facts.exceeds(&w.facts), None);
     }
 
     #[test]
     fn every_escalation_is_refused_with_its_reason() {
         let w = world();
-        let t = full(&w, &w.provider);
-        let p = w.platform.public();
-        let c = w.consumer.public();
+        let t = full(&w);
+        let pk = w.platform.public();
+        let (c, p) = (w.consumer.public(), w.provider.public());
         let other = key(9).public();
+        let now = 1_800_000_000;
+        let code = "101001/000001";
         let cases = [
             (
-                authorize(
-                    &t,
-                    &p,
-                    &req(&c, "101001/000001", Some("民族"), 1_800_000_000),
-                ),
+                authorize(&t, &pk, &req(&c, &p, code, Some("民族"), now)),
                 "outside the grant",
             ),
             (
-                authorize(
-                    &t,
-                    &p,
-                    &req(&c, "101001/000001", Some("姓名"), 2_100_000_000),
-                ),
+                authorize(&t, &pk, &req(&c, &p, code, Some("姓名"), 2_100_000_000)),
                 "expired",
             ),
             (
-                authorize(
-                    &t,
-                    &p,
-                    &req(&other, "101001/000001", Some("姓名"), 1_800_000_000),
-                ),
+                authorize(&t, &pk, &req(&other, &p, code, Some("姓名"), now)),
                 "another node",
             ),
             (
-                authorize(
-                    &t,
-                    &p,
-                    &req(&c, "101001/000002", Some("姓名"), 1_800_000_000),
-                ),
+                authorize(&t, &pk, &req(&c, &p, "101001/000002", Some("姓名"), now)),
                 "another resource",
+            ),
+            // Another provider serving the same code under this grant (issue #9, point 1).
+            (
+                authorize(&t, &pk, &req(&c, &other, code, Some("姓名"), now)),
+                "another provider",
             ),
             (
                 authorize(
-                    &full(&w, &key(7)),
-                    &p,
-                    &req(&c, "101001/000001", None, 1_800_000_000),
+                    &token(&w, &w.facts, &key(7), &w.facts),
+                    &pk,
+                    &req(&c, &p, code, None, now),
                 ),
                 "approval",
             ),
             (
-                authorize(
-                    &t,
-                    &key(8).public(),
-                    &req(&c, "101001/000001", None, 1_800_000_000),
-                ),
+                authorize(&t, &key(8).public(), &req(&c, &p, code, None, now)),
                 "platform key",
             ),
         ];
@@ -336,8 +492,45 @@ mod tests {
             assert!(e.contains(want), "{e} should mention {want}");
         }
         // Without the provider's block at all.
-        let bare = mint(&w.platform, &w.provider.public(), &w.facts).unwrap();
-        let e = authorize(&bare, &p, &req(&c, "101001/000001", None, 1_800_000_000)).unwrap_err();
+        let bare = mint(&w.platform, &w.facts).unwrap();
+        let e = authorize(&bare, &pk, &req(&c, &p, code, None, now)).unwrap_err();
         assert!(e.to_string().contains("approval"), "{e}");
+    }
+
+    /// A second provider that names itself in a token and approves it still cannot serve a
+    /// grant the first provider approved, and a token the hub minted wider than the approval is
+    /// held to the approval by the provider's block (issue #9, points 1 and 3).
+    #[test]
+    fn the_provider_block_holds_a_wider_token_to_the_approval() {
+        let w = world();
+        let pk = w.platform.public();
+        let (c, p) = (w.consumer.public(), w.provider.public());
+        let code = "101001/000001";
+        let mut wide = w.facts.clone();
+        wide.fields.push("民族".into());
+        wide.expires = 2_100_000_000;
+        let mut approved = w.facts.clone();
+        approved.fields = vec!["姓名".into()];
+        approved.expires = 1_900_000_000;
+        let why = wide.exceeds(&approved).unwrap();
+        assert!(
+            why.contains("性别") && why.contains("民族") && why.contains("expires"),
+            "{why}"
+        );
+        let t = token(&w, &wide, &w.provider, &approved);
+        assert!(authorize(&t, &pk, &req(&c, &p, code, Some("姓名"), 1_800_000_000)).is_ok());
+        for (col, now, want) in [
+            (Some("民族"), 1_800_000_000, "outside the grant"),
+            (Some("性别"), 1_800_000_000, "outside the grant"),
+            (Some("姓名"), 1_950_000_000, "expired"),
+        ] {
+            let e = authorize(&t, &pk, &req(&c, &p, code, col, now))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(want),
+                "{col:?} at {now}: {e} should mention {want}"
+            );
+        }
     }
 }

@@ -1,4 +1,11 @@
-//! Transfer receipts: "served version V, fields F, bytes N to node B under grant G".
+//! Transfer receipts: "served version V, fields F, bytes N to node B under grant G", and the
+//! provider's own transfer records.
+//!
+//! The provider logs every transfer by itself: when a consumer's requests for one version end
+//! (the consumer asked for a receipt, or stopped asking for chunks for a while) it appends a
+//! [`TransferRecord`] to its own feed ([`crate::Event::Transfer`]) with the bytes and chunks it
+//! actually sent, so a transfer leaves a trace in the audit log even if the consumer never asks
+//! for a receipt.
 //!
 //! After a completed pull the consumer asks the provider for a receipt; the provider signs a
 //! [`Receipt`] ([`Kind::Receipt`] envelope) after checking it against its own manifest. The
@@ -37,12 +44,84 @@ pub struct Receipt {
     pub manifest: ChunkHash,
     /// The 信息项 served (empty for a file version).
     pub fields: Vec<String>,
-    /// Bytes of the chunks of those fields in that version.
+    /// Bytes the provider actually sent in the transfer this receipt closes.
     pub bytes: u64,
     /// The grant (application id) it was served under, if any.
     pub grant: Option<String>,
     /// When the provider signed (ms since the Unix epoch).
     pub signed_at_ms: u64,
+}
+
+/// How a transfer ended, as the provider saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferOutcome {
+    /// The consumer asked for a receipt: it says it has everything it wanted.
+    Completed,
+    /// The consumer stopped asking (idle, disconnected, killed, or it never asks for receipts).
+    Abandoned,
+}
+
+impl TransferOutcome {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferOutcome::Completed => "completed",
+            TransferOutcome::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// What a provider served one consumer of one version, in the provider's own feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    /// 32 hex digits chosen by the provider.
+    pub id: String,
+    /// The consumer.
+    pub consumer: NodeId,
+    /// The resource.
+    pub code: ResourceCode,
+    /// The dataset version.
+    pub version: u64,
+    /// BLAKE3 of the version's manifest payload.
+    pub manifest: ChunkHash,
+    /// The 信息项 whose chunks were sent (empty for a file version).
+    pub fields: Vec<String>,
+    /// The grant (application id) it was served under, if any.
+    pub grant: Option<String>,
+    /// Bytes of chunk data actually sent.
+    pub bytes: u64,
+    /// Chunks actually sent.
+    pub chunks: u64,
+    /// First chunk sent (ms since the Unix epoch).
+    pub started_ms: u64,
+    /// Last chunk sent, or the receipt (ms).
+    pub ended_ms: u64,
+    /// How it ended.
+    pub outcome: TransferOutcome,
+    /// The receipt signed for it, when the consumer asked for one.
+    pub receipt: Option<String>,
+}
+
+impl TransferRecord {
+    /// Checks the shape rules.
+    pub fn check(&self) -> Result<(), String> {
+        if self.id.len() != 32
+            || !self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            return Err("transfer id must be 32 lower-case hex digits".into());
+        }
+        if self.fields.len() > MAX_RECEIPT_FIELDS {
+            return Err(format!("at most {MAX_RECEIPT_FIELDS} 信息项"));
+        }
+        if self.ended_ms < self.started_ms {
+            return Err("a transfer cannot end before it starts".into());
+        }
+        Ok(())
+    }
 }
 
 /// A receipt whose provider signature verified.

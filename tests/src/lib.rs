@@ -60,7 +60,11 @@ pub fn start_prepared(
     hidden: &[&str],
     prepare: impl FnOnce(&mut Testnet) -> anyhow::Result<()>,
 ) -> anyhow::Result<Fixture> {
-    let tmp = tempfile::tempdir()?;
+    // HUITONG_KEEP_TESTNET=1 keeps the directory (node logs) for debugging a failure.
+    let tmp = tempfile::Builder::new()
+        .prefix("huitong-test")
+        .disable_cleanup(std::env::var_os("HUITONG_KEEP_TESTNET").is_some())
+        .tempdir()?;
     let bin = huitong_bin();
     if !bin.exists() {
         bail!(

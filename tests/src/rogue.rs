@@ -8,16 +8,53 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use huitong_node::net::{build_swarm, topic, BehaviourEvent};
-use huitong_protocol::wire::SyncRequest;
+use huitong_node::transfer::frame;
+use huitong_protocol::wire::{
+    DataRequest, DataResponse, SyncRequest, DATA_PROTOCOL, MAX_DATA_FRAME,
+};
 use huitong_protocol::SecretKey;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
+/// The answer to one data-stream request: the response frame and, for a chunk, its bytes.
+pub type DataAnswer = Result<(DataResponse, Vec<u8>), String>;
+
 enum Cmd {
     Dial(Multiaddr, PeerId),
     Gossip(Vec<u8>),
     Request(PeerId, SyncRequest),
+    Data(PeerId, DataRequest, std::sync::mpsc::SyncSender<DataAnswer>),
+}
+
+/// Sends one request on a new data stream and reads the answer.
+async fn data_request(
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    req: DataRequest,
+) -> DataAnswer {
+    use futures::AsyncReadExt;
+    let protocol = libp2p::StreamProtocol::new(DATA_PROTOCOL);
+    let mut s = control
+        .open_stream(peer, protocol)
+        .await
+        .map_err(|e| e.to_string())?;
+    frame::write(&mut s, &req)
+        .await
+        .map_err(|e| e.to_string())?;
+    futures::AsyncWriteExt::flush(&mut s)
+        .await
+        .map_err(|e| e.to_string())?;
+    let r: DataResponse = frame::read(&mut s, MAX_DATA_FRAME)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the stream closed")?;
+    let mut body = Vec::new();
+    if let DataResponse::Chunk { len } = &r {
+        body.resize(*len as usize, 0);
+        s.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    }
+    Ok((r, body))
 }
 
 /// Handle to the rogue peer.
@@ -43,6 +80,7 @@ impl Rogue {
             .build()?;
         std::thread::spawn(move || {
             rt.block_on(async move {
+                let control = swarm.behaviour().stream.new_control();
                 let mut allowed = HashSet::new();
                 loop {
                     tokio::select! {
@@ -59,6 +97,12 @@ impl Rogue {
                                 }
                             }
                             Some(Cmd::Request(p, r)) => { swarm.behaviour_mut().sync.send_request(&p, r); }
+                            Some(Cmd::Data(p, r, reply)) => {
+                                let c = control.clone();
+                                tokio::spawn(async move {
+                                    let _ = reply.send(data_request(c, p, r).await);
+                                });
+                            }
                         },
                         ev = swarm.select_next_some() => {
                             if let SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. })) = ev {
@@ -94,6 +138,16 @@ impl Rogue {
     pub fn gossip(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
         self.tx.blocking_send(Cmd::Gossip(bytes))?;
         Ok(())
+    }
+
+    /// Sends one data-plane request (manifest, chunk, receipt) on a new stream to `peer` and
+    /// waits for the answer (at most 60 s).
+    pub fn data(&self, peer: &str, r: DataRequest) -> anyhow::Result<(DataResponse, Vec<u8>)> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.tx.blocking_send(Cmd::Data(peer.parse()?, r, tx))?;
+        rx.recv_timeout(Duration::from_secs(60))
+            .map_err(|_| anyhow::anyhow!("no answer to a data request in 60 s"))?
+            .map_err(|e| anyhow::anyhow!(e))
     }
 
     /// Sends a feed-sync request.

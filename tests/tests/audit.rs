@@ -59,12 +59,13 @@ fn token_file(
     let facts = GrantFacts {
         id: "0123456789abcdef0123456789abcdef".into(),
         code: code.into(),
+        provider: provider.public(),
         consumer: consumer.public(),
         fields: vec!["编号".into()],
         expires,
     };
-    let token = mint(platform, &provider.public(), &facts)?;
-    let block = endorse(approver, &token, &facts.id)?;
+    let token = mint(platform, &facts)?;
+    let block = endorse(approver, &token, &facts)?;
     std::fs::write(path, assemble(&token, &block)?)?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! A dishonest hub, for real: a hub process built with the test-only `fault-injection` feature
-//! (`HUITONG_FAULT`) shows one member a different tree, leaves a member's events out of its log,
+//! (a line in the hub's `faults` file) shows one member a different tree, leaves a member's events out of its log,
 //! or withholds consistency proofs, and every member raises the alarm (SPLIT VIEW, OMISSION,
 //! withheld proof) in `status` and `audit verify`. And a checkpoint the witness has not cosigned
 //! is only pending: no record is proved against it until the witness cosigns.
@@ -11,8 +11,13 @@ use huitong_tests::workflow::apply;
 use huitong_tests::{cli_ok, data, start, start_prepared, wait_until};
 use serde_json::Value;
 
-const FAULT: &str = "HUITONG_FAULT";
 const DEADLINES: &str = "HUITONG_AUDIT_DEADLINES";
+
+/// Switches a test-only fault on for node `i` (see node/src/audit/fault.rs).
+fn fault(net: &Testnet, i: usize, line: &str) -> anyhow::Result<()> {
+    std::fs::write(net.nodes[i].dir.join("faults"), format!("{line}\n"))?;
+    Ok(())
+}
 
 /// Node `i`'s `/status` audit part.
 fn audit_status(net: &mut Testnet, i: usize) -> anyhow::Result<Value> {
@@ -88,7 +93,7 @@ fn hub_showing_one_member_another_tree_is_caught_by_every_member() -> anyhow::Re
     // itself answers department 1's polls with a different (hub-signed) tree.
     let mut f = start_prepared(2, 5, &[], |net| {
         let victim = net.nodes[1].node_key.clone();
-        net.set_env(0, FAULT, &format!("split-view:{victim}"));
+        fault(net, 0, &format!("split-view:{victim}"))?;
         Ok(())
     })?;
     on_every_member(&mut f.net, "the split view reported", |net, i| {
@@ -106,7 +111,7 @@ fn hub_omitting_a_members_events_is_caught_by_every_member() -> anyhow::Result<(
     // Shows defect 9: the hub leaves department 1's events out of its log; nobody noticed.
     let mut f = start_prepared(2, 5, &[], |net| {
         let left_out = net.nodes[1].node_key.clone();
-        net.set_env(0, FAULT, &format!("omit:{left_out}"));
+        fault(net, 0, &format!("omit:{left_out}"))?;
         for i in 1..net.nodes.len() {
             net.set_env(i, DEADLINES, "checkpoints=2,omission_secs=3");
         }
@@ -176,7 +181,7 @@ fn hub_omitting_a_members_events_is_caught_by_every_member() -> anyhow::Result<(
 fn hub_withholding_a_consistency_proof_is_flagged_by_every_member() -> anyhow::Result<()> {
     // Shows defect 11: a consistency proof the hub never serves was only a warning.
     let mut f = start_prepared(2, 5, &[], |net| {
-        net.set_env(0, FAULT, "withhold-proofs");
+        fault(net, 0, "withhold-proofs")?;
         for i in 1..net.nodes.len() {
             net.set_env(i, DEADLINES, "proof_secs=3");
         }

@@ -4,28 +4,70 @@
 //!   once when the resource is unknown, withdrawn, 不予共享 (citing the legal basis) or needs no
 //!   application, or when it asks for 信息项 the resource does not have;
 //! - the hub issues the token of each approved application (平台授权, platform key);
-//! - a provider endorses the issued token of each application it approved.
+//! - a provider endorses the issued token of each application it approved, once it has checked
+//!   that the token is within its approval (consumer, resource, provider, 信息项, expiry); a
+//!   wider token is refused and reported (the hub alone cannot widen a grant).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use huitong_protocol::application::GrantEvent;
-use huitong_protocol::catalogue::ShareType;
 use huitong_protocol::feed::VerifiedEntry;
 use huitong_protocol::Event;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{all, AppRecord, AppState};
-use crate::net::{Client, Command};
+use crate::net::Client;
 use crate::state::NodeState;
 use huitong_protocol::grant::{self as grants, GrantFacts};
 
-/// Seconds since the epoch at the end (23:59:59 UTC) of a `YYYY-MM-DD` day.
-pub fn end_of_day(date: &str) -> Option<u64> {
-    let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
-    let t = d.and_hms_opt(23, 59, 59)?.and_utc().timestamp();
-    u64::try_from(t).ok()
+/// The scope a granted application allows: what the provider approved (which may be less than
+/// applied for), ending at 24:00 of the last day in the federation's time zone.
+pub fn approved_scope(state: &NodeState, r: &AppRecord) -> Option<GrantFacts> {
+    Some(GrantFacts {
+        id: r.app.id.clone(),
+        code: r.app.code.to_string(),
+        provider: r.app.provider,
+        consumer: r.applicant,
+        fields: r.granted_fields().to_vec(),
+        expires: state.end_of_day(r.granted_until())?,
+    })
+}
+
+/// The provider's endorsement of the token the hub issued — only if the token is within what
+/// this node approved. A wider token is refused and reported: the provider revokes the
+/// application with the reason (in its feed, so in the audit log) instead of endorsing.
+fn endorse(state: &NodeState, r: &AppRecord) -> Option<GrantEvent> {
+    let id = r.app.id.clone();
+    let approved = approved_scope(state, r)?;
+    let hub = state.hub_key()?;
+    // A token that cannot be read under the platform key is not endorsed (and not yet judged:
+    // the next round tries again); one that can be read is compared with the approval.
+    let why = match grants::inspect(&r.token, &hub) {
+        Ok(minted) => minted.exceeds(&approved),
+        Err(e) => {
+            warn!(target: "huitong::audit", %id, error = %e, "cannot read the hub's token; not endorsed");
+            return None;
+        }
+    };
+    if let Some(why) = why {
+        error!(target: "huitong::audit", %id, %why, "the hub's token is not within this node's approval: refused, application revoked");
+        state.reject("grant_wider_than_approval");
+        return Some(GrantEvent::Revoked {
+            id,
+            reason: format!(
+                "the platform's grant token is not within the provider's approval: {why}"
+            ),
+        });
+    }
+    match grants::endorse(&state.key, &r.token, &approved) {
+        Ok(block) => Some(GrantEvent::Endorsed { id, block }),
+        Err(e) => {
+            warn!(%id, error = %e, "cannot endorse a grant");
+            None
+        }
+    }
 }
 
 /// Runs until `shutdown`.
@@ -46,65 +88,26 @@ pub async fn run(state: Arc<NodeState>, net: Client, shutdown: CancellationToken
             }
         };
         for v in entries {
-            let msg = huitong_protocol::wire::Gossip::Entry(serde_bytes::ByteBuf::from(
-                v.envelope.to_bytes(),
-            ));
-            net.send(Command::Gossip(msg)).await;
+            net.publish(&v).await;
         }
     }
 }
 
-/// The hub's decision on a submitted application.
+/// The hub's decision on a submitted application: accepted into the queue (统一受理), or
+/// rejected at once for the reasons [`crate::access::application_refusal`] gives.
 fn triage(state: &NodeState, r: &AppRecord) -> GrantEvent {
     let id = r.app.id.clone();
-    let reject = |reason: String| GrantEvent::Rejected {
-        id: id.clone(),
-        reason,
-    };
     let record = crate::catalogue::get(&state.store, r.app.code.as_str())
         .ok()
         .and_then(|v| v.into_iter().find(|c| c.feed == r.app.provider));
-    let Some(rec) = record else {
-        return reject(format!("the provider publishes no resource {}", r.app.code));
+    let reason = match record {
+        None => Some(format!("the provider publishes no resource {}", r.app.code)),
+        Some(rec) => crate::access::application_refusal(&rec, &r.app.fields),
     };
-    let e = &rec.entry;
-    if let Some(why) = &rec.withdrawn {
-        return reject(format!("{} was withdrawn (已下架): {why}", e.code));
+    match reason {
+        Some(reason) => GrantEvent::Rejected { id, reason },
+        None => GrantEvent::Accepted { id },
     }
-    match e.share_type {
-        ShareType::None => {
-            return reject(format!(
-                "{} is 不予共享; legal basis: {}",
-                e.code,
-                e.share_condition.as_deref().unwrap_or("not given")
-            ))
-        }
-        ShareType::Unconditional => {
-            return reject(format!(
-                "{} is 无条件共享 and needs no application: pull it directly",
-                e.code
-            ))
-        }
-        ShareType::Conditional => {}
-    }
-    let unknown: Vec<&str> = r
-        .app
-        .fields
-        .iter()
-        .filter(|f| !e.items.iter().any(|i| &i.name == *f))
-        .map(String::as_str)
-        .collect();
-    if !unknown.is_empty() {
-        return reject(format!("{} has no 信息项 {unknown:?}", e.code));
-    }
-    if let Some(i) = e
-        .items
-        .iter()
-        .find(|i| r.app.fields.contains(&i.name) && e.effective_share_type(i) == ShareType::None)
-    {
-        return reject(format!("信息项 {:?} is 不予共享", i.name));
-    }
-    GrantEvent::Accepted { id }
 }
 
 fn step(state: &NodeState) -> Vec<VerifiedEntry> {
@@ -122,17 +125,15 @@ fn step(state: &NodeState) -> Vec<VerifiedEntry> {
         let event = match r.state {
             AppState::Submitted if is_hub => Some(triage(state, &r)),
             AppState::Approved if is_hub && r.token.is_empty() => {
-                let Some(expires) = end_of_day(&r.app.until) else {
+                let Some(mut facts) = approved_scope(state, &r) else {
                     continue;
                 };
-                let facts = GrantFacts {
-                    id: r.app.id.clone(),
-                    code: r.app.code.to_string(),
-                    consumer: r.applicant,
-                    fields: r.app.fields.clone(),
-                    expires,
-                };
-                match grants::mint(&state.key, &r.app.provider, &facts) {
+                if crate::faults::on(state, "hub-mints-applied-scope") {
+                    // A hub that ignores a partial approval (tests only).
+                    facts.fields = r.app.fields.clone();
+                    facts.expires = state.end_of_day(&r.app.until).unwrap_or(facts.expires);
+                }
+                match grants::mint(&state.key, &facts) {
                     Ok(token) => Some(GrantEvent::Issued {
                         id: r.app.id.clone(),
                         token,
@@ -146,16 +147,7 @@ fn step(state: &NodeState) -> Vec<VerifiedEntry> {
             AppState::Approved
                 if r.app.provider == me && !r.token.is_empty() && r.block.is_empty() =>
             {
-                match grants::endorse(&state.key, &r.token, &r.app.id) {
-                    Ok(block) => Some(GrantEvent::Endorsed {
-                        id: r.app.id.clone(),
-                        block,
-                    }),
-                    Err(e) => {
-                        warn!(id = %r.app.id, error = %e, "cannot endorse a grant");
-                        None
-                    }
-                }
+                endorse(state, &r)
             }
             _ => None,
         };

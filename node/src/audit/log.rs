@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use huitong_protocol::audit::note::{open_checkpoint, sign_checkpoint, SignedCheckpoint};
@@ -342,11 +341,7 @@ impl TileLog {
         let path = self.dir.join(rel);
         let dir = path.parent().unwrap_or(&self.dir).to_owned();
         fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let tmp = path.with_extension("tmp");
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_data().map_err(io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&path))?;
+        crate::durable::replace(&path, bytes).map_err(io(&path))?;
         Ok(dir)
     }
 
@@ -393,9 +388,7 @@ impl TileLog {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    crate::durable::sync_dir(dir).map_err(io(dir))
 }
 
 /// The entries of bundle `n` of a tree of `size`.

@@ -13,7 +13,7 @@ use super::appender::on_log;
 use super::log::LogError;
 use super::{client, keys, watch};
 use crate::state::NodeState;
-use crate::transfer::pull::Transport;
+use crate::transfer::client::Transport;
 
 /// The largest gap a mirror fetches in one go (entries are held in memory until they are
 /// checked against the checkpoint): about 140 MB of records.

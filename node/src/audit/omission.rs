@@ -24,20 +24,23 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use huitong_protocol::audit::Record;
 use huitong_protocol::codec;
 use huitong_protocol::feed::{FeedError, VerifiedEntry};
 use huitong_protocol::wire::Gossip;
+use huitong_protocol::Event;
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, warn};
 
 use super::appender::with_log;
-use super::{record_of, watch};
+use super::{judged_record, record_of, watch};
+use crate::applications::Judged;
 use crate::feeds::Outcome;
 use crate::net::Command;
 use crate::state::{now_ms, NodeState};
 use crate::store::{StoreError, CF_AUDIT_EXPECTED, CF_AUDIT_OMISSIONS};
-use crate::transfer::pull::Transport;
+use crate::transfer::client::Transport;
 
 /// Version of the stored rows.
 const ROW_VERSION: u8 = 1;
@@ -103,6 +106,23 @@ pub enum ReportError {
     Db(#[from] rocksdb::Error),
 }
 
+/// The record the hub logs for an entry, if it logs one: its own record, or for a grant event
+/// the record of the event as applied (a refused one is logged under the same key, the entry's
+/// hash).
+fn record(v: &VerifiedEntry) -> Option<Record> {
+    match &v.entry.event {
+        Event::Grant(g) => Some(judged_record(&Judged {
+            signer: v.entry.feed,
+            seq: v.entry.seq,
+            hash: v.hash.0,
+            at_ms: v.entry.timestamp_ms,
+            event: g.clone(),
+            refused: None,
+        })),
+        _ => record_of(v),
+    }
+}
+
 fn row(e: &Expected) -> Vec<u8> {
     codec::encode(e)
 }
@@ -112,7 +132,7 @@ pub fn expect(state: &NodeState, batch: &mut WriteBatch, v: &VerifiedEntry) {
     if state.is_hub() {
         return;
     }
-    let Some(r) = record_of(v) else {
+    let Some(r) = record(v) else {
         return;
     };
     let e = Expected {
@@ -132,7 +152,7 @@ pub fn on_gossip(state: &NodeState, bytes: &[u8]) -> Result<bool, ReportError> {
     if state.role_of(&v.entry.feed).is_none() {
         return Err(ReportError::NotMember);
     }
-    let r = record_of(&v).ok_or(ReportError::NotAuditable)?;
+    let r = record(&v).ok_or(ReportError::NotAuditable)?;
     match state.ingest(&v)? {
         Outcome::Fork => return Err(ReportError::Refused("fork")),
         Outcome::Rejected(why) => return Err(ReportError::Refused(why)),
@@ -252,7 +272,7 @@ fn raise(
     }
     let what = VerifiedEntry::open(&e.entry)
         .ok()
-        .and_then(|v| record_of(&v))
+        .and_then(|v| record(&v))
         .map(|r| {
             let signer = state
                 .with_charter(|c| c.and_then(|c| c.member(&r.signer)).map(|m| m.name.clone()))

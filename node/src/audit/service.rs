@@ -30,7 +30,7 @@ pub fn answer(state: &NodeState, requester: &NodeId, req: AuditRequest) -> DataR
             message: "this node is not the hub: ask the hub about the audit log".into(),
         };
     }
-    super::fault::stall(&req);
+    super::fault::stall(state, &req);
     let result = with_log(state, |log| {
         Ok(match req {
             AuditRequest::Checkpoint => AuditResponse::Checkpoint(

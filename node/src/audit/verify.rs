@@ -16,7 +16,7 @@ use super::appender::on_log;
 use super::log::{verify_dir, DiskReport};
 use super::{client, keys, watch};
 use crate::state::NodeState;
-use crate::transfer::pull::Transport;
+use crate::transfer::client::Transport;
 
 /// A checkpoint, for people.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -237,7 +237,7 @@ pub async fn records(
         found.retain(|&x| x == i);
     }
     if found.is_empty() {
-        return Err(format!("no audit record {id:?} in the hub's log (record ids are application ids, receipt ids and charter-N)"));
+        return Err(format!("no audit record {id:?} in the hub's log (record ids are application ids, receipt ids, transfer ids and charter-N)"));
     }
     let covered: Vec<u64> = found.iter().copied().filter(|&i| i < cp.size).collect();
     if covered.is_empty() {

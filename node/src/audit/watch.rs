@@ -35,7 +35,7 @@ use super::{client, keys, service, Source};
 use crate::net::Command;
 use crate::state::{now_ms, NodeState};
 use crate::store::{StoreError, CF_AUDIT_CHECKPOINTS, CF_AUDIT_EVIDENCE};
-use crate::transfer::pull::Transport;
+use crate::transfer::client::Transport;
 
 /// How often a member asks the hub for its latest checkpoint.
 pub const POLL: Duration = Duration::from_secs(3);

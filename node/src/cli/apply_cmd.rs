@@ -6,7 +6,7 @@ use std::path::Path;
 use clap::Args;
 
 use super::output;
-use crate::api::{AppView, ApplyRequest, Reason};
+use crate::api::{AppView, ApplyRequest, Approve, Reason};
 use crate::client::ApiClient;
 
 /// `huitong apply`.
@@ -61,6 +61,22 @@ pub struct DecideArgs {
     json: bool,
 }
 
+/// `huitong approve`: the provider's approval, possibly of less than was applied for.
+#[derive(Args, Debug)]
+pub struct ApproveArgs {
+    /// Application id (from `huitong applications --incoming`).
+    id: String,
+    /// Approve only these 信息项 (comma-separated, a subset of those applied for).
+    #[arg(long, value_delimiter = ',')]
+    fields: Option<Vec<String>>,
+    /// Approve until this day (YYYY-MM-DD, federation time), not after the one applied for.
+    #[arg(long)]
+    until: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 fn print(v: &[AppView], as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return output::json(&v);
@@ -69,7 +85,7 @@ fn print(v: &[AppView], as_json: bool) -> anyhow::Result<()> {
     for a in v {
         writeln!(
             o,
-            "{}  {:<9} {}  {} → {}  [{}] until {}{}",
+            "{}  {:<9} {}  {} → {}  [{}] until {}{}{}",
             a.id,
             a.state,
             a.code,
@@ -77,6 +93,7 @@ fn print(v: &[AppView], as_json: bool) -> anyhow::Result<()> {
             a.applicant,
             a.fields.join(","),
             a.until,
+            approved(a),
             a.reason
                 .as_deref()
                 .map(|r| format!("  ({r})"))
@@ -87,6 +104,33 @@ fn print(v: &[AppView], as_json: bool) -> anyhow::Result<()> {
         writeln!(o, "(no applications)")?;
     }
     Ok(())
+}
+
+/// ", approved [..] until .." when the provider approved less than applied for.
+fn approved(a: &AppView) -> String {
+    let fields = a.approved_fields.as_ref().filter(|f| **f != a.fields);
+    let until = a.approved_until.as_ref().filter(|u| **u != a.until);
+    if fields.is_none() && until.is_none() {
+        return String::new();
+    }
+    format!(
+        "; approved [{}] until {}",
+        fields.unwrap_or(&a.fields).join(","),
+        until.unwrap_or(&a.until)
+    )
+}
+
+pub(super) async fn approve(dir: &Path, a: ApproveArgs) -> anyhow::Result<()> {
+    let v: AppView = ApiClient::new(dir)?
+        .post(
+            &format!("/applications/{}/approve", a.id),
+            &Approve {
+                fields: a.fields,
+                until: a.until,
+            },
+        )
+        .await?;
+    print(&[v], a.json)
 }
 
 pub(super) async fn apply(dir: &Path, a: ApplyArgs) -> anyhow::Result<()> {

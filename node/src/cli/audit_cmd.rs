@@ -9,7 +9,14 @@ use clap::Subcommand;
 use super::output;
 use crate::audit::verify::{LogReport, RecordReport};
 use crate::client::ApiClient;
-use crate::http::audit::{ImportOutcome, ProofFile, ReceiptView, TextBody};
+use crate::http::audit::{ImportOutcome, ProofFile, ReceiptView, TextBody, TransferView};
+
+/// `?grant=&code=` of the receipt and transfer listings.
+#[derive(serde::Serialize)]
+struct Q {
+    grant: Option<String>,
+    code: Option<String>,
+}
 
 /// Largest proof or checkpoint file read.
 const MAX_FILE: u64 = 64 * 1024;
@@ -42,6 +49,19 @@ pub enum AuditCmd {
     },
     /// List transfer receipts (who pulled what, under which grant), oldest first.
     Receipts {
+        /// Only those under this grant (application id).
+        #[arg(long)]
+        grant: Option<String>,
+        /// Only those of this resource code.
+        #[arg(long)]
+        code: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the providers' own transfer records (what each provider sent whom, completed or
+    /// abandoned, with or without a receipt), oldest first.
+    Transfers {
         /// Only those under this grant (application id).
         #[arg(long)]
         grant: Option<String>,
@@ -218,19 +238,47 @@ pub(super) async fn run(dir: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
             let p: ProofFile = api
                 .get(&format!("/audit/records/{id}/proof"), &Q { index })
                 .await?;
-            let tmp = file.with_extension("tmp");
-            std::fs::write(&tmp, p.proof.as_bytes())
-                .and_then(|()| std::fs::rename(&tmp, &file))
+            crate::durable::replace(&file, p.proof.as_bytes())
+                .and_then(|()| crate::durable::sync_parent(&file))
                 .with_context(|| format!("cannot write {}", file.display()))?;
             print_record(&mut o, &p.report)?;
             writeln!(o, "wrote {}", file.display())?;
         }
-        AuditCmd::Receipts { grant, code, json } => {
-            #[derive(serde::Serialize)]
-            struct Q {
-                grant: Option<String>,
-                code: Option<String>,
+        AuditCmd::Transfers { grant, code, json } => {
+            let v: Vec<TransferView> = api.get("/audit/transfers", &Q { grant, code }).await?;
+            if json {
+                output::json(&v)?;
+            } else {
+                for t in &v {
+                    writeln!(
+                        o,
+                        "{}  {}  {:<9} {} v{} {} → {}  [{}] {} bytes in {} chunks{}{}",
+                        t.id,
+                        output::time_ms(t.ended_ms),
+                        t.outcome,
+                        t.code,
+                        t.version,
+                        t.provider,
+                        t.consumer,
+                        t.fields.join(","),
+                        t.bytes,
+                        t.chunks,
+                        t.grant
+                            .as_deref()
+                            .map(|g| format!("  grant {g}"))
+                            .unwrap_or_default(),
+                        t.receipt
+                            .as_deref()
+                            .map(|r| format!("  receipt {r}"))
+                            .unwrap_or_default()
+                    )?;
+                }
+                if v.is_empty() {
+                    writeln!(o, "(no transfers)")?;
+                }
             }
+        }
+        AuditCmd::Receipts { grant, code, json } => {
             let v: Vec<ReceiptView> = api.get("/audit/receipts", &Q { grant, code }).await?;
             if json {
                 output::json(&v)?;

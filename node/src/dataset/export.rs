@@ -91,13 +91,7 @@ pub fn export(
                 write_table(chunks, row_groups.len(), &selected, format, file, &werr)?
             }
         };
-        file.sync_all().map_err(|e| werr(&e))?;
-        fs::rename(&tmp, out).map_err(|e| werr(&e))?;
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| werr(&e))?;
-        }
+        crate::durable::finish(&file, &tmp, out).map_err(|e| werr(&e))?;
         Ok(written)
     })();
     if result.is_err() {

@@ -4,12 +4,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use huitong_protocol::application::{Application, GrantEvent};
-use huitong_protocol::catalogue::ShareType;
 use huitong_protocol::{Event, ResourceCode};
 use serde::Deserialize;
 
 use super::{fail, internal, Ctx, Fail, Res};
-use crate::api::{AppView, ApplyRequest, Reason};
+use crate::api::{AppView, ApplyRequest, Approve, Reason};
 use crate::applications::{self, AppRecord, AppState};
 use crate::catalogue;
 
@@ -20,10 +19,6 @@ pub(super) struct ListQuery {
     dir: Option<String>,
 }
 
-fn today() -> String {
-    chrono::Utc::now().format("%Y-%m-%d").to_string()
-}
-
 fn name_of(ctx: &Ctx, key: &huitong_protocol::NodeId) -> String {
     ctx.state
         .with_charter(|c| c.and_then(|c| c.member(key)).map(|m| m.name.clone()))
@@ -31,17 +26,26 @@ fn name_of(ctx: &Ctx, key: &huitong_protocol::NodeId) -> String {
 }
 
 fn view(ctx: &Ctx, r: AppRecord) -> AppView {
+    let grant_expires = ctx
+        .state
+        .hub_key()
+        .filter(|_| !r.token.is_empty())
+        .and_then(|hub| huitong_protocol::grant::inspect(&r.token, &hub).ok())
+        .map(|g| g.expires);
     AppView {
+        grant_expires,
         id: r.app.id.clone(),
         code: r.app.code.to_string(),
         provider: name_of(ctx, &r.app.provider),
         applicant: name_of(ctx, &r.applicant),
-        state: r.shown_state(&today()),
+        state: r.shown_state(&ctx.state.today()),
         fields: r.app.fields,
         purpose: r.app.purpose,
         basis: r.app.basis,
         until: r.app.until,
         reason: r.reason,
+        approved_fields: r.approval.as_ref().map(|a| a.fields.clone()),
+        approved_until: r.approval.map(|a| a.until),
     }
 }
 
@@ -50,7 +54,7 @@ async fn record(ctx: &Ctx, event: GrantEvent) -> Result<(), Fail> {
         .state
         .append(Event::Grant(event))
         .map_err(super::append_error)?;
-    super::gossip(ctx, sealed.envelope.to_bytes()).await;
+    ctx.net.publish(&sealed).await;
     Ok(())
 }
 
@@ -58,61 +62,21 @@ pub(super) async fn apply(State(ctx): State<Ctx>, Json(req): Json<ApplyRequest>)
     let bad = |m: String| fail(StatusCode::UNPROCESSABLE_ENTITY, m);
     let code = ResourceCode::parse(&req.code)
         .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("code: {e}")))?;
-    let mut found: Vec<_> = catalogue::get(&ctx.state.store, code.as_str())
-        .map_err(internal)?
-        .into_iter()
-        .filter(|r| r.withdrawn.is_none())
-        .filter(|r| {
-            req.provider
-                .as_deref()
-                .is_none_or(|p| r.entry.provider_code.as_str() == p)
-        })
-        .collect();
-    let rec = match found.len() {
-        0 => {
-            return Err(fail(
-                StatusCode::NOT_FOUND,
-                format!("no live catalogue entry {code} here"),
-            ))
-        }
-        1 => found.remove(0),
-        _ => {
-            return Err(bad(format!(
-                "several providers publish {code}; choose one with --provider USCC"
-            )))
-        }
-    };
-    let e = &rec.entry;
-    if e.share_type == ShareType::None {
-        return Err(bad(format!(
-            "{code} 「{}」 is 不予共享 and cannot be applied for; legal basis: {}",
-            e.title,
-            e.share_condition.as_deref().unwrap_or("not given")
-        )));
+    let rec = catalogue::pick(
+        &ctx.state.store,
+        code.as_str(),
+        req.provider.as_deref(),
+        true,
+    )
+    .map_err(|e| match e {
+        catalogue::PickError::Store(e) => internal(e),
+        e @ catalogue::PickError::None(_) => fail(StatusCode::NOT_FOUND, e.to_string()),
+        e => bad(e.to_string()),
+    })?;
+    if let Some(why) = crate::access::application_refusal(&rec, &req.fields) {
+        return Err(bad(why));
     }
-    if let Some(f) = req
-        .fields
-        .iter()
-        .find(|f| !e.items.iter().any(|i| &i.name == *f))
-    {
-        let names: Vec<&str> = e.items.iter().map(|i| i.name.as_str()).collect();
-        return Err(bad(format!(
-            "{f:?} is not a 信息项 of {code}; items: {}",
-            names.join(", ")
-        )));
-    }
-    if e.share_type == ShareType::Unconditional
-        && req.fields.iter().all(|f| {
-            e.items
-                .iter()
-                .any(|i| &i.name == f && e.effective_share_type(i) == ShareType::Unconditional)
-        })
-    {
-        return Err(bad(format!(
-            "{code} is 无条件共享: no application is needed, pull it directly"
-        )));
-    }
-    if req.until < today() {
+    if req.until < ctx.state.today() {
         return Err(bad(format!("until {} is in the past", req.until)));
     }
     let app = Application {
@@ -175,12 +139,45 @@ async fn decide(
     Ok(Json(view(&ctx, r)))
 }
 
-pub(super) async fn approve(State(ctx): State<Ctx>, Path(id): Path<String>) -> Res<AppView> {
-    decide(ctx, id, |r, provider, _| match (provider, r.state) {
+pub(super) async fn approve(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    body: Option<Json<Approve>>,
+) -> Res<AppView> {
+    let Approve { fields, until } = body.map(|Json(b)| b).unwrap_or_default();
+    let today = ctx.state.today();
+    decide(ctx, id, move |r, provider, _| match (provider, r.state) {
         (false, _) => Err("only the provider of the resource can approve".into()),
-        (true, AppState::Accepted) => Ok(GrantEvent::Approved {
-            id: r.app.id.clone(),
-        }),
+        (true, AppState::Accepted) => {
+            if let Some(f) = fields.iter().flatten().find(|f| !r.app.fields.contains(f)) {
+                return Err(format!(
+                    "{f:?} was not applied for; approve a subset of {}",
+                    r.app.fields.join(",")
+                ));
+            }
+            if fields.as_ref().is_some_and(|f| f.is_empty()) {
+                return Err("approve at least one 信息项, or reject the application".into());
+            }
+            if let Some(u) = &until {
+                if !huitong_protocol::dataset::is_date(u) {
+                    return Err(format!("until {u:?} is not a date YYYY-MM-DD"));
+                }
+                if *u > r.app.until {
+                    return Err(format!(
+                        "until {u} is after the {} applied for; approve a shorter period only",
+                        r.app.until
+                    ));
+                }
+                if *u < today {
+                    return Err(format!("until {u} is in the past (today is {today})"));
+                }
+            }
+            Ok(GrantEvent::Approved {
+                id: r.app.id.clone(),
+                fields,
+                until,
+            })
+        }
         (true, s) => Err(format!(
             "the application is {s:?}; only an accepted application can be approved"
         )),

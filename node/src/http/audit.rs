@@ -145,20 +145,90 @@ pub struct ReceiptView {
     pub at_ms: u64,
 }
 
+/// A provider's transfer record, for people.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TransferView {
+    /// Transfer id (`audit verify --record` it).
+    pub id: String,
+    /// Provider name.
+    pub provider: String,
+    /// Consumer name.
+    pub consumer: String,
+    /// Consumer node key (hex).
+    pub consumer_key: String,
+    /// Resource code.
+    pub code: String,
+    /// Version.
+    pub version: u64,
+    /// 信息项 whose chunks were sent.
+    pub fields: Vec<String>,
+    /// Bytes actually sent.
+    pub bytes: u64,
+    /// Chunks actually sent.
+    pub chunks: u64,
+    /// `completed` (the consumer asked for a receipt) or `abandoned`.
+    pub outcome: String,
+    /// The receipt, when the consumer asked for one.
+    pub receipt: Option<String>,
+    /// Grant (application id).
+    pub grant: Option<String>,
+    /// First chunk sent (ms).
+    pub started_ms: u64,
+    /// When it ended (ms).
+    pub ended_ms: u64,
+}
+
+fn member_name(ctx: &Ctx, k: &huitong_protocol::NodeId) -> String {
+    ctx.state
+        .with_charter(|c| c.and_then(|c| c.member(k)).map(|m| m.name.clone()))
+        .unwrap_or_else(|| k.to_hex())
+}
+
+/// Whether a listed item passes `?grant=&code=`.
+fn wanted(q: &ReceiptQuery, grant: Option<&String>, code: &str) -> bool {
+    (q.grant.is_none() || grant == q.grant.as_ref()) && q.code.as_deref().is_none_or(|c| code == c)
+}
+
+pub(super) async fn transfers(
+    State(ctx): State<Ctx>,
+    Query(q): Query<ReceiptQuery>,
+) -> Res<Vec<TransferView>> {
+    let all = crate::receipts::transfers(&ctx.state).map_err(super::internal)?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|t| wanted(&q, t.record.grant.as_ref(), t.record.code.as_str()))
+            .map(|t| {
+                let r = t.record;
+                TransferView {
+                    provider: member_name(&ctx, &t.provider),
+                    consumer: member_name(&ctx, &r.consumer),
+                    consumer_key: r.consumer.to_hex(),
+                    id: r.id,
+                    code: r.code.to_string(),
+                    version: r.version,
+                    fields: r.fields,
+                    bytes: r.bytes,
+                    chunks: r.chunks,
+                    outcome: r.outcome.as_str().into(),
+                    receipt: r.receipt,
+                    grant: r.grant,
+                    started_ms: r.started_ms,
+                    ended_ms: r.ended_ms,
+                }
+            })
+            .collect(),
+    ))
+}
+
 pub(super) async fn receipts(
     State(ctx): State<Ctx>,
     Query(q): Query<ReceiptQuery>,
 ) -> Res<Vec<ReceiptView>> {
-    let name = |k: &huitong_protocol::NodeId| {
-        ctx.state
-            .with_charter(|c| c.and_then(|c| c.member(k)).map(|m| m.name.clone()))
-            .unwrap_or_else(|| k.to_hex())
-    };
+    let name = |k: &huitong_protocol::NodeId| member_name(&ctx, k);
     let all = crate::receipts::all(&ctx.state).map_err(super::internal)?;
     Ok(Json(
         all.into_iter()
-            .filter(|r| q.grant.is_none() || r.grant == q.grant)
-            .filter(|r| q.code.as_deref().is_none_or(|c| r.code == c))
+            .filter(|r| wanted(&q, r.grant.as_ref(), &r.code))
             .map(|r| ReceiptView {
                 provider: name(&r.provider),
                 consumer: name(&r.consumer),

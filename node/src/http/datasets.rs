@@ -51,7 +51,7 @@ pub(super) async fn publish(
         .await
         .map_err(internal)?
         .map_err(publish_error)?;
-    super::gossip(&ctx, entry.envelope.to_bytes()).await;
+    ctx.net.publish(&entry).await;
     Ok(Json(report))
 }
 
@@ -95,12 +95,12 @@ pub(super) async fn start_pull(
     State(ctx): State<Ctx>,
     Json(req): Json<PullRequest>,
 ) -> Res<api::PullStarted> {
-    let id = pull::start(ctx.state.clone(), ctx.transport.clone(), req);
+    let id = pull::start(ctx.state.clone(), ctx.transport.clone(), &ctx.pulls, req);
     Ok(Json(api::PullStarted { id }))
 }
 
 pub(super) async fn pull_progress(State(ctx): State<Ctx>, Path(id): Path<u64>) -> Res<JobView> {
-    ctx.state.pulls.view(id).map(Json).ok_or_else(|| {
+    ctx.pulls.view(id).map(Json).ok_or_else(|| {
         fail(
             StatusCode::NOT_FOUND,
             format!("no pull {id} on this node (pulls are forgotten at restart)"),

@@ -79,8 +79,7 @@ impl FileOutput {
             let mut bad = Vec::new();
             let mut buf = vec![0u8; len];
             for &at in offsets {
-                let ok =
-                    self.file.read_exact_at(&mut buf, at).is_ok() && ChunkHash::of(&buf) == *hash;
+                let ok = self.file.read_exact_at(&mut buf, at).is_ok() && hash.verify(&buf).is_ok();
                 if ok {
                     good.get_or_insert_with(|| buf.clone());
                 } else {
@@ -124,11 +123,7 @@ impl FileOutput {
 
     /// Fsyncs the output and renames it over the target; returns its length.
     pub fn finish(self) -> std::io::Result<u64> {
-        self.file.sync_all()?;
-        std::fs::rename(&self.tmp, &self.out)?;
-        if let Some(dir) = self.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)?.sync_all()?;
-        }
+        crate::durable::finish(&self.file, &self.tmp, &self.out)?;
         Ok(self.len)
     }
 

@@ -3,13 +3,12 @@
 //! audit log).
 
 use huitong_protocol::receipt::{SignedReceipt, MAX_RECEIPT_BYTES};
-use huitong_protocol::wire::{DataRequest, DataResponse, Gossip};
+use huitong_protocol::wire::{DataRequest, DataResponse};
 use huitong_protocol::{Event, NodeId, ResourceCode};
 use libp2p::PeerId;
 use tracing::info;
 
-use super::pull::{request_once, Transport};
-use crate::net::Command;
+use super::client::{request_once, Transport};
 use crate::state::NodeState;
 
 /// What was pulled.
@@ -66,11 +65,7 @@ pub async fn obtain(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    t.net
-        .send(Command::Gossip(Gossip::Entry(serde_bytes::ByteBuf::from(
-            sealed.envelope.to_bytes(),
-        ))))
-        .await;
+    t.net.publish(&sealed).await;
     info!(target: "huitong::audit", receipt = %id, code = %p.code, version = p.version, bytes = r.bytes, "countersigned a transfer receipt");
     Ok(id)
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use huitong_protocol::codec;
-use huitong_protocol::dataset::{ChunkHash, ChunkRef};
+use huitong_protocol::dataset::ChunkRef;
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
@@ -52,5 +52,5 @@ pub fn read(state: &NodeState, chunk: &ChunkRef) -> Option<Vec<u8>> {
     let file = File::open(&place.path).ok()?;
     let mut buf = vec![0u8; chunk.len as usize];
     file.read_exact_at(&mut buf, place.offset).ok()?;
-    (ChunkHash::of(&buf) == chunk.hash).then_some(buf)
+    chunk.matches(&buf).then_some(buf)
 }

@@ -1,10 +1,12 @@
 //! The provider side of [`DATA_PROTOCOL`]: one task per inbound stream answers requests in
 //! order until the consumer closes it.
 //!
-//! Every request is checked against the current catalogue entry: its share type (only
-//! 无条件共享 in this version), each 信息项's share type (a column of a narrower item is never
-//! sent), withdrawal, and that the chunk belongs to the named version. Chunks are read from
-//! the chunk store and sent as they are: the consumer verifies them.
+//! Every request — manifest, chunk, receipt — is decided by [`crate::access::authorize`] for the
+//! member that actually connected (share types, withdrawal, the grant and this node's own record
+//! of what it approved), and a chunk must belong to the named version. Chunks are read from the
+//! chunk store and sent as they are: the consumer verifies them. What is sent is counted per
+//! consumer and version ([`super::served`]) and logged in this node's feed when the transfer
+//! ends, whether or not the consumer asks for a receipt.
 //!
 //! [`DATA_PROTOCOL`]: huitong_protocol::wire::DATA_PROTOCOL
 
@@ -22,11 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::frame;
-use crate::applications;
-use crate::catalogue;
-use crate::dataset::{access, records};
+use super::served::{self, Sent, Served};
+use crate::access::{self, Need, Refusal, Scope};
+use crate::catalogue::{self, Record};
+use crate::dataset::records;
+use crate::net::Client;
 use crate::state::NodeState;
-use huitong_protocol::grant as grants;
 
 /// How long a stream may sit idle between requests.
 const IDLE: Duration = Duration::from_secs(120);
@@ -73,24 +76,32 @@ impl Indexed {
     }
 }
 
-type Refusal = (RefusalKind, String);
-
 /// The server's shared state.
 pub struct Server {
     state: Arc<NodeState>,
+    net: Client,
     cache: Mutex<HashMap<ChunkHash, Arc<Indexed>>>,
     /// Bounds the chunks being read and sent at once, whatever a consumer opens.
     sending: tokio::sync::Semaphore,
+    /// What was sent to whom, until the transfer is logged.
+    served: Arc<Served>,
 }
 
 impl Server {
     /// A server for this node.
-    pub fn new(state: Arc<NodeState>) -> Arc<Self> {
+    pub fn new(state: Arc<NodeState>, net: Client) -> Arc<Self> {
         Arc::new(Self {
             state,
+            net,
             cache: Mutex::new(HashMap::new()),
             sending: tokio::sync::Semaphore::new(MAX_SENDING),
+            served: Arc::default(),
         })
+    }
+
+    /// The open transfer sessions (closed and logged by [`served::run`]).
+    pub fn served(&self) -> Arc<Served> {
+        self.served.clone()
     }
 
     /// Accepts streams until `shutdown`.
@@ -130,48 +141,6 @@ impl Server {
                     .map(|m| m.node_key)
             })
         })
-    }
-
-    /// Checks a grant for a 有条件共享 resource.
-    fn check_grant(
-        &self,
-        grant: Option<&[u8]>,
-        requester: &NodeId,
-        code: &ResourceCode,
-        column: Option<&str>,
-    ) -> Result<String, Refusal> {
-        let Some(token) = grant else {
-            let what = match column {
-                Some(c) => format!("信息项 {c:?} of {code} is not 无条件共享"),
-                None => format!("{code} is 有条件共享"),
-            };
-            return Err((
-                RefusalKind::NeedsGrant,
-                format!("{what}: apply for it (`huitong apply`) and pull once the grant is issued"),
-            ));
-        };
-        let platform = self.state.hub_key().ok_or_else(|| {
-            (
-                RefusalKind::Unavailable,
-                "the charter names no hub (platform key)".to_string(),
-            )
-        })?;
-        let req = grants::Request {
-            requester,
-            code: code.as_str(),
-            column,
-            now: crate::state::now_ms() / 1000,
-        };
-        let id = grants::authorize(token, &platform, &req)
-            .map_err(|e| (RefusalKind::NeedsGrant, e.to_string()))?;
-        match applications::get(&self.state, &id) {
-            Ok(Some(r)) if r.state == applications::AppState::Revoked => Err((
-                RefusalKind::NeedsGrant,
-                format!("grant {id} was revoked: {}", r.reason.unwrap_or_default()),
-            )),
-            Ok(_) => Ok(id),
-            Err(e) => Err((RefusalKind::Unavailable, e.to_string())),
-        }
     }
 
     async fn handle(&self, peer: PeerId, mut stream: Stream) -> Result<(), frame::FrameError> {
@@ -234,11 +203,20 @@ impl Server {
                     )
                     .await
                 {
-                    Ok((bytes, _permit)) => {
-                        let len = bytes.len() as u32;
+                    Ok(chunk) => {
+                        let len = chunk.bytes.len() as u32;
                         frame::write(&mut stream, &DataResponse::Chunk { len }).await?;
-                        stream.write_all(&bytes).await?;
+                        stream.write_all(&chunk.bytes).await?;
                         self.state.transfer.served(u64::from(len));
+                        self.served.sent(&Sent {
+                            consumer: &requester,
+                            code: &code,
+                            version,
+                            manifest: chunk.manifest,
+                            field: chunk.field.as_deref(),
+                            grant: chunk.grant.as_deref(),
+                            bytes: u64::from(len),
+                        });
                     }
                     Err((kind, message)) => {
                         debug!(%peer, %code, version, chunk = %hash, %message, "refused chunk request");
@@ -251,15 +229,21 @@ impl Server {
                     fields,
                     grant,
                 } => {
-                    let response = match self.receipt(
-                        &code,
-                        version,
-                        fields,
-                        grant.as_ref().map(|g| g.as_slice()),
-                        &requester,
-                    ) {
+                    let response = match self
+                        .receipt(
+                            &code,
+                            version,
+                            fields,
+                            grant.as_ref().map(|g| g.as_slice()),
+                            &requester,
+                        )
+                        .await
+                    {
                         Ok(r) => r,
-                        Err((kind, message)) => DataResponse::Refused { kind, message },
+                        Err((kind, message)) => {
+                            self.state.transfer.refused();
+                            DataResponse::Refused { kind, message }
+                        }
                     };
                     frame::write(&mut stream, &response).await?;
                 }
@@ -291,23 +275,17 @@ impl Server {
         stream.flush().await
     }
 
-    /// The columns a member may receive, or why none.
-    /// The columns open without a grant (`Ok(None)`: the whole resource needs one).
-    fn allowed(&self, code: &ResourceCode) -> Result<Option<Vec<String>>, Refusal> {
+    /// This node's catalogue record of `code`.
+    fn record(&self, code: &ResourceCode) -> Result<Record, Refusal> {
         let ours = &self.state.config.node.org_code;
-        let record = catalogue::get_by_provider(&self.state.store, ours, code.as_str())
+        catalogue::get_by_provider(&self.state.store, ours, code.as_str())
             .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
             .ok_or_else(|| {
                 (
                     RefusalKind::NotFound,
                     format!("this node publishes no resource {code}"),
                 )
-            })?;
-        match access(&record) {
-            Ok(open) => Ok(Some(open)),
-            Err((RefusalKind::NeedsGrant, _)) => Ok(None),
-            Err(e) => Err(e),
-        }
+            })
     }
 
     /// The announcement of `version` (`None`: the latest) of this node's resource `code`.
@@ -390,9 +368,8 @@ impl Server {
         grant: Option<&[u8]>,
         requester: &NodeId,
     ) -> Result<DataResponse, Refusal> {
-        if self.allowed(code)?.is_none() {
-            self.check_grant(grant, requester, code, None)?;
-        }
+        let record = self.record(code)?;
+        access::authorize(&self.state, &record, requester, grant, Scope::Resource)?;
         let announced = self.announced(code, version)?;
         let envelope = self.envelope(code, &announced)?;
         Ok(DataResponse::Manifest {
@@ -401,9 +378,11 @@ impl Server {
         })
     }
 
-    /// Signs a receipt for `fields` of a version this member may receive: the bytes are the
-    /// provider's own count of those fields' chunks, whatever the consumer claims.
-    fn receipt(
+    /// Signs a receipt for `fields` of a version this member may receive, closing its transfer:
+    /// authorized exactly like the chunks (every 信息项 named; a table receipt must name them),
+    /// and the bytes are what this node actually sent in that transfer, whatever the consumer
+    /// claims. The transfer is logged in this node's feed with the receipt's id.
+    async fn receipt(
         &self,
         code: &ResourceCode,
         version: u64,
@@ -411,45 +390,51 @@ impl Server {
         grant: Option<&[u8]>,
         requester: &NodeId,
     ) -> Result<DataResponse, Refusal> {
-        let open = self.allowed(code)?;
+        let record = self.record(code)?;
         let announced = self.announced(code, Some(version))?;
         let indexed = self.indexed(code, &announced)?;
-        let m = &indexed.manifest;
-        let (fields, bytes, needs_grant) = match &m.body {
+        let scopes: Vec<Scope<'_>> = match &indexed.manifest.body {
             Body::Table { columns, .. } => {
-                let mut bytes = 0u64;
-                let mut needs = false;
-                for f in &fields {
-                    let c = columns.iter().find(|c| &c.name == f).ok_or_else(|| {
-                        (
-                            RefusalKind::NotFound,
-                            format!("{code} version {version} has no 信息项 {f:?}"),
-                        )
-                    })?;
-                    needs |= !open.as_ref().is_some_and(|o| o.contains(f));
-                    bytes += c.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>();
+                if fields.is_empty() {
+                    return Err((
+                        RefusalKind::NotFound,
+                        format!("a receipt for table {code} must name the 信息项 received"),
+                    ));
                 }
-                (fields, bytes, needs)
+                if let Some(f) = fields
+                    .iter()
+                    .find(|f| !columns.iter().any(|c| &c.name == *f))
+                {
+                    return Err((
+                        RefusalKind::NotFound,
+                        format!("{code} version {version} has no 信息项 {f:?}"),
+                    ));
+                }
+                fields.iter().map(|f| Scope::Column(f)).collect()
             }
-            Body::File { chunks, .. } => (
-                Vec::new(),
-                chunks.iter().map(|c| u64::from(c.len)).sum(),
-                open.is_none(),
-            ),
-        };
-        let grant_id = if needs_grant {
-            let mut id = None;
-            for f in fields
-                .iter()
-                .map(|f| Some(f.as_str()))
-                .chain(fields.is_empty().then_some(None))
-            {
-                id = Some(self.check_grant(grant, requester, code, f)?);
+            Body::File { .. } if !fields.is_empty() => {
+                return Err((
+                    RefusalKind::NotFound,
+                    format!("{code} version {version} is a file: a receipt names no 信息项"),
+                ))
             }
-            id
-        } else {
-            None
+            Body::File { .. } => vec![Scope::Resource],
         };
+        let mut grant_id = None;
+        for scope in scopes {
+            if let Some(id) = access::authorize(&self.state, &record, requester, grant, scope)? {
+                grant_id = Some(id);
+            }
+        }
+        let mut transfer = self
+            .served
+            .complete(requester, code, version)
+            .ok_or_else(|| {
+                (
+                    RefusalKind::NotFound,
+                    format!("nothing of {code} version {version} was sent to you since your last receipt"),
+                )
+            })?;
         let receipt = huitong_protocol::receipt::Receipt {
             layout: huitong_protocol::receipt::RECEIPT_VERSION,
             provider: self.state.id(),
@@ -458,12 +443,14 @@ impl Server {
             version,
             manifest: announced.manifest,
             fields,
-            bytes,
+            bytes: transfer.bytes,
             grant: grant_id,
             signed_at_ms: crate::state::now_ms(),
         };
         let signed = huitong_protocol::receipt::SignedReceipt::seal(&self.state.key, &receipt);
-        tracing::info!(target: "huitong::audit", receipt = %signed.id, %code, version, bytes, consumer = %requester, "signed a transfer receipt");
+        tracing::info!(target: "huitong::audit", receipt = %signed.id, %code, version, bytes = transfer.bytes, consumer = %requester, "signed a transfer receipt");
+        transfer.receipt = Some(signed.id.clone());
+        served::log(&self.state, &self.net, transfer).await;
         Ok(DataResponse::Receipt(ByteBuf::from(signed.bytes)))
     }
 
@@ -474,9 +461,10 @@ impl Server {
         hash: &ChunkHash,
         grant: Option<&[u8]>,
         requester: &NodeId,
-    ) -> Result<(Vec<u8>, tokio::sync::SemaphorePermit<'_>), Refusal> {
-        let open = self.allowed(code)?;
-        let indexed = self.indexed(code, &self.announced(code, Some(version))?)?;
+    ) -> Result<Chunk<'_>, Refusal> {
+        let record = self.record(code)?;
+        let announced = self.announced(code, Some(version))?;
+        let indexed = self.indexed(code, &announced)?;
         let not_here = || {
             (
                 RefusalKind::NotFound,
@@ -484,25 +472,32 @@ impl Server {
             )
         };
         let place = *indexed.places.get(hash).ok_or_else(not_here)?;
-        match (place, &indexed.manifest.body, &open) {
-            (Place::Column(i), Body::Table { columns, .. }, Some(open))
-                if open.contains(&columns[i].name) => {}
-            (Place::Column(i), Body::Table { columns, .. }, _) => {
-                self.check_grant(grant, requester, code, Some(&columns[i].name))?;
+        let (field, grant_id) = match (place, &indexed.manifest.body) {
+            (Place::Column(i), Body::Table { columns, .. }) => {
+                let name = &columns.get(i).ok_or_else(not_here)?.name;
+                let scope = Scope::Column(name);
+                let id = access::authorize(&self.state, &record, requester, grant, scope)?;
+                (Some(name.clone()), id)
             }
-            (Place::File, _, Some(_)) => {}
-            (Place::File, _, None) => {
-                self.check_grant(grant, requester, code, None)?;
+            (Place::File, _) => (
+                None,
+                access::authorize(&self.state, &record, requester, grant, Scope::Resource)?,
+            ),
+            // The reject report holds every column's text: open only when every column is.
+            (Place::Report, Body::Table { columns, .. })
+                if columns
+                    .iter()
+                    .all(|c| access::need(&record, Scope::Column(&c.name)) == Ok(Need::Open)) =>
+            {
+                (None, None)
             }
-            (Place::Report, Body::Table { columns, .. }, Some(open))
-                if columns.iter().all(|c| open.contains(&c.name)) => {}
             _ => {
                 return Err((
                     RefusalKind::NeedsGrant,
                     format!("chunk {hash} of {code} holds data that is not 无条件共享"),
                 ))
             }
-        }
+        };
         // Held until the chunk has been written to the stream.
         let permit = self
             .sending
@@ -523,6 +518,22 @@ impl Server {
                     ),
                 )
             })?;
-        Ok((bytes, permit))
+        Ok(Chunk {
+            bytes,
+            manifest: announced.manifest,
+            field,
+            grant: grant_id,
+            _permit: permit,
+        })
     }
+}
+
+/// A chunk read for sending, with what the transfer log needs to know of it.
+struct Chunk<'a> {
+    bytes: Vec<u8>,
+    manifest: ChunkHash,
+    field: Option<String>,
+    grant: Option<String>,
+    /// Held until the chunk has been written to the stream.
+    _permit: tokio::sync::SemaphorePermit<'a>,
 }

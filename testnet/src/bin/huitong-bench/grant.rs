@@ -24,6 +24,7 @@ pub(crate) fn grant(a: GrantArgs) -> anyhow::Result<()> {
     let facts = GrantFacts {
         id: "5f0e8a1c2b3d4e5f60718293a4b5c6d7".into(),
         code: "101001/000001".into(),
+        provider: provider.public(),
         consumer: consumer.public(),
         fields: ["姓名", "公民身份号码", "性别", "出生日期", "户籍地址"]
             .iter()
@@ -31,12 +32,14 @@ pub(crate) fn grant(a: GrantArgs) -> anyhow::Result<()> {
             .collect(),
         expires: 4_000_000_000,
     };
-    let token = grant::mint(&platform, &provider.public(), &facts)?;
-    let block = grant::endorse(&provider, &token, &facts.id)?;
+    let token = grant::mint(&platform, &facts)?;
+    let block = grant::endorse(&provider, &token, &facts)?;
     let full = grant::assemble(&token, &block)?;
     let me = consumer.public();
+    let serving = provider.public();
     let req = Request {
         requester: &me,
+        provider: &serving,
         code: "101001/000001",
         column: Some("性别"),
         now: 1_800_000_000,
