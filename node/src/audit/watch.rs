@@ -515,7 +515,7 @@ pub async fn run(state: Arc<NodeState>, t: Transport, shutdown: CancellationToke
                 }
                 super::omission::tick(&state, &t).await;
                 polls = polls.wrapping_add(1);
-                if polls % REGOSSIP_POLLS == 0 {
+                if polls.is_multiple_of(REGOSSIP_POLLS) {
                     regossip(&state, &t).await;
                 }
             }
