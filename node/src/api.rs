@@ -60,12 +60,27 @@ pub struct Status {
 /// The audit part of `status`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct AuditStatus {
-    /// Size of the largest checkpoint held (0: none yet).
+    /// Size of the largest checkpoint held (hub-signed and checked here; 0: none yet).
     pub checkpoint_size: u64,
     /// Witnesses that cosigned it.
     pub cosigned_by: Vec<String>,
-    /// Split views found (kept across restarts; details: `huitong audit verify`).
+    /// Size of the largest final checkpoint held: one with the charter's witness quorum
+    /// (0: none yet). Records are proved only against final checkpoints.
+    #[serde(default)]
+    pub final_size: u64,
+    /// Split views found, including consistency proofs the hub withheld (kept across restarts;
+    /// details: `huitong audit verify`).
     pub split_views: u64,
+    /// Size of the largest checkpoint held when it still waits for the witness quorum.
+    #[serde(default)]
+    pub pending_witness: Option<u64>,
+    /// Witness cosignatures a checkpoint needs to be final.
+    #[serde(default)]
+    pub witness_quorum: u64,
+    /// Events found missing from the hub's log (kept across restarts; details:
+    /// `huitong audit verify`).
+    #[serde(default)]
+    pub omissions: u64,
 }
 
 /// The versions of one resource.

@@ -11,20 +11,32 @@
 //! - [`client`]: a member's requests to the hub.
 //! - [`mirror`]: a member's copy of the log, checked against the hub's checkpoints.
 //! - [`verify`]: `huitong audit verify` and `export-proof`.
+//! - [`omission`]: on every member, checks that its own events (and events others report
+//!   missing) reach the log within a bounded number of checkpoints; raises OMISSION otherwise.
+//! - [`fault`]: the hub's test-only audit faults (through [`crate::faults`]).
 //!
 //! The hub queues a record in `audit_pending` in the same `WriteBatch` that stores the feed
 //! entry it stands for, so no event is lost between the feed and the log.
+//!
+//! A checkpoint is **final** once it carries at least the charter's witness quorum of valid
+//! cosignatures ([`quorum`]); until then it is stored (the witness must still check it) but
+//! shown as *pending witness* and not used to prove records.
 
 pub mod appender;
 pub mod client;
+pub mod fault;
 pub mod log;
 pub mod mirror;
+pub mod omission;
 pub mod service;
 pub mod verify;
 pub mod watch;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use huitong_protocol::application::GrantEvent;
 use huitong_protocol::audit::{Record, RecordKind};
@@ -39,6 +51,71 @@ use crate::store::CF_AUDIT_PENDING;
 
 /// Checkpoint notes waiting for the watcher.
 const INBOX: usize = 256;
+
+/// The environment variable that overrides the audit deadlines (read once at start), e.g.
+/// `checkpoints=2,omission_secs=5,proof_secs=3`.
+pub const DEADLINES_ENV: &str = "HUITONG_AUDIT_DEADLINES";
+
+/// How long the watch waits before raising an alarm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    /// An own event is overdue once this many newer final checkpoints were accepted without
+    /// it (and [`Self::omission`] has passed).
+    pub checkpoints: u64,
+    /// The least time an event is given to reach the log.
+    pub omission: Duration,
+    /// How long a consistency proof may be withheld while the hub answers other questions.
+    pub proof: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            checkpoints: 3,
+            omission: Duration::from_secs(60),
+            proof: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Deadlines {
+    /// Parses `name=value` pairs over the defaults; unknown names and bad values are errors.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut d = Self::default();
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?}: expected name=value"))?;
+            let n: u64 = value
+                .parse()
+                .ok()
+                .filter(|&n| (1..=86_400).contains(&n))
+                .ok_or_else(|| format!("{pair:?}: expected a number from 1 to 86400"))?;
+            match name {
+                "checkpoints" => d.checkpoints = n,
+                "omission_secs" => d.omission = Duration::from_secs(n),
+                "proof_secs" => d.proof = Duration::from_secs(n),
+                _ => {
+                    return Err(format!(
+                        "{name:?}: expected checkpoints, omission_secs or proof_secs"
+                    ))
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    /// The deadlines from [`DEADLINES_ENV`], or the defaults (with a warning if it is invalid).
+    pub fn from_env() -> Self {
+        let Ok(text) = std::env::var(DEADLINES_ENV) else {
+            return Self::default();
+        };
+        Self::parse(&text).unwrap_or_else(|e| {
+            tracing::warn!(target: "huitong::audit", error = %e, "{DEADLINES_ENV} ignored");
+            Self::default()
+        })
+    }
+}
 
 /// Where a checkpoint came from (decides whether the watcher passes it on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +143,14 @@ pub struct AuditState {
     pub inbox: mpsc::Sender<Inbound>,
     /// The watcher's end, taken once when it starts.
     pub inbox_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
+    /// Alarm deadlines (from the environment at start).
+    pub deadlines: Deadlines,
+    /// Size of the latest final checkpoint held (kept by the watcher).
+    pub final_size: AtomicU64,
+    /// When the hub last answered a checkpoint poll (ms; 0: never).
+    pub hub_answered_ms: AtomicU64,
+    /// Consistency proofs asked of the hub and not served: old size → first failure (ms).
+    pub proofs_owed: Mutex<HashMap<u64, u64>>,
 }
 
 impl AuditState {
@@ -79,6 +164,10 @@ impl AuditState {
             charter_logged: std::sync::atomic::AtomicU64::new(0),
             inbox: tx,
             inbox_rx: Mutex::new(Some(rx)),
+            deadlines: Deadlines::from_env(),
+            final_size: AtomicU64::new(0),
+            hub_answered_ms: AtomicU64::new(0),
+            proofs_owed: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -143,24 +232,43 @@ pub fn queue(state: &NodeState, batch: &mut WriteBatch, records: &[Record]) {
     }
 }
 
-/// The log's origin and the keys that sign its checkpoints: `(origin, hub, witnesses)`.
+/// The log's origin and the keys that sign its checkpoints: `(origin, hub, witnesses)`; the
+/// witnesses are the charter's witness policy ([`Charter::witness_keys`]).
 pub fn keys(state: &NodeState) -> Option<(String, NodeId, Vec<NodeId>)> {
     let hub = state.hub_key()?;
     state.with_charter(|c| {
         let c = c?;
-        let witnesses = c
-            .members
-            .iter()
-            .filter(|m| {
-                m.role == huitong_protocol::Role::Cascade
-                    && m.status == huitong_protocol::MemberStatus::Active
-            })
-            .map(|m| m.node_key)
-            .collect();
         Some((
             huitong_protocol::audit::origin(&c.federation),
             hub,
-            witnesses,
+            c.witness_keys(),
         ))
     })
+}
+
+/// How many witness cosignatures make a checkpoint final (the charter's quorum).
+pub fn quorum(state: &NodeState) -> usize {
+    state.with_charter(|c| c.map_or(0, Charter::witness_quorum))
+}
+
+/// Whether a checkpoint carries the witness quorum.
+pub fn is_final(state: &NodeState, cp: &huitong_protocol::audit::note::SignedCheckpoint) -> bool {
+    cp.cosigned_by.len() >= quorum(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_parse() {
+        let d = Deadlines::parse("checkpoints=2, omission_secs=5,proof_secs=3").unwrap();
+        assert_eq!(d.checkpoints, 2);
+        assert_eq!(d.omission, Duration::from_secs(5));
+        assert_eq!(d.proof, Duration::from_secs(3));
+        assert_eq!(Deadlines::parse("").unwrap(), Deadlines::default());
+        assert!(Deadlines::parse("checkpoints=0").is_err());
+        assert!(Deadlines::parse("proof=3").is_err());
+        assert!(Deadlines::parse("proof_secs").is_err());
+    }
 }

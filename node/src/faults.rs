@@ -11,18 +11,31 @@ use crate::state::NodeState;
 pub const COMPILED: bool = cfg!(feature = "fault-injection");
 
 /// Whether fault `name` is switched on for this node.
-#[cfg(feature = "fault-injection")]
 pub fn on(state: &NodeState, name: &str) -> bool {
-    let Some(dir) = state.audit.dir.parent() else {
-        return false;
-    };
-    std::fs::read_to_string(dir.join("faults"))
-        .map(|s| s.lines().any(|l| l.trim() == name))
-        .unwrap_or(false)
+    lines(state).iter().any(|l| l == name)
 }
 
-/// Whether fault `name` is switched on for this node: never, without `fault-injection`.
+/// The arguments of fault `name` switched on for this node: `x` for each line `name:x`.
+pub fn args(state: &NodeState, name: &str) -> Vec<String> {
+    lines(state)
+        .iter()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(str::to_owned))
+        .collect()
+}
+
+/// The lines of `<node dir>/faults`.
+#[cfg(feature = "fault-injection")]
+fn lines(state: &NodeState) -> Vec<String> {
+    let Some(dir) = state.audit.dir.parent() else {
+        return Vec::new();
+    };
+    std::fs::read_to_string(dir.join("faults"))
+        .map(|s| s.lines().map(|l| l.trim().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// No faults without `fault-injection`.
 #[cfg(not(feature = "fault-injection"))]
-pub fn on(_state: &NodeState, _name: &str) -> bool {
-    false
+fn lines(_state: &NodeState) -> Vec<String> {
+    Vec::new()
 }

@@ -335,7 +335,8 @@ impl NodeState {
             event,
         };
         let sealed = entry.seal(&self.key);
-        let batch = self.entry_batch(&sealed, &ours)?;
+        let mut batch = self.entry_batch(&sealed, &ours)?;
+        crate::audit::omission::expect(self, &mut batch, &sealed);
         self.store.commit(w, batch, false)?;
         Ok(sealed)
     }

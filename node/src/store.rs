@@ -51,7 +51,9 @@ pub(crate) const CF_AUDIT_PENDING: &str = "audit_pending";
 pub(crate) const CF_AUDIT_CHECKPOINTS: &str = "audit_checkpoints";
 pub(crate) const CF_AUDIT_EVIDENCE: &str = "audit_evidence";
 pub(crate) const CF_TRANSFERS: &str = "transfers";
-const ALL_CFS: [&str; 16] = [
+pub(crate) const CF_AUDIT_EXPECTED: &str = "audit_expected";
+pub(crate) const CF_AUDIT_OMISSIONS: &str = "audit_omissions";
+const ALL_CFS: [&str; 18] = [
     CF_META,
     CF_ENTRIES,
     CF_HEADS,
@@ -68,6 +70,8 @@ const ALL_CFS: [&str; 16] = [
     CF_AUDIT_CHECKPOINTS,
     CF_AUDIT_EVIDENCE,
     CF_TRANSFERS,
+    CF_AUDIT_EXPECTED,
+    CF_AUDIT_OMISSIONS,
 ];
 
 const KEY_CHARTER: &[u8] = b"charter";

@@ -78,6 +78,10 @@ pub enum Gossip {
     /// A signed audit-log checkpoint note (see [`crate::audit::note`]), from the hub, a witness
     /// or any member passing on what it saw.
     Checkpoint(ByteBuf),
+    /// An omission report: a signed feed entry envelope of an auditable event that a member
+    /// found missing from the hub's audit log past its deadline. Receivers check the signature
+    /// and that it is an auditable event, then check the log for it themselves.
+    Omission(ByteBuf),
 }
 
 /// The stream protocol for dataset manifests and chunks (bulk data, not gossip).

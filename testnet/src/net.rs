@@ -78,6 +78,10 @@ pub struct Testnet {
     children: Vec<Option<Child>>,
     #[serde(skip)]
     http: Option<reqwest::blocking::Client>,
+    /// Extra environment variables per node index, for the processes started from now on
+    /// (tests use them for audit deadlines and a hub's test-only faults).
+    #[serde(skip)]
+    env: std::collections::HashMap<usize, Vec<(String, String)>>,
 }
 
 fn port_free(p: u16) -> bool {
@@ -171,6 +175,7 @@ impl Testnet {
             nodes,
             children,
             http: None,
+            env: Default::default(),
         };
         t.save()?;
         Ok(t)
@@ -258,6 +263,13 @@ impl Testnet {
             .is_some_and(|p| alive(p, &self.nodes[i].dir))
     }
 
+    /// Sets an environment variable for node `i`'s process, from its next start.
+    pub fn set_env(&mut self, i: usize, key: &str, value: &str) {
+        let vars = self.env.entry(i).or_default();
+        vars.retain(|(k, _)| k != key);
+        vars.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Starts node `i` in the background (its own process group; log in `node.log`).
     pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
         let n = &self.nodes[i];
@@ -270,6 +282,7 @@ impl Testnet {
             .arg("--dir")
             .arg(&n.dir)
             .arg("run")
+            .envs(self.env.get(&i).into_iter().flatten().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -49,6 +49,17 @@ pub fn start_with(
     sync_interval_secs: u64,
     hidden: &[&str],
 ) -> anyhow::Result<Fixture> {
+    start_prepared(departments, sync_interval_secs, hidden, |_| Ok(()))
+}
+
+/// Like [`start_with`], running `prepare` on the created testnet before any node starts (e.g.
+/// to set a node's environment with [`Testnet::set_env`]).
+pub fn start_prepared(
+    departments: usize,
+    sync_interval_secs: u64,
+    hidden: &[&str],
+    prepare: impl FnOnce(&mut Testnet) -> anyhow::Result<()>,
+) -> anyhow::Result<Fixture> {
     // HUITONG_KEEP_TESTNET=1 keeps the directory (node logs) for debugging a failure.
     let tmp = tempfile::Builder::new()
         .prefix("huitong-test")
@@ -70,6 +81,7 @@ pub fn start_with(
 
         hidden: hidden.iter().map(|h| h.to_string()).collect(),
     })?;
+    prepare(&mut net)?;
     net.start_all()?;
     net.wait_healthy(Duration::from_secs(120))
         .context("testnet did not become healthy")?;

@@ -128,7 +128,7 @@ pub fn step(state: &NodeState) -> Result<Option<Vec<u8>>, LogError> {
             .iter()
             .map(|(_, r)| r)
             .chain(charter.iter())
-            .filter(|r| !log.contains(&r.key()))
+            .filter(|r| !log.contains(&r.key()) && !super::fault::omit(state, r))
         {
             if keys.insert(r.key()) {
                 entries.push(r.encode());

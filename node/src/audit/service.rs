@@ -1,8 +1,11 @@
 //! The hub's answers to audit questions, computed from the log's tiles on disk.
+//!
+//! With the test-only feature `fault-injection`, [`super::fault`] can make these answers lie.
 
 use huitong_protocol::wire::{
     AuditRequest, AuditResponse, DataResponse, RefusalKind, MAX_AUDIT_ENTRIES,
 };
+use huitong_protocol::NodeId;
 use serde_bytes::ByteBuf;
 use tlog_tiles::Hash;
 
@@ -19,20 +22,21 @@ fn bufs(hashes: Vec<Hash>) -> Vec<ByteBuf> {
         .collect()
 }
 
-/// Answers one question (blocking: reads tiles).
-pub fn answer(state: &NodeState, req: AuditRequest) -> DataResponse {
+/// Answers one question of `requester` (blocking: reads tiles).
+pub fn answer(state: &NodeState, requester: &NodeId, req: AuditRequest) -> DataResponse {
     if !state.is_hub() {
         return DataResponse::Refused {
             kind: RefusalKind::NotFound,
             message: "this node is not the hub: ask the hub about the audit log".into(),
         };
     }
+    super::fault::stall(state, &req);
     let result = with_log(state, |log| {
         Ok(match req {
-            AuditRequest::Checkpoint => AuditResponse::Checkpoint(best_note(
-                state,
-                log.checkpoint().map(|c| (c.size, c.note.clone())),
-            )),
+            AuditRequest::Checkpoint => AuditResponse::Checkpoint(
+                best_note(state, log.checkpoint().map(|c| (c.size, c.note.clone())))
+                    .map(|n| ByteBuf::from(super::fault::shown(state, requester, n))),
+            ),
             AuditRequest::Consistency { old, new } => {
                 AuditResponse::Proof(bufs(log.consistency(old, new)?))
             }
@@ -66,14 +70,14 @@ pub fn answer(state: &NodeState, req: AuditRequest) -> DataResponse {
 }
 
 /// The hub's note for its latest size, with witness cosignatures once the watcher has them.
-fn best_note(state: &NodeState, own: Option<(u64, Vec<u8>)>) -> Option<ByteBuf> {
+fn best_note(state: &NodeState, own: Option<(u64, Vec<u8>)>) -> Option<Vec<u8>> {
     let (size, note) = own?;
     let cosigned = super::watch::held(state, size)
         .ok()
         .flatten()
         .filter(|c| !c.cosigned_by.is_empty())
         .map(|c| c.note);
-    Some(ByteBuf::from(cosigned.unwrap_or(note)))
+    Some(cosigned.unwrap_or(note))
 }
 
 /// A consistency proof from the hub's own log (for its own watcher).

@@ -1,6 +1,8 @@
 //! `huitong audit verify` and `export-proof`: proving records' inclusion against checkpoints
 //! this node has checked itself, checking proof files offline, and checking the log as a whole
-//! (on the hub, every tile on disk; on every node, the checkpoints seen and any split view).
+//! (on the hub, every tile on disk; on every node, the checkpoints seen, any split view or
+//! withheld proof, and any omission). Records are proved only against **final** checkpoints
+//! (with the charter's witness quorum); a record only in a newer one is *pending witness*.
 
 use std::sync::Arc;
 
@@ -51,9 +53,9 @@ pub struct RecordReport {
     pub offline: bool,
 }
 
-/// A split view found.
+/// An alarm found: a split view (or withheld proof), or an omission.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SplitView {
+pub struct Alarm {
     /// When (ms).
     pub detected_at_ms: u64,
     /// What is wrong.
@@ -67,12 +69,18 @@ pub struct LogReport {
     pub origin: String,
     /// Whether this node keeps the log.
     pub hub: bool,
-    /// The largest checkpoint this node holds.
+    /// The largest final checkpoint (with the witness quorum) this node holds.
     pub latest: Option<CheckpointView>,
     /// How many checkpoints it holds.
     pub checkpoints_seen: u64,
-    /// Split views found (any makes `verify` fail).
-    pub split_views: Vec<SplitView>,
+    /// Split views found, including withheld consistency proofs (any makes `verify` fail).
+    pub split_views: Vec<Alarm>,
+    /// Events missing from the hub's log (any makes `verify` fail).
+    #[serde(default)]
+    pub omissions: Vec<Alarm>,
+    /// A newer checkpoint than `latest`, still waiting for the witness quorum.
+    #[serde(default)]
+    pub pending_witness: Option<CheckpointView>,
     /// The check of every file of this node's copy (the hub's log, or a member's mirror).
     pub disk: Option<DiskReport>,
     /// On the hub: records queued, not yet in the log.
@@ -104,14 +112,32 @@ pub fn view(state: &NodeState, c: &SignedCheckpoint) -> CheckpointView {
     }
 }
 
-/// The latest checkpoint, refreshed from the hub when it can be reached.
-async fn current(state: &Arc<NodeState>, t: &Transport) -> Result<SignedCheckpoint, String> {
+/// The latest final checkpoint, refreshed from the hub when it can be reached, and a newer one
+/// pending witness cosignatures, if any.
+async fn current(
+    state: &Arc<NodeState>,
+    t: &Transport,
+) -> Result<(SignedCheckpoint, Option<SignedCheckpoint>), String> {
     if let Err(e) = watch::poll(state, t).await {
         tracing::debug!(error = %e, "could not refresh the checkpoint; using the latest held");
     }
-    watch::latest(state)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "this node has seen no audit checkpoint yet: the hub publishes one once something is logged; try again in a few seconds".to_string())
+    let pending = watch::pending(state).map_err(|e| e.to_string())?;
+    match watch::latest_final(state).map_err(|e| e.to_string())? {
+        Some(cp) => Ok((cp, pending)),
+        None => Err(match pending {
+            Some(p) => pending_witness(state, &p),
+            None => "this node has seen no audit checkpoint yet: the hub publishes one once something is logged; try again in a few seconds".to_string(),
+        }),
+    }
+}
+
+fn pending_witness(state: &NodeState, p: &SignedCheckpoint) -> String {
+    format!(
+        "pending witness: the checkpoint of size {} has {} of the {} witness cosignature(s) the charter requires; it is not final until the witness cosigns it (try again in a few seconds; if it stays pending, the witness is down or refuses it)",
+        p.size,
+        p.cosigned_by.len(),
+        super::quorum(state)
+    )
 }
 
 /// Whether this node's own copy of the log (the hub's log, or a member's mirror) reaches `size`.
@@ -200,7 +226,7 @@ pub async fn records(
     id: &str,
     only: Option<u64>,
 ) -> Result<Vec<(RecordReport, TlogProof)>, String> {
-    let cp = current(state, t).await?;
+    let (cp, pending) = current(state, t).await?;
     if let Err(e) = super::mirror::sync(state, t).await {
         tracing::debug!(error = %e, "could not update the audit mirror");
     }
@@ -215,6 +241,9 @@ pub async fn records(
     }
     let covered: Vec<u64> = found.iter().copied().filter(|&i| i < cp.size).collect();
     if covered.is_empty() {
+        if let Some(p) = pending.filter(|p| found.iter().any(|&i| i < p.size)) {
+            return Err(format!("record {id}: {}", pending_witness(state, &p)));
+        }
         return Err(format!(
             "record {id} is at index {:?}, beyond the latest checkpoint this node has checked (size {}); try again in a few seconds",
             found, cp.size
@@ -254,7 +283,26 @@ pub fn proof_file(state: &NodeState, bytes: &[u8]) -> Result<RecordReport, Strin
     let ok = proof
         .verify(&origin, &hub, &witnesses)
         .map_err(|e| e.to_string())?;
+    if !super::is_final(state, &ok.checkpoint) {
+        return Err(pending_witness(state, &ok.checkpoint));
+    }
     report(state, ok.index, &ok.record, &ok.checkpoint)
+}
+
+/// Alarms as shown, from stored evidence: `parts` gives when and why.
+fn alarms<T>(
+    found: Result<Vec<T>, crate::store::StoreError>,
+    parts: impl Fn(T) -> (u64, String),
+) -> Result<Vec<Alarm>, String> {
+    Ok(found
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(parts)
+        .map(|(detected_at_ms, reason)| Alarm {
+            detected_at_ms,
+            reason,
+        })
+        .collect())
 }
 
 /// Checks the log as a whole. Fails on any split view, and on the hub on any file that does not
@@ -287,15 +335,12 @@ pub async fn log(state: &Arc<NodeState>, t: &Transport) -> Result<LogReport, Str
             Err(e) => return Err(e.to_string()),
         }
     };
-    let split_views: Vec<SplitView> = watch::evidence(state)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|e| SplitView {
-            detected_at_ms: e.detected_at_ms,
-            reason: e.reason,
-        })
-        .collect();
-    let latest = watch::latest(state).map_err(|e| e.to_string())?;
+    let split_views = alarms(watch::evidence(state), |e| (e.detected_at_ms, e.reason))?;
+    let omissions = alarms(super::omission::list(state), |o| {
+        (o.detected_at_ms, o.reason)
+    })?;
+    let latest = watch::latest_final(state).map_err(|e| e.to_string())?;
+    let pending_witness = watch::pending(state).map_err(|e| e.to_string())?;
     let pending = {
         let s = &state.store;
         s.db()
@@ -311,6 +356,8 @@ pub async fn log(state: &Arc<NodeState>, t: &Transport) -> Result<LogReport, Str
         latest: latest.as_ref().map(|c| view(state, c)),
         checkpoints_seen: watch::count(state),
         split_views,
+        omissions,
+        pending_witness: pending_witness.as_ref().map(|c| view(state, c)),
         disk,
         pending,
     })

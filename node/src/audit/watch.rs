@@ -5,10 +5,20 @@
 //! here), is a **split view**: both notes are kept as evidence, logged on `huitong::audit`, shown
 //! by `status` and `huitong audit verify`, and passed on so every member learns of it.
 //!
+//! A consistency proof the hub does not serve within [`super::Deadlines::proof`] while it keeps
+//! answering polls is evidence too (**withheld consistency proof**), kept and flagged the same
+//! way.
+//!
 //! After each checkpoint it stores, a member updates its mirror of the log ([`super::mirror`]).
-//! The cascade node is the log's witness: it cosigns (`cosignature/v1`) each checkpoint that it
-//! has checked to be consistent with everything it saw, and gossips the cosigned note.
+//! The charter's witnesses (by default the cascade node) cosign (`cosignature/v1`) each
+//! checkpoint they have checked to be consistent with everything they saw, and gossip the
+//! cosigned note. Every node also gossips its latest checkpoint (and the notes of its newest
+//! split-view evidence) again every [`REGOSSIP_POLLS`] polls, so a lost gossip message hides
+//! neither a split view nor a cosignature. Every hub-signed checkpoint is stored and checked (the witness needs that
+//! before it cosigns), but only one with the charter's witness quorum is **final**
+//! ([`latest_final`]); a newer one without it is *pending witness*.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +39,20 @@ use crate::transfer::client::Transport;
 
 /// How often a member asks the hub for its latest checkpoint.
 pub const POLL: Duration = Duration::from_secs(3);
+
+/// Every this many polls a node gossips its latest checkpoint again, so a split view is found
+/// even when the gossip that carried one of the two notes was lost (gossipsub drops repeats of
+/// the same note for a minute, which bounds the traffic).
+const REGOSSIP_POLLS: u32 = 10;
+
+/// How many of the newest split-view evidence rows are gossiped again with it.
+const REGOSSIP_EVIDENCE: usize = 4;
+
+/// Most checkpoints looked at (newest first) to find the latest final one.
+const MAX_FINAL_SCAN: usize = 4096;
+
+/// Most consistency proofs remembered as owed by the hub.
+const MAX_OWED: usize = 64;
 
 /// Split-view evidence: two hub-signed checkpoints that cannot both be true.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -91,6 +115,46 @@ pub fn latest(state: &NodeState) -> Result<Option<SignedCheckpoint>, StoreError>
     Ok(reopen(state, &kv?.1))
 }
 
+/// The largest checkpoint held that carries the witness quorum (among the newest
+/// [`MAX_FINAL_SCAN`]).
+pub fn latest_final(state: &NodeState) -> Result<Option<SignedCheckpoint>, StoreError> {
+    let s = &state.store;
+    for kv in s
+        .db()
+        .iterator_cf(s.cf(CF_AUDIT_CHECKPOINTS), IteratorMode::End)
+        .take(MAX_FINAL_SCAN)
+    {
+        if let Some(cp) = reopen(state, &kv?.1).filter(|c| super::is_final(state, c)) {
+            return Ok(Some(cp));
+        }
+    }
+    Ok(None)
+}
+
+/// The largest checkpoint held if it is still waiting for witness cosignatures.
+pub fn pending(state: &NodeState) -> Result<Option<SignedCheckpoint>, StoreError> {
+    Ok(latest(state)?.filter(|c| !super::is_final(state, c)))
+}
+
+/// How many final checkpoints larger than `size` are held, counting up to `cap`.
+pub fn finals_after(state: &NodeState, size: u64, cap: u64) -> Result<u64, StoreError> {
+    let s = &state.store;
+    let from = size.saturating_add(1).to_be_bytes();
+    let mut n = 0;
+    for kv in s.db().iterator_cf(
+        s.cf(CF_AUDIT_CHECKPOINTS),
+        IteratorMode::From(&from, rocksdb::Direction::Forward),
+    ) {
+        if reopen(state, &kv?.1).is_some_and(|c| super::is_final(state, &c)) {
+            n += 1;
+            if n >= cap {
+                break;
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// How many checkpoints are held.
 pub fn count(state: &NodeState) -> u64 {
     let s = &state.store;
@@ -118,6 +182,9 @@ fn store(state: &NodeState, cp: &SignedCheckpoint) -> Result<(), StoreError> {
     let s = &state.store;
     s.db()
         .put_cf(s.cf(CF_AUDIT_CHECKPOINTS), cp.size.to_be_bytes(), &cp.note)?;
+    if super::is_final(state, cp) {
+        state.audit.final_size.fetch_max(cp.size, Ordering::Relaxed);
+    }
     Ok(())
 }
 
@@ -228,6 +295,88 @@ pub fn settle(
     }
 }
 
+fn owed(state: &NodeState) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, u64>> {
+    state
+        .audit
+        .proofs_owed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Notes that the hub did not serve a consistency proof from `old` to `new`. Once it has owed
+/// a proof that its tree extends `old` (to whatever newer size) for the proof deadline, and
+/// answered a checkpoint poll meanwhile (so it is up, not down), the refusal is evidence: stored
+/// like a split view. Returns the conflict if so.
+pub fn withheld(
+    state: &NodeState,
+    old: &SignedCheckpoint,
+    new: &SignedCheckpoint,
+) -> Result<Option<Offer>, StoreError> {
+    let now = now_ms();
+    let since = {
+        let mut owed = owed(state);
+        if owed.len() >= MAX_OWED && !owed.contains_key(&old.size) {
+            // Bounded: forget the oldest debt.
+            if let Some(k) = owed.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {
+                owed.remove(&k);
+            }
+        }
+        *owed.entry(old.size).or_insert(now)
+    };
+    let deadline = u64::try_from(state.audit.deadlines.proof.as_millis()).unwrap_or(u64::MAX);
+    let answered = state.audit.hub_answered_ms.load(Ordering::Relaxed);
+    if now.saturating_sub(since) < deadline || answered <= since {
+        return Ok(None);
+    }
+    let reason = format!(
+        "withheld consistency proof {}→{}: the hub has not served it for {} s while answering other questions",
+        old.size,
+        new.size,
+        (now - since) / 1000
+    );
+    conflict(state, old, new, reason).map(Some)
+}
+
+/// Gets (from the hub, or on the hub from its own log) and checks the consistency proof an
+/// offer needs; a proof withheld past the deadline is evidence.
+async fn prove(
+    state: &Arc<NodeState>,
+    t: &Transport,
+    hub: &huitong_protocol::NodeId,
+    old: &SignedCheckpoint,
+    new: &SignedCheckpoint,
+    offered: &SignedCheckpoint,
+) -> Result<Offer, String> {
+    let proof = if state.is_hub() {
+        let s = state.clone();
+        let (o, n) = (old.size, new.size);
+        tokio::task::spawn_blocking(move || service::consistency(&s, o, n))
+            .await
+            .map_err(|e| e.to_string())?
+    } else {
+        let deadline = state.audit.deadlines.proof;
+        let asked = tokio::time::timeout(deadline, client::consistency(t, hub, old.size, new.size))
+            .await
+            .unwrap_or_else(|_| {
+                Err(client::AskError::Unreachable(format!(
+                    "no answer within {deadline:?}"
+                )))
+            });
+        match asked {
+            Ok(p) => Ok(p),
+            Err(client::AskError::Refused(m)) => Err(format!("the hub refused: {m}")),
+            Err(client::AskError::Unreachable(m)) => {
+                return match withheld(state, old, new).map_err(|e| e.to_string())? {
+                    Some(evidence) => Ok(evidence),
+                    None => Err(format!("cannot reach the hub for a consistency proof: {m}")),
+                };
+            }
+        }
+    };
+    owed(state).remove(&old.size);
+    settle(state, old, new, offered, proof).map_err(|e| e.to_string())
+}
+
 /// Opens, compares and (if needed) proves one checkpoint note; passes it on as needed.
 pub async fn handle(
     state: &Arc<NodeState>,
@@ -241,25 +390,10 @@ pub async fn handle(
         state.reject("checkpoint");
         format!("refused checkpoint: {e}")
     })?;
-    let mut outcome = offer(state, &cp).map_err(|e| e.to_string())?;
-    if let Offer::NeedsProof { old, new } = &outcome {
-        let proof = if state.is_hub() {
-            let s = state.clone();
-            let (o, n) = (old.size, new.size);
-            tokio::task::spawn_blocking(move || service::consistency(&s, o, n))
-                .await
-                .map_err(|e| e.to_string())?
-        } else {
-            match client::consistency(t, &hub, old.size, new.size).await {
-                Ok(p) => Ok(p),
-                Err(client::AskError::Refused(m)) => Err(format!("the hub refused: {m}")),
-                Err(client::AskError::Unreachable(m)) => {
-                    return Err(format!("cannot reach the hub for a consistency proof: {m}"))
-                }
-            }
-        };
-        outcome = settle(state, old, new, &cp, proof).map_err(|e| e.to_string())?;
-    }
+    let outcome = match offer(state, &cp).map_err(|e| e.to_string())? {
+        Offer::NeedsProof { old, new } => prove(state, t, &hub, &old, &new, &cp).await?,
+        other => other,
+    };
     let pass_on = match &outcome {
         Offer::Stored | Offer::Cosigned => source == Source::Local,
         Offer::Conflict(_) => true,
@@ -274,19 +408,55 @@ pub async fn handle(
             warn!(target: "huitong::audit", error = %e, "audit mirror not updated");
         }
     }
-    if matches!(outcome, Offer::Stored)
-        && state.role_of(&state.id()) == Some(huitong_protocol::Role::Cascade)
-        && !cp.cosigned_by.iter().any(|(w, _)| *w == state.id())
+    if matches!(outcome, Offer::Stored | Offer::Known | Offer::Cosigned)
+        && witnesses.contains(&state.id())
     {
-        match cosign(note, &state.key, now_ms() / 1000) {
-            Ok(cosigned) => {
-                info!(target: "huitong::audit", size = cp.size, "cosigned the audit checkpoint as witness");
-                let _ = state.audit.inbox.try_send((cosigned, Source::Local));
-            }
-            Err(e) => warn!(error = %e, "cannot cosign a checkpoint"),
-        }
+        witness(state, cp.size).map_err(|e| e.to_string())?;
     }
     Ok(outcome)
+}
+
+/// As a witness, cosigns the checkpoint held for `size` (checked to be consistent with
+/// everything seen) unless it already carries this node's cosignature. Runs on every sight of
+/// that checkpoint, so a cosignature lost on its way (a full inbox) is made again.
+fn witness(state: &NodeState, size: u64) -> Result<(), StoreError> {
+    let Some(h) = held(state, size)? else {
+        return Ok(());
+    };
+    if h.cosigned_by.iter().any(|(w, _)| *w == state.id()) {
+        return Ok(());
+    }
+    match cosign(&h.note, &state.key, now_ms() / 1000) {
+        Ok(cosigned) => {
+            info!(target: "huitong::audit", size, "cosigned the audit checkpoint as witness");
+            let _ = state.audit.inbox.try_send((cosigned, Source::Local));
+        }
+        Err(e) => warn!(error = %e, "cannot cosign a checkpoint"),
+    }
+    Ok(())
+}
+
+/// Gossips again the latest checkpoint held and the notes of the newest split-view evidence.
+async fn regossip(state: &NodeState, t: &Transport) {
+    let mut notes = Vec::new();
+    if let Ok(Some(cp)) = latest(state) {
+        notes.push(cp.note);
+    }
+    let s = &state.store;
+    for (_, v) in s
+        .db()
+        .iterator_cf(s.cf(CF_AUDIT_EVIDENCE), IteratorMode::End)
+        .take(REGOSSIP_EVIDENCE)
+        .flatten()
+    {
+        if let Ok(ev) = codec::decode::<Evidence>(&v, usize::MAX) {
+            notes.extend([ev.held, ev.offered]);
+        }
+    }
+    for note in notes {
+        let msg = Gossip::Checkpoint(serde_bytes::ByteBuf::from(note));
+        t.net.send(Command::Gossip(msg)).await;
+    }
 }
 
 /// Asks the hub for its latest checkpoint and handles it.
@@ -298,6 +468,10 @@ pub async fn poll(state: &Arc<NodeState>, t: &Transport) -> Result<Option<Offer>
     let note = client::checkpoint(t, &hub)
         .await
         .map_err(|e| e.to_string())?;
+    state
+        .audit
+        .hub_answered_ms
+        .store(now_ms(), Ordering::Relaxed);
     match note {
         Some(n) => handle(state, t, &n, Source::Local).await.map(Some),
         None => Ok(None),
@@ -315,8 +489,15 @@ pub async fn run(state: Arc<NodeState>, t: Transport, shutdown: CancellationToke
     else {
         return;
     };
+    if let Ok(Some(fin)) = latest_final(&state) {
+        state
+            .audit
+            .final_size
+            .fetch_max(fin.size, Ordering::Relaxed);
+    }
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut polls: u32 = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -331,6 +512,11 @@ pub async fn run(state: Arc<NodeState>, t: Transport, shutdown: CancellationToke
             _ = tick.tick() => {
                 if let Err(e) = poll(&state, &t).await {
                     tracing::debug!(error = %e, "audit poll");
+                }
+                super::omission::tick(&state, &t).await;
+                polls = polls.wrapping_add(1);
+                if polls.is_multiple_of(REGOSSIP_POLLS) {
+                    regossip(&state, &t).await;
                 }
             }
         }

@@ -158,8 +158,18 @@ fn print_log(o: &mut impl Write, r: &LogReport) -> std::io::Result<()> {
             )?;
         }
     }
+    if let Some(p) = &r.pending_witness {
+        writeln!(
+            o,
+            "PENDING WITNESS: checkpoint size {} root {} is not final until the witness cosigns it",
+            p.size, p.root
+        )?;
+    }
     for s in &r.split_views {
         writeln!(o, "SPLIT VIEW: {}", s.reason)?;
+    }
+    for s in &r.omissions {
+        writeln!(o, "OMISSION: {}", s.reason)?;
     }
     Ok(())
 }
@@ -184,6 +194,12 @@ pub(super) async fn run(dir: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
                 bail!(
                     "split view: the hub signed {} checkpoint(s) that contradict others; keep this node's evidence (`huitong audit verify --json`) and alert the platform administrator",
                     r.split_views.len()
+                );
+            }
+            if !r.omissions.is_empty() {
+                bail!(
+                    "omission: {} event(s) are missing from the hub's audit log; keep this node's evidence (`huitong audit verify --json`) and alert the platform administrator",
+                    r.omissions.len()
                 );
             }
         }

@@ -72,6 +72,20 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
             }
         )?;
     }
+    if let Some(size) = a.pending_witness {
+        writeln!(
+            o,
+            "PENDING      checkpoint size {size} awaits witness cosignature ({} needed); the latest final one has size {}",
+            a.witness_quorum, a.final_size
+        )?;
+    }
+    if a.omissions > 0 {
+        writeln!(
+            o,
+            "OMISSION     {} event(s) missing from the hub's audit log: run `huitong audit verify`",
+            a.omissions
+        )?;
+    }
     if a.split_views > 0 {
         writeln!(
             o,

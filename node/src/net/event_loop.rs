@@ -535,6 +535,17 @@ impl EventLoop {
             },
             Ok(Gossip::Charter(bytes)) => self.on_charter(&bytes, Accept, Ignore),
             Ok(Gossip::Checkpoint(note)) => self.on_checkpoint(note.into_vec()),
+            Ok(Gossip::Omission(entry)) => {
+                match crate::audit::omission::on_gossip(&self.state, &entry) {
+                    Ok(true) => Accept,
+                    Ok(false) => Ignore,
+                    Err(e) => {
+                        warn!(target: "huitong::audit", peer = %source, error = %e, "refused omission report");
+                        self.state.reject("omission_report");
+                        Reject
+                    }
+                }
+            }
         };
         self.swarm
             .behaviour_mut()

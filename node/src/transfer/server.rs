@@ -253,9 +253,9 @@ impl Server {
                     frame::write(&mut stream, &response).await?;
                 }
                 DataRequest::Audit(q) => {
-                    let state = self.state.clone();
+                    let (state, who) = (self.state.clone(), requester);
                     let response = tokio::task::spawn_blocking(move || {
-                        crate::audit::service::answer(&state, q)
+                        crate::audit::service::answer(&state, &who, q)
                     })
                     .await
                     .unwrap_or_else(|e| DataResponse::Refused {
