@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use huitong_protocol::audit::Record;
+use huitong_protocol::audit::{Record, RecordKind};
 use huitong_protocol::codec;
 use huitong_protocol::feed::{FeedError, VerifiedEntry};
 use huitong_protocol::wire::Gossip;
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, error, warn};
 
 use super::appender::with_log;
-use super::{judged_record, record_of, watch};
+use super::{entry_record, judged_record, watch};
 use crate::applications::Judged;
 use crate::feeds::Outcome;
 use crate::net::Command;
@@ -119,7 +119,11 @@ fn record(v: &VerifiedEntry) -> Option<Record> {
             event: g.clone(),
             refused: None,
         })),
-        _ => record_of(v),
+        Event::Receipt(bytes) => huitong_protocol::receipt::SignedReceipt::open(bytes)
+            .ok()
+            .map(|r| entry_record(v, RecordKind::Receipt, r.id)),
+        Event::Transfer(t) => Some(entry_record(v, RecordKind::Transfer, t.id.clone())),
+        _ => None,
     }
 }
 

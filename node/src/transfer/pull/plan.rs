@@ -79,9 +79,15 @@ pub(super) fn wants(
                 None => {
                     // The open columns, and the granted ones the entry does not now refuse.
                     let mut open = crate::access::open_columns(record);
-                    open.extend(granted.unwrap_or_default().iter().cloned().filter(|f| {
-                        crate::access::need(record, crate::access::Scope::Column(f)).is_ok()
-                    }));
+                    open.extend(
+                        granted
+                            .unwrap_or_default()
+                            .iter()
+                            .filter(|f| {
+                                crate::access::need(record, crate::access::Scope::Column(f)).is_ok()
+                            })
+                            .cloned(),
+                    );
                     names
                         .iter()
                         .map(|n| n.to_string())
