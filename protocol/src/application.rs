@@ -13,6 +13,14 @@ pub const MAX_TEXT: usize = 2000;
 /// Most 信息项 one application may ask for.
 pub const MAX_FIELDS: usize = 256;
 
+/// Whether `s` is a random id as applications and transfer records carry: 32 lower-case hex
+/// digits.
+pub fn is_id(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
 /// An application for some 信息项 of one resource.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Application {
@@ -36,12 +44,7 @@ pub struct Application {
 impl Application {
     /// Checks the shape rules.
     pub fn check(&self) -> Result<(), String> {
-        if self.id.len() != 32
-            || !self
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
+        if !is_id(&self.id) {
             return Err("id must be 32 lower-case hex digits".into());
         }
         if self.fields.is_empty() || self.fields.len() > MAX_FIELDS {

@@ -106,12 +106,7 @@ pub struct TransferRecord {
 impl TransferRecord {
     /// Checks the shape rules.
     pub fn check(&self) -> Result<(), String> {
-        if self.id.len() != 32
-            || !self
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
+        if !crate::application::is_id(&self.id) {
             return Err("transfer id must be 32 lower-case hex digits".into());
         }
         if self.fields.len() > MAX_RECEIPT_FIELDS {
