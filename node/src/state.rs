@@ -40,6 +40,8 @@ pub struct NodeState {
     pub transfer: crate::stats::Stats,
     /// The audit log (hub) and checkpoint watch (every node).
     pub audit: crate::audit::AuditState,
+    /// Grant tokens whose signatures verified (one verification per token, not per chunk).
+    pub grants: huitong_protocol::grant::TokenCache,
     charter: RwLock<Option<Charter>>,
     counters: Mutex<Counters>,
 }
@@ -60,6 +62,7 @@ impl NodeState {
             chunks,
             audit: crate::audit::AuditState::new(audit_dir),
             transfer: Default::default(),
+            grants: Default::default(),
             key,
             config,
             authority,
