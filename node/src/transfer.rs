@@ -17,6 +17,7 @@
 pub mod assemble;
 pub mod client;
 pub mod frame;
+pub mod limits;
 pub mod pull;
 pub mod receipt;
 pub mod refs;
