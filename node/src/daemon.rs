@@ -2,7 +2,7 @@
 //! both down in order on Ctrl-C or SIGTERM so the store is left consistent.
 //!
 //! Files in the node directory: `huitong.toml`, `node.key`, `db/` (RocksDB), `chunks/` (dataset
-//! chunks, see [`crate::chunks`]), `audit/` (the hub's audit log, see [`crate::audit::log`]),
+//! chunks, see [`crate::chunks`]), `audit/` (the hub's audit log, see [`crate::audit_log::tiles`]),
 //! `api.token`
 //! (0600), `api.addr` (written once the API is bound, removed at shutdown), and optionally
 //! `charter.cbor`, a signed charter imported at first start.
@@ -95,13 +95,13 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     };
     let chunks = crate::chunks::ChunkStore::open(&dir.join("chunks"))?;
     let state = Arc::new(NodeState::new(
+        dir,
         store,
         chunks,
         key,
         config.clone(),
         authority,
         charter,
-        dir.join("audit"),
     ));
     if state.charter().is_none() && dir.join(CHARTER_FILE).exists() {
         let bytes = std::fs::read(dir.join(CHARTER_FILE))?;

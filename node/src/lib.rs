@@ -9,6 +9,7 @@ pub mod access;
 pub mod api;
 pub mod applications;
 pub mod audit;
+pub mod audit_log;
 pub mod catalogue;
 pub mod charter;
 pub mod chunks;

@@ -2,6 +2,7 @@
 //! the configuration, the current charter and the counters `status` reports.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use huitong_config::Config;
@@ -26,6 +27,8 @@ pub struct Counters {
 
 /// State shared by every part of a running node.
 pub struct NodeState {
+    /// The node directory (`huitong.toml`, `node.key`, `db/`, `chunks/`, `audit/`, …).
+    pub dir: PathBuf,
     /// The store.
     pub store: Store,
     /// The node key.
@@ -39,26 +42,27 @@ pub struct NodeState {
     /// Transfer counters.
     pub transfer: crate::stats::Stats,
     /// The audit log (hub) and checkpoint watch (every node).
-    pub audit: crate::audit::AuditState,
+    pub audit: crate::audit_log::AuditState,
     charter: RwLock<Option<Charter>>,
     counters: Mutex<Counters>,
 }
 
 impl NodeState {
-    /// Assembles the state.
+    /// Assembles the state of the node in `dir` (its audit log is under `dir/audit`).
     pub fn new(
+        dir: &Path,
         store: Store,
         chunks: ChunkStore,
         key: SecretKey,
         config: Config,
         authority: Option<NodeId>,
         charter: Option<Charter>,
-        audit_dir: std::path::PathBuf,
     ) -> Self {
         Self {
+            dir: dir.to_path_buf(),
             store,
             chunks,
-            audit: crate::audit::AuditState::new(audit_dir),
+            audit: crate::audit_log::AuditState::new(dir.join("audit")),
             transfer: Default::default(),
             key,
             config,

@@ -125,7 +125,7 @@ fn step(state: &NodeState) -> Vec<VerifiedEntry> {
                 let Some(mut facts) = approved_scope(state, &r) else {
                     continue;
                 };
-                if crate::faults::on(state, "hub-mints-applied-scope") {
+                if crate::faults::on(&state.dir, "hub-mints-applied-scope") {
                     // A hub that ignores a partial approval (tests only).
                     facts.fields = r.app.fields.clone();
                     facts.expires = state.end_of_day(&r.app.until).unwrap_or(facts.expires);

@@ -10,8 +10,8 @@ use huitong_protocol::wire::MAX_AUDIT_ENTRIES;
 use tracing::info;
 
 use super::appender::on_log;
-use super::log::LogError;
 use super::{client, keys, watch};
+use crate::audit_log::tiles::LogError;
 use crate::state::NodeState;
 use crate::transfer::client::Transport;
 

@@ -4,8 +4,8 @@
 //! `audit_expected`, in the batch that stores the entry) with the size of the latest final
 //! checkpoint then. Every [`super::watch::POLL`] the watcher looks each remembered event up in
 //! this node's mirror of the log (every entry of which hashes to a hub-signed root): found, it is
-//! forgotten. Once it is overdue — [`super::Deadlines::checkpoints`] newer final checkpoints
-//! accepted without it **and** at least [`super::Deadlines::omission`] since it was appended —
+//! forgotten. Once it is overdue — [`crate::audit_log::Deadlines::checkpoints`] newer final checkpoints
+//! accepted without it **and** at least [`crate::audit_log::Deadlines::omission`] since it was appended —
 //! it is an omission: kept as evidence (CF `audit_omissions`, with the signed entry), logged with
 //! `error!` on `huitong::audit`, counted in `status` (OMISSION) and `audit verify`, and gossiped
 //! ([`Gossip::Omission`], carrying the signed entry) so every member checks it too.

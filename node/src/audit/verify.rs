@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use tlog_tiles::{record_hash, Hash};
 
 use super::appender::on_log;
-use super::log::{verify_dir, DiskReport};
 use super::{client, keys, watch};
+use crate::audit_log::tiles::{self, verify_dir, DiskReport};
 use crate::state::NodeState;
 use crate::transfer::client::Transport;
 
@@ -326,9 +326,9 @@ pub async fn log(state: &Arc<NodeState>, t: &Transport) -> Result<LogReport, Str
             .map_err(|e| e.to_string())?;
         match checked {
             Ok(r) => Some(r),
-            Err(super::log::LogError::Io { source, .. })
+            Err(tiles::LogError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound
-                    && !state.audit.dir.join(super::log::CHECKPOINT_FILE).exists() =>
+                    && !state.audit.dir.join(tiles::CHECKPOINT_FILE).exists() =>
             {
                 None
             }

@@ -5,7 +5,7 @@
 //! here), is a **split view**: both notes are kept as evidence, logged on `huitong::audit`, shown
 //! by `status` and `huitong audit verify`, and passed on so every member learns of it.
 //!
-//! A consistency proof the hub does not serve within [`super::Deadlines::proof`] while it keeps
+//! A consistency proof the hub does not serve within [`crate::audit_log::Deadlines::proof`] while it keeps
 //! answering polls is evidence too (**withheld consistency proof**), kept and flagged the same
 //! way.
 //!
@@ -31,7 +31,8 @@ use tlog_tiles::Hash;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{client, keys, service, Source};
+use super::{client, keys, service};
+use crate::audit_log::Source;
 use crate::net::Command;
 use crate::state::{now_ms, NodeState};
 use crate::store::{StoreError, CF_AUDIT_CHECKPOINTS, CF_AUDIT_EVIDENCE};

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{fail, Ctx, Res};
 use crate::audit::verify::{self, LogReport, RecordReport};
-use crate::audit::{watch, Source};
+use crate::audit::watch;
+use crate::audit_log::Source;
 
 /// `?index=N`: one entry of a record id.
 #[derive(Debug, Deserialize)]

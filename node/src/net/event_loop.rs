@@ -566,7 +566,7 @@ impl EventLoop {
                     .state
                     .audit
                     .inbox
-                    .try_send((note, crate::audit::Source::Gossip));
+                    .try_send((note, crate::audit_log::Source::Gossip));
                 Accept
             }
             Err(e) => {
