@@ -32,52 +32,13 @@ pub mod service;
 pub mod verify;
 pub mod watch;
 
-use huitong_protocol::application::GrantEvent;
 use huitong_protocol::audit::{Record, RecordKind};
 use huitong_protocol::feed::VerifiedEntry;
 use huitong_protocol::{Charter, NodeId};
 use rocksdb::WriteBatch;
 
-use crate::applications::Judged;
 use crate::state::NodeState;
 use crate::store::CF_AUDIT_PENDING;
-
-/// The record of a feed entry under `kind` and `id`.
-pub fn entry_record(v: &VerifiedEntry, kind: RecordKind, id: String) -> Record {
-    let e = &v.entry;
-    Record {
-        kind,
-        id,
-        signer: e.feed,
-        seq: e.seq,
-        hash: v.hash.0,
-        at_ms: e.timestamp_ms,
-    }
-}
-
-/// The record of a grant event as the applications view judged it: its official kind when
-/// applied, [`RecordKind::Refused`] when refused (a "revocation" signed by someone who may not
-/// revoke is logged as refused, never as a revocation).
-pub fn judged_record(j: &Judged) -> Record {
-    let kind = match (&j.event, j.refused) {
-        (_, Some(_)) => RecordKind::Refused,
-        (GrantEvent::Submitted(_), None) => RecordKind::Application,
-        (
-            GrantEvent::Accepted { .. } | GrantEvent::Approved { .. } | GrantEvent::Rejected { .. },
-            None,
-        ) => RecordKind::Decision,
-        (GrantEvent::Issued { .. } | GrantEvent::Endorsed { .. }, None) => RecordKind::Grant,
-        (GrantEvent::Revoked { .. }, None) => RecordKind::Revocation,
-    };
-    Record {
-        kind,
-        id: j.event.id().to_owned(),
-        signer: j.signer,
-        seq: j.seq,
-        hash: j.hash,
-        at_ms: j.at_ms,
-    }
-}
 
 /// The record of a charter version: BLAKE3 of its signed payload.
 pub fn charter_record(charter: &Charter, payload: &[u8]) -> Record {
@@ -88,6 +49,21 @@ pub fn charter_record(charter: &Charter, payload: &[u8]) -> Record {
         seq: charter.version,
         hash: *blake3::hash(payload).as_bytes(),
         at_ms: charter.issued_at_ms,
+    }
+}
+
+/// The audit's view over the feeds: on the hub it queues the records the other views judged,
+/// and on a member it remembers each auditable event this node appends ([`omission::expect`]),
+/// both in the batch that stores the entry.
+pub struct View;
+
+impl crate::feeds::View for View {
+    fn judged(&self, state: &NodeState, batch: &mut WriteBatch, records: &[Record]) {
+        queue(state, batch, records);
+    }
+
+    fn appended(&self, state: &NodeState, batch: &mut WriteBatch, entry: &VerifiedEntry) {
+        omission::expect(state, batch, entry);
     }
 }
 

@@ -18,6 +18,7 @@ use libp2p::Multiaddr;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::feeds::{self, Feeds};
 use crate::net::{self, Client, EventLoop};
 use crate::state::NodeState;
 use crate::store::Store;
@@ -72,6 +73,18 @@ fn bound_allocator_retention() {
     unsafe {
         libc::mallopt(M_ARENA_MAX, 2);
     }
+}
+
+/// The views built from the feeds, in the order each entry is applied to them: the catalogue
+/// first (the others read it), the audit queue last (it logs what the others judged).
+fn views() -> Vec<Box<dyn feeds::View>> {
+    vec![
+        Box::new(crate::catalogue::View),
+        Box::new(crate::dataset::records::View),
+        Box::new(crate::applications::View),
+        Box::new(crate::receipts::View),
+        Box::new(crate::audit::View),
+    ]
 }
 
 /// Runs a node until shutdown.
@@ -135,18 +148,19 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
                 reason: e.to_string(),
             })?;
     }
+    let feeds = Arc::new(Feeds::new(state.clone(), views()));
     let (client, commands) = Client::channel();
     let shutdown = CancellationToken::new();
-    let event_loop = EventLoop::new(swarm, state.clone(), commands, bootstrap);
+    let event_loop = EventLoop::new(swarm, feeds.clone(), commands, bootstrap);
     let net_task = tokio::spawn(event_loop.run(shutdown.clone()));
     tokio::spawn(crate::applications::agent::run(
-        state.clone(),
+        feeds.clone(),
         client.clone(),
         shutdown.clone(),
     ));
-    let data_server = crate::transfer::server::Server::new(state.clone(), client.clone());
+    let data_server = crate::transfer::server::Server::new(feeds.clone(), client.clone());
     tokio::spawn(crate::transfer::served::run(
-        state.clone(),
+        feeds.clone(),
         data_server.served(),
         client.clone(),
         shutdown.clone(),
@@ -178,7 +192,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     info!(api = %bound, relay = is_hub, peer_id = %net::peer_id(&state.id()).map(|p| p.to_string()).unwrap_or_default(), name = %config.node.name, "node running");
     let http_task = tokio::spawn(crate::http::serve(
         listener,
-        state.clone(),
+        feeds,
         transport,
         token,
         shutdown.clone(),

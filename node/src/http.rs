@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError};
 use crate::catalogue::{self, Filter};
-use crate::feeds::AppendError;
+use crate::feeds::{AppendError, Feeds};
 use crate::net::{Client, Command};
 use crate::state::NodeState;
 use crate::transfer::client::Transport;
@@ -32,6 +32,7 @@ mod datasets;
 #[derive(Clone)]
 struct Ctx {
     state: Arc<NodeState>,
+    feeds: Arc<Feeds>,
     net: Client,
     transport: Transport,
     /// Pulls started through the API (finished ones kept for their summary).
@@ -66,13 +67,14 @@ type Res<T> = Result<Json<T>, Fail>;
 /// Serves the API until `shutdown` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<NodeState>,
+    feeds: Arc<Feeds>,
     transport: Transport,
     token: String,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ctx = Ctx {
-        state,
+        state: feeds.state().clone(),
+        feeds,
         net: transport.net.clone(),
         transport,
         pulls: Arc::default(),
@@ -279,7 +281,7 @@ async fn publish(State(ctx): State<Ctx>, Json(raw): Json<RawEntry>) -> Res<api::
     })?;
     let code = entry.code.to_string();
     let sealed = ctx
-        .state
+        .feeds
         .append(huitong_protocol::Event::CataloguePublished(entry))
         .map_err(append_error)?;
     let event = match sealed.entry.event {
@@ -332,8 +334,8 @@ async fn publish_batch(
             },
         ));
     }
-    let state = ctx.state.clone();
-    let sealed = tokio::task::spawn_blocking(move || state.append_many(events))
+    let feeds = ctx.feeds.clone();
+    let sealed = tokio::task::spawn_blocking(move || feeds.append_many(events))
         .await
         .map_err(internal)?
         .map_err(append_error)?;
@@ -363,7 +365,7 @@ async fn withdraw(State(ctx): State<Ctx>, Json(w): Json<api::Withdraw>) -> Res<a
         ));
     }
     let sealed = ctx
-        .state
+        .feeds
         .append(Event::CatalogueWithdrawn {
             code,
             reason: w.reason.trim().to_owned(),

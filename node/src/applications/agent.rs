@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::{all, AppRecord, AppState};
+use crate::feeds::Feeds;
 use crate::net::Client;
 use crate::state::NodeState;
 use huitong_protocol::grant::{self as grants, GrantFacts};
@@ -68,7 +69,7 @@ fn endorse(state: &NodeState, r: &AppRecord) -> Option<GrantEvent> {
 }
 
 /// Runs until `shutdown`.
-pub async fn run(state: Arc<NodeState>, net: Client, shutdown: CancellationToken) {
+pub async fn run(feeds: Arc<Feeds>, net: Client, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -76,8 +77,8 @@ pub async fn run(state: Arc<NodeState>, net: Client, shutdown: CancellationToken
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let s = state.clone();
-        let entries = match tokio::task::spawn_blocking(move || step(&s)).await {
+        let f = feeds.clone();
+        let entries = match tokio::task::spawn_blocking(move || step(&f)).await {
             Ok(entries) => entries,
             Err(e) => {
                 warn!(error = %e, "application agent step panicked");
@@ -107,7 +108,8 @@ fn triage(state: &NodeState, r: &AppRecord) -> GrantEvent {
     }
 }
 
-fn step(state: &NodeState) -> Vec<VerifiedEntry> {
+fn step(feeds: &Feeds) -> Vec<VerifiedEntry> {
+    let state = &**feeds.state();
     let me = state.id();
     let is_hub = state.is_hub();
     let records = match all(state) {
@@ -154,7 +156,7 @@ fn step(state: &NodeState) -> Vec<VerifiedEntry> {
                 .next()
                 .unwrap_or_default()
                 .to_owned();
-            match state.append(Event::Grant(event)) {
+            match feeds.append(Event::Grant(event)) {
                 Ok(v) => {
                     info!(target: "huitong::audit", id = %r.app.id, step = %what, "application step");
                     out.push(v);

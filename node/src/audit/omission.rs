@@ -34,9 +34,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, error, warn};
 
 use super::appender::with_log;
-use super::{entry_record, judged_record, watch};
+use super::watch;
 use crate::applications::Judged;
-use crate::feeds::Outcome;
+use crate::feeds::{entry_record, Feeds, Outcome};
 use crate::net::Command;
 use crate::state::{now_ms, NodeState};
 use crate::store::{StoreError, CF_AUDIT_EXPECTED, CF_AUDIT_OMISSIONS};
@@ -111,14 +111,17 @@ pub enum ReportError {
 /// hash).
 fn record(v: &VerifiedEntry) -> Option<Record> {
     match &v.entry.event {
-        Event::Grant(g) => Some(judged_record(&Judged {
-            signer: v.entry.feed,
-            seq: v.entry.seq,
-            hash: v.hash.0,
-            at_ms: v.entry.timestamp_ms,
-            event: g.clone(),
-            refused: None,
-        })),
+        Event::Grant(g) => Some(
+            Judged {
+                signer: v.entry.feed,
+                seq: v.entry.seq,
+                hash: v.hash.0,
+                at_ms: v.entry.timestamp_ms,
+                event: g.clone(),
+                refused: None,
+            }
+            .record(),
+        ),
         Event::Receipt(bytes) => huitong_protocol::receipt::SignedReceipt::open(bytes)
             .ok()
             .map(|r| entry_record(v, RecordKind::Receipt, r.id)),
@@ -151,13 +154,14 @@ pub fn expect(state: &NodeState, batch: &mut WriteBatch, v: &VerifiedEntry) {
 
 /// Handles omission gossip: checks the entry, ingests it and remembers it. Returns whether it
 /// was new here (and so worth passing on).
-pub fn on_gossip(state: &NodeState, bytes: &[u8]) -> Result<bool, ReportError> {
+pub fn on_gossip(feeds: &Feeds, bytes: &[u8]) -> Result<bool, ReportError> {
+    let state = feeds.state();
     let v = VerifiedEntry::open(bytes)?;
     if state.role_of(&v.entry.feed).is_none() {
         return Err(ReportError::NotMember);
     }
     let r = record(&v).ok_or(ReportError::NotAuditable)?;
-    match state.ingest(&v)? {
+    match feeds.ingest(&v)? {
         Outcome::Fork => return Err(ReportError::Refused("fork")),
         Outcome::Rejected(why) => return Err(ReportError::Refused(why)),
         Outcome::Stored | Outcome::Duplicate | Outcome::Gap { .. } => {}

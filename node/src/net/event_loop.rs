@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{gate, peer_id, Behaviour, BehaviourEvent, Command, PeerInfo, Route};
-use crate::feeds::Outcome;
+use crate::feeds::{Feeds, Outcome};
 use crate::state::NodeState;
 
 /// Bytes of entries a range response carries at most.
@@ -52,12 +52,12 @@ struct IngestDone {
 
 /// Ingests range responses one after another until the event loop drops its sender.
 fn ingest_worker(
-    state: Arc<NodeState>,
+    feeds: Arc<Feeds>,
     mut jobs: mpsc::Receiver<IngestJob>,
     done: mpsc::Sender<IngestDone>,
 ) {
     while let Some(job) = jobs.blocking_recv() {
-        let stored = match state.ingest_range(&job.entries) {
+        let stored = match feeds.ingest_range(&job.entries) {
             Ok(n) => n,
             Err(e) => {
                 warn!(error = %e, "store error while ingesting a range");
@@ -80,6 +80,7 @@ fn ingest_worker(
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     state: Arc<NodeState>,
+    feeds: Arc<Feeds>,
     commands: mpsc::Receiver<Command>,
     topic: gossipsub::IdentTopic,
     members: HashMap<PeerId, NodeId>,
@@ -101,22 +102,24 @@ impl EventLoop {
     /// Creates the loop; call [`EventLoop::run`] to drive it.
     pub fn new(
         swarm: Swarm<Behaviour>,
-        state: Arc<NodeState>,
+        feeds: Arc<Feeds>,
         commands: mpsc::Receiver<Command>,
         bootstrap: Vec<Multiaddr>,
     ) -> Self {
+        let state = feeds.state().clone();
         let topic = super::topic(&state.config.federation.name);
         let interval = Duration::from_secs(state.config.network.sync_interval_secs);
         let (ingest, jobs) = mpsc::channel(INGEST_QUEUE);
         let (done, ingested) = mpsc::channel(INGEST_QUEUE);
-        let worker_state = state.clone();
+        let worker_feeds = feeds.clone();
         std::thread::Builder::new()
             .name("huitong-ingest".into())
-            .spawn(move || ingest_worker(worker_state, jobs, done))
+            .spawn(move || ingest_worker(worker_feeds, jobs, done))
             .ok();
         let mut this = Self {
             swarm,
             state,
+            feeds,
             commands,
             topic,
             members: HashMap::new(),
@@ -520,7 +523,7 @@ impl EventLoop {
                 self.state.reject(label);
                 Reject
             }
-            Ok(Gossip::Entry(bytes)) => match self.state.ingest_bytes(&bytes) {
+            Ok(Gossip::Entry(bytes)) => match self.feeds.ingest_bytes(&bytes) {
                 Ok(Outcome::Stored) => Accept,
                 Ok(Outcome::Duplicate) => Ignore,
                 Ok(Outcome::Gap { feed, have }) => {
@@ -536,7 +539,7 @@ impl EventLoop {
             Ok(Gossip::Charter(bytes)) => self.on_charter(&bytes, Accept, Ignore),
             Ok(Gossip::Checkpoint(note)) => self.on_checkpoint(note.into_vec()),
             Ok(Gossip::Omission(entry)) => {
-                match crate::audit::omission::on_gossip(&self.state, &entry) {
+                match crate::audit::omission::on_gossip(&self.feeds, &entry) {
                     Ok(true) => Accept,
                     Ok(false) => Ignore,
                     Err(e) => {

@@ -28,6 +28,7 @@ use super::served::{self, Sent, Served};
 use crate::access::{self, Need, Refusal, Scope};
 use crate::catalogue::{self, Record};
 use crate::dataset::records;
+use crate::feeds::Feeds;
 use crate::net::Client;
 use crate::state::NodeState;
 
@@ -79,6 +80,7 @@ impl Indexed {
 /// The server's shared state.
 pub struct Server {
     state: Arc<NodeState>,
+    feeds: Arc<Feeds>,
     net: Client,
     cache: Mutex<HashMap<ChunkHash, Arc<Indexed>>>,
     /// Bounds the chunks being read and sent at once, whatever a consumer opens.
@@ -89,9 +91,10 @@ pub struct Server {
 
 impl Server {
     /// A server for this node.
-    pub fn new(state: Arc<NodeState>, net: Client) -> Arc<Self> {
+    pub fn new(feeds: Arc<Feeds>, net: Client) -> Arc<Self> {
         Arc::new(Self {
-            state,
+            state: feeds.state().clone(),
+            feeds,
             net,
             cache: Mutex::new(HashMap::new()),
             sending: tokio::sync::Semaphore::new(MAX_SENDING),
@@ -491,7 +494,7 @@ impl Server {
         let signed = huitong_protocol::receipt::SignedReceipt::seal(&self.state.key, &receipt);
         tracing::info!(target: "huitong::audit", receipt = %signed.id, %code, version, bytes = transfer.bytes, consumer = %requester, "signed a transfer receipt");
         transfer.receipt = Some(signed.id.clone());
-        served::log(&self.state, &self.net, transfer).await;
+        served::log(&self.feeds, &self.net, transfer).await;
         Ok(DataResponse::Receipt(ByteBuf::from(signed.bytes)))
     }
 
