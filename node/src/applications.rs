@@ -6,11 +6,8 @@
 //! provider); a granted application whose `until` has passed shows as expired. Every node
 //! checks who signed each event: an event from anyone else changes nothing.
 //!
-//! [`agent`] performs the hub's and the providers' automatic steps.
-//!
-//! Layering: a view over [`crate::feeds`] (registered by the daemon); names no other view.
-
-pub mod agent;
+//! Layering: a view over [`crate::feeds`] (registered by the daemon); names no other view. The
+//! hub's and the providers' automatic steps are [`crate::agent`]'s, above.
 
 use huitong_protocol::application::{Application, GrantEvent};
 use huitong_protocol::audit::{Record, RecordKind};

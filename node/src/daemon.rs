@@ -153,7 +153,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let event_loop = EventLoop::new(swarm, feeds.clone(), commands, bootstrap);
     let net_task = tokio::spawn(event_loop.run(shutdown.clone()));
-    tokio::spawn(crate::applications::agent::run(
+    tokio::spawn(crate::agent::run(
         feeds.clone(),
         client.clone(),
         shutdown.clone(),

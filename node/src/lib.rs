@@ -6,6 +6,7 @@
 #![deny(unreachable_pub)]
 
 pub mod access;
+pub mod agent;
 pub mod api;
 pub mod applications;
 pub mod audit;

@@ -7,6 +7,10 @@
 //! - a provider endorses the issued token of each application it approved, once it has checked
 //!   that the token is within its approval (consumer, resource, provider, 信息项, expiry); a
 //!   wider token is refused and reported (the hub alone cannot widen a grant).
+//!
+//! Layering: an actor above the views it reads ([`crate::applications`], [`crate::catalogue`]),
+//! the access policy ([`crate::access`]) and the network ([`crate::net`], to gossip its steps);
+//! only the daemon starts it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +21,7 @@ use huitong_protocol::Event;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{all, AppRecord, AppState};
+use crate::applications::{all, AppRecord, AppState};
 use crate::feeds::Feeds;
 use crate::net::Client;
 use crate::state::NodeState;
