@@ -166,7 +166,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     tokio::spawn(data_server.run(incoming, shutdown.clone()));
-    let transport = crate::transfer::client::Transport {
+    let transport = crate::link::Transport {
         net: client.clone(),
         control,
     };

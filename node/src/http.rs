@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiError};
 use crate::catalogue::{self, Filter};
 use crate::feeds::{AppendError, Feeds};
+use crate::link::Transport;
 use crate::net::{Client, Command};
 use crate::state::NodeState;
-use crate::transfer::client::Transport;
 
 /// Largest request body.
 const MAX_BODY: usize = 1024 * 1024;

@@ -22,6 +22,7 @@ pub mod durable;
 pub mod faults;
 pub mod feeds;
 pub mod http;
+pub mod link;
 pub mod net;
 pub mod receipts;
 pub mod state;

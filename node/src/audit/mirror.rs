@@ -12,8 +12,8 @@ use tracing::info;
 use super::appender::on_log;
 use super::{client, keys, watch};
 use crate::audit_log::tiles::LogError;
+use crate::link::Transport;
 use crate::state::NodeState;
-use crate::transfer::client::Transport;
 
 /// The largest gap a mirror fetches in one go (entries are held in memory until they are
 /// checked against the checkpoint): about 140 MB of records.

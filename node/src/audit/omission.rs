@@ -37,10 +37,10 @@ use super::appender::with_log;
 use super::watch;
 use crate::applications::Judged;
 use crate::feeds::{entry_record, Feeds, Outcome};
+use crate::link::Transport;
 use crate::net::Command;
 use crate::state::{now_ms, NodeState};
 use crate::store::{StoreError, CF_AUDIT_EXPECTED, CF_AUDIT_OMISSIONS};
-use crate::transfer::client::Transport;
 
 /// Version of the stored rows.
 const ROW_VERSION: u8 = 1;

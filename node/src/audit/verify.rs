@@ -15,8 +15,8 @@ use tlog_tiles::{record_hash, Hash};
 use super::appender::on_log;
 use super::{client, keys, watch};
 use crate::audit_log::tiles::{self, verify_dir, DiskReport};
+use crate::link::Transport;
 use crate::state::NodeState;
-use crate::transfer::client::Transport;
 
 /// A checkpoint, for people.
 #[derive(Clone, Debug, Serialize, Deserialize)]

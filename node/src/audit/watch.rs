@@ -33,10 +33,10 @@ use tracing::{error, info, warn};
 
 use super::{client, keys, service};
 use crate::audit_log::Source;
+use crate::link::Transport;
 use crate::net::Command;
 use crate::state::{now_ms, NodeState};
 use crate::store::{StoreError, CF_AUDIT_CHECKPOINTS, CF_AUDIT_EVIDENCE};
-use crate::transfer::client::Transport;
 
 /// How often a member asks the hub for its latest checkpoint.
 pub const POLL: Duration = Duration::from_secs(3);

@@ -33,13 +33,13 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::assemble::FileOutput;
-use super::client::Transport;
 use crate::applications;
 use crate::catalogue::Record;
 use crate::chunks::ChunkError;
 use crate::dataset::export::{self, OutFormat};
 use crate::dataset::records::{self, StoredManifest};
 use crate::feeds::Feeds;
+use crate::link::Transport;
 use crate::net::Route;
 use crate::state::NodeState;
 

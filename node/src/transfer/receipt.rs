@@ -8,8 +8,8 @@ use huitong_protocol::{Event, NodeId, ResourceCode};
 use libp2p::PeerId;
 use tracing::info;
 
-use super::client::{request_once, Transport};
 use crate::feeds::Feeds;
+use crate::link::{request_once, Transport};
 
 /// What was pulled.
 pub struct Pulled<'a> {

@@ -23,12 +23,12 @@ use serde_bytes::ByteBuf;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::frame;
 use super::served::{self, Sent, Served};
 use crate::access::{self, Need, Refusal, Scope};
 use crate::catalogue::{self, Record};
 use crate::dataset::records;
 use crate::feeds::Feeds;
+use crate::link::frame;
 use crate::net::Client;
 use crate::state::NodeState;
 
