@@ -1,36 +1,35 @@
-//! The audit subsystem: the hub's transparency log of every application, decision, grant,
-//! revocation, transfer receipt and charter version, and every node's watch over the log's
-//! checkpoints.
+//! The audit view: the hub's transparency log of every application, decision, grant,
+//! revocation, transfer receipt and charter version as records staged with the feeds, and what
+//! every node keeps of the log — with no network. The services that talk to the hub (the
+//! checkpoint watcher, the mirror, `audit verify`) are `auditor`'s, above the network.
 //!
-//! - [`crate::audit_log::tiles`] (below `state`): the hub's C2SP tlog-tiles log on disk (batched,
-//!   durable appends; proofs).
-//! - [`appender`]: on the hub, moves queued records into the log and publishes checkpoints.
-//! - [`watch`]: on every node, checks each checkpoint it sees (hub signature, witness
-//!   cosignatures, consistency with what it saw before) and keeps split-view evidence; the
-//!   cascade node cosigns as a witness.
-//! - [`service`]: the hub's answers to members' audit requests (checkpoint, proofs, lookups).
-//! - [`client`]: a member's requests to the hub.
-//! - [`mirror`]: a member's copy of the log, checked against the hub's checkpoints.
-//! - [`verify`]: `huitong audit verify` and `export-proof`.
+//! - [`View`]: the audit's view over the feeds. The hub queues a record in `audit_pending` in the
+//!   same `WriteBatch` that stores the feed entry it stands for (as the other views judged it),
+//!   so no event is lost between the feed and the log; a member remembers its own auditable
+//!   events ([`omission::expect`]).
+//! - [`appender`]: on the hub, moves queued records into the log ([`crate::audit_log::tiles`])
+//!   and hands each new checkpoint to the watcher.
+//! - [`checkpoints`]: the checkpoints this node has checked, split-view and withheld-proof
+//!   evidence, which are final.
+//! - [`service`]: the hub's answers to members' audit requests (checkpoint, proofs, lookups),
+//!   served on the data streams by `transfer::server`.
 //! - [`omission`]: on every member, checks that its own events (and events others report
 //!   missing) reach the log within a bounded number of checkpoints; raises OMISSION otherwise.
 //! - [`fault`]: the hub's test-only audit faults (through [`crate::faults`]).
 //!
-//! The hub queues a record in `audit_pending` in the same `WriteBatch` that stores the feed
-//! entry it stands for, so no event is lost between the feed and the log.
-//!
 //! A checkpoint is **final** once it carries at least the charter's witness quorum of valid
 //! cosignatures ([`quorum`]); until then it is stored (the witness must still check it) but
 //! shown as *pending witness* and not used to prove records.
+//!
+//! Layering: a view over [`crate::feeds`], above the applications view (it logs grant events as
+//! [`crate::applications::Judged`]) and [`crate::audit_log`]; below the network, the transfers
+//! and the audit services, which use it.
 
 pub mod appender;
-pub mod client;
+pub mod checkpoints;
 pub mod fault;
-pub mod mirror;
 pub mod omission;
 pub mod service;
-pub mod verify;
-pub mod watch;
 
 use huitong_protocol::audit::{Record, RecordKind};
 use huitong_protocol::feed::VerifiedEntry;

@@ -151,7 +151,8 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let feeds = Arc::new(Feeds::new(state.clone(), views()));
     let (client, commands) = Client::channel();
     let shutdown = CancellationToken::new();
-    let event_loop = EventLoop::new(swarm, feeds.clone(), commands, bootstrap);
+    let judge = Arc::new(crate::auditor::GossipJudge::new(feeds.clone()));
+    let event_loop = EventLoop::new(swarm, feeds.clone(), judge, commands, bootstrap);
     let net_task = tokio::spawn(event_loop.run(shutdown.clone()));
     tokio::spawn(crate::agent::run(
         feeds.clone(),
@@ -172,7 +173,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     };
 
     tokio::spawn(crate::audit::appender::run(state.clone(), shutdown.clone()));
-    tokio::spawn(crate::audit::watch::run(
+    tokio::spawn(crate::auditor::watch::run(
         state.clone(),
         transport.clone(),
         shutdown.clone(),

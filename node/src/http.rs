@@ -200,18 +200,19 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
         schema_version: crate::store::SCHEMA_VERSION,
         transfer: s.transfer.view(),
         audit: {
-            use crate::audit::{omission, quorum, verify, watch};
-            let latest = watch::latest(s).map_err(internal)?;
+            use crate::audit::{checkpoints, omission, quorum};
+            use crate::auditor::verify;
+            let latest = checkpoints::latest(s).map_err(internal)?;
             api::AuditStatus {
                 checkpoint_size: latest.as_ref().map_or(0, |c| c.size),
                 cosigned_by: latest
                     .map(|c| verify::view(s, &c).cosigned_by)
                     .unwrap_or_default(),
-                final_size: watch::latest_final(s)
+                final_size: checkpoints::latest_final(s)
                     .map_err(internal)?
                     .map_or(0, |c| c.size),
-                split_views: watch::evidence(s).map_err(internal)?.len() as u64,
-                pending_witness: watch::pending(s).map_err(internal)?.map(|c| c.size),
+                split_views: checkpoints::evidence(s).map_err(internal)?.len() as u64,
+                pending_witness: checkpoints::pending(s).map_err(internal)?.map(|c| c.size),
                 witness_quorum: quorum(s) as u64,
                 omissions: omission::list(s).map_err(internal)?.len() as u64,
             }

@@ -11,6 +11,7 @@ pub mod api;
 pub mod applications;
 pub mod audit;
 pub mod audit_log;
+pub mod auditor;
 pub mod catalogue;
 pub mod charter;
 pub mod chunks;

@@ -2,13 +2,13 @@
 //!
 //! When a member appends an auditable event to its own feed, it remembers it (CF
 //! `audit_expected`, in the batch that stores the entry) with the size of the latest final
-//! checkpoint then. Every [`super::watch::POLL`] the watcher looks each remembered event up in
-//! this node's mirror of the log (every entry of which hashes to a hub-signed root): found, it is
+//! checkpoint then. At every poll of the watcher (`auditor::watch`) [`check`] looks each
+//! remembered event up in this node's mirror of the log (every entry of which hashes to a hub-signed root): found, it is
 //! forgotten. Once it is overdue — [`crate::audit_log::Deadlines::checkpoints`] newer final checkpoints
 //! accepted without it **and** at least [`crate::audit_log::Deadlines::omission`] since it was appended —
 //! it is an omission: kept as evidence (CF `audit_omissions`, with the signed entry), logged with
 //! `error!` on `huitong::audit`, counted in `status` (OMISSION) and `audit verify`, and gossiped
-//! ([`Gossip::Omission`], carrying the signed entry) so every member checks it too.
+//! ([`huitong_protocol::wire::Gossip::Omission`], carrying the signed entry) so every member checks it too.
 //!
 //! A member receiving that gossip checks the entry's signature, that its signer is a member and
 //! that it is an auditable event before storing anything; it then ingests the entry (so an
@@ -17,28 +17,28 @@
 //! until the mirror covers the latest final checkpoint, so a mirror that is behind raises
 //! nothing. The hub keeps no such list: it queues records in the batch that stores the entry.
 //!
+//! Layering: part of the audit view (no network): [`expect`] runs as this node appends (through
+//! `audit::View`), [`on_gossip`] is called by the auditor's gossip judge, and the watcher above
+//! the network runs [`check`] and gossips what it finds.
+//!
 //! Not caught here: a hub that stops publishing checkpoints altogether (no newer final
 //! checkpoint ever arrives); `status` shows the checkpoint size not moving.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use huitong_protocol::audit::{Record, RecordKind};
 use huitong_protocol::codec;
 use huitong_protocol::feed::{FeedError, VerifiedEntry};
-use huitong_protocol::wire::Gossip;
 use huitong_protocol::Event;
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, warn};
 
 use super::appender::with_log;
-use super::watch;
+use super::checkpoints;
 use crate::applications::Judged;
 use crate::feeds::{entry_record, Feeds, Outcome};
-use crate::link::Transport;
-use crate::net::Command;
 use crate::state::{now_ms, NodeState};
 use crate::store::{StoreError, CF_AUDIT_EXPECTED, CF_AUDIT_OMISSIONS};
 
@@ -219,7 +219,7 @@ pub fn check(state: &NodeState) -> Result<Vec<Vec<u8>>, String> {
             }
         }
     }
-    let Some(fin) = watch::latest_final(state).map_err(|e| e.to_string())? else {
+    let Some(fin) = checkpoints::latest_final(state).map_err(|e| e.to_string())? else {
         return Ok(Vec::new());
     };
     let keys: Vec<[u8; 32]> = rows.iter().map(|(k, _)| *k).collect();
@@ -247,7 +247,7 @@ pub fn check(state: &NodeState) -> Result<Vec<Vec<u8>>, String> {
         let n = match newer.get(&e.final_size) {
             Some(&n) => n,
             None => {
-                let n = watch::finals_after(state, e.final_size, d.checkpoints)
+                let n = checkpoints::finals_after(state, e.final_size, d.checkpoints)
                     .map_err(|e| e.to_string())?;
                 newer.insert(e.final_size, n);
                 n
@@ -320,19 +320,4 @@ pub fn list(state: &NodeState) -> Result<Vec<Omission>, StoreError> {
             })
         })
         .collect()
-}
-
-/// One pass of [`check`] off the async threads; gossips what it newly found missing.
-pub async fn tick(state: &Arc<NodeState>, t: &Transport) {
-    let s = state.clone();
-    match tokio::task::spawn_blocking(move || check(&s)).await {
-        Ok(Ok(missing)) => {
-            for entry in missing {
-                let msg = Gossip::Omission(serde_bytes::ByteBuf::from(entry));
-                t.net.send(Command::Gossip(msg)).await;
-            }
-        }
-        Ok(Err(e)) => debug!(target: "huitong::audit", error = %e, "omission check"),
-        Err(e) => warn!(error = %e, "omission check panicked"),
-    }
 }

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 
 use super::output;
-use crate::audit::verify::{LogReport, RecordReport};
+use crate::auditor::verify::{LogReport, RecordReport};
 use crate::client::ApiClient;
 use crate::http::audit::{ImportOutcome, ProofFile, ReceiptView, TextBody, TransferView};
 

@@ -6,9 +6,10 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{fail, Ctx, Res};
-use crate::audit::verify::{self, LogReport, RecordReport};
-use crate::audit::watch;
+use crate::audit::checkpoints::Offer;
 use crate::audit_log::Source;
+use crate::auditor::verify::{self, LogReport, RecordReport};
+use crate::auditor::watch;
 
 /// `?index=N`: one entry of a record id.
 #[derive(Debug, Deserialize)]
@@ -107,11 +108,11 @@ pub(super) async fn import_checkpoint(
     .await
     .map_err(unprocessable)?;
     let outcome = match outcome {
-        watch::Offer::Stored => "stored".into(),
-        watch::Offer::Known => "known".into(),
-        watch::Offer::Cosigned => "cosigned".into(),
-        watch::Offer::Conflict(why) => format!("split view: {why}"),
-        watch::Offer::NeedsProof { .. } => "not checked".into(),
+        Offer::Stored => "stored".into(),
+        Offer::Known => "known".into(),
+        Offer::Cosigned => "cosigned".into(),
+        Offer::Conflict(why) => format!("split view: {why}"),
+        Offer::NeedsProof { .. } => "not checked".into(),
     };
     Ok(Json(ImportOutcome { outcome }))
 }

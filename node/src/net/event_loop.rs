@@ -1,5 +1,6 @@
 //! The event loop that owns the Swarm: gossip in and out, anti-entropy, dialling members,
-//! charter gating, and answering [`Command`]s.
+//! charter gating, and answering [`Command`]s. Gossip it does not judge itself (audit
+//! checkpoints and omission reports) goes to the [`AuditGossip`] it was given.
 //!
 //! Anti-entropy: on every new connection and every `sync_interval_secs`, the node sends its
 //! [`Summary`] to the peer; whoever learns that the other holds more of a feed asks for the
@@ -26,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{gate, peer_id, Behaviour, BehaviourEvent, Command, PeerInfo, Route};
+use super::{gate, peer_id, AuditGossip, Behaviour, BehaviourEvent, Command, PeerInfo, Route};
 use crate::feeds::{Feeds, Outcome};
 use crate::state::NodeState;
 
@@ -81,6 +82,7 @@ pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     state: Arc<NodeState>,
     feeds: Arc<Feeds>,
+    audit: Arc<dyn AuditGossip>,
     commands: mpsc::Receiver<Command>,
     topic: gossipsub::IdentTopic,
     members: HashMap<PeerId, NodeId>,
@@ -99,10 +101,12 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    /// Creates the loop; call [`EventLoop::run`] to drive it.
+    /// Creates the loop; call [`EventLoop::run`] to drive it. `audit` judges the checkpoint
+    /// and omission gossip.
     pub fn new(
         swarm: Swarm<Behaviour>,
         feeds: Arc<Feeds>,
+        audit: Arc<dyn AuditGossip>,
         commands: mpsc::Receiver<Command>,
         bootstrap: Vec<Multiaddr>,
     ) -> Self {
@@ -120,6 +124,7 @@ impl EventLoop {
             swarm,
             state,
             feeds,
+            audit,
             commands,
             topic,
             members: HashMap::new(),
@@ -537,47 +542,13 @@ impl EventLoop {
                 }
             },
             Ok(Gossip::Charter(bytes)) => self.on_charter(&bytes, Accept, Ignore),
-            Ok(Gossip::Checkpoint(note)) => self.on_checkpoint(note.into_vec()),
-            Ok(Gossip::Omission(entry)) => {
-                match crate::audit::omission::on_gossip(&self.feeds, &entry) {
-                    Ok(true) => Accept,
-                    Ok(false) => Ignore,
-                    Err(e) => {
-                        warn!(target: "huitong::audit", peer = %source, error = %e, "refused omission report");
-                        self.state.reject("omission_report");
-                        Reject
-                    }
-                }
-            }
+            Ok(Gossip::Checkpoint(note)) => self.audit.checkpoint(note.into_vec()),
+            Ok(Gossip::Omission(entry)) => self.audit.omission(&source, &entry),
         };
         self.swarm
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(&id, &source, acceptance);
-    }
-
-    /// Accepts (for propagation) a checkpoint note signed by the hub and hands it to the
-    /// audit watcher, which compares it with what this node saw.
-    fn on_checkpoint(&mut self, note: Vec<u8>) -> gossipsub::MessageAcceptance {
-        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
-        let Some((origin, hub, witnesses)) = crate::audit::keys(&self.state) else {
-            return Ignore;
-        };
-        match huitong_protocol::audit::note::open_checkpoint(&note, &origin, &hub, &witnesses) {
-            Ok(_) => {
-                let _ = self
-                    .state
-                    .audit
-                    .inbox
-                    .try_send((note, crate::audit_log::Source::Gossip));
-                Accept
-            }
-            Err(e) => {
-                warn!(target: "huitong::audit", error = %e, "refused checkpoint gossip");
-                self.state.reject("checkpoint");
-                Reject
-            }
-        }
     }
 
     fn on_charter<T>(&mut self, bytes: &[u8], accepted: T, other: T) -> T {
