@@ -1,11 +1,15 @@
-//! `huitong run`: opens the store, starts the network event loop and the admin API, and shuts
-//! both down in order on Ctrl-C or SIGTERM so the store is left consistent.
+//! `huitong run`: opens the store, registers the views on the feeds, starts the network event
+//! loop (with the audit's gossip judge), the agent, the data server, the audit appender and
+//! watcher and the admin API, and shuts them down in order on Ctrl-C or SIGTERM so the store is
+//! left consistent.
 //!
 //! Files in the node directory: `huitong.toml`, `node.key`, `db/` (RocksDB), `chunks/` (dataset
-//! chunks, see [`crate::chunks`]), `audit/` (the hub's audit log, see [`crate::audit_log::tiles`]),
-//! `api.token`
-//! (0600), `api.addr` (written once the API is bound, removed at shutdown), and optionally
-//! `charter.cbor`, a signed charter imported at first start.
+//! chunks, see [`crate::chunks`]), `audit/` (the hub's audit log, see
+//! [`crate::audit_log::tiles`]), `api.token` (0600), `api.addr` (written once the API is bound,
+//! removed at shutdown), and optionally `charter.cbor`, a signed charter imported at first start.
+//!
+//! Layering: near the top (only the CLI names it): the one place that wires the layers together
+//! — the views into the feeds, the audit services into the network.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -18,15 +22,12 @@ use libp2p::Multiaddr;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::{API_ADDR_FILE, API_TOKEN_FILE};
 use crate::feeds::{self, Feeds};
 use crate::net::{self, Client, EventLoop};
 use crate::state::NodeState;
 use crate::store::Store;
 
-/// File with the API's bound address.
-pub const API_ADDR_FILE: &str = "api.addr";
-/// File with the API bearer token.
-pub const API_TOKEN_FILE: &str = "api.token";
 /// A charter to import at first start.
 pub const CHARTER_FILE: &str = "charter.cbor";
 

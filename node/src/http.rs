@@ -1,5 +1,9 @@
 //! The local admin HTTP API (axum) on a loopback address, guarded by a bearer token kept in
 //! `api.token` (mode 0600) in the node directory. Request bodies are limited to 1 MiB.
+//!
+//! Layering: above everything it serves (the views, the access policy, the transfers, the audit
+//! services, the network handle) and `api`, whose types it answers with; only the daemon names
+//! it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +30,7 @@ const MAX_BODY: usize = 1024 * 1024;
 const MAX_BATCH_BODY: usize = 32 * 1024 * 1024;
 
 mod applications;
-pub mod audit;
+mod audit;
 mod datasets;
 
 #[derive(Clone)]

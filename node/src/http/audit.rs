@@ -3,9 +3,10 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{fail, Ctx, Res};
+use crate::api::{ImportOutcome, ProofFile, ReceiptView, TextBody, TransferView};
 use crate::audit::checkpoints::Offer;
 use crate::audit_log::Source;
 use crate::auditor::verify::{self, LogReport, RecordReport};
@@ -15,29 +16,6 @@ use crate::auditor::watch;
 #[derive(Debug, Deserialize)]
 pub(super) struct IndexQuery {
     index: Option<u64>,
-}
-
-/// A proof file or a checkpoint note, as text.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TextBody {
-    /// The text.
-    pub text: String,
-}
-
-/// A record's proof file.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ProofFile {
-    /// What it proves.
-    pub report: RecordReport,
-    /// The c2sp.org/tlog-proof@v1 text.
-    pub proof: String,
-}
-
-/// What became of an imported checkpoint.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ImportOutcome {
-    /// `stored`, `known`, `cosigned` or `split view: …`.
-    pub outcome: String,
 }
 
 fn unprocessable(m: String) -> super::Fail {
@@ -122,62 +100,6 @@ pub(super) async fn import_checkpoint(
 pub(super) struct ReceiptQuery {
     grant: Option<String>,
     code: Option<String>,
-}
-
-/// A receipt, for people.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ReceiptView {
-    /// Receipt id (`audit verify --record` it).
-    pub id: String,
-    /// Provider name.
-    pub provider: String,
-    /// Consumer name.
-    pub consumer: String,
-    /// Resource code.
-    pub code: String,
-    /// Version.
-    pub version: u64,
-    /// 信息项.
-    pub fields: Vec<String>,
-    /// Bytes served.
-    pub bytes: u64,
-    /// Grant (application id).
-    pub grant: Option<String>,
-    /// When the consumer countersigned (ms).
-    pub at_ms: u64,
-}
-
-/// A provider's transfer record, for people.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TransferView {
-    /// Transfer id (`audit verify --record` it).
-    pub id: String,
-    /// Provider name.
-    pub provider: String,
-    /// Consumer name.
-    pub consumer: String,
-    /// Consumer node key (hex).
-    pub consumer_key: String,
-    /// Resource code.
-    pub code: String,
-    /// Version.
-    pub version: u64,
-    /// 信息项 whose chunks were sent.
-    pub fields: Vec<String>,
-    /// Bytes actually sent.
-    pub bytes: u64,
-    /// Chunks actually sent.
-    pub chunks: u64,
-    /// `completed` (the consumer asked for a receipt) or `abandoned`.
-    pub outcome: String,
-    /// The receipt, when the consumer asked for one.
-    pub receipt: Option<String>,
-    /// Grant (application id).
-    pub grant: Option<String>,
-    /// First chunk sent (ms).
-    pub started_ms: u64,
-    /// When it ended (ms).
-    pub ended_ms: u64,
 }
 
 fn member_name(ctx: &Ctx, k: &huitong_protocol::NodeId) -> String {
