@@ -16,7 +16,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::feeds::Accepted;
+use crate::feeds::{Accepted, Applied};
 use crate::state::NodeState;
 use crate::store::{StoreError, CF_APPLICATIONS, CF_APPLICATIONS_PENDING};
 
@@ -225,12 +225,7 @@ impl Judged {
 pub struct View;
 
 impl crate::feeds::View for View {
-    fn apply(
-        &self,
-        state: &NodeState,
-        batch: &mut WriteBatch,
-        a: &Accepted<'_>,
-    ) -> Result<Vec<Record>, StoreError> {
+    fn apply(&self, state: &NodeState, batch: &mut WriteBatch, a: &Accepted<'_>) -> Applied {
         let e = &a.entry.entry;
         let Event::Grant(g) = &e.event else {
             return Ok(Vec::new());

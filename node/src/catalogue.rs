@@ -17,7 +17,7 @@ use huitong_protocol::{codec, Entry, Event, NodeId};
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use crate::feeds::{Accepted, AppendError};
+use crate::feeds::{Accepted, AppendError, Applied};
 use crate::state::NodeState;
 use crate::store::{Store, StoreError, CF_CATALOGUE, CF_META};
 
@@ -249,12 +249,7 @@ impl crate::feeds::View for View {
         })
     }
 
-    fn apply(
-        &self,
-        state: &NodeState,
-        batch: &mut WriteBatch,
-        a: &Accepted<'_>,
-    ) -> Result<Vec<huitong_protocol::audit::Record>, StoreError> {
+    fn apply(&self, state: &NodeState, batch: &mut WriteBatch, a: &Accepted<'_>) -> Applied {
         let e = &a.entry.entry;
         apply(
             &state.store,

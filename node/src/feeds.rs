@@ -88,6 +88,10 @@ pub struct Accepted<'a> {
     pub provider: &'a str,
 }
 
+/// What a view made of an accepted entry: the audit records of what it judged (for the hub's
+/// log).
+pub type Applied = Result<Vec<Record>, StoreError>;
+
 /// A view built from the feeds. Every hook runs under the store's writer lock; the ones given a
 /// batch stage their changes into the batch that stores the entry.
 pub trait View: Send + Sync {
@@ -97,14 +101,8 @@ pub trait View: Send + Sync {
         Ok(event)
     }
 
-    /// Stages this view's changes for an accepted entry; returns the audit records of what it
-    /// judged (for the hub's log).
-    fn apply(
-        &self,
-        _state: &NodeState,
-        _batch: &mut WriteBatch,
-        _entry: &Accepted<'_>,
-    ) -> Result<Vec<Record>, StoreError> {
+    /// Stages this view's changes for an accepted entry into `batch`.
+    fn apply(&self, _state: &NodeState, _batch: &mut WriteBatch, _a: &Accepted<'_>) -> Applied {
         Ok(Vec::new())
     }
 

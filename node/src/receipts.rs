@@ -5,13 +5,13 @@
 //!
 //! Layering: a view over [`crate::feeds`] (registered by the daemon); reads the catalogue.
 
-use huitong_protocol::audit::{Record, RecordKind};
+use huitong_protocol::audit::RecordKind;
 use huitong_protocol::receipt::SignedReceipt;
 use huitong_protocol::{codec, Event, NodeId};
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use crate::feeds::{entry_record, Accepted};
+use crate::feeds::{entry_record, Accepted, Applied};
 use crate::state::NodeState;
 use crate::store::{StoreError, CF_RECEIPTS, CF_TRANSFERS};
 use huitong_protocol::receipt::TransferRecord;
@@ -48,12 +48,7 @@ pub struct ReceiptRecord {
 pub struct View;
 
 impl crate::feeds::View for View {
-    fn apply(
-        &self,
-        state: &NodeState,
-        batch: &mut WriteBatch,
-        a: &Accepted<'_>,
-    ) -> Result<Vec<Record>, StoreError> {
+    fn apply(&self, state: &NodeState, batch: &mut WriteBatch, a: &Accepted<'_>) -> Applied {
         let (v, e) = (a.entry, &a.entry.entry);
         Ok(match &e.event {
             Event::Receipt(r) => apply(state, batch, r, e.timestamp_ms, e.seq)?

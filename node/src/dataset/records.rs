@@ -10,7 +10,7 @@ use huitong_protocol::{codec, Event, NodeId};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use crate::feeds::Accepted;
+use crate::feeds::{Accepted, Applied};
 use crate::state::NodeState;
 use crate::store::{Store, StoreError, CF_DATASETS, CF_MANIFESTS};
 
@@ -43,12 +43,7 @@ fn corrupt(cf: &'static str) -> impl Fn(codec::DecodeError) -> StoreError {
 pub struct View;
 
 impl crate::feeds::View for View {
-    fn apply(
-        &self,
-        state: &NodeState,
-        batch: &mut WriteBatch,
-        a: &Accepted<'_>,
-    ) -> Result<Vec<huitong_protocol::audit::Record>, StoreError> {
+    fn apply(&self, state: &NodeState, batch: &mut WriteBatch, a: &Accepted<'_>) -> Applied {
         let e = &a.entry.entry;
         if let Event::DatasetPublished(d) = &e.event {
             stage_version(&state.store, batch, &e.feed, d);
