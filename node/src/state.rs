@@ -1,5 +1,10 @@
-//! Node state shared by the network event loop and the admin API: the store, the node key,
-//! the configuration, the current charter and the counters `status` reports.
+//! Node state shared by the network event loop and the admin API: the node directory, the
+//! store, the chunk store, the node key, the configuration, the current charter, the audit's
+//! in-memory state and the counters `status` reports.
+//!
+//! Layering: above the store, the chunk store, the counters and `audit_log` only; every module
+//! above uses it, and it names none of them (the feeds' views, the network and the audit services
+//! get their own handles from the daemon).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
