@@ -187,7 +187,10 @@ pub fn authorize(
         column,
         now: now_ms / 1000,
     };
-    let id = grants::authorize(token, &platform, &req).map_err(|e| refused(e.to_string()))?;
+    let id = state
+        .grants
+        .authorize(token, &platform, &req)
+        .map_err(|e| refused(e.to_string()))?;
     // The token is the hub's and the approval block is ours; the application record is what
     // this node approved, and it is checked on every request.
     let r = applications::get(state, &id)

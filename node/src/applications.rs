@@ -507,24 +507,30 @@ mod tests {
     use super::*;
     use huitong_protocol::{ResourceCode, SecretKey};
 
-    /// Every order of arrival of the five steps ends granted (pending events wait their turn).
-    #[test]
-    fn steps_from_different_feeds_apply_in_any_order() {
+    /// Consumer, provider and hub keys, and an application of `fields` until `until`.
+    fn parties(fields: &[&str], until: &str) -> (NodeId, NodeId, NodeId, Application) {
         let (consumer, provider, hub) = (
             SecretKey::from_bytes([1; 32]).public(),
             SecretKey::from_bytes([2; 32]).public(),
             SecretKey::from_bytes([3; 32]).public(),
         );
-        let id = "0123456789abcdef0123456789abcdef".to_string();
         let app = Application {
-            id: id.clone(),
+            id: "0123456789abcdef0123456789abcdef".to_string(),
             code: ResourceCode::parse("101001/000001").expect("valid code"),
             provider,
-            fields: vec!["姓名".into()],
+            fields: fields.iter().map(|f| f.to_string()).collect(),
             purpose: "核验".into(),
             basis: "依据".into(),
-            until: "2099-12-31".into(),
+            until: until.into(),
         };
+        (consumer, provider, hub, app)
+    }
+
+    /// Every order of arrival of the five steps ends granted (pending events wait their turn).
+    #[test]
+    fn steps_from_different_feeds_apply_in_any_order() {
+        let (consumer, provider, hub, app) = parties(&["姓名"], "2099-12-31");
+        let id = app.id.clone();
         let steps = [
             (consumer, GrantEvent::Submitted(app)),
             (hub, GrantEvent::Accepted { id: id.clone() }),
@@ -623,21 +629,8 @@ mod tests {
     /// A partial approval narrows the grant; an approval wider than the application is refused.
     #[test]
     fn an_approval_may_narrow_but_never_widen_the_application() {
-        let (consumer, provider, hub) = (
-            SecretKey::from_bytes([1; 32]).public(),
-            SecretKey::from_bytes([2; 32]).public(),
-            SecretKey::from_bytes([3; 32]).public(),
-        );
-        let id = "0123456789abcdef0123456789abcdef".to_string();
-        let app = Application {
-            id: id.clone(),
-            code: ResourceCode::parse("101001/000001").expect("valid code"),
-            provider,
-            fields: vec!["姓名".into(), "性别".into()],
-            purpose: "核验".into(),
-            basis: "依据".into(),
-            until: "2030-12-31".into(),
-        };
+        let (consumer, provider, hub, app) = parties(&["姓名", "性别"], "2030-12-31");
+        let id = app.id.clone();
         let step = |rec: Option<AppRecord>, who: &NodeId, e: GrantEvent| match transition(
             rec,
             who,

@@ -1,6 +1,6 @@
 //! Node state shared by the network event loop and the admin API: the node directory, the
 //! store, the chunk store, the node key, the configuration, the current charter, the audit's
-//! in-memory state and the counters `status` reports.
+//! in-memory state, the cache of verified grant tokens and the counters `status` reports.
 //!
 //! Layering: above the store, the chunk store, the counters and `audit_log` only; every module
 //! above uses it, and it names none of them (the feeds' views, the network and the audit services
@@ -48,6 +48,8 @@ pub struct NodeState {
     pub transfer: crate::stats::Stats,
     /// The audit log (hub) and checkpoint watch (every node).
     pub audit: crate::audit_log::AuditState,
+    /// Grant tokens whose signatures verified (one verification per token, not per chunk).
+    pub grants: huitong_protocol::grant::TokenCache,
     charter: RwLock<Option<Charter>>,
     counters: Mutex<Counters>,
 }
@@ -69,6 +71,7 @@ impl NodeState {
             chunks,
             audit: crate::audit_log::AuditState::new(dir.join("audit")),
             transfer: Default::default(),
+            grants: Default::default(),
             key,
             config,
             authority,

@@ -1,6 +1,5 @@
 //! `huitong apply`, `applications`, `approve`, `reject`, `revoke`: the 有条件共享 workflow.
 
-use std::io::Write;
 use std::path::Path;
 
 use clap::Args;
@@ -78,13 +77,8 @@ pub struct ApproveArgs {
 }
 
 fn print(v: &[AppView], as_json: bool) -> anyhow::Result<()> {
-    if as_json {
-        return output::json(&v);
-    }
-    let mut o = std::io::stdout().lock();
-    for a in v {
-        writeln!(
-            o,
+    output::list(v, as_json, "applications", |a| {
+        format!(
             "{}  {:<9} {}  {} → {}  [{}] until {}{}{}",
             a.id,
             a.state,
@@ -98,12 +92,8 @@ fn print(v: &[AppView], as_json: bool) -> anyhow::Result<()> {
                 .as_deref()
                 .map(|r| format!("  ({r})"))
                 .unwrap_or_default()
-        )?;
-    }
-    if v.is_empty() {
-        writeln!(o, "(no applications)")?;
-    }
-    Ok(())
+        )
+    })
 }
 
 /// ", approved [..] until .." when the provider approved less than applied for.

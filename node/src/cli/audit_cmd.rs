@@ -246,65 +246,40 @@ pub(super) async fn run(dir: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
         }
         AuditCmd::Transfers { grant, code, json } => {
             let v: Vec<TransferView> = api.get("/audit/transfers", &Q { grant, code }).await?;
-            if json {
-                output::json(&v)?;
-            } else {
-                for t in &v {
-                    writeln!(
-                        o,
-                        "{}  {}  {:<9} {} v{} {} → {}  [{}] {} bytes in {} chunks{}{}",
-                        t.id,
-                        output::time_ms(t.ended_ms),
-                        t.outcome,
-                        t.code,
-                        t.version,
-                        t.provider,
-                        t.consumer,
-                        t.fields.join(","),
-                        t.bytes,
-                        t.chunks,
-                        t.grant
-                            .as_deref()
-                            .map(|g| format!("  grant {g}"))
-                            .unwrap_or_default(),
-                        t.receipt
-                            .as_deref()
-                            .map(|r| format!("  receipt {r}"))
-                            .unwrap_or_default()
-                    )?;
-                }
-                if v.is_empty() {
-                    writeln!(o, "(no transfers)")?;
-                }
-            }
+            output::list(&v, json, "transfers", |t| {
+                format!(
+                    "{}  {}  {:<9} {} v{} {} → {}  [{}] {} bytes in {} chunks{}{}",
+                    t.id,
+                    output::time_ms(t.ended_ms),
+                    t.outcome,
+                    t.code,
+                    t.version,
+                    t.provider,
+                    t.consumer,
+                    t.fields.join(","),
+                    t.bytes,
+                    t.chunks,
+                    output::labelled("grant", t.grant.as_deref()),
+                    output::labelled("receipt", t.receipt.as_deref()),
+                )
+            })?;
         }
         AuditCmd::Receipts { grant, code, json } => {
             let v: Vec<ReceiptView> = api.get("/audit/receipts", &Q { grant, code }).await?;
-            if json {
-                output::json(&v)?;
-            } else {
-                for r in &v {
-                    writeln!(
-                        o,
-                        "{}  {}  {} v{} {} → {}  [{}] {} bytes{}",
-                        r.id,
-                        output::time_ms(r.at_ms),
-                        r.code,
-                        r.version,
-                        r.provider,
-                        r.consumer,
-                        r.fields.join(","),
-                        r.bytes,
-                        r.grant
-                            .as_deref()
-                            .map(|g| format!("  grant {g}"))
-                            .unwrap_or_default()
-                    )?;
-                }
-                if v.is_empty() {
-                    writeln!(o, "(no receipts)")?;
-                }
-            }
+            output::list(&v, json, "receipts", |r| {
+                format!(
+                    "{}  {}  {} v{} {} → {}  [{}] {} bytes{}",
+                    r.id,
+                    output::time_ms(r.at_ms),
+                    r.code,
+                    r.version,
+                    r.provider,
+                    r.consumer,
+                    r.fields.join(","),
+                    r.bytes,
+                    output::labelled("grant", r.grant.as_deref()),
+                )
+            })?;
         }
         AuditCmd::ImportCheckpoint { file } => {
             let text = read_small(&file)?;

@@ -14,6 +14,31 @@ pub(super) fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a listing: JSON, or one line per item (`(no {what})` when there is none).
+pub(super) fn list<T: serde::Serialize>(
+    items: &[T],
+    as_json: bool,
+    what: &str,
+    line: impl Fn(&T) -> String,
+) -> anyhow::Result<()> {
+    if as_json {
+        return json(&items);
+    }
+    let mut o = std::io::stdout().lock();
+    for item in items {
+        writeln!(o, "{}", line(item))?;
+    }
+    if items.is_empty() {
+        writeln!(o, "(no {what})")?;
+    }
+    Ok(())
+}
+
+/// `"  {label} {value}"` when there is a value, else nothing (optional columns of a line).
+pub(super) fn labelled(label: &str, value: Option<&str>) -> String {
+    value.map(|v| format!("  {label} {v}")).unwrap_or_default()
+}
+
 pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return json(s);

@@ -1,0 +1,34 @@
+# Installs what building and testing Huitong needs on a Debian machine that has only the Rust
+# toolchain: libclang (RocksDB's bindings are generated with bindgen) and a C++ compiler
+# (RocksDB itself). Sourced by quickstart.sh and .ci/run; uses sudo when not run as root.
+# 安装构建与测试所需的系统软件包（libclang、C++ 编译器）；非 root 用户时使用 sudo。
+
+huitong_prerequisites() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo is not installed: install the Rust toolchain first (https://rustup.rs)" >&2
+    echo "未找到 cargo：请先安装 Rust 工具链（https://rustup.rs）" >&2
+    return 1
+  fi
+  local need=()
+  dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+  command -v g++ >/dev/null 2>&1 || need+=(g++)
+  command -v make >/dev/null 2>&1 || need+=(make)
+  if [ ${#need[@]} -eq 0 ]; then
+    return 0
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing ${need[*]} and no apt-get: install them with your package manager" >&2
+    return 1
+  fi
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "missing ${need[*]}: run as root or install sudo" >&2
+      return 1
+    fi
+    sudo=(sudo)
+  fi
+  echo "installing ${need[*]} (apt-get) / 正在安装 ${need[*]}"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need[@]}"
+}
