@@ -1,5 +1,7 @@
 //! The `huitong` command line (clap). Client commands talk to the node running in `--dir`
 //! through its admin API; `init` and `run` work on the directory itself.
+//!
+//! Layering: the top; nothing in the node names it (`main.rs` runs it).
 
 mod apply_cmd;
 mod audit_cmd;

@@ -1,5 +1,7 @@
 //! Transfer counters for `status`: chunks and bytes served and fetched, refusals, failed
 //! verifications. Kept in the node state, counted by the data server and the pulls.
+//!
+//! Layering: a leaf (no other module of the node).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use huitong_node::link::frame;
 use huitong_node::net::{build_swarm, topic, BehaviourEvent};
-use huitong_node::transfer::frame;
 use huitong_protocol::dataset::{Manifest, MAX_MANIFEST_BYTES};
 use huitong_protocol::wire::{
     DataRequest, DataResponse, SyncRequest, DATA_PROTOCOL, MAX_DATA_FRAME,

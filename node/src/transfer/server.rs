@@ -23,12 +23,13 @@ use serde_bytes::ByteBuf;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::frame;
 use super::limits::{self, Limits, SendPermit};
 use super::served::{self, Sent, Served};
 use crate::access::{self, Need, Refusal, Scope};
 use crate::catalogue::{self, Record};
 use crate::dataset::records;
+use crate::feeds::Feeds;
+use crate::link::frame;
 use crate::net::Client;
 use crate::state::NodeState;
 
@@ -78,6 +79,7 @@ impl Indexed {
 /// The server's shared state.
 pub struct Server {
     state: Arc<NodeState>,
+    feeds: Arc<Feeds>,
     net: Client,
     cache: Mutex<HashMap<ChunkHash, Arc<Indexed>>>,
     /// Streams per peer, chunks in flight per member and in all, write deadlines.
@@ -88,9 +90,10 @@ pub struct Server {
 
 impl Server {
     /// A server for this node.
-    pub fn new(state: Arc<NodeState>, net: Client) -> Arc<Self> {
+    pub fn new(feeds: Arc<Feeds>, net: Client) -> Arc<Self> {
         Arc::new(Self {
-            state,
+            state: feeds.state().clone(),
+            feeds,
             net,
             cache: Mutex::new(HashMap::new()),
             limits: Arc::default(),
@@ -532,7 +535,7 @@ impl Server {
         let signed = huitong_protocol::receipt::SignedReceipt::seal(&self.state.key, &receipt);
         tracing::info!(target: "huitong::audit", receipt = %signed.id, %code, version, bytes = transfer.bytes, consumer = %requester, "signed a transfer receipt");
         transfer.receipt = Some(signed.id.clone());
-        served::log(&self.state, &self.net, transfer).await;
+        served::log(&self.feeds, &self.net, transfer).await;
         Ok(DataResponse::Receipt(ByteBuf::from(signed.bytes)))
     }
 
