@@ -27,6 +27,7 @@ use crate::feeds::{self, Feeds};
 use crate::net::{self, Client, EventLoop};
 use crate::state::NodeState;
 use crate::store::Store;
+use crate::supervise::Tasks;
 
 /// A charter to import at first start.
 pub const CHARTER_FILE: &str = "charter.cbor";
@@ -154,31 +155,36 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let judge = Arc::new(crate::auditor::GossipJudge::new(feeds.clone()));
     let event_loop = EventLoop::new(swarm, feeds.clone(), judge, commands, bootstrap);
-    let net_task = tokio::spawn(event_loop.run(shutdown.clone()));
-    tokio::spawn(crate::agent::run(
-        feeds.clone(),
-        client.clone(),
-        shutdown.clone(),
-    ));
+    let mut tasks = Tasks::default();
+    tasks.spawn("network", event_loop.run(shutdown.clone()));
+    tasks.spawn_infallible(
+        "agent",
+        crate::agent::run(feeds.clone(), client.clone(), shutdown.clone()),
+    );
     let data_server = crate::transfer::server::Server::new(feeds.clone(), client.clone());
-    tokio::spawn(crate::transfer::served::run(
-        feeds.clone(),
-        data_server.served(),
-        client.clone(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(data_server.run(incoming, shutdown.clone()));
+    tasks.spawn_infallible(
+        "transfer log",
+        crate::transfer::served::run(
+            feeds.clone(),
+            data_server.served(),
+            client.clone(),
+            shutdown.clone(),
+        ),
+    );
+    tasks.spawn_infallible("data server", data_server.run(incoming, shutdown.clone()));
     let transport = crate::link::Transport {
         net: client.clone(),
         control,
     };
 
-    tokio::spawn(crate::audit::appender::run(state.clone(), shutdown.clone()));
-    tokio::spawn(crate::auditor::watch::run(
-        state.clone(),
-        transport.clone(),
-        shutdown.clone(),
-    ));
+    tasks.spawn_infallible(
+        "audit appender",
+        crate::audit::appender::run(state.clone(), shutdown.clone()),
+    );
+    tasks.spawn_infallible(
+        "audit watch",
+        crate::auditor::watch::run(state.clone(), transport.clone(), shutdown.clone()),
+    );
 
     let api_addr = config
         .api_addr()
@@ -192,24 +198,24 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         warn!("this binary was built with the test-only `fault-injection` feature (cargo test or --all-targets): do not deploy it; rebuild with `cargo build --release --workspace`");
     }
     info!(api = %bound, relay = is_hub, peer_id = %net::peer_id(&state.id()).map(|p| p.to_string()).unwrap_or_default(), name = %config.node.name, "node running");
-    let http_task = tokio::spawn(crate::http::serve(
-        listener,
-        feeds,
-        transport,
-        token,
-        shutdown.clone(),
-    ));
+    tasks.spawn(
+        "admin API",
+        crate::http::serve(listener, feeds, transport, token, shutdown.clone()),
+    );
 
-    wait_for_signal().await;
+    let failed = tokio::select! {
+        _ = wait_for_signal() => None,
+        why = tasks.first_end() => Some(why),
+    };
     info!("shutting down");
     shutdown.cancel();
     let _ = std::fs::remove_file(dir.join(API_ADDR_FILE));
-    if let Ok(Err(e)) = http_task.await {
-        warn!(error = %e, "admin API stopped with an error");
-    }
-    let _ = net_task.await;
+    tasks.stop().await;
     info!("stopped");
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(why) => bail!("{why}; the node stopped (a service manager restarts it)"),
+    }
 }
 
 async fn wait_for_signal() {

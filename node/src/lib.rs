@@ -3,7 +3,7 @@
 //! The top-level modules depend on each other one way, with no cycles (`.ci/moddeps.py` checks
 //! it in CI). Lowest first; a module names only modules listed before it:
 //!
-//! 1. Leaves: [`durable`], [`chunks`], [`stats`], [`faults`], [`store`].
+//! 1. Leaves: [`durable`], [`chunks`], [`stats`], [`faults`], [`supervise`], [`store`].
 //! 2. [`audit_log`]: the audit log's files and in-memory state, held by the state.
 //! 3. [`state`] (`NodeState`), then [`charter`] (accepting charter versions).
 //! 4. [`feeds`]: append and ingest; the [`feeds::View`] trait the views implement.
@@ -44,4 +44,5 @@ pub mod receipts;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod supervise;
 pub mod transfer;

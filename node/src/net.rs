@@ -19,6 +19,7 @@
 
 mod event_loop;
 pub mod gate;
+mod rate;
 pub mod sync_codec;
 
 use std::time::Duration;
@@ -28,7 +29,9 @@ use huitong_protocol::wire::Gossip;
 use huitong_protocol::{NodeId, SecretKey};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{gossipsub, identify, identity, ping, relay, request_response, PeerId, Swarm};
+use libp2p::{
+    connection_limits, gossipsub, identify, identity, ping, relay, request_response, PeerId, Swarm,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -65,6 +68,18 @@ pub struct Behaviour {
     pub relay: Toggle<relay::Behaviour>,
     /// Bulk data streams.
     pub stream: libp2p_stream::Behaviour,
+    /// Connection limits (pending and established, per peer and in all).
+    pub limits: connection_limits::Behaviour,
+}
+
+/// Established connections a node keeps: members are few (a district has tens of
+/// departments). Pending (handshaking) connections are not capped: they come before the charter
+/// gate can tell a member from anyone, so a cap would let anyone lock members out; the
+/// transport's 10 s handshake timeout bounds them.
+fn connection_limits() -> connection_limits::ConnectionLimits {
+    connection_limits::ConnectionLimits::default()
+        .with_max_established_incoming(Some(512))
+        .with_max_established_per_peer(Some(8))
 }
 
 /// Relay limits of the hub: data pulls through the relay last as long as they need.
@@ -125,6 +140,9 @@ pub enum NetError {
         /// Why.
         reason: String,
     },
+    /// A worker the network depends on stopped (it panicked): the node must stop.
+    #[error("the network's {0} stopped unexpectedly; see the log above for why")]
+    WorkerStopped(&'static str),
 }
 
 /// The libp2p key pair of a node key (same ed25519 key).
@@ -211,6 +229,7 @@ pub fn build_swarm(
                     r
                 })),
                 stream: libp2p_stream::Behaviour::new(),
+                limits: connection_limits::Behaviour::new(connection_limits()),
             })
         })
         .map_err(|e| setup(&e))?

@@ -315,16 +315,20 @@ impl Store {
             self.cf(CF_ENTRIES),
             IteratorMode::From(&start, rocksdb::Direction::Forward),
         );
-        for (expect, kv) in (from..).zip(iter) {
+        // `from` comes from a peer: counting up from it must not overflow (u64::MAX).
+        let mut expect = Some(from);
+        for kv in iter {
             let (k, v) = kv?;
             if k.len() != 40 || k[..32] != feed.0 || out.len() as u32 >= limit {
                 break;
             }
             let mut seq = [0u8; 8];
             seq.copy_from_slice(&k[32..]);
-            if u64::from_be_bytes(seq) != expect || v.len() < 32 {
+            let Some(want) = expect else { break };
+            if u64::from_be_bytes(seq) != want || v.len() < 32 {
                 break;
             }
+            expect = want.checked_add(1);
             size += v.len() - 32;
             if size > max_bytes && !out.is_empty() {
                 break;
@@ -369,5 +373,43 @@ impl Store {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_META), KEY_CHARTER, envelope);
         self.commit(w, batch, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A range asked for from any position, up to `u64::MAX`, answers without overflowing
+    /// (a peer chooses `from`; issue #10, point 4).
+    #[test]
+    fn ranges_from_any_position_answer_without_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let feed = NodeId([7; 32]);
+        let w = store.writer();
+        let mut batch = WriteBatch::default();
+        for seq in [1, 2, 3, u64::MAX - 1, u64::MAX] {
+            store.put_entry(
+                &mut batch,
+                &feed,
+                seq,
+                &EntryHash([seq as u8; 32]),
+                b"entry",
+            );
+        }
+        store.commit(&w, batch, false).unwrap();
+        let n = |from| store.range(&feed, from, 100, 1 << 20).unwrap().len();
+        assert_eq!(n(1), 3, "stops at the gap after 3");
+        assert_eq!(n(u64::MAX - 1), 2);
+        assert_eq!(n(u64::MAX), 1);
+        assert_eq!(n(4), 0);
+        assert_eq!(
+            store
+                .range(&NodeId([8; 32]), u64::MAX, 100, 1 << 20)
+                .unwrap()
+                .len(),
+            0
+        );
     }
 }

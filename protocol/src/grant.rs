@@ -304,6 +304,29 @@ pub fn authorize(token: &[u8], platform: &NodeId, req: &Request<'_>) -> Result<S
     authorize_verified(&biscuit, req)
 }
 
+/// Refuses, before any datalog runs, a token that is not the hub's block followed by a
+/// third-party block signed by `provider`: every rule run then comes from the platform and
+/// the provider (which is what lets the datalog guard be generous).
+fn served_shape(biscuit: &Biscuit, provider: &NodeId) -> Result<(), GrantError> {
+    if biscuit.block_count() != SERVED_BLOCKS {
+        return Err(GrantError::Denied(format!(
+            "a grant token holds exactly two blocks, the hub's grant and the provider's approval; \
+             this one holds {}: present the grant as the hub issued it and the provider endorsed it",
+            biscuit.block_count()
+        )));
+    }
+    let signer = biscuit.block_external_key(1).map_err(token_err)?;
+    if signer != Some(public(provider)?) {
+        return Err(GrantError::Denied(
+            "the approval of the node serving is missing: the token's second block is not this \
+             provider's endorsement (the grant is for another provider's resource, or was \
+             approved by another provider, or not at all)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// How many verified tokens a [`TokenCache`] keeps (a few KiB each).
 const CACHED_TOKENS: usize = 1024;
 
@@ -341,8 +364,11 @@ impl TokenCache {
         let biscuit = match cached {
             Some(b) => b,
             None => {
-                // Verified outside the lock: a bad token costs only its sender's request.
+                // Verified outside the lock: a bad token costs only its sender's request. Only
+                // a token shaped as one this provider endorsed is kept, so variants a holder
+                // makes by appending blocks cannot push the honest tokens out.
                 let b = Arc::new(Biscuit::from(token, public(platform)?).map_err(token_err)?);
+                served_shape(&b, req.provider)?;
                 let mut inner = self.lock();
                 if inner.tokens.insert(key, b.clone()).is_none() {
                     inner.order.push_back(key);
@@ -376,13 +402,7 @@ impl TokenCache {
 
 /// The datalog half of [`authorize`], for a token whose signatures verified.
 fn authorize_verified(biscuit: &Biscuit, req: &Request<'_>) -> Result<String, GrantError> {
-    if biscuit.block_count() != SERVED_BLOCKS {
-        return Err(GrantError::Denied(format!(
-            "a grant token holds exactly two blocks, the hub's grant and the provider's approval; \
-             this one holds {}: present the grant as the hub issued it and the provider endorsed it",
-            biscuit.block_count()
-        )));
-    }
+    served_shape(biscuit, req.provider)?;
     let serving = req.provider.to_hex();
     let mut b = AuthorizerBuilder::new()
         .fact(format!("time({})", req.now).as_str())

@@ -51,9 +51,13 @@ pub async fn write<T: Serialize, S: AsyncWrite + Unpin>(
     s: &mut S,
     value: &T,
 ) -> std::io::Result<()> {
-    let bytes = codec::encode(value);
+    write_encoded(s, &codec::encode(value)).await
+}
+
+/// Writes one frame of already encoded CBOR (not flushed).
+pub async fn write_encoded<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> std::io::Result<()> {
     let len =
         u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("frame larger than 4 GiB"))?;
     s.write_all(&len.to_be_bytes()).await?;
-    s.write_all(&bytes).await
+    s.write_all(bytes).await
 }

@@ -25,7 +25,7 @@ use libp2p::{gossipsub, Multiaddr, PeerId, Swarm};
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{gate, peer_id, AuditGossip, Behaviour, BehaviourEvent, Command, PeerInfo, Route};
 use crate::feeds::{Feeds, Outcome};
@@ -34,64 +34,177 @@ use crate::state::NodeState;
 /// Bytes of entries a range response carries at most.
 const RANGE_RESPONSE_BYTES: usize = MAX_RESPONSE_BYTES - MAX_ENVELOPE_BYTES - 64 * 1024;
 
-/// Range responses waiting for the ingest worker.
-const INGEST_QUEUE: usize = 16;
+/// Jobs waiting for the ingest worker (range responses and gossiped entries).
+const INGEST_QUEUE: usize = 64;
+/// Gossiped entries of one peer waiting for the ingest worker at once; more are ignored
+/// (gossipsub `Ignore`: anti-entropy fetches them later), so one peer cannot fill the queue.
+const GOSSIP_QUEUED_PER_PEER: usize = 8;
+/// Range requests of one peer being answered (read from the store) at once; more are refused
+/// (each answer holds up to ~7.7 MiB). A node asks one peer for at most this many at once.
+const ANSWERING_PER_PEER: usize = 8;
 
-/// A range response to ingest.
-struct IngestJob {
-    peer: PeerId,
-    feed: NodeId,
-    entries: Vec<Vec<u8>>,
+/// Work for the ingest worker.
+enum IngestJob {
+    /// A range response to ingest.
+    Range {
+        peer: PeerId,
+        feed: NodeId,
+        entries: Vec<Vec<u8>>,
+    },
+    /// A gossiped entry to judge (its gossipsub validation waits for the outcome).
+    Gossip {
+        source: PeerId,
+        id: gossipsub::MessageId,
+        bytes: Vec<u8>,
+    },
 }
 
 /// What the ingest worker did with a job.
-struct IngestDone {
-    peer: PeerId,
-    feed: NodeId,
-    stored: usize,
+enum IngestDone {
+    Range {
+        peer: PeerId,
+        feed: NodeId,
+        stored: usize,
+    },
+    Gossip {
+        source: PeerId,
+        id: gossipsub::MessageId,
+        outcome: Result<Outcome, String>,
+    },
 }
 
-/// Ingests range responses one after another until the event loop drops its sender.
+/// Ingests jobs one after another until the event loop drops its sender: signature checks,
+/// RocksDB batches and indexing never run on the swarm's task.
 fn ingest_worker(
     feeds: Arc<Feeds>,
     mut jobs: mpsc::Receiver<IngestJob>,
     done: mpsc::Sender<IngestDone>,
 ) {
     while let Some(job) = jobs.blocking_recv() {
-        let stored = match feeds.ingest_range(&job.entries) {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(error = %e, "store error while ingesting a range");
-                0
-            }
+        // A panic on one job (a bug reached by some entry) refuses that job instead of
+        // stopping the node on every restart that meets the same entry again.
+        let failed = match &job {
+            IngestJob::Range { peer, feed, .. } => IngestDone::Range {
+                peer: *peer,
+                feed: *feed,
+                stored: 0,
+            },
+            IngestJob::Gossip { source, id, .. } => IngestDone::Gossip {
+                source: *source,
+                id: id.clone(),
+                outcome: Err("ingesting the entry panicked".into()),
+            },
         };
-        debug!(peer = %job.peer, feed = %job.feed, stored, "ingested range");
-        let reply = IngestDone {
-            peer: job.peer,
-            feed: job.feed,
-            stored,
-        };
+        let run = std::panic::AssertUnwindSafe(|| ingest_one(&feeds, job));
+        let reply = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+            error!("ingesting a job panicked; it is refused (report this as a bug)");
+            failed
+        });
         if done.blocking_send(reply).is_err() {
             break;
         }
     }
 }
 
+/// One job of the ingest worker.
+fn ingest_one(feeds: &Feeds, job: IngestJob) -> IngestDone {
+    match job {
+        IngestJob::Range {
+            peer,
+            feed,
+            entries,
+        } => {
+            let stored = match feeds.ingest_range(&entries) {
+                Ok(n) => n,
+                Err(e) => {
+                    warn!(error = %e, "store error while ingesting a range");
+                    0
+                }
+            };
+            debug!(%peer, %feed, stored, "ingested range");
+            IngestDone::Range { peer, feed, stored }
+        }
+        IngestJob::Gossip { source, id, bytes } => IngestDone::Gossip {
+            source,
+            id,
+            outcome: feeds.ingest_bytes(&bytes).map_err(|e| e.to_string()),
+        },
+    }
+}
+
+/// Gossipsub peer scores: a peer that forwards invalid messages (forged, malformed, oversize,
+/// signed by the wrong key) loses score fast and is graylisted (its gossip ignored) until the penalty
+/// decays; mesh-delivery penalties are off (members publish rarely, so an honest quiet peer
+/// must not lose score), and so is IP colocation (members are admitted by the charter, and a
+/// testnet runs them all on one address).
+fn peer_score(topic: &gossipsub::IdentTopic) -> gossipsub::PeerScoreParams {
+    let topic_params = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 100.0,
+        first_message_deliveries_weight: 0.1,
+        first_message_deliveries_decay: 0.9,
+        first_message_deliveries_cap: 10.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        // Squared count: two invalid messages put a peer below the gossip threshold (-10: no
+        // gossip sent to it), four below publish (-50), five below graylist (-80: its gossip
+        // ignored) — a peer must keep sending invalid messages, not slip once.
+        invalid_message_deliveries_weight: -4.0,
+        invalid_message_deliveries_decay: 0.9,
+        ..Default::default()
+    };
+    let mut params = gossipsub::PeerScoreParams {
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
+    params.topics.insert(topic.hash(), topic_params);
+    params
+}
+
+fn peer_score_thresholds() -> gossipsub::PeerScoreThresholds {
+    gossipsub::PeerScoreThresholds {
+        gossip_threshold: -10.0,
+        publish_threshold: -50.0,
+        graylist_threshold: -80.0,
+        ..Default::default()
+    }
+}
+
+/// A range answer read from the store off the swarm's task, waiting to be sent.
+struct Answer {
+    peer: PeerId,
+    channel: request_response::ResponseChannel<SyncResponse>,
+    response: SyncResponse,
+}
+
 /// The event loop.
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     state: Arc<NodeState>,
-    feeds: Arc<Feeds>,
     audit: Arc<dyn AuditGossip>,
     commands: mpsc::Receiver<Command>,
     topic: gossipsub::IdentTopic,
     members: HashMap<PeerId, NodeId>,
-    ranges: HashMap<OutboundRequestId, NodeId>,
+    /// Range requests in flight: the feed and the peer asked.
+    ranges: HashMap<OutboundRequestId, (NodeId, PeerId)>,
+    /// Peers with range requests held back (at most [`ANSWERING_PER_PEER`] in flight to one
+    /// peer): a summary is sent to them when one of their ranges is done.
+    deferred: HashSet<PeerId>,
     inflight: HashSet<NodeId>,
     bootstrap: Vec<Multiaddr>,
     interval: Duration,
     ingest: mpsc::Sender<IngestJob>,
     ingested: mpsc::Receiver<IngestDone>,
+    /// Gossiped entries per peer waiting for the ingest worker.
+    gossip_queued: HashMap<PeerId, usize>,
+    /// Range answers per peer being read from the store.
+    answering: HashMap<PeerId, usize>,
+    answers: mpsc::Sender<Answer>,
+    answered: mpsc::Receiver<Answer>,
+    /// Sync requests per peer.
+    limiter: super::rate::Limiter,
     /// Open connections per peer: whether each goes through a relay.
     connections: HashMap<PeerId, HashMap<ConnectionId, bool>>,
     /// `connect` callers waiting for a dial.
@@ -104,7 +217,7 @@ impl EventLoop {
     /// Creates the loop; call [`EventLoop::run`] to drive it. `audit` judges the checkpoint
     /// and omission gossip.
     pub fn new(
-        swarm: Swarm<Behaviour>,
+        mut swarm: Swarm<Behaviour>,
         feeds: Arc<Feeds>,
         audit: Arc<dyn AuditGossip>,
         commands: mpsc::Receiver<Command>,
@@ -115,25 +228,40 @@ impl EventLoop {
         let interval = Duration::from_secs(state.config.network.sync_interval_secs);
         let (ingest, jobs) = mpsc::channel(INGEST_QUEUE);
         let (done, ingested) = mpsc::channel(INGEST_QUEUE);
-        let worker_feeds = feeds.clone();
-        std::thread::Builder::new()
+        if let Err(e) = swarm
+            .behaviour_mut()
+            .gossipsub
+            .with_peer_score(peer_score(&topic), peer_score_thresholds())
+        {
+            warn!(error = %e, "gossipsub peer scoring not enabled");
+        }
+        let (answers, answered) = mpsc::channel(INGEST_QUEUE);
+        if let Err(e) = std::thread::Builder::new()
             .name("huitong-ingest".into())
-            .spawn(move || ingest_worker(worker_feeds, jobs, done))
-            .ok();
+            .spawn(move || ingest_worker(feeds, jobs, done))
+        {
+            // `run` sees the closed channel and stops the node with an error.
+            warn!(error = %e, "cannot start the ingest worker");
+        }
         let mut this = Self {
             swarm,
             state,
-            feeds,
             audit,
             commands,
             topic,
             members: HashMap::new(),
             ranges: HashMap::new(),
+            deferred: HashSet::new(),
             inflight: HashSet::new(),
             bootstrap,
             interval,
             ingest,
             ingested,
+            gossip_queued: HashMap::new(),
+            answering: HashMap::new(),
+            answers,
+            answered,
+            limiter: super::rate::Limiter::default(),
             connections: HashMap::new(),
             pending: HashMap::new(),
             circuits: HashMap::new(),
@@ -147,7 +275,7 @@ impl EventLoop {
 
     /// Runs until `shutdown` is cancelled. Cancel-safe: stopping drops in-flight requests,
     /// which anti-entropy repeats after the next start.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), super::NetError> {
         for addr in std::mem::take(&mut self.bootstrap) {
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 warn!(%addr, error = %e, "cannot dial bootstrap address");
@@ -171,10 +299,15 @@ impl EventLoop {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_event(event),
-                Some(done) = self.ingested.recv() => self.on_ingested(done),
+                done = self.ingested.recv() => match done {
+                    Some(d) => self.on_ingested(d),
+                    None => return Err(super::NetError::WorkerStopped("ingest worker")),
+                },
+                Some(a) = self.answered.recv() => self.on_answered(a),
             }
         }
         info!("network stopped");
+        Ok(())
     }
 
     fn refresh_members(&mut self) {
@@ -258,7 +391,17 @@ impl EventLoop {
                 .sync
                 .send_request(&peer, SyncRequest::Charter);
         }
-        for h in &theirs.heads {
+        // Feeds of charter members only: a peer may advertise any key (issue #10, point 2).
+        let members: HashSet<NodeId> = self.state.with_charter(|c| {
+            c.map(|c| c.members.iter().map(|m| m.node_key).collect())
+                .unwrap_or_default()
+        });
+        let mut seen = HashSet::new();
+        for h in theirs
+            .heads
+            .iter()
+            .filter(|h| members.contains(&h.feed) && seen.insert(h.feed))
+        {
             let have = self.state.store.head(&h.feed).map(|h| h.seq).unwrap_or(0);
             if h.seq > have {
                 self.request_range(peer, h.feed, have + 1);
@@ -267,9 +410,15 @@ impl EventLoop {
     }
 
     fn request_range(&mut self, peer: PeerId, feed: NodeId, from: u64) {
-        if !self.inflight.insert(feed) {
+        if self.inflight.contains(&feed) {
             return;
         }
+        if self.ranges.values().filter(|(_, p)| *p == peer).count() >= ANSWERING_PER_PEER {
+            // The peer answers at most that many at once: ask again when one is done.
+            self.deferred.insert(peer);
+            return;
+        }
+        self.inflight.insert(feed);
         let id = self.swarm.behaviour_mut().sync.send_request(
             &peer,
             SyncRequest::Range {
@@ -278,7 +427,15 @@ impl EventLoop {
                 limit: MAX_RANGE_ENTRIES,
             },
         );
-        self.ranges.insert(id, feed);
+        self.ranges.insert(id, (feed, peer));
+    }
+
+    /// One range request to `peer` is done: if others were held back, ask for its summary
+    /// again (its answer requests what is still missing).
+    fn range_done(&mut self, peer: PeerId) {
+        if self.deferred.remove(&peer) {
+            self.send_summary(peer);
+        }
     }
 
     fn on_command(&mut self, c: Command) {
@@ -528,19 +685,30 @@ impl EventLoop {
                 self.state.reject(label);
                 Reject
             }
-            Ok(Gossip::Entry(bytes)) => match self.feeds.ingest_bytes(&bytes) {
-                Ok(Outcome::Stored) => Accept,
-                Ok(Outcome::Duplicate) => Ignore,
-                Ok(Outcome::Gap { feed, have }) => {
-                    self.request_range(source, feed, have + 1);
+            Ok(Gossip::Entry(bytes)) => {
+                // Judged by the ingest worker; validation is reported when it is done.
+                let queued = self.gossip_queued.entry(source).or_default();
+                if *queued >= GOSSIP_QUEUED_PER_PEER {
+                    debug!(peer = %source, "gossip from this peer is queued already; anti-entropy fetches the rest");
                     Ignore
+                } else {
+                    let job = IngestJob::Gossip {
+                        source,
+                        id: id.clone(),
+                        bytes: bytes.into_vec(),
+                    };
+                    match self.ingest.try_send(job) {
+                        Ok(()) => {
+                            *queued += 1;
+                            return;
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "ingest queue full; anti-entropy fetches the entry");
+                            Ignore
+                        }
+                    }
                 }
-                Ok(Outcome::Fork) | Ok(Outcome::Rejected(_)) => Reject,
-                Err(e) => {
-                    warn!(error = %e, "store error while ingesting gossip");
-                    Ignore
-                }
-            },
+            }
             Ok(Gossip::Charter(bytes)) => self.on_charter(&bytes, Accept, Ignore),
             Ok(Gossip::Checkpoint(note)) => self.audit.checkpoint(note.into_vec()),
             Ok(Gossip::Omission(entry)) => self.audit.omission(&source, &entry),
@@ -578,12 +746,26 @@ impl EventLoop {
                     },
                 ..
             } => {
-                let response = self.answer(peer, request);
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_response(channel, response);
+                if let Err(wait) = self.limiter.check(peer) {
+                    self.state.reject("sync_rate");
+                    debug!(%peer, ?wait, "sync request over the peer's rate");
+                    let _ = self.swarm.behaviour_mut().sync.send_response(
+                        channel,
+                        SyncResponse::Refused(format!(
+                            "too many sync requests from this peer; retry in {} ms",
+                            wait.as_millis()
+                        )),
+                    );
+                    return;
+                }
+                if let Some(response) = self.answer(peer, request, channel) {
+                    let (channel, response) = response;
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, response);
+                }
             }
             Event::Message {
                 peer,
@@ -601,8 +783,9 @@ impl EventLoop {
                 ..
             } => {
                 debug!(%peer, %error, "sync request failed");
-                if let Some(feed) = self.ranges.remove(&request_id) {
+                if let Some((feed, peer)) = self.ranges.remove(&request_id) {
                     self.inflight.remove(&feed);
+                    self.range_done(peer);
                 }
             }
             Event::InboundFailure { peer, error, .. } => {
@@ -613,55 +796,150 @@ impl EventLoop {
     }
 
     fn on_ingested(&mut self, done: IngestDone) {
-        self.inflight.remove(&done.feed);
-        if done.stored > 0 {
-            // The peer may hold more than one response carries: ask until nothing is new.
-            let have = self
-                .state
-                .store
-                .head(&done.feed)
-                .map(|h| h.seq)
-                .unwrap_or(0);
-            self.request_range(done.peer, done.feed, have + 1);
+        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        match done {
+            IngestDone::Range { peer, feed, stored } => {
+                self.inflight.remove(&feed);
+                if stored > 0 {
+                    // The peer may hold more than one response carries: ask until nothing
+                    // is new.
+                    let have = self.state.store.head(&feed).map(|h| h.seq).unwrap_or(0);
+                    if let Some(next) = have.checked_add(1) {
+                        self.request_range(peer, feed, next);
+                    }
+                }
+                self.range_done(peer);
+            }
+            IngestDone::Gossip {
+                source,
+                id,
+                outcome,
+            } => {
+                if let Some(n) = self.gossip_queued.get_mut(&source) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.gossip_queued.remove(&source);
+                    }
+                }
+                let acceptance = match outcome {
+                    Ok(Outcome::Stored) => Accept,
+                    Ok(Outcome::Duplicate) => Ignore,
+                    Ok(Outcome::Gap { feed, have }) => {
+                        if let Some(next) = have.checked_add(1) {
+                            self.request_range(source, feed, next);
+                        }
+                        Ignore
+                    }
+                    // Penalise the forwarder only for what is invalid whatever this node
+                    // holds; forks and refusals that depend on this node's charter or chain
+                    // (honest peers may see them differently for a while) are ignored.
+                    Ok(Outcome::Rejected(
+                        "bad_signature" | "wrong_signer" | "malformed" | "oversize",
+                    )) => Reject,
+                    Ok(Outcome::Fork) | Ok(Outcome::Rejected(_)) => Ignore,
+                    Err(e) => {
+                        warn!(error = %e, "store error while ingesting gossip");
+                        Ignore
+                    }
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &source, acceptance);
+            }
         }
     }
 
-    fn answer(&mut self, peer: PeerId, request: SyncRequest) -> SyncResponse {
-        match request {
+    fn on_answered(&mut self, a: Answer) {
+        if let Some(n) = self.answering.get_mut(&a.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.answering.remove(&a.peer);
+            }
+        }
+        // The peer may have gone: nothing to do then.
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_response(a.channel, a.response);
+    }
+
+    /// The response to a sync request, or `None` when it is being read from the store off this
+    /// task (range answers: sent by [`Self::on_answered`]).
+    fn answer(
+        &mut self,
+        peer: PeerId,
+        request: SyncRequest,
+        channel: request_response::ResponseChannel<SyncResponse>,
+    ) -> Option<(
+        request_response::ResponseChannel<SyncResponse>,
+        SyncResponse,
+    )> {
+        let response = match request {
             SyncRequest::Summary(theirs) => {
                 self.pull_missing(peer, &theirs);
                 SyncResponse::Summary(self.summary())
             }
             SyncRequest::Range { feed, from, limit } => {
-                let limit = limit.min(MAX_RANGE_ENTRIES);
-                match self
-                    .state
-                    .store
-                    .range(&feed, from, limit, RANGE_RESPONSE_BYTES)
-                {
-                    Ok(v) => SyncResponse::Entries(v.into_iter().map(ByteBuf::from).collect()),
-                    Err(e) => SyncResponse::Refused(e.to_string()),
+                let answering = self.answering.entry(peer).or_default();
+                if *answering >= ANSWERING_PER_PEER {
+                    self.state.reject("sync_busy");
+                    SyncResponse::Refused(format!(
+                        "{ANSWERING_PER_PEER} range requests of this peer are being answered; ask again when they are"
+                    ))
+                } else {
+                    *answering += 1;
+                    let limit = limit.min(MAX_RANGE_ENTRIES);
+                    let (state, answers) = (self.state.clone(), self.answers.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let response =
+                            match state.store.range(&feed, from, limit, RANGE_RESPONSE_BYTES) {
+                                Ok(v) => SyncResponse::Entries(
+                                    v.into_iter().map(ByteBuf::from).collect(),
+                                ),
+                                Err(e) => SyncResponse::Refused(e.to_string()),
+                            };
+                        // The loop is gone only when the node is stopping.
+                        let _ = answers.blocking_send(Answer {
+                            peer,
+                            channel,
+                            response,
+                        });
+                    });
+                    return None;
                 }
             }
             SyncRequest::Charter => {
                 SyncResponse::Charter(self.state.store.charter().ok().flatten().map(ByteBuf::from))
             }
-        }
+        };
+        Some((channel, response))
     }
 
     fn on_response(&mut self, peer: PeerId, id: OutboundRequestId, response: SyncResponse) {
+        // Whatever the answer, a range request is over: a peer that answers a range with
+        // something else must not leave the feed marked in flight (never asked for again).
+        let range = self.ranges.remove(&id).map(|(feed, _)| feed);
+        if let Some(feed) = range {
+            if !matches!(response, SyncResponse::Entries(_)) {
+                self.inflight.remove(&feed);
+                self.range_done(peer);
+            }
+        }
         match response {
             SyncResponse::Summary(theirs) => self.pull_missing(peer, &theirs),
             SyncResponse::Entries(entries) => {
-                let Some(feed) = self.ranges.remove(&id) else {
+                let Some(feed) = range else {
                     return;
                 };
                 if entries.is_empty() {
                     self.inflight.remove(&feed);
+                    self.range_done(peer);
                     return;
                 }
                 // `feed` stays in `inflight` until the worker is done with it.
-                let job = IngestJob {
+                let job = IngestJob::Range {
                     peer,
                     feed,
                     entries: entries.into_iter().map(ByteBuf::into_vec).collect(),
@@ -669,6 +947,7 @@ impl EventLoop {
                 if let Err(e) = self.ingest.try_send(job) {
                     debug!(error = %e, "ingest queue full; the next anti-entropy round retries");
                     self.inflight.remove(&feed);
+                    self.range_done(peer);
                 }
             }
             SyncResponse::Charter(Some(bytes)) => {
@@ -677,9 +956,6 @@ impl EventLoop {
             SyncResponse::Charter(None) => {}
             SyncResponse::Refused(reason) => {
                 debug!(%peer, %reason, "peer refused a sync request");
-                if let Some(feed) = self.ranges.remove(&id) {
-                    self.inflight.remove(&feed);
-                }
             }
         }
     }

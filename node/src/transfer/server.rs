@@ -289,10 +289,12 @@ impl Server {
         response: &DataResponse,
         body: Option<&[u8]>,
     ) -> Result<(), frame::FrameError> {
-        let len = body.map_or(0, <[u8]>::len);
+        let encoded = codec::encode(response);
+        // The response itself counts: a manifest frame may be 16 MiB.
+        let len = encoded.len() + body.map_or(0, <[u8]>::len);
         let deadline = limits::write_deadline(len);
         let write = async {
-            frame::write(stream, response).await?;
+            frame::write_encoded(stream, &encoded).await?;
             if let Some(b) = body {
                 stream.write_all(b).await?;
             }
