@@ -11,6 +11,9 @@
 //!   as provider and approver, consumer, resource, column, expiry) and this node's own record of
 //!   the application: it must exist, be this node's, be granted (not revoked), be for this
 //!   consumer and resource, and the column and date must be within what this node approved.
+//!
+//! Layering: above the views it reads (the catalogue record, the applications view) and the
+//! state; below every data path that asks it (the transfers, the agent, the admin API).
 
 use huitong_protocol::catalogue::{Entry, ShareType};
 use huitong_protocol::grant as grants;

@@ -1,11 +1,23 @@
 //! The admin API's typed requests and responses, shared by the HTTP server ([`crate::http`])
-//! and the CLI's client ([`crate::client`]). Paths are under `/api/v1`.
+//! and the CLI's client ([`crate::client`]), and where a running node writes its API address
+//! and token. Paths are under `/api/v1`.
+//!
+//! Layering: above the modules whose types the answers carry (catalogue, audit services,
+//! stats); below the daemon, the HTTP server, the client and the CLI, which all use it (the
+//! server and the client never name each other).
+
+/// File in the node directory with the API's bound address (written by the daemon once the API
+/// is bound, removed at shutdown; read by the client).
+pub const API_ADDR_FILE: &str = "api.addr";
+/// File in the node directory with the API bearer token (mode 0600).
+pub const API_TOKEN_FILE: &str = "api.token";
 
 use std::collections::BTreeMap;
 
 use huitong_protocol::{FieldError, Member};
 use serde::{Deserialize, Serialize};
 
+use crate::auditor::verify::RecordReport;
 use crate::catalogue::Record;
 
 /// `GET /api/v1/status`.
@@ -288,4 +300,83 @@ pub struct Reason {
     /// Why.
     #[serde(default)]
     pub reason: String,
+}
+
+/// A proof file or a checkpoint note, as text.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TextBody {
+    /// The text.
+    pub text: String,
+}
+
+/// A record's proof file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProofFile {
+    /// What it proves.
+    pub report: RecordReport,
+    /// The c2sp.org/tlog-proof@v1 text.
+    pub proof: String,
+}
+
+/// What became of an imported checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImportOutcome {
+    /// `stored`, `known`, `cosigned` or `split view: …`.
+    pub outcome: String,
+}
+
+/// A receipt, for people.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReceiptView {
+    /// Receipt id (`audit verify --record` it).
+    pub id: String,
+    /// Provider name.
+    pub provider: String,
+    /// Consumer name.
+    pub consumer: String,
+    /// Resource code.
+    pub code: String,
+    /// Version.
+    pub version: u64,
+    /// 信息项.
+    pub fields: Vec<String>,
+    /// Bytes served.
+    pub bytes: u64,
+    /// Grant (application id).
+    pub grant: Option<String>,
+    /// When the consumer countersigned (ms).
+    pub at_ms: u64,
+}
+
+/// A provider's transfer record, for people.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TransferView {
+    /// Transfer id (`audit verify --record` it).
+    pub id: String,
+    /// Provider name.
+    pub provider: String,
+    /// Consumer name.
+    pub consumer: String,
+    /// Consumer node key (hex).
+    pub consumer_key: String,
+    /// Resource code.
+    pub code: String,
+    /// Version.
+    pub version: u64,
+    /// 信息项 whose chunks were sent.
+    pub fields: Vec<String>,
+    /// Bytes actually sent.
+    pub bytes: u64,
+    /// Chunks actually sent.
+    pub chunks: u64,
+    /// `completed` (the consumer asked for a receipt) or `abandoned`.
+    pub outcome: String,
+    /// The receipt, when the consumer asked for one.
+    pub receipt: Option<String>,
+    /// Grant (application id).
+    pub grant: Option<String>,
+    /// First chunk sent (ms).
+    pub started_ms: u64,
+    /// When it ended (ms).
+    pub ended_ms: u64,
 }

@@ -6,16 +6,17 @@
 //! provider); a granted application whose `until` has passed shows as expired. Every node
 //! checks who signed each event: an event from anyone else changes nothing.
 //!
-//! [`agent`] performs the hub's and the providers' automatic steps.
-
-pub mod agent;
+//! Layering: a view over [`crate::feeds`] (registered by the daemon); names no other view. The
+//! hub's and the providers' automatic steps are [`crate::agent`]'s, above.
 
 use huitong_protocol::application::{Application, GrantEvent};
-use huitong_protocol::{codec, NodeId, Role};
+use huitong_protocol::audit::{Record, RecordKind};
+use huitong_protocol::{codec, Event, NodeId, Role};
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::feeds::{Accepted, Applied};
 use crate::state::NodeState;
 use crate::store::{StoreError, CF_APPLICATIONS, CF_APPLICATIONS_PENDING};
 
@@ -192,6 +193,58 @@ pub struct Judged {
     pub refused: Option<&'static str>,
 }
 
+impl Judged {
+    /// The audit record of the event as judged: its official kind when applied,
+    /// [`RecordKind::Refused`] when refused (a "revocation" signed by someone who may not revoke
+    /// is logged as refused, never as a revocation).
+    pub fn record(&self) -> Record {
+        let kind = match (&self.event, self.refused) {
+            (_, Some(_)) => RecordKind::Refused,
+            (GrantEvent::Submitted(_), None) => RecordKind::Application,
+            (
+                GrantEvent::Accepted { .. }
+                | GrantEvent::Approved { .. }
+                | GrantEvent::Rejected { .. },
+                None,
+            ) => RecordKind::Decision,
+            (GrantEvent::Issued { .. } | GrantEvent::Endorsed { .. }, None) => RecordKind::Grant,
+            (GrantEvent::Revoked { .. }, None) => RecordKind::Revocation,
+        };
+        Record {
+            kind,
+            id: self.event.id().to_owned(),
+            signer: self.signer,
+            seq: self.seq,
+            hash: self.hash,
+            at_ms: self.at_ms,
+        }
+    }
+}
+
+/// The applications as a view over the feeds: each grant event is judged, and logged as judged.
+pub struct View;
+
+impl crate::feeds::View for View {
+    fn apply(&self, state: &NodeState, batch: &mut WriteBatch, a: &Accepted<'_>) -> Applied {
+        let e = &a.entry.entry;
+        let Event::Grant(g) = &e.event else {
+            return Ok(Vec::new());
+        };
+        Ok(apply(
+            state,
+            batch,
+            &e.feed,
+            e.seq,
+            a.entry.hash.0,
+            e.timestamp_ms,
+            g,
+        )?
+        .iter()
+        .map(Judged::record)
+        .collect())
+    }
+}
+
 impl Deferred {
     fn judged(&self, refused: Option<&'static str>) -> Judged {
         Judged {
@@ -345,7 +398,7 @@ fn pending_prefix(id: &str) -> Vec<u8> {
 /// that comes before the step it follows waits in `applications_pending` and is applied when that
 /// step arrives. Returns every event judged by this call (this one, unless it waits, and any
 /// waiting ones it let through), for the audit log.
-pub fn apply(
+fn apply(
     state: &NodeState,
     batch: &mut WriteBatch,
     signer: &NodeId,

@@ -1,8 +1,13 @@
 //! The catalogue: a materialised view of every member's feed, with a Chinese full-text index.
 //!
-//! [`apply`] stages the view and index changes of one feed event into the same `WriteBatch`
-//! as the feed entry itself, so the view never disagrees with the feeds after a crash.
-//! Queries ([`list`], [`get`], [`search`]) read RocksDB directly.
+//! [`View`] stages the view and index changes of one feed event into the same `WriteBatch`
+//! as the feed entry itself, so the view never disagrees with the feeds after a crash; it also
+//! decides whether this node's own publication is a new entry or an update, and refuses to
+//! withdraw an entry that is not live. Queries ([`list`], [`get`], [`search`], [`pick`]) read
+//! RocksDB directly.
+//!
+//! Layering: a view over [`crate::feeds`] (registered by the daemon); the lowest of the views
+//! (the others read it). It names no other view.
 
 mod index;
 
@@ -12,6 +17,8 @@ use huitong_protocol::{codec, Entry, Event, NodeId};
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
+use crate::feeds::{Accepted, AppendError, Applied};
+use crate::state::NodeState;
 use crate::store::{Store, StoreError, CF_CATALOGUE, CF_META};
 
 /// One catalogue entry as this node sees it.
@@ -217,8 +224,48 @@ fn stage_count(store: &Store, batch: &mut WriteBatch, delta: i64) -> Result<(), 
     Ok(())
 }
 
+/// The catalogue as a view over the feeds.
+pub struct View;
+
+impl crate::feeds::View for View {
+    /// This node's own publication is an update when the entry is live here; a withdrawal needs
+    /// a live entry.
+    fn prepare(&self, state: &NodeState, event: Event) -> Result<Event, AppendError> {
+        let ours = &state.config.node.org_code;
+        Ok(match event {
+            Event::CataloguePublished(entry) | Event::CatalogueUpdated(entry) => {
+                match get_by_provider(&state.store, ours, entry.code.as_str())? {
+                    Some(r) if r.withdrawn.is_none() => Event::CatalogueUpdated(entry),
+                    _ => Event::CataloguePublished(entry),
+                }
+            }
+            Event::CatalogueWithdrawn { code, reason } => {
+                match get_by_provider(&state.store, ours, code.as_str())? {
+                    Some(r) if r.withdrawn.is_none() => Event::CatalogueWithdrawn { code, reason },
+                    _ => return Err(AppendError::Unknown(code)),
+                }
+            }
+            other => other,
+        })
+    }
+
+    fn apply(&self, state: &NodeState, batch: &mut WriteBatch, a: &Accepted<'_>) -> Applied {
+        let e = &a.entry.entry;
+        apply(
+            &state.store,
+            batch,
+            &e.feed,
+            e.seq,
+            e.timestamp_ms,
+            a.provider,
+            &e.event,
+        )?;
+        Ok(Vec::new())
+    }
+}
+
 /// Stages the view and index changes for one feed event.
-pub fn apply(
+fn apply(
     store: &Store,
     batch: &mut WriteBatch,
     feed: &NodeId,
@@ -262,7 +309,6 @@ pub fn apply(
             }
         }
         Event::DatasetPublished(d) => {
-            crate::dataset::records::stage_version(store, batch, feed, d);
             let k = key(provider, d.code.as_str());
             if let Some(mut r) = get_by_provider(store, provider, d.code.as_str())? {
                 if r.dataset.as_ref().is_none_or(|old| old.version < d.version) {

@@ -1,5 +1,8 @@
 //! Accepting charter versions: only versions signed by the configured authority, for this
 //! federation, and newer than the one held, are stored.
+//!
+//! Layering: just above `state` and `store` (it adds `NodeState::offer_charter`); the network
+//! and the admin API offer it charters.
 
 use huitong_protocol::charter::CharterError;
 use huitong_protocol::Charter;

@@ -11,6 +11,8 @@
 //! Durability: renamed chunks are not fsynced one by one; [`ChunkStore::sync`] fsyncs a set of
 //! chunks and their directories before a version is recorded as complete. A pull that resumes
 //! after a crash re-hashes the chunks it finds, so a torn chunk is fetched again.
+//!
+//! Layering: a leaf (no other module of the node); the state holds the chunk store.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};

@@ -1,6 +1,8 @@
 //! The `huitong` command line (clap). Client commands talk to the node running in `--dir`
 //! through its admin API; `init` and `run` work on the directory itself. Output goes through
 //! `output`: JSON for `--json`, tables padded by display width for people.
+//!
+//! Layering: the top; nothing in the node names it (`main.rs` runs it).
 
 mod apply_cmd;
 mod audit_cmd;

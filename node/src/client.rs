@@ -1,13 +1,14 @@
 //! The CLI's client for the admin API of a running node: reads `api.addr` and `api.token` from
 //! the node directory and speaks the typed requests of [`crate::api`].
+//!
+//! Layering: above `api` only; the CLI uses it. It never names the server side.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::api::ApiError;
-use crate::daemon::{API_ADDR_FILE, API_TOKEN_FILE};
+use crate::api::{ApiError, API_ADDR_FILE, API_TOKEN_FILE};
 
 /// A client bound to one node directory.
 pub struct ApiClient {

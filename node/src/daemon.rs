@@ -1,11 +1,15 @@
-//! `huitong run`: opens the store, starts the network event loop and the admin API, and shuts
-//! both down in order on Ctrl-C or SIGTERM so the store is left consistent.
+//! `huitong run`: opens the store, registers the views on the feeds, starts the network event
+//! loop (with the audit's gossip judge), the agent, the data server, the audit appender and
+//! watcher and the admin API, and shuts them down in order on Ctrl-C or SIGTERM so the store is
+//! left consistent.
 //!
 //! Files in the node directory: `huitong.toml`, `node.key`, `db/` (RocksDB), `chunks/` (dataset
-//! chunks, see [`crate::chunks`]), `audit/` (the hub's audit log, see [`crate::audit::log`]),
-//! `api.token`
-//! (0600), `api.addr` (written once the API is bound, removed at shutdown), and optionally
-//! `charter.cbor`, a signed charter imported at first start.
+//! chunks, see [`crate::chunks`]), `audit/` (the hub's audit log, see
+//! [`crate::audit_log::tiles`]), `api.token` (0600), `api.addr` (written once the API is bound,
+//! removed at shutdown), and optionally `charter.cbor`, a signed charter imported at first start.
+//!
+//! Layering: near the top (only the CLI names it): the one place that wires the layers together
+//! — the views into the feeds, the audit services into the network.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -18,14 +22,12 @@ use libp2p::Multiaddr;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::{API_ADDR_FILE, API_TOKEN_FILE};
+use crate::feeds::{self, Feeds};
 use crate::net::{self, Client, EventLoop};
 use crate::state::NodeState;
 use crate::store::Store;
 
-/// File with the API's bound address.
-pub const API_ADDR_FILE: &str = "api.addr";
-/// File with the API bearer token.
-pub const API_TOKEN_FILE: &str = "api.token";
 /// A charter to import at first start.
 pub const CHARTER_FILE: &str = "charter.cbor";
 
@@ -74,6 +76,18 @@ fn bound_allocator_retention() {
     }
 }
 
+/// The views built from the feeds, in the order each entry is applied to them: the catalogue
+/// first (the others read it), the audit queue last (it logs what the others judged).
+fn views() -> Vec<Box<dyn feeds::View>> {
+    vec![
+        Box::new(crate::catalogue::View),
+        Box::new(crate::dataset::records::View),
+        Box::new(crate::applications::View),
+        Box::new(crate::receipts::View),
+        Box::new(crate::audit::View),
+    ]
+}
+
 /// Runs a node until shutdown.
 pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     bound_allocator_retention();
@@ -95,13 +109,13 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     };
     let chunks = crate::chunks::ChunkStore::open(&dir.join("chunks"))?;
     let state = Arc::new(NodeState::new(
+        dir,
         store,
         chunks,
         key,
         config.clone(),
         authority,
         charter,
-        dir.join("audit"),
     ));
     if state.charter().is_none() && dir.join(CHARTER_FILE).exists() {
         let bytes = std::fs::read(dir.join(CHARTER_FILE))?;
@@ -135,30 +149,32 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
                 reason: e.to_string(),
             })?;
     }
+    let feeds = Arc::new(Feeds::new(state.clone(), views()));
     let (client, commands) = Client::channel();
     let shutdown = CancellationToken::new();
-    let event_loop = EventLoop::new(swarm, state.clone(), commands, bootstrap);
+    let judge = Arc::new(crate::auditor::GossipJudge::new(feeds.clone()));
+    let event_loop = EventLoop::new(swarm, feeds.clone(), judge, commands, bootstrap);
     let net_task = tokio::spawn(event_loop.run(shutdown.clone()));
-    tokio::spawn(crate::applications::agent::run(
-        state.clone(),
+    tokio::spawn(crate::agent::run(
+        feeds.clone(),
         client.clone(),
         shutdown.clone(),
     ));
-    let data_server = crate::transfer::server::Server::new(state.clone(), client.clone());
+    let data_server = crate::transfer::server::Server::new(feeds.clone(), client.clone());
     tokio::spawn(crate::transfer::served::run(
-        state.clone(),
+        feeds.clone(),
         data_server.served(),
         client.clone(),
         shutdown.clone(),
     ));
     tokio::spawn(data_server.run(incoming, shutdown.clone()));
-    let transport = crate::transfer::client::Transport {
+    let transport = crate::link::Transport {
         net: client.clone(),
         control,
     };
 
     tokio::spawn(crate::audit::appender::run(state.clone(), shutdown.clone()));
-    tokio::spawn(crate::audit::watch::run(
+    tokio::spawn(crate::auditor::watch::run(
         state.clone(),
         transport.clone(),
         shutdown.clone(),
@@ -178,7 +194,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     info!(api = %bound, relay = is_hub, peer_id = %net::peer_id(&state.id()).map(|p| p.to_string()).unwrap_or_default(), name = %config.node.name, "node running");
     let http_task = tokio::spawn(crate::http::serve(
         listener,
-        state.clone(),
+        feeds,
         transport,
         token,
         shutdown.clone(),

@@ -1,6 +1,8 @@
 //! Durable file replacement, the one way files are put in place: write a temporary file beside
 //! the target, fsync it, rename it over the target, then fsync the directory — so after a crash
 //! a reader finds the old file or the whole new one, never a part.
+//!
+//! Layering: a leaf (no other module of the node).
 
 use std::fs::{self, File};
 use std::io::{self, Write};

@@ -1,17 +1,27 @@
-//! Feeds: appending this node's own events and ingesting other nodes' entries.
+//! Feeds: appending this node's own events and ingesting other nodes' entries ([`Feeds`]), and
+//! handing every accepted entry to the views built from the feeds ([`View`]).
 //!
 //! An entry from another node is stored only after, in order: signature and shape
 //! ([`VerifiedEntry::open`]), membership (the signer is an active charter member and, for
 //! catalogue events, the entry's provider is that member), and the hash chain (it extends the
 //! feed's head). A different entry at a seq already held is a fork: both are kept as evidence.
+//!
+//! Views: each module that keeps a view over the feeds (the catalogue, dataset versions,
+//! applications, receipts and transfers, the audit queue) implements [`View`], and the daemon
+//! registers them in [`Feeds::new`]. Invariant: the entry, its head and every view's changes go
+//! into one `WriteBatch`, committed at once, so a crash never leaves a view disagreeing with the
+//! feeds.
+//!
+//! Layering: above `state` and `store`, below every view and everything that appends or ingests
+//! (the network, the transfers, the agent, the admin API). It never names a view.
+
+use std::sync::Arc;
 
 use huitong_protocol::feed::{FeedError, VerifiedEntry, FEED_ENTRY_VERSION};
 use huitong_protocol::{Event, FeedEntry, NodeId, ResourceCode};
 use rocksdb::WriteBatch;
 use tracing::{debug, warn};
 
-use crate::audit;
-use crate::catalogue;
 use crate::state::{now_ms, NodeState};
 use crate::store::{Fork, StoreError};
 use huitong_protocol::audit::{Record, RecordKind};
@@ -70,6 +80,58 @@ pub enum AppendError {
     },
 }
 
+/// An entry accepted into a feed, as the views see it.
+pub struct Accepted<'a> {
+    /// The verified entry.
+    pub entry: &'a VerifiedEntry,
+    /// The USCC of the member whose feed it is.
+    pub provider: &'a str,
+}
+
+/// What a view made of an accepted entry: the audit records of what it judged (for the hub's
+/// log).
+pub type Applied = Result<Vec<Record>, StoreError>;
+
+/// A view built from the feeds. Every hook runs under the store's writer lock; the ones given a
+/// batch stage their changes into the batch that stores the entry.
+pub trait View: Send + Sync {
+    /// Before this node appends `event` to its own feed: the event as it is to be appended (a
+    /// view may restate it), or why it is refused.
+    fn prepare(&self, _state: &NodeState, event: Event) -> Result<Event, AppendError> {
+        Ok(event)
+    }
+
+    /// Stages this view's changes for an accepted entry into `batch`.
+    fn apply(&self, _state: &NodeState, _batch: &mut WriteBatch, _a: &Accepted<'_>) -> Applied {
+        Ok(Vec::new())
+    }
+
+    /// After every view has applied an entry: the audit records they returned, all together.
+    fn judged(&self, _state: &NodeState, _batch: &mut WriteBatch, _records: &[Record]) {}
+
+    /// An entry this node appends to its own feed, after [`View::apply`] and [`View::judged`].
+    fn appended(&self, _state: &NodeState, _batch: &mut WriteBatch, _entry: &VerifiedEntry) {}
+}
+
+/// The audit record of a feed entry under `kind` and `id`.
+pub fn entry_record(v: &VerifiedEntry, kind: RecordKind, id: String) -> Record {
+    let e = &v.entry;
+    Record {
+        kind,
+        id,
+        signer: e.feed,
+        seq: e.seq,
+        hash: v.hash.0,
+        at_ms: e.timestamp_ms,
+    }
+}
+
+/// The feeds of a node and the views registered on them.
+pub struct Feeds {
+    state: Arc<NodeState>,
+    views: Vec<Box<dyn View>>,
+}
+
 /// Labels for `status` counters.
 fn label(e: &FeedError) -> &'static str {
     use huitong_protocol::codec::DecodeError;
@@ -84,7 +146,17 @@ fn label(e: &FeedError) -> &'static str {
     }
 }
 
-impl NodeState {
+impl Feeds {
+    /// The feeds of `state`, with `views` applied to every accepted entry in this order.
+    pub fn new(state: Arc<NodeState>, views: Vec<Box<dyn View>>) -> Self {
+        Self { state, views }
+    }
+
+    /// The node state.
+    pub fn state(&self) -> &Arc<NodeState> {
+        &self.state
+    }
+
     /// Opens and ingests envelope bytes received from the network.
     pub fn ingest_bytes(&self, bytes: &[u8]) -> Result<Outcome, StoreError> {
         self.ingest_opened(VerifiedEntry::open(bytes))
@@ -99,7 +171,7 @@ impl NodeState {
             Err(e) => {
                 let l = label(&e);
                 warn!(target: "huitong::audit", reason = l, error = %e, "refused feed entry");
-                self.reject(l);
+                self.state.reject(l);
                 Ok(Outcome::Rejected(l))
             }
         }
@@ -144,7 +216,8 @@ impl NodeState {
     /// Ingests a verified entry from another node (or replays our own).
     pub fn ingest(&self, v: &VerifiedEntry) -> Result<Outcome, StoreError> {
         let e = &v.entry;
-        let provider = self.with_charter(|c| {
+        let state = &self.state;
+        let provider = state.with_charter(|c| {
             let Some(c) = c else {
                 return Err("no_charter");
             };
@@ -163,10 +236,10 @@ impl NodeState {
                 return Ok(self.refuse("provider_mismatch", e));
             }
         }
-        let w = self.store.writer();
-        let head = self.store.head(&e.feed)?;
+        let w = state.store.writer();
+        let head = state.store.head(&e.feed)?;
         if e.seq <= head.seq {
-            let Some((hash, first)) = self.store.entry(&e.feed, e.seq)? else {
+            let Some((hash, first)) = state.store.entry(&e.feed, e.seq)? else {
                 return Ok(Outcome::Duplicate);
             };
             if hash == v.hash {
@@ -181,9 +254,9 @@ impl NodeState {
             };
             warn!(target: "huitong::audit", feed = %e.feed, seq = e.seq, "FORK: two different signed entries for the same feed and seq; evidence stored");
             let mut batch = WriteBatch::default();
-            self.store.put_fork(&mut batch, &fork);
-            self.store.commit(&w, batch, true)?;
-            self.reject("fork");
+            state.store.put_fork(&mut batch, &fork);
+            state.store.commit(&w, batch, true)?;
+            state.reject("fork");
             return Ok(Outcome::Fork);
         }
         if e.seq > head.seq + 1 {
@@ -196,67 +269,38 @@ impl NodeState {
             return Ok(self.refuse("broken_chain", e));
         }
         let batch = self.entry_batch(v, &provider)?;
-        self.store.commit(&w, batch, false)?;
-        if e.feed != self.id() {
-            self.accepted();
+        state.store.commit(&w, batch, false)?;
+        if e.feed != state.id() {
+            state.accepted();
         }
         debug!(feed = %e.feed, seq = e.seq, "stored feed entry");
         Ok(Outcome::Stored)
     }
 
-    /// Everything one entry writes, in one batch: the entry and head, then every view it
-    /// updates (catalogue and search, applications, receipts) and, on the hub, its audit record.
+    /// Everything one entry writes, in one batch: the entry and head, then every view's changes
+    /// (catalogue and search, dataset versions, applications, receipts and transfers) and the
+    /// audit records they judged (queued on the hub).
     fn entry_batch(&self, v: &VerifiedEntry, provider: &str) -> Result<WriteBatch, StoreError> {
         let e = &v.entry;
+        let state = &*self.state;
         let mut batch = WriteBatch::default();
-        self.store
+        state
+            .store
             .put_entry(&mut batch, &e.feed, e.seq, &v.hash, &v.envelope.to_bytes());
-        catalogue::apply(
-            &self.store,
-            &mut batch,
-            &e.feed,
-            e.seq,
-            e.timestamp_ms,
-            provider,
-            &e.event,
-        )?;
-        // Each view judges the entry; the audit log records what they decided.
-        let records: Vec<Record> = match &e.event {
-            Event::Grant(g) => crate::applications::apply(
-                self,
-                &mut batch,
-                &e.feed,
-                e.seq,
-                v.hash.0,
-                e.timestamp_ms,
-                g,
-            )?
-            .iter()
-            .map(audit::judged_record)
-            .collect(),
-            Event::Receipt(r) => {
-                crate::receipts::apply(self, &mut batch, r, e.timestamp_ms, e.seq)?
-                    .map(|id| audit::entry_record(v, RecordKind::Receipt, id))
-                    .into_iter()
-                    .collect()
-            }
-            Event::Transfer(t) => {
-                let kind =
-                    match crate::receipts::apply_transfer(self, &mut batch, &e.feed, t, e.seq)? {
-                        true => RecordKind::Transfer,
-                        false => RecordKind::Refused,
-                    };
-                vec![audit::entry_record(v, kind, t.id.clone())]
-            }
-            _ => Vec::new(),
-        };
-        audit::queue(self, &mut batch, &records);
+        let accepted = Accepted { entry: v, provider };
+        let mut records = Vec::new();
+        for view in &self.views {
+            records.extend(view.apply(state, &mut batch, &accepted)?);
+        }
+        for view in &self.views {
+            view.judged(state, &mut batch, &records);
+        }
         Ok(batch)
     }
 
     fn refuse(&self, reason: &'static str, e: &FeedEntry) -> Outcome {
         warn!(target: "huitong::audit", reason, feed = %e.feed, seq = e.seq, "refused feed entry");
-        self.reject(reason);
+        self.state.reject(reason);
         Outcome::Rejected(reason)
     }
 
@@ -269,12 +313,13 @@ impl NodeState {
     /// Appends events in order and acknowledges once all are durable (one WAL sync at the
     /// end). If one is refused, the ones before it stay appended and the error says which.
     pub fn append_many(&self, events: Vec<Event>) -> Result<Vec<VerifiedEntry>, AppendError> {
+        let state = &self.state;
         if let Some(version) =
-            self.with_charter(|c| c.filter(|c| !c.is_active(&self.id())).map(|c| c.version))
+            state.with_charter(|c| c.filter(|c| !c.is_active(&state.id())).map(|c| c.version))
         {
             return Err(AppendError::Suspended(version));
         }
-        let w = self.store.writer();
+        let w = state.store.writer();
         let mut out = Vec::with_capacity(events.len());
         let mut failure = None;
         for event in events {
@@ -287,7 +332,7 @@ impl NodeState {
             }
         }
         // Make everything appended so far durable before acknowledging anything.
-        self.store.sync(&w)?;
+        state.store.sync(&w)?;
         match failure {
             None => Ok(out),
             Some(e) if out.is_empty() => Err(e),
@@ -303,41 +348,35 @@ impl NodeState {
         w: &crate::store::Writer<'_>,
         event: Event,
     ) -> Result<VerifiedEntry, AppendError> {
-        let ours = self.config.node.org_code.clone();
-        let event = match event {
-            Event::CataloguePublished(entry) | Event::CatalogueUpdated(entry) => {
-                if entry.provider_code.as_str() != ours {
-                    return Err(AppendError::NotOurs {
-                        found: entry.provider_code.to_string(),
-                        ours,
-                    });
-                }
-                match catalogue::get_by_provider(&self.store, &ours, entry.code.as_str())? {
-                    Some(r) if r.withdrawn.is_none() => Event::CatalogueUpdated(entry),
-                    _ => Event::CataloguePublished(entry),
-                }
+        let state = &*self.state;
+        let ours = state.config.node.org_code.clone();
+        if let Event::CataloguePublished(entry) | Event::CatalogueUpdated(entry) = &event {
+            if entry.provider_code.as_str() != ours {
+                return Err(AppendError::NotOurs {
+                    found: entry.provider_code.to_string(),
+                    ours,
+                });
             }
-            Event::CatalogueWithdrawn { code, reason } => {
-                match catalogue::get_by_provider(&self.store, &ours, code.as_str())? {
-                    Some(r) if r.withdrawn.is_none() => Event::CatalogueWithdrawn { code, reason },
-                    _ => return Err(AppendError::Unknown(code)),
-                }
-            }
-            other => other,
-        };
-        let head = self.store.head(&self.id())?;
+        }
+        let mut event = event;
+        for view in &self.views {
+            event = view.prepare(state, event)?;
+        }
+        let head = state.store.head(&state.id())?;
         let entry = FeedEntry {
             version: FEED_ENTRY_VERSION,
-            feed: self.id(),
+            feed: state.id(),
             seq: head.seq + 1,
             prev: head.hash,
             timestamp_ms: now_ms(),
             event,
         };
-        let sealed = entry.seal(&self.key);
+        let sealed = entry.seal(&state.key);
         let mut batch = self.entry_batch(&sealed, &ours)?;
-        crate::audit::omission::expect(self, &mut batch, &sealed);
-        self.store.commit(w, batch, false)?;
+        for view in &self.views {
+            view.appended(state, &mut batch, &sealed);
+        }
+        state.store.commit(w, batch, false)?;
         Ok(sealed)
     }
 }

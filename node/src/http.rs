@@ -1,5 +1,9 @@
 //! The local admin HTTP API (axum) on a loopback address, guarded by a bearer token kept in
 //! `api.token` (mode 0600) in the node directory. Request bodies are limited to 1 MiB.
+//!
+//! Layering: above everything it serves (the views, the access policy, the transfers, the audit
+//! services, the network handle) and `api`, whose types it answers with; only the daemon names
+//! it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError};
 use crate::catalogue::{self, Filter};
-use crate::feeds::AppendError;
+use crate::feeds::{AppendError, Feeds};
+use crate::link::Transport;
 use crate::net::{Client, Command};
 use crate::state::NodeState;
-use crate::transfer::client::Transport;
 
 /// Largest request body.
 const MAX_BODY: usize = 1024 * 1024;
@@ -27,12 +31,13 @@ const MAX_BODY: usize = 1024 * 1024;
 const MAX_BATCH_BODY: usize = 32 * 1024 * 1024;
 
 mod applications;
-pub mod audit;
+mod audit;
 mod datasets;
 
 #[derive(Clone)]
 struct Ctx {
     state: Arc<NodeState>,
+    feeds: Arc<Feeds>,
     net: Client,
     transport: Transport,
     /// Pulls started through the API (finished ones kept for their summary).
@@ -67,13 +72,14 @@ type Res<T> = Result<Json<T>, Fail>;
 /// Serves the API until `shutdown` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<NodeState>,
+    feeds: Arc<Feeds>,
     transport: Transport,
     token: String,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ctx = Ctx {
-        state,
+        state: feeds.state().clone(),
+        feeds,
         net: transport.net.clone(),
         transport,
         pulls: Arc::default(),
@@ -199,18 +205,19 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
         schema_version: crate::store::SCHEMA_VERSION,
         transfer: s.transfer.view(),
         audit: {
-            use crate::audit::{omission, quorum, verify, watch};
-            let latest = watch::latest(s).map_err(internal)?;
+            use crate::audit::{checkpoints, omission, quorum};
+            use crate::auditor::verify;
+            let latest = checkpoints::latest(s).map_err(internal)?;
             api::AuditStatus {
                 checkpoint_size: latest.as_ref().map_or(0, |c| c.size),
                 cosigned_by: latest
                     .map(|c| verify::view(s, &c).cosigned_by)
                     .unwrap_or_default(),
-                final_size: watch::latest_final(s)
+                final_size: checkpoints::latest_final(s)
                     .map_err(internal)?
                     .map_or(0, |c| c.size),
-                split_views: watch::evidence(s).map_err(internal)?.len() as u64,
-                pending_witness: watch::pending(s).map_err(internal)?.map(|c| c.size),
+                split_views: checkpoints::evidence(s).map_err(internal)?.len() as u64,
+                pending_witness: checkpoints::pending(s).map_err(internal)?.map(|c| c.size),
                 witness_quorum: quorum(s) as u64,
                 omissions: omission::list(s).map_err(internal)?.len() as u64,
             }
@@ -277,7 +284,7 @@ async fn publish(State(ctx): State<Ctx>, Json(raw): Json<RawEntry>) -> Res<api::
     })?;
     let code = entry.code.to_string();
     let sealed = ctx
-        .state
+        .feeds
         .append(huitong_protocol::Event::CataloguePublished(entry))
         .map_err(append_error)?;
     let event = match sealed.entry.event {
@@ -327,8 +334,8 @@ async fn publish_batch(
             },
         ));
     }
-    let state = ctx.state.clone();
-    let sealed = tokio::task::spawn_blocking(move || state.append_many(events))
+    let feeds = ctx.feeds.clone();
+    let sealed = tokio::task::spawn_blocking(move || feeds.append_many(events))
         .await
         .map_err(internal)?
         .map_err(append_error)?;
@@ -358,7 +365,7 @@ async fn withdraw(State(ctx): State<Ctx>, Json(w): Json<api::Withdraw>) -> Res<a
         ));
     }
     let sealed = ctx
-        .state
+        .feeds
         .append(Event::CatalogueWithdrawn {
             code,
             reason: w.reason.trim().to_owned(),

@@ -1,14 +1,33 @@
 //! The huitong node: store, network, feeds, catalogue, admin API and CLI.
 //!
-//! Layering (no cycles): `store`/`chunks` → `state`/`feeds`/`catalogue`/`charter`/`dataset` →
-//! `net` → `transfer` → `http` →
-//! `daemon` → `cli`. The binary (`main.rs`) only parses arguments and sets up logging.
+//! The top-level modules depend on each other one way, with no cycles (`.ci/moddeps.py` checks
+//! it in CI). Lowest first; a module names only modules listed before it:
+//!
+//! 1. Leaves: [`durable`], [`chunks`], [`stats`], [`faults`], [`store`].
+//! 2. [`audit_log`]: the audit log's files and in-memory state, held by the state.
+//! 3. [`state`] (`NodeState`), then [`charter`] (accepting charter versions).
+//! 4. [`feeds`]: append and ingest; the [`feeds::View`] trait the views implement.
+//! 5. Views over the feeds, each registered by the daemon: [`catalogue`]; [`dataset`] (version
+//!    records, publishing, export) and [`receipts`], which read the catalogue; [`applications`];
+//!    [`audit`] (the audit queue, checkpoints, omissions, the hub's answers), which logs the
+//!    applications view's judgements.
+//! 6. [`access`]: the one access-policy decision.
+//! 7. [`net`] (one actor owns the Swarm; audit gossip is judged through [`net::AuditGossip`]),
+//!    then [`link`] (one request/response on a data stream, framing).
+//! 8. Actors and services: [`transfer`], [`agent`], [`auditor`] (the audit services).
+//! 9. The admin API: [`api`] (typed requests and responses), [`http`] (the server), [`client`]
+//!    (the CLI's client), [`daemon`] (wires everything together).
+//! 10. [`cli`]. The binary (`main.rs`) only parses arguments, sets up logging and lets client
+//!     commands end quietly on a closed pipe ([`cli::die_quietly_on_closed_pipe`]).
 #![deny(unreachable_pub)]
 
 pub mod access;
+pub mod agent;
 pub mod api;
 pub mod applications;
 pub mod audit;
+pub mod audit_log;
+pub mod auditor;
 pub mod catalogue;
 pub mod charter;
 pub mod chunks;
@@ -20,6 +39,7 @@ pub mod durable;
 pub mod faults;
 pub mod feeds;
 pub mod http;
+pub mod link;
 pub mod net;
 pub mod receipts;
 pub mod state;

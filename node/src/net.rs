@@ -11,6 +11,11 @@
 //! that publishes no reachable address can still be dialled as
 //! `<hub>/p2p/<hub id>/p2p-circuit/p2p/<member id>`. [`Client::connect`] tries the member's own
 //! addresses first, one at a time, then those circuit addresses.
+//!
+//! Layering: above the feeds (it ingests entries), the charter and the state; below everything
+//! that uses the network (data streams, the agent, the audit services, the admin API). Gossip
+//! about the audit is judged through [`AuditGossip`], which the daemon wires in, so the network
+//! never names the audit.
 
 mod event_loop;
 pub mod gate;
@@ -28,6 +33,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 pub use event_loop::EventLoop;
+
+/// Judges the gossip the event loop carries but does not own: audit checkpoint notes and
+/// omission reports. Called inline on the event loop, as entry gossip is ingested.
+pub trait AuditGossip: Send + Sync {
+    /// A checkpoint note: accept it (to pass on), ignore or reject it.
+    fn checkpoint(&self, note: Vec<u8>) -> gossipsub::MessageAcceptance;
+    /// An omission report (a signed feed entry said to be missing from the log) from `source`.
+    fn omission(&self, source: &PeerId, entry: &[u8]) -> gossipsub::MessageAcceptance;
+}
 
 /// Capacity of the command channel.
 const COMMAND_QUEUE: usize = 256;

@@ -2,12 +2,16 @@
 //! countersigned by the consumer's feed) and every provider's own transfer record, built in the
 //! same `WriteBatch` as the feed entry that carries them, so an auditor can list who pulled what
 //! under which grant on any node — also when the consumer never asked for a receipt.
+//!
+//! Layering: a view over [`crate::feeds`] (registered by the daemon); reads the catalogue.
 
+use huitong_protocol::audit::RecordKind;
 use huitong_protocol::receipt::SignedReceipt;
-use huitong_protocol::{codec, NodeId};
+use huitong_protocol::{codec, Event, NodeId};
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
+use crate::feeds::{entry_record, Accepted, Applied};
 use crate::state::NodeState;
 use crate::store::{StoreError, CF_RECEIPTS, CF_TRANSFERS};
 use huitong_protocol::receipt::TransferRecord;
@@ -39,8 +43,32 @@ pub struct ReceiptRecord {
     pub seq: u64,
 }
 
+/// The receipts and transfers as a view over the feeds. A receipt is logged as a receipt; a
+/// transfer record as a transfer, or as refused when the view refused it.
+pub struct View;
+
+impl crate::feeds::View for View {
+    fn apply(&self, state: &NodeState, batch: &mut WriteBatch, a: &Accepted<'_>) -> Applied {
+        let (v, e) = (a.entry, &a.entry.entry);
+        Ok(match &e.event {
+            Event::Receipt(r) => apply(state, batch, r, e.timestamp_ms, e.seq)?
+                .map(|id| entry_record(v, RecordKind::Receipt, id))
+                .into_iter()
+                .collect(),
+            Event::Transfer(t) => {
+                let kind = match apply_transfer(state, batch, &e.feed, t, e.seq)? {
+                    true => RecordKind::Transfer,
+                    false => RecordKind::Refused,
+                };
+                vec![entry_record(v, kind, t.id.clone())]
+            }
+            _ => Vec::new(),
+        })
+    }
+}
+
 /// Adds the receipt carried by a feed entry to the view; returns its id.
-pub fn apply(
+fn apply(
     state: &NodeState,
     batch: &mut WriteBatch,
     bytes: &[u8],
@@ -111,7 +139,7 @@ pub struct TransferEntry {
 /// Adds a provider's transfer record (entry `seq` of `provider`'s feed) to the view, keyed by
 /// provider and id, if it is about one of the provider's own resources and a member; returns
 /// whether it was added (a record about anything else is refused, and logged as such).
-pub fn apply_transfer(
+fn apply_transfer(
     state: &NodeState,
     batch: &mut WriteBatch,
     provider: &NodeId,

@@ -1,7 +1,13 @@
-//! Node state shared by the network event loop and the admin API: the store, the node key,
-//! the configuration, the current charter and the counters `status` reports.
+//! Node state shared by the network event loop and the admin API: the node directory, the
+//! store, the chunk store, the node key, the configuration, the current charter, the audit's
+//! in-memory state, the cache of verified grant tokens and the counters `status` reports.
+//!
+//! Layering: above the store, the chunk store, the counters and `audit_log` only; every module
+//! above uses it, and it names none of them (the feeds' views, the network and the audit services
+//! get their own handles from the daemon).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use huitong_config::Config;
@@ -26,6 +32,8 @@ pub struct Counters {
 
 /// State shared by every part of a running node.
 pub struct NodeState {
+    /// The node directory (`huitong.toml`, `node.key`, `db/`, `chunks/`, `audit/`, …).
+    pub dir: PathBuf,
     /// The store.
     pub store: Store,
     /// The node key.
@@ -39,7 +47,7 @@ pub struct NodeState {
     /// Transfer counters.
     pub transfer: crate::stats::Stats,
     /// The audit log (hub) and checkpoint watch (every node).
-    pub audit: crate::audit::AuditState,
+    pub audit: crate::audit_log::AuditState,
     /// Grant tokens whose signatures verified (one verification per token, not per chunk).
     pub grants: huitong_protocol::grant::TokenCache,
     charter: RwLock<Option<Charter>>,
@@ -47,20 +55,21 @@ pub struct NodeState {
 }
 
 impl NodeState {
-    /// Assembles the state.
+    /// Assembles the state of the node in `dir` (its audit log is under `dir/audit`).
     pub fn new(
+        dir: &Path,
         store: Store,
         chunks: ChunkStore,
         key: SecretKey,
         config: Config,
         authority: Option<NodeId>,
         charter: Option<Charter>,
-        audit_dir: std::path::PathBuf,
     ) -> Self {
         Self {
+            dir: dir.to_path_buf(),
             store,
             chunks,
-            audit: crate::audit::AuditState::new(audit_dir),
+            audit: crate::audit_log::AuditState::new(dir.join("audit")),
             transfer: Default::default(),
             grants: Default::default(),
             key,

@@ -22,6 +22,9 @@
 //! Invariant: every event's writes (feed entry, head, view, index) go into one `WriteBatch`,
 //! so a crash never leaves an event half-applied. Writers take [`Store::writer`] so that
 //! read-modify-write of heads is serialised.
+//!
+//! Layering: a leaf (no other module of the node). The records' types belong to the views that
+//! write them, above.
 
 mod schema;
 

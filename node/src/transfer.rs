@@ -6,17 +6,21 @@
 //! - [`served`] counts what the provider sent and logs each transfer in its own feed.
 //! - [`pull`] fetches a version from its provider: several streams in flight, every chunk
 //!   verified before it is stored, resumable from the verified chunks after a crash.
-//! - [`frame`] is the length-prefixed CBOR framing both use.
+//! - [`crate::link`] is the length-prefixed CBOR framing both use, and one request/response on a
+//!   new data stream (receipts; the audit services use it too).
 //! - [`assemble`] writes a file version's output while its chunks arrive.
-//! - [`client`] is one request/response on a new data stream (pulls, receipts, audit questions).
 //!
 //! Its counters for `status` are [`crate::stats`].
+//!
+//! Layering: above [`crate::link`] and [`crate::net`], the access policy ([`crate::access`]) and
+//! the views it reads and appends to (catalogue, dataset records, applications, through
+//! [`crate::feeds`]); the hub's answers to audit questions on the same streams are
+//! [`crate::audit::service`]'s, below. Only the daemon, the admin API and the CLI name it.
 //!
 //! [`DATA_PROTOCOL`]: huitong_protocol::wire::DATA_PROTOCOL
 
 pub mod assemble;
-pub mod client;
-pub mod frame;
+pub mod limits;
 pub mod pull;
 pub mod receipt;
 pub mod refs;

@@ -73,6 +73,32 @@ pub fn pull(net: &Testnet, i: usize, args: &[&str]) -> anyhow::Result<Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
+/// Runs `huitong pull … --json` on node `i` and fails if it has not ended within `deadline`
+/// (the pull is killed then); returns the summary and how long the pull took.
+pub fn pull_within(
+    net: &Testnet,
+    i: usize,
+    args: &[&str],
+    deadline: std::time::Duration,
+) -> anyhow::Result<(Value, std::time::Duration)> {
+    let start = std::time::Instant::now();
+    let mut child = spawn_pull(net, i, args)?;
+    while child.try_wait()?.is_none() {
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the pull {args:?} did not end within {deadline:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let took = start.elapsed();
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("pull failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((serde_json::from_slice(&out.stdout)?, took))
+}
+
 /// Runs `huitong pull` on node `i` expecting a failure; returns its stderr.
 pub fn pull_refused(net: &Testnet, i: usize, args: &[&str]) -> anyhow::Result<String> {
     let out = spawn_pull(net, i, args)?.wait_with_output()?;

@@ -7,12 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use huitong_node::link::frame;
 use huitong_node::net::{build_swarm, topic, BehaviourEvent};
-use huitong_node::transfer::frame;
+use huitong_protocol::dataset::{Manifest, MAX_MANIFEST_BYTES};
 use huitong_protocol::wire::{
     DataRequest, DataResponse, SyncRequest, DATA_PROTOCOL, MAX_DATA_FRAME,
 };
-use huitong_protocol::SecretKey;
+use huitong_protocol::{codec, Envelope, Kind, ResourceCode, SecretKey};
+use huitong_testnet::ids::{government_uscc, HAIMEN_DIVISION};
+use huitong_testnet::Testnet;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, Multiaddr, PeerId};
 use tokio::sync::mpsc;
@@ -21,6 +24,11 @@ use tokio::sync::mpsc;
 pub type DataAnswer = Result<(DataResponse, Vec<u8>), String>;
 
 enum Cmd {
+    Stall(
+        PeerId,
+        Vec<Vec<DataRequest>>,
+        std::sync::mpsc::SyncSender<usize>,
+    ),
     Dial(Multiaddr, PeerId),
     Gossip(Vec<u8>),
     Request(PeerId, SyncRequest),
@@ -55,6 +63,22 @@ async fn data_request(
         s.read_exact(&mut body).await.map_err(|e| e.to_string())?;
     }
     Ok((r, body))
+}
+
+/// Opens a stream, sends `requests` on it and never reads: the stream stays open (and the
+/// provider's writes to it blocked) until the rogue stops. Whether the requests were sent.
+async fn stalled_stream(
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    requests: Vec<DataRequest>,
+) -> Option<libp2p::Stream> {
+    let protocol = libp2p::StreamProtocol::new(DATA_PROTOCOL);
+    let mut s = control.open_stream(peer, protocol).await.ok()?;
+    for r in &requests {
+        frame::write(&mut s, r).await.ok()?;
+    }
+    futures::AsyncWriteExt::flush(&mut s).await.ok()?;
+    Some(s)
 }
 
 /// Handle to the rogue peer.
@@ -97,6 +121,20 @@ impl Rogue {
                                 }
                             }
                             Some(Cmd::Request(p, r)) => { swarm.behaviour_mut().sync.send_request(&p, r); }
+                            Some(Cmd::Stall(p, streams, reply)) => {
+                                let c = control.clone();
+                                tokio::spawn(async move {
+                                    let opened = futures::future::join_all(
+                                        streams.into_iter().map(|r| stalled_stream(c.clone(), p, r)),
+                                    )
+                                    .await;
+                                    let held: Vec<libp2p::Stream> = opened.into_iter().flatten().collect();
+                                    let _ = reply.send(held.len());
+                                    // Held, never read, until the rogue's runtime stops.
+                                    futures::future::pending::<()>().await;
+                                    drop(held);
+                                });
+                            }
                             Some(Cmd::Data(p, r, reply)) => {
                                 let c = control.clone();
                                 tokio::spawn(async move {
@@ -150,9 +188,77 @@ impl Rogue {
             .map_err(|e| anyhow::anyhow!(e))
     }
 
+    /// Opens one stream per element of `streams` to `peer`, sends that element's requests on
+    /// it and never reads an answer (a consumer that stops reading). Returns how many streams
+    /// were opened with their requests sent.
+    pub fn stall(&self, peer: &str, streams: Vec<Vec<DataRequest>>) -> anyhow::Result<usize> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.tx
+            .blocking_send(Cmd::Stall(peer.parse()?, streams, tx))?;
+        rx.recv_timeout(Duration::from_secs(60))
+            .map_err(|_| anyhow::anyhow!("the stalled streams were not opened in 60 s"))
+    }
+
     /// Sends a feed-sync request.
     pub fn request(&self, peer: &str, r: SyncRequest) -> anyhow::Result<()> {
         self.tx.blocking_send(Cmd::Request(peer.parse()?, r))?;
         Ok(())
     }
+}
+
+/// Admits a new member (海门区测试局) signed by the testnet's authority on the hub (node 0) and
+/// waits until node `watcher` has the new charter; returns its key and USCC.
+pub fn admit(net: &mut Testnet, watcher: usize) -> anyhow::Result<(SecretKey, String)> {
+    let key = SecretKey::from_bytes(rand::random());
+    let uscc = government_uscc(HAIMEN_DIVISION, "77777777");
+    let authority = net.dir.join("authority.key");
+    crate::cli_ok(
+        net,
+        0,
+        &[
+            "charter",
+            "admit",
+            "--uscc",
+            &uscc,
+            "--name",
+            "海门区测试局",
+            "--node-key",
+            &key.public().to_hex(),
+            "--authority-key",
+            &authority.to_string_lossy(),
+        ],
+    )?;
+    crate::wait_charter(net, watcher, 2)?;
+    Ok((key, uscc))
+}
+
+/// Starts a rogue with `key` and connects it to every node (gossip reaches all of them).
+pub fn connect(net: &Testnet, key: &SecretKey) -> anyhow::Result<Rogue> {
+    let rogue = Rogue::start(key, "海门区")?;
+    for n in &net.nodes {
+        rogue.dial(&format!("/ip4/127.0.0.1/tcp/{}", n.port), &n.peer_id)?;
+    }
+    for n in &net.nodes {
+        crate::wait_until(Duration::from_secs(90), "the nodes to subscribe", || {
+            Ok(rogue.sees_subscribed(&n.peer_id))
+        })?;
+    }
+    Ok(rogue)
+}
+
+/// The manifest of the latest version of `code` on `peer`, asked for without a grant.
+pub fn manifest(rogue: &Rogue, peer: &str, code: &ResourceCode) -> anyhow::Result<Manifest> {
+    let (m, _) = rogue.data(
+        peer,
+        DataRequest::Manifest {
+            code: code.clone(),
+            version: None,
+            grant: None,
+        },
+    )?;
+    let DataResponse::Manifest { envelope, .. } = m else {
+        anyhow::bail!("no manifest of {code}: {m:?}");
+    };
+    let env = Envelope::open_limited(&envelope, Kind::Manifest, MAX_MANIFEST_BYTES)?;
+    Ok(codec::decode(env.payload(), MAX_MANIFEST_BYTES)?)
 }

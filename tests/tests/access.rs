@@ -4,7 +4,7 @@
 //! (point 5), the provider logs what it sent by itself — with or without a receipt — and a
 //! receipt counts the bytes actually sent (point 7), and a grant event the applications view
 //! refuses is never logged as the step it claims to be (point 8). A member under the test's
-//! control ([`Rogue`]) speaks the data protocol and signs feed entries with its own key.
+//! control ([`rogue::Rogue`]) speaks the data protocol and signs feed entries with its own key.
 
 use std::time::Duration;
 
@@ -18,12 +18,11 @@ use huitong_protocol::wire::{DataRequest, DataResponse, Gossip};
 use huitong_protocol::{
     codec, EntryHash, Envelope, Event, FeedEntry, Kind, ResourceCode, SecretKey,
 };
-use huitong_testnet::ids::{government_uscc, HAIMEN_DIVISION};
 use huitong_testnet::Testnet;
 use huitong_tests::data;
-use huitong_tests::rogue::Rogue;
+use huitong_tests::rogue;
 use huitong_tests::workflow::wait_state;
-use huitong_tests::{cli_ok, start, wait_charter, wait_until};
+use huitong_tests::{cli_ok, start, wait_until};
 use serde_bytes::ByteBuf;
 use serde_json::Value;
 
@@ -36,45 +35,6 @@ fn key_of(net: &Testnet, i: usize) -> anyhow::Result<SecretKey> {
 fn json(net: &Testnet, i: usize, args: &[&str]) -> anyhow::Result<Vec<Value>> {
     let out = cli_ok(net, i, args)?;
     Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-/// Admits a new member signed by the testnet's authority; returns its key and USCC.
-fn admit_rogue(net: &mut Testnet, watcher: usize) -> anyhow::Result<(SecretKey, String)> {
-    let key = SecretKey::from_bytes(rand::random());
-    let uscc = government_uscc(HAIMEN_DIVISION, "77777777");
-    let authority = net.dir.join("authority.key");
-    cli_ok(
-        net,
-        0,
-        &[
-            "charter",
-            "admit",
-            "--uscc",
-            &uscc,
-            "--name",
-            "海门区测试局",
-            "--node-key",
-            &key.public().to_hex(),
-            "--authority-key",
-            &authority.to_string_lossy(),
-        ],
-    )?;
-    wait_charter(net, watcher, 2)?;
-    Ok((key, uscc))
-}
-
-/// Starts the rogue and connects it to every node (gossip reaches all of them).
-fn connect(net: &Testnet, key: &SecretKey) -> anyhow::Result<Rogue> {
-    let rogue = Rogue::start(key, "海门区")?;
-    for n in &net.nodes {
-        rogue.dial(&format!("/ip4/127.0.0.1/tcp/{}", n.port), &n.peer_id)?;
-    }
-    for n in &net.nodes {
-        wait_until(T, "the nodes to subscribe", || {
-            Ok(rogue.sees_subscribed(&n.peer_id))
-        })?;
-    }
-    Ok(rogue)
 }
 
 fn refusal(answer: &(DataResponse, Vec<u8>)) -> Option<String> {
@@ -175,8 +135,8 @@ fn grants_hold_to_the_approving_provider_and_every_transfer_is_logged() -> anyho
     assert_eq!(s["rows"].as_u64(), Some(20_000), "{s}");
 
     // A member under the test's control.
-    let (rkey, _) = admit_rogue(net, provider)?;
-    let rogue = connect(net, &rkey)?;
+    let (rkey, _) = rogue::admit(net, provider)?;
+    let rogue = rogue::connect(net, &rkey)?;
     let peer = net.nodes[provider].peer_id.clone();
     let code41 = ResourceCode::parse(code)?;
 

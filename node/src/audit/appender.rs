@@ -12,8 +12,9 @@ use rocksdb::{IteratorMode, WriteBatch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::log::{LogError, TileLog};
-use super::{charter_record, keys, Source};
+use super::{charter_record, keys};
+use crate::audit_log::tiles::{LogError, TileLog};
+use crate::audit_log::Source;
 use crate::state::NodeState;
 use crate::store::CF_AUDIT_PENDING;
 

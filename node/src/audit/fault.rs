@@ -20,7 +20,7 @@ use crate::state::NodeState;
 /// Whether the hub drops this record instead of logging it.
 pub fn omit(state: &NodeState, r: &Record) -> bool {
     let signer = r.signer.to_hex();
-    args(state, "omit")
+    args(&state.dir, "omit")
         .iter()
         .any(|w| w == r.kind.as_str() || *w == signer)
 }
@@ -28,7 +28,7 @@ pub fn omit(state: &NodeState, r: &Record) -> bool {
 /// Under `withhold-proofs`, holds a consistency question (this blocking thread) for 30 s,
 /// longer than any asker's deadline, so it passes with no answer.
 pub fn stall(state: &NodeState, req: &AuditRequest) {
-    if matches!(req, AuditRequest::Consistency { .. }) && on(state, "withhold-proofs") {
+    if matches!(req, AuditRequest::Consistency { .. }) && on(&state.dir, "withhold-proofs") {
         std::thread::sleep(std::time::Duration::from_secs(30));
     }
 }
@@ -37,7 +37,7 @@ pub fn stall(state: &NodeState, req: &AuditRequest) {
 /// checkpoint of another tree of the same size.
 pub fn shown(state: &NodeState, requester: &NodeId, note: Vec<u8>) -> Vec<u8> {
     let hex = requester.to_hex();
-    if !args(state, "split-view").contains(&hex) {
+    if !args(&state.dir, "split-view").contains(&hex) {
         return note;
     }
     let Some((origin, hub, _)) = super::keys(state) else {

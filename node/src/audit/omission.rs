@@ -2,13 +2,13 @@
 //!
 //! When a member appends an auditable event to its own feed, it remembers it (CF
 //! `audit_expected`, in the batch that stores the entry) with the size of the latest final
-//! checkpoint then. Every [`super::watch::POLL`] the watcher looks each remembered event up in
-//! this node's mirror of the log (every entry of which hashes to a hub-signed root): found, it is
-//! forgotten. Once it is overdue — [`super::Deadlines::checkpoints`] newer final checkpoints
-//! accepted without it **and** at least [`super::Deadlines::omission`] since it was appended —
+//! checkpoint then. At every poll of the watcher (`auditor::watch`) [`check`] looks each
+//! remembered event up in this node's mirror of the log (every entry of which hashes to a hub-signed root): found, it is
+//! forgotten. Once it is overdue — [`crate::audit_log::Deadlines::checkpoints`] newer final checkpoints
+//! accepted without it **and** at least [`crate::audit_log::Deadlines::omission`] since it was appended —
 //! it is an omission: kept as evidence (CF `audit_omissions`, with the signed entry), logged with
 //! `error!` on `huitong::audit`, counted in `status` (OMISSION) and `audit verify`, and gossiped
-//! ([`Gossip::Omission`], carrying the signed entry) so every member checks it too.
+//! ([`huitong_protocol::wire::Gossip::Omission`], carrying the signed entry) so every member checks it too.
 //!
 //! A member receiving that gossip checks the entry's signature, that its signer is a member and
 //! that it is an auditable event before storing anything; it then ingests the entry (so an
@@ -17,30 +17,30 @@
 //! until the mirror covers the latest final checkpoint, so a mirror that is behind raises
 //! nothing. The hub keeps no such list: it queues records in the batch that stores the entry.
 //!
+//! Layering: part of the audit view (no network): [`expect`] runs as this node appends (through
+//! `audit::View`), [`on_gossip`] is called by the auditor's gossip judge, and the watcher above
+//! the network runs [`check`] and gossips what it finds.
+//!
 //! Not caught here: a hub that stops publishing checkpoints altogether (no newer final
 //! checkpoint ever arrives); `status` shows the checkpoint size not moving.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use huitong_protocol::audit::{Record, RecordKind};
 use huitong_protocol::codec;
 use huitong_protocol::feed::{FeedError, VerifiedEntry};
-use huitong_protocol::wire::Gossip;
 use huitong_protocol::Event;
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, warn};
 
 use super::appender::with_log;
-use super::{entry_record, judged_record, watch};
+use super::checkpoints;
 use crate::applications::Judged;
-use crate::feeds::Outcome;
-use crate::net::Command;
+use crate::feeds::{entry_record, Feeds, Outcome};
 use crate::state::{now_ms, NodeState};
 use crate::store::{StoreError, CF_AUDIT_EXPECTED, CF_AUDIT_OMISSIONS};
-use crate::transfer::client::Transport;
 
 /// Version of the stored rows.
 const ROW_VERSION: u8 = 1;
@@ -111,14 +111,17 @@ pub enum ReportError {
 /// hash).
 fn record(v: &VerifiedEntry) -> Option<Record> {
     match &v.entry.event {
-        Event::Grant(g) => Some(judged_record(&Judged {
-            signer: v.entry.feed,
-            seq: v.entry.seq,
-            hash: v.hash.0,
-            at_ms: v.entry.timestamp_ms,
-            event: g.clone(),
-            refused: None,
-        })),
+        Event::Grant(g) => Some(
+            Judged {
+                signer: v.entry.feed,
+                seq: v.entry.seq,
+                hash: v.hash.0,
+                at_ms: v.entry.timestamp_ms,
+                event: g.clone(),
+                refused: None,
+            }
+            .record(),
+        ),
         Event::Receipt(bytes) => huitong_protocol::receipt::SignedReceipt::open(bytes)
             .ok()
             .map(|r| entry_record(v, RecordKind::Receipt, r.id)),
@@ -151,13 +154,14 @@ pub fn expect(state: &NodeState, batch: &mut WriteBatch, v: &VerifiedEntry) {
 
 /// Handles omission gossip: checks the entry, ingests it and remembers it. Returns whether it
 /// was new here (and so worth passing on).
-pub fn on_gossip(state: &NodeState, bytes: &[u8]) -> Result<bool, ReportError> {
+pub fn on_gossip(feeds: &Feeds, bytes: &[u8]) -> Result<bool, ReportError> {
+    let state = feeds.state();
     let v = VerifiedEntry::open(bytes)?;
     if state.role_of(&v.entry.feed).is_none() {
         return Err(ReportError::NotMember);
     }
     let r = record(&v).ok_or(ReportError::NotAuditable)?;
-    match state.ingest(&v)? {
+    match feeds.ingest(&v)? {
         Outcome::Fork => return Err(ReportError::Refused("fork")),
         Outcome::Rejected(why) => return Err(ReportError::Refused(why)),
         Outcome::Stored | Outcome::Duplicate | Outcome::Gap { .. } => {}
@@ -215,7 +219,7 @@ pub fn check(state: &NodeState) -> Result<Vec<Vec<u8>>, String> {
             }
         }
     }
-    let Some(fin) = watch::latest_final(state).map_err(|e| e.to_string())? else {
+    let Some(fin) = checkpoints::latest_final(state).map_err(|e| e.to_string())? else {
         return Ok(Vec::new());
     };
     let keys: Vec<[u8; 32]> = rows.iter().map(|(k, _)| *k).collect();
@@ -243,7 +247,7 @@ pub fn check(state: &NodeState) -> Result<Vec<Vec<u8>>, String> {
         let n = match newer.get(&e.final_size) {
             Some(&n) => n,
             None => {
-                let n = watch::finals_after(state, e.final_size, d.checkpoints)
+                let n = checkpoints::finals_after(state, e.final_size, d.checkpoints)
                     .map_err(|e| e.to_string())?;
                 newer.insert(e.final_size, n);
                 n
@@ -316,19 +320,4 @@ pub fn list(state: &NodeState) -> Result<Vec<Omission>, StoreError> {
             })
         })
         .collect()
-}
-
-/// One pass of [`check`] off the async threads; gossips what it newly found missing.
-pub async fn tick(state: &Arc<NodeState>, t: &Transport) {
-    let s = state.clone();
-    match tokio::task::spawn_blocking(move || check(&s)).await {
-        Ok(Ok(missing)) => {
-            for entry in missing {
-                let msg = Gossip::Omission(serde_bytes::ByteBuf::from(entry));
-                t.net.send(Command::Gossip(msg)).await;
-            }
-        }
-        Ok(Err(e)) => debug!(target: "huitong::audit", error = %e, "omission check"),
-        Err(e) => warn!(error = %e, "omission check panicked"),
-    }
 }

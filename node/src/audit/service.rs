@@ -72,7 +72,7 @@ pub fn answer(state: &NodeState, requester: &NodeId, req: AuditRequest) -> DataR
 /// The hub's note for its latest size, with witness cosignatures once the watcher has them.
 fn best_note(state: &NodeState, own: Option<(u64, Vec<u8>)>) -> Option<Vec<u8>> {
     let (size, note) = own?;
-    let cosigned = super::watch::held(state, size)
+    let cosigned = super::checkpoints::held(state, size)
         .ok()
         .flatten()
         .filter(|c| !c.cosigned_by.is_empty())

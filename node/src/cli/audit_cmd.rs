@@ -7,9 +7,9 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 
 use super::output::{self, count};
-use crate::audit::verify::{LogReport, RecordReport};
+use crate::api::{ImportOutcome, ProofFile, ReceiptView, TextBody, TransferView};
+use crate::auditor::verify::{LogReport, RecordReport};
 use crate::client::ApiClient;
-use crate::http::audit::{ImportOutcome, ProofFile, ReceiptView, TextBody, TransferView};
 
 /// `?grant=&code=` of the receipt and transfer listings.
 #[derive(serde::Serialize)]

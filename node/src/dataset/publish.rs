@@ -23,7 +23,7 @@ use super::records::{self, StoredManifest};
 use super::table::{self, ChunkFormatError, Grouper};
 use crate::catalogue::{self, Record};
 use crate::chunks::ChunkError;
-use crate::feeds::AppendError;
+use crate::feeds::{AppendError, Feeds};
 use crate::state::{now_ms, NodeState};
 use crate::store::StoreError;
 
@@ -158,9 +158,10 @@ fn own_record(state: &NodeState, code: &str) -> Result<Record, PublishError> {
 
 /// Publishes a new version; returns the report and the sealed feed entry to gossip.
 pub fn publish(
-    state: &NodeState,
+    feeds: &Feeds,
     req: &PublishRequest,
 ) -> Result<(PublishReport, VerifiedEntry), PublishError> {
+    let state = &**feeds.state();
     let record = own_record(state, &req.code)?;
     let mut writes = Writes {
         state,
@@ -199,7 +200,7 @@ pub fn publish(
         },
     )?;
     let announcement = manifest.announcement(sealed.hash);
-    let entry = state.append(Event::DatasetPublished(announcement.clone()))?;
+    let entry = feeds.append(Event::DatasetPublished(announcement.clone()))?;
     tracing::info!(code = %req.code, version = manifest.version, chunks = announcement.chunks, bytes = announcement.bytes, "published dataset version");
     Ok((
         PublishReport {

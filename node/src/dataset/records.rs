@@ -1,12 +1,17 @@
 //! Dataset records in RocksDB: the version announcements every node learns from the feeds
-//! (`datasets`), and the manifests this node holds (`manifests`) with whether all their chunks
-//! are here and verified.
+//! (`datasets`, a view over the feeds: [`View`]), and the manifests this node holds
+//! (`manifests`) with whether all their chunks are here and verified.
+//!
+//! Layering: a view over [`crate::feeds`] (registered by the daemon), beside the catalogue; it
+//! names no other view.
 
 use huitong_protocol::dataset::{ChunkHash, DatasetVersion};
-use huitong_protocol::{codec, NodeId};
+use huitong_protocol::{codec, Event, NodeId};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
+use crate::feeds::{Accepted, Applied};
+use crate::state::NodeState;
 use crate::store::{Store, StoreError, CF_DATASETS, CF_MANIFESTS};
 
 /// A manifest held by this node.
@@ -34,8 +39,21 @@ fn corrupt(cf: &'static str) -> impl Fn(codec::DecodeError) -> StoreError {
     }
 }
 
+/// The dataset versions announced in the feeds, as a view.
+pub struct View;
+
+impl crate::feeds::View for View {
+    fn apply(&self, state: &NodeState, batch: &mut WriteBatch, a: &Accepted<'_>) -> Applied {
+        let e = &a.entry.entry;
+        if let Event::DatasetPublished(d) = &e.event {
+            stage_version(&state.store, batch, &e.feed, d);
+        }
+        Ok(Vec::new())
+    }
+}
+
 /// Stages a version announcement of `feed`.
-pub fn stage_version(store: &Store, batch: &mut WriteBatch, feed: &NodeId, d: &DatasetVersion) {
+fn stage_version(store: &Store, batch: &mut WriteBatch, feed: &NodeId, d: &DatasetVersion) {
     let mut k = prefix(feed, d.code.as_str());
     k.extend_from_slice(&d.version.to_be_bytes());
     batch.put_cf(store.cf(CF_DATASETS), k, codec::encode(d));

@@ -51,7 +51,7 @@ fn view(ctx: &Ctx, r: AppRecord) -> AppView {
 
 async fn record(ctx: &Ctx, event: GrantEvent) -> Result<(), Fail> {
     let sealed = ctx
-        .state
+        .feeds
         .append(Event::Grant(event))
         .map_err(super::append_error)?;
     ctx.net.publish(&sealed).await;

@@ -3,39 +3,19 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{fail, Ctx, Res};
-use crate::audit::verify::{self, LogReport, RecordReport};
-use crate::audit::{watch, Source};
+use crate::api::{ImportOutcome, ProofFile, ReceiptView, TextBody, TransferView};
+use crate::audit::checkpoints::Offer;
+use crate::audit_log::Source;
+use crate::auditor::verify::{self, LogReport, RecordReport};
+use crate::auditor::watch;
 
 /// `?index=N`: one entry of a record id.
 #[derive(Debug, Deserialize)]
 pub(super) struct IndexQuery {
     index: Option<u64>,
-}
-
-/// A proof file or a checkpoint note, as text.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TextBody {
-    /// The text.
-    pub text: String,
-}
-
-/// A record's proof file.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ProofFile {
-    /// What it proves.
-    pub report: RecordReport,
-    /// The c2sp.org/tlog-proof@v1 text.
-    pub proof: String,
-}
-
-/// What became of an imported checkpoint.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ImportOutcome {
-    /// `stored`, `known`, `cosigned` or `split view: …`.
-    pub outcome: String,
 }
 
 fn unprocessable(m: String) -> super::Fail {
@@ -106,11 +86,11 @@ pub(super) async fn import_checkpoint(
     .await
     .map_err(unprocessable)?;
     let outcome = match outcome {
-        watch::Offer::Stored => "stored".into(),
-        watch::Offer::Known => "known".into(),
-        watch::Offer::Cosigned => "cosigned".into(),
-        watch::Offer::Conflict(why) => format!("split view: {why}"),
-        watch::Offer::NeedsProof { .. } => "not checked".into(),
+        Offer::Stored => "stored".into(),
+        Offer::Known => "known".into(),
+        Offer::Cosigned => "cosigned".into(),
+        Offer::Conflict(why) => format!("split view: {why}"),
+        Offer::NeedsProof { .. } => "not checked".into(),
     };
     Ok(Json(ImportOutcome { outcome }))
 }
@@ -120,62 +100,6 @@ pub(super) async fn import_checkpoint(
 pub(super) struct ReceiptQuery {
     grant: Option<String>,
     code: Option<String>,
-}
-
-/// A receipt, for people.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ReceiptView {
-    /// Receipt id (`audit verify --record` it).
-    pub id: String,
-    /// Provider name.
-    pub provider: String,
-    /// Consumer name.
-    pub consumer: String,
-    /// Resource code.
-    pub code: String,
-    /// Version.
-    pub version: u64,
-    /// 信息项.
-    pub fields: Vec<String>,
-    /// Bytes served.
-    pub bytes: u64,
-    /// Grant (application id).
-    pub grant: Option<String>,
-    /// When the consumer countersigned (ms).
-    pub at_ms: u64,
-}
-
-/// A provider's transfer record, for people.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TransferView {
-    /// Transfer id (`audit verify --record` it).
-    pub id: String,
-    /// Provider name.
-    pub provider: String,
-    /// Consumer name.
-    pub consumer: String,
-    /// Consumer node key (hex).
-    pub consumer_key: String,
-    /// Resource code.
-    pub code: String,
-    /// Version.
-    pub version: u64,
-    /// 信息项 whose chunks were sent.
-    pub fields: Vec<String>,
-    /// Bytes actually sent.
-    pub bytes: u64,
-    /// Chunks actually sent.
-    pub chunks: u64,
-    /// `completed` (the consumer asked for a receipt) or `abandoned`.
-    pub outcome: String,
-    /// The receipt, when the consumer asked for one.
-    pub receipt: Option<String>,
-    /// Grant (application id).
-    pub grant: Option<String>,
-    /// First chunk sent (ms).
-    pub started_ms: u64,
-    /// When it ended (ms).
-    pub ended_ms: u64,
 }
 
 fn member_name(ctx: &Ctx, k: &huitong_protocol::NodeId) -> String {

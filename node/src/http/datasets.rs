@@ -46,8 +46,8 @@ pub(super) async fn publish(
             "path must be absolute (the CLI makes it so)",
         ));
     }
-    let state = ctx.state.clone();
-    let (report, entry) = tokio::task::spawn_blocking(move || publish::publish(&state, &req))
+    let feeds = ctx.feeds.clone();
+    let (report, entry) = tokio::task::spawn_blocking(move || publish::publish(&feeds, &req))
         .await
         .map_err(internal)?
         .map_err(publish_error)?;
@@ -95,7 +95,7 @@ pub(super) async fn start_pull(
     State(ctx): State<Ctx>,
     Json(req): Json<PullRequest>,
 ) -> Res<api::PullStarted> {
-    let id = pull::start(ctx.state.clone(), ctx.transport.clone(), &ctx.pulls, req);
+    let id = pull::start(ctx.feeds.clone(), ctx.transport.clone(), &ctx.pulls, req);
     Ok(Json(api::PullStarted { id }))
 }
 

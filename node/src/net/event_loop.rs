@@ -1,5 +1,6 @@
 //! The event loop that owns the Swarm: gossip in and out, anti-entropy, dialling members,
-//! charter gating, and answering [`Command`]s.
+//! charter gating, and answering [`Command`]s. Gossip it does not judge itself (audit
+//! checkpoints and omission reports) goes to the [`AuditGossip`] it was given.
 //!
 //! Anti-entropy: on every new connection and every `sync_interval_secs`, the node sends its
 //! [`Summary`] to the peer; whoever learns that the other holds more of a feed asks for the
@@ -26,8 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{gate, peer_id, Behaviour, BehaviourEvent, Command, PeerInfo, Route};
-use crate::feeds::Outcome;
+use super::{gate, peer_id, AuditGossip, Behaviour, BehaviourEvent, Command, PeerInfo, Route};
+use crate::feeds::{Feeds, Outcome};
 use crate::state::NodeState;
 
 /// Bytes of entries a range response carries at most.
@@ -52,12 +53,12 @@ struct IngestDone {
 
 /// Ingests range responses one after another until the event loop drops its sender.
 fn ingest_worker(
-    state: Arc<NodeState>,
+    feeds: Arc<Feeds>,
     mut jobs: mpsc::Receiver<IngestJob>,
     done: mpsc::Sender<IngestDone>,
 ) {
     while let Some(job) = jobs.blocking_recv() {
-        let stored = match state.ingest_range(&job.entries) {
+        let stored = match feeds.ingest_range(&job.entries) {
             Ok(n) => n,
             Err(e) => {
                 warn!(error = %e, "store error while ingesting a range");
@@ -80,6 +81,8 @@ fn ingest_worker(
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     state: Arc<NodeState>,
+    feeds: Arc<Feeds>,
+    audit: Arc<dyn AuditGossip>,
     commands: mpsc::Receiver<Command>,
     topic: gossipsub::IdentTopic,
     members: HashMap<PeerId, NodeId>,
@@ -98,25 +101,30 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    /// Creates the loop; call [`EventLoop::run`] to drive it.
+    /// Creates the loop; call [`EventLoop::run`] to drive it. `audit` judges the checkpoint
+    /// and omission gossip.
     pub fn new(
         swarm: Swarm<Behaviour>,
-        state: Arc<NodeState>,
+        feeds: Arc<Feeds>,
+        audit: Arc<dyn AuditGossip>,
         commands: mpsc::Receiver<Command>,
         bootstrap: Vec<Multiaddr>,
     ) -> Self {
+        let state = feeds.state().clone();
         let topic = super::topic(&state.config.federation.name);
         let interval = Duration::from_secs(state.config.network.sync_interval_secs);
         let (ingest, jobs) = mpsc::channel(INGEST_QUEUE);
         let (done, ingested) = mpsc::channel(INGEST_QUEUE);
-        let worker_state = state.clone();
+        let worker_feeds = feeds.clone();
         std::thread::Builder::new()
             .name("huitong-ingest".into())
-            .spawn(move || ingest_worker(worker_state, jobs, done))
+            .spawn(move || ingest_worker(worker_feeds, jobs, done))
             .ok();
         let mut this = Self {
             swarm,
             state,
+            feeds,
+            audit,
             commands,
             topic,
             members: HashMap::new(),
@@ -520,7 +528,7 @@ impl EventLoop {
                 self.state.reject(label);
                 Reject
             }
-            Ok(Gossip::Entry(bytes)) => match self.state.ingest_bytes(&bytes) {
+            Ok(Gossip::Entry(bytes)) => match self.feeds.ingest_bytes(&bytes) {
                 Ok(Outcome::Stored) => Accept,
                 Ok(Outcome::Duplicate) => Ignore,
                 Ok(Outcome::Gap { feed, have }) => {
@@ -534,47 +542,13 @@ impl EventLoop {
                 }
             },
             Ok(Gossip::Charter(bytes)) => self.on_charter(&bytes, Accept, Ignore),
-            Ok(Gossip::Checkpoint(note)) => self.on_checkpoint(note.into_vec()),
-            Ok(Gossip::Omission(entry)) => {
-                match crate::audit::omission::on_gossip(&self.state, &entry) {
-                    Ok(true) => Accept,
-                    Ok(false) => Ignore,
-                    Err(e) => {
-                        warn!(target: "huitong::audit", peer = %source, error = %e, "refused omission report");
-                        self.state.reject("omission_report");
-                        Reject
-                    }
-                }
-            }
+            Ok(Gossip::Checkpoint(note)) => self.audit.checkpoint(note.into_vec()),
+            Ok(Gossip::Omission(entry)) => self.audit.omission(&source, &entry),
         };
         self.swarm
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(&id, &source, acceptance);
-    }
-
-    /// Accepts (for propagation) a checkpoint note signed by the hub and hands it to the
-    /// audit watcher, which compares it with what this node saw.
-    fn on_checkpoint(&mut self, note: Vec<u8>) -> gossipsub::MessageAcceptance {
-        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
-        let Some((origin, hub, witnesses)) = crate::audit::keys(&self.state) else {
-            return Ignore;
-        };
-        match huitong_protocol::audit::note::open_checkpoint(&note, &origin, &hub, &witnesses) {
-            Ok(_) => {
-                let _ = self
-                    .state
-                    .audit
-                    .inbox
-                    .try_send((note, crate::audit::Source::Gossip));
-                Accept
-            }
-            Err(e) => {
-                warn!(target: "huitong::audit", error = %e, "refused checkpoint gossip");
-                self.state.reject("checkpoint");
-                Reject
-            }
-        }
     }
 
     fn on_charter<T>(&mut self, bytes: &[u8], accepted: T, other: T) -> T {

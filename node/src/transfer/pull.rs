@@ -33,12 +33,13 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::assemble::FileOutput;
-use super::client::Transport;
 use crate::applications;
 use crate::catalogue::Record;
 use crate::chunks::ChunkError;
 use crate::dataset::export::{self, OutFormat};
 use crate::dataset::records::{self, StoredManifest};
+use crate::feeds::Feeds;
+use crate::link::Transport;
 use crate::net::Route;
 use crate::state::NodeState;
 
@@ -162,10 +163,10 @@ pub(super) fn local(e: impl std::fmt::Display) -> PullError {
 }
 
 /// Starts a pull in the background; returns its id for progress queries.
-pub fn start(state: Arc<NodeState>, transport: Transport, pulls: &Pulls, req: PullRequest) -> u64 {
+pub fn start(feeds: Arc<Feeds>, transport: Transport, pulls: &Pulls, req: PullRequest) -> u64 {
     let (id, job) = pulls.add();
     tokio::spawn(async move {
-        let result = run(&state, &transport, &req, &job).await;
+        let result = run(&feeds, &transport, &req, &job).await;
         match &result {
             Ok(s) => {
                 info!(code = %s.code, version = s.version, bytes_fetched = s.bytes_fetched, bytes_reused = s.bytes_reused, route = %s.route, elapsed_ms = s.elapsed_ms, "pull complete");
@@ -386,7 +387,7 @@ fn write_output(
 
 /// Asks the provider for a receipt of what was fetched: `(receipt id, why there is none)`.
 async fn ask_receipt(
-    state: &Arc<NodeState>,
+    feeds: &Arc<Feeds>,
     t: &Transport,
     provider: &NodeId,
     manifest: &Manifest,
@@ -405,7 +406,7 @@ async fn ask_receipt(
         grant,
     };
     Ok(
-        match super::receipt::obtain(state, t, peer, &pulled).await {
+        match super::receipt::obtain(feeds, t, peer, &pulled).await {
             Ok(id) => (Some(id), None),
             Err(e) => {
                 warn!(code = %manifest.code, error = %e, "no transfer receipt for this pull");
@@ -416,11 +417,12 @@ async fn ask_receipt(
 }
 
 async fn run(
-    state: &Arc<NodeState>,
+    feeds: &Arc<Feeds>,
     t: &Transport,
     req: &PullRequest,
     job: &Job,
 ) -> Result<PullSummary, PullError> {
+    let state = feeds.state();
     if !req.out.is_absolute() {
         return Err(PullError::Invalid(format!(
             "--out {} must be an absolute path (the CLI makes it one)",
@@ -521,7 +523,7 @@ async fn run(
     let (receipt, receipt_error) = if local_pull || fetched_chunks == 0 {
         (None, None)
     } else {
-        ask_receipt(state, t, &provider, manifest, &fields, token.as_deref()).await?
+        ask_receipt(feeds, t, &provider, manifest, &fields, token.as_deref()).await?
     };
     job.set_phase(Phase::Writing);
     let write_started = Instant::now();

@@ -8,8 +8,8 @@ use huitong_protocol::{Event, NodeId, ResourceCode};
 use libp2p::PeerId;
 use tracing::info;
 
-use super::client::{request_once, Transport};
-use crate::state::NodeState;
+use crate::feeds::Feeds;
+use crate::link::{request_once, Transport};
 
 /// What was pulled.
 pub struct Pulled<'a> {
@@ -27,7 +27,7 @@ pub struct Pulled<'a> {
 
 /// Obtains, checks and countersigns the receipt; returns its id.
 pub async fn obtain(
-    state: &std::sync::Arc<NodeState>,
+    feeds: &std::sync::Arc<Feeds>,
     t: &Transport,
     peer: PeerId,
     p: &Pulled<'_>,
@@ -49,7 +49,7 @@ pub async fn obtain(
     let signed = SignedReceipt::open(&bytes).map_err(|e| e.to_string())?;
     let r = &signed.receipt;
     if r.provider != *p.provider
-        || r.consumer != state.id()
+        || r.consumer != feeds.state().id()
         || r.code != *p.code
         || r.version != p.version
         || r.fields != p.fields
@@ -60,8 +60,8 @@ pub async fn obtain(
         ));
     }
     let id = signed.id.clone();
-    let s = state.clone();
-    let sealed = tokio::task::spawn_blocking(move || s.append(Event::Receipt(bytes)))
+    let f = feeds.clone();
+    let sealed = tokio::task::spawn_blocking(move || f.append(Event::Receipt(bytes)))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;

@@ -15,8 +15,9 @@ use huitong_protocol::{Event, NodeId, ResourceCode};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::feeds::Feeds;
 use crate::net::Client;
-use crate::state::{now_ms, NodeState};
+use crate::state::now_ms;
 
 /// A session with no chunk request for this long is closed as abandoned.
 pub const IDLE_CLOSE: Duration = Duration::from_secs(15);
@@ -162,10 +163,10 @@ fn record(key: Key, s: Session, outcome: TransferOutcome, now: u64) -> TransferR
 }
 
 /// Appends a closed session to this node's feed and gossips it.
-pub async fn log(state: &Arc<NodeState>, net: &Client, t: TransferRecord) {
-    let s = state.clone();
+pub async fn log(feeds: &Arc<Feeds>, net: &Client, t: TransferRecord) {
+    let f = feeds.clone();
     let (id, bytes, outcome) = (t.id.clone(), t.bytes, t.outcome);
-    match tokio::task::spawn_blocking(move || s.append(Event::Transfer(t))).await {
+    match tokio::task::spawn_blocking(move || f.append(Event::Transfer(t))).await {
         Ok(Ok(entry)) => {
             info!(target: "huitong::audit", transfer = %id, bytes, outcome = outcome.as_str(), "logged a transfer");
             net.publish(&entry).await;
@@ -180,12 +181,7 @@ pub async fn log(state: &Arc<NodeState>, net: &Client, t: TransferRecord) {
 }
 
 /// Closes idle sessions every second and logs them, until `shutdown`.
-pub async fn run(
-    state: Arc<NodeState>,
-    served: Arc<Served>,
-    net: Client,
-    shutdown: CancellationToken,
-) {
+pub async fn run(feeds: Arc<Feeds>, served: Arc<Served>, net: Client, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -194,11 +190,11 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         for t in served.close_idle(IDLE_CLOSE) {
-            log(&state, &net, t).await;
+            log(&feeds, &net, t).await;
         }
     }
     // Sessions still open at shutdown end here: log them as abandoned.
     for t in served.close_idle(Duration::ZERO) {
-        log(&state, &net, t).await;
+        log(&feeds, &net, t).await;
     }
 }

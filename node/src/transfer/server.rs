@@ -23,18 +23,18 @@ use serde_bytes::ByteBuf;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::frame;
+use super::limits::{self, Limits, SendPermit};
 use super::served::{self, Sent, Served};
 use crate::access::{self, Need, Refusal, Scope};
 use crate::catalogue::{self, Record};
 use crate::dataset::records;
+use crate::feeds::Feeds;
+use crate::link::frame;
 use crate::net::Client;
 use crate::state::NodeState;
 
 /// How long a stream may sit idle between requests.
 const IDLE: Duration = Duration::from_secs(120);
-/// Chunks read and sent at once (each up to 8 MiB in memory): 4 consumers pulling on 8 streams.
-const MAX_SENDING: usize = 32;
 /// Manifests kept decoded.
 const CACHED_MANIFESTS: usize = 64;
 
@@ -79,22 +79,24 @@ impl Indexed {
 /// The server's shared state.
 pub struct Server {
     state: Arc<NodeState>,
+    feeds: Arc<Feeds>,
     net: Client,
     cache: Mutex<HashMap<ChunkHash, Arc<Indexed>>>,
-    /// Bounds the chunks being read and sent at once, whatever a consumer opens.
-    sending: tokio::sync::Semaphore,
+    /// Streams per peer, chunks in flight per member and in all, write deadlines.
+    limits: Arc<Limits>,
     /// What was sent to whom, until the transfer is logged.
     served: Arc<Served>,
 }
 
 impl Server {
     /// A server for this node.
-    pub fn new(state: Arc<NodeState>, net: Client) -> Arc<Self> {
+    pub fn new(feeds: Arc<Feeds>, net: Client) -> Arc<Self> {
         Arc::new(Self {
-            state,
+            state: feeds.state().clone(),
+            feeds,
             net,
             cache: Mutex::new(HashMap::new()),
-            sending: tokio::sync::Semaphore::new(MAX_SENDING),
+            limits: Arc::default(),
             served: Arc::default(),
         })
     }
@@ -115,8 +117,14 @@ impl Server {
                 _ = shutdown.cancelled() => break,
                 next = incoming.next() => match next {
                     Some((peer, stream)) => {
+                        let Some(slot) = self.limits.open_stream(peer) else {
+                            warn!(%peer, limit = limits::MAX_STREAMS_PER_PEER, "closed a data stream: the peer has too many open");
+                            self.state.reject("data_streams");
+                            continue;
+                        };
                         let this = self.clone();
                         tokio::spawn(async move {
+                            let _slot = slot;
                             if let Err(e) = this.handle(peer, stream).await {
                                 debug!(%peer, error = %e, "data stream ended with an error");
                             }
@@ -162,122 +170,158 @@ impl Server {
             let Some(requester) = self.active_member(&peer) else {
                 self.refuse(
                     &mut stream,
+                    &peer,
                     RefusalKind::NotShared,
                     "this node serves active federation members only".into(),
                 )
                 .await?;
                 continue;
             };
-            match req {
-                DataRequest::Manifest {
-                    code,
+            let (response, chunk) = self.answer(req, &requester, &peer).await;
+            self.send(
+                &mut stream,
+                &peer,
+                &response,
+                chunk.as_ref().map(|c| &c.bytes[..]),
+            )
+            .await?;
+            if let Some(c) = chunk {
+                self.state.transfer.served(c.bytes.len() as u64);
+            }
+        }
+    }
+
+    /// The response to one request of an active member, and the chunk to send after it.
+    async fn answer(
+        &self,
+        req: DataRequest,
+        requester: &NodeId,
+        peer: &PeerId,
+    ) -> (DataResponse, Option<Chunk>) {
+        let refused = |(kind, message): Refusal| {
+            self.state.transfer.refused();
+            DataResponse::Refused { kind, message }
+        };
+        match req {
+            DataRequest::Manifest {
+                code,
+                version,
+                grant,
+            } => {
+                let r = self
+                    .manifest(&code, version, grant.as_deref().map(|g| &g[..]), requester)
+                    .await;
+                (r.unwrap_or_else(refused), None)
+            }
+            DataRequest::Chunk {
+                code,
+                version,
+                hash,
+                grant,
+            } => match self
+                .chunk(
+                    &code,
                     version,
-                    grant,
-                } => {
-                    let response = match self
-                        .manifest(
-                            &code,
-                            version,
-                            grant.as_ref().map(|g| g.as_slice()),
-                            &requester,
-                        )
-                        .await
-                    {
-                        Ok(r) => r,
-                        Err((kind, message)) => {
-                            self.state.transfer.refused();
-                            DataResponse::Refused { kind, message }
-                        }
-                    };
-                    frame::write(&mut stream, &response).await?;
+                    &hash,
+                    grant.as_deref().map(|g| &g[..]),
+                    requester,
+                )
+                .await
+            {
+                Ok(chunk) => {
+                    let len = chunk.bytes.len() as u32;
+                    // Counted as handed to the stream, before the write: a consumer that
+                    // resets the stream mid-chunk still leaves a transfer record.
+                    self.served.sent(&Sent {
+                        consumer: requester,
+                        code: &code,
+                        version,
+                        manifest: chunk.manifest,
+                        field: chunk.field.as_deref(),
+                        grant: chunk.grant.as_deref(),
+                        bytes: u64::from(len),
+                    });
+                    (DataResponse::Chunk { len }, Some(chunk))
                 }
-                DataRequest::Chunk {
-                    code,
-                    version,
-                    hash,
-                    grant,
-                } => match self
-                    .chunk(
+                Err(why) => {
+                    debug!(%peer, %code, version, chunk = %hash, message = %why.1, "refused chunk request");
+                    (refused(why), None)
+                }
+            },
+            DataRequest::Receipt {
+                code,
+                version,
+                fields,
+                grant,
+            } => {
+                let r = self
+                    .receipt(
                         &code,
                         version,
-                        &hash,
-                        grant.as_ref().map(|g| g.as_slice()),
-                        &requester,
+                        fields,
+                        grant.as_deref().map(|g| &g[..]),
+                        requester,
                     )
-                    .await
-                {
-                    Ok(chunk) => {
-                        let len = chunk.bytes.len() as u32;
-                        // Counted as handed to the stream, before the write: a consumer that
-                        // resets the stream mid-chunk still leaves a transfer record.
-                        self.served.sent(&Sent {
-                            consumer: &requester,
-                            code: &code,
-                            version,
-                            manifest: chunk.manifest,
-                            field: chunk.field.as_deref(),
-                            grant: chunk.grant.as_deref(),
-                            bytes: u64::from(len),
-                        });
-                        frame::write(&mut stream, &DataResponse::Chunk { len }).await?;
-                        stream.write_all(&chunk.bytes).await?;
-                        self.state.transfer.served(u64::from(len));
-                    }
-                    Err((kind, message)) => {
-                        debug!(%peer, %code, version, chunk = %hash, %message, "refused chunk request");
-                        self.refuse(&mut stream, kind, message).await?;
-                    }
-                },
-                DataRequest::Receipt {
-                    code,
-                    version,
-                    fields,
-                    grant,
-                } => {
-                    let response = match self
-                        .receipt(
-                            &code,
-                            version,
-                            fields,
-                            grant.as_ref().map(|g| g.as_slice()),
-                            &requester,
-                        )
-                        .await
-                    {
-                        Ok(r) => r,
-                        Err((kind, message)) => {
-                            self.state.transfer.refused();
-                            DataResponse::Refused { kind, message }
-                        }
-                    };
-                    frame::write(&mut stream, &response).await?;
-                }
-                DataRequest::Audit(q) => {
-                    let (state, who) = (self.state.clone(), requester);
-                    let response = tokio::task::spawn_blocking(move || {
-                        crate::audit::service::answer(&state, &who, q)
-                    })
-                    .await
-                    .unwrap_or_else(|e| DataResponse::Refused {
-                        kind: RefusalKind::Unavailable,
-                        message: e.to_string(),
-                    });
-                    frame::write(&mut stream, &response).await?;
-                }
+                    .await;
+                (r.unwrap_or_else(refused), None)
             }
-            stream.flush().await?;
+            DataRequest::Audit(q) => {
+                let (state, who) = (self.state.clone(), *requester);
+                let response = tokio::task::spawn_blocking(move || {
+                    crate::audit::service::answer(&state, &who, q)
+                })
+                .await
+                .unwrap_or_else(|e| DataResponse::Refused {
+                    kind: RefusalKind::Unavailable,
+                    message: e.to_string(),
+                });
+                (response, None)
+            }
+        }
+    }
+
+    /// Writes a response (and a chunk's bytes) within [`limits::write_deadline`]: a consumer
+    /// that stops reading loses the stream, and with it what the stream held.
+    async fn send(
+        &self,
+        stream: &mut Stream,
+        peer: &PeerId,
+        response: &DataResponse,
+        body: Option<&[u8]>,
+    ) -> Result<(), frame::FrameError> {
+        let len = body.map_or(0, <[u8]>::len);
+        let deadline = limits::write_deadline(len);
+        let write = async {
+            frame::write(stream, response).await?;
+            if let Some(b) = body {
+                stream.write_all(b).await?;
+            }
+            stream.flush().await
+        };
+        match tokio::time::timeout(deadline, write).await {
+            Ok(r) => Ok(r?),
+            Err(_) => {
+                warn!(%peer, bytes = len, ?deadline, "dropped a data stream: the consumer did not read the response in time");
+                self.state.reject("slow_consumer");
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the consumer did not read the response in time",
+                )
+                .into())
+            }
         }
     }
 
     async fn refuse(
         &self,
         stream: &mut Stream,
+        peer: &PeerId,
         kind: RefusalKind,
         message: String,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), frame::FrameError> {
         self.state.transfer.refused();
-        frame::write(stream, &DataResponse::Refused { kind, message }).await?;
-        stream.flush().await
+        self.send(stream, peer, &DataResponse::Refused { kind, message }, None)
+            .await
     }
 
     /// This node's catalogue record of `code`.
@@ -491,7 +535,7 @@ impl Server {
         let signed = huitong_protocol::receipt::SignedReceipt::seal(&self.state.key, &receipt);
         tracing::info!(target: "huitong::audit", receipt = %signed.id, %code, version, bytes = transfer.bytes, consumer = %requester, "signed a transfer receipt");
         transfer.receipt = Some(signed.id.clone());
-        served::log(&self.state, &self.net, transfer).await;
+        served::log(&self.feeds, &self.net, transfer).await;
         Ok(DataResponse::Receipt(ByteBuf::from(signed.bytes)))
     }
 
@@ -502,7 +546,7 @@ impl Server {
         hash: &ChunkHash,
         grant: Option<&[u8]>,
         requester: &NodeId,
-    ) -> Result<Chunk<'_>, Refusal> {
+    ) -> Result<Chunk, Refusal> {
         let record = self.record(code)?;
         let announced = self.announced(code, Some(version))?;
         let indexed = self.indexed(code, &announced)?;
@@ -540,12 +584,13 @@ impl Server {
                 ))
             }
         };
-        // Held until the chunk has been written to the stream.
+        // Held until the chunk has been written to the stream (or its write missed the deadline).
         let permit = self
-            .sending
-            .acquire()
+            .limits
+            .sending(requester)
             .await
             .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?;
+        let sending = self.state.transfer.sending();
         let state = self.state.clone();
         let h = *hash;
         let bytes = tokio::task::spawn_blocking(move || state.chunks.read(&h))
@@ -566,16 +611,19 @@ impl Server {
             field,
             grant: grant_id,
             _permit: permit,
+            _sending: sending,
         })
     }
 }
 
 /// A chunk read for sending, with what the transfer log needs to know of it.
-struct Chunk<'a> {
+struct Chunk {
     bytes: Vec<u8>,
     manifest: ChunkHash,
     field: Option<String>,
     grant: Option<String>,
     /// Held until the chunk has been written to the stream.
-    _permit: tokio::sync::SemaphorePermit<'a>,
+    _permit: SendPermit,
+    /// Counted in `status` while held.
+    _sending: crate::stats::Sending,
 }

@@ -21,10 +21,9 @@ use super::plan::Want;
 use super::{local, PullError, PullRequest, STALL, STREAMS};
 use crate::chunks::ChunkError;
 use crate::dataset::records;
+use crate::link::{frame, open_stream, request_once, Transport, RESPONSE_TIMEOUT};
 use crate::state::NodeState;
 use crate::transfer::assemble::FileOutput;
-use crate::transfer::client::{open_stream, request_once, Transport, RESPONSE_TIMEOUT};
-use crate::transfer::frame;
 
 pub(super) async fn fetch_manifest(
     state: &NodeState,

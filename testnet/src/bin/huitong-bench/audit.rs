@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use huitong_node::audit::log::TileLog;
+use huitong_node::audit_log::tiles::TileLog;
 use huitong_protocol::audit::{Record, RecordKind};
 use huitong_protocol::SecretKey;
 

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use huitong_protocol::wire::MAX_AUDIT_ENTRIES;
 use tracing::info;
 
-use super::appender::on_log;
-use super::log::LogError;
-use super::{client, keys, watch};
+use super::client;
+use crate::audit::appender::on_log;
+use crate::audit::{checkpoints, keys};
+use crate::audit_log::tiles::LogError;
+use crate::link::Transport;
 use crate::state::NodeState;
-use crate::transfer::client::Transport;
 
 /// The largest gap a mirror fetches in one go (entries are held in memory until they are
 /// checked against the checkpoint): about 140 MB of records.
@@ -26,7 +27,7 @@ pub async fn sync(state: &Arc<NodeState>, t: &Transport) -> Result<u64, String> 
         return size(state).await;
     }
     let _one_at_a_time = state.audit.mirror_lock.lock().await;
-    let Some(target) = watch::latest(state).map_err(|e| e.to_string())? else {
+    let Some(target) = checkpoints::latest(state).map_err(|e| e.to_string())? else {
         return Ok(0);
     };
     let have = size(state).await?;
@@ -67,7 +68,7 @@ pub async fn sync(state: &Arc<NodeState>, t: &Transport) -> Result<u64, String> 
         }
         Err(e @ LogError::NotTheCheckpoint { .. }) => {
             let reason = format!("entries {have}..{} from the hub: {e}", target.size);
-            watch::record_conflict(state, &target, &target, reason.clone())
+            checkpoints::record_conflict(state, &target, &target, reason.clone())
                 .map_err(|e| e.to_string())?;
             Err(reason)
         }

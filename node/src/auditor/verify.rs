@@ -12,11 +12,12 @@ use huitong_protocol::audit::{Record, RecordKind};
 use serde::{Deserialize, Serialize};
 use tlog_tiles::{record_hash, Hash};
 
-use super::appender::on_log;
-use super::log::{verify_dir, DiskReport};
-use super::{client, keys, watch};
+use super::{client, watch};
+use crate::audit::appender::on_log;
+use crate::audit::{checkpoints, is_final, keys, omission, quorum};
+use crate::audit_log::tiles::{self, verify_dir, DiskReport};
+use crate::link::Transport;
 use crate::state::NodeState;
-use crate::transfer::client::Transport;
 
 /// A checkpoint, for people.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -121,8 +122,8 @@ async fn current(
     if let Err(e) = watch::poll(state, t).await {
         tracing::debug!(error = %e, "could not refresh the checkpoint; using the latest held");
     }
-    let pending = watch::pending(state).map_err(|e| e.to_string())?;
-    match watch::latest_final(state).map_err(|e| e.to_string())? {
+    let pending = checkpoints::pending(state).map_err(|e| e.to_string())?;
+    match checkpoints::latest_final(state).map_err(|e| e.to_string())? {
         Some(cp) => Ok((cp, pending)),
         None => Err(match pending {
             Some(p) => pending_witness(state, &p),
@@ -136,7 +137,7 @@ fn pending_witness(state: &NodeState, p: &SignedCheckpoint) -> String {
         "pending witness: the checkpoint of size {} has {} of the {} witness cosignature(s) the charter requires; it is not final until the witness cosigns it (try again in a few seconds; if it stays pending, the witness is down or refuses it)",
         p.size,
         p.cosigned_by.len(),
-        super::quorum(state)
+        quorum(state)
     )
 }
 
@@ -283,7 +284,7 @@ pub fn proof_file(state: &NodeState, bytes: &[u8]) -> Result<RecordReport, Strin
     let ok = proof
         .verify(&origin, &hub, &witnesses)
         .map_err(|e| e.to_string())?;
-    if !super::is_final(state, &ok.checkpoint) {
+    if !is_final(state, &ok.checkpoint) {
         return Err(pending_witness(state, &ok.checkpoint));
     }
     report(state, ok.index, &ok.record, &ok.checkpoint)
@@ -326,21 +327,21 @@ pub async fn log(state: &Arc<NodeState>, t: &Transport) -> Result<LogReport, Str
             .map_err(|e| e.to_string())?;
         match checked {
             Ok(r) => Some(r),
-            Err(super::log::LogError::Io { source, .. })
+            Err(tiles::LogError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound
-                    && !state.audit.dir.join(super::log::CHECKPOINT_FILE).exists() =>
+                    && !state.audit.dir.join(tiles::CHECKPOINT_FILE).exists() =>
             {
                 None
             }
             Err(e) => return Err(e.to_string()),
         }
     };
-    let split_views = alarms(watch::evidence(state), |e| (e.detected_at_ms, e.reason))?;
-    let omissions = alarms(super::omission::list(state), |o| {
-        (o.detected_at_ms, o.reason)
+    let split_views = alarms(checkpoints::evidence(state), |e| {
+        (e.detected_at_ms, e.reason)
     })?;
-    let latest = watch::latest_final(state).map_err(|e| e.to_string())?;
-    let pending_witness = watch::pending(state).map_err(|e| e.to_string())?;
+    let omissions = alarms(omission::list(state), |o| (o.detected_at_ms, o.reason))?;
+    let latest = checkpoints::latest_final(state).map_err(|e| e.to_string())?;
+    let pending_witness = checkpoints::pending(state).map_err(|e| e.to_string())?;
     let pending = {
         let s = &state.store;
         s.db()
@@ -354,7 +355,7 @@ pub async fn log(state: &Arc<NodeState>, t: &Transport) -> Result<LogReport, Str
         origin,
         hub: is_hub,
         latest: latest.as_ref().map(|c| view(state, c)),
-        checkpoints_seen: watch::count(state),
+        checkpoints_seen: checkpoints::count(state),
         split_views,
         omissions,
         pending_witness: pending_witness.as_ref().map(|c| view(state, c)),

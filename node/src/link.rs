@@ -1,8 +1,14 @@
 //! Requests on the data protocol ([`DATA_PROTOCOL`]) from this node: the network handles they
-//! need ([`Transport`]), a stream to a member, and one request/response on a new stream
-//! (manifests, receipts, audit questions).
+//! need ([`Transport`]), a stream to a member, one request/response on a new stream (manifests,
+//! receipts, audit questions), and the framing both ends use ([`frame`]).
+//!
+//! Layering: just above [`crate::net`]; below the users of data streams — the transfers
+//! ([`crate::transfer`]) and the audit services ([`crate::auditor`]) — which never name each
+//! other for it.
 //!
 //! [`DATA_PROTOCOL`]: huitong_protocol::wire::DATA_PROTOCOL
+
+pub mod frame;
 
 use std::time::Duration;
 
@@ -10,7 +16,6 @@ use futures::AsyncWriteExt;
 use huitong_protocol::wire::{DataRequest, DataResponse, DATA_PROTOCOL};
 use libp2p::{PeerId, Stream, StreamProtocol};
 
-use super::frame;
 use crate::net::Client;
 
 /// Longest wait for one response.

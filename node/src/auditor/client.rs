@@ -6,7 +6,7 @@ use huitong_protocol::wire::{AuditRequest, AuditResponse, DataRequest, DataRespo
 use huitong_protocol::NodeId;
 use tlog_tiles::Hash;
 
-use crate::transfer::client::{request_once, Transport};
+use crate::link::{request_once, Transport};
 
 /// Largest answer: a page of entries (256 of at most 1 KiB), a note, proofs or indexes.
 const MAX_ANSWER: usize = MAX_NOTE_BYTES + 320 * 1024;

@@ -1,52 +1,30 @@
-//! Every node's watch over the audit log: each checkpoint it sees (gossip, a poll of the hub
-//! every few seconds, the hub's own log, an operator's import) must carry the hub's signature;
-//! it is then compared with the checkpoints seen before. Two different trees of the same size,
-//! or a tree the hub cannot prove extends an earlier one (RFC 6962 consistency proof, checked
-//! here), is a **split view**: both notes are kept as evidence, logged on `huitong::audit`, shown
-//! by `status` and `huitong audit verify`, and passed on so every member learns of it.
+//! The checkpoints this node has seen, and the evidence against the hub: every hub-signed
+//! checkpoint it checked is stored (CF `audit_checkpoints`, by tree size) and compared with those
+//! held before ([`offer`]). Two different trees of the same size, or a tree the hub cannot prove
+//! extends an earlier one (RFC 6962 consistency proof, checked in [`settle`]), is a **split
+//! view**: both notes are kept as evidence (CF `audit_evidence`), logged on `huitong::audit` and
+//! counted in `status`. A consistency proof the hub does not serve within
+//! [`crate::audit_log::Deadlines::proof`] while it keeps answering polls is evidence too
+//! (**withheld consistency proof**, [`withheld`]).
 //!
-//! A consistency proof the hub does not serve within [`super::Deadlines::proof`] while it keeps
-//! answering polls is evidence too (**withheld consistency proof**), kept and flagged the same
-//! way.
+//! Only a checkpoint with the charter's witness quorum is **final** ([`latest_final`]); a newer
+//! one without it is *pending witness* ([`pending`]).
 //!
-//! After each checkpoint it stores, a member updates its mirror of the log ([`super::mirror`]).
-//! The charter's witnesses (by default the cascade node) cosign (`cosignature/v1`) each
-//! checkpoint they have checked to be consistent with everything they saw, and gossip the
-//! cosigned note. Every node also gossips its latest checkpoint (and the notes of its newest
-//! split-view evidence) again every [`REGOSSIP_POLLS`] polls, so a lost gossip message hides
-//! neither a split view nor a cosignature. Every hub-signed checkpoint is stored and checked (the witness needs that
-//! before it cosigns), but only one with the charter's witness quorum is **final**
-//! ([`latest_final`]); a newer one without it is *pending witness*.
+//! Layering: part of the audit view (no network); the watcher that feeds it checkpoints and asks
+//! the hub for proofs is `auditor::watch`, above the network.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
 
-use huitong_protocol::audit::note::{cosign, open_checkpoint, SignedCheckpoint};
+use huitong_protocol::audit::note::{open_checkpoint, SignedCheckpoint};
 use huitong_protocol::codec;
-use huitong_protocol::wire::Gossip;
 use rocksdb::IteratorMode;
 use serde::{Deserialize, Serialize};
 use tlog_tiles::Hash;
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::error;
 
-use super::{client, keys, service, Source};
-use crate::net::Command;
+use super::keys;
 use crate::state::{now_ms, NodeState};
 use crate::store::{StoreError, CF_AUDIT_CHECKPOINTS, CF_AUDIT_EVIDENCE};
-use crate::transfer::client::Transport;
-
-/// How often a member asks the hub for its latest checkpoint.
-pub const POLL: Duration = Duration::from_secs(3);
-
-/// Every this many polls a node gossips its latest checkpoint again, so a split view is found
-/// even when the gossip that carried one of the two notes was lost (gossipsub drops repeats of
-/// the same note for a minute, which bounds the traffic).
-const REGOSSIP_POLLS: u32 = 10;
-
-/// How many of the newest split-view evidence rows are gossiped again with it.
-const REGOSSIP_EVIDENCE: usize = 4;
 
 /// Most checkpoints looked at (newest first) to find the latest final one.
 const MAX_FINAL_SCAN: usize = 4096;
@@ -337,188 +315,18 @@ pub fn withheld(
     conflict(state, old, new, reason).map(Some)
 }
 
-/// Gets (from the hub, or on the hub from its own log) and checks the consistency proof an
-/// offer needs; a proof withheld past the deadline is evidence.
-async fn prove(
-    state: &Arc<NodeState>,
-    t: &Transport,
-    hub: &huitong_protocol::NodeId,
-    old: &SignedCheckpoint,
-    new: &SignedCheckpoint,
-    offered: &SignedCheckpoint,
-) -> Result<Offer, String> {
-    let proof = if state.is_hub() {
-        let s = state.clone();
-        let (o, n) = (old.size, new.size);
-        tokio::task::spawn_blocking(move || service::consistency(&s, o, n))
-            .await
-            .map_err(|e| e.to_string())?
-    } else {
-        let deadline = state.audit.deadlines.proof;
-        let asked = tokio::time::timeout(deadline, client::consistency(t, hub, old.size, new.size))
-            .await
-            .unwrap_or_else(|_| {
-                Err(client::AskError::Unreachable(format!(
-                    "no answer within {deadline:?}"
-                )))
-            });
-        match asked {
-            Ok(p) => Ok(p),
-            Err(client::AskError::Refused(m)) => Err(format!("the hub refused: {m}")),
-            Err(client::AskError::Unreachable(m)) => {
-                return match withheld(state, old, new).map_err(|e| e.to_string())? {
-                    Some(evidence) => Ok(evidence),
-                    None => Err(format!("cannot reach the hub for a consistency proof: {m}")),
-                };
-            }
-        }
-    };
-    owed(state).remove(&old.size);
-    settle(state, old, new, offered, proof).map_err(|e| e.to_string())
+/// Forgets the consistency proof from `old` the hub owed: it has been served.
+pub fn proved(state: &NodeState, old: u64) {
+    owed(state).remove(&old);
 }
 
-/// Opens, compares and (if needed) proves one checkpoint note; passes it on as needed.
-pub async fn handle(
-    state: &Arc<NodeState>,
-    t: &Transport,
-    note: &[u8],
-    source: Source,
-) -> Result<Offer, String> {
-    let (origin, hub, witnesses) =
-        keys(state).ok_or("no charter naming a hub: cannot check checkpoints yet")?;
-    let cp = open_checkpoint(note, &origin, &hub, &witnesses).map_err(|e| {
-        state.reject("checkpoint");
-        format!("refused checkpoint: {e}")
-    })?;
-    let outcome = match offer(state, &cp).map_err(|e| e.to_string())? {
-        Offer::NeedsProof { old, new } => prove(state, t, &hub, &old, &new, &cp).await?,
-        other => other,
-    };
-    let pass_on = match &outcome {
-        Offer::Stored | Offer::Cosigned => source == Source::Local,
-        Offer::Conflict(_) => true,
-        _ => false,
-    };
-    if pass_on {
-        let msg = Gossip::Checkpoint(serde_bytes::ByteBuf::from(note.to_vec()));
-        t.net.send(Command::Gossip(msg)).await;
-    }
-    if matches!(outcome, Offer::Stored) && !state.is_hub() {
-        if let Err(e) = super::mirror::sync(state, t).await {
-            warn!(target: "huitong::audit", error = %e, "audit mirror not updated");
-        }
-    }
-    if matches!(outcome, Offer::Stored | Offer::Known | Offer::Cosigned)
-        && witnesses.contains(&state.id())
-    {
-        witness(state, cp.size).map_err(|e| e.to_string())?;
-    }
-    Ok(outcome)
-}
-
-/// As a witness, cosigns the checkpoint held for `size` (checked to be consistent with
-/// everything seen) unless it already carries this node's cosignature. Runs on every sight of
-/// that checkpoint, so a cosignature lost on its way (a full inbox) is made again.
-fn witness(state: &NodeState, size: u64) -> Result<(), StoreError> {
-    let Some(h) = held(state, size)? else {
-        return Ok(());
-    };
-    if h.cosigned_by.iter().any(|(w, _)| *w == state.id()) {
-        return Ok(());
-    }
-    match cosign(&h.note, &state.key, now_ms() / 1000) {
-        Ok(cosigned) => {
-            info!(target: "huitong::audit", size, "cosigned the audit checkpoint as witness");
-            let _ = state.audit.inbox.try_send((cosigned, Source::Local));
-        }
-        Err(e) => warn!(error = %e, "cannot cosign a checkpoint"),
-    }
-    Ok(())
-}
-
-/// Gossips again the latest checkpoint held and the notes of the newest split-view evidence.
-async fn regossip(state: &NodeState, t: &Transport) {
-    let mut notes = Vec::new();
-    if let Ok(Some(cp)) = latest(state) {
-        notes.push(cp.note);
-    }
+/// The newest `n` rows of split-view evidence (undecodable ones left out).
+pub fn newest_evidence(state: &NodeState, n: usize) -> Vec<Evidence> {
     let s = &state.store;
-    for (_, v) in s
-        .db()
+    s.db()
         .iterator_cf(s.cf(CF_AUDIT_EVIDENCE), IteratorMode::End)
-        .take(REGOSSIP_EVIDENCE)
+        .take(n)
         .flatten()
-    {
-        if let Ok(ev) = codec::decode::<Evidence>(&v, usize::MAX) {
-            notes.extend([ev.held, ev.offered]);
-        }
-    }
-    for note in notes {
-        let msg = Gossip::Checkpoint(serde_bytes::ByteBuf::from(note));
-        t.net.send(Command::Gossip(msg)).await;
-    }
-}
-
-/// Asks the hub for its latest checkpoint and handles it.
-pub async fn poll(state: &Arc<NodeState>, t: &Transport) -> Result<Option<Offer>, String> {
-    let (_, hub, _) = keys(state).ok_or("no charter naming a hub")?;
-    if hub == state.id() {
-        return Ok(None);
-    }
-    let note = client::checkpoint(t, &hub)
-        .await
-        .map_err(|e| e.to_string())?;
-    state
-        .audit
-        .hub_answered_ms
-        .store(now_ms(), Ordering::Relaxed);
-    match note {
-        Some(n) => handle(state, t, &n, Source::Local).await.map(Some),
-        None => Ok(None),
-    }
-}
-
-/// Runs until `shutdown`.
-pub async fn run(state: Arc<NodeState>, t: Transport, shutdown: CancellationToken) {
-    let Some(mut inbox) = state
-        .audit
-        .inbox_rx
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    else {
-        return;
-    };
-    if let Ok(Some(fin)) = latest_final(&state) {
-        state
-            .audit
-            .final_size
-            .fetch_max(fin.size, Ordering::Relaxed);
-    }
-    let mut tick = tokio::time::interval(POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut polls: u32 = 0;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            next = inbox.recv() => match next {
-                Some((note, source)) => {
-                    if let Err(e) = handle(&state, &t, &note, source).await {
-                        warn!(target: "huitong::audit", error = %e, "checkpoint not checked");
-                    }
-                }
-                None => break,
-            },
-            _ = tick.tick() => {
-                if let Err(e) = poll(&state, &t).await {
-                    tracing::debug!(error = %e, "audit poll");
-                }
-                super::omission::tick(&state, &t).await;
-                polls = polls.wrapping_add(1);
-                if polls.is_multiple_of(REGOSSIP_POLLS) {
-                    regossip(&state, &t).await;
-                }
-            }
-        }
-    }
+        .filter_map(|(_, v)| codec::decode::<Evidence>(&v, usize::MAX).ok())
+        .collect()
 }

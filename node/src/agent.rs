@@ -7,6 +7,10 @@
 //! - a provider endorses the issued token of each application it approved, once it has checked
 //!   that the token is within its approval (consumer, resource, provider, 信息项, expiry); a
 //!   wider token is refused and reported (the hub alone cannot widen a grant).
+//!
+//! Layering: an actor above the views it reads ([`crate::applications`], [`crate::catalogue`]),
+//! the access policy ([`crate::access`]) and the network ([`crate::net`], to gossip its steps);
+//! only the daemon starts it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +21,8 @@ use huitong_protocol::Event;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{all, AppRecord, AppState};
+use crate::applications::{all, AppRecord, AppState};
+use crate::feeds::Feeds;
 use crate::net::Client;
 use crate::state::NodeState;
 use huitong_protocol::grant::{self as grants, GrantFacts};
@@ -68,7 +73,7 @@ fn endorse(state: &NodeState, r: &AppRecord) -> Option<GrantEvent> {
 }
 
 /// Runs until `shutdown`.
-pub async fn run(state: Arc<NodeState>, net: Client, shutdown: CancellationToken) {
+pub async fn run(feeds: Arc<Feeds>, net: Client, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -76,8 +81,8 @@ pub async fn run(state: Arc<NodeState>, net: Client, shutdown: CancellationToken
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let s = state.clone();
-        let entries = match tokio::task::spawn_blocking(move || step(&s)).await {
+        let f = feeds.clone();
+        let entries = match tokio::task::spawn_blocking(move || step(&f)).await {
             Ok(entries) => entries,
             Err(e) => {
                 warn!(error = %e, "application agent step panicked");
@@ -107,7 +112,8 @@ fn triage(state: &NodeState, r: &AppRecord) -> GrantEvent {
     }
 }
 
-fn step(state: &NodeState) -> Vec<VerifiedEntry> {
+fn step(feeds: &Feeds) -> Vec<VerifiedEntry> {
+    let state = &**feeds.state();
     let me = state.id();
     let is_hub = state.is_hub();
     let records = match all(state) {
@@ -125,7 +131,7 @@ fn step(state: &NodeState) -> Vec<VerifiedEntry> {
                 let Some(mut facts) = approved_scope(state, &r) else {
                     continue;
                 };
-                if crate::faults::on(state, "hub-mints-applied-scope") {
+                if crate::faults::on(&state.dir, "hub-mints-applied-scope") {
                     // A hub that ignores a partial approval (tests only).
                     facts.fields = r.app.fields.clone();
                     facts.expires = state.end_of_day(&r.app.until).unwrap_or(facts.expires);
@@ -154,7 +160,7 @@ fn step(state: &NodeState) -> Vec<VerifiedEntry> {
                 .next()
                 .unwrap_or_default()
                 .to_owned();
-            match state.append(Event::Grant(event)) {
+            match feeds.append(Event::Grant(event)) {
                 Ok(v) => {
                     info!(target: "huitong::audit", id = %r.app.id, step = %what, "application step");
                     out.push(v);

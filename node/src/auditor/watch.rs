@@ -1,0 +1,246 @@
+//! Every node's watch over the audit log: each checkpoint it sees (gossip, a poll of the hub
+//! every few seconds, the hub's own log, an operator's import) must carry the hub's signature;
+//! it is then compared with the checkpoints seen before ([`crate::audit::checkpoints`]). Two
+//! different trees of the same size, or a tree the hub cannot prove extends an earlier one
+//! (RFC 6962 consistency proof, asked of the hub here), is a **split view**: both notes are kept
+//! as evidence, logged on `huitong::audit`, shown by `status` and `huitong audit verify`, and
+//! passed on so every member learns of it.
+//!
+//! A consistency proof the hub does not serve within [`crate::audit_log::Deadlines::proof`] while
+//! it keeps answering polls is evidence too (**withheld consistency proof**), kept and flagged the
+//! same way.
+//!
+//! After each checkpoint it stores, a member updates its mirror of the log ([`super::mirror`]).
+//! The charter's witnesses (by default the cascade node) cosign (`cosignature/v1`) each
+//! checkpoint they have checked to be consistent with everything they saw, and gossip the
+//! cosigned note. Every node also gossips its latest checkpoint (and the notes of its newest
+//! split-view evidence) again every [`REGOSSIP_POLLS`] polls, so a lost gossip message hides
+//! neither a split view nor a cosignature. Every hub-signed checkpoint is stored and checked (the
+//! witness needs that before it cosigns), but only one with the charter's witness quorum is
+//! **final** ([`latest_final`]); a newer one without it is *pending witness*. Every poll also
+//! runs the omission check ([`crate::audit::omission`]) and gossips what it finds missing.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use huitong_protocol::audit::note::SignedCheckpoint;
+use huitong_protocol::audit::note::{cosign, open_checkpoint};
+use huitong_protocol::wire::Gossip;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::client;
+use crate::audit::checkpoints::{
+    held, latest, latest_final, newest_evidence, offer, proved, settle, withheld, Offer,
+};
+use crate::audit::{keys, omission, service};
+use crate::audit_log::Source;
+use crate::link::Transport;
+use crate::net::Command;
+use crate::state::{now_ms, NodeState};
+use crate::store::StoreError;
+
+/// How often a member asks the hub for its latest checkpoint.
+pub const POLL: Duration = Duration::from_secs(3);
+
+/// Every this many polls a node gossips its latest checkpoint again, so a split view is found
+/// even when the gossip that carried one of the two notes was lost (gossipsub drops repeats of
+/// the same note for a minute, which bounds the traffic).
+const REGOSSIP_POLLS: u32 = 10;
+
+/// How many of the newest split-view evidence rows are gossiped again with it.
+const REGOSSIP_EVIDENCE: usize = 4;
+
+/// Gets (from the hub, or on the hub from its own log) and checks the consistency proof an
+/// offer needs; a proof withheld past the deadline is evidence.
+async fn prove(
+    state: &Arc<NodeState>,
+    t: &Transport,
+    hub: &huitong_protocol::NodeId,
+    old: &SignedCheckpoint,
+    new: &SignedCheckpoint,
+    offered: &SignedCheckpoint,
+) -> Result<Offer, String> {
+    let proof = if state.is_hub() {
+        let s = state.clone();
+        let (o, n) = (old.size, new.size);
+        tokio::task::spawn_blocking(move || service::consistency(&s, o, n))
+            .await
+            .map_err(|e| e.to_string())?
+    } else {
+        let deadline = state.audit.deadlines.proof;
+        let asked = tokio::time::timeout(deadline, client::consistency(t, hub, old.size, new.size))
+            .await
+            .unwrap_or_else(|_| {
+                Err(client::AskError::Unreachable(format!(
+                    "no answer within {deadline:?}"
+                )))
+            });
+        match asked {
+            Ok(p) => Ok(p),
+            Err(client::AskError::Refused(m)) => Err(format!("the hub refused: {m}")),
+            Err(client::AskError::Unreachable(m)) => {
+                return match withheld(state, old, new).map_err(|e| e.to_string())? {
+                    Some(evidence) => Ok(evidence),
+                    None => Err(format!("cannot reach the hub for a consistency proof: {m}")),
+                };
+            }
+        }
+    };
+    proved(state, old.size);
+    settle(state, old, new, offered, proof).map_err(|e| e.to_string())
+}
+
+/// Opens, compares and (if needed) proves one checkpoint note; passes it on as needed.
+pub async fn handle(
+    state: &Arc<NodeState>,
+    t: &Transport,
+    note: &[u8],
+    source: Source,
+) -> Result<Offer, String> {
+    let (origin, hub, witnesses) =
+        keys(state).ok_or("no charter naming a hub: cannot check checkpoints yet")?;
+    let cp = open_checkpoint(note, &origin, &hub, &witnesses).map_err(|e| {
+        state.reject("checkpoint");
+        format!("refused checkpoint: {e}")
+    })?;
+    let outcome = match offer(state, &cp).map_err(|e| e.to_string())? {
+        Offer::NeedsProof { old, new } => prove(state, t, &hub, &old, &new, &cp).await?,
+        other => other,
+    };
+    let pass_on = match &outcome {
+        Offer::Stored | Offer::Cosigned => source == Source::Local,
+        Offer::Conflict(_) => true,
+        _ => false,
+    };
+    if pass_on {
+        let msg = Gossip::Checkpoint(serde_bytes::ByteBuf::from(note.to_vec()));
+        t.net.send(Command::Gossip(msg)).await;
+    }
+    if matches!(outcome, Offer::Stored) && !state.is_hub() {
+        if let Err(e) = super::mirror::sync(state, t).await {
+            warn!(target: "huitong::audit", error = %e, "audit mirror not updated");
+        }
+    }
+    if matches!(outcome, Offer::Stored | Offer::Known | Offer::Cosigned)
+        && witnesses.contains(&state.id())
+    {
+        witness(state, cp.size).map_err(|e| e.to_string())?;
+    }
+    Ok(outcome)
+}
+
+/// As a witness, cosigns the checkpoint held for `size` (checked to be consistent with
+/// everything seen) unless it already carries this node's cosignature. Runs on every sight of
+/// that checkpoint, so a cosignature lost on its way (a full inbox) is made again.
+fn witness(state: &NodeState, size: u64) -> Result<(), StoreError> {
+    let Some(h) = held(state, size)? else {
+        return Ok(());
+    };
+    if h.cosigned_by.iter().any(|(w, _)| *w == state.id()) {
+        return Ok(());
+    }
+    match cosign(&h.note, &state.key, now_ms() / 1000) {
+        Ok(cosigned) => {
+            info!(target: "huitong::audit", size, "cosigned the audit checkpoint as witness");
+            let _ = state.audit.inbox.try_send((cosigned, Source::Local));
+        }
+        Err(e) => warn!(error = %e, "cannot cosign a checkpoint"),
+    }
+    Ok(())
+}
+
+/// Gossips again the latest checkpoint held and the notes of the newest split-view evidence.
+async fn regossip(state: &NodeState, t: &Transport) {
+    let mut notes = Vec::new();
+    if let Ok(Some(cp)) = latest(state) {
+        notes.push(cp.note);
+    }
+    for ev in newest_evidence(state, REGOSSIP_EVIDENCE) {
+        notes.extend([ev.held, ev.offered]);
+    }
+    for note in notes {
+        let msg = Gossip::Checkpoint(serde_bytes::ByteBuf::from(note));
+        t.net.send(Command::Gossip(msg)).await;
+    }
+}
+
+/// Asks the hub for its latest checkpoint and handles it.
+pub async fn poll(state: &Arc<NodeState>, t: &Transport) -> Result<Option<Offer>, String> {
+    let (_, hub, _) = keys(state).ok_or("no charter naming a hub")?;
+    if hub == state.id() {
+        return Ok(None);
+    }
+    let note = client::checkpoint(t, &hub)
+        .await
+        .map_err(|e| e.to_string())?;
+    state
+        .audit
+        .hub_answered_ms
+        .store(now_ms(), Ordering::Relaxed);
+    match note {
+        Some(n) => handle(state, t, &n, Source::Local).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Runs until `shutdown`.
+pub async fn run(state: Arc<NodeState>, t: Transport, shutdown: CancellationToken) {
+    let Some(mut inbox) = state
+        .audit
+        .inbox_rx
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    else {
+        return;
+    };
+    if let Ok(Some(fin)) = latest_final(&state) {
+        state
+            .audit
+            .final_size
+            .fetch_max(fin.size, Ordering::Relaxed);
+    }
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut polls: u32 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = inbox.recv() => match next {
+                Some((note, source)) => {
+                    if let Err(e) = handle(&state, &t, &note, source).await {
+                        warn!(target: "huitong::audit", error = %e, "checkpoint not checked");
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                if let Err(e) = poll(&state, &t).await {
+                    tracing::debug!(error = %e, "audit poll");
+                }
+                omissions(&state, &t).await;
+                polls = polls.wrapping_add(1);
+                if polls.is_multiple_of(REGOSSIP_POLLS) {
+                    regossip(&state, &t).await;
+                }
+            }
+        }
+    }
+}
+
+/// One pass of [`omission::check`] off the async threads; gossips what it newly found missing.
+async fn omissions(state: &Arc<NodeState>, t: &Transport) {
+    let s = state.clone();
+    match tokio::task::spawn_blocking(move || omission::check(&s)).await {
+        Ok(Ok(missing)) => {
+            for entry in missing {
+                let msg = Gossip::Omission(serde_bytes::ByteBuf::from(entry));
+                t.net.send(Command::Gossip(msg)).await;
+            }
+        }
+        Ok(Err(e)) => debug!(target: "huitong::audit", error = %e, "omission check"),
+        Err(e) => warn!(error = %e, "omission check panicked"),
+    }
+}
