@@ -1,5 +1,6 @@
 //! The `huitong` command line (clap). Client commands talk to the node running in `--dir`
-//! through its admin API; `init` and `run` work on the directory itself.
+//! through its admin API; `init` and `run` work on the directory itself. Output goes through
+//! `output`: JSON for `--json`, tables padded by display width for people.
 //!
 //! Layering: the top; nothing in the node names it (`main.rs` runs it).
 
@@ -17,6 +18,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::client::ApiClient;
+
+pub use output::{count, Table};
 
 /// Huitong (汇通): a node of a federated government data-sharing platform.
 #[derive(Parser, Debug)]
@@ -115,6 +118,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(c) => audit_cmd::run(&dir, c).await,
         Command::Authority(c) => charter_cmd::authority(c),
         Command::Testnet { args } => exec_testnet(&dir, args),
+    }
+}
+
+/// Lets a command end quietly when its reader goes away (`huitong … | head`), as `ls` and `cat`
+/// do: the next write to the closed pipe kills the process with SIGPIPE, which a shell shows as
+/// status 141 and nothing else. Rust programs start with SIGPIPE ignored, so without this every
+/// write fails with EPIPE instead and the command ends in `error: Broken pipe` (or a panic in
+/// `println!`). Called once by each binary's `main` for its client commands — never for
+/// `huitong run`, which must outlive a closed socket or log pipe.
+pub fn die_quietly_on_closed_pipe() {
+    // SAFETY: signal(2) only resets the disposition of SIGPIPE to the default action; no handler
+    // (no Rust code) runs in signal context, and the call is safe with other threads running.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use huitong_protocol::catalogue::{OpenType, RawEntry, ShareType};
+use huitong_protocol::ValidationErrors;
 use huitong_protocol::{Event, ResourceCode};
 use tokio_util::sync::CancellationToken;
 
@@ -276,10 +277,7 @@ async fn publish(State(ctx): State<Ctx>, Json(raw): Json<RawEntry>) -> Res<api::
         Fail(
             StatusCode::UNPROCESSABLE_ENTITY,
             ApiError {
-                error: format!(
-                    "the entry has {} problem(s); nothing was stored",
-                    errors.0.len()
-                ),
+                error: format!("the entry has {}; nothing was stored", errors.summary()),
                 details: errors.0,
             },
         )
@@ -317,25 +315,22 @@ async fn publish_batch(
         ));
     }
     let mut events = Vec::with_capacity(b.entries.len());
-    let mut details = Vec::new();
+    let mut problems = ValidationErrors::default();
     for (i, raw) in b.entries.iter().enumerate() {
         match raw.validate() {
             Ok(e) => events.push(Event::CataloguePublished(e)),
-            Err(errors) => details.extend(errors.0.into_iter().map(|mut e| {
+            Err(errors) => problems.0.extend(errors.0.into_iter().map(|mut e| {
                 e.path = format!("[{i}].{}", e.path);
                 e
             })),
         }
     }
-    if !details.is_empty() {
+    if !problems.0.is_empty() {
         return Err(Fail(
             StatusCode::UNPROCESSABLE_ENTITY,
             ApiError {
-                error: format!(
-                    "{} problem(s) in the batch; nothing was stored",
-                    details.len()
-                ),
-                details,
+                error: format!("{} in the batch; nothing was stored", problems.summary()),
+                details: problems.0,
             },
         ));
     }

@@ -17,7 +17,8 @@
 //! 8. Actors and services: [`transfer`], [`agent`], [`auditor`] (the audit services).
 //! 9. The admin API: [`api`] (typed requests and responses), [`http`] (the server), [`client`]
 //!    (the CLI's client), [`daemon`] (wires everything together).
-//! 10. [`cli`]. The binary (`main.rs`) only parses arguments and sets up logging.
+//! 10. [`cli`]. The binary (`main.rs`) only parses arguments, sets up logging and lets client
+//!     commands end quietly on a closed pipe ([`cli::die_quietly_on_closed_pipe`]).
 #![deny(unreachable_pub)]
 
 pub mod access;

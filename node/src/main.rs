@@ -30,6 +30,9 @@ fn init_logging(cli: &Cli) {
 async fn main() {
     let cli = Cli::parse();
     init_logging(&cli);
+    if !matches!(cli.command, Command::Run) {
+        cli::die_quietly_on_closed_pipe();
+    }
     if let Err(e) = cli::run(cli).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);

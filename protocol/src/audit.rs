@@ -82,7 +82,7 @@ pub struct Record {
     /// Position in that feed (the charter version for a charter).
     pub seq: u64,
     /// BLAKE3 of the signed payload (feed entry, or charter).
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::bytes32")]
     pub hash: [u8; 32],
     /// The signer's timestamp (ms since the Unix epoch).
     pub at_ms: u64,

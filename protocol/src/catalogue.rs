@@ -6,6 +6,7 @@
 //! labels for enumerations) and [`RawEntry::validate`] turns it into an [`Entry`]; an [`Entry`]
 //! decoded from the wire is checked with [`Entry::check`]. Both apply the same rules.
 
+mod decode;
 mod enums;
 mod raw;
 mod rules;
@@ -96,7 +97,7 @@ impl std::fmt::Display for FieldError {
 }
 
 /// All problems found in one entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub struct ValidationErrors(pub Vec<FieldError>);
 
 impl std::fmt::Display for ValidationErrors {
@@ -123,13 +124,21 @@ impl ValidationErrors {
     pub fn paths(&self) -> Vec<&str> {
         self.0.iter().map(|e| e.path.as_str()).collect()
     }
+
+    /// How many problems, in words: `1 problem`, `3 problems`.
+    pub fn summary(&self) -> String {
+        match self.0.len() {
+            1 => "1 problem".to_owned(),
+            n => format!("{n} problems"),
+        }
+    }
 }
 
 impl Entry {
     /// Checks the cross-field rules (lengths, conditions, 不予共享 ⇒ 不予开放, item levels, …).
     pub fn check(&self) -> Result<(), ValidationErrors> {
-        let mut errors = ValidationErrors(Vec::new());
-        rules::check(self, &mut errors);
+        let mut errors = ValidationErrors::default();
+        rules::check(&rules::View::from(self), &mut errors);
         if errors.0.is_empty() {
             Ok(())
         } else {

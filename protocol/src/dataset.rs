@@ -30,7 +30,7 @@ pub const MAX_CHUNK_BYTES: u32 = 8 * 1024 * 1024;
 /// BLAKE3 of a chunk's bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct ChunkHash(#[serde(with = "serde_bytes")] pub [u8; 32]);
+pub struct ChunkHash(#[serde(with = "crate::bytes32")] pub [u8; 32]);
 
 impl ChunkHash {
     /// Hashes bytes.

@@ -20,7 +20,7 @@ pub const FEED_ENTRY_VERSION: u8 = 1;
 /// BLAKE3 of an entry's signed payload.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct EntryHash(#[serde(with = "serde_bytes")] pub [u8; 32]);
+pub struct EntryHash(#[serde(with = "crate::bytes32")] pub [u8; 32]);
 
 impl EntryHash {
     /// The `prev` of entry 1.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// A node's (or the federation authority's) ed25519 public key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct NodeId(#[serde(with = "serde_bytes")] pub [u8; 32]);
+pub struct NodeId(#[serde(with = "crate::bytes32")] pub [u8; 32]);
 
 impl NodeId {
     /// Parses 64 hex characters.

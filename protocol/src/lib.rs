@@ -8,6 +8,7 @@
 
 pub mod application;
 pub mod audit;
+mod bytes32;
 pub mod catalogue;
 pub mod charter;
 pub mod codec;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use huitong_node::cli::{count, Table};
 use huitong_testnet::{Options, Testnet};
 
 /// Launch a local Huitong testnet.
@@ -84,8 +85,9 @@ fn up(dir: PathBuf, departments: usize, base_port: u16, hidden: Vec<String>) -> 
     let fresh = !dir.join(huitong_testnet::STATE_FILE).exists();
     let mut t = if fresh {
         say(&format!(
-            "creating a testnet in {}: hub, {departments} departments, city …",
-            dir.display()
+            "creating a testnet in {}: hub, {}, city …",
+            dir.display(),
+            count(departments as u64, "department", "departments")
         ));
         Testnet::create(&Options {
             dir: dir.clone(),
@@ -138,7 +140,10 @@ fn up(dir: PathBuf, departments: usize, base_port: u16, hidden: Vec<String>) -> 
         std::fs::write(&data_done, n.to_string())?;
     }
     t.save()?;
-    print_table(&t);
+    // Not `?`: an error here must not drop `t`, which would stop the nodes just started.
+    if let Err(e) = print_table(&t) {
+        say(&format!("cannot print the node table: {e}"));
+    }
     println!(
         "\ntry:  huitong --dir {} catalogue search 人口",
         t.nodes[t.nodes.len() / 2].dir.display()
@@ -155,17 +160,27 @@ fn up(dir: PathBuf, departments: usize, base_port: u16, hidden: Vec<String>) -> 
     Ok(())
 }
 
-fn print_table(t: &Testnet) {
+fn print_table(t: &Testnet) -> std::io::Result<()> {
+    let mut table = Table::new();
     for (i, n) in t.nodes.iter().enumerate() {
         let api = t
             .api_addr(i)
             .map(|a| format!("http://{a}/api/v1"))
             .unwrap_or_else(|| "-".into());
-        println!("{:<10} {:<34} {}  {}", n.role, n.name, n.dir.display(), api);
+        table.row([
+            n.role.clone(),
+            n.name.clone(),
+            n.dir.display().to_string(),
+            api,
+        ]);
     }
+    table.write(&mut std::io::stdout().lock())
 }
 
 fn main() {
+    // Every command here is a client: `huitong testnet status | head` ends quietly. The nodes
+    // it starts are separate `huitong run` processes, which keep ignoring SIGPIPE.
+    huitong_node::cli::die_quietly_on_closed_pipe();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -185,7 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&t.describe())?);
             } else {
-                print_table(&t);
+                print_table(&t)?;
             }
             std::mem::forget(t);
             Ok(())
@@ -195,7 +210,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let running = (0..t.nodes.len()).filter(|&i| t.is_running(i)).count();
             t.stop_all().context("stopping nodes")?;
             say(&format!(
-                "stopped {running} node(s); data kept in {}",
+                "stopped {}; data kept in {}",
+                count(running as u64, "node", "nodes"),
                 dir.dir.display()
             ));
             Ok(())

@@ -78,21 +78,22 @@ pub struct ApproveArgs {
 
 fn print(v: &[AppView], as_json: bool) -> anyhow::Result<()> {
     output::list(v, as_json, "applications", |a| {
-        format!(
-            "{}  {:<9} {}  {} → {}  [{}] until {}{}{}",
-            a.id,
-            a.state,
-            a.code,
-            a.provider,
-            a.applicant,
-            a.fields.join(","),
-            a.until,
-            approved(a),
-            a.reason
-                .as_deref()
-                .map(|r| format!("  ({r})"))
-                .unwrap_or_default()
-        )
+        vec![
+            a.id.clone(),
+            a.state.clone(),
+            a.code.clone(),
+            format!("{} → {}", a.provider, a.applicant),
+            format!(
+                "[{}] until {}{}{}",
+                a.fields.join(","),
+                a.until,
+                approved(a),
+                a.reason
+                    .as_deref()
+                    .map(|r| format!("  ({r})"))
+                    .unwrap_or_default()
+            ),
+        ]
     })
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Subcommand;
 
-use super::output;
+use super::output::{self, count};
 use crate::api::{ImportOutcome, ProofFile, ReceiptView, TextBody, TransferView};
 use crate::auditor::verify::{LogReport, RecordReport};
 use crate::client::ApiClient;
@@ -125,10 +125,9 @@ fn print_record(o: &mut impl Write, r: &RecordReport) -> std::io::Result<()> {
 
 fn print_log(o: &mut impl Write, r: &LogReport) -> std::io::Result<()> {
     match &r.latest {
-        Some(c) => {
-            writeln!(
+        Some(c) => writeln!(
             o,
-            "log {}: latest checkpoint size {} root {}{}; {} checkpoints seen, all consistent{}",
+            "log {}: latest checkpoint size {} root {}{}; {} seen, all consistent{}",
             r.origin,
             c.size,
             c.root,
@@ -137,24 +136,30 @@ fn print_log(o: &mut impl Write, r: &LogReport) -> std::io::Result<()> {
             } else {
                 format!(", cosigned by {}", c.cosigned_by.join(", "))
             },
-            r.checkpoints_seen,
-            if r.split_views.is_empty() { "" } else { " with each other" }
-        )?
-        }
+            count(r.checkpoints_seen, "checkpoint", "checkpoints"),
+            if r.split_views.is_empty() {
+                ""
+            } else {
+                " with each other"
+            }
+        )?,
         None => writeln!(o, "log {}: no checkpoint seen yet", r.origin)?,
     }
     if let Some(d) = &r.disk {
         if r.hub {
             writeln!(
                 o,
-                "hub files: {} entries and {} hash tiles match the signed checkpoint; {} records queued",
-                d.size, d.tiles, r.pending
+                "hub files: {} and {} match the signed checkpoint; {} queued",
+                count(d.size, "entry", "entries"),
+                count(d.tiles, "hash tile", "hash tiles"),
+                count(r.pending, "record", "records")
             )?;
         } else {
             writeln!(
                 o,
-                "mirror: {} entries and {} hash tiles held here match the hub's signed checkpoint",
-                d.size, d.tiles
+                "mirror: {} and {} held here match the hub's signed checkpoint",
+                count(d.size, "entry", "entries"),
+                count(d.tiles, "hash tile", "hash tiles")
             )?;
         }
     }
@@ -192,14 +197,14 @@ pub(super) async fn run(dir: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
             }
             if !r.split_views.is_empty() {
                 bail!(
-                    "split view: the hub signed {} checkpoint(s) that contradict others; keep this node's evidence (`huitong audit verify --json`) and alert the platform administrator",
-                    r.split_views.len()
+                    "split view: the hub signed {} that contradict others; keep this node's evidence (`huitong audit verify --json`) and alert the platform administrator",
+                    count(r.split_views.len() as u64, "checkpoint", "checkpoints")
                 );
             }
             if !r.omissions.is_empty() {
                 bail!(
-                    "omission: {} event(s) are missing from the hub's audit log; keep this node's evidence (`huitong audit verify --json`) and alert the platform administrator",
-                    r.omissions.len()
+                    "omission: {} missing from the hub's audit log; keep this node's evidence (`huitong audit verify --json`) and alert the platform administrator",
+                    count(r.omissions.len() as u64, "event is", "events are")
                 );
             }
         }
@@ -247,38 +252,38 @@ pub(super) async fn run(dir: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
         AuditCmd::Transfers { grant, code, json } => {
             let v: Vec<TransferView> = api.get("/audit/transfers", &Q { grant, code }).await?;
             output::list(&v, json, "transfers", |t| {
-                format!(
-                    "{}  {}  {:<9} {} v{} {} → {}  [{}] {} bytes in {} chunks{}{}",
-                    t.id,
+                vec![
+                    t.id.clone(),
                     output::time_ms(t.ended_ms),
-                    t.outcome,
-                    t.code,
-                    t.version,
-                    t.provider,
-                    t.consumer,
-                    t.fields.join(","),
-                    t.bytes,
-                    t.chunks,
-                    output::labelled("grant", t.grant.as_deref()),
-                    output::labelled("receipt", t.receipt.as_deref()),
-                )
+                    t.outcome.clone(),
+                    format!("{} v{}", t.code, t.version),
+                    format!("{} → {}", t.provider, t.consumer),
+                    format!(
+                        "[{}] {} in {}{}{}",
+                        t.fields.join(","),
+                        count(t.bytes, "byte", "bytes"),
+                        count(t.chunks, "chunk", "chunks"),
+                        output::labelled("grant", t.grant.as_deref()),
+                        output::labelled("receipt", t.receipt.as_deref()),
+                    ),
+                ]
             })?;
         }
         AuditCmd::Receipts { grant, code, json } => {
             let v: Vec<ReceiptView> = api.get("/audit/receipts", &Q { grant, code }).await?;
             output::list(&v, json, "receipts", |r| {
-                format!(
-                    "{}  {}  {} v{} {} → {}  [{}] {} bytes{}",
-                    r.id,
+                vec![
+                    r.id.clone(),
                     output::time_ms(r.at_ms),
-                    r.code,
-                    r.version,
-                    r.provider,
-                    r.consumer,
-                    r.fields.join(","),
-                    r.bytes,
-                    output::labelled("grant", r.grant.as_deref()),
-                )
+                    format!("{} v{}", r.code, r.version),
+                    format!("{} → {}", r.provider, r.consumer),
+                    format!(
+                        "[{}] {}{}",
+                        r.fields.join(","),
+                        count(r.bytes, "byte", "bytes"),
+                        output::labelled("grant", r.grant.as_deref()),
+                    ),
+                ]
             })?;
         }
         AuditCmd::ImportCheckpoint { file } => {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use huitong_protocol::catalogue::RawEntry;
+use huitong_protocol::{FieldError, ValidationErrors};
 
 use super::output;
 use crate::api;
@@ -14,7 +15,7 @@ use crate::client::ApiClient;
 const MAX_ENTRY_FILE: u64 = 1024 * 1024;
 /// Largest JSONL file accepted (about 150k entries).
 const MAX_JSONL_FILE: u64 = 256 * 1024 * 1024;
-/// Problems listed before the rest are only counted.
+/// Bad lines of a JSONL file whose problems are listed (all of each); the rest are counted.
 const MAX_LISTED: usize = 20;
 
 /// Catalogue commands.
@@ -113,7 +114,8 @@ fn read_text(file: &Path, max: u64) -> anyhow::Result<String> {
         .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))
 }
 
-/// Reads and validates an entry file; every problem is reported with its field path.
+/// Reads and validates an entry file; every problem is reported at once, each with its field
+/// path (unknown keys and wrong types too: decoding an entry stops only on a syntax error).
 pub(super) fn read_entry(file: &Path) -> anyhow::Result<RawEntry> {
     let text = read_text(file, MAX_ENTRY_FILE)?;
     let ext = file
@@ -122,67 +124,85 @@ pub(super) fn read_entry(file: &Path) -> anyhow::Result<RawEntry> {
         .unwrap_or("")
         .to_ascii_lowercase();
     let raw: RawEntry = match ext.as_str() {
-        "json" => {
-            let de = &mut serde_json::Deserializer::from_str(&text);
-            serde_path_to_error::deserialize(de)
-                .map_err(|e| anyhow::anyhow!("{}: {}: {}", file.display(), e.path(), e.inner()))?
-        }
-        "toml" => {
-            let de = toml::Deserializer::parse(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                anyhow::anyhow!("{}: {}: {}", file.display(), e.path(), e.inner().message())
-            })?
-        }
+        "json" => serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not a JSON entry: {e}", file.display()))?,
+        "toml" => toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not a TOML entry: {e}", file.display()))?,
         _ => bail!(
             "{}: unknown file type; name it .toml or .json",
             file.display()
         ),
     };
     if let Err(errors) = raw.validate() {
-        let lines: Vec<String> = errors.0.iter().map(|e| format!("  {e}")).collect();
         bail!(
-            "{}: {} problem(s); nothing was published:\n{}",
+            "{}: {}; nothing was published:\n{}",
             file.display(),
-            errors.0.len(),
-            lines.join("\n")
+            errors.summary(),
+            indented(&errors)
         );
     }
     Ok(raw)
 }
 
-/// Reads and validates every line of a JSONL file; reports problems as `line N: path: message`.
+/// Problems one per line, indented.
+fn indented(errors: &ValidationErrors) -> String {
+    let lines: Vec<String> = errors.0.iter().map(|e| format!("  {e}")).collect();
+    lines.join("\n")
+}
+
+/// Reads and validates every line of a JSONL file; reports every problem of each bad line (of
+/// the first [`MAX_LISTED`] bad lines) as `line N: path: message`.
 fn read_jsonl(file: &Path) -> anyhow::Result<Vec<RawEntry>> {
     let text = read_text(file, MAX_JSONL_FILE)?;
     let mut entries = Vec::new();
-    let mut problems = Vec::new();
+    let mut listed = ValidationErrors::default();
+    let (mut lines, mut bad, mut problems) = (0u64, 0usize, 0usize);
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let de = &mut serde_json::Deserializer::from_str(line);
-        match serde_path_to_error::deserialize::<_, RawEntry>(de) {
-            Err(e) => problems.push(format!("line {}: {}: {}", n + 1, e.path(), e.inner())),
+        lines += 1;
+        let errors = match serde_json::from_str::<RawEntry>(line) {
+            Err(e) => ValidationErrors(vec![FieldError {
+                path: String::new(),
+                message: format!("not a JSON entry: {e}"),
+            }]),
             Ok(raw) => match raw.validate() {
-                Ok(_) => entries.push(raw),
-                Err(errors) => {
-                    problems.extend(errors.0.iter().map(|e| format!("line {}: {e}", n + 1)))
+                Ok(_) => {
+                    entries.push(raw);
+                    continue;
                 }
+                Err(errors) => errors,
             },
+        };
+        bad += 1;
+        problems += errors.0.len();
+        if bad <= MAX_LISTED {
+            listed.0.extend(errors.0.into_iter().map(|e| FieldError {
+                path: match e.path.as_str() {
+                    "" => format!("line {}", n + 1),
+                    p => format!("line {}: {p}", n + 1),
+                },
+                ..e
+            }));
         }
     }
-    if !problems.is_empty() {
-        let total = problems.len();
-        problems.truncate(MAX_LISTED);
-        let more = if total > MAX_LISTED {
-            format!("\n  … and {} more", total - MAX_LISTED)
+    if bad > 0 {
+        let more = if bad > MAX_LISTED {
+            format!(
+                "\n  … and the problems of {} more",
+                output::count((bad - MAX_LISTED) as u64, "entry", "entries")
+            )
         } else {
             String::new()
         };
         bail!(
-            "{}: {total} problem(s); nothing was published:\n  {}{more}",
+            "{}: {} in {} of {}; nothing was published:\n{}{more}",
             file.display(),
-            problems.join("\n  ")
+            output::count(problems as u64, "problem", "problems"),
+            bad,
+            output::count(lines, "entry", "entries"),
+            indented(&listed)
         );
     }
     if entries.is_empty() {
@@ -203,8 +223,8 @@ async fn publish_many(dir: &Path, entries: Vec<RawEntry>, json: bool) -> anyhow:
         };
         let r: api::BatchPublished = client.post("/catalogue/batch", &b).await.map_err(|e| {
             e.context(format!(
-                "{} of {total} entries were published before this error",
-                published + updated
+                "{} of {total} were published before this error",
+                output::count((published + updated) as u64, "entry", "entries")
             ))
         })?;
         published += r.published;

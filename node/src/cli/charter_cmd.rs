@@ -10,7 +10,7 @@ use huitong_config::keyfile;
 use huitong_protocol::charter::CHARTER_LAYOUT_VERSION;
 use huitong_protocol::{Charter, Member, MemberStatus, NodeId, Role, Uscc};
 
-use super::output;
+use super::output::{self, count, Table};
 use crate::api;
 use crate::client::ApiClient;
 
@@ -153,9 +153,9 @@ async fn amend(
         )
         .await?;
     println!(
-        "charter version {} accepted ({} members)",
+        "charter version {} accepted ({})",
         v.version,
-        v.members.len()
+        count(v.members.len() as u64, "member", "members")
     );
     Ok(())
 }
@@ -190,19 +190,20 @@ pub(super) async fn run(dir: &Path, cmd: CharterCmd) -> anyhow::Result<()> {
                 "federation {} — charter version {} — authority {}",
                 c.federation, c.version, c.authority
             );
+            let mut t = Table::new().indent("  ");
             for m in &c.members {
                 let peer = crate::net::peer_id(&m.node_key)
                     .map(|p| p.to_string())
                     .unwrap_or_default();
-                println!(
-                    "  {:<10} {:<9} {} {}  {}",
-                    m.role.as_str(),
+                t.row([
+                    m.role.as_str().to_owned(),
                     format!("{:?}", m.status).to_lowercase(),
-                    m.uscc,
-                    m.name,
-                    peer
-                );
+                    m.uscc.to_string(),
+                    m.name.clone(),
+                    peer,
+                ]);
             }
+            t.write(&mut std::io::stdout().lock())?;
             Ok(())
         }
         CharterCmd::Admit {
@@ -268,9 +269,9 @@ pub(super) async fn run(dir: &Path, cmd: CharterCmd) -> anyhow::Result<()> {
                 )
                 .await?;
             println!(
-                "charter version {} imported ({} members)",
+                "charter version {} imported ({})",
                 v.version,
-                v.members.len()
+                count(v.members.len() as u64, "member", "members")
             );
             Ok(())
         }

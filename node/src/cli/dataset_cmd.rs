@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use super::output::{self, bytes};
+use super::output::{self, bytes, count, Table};
 use crate::api;
 use crate::client::ApiClient;
 use crate::dataset::export::OutFormat;
@@ -129,19 +129,17 @@ pub(super) async fn run(dir: &Path, cmd: DatasetCmd) -> anyhow::Result<()> {
             let mut o = std::io::stdout().lock();
             writeln!(
                 o,
-                "published {} version {}: {}{} in {} chunks ({} new)",
+                "published {} version {}: {} ({} new)",
                 r.code,
                 r.version,
-                r.rows.map(|n| format!("{n} rows, ")).unwrap_or_default(),
-                bytes(r.bytes),
-                r.chunks,
+                output::contents(r.rows, r.bytes, r.chunks),
                 bytes(r.new_bytes)
             )?;
             if r.rejected_rows > 0 {
                 writeln!(
                     o,
-                    "{} row(s) broke the 信息项 rules and were left out; their report is stored with the version",
-                    r.rejected_rows
+                    "left out {} breaking the 信息项 rules; the report is stored with the version",
+                    count(r.rejected_rows, "row", "rows")
                 )?;
             }
             Ok(())
@@ -168,19 +166,19 @@ pub(super) async fn run(dir: &Path, cmd: DatasetCmd) -> anyhow::Result<()> {
                 if r.versions.is_empty() {
                     writeln!(o, "  no versions published yet")?;
                 }
+                let mut t = Table::new().indent("  ").right_align(&[2, 3, 4]);
                 for d in &r.versions {
-                    writeln!(
-                        o,
-                        "  v{:<4} {}  {:>12}  {:>10}  {} chunks",
-                        d.version,
+                    t.row([
+                        format!("v{}", d.version),
                         output::time_ms(d.created_at_ms),
                         d.rows
-                            .map(|n| format!("{n} rows"))
+                            .map(|n| count(n, "row", "rows"))
                             .unwrap_or_else(|| "file".into()),
                         bytes(d.bytes),
-                        d.chunks
-                    )?;
+                        count(d.chunks, "chunk", "chunks"),
+                    ]);
                 }
+                t.write(&mut o)?;
             }
             Ok(())
         }
@@ -306,7 +304,12 @@ fn print_summary(s: &PullSummary) -> anyhow::Result<()> {
         s.out.display()
     )?;
     if let Some(rows) = s.rows {
-        writeln!(o, "  {rows} rows, columns: {}", s.fields.join(", "))?;
+        writeln!(
+            o,
+            "  {}, columns: {}",
+            count(rows, "row", "rows"),
+            s.fields.join(", ")
+        )?;
     }
     if !s.withheld.is_empty() {
         writeln!(
@@ -317,9 +320,9 @@ fn print_summary(s: &PullSummary) -> anyhow::Result<()> {
     }
     writeln!(
         o,
-        "  {} fetched in {} chunks, {} reused, {} written, {:.1} s ({}/s)",
+        "  {} fetched in {}, {} reused, {} written, {:.1} s ({}/s)",
         bytes(s.bytes_fetched),
-        s.chunks_fetched,
+        count(s.chunks_fetched, "chunk", "chunks"),
         bytes(s.bytes_reused),
         bytes(s.bytes_written),
         secs,

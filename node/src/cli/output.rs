@@ -1,6 +1,14 @@
-//! Human and JSON output of the CLI.
+//! Human and JSON output of the CLI: JSON for `--json`, and the helpers every human table and
+//! message goes through — [`Table`] (columns padded by display width, so Chinese text lines
+//! up), [`list`] (JSON or a table of items), [`fields`] (label/value blocks) and [`count`]
+//! ("1 entry", "3 entries").
+//!
+//! Hashes, keys and feed ids print as hex in JSON too: their serde form is hex in
+//! human-readable formats (see `huitong_protocol`'s `bytes32`).
 
-use std::io::Write;
+use std::io::{self, Write};
+
+use unicode_width::UnicodeWidthStr;
 
 use crate::api::Status;
 use crate::catalogue::Record;
@@ -14,27 +22,116 @@ pub(super) fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints a listing: JSON, or one line per item (`(no {what})` when there is none).
+/// `1 entry`, `3 entries`: a count with the noun in the right number.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// A human table. Each column but the last is padded to its widest cell by display width (a
+/// Chinese character takes two terminal columns, unicode-width), columns are two spaces apart
+/// and no line ends in spaces.
+#[derive(Debug, Default)]
+pub struct Table {
+    indent: &'static str,
+    right: Vec<usize>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts every line with `indent`.
+    pub fn indent(mut self, indent: &'static str) -> Self {
+        self.indent = indent;
+        self
+    }
+
+    /// Aligns these columns (from 0) to the right, as numbers are.
+    pub fn right_align(mut self, columns: &[usize]) -> Self {
+        self.right = columns.to_vec();
+        self
+    }
+
+    /// Adds a row.
+    pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
+        self.rows.push(cells.into_iter().map(Into::into).collect());
+    }
+
+    /// Writes the table.
+    pub fn write(&self, o: &mut impl Write) -> io::Result<()> {
+        let mut widths: Vec<usize> = Vec::new();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                let w = cell.width();
+                match widths.get_mut(i) {
+                    Some(m) => *m = (*m).max(w),
+                    None => widths.push(w),
+                }
+            }
+        }
+        for row in &self.rows {
+            let mut line = String::from(self.indent);
+            for (i, cell) in row.iter().enumerate() {
+                let fill = " ".repeat(widths[i].saturating_sub(cell.width()));
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                if self.right.contains(&i) {
+                    line.push_str(&fill);
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    if i + 1 < row.len() {
+                        line.push_str(&fill);
+                    }
+                }
+            }
+            writeln!(o, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `label  value` lines, the values lined up after the widest label (display width).
+pub(super) fn fields(o: &mut impl Write, rows: &[(&str, String)]) -> io::Result<()> {
+    let mut t = Table::new();
+    for (label, value) in rows {
+        t.row([(*label).to_owned(), value.clone()]);
+    }
+    t.write(o)
+}
+
+/// Prints a listing: JSON, or a [`Table`] with one row of cells per item (`(no {what})` when
+/// there is none).
 pub(super) fn list<T: serde::Serialize>(
     items: &[T],
     as_json: bool,
     what: &str,
-    line: impl Fn(&T) -> String,
+    row: impl Fn(&T) -> Vec<String>,
 ) -> anyhow::Result<()> {
     if as_json {
         return json(&items);
     }
-    let mut o = std::io::stdout().lock();
+    let mut t = Table::new();
     for item in items {
-        writeln!(o, "{}", line(item))?;
+        t.row(row(item));
     }
+    let mut o = std::io::stdout().lock();
+    t.write(&mut o)?;
     if items.is_empty() {
         writeln!(o, "(no {what})")?;
     }
     Ok(())
 }
 
-/// `"  {label} {value}"` when there is a value, else nothing (optional columns of a line).
+/// `"  {label} {value}"` when there is a value, else nothing (optional parts of a cell).
 pub(super) fn labelled(label: &str, value: Option<&str>) -> String {
     value.map(|v| format!("  {label} {v}")).unwrap_or_default()
 }
@@ -47,10 +144,10 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
     writeln!(o, "{} ({}), role {}", s.name, s.org_code, s.role)?;
     writeln!(
         o,
-        "federation   {} (charter v{}, {} members{})",
+        "federation   {} (charter v{}, {}{})",
         s.federation,
         s.charter_version,
-        s.members,
+        count(s.members as u64, "member", "members"),
         if s.active_member {
             ""
         } else {
@@ -65,23 +162,27 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
         "feeds        {} (own feed at seq {})",
         s.feeds, s.own_seq
     )?;
-    writeln!(o, "catalogue    {} entries", s.catalogue_entries)?;
     writeln!(
         o,
-        "accepted     {} entries from peers since start",
-        s.accepted
+        "catalogue    {}",
+        count(s.catalogue_entries, "entry", "entries")
+    )?;
+    writeln!(
+        o,
+        "accepted     {} from peers since start",
+        count(s.accepted, "entry", "entries")
     )?;
     let t = &s.transfer;
     if t.served_chunks + t.fetched_chunks + t.refused_requests + t.failed_chunks > 0 {
         writeln!(
             o,
-            "data         served {} in {} chunks, fetched {} in {} chunks, {} requests refused, {} chunks failed verification",
+            "data         served {} in {}, fetched {} in {}, {} refused, {} failed verification",
             bytes(t.served_bytes),
-            t.served_chunks,
+            count(t.served_chunks, "chunk", "chunks"),
             bytes(t.fetched_bytes),
-            t.fetched_chunks,
-            t.refused_requests,
-            t.failed_chunks
+            count(t.fetched_chunks, "chunk", "chunks"),
+            count(t.refused_requests, "request", "requests"),
+            count(t.failed_chunks, "chunk", "chunks")
         )?;
     }
     let a = &s.audit;
@@ -107,15 +208,19 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
     if a.omissions > 0 {
         writeln!(
             o,
-            "OMISSION     {} event(s) missing from the hub's audit log: run `huitong audit verify`",
-            a.omissions
+            "OMISSION     {} missing from the hub's audit log: run `huitong audit verify`",
+            count(a.omissions, "event", "events")
         )?;
     }
     if a.split_views > 0 {
         writeln!(
             o,
-            "SPLIT VIEW   {} contradicting hub checkpoint(s) seen: run `huitong audit verify`",
-            a.split_views
+            "SPLIT VIEW   {} seen: run `huitong audit verify`",
+            count(
+                a.split_views,
+                "contradicting hub checkpoint",
+                "contradicting hub checkpoints"
+            )
         )?;
     }
     if !s.rejected.is_empty() {
@@ -138,46 +243,41 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
 }
 
 pub(super) fn peers(p: &[PeerInfo], as_json: bool) -> anyhow::Result<()> {
-    if as_json {
-        return json(&p);
-    }
-    let mut o = std::io::stdout().lock();
-    for x in p {
-        writeln!(
-            o,
-            "{}  {}  {}",
-            x.peer_id,
-            x.role.as_deref().unwrap_or("-"),
-            x.name.as_deref().unwrap_or("(not in charter)")
-        )?;
-    }
-    Ok(())
+    list(p, as_json, "peers connected", |x| {
+        vec![
+            x.peer_id.clone(),
+            x.role.clone().unwrap_or_else(|| "-".into()),
+            x.name.clone().unwrap_or_else(|| "(not in charter)".into()),
+        ]
+    })
 }
 
 pub(super) fn records(r: &[Record], as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return json(&r);
     }
-    let mut o = std::io::stdout().lock();
+    let mut t = Table::new();
     for x in r {
         let e = &x.entry;
-        let w = if x.withdrawn.is_some() {
+        let withdrawn = if x.withdrawn.is_some() {
             " [已下架]"
         } else {
             ""
         };
-        writeln!(
-            o,
-            "{:<16} {}  {}  {}/{}{}",
-            e.code.as_str(),
-            e.title,
-            e.provider_name,
-            e.share_type.label(),
-            e.open_type.label(),
-            w
-        )?;
+        t.row([
+            e.code.to_string(),
+            e.title.clone(),
+            e.provider_name.clone(),
+            format!(
+                "{}/{}{withdrawn}",
+                e.share_type.label(),
+                e.open_type.label()
+            ),
+        ]);
     }
-    writeln!(o, "({} entries)", r.len())?;
+    let mut o = std::io::stdout().lock();
+    t.write(&mut o)?;
+    writeln!(o, "({})", count(r.len() as u64, "entry", "entries"))?;
     Ok(())
 }
 
@@ -186,71 +286,81 @@ pub(super) fn record(r: &Record, as_json: bool) -> anyhow::Result<()> {
         return json(r);
     }
     let e = &r.entry;
-    let mut o = std::io::stdout().lock();
-    writeln!(o, "{}  {}", e.code.as_str(), e.title)?;
-    writeln!(o, "分类 classification   {}", e.classification)?;
-    writeln!(
-        o,
-        "提供方 provider        {} ({})",
-        e.provider_name, e.provider_code
-    )?;
-    writeln!(o, "摘要 abstract         {}", e.summary)?;
-    writeln!(
-        o,
-        "格式 format           {} / {}",
-        e.format.category.label(),
-        e.format.kind
-    )?;
-    writeln!(
-        o,
-        "共享 share            {} {}",
-        e.share_type.label(),
-        e.share_condition.as_deref().unwrap_or("")
-    )?;
-    writeln!(o, "共享方式 share mode    {}", e.share_mode.label())?;
-    writeln!(
-        o,
-        "开放 open             {} {}",
-        e.open_type.label(),
-        e.open_condition.as_deref().unwrap_or("")
-    )?;
-    writeln!(o, "更新周期 update cycle  {}", e.update_cycle.label())?;
-    writeln!(o, "发布日期 published     {}", e.publish_date)?;
+    let with = |label: &str, text: Option<&str>| match text {
+        Some(t) => format!("{label} {t}"),
+        None => label.to_owned(),
+    };
+    let mut rows = vec![
+        ("分类 classification", e.classification.to_string()),
+        (
+            "提供方 provider",
+            format!("{} ({})", e.provider_name, e.provider_code),
+        ),
+        ("摘要 abstract", e.summary.clone()),
+        (
+            "格式 format",
+            format!("{} / {}", e.format.category.label(), e.format.kind),
+        ),
+        (
+            "共享 share",
+            with(e.share_type.label(), e.share_condition.as_deref()),
+        ),
+        ("共享方式 share mode", e.share_mode.label().to_owned()),
+        (
+            "开放 open",
+            with(e.open_type.label(), e.open_condition.as_deref()),
+        ),
+        ("更新周期 update cycle", e.update_cycle.label().to_owned()),
+        ("发布日期 published", e.publish_date.clone()),
+    ];
     if let Some(reason) = &r.withdrawn {
-        writeln!(o, "已下架 withdrawn       {reason}")?;
+        rows.push(("已下架 withdrawn", reason.clone()));
     }
-    match &r.dataset {
-        Some(d) => writeln!(
-            o,
-            "数据 dataset           version {}, {}{}, {} chunks, updated {}",
-            d.version,
-            d.rows.map(|n| format!("{n} rows, ")).unwrap_or_default(),
-            bytes(d.bytes),
-            d.chunks,
-            time_ms(d.created_at_ms)
-        )?,
-        None => writeln!(o, "数据 dataset           no version published yet")?,
-    }
+    rows.push((
+        "数据 dataset",
+        match &r.dataset {
+            Some(d) => format!(
+                "version {}: {}, updated {}",
+                d.version,
+                contents(d.rows, d.bytes, d.chunks),
+                time_ms(d.created_at_ms)
+            ),
+            None => "no version published yet".to_owned(),
+        },
+    ));
     if !e.related_codes.is_empty() {
         let c: Vec<&str> = e.related_codes.iter().map(|c| c.as_str()).collect();
-        writeln!(o, "关联资源 related       {}", c.join(", "))?;
+        rows.push(("关联资源 related", c.join(", ")));
     }
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{}  {}", e.code.as_str(), e.title)?;
+    fields(&mut o, &rows)?;
     writeln!(o, "信息项 items ({}):", e.items.len())?;
+    let mut t = Table::new().indent("  ");
     for i in &e.items {
-        let share = i
-            .share_type
-            .map(|s| format!(" {}", s.label()))
-            .unwrap_or_default();
-        writeln!(
-            o,
-            "  {:<20} {} {}{}",
-            i.name,
-            i.data_type.key(),
+        t.row([
+            i.name.clone(),
+            i.data_type.key().to_owned(),
             i.length.map(|l| l.to_string()).unwrap_or_default(),
-            share
-        )?;
+            i.share_type
+                .map(|s| s.label())
+                .unwrap_or_default()
+                .to_owned(),
+        ]);
     }
+    t.write(&mut o)?;
     Ok(())
+}
+
+/// What a dataset version holds: `100000 rows, 18.0 MiB in 800 chunks` (no rows for a file).
+pub(super) fn contents(rows: Option<u64>, size: u64, chunks: u64) -> String {
+    format!(
+        "{}{} in {}",
+        rows.map(|n| format!("{}, ", count(n, "row", "rows")))
+            .unwrap_or_default(),
+        bytes(size),
+        count(chunks, "chunk", "chunks")
+    )
 }
 
 /// Bytes in binary units (`12.3 MiB`).
@@ -274,4 +384,35 @@ pub(super) fn time_ms(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(t: &Table) -> String {
+        let mut out = Vec::new();
+        t.write(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn columns_line_up_by_display_width_not_characters() {
+        let mut t = Table::new().indent("  ").right_align(&[2]);
+        t.row(["统一社会信用代码", "C", "18"]);
+        t.row(["ID", "N", "9"]);
+        t.row(["编号", "", ""]);
+        // 统一社会信用代码 is 8 characters but 16 columns wide.
+        assert_eq!(
+            text(&t),
+            "  统一社会信用代码  C  18\n  ID                N   9\n  编号\n"
+        );
+    }
+
+    #[test]
+    fn counts_say_one_without_an_s() {
+        assert_eq!(count(1, "entry", "entries"), "1 entry");
+        assert_eq!(count(0, "entry", "entries"), "0 entries");
+        assert_eq!(count(2, "problem", "problems"), "2 problems");
+    }
 }

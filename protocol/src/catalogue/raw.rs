@@ -1,18 +1,23 @@
 //! [`RawEntry`]: a catalogue entry as a person writes it, every field optional and textual, so
-//! that validation can report every problem at once instead of stopping at the first.
+//! that validation can report every problem at once instead of stopping at the first: the
+//! decoder ([`super::decode`]) keeps unknown keys and wrong types as problems, each field is
+//! parsed on its own, and the cross-field rules ([`super::rules`]) run on every field that
+//! parsed.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::enums::Labelled;
+use super::rules::{ItemView, View};
 use super::{
     DataType, Entry, Format, FormatCategory, Item, OpenType, ShareMode, ShareType, UpdateCycle,
     ValidationErrors,
 };
 use crate::{Classification, ResourceCode, Uscc};
 
-/// An unvalidated entry (TOML or JSON input). Unknown keys are refused by the decoder.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// An unvalidated entry (TOML or JSON input). Decoding only fails when the input is not a
+/// table/object; unknown keys and values of the wrong type are kept as problems for
+/// [`RawEntry::validate`] to report with the rest.
+#[derive(Clone, Debug, Default, Serialize)]
 #[allow(missing_docs)]
 pub struct RawEntry {
     pub classification: Option<String>,
@@ -23,7 +28,6 @@ pub struct RawEntry {
     #[serde(rename = "abstract")]
     pub summary: Option<String>,
     pub format: Option<RawFormat>,
-    #[serde(default)]
     pub items: Vec<RawItem>,
     pub share_type: Option<String>,
     pub share_condition: Option<String>,
@@ -32,13 +36,14 @@ pub struct RawEntry {
     pub open_condition: Option<String>,
     pub update_cycle: Option<String>,
     pub publish_date: Option<String>,
-    #[serde(default)]
     pub related_codes: Vec<String>,
+    /// Problems found while decoding (unknown keys, wrong types), reported by `validate`.
+    #[serde(skip)]
+    pub(super) problems: ValidationErrors,
 }
 
 /// Unvalidated 信息资源格式.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default, Serialize)]
 #[allow(missing_docs)]
 pub struct RawFormat {
     pub category: Option<String>,
@@ -47,8 +52,7 @@ pub struct RawFormat {
 }
 
 /// Unvalidated 信息项.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default, Serialize)]
 #[allow(missing_docs)]
 pub struct RawItem {
     pub name: Option<String>,
@@ -58,20 +62,147 @@ pub struct RawItem {
     pub open_type: Option<String>,
 }
 
-/// Collects field errors while parsing.
+/// The fields of an entry that parsed; `None` where a field is missing or malformed (and
+/// already reported). An optional field that parsed is `Some(None)` when absent.
+struct Parsed {
+    classification: Option<Classification>,
+    title: Option<String>,
+    code: Option<ResourceCode>,
+    provider_name: Option<String>,
+    provider_code: Option<Uscc>,
+    summary: Option<String>,
+    category: Option<FormatCategory>,
+    kind: Option<String>,
+    items: Option<Vec<ParsedItem>>,
+    share_type: Option<ShareType>,
+    share_condition: Option<Option<String>>,
+    share_mode: Option<ShareMode>,
+    open_type: Option<OpenType>,
+    open_condition: Option<Option<String>>,
+    update_cycle: Option<UpdateCycle>,
+    publish_date: Option<String>,
+    related_codes: Vec<Option<ResourceCode>>,
+}
+
+/// The fields of one 信息项 that parsed.
+struct ParsedItem {
+    name: Option<String>,
+    data_type: Option<DataType>,
+    length: Option<Option<u32>>,
+    share_type: Option<Option<ShareType>>,
+    open_type: Option<Option<OpenType>>,
+}
+
+impl Parsed {
+    /// What the rules read.
+    fn view(&self) -> View<'_> {
+        View {
+            classification: self.classification.as_ref(),
+            title: self.title.as_deref(),
+            code: self.code.as_ref(),
+            provider_name: self.provider_name.as_deref(),
+            summary: self.summary.as_deref(),
+            category: self.category,
+            kind: self.kind.as_deref(),
+            items: self.items.as_ref().map(|items| {
+                items
+                    .iter()
+                    .map(|i| ItemView {
+                        name: i.name.as_deref(),
+                        data_type: i.data_type,
+                        length: i.length,
+                        share_type: i.share_type,
+                        open_type: i.open_type,
+                    })
+                    .collect()
+            }),
+            share_type: self.share_type,
+            share_condition: self.share_condition.as_ref().map(Option::as_deref),
+            share_mode: self.share_mode,
+            open_type: self.open_type,
+            open_condition: self.open_condition.as_ref().map(Option::as_deref),
+            publish_date: self.publish_date.as_deref(),
+            related_codes: self.related_codes.iter().map(Option::as_ref).collect(),
+        }
+    }
+
+    /// The entry, when every field parsed.
+    fn into_entry(self) -> Option<Entry> {
+        let items = self
+            .items?
+            .into_iter()
+            .map(|i| {
+                Some(Item {
+                    name: i.name?,
+                    data_type: i.data_type?,
+                    length: i.length?,
+                    share_type: i.share_type?,
+                    open_type: i.open_type?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Entry {
+            classification: self.classification?,
+            title: self.title?,
+            code: self.code?,
+            provider_name: self.provider_name?,
+            provider_code: self.provider_code?,
+            summary: self.summary?,
+            format: Format {
+                category: self.category?,
+                kind: self.kind?,
+            },
+            items,
+            share_type: self.share_type?,
+            share_condition: self.share_condition?,
+            share_mode: self.share_mode?,
+            open_type: self.open_type?,
+            open_condition: self.open_condition?,
+            update_cycle: self.update_cycle?,
+            publish_date: self.publish_date?,
+            related_codes: self.related_codes.into_iter().collect::<Option<Vec<_>>>()?,
+        })
+    }
+}
+
+/// Parses fields one by one, collecting problems.
 struct Parser {
     errors: ValidationErrors,
 }
 
 impl Parser {
+    /// Whether a problem was already reported at `path` or at a field that contains it (a
+    /// value of the wrong type is not reported again as missing or unparsable).
+    fn reported(&self, path: &str) -> bool {
+        self.errors.0.iter().any(|e| {
+            path.strip_prefix(e.path.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        })
+    }
+
     fn required<'a>(&mut self, path: &str, v: &'a Option<String>) -> Option<&'a str> {
         match v.as_deref().map(str::trim) {
             Some(s) if !s.is_empty() => Some(s),
             _ => {
-                self.errors.push(path, "required field is missing or empty");
+                if !self.reported(path) {
+                    self.errors.push(path, "required field is missing or empty");
+                }
                 None
             }
         }
+    }
+
+    /// An optional text: `Some(None)` when absent or blank, `None` when malformed.
+    fn optional(&self, path: &str, v: &Option<String>) -> Option<Option<String>> {
+        if self.reported(path) {
+            return None;
+        }
+        Some(
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        )
     }
 
     fn with<T, E: std::fmt::Display>(
@@ -80,6 +211,9 @@ impl Parser {
         v: Option<&str>,
         parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Option<T> {
+        if self.reported(path) {
+            return None;
+        }
         match parse(v?) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -89,9 +223,14 @@ impl Parser {
         }
     }
 
-    /// Parses an optional enumeration value.
-    fn enumeration<T: Labelled>(&mut self, path: &str, v: Option<&str>) -> Option<T> {
-        let s = v?;
+    /// Parses an optional enumeration value: `Some(None)` when absent, `None` when malformed.
+    fn enumeration<T: Labelled>(&mut self, path: &str, v: Option<&str>) -> Option<Option<T>> {
+        if self.reported(path) {
+            return None;
+        }
+        let Some(s) = v else {
+            return Some(None);
+        };
         let t = T::parse(s);
         if t.is_none() {
             self.errors.push(
@@ -102,141 +241,116 @@ impl Parser {
                     T::expected()
                 ),
             );
+            return None;
         }
-        t
+        Some(t)
     }
 
     /// Parses a mandatory enumeration value.
     fn required_enum<T: Labelled>(&mut self, path: &str, v: &Option<String>) -> Option<T> {
-        let s = self.required(path, v);
-        self.enumeration(path, s)
+        let s = self.required(path, v)?;
+        self.enumeration(path, Some(s)).flatten()
     }
-}
 
-impl RawEntry {
-    /// Validates every field and every rule; returns the entry or all problems found.
-    pub fn validate(&self) -> Result<Entry, ValidationErrors> {
-        let mut p = Parser {
-            errors: ValidationErrors(Vec::new()),
-        };
-        let v = p.required("classification", &self.classification);
-        let classification = p.with("classification", v, Classification::parse);
-        let title = p.required("title", &self.title).map(str::to_owned);
-        let v = p.required("code", &self.code);
-        let code = p.with("code", v, ResourceCode::parse);
-        let provider_name = p
-            .required("provider_name", &self.provider_name)
+    fn item(&mut self, i: usize, item: &RawItem) -> ParsedItem {
+        let path = |f: &str| format!("items[{i}].{f}");
+        let length = path("length");
+        ParsedItem {
+            name: self.required(&path("name"), &item.name).map(str::to_owned),
+            data_type: self.required_enum(&path("data_type"), &item.data_type),
+            length: (!self.reported(&length)).then_some(item.length),
+            share_type: self.enumeration(&path("share_type"), item.share_type.as_deref()),
+            open_type: self.enumeration(&path("open_type"), item.open_type.as_deref()),
+        }
+    }
+
+    fn entry(&mut self, raw: &RawEntry) -> Parsed {
+        let v = self.required("classification", &raw.classification);
+        let classification = self.with("classification", v, Classification::parse);
+        let title = self.required("title", &raw.title).map(str::to_owned);
+        let v = self.required("code", &raw.code);
+        let code = self.with("code", v, ResourceCode::parse);
+        let provider_name = self
+            .required("provider_name", &raw.provider_name)
             .map(str::to_owned);
-        let v = p.required("provider_code", &self.provider_code);
-        let provider_code = p.with("provider_code", v, Uscc::parse);
-        let summary = p.required("abstract", &self.summary).map(str::to_owned);
-        let format = match &self.format {
+        let v = self.required("provider_code", &raw.provider_code);
+        let provider_code = self.with("provider_code", v, Uscc::parse);
+        let summary = self.required("abstract", &raw.summary).map(str::to_owned);
+        let (category, kind) = match &raw.format {
             None => {
-                p.errors.push("format", "required field is missing");
-                None
+                if !self.reported("format") {
+                    self.errors.push("format", "required field is missing");
+                }
+                (None, None)
             }
-            Some(f) => {
-                let category: Option<FormatCategory> =
-                    p.required_enum("format.category", &f.category);
-                let kind = p.required("format.type", &f.kind).map(str::to_owned);
-                category
-                    .zip(kind)
-                    .map(|(category, kind)| Format { category, kind })
-            }
+            Some(f) => (
+                self.required_enum("format.category", &f.category),
+                self.required("format.type", &f.kind).map(str::to_owned),
+            ),
         };
-        let mut items = Vec::with_capacity(self.items.len());
-        for (i, item) in self.items.iter().enumerate() {
-            let path = |f: &str| format!("items[{i}].{f}");
-            let name = p.required(&path("name"), &item.name).map(str::to_owned);
-            let data_type: Option<DataType> = p.required_enum(&path("data_type"), &item.data_type);
-            let share_type: Option<ShareType> =
-                p.enumeration(&path("share_type"), item.share_type.as_deref());
-            let open_type: Option<OpenType> =
-                p.enumeration(&path("open_type"), item.open_type.as_deref());
-            if let (Some(name), Some(data_type)) = (name, data_type) {
-                items.push(Item {
-                    name,
-                    data_type,
-                    length: item.length,
-                    share_type,
-                    open_type,
-                });
-            }
-        }
-        let share_type: Option<ShareType> = p.required_enum("share_type", &self.share_type);
-        let share_mode: Option<ShareMode> = p.required_enum("share_mode", &self.share_mode);
-        let open_type: Option<OpenType> = p.required_enum("open_type", &self.open_type);
-        let update_cycle: Option<UpdateCycle> = p.required_enum("update_cycle", &self.update_cycle);
-        let publish_date = p
-            .required("publish_date", &self.publish_date)
-            .map(str::to_owned);
-        let mut related_codes = Vec::new();
-        for (i, c) in self.related_codes.iter().enumerate() {
-            if let Some(c) = p.with(&format!("related_codes[{i}]"), Some(c), ResourceCode::parse) {
-                related_codes.push(c);
-            }
-        }
-        let nonempty = |s: &Option<String>| {
-            s.as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-        };
-        let mut errors = p.errors;
-        let complete = errors.0.is_empty();
-        let entry = match (
+        let items = (!self.reported("items")).then(|| {
+            raw.items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| self.item(i, item))
+                .collect()
+        });
+        Parsed {
             classification,
             title,
             code,
             provider_name,
             provider_code,
             summary,
-            format,
-            share_type,
-            share_mode,
-            open_type,
-            update_cycle,
-            publish_date,
-        ) {
-            (
-                Some(classification),
-                Some(title),
-                Some(code),
-                Some(provider_name),
-                Some(provider_code),
-                Some(summary),
-                Some(format),
-                Some(share_type),
-                Some(share_mode),
-                Some(open_type),
-                Some(update_cycle),
-                Some(publish_date),
-            ) if complete => Entry {
-                classification,
-                title,
-                code,
-                provider_name,
-                provider_code,
-                summary,
-                format,
-                items,
-                share_type,
-                share_condition: nonempty(&self.share_condition),
-                share_mode,
-                open_type,
-                open_condition: nonempty(&self.open_condition),
-                update_cycle,
-                publish_date,
-                related_codes,
-            },
-            _ => return Err(errors),
-        };
-        super::rules::check(&entry, &mut errors);
-        if errors.0.is_empty() {
-            Ok(entry)
-        } else {
-            Err(errors)
+            category,
+            kind,
+            items,
+            share_type: self.required_enum("share_type", &raw.share_type),
+            share_condition: self.optional("share_condition", &raw.share_condition),
+            share_mode: self.required_enum("share_mode", &raw.share_mode),
+            open_type: self.required_enum("open_type", &raw.open_type),
+            open_condition: self.optional("open_condition", &raw.open_condition),
+            update_cycle: self.required_enum("update_cycle", &raw.update_cycle),
+            publish_date: self
+                .required("publish_date", &raw.publish_date)
+                .map(str::to_owned),
+            related_codes: raw
+                .related_codes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    self.with(&format!("related_codes[{i}]"), Some(c), ResourceCode::parse)
+                })
+                .collect(),
         }
+    }
+}
+
+impl RawEntry {
+    /// Validates every field and every rule; returns the entry or all problems found: unknown
+    /// keys and wrong types, each field that does not parse, and every cross-field rule over
+    /// the fields that did.
+    pub fn validate(&self) -> Result<Entry, ValidationErrors> {
+        let mut p = Parser {
+            errors: self.problems.clone(),
+        };
+        let parsed = p.entry(self);
+        let mut errors = p.errors;
+        super::rules::check(&parsed.view(), &mut errors);
+        if !errors.0.is_empty() {
+            // In the order of the fields, as the person wrote them (a stable sort: a field's
+            // own problem comes before the rules it breaks).
+            errors.0.sort_by_key(|e| super::decode::position(&e.path));
+            return Err(errors);
+        }
+        // Invariant: a field that did not parse was reported, so no problem means complete.
+        let entry = parsed.into_entry();
+        debug_assert!(entry.is_some(), "an unparsed field was not reported");
+        entry.ok_or_else(|| {
+            let mut e = ValidationErrors::default();
+            e.push("", "the entry is incomplete");
+            e
+        })
     }
 }
 
@@ -272,6 +386,7 @@ impl From<&Entry> for RawEntry {
             update_cycle: Some(e.update_cycle.key().to_owned()),
             publish_date: Some(e.publish_date.clone()),
             related_codes: e.related_codes.iter().map(|c| c.to_string()).collect(),
+            problems: ValidationErrors::default(),
         }
     }
 }
