@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use huitong_protocol::feed::FEED_ENTRY_VERSION;
 use huitong_protocol::wire::{Gossip, Head, Summary, SyncRequest};
-use huitong_protocol::{codec, EntryHash, Event, FeedEntry, NodeId, SecretKey};
-use huitong_testnet::ids::{government_uscc, HAIMEN_DIVISION};
-use huitong_tests::rogue::Rogue;
+use huitong_protocol::{codec, EntryHash, Event, FeedEntry, NodeId};
+use huitong_tests::rogue::{self, Rogue};
 use huitong_tests::{cli_ok, entry, search, start, wait_charter, wait_until};
 use serde_bytes::ByteBuf;
 
@@ -31,25 +30,7 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
     let authority = f.net.dir.join("authority.key");
 
     // Admit the rogue as a member through the CLI, signed with the authority key.
-    let key = SecretKey::from_bytes(rand::random());
-    let rogue_uscc = government_uscc(HAIMEN_DIVISION, "77777777");
-    cli_ok(
-        &f.net,
-        hub,
-        &[
-            "charter",
-            "admit",
-            "--uscc",
-            &rogue_uscc,
-            "--name",
-            "海门区测试局",
-            "--node-key",
-            &key.public().to_hex(),
-            "--authority-key",
-            &authority.to_string_lossy(),
-        ],
-    )?;
-    wait_charter(&mut f.net, target, 2)?;
+    let (key, rogue_uscc) = rogue::admit(&mut f.net, target)?;
 
     let rogue = Rogue::start(&key, "海门区")?;
     let target_peer = f.net.nodes[target].peer_id.clone();
