@@ -161,7 +161,9 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
         "human status shows the fork"
     );
 
-    // (f) suspension: entry 2 of the rogue is valid but arrives after it was suspended.
+    // (f) suspension: the target disconnects the suspended member and refuses it at the gate
+    // (issue #10, point 2), so its entry 2, valid but signed after the suspension, never
+    // arrives; were it relayed, it would be refused as `suspended`.
     cli_ok(
         &f.net,
         hub,
@@ -179,10 +181,34 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
         title: "测试局停用后资源".into(),
         ..cat
     });
-    rogue.gossip(gossip_entry(second.seal(&key).envelope.to_bytes()))?;
-    wait_until(T, "suspended", || {
-        Ok(rejected(&mut f.net, target, "suspended")? >= 1)
+    let rogue_peer = huitong_node::net::peer_id(&key.public())
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let connected = |net: &mut huitong_testnet::Testnet| -> anyhow::Result<bool> {
+        let peers = net.get(target, "/peers")?;
+        Ok(peers
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["peer_id"] == rogue_peer.as_str())))
+    };
+    wait_until(T, "the suspended member disconnected", || {
+        Ok(!connected(&mut f.net)?)
     })?;
+    // It dials again: the gate refuses it and names it.
+    rogue.dial(
+        &format!("/ip4/127.0.0.1/tcp/{}", f.net.nodes[target].port),
+        &target_peer,
+    )?;
+    wait_until(T, "the suspended member refused at the gate", || {
+        let s = f.net.get(target, "/status")?;
+        Ok(s["refused_peers"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p == rogue_peer.as_str())))
+    })?;
+    rogue.gossip(gossip_entry(second.seal(&key).envelope.to_bytes()))?;
+    assert!(
+        !connected(&mut f.net)?,
+        "the suspended member stays disconnected"
+    );
     assert!(search(&mut f.net, target, "停用后资源")?.is_empty());
 
     // The node is still up and still syncing with honest members.

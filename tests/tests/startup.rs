@@ -14,7 +14,10 @@ fn a_node_whose_org_code_is_not_its_charter_entry_refuses_to_start() -> anyhow::
     f.net.stop(node, false)?;
     let toml = f.net.nodes[node].dir.join("huitong.toml");
     let original = std::fs::read_to_string(&toml)?;
-    let (ours, theirs) = (f.net.nodes[node].uscc.clone(), f.net.nodes[other].uscc.clone());
+    let (ours, theirs) = (
+        f.net.nodes[node].uscc.clone(),
+        f.net.nodes[other].uscc.clone(),
+    );
     assert!(original.contains(&ours), "the config names the node's USCC");
     std::fs::write(&toml, original.replace(&ours, &theirs))?;
 
@@ -50,8 +53,10 @@ fn a_node_whose_org_code_is_not_its_charter_entry_refuses_to_start() -> anyhow::
     std::fs::write(&toml, original)?;
     f.net.start(node)?;
     let net = &mut f.net;
-    wait_until(Duration::from_secs(60), "the corrected node to answer", || {
-        Ok(net.get(node, "/status").is_ok())
-    })?;
+    wait_until(
+        Duration::from_secs(60),
+        "the corrected node to answer",
+        || Ok(net.get(node, "/status").is_ok()),
+    )?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use huitong_protocol::codec::{self, MAX_ENVELOPE_BYTES, MAX_RESPONSE_BYTES};
 use huitong_protocol::wire::{Gossip, Head, Summary, SyncRequest, SyncResponse, MAX_RANGE_ENTRIES};
-use huitong_protocol::NodeId;
+use huitong_protocol::{MemberStatus, NodeId};
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
@@ -310,13 +310,16 @@ impl EventLoop {
         Ok(())
     }
 
+    /// The peers this node talks to: the charter's *active* members. A suspended or removed
+    /// member is disconnected and refused at the gate (issue #10, point 2); its earlier entries
+    /// stay and reach everyone through the other members.
     fn refresh_members(&mut self) {
         let me = self.state.id();
         self.members = self.state.with_charter(|c| {
             c.map(|c| {
                 c.members
                     .iter()
-                    .filter(|m| m.node_key != me)
+                    .filter(|m| m.node_key != me && m.status == MemberStatus::Active)
                     .filter_map(|m| peer_id(&m.node_key).map(|p| (p, m.node_key)))
                     .collect()
             })
@@ -327,7 +330,7 @@ impl EventLoop {
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for p in connected {
             if !self.members.contains_key(&p) {
-                warn!(target: "huitong::audit", peer = %p, "disconnecting peer no longer in the charter");
+                warn!(target: "huitong::audit", peer = %p, "disconnecting peer no longer an active member of the charter");
                 let _ = self.swarm.disconnect_peer_id(p);
             }
         }
@@ -338,7 +341,7 @@ impl EventLoop {
             let Some(c) = c else { return Vec::new() };
             c.members
                 .iter()
-                .filter(|m| m.node_key != self.state.id())
+                .filter(|m| m.node_key != self.state.id() && m.status == MemberStatus::Active)
                 .filter_map(|m| {
                     let p = peer_id(&m.node_key)?;
                     let addrs = m.addresses.iter().filter_map(|a| a.parse().ok()).collect();
