@@ -161,6 +161,9 @@ impl Testnet {
                 .collect::<anyhow::Result<_>>()?,
             timezone: huitong_protocol::charter::DEFAULT_TIMEZONE.into(),
             witnesses: Default::default(),
+            previous: None,
+            closed: Vec::new(),
+            feed_quota: Default::default(),
         };
         charter.check()?;
         let bytes = charter.seal(&authority).to_bytes();

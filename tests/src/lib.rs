@@ -184,3 +184,12 @@ pub fn wait_charter(net: &mut Testnet, i: usize, version: u64) -> anyhow::Result
         || Ok(net.get(i, "/status")?["charter_version"] == version),
     )
 }
+
+/// Milliseconds since the Unix epoch (for entries a test signs itself: an entry may not be
+/// stamped before the charter version it names was issued).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
