@@ -24,7 +24,7 @@ mod rebuild;
 use std::sync::Arc;
 
 use huitong_protocol::charter::{FeedQuota, Refusal};
-use huitong_protocol::feed::{FeedError, VerifiedEntry, FEED_ENTRY_VERSION};
+use huitong_protocol::feed::{FeedError, Stamp, VerifiedEntry, FEED_ENTRY_VERSION};
 use huitong_protocol::{Event, FeedEntry, NodeId, ResourceCode, Role};
 use rocksdb::WriteBatch;
 use tracing::{debug, warn};
@@ -410,15 +410,15 @@ impl Feeds {
         Ok((free_at > at_ms).then_some(free_at))
     }
 
-    /// A stored entry, decoded (it was verified when it was stored).
-    fn stored_entry(&self, feed: &NodeId, seq: u64) -> Result<Option<FeedEntry>, StoreError> {
+    /// The timestamp and charter version of a stored entry (it was verified when stored).
+    fn stored_entry(&self, feed: &NodeId, seq: u64) -> Result<Option<Stamp>, StoreError> {
         if seq == 0 {
             return Ok(None);
         }
         let Some((_, bytes)) = self.state.store.entry(feed, seq)? else {
             return Ok(None);
         };
-        FeedEntry::from_stored(&bytes)
+        Stamp::from_stored(&bytes)
             .map(Some)
             .map_err(|e| StoreError::Corrupt {
                 cf: crate::store::CF_ENTRIES,

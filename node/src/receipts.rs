@@ -61,7 +61,7 @@ impl crate::feeds::View for View {
                 .into_iter()
                 .collect(),
             Event::Transfer(t) => {
-                let kind = match apply_transfer(state, batch, &e.feed, t, e.seq)? {
+                let kind = match apply_transfer(state, batch, &e.feed, a.provider, t, e.seq)? {
                     true => RecordKind::Transfer,
                     false => RecordKind::Refused,
                 };
@@ -148,12 +148,15 @@ fn apply_transfer(
     state: &NodeState,
     batch: &mut WriteBatch,
     provider: &NodeId,
+    provider_uscc: &str,
     record: &TransferRecord,
     seq: u64,
 ) -> Result<bool, StoreError> {
+    // The provider's organisation owns the resource (whichever of its keys, before or after a
+    // re-key, published it).
     let own = crate::catalogue::get(&state.store, record.code.as_str())?
         .iter()
-        .any(|r| r.feed == *provider);
+        .any(|r| r.entry.provider_code.as_str() == provider_uscc);
     // Any version's member: a consumer removed since is still one the provider served then.
     let member = state.with_history(|h| h.ever_member(&record.consumer));
     if !own || !member {

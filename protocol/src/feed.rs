@@ -156,8 +156,19 @@ impl FeedEntry {
     }
 }
 
-impl FeedEntry {
-    /// Decodes an entry this node verified before it stored it (no signature check).
+/// An entry's timestamp and the charter version it names: what judging the next entry of the
+/// feed needs of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct Stamp {
+    /// [`FeedEntry::timestamp_ms`].
+    pub timestamp_ms: u64,
+    /// [`FeedEntry::charter`].
+    pub charter: u64,
+}
+
+impl Stamp {
+    /// Reads the stamp of an entry this node verified before it stored it (no signature check;
+    /// the event is skipped, not built).
     pub fn from_stored(bytes: &[u8]) -> Result<Self, FeedError> {
         let envelope = Envelope::from_stored(bytes, Kind::FeedEntry)?;
         Ok(codec::decode(envelope.payload(), MAX_ENVELOPE_BYTES)?)

@@ -37,6 +37,8 @@ pub struct Options {
     /// (and nodes with addresses) can be dialled, so two hidden nodes reach each other only
     /// through the hub's circuit relay.
     pub hidden: Vec<String>,
+    /// The charter's feed quota, entries an hour (default: the protocol's default).
+    pub feed_quota: Option<u32>,
 }
 
 /// One node of the testnet.
@@ -163,7 +165,10 @@ impl Testnet {
             witnesses: Default::default(),
             previous: None,
             closed: Vec::new(),
-            feed_quota: Default::default(),
+            feed_quota: o
+                .feed_quota
+                .map(|entries_per_hour| huitong_protocol::charter::FeedQuota { entries_per_hour })
+                .unwrap_or_default(),
         };
         charter.check()?;
         let bytes = charter.seal(&authority).to_bytes();

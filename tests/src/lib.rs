@@ -80,6 +80,8 @@ pub fn start_prepared(
         bin,
 
         hidden: hidden.iter().map(|h| h.to_string()).collect(),
+
+        feed_quota: None,
     })?;
     prepare(&mut net)?;
     net.start_all()?;
