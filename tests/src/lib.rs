@@ -93,12 +93,17 @@ pub fn start_prepared(
 /// A valid catalogue entry of node `i` with this sequence number and title.
 pub fn entry(net: &Testnet, i: usize, seq: u32, title: &str) -> Value {
     let n = &net.nodes[i];
+    entry_of(&n.name, &n.uscc, seq, title)
+}
+
+/// A valid catalogue entry of the organisation `name` (`uscc`), code `301001/{seq:06}`.
+pub fn entry_of(name: &str, uscc: &str, seq: u32, title: &str) -> Value {
     json!({
         "classification": "301001",
         "title": title,
         "code": format!("301001/{seq:06}"),
-        "provider_name": n.name,
-        "provider_code": n.uscc,
+        "provider_name": name,
+        "provider_code": uscc,
         "abstract": format!("{title}：测试用目录条目。"),
         "format": {"category": "数据库", "type": "mysql"},
         "items": [{"name": "编号", "data_type": "C", "length": 20}, {"name": "日期", "data_type": "D"}],

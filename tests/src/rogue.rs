@@ -10,14 +10,18 @@ use futures::StreamExt;
 use huitong_node::link::frame;
 use huitong_node::net::{build_swarm, topic, BehaviourEvent};
 use huitong_protocol::dataset::{Manifest, MAX_MANIFEST_BYTES};
+use huitong_protocol::feed::{VerifiedEntry, FEED_ENTRY_VERSION};
 use huitong_protocol::wire::{
-    DataRequest, DataResponse, SyncRequest, DATA_PROTOCOL, MAX_DATA_FRAME,
+    DataRequest, DataResponse, Gossip, SyncRequest, DATA_PROTOCOL, MAX_DATA_FRAME,
 };
-use huitong_protocol::{codec, Envelope, Kind, ResourceCode, SecretKey};
+use huitong_protocol::{
+    codec, EntryHash, Envelope, Event, FeedEntry, Kind, ResourceCode, SecretKey,
+};
 use huitong_testnet::ids::{government_uscc, HAIMEN_DIVISION};
 use huitong_testnet::Testnet;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, Multiaddr, PeerId};
+use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
 /// The answer to one data-stream request: the response frame and, for a chunk, its bytes.
@@ -261,4 +265,37 @@ pub fn manifest(rogue: &Rogue, peer: &str, code: &ResourceCode) -> anyhow::Resul
     };
     let env = Envelope::open_limited(&envelope, Kind::Manifest, MAX_MANIFEST_BYTES)?;
     Ok(codec::decode(env.payload(), MAX_MANIFEST_BYTES)?)
+}
+
+/// A valid catalogue entry of the rogue member (海门区测试局, `uscc`): code `301001/{n:06}`.
+pub fn catalogue_entry(uscc: &str, n: u32, title: &str) -> anyhow::Result<huitong_protocol::Entry> {
+    let e = crate::entry_of("海门区测试局", uscc, n, title);
+    let raw: huitong_protocol::catalogue::RawEntry = serde_json::from_value(e)?;
+    raw.validate().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The entry after `prev` (the first when `None`) in `key`'s feed, stamped `at_ms`, naming
+/// charter version `charter`, signed by `key`.
+pub fn feed_entry(
+    key: &SecretKey,
+    prev: Option<&VerifiedEntry>,
+    at_ms: u64,
+    charter: u64,
+    event: Event,
+) -> VerifiedEntry {
+    FeedEntry {
+        version: FEED_ENTRY_VERSION,
+        feed: key.public(),
+        seq: prev.map_or(1, |p| p.entry.seq + 1),
+        prev: prev.map_or(EntryHash::ZERO, |p| p.hash),
+        timestamp_ms: at_ms,
+        charter,
+        event,
+    }
+    .seal(key)
+}
+
+/// A signed entry as a gossip message.
+pub fn gossip_entry(v: &VerifiedEntry) -> Vec<u8> {
+    codec::encode(&Gossip::Entry(ByteBuf::from(v.envelope.to_bytes())))
 }

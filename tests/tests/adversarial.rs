@@ -44,11 +44,7 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
     })?;
 
     // A valid first entry is accepted.
-    let mut e = entry(&f.net, 0, 1, "测试局资源一");
-    e["provider_code"] = rogue_uscc.clone().into();
-    e["provider_name"] = "海门区测试局".into();
-    let raw: huitong_protocol::catalogue::RawEntry = serde_json::from_value(e)?;
-    let cat = raw.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cat = rogue::catalogue_entry(&rogue_uscc, 1, "测试局资源一")?;
     let first = FeedEntry {
         version: FEED_ENTRY_VERSION,
         feed: key.public(),

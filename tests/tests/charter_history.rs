@@ -10,20 +10,13 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use huitong_protocol::feed::FEED_ENTRY_VERSION;
-use huitong_protocol::wire::Gossip;
-use huitong_protocol::{codec, EntryHash, Event, FeedEntry};
+use huitong_protocol::Event;
 use huitong_testnet::Testnet;
 use huitong_tests::rogue;
 use huitong_tests::{cli_ok, entry, publish_ok, search, start, wait_charter, wait_until};
-use serde_bytes::ByteBuf;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(90);
-
-fn gossip_entry(bytes: Vec<u8>) -> Vec<u8> {
-    codec::encode(&Gossip::Entry(ByteBuf::from(bytes)))
-}
 
 fn rejected(net: &mut Testnet, i: usize, label: &str) -> anyhow::Result<u64> {
     Ok(net.get(i, "/status")?["rejected"][label]
@@ -97,45 +90,15 @@ fn every_node_judges_entries_by_the_charter_they_name() -> anyhow::Result<()> {
     let (key, rogue_uscc) = rogue::admit(&mut f.net, old)?;
     let t0 = huitong_tests::now_ms();
     let rogue = rogue::connect(&f.net, &key)?;
-    let mut e = entry(&f.net, 0, 1, "测试局资源一");
-    e["provider_code"] = rogue_uscc.clone().into();
-    e["provider_name"] = "海门区测试局".into();
-    let raw: huitong_protocol::catalogue::RawEntry = serde_json::from_value(e)?;
-    let cat = raw.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let one = FeedEntry {
-        version: FEED_ENTRY_VERSION,
-        feed: key.public(),
-        seq: 1,
-        prev: EntryHash::ZERO,
-        timestamp_ms: t0 + 1,
-        charter: 2,
-        event: Event::CataloguePublished(cat.clone()),
-    }
-    .seal(&key);
-    let mut cat2 = cat.clone();
-    cat2.code = huitong_protocol::ResourceCode::parse("301001/000002")?;
-    cat2.title = "测试局资源二".into();
-    let two = FeedEntry {
-        seq: 2,
-        prev: one.hash,
-        timestamp_ms: t0 + 2,
-        event: Event::CataloguePublished(cat2.clone()),
-        ..one.entry.clone()
-    }
-    .seal(&key);
-    let mut cat3 = cat.clone();
-    cat3.code = huitong_protocol::ResourceCode::parse("301001/000003")?;
-    cat3.title = "测试局资源三".into();
-    let three = FeedEntry {
-        seq: 3,
-        prev: two.hash,
-        timestamp_ms: t0 + 3,
-        event: Event::CataloguePublished(cat3.clone()),
-        ..one.entry.clone()
-    }
-    .seal(&key);
+    let cat = |n: u32, title: &str| rogue::catalogue_entry(&rogue_uscc, n, title);
+    let publish = |n: u32, title: &str| -> anyhow::Result<Event> {
+        Ok(Event::CataloguePublished(cat(n, title)?))
+    };
+    let one = rogue::feed_entry(&key, None, t0 + 1, 2, publish(1, "测试局资源一")?);
+    let two = rogue::feed_entry(&key, Some(&one), t0 + 2, 2, publish(2, "测试局资源二")?);
+    let three = rogue::feed_entry(&key, Some(&two), t0 + 3, 2, publish(3, "测试局资源三")?);
     for e in [&one, &two, &three] {
-        rogue.gossip(gossip_entry(e.envelope.to_bytes()))?;
+        rogue.gossip(rogue::gossip_entry(e))?;
     }
     for i in [hub, old, fresh] {
         let net = &mut f.net;
@@ -178,28 +141,17 @@ fn every_node_judges_entries_by_the_charter_they_name() -> anyhow::Result<()> {
     // Read-only, it stays connected (its gossip still arrives), but an entry back-dated to
     // version 2, in which it was active, is refused as past the closure, and one naming version
     // 3 as suspended.
-    let mut later = cat.clone();
-    later.code = huitong_protocol::ResourceCode::parse("301001/000004")?;
-    later.title = "停用后资源".into();
-    let backdated = FeedEntry {
-        seq: 3,
-        prev: two.hash,
-        timestamp_ms: t0 + 4,
-        event: Event::CataloguePublished(later),
-        ..one.entry.clone()
-    };
-    rogue.gossip(gossip_entry(backdated.seal(&key).envelope.to_bytes()))?;
+    let later = publish(4, "停用后资源")?;
+    let backdated = rogue::feed_entry(&key, Some(&two), t0 + 4, 2, later.clone());
+    rogue.gossip(rogue::gossip_entry(&backdated))?;
     {
         let net = &mut f.net;
         wait_until(T, "the back-dated entry refused", || {
             Ok(rejected(net, old, "feed_closed")? >= 1)
         })?;
     }
-    let current = FeedEntry {
-        charter: 3,
-        ..backdated.clone()
-    };
-    rogue.gossip(gossip_entry(current.seal(&key).envelope.to_bytes()))?;
+    let current = rogue::feed_entry(&key, Some(&two), t0 + 4, 3, later);
+    rogue.gossip(rogue::gossip_entry(&current))?;
     {
         let net = &mut f.net;
         wait_until(T, "the suspended member's entry refused", || {
@@ -360,19 +312,8 @@ fn every_node_judges_entries_by_the_charter_they_name() -> anyhow::Result<()> {
     );
     let now = huitong_tests::now_ms();
     // Back-dated to before version 6 was issued (to fill the past hours' quota): refused.
-    let mut early = cat.clone();
-    early.code = huitong_protocol::ResourceCode::parse("301001/000009")?;
-    early.title = "倒签资源".into();
-    let backdated = FeedEntry {
-        seq: 3,
-        prev: two.hash,
-        timestamp_ms: t0 + 5,
-        charter: 6,
-        event: Event::CataloguePublished(early),
-        ..one.entry.clone()
-    }
-    .seal(&key);
-    rogue.gossip(gossip_entry(backdated.envelope.to_bytes()))?;
+    let early = rogue::feed_entry(&key, Some(&two), t0 + 5, 6, publish(9, "倒签资源")?);
+    rogue.gossip(rogue::gossip_entry(&early))?;
     {
         let net = &mut f.net;
         wait_until(T, "the back-dated entry refused", || {
@@ -382,19 +323,9 @@ fn every_node_judges_entries_by_the_charter_they_name() -> anyhow::Result<()> {
     // Its entries 1 and 2 are within the hour: with a quota of 3, entry 3 fits, entry 4 does not.
     let mut prev = two.clone();
     for seq in 3..=4 {
-        let mut c = cat.clone();
-        c.code = huitong_protocol::ResourceCode::parse(&format!("301001/{:06}", 10 + seq))?;
-        c.title = format!("配额测试{seq}");
-        let next = FeedEntry {
-            seq,
-            prev: prev.hash,
-            timestamp_ms: now,
-            charter: 6,
-            event: Event::CataloguePublished(c),
-            ..one.entry.clone()
-        }
-        .seal(&key);
-        rogue.gossip(gossip_entry(next.envelope.to_bytes()))?;
+        let event = publish(10 + seq as u32, &format!("配额测试{seq}"))?;
+        let next = rogue::feed_entry(&key, Some(&prev), now, 6, event);
+        rogue.gossip(rogue::gossip_entry(&next))?;
         prev = next;
         if seq < 4 {
             // One at a time: a node that got a later entry first would ask the rogue, which
@@ -508,42 +439,35 @@ fn every_node_judges_entries_by_the_charter_they_name() -> anyhow::Result<()> {
         .to_owned();
     let second_hub =
         huitong_testnet::ids::government_uscc(huitong_testnet::ids::HAIMEN_DIVISION, "66666666");
-    let err = failing(
-        &f.net,
-        hub,
-        &[
-            "charter",
-            "admit",
-            "--uscc",
-            &second_hub,
-            "--name",
-            "第二枢纽",
-            "--node-key",
-            &new_public,
-            "--role",
-            "hub",
-            "--authority-key",
-            &auth,
-        ],
-    )?;
-    assert!(err.contains("exactly one hub"), "{err}");
-    let err = failing(
-        &f.net,
-        hub,
-        &[
-            "charter",
-            "admit",
-            "--uscc",
-            &second_hub,
-            "--name",
+    for (name, node_key, role, expected) in [
+        ("第二枢纽", &new_public, "hub", "exactly one hub"),
+        (
             "授权密钥节点",
-            "--node-key",
             &authority_public,
-            "--authority-key",
-            &auth,
-        ],
-    )?;
-    assert!(err.contains("authority key is also the node key"), "{err}");
+            "department",
+            "authority key is also the node key",
+        ),
+    ] {
+        let err = failing(
+            &f.net,
+            hub,
+            &[
+                "charter",
+                "admit",
+                "--uscc",
+                &second_hub,
+                "--name",
+                name,
+                "--node-key",
+                node_key,
+                "--role",
+                role,
+                "--authority-key",
+                &auth,
+            ],
+        )?;
+        assert!(err.contains(expected), "{err}");
+    }
     drop(rogue);
     Ok(())
 }

@@ -275,6 +275,26 @@ mod tests {
         CharterHash::of(&codec::encode(c))
     }
 
+    /// Version 1: a hub and one department.
+    fn first(authority: &SecretKey, hub: &SecretKey, dept: &SecretKey) -> Charter {
+        Charter {
+            layout: CHARTER_LAYOUT_VERSION,
+            federation: "海门区".into(),
+            version: 1,
+            issued_at_ms: 0,
+            authority: authority.public(),
+            members: vec![
+                member(USCC[0], hub, Role::Hub),
+                member(USCC[1], dept, Role::Department),
+            ],
+            timezone: super::super::DEFAULT_TIMEZONE.into(),
+            witnesses: Default::default(),
+            previous: None,
+            closed: Vec::new(),
+            feed_quota: Default::default(),
+        }
+    }
+
     fn next(prev: &Charter, f: impl FnOnce(&mut Charter)) -> Charter {
         let mut c = prev.clone();
         c.version += 1;
@@ -289,22 +309,7 @@ mod tests {
     fn entries_are_judged_by_the_version_they_name() {
         let authority = key(1);
         let (hub, dept, rekeyed) = (key(2), key(3), key(4));
-        let v1 = Charter {
-            layout: CHARTER_LAYOUT_VERSION,
-            federation: "海门区".into(),
-            version: 1,
-            issued_at_ms: 0,
-            authority: authority.public(),
-            members: vec![
-                member(USCC[0], &hub, Role::Hub),
-                member(USCC[1], &dept, Role::Department),
-            ],
-            timezone: super::super::DEFAULT_TIMEZONE.into(),
-            witnesses: Default::default(),
-            previous: None,
-            closed: Vec::new(),
-            feed_quota: Default::default(),
-        };
+        let v1 = first(&authority, &hub, &dept);
         v1.check().unwrap_or_else(|e| panic!("{e}"));
         // v2 suspends the department, keeping its feed up to seq 10.
         let v2 = next(&v1, |c| {
@@ -397,22 +402,7 @@ mod tests {
     fn a_member_suspended_twice_keeps_what_each_closure_keeps() {
         let authority = key(1);
         let (hub, dept) = (key(2), key(3));
-        let v1 = Charter {
-            layout: CHARTER_LAYOUT_VERSION,
-            federation: "海门区".into(),
-            version: 1,
-            issued_at_ms: 0,
-            authority: authority.public(),
-            members: vec![
-                member(USCC[0], &hub, Role::Hub),
-                member(USCC[1], &dept, Role::Department),
-            ],
-            timezone: super::super::DEFAULT_TIMEZONE.into(),
-            witnesses: Default::default(),
-            previous: None,
-            closed: Vec::new(),
-            feed_quota: Default::default(),
-        };
+        let v1 = first(&authority, &hub, &dept);
         let suspend = |c: &mut Charter, last_seq| {
             c.members[1].status = MemberStatus::Suspended;
             c.closed.push(ClosedFeed {
@@ -456,22 +446,7 @@ mod tests {
     fn a_version_must_close_the_feeds_it_stops() {
         let authority = key(1);
         let (hub, dept) = (key(2), key(3));
-        let v1 = Charter {
-            layout: CHARTER_LAYOUT_VERSION,
-            federation: "海门区".into(),
-            version: 1,
-            issued_at_ms: 0,
-            authority: authority.public(),
-            members: vec![
-                member(USCC[0], &hub, Role::Hub),
-                member(USCC[1], &dept, Role::Department),
-            ],
-            timezone: super::super::DEFAULT_TIMEZONE.into(),
-            witnesses: Default::default(),
-            previous: None,
-            closed: Vec::new(),
-            feed_quota: Default::default(),
-        };
+        let v1 = first(&authority, &hub, &dept);
         let unclosed = next(&v1, |c| c.members[1].status = MemberStatus::Suspended);
         let mut h = History::new();
         h.add(v1.clone(), hash(&v1))
