@@ -106,11 +106,15 @@ pub struct Versions {
     pub versions: Vec<huitong_protocol::dataset::DatasetVersion>,
 }
 
-/// A started pull.
+/// A started pull (`POST /api/v1/pulls`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PullStarted {
     /// Its id, for `GET /api/v1/pulls/{id}`.
     pub id: u64,
+    /// The same pull was already running into this output (started by an earlier `huitong
+    /// pull`): this is its id.
+    #[serde(default)]
+    pub attached: bool,
 }
 
 /// A detected fork.

@@ -11,6 +11,7 @@ mod charter_cmd;
 mod dataset_cmd;
 mod init;
 mod output;
+mod pull_cmd;
 
 use std::path::PathBuf;
 
@@ -59,7 +60,10 @@ pub enum Command {
     #[command(subcommand)]
     Dataset(dataset_cmd::DatasetCmd),
     /// Pull a dataset version from its provider into a file (CSV, JSONL or Parquet for tables).
-    Pull(dataset_cmd::PullArgs),
+    /// The pull runs in the node: Ctrl-C stops watching it (see `huitong pulls`).
+    Pull(pull_cmd::PullArgs),
+    /// List the node's pulls (running and recently finished), or cancel one.
+    Pulls(pull_cmd::PullsArgs),
     /// Apply for 信息项 of a 有条件共享 resource (sent to the hub and the provider).
     Apply(apply_cmd::ApplyArgs),
     /// List applications (incoming to this node, or this node's own).
@@ -109,7 +113,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Catalogue(c) => catalogue_cmd::run(&dir, c).await,
         Command::Charter(c) => charter_cmd::run(&dir, c).await,
         Command::Dataset(c) => dataset_cmd::run(&dir, c).await,
-        Command::Pull(a) => dataset_cmd::pull(&dir, a).await,
+        Command::Pull(a) => pull_cmd::pull(&dir, a).await,
+        Command::Pulls(a) => pull_cmd::pulls(&dir, a).await,
         Command::Apply(a) => apply_cmd::apply(&dir, a).await,
         Command::Applications(a) => apply_cmd::list(&dir, a).await,
         Command::Approve(a) => apply_cmd::approve(&dir, a).await,

@@ -104,8 +104,12 @@ pub async fn serve(
         .route("/api/v1/charter", get(charter).post(submit_charter))
         .route("/api/v1/datasets", post(datasets::publish))
         .route("/api/v1/datasets/versions", get(datasets::versions))
-        .route("/api/v1/pulls", post(datasets::start_pull))
+        .route(
+            "/api/v1/pulls",
+            get(datasets::list_pulls).post(datasets::start_pull),
+        )
         .route("/api/v1/pulls/{id}", get(datasets::pull_progress))
+        .route("/api/v1/pulls/{id}/cancel", post(datasets::cancel_pull))
         .route(
             "/api/v1/applications",
             get(applications::list).post(applications::apply),

@@ -3,7 +3,8 @@
 //! The top-level modules depend on each other one way, with no cycles (`.ci/moddeps.py` checks
 //! it in CI). Lowest first; a module names only modules listed before it:
 //!
-//! 1. Leaves: [`durable`], [`chunks`], [`stats`], [`faults`], [`supervise`], [`store`].
+//! 1. Leaves: [`durable`], [`partial`], [`chunks`], [`stats`], [`faults`], [`supervise`],
+//!    [`store`].
 //! 2. [`audit_log`]: the audit log's files and in-memory state, held by the state.
 //! 3. [`state`] (`NodeState`), then [`charter`] (accepting charter versions).
 //! 4. [`feeds`]: append and ingest; the [`feeds::View`] trait the views implement.
@@ -41,6 +42,7 @@ pub mod feeds;
 pub mod http;
 pub mod link;
 pub mod net;
+pub mod partial;
 pub mod receipts;
 pub mod state;
 pub mod stats;
