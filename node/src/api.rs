@@ -59,6 +59,10 @@ pub struct Status {
     pub refused_peers: Vec<String>,
     /// Detected forks.
     pub forks: Vec<ForkInfo>,
+    /// Restored from a backup and still catching up on its own feed from its peers (appends
+    /// are refused until then).
+    #[serde(default)]
+    pub catching_up: Option<crate::catchup::Behind>,
     /// Store schema version.
     pub schema_version: u32,
     /// Dataset transfer counters since start.

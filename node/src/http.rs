@@ -206,6 +206,7 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
         rejected: counters.rejected,
         refused_peers: counters.refused_peers.into_iter().collect(),
         forks,
+        catching_up: ctx.feeds.catching_up().map_err(internal)?,
         schema_version: crate::store::SCHEMA_VERSION,
         transfer: s.transfer.view(),
         audit: {
@@ -271,6 +272,7 @@ async fn list(State(ctx): State<Ctx>, Query(q): Query<api::Query>) -> Res<api::R
 fn append_error(e: AppendError) -> Fail {
     match e {
         AppendError::Store(e) => internal(e),
+        AppendError::CatchingUp(_) => fail(StatusCode::SERVICE_UNAVAILABLE, e),
         AppendError::Unknown(_) => fail(StatusCode::NOT_FOUND, e),
         other => fail(StatusCode::FORBIDDEN, other),
     }

@@ -4,7 +4,7 @@
 //! it in CI). Lowest first; a module names only modules listed before it:
 //!
 //! 1. Leaves: [`durable`], [`partial`], [`chunks`], [`stats`], [`faults`], [`supervise`],
-//!    [`store`].
+//!    [`catchup`], [`store`].
 //! 2. [`audit_log`]: the audit log's files and in-memory state, held by the state.
 //! 3. [`state`] (`NodeState`), then [`charter`] (accepting charter versions).
 //! 4. [`feeds`]: append and ingest; the [`feeds::View`] trait the views implement.
@@ -30,6 +30,7 @@ pub mod audit;
 pub mod audit_log;
 pub mod auditor;
 pub mod catalogue;
+pub mod catchup;
 pub mod charter;
 pub mod chunks;
 pub mod cli;

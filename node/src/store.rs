@@ -1,7 +1,8 @@
 //! The node's RocksDB store.
 //!
 //! Column families, one per kind of record:
-//! - `meta`: schema version, the current charter envelope.
+//! - `meta`: schema version, the current charter envelope, and in a restored backup the
+//!   catch-up mark ([`CatchUpMark`], see `store/backup.rs`).
 //! - `entries`: `feed(32) ‖ seq(8, big-endian)` → `hash(32) ‖ envelope bytes`.
 //! - `heads`: `feed(32)` → `seq(8) ‖ hash(32)` of the latest contiguous entry.
 //! - `forks`: `feed(32) ‖ seq(8)` → CBOR [`Fork`] evidence.
@@ -26,6 +27,7 @@
 //! Layering: a leaf (no other module of the node). The records' types belong to the views that
 //! write them, above.
 
+mod backup;
 mod schema;
 
 use std::path::Path;
@@ -35,6 +37,7 @@ use huitong_protocol::{EntryHash, NodeId};
 use rocksdb::{ColumnFamily, IteratorMode, Options, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
+pub use backup::{CatchUpMark, CATCH_UP_MARK_VERSION};
 pub use schema::SCHEMA_VERSION;
 
 /// Column family names.

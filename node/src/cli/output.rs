@@ -162,6 +162,13 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
         "feeds        {} (own feed at seq {})",
         s.feeds, s.own_seq
     )?;
+    if let Some(b) = &s.catching_up {
+        writeln!(
+            o,
+            "CATCHING UP  restored from a backup (own feed at seq {} then): {b}; publishing waits until then",
+            b.backup_seq
+        )?;
+    }
     writeln!(
         o,
         "catalogue    {}",

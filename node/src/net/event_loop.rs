@@ -5,7 +5,8 @@
 //! Anti-entropy: on every new connection and every `sync_interval_secs`, the node sends its
 //! [`Summary`] to the peer; whoever learns that the other holds more of a feed asks for the
 //! missing range. At most one range request per feed is in flight (or being ingested) at a
-//! time. Range responses are ingested on a dedicated worker thread, so verifying and indexing
+//! time. Every summary also tells a node restored from a backup how far its own feed got
+//! ([`Feeds::heard_own_head`]). Range responses are ingested on a dedicated worker thread, so verifying and indexing
 //! thousands of entries never stalls the swarm (pings, gossip, other requests).
 
 use std::collections::{HashMap, HashSet};
@@ -183,6 +184,7 @@ struct Answer {
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     state: Arc<NodeState>,
+    feeds: Arc<Feeds>,
     audit: Arc<dyn AuditGossip>,
     commands: mpsc::Receiver<Command>,
     topic: gossipsub::IdentTopic,
@@ -236,9 +238,10 @@ impl EventLoop {
             warn!(error = %e, "gossipsub peer scoring not enabled");
         }
         let (answers, answered) = mpsc::channel(INGEST_QUEUE);
+        let worker_feeds = feeds.clone();
         if let Err(e) = std::thread::Builder::new()
             .name("huitong-ingest".into())
-            .spawn(move || ingest_worker(feeds, jobs, done))
+            .spawn(move || ingest_worker(worker_feeds, jobs, done))
         {
             // `run` sees the closed channel and stops the node with an error.
             warn!(error = %e, "cannot start the ingest worker");
@@ -246,6 +249,7 @@ impl EventLoop {
         let mut this = Self {
             swarm,
             state,
+            feeds,
             audit,
             commands,
             topic,
@@ -393,6 +397,16 @@ impl EventLoop {
                 .behaviour_mut()
                 .sync
                 .send_request(&peer, SyncRequest::Charter);
+        }
+        // A node restored from a backup learns how far its own feed got from its peers.
+        if let Some(from) = self.members.get(&peer).copied() {
+            let me = self.state.id();
+            let seq = theirs
+                .heads
+                .iter()
+                .find(|h| h.feed == me)
+                .map_or(0, |h| h.seq);
+            self.feeds.heard_own_head(from, seq);
         }
         // Feeds of charter members only: a peer may advertise any key (issue #10, point 2).
         let members: HashSet<NodeId> = self.state.with_charter(|c| {
