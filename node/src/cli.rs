@@ -40,7 +40,7 @@ pub enum Command {
     /// Create a node directory: huitong.toml and node.key (0600). Refuses to overwrite.
     Init(init::InitArgs),
     /// Run the node in the foreground until Ctrl-C or SIGTERM.
-    Run,
+    Run(RunArgs),
     /// Show the running node's status.
     Status {
         /// Print JSON.
@@ -93,12 +93,36 @@ pub enum Command {
     },
 }
 
+/// `huitong run`.
+#[derive(clap::Args, Debug, Default)]
+pub struct RunArgs {
+    /// Log to this file instead of stderr (relative paths are in the node directory), rotated
+    /// by size as `log.max_file_mib` and `log.keep_files` in huitong.toml say (16 MiB, 5 old
+    /// files by default). Overrides `log.file`.
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The log file, if the node logs to one: `--log-file`, else `log.file`, in `dir`.
+    pub fn log_file(
+        &self,
+        dir: &std::path::Path,
+        config: &huitong_config::Config,
+    ) -> Option<PathBuf> {
+        self.log_file
+            .clone()
+            .or_else(|| config.log.file.as_ref().map(PathBuf::from))
+            .map(|f| dir.join(f))
+    }
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let dir = cli.dir;
     match cli.command {
         Command::Init(args) => init::init(&dir, args),
-        Command::Run => {
+        Command::Run(_) => {
             let config = huitong_config::Config::load(&dir)?;
             crate::daemon::run(&dir, config).await
         }

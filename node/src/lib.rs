@@ -4,7 +4,7 @@
 //! it in CI). Lowest first; a module names only modules listed before it:
 //!
 //! 1. Leaves: [`durable`], [`partial`], [`chunks`], [`stats`], [`faults`], [`supervise`],
-//!    [`catchup`], [`store`].
+//!    [`catchup`], [`logfile`], [`store`].
 //! 2. [`audit_log`]: the audit log's files and in-memory state, held by the state.
 //! 3. [`state`] (`NodeState`), then [`charter`] (accepting charter versions).
 //! 4. [`feeds`]: append and ingest; the [`feeds::View`] trait the views implement.
@@ -42,6 +42,7 @@ pub mod faults;
 pub mod feeds;
 pub mod http;
 pub mod link;
+pub mod logfile;
 pub mod net;
 pub mod partial;
 pub mod receipts;
