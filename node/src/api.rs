@@ -121,6 +121,19 @@ pub struct PullStarted {
     pub attached: bool,
 }
 
+/// A checkpoint of the running node's store, staged for `huitong backup` to copy
+/// (`POST /api/v1/backup`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackupStaged {
+    /// The staged checkpoint (in the node directory's `backup-staging/`); the CLI copies it
+    /// and removes it.
+    pub staging: std::path::PathBuf,
+    /// This node's own feed head in it.
+    pub own_seq: u64,
+    /// When it was taken (ms since the epoch).
+    pub created_at_ms: u64,
+}
+
 /// A detected fork.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ForkInfo {

@@ -6,6 +6,7 @@
 
 mod apply_cmd;
 mod audit_cmd;
+mod backup_cmd;
 mod catalogue_cmd;
 mod charter_cmd;
 mod dataset_cmd;
@@ -84,6 +85,12 @@ pub enum Command {
     /// Manage the federation authority key (kept offline by the platform administrator).
     #[command(subcommand)]
     Authority(charter_cmd::AuthorityCmd),
+    /// Back up the node (running or stopped) into a new directory: a consistent copy of the
+    /// store, the chunk store, the audit log, huitong.toml and node.key.
+    Backup(backup_cmd::BackupArgs),
+    /// Restore a backup into the node directory (the node stopped); the node then catches up
+    /// on its own feed from its peers before it publishes.
+    Restore(backup_cmd::RestoreArgs),
     /// Launch and drive a local testnet (runs `huitong-testnet`).
     #[command(disable_help_flag = true)]
     Testnet {
@@ -146,6 +153,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revoke(a) => apply_cmd::decide(&dir, "revoke", a).await,
         Command::Audit(c) => audit_cmd::run(&dir, c).await,
         Command::Authority(c) => charter_cmd::authority(c),
+        Command::Backup(a) => backup_cmd::backup(&dir, a).await,
+        Command::Restore(a) => backup_cmd::restore(&dir, a),
         Command::Testnet { args } => exec_testnet(&dir, args),
     }
 }

@@ -95,6 +95,7 @@ pub async fn serve(
         .route("/api/v1/audit/receipts", get(audit::receipts))
         .route("/api/v1/audit/transfers", get(audit::transfers))
         .route("/api/v1/peers", get(peers))
+        .route("/api/v1/backup", post(stage_backup))
         .route("/api/v1/catalogue", get(list).post(publish))
         .route(
             "/api/v1/catalogue/batch",
@@ -227,6 +228,24 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
                 omissions: omission::list(s).map_err(internal)?.len() as u64,
             }
         },
+    }))
+}
+
+/// Stages a checkpoint of the store for `huitong backup` (see [`crate::backup`]).
+async fn stage_backup(State(ctx): State<Ctx>) -> Res<api::BackupStaged> {
+    let state = ctx.state.clone();
+    let created_at_ms = crate::state::now_ms();
+    let (staging, own_seq) = tokio::task::spawn_blocking(move || {
+        crate::backup::stage(&state.store, &state.id(), &state.dir)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    tracing::info!(staging = %staging.display(), own_seq, "staged a store checkpoint for a backup");
+    Ok(Json(api::BackupStaged {
+        staging,
+        own_seq,
+        created_at_ms,
     }))
 }
 

@@ -5,7 +5,8 @@
 //!
 //! 1. Leaves: [`durable`], [`partial`], [`chunks`], [`stats`], [`faults`], [`supervise`],
 //!    [`catchup`], [`logfile`], [`store`].
-//! 2. [`audit_log`]: the audit log's files and in-memory state, held by the state.
+//! 2. [`backup`] (a store checkpoint with the catch-up mark, copying a node directory);
+//!    [`audit_log`]: the audit log's files and in-memory state, held by the state.
 //! 3. [`state`] (`NodeState`), then [`charter`] (accepting charter versions).
 //! 4. [`feeds`]: append and ingest; the [`feeds::View`] trait the views implement.
 //! 5. Views over the feeds, each registered by the daemon: [`catalogue`]; [`dataset`] (version
@@ -29,6 +30,7 @@ pub mod applications;
 pub mod audit;
 pub mod audit_log;
 pub mod auditor;
+pub mod backup;
 pub mod catalogue;
 pub mod catchup;
 pub mod charter;
