@@ -59,6 +59,9 @@ pub struct Status {
     pub refused_peers: Vec<String>,
     /// Detected forks.
     pub forks: Vec<ForkInfo>,
+    /// Charter equivocation found: the authority signed two charters of one version.
+    #[serde(default)]
+    pub charter_equivocations: Vec<CharterEquivocation>,
     /// Restored from a backup and still catching up on its own feed from its peers (appends
     /// are refused until then).
     #[serde(default)]
@@ -231,8 +234,35 @@ pub struct CharterView {
     /// The audit witness policy.
     #[serde(default)]
     pub witnesses: huitong_protocol::charter::WitnessPolicy,
+    /// The hash of the previous version (none for version 1).
+    #[serde(default)]
+    pub previous: Option<huitong_protocol::charter::CharterHash>,
+    /// Feeds this version closed.
+    #[serde(default)]
+    pub closed: Vec<huitong_protocol::charter::ClosedFeed>,
+    /// How fast one feed may grow.
+    #[serde(default)]
+    pub feed_quota: huitong_protocol::charter::FeedQuota,
+    /// The earliest version this node holds (it fills in earlier ones from peers).
+    #[serde(default)]
+    pub first_held: u64,
+    /// This node's head of each member's feed, by node key (hex): what `charter suspend`
+    /// closes a feed at by default.
+    #[serde(default)]
+    pub feed_heads: std::collections::BTreeMap<String, u64>,
     /// The signed envelope, hex.
     pub envelope_hex: String,
+}
+
+/// Two different charters of one version, both signed by the authority.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CharterEquivocation {
+    /// The version.
+    pub version: u64,
+    /// Hash of the version held.
+    pub held: String,
+    /// Hash of the contradicting one.
+    pub other: String,
 }
 
 /// `POST /api/v1/charter`: a new signed charter version.

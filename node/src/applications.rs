@@ -173,6 +173,9 @@ struct Deferred {
     /// BLAKE3 of the carrying entry.
     #[serde(default)]
     hash: [u8; 32],
+    /// Whether the signer is the hub in the charter version its entry names.
+    #[serde(default)]
+    hub: bool,
 }
 
 /// A grant event the view has judged: applied, or refused for good. Events that wait for an
@@ -225,23 +228,28 @@ impl Judged {
 pub struct View;
 
 impl crate::feeds::View for View {
+    fn reset(&self, state: &NodeState, batch: &mut WriteBatch) -> Result<(), StoreError> {
+        state.store.clear(batch, CF_APPLICATIONS)?;
+        state.store.clear(batch, CF_APPLICATIONS_PENDING)
+    }
+
     fn apply(&self, state: &NodeState, batch: &mut WriteBatch, a: &Accepted<'_>) -> Applied {
         let e = &a.entry.entry;
         let Event::Grant(g) = &e.event else {
             return Ok(Vec::new());
         };
-        Ok(apply(
-            state,
-            batch,
-            &e.feed,
-            e.seq,
-            a.entry.hash.0,
-            e.timestamp_ms,
-            g,
-        )?
-        .iter()
-        .map(Judged::record)
-        .collect())
+        let this = Deferred {
+            signer: e.feed,
+            at_ms: e.timestamp_ms,
+            event: g.clone(),
+            seq: e.seq,
+            hash: a.entry.hash.0,
+            hub: a.role == Role::Hub,
+        };
+        Ok(apply(state, batch, this)?
+            .iter()
+            .map(Judged::record)
+            .collect())
     }
 }
 
@@ -397,26 +405,16 @@ fn pending_prefix(id: &str) -> Vec<u8> {
 /// batch that stores the entry, whatever order events from different feeds arrive in: an event
 /// that comes before the step it follows waits in `applications_pending` and is applied when that
 /// step arrives. Returns every event judged by this call (this one, unless it waits, and any
-/// waiting ones it let through), for the audit log.
+/// waiting ones it let through), for the audit log. The signer's role is the one in the charter
+/// version its entry names (so every node, old or fresh, judges alike).
 fn apply(
     state: &NodeState,
     batch: &mut WriteBatch,
-    signer: &NodeId,
-    seq: u64,
-    hash: [u8; 32],
-    at_ms: u64,
-    event: &GrantEvent,
+    this: Deferred,
 ) -> Result<Vec<Judged>, StoreError> {
+    let (signer, at_ms, event) = (&this.signer, this.at_ms, &this.event);
     let id = event.id();
-    let hub = |k: &NodeId| state.role_of(k) == Some(Role::Hub);
-    let this = Deferred {
-        signer: *signer,
-        at_ms,
-        event: event.clone(),
-        seq,
-        hash,
-    };
-    let rec = match transition(get(state, id)?, signer, hub(signer), at_ms, event) {
+    let rec = match transition(get(state, id)?, signer, this.hub, at_ms, event) {
         Verdict::Apply(rec) => *rec,
         Verdict::Refuse(why) => {
             warn!(target: "huitong::audit", %signer, id, why, "ignored application event");
@@ -425,7 +423,7 @@ fn apply(
         Verdict::Later => {
             let mut key = pending_prefix(id);
             key.extend_from_slice(&signer.0);
-            key.extend_from_slice(&seq.to_be_bytes());
+            key.extend_from_slice(&this.seq.to_be_bytes());
             batch.put_cf(
                 state.store.cf(CF_APPLICATIONS_PENDING),
                 key,
@@ -450,7 +448,7 @@ fn apply(
         }
     }
     waiting.sort_by_key(|(_, d)| d.at_ms);
-    let (rec, done) = settle(rec, &waiting, hub);
+    let (rec, done) = settle(rec, &waiting);
     for (i, refused) in done {
         batch.delete_cf(pcf, &waiting[i].0);
         if let Some(why) = refused {
@@ -471,7 +469,6 @@ fn apply(
 fn settle(
     mut rec: AppRecord,
     waiting: &[(Vec<u8>, Deferred)],
-    hub: impl Fn(&NodeId) -> bool,
 ) -> (AppRecord, Vec<(usize, Option<&'static str>)>) {
     let mut done: Vec<(usize, Option<&'static str>)> = Vec::new();
     loop {
@@ -480,13 +477,7 @@ fn settle(
             if done.iter().any(|(j, _)| *j == i) {
                 continue;
             }
-            match transition(
-                Some(rec.clone()),
-                &d.signer,
-                hub(&d.signer),
-                d.at_ms,
-                &d.event,
-            ) {
+            match transition(Some(rec.clone()), &d.signer, d.hub, d.at_ms, &d.event) {
                 Verdict::Apply(r) => {
                     rec = *r;
                     done.push((i, None));
@@ -579,7 +570,7 @@ mod tests {
                 let (signer, event) = &steps[i];
                 match transition(rec.clone(), signer, is_hub(signer), t as u64, event) {
                     Verdict::Apply(r) => {
-                        let (r, done) = settle(*r, &waiting, is_hub);
+                        let (r, done) = settle(*r, &waiting);
                         waiting = waiting
                             .into_iter()
                             .enumerate()
@@ -596,6 +587,7 @@ mod tests {
                             event: event.clone(),
                             seq: t as u64,
                             hash: [0; 32],
+                            hub: is_hub(signer),
                         },
                     )),
                     Verdict::Refuse(why) => panic!("{order:?}: step {i} refused: {why}"),

@@ -105,7 +105,7 @@ pub struct AuditState {
     pub log: Mutex<Option<tiles::TileLog>>,
     /// Serialises mirror updates.
     pub mirror_lock: tokio::sync::Mutex<()>,
-    /// The charter version known to be in the hub's log (0: none yet).
+    /// How many charter versions are known to be in the hub's log (0: none yet).
     pub charter_logged: std::sync::atomic::AtomicU64,
     /// Checkpoints for the watcher.
     pub inbox: mpsc::Sender<Inbound>,

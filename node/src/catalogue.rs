@@ -228,6 +228,13 @@ fn stage_count(store: &Store, batch: &mut WriteBatch, delta: i64) -> Result<(), 
 pub struct View;
 
 impl crate::feeds::View for View {
+    fn reset(&self, state: &NodeState, batch: &mut WriteBatch) -> Result<(), StoreError> {
+        state.store.clear(batch, CF_CATALOGUE)?;
+        state.store.clear(batch, crate::store::CF_SEARCH)?;
+        state.store.delete_meta(batch, LIVE_COUNT);
+        Ok(())
+    }
+
     /// This node's own publication is an update when the entry is live here; a withdrawal needs
     /// a live entry.
     fn prepare(&self, state: &NodeState, event: Event) -> Result<Event, AppendError> {
@@ -264,6 +271,14 @@ impl crate::feeds::View for View {
     }
 }
 
+/// Whether an event of `feed` stamped `at_ms` is older than the record it would change, which
+/// another feed of the same provider wrote: after a key rotation the provider's old and new
+/// feeds reach a node in any order, and the later event wins (within one feed, the chain orders
+/// events).
+fn superseded(old: &Record, feed: &NodeId, at_ms: u64) -> bool {
+    old.feed != *feed && old.updated_ms > at_ms
+}
+
 /// Stages the view and index changes for one feed event.
 fn apply(
     store: &Store,
@@ -279,6 +294,12 @@ fn apply(
         Event::CataloguePublished(entry) | Event::CatalogueUpdated(entry) => {
             let k = key(provider, entry.code.as_str());
             let old = get_by_provider(store, provider, entry.code.as_str())?;
+            if old
+                .as_ref()
+                .is_some_and(|o| superseded(o, feed, timestamp_ms))
+            {
+                return Ok(());
+            }
             match &old {
                 Some(old) if old.withdrawn.is_none() => index::remove(store, batch, &k, &old.entry),
                 // A withdrawn record has no postings; republishing makes it live again.
@@ -298,6 +319,9 @@ fn apply(
         Event::CatalogueWithdrawn { code, reason } => {
             let k = key(provider, code.as_str());
             if let Some(mut old) = get_by_provider(store, provider, code.as_str())? {
+                if superseded(&old, feed, timestamp_ms) {
+                    return Ok(());
+                }
                 if old.withdrawn.is_none() {
                     index::remove(store, batch, &k, &old.entry);
                     stage_count(store, batch, -1)?;

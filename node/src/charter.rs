@@ -1,15 +1,21 @@
 //! Accepting charter versions: only versions signed by the configured authority, for this
-//! federation, and newer than the one held, are stored.
+//! federation, linked to the versions held ([`History::add`]), are stored, and every version is
+//! kept, so that each feed entry is judged by the version it names. A second, different charter
+//! of a version held is equivocation by the authority: both are kept as evidence and `status`
+//! raises it, like a feed fork.
 //!
 //! Layering: just above `state` and `store` (it adds `NodeState::offer_charter`); the network
 //! and the admin API offer it charters.
 
-use huitong_protocol::charter::CharterError;
-use huitong_protocol::Charter;
-use tracing::info;
+use huitong_protocol::charter::{CharterError, CharterHash, History, HistoryError};
+use huitong_protocol::{Charter, NodeId};
+use tracing::{info, warn};
 
 use crate::state::NodeState;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
+
+/// Most contradicting charters kept as evidence.
+const MAX_EVIDENCE: usize = 64;
 
 /// Why a charter was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -29,46 +35,120 @@ pub enum OfferError {
         /// Configured.
         expected: String,
     },
-    /// Not newer.
-    #[error("charter version {offered} is not newer than the version {held} this node holds")]
-    NotNewer {
+    /// Held already.
+    #[error("charter version {0} is held already")]
+    Held(u64),
+    /// Not next to the versions held.
+    #[error("charter version {offered} does not follow the versions this node holds ({first}..={latest}); import the versions in between first (`huitong charter export` on a node that has them)")]
+    Gap {
         /// Offered.
         offered: u64,
-        /// Held.
-        held: u64,
+        /// Earliest held.
+        first: u64,
+        /// Latest held.
+        latest: u64,
     },
+    /// The authority signed two different charters of one version.
+    #[error("{0}; both are kept as evidence (see `huitong status`)")]
+    Equivocation(HistoryError),
     /// Store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+/// What an accepted charter changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// A new latest version: re-gate peers and pass it on.
+    Latest(Box<Charter>),
+    /// An earlier version filled in (a node that started from a later one).
+    Earlier(u64),
+}
+
+/// Loads the charter versions stored in `store`, checking each against `authority`.
+pub fn load(store: &Store, authority: Option<NodeId>) -> anyhow::Result<History> {
+    let mut history = History::new();
+    let Some(authority) = authority else {
+        return Ok(history);
+    };
+    for bytes in store.charters()? {
+        let (charter, env) = Charter::open(&bytes, &authority)
+            .map_err(|e| anyhow::anyhow!("a stored charter does not verify: {e}"))?;
+        let version = charter.version;
+        history
+            .add(charter, CharterHash::of(env.payload()))
+            .map_err(|e| anyhow::anyhow!("stored charter version {version}: {e}"))?;
+    }
+    Ok(history)
+}
+
 impl NodeState {
-    /// Verifies and stores a charter envelope; returns the accepted charter.
-    pub fn offer_charter(&self, bytes: &[u8]) -> Result<Charter, OfferError> {
+    /// Verifies a charter envelope and adds it to the versions held.
+    pub fn offer_charter(&self, bytes: &[u8]) -> Result<Accepted, OfferError> {
         let authority = self.authority.ok_or(OfferError::NoAuthority)?;
-        let (charter, _) = Charter::open(bytes, &authority)?;
+        let (charter, env) = Charter::open(bytes, &authority)?;
         if charter.federation != self.config.federation.name {
             return Err(OfferError::Federation {
                 found: charter.federation,
                 expected: self.config.federation.name.clone(),
             });
         }
+        let hash = CharterHash::of(env.payload());
+        let version = charter.version;
         let w = self.store.writer();
-        let held = self.with_charter(|c| c.map_or(0, |c| c.version));
-        if charter.version <= held {
-            return Err(OfferError::NotNewer {
-                offered: charter.version,
-                held,
-            });
+        // Checked, then stored, then added: the versions in memory never run ahead of the
+        // store (every offer holds the writer lock, so nothing comes between).
+        let admitted =
+            self.with_history(|h| h.admits(&charter, &hash).map(|()| version > h.version()));
+        match admitted {
+            Ok(latest) => {
+                self.store.put_charter(&w, version, bytes)?;
+                self.with_history_mut(|h| h.add(charter.clone(), hash))
+                    .map_err(|e| OfferError::Charter(CharterError::Invalid(e.to_string())))?;
+                info!(target: "huitong::audit", version, members = charter.members.len(), "accepted charter");
+                Ok(if latest {
+                    Accepted::Latest(Box::new(charter))
+                } else {
+                    Accepted::Earlier(version)
+                })
+            }
+            Err(HistoryError::Duplicate(v)) => Err(OfferError::Held(v)),
+            Err(HistoryError::Gap {
+                offered,
+                first,
+                latest,
+            }) => Err(OfferError::Gap {
+                offered,
+                first,
+                latest,
+            }),
+            Err(e @ HistoryError::Equivocation { .. }) => {
+                let evidence = self.store.charter_evidence()?;
+                let fresh = !evidence.iter().any(|held| held == bytes);
+                // One piece proves the equivocation; a leaked authority key must not fill the disk.
+                if fresh && evidence.len() < MAX_EVIDENCE {
+                    self.store
+                        .put_charter_evidence(&w, version, &hash.0, bytes)?;
+                    warn!(target: "huitong::audit", version, error = %e, "CHARTER EQUIVOCATION: evidence stored");
+                }
+                self.reject("charter_equivocation");
+                Err(OfferError::Equivocation(e))
+            }
+            Err(HistoryError::Chain(e)) => Err(OfferError::Charter(e)),
+            Err(e) => Err(OfferError::Charter(CharterError::Invalid(e.to_string()))),
         }
-        self.store.put_charter(&w, bytes)?;
-        info!(target: "huitong::audit", version = charter.version, members = charter.members.len(), "accepted charter");
-        self.set_charter(charter.clone());
-        Ok(charter)
     }
 
-    /// The current charter version (0 when none).
+    /// The latest charter version (0 when none).
     pub fn charter_version(&self) -> u64 {
-        self.with_charter(|c| c.map_or(0, |c| c.version))
+        self.with_history(History::version)
+    }
+
+    /// The stored envelope of the latest charter version.
+    pub fn charter_envelope(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.charter_version() {
+            0 => Ok(None),
+            v => self.store.charter(v),
+        }
     }
 }

@@ -8,6 +8,7 @@ mod apply_cmd;
 mod audit_cmd;
 mod backup_cmd;
 mod catalogue_cmd;
+mod charter_amend;
 mod charter_cmd;
 mod dataset_cmd;
 mod init;

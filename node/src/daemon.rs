@@ -97,17 +97,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         .authority_key()
         .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
     let store = Store::open(&dir.join("db"))?;
-    let charter = match store.charter()? {
-        Some(bytes) => match authority {
-            Some(a) => Some(
-                huitong_protocol::Charter::open(&bytes, &a)
-                    .context("stored charter")?
-                    .0,
-            ),
-            None => None,
-        },
-        None => None,
-    };
+    let charters = crate::charter::load(&store, authority)?;
     let chunks = crate::chunks::ChunkStore::open(&dir.join("chunks"))?;
     let state = Arc::new(NodeState::new(
         dir,
@@ -116,12 +106,12 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         key,
         config.clone(),
         authority,
-        charter,
+        charters,
     ));
     if state.charter().is_none() && dir.join(CHARTER_FILE).exists() {
         let bytes = std::fs::read(dir.join(CHARTER_FILE))?;
         match state.offer_charter(&bytes) {
-            Ok(c) => info!(version = c.version, "imported {CHARTER_FILE}"),
+            Ok(_) => info!(version = state.charter_version(), "imported {CHARTER_FILE}"),
             Err(e) => bail!("{}: {e}", dir.join(CHARTER_FILE).display()),
         }
     }
@@ -156,6 +146,14 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
             })?;
     }
     let feeds = Arc::new(Feeds::new(state.clone(), views()));
+    {
+        let feeds = feeds.clone();
+        // Entries past a feed closure (a crash before they were dropped), and a view rebuild a
+        // crash interrupted.
+        tokio::task::spawn_blocking(move || feeds.enforce_closures())
+            .await?
+            .context("dropping entries past a feed closure and rebuilding the views")?;
+    }
     let (client, commands) = Client::channel();
     let shutdown = CancellationToken::new();
     let judge = Arc::new(crate::auditor::GossipJudge::new(feeds.clone()));

@@ -2,9 +2,13 @@
 //! handing every accepted entry to the views built from the feeds ([`View`]).
 //!
 //! An entry from another node is stored only after, in order: signature and shape
-//! ([`VerifiedEntry::open`]), membership (the signer is an active charter member and, for
-//! catalogue events, the entry's provider is that member), and the hash chain (it extends the
-//! feed's head). A different entry at a seq already held is a fork: both are kept as evidence.
+//! ([`VerifiedEntry::open`]); membership, judged by the charter version the entry names (the
+//! signer is an active member there, no later version closed its feed before this seq, and for
+//! catalogue events the entry's provider is that member); a timestamp at most
+//! [`MAX_CLOCK_AHEAD_MS`] ahead of this node's clock and not before the named version was
+//! issued; the hash chain (it extends the feed's
+//! head); neither charter version nor timestamp going back; and the feed quota of the charter it
+//! names. A different entry at a seq already held is a fork: both are kept as evidence.
 //!
 //! Views: each module that keeps a view over the feeds (the catalogue, dataset versions,
 //! applications, receipts and transfers, the audit queue) implements [`View`], and the daemon
@@ -20,16 +24,23 @@
 //! Layering: above `state` and `store`, below every view and everything that appends or ingests
 //! (the network, the transfers, the agent, the admin API). It never names a view.
 
+mod rebuild;
+
 use std::sync::Arc;
 
-use huitong_protocol::feed::{FeedError, VerifiedEntry, FEED_ENTRY_VERSION};
-use huitong_protocol::{Event, FeedEntry, NodeId, ResourceCode};
+use huitong_protocol::charter::{FeedQuota, Refusal};
+use huitong_protocol::feed::{FeedError, Stamp, VerifiedEntry, FEED_ENTRY_VERSION};
+use huitong_protocol::{Event, FeedEntry, NodeId, ResourceCode, Role};
 use rocksdb::WriteBatch;
 use tracing::{debug, info, warn};
 
 use crate::state::{now_ms, NodeState};
 use crate::store::{Fork, StoreError};
 use huitong_protocol::audit::{Record, RecordKind};
+
+/// How far ahead of this node's clock an entry's timestamp may be (clock skew between nodes).
+pub const MAX_CLOCK_AHEAD_MS: u64 = 10 * 60 * 1000;
+const HOUR_MS: u64 = 3_600_000;
 
 /// What happened to an incoming entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +62,25 @@ pub enum Outcome {
     Rejected(&'static str),
 }
 
+/// What a range response came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeIngested {
+    /// Entries newly stored.
+    pub stored: usize,
+    /// The refusal that stopped it, when it holds until the charter changes (the same entry
+    /// would be refused again: not worth fetching).
+    pub refused: Option<&'static str>,
+}
+
+/// Whether a refusal holds until this node's charter changes: everything but what waits for a
+/// charter version or the clock.
+pub fn settled(label: &str) -> bool {
+    !matches!(
+        label,
+        "charter_ahead" | "charter_unknown" | "future_timestamp" | "no_charter"
+    )
+}
+
 /// Why this node cannot append to its own feed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -67,8 +97,22 @@ pub enum AppendError {
         ours: String,
     },
     /// Suspended or absent from the charter.
-    #[error("this node is suspended in charter version {0}; the federation authority must reinstate it before it can publish")]
+    #[error("this node's key is not an active member in charter version {0} (suspended, read-only, removed or replaced by a new key); the federation authority must admit or reinstate it before it can publish")]
     Suspended(u64),
+    /// The previous entry is stamped ahead of this node's clock.
+    #[error("this node's feed has an entry stamped {ahead_s} s ahead of this node's clock; fix the system clock (NTP) before publishing: entries stamped ahead would be refused by every member")]
+    Clock {
+        /// How far ahead.
+        ahead_s: u64,
+    },
+    /// The charter's feed quota is used up for now.
+    #[error("this node's feed has reached the charter's quota of {per_hour} entries an hour; try again in {wait_s} s (the federation authority sets the quota: feed_quota in the charter)")]
+    Quota {
+        /// The quota.
+        per_hour: u32,
+        /// Seconds until one more entry fits.
+        wait_s: u64,
+    },
     /// Withdraw of an unknown entry.
     #[error("no published entry {0} of this organisation; see `huitong catalogue list --provider <your USCC>`")]
     Unknown(ResourceCode),
@@ -88,12 +132,23 @@ pub enum AppendError {
     },
 }
 
+/// Who signed an entry, as the charter version it names lists them.
+#[derive(Clone, Debug)]
+pub struct Signer {
+    /// The member's USCC.
+    pub uscc: String,
+    /// Its role.
+    pub role: Role,
+}
+
 /// An entry accepted into a feed, as the views see it.
 pub struct Accepted<'a> {
     /// The verified entry.
     pub entry: &'a VerifiedEntry,
-    /// The USCC of the member whose feed it is.
+    /// The USCC of the member whose feed it is, in the charter version the entry names.
     pub provider: &'a str,
+    /// That member's role in that version.
+    pub role: Role,
 }
 
 /// What a view made of an accepted entry: the audit records of what it judged (for the hub's
@@ -119,6 +174,12 @@ pub trait View: Send + Sync {
 
     /// An entry this node appends to its own feed, after [`View::apply`] and [`View::judged`].
     fn appended(&self, _state: &NodeState, _batch: &mut WriteBatch, _entry: &VerifiedEntry) {}
+
+    /// Clears everything this view keeps (staged into `batch`), before it is rebuilt from the
+    /// feeds ([`Feeds::enforce_closures`]). A view whose rows are keyed by the event keeps them.
+    fn reset(&self, _state: &NodeState, _batch: &mut WriteBatch) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The audit record of a feed entry under `kind` and `id`.
@@ -187,8 +248,8 @@ impl Feeds {
 
     /// Ingests consecutive entries of one feed (a range response). Signatures are checked on
     /// all cores first; entries are then applied in order, stopping at the first that is not
-    /// stored or a duplicate. Returns how many were newly stored.
-    pub fn ingest_range(&self, entries: &[Vec<u8>]) -> Result<usize, StoreError> {
+    /// stored or a duplicate.
+    pub fn ingest_range(&self, entries: &[Vec<u8>]) -> Result<RangeIngested, StoreError> {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(8);
@@ -215,36 +276,60 @@ impl Feeds {
             match self.ingest_opened(o)? {
                 Outcome::Stored => stored += 1,
                 Outcome::Duplicate => {}
+                Outcome::Rejected(label) if settled(label) => {
+                    return Ok(RangeIngested {
+                        stored,
+                        refused: Some(label),
+                    })
+                }
                 _ => break,
             }
         }
-        Ok(stored)
+        Ok(RangeIngested {
+            stored,
+            refused: None,
+        })
     }
 
     /// Ingests a verified entry from another node (or replays our own).
     pub fn ingest(&self, v: &VerifiedEntry) -> Result<Outcome, StoreError> {
         let e = &v.entry;
         let state = &self.state;
-        let provider = state.with_charter(|c| {
-            let Some(c) = c else {
-                return Err("no_charter");
+        // Judged under the writer lock, which every new charter version is added under: an
+        // entry is never stored under a version that a newer one, already held, closes.
+        let w = state.store.writer();
+        // Judged by the charter version the entry names, not the latest one held: every node,
+        // old or fresh, reaches the same verdict (issue #10, point 1).
+        let judged = state.with_history(|h| {
+            let m = h.judge(&e.feed, e.seq, e.charter)?;
+            let named = h.get(e.charter);
+            let signer = Signer {
+                uscc: m.uscc.to_string(),
+                role: m.role,
             };
-            match c.member(&e.feed) {
-                None => Err("not_member"),
-                Some(m) if m.status != huitong_protocol::MemberStatus::Active => Err("suspended"),
-                Some(m) => Ok(m.uscc.to_string()),
-            }
+            let quota = named.map(|c| c.feed_quota).unwrap_or_default();
+            Ok::<_, Refusal>((signer, quota, named.map_or(0, |c| c.issued_at_ms)))
         });
-        let provider = match provider {
+        let (signer, quota, issued_at_ms) = match judged {
             Ok(p) => p,
-            Err(reason) => return Ok(self.refuse(reason, e)),
+            Err(refusal) => {
+                debug!(feed = %e.feed, seq = e.seq, charter = e.charter, %refusal, "entry refused by the charter it names");
+                return Ok(self.refuse(refusal.label(), e));
+            }
         };
         if let Event::CataloguePublished(entry) | Event::CatalogueUpdated(entry) = &e.event {
-            if entry.provider_code.as_str() != provider {
+            if entry.provider_code.as_str() != signer.uscc {
                 return Ok(self.refuse("provider_mismatch", e));
             }
         }
-        let w = state.store.writer();
+        if e.timestamp_ms > now_ms().saturating_add(MAX_CLOCK_AHEAD_MS) {
+            // Not stored now; anti-entropy offers it again once the clocks agree.
+            return Ok(self.refuse("future_timestamp", e));
+        }
+        if e.timestamp_ms < issued_at_ms {
+            // Signed before the version it names existed: back-dated (it would dodge the quota).
+            return Ok(self.refuse("before_charter", e));
+        }
         let head = state.store.head(&e.feed)?;
         if e.seq <= head.seq {
             let Some((hash, first)) = state.store.entry(&e.feed, e.seq)? else {
@@ -276,7 +361,10 @@ impl Feeds {
         if e.prev != head.hash {
             return Ok(self.refuse("broken_chain", e));
         }
-        let mut batch = self.entry_batch(v, &provider)?;
+        if let Some(reason) = self.out_of_order_or_over_quota(e, quota)? {
+            return Ok(self.refuse(reason, e));
+        }
+        let mut batch = self.entry_batch(v, &signer)?;
         let own = e.feed == state.id();
         if own {
             // This node's own entry, learnt back from a peer after a restore: remembered as if
@@ -340,25 +428,101 @@ impl Feeds {
         }
     }
 
+    /// Whether entry `e`, which extends its feed's head, goes back in charter version or time,
+    /// or exceeds the feed quota of the charter it names: the same verdict on every node, since
+    /// it depends only on the feed's own entries.
+    fn out_of_order_or_over_quota(
+        &self,
+        e: &FeedEntry,
+        quota: FeedQuota,
+    ) -> Result<Option<&'static str>, StoreError> {
+        if let Some(prev) = self.stored_entry(&e.feed, e.seq - 1)? {
+            if e.charter < prev.charter {
+                return Ok(Some("charter_regressed"));
+            }
+            if e.timestamp_ms < prev.timestamp_ms {
+                return Ok(Some("time_regressed"));
+            }
+        }
+        if self
+            .over_quota(&e.feed, e.seq, e.timestamp_ms, quota)?
+            .is_some()
+        {
+            return Ok(Some("feed_quota"));
+        }
+        Ok(None)
+    }
+
+    /// When entry `seq` of `feed`, stamped `at_ms`, would be the `entries_per_hour + 1`-th
+    /// within one hour: the time at which it would no longer be.
+    fn over_quota(
+        &self,
+        feed: &NodeId,
+        seq: u64,
+        at_ms: u64,
+        quota: FeedQuota,
+    ) -> Result<Option<u64>, StoreError> {
+        let per_hour = u64::from(quota.entries_per_hour);
+        if seq <= per_hour {
+            return Ok(None);
+        }
+        let Some(earlier) = self.stored_entry(feed, seq - per_hour)? else {
+            return Ok(None);
+        };
+        let free_at = earlier.timestamp_ms.saturating_add(HOUR_MS);
+        Ok((free_at > at_ms).then_some(free_at))
+    }
+
+    /// The timestamp and charter version of a stored entry (it was verified when stored).
+    fn stored_entry(&self, feed: &NodeId, seq: u64) -> Result<Option<Stamp>, StoreError> {
+        if seq == 0 {
+            return Ok(None);
+        }
+        let Some((_, bytes)) = self.state.store.entry(feed, seq)? else {
+            return Ok(None);
+        };
+        Stamp::from_stored(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                cf: crate::store::CF_ENTRIES,
+                detail: format!("entry {seq} of feed {feed}: {e}"),
+            })
+    }
+
     /// Everything one entry writes, in one batch: the entry and head, then every view's changes
     /// (catalogue and search, dataset versions, applications, receipts and transfers) and the
     /// audit records they judged (queued on the hub).
-    fn entry_batch(&self, v: &VerifiedEntry, provider: &str) -> Result<WriteBatch, StoreError> {
+    fn entry_batch(&self, v: &VerifiedEntry, signer: &Signer) -> Result<WriteBatch, StoreError> {
         let e = &v.entry;
         let state = &*self.state;
         let mut batch = WriteBatch::default();
         state
             .store
             .put_entry(&mut batch, &e.feed, e.seq, &v.hash, &v.envelope.to_bytes());
-        let accepted = Accepted { entry: v, provider };
-        let mut records = Vec::new();
-        for view in &self.views {
-            records.extend(view.apply(state, &mut batch, &accepted)?);
-        }
+        let records = self.apply_views(&mut batch, v, signer)?;
         for view in &self.views {
             view.judged(state, &mut batch, &records);
         }
         Ok(batch)
+    }
+
+    /// Every view's changes for one accepted entry; returns the audit records they judged.
+    fn apply_views(
+        &self,
+        batch: &mut WriteBatch,
+        v: &VerifiedEntry,
+        signer: &Signer,
+    ) -> Result<Vec<Record>, StoreError> {
+        let accepted = Accepted {
+            entry: v,
+            provider: &signer.uscc,
+            role: signer.role,
+        };
+        let mut records = Vec::new();
+        for view in &self.views {
+            records.extend(view.apply(&self.state, batch, &accepted)?);
+        }
+        Ok(records)
     }
 
     fn refuse(&self, reason: &'static str, e: &FeedEntry) -> Outcome {
@@ -377,13 +541,14 @@ impl Feeds {
     /// end). If one is refused, the ones before it stay appended and the error says which.
     pub fn append_many(&self, events: Vec<Event>) -> Result<Vec<VerifiedEntry>, AppendError> {
         let state = &self.state;
+        // Before taking the writer lock: catching up may remove the catch-up mark under it.
+        self.own_feed_caught_up()?;
+        let w = state.store.writer();
         if let Some(version) =
             state.with_charter(|c| c.filter(|c| !c.is_active(&state.id())).map(|c| c.version))
         {
             return Err(AppendError::Suspended(version));
         }
-        self.own_feed_caught_up()?;
-        let w = state.store.writer();
         let mut out = Vec::with_capacity(events.len());
         let mut failure = None;
         for event in events {
@@ -427,16 +592,51 @@ impl Feeds {
             event = view.prepare(state, event)?;
         }
         let head = state.store.head(&state.id())?;
+        let prev = self.stored_entry(&state.id(), head.seq)?;
+        let now = now_ms();
+        if let Some(p) = prev
+            .as_ref()
+            .filter(|p| p.timestamp_ms > now + MAX_CLOCK_AHEAD_MS)
+        {
+            return Err(AppendError::Clock {
+                ahead_s: (p.timestamp_ms - now) / 1000,
+            });
+        }
+        let (charter, quota, issued_at_ms) = state.with_history(|h| {
+            let v = h.version();
+            let c = h.get(v);
+            (
+                v,
+                c.map(|c| c.feed_quota).unwrap_or_default(),
+                c.map_or(0, |c| c.issued_at_ms),
+            )
+        });
+        // Never before the previous entry, even if the clock went back, nor before the charter
+        // version it names was issued (the authority's clock may be ahead of this one).
+        let timestamp_ms = now
+            .max(prev.as_ref().map_or(0, |p| p.timestamp_ms))
+            .max(issued_at_ms);
+        if let Some(free_at_ms) = self.over_quota(&state.id(), head.seq + 1, timestamp_ms, quota)? {
+            return Err(AppendError::Quota {
+                per_hour: quota.entries_per_hour,
+                wait_s: (free_at_ms - timestamp_ms).div_ceil(1000),
+            });
+        }
         let entry = FeedEntry {
             version: FEED_ENTRY_VERSION,
             feed: state.id(),
             seq: head.seq + 1,
             prev: head.hash,
-            timestamp_ms: now_ms(),
+            timestamp_ms,
+            charter: charter.max(prev.map_or(0, |p| p.charter)),
             event,
         };
         let sealed = entry.seal(&state.key);
-        let mut batch = self.entry_batch(&sealed, &ours)?;
+        let signer = Signer {
+            uscc: ours,
+            role: state.role_of(&state.id()).unwrap_or(Role::Department),
+        };
+        let mut batch = self.entry_batch(&sealed, &signer)?;
         for view in &self.views {
             view.appended(state, &mut batch, &sealed);
         }

@@ -167,6 +167,28 @@ async fn auth(
     next.run(req).await
 }
 
+/// The contradicting charters held as evidence, each against the version held.
+fn charter_equivocations(
+    s: &crate::state::NodeState,
+) -> Result<Vec<api::CharterEquivocation>, crate::store::StoreError> {
+    let Some(authority) = s.authority else {
+        return Ok(Vec::new());
+    };
+    Ok(s.store
+        .charter_evidence()?
+        .iter()
+        .filter_map(|b| huitong_protocol::Charter::open(b, &authority).ok())
+        .map(|(c, env)| api::CharterEquivocation {
+            version: c.version,
+            held: s
+                .with_history(|h| h.hash(c.version))
+                .map(|h| h.to_hex())
+                .unwrap_or_default(),
+            other: huitong_protocol::charter::CharterHash::of(env.payload()).to_hex(),
+        })
+        .collect())
+}
+
 async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
     let s = &ctx.state;
     let heads = s.store.heads().map_err(internal)?;
@@ -184,6 +206,7 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
             detected_at_ms: f.detected_at_ms,
         })
         .collect();
+    let charter_equivocations = charter_equivocations(s).map_err(internal)?;
     let (members, active) =
         s.with_charter(|c| c.map_or((0, false), |c| (c.members.len(), c.is_active(&s.id()))));
     Ok(Json(api::Status {
@@ -207,6 +230,7 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
         rejected: counters.rejected,
         refused_peers: counters.refused_peers.into_iter().collect(),
         forks,
+        charter_equivocations,
         catching_up: ctx.feeds.catching_up().map_err(internal)?,
         schema_version: crate::store::SCHEMA_VERSION,
         transfer: s.transfer.view(),
@@ -414,10 +438,14 @@ async fn charter(State(ctx): State<Ctx>) -> Res<api::CharterView> {
     };
     let env = ctx
         .state
-        .store
-        .charter()
+        .charter_envelope()
         .map_err(internal)?
         .unwrap_or_default();
+    let mut feed_heads = std::collections::BTreeMap::new();
+    for m in &c.members {
+        let head = ctx.state.store.head(&m.node_key).map_err(internal)?;
+        feed_heads.insert(m.node_key.to_hex(), head.seq);
+    }
     Ok(Json(api::CharterView {
         federation: c.federation,
         version: c.version,
@@ -426,6 +454,11 @@ async fn charter(State(ctx): State<Ctx>) -> Res<api::CharterView> {
         members: c.members,
         timezone: c.timezone,
         witnesses: c.witnesses,
+        previous: c.previous,
+        closed: c.closed,
+        feed_quota: c.feed_quota,
+        first_held: ctx.state.with_history(|h| h.first()),
+        feed_heads,
         envelope_hex: hex::encode(env),
     }))
 }

@@ -48,6 +48,11 @@ pub struct ReceiptRecord {
 pub struct View;
 
 impl crate::feeds::View for View {
+    fn reset(&self, state: &NodeState, batch: &mut WriteBatch) -> Result<(), StoreError> {
+        state.store.clear(batch, CF_RECEIPTS)?;
+        state.store.clear(batch, CF_TRANSFERS)
+    }
+
     fn apply(&self, state: &NodeState, batch: &mut WriteBatch, a: &Accepted<'_>) -> Applied {
         let (v, e) = (a.entry, &a.entry.entry);
         Ok(match &e.event {
@@ -56,7 +61,7 @@ impl crate::feeds::View for View {
                 .into_iter()
                 .collect(),
             Event::Transfer(t) => {
-                let kind = match apply_transfer(state, batch, &e.feed, t, e.seq)? {
+                let kind = match apply_transfer(state, batch, &e.feed, a.provider, t, e.seq)? {
                     true => RecordKind::Transfer,
                     false => RecordKind::Refused,
                 };
@@ -143,13 +148,17 @@ fn apply_transfer(
     state: &NodeState,
     batch: &mut WriteBatch,
     provider: &NodeId,
+    provider_uscc: &str,
     record: &TransferRecord,
     seq: u64,
 ) -> Result<bool, StoreError> {
+    // The provider's organisation owns the resource (whichever of its keys, before or after a
+    // re-key, published it).
     let own = crate::catalogue::get(&state.store, record.code.as_str())?
         .iter()
-        .any(|r| r.feed == *provider);
-    let member = state.with_charter(|c| c.is_some_and(|c| c.member(&record.consumer).is_some()));
+        .any(|r| r.entry.provider_code.as_str() == provider_uscc);
+    // Any version's member: a consumer removed since is still one the provider served then.
+    let member = state.with_history(|h| h.ever_member(&record.consumer));
     if !own || !member {
         tracing::warn!(target: "huitong::audit", %provider, transfer = %record.id, code = %record.code, "refused a transfer record about another provider's resource or a non-member");
         return Ok(false);

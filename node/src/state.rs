@@ -1,5 +1,5 @@
 //! Node state shared by the network event loop and the admin API: the node directory, the
-//! store, the chunk store, the node key, the configuration, the current charter, the audit's
+//! store, the chunk store, the node key, the configuration, the charter versions held, the audit's
 //! in-memory state, the cache of verified grant tokens, a restored node's catch-up on its own
 //! feed, and the counters `status` reports.
 //!
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use huitong_config::Config;
+use huitong_protocol::charter::History;
 use huitong_protocol::{Charter, NodeId, SecretKey};
 
 use crate::chunks::ChunkStore;
@@ -53,7 +54,7 @@ pub struct NodeState {
     pub grants: huitong_protocol::grant::TokenCache,
     /// A restored node's catch-up on its own feed (nothing pending otherwise).
     pub catch_up: crate::catchup::CatchUp,
-    charter: RwLock<Option<Charter>>,
+    charters: RwLock<History>,
     counters: Mutex<Counters>,
 }
 
@@ -66,7 +67,7 @@ impl NodeState {
         key: SecretKey,
         config: Config,
         authority: Option<NodeId>,
-        charter: Option<Charter>,
+        charters: History,
     ) -> Self {
         Self {
             dir: dir.to_path_buf(),
@@ -79,7 +80,7 @@ impl NodeState {
             key,
             config,
             authority,
-            charter: RwLock::new(charter),
+            charters: RwLock::new(charters),
             counters: Mutex::new(Counters::default()),
         }
     }
@@ -89,21 +90,28 @@ impl NodeState {
         self.key.public()
     }
 
-    /// A copy of the current charter.
+    /// A copy of the latest charter.
     pub fn charter(&self) -> Option<Charter> {
-        self.charter
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.with_charter(|c| c.cloned())
     }
 
-    /// Reads the charter without cloning.
+    /// Reads the latest charter without cloning.
     pub fn with_charter<T>(&self, f: impl FnOnce(Option<&Charter>) -> T) -> T {
         f(self
-            .charter
+            .charters
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref())
+            .latest())
+    }
+
+    /// Reads every charter version held.
+    pub fn with_history<T>(&self, f: impl FnOnce(&History) -> T) -> T {
+        f(&self.charters.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Changes the charter versions held (the caller stores what it adds).
+    pub(crate) fn with_history_mut<T>(&self, f: impl FnOnce(&mut History) -> T) -> T {
+        f(&mut self.charters.write().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The charter role of a member.
@@ -161,11 +169,6 @@ impl NodeState {
     /// Whether this node is the hub in the current charter.
     pub fn is_hub(&self) -> bool {
         self.role_of(&self.id()) == Some(huitong_protocol::Role::Hub)
-    }
-
-    /// Replaces the charter in memory (the caller has stored it).
-    pub fn set_charter(&self, c: Charter) {
-        *self.charter.write().unwrap_or_else(|p| p.into_inner()) = Some(c);
     }
 
     /// Counts a rejected message.

@@ -1,8 +1,9 @@
 //! The node's RocksDB store.
 //!
 //! Column families, one per kind of record:
-//! - `meta`: schema version, the current charter envelope, and in a restored backup the
-//!   catch-up mark ([`CatchUpMark`], see `store/backup.rs`).
+//! - `meta`: schema version; every charter version held, `charter/` ‖ version(8) → envelope;
+//!   charter equivocation evidence, `charter_evidence/` ‖ version(8) ‖ hash(32) → envelope; in a
+//!   restored backup the catch-up mark ([`CatchUpMark`], see `store/backup.rs`).
 //! - `entries`: `feed(32) ‖ seq(8, big-endian)` → `hash(32) ‖ envelope bytes`.
 //! - `heads`: `feed(32)` → `seq(8) ‖ hash(32)` of the latest contiguous entry.
 //! - `forks`: `feed(32) ‖ seq(8)` → CBOR [`Fork`] evidence.
@@ -28,6 +29,8 @@
 //! write them, above.
 
 mod backup;
+mod charters;
+mod maintenance;
 mod schema;
 
 use std::path::Path;
@@ -80,8 +83,6 @@ const ALL_CFS: [&str; 18] = [
     CF_AUDIT_OMISSIONS,
 ];
 
-const KEY_CHARTER: &[u8] = b"charter";
-
 /// A store error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -99,6 +100,12 @@ pub enum StoreError {
         cf: &'static str,
         /// What was wrong.
         detail: String,
+    },
+    /// The schema is older than this binary can use.
+    #[error("store schema version {found} was written by an earlier huitong whose feed entries name no charter version; this version ({SCHEMA_VERSION}) cannot use it. Move the node directory's db/ aside and start again: the node fetches the federation's feeds from peers that run this version (a local testnet: `huitong testnet down`, remove its directory, `huitong testnet up`)")]
+    TooOld {
+        /// Version found on disk.
+        found: u32,
     },
     /// The schema is newer than this binary.
     #[error("store schema version {found} is newer than this huitong understands ({SCHEMA_VERSION}); upgrade huitong")]
@@ -364,18 +371,6 @@ impl Store {
             out.push(fork);
         }
         Ok(out)
-    }
-
-    /// The current charter envelope.
-    pub fn charter(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf(CF_META), KEY_CHARTER)?)
-    }
-
-    /// Replaces the charter envelope.
-    pub fn put_charter(&self, w: &Writer<'_>, envelope: &[u8]) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_META), KEY_CHARTER, envelope);
-        self.commit(w, batch, true)
     }
 }
 

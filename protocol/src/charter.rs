@@ -1,8 +1,17 @@
 //! The charter: a signed, versioned roster of a federation's members.
 //!
 //! Signed by the federation authority key (kept offline by the platform administrator). A node
-//! accepts a charter only if the authority matches the one it was configured with and the
-//! version is higher than the one it holds.
+//! accepts a charter only if the authority matches the one it was configured with, and keeps
+//! every version: version N+1 names the hash of version N ([`Charter::previous`]), so the
+//! versions form one chain, and two different charters of one version are equivocation
+//! evidence, like a feed fork.
+//!
+//! Feed entries name the charter version their signer held ([`crate::FeedEntry::charter`]) and
+//! are judged against that version, not against whatever version the judging node holds
+//! ([`History::judge`]): so suspending, removing or re-keying a member leaves its earlier entries
+//! valid on every node, old or fresh. What stops a suspended member from back-dating new entries
+//! to an old version is the version that suspended it: it closes the member's feed at the last
+//! seq the federation keeps ([`ClosedFeed`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -10,8 +19,14 @@ use crate::codec::{self, DecodeError, MAX_ENVELOPE_BYTES};
 use crate::envelope::{Envelope, EnvelopeError, Kind};
 use crate::{NodeId, SecretKey, Uscc};
 
+mod history;
+pub use history::{History, HistoryError, Refusal};
+
 /// Version of the charter layout.
 pub const CHARTER_LAYOUT_VERSION: u8 = 1;
+/// The highest charter version (far beyond any real federation; keeps version arithmetic
+/// clear of overflow).
+pub const MAX_VERSION: u64 = 1 << 40;
 /// Most members a charter may list.
 pub const MAX_MEMBERS: usize = 1000;
 
@@ -56,6 +71,84 @@ pub enum MemberStatus {
     Active,
     /// Suspended: its new feed entries are refused and its connections closed.
     Suspended,
+    /// Suspended from publishing but allowed to stay connected and read: it may sync the
+    /// catalogue and pull what it is authorised for; its new feed entries are refused and
+    /// nobody fetches its feed.
+    ReadOnly,
+}
+
+impl MemberStatus {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Active => "active",
+            MemberStatus::Suspended => "suspended",
+            MemberStatus::ReadOnly => "read_only",
+        }
+    }
+}
+
+/// BLAKE3 of a charter version's signed payload.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CharterHash(#[serde(with = "crate::bytes32")] pub [u8; 32]);
+
+impl CharterHash {
+    /// Hashes a charter envelope's payload.
+    pub fn of(payload: &[u8]) -> Self {
+        Self(*blake3::hash(payload).as_bytes())
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Debug for CharterHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CharterHash({})", &self.to_hex()[..16])
+    }
+}
+
+/// A feed closed by a charter version: the key stopped being active in that version (suspended,
+/// removed, re-keyed) or changed member (USCC) or role, and of its entries that name an earlier
+/// version, only those up to `last_seq` stand. Its later entries must name this version or a
+/// later one and are judged by it: a suspended member cannot back-date an entry to a version
+/// in which it was active, and a member cannot keep a role it lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedFeed {
+    /// The key whose feed is closed.
+    pub node_key: NodeId,
+    /// The last seq of its feed that the federation keeps (0: none).
+    pub last_seq: u64,
+}
+
+/// How fast one feed may grow, the same for every node so that every node accepts the same
+/// entries: at most `entries_per_hour` entries whose timestamps fall within any one hour. A
+/// member that floods its feed is refused past the quota instead of filling every member's disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedQuota {
+    /// Entries per feed per hour of entry timestamps.
+    pub entries_per_hour: u32,
+}
+
+/// The default [`FeedQuota`]: 20,000 entries an hour (a bulk catalogue import of several
+/// thousand entries fits; a flood of millions does not).
+pub const DEFAULT_ENTRIES_PER_HOUR: u32 = 20_000;
+
+impl Default for FeedQuota {
+    fn default() -> Self {
+        Self {
+            entries_per_hour: DEFAULT_ENTRIES_PER_HOUR,
+        }
+    }
+}
+
+impl FeedQuota {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// One member of the federation.
@@ -100,6 +193,17 @@ pub struct Charter {
     /// Which witnesses must cosign an audit checkpoint before members take it as final.
     #[serde(default, skip_serializing_if = "WitnessPolicy::is_default")]
     pub witnesses: WitnessPolicy,
+    /// The hash of version `version - 1` (none for version 1): the versions form one chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<CharterHash>,
+    /// Feeds this version closes: every key that was active in the previous version and is not
+    /// active, or not the same member (USCC, role), in this one, with the last seq of its feed
+    /// the federation keeps among the entries that name an earlier version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub closed: Vec<ClosedFeed>,
+    /// How fast one feed may grow.
+    #[serde(default, skip_serializing_if = "FeedQuota::is_default")]
+    pub feed_quota: FeedQuota,
 }
 
 /// The federation's default time zone (Haimen, Nantong: China Standard Time, no DST).
@@ -152,6 +256,16 @@ pub enum CharterError {
     /// A structural problem.
     #[error("invalid charter: {0}")]
     Invalid(String),
+    /// Does not follow the version it claims to follow.
+    #[error("charter version {version} does not follow version {held}: {why}")]
+    Chain {
+        /// The offered version.
+        version: u64,
+        /// The version it should follow.
+        held: u64,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 impl Charter {
@@ -161,8 +275,11 @@ impl Charter {
         if self.layout != CHARTER_LAYOUT_VERSION {
             return bad(format!("unsupported layout {}", self.layout));
         }
-        if self.version == 0 {
-            return bad("version starts at 1".into());
+        if self.version == 0 || self.version > MAX_VERSION {
+            return bad(format!(
+                "version {} is not in 1..={MAX_VERSION}",
+                self.version
+            ));
         }
         if self.federation.trim().is_empty() {
             return bad("federation name is empty".into());
@@ -187,6 +304,36 @@ impl Charter {
         }
         if let Some(k) = self.witnesses.keys.iter().find(|k| !self.is_active(k)) {
             return bad(format!("witness {k} is not an active member"));
+        }
+        if (self.version == 1) != self.previous.is_none() {
+            return bad(if self.version == 1 {
+                "version 1 cannot name a previous version".into()
+            } else {
+                format!(
+                    "version {} does not name the hash of version {}",
+                    self.version,
+                    self.version - 1
+                )
+            });
+        }
+        let hubs = self.members.iter().filter(|m| m.role == Role::Hub).count();
+        if hubs != 1 {
+            return bad(format!(
+                "a charter needs exactly one hub, this one has {hubs} (admit the hub first, with --role hub, and only one)"
+            ));
+        }
+        if let Some(m) = self.member(&self.authority) {
+            return bad(format!(
+                "the authority key is also the node key of member {} ({}): the authority key must be a separate key kept offline (`huitong authority keygen`)",
+                m.name, m.uscc
+            ));
+        }
+        if self.feed_quota.entries_per_hour == 0 {
+            return bad("feed_quota.entries_per_hour must be at least 1".into());
+        }
+        let mut closed = std::collections::HashSet::new();
+        if let Some(c) = self.closed.iter().find(|c| !closed.insert(c.node_key)) {
+            return bad(format!("feed {} is closed twice", c.node_key));
         }
         let mut keys = std::collections::HashSet::new();
         let mut codes = std::collections::HashSet::new();
@@ -226,6 +373,57 @@ impl Charter {
         }
         charter.check()?;
         Ok((charter, env))
+    }
+
+    /// Checks that this version follows `prev` (whose payload hashes to `prev_hash`): the next
+    /// version number, the same federation and authority, and a closed feed for every key that
+    /// was active in `prev` and is not in this version (the closure is what keeps a suspended
+    /// member from back-dating entries).
+    pub fn follows(&self, prev: &Charter, prev_hash: &CharterHash) -> Result<(), CharterError> {
+        let fail = |why: String| {
+            Err(CharterError::Chain {
+                version: self.version,
+                held: prev.version,
+                why,
+            })
+        };
+        if self.version != prev.version + 1 {
+            return fail(format!("its version is not {}", prev.version + 1));
+        }
+        if self.previous != Some(*prev_hash) {
+            return fail(format!(
+                "it names previous hash {}, but version {} hashes to {}",
+                self.previous.map_or_else(|| "none".into(), |h| h.to_hex()),
+                prev.version,
+                prev_hash.to_hex()
+            ));
+        }
+        if self.federation != prev.federation || self.authority != prev.authority {
+            return fail("it changes the federation name or the authority".into());
+        }
+        for m in prev
+            .members
+            .iter()
+            .filter(|m| m.status == MemberStatus::Active)
+        {
+            let closed = self.closed.iter().any(|c| c.node_key == m.node_key);
+            let same = self.member(&m.node_key).is_some_and(|n| {
+                n.status == MemberStatus::Active && n.uscc == m.uscc && n.role == m.role
+            });
+            if !same && !closed {
+                return fail(format!(
+                    "member {} ({}) is no longer active as the same member and role under key {}, but its feed is not closed",
+                    m.name, m.uscc, m.node_key
+                ));
+            }
+        }
+        if let Some(c) = self.closed.iter().find(|c| !prev.is_active(&c.node_key)) {
+            return fail(format!(
+                "it closes the feed of {}, which was not active in version {}",
+                c.node_key, prev.version
+            ));
+        }
+        Ok(())
     }
 
     /// The member with this node key.

@@ -53,7 +53,8 @@ impl Kind {
 }
 
 /// A signed payload. Only [`Envelope::open`] and [`Envelope::seal`] make one, so an `Envelope`
-/// value always carries a signature that verified.
+/// value always carries a signature that verified — or [`Envelope::from_stored`], for bytes that
+/// verified when this node stored them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
     kind: Kind,
@@ -117,8 +118,26 @@ impl Envelope {
         Self::open_limited(bytes, expected, MAX_ENVELOPE_BYTES)
     }
 
+    /// Decodes envelope bytes *without* checking the signature: only for bytes this node
+    /// verified before it stored them (reading its own store back).
+    pub fn from_stored(bytes: &[u8], expected: Kind) -> Result<Self, EnvelopeError> {
+        Self::decode(bytes, expected, MAX_ENVELOPE_BYTES)
+    }
+
     /// Like [`Envelope::open`] with another size limit (manifests are larger than entries).
     pub fn open_limited(bytes: &[u8], expected: Kind, limit: usize) -> Result<Self, EnvelopeError> {
+        let env = Self::decode(bytes, expected, limit)?;
+        if !env
+            .signer
+            .verify(&signing_input(expected, &env.payload), &env.signature)
+        {
+            return Err(EnvelopeError::BadSignature(env.signer));
+        }
+        Ok(env)
+    }
+
+    /// Decodes and checks the shape, not the signature.
+    fn decode(bytes: &[u8], expected: Kind, limit: usize) -> Result<Self, EnvelopeError> {
         let Wire(version, tag, signer, payload, signature) = codec::decode(bytes, limit)?;
         if version != ENVELOPE_VERSION {
             return Err(EnvelopeError::Version(version));
@@ -142,9 +161,6 @@ impl Envelope {
             .try_into()
             .map_err(|_| EnvelopeError::Shape)?;
         let payload = payload.into_vec();
-        if !signer.verify(&signing_input(expected, &payload), &signature) {
-            return Err(EnvelopeError::BadSignature(signer));
-        }
         Ok(Self {
             kind: expected,
             signer,

@@ -14,8 +14,8 @@ use crate::dataset::DatasetVersion;
 use crate::envelope::{Envelope, EnvelopeError, Kind};
 use crate::{NodeId, ResourceCode, SecretKey};
 
-/// Version of the feed entry layout.
-pub const FEED_ENTRY_VERSION: u8 = 1;
+/// Version of the feed entry layout (2: entries name the charter version they are judged by).
+pub const FEED_ENTRY_VERSION: u8 = 2;
 
 /// BLAKE3 of an entry's signed payload.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -81,8 +81,12 @@ pub struct FeedEntry {
     pub seq: u64,
     /// Hash of entry `seq - 1`, or [`EntryHash::ZERO`].
     pub prev: EntryHash,
-    /// Milliseconds since the Unix epoch, as the signer's clock said.
+    /// Milliseconds since the Unix epoch, as the signer's clock said; never less than the
+    /// previous entry's.
     pub timestamp_ms: u64,
+    /// The charter version the signer held when it signed, never less than the previous
+    /// entry's: the entry is judged by that version ([`crate::charter::History::judge`]).
+    pub charter: u64,
     /// What happened.
     pub event: Event,
 }
@@ -122,6 +126,9 @@ pub enum FeedError {
     /// Seq 0 or a chain start that does not point at zero.
     #[error("seq {0} is not valid (feeds start at 1, entry 1 has a zero prev hash)")]
     Seq(u64),
+    /// The entry names no charter version.
+    #[error("the entry names charter version 0 (entries name the charter version their signer held, from 1)")]
+    NoCharter,
     /// The carried application or grant event breaks a rule.
     #[error("invalid application or grant event: {0}")]
     Grant(String),
@@ -149,6 +156,39 @@ impl FeedEntry {
     }
 }
 
+/// An entry's timestamp and the charter version it names: what judging the next entry of the
+/// feed needs of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct Stamp {
+    /// [`FeedEntry::timestamp_ms`].
+    pub timestamp_ms: u64,
+    /// [`FeedEntry::charter`].
+    pub charter: u64,
+}
+
+impl Stamp {
+    /// Reads the stamp of an entry this node verified before it stored it (no signature check;
+    /// the event is skipped, not built).
+    pub fn from_stored(bytes: &[u8]) -> Result<Self, FeedError> {
+        let envelope = Envelope::from_stored(bytes, Kind::FeedEntry)?;
+        Ok(codec::decode(envelope.payload(), MAX_ENVELOPE_BYTES)?)
+    }
+}
+
+impl VerifiedEntry {
+    /// An entry this node verified before it stored it, with its stored hash (no signature
+    /// check: for replaying the node's own store).
+    pub fn from_stored(bytes: &[u8], hash: EntryHash) -> Result<Self, FeedError> {
+        let envelope = Envelope::from_stored(bytes, Kind::FeedEntry)?;
+        let entry = codec::decode(envelope.payload(), MAX_ENVELOPE_BYTES)?;
+        Ok(Self {
+            entry,
+            hash,
+            envelope,
+        })
+    }
+}
+
 impl VerifiedEntry {
     /// Opens envelope bytes and checks everything that needs no local state.
     pub fn open(bytes: &[u8]) -> Result<Self, FeedError> {
@@ -165,6 +205,9 @@ impl VerifiedEntry {
         }
         if entry.seq == 0 || (entry.seq == 1) != (entry.prev == EntryHash::ZERO) {
             return Err(FeedError::Seq(entry.seq));
+        }
+        if entry.charter == 0 {
+            return Err(FeedError::NoCharter);
         }
         match &entry.event {
             Event::CataloguePublished(e) | Event::CatalogueUpdated(e) => {

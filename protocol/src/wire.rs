@@ -51,9 +51,15 @@ pub enum SyncRequest {
         /// Most entries wanted.
         limit: u32,
     },
-    /// The latest charter envelope.
-    Charter,
+    /// Charter envelopes from version `from` on, oldest first (at most [`MAX_CHARTERS`]).
+    Charters {
+        /// First version wanted.
+        from: u64,
+    },
 }
+
+/// Most charter versions a node returns for one request.
+pub const MAX_CHARTERS: usize = 16;
 
 /// A feed-sync response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,8 +68,8 @@ pub enum SyncResponse {
     Summary(Summary),
     /// Envelope bytes of consecutive entries.
     Entries(Vec<ByteBuf>),
-    /// The responder's charter envelope, if it has one.
-    Charter(Option<ByteBuf>),
+    /// Charter envelopes, oldest first, consecutive versions.
+    Charters(Vec<ByteBuf>),
     /// The request was refused (not a member, malformed, …).
     Refused(String),
 }

@@ -24,6 +24,7 @@ fn vectors() -> Vec<(&'static str, String)> {
         seq: 1,
         prev: EntryHash::ZERO,
         timestamp_ms: 1_700_000_000_000,
+        charter: 1,
         event: Event::CatalogueWithdrawn {
             code: ResourceCode::parse("101001/000001").unwrap(),
             reason: "示例".into(),
@@ -40,12 +41,15 @@ fn vectors() -> Vec<(&'static str, String)> {
             uscc: Uscc::parse("91350100M000100Y43").unwrap(),
             name: "示例部门".into(),
             node_key: node.public(),
-            role: Role::Department,
+            role: Role::Hub,
             addresses: vec!["/ip4/127.0.0.1/tcp/7400".into()],
             status: MemberStatus::Active,
         }],
         timezone: huitong_protocol::charter::DEFAULT_TIMEZONE.into(),
         witnesses: Default::default(),
+        previous: None,
+        closed: Vec::new(),
+        feed_quota: Default::default(),
     };
     let summary = SyncRequest::Summary(Summary {
         charter_version: 1,

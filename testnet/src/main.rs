@@ -96,6 +96,7 @@ fn up(dir: PathBuf, departments: usize, base_port: u16, hidden: Vec<String>) -> 
             sync_interval_secs: 5,
             bin: huitong_bin()?,
             hidden: hidden.clone(),
+            feed_quota: None,
         })?
     } else {
         let t = Testnet::load(&dir)?;

@@ -41,6 +41,8 @@ pub struct Options {
     /// (and nodes with addresses) can be dialled, so two hidden nodes reach each other only
     /// through the hub's circuit relay.
     pub hidden: Vec<String>,
+    /// The charter's feed quota, entries an hour (default: the protocol's default).
+    pub feed_quota: Option<u32>,
 }
 
 /// One node of the testnet.
@@ -165,6 +167,12 @@ impl Testnet {
                 .collect::<anyhow::Result<_>>()?,
             timezone: huitong_protocol::charter::DEFAULT_TIMEZONE.into(),
             witnesses: Default::default(),
+            previous: None,
+            closed: Vec::new(),
+            feed_quota: o
+                .feed_quota
+                .map(|entries_per_hour| huitong_protocol::charter::FeedQuota { entries_per_hour })
+                .unwrap_or_default(),
         };
         charter.check()?;
         let bytes = charter.seal(&authority).to_bytes();

@@ -80,6 +80,8 @@ pub fn start_prepared(
         bin,
 
         hidden: hidden.iter().map(|h| h.to_string()).collect(),
+
+        feed_quota: None,
     })?;
     prepare(&mut net)?;
     net.start_all()?;
@@ -183,4 +185,13 @@ pub fn wait_charter(net: &mut Testnet, i: usize, version: u64) -> anyhow::Result
         &format!("charter v{version}"),
         || Ok(net.get(i, "/status")?["charter_version"] == version),
     )
+}
+
+/// Milliseconds since the Unix epoch (for entries a test signs itself: an entry may not be
+/// stamped before the charter version it names was issued).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -136,6 +136,7 @@ fn grants_hold_to_the_approving_provider_and_every_transfer_is_logged() -> anyho
 
     // A member under the test's control.
     let (rkey, _) = rogue::admit(net, provider)?;
+    let t0 = huitong_tests::now_ms();
     let rogue = rogue::connect(net, &rkey)?;
     let peer = net.nodes[provider].peer_id.clone();
     let code41 = ResourceCode::parse(code)?;
@@ -289,7 +290,8 @@ fn grants_hold_to_the_approving_provider_and_every_transfer_is_logged() -> anyho
         feed: rkey.public(),
         seq: 1,
         prev: EntryHash::ZERO,
-        timestamp_ms: 1,
+        timestamp_ms: t0 + 1,
+        charter: 2,
         event: Event::Grant(GrantEvent::Revoked {
             id: id.clone(),
             reason: "冒充撤销".into(),
@@ -335,7 +337,8 @@ fn grants_hold_to_the_approving_provider_and_every_transfer_is_logged() -> anyho
         feed: rkey.public(),
         seq: 2,
         prev: forged.hash,
-        timestamp_ms: 2,
+        timestamp_ms: t0 + 2,
+        charter: 2,
         event: Event::Transfer(claim),
     }
     .seal(&rkey);

@@ -31,6 +31,7 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
 
     // Admit the rogue as a member through the CLI, signed with the authority key.
     let (key, rogue_uscc) = rogue::admit(&mut f.net, target)?;
+    let t0 = huitong_tests::now_ms();
 
     let rogue = Rogue::start(&key, "海门区")?;
     let target_peer = f.net.nodes[target].peer_id.clone();
@@ -53,7 +54,8 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
         feed: key.public(),
         seq: 1,
         prev: EntryHash::ZERO,
-        timestamp_ms: 1,
+        timestamp_ms: t0 + 1,
+        charter: 2,
         event: Event::CataloguePublished(cat.clone()),
     }
     .seal(&key);
@@ -69,7 +71,8 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
         feed: key.public(),
         seq: 2,
         prev: first.hash,
-        timestamp_ms: 2,
+        timestamp_ms: t0 + 2,
+        charter: 2,
         event: Event::CatalogueWithdrawn {
             code: cat.code.clone(),
             reason: "伪造".into(),
@@ -142,7 +145,8 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
         feed: key.public(),
         seq: 1,
         prev: EntryHash::ZERO,
-        timestamp_ms: 3,
+        timestamp_ms: t0 + 3,
+        charter: 2,
         event: Event::CataloguePublished(other),
     }
     .seal(&key);
@@ -176,7 +180,7 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
         ],
     )?;
     wait_charter(&mut f.net, target, 3)?;
-    second.timestamp_ms = 4;
+    second.timestamp_ms = t0 + 4;
     second.event = Event::CataloguePublished(huitong_protocol::Entry {
         title: "测试局停用后资源".into(),
         ..cat

@@ -103,23 +103,28 @@ pub fn step(state: &NodeState) -> Result<Option<Vec<u8>>, LogError> {
     }
     // The queue is keyed by event hash; log in the signers' time order instead.
     queued.sort_by_key(|(_, r)| (r.at_ms, r.signer.0, r.seq));
-    // The charter is read (and its signature checked) only when its version is not yet logged.
-    let version = state.charter_version();
+    // Charters are read (and their signatures checked) only when a version is not yet logged;
+    // every version held is logged (a node that starts from a later version fills in the
+    // earlier ones), the log skipping the ones it holds.
+    // Keyed by how many versions are held: an earlier version filled in later counts too.
+    let version = state.with_history(|h| match h.version() {
+        0 => 0,
+        latest => latest - h.first() + 1,
+    });
     let logged = &state.audit.charter_logged;
-    let charter = if version == logged.load(Ordering::Relaxed) {
-        None
+    let charters: Vec<Record> = if version == logged.load(Ordering::Relaxed) {
+        Vec::new()
     } else {
+        let authority = state.authority;
         store
-            .charter()
-            .ok()
-            .flatten()
-            .and_then(|bytes| {
-                let authority = state.authority?;
-                huitong_protocol::Charter::open(&bytes, &authority).ok()
-            })
+            .charters()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|bytes| huitong_protocol::Charter::open(bytes, &authority?).ok())
             .map(|(c, env)| charter_record(&c, env.payload()))
+            .collect()
     };
-    if queued.is_empty() && charter.is_none() {
+    if queued.is_empty() && charters.is_empty() {
         return Ok(None);
     }
     let note = with_log(state, |log| {
@@ -128,7 +133,7 @@ pub fn step(state: &NodeState) -> Result<Option<Vec<u8>>, LogError> {
         for r in queued
             .iter()
             .map(|(_, r)| r)
-            .chain(charter.iter())
+            .chain(charters.iter())
             .filter(|r| !log.contains(&r.key()) && !super::fault::omit(state, r))
         {
             if keys.insert(r.key()) {
@@ -155,7 +160,7 @@ pub fn step(state: &NodeState) -> Result<Option<Vec<u8>>, LogError> {
         }
         Ok(note)
     })?;
-    if charter.is_some() {
+    if !charters.is_empty() {
         logged.store(version, Ordering::Relaxed);
     }
     Ok(note)

@@ -1,15 +1,15 @@
 //! `huitong charter …` and `huitong authority …`: charter administration. New versions are
-//! signed on the administrator's machine with the authority key file and submitted to the
-//! local node, which verifies and gossips them.
+//! signed with the authority key file ([`charter_amend`]): online against the local node's
+//! charter, or offline from a charter file to a charter file, which a node then imports.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use huitong_config::keyfile;
-use huitong_protocol::charter::CHARTER_LAYOUT_VERSION;
 use huitong_protocol::{Charter, Member, MemberStatus, NodeId, Role, Uscc};
 
+use super::charter_amend::{self, amend, Signing};
 use super::output::{self, count, Table};
 use crate::api;
 use crate::client::ApiClient;
@@ -17,13 +17,14 @@ use crate::client::ApiClient;
 /// Charter commands.
 #[derive(Subcommand, Debug)]
 pub enum CharterCmd {
-    /// Show the current charter.
+    /// Show the current charter, with this node's head of each member's feed.
     Show {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Admit a member (or update its key, role and addresses); creates version 1 if none.
+    /// Admit a member (or change its name, key, role or addresses); creates version 1 if none.
+    /// A new key or role closes the member's old feed (see --last-seq).
     Admit {
         /// Member USCC.
         #[arg(long)]
@@ -40,32 +41,50 @@ pub enum CharterCmd {
         /// Multiaddress where it listens (repeatable).
         #[arg(long)]
         addr: Vec<String>,
-        /// The authority key file.
-        #[arg(long)]
-        authority_key: PathBuf,
+        #[command(flatten)]
+        signing: Signing,
     },
-    /// Suspend a member: its new feed entries are refused.
+    /// Suspend a member: its feed is closed at --last-seq (default: this node's head of it),
+    /// later entries are refused and its connections closed.
     Suspend {
         /// Member USCC.
         uscc: String,
-        /// The authority key file.
+        /// Let it stay connected to read (sync the catalogue, pull what it may) while it cannot
+        /// publish.
         #[arg(long)]
-        authority_key: PathBuf,
+        read_only: bool,
+        #[command(flatten)]
+        signing: Signing,
     },
     /// Reinstate a suspended member.
     Reinstate {
         /// Member USCC.
         uscc: String,
-        /// The authority key file.
+        #[command(flatten)]
+        signing: Signing,
+    },
+    /// Remove a member: its feed is closed at --last-seq; its earlier entries stay.
+    Remove {
+        /// Member USCC.
+        uscc: String,
+        #[command(flatten)]
+        signing: Signing,
+    },
+    /// Set the feed quota: how many entries one member's feed may take an hour.
+    Quota {
+        /// Entries per feed per hour (entry timestamps), at least 1.
         #[arg(long)]
-        authority_key: PathBuf,
+        entries_per_hour: u32,
+        #[command(flatten)]
+        signing: Signing,
     },
-    /// Import a signed charter file (from the platform administrator).
+    /// Import signed charter files (from the platform administrator), oldest first.
     Import {
-        /// The file.
-        file: PathBuf,
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
-    /// Export the current signed charter to a file.
+    /// Export the current signed charter to a file (the base of an offline amendment).
     Export {
         /// The file.
         file: PathBuf,
@@ -94,7 +113,7 @@ pub(super) fn authority(cmd: AuthorityCmd) -> anyhow::Result<()> {
     }
 }
 
-async fn current(client: &ApiClient) -> anyhow::Result<Option<api::CharterView>> {
+pub(super) async fn current(client: &ApiClient) -> anyhow::Result<Option<api::CharterView>> {
     match client.get::<api::CharterView, _>("/charter", &()).await {
         Ok(c) => Ok(Some(c)),
         Err(e) if e.to_string().contains("holds no charter") => Ok(None),
@@ -102,77 +121,12 @@ async fn current(client: &ApiClient) -> anyhow::Result<Option<api::CharterView>>
     }
 }
 
-async fn amend(
-    dir: &Path,
-    key_file: &Path,
-    f: impl FnOnce(&mut Charter) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let key = keyfile::read(key_file)?;
-    let client = ApiClient::new(dir)?;
-    let mut charter = match current(&client).await? {
-        Some(c) => Charter {
-            layout: CHARTER_LAYOUT_VERSION,
-            federation: c.federation,
-            version: c.version + 1,
-            issued_at_ms: crate::state::now_ms(),
-            authority: NodeId::from_hex(&c.authority)?,
-            members: c.members,
-            timezone: c.timezone,
-            witnesses: c.witnesses,
-        },
-        None => {
-            let s: api::Status = client.get("/status", &()).await?;
-            Charter {
-                layout: CHARTER_LAYOUT_VERSION,
-                federation: s.federation,
-                version: 1,
-                issued_at_ms: crate::state::now_ms(),
-                authority: key.public(),
-                members: Vec::new(),
-                timezone: huitong_protocol::charter::DEFAULT_TIMEZONE.into(),
-                witnesses: Default::default(),
-            }
-        }
-    };
-    if charter.authority != key.public() {
-        bail!(
-            "{} is not this federation's authority key (the charter is signed by {})",
-            key_file.display(),
-            charter.authority
-        );
-    }
-    f(&mut charter)?;
-    charter.check()?;
-    let env = charter.seal(&key);
-    let v: api::CharterView = client
-        .post(
-            "/charter",
-            &api::CharterSubmit {
-                envelope_hex: hex::encode(env.to_bytes()),
-            },
-        )
-        .await?;
-    println!(
-        "charter version {} accepted ({})",
-        v.version,
-        count(v.members.len() as u64, "member", "members")
-    );
-    Ok(())
-}
-
-fn set_status(c: &mut Charter, uscc: &str, status: MemberStatus) -> anyhow::Result<()> {
-    let m = c
-        .members
+fn member_mut<'a>(c: &'a mut Charter, uscc: &str) -> anyhow::Result<&'a mut Member> {
+    let version = c.version - 1;
+    c.members
         .iter_mut()
         .find(|m| m.uscc.as_str() == uscc)
-        .with_context(|| {
-            format!(
-                "no member with USCC {uscc} in charter version {}",
-                c.version - 1
-            )
-        })?;
-    m.status = status;
-    Ok(())
+        .with_context(|| format!("no member with USCC {uscc} in charter version {version}"))
 }
 
 pub(super) async fn run(dir: &Path, cmd: CharterCmd) -> anyhow::Result<()> {
@@ -190,17 +144,18 @@ pub(super) async fn run(dir: &Path, cmd: CharterCmd) -> anyhow::Result<()> {
                 "federation {} — charter version {} — authority {}",
                 c.federation, c.version, c.authority
             );
-            let mut t = Table::new().indent("  ");
+            let mut t = Table::new().indent("  ").right_align(&[3]);
+            t.row(["role", "status", "USCC", "feed head", "name", "node key"]);
             for m in &c.members {
-                let peer = crate::net::peer_id(&m.node_key)
-                    .map(|p| p.to_string())
-                    .unwrap_or_default();
+                let key = m.node_key.to_hex();
+                let head = c.feed_heads.get(&key).copied().unwrap_or(0);
                 t.row([
                     m.role.as_str().to_owned(),
-                    format!("{:?}", m.status).to_lowercase(),
+                    m.status.as_str().to_owned(),
                     m.uscc.to_string(),
+                    head.to_string(),
                     m.name.clone(),
-                    peer,
+                    key,
                 ]);
             }
             t.write(&mut std::io::stdout().lock())?;
@@ -212,14 +167,14 @@ pub(super) async fn run(dir: &Path, cmd: CharterCmd) -> anyhow::Result<()> {
             node_key,
             role,
             addr,
-            authority_key,
+            signing,
         } => {
             let uscc = Uscc::parse(&uscc).map_err(|e| anyhow::anyhow!("--uscc: {e}"))?;
             let node_key =
                 NodeId::from_hex(&node_key).map_err(|e| anyhow::anyhow!("--node-key: {e}"))?;
             let role = Role::parse(&role)
                 .with_context(|| format!("--role: {role:?} is not department, hub or cascade"))?;
-            amend(dir, &authority_key, |c| {
+            amend(dir, signing, |c| {
                 let member = Member {
                     uscc: uscc.clone(),
                     name,
@@ -238,41 +193,78 @@ pub(super) async fn run(dir: &Path, cmd: CharterCmd) -> anyhow::Result<()> {
         }
         CharterCmd::Suspend {
             uscc,
-            authority_key,
+            read_only,
+            signing,
         } => {
-            amend(dir, &authority_key, |c| {
-                set_status(c, &uscc, MemberStatus::Suspended)
+            let status = if read_only {
+                MemberStatus::ReadOnly
+            } else {
+                MemberStatus::Suspended
+            };
+            amend(dir, signing, |c| {
+                member_mut(c, &uscc)?.status = status;
+                Ok(())
             })
             .await
         }
-        CharterCmd::Reinstate {
-            uscc,
-            authority_key,
-        } => {
-            amend(dir, &authority_key, |c| {
-                set_status(c, &uscc, MemberStatus::Active)
+        CharterCmd::Reinstate { uscc, signing } => {
+            amend(dir, signing, |c| {
+                member_mut(c, &uscc)?.status = MemberStatus::Active;
+                Ok(())
             })
             .await
         }
-        CharterCmd::Import { file } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            if bytes.len() > huitong_protocol::codec::MAX_ENVELOPE_BYTES {
-                bail!("{} is too large to be a charter", file.display());
+        CharterCmd::Remove { uscc, signing } => {
+            amend(dir, signing, |c| {
+                member_mut(c, &uscc)?;
+                c.members.retain(|m| m.uscc.as_str() != uscc);
+                Ok(())
+            })
+            .await
+        }
+        CharterCmd::Quota {
+            entries_per_hour,
+            signing,
+        } => {
+            amend(dir, signing, |c| {
+                c.feed_quota.entries_per_hour = entries_per_hour;
+                Ok(())
+            })
+            .await
+        }
+        CharterCmd::Import { files } => {
+            let client = ApiClient::new(dir)?;
+            // Oldest version first, whatever order the files were given in.
+            let mut charters = Vec::new();
+            for file in files {
+                let bytes = charter_amend::read_charter_file(&file)?;
+                let version = charter_amend::version_of(&bytes)
+                    .with_context(|| format!("{} is not a signed charter", file.display()))?;
+                charters.push((version, file, bytes));
             }
-            let v: api::CharterView = ApiClient::new(dir)?
-                .post(
-                    "/charter",
-                    &api::CharterSubmit {
-                        envelope_hex: hex::encode(bytes),
-                    },
-                )
-                .await?;
-            println!(
-                "charter version {} imported ({})",
-                v.version,
-                count(v.members.len() as u64, "member", "members")
-            );
+            charters.sort_by_key(|(v, _, _)| *v);
+            for (version, file, bytes) in charters {
+                let answer = client
+                    .post::<api::CharterView, _>(
+                        "/charter",
+                        &api::CharterSubmit {
+                            envelope_hex: hex::encode(bytes),
+                        },
+                    )
+                    .await;
+                match answer {
+                    Ok(v) => println!(
+                        "{}: version {version} imported; this node holds charter version {} ({})",
+                        file.display(),
+                        v.version,
+                        count(v.members.len() as u64, "member", "members")
+                    ),
+                    Err(e) if e.to_string().contains("is held already") => {
+                        println!("{}: version {version} is held already", file.display())
+                    }
+                    Err(e) => return Err(e.context(format!("{} was not imported", file.display()))),
+                }
+            }
             Ok(())
         }
         CharterCmd::Export { file } => {

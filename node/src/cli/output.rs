@@ -237,6 +237,15 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
     if !s.refused_peers.is_empty() {
         writeln!(o, "refused      {}", s.refused_peers.join(" "))?;
     }
+    for e in &s.charter_equivocations {
+        writeln!(
+            o,
+            "EQUIVOCATION charter version {}: the authority signed two ({} held, {} also seen)",
+            e.version,
+            &e.held[..e.held.len().min(16)],
+            &e.other[..e.other.len().min(16)]
+        )?;
+    }
     for f in &s.forks {
         writeln!(
             o,

@@ -43,6 +43,10 @@ fn corrupt(cf: &'static str) -> impl Fn(codec::DecodeError) -> StoreError {
 pub struct View;
 
 impl crate::feeds::View for View {
+    fn reset(&self, state: &NodeState, batch: &mut WriteBatch) -> Result<(), StoreError> {
+        state.store.clear(batch, CF_DATASETS)
+    }
+
     fn apply(&self, state: &NodeState, batch: &mut WriteBatch, a: &Accepted<'_>) -> Applied {
         let e = &a.entry.entry;
         if let Event::DatasetPublished(d) = &e.event {

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use huitong_protocol::codec::{self, MAX_ENVELOPE_BYTES, MAX_RESPONSE_BYTES};
-use huitong_protocol::wire::{Gossip, Head, Summary, SyncRequest, SyncResponse, MAX_RANGE_ENTRIES};
+use huitong_protocol::wire::{
+    Gossip, Head, Summary, SyncRequest, SyncResponse, MAX_CHARTERS, MAX_RANGE_ENTRIES,
+};
 use huitong_protocol::{MemberStatus, NodeId};
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
@@ -66,6 +68,8 @@ enum IngestDone {
         peer: PeerId,
         feed: NodeId,
         stored: usize,
+        /// Stopped at an entry refused until the charter changes.
+        refused: bool,
     },
     Gossip {
         source: PeerId,
@@ -89,6 +93,7 @@ fn ingest_worker(
                 peer: *peer,
                 feed: *feed,
                 stored: 0,
+                refused: false,
             },
             IngestJob::Gossip { source, id, .. } => IngestDone::Gossip {
                 source: *source,
@@ -115,15 +120,20 @@ fn ingest_one(feeds: &Feeds, job: IngestJob) -> IngestDone {
             feed,
             entries,
         } => {
-            let stored = match feeds.ingest_range(&entries) {
-                Ok(n) => n,
+            let (stored, refused) = match feeds.ingest_range(&entries) {
+                Ok(r) => (r.stored, r.refused.is_some()),
                 Err(e) => {
                     warn!(error = %e, "store error while ingesting a range");
-                    0
+                    (0, false)
                 }
             };
-            debug!(%peer, %feed, stored, "ingested range");
-            IngestDone::Range { peer, feed, stored }
+            debug!(%peer, %feed, stored, refused, "ingested range");
+            IngestDone::Range {
+                peer,
+                feed,
+                stored,
+                refused,
+            }
         }
         IngestJob::Gossip { source, id, bytes } => IngestDone::Gossip {
             source,
@@ -184,7 +194,6 @@ struct Answer {
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     state: Arc<NodeState>,
-    feeds: Arc<Feeds>,
     audit: Arc<dyn AuditGossip>,
     commands: mpsc::Receiver<Command>,
     topic: gossipsub::IdentTopic,
@@ -213,6 +222,11 @@ pub struct EventLoop {
     pending: HashMap<PeerId, Vec<oneshot::Sender<Result<Route, String>>>>,
     /// Relay reservations (circuit listeners) by hub.
     circuits: HashMap<ListenerId, PeerId>,
+    /// The feeds, for work a new charter causes (the ingest worker holds its own handle).
+    feeds: Arc<Feeds>,
+    /// Feeds whose entry after the head (held at the first number) was refused under the
+    /// charter version (the second): not fetched again until one of them changes.
+    refused: HashMap<NodeId, (u64, u64)>,
 }
 
 impl EventLoop {
@@ -249,7 +263,6 @@ impl EventLoop {
         let mut this = Self {
             swarm,
             state,
-            feeds,
             audit,
             commands,
             topic,
@@ -259,6 +272,8 @@ impl EventLoop {
             inflight: HashSet::new(),
             bootstrap,
             interval,
+            feeds,
+            refused: HashMap::new(),
             ingest,
             ingested,
             gossip_queued: HashMap::new(),
@@ -316,25 +331,40 @@ impl EventLoop {
 
     /// The peers this node talks to: the charter's *active* members. A suspended or removed
     /// member is disconnected and refused at the gate (issue #10, point 2); its earlier entries
-    /// stay and reach everyone through the other members.
+    /// stay and reach everyone through the other members. A read-only member may stay connected
+    /// (and dial in) to read, but is not dialled and its feed entries are refused.
     fn refresh_members(&mut self) {
         let me = self.state.id();
-        self.members = self.state.with_charter(|c| {
-            c.map(|c| {
-                c.members
-                    .iter()
-                    .filter(|m| m.node_key != me && m.status == MemberStatus::Active)
-                    .filter_map(|m| peer_id(&m.node_key).map(|p| (p, m.node_key)))
-                    .collect()
-            })
-            .unwrap_or_default()
+        let (members, readers) = self.state.with_charter(|c| {
+            let mut members = HashMap::new();
+            let mut readers = HashSet::new();
+            for m in c
+                .iter()
+                .flat_map(|c| &c.members)
+                .filter(|m| m.node_key != me)
+            {
+                let Some(p) = peer_id(&m.node_key) else {
+                    continue;
+                };
+                match m.status {
+                    MemberStatus::Active => {
+                        members.insert(p, m.node_key);
+                    }
+                    MemberStatus::ReadOnly => {
+                        readers.insert(p);
+                    }
+                    MemberStatus::Suspended => {}
+                }
+            }
+            (members, readers)
         });
-        let allowed: HashSet<PeerId> = self.members.keys().copied().collect();
-        self.swarm.behaviour_mut().gate.set_allowed(allowed);
+        self.members = members;
+        let allowed: HashSet<PeerId> = self.members.keys().copied().chain(readers).collect();
+        self.swarm.behaviour_mut().gate.set_allowed(allowed.clone());
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for p in connected {
-            if !self.members.contains_key(&p) {
-                warn!(target: "huitong::audit", peer = %p, "disconnecting peer no longer an active member of the charter");
+            if !allowed.contains(&p) {
+                warn!(target: "huitong::audit", peer = %p, "disconnecting peer no longer a member of the charter that may connect");
                 let _ = self.swarm.disconnect_peer_id(p);
             }
         }
@@ -392,11 +422,13 @@ impl EventLoop {
 
     /// Asks `peer` for whatever its summary shows that this node lacks.
     fn pull_missing(&mut self, peer: PeerId, theirs: &Summary) {
-        if theirs.charter_version > self.state.charter_version() {
-            self.swarm
-                .behaviour_mut()
-                .sync
-                .send_request(&peer, SyncRequest::Charter);
+        let (latest, first) = self.state.with_history(|h| (h.version(), h.first()));
+        if theirs.charter_version > latest {
+            self.request_charters(peer, latest + 1);
+        } else if first > 1 && theirs.charter_version >= first {
+            // Started from a later version: fill in the earlier ones, which old entries name.
+            let from = self.earlier_charters_from();
+            self.request_charters(peer, from);
         }
         // A node restored from a backup learns how far its own feed got from its peers.
         if let Some(from) = self.members.get(&peer).copied() {
@@ -408,10 +440,16 @@ impl EventLoop {
                 .map_or(0, |h| h.seq);
             self.feeds.heard_own_head(from, seq);
         }
-        // Feeds of charter members only: a peer may advertise any key (issue #10, point 2).
-        let members: HashSet<NodeId> = self.state.with_charter(|c| {
-            c.map(|c| c.members.iter().map(|m| m.node_key).collect())
-                .unwrap_or_default()
+        // Feeds of keys some charter version lists as a member (an old key's feed stays part
+        // of the history); a peer may advertise any key (issue #10, point 2). A suspended,
+        // read-only member's feed is fetched too: its entries up to the closure stand.
+        let members: HashSet<NodeId> = self.state.with_history(|h| {
+            theirs
+                .heads
+                .iter()
+                .map(|head| head.feed)
+                .filter(|k| h.ever_member(k))
+                .collect()
         });
         let mut seen = HashSet::new();
         for h in theirs
@@ -420,6 +458,10 @@ impl EventLoop {
             .filter(|h| members.contains(&h.feed) && seen.insert(h.feed))
         {
             let have = self.state.store.head(&h.feed).map(|h| h.seq).unwrap_or(0);
+            let version = self.state.charter_version();
+            if self.refused.get(&h.feed) == Some(&(have, version)) {
+                continue;
+            }
             if h.seq > have {
                 self.request_range(peer, h.feed, have + 1);
             }
@@ -470,9 +512,8 @@ impl EventLoop {
                 }
             }
             Command::CharterChanged => {
-                self.refresh_members();
-                self.dial_members();
-                if let Ok(Some(bytes)) = self.state.store.charter() {
+                self.on_new_charter();
+                if let Ok(Some(bytes)) = self.state.charter_envelope() {
                     self.on_command(Command::Gossip(Gossip::Charter(ByteBuf::from(bytes))));
                 }
             }
@@ -726,7 +767,7 @@ impl EventLoop {
                     }
                 }
             }
-            Ok(Gossip::Charter(bytes)) => self.on_charter(&bytes, Accept, Ignore),
+            Ok(Gossip::Charter(bytes)) => self.on_charter(source, &bytes, Accept, Ignore),
             Ok(Gossip::Checkpoint(note)) => self.audit.checkpoint(note.into_vec()),
             Ok(Gossip::Omission(entry)) => self.audit.omission(&source, &entry),
         };
@@ -736,20 +777,94 @@ impl EventLoop {
             .report_message_validation_result(&id, &source, acceptance);
     }
 
-    fn on_charter<T>(&mut self, bytes: &[u8], accepted: T, other: T) -> T {
+    /// Offers a charter from `peer`; a version that does not follow the ones held makes this
+    /// node ask `peer` for the versions in between.
+    fn on_charter<T>(&mut self, peer: PeerId, bytes: &[u8], accepted: T, other: T) -> T {
+        use crate::charter::{Accepted, OfferError};
         match self.state.offer_charter(bytes) {
-            Ok(_) => {
-                self.refresh_members();
-                self.dial_members();
+            Ok(Accepted::Latest(_)) => {
+                self.on_new_charter();
                 accepted
             }
-            Err(crate::charter::OfferError::NotNewer { .. }) => other,
+            Ok(Accepted::Earlier(_)) | Err(OfferError::Held(_)) => other,
+            Err(OfferError::Gap {
+                offered, latest, ..
+            }) => {
+                let from = if offered > latest {
+                    latest + 1
+                } else {
+                    self.earlier_charters_from()
+                };
+                self.request_charters(peer, from);
+                other
+            }
+            Err(OfferError::Equivocation(_)) => other,
             Err(e) => {
-                warn!(target: "huitong::audit", error = %e, "refused charter");
+                warn!(target: "huitong::audit", %peer, error = %e, "refused charter");
                 self.state.reject("charter");
                 other
             }
         }
+    }
+
+    /// A new latest charter: re-gate and dial the members, and drop (off this task) entries
+    /// this node took past a feed closure.
+    fn on_new_charter(&mut self) {
+        self.refresh_members();
+        self.dial_members();
+        // Any closure held, not only this version's: versions may arrive together.
+        if !self.state.with_history(|h| h.closures().next().is_some()) {
+            return;
+        }
+        let feeds = self.feeds.clone();
+        tokio::task::spawn_blocking(move || match feeds.enforce_closures() {
+            Ok(0) => {}
+            Ok(n) => info!(
+                dropped = n,
+                "entries past a feed closure dropped; views rebuilt"
+            ),
+            Err(e) => error!(error = %e, "cannot drop the entries past a feed closure"),
+        });
+    }
+
+    /// Offers charters received together, in whatever order lets each follow the versions held
+    /// (newer ones oldest first, earlier ones newest first).
+    fn on_charters(&mut self, peer: PeerId, envelopes: Vec<ByteBuf>) {
+        let mut left: Vec<ByteBuf> = envelopes.into_iter().take(MAX_CHARTERS).collect();
+        while !left.is_empty() {
+            let before = left.len();
+            let mut rest = Vec::new();
+            for bytes in left {
+                use crate::charter::{Accepted, OfferError};
+                match self.state.offer_charter(&bytes) {
+                    Ok(Accepted::Latest(_)) => self.on_new_charter(),
+                    Ok(Accepted::Earlier(_)) | Err(OfferError::Held(_)) => {}
+                    Err(OfferError::Gap { .. }) => rest.push(bytes),
+                    Err(OfferError::Equivocation(_)) => {}
+                    Err(e) => {
+                        warn!(target: "huitong::audit", %peer, error = %e, "refused charter");
+                        self.state.reject("charter");
+                    }
+                }
+            }
+            if rest.len() == before {
+                break;
+            }
+            left = rest;
+        }
+    }
+
+    /// Where to start asking for the versions before the earliest held.
+    fn earlier_charters_from(&self) -> u64 {
+        let first = self.state.with_history(|h| h.first());
+        first.saturating_sub(MAX_CHARTERS as u64).max(1)
+    }
+
+    fn request_charters(&mut self, peer: PeerId, from: u64) {
+        self.swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&peer, SyncRequest::Charters { from });
     }
 
     fn on_sync(&mut self, e: request_response::Event<SyncRequest, SyncResponse>) {
@@ -815,8 +930,20 @@ impl EventLoop {
     fn on_ingested(&mut self, done: IngestDone) {
         use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
         match done {
-            IngestDone::Range { peer, feed, stored } => {
+            IngestDone::Range {
+                peer,
+                feed,
+                stored,
+                refused,
+            } => {
                 self.inflight.remove(&feed);
+                if refused {
+                    // The entry after the head is refused until the charter changes: do not
+                    // fetch (and verify) it again from every peer that advertises it.
+                    let have = self.state.store.head(&feed).map(|h| h.seq).unwrap_or(0);
+                    self.refused
+                        .insert(feed, (have, self.state.charter_version()));
+                }
                 if stored > 0 {
                     // The peer may hold more than one response carries: ask until nothing
                     // is new.
@@ -927,9 +1054,15 @@ impl EventLoop {
                     return None;
                 }
             }
-            SyncRequest::Charter => {
-                SyncResponse::Charter(self.state.store.charter().ok().flatten().map(ByteBuf::from))
-            }
+            SyncRequest::Charters { from } => SyncResponse::Charters(
+                self.state
+                    .store
+                    .charters_from(from.max(1), MAX_CHARTERS)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(ByteBuf::from)
+                    .collect(),
+            ),
         };
         Some((channel, response))
     }
@@ -967,10 +1100,7 @@ impl EventLoop {
                     self.range_done(peer);
                 }
             }
-            SyncResponse::Charter(Some(bytes)) => {
-                self.on_charter(&bytes, (), ());
-            }
-            SyncResponse::Charter(None) => {}
+            SyncResponse::Charters(envelopes) => self.on_charters(peer, envelopes),
             SyncResponse::Refused(reason) => {
                 debug!(%peer, %reason, "peer refused a sync request");
             }

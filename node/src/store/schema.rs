@@ -1,12 +1,14 @@
 //! The store's schema version and migrations.
 //!
-//! Version 1 is the first layout. A store written by a newer huitong is refused rather than
-//! misread; a future version 2 adds its migration step from 1 here.
+//! Version 1 is the first layout. Version 2 holds feed entries of layout 2 (each names the
+//! charter version it is judged by) and every charter version (`charter/N`): a version-1 store's
+//! entries cannot be judged or served to version-2 peers, so it is refused with what to do
+//! rather than misread. A store written by a newer huitong is refused too.
 
 use super::{Store, StoreError, CF_META};
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 const KEY: &[u8] = b"schema_version";
 
 pub(super) fn migrate(store: &Store) -> Result<(), StoreError> {
@@ -25,6 +27,9 @@ pub(super) fn migrate(store: &Store) -> Result<(), StoreError> {
                 })?;
             if found > SCHEMA_VERSION {
                 return Err(StoreError::TooNew { found });
+            }
+            if found < SCHEMA_VERSION {
+                return Err(StoreError::TooOld { found });
             }
             Ok(())
         }

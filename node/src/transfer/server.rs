@@ -136,14 +136,16 @@ impl Server {
         }
     }
 
-    /// The node key of an active member with this PeerId.
-    fn active_member(&self, peer: &PeerId) -> Option<NodeId> {
+    /// The node key of a member with this PeerId that may read: an active one, or one the
+    /// charter suspended read-only.
+    fn reading_member(&self, peer: &PeerId) -> Option<NodeId> {
+        use huitong_protocol::MemberStatus::{Active, ReadOnly};
         self.state.with_charter(|c| {
             c.and_then(|c| {
                 c.members
                     .iter()
                     .find(|m| {
-                        m.status == huitong_protocol::MemberStatus::Active
+                        matches!(m.status, Active | ReadOnly)
                             && crate::net::peer_id(&m.node_key).as_ref() == Some(peer)
                     })
                     .map(|m| m.node_key)
@@ -167,7 +169,7 @@ impl Server {
                 }
                 Ok(Ok(Some(r))) => r,
             };
-            let Some(requester) = self.active_member(&peer) else {
+            let Some(requester) = self.reading_member(&peer) else {
                 self.refuse(
                     &mut stream,
                     &peer,

@@ -98,6 +98,8 @@ fn propagation(a: Args) -> anyhow::Result<()> {
         bin,
 
         hidden: Vec::new(),
+
+        feed_quota: None,
     })?;
     let started = Instant::now();
     t.start_all()?;
@@ -266,6 +268,8 @@ fn sync(a: SyncArgs) -> anyhow::Result<()> {
         bin,
 
         hidden: Vec::new(),
+        // One feed takes the whole catalogue at once: above the default hourly quota.
+        feed_quota: Some(u32::try_from(a.entries.saturating_mul(2)).unwrap_or(u32::MAX)),
     })?;
     let provider = t.index("police").context("no police node")?;
     let fresh = t.index("city").context("no city node")?;

@@ -61,6 +61,7 @@ pub(crate) fn pull(a: PullArgs) -> anyhow::Result<()> {
         sync_interval_secs: 5,
         bin,
         hidden: Vec::new(),
+        feed_quota: None,
     })?;
     t.start_all()?;
     t.wait_healthy(Duration::from_secs(120))?;

@@ -1,0 +1,549 @@
+//! Issue #10, points 1–3, with real nodes: entries are judged by the charter version they name,
+//! so suspending a member and re-keying another leave every node — old ones and a fresh one that
+//! starts from the latest charter — with the same catalogue; a read-only suspended member stays
+//! connected but cannot publish, not even by back-dating an entry to a version in which it was
+//! active; a new version is signed offline from a charter file; two different charters of one
+//! version are reported as equivocation; a charter needs exactly one hub and an authority key
+//! apart from every node key.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use huitong_protocol::feed::FEED_ENTRY_VERSION;
+use huitong_protocol::wire::Gossip;
+use huitong_protocol::{codec, EntryHash, Event, FeedEntry};
+use huitong_testnet::Testnet;
+use huitong_tests::rogue;
+use huitong_tests::{cli_ok, entry, publish_ok, search, start, wait_charter, wait_until};
+use serde_bytes::ByteBuf;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(90);
+
+fn gossip_entry(bytes: Vec<u8>) -> Vec<u8> {
+    codec::encode(&Gossip::Entry(ByteBuf::from(bytes)))
+}
+
+fn rejected(net: &mut Testnet, i: usize, label: &str) -> anyhow::Result<u64> {
+    Ok(net.get(i, "/status")?["rejected"][label]
+        .as_u64()
+        .unwrap_or(0))
+}
+
+/// The catalogue of node `i` as (provider, code, title, withdrawn) rows.
+fn catalogue(net: &Testnet, i: usize) -> anyhow::Result<BTreeSet<String>> {
+    let out = cli_ok(net, i, &["catalogue", "list", "--json"])?;
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["entry"]["provider_code"], r["entry"]["code"], r["entry"]["title"]
+            )
+        })
+        .collect())
+}
+
+fn failing(net: &Testnet, i: usize, args: &[&str]) -> anyhow::Result<String> {
+    let out = net.cli(i, args)?;
+    anyhow::ensure!(
+        !out.status.success(),
+        "huitong {} should have failed",
+        args.join(" ")
+    );
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Writes entry `seq` of node `i` to a file for `catalogue publish`.
+fn write_entry(
+    f: &huitong_tests::Fixture,
+    i: usize,
+    seq: u32,
+) -> anyhow::Result<std::path::PathBuf> {
+    let file = f.tmp.path().join(format!("entry-{i}-{seq}.json"));
+    std::fs::write(
+        &file,
+        serde_json::to_vec(&entry(&f.net, i, seq, "超出配额资源"))?,
+    )?;
+    Ok(file)
+}
+
+fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn every_node_judges_entries_by_the_charter_they_name() -> anyhow::Result<()> {
+    let mut f = start(3, 2)?;
+    let hub = f.net.index("hub").unwrap_or(0);
+    let (rekeyed, old, fresh) = (1, 2, 3);
+    let authority = f.net.dir.join("authority.key");
+    let auth = path(&authority);
+    let tmp = f.tmp.path().to_path_buf();
+
+    // A department publishes under its first key.
+    publish_ok(&f, rekeyed, &entry(&f.net, rekeyed, 1, "轮换前资源"))?;
+    publish_ok(&f, rekeyed, &entry(&f.net, rekeyed, 2, "旧密钥资源"))?;
+    {
+        let net = &mut f.net;
+        wait_until(T, "the hub to hold both entries", || {
+            Ok(search(net, hub, "旧密钥资源")?.len() == 1)
+        })?;
+    }
+
+    // A member (the rogue, admitted in version 2) publishes two entries.
+    let (key, rogue_uscc) = rogue::admit(&mut f.net, old)?;
+    let t0 = huitong_tests::now_ms();
+    let rogue = rogue::connect(&f.net, &key)?;
+    let mut e = entry(&f.net, 0, 1, "测试局资源一");
+    e["provider_code"] = rogue_uscc.clone().into();
+    e["provider_name"] = "海门区测试局".into();
+    let raw: huitong_protocol::catalogue::RawEntry = serde_json::from_value(e)?;
+    let cat = raw.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let one = FeedEntry {
+        version: FEED_ENTRY_VERSION,
+        feed: key.public(),
+        seq: 1,
+        prev: EntryHash::ZERO,
+        timestamp_ms: t0 + 1,
+        charter: 2,
+        event: Event::CataloguePublished(cat.clone()),
+    }
+    .seal(&key);
+    let mut cat2 = cat.clone();
+    cat2.code = huitong_protocol::ResourceCode::parse("301001/000002")?;
+    cat2.title = "测试局资源二".into();
+    let two = FeedEntry {
+        seq: 2,
+        prev: one.hash,
+        timestamp_ms: t0 + 2,
+        event: Event::CataloguePublished(cat2.clone()),
+        ..one.entry.clone()
+    }
+    .seal(&key);
+    let mut cat3 = cat.clone();
+    cat3.code = huitong_protocol::ResourceCode::parse("301001/000003")?;
+    cat3.title = "测试局资源三".into();
+    let three = FeedEntry {
+        seq: 3,
+        prev: two.hash,
+        timestamp_ms: t0 + 3,
+        event: Event::CataloguePublished(cat3.clone()),
+        ..one.entry.clone()
+    }
+    .seal(&key);
+    for e in [&one, &two, &three] {
+        rogue.gossip(gossip_entry(e.envelope.to_bytes()))?;
+    }
+    for i in [hub, old, fresh] {
+        let net = &mut f.net;
+        wait_until(T, "the member's three entries", || {
+            Ok(search(net, i, "测试局资源")?.len() == 3)
+        })?;
+    }
+
+    // Version 3 suspends it read-only and keeps its feed only up to seq 2: every node drops the
+    // third entry, which it took before, and rebuilds its views without it.
+    cli_ok(
+        &f.net,
+        hub,
+        &[
+            "charter",
+            "suspend",
+            &rogue_uscc,
+            "--read-only",
+            "--last-seq",
+            "2",
+            "--authority-key",
+            &auth,
+        ],
+    )?;
+    for i in [hub, rekeyed, old, fresh] {
+        wait_charter(&mut f.net, i, 3)?;
+    }
+    let charter = f.net.get(hub, "/charter")?;
+    let closed = &charter["closed"][0];
+    assert_eq!(closed["node_key"], key.public().to_hex(), "{charter}");
+    assert_eq!(closed["last_seq"], 2, "{charter}");
+    for i in [hub, old, fresh] {
+        let net = &mut f.net;
+        wait_until(T, "the entry past the closure dropped", || {
+            Ok(search(net, i, "测试局资源")?.len() == 2
+                && search(net, i, "测试局资源三")?.is_empty())
+        })?;
+    }
+
+    // Read-only, it stays connected (its gossip still arrives), but an entry back-dated to
+    // version 2, in which it was active, is refused as past the closure, and one naming version
+    // 3 as suspended.
+    let mut later = cat.clone();
+    later.code = huitong_protocol::ResourceCode::parse("301001/000004")?;
+    later.title = "停用后资源".into();
+    let backdated = FeedEntry {
+        seq: 3,
+        prev: two.hash,
+        timestamp_ms: t0 + 4,
+        event: Event::CataloguePublished(later),
+        ..one.entry.clone()
+    };
+    rogue.gossip(gossip_entry(backdated.seal(&key).envelope.to_bytes()))?;
+    {
+        let net = &mut f.net;
+        wait_until(T, "the back-dated entry refused", || {
+            Ok(rejected(net, old, "feed_closed")? >= 1)
+        })?;
+    }
+    let current = FeedEntry {
+        charter: 3,
+        ..backdated.clone()
+    };
+    rogue.gossip(gossip_entry(current.seal(&key).envelope.to_bytes()))?;
+    {
+        let net = &mut f.net;
+        wait_until(T, "the suspended member's entry refused", || {
+            Ok(rejected(net, old, "suspended")? >= 1)
+        })?;
+    }
+
+    // Version 4 re-keys the department: a new key, same USCC; the old key's feed closes at 2.
+    let new_key = tmp.join("new-node.key");
+    let out = cli_ok(
+        &f.net,
+        hub,
+        &["authority", "keygen", "--out", &path(&new_key)],
+    )?;
+    let new_public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    f.net.stop(rekeyed, false)?;
+    let n = f.net.nodes[rekeyed].clone();
+    let quic = format!("/ip4/127.0.0.1/udp/{}/quic-v1", n.port);
+    let tcp = format!("/ip4/127.0.0.1/tcp/{}", n.port);
+    cli_ok(
+        &f.net,
+        hub,
+        &[
+            "charter",
+            "admit",
+            "--uscc",
+            &n.uscc,
+            "--name",
+            &n.name,
+            "--node-key",
+            &new_public,
+            "--addr",
+            &quic,
+            "--addr",
+            &tcp,
+            "--authority-key",
+            &auth,
+        ],
+    )?;
+    std::fs::copy(&new_key, n.dir.join("node.key"))?;
+    f.net.start(rekeyed)?;
+    for i in [hub, rekeyed, old, fresh] {
+        wait_charter(&mut f.net, i, 4)?;
+    }
+    // Online, the closure is the hub's head of the old key's feed.
+    let charter = f.net.get(hub, "/charter")?;
+    assert_eq!(
+        charter["closed"][0]["node_key"],
+        n.node_key.as_str(),
+        "{charter}"
+    );
+    assert_eq!(charter["closed"][0]["last_seq"], 2, "{charter}");
+    // Under the new key it updates one of its old entries and publishes a new one.
+    publish_ok(&f, rekeyed, &entry(&f.net, rekeyed, 1, "轮换后资源"))?;
+    publish_ok(&f, rekeyed, &entry(&f.net, rekeyed, 3, "新密钥资源"))?;
+    {
+        let net = &mut f.net;
+        wait_until(T, "the re-keyed member's entries", || {
+            Ok(search(net, old, "轮换后资源")?.len() == 1
+                && search(net, old, "新密钥资源")?.len() == 1)
+        })?;
+    }
+
+    // A fresh node (an empty store, given only the latest charter) reaches the same view as an
+    // old one: it fills in versions 1–3 from peers and judges each entry by the version it names.
+    f.net.stop(fresh, false)?;
+    let dir = f.net.nodes[fresh].dir.clone();
+    for d in ["db", "chunks", "audit"] {
+        let _ = std::fs::remove_dir_all(dir.join(d));
+    }
+    std::fs::remove_file(dir.join("charter.cbor"))?;
+    cli_ok(
+        &f.net,
+        hub,
+        &["charter", "export", &path(&dir.join("charter.cbor"))],
+    )?;
+    f.net.start(fresh)?;
+    {
+        let net = &mut f.net;
+        wait_until(T, "the fresh node to fill in the charter history", || {
+            let c = net.get(fresh, "/charter")?;
+            Ok(c["version"] == 4 && c["first_held"] == 1)
+        })?;
+    }
+    let expected = catalogue(&f.net, old)?;
+    for title in [
+        "轮换后资源",
+        "旧密钥资源",
+        "新密钥资源",
+        "测试局资源一",
+        "测试局资源二",
+    ] {
+        assert!(
+            expected.iter().any(|r| r.contains(title)),
+            "{title} missing from {expected:?}"
+        );
+    }
+    for gone in ["停用后资源", "轮换前资源", "测试局资源三"] {
+        assert!(
+            !expected.iter().any(|r| r.contains(gone)),
+            "{gone} in {expected:?}"
+        );
+    }
+    let mut last = BTreeSet::new();
+    let waited = wait_until(
+        T,
+        "the fresh node's catalogue to equal the old node's",
+        || {
+            last = catalogue(&f.net, fresh)?;
+            Ok(last == expected)
+        },
+    );
+    assert!(waited.is_ok(), "fresh {last:?}\nold   {expected:?}");
+    assert_eq!(catalogue(&f.net, hub)?, expected);
+
+    // The feed quota (issue #10, point 4): version 5 reinstates the member, version 6 allows
+    // 3 entries an hour. Past it, this node refuses to publish and says how long to wait, and
+    // every node refuses the member's fourth entry within the hour.
+    cli_ok(
+        &f.net,
+        hub,
+        &[
+            "charter",
+            "reinstate",
+            &rogue_uscc,
+            "--authority-key",
+            &auth,
+        ],
+    )?;
+    cli_ok(
+        &f.net,
+        hub,
+        &[
+            "charter",
+            "quota",
+            "--entries-per-hour",
+            "3",
+            "--authority-key",
+            &auth,
+        ],
+    )?;
+    for i in [hub, rekeyed, old] {
+        wait_charter(&mut f.net, i, 6)?;
+    }
+    publish_ok(&f, rekeyed, &entry(&f.net, rekeyed, 4, "配额内资源"))?;
+    let err = String::from_utf8_lossy(
+        &f.net
+            .cli(
+                rekeyed,
+                &["catalogue", "publish", &path(&write_entry(&f, rekeyed, 5)?)],
+            )?
+            .stderr,
+    )
+    .into_owned();
+    assert!(
+        err.contains("quota of 3 entries an hour") && err.contains("try again in"),
+        "{err}"
+    );
+    let now = huitong_tests::now_ms();
+    // Back-dated to before version 6 was issued (to fill the past hours' quota): refused.
+    let mut early = cat.clone();
+    early.code = huitong_protocol::ResourceCode::parse("301001/000009")?;
+    early.title = "倒签资源".into();
+    let backdated = FeedEntry {
+        seq: 3,
+        prev: two.hash,
+        timestamp_ms: t0 + 5,
+        charter: 6,
+        event: Event::CataloguePublished(early),
+        ..one.entry.clone()
+    }
+    .seal(&key);
+    rogue.gossip(gossip_entry(backdated.envelope.to_bytes()))?;
+    {
+        let net = &mut f.net;
+        wait_until(T, "the back-dated entry refused", || {
+            Ok(rejected(net, old, "before_charter")? >= 1)
+        })?;
+    }
+    // Its entries 1 and 2 are within the hour: with a quota of 3, entry 3 fits, entry 4 does not.
+    let mut prev = two.clone();
+    for seq in 3..=4 {
+        let mut c = cat.clone();
+        c.code = huitong_protocol::ResourceCode::parse(&format!("301001/{:06}", 10 + seq))?;
+        c.title = format!("配额测试{seq}");
+        let next = FeedEntry {
+            seq,
+            prev: prev.hash,
+            timestamp_ms: now,
+            charter: 6,
+            event: Event::CataloguePublished(c),
+            ..one.entry.clone()
+        }
+        .seal(&key);
+        rogue.gossip(gossip_entry(next.envelope.to_bytes()))?;
+        prev = next;
+        if seq < 4 {
+            // One at a time: a node that got a later entry first would ask the rogue, which
+            // answers no sync requests, for the one before.
+            let net = &mut f.net;
+            let feed = key.public().to_hex();
+            wait_until(T, "the member's entry within the quota", || {
+                Ok(net.get(old, "/charter")?["feed_heads"][&feed] == seq)
+            })?;
+        }
+    }
+    let quota_rows = |net: &mut Testnet| -> anyhow::Result<Vec<String>> {
+        let rows = catalogue(net, old)?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.contains("配额测试"))
+            .collect())
+    };
+    {
+        let net = &mut f.net;
+        wait_until(T, "the member's entries within the quota", || {
+            Ok(quota_rows(net)?.len() == 1 && rejected(net, old, "feed_quota")? >= 1)
+        })?;
+    }
+    let rows = quota_rows(&mut f.net)?;
+    assert!(!rows.iter().any(|r| r.contains("配额测试4")), "{rows:?}");
+
+    // Offline amendment: from an exported charter file to a new file; the authority key never
+    // talks to a node. Stopping a feed offline needs --last-seq.
+    let v6 = tmp.join("v6.cbor");
+    cli_ok(&f.net, hub, &["charter", "export", &path(&v6)])?;
+    let err = failing(
+        &f.net,
+        hub,
+        &[
+            "charter",
+            "suspend",
+            &n.uscc,
+            "--authority-key",
+            &auth,
+            "--from",
+            &path(&v6),
+            "--out",
+            &path(&tmp.join("x.cbor")),
+        ],
+    )?;
+    assert!(err.contains("--last-seq"), "{err}");
+    let (a, b) = (tmp.join("v7a.cbor"), tmp.join("v7b.cbor"));
+    for (cmd, out) in [("suspend", &a), ("remove", &b)] {
+        cli_ok(
+            &f.net,
+            hub,
+            &[
+                "charter",
+                cmd,
+                &rogue_uscc,
+                "--authority-key",
+                &auth,
+                "--from",
+                &path(&v6),
+                "--out",
+                &path(out),
+                "--last-seq",
+                "5",
+            ],
+        )?;
+    }
+    // Written files are never overwritten.
+    let err = failing(
+        &f.net,
+        hub,
+        &[
+            "charter",
+            "suspend",
+            &rogue_uscc,
+            "--authority-key",
+            &auth,
+            "--from",
+            &path(&v6),
+            "--out",
+            &path(&a),
+            "--last-seq",
+            "5",
+        ],
+    )?;
+    assert!(err.contains("must not exist"), "{err}");
+
+    // Two different version-7 charters: equivocation, reported like a fork.
+    cli_ok(&f.net, hub, &["charter", "import", &path(&a)])?;
+    let _ = f.net.cli(old, &["charter", "import", &path(&b)])?;
+    {
+        let net = &mut f.net;
+        wait_until(T, "the equivocation reported", || {
+            let s = net.get(old, "/status")?;
+            Ok(s["charter_equivocations"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|e| e["version"] == 7)))
+        })?;
+    }
+    let out = cli_ok(&f.net, old, &["status"])?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("EQUIVOCATION charter version 7"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Exactly one hub; the authority key is no node's key.
+    let authority_public = f.net.get(hub, "/charter")?["authority"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let second_hub =
+        huitong_testnet::ids::government_uscc(huitong_testnet::ids::HAIMEN_DIVISION, "66666666");
+    let err = failing(
+        &f.net,
+        hub,
+        &[
+            "charter",
+            "admit",
+            "--uscc",
+            &second_hub,
+            "--name",
+            "第二枢纽",
+            "--node-key",
+            &new_public,
+            "--role",
+            "hub",
+            "--authority-key",
+            &auth,
+        ],
+    )?;
+    assert!(err.contains("exactly one hub"), "{err}");
+    let err = failing(
+        &f.net,
+        hub,
+        &[
+            "charter",
+            "admit",
+            "--uscc",
+            &second_hub,
+            "--name",
+            "授权密钥节点",
+            "--node-key",
+            &authority_public,
+            "--authority-key",
+            &auth,
+        ],
+    )?;
+    assert!(err.contains("authority key is also the node key"), "{err}");
+    drop(rogue);
+    Ok(())
+}
