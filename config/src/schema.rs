@@ -85,6 +85,16 @@ pub struct LogConfig {
     /// A tracing filter, e.g. `info` or `huitong_node=debug` (overridden by `RUST_LOG`).
     #[serde(default = "default_level")]
     pub level: String,
+    /// Log to this file (relative to the node directory) instead of stderr, rotated by size;
+    /// unset (the default) logs to stderr, which systemd sends to the journal.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// Size in MiB at which the log file is rotated (`node.log` → `node.log.1`).
+    #[serde(default = "default_max_file_mib")]
+    pub max_file_mib: u64,
+    /// Rotated log files kept (`node.log.1` … `node.log.N`); older ones are removed.
+    #[serde(default = "default_keep_files")]
+    pub keep_files: usize,
 }
 
 /// Log output format.
@@ -119,6 +129,12 @@ fn default_api() -> String {
 fn default_level() -> String {
     "info".into()
 }
+fn default_max_file_mib() -> u64 {
+    16
+}
+fn default_keep_files() -> usize {
+    5
+}
 
 impl Default for NetworkConfig {
     fn default() -> Self {
@@ -152,6 +168,9 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Human,
             level: default_level(),
+            file: None,
+            max_file_mib: default_max_file_mib(),
+            keep_files: default_keep_files(),
         }
     }
 }
@@ -212,6 +231,26 @@ impl Config {
             }
         }
         self.api_addr()?;
+        if self.log.max_file_mib == 0 || self.log.max_file_mib > 4096 {
+            return Err((
+                "log.max_file_mib",
+                "must be between 1 and 4096 (MiB)".into(),
+            ));
+        }
+        if self.log.keep_files > 100 {
+            return Err(("log.keep_files", "must be at most 100".into()));
+        }
+        if self
+            .log
+            .file
+            .as_deref()
+            .is_some_and(|f| f.trim().is_empty())
+        {
+            return Err((
+                "log.file",
+                "must not be empty; remove the key to log to stderr (the journal)".into(),
+            ));
+        }
         Ok(())
     }
 

@@ -62,6 +62,10 @@ pub struct Status {
     /// Charter equivocation found: the authority signed two charters of one version.
     #[serde(default)]
     pub charter_equivocations: Vec<CharterEquivocation>,
+    /// Restored from a backup and still catching up on its own feed from its peers (appends
+    /// are refused until then).
+    #[serde(default)]
+    pub catching_up: Option<crate::catchup::Behind>,
     /// Store schema version.
     pub schema_version: u32,
     /// Dataset transfer counters since start.
@@ -109,11 +113,28 @@ pub struct Versions {
     pub versions: Vec<huitong_protocol::dataset::DatasetVersion>,
 }
 
-/// A started pull.
+/// A started pull (`POST /api/v1/pulls`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PullStarted {
     /// Its id, for `GET /api/v1/pulls/{id}`.
     pub id: u64,
+    /// The same pull was already running into this output (started by an earlier `huitong
+    /// pull`): this is its id.
+    #[serde(default)]
+    pub attached: bool,
+}
+
+/// A checkpoint of the running node's store, staged for `huitong backup` to copy
+/// (`POST /api/v1/backup`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackupStaged {
+    /// The staged checkpoint (in the node directory's `backup-staging/`); the CLI copies it
+    /// and removes it.
+    pub staging: std::path::PathBuf,
+    /// This node's own feed head in it.
+    pub own_seq: u64,
+    /// When it was taken (ms since the epoch).
+    pub created_at_ms: u64,
 }
 
 /// A detected fork.

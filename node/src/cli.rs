@@ -6,12 +6,14 @@
 
 mod apply_cmd;
 mod audit_cmd;
+mod backup_cmd;
 mod catalogue_cmd;
 mod charter_amend;
 mod charter_cmd;
 mod dataset_cmd;
 mod init;
 mod output;
+mod pull_cmd;
 
 use std::path::PathBuf;
 
@@ -40,7 +42,7 @@ pub enum Command {
     /// Create a node directory: huitong.toml and node.key (0600). Refuses to overwrite.
     Init(init::InitArgs),
     /// Run the node in the foreground until Ctrl-C or SIGTERM.
-    Run,
+    Run(RunArgs),
     /// Show the running node's status.
     Status {
         /// Print JSON.
@@ -60,7 +62,10 @@ pub enum Command {
     #[command(subcommand)]
     Dataset(dataset_cmd::DatasetCmd),
     /// Pull a dataset version from its provider into a file (CSV, JSONL or Parquet for tables).
-    Pull(dataset_cmd::PullArgs),
+    /// The pull runs in the node: Ctrl-C stops watching it (see `huitong pulls`).
+    Pull(pull_cmd::PullArgs),
+    /// List the node's pulls (running and recently finished), or cancel one.
+    Pulls(pull_cmd::PullsArgs),
     /// Apply for 信息项 of a 有条件共享 resource (sent to the hub and the provider).
     Apply(apply_cmd::ApplyArgs),
     /// List applications (incoming to this node, or this node's own).
@@ -81,6 +86,12 @@ pub enum Command {
     /// Manage the federation authority key (kept offline by the platform administrator).
     #[command(subcommand)]
     Authority(charter_cmd::AuthorityCmd),
+    /// Back up the node (running or stopped) into a new directory: a consistent copy of the
+    /// store, the chunk store, the audit log, huitong.toml and node.key.
+    Backup(backup_cmd::BackupArgs),
+    /// Restore a backup into the node directory (the node stopped); the node then catches up
+    /// on its own feed from its peers before it publishes.
+    Restore(backup_cmd::RestoreArgs),
     /// Launch and drive a local testnet (runs `huitong-testnet`).
     #[command(disable_help_flag = true)]
     Testnet {
@@ -90,12 +101,36 @@ pub enum Command {
     },
 }
 
+/// `huitong run`.
+#[derive(clap::Args, Debug, Default)]
+pub struct RunArgs {
+    /// Log to this file instead of stderr (relative paths are in the node directory), rotated
+    /// by size as `log.max_file_mib` and `log.keep_files` in huitong.toml say (16 MiB, 5 old
+    /// files by default). Overrides `log.file`.
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The log file, if the node logs to one: `--log-file`, else `log.file`, in `dir`.
+    pub fn log_file(
+        &self,
+        dir: &std::path::Path,
+        config: &huitong_config::Config,
+    ) -> Option<PathBuf> {
+        self.log_file
+            .clone()
+            .or_else(|| config.log.file.as_ref().map(PathBuf::from))
+            .map(|f| dir.join(f))
+    }
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let dir = cli.dir;
     match cli.command {
         Command::Init(args) => init::init(&dir, args),
-        Command::Run => {
+        Command::Run(_) => {
             let config = huitong_config::Config::load(&dir)?;
             crate::daemon::run(&dir, config).await
         }
@@ -110,7 +145,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Catalogue(c) => catalogue_cmd::run(&dir, c).await,
         Command::Charter(c) => charter_cmd::run(&dir, c).await,
         Command::Dataset(c) => dataset_cmd::run(&dir, c).await,
-        Command::Pull(a) => dataset_cmd::pull(&dir, a).await,
+        Command::Pull(a) => pull_cmd::pull(&dir, a).await,
+        Command::Pulls(a) => pull_cmd::pulls(&dir, a).await,
         Command::Apply(a) => apply_cmd::apply(&dir, a).await,
         Command::Applications(a) => apply_cmd::list(&dir, a).await,
         Command::Approve(a) => apply_cmd::approve(&dir, a).await,
@@ -118,6 +154,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revoke(a) => apply_cmd::decide(&dir, "revoke", a).await,
         Command::Audit(c) => audit_cmd::run(&dir, c).await,
         Command::Authority(c) => charter_cmd::authority(c),
+        Command::Backup(a) => backup_cmd::backup(&dir, a).await,
+        Command::Restore(a) => backup_cmd::restore(&dir, a),
         Command::Testnet { args } => exec_testnet(&dir, args),
     }
 }

@@ -119,6 +119,10 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         warn!("no charter yet: this node will talk to nobody until one is imported (`huitong charter import FILE`)");
     }
     check_org_code(&state)?;
+    if let Some(mark) = state.store.catch_up_mark()? {
+        state.catch_up.begin(mark.own_seq);
+        warn!(own_seq = state.store.head(&state.id())?.seq, backup_seq = mark.own_seq, "restored from a backup: catching up on this node's own feed from its peers before appending to it");
+    }
 
     tokio::task::spawn_blocking(crate::catalogue::warm_up).await?;
     let listen = parse_addrs("network.listen", &config.network.listen)?;

@@ -16,6 +16,11 @@
 //! into one `WriteBatch`, committed at once, so a crash never leaves a view disagreeing with the
 //! feeds.
 //!
+//! A node restored from a backup appends nothing until it has caught up on its own feed from
+//! its peers ([`Feeds::own_feed_caught_up`], [`crate::catchup`]): the network reports each
+//! peer's head of this node's feed ([`Feeds::heard_own_head`]), anti-entropy fetches the
+//! entries, and they are ingested like any other feed's.
+//!
 //! Layering: above `state` and `store`, below every view and everything that appends or ingests
 //! (the network, the transfers, the agent, the admin API). It never names a view.
 
@@ -27,7 +32,7 @@ use huitong_protocol::charter::{FeedQuota, Refusal};
 use huitong_protocol::feed::{FeedError, Stamp, VerifiedEntry, FEED_ENTRY_VERSION};
 use huitong_protocol::{Event, FeedEntry, NodeId, ResourceCode, Role};
 use rocksdb::WriteBatch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::state::{now_ms, NodeState};
 use crate::store::{Fork, StoreError};
@@ -114,6 +119,9 @@ pub enum AppendError {
     /// Nothing to append.
     #[error("no events to append")]
     Empty,
+    /// A restored node has not caught up on its own feed from its peers yet.
+    #[error("this node was restored from a backup and is catching up on its own feed from its peers: {0}; appending now would fork it. Try again shortly (`huitong status` shows the progress; the peers must be reachable)")]
+    CatchingUp(crate::catchup::Behind),
     /// Some events of a batch were appended before one was refused.
     #[error("{appended} entries were published; the next one was refused: {source}")]
     Partial {
@@ -356,13 +364,68 @@ impl Feeds {
         if let Some(reason) = self.out_of_order_or_over_quota(e, quota)? {
             return Ok(self.refuse(reason, e));
         }
-        let batch = self.entry_batch(v, &signer)?;
+        let mut batch = self.entry_batch(v, &signer)?;
+        let own = e.feed == state.id();
+        if own {
+            // This node's own entry, learnt back from a peer after a restore: remembered as if
+            // just appended (the audit's omission check).
+            for view in &self.views {
+                view.appended(state, &mut batch, v);
+            }
+        }
         state.store.commit(&w, batch, false)?;
-        if e.feed != state.id() {
+        drop(w);
+        if own {
+            if let Err(e) = self.own_feed_caught_up() {
+                debug!(error = %e, "still catching up on this node's own feed");
+            }
+        } else {
             state.accepted();
         }
         debug!(feed = %e.feed, seq = e.seq, "stored feed entry");
         Ok(Outcome::Stored)
+    }
+
+    /// Refuses to append while a restored node catches up on its own feed
+    /// ([`crate::catchup`]); removes the stored catch-up mark the moment it has caught up.
+    pub fn own_feed_caught_up(&self) -> Result<(), AppendError> {
+        let state = &self.state;
+        if !state.catch_up.pending() {
+            return Ok(());
+        }
+        let own = state.store.head(&state.id())?.seq;
+        match state.catch_up.check(own, &state.catch_up_peers()) {
+            Ok(true) => {
+                state.store.clear_catch_up_mark(&state.store.writer())?;
+                info!(
+                    own_seq = own,
+                    "caught up on this node's own feed from its peers; appending again"
+                );
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(behind) => Err(AppendError::CatchingUp(behind)),
+        }
+    }
+
+    /// What a restored node still waits for before it appends (`None`: nothing).
+    pub fn catching_up(&self) -> Result<Option<crate::catchup::Behind>, StoreError> {
+        match self.own_feed_caught_up() {
+            Ok(()) => Ok(None),
+            Err(AppendError::CatchingUp(b)) => Ok(Some(b)),
+            Err(AppendError::Store(e)) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// A peer's sync summary holds this node's own feed up to `seq` (heeded while a restored
+    /// node catches up; nothing otherwise).
+    pub fn heard_own_head(&self, from: NodeId, seq: u64) {
+        if self.state.catch_up.heard(from, seq) {
+            if let Err(e) = self.own_feed_caught_up() {
+                debug!(error = %e, "still catching up on this node's own feed");
+            }
+        }
     }
 
     /// Whether entry `e`, which extends its feed's head, goes back in charter version or time,
@@ -478,6 +541,8 @@ impl Feeds {
     /// end). If one is refused, the ones before it stay appended and the error says which.
     pub fn append_many(&self, events: Vec<Event>) -> Result<Vec<VerifiedEntry>, AppendError> {
         let state = &self.state;
+        // Before taking the writer lock: catching up may remove the catch-up mark under it.
+        self.own_feed_caught_up()?;
         let w = state.store.writer();
         if let Some(version) =
             state.with_charter(|c| c.filter(|c| !c.is_active(&state.id())).map(|c| c.version))

@@ -95,6 +95,7 @@ pub async fn serve(
         .route("/api/v1/audit/receipts", get(audit::receipts))
         .route("/api/v1/audit/transfers", get(audit::transfers))
         .route("/api/v1/peers", get(peers))
+        .route("/api/v1/backup", post(stage_backup))
         .route("/api/v1/catalogue", get(list).post(publish))
         .route(
             "/api/v1/catalogue/batch",
@@ -104,8 +105,12 @@ pub async fn serve(
         .route("/api/v1/charter", get(charter).post(submit_charter))
         .route("/api/v1/datasets", post(datasets::publish))
         .route("/api/v1/datasets/versions", get(datasets::versions))
-        .route("/api/v1/pulls", post(datasets::start_pull))
+        .route(
+            "/api/v1/pulls",
+            get(datasets::list_pulls).post(datasets::start_pull),
+        )
         .route("/api/v1/pulls/{id}", get(datasets::pull_progress))
+        .route("/api/v1/pulls/{id}/cancel", post(datasets::cancel_pull))
         .route(
             "/api/v1/applications",
             get(applications::list).post(applications::apply),
@@ -226,6 +231,7 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
         refused_peers: counters.refused_peers.into_iter().collect(),
         forks,
         charter_equivocations,
+        catching_up: ctx.feeds.catching_up().map_err(internal)?,
         schema_version: crate::store::SCHEMA_VERSION,
         transfer: s.transfer.view(),
         audit: {
@@ -246,6 +252,24 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
                 omissions: omission::list(s).map_err(internal)?.len() as u64,
             }
         },
+    }))
+}
+
+/// Stages a checkpoint of the store for `huitong backup` (see [`crate::backup`]).
+async fn stage_backup(State(ctx): State<Ctx>) -> Res<api::BackupStaged> {
+    let state = ctx.state.clone();
+    let created_at_ms = crate::state::now_ms();
+    let (staging, own_seq) = tokio::task::spawn_blocking(move || {
+        crate::backup::stage(&state.store, &state.id(), &state.dir)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    tracing::info!(staging = %staging.display(), own_seq, "staged a store checkpoint for a backup");
+    Ok(Json(api::BackupStaged {
+        staging,
+        own_seq,
+        created_at_ms,
     }))
 }
 
@@ -291,6 +315,7 @@ async fn list(State(ctx): State<Ctx>, Query(q): Query<api::Query>) -> Res<api::R
 fn append_error(e: AppendError) -> Fail {
     match e {
         AppendError::Store(e) => internal(e),
+        AppendError::CatchingUp(_) => fail(StatusCode::SERVICE_UNAVAILABLE, e),
         AppendError::Unknown(_) => fail(StatusCode::NOT_FOUND, e),
         other => fail(StatusCode::FORBIDDEN, other),
     }

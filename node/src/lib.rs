@@ -3,8 +3,10 @@
 //! The top-level modules depend on each other one way, with no cycles (`.ci/moddeps.py` checks
 //! it in CI). Lowest first; a module names only modules listed before it:
 //!
-//! 1. Leaves: [`durable`], [`chunks`], [`stats`], [`faults`], [`supervise`], [`store`].
-//! 2. [`audit_log`]: the audit log's files and in-memory state, held by the state.
+//! 1. Leaves: [`durable`], [`partial`], [`chunks`], [`stats`], [`faults`], [`supervise`],
+//!    [`catchup`], [`logfile`], [`store`].
+//! 2. [`backup`] (a store checkpoint with the catch-up mark, copying a node directory);
+//!    [`audit_log`]: the audit log's files and in-memory state, held by the state.
 //! 3. [`state`] (`NodeState`), then [`charter`] (accepting charter versions).
 //! 4. [`feeds`]: append and ingest; the [`feeds::View`] trait the views implement.
 //! 5. Views over the feeds, each registered by the daemon: [`catalogue`]; [`dataset`] (version
@@ -28,7 +30,9 @@ pub mod applications;
 pub mod audit;
 pub mod audit_log;
 pub mod auditor;
+pub mod backup;
 pub mod catalogue;
+pub mod catchup;
 pub mod charter;
 pub mod chunks;
 pub mod cli;
@@ -40,7 +44,9 @@ pub mod faults;
 pub mod feeds;
 pub mod http;
 pub mod link;
+pub mod logfile;
 pub mod net;
+pub mod partial;
 pub mod receipts;
 pub mod state;
 pub mod stats;

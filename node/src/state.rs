@@ -1,8 +1,9 @@
 //! Node state shared by the network event loop and the admin API: the node directory, the
 //! store, the chunk store, the node key, the configuration, the charter versions held, the audit's
-//! in-memory state, the cache of verified grant tokens and the counters `status` reports.
+//! in-memory state, the cache of verified grant tokens, a restored node's catch-up on its own
+//! feed, and the counters `status` reports.
 //!
-//! Layering: above the store, the chunk store, the counters and `audit_log` only; every module
+//! Layering: above the store, the chunk store, the counters, `catchup` and `audit_log` only; every module
 //! above uses it, and it names none of them (the feeds' views, the network and the audit services
 //! get their own handles from the daemon).
 
@@ -51,6 +52,8 @@ pub struct NodeState {
     pub audit: crate::audit_log::AuditState,
     /// Grant tokens whose signatures verified (one verification per token, not per chunk).
     pub grants: huitong_protocol::grant::TokenCache,
+    /// A restored node's catch-up on its own feed (nothing pending otherwise).
+    pub catch_up: crate::catchup::CatchUp,
     charters: RwLock<History>,
     counters: Mutex<Counters>,
 }
@@ -73,6 +76,7 @@ impl NodeState {
             audit: crate::audit_log::AuditState::new(dir.join("audit")),
             transfer: Default::default(),
             grants: Default::default(),
+            catch_up: Default::default(),
             key,
             config,
             authority,
@@ -138,6 +142,28 @@ impl NodeState {
     /// Seconds since the Unix epoch at the end (24:00, federation time) of day `date`.
     pub fn end_of_day(&self, date: &str) -> Option<u64> {
         huitong_protocol::charter::end_of_day_in(self.timezone(), date)
+    }
+
+    /// Whom a restored node must hear before it appends to its own feed: the other active
+    /// members, and the hub among them (see [`crate::catchup`]).
+    pub fn catch_up_peers(&self) -> crate::catchup::Peers {
+        let me = self.id();
+        self.with_charter(|c| {
+            let Some(c) = c else {
+                return crate::catchup::Peers::default();
+            };
+            let active = || {
+                c.members.iter().filter(|m| {
+                    m.node_key != me && m.status == huitong_protocol::MemberStatus::Active
+                })
+            };
+            crate::catchup::Peers {
+                others: active().map(|m| m.node_key).collect(),
+                hub: active()
+                    .find(|m| m.role == huitong_protocol::Role::Hub)
+                    .map(|m| m.node_key),
+            }
+        })
     }
 
     /// Whether this node is the hub in the current charter.

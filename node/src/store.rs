@@ -2,7 +2,8 @@
 //!
 //! Column families, one per kind of record:
 //! - `meta`: schema version; every charter version held, `charter/` ‖ version(8) → envelope;
-//!   charter equivocation evidence, `charter_evidence/` ‖ version(8) ‖ hash(32) → envelope.
+//!   charter equivocation evidence, `charter_evidence/` ‖ version(8) ‖ hash(32) → envelope; in a
+//!   restored backup the catch-up mark ([`CatchUpMark`], see `store/backup.rs`).
 //! - `entries`: `feed(32) ‖ seq(8, big-endian)` → `hash(32) ‖ envelope bytes`.
 //! - `heads`: `feed(32)` → `seq(8) ‖ hash(32)` of the latest contiguous entry.
 //! - `forks`: `feed(32) ‖ seq(8)` → CBOR [`Fork`] evidence.
@@ -27,6 +28,7 @@
 //! Layering: a leaf (no other module of the node). The records' types belong to the views that
 //! write them, above.
 
+mod backup;
 mod charters;
 mod maintenance;
 mod schema;
@@ -38,6 +40,7 @@ use huitong_protocol::{EntryHash, NodeId};
 use rocksdb::{ColumnFamily, IteratorMode, Options, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
+pub use backup::{CatchUpMark, CATCH_UP_MARK_VERSION};
 pub use schema::SCHEMA_VERSION;
 
 /// Column family names.

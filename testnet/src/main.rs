@@ -116,7 +116,7 @@ fn up(dir: PathBuf, departments: usize, base_port: u16, hidden: Vec<String>) -> 
     say("waiting until every node is connected to every other …");
     if let Err(e) = t.wait_healthy(Duration::from_secs(180)) {
         let _ = t.stop_all();
-        return Err(e.context("the testnet did not become healthy; it was stopped. Node logs are in each node directory (node.log)"));
+        return Err(e.context("the testnet did not become healthy; it was stopped. Node logs are in each node directory (node.log, and node.out for a panic)"));
     }
     // Marked done last, so an `up` interrupted while publishing publishes again on the next
     // `up` (re-publishing a code is an update: nothing is duplicated).

@@ -17,6 +17,10 @@ use crate::members::{members, MemberSpec};
 
 /// The state file of a testnet.
 pub const STATE_FILE: &str = "testnet.json";
+/// A node's log file in its directory (rotated by size).
+pub const LOG_FILE: &str = "node.log";
+/// A node's stdout and stderr in its directory: what escapes the logger (a panic).
+pub const OUT_FILE: &str = "node.out";
 /// The federation name.
 pub const FEDERATION: &str = "海门区";
 
@@ -278,18 +282,22 @@ impl Testnet {
         vars.push((key.to_owned(), value.to_owned()));
     }
 
-    /// Starts node `i` in the background (its own process group; log in `node.log`).
+    /// Starts node `i` in the background (its own process group). It logs to `node.log`,
+    /// rotated by size (`huitong run --log-file`: 16 MiB, 5 old files); what escapes the logger
+    /// (a panic) goes to `node.out`.
     pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
         let n = &self.nodes[i];
         let _ = std::fs::remove_file(n.dir.join("api.addr"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(n.dir.join("node.log"))?;
+            .open(n.dir.join(OUT_FILE))?;
         let child = Command::new(&self.bin)
             .arg("--dir")
             .arg(&n.dir)
             .arg("run")
+            .arg("--log-file")
+            .arg(LOG_FILE)
             .envs(self.env.get(&i).into_iter().flatten().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -449,9 +457,10 @@ impl Testnet {
             for &i in &running {
                 if let Some(status) = self.exited(i) {
                     bail!(
-                        "{} exited ({status}); see {}",
+                        "{} exited ({status}); see {} and {}",
                         self.nodes[i].name,
-                        self.nodes[i].dir.join("node.log").display()
+                        self.nodes[i].dir.join(LOG_FILE).display(),
+                        self.nodes[i].dir.join(OUT_FILE).display()
                     );
                 }
             }

@@ -127,6 +127,24 @@ pub fn publish_random_file(
     Ok(report)
 }
 
+/// Publishes from node `i` the catalogue entry `seq` ([`crate::entry`], code `301001/<seq>`)
+/// titled `title`, and `len` random bytes (written to `dir/source-<seq>.bin`, returned) as its
+/// version 1, and waits until node `seen_by` knows the version.
+pub fn publish_file_resource(
+    net: &mut Testnet,
+    dir: &Path,
+    i: usize,
+    seq: u32,
+    title: &str,
+    len: u64,
+    seen_by: usize,
+) -> anyhow::Result<PathBuf> {
+    publish_entry(net, dir, i, &crate::entry(net, i, seq, title))?;
+    let src = dir.join(format!("source-{seq}.bin"));
+    publish_random_file(net, i, &format!("301001/{seq:06}"), &src, len, seen_by)?;
+    Ok(src)
+}
+
 /// Publishes `path` as a new version of `code` on node `i`; returns the report.
 pub fn publish(
     net: &Testnet,

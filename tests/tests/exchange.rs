@@ -399,7 +399,7 @@ fn file_pulls_write_once_and_reuse_the_earlier_output() -> anyhow::Result<()> {
     assert!(data::same_bytes(&v1, &out)?);
     // Written once: into the output, not also into the chunk store; no partial left behind.
     assert_eq!(chunk_files(net, consumer), before, "no chunk-store copy");
-    assert!(!dir.join(".pulled.bin.huitong-partial").exists());
+    assert!(huitong_node::partial::existing(&out).is_empty());
 
     // Version 2 changes 1 MiB in the middle: the pull reuses the rest from the earlier output.
     let v2 = dir.join("v2.bin");

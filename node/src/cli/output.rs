@@ -162,6 +162,13 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
         "feeds        {} (own feed at seq {})",
         s.feeds, s.own_seq
     )?;
+    if let Some(b) = &s.catching_up {
+        writeln!(
+            o,
+            "CATCHING UP  restored from a backup (own feed at seq {} then): {b}; publishing waits until then",
+            b.backup_seq
+        )?;
+    }
     writeln!(
         o,
         "catalogue    {}",
@@ -386,6 +393,25 @@ pub(super) fn bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// A byte progress bar on stderr (hidden unless `show`): `{label} [=====>   ] 1.0 GiB/2.0 GiB
+/// 80 MiB/s ETA 12s`, where `label` is a fixed text or `{msg:10}` for a changing one.
+pub(super) fn progress_bar(show: bool, label: &str, total: Option<u64>) -> indicatif::ProgressBar {
+    let target = if show {
+        indicatif::ProgressDrawTarget::stderr()
+    } else {
+        indicatif::ProgressDrawTarget::hidden()
+    };
+    let bar = indicatif::ProgressBar::with_draw_target(total, target);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{label} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} ETA {{eta}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
 }
 
 /// A millisecond timestamp as UTC date and time.

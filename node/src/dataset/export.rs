@@ -1,13 +1,13 @@
 //! Writing a held version out: a file version as its original bytes, a table version as CSV,
 //! JSONL or Parquet with the chosen columns.
 //!
-//! Output goes to a temporary file beside the target, is fsynced, and is renamed over the
-//! target only when complete, so a reader never sees half a file. Chunks are re-verified as
-//! they are read.
+//! Output goes to a partial file of its own beside the target ([`crate::partial`]), is fsynced,
+//! and is renamed over the target only when complete, so a reader never sees half a file. Chunks
+//! are re-verified as they are read. An export can be stopped between row groups.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{
@@ -34,6 +34,17 @@ pub enum OutFormat {
     Parquet,
 }
 
+impl OutFormat {
+    /// Its name, as in JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutFormat::Csv => "csv",
+            OutFormat::Jsonl => "jsonl",
+            OutFormat::Parquet => "parquet",
+        }
+    }
+}
+
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -52,33 +63,42 @@ pub enum ExportError {
     /// A column chunk does not decode.
     #[error(transparent)]
     Format(#[from] ChunkFormatError),
+    /// Stopped on request before the output was complete; nothing was written.
+    #[error("stopped before the output was complete; nothing was written")]
+    Stopped,
 }
 
-/// Writes `manifest`'s data (only `columns`, for tables) to `out`.
+/// Writes `manifest`'s data (only `columns`, for tables) to `out`. `stop` is asked between
+/// row groups; when it says yes the export ends with [`ExportError::Stopped`] and leaves nothing.
 pub fn export(
     chunks: &ChunkStore,
     manifest: &Manifest,
     columns: &[String],
     format: OutFormat,
     out: &Path,
+    stop: &dyn Fn() -> bool,
 ) -> Result<u64, ExportError> {
-    let tmp = temp_path(out);
     let werr = |e: &dyn std::fmt::Display| ExportError::Write {
         path: out.display().to_string(),
         message: e.to_string(),
     };
+    let partial = crate::partial::Partial::claim(out, false).map_err(|e| werr(&e))?;
     let result = (|| {
-        let file = File::create(&tmp).map_err(|e| werr(&e))?;
-        let (written, file) = match &manifest.body {
+        let file = partial.file().try_clone().map_err(|e| werr(&e))?;
+        let written = match &manifest.body {
             Body::File { chunks: refs, .. } => {
                 let mut w = BufWriter::with_capacity(1 << 20, file);
                 let mut n = 0u64;
                 for r in refs {
+                    if stop() {
+                        return Err(ExportError::Stopped);
+                    }
                     let bytes = chunks.read_verified(&r.hash)?;
                     w.write_all(&bytes).map_err(|e| werr(&e))?;
                     n += bytes.len() as u64;
                 }
-                (n, w.into_inner().map_err(|e| werr(&e))?)
+                w.into_inner().map_err(|e| werr(&e))?;
+                n
             }
             Body::Table {
                 row_groups,
@@ -88,39 +108,50 @@ pub fn export(
                     .iter()
                     .filter_map(|c| all.iter().find(|a| &a.name == c))
                     .collect();
-                write_table(chunks, row_groups.len(), &selected, format, file, &werr)?
+                write_table(
+                    chunks,
+                    row_groups.len(),
+                    &selected,
+                    format,
+                    file,
+                    stop,
+                    &werr,
+                )?
             }
         };
-        crate::durable::finish(&file, &tmp, out).map_err(|e| werr(&e))?;
+        if stop() {
+            return Err(ExportError::Stopped);
+        }
         Ok(written)
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    match result {
+        Ok(n) => {
+            partial.finish().map_err(|e| werr(&e))?;
+            Ok(n)
+        }
+        Err(e) => {
+            partial.discard();
+            Err(e)
+        }
     }
-    result
 }
 
-/// The temporary name an output is written under before it is renamed into place.
-pub fn temp_path(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    out.with_file_name(format!(".{name}.huitong-partial"))
-}
-
-/// Writes rows; returns (rows written, the file to sync).
+/// Writes rows (flushed into `file`, not synced); returns how many.
 fn write_table(
     chunks: &ChunkStore,
     groups: usize,
     columns: &[&Column],
     format: OutFormat,
     file: File,
+    stop: &dyn Fn() -> bool,
     werr: &dyn Fn(&dyn std::fmt::Display) -> ExportError,
-) -> Result<(u64, File), ExportError> {
+) -> Result<u64, ExportError> {
     let mut sink = Sink::new(format, columns, file).map_err(|e| werr(&e))?;
     let mut rows = 0u64;
     for g in 0..groups {
+        if stop() {
+            return Err(ExportError::Stopped);
+        }
         let arrays = columns
             .iter()
             .map(|c| {
@@ -131,8 +162,8 @@ fn write_table(
             .collect::<Result<Vec<StringArray>, ExportError>>()?;
         rows += sink.group(columns, &arrays).map_err(|e| werr(&e))?;
     }
-    let file = sink.finish().map_err(|e| werr(&e))?;
-    Ok((rows, file))
+    sink.finish().map_err(|e| werr(&e))?;
+    Ok(rows)
 }
 
 /// A table writer in one of the output formats.
@@ -318,7 +349,7 @@ mod tests {
         let all: Vec<String> = vec!["编号".into(), "数量".into(), "有效".into()];
         let csv = dir.path().join("o.csv");
         assert_eq!(
-            export(&store, &manifest, &all, OutFormat::Csv, &csv).unwrap(),
+            export(&store, &manifest, &all, OutFormat::Csv, &csv, &|| false).unwrap(),
             2
         );
         assert_eq!(
@@ -326,13 +357,21 @@ mod tests {
             "编号,数量,有效\n\"A,1\",3,是\nA2,,false\n"
         );
         let jsonl = dir.path().join("o.jsonl");
-        export(&store, &manifest, &all[..2], OutFormat::Jsonl, &jsonl).unwrap();
+        export(
+            &store,
+            &manifest,
+            &all[..2],
+            OutFormat::Jsonl,
+            &jsonl,
+            &|| false,
+        )
+        .unwrap();
         assert_eq!(
             std::fs::read_to_string(&jsonl).unwrap(),
             "{\"编号\":\"A,1\",\"数量\":3}\n{\"编号\":\"A2\",\"数量\":null}\n"
         );
         let pq = dir.path().join("o.parquet");
-        export(&store, &manifest, &all, OutFormat::Parquet, &pq).unwrap();
+        export(&store, &manifest, &all, OutFormat::Parquet, &pq, &|| false).unwrap();
         let back: Vec<Vec<String>> = crate::dataset::input::open(&pq, &all)
             .unwrap()
             .collect::<Result<_, _>>()
@@ -341,6 +380,13 @@ mod tests {
             back,
             vec![cells(&["A,1", "3", "true"]), cells(&["A2", "", "false"])]
         );
-        assert!(!dir.path().join(".o.csv.huitong-partial").exists());
+        assert!(crate::partial::existing(&csv).is_empty());
+        // A stopped export leaves neither the output nor a partial file.
+        let stopped = dir.path().join("stopped.csv");
+        assert!(matches!(
+            export(&store, &manifest, &all, OutFormat::Csv, &stopped, &|| true),
+            Err(ExportError::Stopped)
+        ));
+        assert!(!stopped.exists() && crate::partial::existing(&stopped).is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! Dataset routes: publish a version, list versions, start a pull and follow its progress.
+//! Dataset routes: publish a version, list versions, start a pull (or attach to the same one
+//! running), follow its progress, list and cancel pulls.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -10,7 +11,7 @@ use crate::api::{self, ApiError};
 use crate::catalogue;
 use crate::dataset::publish::{self, PublishError, PublishReport, PublishRequest};
 use crate::dataset::records;
-use crate::transfer::pull::{self, JobView, PullRequest};
+use crate::transfer::pull::{self, JobView, PullRequest, StartError};
 
 fn publish_error(e: PublishError) -> Fail {
     match e {
@@ -95,15 +96,47 @@ pub(super) async fn start_pull(
     State(ctx): State<Ctx>,
     Json(req): Json<PullRequest>,
 ) -> Res<api::PullStarted> {
-    let id = pull::start(ctx.feeds.clone(), ctx.transport.clone(), &ctx.pulls, req);
-    Ok(Json(api::PullStarted { id }))
+    let started = pull::start(ctx.feeds.clone(), ctx.transport.clone(), &ctx.pulls, req).map_err(
+        |e| match e {
+            StartError::Busy { .. } => fail(StatusCode::CONFLICT, e),
+            StartError::TooMany => fail(StatusCode::TOO_MANY_REQUESTS, e),
+            other => fail(StatusCode::BAD_REQUEST, other),
+        },
+    )?;
+    Ok(Json(api::PullStarted {
+        id: started.id,
+        attached: started.attached,
+    }))
+}
+
+fn no_such_pull(id: u64) -> Fail {
+    fail(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no pull {id} on this node (the last {} finished pulls are kept, none across a restart); `huitong pulls` lists them",
+            pull::MAX_FINISHED
+        ),
+    )
 }
 
 pub(super) async fn pull_progress(State(ctx): State<Ctx>, Path(id): Path<u64>) -> Res<JobView> {
-    ctx.pulls.view(id).map(Json).ok_or_else(|| {
-        fail(
-            StatusCode::NOT_FOUND,
-            format!("no pull {id} on this node (pulls are forgotten at restart)"),
-        )
-    })
+    ctx.pulls.view(id).map(Json).ok_or_else(|| no_such_pull(id))
+}
+
+pub(super) async fn list_pulls(State(ctx): State<Ctx>) -> Res<Vec<JobView>> {
+    Ok(Json(ctx.pulls.list()))
+}
+
+pub(super) async fn cancel_pull(State(ctx): State<Ctx>, Path(id): Path<u64>) -> Res<JobView> {
+    match ctx.pulls.cancel(id) {
+        None => Err(no_such_pull(id)),
+        Some(pull::Cancel::Stopping(v)) => Ok(Json(v)),
+        Some(pull::Cancel::Ended(v)) => Err(fail(
+            StatusCode::CONFLICT,
+            format!(
+                "pull {id} already ended ({}); nothing to cancel",
+                v.phase.as_str()
+            ),
+        )),
+    }
 }

@@ -5,7 +5,8 @@
 //! Anti-entropy: on every new connection and every `sync_interval_secs`, the node sends its
 //! [`Summary`] to the peer; whoever learns that the other holds more of a feed asks for the
 //! missing range. At most one range request per feed is in flight (or being ingested) at a
-//! time. Range responses are ingested on a dedicated worker thread, so verifying and indexing
+//! time. Every summary also tells a node restored from a backup how far its own feed got
+//! ([`Feeds::heard_own_head`]). Range responses are ingested on a dedicated worker thread, so verifying and indexing
 //! thousands of entries never stalls the swarm (pings, gossip, other requests).
 
 use std::collections::{HashMap, HashSet};
@@ -428,6 +429,16 @@ impl EventLoop {
             // Started from a later version: fill in the earlier ones, which old entries name.
             let from = self.earlier_charters_from();
             self.request_charters(peer, from);
+        }
+        // A node restored from a backup learns how far its own feed got from its peers.
+        if let Some(from) = self.members.get(&peer).copied() {
+            let me = self.state.id();
+            let seq = theirs
+                .heads
+                .iter()
+                .find(|h| h.feed == me)
+                .map_or(0, |h| h.seq);
+            self.feeds.heard_own_head(from, seq);
         }
         // Feeds of keys some charter version lists as a member (an old key's feed stays part
         // of the history); a peer may advertise any key (issue #10, point 2). A suspended,

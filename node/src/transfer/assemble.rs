@@ -1,29 +1,27 @@
 //! Writing a file version's output while its chunks arrive. A file pull writes each verified
-//! chunk once, at its offset(s) in a temporary file beside the target (`.NAME.huitong-partial`),
-//! not also into the chunk store: the end of a pull is one fsync and a rename, and a pulled file
-//! costs its size on disk once.
+//! chunk once, at its offset(s) in a partial file of its own beside the target
+//! (`.NAME.huitong-partial.<tag>`, see [`crate::partial`]), not also into the chunk store: the end
+//! of a pull is one fsync and a rename, and a pulled file costs its size on disk once.
 //!
-//! A pull that stops (killed, failed, provider gone) keeps the temporary file; running the same
-//! pull again reopens it and keeps every chunk whose bytes there still hash right
-//! ([`FileOutput::held_in_place`]). A pull refused outright (grant revoked) removes it
-//! ([`FileOutput::discard`]).
+//! A pull that fails (provider gone) or whose node is killed keeps the partial file; running the
+//! same pull again adopts it and keeps every chunk whose bytes there still hash right
+//! ([`FileOutput::held_in_place`]). A pull refused outright (grant revoked) or cancelled removes
+//! it ([`FileOutput::discard`]).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use huitong_protocol::dataset::{Body, ChunkHash, ChunkRef, Manifest};
 
+use crate::partial::Partial;
+
 /// The output of a file version under construction.
 pub struct FileOutput {
-    file: File,
-    tmp: PathBuf,
-    out: PathBuf,
+    partial: Partial,
     offsets: HashMap<ChunkHash, Vec<u64>>,
     lens: HashMap<ChunkHash, u32>,
     len: u64,
-    reopened: bool,
 }
 
 impl FileOutput {
@@ -41,45 +39,36 @@ impl FileOutput {
             lens.insert(c.hash, c.len);
             at += u64::from(c.len);
         }
-        let tmp = crate::dataset::export::temp_path(out);
-        let reopened = tmp.is_file();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&tmp)?;
-        file.set_len(at)?;
+        let partial = Partial::claim(out, true)?;
+        partial.file().set_len(at)?;
         Ok(Some(Self {
-            file,
-            tmp,
-            out: out.to_path_buf(),
+            partial,
             offsets,
             lens,
             len: at,
-            reopened,
         }))
     }
 
-    /// The temporary file.
+    /// The partial file.
     pub fn temp(&self) -> &Path {
-        &self.tmp
+        self.partial.path()
     }
 
     /// On a resumed pull, the chunks whose bytes are already in place (every offset of them
     /// hashes right; a chunk right at one offset is copied to its others).
     pub fn held_in_place(&self) -> HashSet<ChunkHash> {
         let mut held = HashSet::new();
-        if !self.reopened {
+        if !self.partial.resumed() {
             return held;
         }
+        let file = self.partial.file();
         for (hash, offsets) in &self.offsets {
             let len = self.lens.get(hash).copied().unwrap_or(0) as usize;
             let mut good = None;
             let mut bad = Vec::new();
             let mut buf = vec![0u8; len];
             for &at in offsets {
-                let ok = self.file.read_exact_at(&mut buf, at).is_ok() && hash.verify(&buf).is_ok();
+                let ok = file.read_exact_at(&mut buf, at).is_ok() && hash.verify(&buf).is_ok();
                 if ok {
                     good.get_or_insert_with(|| buf.clone());
                 } else {
@@ -87,10 +76,7 @@ impl FileOutput {
                 }
             }
             let Some(bytes) = good else { continue };
-            if bad
-                .iter()
-                .all(|&at| self.file.write_all_at(&bytes, at).is_ok())
-            {
+            if bad.iter().all(|&at| file.write_all_at(&bytes, at).is_ok()) {
                 held.insert(*hash);
             }
         }
@@ -105,7 +91,7 @@ impl FileOutput {
             .map(Vec::as_slice)
             .unwrap_or_default()
         {
-            self.file.write_all_at(bytes, at)?;
+            self.partial.file().write_all_at(bytes, at)?;
         }
         Ok(())
     }
@@ -123,12 +109,12 @@ impl FileOutput {
 
     /// Fsyncs the output and renames it over the target; returns its length.
     pub fn finish(self) -> std::io::Result<u64> {
-        crate::durable::finish(&self.file, &self.tmp, &self.out)?;
+        self.partial.finish()?;
         Ok(self.len)
     }
 
-    /// Removes the temporary file (a pull that cannot be resumed).
-    pub fn discard(self) {
-        let _ = std::fs::remove_file(&self.tmp);
+    /// Removes the partial file (a pull that will not be resumed).
+    pub fn discard(&self) {
+        self.partial.discard();
     }
 }

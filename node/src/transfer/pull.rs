@@ -10,13 +10,18 @@
 //! 4. Fsync the chunks, mark the version complete when every chunk is held, and write the
 //!    output (to a temporary file renamed into place); ask the provider for a receipt.
 //!
-//! [`job`] is the progress the CLI and API show.
+//! [`job`] keeps the node's pulls, one per output file: a pull belongs to the node, not to the
+//! CLI that started it, and a second start of the same pull attaches to it. A pull can be
+//! cancelled ([`Pulls::cancel`]): it stops fetching at once, removes its partial output and
+//! keeps the verified chunks of a table in the chunk store.
 
 mod fetch;
 mod job;
 mod plan;
 
-pub use job::{Job, JobView, Phase, Pulls};
+pub use job::{
+    canonical_out, Cancel, Job, JobView, Phase, Pulls, StartError, MAX_FINISHED, MAX_RUNNING,
+};
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -156,30 +161,94 @@ pub enum PullError {
     /// Local failure.
     #[error("{0}")]
     Local(String),
+    /// Cancelled (`huitong pulls cancel`).
+    #[error("cancelled; the partial output was removed (a table's verified chunks are kept for a later pull)")]
+    Cancelled,
 }
 
 pub(super) fn local(e: impl std::fmt::Display) -> PullError {
     PullError::Local(e.to_string())
 }
 
-/// Starts a pull in the background; returns its id for progress queries.
-pub fn start(feeds: Arc<Feeds>, transport: Transport, pulls: &Pulls, req: PullRequest) -> u64 {
-    let (id, job) = pulls.add();
+/// A pull started, or attached to.
+#[derive(Clone, Copy, Debug)]
+pub struct Started {
+    /// Its id.
+    pub id: u64,
+    /// Whether the same pull was already running (started by an earlier `huitong pull`).
+    pub attached: bool,
+}
+
+/// Starts a pull in the background, or attaches to the same pull already writing this output;
+/// returns its id for progress queries. Another pull into the same output is refused.
+pub fn start(
+    feeds: Arc<Feeds>,
+    transport: Transport,
+    pulls: &Arc<Pulls>,
+    req: PullRequest,
+) -> Result<Started, StartError> {
+    let (job, attached) = pulls.start(req)?;
+    let id = job.id();
+    if attached {
+        info!(pull = id, out = %job.out.display(), "attached to a running pull");
+        return Ok(Started { id, attached });
+    }
+    let pulls = pulls.clone();
     tokio::spawn(async move {
-        let result = run(&feeds, &transport, &req, &job).await;
+        let result = run(&feeds, &transport, &job).await;
         match &result {
             Ok(s) => {
-                info!(code = %s.code, version = s.version, bytes_fetched = s.bytes_fetched, bytes_reused = s.bytes_reused, route = %s.route, elapsed_ms = s.elapsed_ms, "pull complete");
-                job.set_phase(Phase::Done);
+                info!(pull = id, code = %s.code, version = s.version, bytes_fetched = s.bytes_fetched, bytes_reused = s.bytes_reused, route = %s.route, elapsed_ms = s.elapsed_ms, "pull complete");
             }
-            Err(e) => {
-                warn!(code = %req.code, error = %e, "pull failed");
-                job.set_phase(Phase::Failed);
-            }
+            Err(PullError::Cancelled) => info!(pull = id, code = %job.req.code, "pull cancelled"),
+            Err(e) => warn!(pull = id, code = %job.req.code, error = %e, "pull failed"),
         }
-        *job.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        job.end(result);
+        pulls.ended(&job);
     });
-    id
+    Ok(Started { id, attached })
+}
+
+/// Runs `fut` unless the job is cancelled first.
+async fn unless_cancelled<T>(
+    job: &Job,
+    fut: impl std::future::Future<Output = Result<T, PullError>>,
+) -> Result<T, PullError> {
+    tokio::select! {
+        biased;
+        _ = job.cancel.cancelled() => Err(PullError::Cancelled),
+        r = fut => r,
+    }
+}
+
+/// Test-only: waits at the start of `phase` while the node's fault `pull-hold:<phase>` is on,
+/// so a test can act on a pull in a known phase (nothing without `fault-injection`).
+async fn hold(state: &NodeState, job: &Job, phase: Phase) {
+    while crate::faults::args(&state.dir, "pull-hold")
+        .iter()
+        .any(|p| p == phase.as_str())
+        && !job.cancel.is_cancelled()
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs a pull; a cancelled pull's partial output is removed.
+async fn run(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummary, PullError> {
+    let result = pull(feeds, t, job).await;
+    let result = match result {
+        Err(e) if job.cancel.is_cancelled() && !matches!(e, PullError::Cancelled) => {
+            Err(PullError::Cancelled)
+        }
+        r => r,
+    };
+    if matches!(result, Err(PullError::Cancelled)) {
+        let partial = job.partial.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(p) = partial {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    result
 }
 
 /// The grant a pull presents: a token received out of band (`--token`), or this node's own
@@ -327,7 +396,9 @@ fn held_chunks(
 
 /// Writes the output: a file's output is finished in place (and where its chunks lie is
 /// remembered for later versions); a table's chunks are synced, the version marked complete
-/// when every chunk is held, and the chosen columns exported. Returns `(rows, bytes written)`.
+/// when every chunk is held, and the chosen columns exported (stopped when `stop` says so).
+/// Returns `(rows, bytes written)`.
+#[allow(clippy::too_many_arguments)]
 fn write_output(
     state: &NodeState,
     signed: &SignedManifest,
@@ -336,6 +407,7 @@ fn write_output(
     req: &PullRequest,
     output: Option<FileOutput>,
     complete: bool,
+    stop: &dyn Fn() -> bool,
 ) -> Result<(Option<u64>, u64), PullError> {
     let out = &req.out;
     if let Some(o) = output {
@@ -371,8 +443,8 @@ fn write_output(
         )
         .map_err(local)?;
     }
-    let n =
-        export::export(&state.chunks, manifest, fields, req.format, out).map_err(|e| match e {
+    let n = export::export(&state.chunks, manifest, fields, req.format, out, stop).map_err(
+        |e| match e {
             export::ExportError::Chunk(ChunkError::Mismatch { expected, actual }) => {
                 PullError::Corrupt {
                     chunk: expected.to_hex(),
@@ -380,8 +452,10 @@ fn write_output(
                     detail: format!("the stored bytes now hash to {actual}"),
                 }
             }
+            export::ExportError::Stopped => PullError::Cancelled,
             other => local(other),
-        })?;
+        },
+    )?;
     Ok((manifest.rows().map(|_| n), n))
 }
 
@@ -416,25 +490,25 @@ async fn ask_receipt(
     )
 }
 
-async fn run(
-    feeds: &Arc<Feeds>,
-    t: &Transport,
-    req: &PullRequest,
-    job: &Job,
-) -> Result<PullSummary, PullError> {
+async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummary, PullError> {
     let state = feeds.state();
-    if !req.out.is_absolute() {
-        return Err(PullError::Invalid(format!(
-            "--out {} must be an absolute path (the CLI makes it one)",
-            req.out.display()
-        )));
-    }
+    // The output as the job knows it: its directory resolved.
+    let req = &PullRequest {
+        out: job.out.clone(),
+        ..job.req.clone()
+    };
+    hold(state, job, Phase::Connecting).await;
     let record = plan::find_record(state, req)?;
     let provider = record.feed;
     let Presented { token, granted } = presented(state, req, &record)?;
     let local_pull = provider == state.id();
-    let (signed, route) = open_manifest(state, t, req, &provider, token.as_deref()).await?;
+    let (signed, route) = unless_cancelled(
+        job,
+        open_manifest(state, t, req, &provider, token.as_deref()),
+    )
+    .await?;
     let manifest = &signed.manifest;
+    job.version.store(manifest.version, Ordering::Relaxed);
     let stored = records::manifest(&state.store, &signed.hash).map_err(local)?;
     if stored.is_none() {
         records::put_manifest(
@@ -462,9 +536,14 @@ async fn run(
 
     // Chunks already held count only if they still verify.
     job.set_phase(Phase::Verifying);
+    hold(state, job, Phase::Verifying).await;
+    if job.cancel.is_cancelled() {
+        return Err(PullError::Cancelled);
+    }
     let output = FileOutput::create(manifest, &req.out)
         .map_err(|e| local(format!("{}: {e}", req.out.display())))?
         .map(Arc::new);
+    job.set_partial(output.as_ref().map(|o| o.temp().to_path_buf()));
     let held = {
         let (state, output) = (state.clone(), output.clone());
         let candidates: Vec<ChunkRef> = wants.iter().map(|w| w.chunk).collect();
@@ -486,6 +565,9 @@ async fn run(
     }
     let fetched_chunks = missing.len() as u64;
     let fetch_started = Instant::now();
+    if job.cancel.is_cancelled() {
+        return Err(PullError::Cancelled);
+    }
     if !missing.is_empty() {
         if local_pull {
             return Err(local(format!(
@@ -494,6 +576,7 @@ async fn run(
             )));
         }
         job.set_phase(Phase::Fetching);
+        hold(state, job, Phase::Fetching).await;
         let peer = provider_peer(&provider)?;
         let fetched = fetch::fetch_all(
             state,
@@ -509,11 +592,14 @@ async fn run(
         if let Err(e) = fetched {
             // Refused (e.g. the grant was revoked): nothing to resume, keep no partial copy.
             if matches!(e, PullError::Refused { .. }) {
-                if let Some(o) = output.and_then(|o| Arc::try_unwrap(o).ok()) {
+                if let Some(o) = &output {
                     o.discard();
                 }
             }
             return Err(e);
+        }
+        if job.cancel.is_cancelled() {
+            return Err(PullError::Cancelled);
         }
     }
 
@@ -523,21 +609,34 @@ async fn run(
     let (receipt, receipt_error) = if local_pull || fetched_chunks == 0 {
         (None, None)
     } else {
-        ask_receipt(feeds, t, &provider, manifest, &fields, token.as_deref()).await?
+        unless_cancelled(
+            job,
+            ask_receipt(feeds, t, &provider, manifest, &fields, token.as_deref()),
+        )
+        .await?
     };
     job.set_phase(Phase::Writing);
+    hold(state, job, Phase::Writing).await;
+    if job.cancel.is_cancelled() {
+        return Err(PullError::Cancelled);
+    }
     let write_started = Instant::now();
     let (rows, written) = {
         let (state, signed) = (state.clone(), signed.clone());
         let hashes: Vec<_> = wants.iter().map(|w| w.chunk.hash).collect();
         let (fields, req) = (fields.clone(), req.clone());
         let output = output.and_then(|o| Arc::try_unwrap(o).ok());
+        let cancel = job.cancel.clone();
         tokio::task::spawn_blocking(move || {
-            write_output(&state, &signed, &hashes, &fields, &req, output, complete)
+            let stop = || cancel.is_cancelled();
+            write_output(
+                &state, &signed, &hashes, &fields, &req, output, complete, &stop,
+            )
         })
         .await
         .map_err(local)??
     };
+    job.set_partial(None);
     let bytes_written = match &manifest.body {
         Body::File { .. } => written,
         Body::Table { .. } => std::fs::metadata(&req.out).map(|m| m.len()).unwrap_or(0),

@@ -15,7 +15,7 @@ use huitong_protocol::{Event, NodeId, ResourceCode};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::feeds::Feeds;
+use crate::feeds::{AppendError, Feeds};
 use crate::net::Client;
 use crate::state::now_ms;
 
@@ -64,9 +64,21 @@ pub struct Sent<'a> {
 #[derive(Default)]
 pub struct Served {
     sessions: Mutex<HashMap<Key, Session>>,
+    /// Closed sessions to log once a restored node has caught up on its own feed.
+    later: Mutex<Vec<TransferRecord>>,
 }
 
 impl Served {
+    /// Keeps a closed session for [`run`] to log later (the node is catching up on its own
+    /// feed).
+    pub fn log_later(&self, t: TransferRecord) {
+        self.later.lock().unwrap_or_else(|p| p.into_inner()).push(t);
+    }
+
+    fn take_later(&self) -> Vec<TransferRecord> {
+        std::mem::take(&mut *self.later.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Counts one chunk written to a consumer.
     pub fn sent(&self, s: &Sent<'_>) {
         let now = now_ms();
@@ -162,39 +174,71 @@ fn record(key: Key, s: Session, outcome: TransferOutcome, now: u64) -> TransferR
     }
 }
 
-/// Appends a closed session to this node's feed and gossips it.
-pub async fn log(feeds: &Arc<Feeds>, net: &Client, t: TransferRecord) {
+/// Appends a closed session to this node's feed and gossips it. Returns the record when it
+/// is to be logged later: the node, restored from a backup, is still catching up on its own
+/// feed.
+pub async fn log(feeds: &Arc<Feeds>, net: &Client, t: TransferRecord) -> Option<TransferRecord> {
     let f = feeds.clone();
     let (id, bytes, outcome) = (t.id.clone(), t.bytes, t.outcome);
+    let record = t.clone();
     match tokio::task::spawn_blocking(move || f.append(Event::Transfer(t))).await {
         Ok(Ok(entry)) => {
             info!(target: "huitong::audit", transfer = %id, bytes, outcome = outcome.as_str(), "logged a transfer");
             net.publish(&entry).await;
+            None
         }
+        Ok(Err(AppendError::CatchingUp(_))) => Some(record),
         Ok(Err(e)) => {
-            warn!(target: "huitong::audit", transfer = %id, error = %e, "cannot log a transfer")
+            warn!(target: "huitong::audit", transfer = %id, error = %e, "cannot log a transfer");
+            None
         }
         Err(e) => {
-            warn!(target: "huitong::audit", transfer = %id, error = %e, "cannot log a transfer")
+            warn!(target: "huitong::audit", transfer = %id, error = %e, "cannot log a transfer");
+            None
         }
     }
+}
+
+/// Transfers waiting to be logged while a restored node catches up on its own feed, at most.
+const MAX_WAITING: usize = 4096;
+
+/// Logs `records`, keeping those to retry (at most [`MAX_WAITING`], the oldest dropped).
+async fn log_all(
+    feeds: &Arc<Feeds>,
+    net: &Client,
+    records: Vec<TransferRecord>,
+) -> Vec<TransferRecord> {
+    let mut waiting = Vec::new();
+    for t in records {
+        waiting.extend(log(feeds, net, t).await);
+    }
+    if waiting.len() > MAX_WAITING {
+        let dropped = waiting.len() - MAX_WAITING;
+        warn!(target: "huitong::audit", dropped, "too many transfers wait for this node to catch up on its own feed; the oldest are not logged");
+        waiting.drain(..dropped);
+    }
+    waiting
 }
 
 /// Closes idle sessions every second and logs them, until `shutdown`.
 pub async fn run(feeds: Arc<Feeds>, served: Arc<Served>, net: Client, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waiting = Vec::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        for t in served.close_idle(IDLE_CLOSE) {
-            log(&feeds, &net, t).await;
-        }
+        waiting.extend(served.take_later());
+        waiting.extend(served.close_idle(IDLE_CLOSE));
+        waiting = log_all(&feeds, &net, waiting).await;
     }
     // Sessions still open at shutdown end here: log them as abandoned.
-    for t in served.close_idle(Duration::ZERO) {
-        log(&feeds, &net, t).await;
+    waiting.extend(served.take_later());
+    waiting.extend(served.close_idle(Duration::ZERO));
+    let lost = log_all(&feeds, &net, waiting).await;
+    if !lost.is_empty() {
+        warn!(target: "huitong::audit", transfers = lost.len(), "stopping before this node caught up on its own feed: these transfers are not logged");
     }
 }

@@ -539,7 +539,9 @@ impl Server {
         let signed = huitong_protocol::receipt::SignedReceipt::seal(&self.state.key, &receipt);
         tracing::info!(target: "huitong::audit", receipt = %signed.id, %code, version, bytes = transfer.bytes, consumer = %requester, "signed a transfer receipt");
         transfer.receipt = Some(signed.id.clone());
-        served::log(&self.feeds, &self.net, transfer).await;
+        if let Some(t) = served::log(&self.feeds, &self.net, transfer).await {
+            self.served.log_later(t);
+        }
         Ok(DataResponse::Receipt(ByteBuf::from(signed.bytes)))
     }
 

@@ -112,7 +112,8 @@ pub(super) async fn fetch_all(
         queue: Mutex::new(missing),
         job,
         last_progress: Mutex::new(Instant::now()),
-        cancel: CancellationToken::new(),
+        // Stops every worker when one fails, or when the pull is cancelled.
+        cancel: job.cancel.child_token(),
         output,
         grant: grant.map(serde_bytes::ByteBuf::from),
     };
@@ -135,16 +136,24 @@ async fn worker(f: &Fetch<'_>) -> Result<(), PullError> {
             .unwrap_or_else(|e| e.into_inner())
             .pop_front();
         let Some(want) = next else { return Ok(()) };
-        let result = match stream.as_mut() {
-            Some(s) => fetch_one(f, s, &want).await,
-            None => match open_stream(f.t, f.peer).await {
-                Ok(mut s) => {
-                    let r = fetch_one(f, &mut s, &want).await;
-                    stream = Some(s);
-                    r
-                }
-                Err(e) => Err(Failure::Transient(e)),
-            },
+        let attempt = async {
+            match stream.as_mut() {
+                Some(s) => fetch_one(f, s, &want).await,
+                None => match open_stream(f.t, f.peer).await {
+                    Ok(mut s) => {
+                        let r = fetch_one(f, &mut s, &want).await;
+                        stream = Some(s);
+                        r
+                    }
+                    Err(e) => Err(Failure::Transient(e)),
+                },
+            }
+        };
+        // A cancelled pull stops at once, not after the chunk in flight.
+        let result = tokio::select! {
+            biased;
+            _ = f.cancel.cancelled() => return Ok(()),
+            r = attempt => r,
         };
         match result {
             Ok(()) => *f.last_progress.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now(),

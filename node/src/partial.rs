@@ -1,0 +1,203 @@
+//! Partial outputs: the temporary file an output is written to beside its target before it is
+//! renamed into place. Each writer gets its own file (`.NAME.huitong-partial.<16 hex>`), held
+//! under an exclusive `flock` for as long as it is open, so two writers can never race on one
+//! partial file — not two pulls of one node, nor pulls of two nodes on one host.
+//!
+//! A writer that stopped without finishing (a node killed with `kill -9`, a power loss) leaves
+//! its partial file unlocked: the next writer of the same target either adopts it, renaming it
+//! to its own name, to resume from the bytes in it ([`Partial::claim`] with `resume`), or removes
+//! it. A partial file that another live process holds locked is left alone.
+//!
+//! Invariants: a [`Partial`] is locked by this process while it exists; only the writer holding
+//! it renames or removes its file; a stale partial is touched only under its lock.
+//!
+//! Layering: a leaf (no other module of the node); [`crate::durable`] makes the rename durable.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// What every partial file of a target is named after: `.NAME.huitong-partial`.
+pub fn prefix(target: &Path) -> String {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(".{name}.huitong-partial")
+}
+
+/// Whether `name` (a file name in the target's directory) is a partial file of the target with
+/// this [`prefix`]: the prefix itself (as written by earlier versions) or the prefix, a dot and
+/// 16 hex digits.
+fn is_partial_of(name: &str, prefix: &str) -> bool {
+    match name.strip_prefix(prefix) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix('.')
+            .is_some_and(|tag| tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit())),
+        None => false,
+    }
+}
+
+/// The partial files of `target` found in its directory (any writer's, locked or not).
+pub fn existing(target: &Path) -> Vec<PathBuf> {
+    let (Some(dir), prefix) = (target.parent(), prefix(target)) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| is_partial_of(&e.file_name().to_string_lossy(), &prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// A partial output being written by this process, locked until it is finished or dropped.
+#[derive(Debug)]
+pub struct Partial {
+    file: File,
+    path: PathBuf,
+    target: PathBuf,
+    resumed: bool,
+}
+
+/// Opens a file for reading and writing without following a symlink.
+fn open_rw(path: &Path, create_new: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(create_new)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Whether `file` is still the regular file at `path` (not renamed away or replaced since it
+/// was opened).
+fn still_at(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => b.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+impl Partial {
+    /// Claims a new partial file for `target`. Stale partial files of the target (no process
+    /// holds them) are adopted — the most recently written one, renamed to this writer's name,
+    /// when `resume` — or removed; partial files locked by a live writer are left alone.
+    pub fn claim(target: &Path, resume: bool) -> io::Result<Self> {
+        let path =
+            target.with_file_name(format!("{}.{:016x}", prefix(target), rand::random::<u64>()));
+        let mut stale: Vec<(PathBuf, std::time::SystemTime)> = existing(target)
+            .into_iter()
+            .map(|p| {
+                let at = std::fs::symlink_metadata(&p)
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (p, at)
+            })
+            .collect();
+        stale.sort_by_key(|s| std::cmp::Reverse(s.1));
+        let mut adopted = None;
+        for (p, _) in stale {
+            let Ok(f) = open_rw(&p, false) else { continue };
+            // Held by a live writer (this node or another process): not stale.
+            if f.try_lock().is_err() || !still_at(&f, &p) {
+                continue;
+            }
+            if resume && adopted.is_none() && std::fs::rename(&p, &path).is_ok() {
+                adopted = Some(f);
+            } else {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+        let (file, resumed) = match adopted {
+            Some(f) => (f, true),
+            None => {
+                let f = open_rw(&path, true)?;
+                f.try_lock().map_err(io::Error::from)?;
+                (f, false)
+            }
+        };
+        Ok(Self {
+            file,
+            path,
+            target: target.to_path_buf(),
+            resumed,
+        })
+    }
+
+    /// The open file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether it was adopted from a writer that stopped (its bytes may be reused).
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Fsyncs the file and renames it over the target (durably, see [`crate::durable`]).
+    pub fn finish(self) -> io::Result<()> {
+        crate::durable::finish(&self.file, &self.path, &self.target)
+    }
+
+    /// Removes the file (an output that will not be finished; the writer stops writing to it).
+    pub fn discard(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let p = prefix(Path::new("/x/data.csv"));
+        assert_eq!(p, ".data.csv.huitong-partial");
+        assert!(is_partial_of(".data.csv.huitong-partial", &p));
+        assert!(is_partial_of(
+            ".data.csv.huitong-partial.0123456789abcdef",
+            &p
+        ));
+        assert!(!is_partial_of(".data.csv.huitong-partial.12", &p));
+        assert!(!is_partial_of(".data.csv.huitong-partialx", &p));
+        assert!(!is_partial_of("data.csv", &p));
+    }
+
+    #[test]
+    fn writers_never_share_a_partial_and_stale_ones_are_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.bin");
+        let a = Partial::claim(&target, true).unwrap();
+        let b = Partial::claim(&target, true).unwrap();
+        assert_ne!(a.path(), b.path(), "one file per writer");
+        assert!(!b.resumed(), "a live writer's file is not adopted");
+        assert!(a.path().exists() && b.path().exists());
+        std::fs::write(a.path(), b"abc").unwrap();
+        let a_path = a.path().to_path_buf();
+        drop(a); // the writer stopped without finishing: its file is stale now
+        let c = Partial::claim(&target, true).unwrap();
+        assert!(c.resumed());
+        assert_eq!(std::fs::read(c.path()).unwrap(), b"abc");
+        assert!(!a_path.exists(), "adopted under the new writer's name");
+        b.discard();
+        c.finish().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"abc");
+        assert!(existing(&target).is_empty());
+
+        // Without resume, stale partial files (the legacy name too) are removed.
+        std::fs::write(dir.path().join(".out.bin.huitong-partial"), b"old").unwrap();
+        let d = Partial::claim(&target, false).unwrap();
+        assert!(!d.resumed());
+        assert_eq!(existing(&target), vec![d.path().to_path_buf()]);
+    }
+}

@@ -1,0 +1,185 @@
+//! Issue #10, point 8, with real nodes: `huitong backup` of a running node and of a stopped one,
+//! `huitong restore`, and a restored node that catches up on its own feed from its peers before
+//! it appends — so it never forks its own feed. Restoring used to make the node sign a second
+//! entry for a seq its peers already held (a FORK on every node).
+//!
+//! Also: nodes started by the testnet log to a size-rotated `node.log` (`run --log-file`).
+
+use std::time::Duration;
+
+use huitong_testnet::Testnet;
+use huitong_tests::data::publish_entry;
+use huitong_tests::{cli_ok, entry, start, wait_until};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// `huitong catalogue publish` of `e` on node `i`, as it ended.
+fn publish(
+    net: &Testnet,
+    dir: &std::path::Path,
+    i: usize,
+    e: &Value,
+) -> anyhow::Result<std::process::Output> {
+    let file = dir.join(format!("entry-{}.json", rand::random::<u64>()));
+    std::fs::write(&file, serde_json::to_vec(e)?)?;
+    net.cli(i, &["catalogue", "publish", &file.to_string_lossy()])
+}
+
+fn own_seq(net: &mut Testnet, i: usize) -> anyhow::Result<u64> {
+    net.get(i, "/status")?["own_seq"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no own_seq"))
+}
+
+/// Whether node `i` holds catalogue entry `code` of any provider.
+fn holds(net: &mut Testnet, i: usize, code: &str) -> anyhow::Result<bool> {
+    let q: String = code.bytes().map(|b| format!("%{b:02X}")).collect();
+    Ok(net.get(i, &format!("/catalogue?code={q}"))?["records"]
+        .as_array()
+        .is_some_and(|r| !r.is_empty()))
+}
+
+#[test]
+fn restored_node_catches_up_on_its_own_feed_and_never_forks_it() -> anyhow::Result<()> {
+    let mut f = start(2, 2)?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let node = 1;
+    let peers: Vec<usize> = (0..net.nodes.len()).filter(|&i| i != node).collect();
+    for n in 1..=3 {
+        publish_entry(net, &dir, node, &entry(net, node, n, "备份前条目"))?;
+    }
+    let at_backup = own_seq(net, node)?;
+
+    // A backup of the running node; an existing --out is refused.
+    let b1 = dir.join("backup-running");
+    let b1_s = b1.to_string_lossy().to_string();
+    let out = cli_ok(net, node, &["backup", "--out", &b1_s, "--json"])?;
+    let info: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(info["own_seq"].as_u64(), Some(at_backup), "{info}");
+    assert_eq!(info["node_key"], net.nodes[node].node_key);
+    for f in ["backup.json", "db", "chunks", "huitong.toml", "node.key"] {
+        assert!(b1.join(f).exists(), "{f} in the backup");
+    }
+    assert!(
+        !net.nodes[node]
+            .dir
+            .join("backup-staging")
+            .read_dir()?
+            .any(|_| true),
+        "the staged checkpoint is removed"
+    );
+    let again = net.cli(node, &["backup", "--out", &b1_s])?;
+    assert!(
+        !again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // The node signs more after the backup; its peers get them.
+    for n in 4..=5 {
+        publish_entry(net, &dir, node, &entry(net, node, n, "备份后条目"))?;
+    }
+    let latest = own_seq(net, node)?;
+    assert!(latest > at_backup);
+    for &i in &peers {
+        wait_until(WAIT, "the peers to hold the later entries", || {
+            holds(net, i, "301001/000005")
+        })?;
+    }
+
+    // Stopped, it can be backed up offline; then the first backup is restored over it.
+    net.stop(node, false)?;
+    let b2 = dir.join("backup-stopped");
+    let out = cli_ok(
+        net,
+        node,
+        &["backup", "--out", &b2.to_string_lossy(), "--json"],
+    )?;
+    let info2: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(info2["own_seq"].as_u64(), Some(latest), "{info2}");
+    let refused = net.cli(node, &["restore", "--from", &b1_s])?;
+    assert!(
+        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let restored = cli_ok(net, node, &["restore", "--from", &b1_s, "--force"])?;
+    assert!(String::from_utf8_lossy(&restored.stdout).contains("catches up"));
+
+    // Started while no peer runs, it knows it may be behind: it refuses to publish.
+    for &i in &peers {
+        net.stop(i, false)?;
+    }
+    net.start(node)?;
+    wait_until(WAIT, "the restored node to answer", || {
+        Ok(net.get(node, "/status").is_ok())
+    })?;
+    let status = net.get(node, "/status")?;
+    assert_eq!(status["own_seq"].as_u64(), Some(at_backup), "{status}");
+    assert!(status["catching_up"].is_object(), "{status}");
+    let early = publish(net, &dir, node, &entry(net, node, 6, "恢复后过早发布"))?;
+    let err = String::from_utf8_lossy(&early.stderr);
+    assert!(
+        !early.status.success() && err.contains("catching up on its own feed"),
+        "{err}"
+    );
+    let shown = cli_ok(net, node, &["status"])?;
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("CATCHING UP"));
+
+    // The peers come back: it fetches its own later entries, then publishes after them.
+    for &i in &peers {
+        net.start(i)?;
+    }
+    net.wait_healthy(WAIT)?;
+    wait_until(WAIT, "the restored node to catch up", || {
+        let s = net.get(node, "/status")?;
+        Ok(s["catching_up"].is_null() && s["own_seq"].as_u64() == Some(latest))
+    })?;
+    let out = publish(net, &dir, node, &entry(net, node, 6, "恢复后条目6"))?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        own_seq(net, node)?,
+        latest + 1,
+        "the feed goes on after its real head"
+    );
+    for &i in &peers {
+        wait_until(WAIT, "every node to hold the new entry", || {
+            holds(net, i, "301001/000006")
+        })?;
+    }
+    for i in 0..net.nodes.len() {
+        let s = net.get(i, "/status")?;
+        assert_eq!(
+            s["forks"],
+            serde_json::json!([]),
+            "{}: {s}",
+            net.nodes[i].name
+        );
+        assert!(
+            s["rejected"]["fork"].is_null(),
+            "{}: {s}",
+            net.nodes[i].name
+        );
+    }
+
+    // Caught up once, it is done: a restart publishes at once.
+    net.stop(node, false)?;
+    net.start(node)?;
+    net.wait_healthy(WAIT)?;
+    assert!(net.get(node, "/status")?["catching_up"].is_null());
+    publish_entry(net, &dir, node, &entry(net, node, 7, "重启后条目7"))?;
+
+    // The testnet's nodes log to node.log (rotated by size), not to their stdout.
+    let log = std::fs::read_to_string(net.nodes[node].dir.join(huitong_testnet::LOG_FILE))?;
+    assert!(log.contains("node running") && log.contains("caught up on this node's own feed"));
+    let stray = std::fs::read_to_string(net.nodes[node].dir.join(huitong_testnet::OUT_FILE))?;
+    assert!(!stray.contains("node running"), "{stray}");
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! Issue #10, point 10, with real nodes over real sockets: a pull belongs to the node, not to
+//! the `huitong pull` process that started it. The CLI is killed (`kill -9`) while the pull
+//! connects, fetches and writes: the pull goes on, and the same command run again attaches to
+//! it (it used to start a second job racing on one partial file: `<out>: No such file or
+//! directory`); the output ends complete and byte-exact. Another pull into the same output is
+//! refused, naming the running one. Ctrl-C says the pull goes on in the node;
+//! `--cancel-on-interrupt` cancels it; `huitong pulls` lists and `huitong pulls cancel` cancels,
+//! removing the partial output.
+//!
+//! A test-only fault (`pull-hold:<phase>` in the consumer's `faults` file) holds a pull at the
+//! start of a phase, so the CLI is killed in a known phase; nothing else is changed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use huitong_testnet::Testnet;
+use huitong_tests::data::{self, spawn_pull};
+use huitong_tests::{cli_ok, start, wait_until};
+use serde_json::Value;
+
+const MIB: u64 = 1024 * 1024;
+const CODE: &str = "301001/000011";
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Switches the `pull-hold` fault of node `i` on for these phases (none: off).
+fn hold(net: &Testnet, i: usize, phases: &[&str]) -> anyhow::Result<()> {
+    let lines: String = phases.iter().map(|p| format!("pull-hold:{p}\n")).collect();
+    std::fs::write(net.nodes[i].dir.join("faults"), lines)?;
+    Ok(())
+}
+
+/// The pull into `out` on node `i` that the node lists last (the newest).
+fn job_into(net: &mut Testnet, i: usize, out: &Path) -> anyhow::Result<Option<Value>> {
+    let jobs = net.get(i, "/pulls")?;
+    Ok(jobs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rfind(|j| j["out"].as_str() == Some(&*out.to_string_lossy()))
+        .cloned())
+}
+
+/// Waits until node `i` lists a pull into `out` in `phase`; returns it.
+fn wait_phase(net: &mut Testnet, i: usize, out: &Path, phase: &str) -> anyhow::Result<Value> {
+    let mut found = None;
+    wait_until(
+        WAIT,
+        &format!("a pull into {} in phase {phase}", out.display()),
+        || {
+            found = job_into(net, i, out)?.filter(|j| j["phase"] == phase);
+            Ok(found.is_some())
+        },
+    )?;
+    found.context("no pull")
+}
+
+/// Waits until `n` later starts have attached to pull `id` on node `i`.
+fn wait_attached(net: &mut Testnet, i: usize, id: u64, n: u64) -> anyhow::Result<()> {
+    wait_until(WAIT, &format!("{n} CLIs attached to pull {id}"), || {
+        Ok(net.get(i, &format!("/pulls/{id}"))?["attached"].as_u64() >= Some(n))
+    })
+}
+
+/// `kill -9` of a `huitong pull` process (not of the node).
+fn kill9(mut child: Child) -> anyhow::Result<()> {
+    child.kill()?;
+    child.wait()?;
+    Ok(())
+}
+
+/// Sends `signal` to a `huitong pull` process and returns how it ended.
+fn signal(child: Child, signal: i32) -> anyhow::Result<Output> {
+    // SAFETY: kill(2) on the pid of a child process this test started and has not reaped.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    Ok(child.wait_with_output()?)
+}
+
+/// Waits for a pull process; fails with its stderr unless it succeeded. Returns its summary and
+/// its stderr.
+fn finished(child: Child) -> anyhow::Result<(Value, String)> {
+    let out = child.wait_with_output()?;
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        bail!("pull failed: {err}");
+    }
+    Ok((serde_json::from_slice(&out.stdout)?, err))
+}
+
+fn id_of(job: &Value) -> anyhow::Result<u64> {
+    job["id"].as_u64().context("pull id")
+}
+
+fn no_partial_left(out: &Path) {
+    let left = huitong_node::partial::existing(out);
+    assert!(left.is_empty(), "partial files left: {left:?}");
+}
+
+#[test]
+fn killed_or_interrupted_cli_leaves_one_pull_per_output() -> anyhow::Result<()> {
+    let mut f = start(2, 5)?;
+    let dir = std::fs::canonicalize(f.tmp.path())?;
+    let net = &mut f.net;
+    let (provider, consumer) = (1, 2);
+    let size = 160 * MIB;
+    let src =
+        data::publish_file_resource(net, &dir, provider, 11, "拉取任务测试文件", size, consumer)?;
+    let out: PathBuf = dir.join("pulled.bin");
+    let out_s = out.to_string_lossy().to_string();
+    let args = [CODE, "--out", out_s.as_str()];
+
+    // 1. The CLI is killed while its pull connects: the pull waits in the node; the same pull
+    //    attaches to it; another pull into the same output is refused, naming it.
+    hold(net, consumer, &["connecting"])?;
+    let first = spawn_pull(net, consumer, &args)?;
+    let job = wait_phase(net, consumer, &out, "connecting")?;
+    let id = id_of(&job)?;
+    kill9(first)?;
+    assert_eq!(
+        job_into(net, consumer, &out)?.map(|j| j["id"].clone()),
+        Some(id.into())
+    );
+    let again = spawn_pull(net, consumer, &args)?;
+    wait_attached(net, consumer, id, 1)?;
+    let other = data::pull_refused(net, consumer, &[CODE, "--out", &out_s, "--format", "jsonl"])?;
+    assert!(
+        other.contains(&format!("pull {id} ("))
+            && other.contains(&format!("huitong pulls cancel {id}")),
+        "{other}"
+    );
+    hold(net, consumer, &[])?;
+    let (s, err) = finished(again)?;
+    assert!(
+        err.contains(&format!("attached to pull {id} already running")),
+        "{err}"
+    );
+    assert_eq!(s["bytes"].as_u64(), Some(size), "{s}");
+    assert!(
+        data::same_bytes(&src, &out)?,
+        "byte-exact after the killed CLI"
+    );
+    no_partial_left(&out);
+    std::fs::remove_file(&out)?;
+
+    // 2. Killed mid-fetch, twice: the same pull attaches (or, if the first ended meanwhile,
+    //    completes again), never racing on one partial file.
+    for round in 0..2 {
+        let before = job_into(net, consumer, &out)?.map_or(Ok(0), |j| id_of(&j))?;
+        let first = spawn_pull(net, consumer, &args)?;
+        let mut id = 0;
+        wait_until(
+            WAIT,
+            "the pull to fetch a third of the file (or end)",
+            || {
+                let Some(j) =
+                    job_into(net, consumer, &out)?.filter(|j| j["id"].as_u64() > Some(before))
+                else {
+                    return Ok(false);
+                };
+                id = id_of(&j)?;
+                Ok(j["bytes_done"].as_u64() >= Some(size / 3)
+                    || ["done", "failed", "cancelled"].contains(&j["phase"].as_str().unwrap_or("")))
+            },
+        )?;
+        kill9(first)?;
+        let (s, err) = finished(spawn_pull(net, consumer, &args)?)?;
+        assert!(!err.contains("No such file"), "round {round}: {err}");
+        // Either it attached, or the first pull had ended before it asked: never two at once.
+        let attached = err.contains(&format!("attached to pull {id}"));
+        let first_phase = net.get(consumer, &format!("/pulls/{id}"))?["phase"].clone();
+        assert!(
+            attached || first_phase == "done",
+            "round {round}: {first_phase} {err}"
+        );
+        eprintln!("round {round}: the second pull attached: {attached}");
+        assert_eq!(s["bytes"].as_u64(), Some(size));
+        assert!(data::same_bytes(&src, &out)?, "round {round}: byte-exact");
+        no_partial_left(&out);
+        std::fs::remove_file(&out)?;
+    }
+
+    // 3. Killed while the output is written: the pull finishes it; the same pull attaches.
+    hold(net, consumer, &["writing"])?;
+    let first = spawn_pull(net, consumer, &args)?;
+    let id = id_of(&wait_phase(net, consumer, &out, "writing")?)?;
+    kill9(first)?;
+    let again = spawn_pull(net, consumer, &args)?;
+    wait_attached(net, consumer, id, 1)?;
+    assert_eq!(
+        net.get(consumer, &format!("/pulls/{id}"))?["phase"],
+        "writing"
+    );
+    hold(net, consumer, &[])?;
+    let (_, err) = finished(again)?;
+    assert!(err.contains(&format!("attached to pull {id}")), "{err}");
+    assert!(
+        data::same_bytes(&src, &out)?,
+        "byte-exact after a CLI killed while writing"
+    );
+    no_partial_left(&out);
+    std::fs::remove_file(&out)?;
+
+    // 4. Ctrl-C: the CLI says the pull goes on in the node, and `huitong pulls` shows it;
+    //    `huitong pulls cancel` stops it and removes its partial output.
+    hold(net, consumer, &["fetching"])?;
+    let first = spawn_pull(net, consumer, &args)?;
+    let id = id_of(&wait_phase(net, consumer, &out, "fetching")?)?;
+    assert!(
+        !huitong_node::partial::existing(&out).is_empty(),
+        "the pull's partial output exists"
+    );
+    let ended = signal(first, libc::SIGINT)?;
+    let err = String::from_utf8_lossy(&ended.stderr);
+    assert_eq!(ended.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains(&format!("pull {id} goes on in the node"))
+            && err.contains(&format!("`huitong pulls cancel {id}` stops it")),
+        "{err}"
+    );
+    let listed = cli_ok(net, consumer, &["pulls"])?;
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{id} ")))
+        .with_context(|| format!("pull {id} not listed:\n{text}"))?;
+    assert!(
+        line.contains(CODE) && line.contains(&out_s) && line.contains("fetching"),
+        "{line}"
+    );
+    let cancelled = cli_ok(net, consumer, &["pulls", "cancel", &id.to_string()])?;
+    assert!(
+        String::from_utf8_lossy(&cancelled.stdout).contains(&format!("cancelled pull {id}")),
+        "{}",
+        String::from_utf8_lossy(&cancelled.stdout)
+    );
+    assert_eq!(
+        net.get(consumer, &format!("/pulls/{id}"))?["phase"],
+        "cancelled"
+    );
+    assert!(!out.exists());
+    no_partial_left(&out);
+    let again = net.cli(consumer, &["pulls", "cancel", &id.to_string()])?;
+    assert!(
+        !again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains("already ended (cancelled)"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // 5. With --cancel-on-interrupt, SIGTERM cancels the pull.
+    let mut with_cancel = args.to_vec();
+    with_cancel.push("--cancel-on-interrupt");
+    let first = spawn_pull(net, consumer, &with_cancel)?;
+    let id = id_of(&wait_phase(net, consumer, &out, "fetching")?)?;
+    let ended = signal(first, libc::SIGTERM)?;
+    let err = String::from_utf8_lossy(&ended.stderr);
+    assert_eq!(ended.status.code(), Some(143), "{err}");
+    assert!(err.contains(&format!("cancelled pull {id}")), "{err}");
+    assert_eq!(
+        net.get(consumer, &format!("/pulls/{id}"))?["phase"],
+        "cancelled"
+    );
+    no_partial_left(&out);
+
+    // The same pull afterwards completes; the list shows every pull with its end.
+    hold(net, consumer, &[])?;
+    let (s, _) = finished(spawn_pull(net, consumer, &args)?)?;
+    assert_eq!(s["bytes"].as_u64(), Some(size));
+    assert!(data::same_bytes(&src, &out)?);
+    let jobs = net.get(consumer, "/pulls")?;
+    let phases: Vec<&str> = jobs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["phase"].as_str())
+        .collect();
+    assert_eq!(
+        phases.iter().filter(|p| **p == "cancelled").count(),
+        2,
+        "{jobs}"
+    );
+    assert!(
+        phases.iter().all(|p| *p == "done" || *p == "cancelled") && phases.len() >= 7,
+        "{jobs}"
+    );
+    Ok(())
+}
