@@ -10,6 +10,17 @@
 //!
 //! Proofs are computed from the tiles **on disk** (not from memory), so a tampered tile gives a
 //! proof that members' checks refuse; [`verify_dir`] checks every file against the checkpoint.
+//!
+//! Partial tiles (`.p/<W>`) are removed once they are superseded: after each append or mirror
+//! update, once the new tiles and the checkpoint covering them are durable, the whole `<N>.p/`
+//! directory of each new full tile goes, and so does every narrower partial at the place of a
+//! new, wider partial — hash tiles and entry bundles, on the hub and on every mirror; at open,
+//! whatever a crash or an older version left. C2SP tlog-tiles lets a log delete partial tiles
+//! once the full tile exists; narrower partials go too because this log's tiles are read only
+//! here (members fetch entries and proofs, not tile files). A reader that needs a tile at an
+//! older, smaller tree size (a proof against an earlier checkpoint) takes the first `W` hashes
+//! (or entries) of the full tile, else of the narrowest wider partial: the same bytes
+//! ([`read_tile`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -113,8 +124,9 @@ impl HashReader for Disk<'_> {
                 let data = match files.entry(tile) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                        fs::read(self.dir.join(tile_path(&tile)))
-                            .map_err(|_| tlog_tiles::Error::InvalidTile)?,
+                        read_tile(self.dir, &tile)
+                            .map_err(|_| tlog_tiles::Error::InvalidTile)?
+                            .0,
                     ),
                 };
                 tile.hash_at_index(data, index)
@@ -175,6 +187,7 @@ impl TileLog {
             )));
         }
         log.checkpoint = Some(checkpoint);
+        log.prune(Tile::new_tiles(TILE_HEIGHT, 0, log.size));
         Ok(log)
     }
 
@@ -313,7 +326,42 @@ impl TileLog {
         sync_dir(&dir)?;
         self.checkpoint = Some(checkpoint.clone());
         self.poisoned = false;
+        // The new tiles and the checkpoint covering them are durable: what they supersede goes.
+        self.prune(Tile::new_tiles(TILE_HEIGHT, old, self.size));
         Ok(checkpoint)
+    }
+
+    /// Removes the partial tiles these (durable) tiles supersede: every partial at the place of
+    /// a full tile (the whole `<N>.p/` directory), and every narrower partial at the place of a
+    /// partial one; at level 0 the entry bundles likewise. A failure is logged, never fatal: a
+    /// partial left behind is only space.
+    fn prune(&self, tiles: impl IntoIterator<Item = Tile>) {
+        let mut removed = 0u64;
+        for tile in tiles {
+            let kinds: &[bool] = if tile.level() == 0 {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            for &data in kinds {
+                let dir = self.dir.join(partials_dir(&tile, data));
+                let result = if u64::from(tile.width()) == TILE_WIDTH {
+                    fs::remove_dir_all(&dir).map(|()| 1)
+                } else {
+                    remove_narrower(&dir, tile.width())
+                };
+                match result {
+                    Ok(n) => removed += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(target: "huitong::audit", dir = %dir.display(), error = %e, "cannot remove superseded partial tiles")
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::debug!(target: "huitong::audit", removed, "removed superseded partial tiles");
+        }
     }
 
     /// Up to `count` entries from `from`, read from the bundles on disk.
@@ -391,16 +439,83 @@ fn sync_dir(dir: &Path) -> Result<(), LogError> {
     crate::durable::sync_dir(dir).map_err(io(dir))
 }
 
+/// The directory holding the partial tiles at `tile`'s place (`tile/<L>/<N>.p`, or
+/// `tile/entries/<N>.p` for `data`), relative to the log's directory.
+fn partials_dir(tile: &Tile, data: bool) -> PathBuf {
+    let one = Tile::new(TILE_HEIGHT, tile.level(), tile.level_index(), 1, data);
+    let rel = tile_path(&one);
+    Path::new(&rel)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The widths of the partial tiles in a `.p` directory, narrowest first.
+fn partial_widths(dir: &Path) -> std::io::Result<Vec<u32>> {
+    let mut widths: Vec<u32> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    widths.sort_unstable();
+    Ok(widths)
+}
+
+/// Removes the partial tiles narrower than `width` in a `.p` directory; returns how many.
+fn remove_narrower(dir: &Path, width: u32) -> std::io::Result<u64> {
+    let mut n = 0;
+    for w in partial_widths(dir)?.into_iter().filter(|&w| w < width) {
+        fs::remove_file(dir.join(w.to_string()))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The bytes of `tile` and the width of the tile file they came from: its own file, or — for a
+/// partial tile removed once superseded — the full tile, else the narrowest wider partial, at
+/// the same place: its first hashes (entries) are the same. Hash tiles come back cut to `tile`'s
+/// width; an entry bundle whole ([`read_bundle`] cuts it).
+fn read_tile(dir: &Path, tile: &Tile) -> std::io::Result<(Vec<u8>, u32)> {
+    let missing = match fs::read(dir.join(tile_path(tile))) {
+        Ok(bytes) => return Ok((bytes, tile.width())),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound && u64::from(tile.width()) < TILE_WIDTH =>
+        {
+            e
+        }
+        Err(e) => return Err(e),
+    };
+    let (l, n, data) = (tile.level(), tile.level_index(), tile.is_data());
+    let wider = partial_widths(&dir.join(partials_dir(tile, data)))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|&w| w > tile.width());
+    for w in std::iter::once(TILE_WIDTH as u32).chain(wider) {
+        match fs::read(dir.join(tile_path(&Tile::new(TILE_HEIGHT, l, n, w, data)))) {
+            Ok(mut bytes) => {
+                if !data {
+                    bytes.truncate(tile.width() as usize * 32);
+                }
+                return Ok((bytes, w));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(missing)
+}
+
 /// The entries of bundle `n` of a tree of `size`.
 fn read_bundle(dir: &Path, n: u64, size: u64) -> Result<Vec<Vec<u8>>, LogError> {
     let tile = tile_at(0, n, size, true)
         .ok_or_else(|| LogError::Inconsistent(format!("no bundle {n} at size {size}")))?;
     let rel = tile_path(&tile);
-    let path = dir.join(&rel);
-    let bytes = fs::read(&path).map_err(io(&path))?;
-    let entries = decode_bundle(&bytes).map_err(|e| {
+    let (bytes, read_width) = read_tile(dir, &tile).map_err(io(&dir.join(&rel)))?;
+    let mut entries = decode_bundle(&bytes).map_err(|e| {
         LogError::Inconsistent(format!("{rel}: {e} (first entry {})", n * TILE_WIDTH))
     })?;
+    if read_width > tile.width() && entries.len() == read_width as usize {
+        // A wider bundle, read for a smaller tree: its first entries are the narrower one's.
+        entries.truncate(tile.width() as usize);
+    }
     if entries.len() != tile.width() as usize {
         return Err(LogError::Inconsistent(format!(
             "{rel} holds {} entries, expected {} (entries {}..)",
@@ -507,6 +622,116 @@ mod tests {
             at_ms: i,
         }
         .encode()
+    }
+
+    /// Allocated bytes of every file under `dir` (what `du` counts).
+    fn disk_usage(dir: &Path) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        let (mut files, mut bytes) = (0, 0);
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                let (f, b) = disk_usage(&e.path());
+                files += f;
+                bytes += b + m.blocks() * 512;
+            } else {
+                files += 1;
+                bytes += m.blocks() * 512;
+            }
+        }
+        (files, bytes)
+    }
+
+    /// Issue #10, point 6: a log appended in small batches, as the hub does, keeps no partial
+    /// tile once the full tile and a checkpoint covering it are durable; proofs against older,
+    /// smaller checkpoints still come out right from the full tiles.
+    #[test]
+    fn superseded_partial_tiles_are_removed_and_old_proofs_still_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = SecretKey::from_bytes([7; 32]);
+        let origin = "huitong.audit/test";
+        let mut log = TileLog::open(dir.path(), origin, &key.public()).expect("opens");
+        let mut checkpoints = Vec::new();
+        let mut n = 0;
+        while n < 301 {
+            let batch = 12.min(301 - n);
+            let c = log
+                .append(&key, (n..n + batch).map(record).collect())
+                .expect("appends");
+            checkpoints.push(c);
+            n += batch;
+        }
+        for gone in ["tile/0/000.p", "tile/entries/000.p"] {
+            assert!(!dir.path().join(gone).exists(), "{gone} removed");
+        }
+        for kept in [
+            "tile/0/000",
+            "tile/entries/000",
+            "tile/0/001.p/45",
+            "tile/entries/001.p/45",
+            "tile/1/000.p/1",
+        ] {
+            assert!(dir.path().join(kept).is_file(), "{kept} kept");
+        }
+        // Narrower partials of tile 001 (widths 8, 20, 32, 44) went when wider ones came.
+        for p in ["tile/0/001.p", "tile/entries/001.p"] {
+            assert_eq!(
+                partial_widths(&dir.path().join(p)).expect("dir"),
+                vec![45],
+                "{p}"
+            );
+        }
+        let (files, bytes) = disk_usage(dir.path());
+        eprintln!(
+            "301 entries in {} appends: {files} files, {bytes} bytes on disk",
+            checkpoints.len()
+        );
+        verify_dir(dir.path(), origin, &key.public()).expect("files verify");
+        // Every older checkpoint: inclusion of its first and last entries, and consistency
+        // with the latest, all read from the tiles now on disk.
+        let last = checkpoints.last().expect("checkpoints").clone();
+        for c in &checkpoints {
+            for index in [0, c.size / 2, c.size - 1] {
+                let (entry, proof) = log.inclusion(index, c.size).expect("proves");
+                assert_eq!(entry, record(index));
+                huitong_protocol::audit::proof::check_inclusion(
+                    &proof,
+                    c,
+                    index,
+                    record_hash(&entry),
+                )
+                .expect("inclusion checks");
+            }
+            if c.size < last.size {
+                let p = log.consistency(c.size, last.size).expect("consistency");
+                tlog_tiles::check_tree(&p, last.size, last.root, c.size, c.root)
+                    .expect("consistent");
+            }
+        }
+        // Reopening (which also cleans up after a crash) keeps it all.
+        drop(log);
+        let log = TileLog::open(dir.path(), origin, &key.public()).expect("reopens");
+        assert_eq!(log.size(), 301);
+        assert_eq!(log.entries(0, 301).expect("entries").len(), 301);
+    }
+
+    /// What an older node (or a crash before the clean-up) left is removed at open.
+    #[test]
+    fn partial_tiles_left_behind_are_removed_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = SecretKey::from_bytes([7; 32]);
+        let origin = "huitong.audit/test";
+        let mut log = TileLog::open(dir.path(), origin, &key.public()).expect("opens");
+        log.append(&key, (0..300).map(record).collect())
+            .expect("appends");
+        drop(log);
+        let stale = dir.path().join("tile/0/000.p/100");
+        fs::create_dir_all(stale.parent().expect("parent")).expect("dir");
+        fs::write(&stale, [0u8; 3200]).expect("stale partial");
+        let log = TileLog::open(dir.path(), origin, &key.public()).expect("reopens");
+        assert!(!dir.path().join("tile/0/000.p").exists());
+        assert_eq!(log.size(), 300);
     }
 
     #[test]
