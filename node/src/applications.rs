@@ -6,6 +6,11 @@
 //! provider); a granted application whose `until` has passed shows as expired. Every node
 //! checks who signed each event: an event from anyone else changes nothing.
 //!
+//! A step that arrives before the one it follows waits in `applications_pending`; one that has
+//! waited [`PENDING_MAX_AGE`] (by this node's clock, from when it was set aside) for a step that
+//! never came expires ([`expire_pending`]): it is removed, logged, counted
+//! (`rejected.pending_expired`) and judged refused, so the hub logs it as such.
+//!
 //! Layering: a view over [`crate::feeds`] (registered by the daemon); names no other view. The
 //! hub's and the providers' automatic steps are [`crate::agent`]'s, above.
 
@@ -16,8 +21,8 @@ use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::feeds::{Accepted, Applied};
-use crate::state::NodeState;
+use crate::feeds::{Accepted, Applied, Feeds};
+use crate::state::{now_ms, NodeState};
 use crate::store::{StoreError, CF_APPLICATIONS, CF_APPLICATIONS_PENDING};
 
 /// Where an application stands.
@@ -176,6 +181,57 @@ struct Deferred {
     /// Whether the signer is the hub in the charter version its entry names.
     #[serde(default)]
     hub: bool,
+    /// When this node set it aside (ms; 0 in records of older versions: the signer's time is
+    /// used instead).
+    #[serde(default)]
+    since_ms: u64,
+}
+
+/// How long a grant event waits for the step it follows before it expires.
+pub const PENDING_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// The reason an expired event is judged refused with.
+const EXPIRED: &str = "expired: the step it follows never arrived";
+
+/// Removes every grant event that has waited longer than `max_age` for the step it follows:
+/// each is logged on `huitong::audit`, counted (`rejected.pending_expired`) and judged refused
+/// (the hub logs it so), in one batch. Returns how many expired.
+pub fn expire_pending(feeds: &Feeds, max_age: std::time::Duration) -> Result<u64, StoreError> {
+    let cutoff = now_ms().saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
+    let records = feeds.commit_judged(|state, batch| {
+        let pcf = state.store.cf(CF_APPLICATIONS_PENDING);
+        let mut judged = Vec::new();
+        for kv in state.store.db().iterator_cf(pcf, IteratorMode::Start) {
+            let (k, v) = kv?;
+            let d = match codec::decode::<Deferred>(&v, usize::MAX) {
+                Ok(d) => d,
+                Err(e) => {
+                    warn!(error = %e, "unreadable waiting application event removed");
+                    batch.delete_cf(pcf, &k);
+                    continue;
+                }
+            };
+            let since = if d.since_ms == 0 { d.at_ms } else { d.since_ms };
+            if since > cutoff {
+                continue;
+            }
+            batch.delete_cf(pcf, &k);
+            warn!(
+                target: "huitong::audit",
+                id = d.event.id(),
+                signer = %d.signer,
+                seq = d.seq,
+                waited_secs = now_ms().saturating_sub(since) / 1000,
+                "grant event expired: the step it follows never arrived"
+            );
+            judged.push(d.judged(Some(EXPIRED)).record());
+        }
+        Ok(judged)
+    })?;
+    for _ in &records {
+        feeds.state().reject("pending_expired");
+    }
+    Ok(records.len() as u64)
 }
 
 /// A grant event the view has judged: applied, or refused for good. Events that wait for an
@@ -245,6 +301,7 @@ impl crate::feeds::View for View {
             seq: e.seq,
             hash: a.entry.hash.0,
             hub: a.role == Role::Hub,
+            since_ms: now_ms(),
         };
         Ok(apply(state, batch, this)?
             .iter()
@@ -588,6 +645,7 @@ mod tests {
                             seq: t as u64,
                             hash: [0; 32],
                             hub: is_hub(signer),
+                            since_ms: 0,
                         },
                     )),
                     Verdict::Refuse(why) => panic!("{order:?}: step {i} refused: {why}"),

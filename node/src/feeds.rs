@@ -531,6 +531,25 @@ impl Feeds {
         Outcome::Rejected(reason)
     }
 
+    /// Commits a change a view makes on its own, not carried by a feed entry (a waiting event
+    /// that expires): `stage` stages it into one batch and returns the audit records it judged,
+    /// which every view then sees ([`View::judged`]: the hub queues them), all under the writer
+    /// lock. Returns the records.
+    pub fn commit_judged(
+        &self,
+        stage: impl FnOnce(&NodeState, &mut WriteBatch) -> Applied,
+    ) -> Result<Vec<Record>, StoreError> {
+        let state = &*self.state;
+        let w = state.store.writer();
+        let mut batch = WriteBatch::default();
+        let records = stage(state, &mut batch)?;
+        for view in &self.views {
+            view.judged(state, &mut batch, &records);
+        }
+        state.store.commit(&w, batch, true)?;
+        Ok(records)
+    }
+
     /// Appends an event to this node's own feed; returns the sealed entry for gossip.
     pub fn append(&self, event: Event) -> Result<VerifiedEntry, AppendError> {
         let mut sealed = self.append_many(vec![event])?;
