@@ -275,3 +275,52 @@ pub fn refused_into(
     args.extend_from_slice(extra);
     pull_refused(net, i, &args)
 }
+
+/// Writes a zip bomb shaped like a workbook: a first sheet whose header names `header`, then
+/// `mib` MiB of one repeated row, deflated to a few dozen KiB (an XLSX file is a zip archive).
+pub fn xlsx_bomb(path: &Path, header: &[&str], mib: usize) -> anyhow::Result<()> {
+    const NS: &str = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
+    const REL: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
+    const PKG: &str = "http://schemas.openxmlformats.org/package/2006/relationships";
+    let mut z = zip::ZipWriter::new(std::fs::File::create(path)?);
+    let o = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    z.start_file("_rels/.rels", o)?;
+    write!(
+        z,
+        r#"<Relationships xmlns="{PKG}"><Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#
+    )?;
+    z.start_file("xl/workbook.xml", o)?;
+    write!(
+        z,
+        r#"<workbook xmlns="{NS}" xmlns:r="{REL}"><sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>"#
+    )?;
+    z.start_file("xl/_rels/workbook.xml.rels", o)?;
+    write!(
+        z,
+        r#"<Relationships xmlns="{PKG}"><Relationship Id="rId1" Type="{REL}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#
+    )?;
+    z.start_file("xl/worksheets/sheet1.xml", o)?;
+    write!(z, r#"<worksheet xmlns="{NS}"><sheetData><row>"#)?;
+    for h in header {
+        write!(z, r#"<c t="inlineStr"><is><t>{h}</t></is></c>"#)?;
+    }
+    write!(z, "</row>")?;
+    let row: String = std::iter::once("<row>".to_string())
+        .chain(
+            header
+                .iter()
+                .map(|_| r#"<c t="inlineStr"><is><t>A</t></is></c>"#.to_string()),
+        )
+        .chain(std::iter::once("</row>".to_string()))
+        .collect::<String>()
+        .repeat(1024);
+    let mut written = 0;
+    while written < mib << 20 {
+        z.write_all(row.as_bytes())?;
+        written += row.len();
+    }
+    write!(z, "</sheetData></worksheet>")?;
+    z.finish()?;
+    Ok(())
+}

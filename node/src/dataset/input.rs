@@ -4,6 +4,11 @@
 //! CSV, XLSX and Parquet name their columns in a header (the first row, for CSV and XLSX); every
 //! 信息项 must have a column and every column must be a 信息项. JSONL rows are objects whose
 //! keys are 信息项 names; a missing key is an empty (null) cell.
+//!
+//! Every format is read as a stream of rows; XLSX, a zip archive, is checked before it is
+//! unpacked and its first sheet streamed cell by cell ([`xlsx`]).
+
+pub mod xlsx;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -33,7 +38,7 @@ pub enum InputFormat {
     Csv,
     /// One JSON object per line.
     Jsonl,
-    /// Excel workbook (first sheet, header row).
+    /// Excel workbook (first sheet, header row); `.xls` is refused when read.
     Xlsx,
     /// Apache Parquet.
     Parquet,
@@ -68,7 +73,7 @@ pub fn open(path: &Path, items: &[String]) -> Result<Rows, InputError> {
     match format {
         InputFormat::Csv => csv_rows(path, items),
         InputFormat::Jsonl => jsonl_rows(path, items),
-        InputFormat::Xlsx => xlsx_rows(path, items),
+        InputFormat::Xlsx => xlsx::rows(path, items),
         InputFormat::Parquet => parquet_rows(path, items),
     }
     .map_err(err)
@@ -207,29 +212,6 @@ fn xlsx_cell(d: &calamine::Data) -> String {
         Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
         Data::Error(e) => format!("#{e:?}"),
     }
-}
-
-fn xlsx_rows(path: &Path, items: &[String]) -> Result<Rows, String> {
-    use calamine::Reader;
-    let mut book = calamine::open_workbook_auto(path).map_err(|e| e.to_string())?;
-    let sheet = book
-        .sheet_names()
-        .first()
-        .cloned()
-        .ok_or("the workbook has no sheet")?;
-    let range = book.worksheet_range(&sheet).map_err(|e| e.to_string())?;
-    let mut rows = range.rows();
-    let header: Vec<String> = rows
-        .next()
-        .ok_or("the first sheet is empty; its first row must name the items")?
-        .iter()
-        .map(xlsx_cell)
-        .collect();
-    let order = column_order(&header, items)?;
-    let data: Vec<Row> = rows
-        .map(|r| reorder(r.iter().map(xlsx_cell).collect(), &order))
-        .collect();
-    Ok(Box::new(data.into_iter().map(Ok)))
 }
 
 fn batch_rows(batch: &RecordBatch, order: &[usize]) -> Result<Vec<Row>, String> {

@@ -1,0 +1,648 @@
+//! XLSX in bounded memory. An XLSX file is a zip archive of XML parts, so a small file can
+//! unpack to gigabytes (a zip bomb), and calamine reads some parts whole. So:
+//!
+//! 1. Before calamine sees the file, the archive is checked with the `zip` crate (the one
+//!    calamine reads it with): at most [`MAX_FILE`] bytes, [`MAX_ENTRIES`] parts and a central
+//!    directory of [`MAX_DIRECTORY`] bytes (read from the end-of-central-directory record, before
+//!    the directory is parsed); each part's declared size at most [`MAX_SHEET_PART`] for
+//!    worksheets (streamed) and [`MAX_HELD_PART`] for every other part (calamine holds shared
+//!    strings, styles and the workbook whole); no part larger than 1 MiB that unpacks to more
+//!    than [`MAX_RATIO`] times its packed size; and the shared-strings count the file declares
+//!    (calamine reserves room for that many strings up front) at most [`MAX_SHARED_STRINGS`] and
+//!    a quarter of that part's size. `zip` fails any part that unpacks past its declared size,
+//!    so the declared sizes are real bounds.
+//! 2. The first sheet is streamed cell by cell (`Xlsx::worksheet_cells_reader`), never loaded
+//!    as a dense range: a sheet with one cell at A1 and one at XFD1048576 costs two cells, not
+//!    17 billion. Rows beyond 1,048,576 and columns beyond 16,384 (the format's limits) are
+//!    refused. The reader runs on its own thread and hands rows over a bounded channel.
+//!
+//! The legacy binary `.xls` format is refused: calamine loads every sheet of it into a dense
+//! range sized by whatever cell positions the file claims.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::mpsc;
+
+use calamine::{Data, Reader, Xlsx, XlsxError};
+
+use super::{column_order, reorder, InputError, Rows};
+
+/// The largest XLSX file read.
+pub const MAX_FILE: u64 = 256 << 20;
+/// The most parts (files) in the archive.
+pub const MAX_ENTRIES: u64 = 10_000;
+/// The largest central directory (the archive's list of parts).
+pub const MAX_DIRECTORY: u64 = 4 << 20;
+/// The largest worksheet part, unpacked (streamed, but one cell's text is held whole).
+pub const MAX_SHEET_PART: u64 = 512 << 20;
+/// The largest other part, unpacked (calamine reads these whole).
+pub const MAX_HELD_PART: u64 = 64 << 20;
+/// The highest unpacked-to-packed ratio of a part larger than [`RATIO_FLOOR`].
+pub const MAX_RATIO: u64 = 100;
+/// Parts at most this large are not held to [`MAX_RATIO`].
+const RATIO_FLOOR: u64 = 1 << 20;
+/// The most shared strings a workbook may declare.
+pub const MAX_SHARED_STRINGS: u64 = 1 << 22;
+/// Rows of a sheet (the XLSX format's limit).
+pub const MAX_ROWS: u32 = 1 << 20;
+/// Columns of a sheet (the XLSX format's limit, XFD).
+pub const MAX_COLUMNS: u32 = 1 << 14;
+/// Rows queued between the reader thread and the publish.
+const QUEUE: usize = 256;
+
+/// What the reader thread sends.
+enum Msg {
+    Header(Vec<String>),
+    Row(Vec<String>),
+    Error(String),
+    End,
+}
+
+/// `AB12` for row `r` and column `c` (both from 0).
+fn cell_name(r: u32, c: u32) -> String {
+    let mut col = String::new();
+    let mut n = c + 1;
+    while n > 0 {
+        let d = (n - 1) % 26;
+        col.insert(0, char::from(b'A' + d as u8));
+        n = (n - 1) / 26;
+    }
+    format!("{col}{}", r + 1)
+}
+
+/// Finds the end-of-central-directory record and returns (entries, directory size); the
+/// zip64 markers (0xFFFF, 0xFFFFFFFF) mean an archive too large to be a spreadsheet.
+fn directory_size(file: &mut File, len: u64) -> Result<(u64, u64), String> {
+    const EOCD: [u8; 4] = [0x50, 0x4b, 0x05, 0x06];
+    let tail_len = len.min(22 + 65_535);
+    let mut tail = vec![0u8; tail_len as usize];
+    file.seek(SeekFrom::Start(len - tail_len))
+        .and_then(|_| file.read_exact(&mut tail))
+        .map_err(|e| e.to_string())?;
+    let at = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&i| tail[i..i + 4] == EOCD)
+        .ok_or("not an XLSX workbook: no zip directory at the end of the file")?;
+    let u16_at = |o: usize| u64::from(u16::from_le_bytes([tail[at + o], tail[at + o + 1]]));
+    let u32_at = |o: usize| {
+        u64::from(u32::from_le_bytes([
+            tail[at + o],
+            tail[at + o + 1],
+            tail[at + o + 2],
+            tail[at + o + 3],
+        ]))
+    };
+    let (entries, size) = (u16_at(10), u32_at(12));
+    if entries == 0xFFFF || size == 0xFFFF_FFFF {
+        return Err("the workbook is a zip64 archive, larger than any spreadsheet this node reads; save the sheet as CSV".into());
+    }
+    Ok((entries, size))
+}
+
+/// Whether calamine streams this part (a worksheet) rather than reading it whole.
+fn streamed(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let base = lower.rsplit('/').next().unwrap_or_default();
+    lower.contains("worksheets/")
+        && !matches!(base, "sharedstrings.xml" | "styles.xml" | "workbook.xml")
+        && !base.ends_with(".rels")
+}
+
+/// The `uniqueCount` a shared-strings part declares on its `sst` element, read from its first
+/// 64 KiB (calamine reserves room for that many strings). Every attribute whose local name is
+/// `uniqueCount` counts (the largest is returned); quoted values may hold `>`.
+fn declared_strings(head: &[u8]) -> Result<Option<u64>, String> {
+    let text = String::from_utf8_lossy(head);
+    let mut rest = text.as_ref();
+    loop {
+        let lt = rest
+            .find('<')
+            .ok_or("the shared strings have no sst element in their first 64 KiB")?;
+        rest = &rest[lt + 1..];
+        if rest.starts_with('?') || rest.starts_with('!') {
+            continue;
+        }
+        break;
+    }
+    let name_end = rest
+        .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
+        .unwrap_or(rest.len());
+    let name = &rest[..name_end];
+    if name.rsplit(':').next() != Some("sst") {
+        return Err(format!(
+            "the shared strings start with <{name}>, not <sst>: not a workbook this node reads"
+        ));
+    }
+    // Attributes: name = "value" or name = 'value', up to the unquoted `>`.
+    let mut attrs = rest[name_end..].chars().peekable();
+    let mut largest: Option<u64> = None;
+    loop {
+        while attrs.next_if(|c| c.is_whitespace()).is_some() {}
+        match attrs.peek() {
+            Some('>') | Some('/') => return Ok(largest),
+            None => return Err("the sst element does not end in the first 64 KiB".into()),
+            _ => {}
+        }
+        let mut key = String::new();
+        while let Some(c) = attrs.next_if(|c| !c.is_whitespace() && *c != '=') {
+            key.push(c);
+        }
+        while attrs.next_if(|c| c.is_whitespace()).is_some() {}
+        if attrs.next() != Some('=') {
+            return Err(format!("malformed attribute {key:?} on the sst element"));
+        }
+        while attrs.next_if(|c| c.is_whitespace()).is_some() {}
+        let quote = attrs
+            .next()
+            .filter(|q| *q == '"' || *q == '\'')
+            .ok_or_else(|| format!("attribute {key:?} of the sst element is not quoted"))?;
+        let value: String = attrs.by_ref().take_while(|c| *c != quote).collect();
+        if key.rsplit(':').next() == Some("uniqueCount") {
+            // A value that is not a number reserves nothing in calamine either.
+            if let Ok(n) = value.trim().parse::<u64>() {
+                largest = largest.max(Some(n));
+            }
+        }
+    }
+}
+
+/// Checks the archive's declared sizes before anything is unpacked (see the module doc).
+fn check_archive(file: &mut File) -> Result<(), String> {
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len > MAX_FILE {
+        return Err(format!(
+            "the workbook is {len} bytes; XLSX files up to {MAX_FILE} bytes are read: save the sheet as CSV (or Parquet) to publish more"
+        ));
+    }
+    let (entries, directory) = directory_size(file, len)?;
+    if entries > MAX_ENTRIES || directory > MAX_DIRECTORY {
+        return Err(format!(
+            "the workbook lists {entries} parts in a {directory}-byte directory (at most {MAX_ENTRIES} parts, {MAX_DIRECTORY} bytes): not a spreadsheet this node reads"
+        ));
+    }
+    file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(&mut *file))
+        .map_err(|e| format!("not an XLSX workbook (a zip archive): {e}"))?;
+    let mut shared = Vec::new();
+    for i in 0..zip.len() {
+        let part = zip.by_index_data(i).map_err(|e| e.to_string())?;
+        let name = part.name().map_err(|e| e.to_string())?.into_owned();
+        let (size, packed) = (part.size(), part.compressed_size());
+        let limit = if streamed(&name) {
+            MAX_SHEET_PART
+        } else {
+            MAX_HELD_PART
+        };
+        if size > limit {
+            return Err(format!(
+                "part {name} unpacks to {size} bytes, more than the {limit} bytes this node reads: save the sheet as CSV (or Parquet) to publish it"
+            ));
+        }
+        if size > RATIO_FLOOR && size > packed.saturating_mul(MAX_RATIO) {
+            return Err(format!(
+                "part {name} unpacks {packed} bytes to {size} ({}×, more than {MAX_RATIO}×): refused as a likely zip bomb; if the workbook is genuine, save the sheet as CSV",
+                size / packed.max(1)
+            ));
+        }
+        if name.to_ascii_lowercase().rsplit('/').next() == Some("sharedstrings.xml") {
+            shared.push((i, name, size));
+        }
+    }
+    for (i, name, size) in shared {
+        let mut head = Vec::new();
+        zip.by_index(i)
+            .map_err(|e| format!("{name}: {e}"))?
+            .take(64 * 1024)
+            .read_to_end(&mut head)
+            .map_err(|e| format!("{name}: {e}"))?;
+        if let Some(n) = declared_strings(&head).map_err(|e| format!("{name}: {e}"))? {
+            if n > MAX_SHARED_STRINGS || n > size / 4 {
+                return Err(format!(
+                    "{name} declares {n} shared strings in {size} bytes (at most {MAX_SHARED_STRINGS}, and one per 4 bytes): refused as malformed; save the sheet as CSV"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens the first sheet of an XLSX workbook and yields its rows in the order of `items`.
+pub(super) fn rows(path: &Path, items: &[String]) -> Result<Rows, String> {
+    if path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("xls"))
+    {
+        return Err("the legacy .xls format is not read (it cannot be read in bounded memory): save the workbook as .xlsx or the sheet as CSV".into());
+    }
+    let mut file = File::open(path).map_err(|e| e.to_string())?;
+    check_archive(&mut file)?;
+    file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::sync_channel(QUEUE);
+    std::thread::Builder::new()
+        .name("xlsx-reader".into())
+        .spawn(move || {
+            let end = match stream(file, &tx) {
+                Ok(()) => Msg::End,
+                Err(e) => Msg::Error(e),
+            };
+            let _ = tx.send(end);
+        })
+        .map_err(|e| format!("cannot start the XLSX reader: {e}"))?;
+    let header = match rx.recv() {
+        Ok(Msg::Header(h)) => h,
+        Ok(Msg::Error(e)) => return Err(e),
+        Ok(Msg::End) => {
+            return Err("the first sheet is empty; its first row must name the items".into())
+        }
+        Ok(Msg::Row(_)) | Err(_) => return Err("the XLSX reader stopped unexpectedly".into()),
+    };
+    let order = column_order(&header, items)?;
+    let path_s = path.display().to_string();
+    let mut done = false;
+    Ok(Box::new(std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let fail = |message: String| {
+            Some(Err(InputError {
+                path: path_s.clone(),
+                message,
+            }))
+        };
+        match rx.recv() {
+            Ok(Msg::Row(cells)) => Some(Ok(reorder(cells, &order))),
+            Ok(Msg::End) => {
+                done = true;
+                None
+            }
+            Ok(Msg::Error(e)) => {
+                done = true;
+                fail(e)
+            }
+            Ok(Msg::Header(_)) | Err(_) => {
+                done = true;
+                fail("the XLSX reader stopped unexpectedly".into())
+            }
+        }
+    })))
+}
+
+/// The reader thread: streams the first sheet's cells and sends the header, then the rows.
+fn stream(file: File, tx: &mpsc::SyncSender<Msg>) -> Result<(), String> {
+    let malformed = |e: XlsxError| {
+        let text = e.to_string();
+        if text.contains("declared uncompressed size") {
+            format!("a part of the workbook unpacks to more than its declared size ({text}): refused as malformed or a zip bomb")
+        } else {
+            format!("cannot read the workbook: {text}")
+        }
+    };
+    let mut book: Xlsx<_> = Xlsx::new(BufReader::new(file)).map_err(malformed)?;
+    let sheet = book
+        .sheet_names()
+        .first()
+        .cloned()
+        .ok_or("the workbook has no sheet")?;
+    let mut cells = match book.worksheet_cells_reader(&sheet) {
+        Ok(c) => c,
+        Err(XlsxError::NotAWorksheet(kind)) => {
+            return Err(format!(
+                "the first sheet is a {kind}, not a worksheet; move the table to the first sheet"
+            ))
+        }
+        Err(e) => return Err(malformed(e)),
+    };
+    let mut sink = |m: Msg| tx.send(m).is_ok();
+    let mut rows = Assembler::default();
+    while let Some(cell) = cells.next_cell().map_err(malformed)? {
+        let (r, c) = cell.get_position();
+        let value = Data::from(cell.get_value().clone());
+        if value == Data::Empty {
+            continue;
+        }
+        if r >= MAX_ROWS || c >= MAX_COLUMNS {
+            return Err(format!(
+                "a value at row {}, column {} lies beyond the XLSX limits ({MAX_ROWS} rows, {MAX_COLUMNS} columns): the workbook is malformed",
+                u64::from(r) + 1,
+                u64::from(c) + 1
+            ));
+        }
+        if !rows.cell(r, c, super::xlsx_cell(&value), &mut sink)? {
+            return Ok(());
+        }
+    }
+    rows.finish(&mut sink)?;
+    Ok(())
+}
+
+/// Turns the cells of a sheet, in sheet order, into the header (the first row holding a value;
+/// its first to last value name the columns) and the rows below it, each as wide as the header.
+/// Rows with no value between two rows that have one are sent empty, as a spreadsheet shows
+/// them; trailing empty rows are not sent. Memory: the header and one row.
+#[derive(Default)]
+struct Assembler {
+    /// The header row's index, its first column and its width, once complete.
+    header: Option<(u32, u32, u32)>,
+    /// The header row's cells while it is read.
+    head: Vec<(u32, String)>,
+    /// The data row being assembled.
+    row: Option<(u32, Vec<String>)>,
+    /// The header row's index while it is read.
+    head_r: u32,
+}
+
+impl Assembler {
+    /// Takes one non-empty cell; `send` returns false once nobody reads (then this returns
+    /// false too).
+    fn cell(
+        &mut self,
+        r: u32,
+        c: u32,
+        v: String,
+        send: &mut dyn FnMut(Msg) -> bool,
+    ) -> Result<bool, String> {
+        let Some((hr, first, width)) = self.header else {
+            if !self.head.is_empty() && r != self.head_r {
+                if r < self.head_r {
+                    return Err(out_of_order(r, c));
+                }
+                let names = self.close_header()?;
+                if !send(Msg::Header(names)) {
+                    return Ok(false);
+                }
+                return self.cell(r, c, v, send);
+            }
+            if self.head.len() >= MAX_COLUMNS as usize {
+                return Err(format!(
+                    "the header row holds more than {MAX_COLUMNS} cells: the workbook is malformed"
+                ));
+            }
+            self.head_r = r;
+            self.head.push((c, v));
+            return Ok(true);
+        };
+        if r <= hr {
+            return Err(out_of_order(r, c));
+        }
+        let current = self.row.as_ref().map(|(cur, _)| *cur);
+        match current {
+            Some(cur) if cur == r => {}
+            Some(cur) if r < cur => return Err(out_of_order(r, c)),
+            _ => {
+                let mut next = hr + 1;
+                if let Some((cur, cells)) = self.row.take() {
+                    if !send(Msg::Row(cells)) {
+                        return Ok(false);
+                    }
+                    next = cur + 1;
+                }
+                for _ in next..r {
+                    if !send(Msg::Row(vec![String::new(); width as usize])) {
+                        return Ok(false);
+                    }
+                }
+                self.row = Some((r, vec![String::new(); width as usize]));
+            }
+        }
+        if c < first || c - first >= width {
+            return Err(format!(
+                "cell {} holds {v:?} outside the header's columns {} to {}: give the column a header (an item name) or clear the cell",
+                cell_name(r, c),
+                cell_name(hr, first),
+                cell_name(hr, first + width - 1)
+            ));
+        }
+        if let Some((_, cells)) = &mut self.row {
+            cells[(c - first) as usize] = v;
+        }
+        Ok(true)
+    }
+
+    /// Closes the header row: its names, first to last column, with no gap.
+    fn close_header(&mut self) -> Result<Vec<String>, String> {
+        self.head.sort_by_key(|(c, _)| *c);
+        let r = self.head_r;
+        let first = self.head.first().map_or(0, |(c, _)| *c);
+        let mut names = Vec::with_capacity(self.head.len());
+        for (i, (c, name)) in std::mem::take(&mut self.head).into_iter().enumerate() {
+            let want = first + i as u32;
+            if c != want {
+                return Err(format!(
+                    "the header row ({}) has no name in {}: every column of the table needs an item name",
+                    r + 1,
+                    cell_name(r, want)
+                ));
+            }
+            names.push(name);
+        }
+        self.header = Some((r, first, names.len() as u32));
+        Ok(names)
+    }
+
+    /// Sends what is left: the header of a sheet with no data rows, or the last row.
+    fn finish(&mut self, send: &mut dyn FnMut(Msg) -> bool) -> Result<(), String> {
+        if self.header.is_none() && !self.head.is_empty() {
+            let names = self.close_header()?;
+            send(Msg::Header(names));
+        }
+        if let Some((_, cells)) = self.row.take() {
+            send(Msg::Row(cells));
+        }
+        Ok(())
+    }
+}
+
+fn out_of_order(r: u32, c: u32) -> String {
+    format!(
+        "cell {} comes after a later row in the sheet's XML: the workbook is malformed; save it again from a spreadsheet program",
+        cell_name(r, c)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Row;
+    use super::*;
+    use std::io::Write;
+
+    const NS: &str = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
+    const REL: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
+    const PKG: &str = "http://schemas.openxmlformats.org/package/2006/relationships";
+
+    /// A minimal workbook whose first sheet is `sheet` (its XML), with optional shared strings.
+    fn workbook(sheet: &[u8], shared: Option<&[u8]>) -> Vec<u8> {
+        let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let o = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        let mut part = |name: &str, bytes: &[u8]| {
+            z.start_file(name, o).unwrap();
+            z.write_all(bytes).unwrap();
+        };
+        part(
+            "_rels/.rels",
+            format!(r#"<Relationships xmlns="{PKG}"><Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#).as_bytes(),
+        );
+        part(
+            "xl/workbook.xml",
+            format!(r#"<workbook xmlns="{NS}" xmlns:r="{REL}"><sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>"#).as_bytes(),
+        );
+        part(
+            "xl/_rels/workbook.xml.rels",
+            format!(r#"<Relationships xmlns="{PKG}"><Relationship Id="rId1" Type="{REL}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#).as_bytes(),
+        );
+        if let Some(s) = shared {
+            part("xl/sharedStrings.xml", s);
+        }
+        part("xl/worksheets/sheet1.xml", sheet);
+        z.finish().unwrap().into_inner()
+    }
+
+    /// Sheet XML with these `(cell, inline text)` values.
+    fn sheet(cells: &[(&str, &str)]) -> Vec<u8> {
+        let mut x = format!(r#"<worksheet xmlns="{NS}"><sheetData>"#);
+        for (at, v) in cells {
+            x.push_str(&format!(
+                r#"<row><c r="{at}" t="inlineStr"><is><t>{v}</t></is></c></row>"#
+            ));
+        }
+        x.push_str("</sheetData></worksheet>");
+        x.into_bytes()
+    }
+
+    fn items() -> Vec<String> {
+        vec!["编号".into(), "金额".into()]
+    }
+
+    fn read(bytes: &[u8]) -> Result<Vec<Row>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.xlsx");
+        std::fs::write(&p, bytes).unwrap();
+        rows(&p, &items())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.message)
+    }
+
+    #[test]
+    fn a_sheet_is_streamed_from_its_header_with_gaps_kept() {
+        // The table starts at B2; rows 5 and 6 hold nothing (sent empty), then row 7.
+        let s = sheet(&[
+            ("B2", "金额"),
+            ("C2", "编号"),
+            ("B3", "1"),
+            ("C3", "A1"),
+            ("C4", "A2"),
+            ("B7", "7"),
+        ]);
+        let e = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
+        assert_eq!(
+            read(&workbook(&s, None)).unwrap(),
+            vec![e("A1", "1"), e("A2", ""), e("", ""), e("", ""), e("", "7")]
+        );
+    }
+
+    #[test]
+    fn a_far_cell_is_refused_without_a_dense_range() {
+        // calamine's worksheet_range would allocate 2^34 cells for this sheet.
+        let s = sheet(&[("A1", "编号"), ("B1", "金额"), ("XFD1048576", "x")]);
+        let e = read(&workbook(&s, None)).unwrap_err();
+        assert!(
+            e.contains("XFD1048576") && e.contains("outside the header"),
+            "{e}"
+        );
+    }
+
+    /// 16 MiB of one repeated row deflates to a few KiB: refused from the declared sizes,
+    /// before a byte is unpacked.
+    #[test]
+    fn a_zip_bomb_is_refused_before_it_is_unpacked() {
+        let mut s = sheet(&[("A1", "编号"), ("B1", "金额")]);
+        s.truncate(s.len() - "</sheetData></worksheet>".len());
+        let row = br#"<row><c t="inlineStr"><is><t>A</t></is></c><c><v>1</v></c></row>"#;
+        while s.len() < 16 << 20 {
+            s.extend_from_slice(row);
+        }
+        s.extend_from_slice(b"</sheetData></worksheet>");
+        let bomb = workbook(&s, None);
+        assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+        let started = std::time::Instant::now();
+        let e = read(&bomb).unwrap_err();
+        assert!(
+            e.contains("xl/worksheets/sheet1.xml") && e.contains("zip bomb"),
+            "{e}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    /// Patches the uncompressed size `name` declares in its local and central headers.
+    fn declare(zip: &mut [u8], name: &str, size: u32) {
+        let n = name.as_bytes();
+        let mut patched = 0;
+        for i in 0..zip.len() - n.len() {
+            if &zip[i..i + n.len()] != n {
+                continue;
+            }
+            for (sig, header, field) in [
+                ([0x50, 0x4b, 0x03, 0x04], 30, 22),
+                ([0x50, 0x4b, 0x01, 0x02], 46, 24),
+            ] {
+                if i >= header && zip[i - header..i - header + 4] == sig {
+                    zip[i - header + field..i - header + field + 4]
+                        .copy_from_slice(&size.to_le_bytes());
+                    patched += 1;
+                }
+            }
+        }
+        assert_eq!(patched, 2, "both headers of {name} patched");
+    }
+
+    /// A sheet that declares 4 KiB but unpacks to 4 MiB passes the checks of the declared
+    /// sizes; the zip reader stops it at the declared size.
+    #[test]
+    fn a_part_that_unpacks_past_its_declared_size_is_stopped() {
+        let mut s = sheet(&[("A1", "编号"), ("B1", "金额")]);
+        s.truncate(s.len() - "</sheetData></worksheet>".len());
+        let row = br#"<row><c t="inlineStr"><is><t>A</t></is></c><c><v>1</v></c></row>"#;
+        while s.len() < 4 << 20 {
+            s.extend_from_slice(row);
+        }
+        s.extend_from_slice(b"</sheetData></worksheet>");
+        let mut liar = workbook(&s, None);
+        declare(&mut liar, "xl/worksheets/sheet1.xml", 4096);
+        let e = read(&liar).unwrap_err();
+        assert!(e.contains("declared uncompressed size"), "{e}");
+    }
+
+    #[test]
+    fn a_huge_declared_shared_string_count_is_refused() {
+        let sst = format!(
+            r#"<?xml version="1.0"?><sst xmlns="{NS}" count="1" uniqueCount="1000000000000"><si><t>编号</t></si></sst>"#
+        );
+        let e = read(&workbook(&sheet(&[]), Some(sst.as_bytes()))).unwrap_err();
+        assert!(e.contains("1000000000000 shared strings"), "{e}");
+        assert_eq!(
+            declared_strings(br#"<?xml version="1.0"?><x:sst xmlns:x="a" uniqueCount = '12'>"#),
+            Ok(Some(12))
+        );
+        // A quoted `>` does not end the element, and a look-alike attribute does not hide the
+        // real one.
+        assert_eq!(
+            declared_strings(br#"<sst a=">" xuniqueCount="1" uniqueCount="99"><si/>"#),
+            Ok(Some(99))
+        );
+        assert_eq!(declared_strings(b"<sst count=\"1\">"), Ok(None));
+        assert!(declared_strings(b"<foo>").is_err());
+    }
+
+    #[test]
+    fn legacy_xls_and_non_zip_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let xls = dir.path().join("t.xls");
+        std::fs::write(&xls, b"\xd0\xcf\x11\xe0").unwrap();
+        let e = rows(&xls, &items()).err().unwrap();
+        assert!(e.contains(".xls"), "{e}");
+        let e = read(b"not a zip at all").unwrap_err();
+        assert!(e.contains("not an XLSX workbook"), "{e}");
+    }
+}
