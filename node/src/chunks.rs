@@ -12,14 +12,25 @@
 //! chunks and their directories before a version is recorded as complete. A pull that resumes
 //! after a crash re-hashes the chunks it finds, so a torn chunk is fetched again.
 //!
+//! Storing bytes that are already held ([`ChunkStore::put`]) re-hashes the file there: a chunk
+//! found damaged (a torn write, a disk error, a hand edit) is replaced by the new bytes instead
+//! of being trusted, and counted ([`ChunkStore::repaired`]).
+//!
+//! Leases: everything that writes chunks or relies on chunks not yet referenced by a stored
+//! manifest (a publish, a pull) holds a shared [`Lease`] for its whole run; the garbage
+//! collector (`dataset::gc`) removes files only under the exclusive lease
+//! ([`ChunkStore::try_exclusive`]), so it never runs beside a publish or a pull.
+//!
 //! Layering: a leaf (no other module of the node); the state holds the chunk store.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use huitong_protocol::dataset::{ChunkHash, ChunkRef, MAX_CHUNK_BYTES};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 /// A chunk store error.
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +67,39 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ChunkError + '_ {
 /// Above this many chunks, [`ChunkStore::sync`] syncs the whole file system once.
 const SYNCFS_THRESHOLD: usize = 64;
 
+/// Held by a publish or a pull for its whole run: the garbage collector waits for none and
+/// runs only when no lease is held.
+pub type Lease = OwnedRwLockReadGuard<()>;
+
+/// Held by the garbage collector while it removes chunk files.
+pub type Exclusive = OwnedRwLockWriteGuard<()>;
+
+/// A chunk file as listed by [`ChunkStore::list`].
+#[derive(Clone, Copy, Debug)]
+pub struct Listed {
+    /// The chunk (the file's name).
+    pub hash: ChunkHash,
+    /// The file's length.
+    pub len: u64,
+}
+
+/// Whether bytes are already held.
+enum Held {
+    /// No file.
+    Absent,
+    /// The file holds exactly these bytes.
+    Intact,
+    /// The file is there but does not hold these bytes.
+    Damaged(String),
+}
+
 /// The store.
 pub struct ChunkStore {
     root: PathBuf,
     tmp: PathBuf,
     counter: AtomicU64,
+    leases: Arc<RwLock<()>>,
+    repaired: AtomicU64,
 }
 
 impl ChunkStore {
@@ -75,7 +114,36 @@ impl ChunkStore {
             root: root.to_path_buf(),
             tmp,
             counter: AtomicU64::new(0),
+            leases: Arc::new(RwLock::new(())),
+            repaired: AtomicU64::new(0),
         })
+    }
+
+    /// A shared lease for a pull (waits while the garbage collector runs).
+    pub async fn lease(&self) -> Lease {
+        self.leases.clone().read_owned().await
+    }
+
+    /// A shared lease for a publish, from a blocking thread (never from async code).
+    pub fn lease_blocking(&self) -> Lease {
+        // `blocking_read_owned` does not exist; a current-thread block_on of the owned read is
+        // the same thing, outside any runtime's async context.
+        futures::executor::block_on(self.leases.clone().read_owned())
+    }
+
+    /// The exclusive lease, if no publish or pull holds a shared one now.
+    pub fn try_exclusive(&self) -> Option<Exclusive> {
+        self.leases.clone().try_write_owned().ok()
+    }
+
+    /// How many held chunks were found damaged and replaced since start.
+    pub fn repaired(&self) -> u64 {
+        self.repaired.load(Ordering::Relaxed)
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Where a chunk lives.
@@ -94,26 +162,100 @@ impl ChunkStore {
         self.read(&chunk.hash).ok().filter(|b| chunk.matches(b))
     }
 
-    /// Stores bytes (once); returns their reference and whether they were new to the store.
+    /// Stores bytes (once); returns their reference and whether they were written (new to the
+    /// store, or replacing a held file that no longer held them). A file already there is
+    /// re-hashed, never trusted by its name alone.
     pub fn put(&self, bytes: &[u8]) -> Result<(ChunkRef, bool), ChunkError> {
         let len = u32::try_from(bytes.len())
             .ok()
             .filter(|l| *l <= MAX_CHUNK_BYTES)
             .ok_or(ChunkError::TooLarge(bytes.len() as u64))?;
         let hash = ChunkHash::of(bytes);
-        let new = !self.has(&hash);
-        if new {
+        let dest = self.path(&hash);
+        let write = match self.held(&dest, &hash, len) {
+            Held::Intact => false,
+            Held::Absent => true,
+            Held::Damaged(why) => {
+                self.repaired.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(chunk = %hash, path = %dest.display(), why, "held chunk is damaged; replacing it with verified bytes");
+                true
+            }
+        };
+        if write {
             // The hash was just computed from these bytes: write them without hashing again.
             let n = self.counter.fetch_add(1, Ordering::Relaxed);
             let tmp = self.tmp.join(format!("{}-{n}", std::process::id()));
             fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-            let dest = self.path(&hash);
             if let Some(dir) = dest.parent() {
                 fs::create_dir_all(dir).map_err(io_err(dir))?;
             }
             fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
         }
-        Ok((ChunkRef { hash, len }, new))
+        Ok((ChunkRef { hash, len }, write))
+    }
+
+    /// Whether the file at `path` holds the `len` bytes hashing to `hash`.
+    fn held(&self, path: &Path, hash: &ChunkHash, len: u32) -> Held {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Held::Absent,
+            Err(e) => return Held::Damaged(e.to_string()),
+        };
+        if !meta.is_file() {
+            return Held::Damaged("not a regular file".into());
+        }
+        if meta.len() != u64::from(len) {
+            return Held::Damaged(format!("{} bytes where the chunk has {len}", meta.len()));
+        }
+        match self.read(hash) {
+            Ok(b) if hash.verify(&b).is_ok() => Held::Intact,
+            Ok(b) => Held::Damaged(format!("the file hashes to {}", ChunkHash::of(&b))),
+            Err(e) => Held::Damaged(e.to_string()),
+        }
+    }
+
+    /// Every chunk file in the store (files whose name is not a chunk hash are left out).
+    pub fn list(&self) -> Result<Vec<Listed>, ChunkError> {
+        let mut out = Vec::new();
+        for dir in fs::read_dir(&self.root).map_err(io_err(&self.root))? {
+            let dir = dir.map_err(io_err(&self.root))?;
+            let name = dir.file_name();
+            let Some(prefix) = name.to_str().filter(|n| n.len() == 2) else {
+                continue;
+            };
+            if !dir.file_type().map_err(io_err(&dir.path()))?.is_dir() {
+                continue;
+            }
+            let path = dir.path();
+            for f in fs::read_dir(&path).map_err(io_err(&path))? {
+                let f = f.map_err(io_err(&path))?;
+                let Some(hash) = f
+                    .file_name()
+                    .to_str()
+                    .filter(|n| n.starts_with(prefix))
+                    .and_then(ChunkHash::from_hex)
+                else {
+                    continue;
+                };
+                let meta = f.metadata().map_err(io_err(&f.path()))?;
+                if meta.is_file() {
+                    out.push(Listed {
+                        hash,
+                        len: meta.len(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a chunk file (under the exclusive lease, which the caller proves by passing it).
+    pub fn remove(&self, _exclusive: &Exclusive, hash: &ChunkHash) -> Result<(), ChunkError> {
+        let path = self.path(hash);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Stores bytes received for `expected` if they hash to it; otherwise stores nothing.
@@ -271,5 +413,55 @@ mod tests {
         assert!(!store.has(&wrong));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         store.sync([&r.hash]).unwrap();
+    }
+
+    /// Issue #10, point 6: a held file is re-hashed when the same bytes are stored again, and a
+    /// damaged one (same length, another byte; truncated) is replaced, not trusted.
+    #[test]
+    fn put_replaces_a_damaged_chunk_instead_of_trusting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path()).unwrap();
+        let bytes = b"the bytes of one chunk".to_vec();
+        let (r, _) = store.put(&bytes).unwrap();
+        let path = store.path(&r.hash);
+        let mut flipped = bytes.clone();
+        flipped[0] ^= 1;
+        for damage in [flipped, bytes[..5].to_vec()] {
+            fs::write(&path, &damage).unwrap();
+            let (again, written) = store.put(&bytes).unwrap();
+            assert_eq!(again, r);
+            assert!(written, "the damaged file was rewritten");
+            assert_eq!(fs::read(&path).unwrap(), bytes);
+        }
+        assert_eq!(store.repaired(), 2);
+        assert!(!store.put(&bytes).unwrap().1, "an intact file is kept");
+        assert_eq!(store.repaired(), 2);
+    }
+
+    #[test]
+    fn list_and_remove_under_the_exclusive_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path()).unwrap();
+        let (a, _) = store.put(b"a").unwrap();
+        let (b, _) = store.put(b"bb").unwrap();
+        fs::write(dir.path().join("stray"), b"not a chunk").unwrap();
+        let mut listed: Vec<_> = store
+            .list()
+            .unwrap()
+            .iter()
+            .map(|l| (l.hash, l.len))
+            .collect();
+        listed.sort_by_key(|l| l.1);
+        assert_eq!(listed, vec![(a.hash, 1), (b.hash, 2)]);
+        let lease = store.lease_blocking();
+        assert!(
+            store.try_exclusive().is_none(),
+            "a lease keeps the collector out"
+        );
+        drop(lease);
+        let x = store.try_exclusive().unwrap();
+        store.remove(&x, &a.hash).unwrap();
+        store.remove(&x, &a.hash).unwrap();
+        assert!(!store.has(&a.hash) && store.has(&b.hash));
     }
 }

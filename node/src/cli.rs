@@ -66,6 +66,13 @@ pub enum Command {
     Pull(pull_cmd::PullArgs),
     /// List the node's pulls (running and recently finished), or cancel one.
     Pulls(pull_cmd::PullsArgs),
+    /// Remove the chunks no kept dataset version needs (see the operator guide); the node also
+    /// does this every hour.
+    Gc {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply for 信息项 of a 有条件共享 resource (sent to the hub and the provider).
     Apply(apply_cmd::ApplyArgs),
     /// List applications (incoming to this node, or this node's own).
@@ -147,6 +154,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataset(c) => dataset_cmd::run(&dir, c).await,
         Command::Pull(a) => pull_cmd::pull(&dir, a).await,
         Command::Pulls(a) => pull_cmd::pulls(&dir, a).await,
+        Command::Gc { json } => dataset_cmd::gc(&dir, json).await,
         Command::Apply(a) => apply_cmd::apply(&dir, a).await,
         Command::Applications(a) => apply_cmd::list(&dir, a).await,
         Command::Approve(a) => apply_cmd::approve(&dir, a).await,

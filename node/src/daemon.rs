@@ -1,11 +1,11 @@
 //! `huitong run`: opens the store, registers the views on the feeds, starts the network event
 //! loop (with the audit's gossip judge), the agent, the data server, the audit appender and
-//! watcher and the admin API, and shuts them down in order on Ctrl-C or SIGTERM so the store is
+//! watcher, the housekeeping and the admin API, and shuts them down in order on Ctrl-C or SIGTERM so the store is
 //! left consistent.
 //!
 //! Files in the node directory: `huitong.toml`, `node.key`, `db/` (RocksDB), `chunks/` (dataset
 //! chunks, see [`crate::chunks`]), `audit/` (the hub's audit log, see
-//! [`crate::audit_log::tiles`]), `api.token` (0600), `api.addr` (written once the API is bound,
+//! [`crate::audit_log::tiles`]), `rejects/` (reports of cells refused at publication), `api.token` (0600), `api.addr` (written once the API is bound,
 //! removed at shutdown), and optionally `charter.cbor`, a signed charter imported at first start.
 //!
 //! Layering: near the top (only the CLI names it): the one place that wires the layers together
@@ -163,6 +163,11 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     tasks.spawn_infallible(
         "agent",
         crate::agent::run(feeds.clone(), client.clone(), shutdown.clone()),
+    );
+    let housekeeping = crate::housekeeping::Settings::from_env().map_err(|e| anyhow::anyhow!(e))?;
+    tasks.spawn_infallible(
+        "housekeeping",
+        crate::housekeeping::run(feeds.clone(), housekeeping, shutdown.clone()),
     );
     let data_server = crate::transfer::server::Server::new(feeds.clone(), client.clone());
     tasks.spawn_infallible(

@@ -109,6 +109,7 @@ pub async fn serve(
             "/api/v1/pulls",
             get(datasets::list_pulls).post(datasets::start_pull),
         )
+        .route("/api/v1/gc", post(datasets::gc))
         .route("/api/v1/pulls/{id}", get(datasets::pull_progress))
         .route("/api/v1/pulls/{id}/cancel", post(datasets::cancel_pull))
         .route(

@@ -3,8 +3,8 @@
 //! The top-level modules depend on each other one way, with no cycles (`.ci/moddeps.py` checks
 //! it in CI). Lowest first; a module names only modules listed before it:
 //!
-//! 1. Leaves: [`durable`], [`partial`], [`chunks`], [`stats`], [`faults`], [`supervise`],
-//!    [`catchup`], [`logfile`], [`store`].
+//! 1. Leaves: [`durable`], [`partial`], [`outfile`], [`chunks`], [`stats`], [`faults`],
+//!    [`supervise`], [`catchup`], [`logfile`], [`store`].
 //! 2. [`backup`] (a store checkpoint with the catch-up mark, copying a node directory);
 //!    [`audit_log`]: the audit log's files and in-memory state, held by the state.
 //! 3. [`state`] (`NodeState`), then [`charter`] (accepting charter versions).
@@ -16,7 +16,8 @@
 //! 6. [`access`]: the one access-policy decision.
 //! 7. [`net`] (one actor owns the Swarm; audit gossip is judged through [`net::AuditGossip`]),
 //!    then [`link`] (one request/response on a data stream, framing).
-//! 8. Actors and services: [`transfer`], [`agent`], [`auditor`] (the audit services).
+//! 8. Actors and services: [`transfer`], [`agent`], [`auditor`] (the audit services),
+//!    [`housekeeping`] (chunk-store collection, expiry of waiting grant events).
 //! 9. The admin API: [`api`] (typed requests and responses), [`http`] (the server), [`client`]
 //!    (the CLI's client), [`daemon`] (wires everything together).
 //! 10. [`cli`]. The binary (`main.rs`) only parses arguments, sets up logging and lets client
@@ -42,10 +43,12 @@ pub mod dataset;
 pub mod durable;
 pub mod faults;
 pub mod feeds;
+pub mod housekeeping;
 pub mod http;
 pub mod link;
 pub mod logfile;
 pub mod net;
+pub mod outfile;
 pub mod partial;
 pub mod receipts;
 pub mod state;

@@ -1,4 +1,4 @@
-//! `huitong dataset publish|versions`.
+//! `huitong dataset publish|versions` and `huitong gc`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use clap::Subcommand;
 use super::output::{self, bytes, count, Table};
 use crate::api;
 use crate::client::ApiClient;
+use crate::dataset::gc::GcReport;
 use crate::dataset::publish::{PublishReport, PublishRequest};
 
 /// Dataset commands.
@@ -93,9 +94,25 @@ pub(super) async fn run(dir: &Path, cmd: DatasetCmd) -> anyhow::Result<()> {
             if r.rejected_rows > 0 {
                 writeln!(
                     o,
-                    "left out {} breaking the 信息项 rules; the report is stored with the version",
-                    count(r.rejected_rows, "row", "rows")
+                    "left out {} ({}) breaking the 信息项 rules; the report is stored with the version",
+                    count(r.rejected_rows, "row", "rows"),
+                    count(r.rejected_cells, "cell", "cells"),
                 )?;
+                if let Some(path) = &r.report {
+                    let shown = if r.report_cells < r.rejected_cells {
+                        format!(
+                            " (the first {} cells: the report reached its size limit)",
+                            r.report_cells
+                        )
+                    } else {
+                        String::new()
+                    };
+                    writeln!(
+                        o,
+                        "every refused cell is listed in {}{shown}",
+                        path.display()
+                    )?;
+                }
             }
             Ok(())
         }
@@ -138,4 +155,31 @@ pub(super) async fn run(dir: &Path, cmd: DatasetCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+/// Runs `huitong gc`: collects the node's chunk store now.
+pub(super) async fn gc(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let r: GcReport = ApiClient::new(dir)?.post("/gc", &()).await?;
+    if json {
+        return output::json(&r);
+    }
+    let mut o = std::io::stdout().lock();
+    writeln!(
+        o,
+        "removed {} ({}); kept {} ({}) of {}",
+        count(r.chunks_removed, "chunk", "chunks"),
+        bytes(r.bytes_freed),
+        count(r.chunks_kept, "chunk", "chunks"),
+        bytes(r.bytes_kept),
+        count(r.versions_kept, "version", "versions"),
+    )?;
+    for d in &r.versions_dropped {
+        writeln!(
+            o,
+            "  let go of {} v{} of provider {} (superseded; pulling it again fetches it)",
+            d.code,
+            d.version,
+            d.provider.to_hex()
+        )?;
+    }
+    Ok(())
 }

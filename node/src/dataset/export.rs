@@ -3,7 +3,9 @@
 //!
 //! Output goes to a partial file of its own beside the target ([`crate::partial`]), is fsynced,
 //! and is renamed over the target only when complete, so a reader never sees half a file. Chunks
-//! are re-verified as they are read. An export can be stopped between row groups.
+//! are re-verified as they are read. An export can be stopped between row groups. The target may
+//! not be a symbolic link, and the output's file system must have room for it first
+//! ([`crate::outfile`]).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -20,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::table::{self, ChunkFormatError};
 use crate::chunks::{ChunkError, ChunkStore};
+use crate::outfile::{self, OutError};
 
 /// Output formats for tables.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +69,23 @@ pub enum ExportError {
     /// Stopped on request before the output was complete; nothing was written.
     #[error("stopped before the output was complete; nothing was written")]
     Stopped,
+    /// The output is a link, or there is no room for it.
+    #[error(transparent)]
+    Out(#[from] OutError),
+}
+
+/// Roughly the bytes an export writes: the chunks it reads (text of the chosen columns; CSV
+/// and JSONL add little to it, Parquet is smaller).
+pub fn estimate(manifest: &Manifest, columns: &[String]) -> u64 {
+    match &manifest.body {
+        Body::File { chunks, .. } => chunks.iter().map(|c| u64::from(c.len)).sum(),
+        Body::Table { columns: all, .. } => all
+            .iter()
+            .filter(|c| columns.contains(&c.name))
+            .flat_map(|c| &c.chunks)
+            .map(|c| u64::from(c.len))
+            .sum(),
+    }
 }
 
 /// Writes `manifest`'s data (only `columns`, for tables) to `out`. `stop` is asked between
@@ -82,6 +102,8 @@ pub fn export(
         path: out.display().to_string(),
         message: e.to_string(),
     };
+    outfile::check_target(out)?;
+    outfile::ensure_space(&[(out, estimate(manifest, columns))])?;
     let partial = crate::partial::Partial::claim(out, false).map_err(|e| werr(&e))?;
     let result = (|| {
         let file = partial.file().try_clone().map_err(|e| werr(&e))?;
@@ -388,5 +410,69 @@ mod tests {
             Err(ExportError::Stopped)
         ));
         assert!(!stopped.exists() && crate::partial::existing(&stopped).is_empty());
+    }
+
+    /// Issue #10, point 6: never through a link (a link at the output is refused, one planted
+    /// at a partial file's name is left alone), and not at all when the file system lacks the
+    /// room, which the error names.
+    #[test]
+    fn links_and_too_little_space_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(&dir.path().join("chunks")).unwrap();
+        let file = |chunks: Vec<huitong_protocol::dataset::ChunkRef>| Manifest {
+            layout: MANIFEST_VERSION,
+            provider: SecretKey::from_bytes([7; 32]).public(),
+            code: ResourceCode::parse("301001/000001").unwrap(),
+            version: 1,
+            created_at_ms: 0,
+            body: Body::File {
+                name: "f".into(),
+                chunks,
+            },
+            rejects: None,
+        };
+        let never = || false;
+        let small = file(vec![store.put(b"bytes").unwrap().0]);
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let out = dir.path().join("out.bin");
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        let e = export(&store, &small, &[], OutFormat::Csv, &out, &never).unwrap_err();
+        assert!(
+            matches!(e, ExportError::Out(OutError::Symlink { .. })),
+            "{e}"
+        );
+        let out2 = dir.path().join("out2.bin");
+        let planted = dir.path().join(crate::partial::prefix(&out2));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        assert_eq!(
+            export(&store, &small, &[], OutFormat::Csv, &out2, &never).unwrap(),
+            5
+        );
+        assert_eq!(std::fs::read(&out2).unwrap(), b"bytes");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(std::fs::symlink_metadata(&planted)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // More than the file system holds: refused before anything is written.
+        let free = crate::outfile::available(dir.path()).unwrap();
+        let chunk = huitong_protocol::dataset::ChunkRef {
+            hash: huitong_protocol::dataset::ChunkHash::of(b"x"),
+            len: huitong_protocol::dataset::MAX_CHUNK_BYTES,
+        };
+        // A quarter more than is free, a margin other writers on the machine will not close.
+        let huge = file(vec![
+            chunk;
+            (free / 4 * 5 / u64::from(chunk.len)) as usize + 1
+        ]);
+        let out4 = dir.path().join("out4.bin");
+        match export(&store, &huge, &[], OutFormat::Csv, &out4, &never) {
+            Err(ExportError::Out(OutError::NoSpace {
+                needed, available, ..
+            })) => assert!(needed > available),
+            other => panic!("expected NoSpace, got {other:?}"),
+        }
+        assert!(crate::partial::existing(&out4).is_empty() && !out4.exists());
     }
 }

@@ -4,9 +4,14 @@
 //! Tables are read twice: the first pass only validates, so a refused publish stores nothing;
 //! the second pass (skipping rows refused under `--allow-rejects`) writes the chunks. Chunks are
 //! fsynced, then the manifest is stored, then the feed entry is appended (durably), so an
-//! announced version always has its data on disk.
+//! announced version always has its data on disk. A publish holds a chunk-store lease
+//! ([`crate::chunks::Lease`]) so the garbage collector never removes a chunk it just wrote.
+//!
+//! Memory stays bounded whatever the input: refused cells go to a report file under
+//! `<node dir>/rejects/` as they are found (its path is in the answer), only the first
+//! [`SHOWN_REJECTS`] and the counts are kept in memory, and pass 2 checks each row again instead
+//! of remembering which rows were refused.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +40,12 @@ const FILE_CHUNK_MAX: usize = 4 * 1024 * 1024;
 const REPORT_CHUNK: usize = 4 * 1024 * 1024;
 /// How many rejects an error shows.
 const SHOWN_REJECTS: usize = 20;
+/// Where reject reports are written, under the node directory.
+pub const REPORT_DIR: &str = "rejects";
+/// A reject report stops growing at this size (the counts stay exact).
+const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
+/// How many reject reports are kept in [`REPORT_DIR`] (the oldest go first).
+const KEPT_REPORTS: usize = 32;
 
 /// What to publish.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -75,6 +86,15 @@ pub struct PublishReport {
     pub rows: Option<u64>,
     /// Rows refused and reported (with `--allow-rejects`).
     pub rejected_rows: u64,
+    /// Cells refused.
+    #[serde(default)]
+    pub rejected_cells: u64,
+    /// The reject report on the node's host (one JSON line per refused cell).
+    #[serde(default)]
+    pub report: Option<PathBuf>,
+    /// Cells listed in the report (fewer than `rejected_cells` once it reached its size limit).
+    #[serde(default)]
+    pub report_cells: u64,
     /// Bytes of all chunks.
     pub bytes: u64,
     /// Number of chunks.
@@ -101,13 +121,23 @@ pub enum PublishError {
     #[error(transparent)]
     Input(#[from] InputError),
     /// Cells break the item rules.
-    #[error("{count} row(s) break the 信息项 rules; nothing was published. Fix them, or publish with --allow-rejects to store the rest and a report of these")]
+    #[error("{count} row(s) break the 信息项 rules ({cells} cell(s)); nothing was published.{} Fix them, or publish with --allow-rejects to store the rest and a report of these", report.as_ref().map(|p| format!(" Every refused cell is listed in {}.", p.display())).unwrap_or_default())]
     Rejected {
         /// Rows refused.
         count: u64,
+        /// Cells refused.
+        cells: u64,
         /// The first refused cells.
         first: Vec<Reject>,
+        /// The report file on the node's host.
+        report: Option<PathBuf>,
     },
+    /// Pass 2 refused another number of rows than pass 1.
+    #[error("{0} changed while it was being published (the second reading refused other rows than the first); nothing was published: publish a file that is not being written to")]
+    Changed(String),
+    /// A report could not be written (a link in the way, no room).
+    #[error(transparent)]
+    Out(#[from] crate::outfile::OutError),
     /// Input file error.
     #[error("{path}: {source}")]
     File {
@@ -163,13 +193,18 @@ pub fn publish(
 ) -> Result<(PublishReport, VerifiedEntry), PublishError> {
     let state = &**feeds.state();
     let record = own_record(state, &req.code)?;
+    let _lease = state.chunks.lease_blocking();
     let mut writes = Writes {
         state,
         written: Vec::new(),
         new_bytes: 0,
     };
-    let (body, rejects, rejected_rows) = if req.file {
-        (file_body(&mut writes, &req.path)?, None, 0)
+    let (body, rejects, refusals) = if req.file {
+        (
+            file_body(&mut writes, &req.path)?,
+            None,
+            Refusals::default(),
+        )
     } else {
         table_body(
             &mut writes,
@@ -197,6 +232,7 @@ pub fn publish(
         &StoredManifest {
             envelope: sealed.bytes.clone(),
             complete: true,
+            held_at_ms: now_ms(),
         },
     )?;
     let announcement = manifest.announcement(sealed.hash);
@@ -207,7 +243,10 @@ pub fn publish(
             code: req.code.clone(),
             version: manifest.version,
             rows: announcement.rows,
-            rejected_rows,
+            rejected_rows: refusals.rows,
+            rejected_cells: refusals.cells,
+            report_cells: refusals.report.as_ref().map_or(0, |r| r.cells),
+            report: refusals.report.map(|r| r.path),
             bytes: announcement.bytes,
             chunks: announcement.chunks,
             new_bytes: writes.new_bytes,
@@ -238,25 +277,45 @@ fn file_body(writes: &mut Writes<'_>, path: &Path) -> Result<Body, PublishError>
     Ok(Body::File { name, chunks })
 }
 
-/// The outcome of pass 1.
+/// The outcome of pass 1: counts and the first rejects in memory, every reject in the report
+/// file on disk.
 struct Validation {
-    /// Data rows (from 1) with at least one refused cell.
-    refused: HashSet<u64>,
+    /// Data rows with at least one refused cell.
+    rows: u64,
+    /// Refused cells.
+    cells: u64,
     /// The first refused cells, for the error message.
     first: Vec<Reject>,
-    /// One JSON line per refused cell.
-    report: Vec<u8>,
+    /// The report file (none when nothing was refused).
+    report: Option<Report>,
 }
 
-/// Pass 1: checks every cell; returns the refused rows and the JSONL report.
-fn validate(items: &[Item], path: &Path) -> Result<Validation, PublishError> {
+/// Whether every cell of `row` passes its item's rules.
+fn row_passes(items: &[Item], row: &[String]) -> bool {
+    items
+        .iter()
+        .zip(row)
+        .all(|(item, value)| check_value(item.data_type, item.length, value).is_ok())
+}
+
+/// Pass 1: checks every cell; refused cells go to the report file as they are found.
+fn validate(
+    state: &NodeState,
+    items: &[Item],
+    path: &Path,
+    code: &str,
+) -> Result<Validation, PublishError> {
     let names: Vec<String> = items.iter().map(|i| i.name.clone()).collect();
-    let mut refused = HashSet::new();
-    let mut first = Vec::new();
-    let mut report = Vec::new();
+    let mut v = Validation {
+        rows: 0,
+        cells: 0,
+        first: Vec::new(),
+        report: None,
+    };
     for (n, row) in input::open(path, &names)?.enumerate() {
         let row = row?;
         let row_no = n as u64 + 1;
+        let mut refused = false;
         for (item, value) in items.iter().zip(&row) {
             if let Err(e) = check_value(item.data_type, item.length, value) {
                 let r = Reject {
@@ -265,25 +324,36 @@ fn validate(items: &[Item], path: &Path) -> Result<Validation, PublishError> {
                     value: value.clone(),
                     rule: e.rule,
                 };
-                if let Ok(line) = serde_json::to_vec(&r) {
-                    report.extend_from_slice(&line);
-                    report.push(b'\n');
+                if v.report.is_none() {
+                    v.report = Some(Report::create(&state.dir, code)?);
                 }
-                if first.len() < SHOWN_REJECTS {
-                    first.push(r);
+                if let Some(report) = &mut v.report {
+                    report.add(&r)?;
                 }
-                refused.insert(row_no);
+                if v.first.len() < SHOWN_REJECTS {
+                    v.first.push(r);
+                }
+                v.cells += 1;
+                refused = true;
             }
         }
+        v.rows += u64::from(refused);
     }
-    Ok(Validation {
-        refused,
-        first,
-        report,
-    })
+    if let Some(r) = &mut v.report {
+        r.finish()?;
+    }
+    Ok(v)
 }
 
-type TableParts = (Body, Option<Rejects>, u64);
+/// What pass 1 refused.
+#[derive(Default)]
+struct Refusals {
+    rows: u64,
+    cells: u64,
+    report: Option<Report>,
+}
+
+type TableParts = (Body, Option<Rejects>, Refusals);
 
 fn table_body(
     writes: &mut Writes<'_>,
@@ -295,15 +365,13 @@ fn table_body(
     if items.is_empty() {
         return Err(PublishError::NoItems(code.to_owned()));
     }
-    let Validation {
-        refused,
-        first,
-        report,
-    } = validate(items, path)?;
-    if !refused.is_empty() && !allow_rejects {
+    let v = validate(writes.state, items, path, code)?;
+    if v.rows > 0 && !allow_rejects {
         return Err(PublishError::Rejected {
-            count: refused.len() as u64,
-            first,
+            count: v.rows,
+            cells: v.cells,
+            first: v.first,
+            report: v.report.map(|r| r.path),
         });
     }
     let names: Vec<String> = items.iter().map(|i| i.name.clone()).collect();
@@ -327,9 +395,13 @@ fn table_body(
             }
             Ok(())
         };
-    for (n, row) in input::open(path, &names)?.enumerate() {
+    // Pass 2 checks each row again instead of remembering which were refused (memory stays
+    // bounded whatever the input); the count must come out the same.
+    let mut skipped = 0u64;
+    for row in input::open(path, &names)? {
         let row = row?;
-        if refused.contains(&(n as u64 + 1)) {
+        if !row_passes(items, &row) {
+            skipped += 1;
             continue;
         }
         if grouper.push(row) {
@@ -339,17 +411,15 @@ fn table_body(
     if grouper.rows() > 0 {
         flush(&mut grouper, &mut columns)?;
     }
-    let rejects = if refused.is_empty() {
-        None
-    } else {
-        let mut chunks = Vec::new();
-        for part in report.chunks(REPORT_CHUNK) {
-            chunks.push(writes.put(part)?);
-        }
-        Some(Rejects {
-            rows: refused.len() as u64,
-            report: chunks,
-        })
+    if skipped != v.rows {
+        return Err(PublishError::Changed(path.display().to_string()));
+    }
+    let rejects = match &v.report {
+        Some(report) if v.rows > 0 => Some(Rejects {
+            rows: v.rows,
+            report: report.store(writes)?,
+        }),
+        _ => None,
     };
     Ok((
         Body::Table {
@@ -357,6 +427,132 @@ fn table_body(
             columns,
         },
         rejects,
-        refused.len() as u64,
+        Refusals {
+            rows: v.rows,
+            cells: v.cells,
+            report: v.report,
+        },
     ))
+}
+
+/// The report of refused cells: one JSON line per cell (as in the manifest's report), written
+/// to `<node dir>/rejects/` as pass 1 finds them, never held in memory. A report stops growing
+/// at [`MAX_REPORT_BYTES`] (the counts stay exact); free space is checked before every
+/// [`REPORT_CHUNK`] written. The newest [`KEPT_REPORTS`] files are kept.
+struct Report {
+    path: PathBuf,
+    out: Option<std::io::BufWriter<File>>,
+    /// Bytes written.
+    bytes: u64,
+    /// Cells written (fewer than refused once the report is full).
+    cells: u64,
+    /// Bytes up to which free space has been checked.
+    checked: u64,
+}
+
+impl Report {
+    fn create(node_dir: &Path, code: &str) -> Result<Self, PublishError> {
+        let dir = node_dir.join(REPORT_DIR);
+        std::fs::create_dir_all(&dir).map_err(|source| PublishError::File {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        prune_reports(&dir);
+        let path = dir.join(format!("{}-{}.jsonl", code.replace('/', "-"), now_ms()));
+        let file = crate::outfile::create_new(&path)?;
+        Ok(Self {
+            path,
+            out: Some(std::io::BufWriter::new(file)),
+            bytes: 0,
+            cells: 0,
+            checked: 0,
+        })
+    }
+
+    fn add(&mut self, r: &Reject) -> Result<(), PublishError> {
+        let Ok(mut line) = serde_json::to_vec(r) else {
+            return Ok(());
+        };
+        line.push(b'\n');
+        let len = line.len() as u64;
+        if self.bytes + len > MAX_REPORT_BYTES {
+            return Ok(());
+        }
+        if self.bytes + len > self.checked {
+            crate::outfile::ensure_space(&[(self.path.as_path(), REPORT_CHUNK as u64)])?;
+            self.checked += REPORT_CHUNK as u64;
+        }
+        let written = match &mut self.out {
+            Some(out) => std::io::Write::write_all(out, &line),
+            None => Ok(()),
+        };
+        written.map_err(|e| self.io(e))?;
+        self.bytes += len;
+        self.cells += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), PublishError> {
+        if let Some(out) = self.out.take() {
+            let file = out.into_inner().map_err(|e| self.io(e.into_error()))?;
+            file.sync_data().map_err(|e| self.io(e))?;
+        }
+        Ok(())
+    }
+
+    fn io(&self, source: std::io::Error) -> PublishError {
+        PublishError::File {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Stores the report as chunks of at most [`REPORT_CHUNK`] bytes, read back from the file.
+    fn store(&self, writes: &mut Writes<'_>) -> Result<Vec<ChunkRef>, PublishError> {
+        let mut file = File::open(&self.path).map_err(|e| self.io(e))?;
+        let mut chunks = Vec::new();
+        let mut buf = vec![0u8; REPORT_CHUNK];
+        loop {
+            let n = read_full(&mut file, &mut buf).map_err(|e| self.io(e))?;
+            if n == 0 {
+                break;
+            }
+            chunks.push(writes.put(&buf[..n])?);
+        }
+        Ok(chunks)
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match std::io::Read::read(file, &mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Keeps the newest reports in `dir` (names end in the time they were made), so that at most
+/// [`KEPT_REPORTS`] remain once the next one is written.
+fn prune_reports(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut reports: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    reports.sort();
+    let excess = (reports.len() + 1).saturating_sub(KEPT_REPORTS);
+    for (_, path) in reports.into_iter().take(excess) {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove an old reject report");
+        }
+    }
 }

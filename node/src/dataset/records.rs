@@ -22,6 +22,10 @@ pub struct StoredManifest {
     pub envelope: Vec<u8>,
     /// All chunks are stored, verified and synced: the version is visible as complete.
     pub complete: bool,
+    /// When this node stored it (ms; 0 in records of older versions): how long a newer version
+    /// has been held decides when an older one is let go (`dataset::gc`).
+    #[serde(default)]
+    pub held_at_ms: u64,
 }
 
 fn prefix(feed: &NodeId, code: &str) -> Vec<u8> {
@@ -104,6 +108,34 @@ pub fn put_manifest(store: &Store, hash: &ChunkHash, m: &StoredManifest) -> Resu
     let w = store.writer();
     let mut batch = WriteBatch::default();
     batch.put_cf(store.cf(CF_MANIFESTS), hash.0, codec::encode(m));
+    store.commit(&w, batch, true)
+}
+
+/// Every held manifest, by hash.
+pub fn manifests(store: &Store) -> Result<Vec<(ChunkHash, StoredManifest)>, StoreError> {
+    let mut out = Vec::new();
+    for item in store
+        .db()
+        .iterator_cf(store.cf(CF_MANIFESTS), IteratorMode::Start)
+    {
+        let (k, v) = item?;
+        let hash = <[u8; 32]>::try_from(&k[..]).map_err(|_| StoreError::Corrupt {
+            cf: CF_MANIFESTS,
+            detail: format!("a key of {} bytes", k.len()),
+        })?;
+        let m = codec::decode(&v, usize::MAX).map_err(corrupt(CF_MANIFESTS))?;
+        out.push((ChunkHash(hash), m));
+    }
+    Ok(out)
+}
+
+/// Removes held manifests (durably), so the versions they describe are no longer held here.
+pub fn drop_manifests(store: &Store, hashes: &[ChunkHash]) -> Result<(), StoreError> {
+    let w = store.writer();
+    let mut batch = WriteBatch::default();
+    for h in hashes {
+        batch.delete_cf(store.cf(CF_MANIFESTS), h.0);
+    }
     store.commit(&w, batch, true)
 }
 

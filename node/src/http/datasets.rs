@@ -1,5 +1,5 @@
 //! Dataset routes: publish a version, list versions, start a pull (or attach to the same one
-//! running), follow its progress, list and cancel pulls.
+//! running), follow its progress, list and cancel pulls, collect the chunk store.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::{fail, internal, Ctx, Fail, Res};
 use crate::api::{self, ApiError};
 use crate::catalogue;
+use crate::dataset::gc::{self, GcError, GcReport};
 use crate::dataset::publish::{self, PublishError, PublishReport, PublishRequest};
 use crate::dataset::records;
 use crate::transfer::pull::{self, JobView, PullRequest, StartError};
@@ -29,9 +30,11 @@ fn publish_error(e: PublishError) -> Fail {
                     .collect(),
             },
         ),
-        PublishError::NoItems(_) | PublishError::Input(_) | PublishError::File { .. } => {
-            fail(StatusCode::UNPROCESSABLE_ENTITY, e)
-        }
+        PublishError::NoItems(_)
+        | PublishError::Input(_)
+        | PublishError::File { .. }
+        | PublishError::Changed(_)
+        | PublishError::Out(_) => fail(StatusCode::UNPROCESSABLE_ENTITY, e),
         PublishError::Append(a) => super::append_error(a),
         other => internal(other),
     }
@@ -139,4 +142,19 @@ pub(super) async fn cancel_pull(State(ctx): State<Ctx>, Path(id): Path<u64>) -> 
             ),
         )),
     }
+}
+
+pub(super) async fn gc(State(ctx): State<Ctx>) -> Res<GcReport> {
+    let grace = crate::housekeeping::Settings::from_env()
+        .map_err(internal)?
+        .gc_grace;
+    let state = ctx.state.clone();
+    tokio::task::spawn_blocking(move || gc::collect(&state, grace))
+        .await
+        .map_err(internal)?
+        .map(Json)
+        .map_err(|e| match e {
+            GcError::Busy => fail(StatusCode::CONFLICT, e),
+            other => internal(other),
+        })
 }

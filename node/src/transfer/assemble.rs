@@ -7,6 +7,10 @@
 //! same pull again adopts it and keeps every chunk whose bytes there still hash right
 //! ([`FileOutput::held_in_place`]). A pull refused outright (grant revoked) or cancelled removes
 //! it ([`FileOutput::discard`]).
+//!
+//! The target is never a symbolic link (the partial file is opened with `O_NOFOLLOW`, see
+//! [`crate::partial`]), and the output's file system must have room for what is not yet in the
+//! partial file before anything is written ([`crate::outfile`]).
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
@@ -14,6 +18,7 @@ use std::path::Path;
 
 use huitong_protocol::dataset::{Body, ChunkHash, ChunkRef, Manifest};
 
+use crate::outfile::{self, OutError};
 use crate::partial::Partial;
 
 /// The output of a file version under construction.
@@ -26,8 +31,8 @@ pub struct FileOutput {
 
 impl FileOutput {
     /// Starts (or reopens, to resume) the output of `manifest` if it is a file version (`None`
-    /// for tables).
-    pub fn create(manifest: &Manifest, out: &Path) -> std::io::Result<Option<Self>> {
+    /// for tables), once its file system has room for the bytes not yet in place.
+    pub fn create(manifest: &Manifest, out: &Path) -> Result<Option<Self>, OutError> {
         let Body::File { chunks, .. } = &manifest.body else {
             return Ok(None);
         };
@@ -39,8 +44,20 @@ impl FileOutput {
             lens.insert(c.hash, c.len);
             at += u64::from(c.len);
         }
-        let partial = Partial::claim(out, true)?;
-        partial.file().set_len(at)?;
+        outfile::check_target(out)?;
+        let io = |source| OutError::Io {
+            path: out.to_path_buf(),
+            source,
+        };
+        let partial = Partial::claim(out, true).map_err(io)?;
+        let needed = at.saturating_sub(outfile::allocated(partial.path()));
+        if let Err(e) = outfile::ensure_space(&[(out, needed)]) {
+            if !partial.resumed() {
+                partial.discard();
+            }
+            return Err(e);
+        }
+        partial.file().set_len(at).map_err(io)?;
         Ok(Some(Self {
             partial,
             offsets,

@@ -195,6 +195,8 @@ pub fn start(
     }
     let pulls = pulls.clone();
     tokio::spawn(async move {
+        // The chunk store's garbage collector does not run while a pull holds a lease.
+        let _lease = feeds.state().chunks.lease().await;
         let result = run(&feeds, &transport, &job).await;
         match &result {
             Ok(s) => {
@@ -439,6 +441,7 @@ fn write_output(
             &StoredManifest {
                 envelope: signed.bytes.clone(),
                 complete: true,
+                held_at_ms: crate::state::now_ms(),
             },
         )
         .map_err(local)?;
@@ -517,6 +520,7 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
             &StoredManifest {
                 envelope: signed.bytes.clone(),
                 complete: false,
+                held_at_ms: crate::state::now_ms(),
             },
         )
         .map_err(local)?;
@@ -541,7 +545,7 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
         return Err(PullError::Cancelled);
     }
     let output = FileOutput::create(manifest, &req.out)
-        .map_err(|e| local(format!("{}: {e}", req.out.display())))?
+        .map_err(local)?
         .map(Arc::new);
     job.set_partial(output.as_ref().map(|o| o.temp().to_path_buf()));
     let held = {
@@ -562,6 +566,16 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
         } else {
             missing.push_back(w.clone());
         }
+    }
+    if output.is_none() {
+        // A table: the missing chunks go to the chunk store, then the export to the output.
+        let fetch: u64 = missing.iter().map(|w| u64::from(w.chunk.len)).sum();
+        crate::outfile::check_target(&req.out).map_err(local)?;
+        crate::outfile::ensure_space(&[
+            (state.chunks.root(), fetch),
+            (req.out.as_path(), export::estimate(manifest, &fields)),
+        ])
+        .map_err(local)?;
     }
     let fetched_chunks = missing.len() as u64;
     let fetch_started = Instant::now();
