@@ -394,6 +394,26 @@ impl Testnet {
         Ok(v)
     }
 
+    /// POST a JSON body to an admin API path of node `i`; the answer, or an error with it.
+    pub fn post(&mut self, i: usize, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let addr = self
+            .api_addr(i)
+            .ok_or_else(|| anyhow!("{} has no API address yet", self.nodes[i].name))?;
+        let token = std::fs::read_to_string(self.nodes[i].dir.join("api.token"))?;
+        let resp = self
+            .http()?
+            .post(format!("http://{addr}/api/v1{path}"))
+            .bearer_auth(token.trim())
+            .json(body)
+            .send()?;
+        let status = resp.status();
+        let v: Value = resp.json()?;
+        if !status.is_success() {
+            bail!("{}: {status}: {v}", self.nodes[i].name);
+        }
+        Ok(v)
+    }
+
     /// Runs a `huitong` CLI command against node `i`.
     pub fn cli(&self, i: usize, args: &[&str]) -> anyhow::Result<std::process::Output> {
         Ok(Command::new(&self.bin)
