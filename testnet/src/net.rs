@@ -377,35 +377,27 @@ impl Testnet {
 
     /// GET an admin API path of node `i` (e.g. `/status`).
     pub fn get(&mut self, i: usize, path: &str) -> anyhow::Result<Value> {
-        let addr = self
-            .api_addr(i)
-            .ok_or_else(|| anyhow!("{} has no API address yet", self.nodes[i].name))?;
-        let token = std::fs::read_to_string(self.nodes[i].dir.join("api.token"))?;
-        let resp = self
-            .http()?
-            .get(format!("http://{addr}/api/v1{path}"))
-            .bearer_auth(token.trim())
-            .send()?;
-        let status = resp.status();
-        let v: Value = resp.json()?;
-        if !status.is_success() {
-            bail!("{}: {status}: {v}", self.nodes[i].name);
-        }
-        Ok(v)
+        self.api(i, path, None)
     }
 
     /// POST a JSON body to an admin API path of node `i`; the answer, or an error with it.
     pub fn post(&mut self, i: usize, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.api(i, path, Some(body))
+    }
+
+    /// One admin API request to node `i`: a GET, or a POST of `body`.
+    fn api(&mut self, i: usize, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         let addr = self
             .api_addr(i)
             .ok_or_else(|| anyhow!("{} has no API address yet", self.nodes[i].name))?;
         let token = std::fs::read_to_string(self.nodes[i].dir.join("api.token"))?;
-        let resp = self
-            .http()?
-            .post(format!("http://{addr}/api/v1{path}"))
-            .bearer_auth(token.trim())
-            .json(body)
-            .send()?;
+        let url = format!("http://{addr}/api/v1{path}");
+        let http = self.http()?;
+        let request = match body {
+            Some(b) => http.post(url).json(b),
+            None => http.get(url),
+        };
+        let resp = request.bearer_auth(token.trim()).send()?;
         let status = resp.status();
         let v: Value = resp.json()?;
         if !status.is_success() {

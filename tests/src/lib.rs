@@ -192,6 +192,13 @@ pub fn wait_charter(net: &mut Testnet, i: usize, version: u64) -> anyhow::Result
     )
 }
 
+/// Node `i`'s count of refusals for `label` (`status.rejected`), 0 when there were none.
+pub fn rejected(net: &mut Testnet, i: usize, label: &str) -> anyhow::Result<u64> {
+    Ok(net.get(i, "/status")?["rejected"][label]
+        .as_u64()
+        .unwrap_or(0))
+}
+
 /// Milliseconds since the Unix epoch (for entries a test signs itself: an entry may not be
 /// stamped before the charter version it names was issued).
 pub fn now_ms() -> u64 {

@@ -7,19 +7,13 @@ use huitong_protocol::feed::FEED_ENTRY_VERSION;
 use huitong_protocol::wire::{Gossip, Head, Summary, SyncRequest};
 use huitong_protocol::{codec, EntryHash, Event, FeedEntry, NodeId};
 use huitong_tests::rogue::{self, Rogue};
-use huitong_tests::{cli_ok, entry, search, start, wait_charter, wait_until};
+use huitong_tests::{cli_ok, entry, rejected, search, start, wait_charter, wait_until};
 use serde_bytes::ByteBuf;
 
 const T: Duration = Duration::from_secs(60);
 
 fn gossip_entry(bytes: Vec<u8>) -> Vec<u8> {
     codec::encode(&Gossip::Entry(ByteBuf::from(bytes)))
-}
-
-fn rejected(net: &mut huitong_testnet::Testnet, i: usize, label: &str) -> anyhow::Result<u64> {
-    Ok(net.get(i, "/status")?["rejected"][label]
-        .as_u64()
-        .unwrap_or(0))
 }
 
 #[test]

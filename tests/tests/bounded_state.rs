@@ -8,11 +8,8 @@ use std::time::Duration;
 
 use huitong_node::housekeeping;
 use huitong_protocol::application::GrantEvent;
-use huitong_protocol::feed::FEED_ENTRY_VERSION;
-use huitong_protocol::wire::Gossip;
-use huitong_protocol::{codec, EntryHash, Event, FeedEntry};
-use huitong_tests::{cli_ok, data, rogue, start_prepared, wait_until};
-use serde_bytes::ByteBuf;
+use huitong_protocol::Event;
+use huitong_tests::{cli_ok, data, rejected, rogue, start_prepared, wait_until};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(120);
@@ -36,12 +33,6 @@ fn disk_usage(dir: &Path) -> anyhow::Result<(u64, u64)> {
     Ok((files, bytes))
 }
 
-fn rejected(net: &mut huitong_testnet::Testnet, i: usize, label: &str) -> anyhow::Result<u64> {
-    Ok(net.get(i, "/status")?["rejected"][label]
-        .as_u64()
-        .unwrap_or(0))
-}
-
 #[test]
 fn waiting_grant_steps_expire_and_superseded_tiles_go() -> anyhow::Result<()> {
     let (hub, provider, consumer, city) = (0, 1, 2, 3);
@@ -60,20 +51,15 @@ fn waiting_grant_steps_expire_and_superseded_tiles_go() -> anyhow::Result<()> {
     let (key, _) = rogue::admit(&mut f.net, hub)?;
     let r = rogue::connect(&f.net, &key)?;
     let id = "0123456789abcdef0123456789abcdef";
-    let orphan = FeedEntry {
-        version: FEED_ENTRY_VERSION,
-        feed: key.public(),
-        seq: 1,
-        prev: EntryHash::ZERO,
-        timestamp_ms: huitong_tests::now_ms(),
-        // The charter that admitted the rogue.
-        charter: 2,
-        event: Event::Grant(GrantEvent::Accepted { id: id.into() }),
-    }
-    .seal(&key);
-    r.gossip(codec::encode(&Gossip::Entry(ByteBuf::from(
-        orphan.envelope.to_bytes(),
-    ))))?;
+    // Stamped now, naming the charter that admitted the rogue.
+    let orphan = rogue::feed_entry(
+        &key,
+        None,
+        huitong_tests::now_ms(),
+        2,
+        Event::Grant(GrantEvent::Accepted { id: id.into() }),
+    );
+    r.gossip(rogue::gossip_entry(&orphan))?;
     let net = &mut f.net;
     wait_until(T, "the waiting step expired on the hub", || {
         Ok(rejected(net, hub, "pending_expired")? == 1)

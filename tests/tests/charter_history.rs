@@ -13,16 +13,10 @@ use std::time::Duration;
 use huitong_protocol::Event;
 use huitong_testnet::Testnet;
 use huitong_tests::rogue;
-use huitong_tests::{cli_ok, entry, publish_ok, search, start, wait_charter, wait_until};
+use huitong_tests::{cli_ok, entry, publish_ok, rejected, search, start, wait_charter, wait_until};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(90);
-
-fn rejected(net: &mut Testnet, i: usize, label: &str) -> anyhow::Result<u64> {
-    Ok(net.get(i, "/status")?["rejected"][label]
-        .as_u64()
-        .unwrap_or(0))
-}
 
 /// The catalogue of node `i` as (provider, code, title, withdrawn) rows.
 fn catalogue(net: &Testnet, i: usize) -> anyhow::Result<BTreeSet<String>> {

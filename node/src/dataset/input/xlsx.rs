@@ -553,18 +553,23 @@ mod tests {
         );
     }
 
+    /// Sheet XML of about `len` bytes: the header, then one row over and over.
+    fn repeated(len: usize) -> Vec<u8> {
+        let mut s = sheet(&[("A1", "编号"), ("B1", "金额")]);
+        s.truncate(s.len() - "</sheetData></worksheet>".len());
+        let row = br#"<row><c t="inlineStr"><is><t>A</t></is></c><c><v>1</v></c></row>"#;
+        while s.len() < len {
+            s.extend_from_slice(row);
+        }
+        s.extend_from_slice(b"</sheetData></worksheet>");
+        s
+    }
+
     /// 16 MiB of one repeated row deflates to a few KiB: refused from the declared sizes,
     /// before a byte is unpacked.
     #[test]
     fn a_zip_bomb_is_refused_before_it_is_unpacked() {
-        let mut s = sheet(&[("A1", "编号"), ("B1", "金额")]);
-        s.truncate(s.len() - "</sheetData></worksheet>".len());
-        let row = br#"<row><c t="inlineStr"><is><t>A</t></is></c><c><v>1</v></c></row>"#;
-        while s.len() < 16 << 20 {
-            s.extend_from_slice(row);
-        }
-        s.extend_from_slice(b"</sheetData></worksheet>");
-        let bomb = workbook(&s, None);
+        let bomb = workbook(&repeated(16 << 20), None);
         assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
         let started = std::time::Instant::now();
         let e = read(&bomb).unwrap_err();
@@ -601,14 +606,7 @@ mod tests {
     /// sizes; the zip reader stops it at the declared size.
     #[test]
     fn a_part_that_unpacks_past_its_declared_size_is_stopped() {
-        let mut s = sheet(&[("A1", "编号"), ("B1", "金额")]);
-        s.truncate(s.len() - "</sheetData></worksheet>".len());
-        let row = br#"<row><c t="inlineStr"><is><t>A</t></is></c><c><v>1</v></c></row>"#;
-        while s.len() < 4 << 20 {
-            s.extend_from_slice(row);
-        }
-        s.extend_from_slice(b"</sheetData></worksheet>");
-        let mut liar = workbook(&s, None);
+        let mut liar = workbook(&repeated(4 << 20), None);
         declare(&mut liar, "xl/worksheets/sheet1.xml", 4096);
         let e = read(&liar).unwrap_err();
         assert!(e.contains("declared uncompressed size"), "{e}");
