@@ -119,6 +119,9 @@ pub struct AuditState {
     pub hub_answered_ms: AtomicU64,
     /// Consistency proofs asked of the hub and not served: old size → first failure (ms).
     pub proofs_owed: Mutex<HashMap<u64, u64>>,
+    /// The checkpoint notes this node vouches for in its anti-entropy summary (its latest
+    /// checkpoint and the notes of its newest split-view evidence), kept by the watcher.
+    pub vouched: Mutex<Vec<Vec<u8>>>,
 }
 
 impl AuditState {
@@ -136,6 +139,7 @@ impl AuditState {
             final_size: AtomicU64::new(0),
             hub_answered_ms: AtomicU64::new(0),
             proofs_owed: Mutex::new(HashMap::new()),
+            vouched: Mutex::new(Vec::new()),
         }
     }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use huitong_protocol::audit::note::open_checkpoint;
 use libp2p::gossipsub::MessageAcceptance;
 use libp2p::PeerId;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::audit::{keys, omission};
 use crate::audit_log::Source;
@@ -49,16 +49,30 @@ impl crate::net::AuditGossip for GossipJudge {
             return MessageAcceptance::Ignore;
         };
         match open_checkpoint(&note, &origin, &hub, &witnesses) {
-            Ok(_) => {
-                let _ = state.audit.inbox.try_send((note, Source::Gossip));
-                MessageAcceptance::Accept
-            }
+            Ok(_) => match state.audit.inbox.try_send((note, Source::Gossip)) {
+                Ok(()) => MessageAcceptance::Accept,
+                Err(e) => {
+                    // Not passed on either; peers' summaries carry it again.
+                    debug!(target: "huitong::audit", error = %e, "checkpoint watcher busy; note left for the next summary");
+                    MessageAcceptance::Ignore
+                }
+            },
             Err(e) => {
                 warn!(target: "huitong::audit", error = %e, "refused checkpoint gossip");
                 state.reject("checkpoint");
                 MessageAcceptance::Reject
             }
         }
+    }
+
+    fn vouched(&self) -> Vec<Vec<u8>> {
+        self.feeds
+            .state()
+            .audit
+            .vouched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn omission(&self, source: &PeerId, entry: &[u8]) -> MessageAcceptance {

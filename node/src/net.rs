@@ -40,8 +40,12 @@ pub use event_loop::EventLoop;
 /// Judges the gossip the event loop carries but does not own: audit checkpoint notes and
 /// omission reports. Called inline on the event loop, as entry gossip is ingested.
 pub trait AuditGossip: Send + Sync {
-    /// A checkpoint note: accept it (to pass on), ignore or reject it.
+    /// A checkpoint note (gossiped, or vouched for in a peer's summary): accept it (to pass
+    /// on), ignore or reject it.
     fn checkpoint(&self, note: Vec<u8>) -> gossipsub::MessageAcceptance;
+    /// The checkpoint notes this node vouches for, sent in its summary (at most
+    /// [`huitong_protocol::wire::MAX_SUMMARY_NOTES`]).
+    fn vouched(&self) -> Vec<Vec<u8>>;
     /// An omission report (a signed feed entry said to be missing from the log) from `source`.
     fn omission(&self, source: &PeerId, entry: &[u8]) -> gossipsub::MessageAcceptance;
 }

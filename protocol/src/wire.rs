@@ -4,7 +4,9 @@
 //!   feed entry or charter envelope.
 //! - Feed sync (request-response, [`FEED_SYNC_PROTOCOL`]): anti-entropy. On every connection and
 //!   periodically a node sends its [`Summary`] (`{feed → latest seq}` and its charter version);
-//!   the peer answers with its own; each side then asks for the ranges it lacks.
+//!   the peer answers with its own; each side then asks for the ranges it lacks. The summary
+//!   also carries the audit checkpoint notes the node vouches for, so a split view reaches every
+//!   member even when the gossip that carried it was lost.
 //!
 //! Requests are at most [`crate::codec::MAX_REQUEST_BYTES`], responses at most
 //! [`crate::codec::MAX_RESPONSE_BYTES`].
@@ -35,7 +37,17 @@ pub struct Summary {
     pub charter_version: u64,
     /// One head per feed.
     pub heads: Vec<Head>,
+    /// Audit checkpoint notes this node vouches for (see [`crate::audit::note`]): its latest
+    /// checkpoint and both notes of its newest split-view evidence, at most
+    /// [`MAX_SUMMARY_NOTES`] (a receiver ignores the rest). Absent when empty, so a summary
+    /// without them reads the same to older nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<ByteBuf>,
 }
+
+/// Most checkpoint notes a summary carries: the latest checkpoint and the two notes of each of
+/// the four newest pieces of split-view evidence.
+pub const MAX_SUMMARY_NOTES: usize = 9;
 
 /// A feed-sync request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -57,6 +57,7 @@ fn vectors() -> Vec<(&'static str, String)> {
             feed: node.public(),
             seq: 1,
         }],
+        audit: Vec::new(),
     });
     let receipt = Receipt {
         layout: RECEIPT_VERSION,

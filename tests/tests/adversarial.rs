@@ -118,6 +118,7 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
         SyncRequest::Summary(Summary {
             charter_version: 0,
             heads,
+            audit: Vec::new(),
         }),
     )?;
     wait_until(T, "oversize", || {

@@ -40,6 +40,7 @@ fn range_overflow_and_sync_floods_leave_the_network_working() -> anyhow::Result<
                     feed: stranger,
                     seq: u64::MAX,
                 }],
+                audit: Vec::new(),
             }),
         )?;
     }

@@ -7,7 +7,9 @@
 //! - `split-view:<node key hex>`: the hub answers that member's checkpoint polls with a
 //!   hub-signed checkpoint of a different tree of the same size (a split view);
 //! - `omit:<record kind or signer key hex>`: the hub drops those records instead of logging them;
-//! - `withhold-proofs`: the hub never answers consistency-proof questions.
+//! - `withhold-proofs`: the hub never answers consistency-proof questions;
+//! - `no-checkpoint-gossip` (any node; checked in `auditor::watch`): the node gossips no
+//!   checkpoint note, so what it saw reaches others only through its anti-entropy summary.
 
 use huitong_protocol::audit::note::{open_checkpoint, sign_checkpoint};
 use huitong_protocol::audit::Record;

@@ -13,9 +13,11 @@
 //! After each checkpoint it stores, a member updates its mirror of the log ([`super::mirror`]).
 //! The charter's witnesses (by default the cascade node) cosign (`cosignature/v1`) each
 //! checkpoint they have checked to be consistent with everything they saw, and gossip the
-//! cosigned note. Every node also gossips its latest checkpoint (and the notes of its newest
-//! split-view evidence) again every [`REGOSSIP_POLLS`] polls, so a lost gossip message hides
-//! neither a split view nor a cosignature. Every hub-signed checkpoint is stored and checked (the
+//! cosigned note. Every node also gossips its latest checkpoint (and both notes of its newest
+//! split-view evidence) again every [`REGOSSIP_POLLS`] polls, and vouches for the same notes in
+//! every anti-entropy summary it sends its peers (`Summary::audit`), so a lost gossip message
+//! hides neither a split view nor a cosignature: gossipsub drops a repeat of a note for a minute,
+//! a summary reaches each peer every sync interval. Every hub-signed checkpoint is stored and checked (the
 //! witness needs that before it cosigns), but only one with the charter's witness quorum is
 //! **final** ([`latest_final`]); a newer one without it is *pending witness*. Every poll also
 //! runs the omission check ([`crate::audit::omission`]) and gossips what it finds missing.
@@ -109,14 +111,17 @@ pub async fn handle(
         Offer::NeedsProof { old, new } => prove(state, t, &hub, &old, &new, &cp).await?,
         other => other,
     };
-    let pass_on = match &outcome {
-        Offer::Stored | Offer::Cosigned => source == Source::Local,
-        Offer::Conflict(_) => true,
-        _ => false,
-    };
-    if pass_on {
-        let msg = Gossip::Checkpoint(serde_bytes::ByteBuf::from(note.to_vec()));
-        t.net.send(Command::Gossip(msg)).await;
+    match &outcome {
+        Offer::Stored | Offer::Cosigned if source == Source::Local => {
+            gossip(state, t, note.to_vec()).await;
+            vouched(state);
+        }
+        Offer::Stored | Offer::Cosigned => {
+            vouched(state);
+        }
+        // Both notes of the evidence, at once: a member that saw only one tree needs the other.
+        Offer::Conflict(_) => regossip(state, t).await,
+        Offer::Known | Offer::NeedsProof { .. } => {}
     }
     if matches!(outcome, Offer::Stored) && !state.is_hub() {
         if let Err(e) = super::mirror::sync(state, t).await {
@@ -151,18 +156,43 @@ fn witness(state: &NodeState, size: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Gossips again the latest checkpoint held and the notes of the newest split-view evidence.
-async fn regossip(state: &NodeState, t: &Transport) {
+/// The notes this node vouches for: the latest checkpoint held and both notes of each of the
+/// newest split-view evidence rows. Also kept in `state.audit.vouched` for the anti-entropy
+/// summary, which reaches every peer even when gossip is lost.
+fn vouched(state: &NodeState) -> Vec<Vec<u8>> {
     let mut notes = Vec::new();
-    if let Ok(Some(cp)) = latest(state) {
-        notes.push(cp.note);
+    match latest(state) {
+        Ok(Some(cp)) => notes.push(cp.note),
+        Ok(None) => {}
+        Err(e) => warn!(target: "huitong::audit", error = %e, "cannot read the latest checkpoint"),
     }
     for ev in newest_evidence(state, REGOSSIP_EVIDENCE) {
         notes.extend([ev.held, ev.offered]);
     }
-    for note in notes {
-        let msg = Gossip::Checkpoint(serde_bytes::ByteBuf::from(note));
-        t.net.send(Command::Gossip(msg)).await;
+    notes.truncate(huitong_protocol::wire::MAX_SUMMARY_NOTES);
+    *state
+        .audit
+        .vouched
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = notes.clone();
+    notes
+}
+
+/// Gossips a checkpoint note (unless the test-only fault `no-checkpoint-gossip` is on, which
+/// leaves the anti-entropy summary as the only way out).
+async fn gossip(state: &NodeState, t: &Transport, note: Vec<u8>) {
+    if crate::faults::on(&state.dir, "no-checkpoint-gossip") {
+        return;
+    }
+    let msg = Gossip::Checkpoint(serde_bytes::ByteBuf::from(note));
+    t.net.send(Command::Gossip(msg)).await;
+}
+
+/// Gossips again the latest checkpoint held and the notes of the newest split-view evidence
+/// (and refreshes what the summary vouches for).
+async fn regossip(state: &NodeState, t: &Transport) {
+    for note in vouched(state) {
+        gossip(state, t, note).await;
     }
 }
 
@@ -202,6 +232,7 @@ pub async fn run(state: Arc<NodeState>, t: Transport, shutdown: CancellationToke
             .final_size
             .fetch_max(fin.size, Ordering::Relaxed);
     }
+    vouched(&state);
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut polls: u32 = 0;

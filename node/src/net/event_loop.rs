@@ -17,6 +17,7 @@ use futures::StreamExt;
 use huitong_protocol::codec::{self, MAX_ENVELOPE_BYTES, MAX_RESPONSE_BYTES};
 use huitong_protocol::wire::{
     Gossip, Head, Summary, SyncRequest, SyncResponse, MAX_CHARTERS, MAX_RANGE_ENTRIES,
+    MAX_SUMMARY_NOTES,
 };
 use huitong_protocol::{MemberStatus, NodeId};
 use libp2p::core::transport::ListenerId;
@@ -227,6 +228,9 @@ pub struct EventLoop {
     /// Feeds whose entry after the head (held at the first number) was refused under the
     /// charter version (the second): not fetched again until one of them changes.
     refused: HashMap<NodeId, (u64, u64)>,
+    /// Per connected peer, a digest of the checkpoint notes its last summary vouched for that
+    /// all reached the audit watcher (not handed over again until they change).
+    vouched_seen: HashMap<PeerId, blake3::Hash>,
 }
 
 impl EventLoop {
@@ -274,6 +278,7 @@ impl EventLoop {
             interval,
             feeds,
             refused: HashMap::new(),
+            vouched_seen: HashMap::new(),
             ingest,
             ingested,
             gossip_queued: HashMap::new(),
@@ -409,6 +414,47 @@ impl EventLoop {
         Summary {
             charter_version: self.state.charter_version(),
             heads,
+            audit: self
+                .audit
+                .vouched()
+                .into_iter()
+                .map(ByteBuf::from)
+                .collect(),
+        }
+    }
+
+    /// A peer's summary: fetch what it holds and this node lacks, and check the checkpoint
+    /// notes it vouches for.
+    fn on_summary(&mut self, peer: PeerId, theirs: &Summary) {
+        self.pull_missing(peer, theirs);
+        self.check_vouched(peer, &theirs.audit);
+    }
+
+    /// Hands the checkpoint notes a peer vouches for to the audit watcher, unless they are the
+    /// same as the last ones from that peer that all reached it.
+    fn check_vouched(&mut self, peer: PeerId, notes: &[ByteBuf]) {
+        let notes = &notes[..notes.len().min(MAX_SUMMARY_NOTES)];
+        if notes.is_empty() {
+            return;
+        }
+        let mut h = blake3::Hasher::new();
+        for n in notes {
+            h.update(&(n.len() as u64).to_be_bytes());
+            h.update(n);
+        }
+        let digest = h.finalize();
+        if self.vouched_seen.get(&peer) == Some(&digest) {
+            return;
+        }
+        let mut all_taken = true;
+        for n in notes {
+            all_taken &= matches!(
+                self.audit.checkpoint(n.to_vec()),
+                gossipsub::MessageAcceptance::Accept
+            );
+        }
+        if all_taken {
+            self.vouched_seen.insert(peer, digest);
         }
     }
 
@@ -698,6 +744,7 @@ impl EventLoop {
                 }
                 if num_established == 0 {
                     self.connections.remove(&peer_id);
+                    self.vouched_seen.remove(&peer_id);
                     debug!(peer = %peer_id, "disconnected");
                 }
             }
@@ -1022,7 +1069,7 @@ impl EventLoop {
     )> {
         let response = match request {
             SyncRequest::Summary(theirs) => {
-                self.pull_missing(peer, &theirs);
+                self.on_summary(peer, &theirs);
                 SyncResponse::Summary(self.summary())
             }
             SyncRequest::Range { feed, from, limit } => {
@@ -1078,7 +1125,7 @@ impl EventLoop {
             }
         }
         match response {
-            SyncResponse::Summary(theirs) => self.pull_missing(peer, &theirs),
+            SyncResponse::Summary(theirs) => self.on_summary(peer, &theirs),
             SyncResponse::Entries(entries) => {
                 let Some(feed) = range else {
                     return;
