@@ -35,7 +35,7 @@ use rocksdb::WriteBatch;
 use tracing::{debug, info, warn};
 
 use crate::state::{now_ms, NodeState};
-use crate::store::{Fork, StoreError};
+use crate::store::{stored_stamp, Fork, Head, StoreError};
 use huitong_protocol::audit::{Record, RecordKind};
 
 /// How far ahead of this node's clock an entry's timestamp may be (clock skew between nodes).
@@ -361,7 +361,7 @@ impl Feeds {
         if e.prev != head.hash {
             return Ok(self.refuse("broken_chain", e));
         }
-        if let Some(reason) = self.out_of_order_or_over_quota(e, quota)? {
+        if let Some(reason) = self.out_of_order_or_over_quota(e, head.prev_stamp(), quota)? {
             return Ok(self.refuse(reason, e));
         }
         let mut batch = self.entry_batch(v, &signer)?;
@@ -434,9 +434,10 @@ impl Feeds {
     fn out_of_order_or_over_quota(
         &self,
         e: &FeedEntry,
+        prev: Option<Stamp>,
         quota: FeedQuota,
     ) -> Result<Option<&'static str>, StoreError> {
-        if let Some(prev) = self.stored_entry(&e.feed, e.seq - 1)? {
+        if let Some(prev) = prev {
             if e.charter < prev.charter {
                 return Ok(Some("charter_regressed"));
             }
@@ -481,12 +482,7 @@ impl Feeds {
         let Some((_, bytes)) = self.state.store.entry(feed, seq)? else {
             return Ok(None);
         };
-        Stamp::from_stored(&bytes)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                cf: crate::store::CF_ENTRIES,
-                detail: format!("entry {seq} of feed {feed}: {e}"),
-            })
+        stored_stamp(feed, seq, &bytes).map(Some)
     }
 
     /// Everything one entry writes, in one batch: the entry and head, then every view's changes
@@ -496,9 +492,17 @@ impl Feeds {
         let e = &v.entry;
         let state = &*self.state;
         let mut batch = WriteBatch::default();
+        let head = Head {
+            seq: e.seq,
+            hash: v.hash,
+            stamp: Stamp {
+                timestamp_ms: e.timestamp_ms,
+                charter: e.charter,
+            },
+        };
         state
             .store
-            .put_entry(&mut batch, &e.feed, e.seq, &v.hash, &v.envelope.to_bytes());
+            .put_entry(&mut batch, &e.feed, &head, &v.envelope.to_bytes());
         let records = self.apply_views(&mut batch, v, signer)?;
         for view in &self.views {
             view.judged(state, &mut batch, &records);
@@ -611,7 +615,7 @@ impl Feeds {
             event = view.prepare(state, event)?;
         }
         let head = state.store.head(&state.id())?;
-        let prev = self.stored_entry(&state.id(), head.seq)?;
+        let prev = head.prev_stamp();
         let now = now_ms();
         if let Some(p) = prev
             .as_ref()

@@ -36,6 +36,7 @@ mod schema;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use huitong_protocol::feed::Stamp;
 use huitong_protocol::{EntryHash, NodeId};
 use rocksdb::{ColumnFamily, IteratorMode, Options, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
@@ -139,6 +140,9 @@ pub struct Head {
     pub seq: u64,
     /// Its hash.
     pub hash: EntryHash,
+    /// Its timestamp and the charter version it names: what judging the next entry needs, kept
+    /// here so that ingest never reads the previous entry back.
+    pub stamp: Stamp,
 }
 
 impl Head {
@@ -146,7 +150,16 @@ impl Head {
     pub const EMPTY: Head = Head {
         seq: 0,
         hash: EntryHash::ZERO,
+        stamp: Stamp {
+            timestamp_ms: 0,
+            charter: 0,
+        },
     };
+
+    /// The stamp of the feed's latest entry (`None` when the feed is empty).
+    pub fn prev_stamp(&self) -> Option<Stamp> {
+        (self.seq > 0).then_some(self.stamp)
+    }
 }
 
 /// The store.
@@ -167,20 +180,50 @@ fn entry_key(feed: &NodeId, seq: u64) -> [u8; 40] {
     k
 }
 
-/// Decodes a stored head: `seq(8, big-endian) ‖ hash(32)`.
+/// The timestamp and charter version of a stored entry's envelope (verified when it was stored;
+/// no signature check).
+pub fn stored_stamp(feed: &NodeId, seq: u64, envelope: &[u8]) -> Result<Stamp, StoreError> {
+    Stamp::from_stored(envelope).map_err(|e| StoreError::Corrupt {
+        cf: CF_ENTRIES,
+        detail: format!("entry {seq} of feed {feed}: {e}"),
+    })
+}
+
+/// Length of a stored head.
+const HEAD_LEN: usize = 56;
+
+/// Encodes a head: `seq ‖ hash(32) ‖ timestamp_ms ‖ charter` (integers 8 bytes, big-endian).
+fn encode_head(h: &Head) -> [u8; HEAD_LEN] {
+    let mut v = [0u8; HEAD_LEN];
+    v[..8].copy_from_slice(&h.seq.to_be_bytes());
+    v[8..40].copy_from_slice(&h.hash.0);
+    v[40..48].copy_from_slice(&h.stamp.timestamp_ms.to_be_bytes());
+    v[48..].copy_from_slice(&h.stamp.charter.to_be_bytes());
+    v
+}
+
+/// Decodes a stored head (see [`encode_head`]).
 fn decode_head(feed: &NodeId, v: &[u8]) -> Result<Head, StoreError> {
-    let (Ok(seq), Ok(hash)) = (
-        <[u8; 8]>::try_from(v.get(..8).unwrap_or_default()),
-        <[u8; 32]>::try_from(v.get(8..).unwrap_or_default()),
-    ) else {
+    let Ok(v) = <&[u8; HEAD_LEN]>::try_from(v) else {
         return Err(StoreError::Corrupt {
             cf: CF_HEADS,
-            detail: format!("head of {feed} has the wrong length"),
+            detail: format!("head of {feed} is {} bytes, not {HEAD_LEN}", v.len()),
         });
     };
+    let int = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&v[at..at + 8]);
+        u64::from_be_bytes(b)
+    };
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&v[8..40]);
     Ok(Head {
-        seq: u64::from_be_bytes(seq),
+        seq: int(0),
         hash: EntryHash(hash),
+        stamp: Stamp {
+            timestamp_ms: int(40),
+            charter: int(48),
+        },
     })
 }
 
@@ -271,23 +314,22 @@ impl Store {
         Ok(out)
     }
 
-    /// Stages an entry and its new head.
-    pub fn put_entry(
-        &self,
-        batch: &mut WriteBatch,
-        feed: &NodeId,
-        seq: u64,
-        hash: &EntryHash,
-        envelope: &[u8],
-    ) {
+    /// Stages an entry of `feed` and makes it the feed's head (`head` describes the entry).
+    pub fn put_entry(&self, batch: &mut WriteBatch, feed: &NodeId, head: &Head, envelope: &[u8]) {
         let mut v = Vec::with_capacity(32 + envelope.len());
-        v.extend_from_slice(&hash.0);
+        v.extend_from_slice(&head.hash.0);
         v.extend_from_slice(envelope);
-        batch.put_cf(self.cf(CF_ENTRIES), entry_key(feed, seq), v);
-        let mut h = [0u8; 40];
-        h[..8].copy_from_slice(&seq.to_be_bytes());
-        h[8..].copy_from_slice(&hash.0);
-        batch.put_cf(self.cf(CF_HEADS), feed.0, h);
+        batch.put_cf(self.cf(CF_ENTRIES), entry_key(feed, head.seq), v);
+        self.put_head(batch, feed, head);
+    }
+
+    /// Stages `head` as the head of `feed` (an empty head removes the row).
+    pub(crate) fn put_head(&self, batch: &mut WriteBatch, feed: &NodeId, head: &Head) {
+        if head.seq == 0 {
+            batch.delete_cf(self.cf(CF_HEADS), feed.0);
+        } else {
+            batch.put_cf(self.cf(CF_HEADS), feed.0, encode_head(head));
+        }
     }
 
     /// The stored hash and envelope of one entry.
@@ -388,13 +430,15 @@ mod tests {
         let w = store.writer();
         let mut batch = WriteBatch::default();
         for seq in [1, 2, 3, u64::MAX - 1, u64::MAX] {
-            store.put_entry(
-                &mut batch,
-                &feed,
+            let head = Head {
                 seq,
-                &EntryHash([seq as u8; 32]),
-                b"entry",
-            );
+                hash: EntryHash([seq as u8; 32]),
+                stamp: Stamp {
+                    timestamp_ms: seq,
+                    charter: 1,
+                },
+            };
+            store.put_entry(&mut batch, &feed, &head, b"entry");
         }
         store.commit(&w, batch, false).unwrap();
         let n = |from| store.range(&feed, from, 100, 1 << 20).unwrap().len();

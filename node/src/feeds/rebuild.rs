@@ -21,7 +21,7 @@ use rocksdb::WriteBatch;
 use tracing::{info, warn};
 
 use super::{Feeds, Signer};
-use crate::store::{Head, StoreError, Writer};
+use crate::store::{stored_stamp, Head, StoreError, Writer};
 
 const REBUILD_MARKER: &[u8] = b"views_rebuild_pending";
 
@@ -48,7 +48,11 @@ impl Feeds {
             let keep = match cut - 1 {
                 0 => Head::EMPTY,
                 seq => match state.store.entry(feed, seq)? {
-                    Some((hash, _)) => Head { seq, hash },
+                    Some((hash, bytes)) => Head {
+                        seq,
+                        hash,
+                        stamp: stored_stamp(feed, seq, &bytes)?,
+                    },
                     None => continue,
                 },
             };

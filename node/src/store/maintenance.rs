@@ -2,7 +2,7 @@
 
 use rocksdb::WriteBatch;
 
-use super::{entry_key, Head, Store, StoreError, CF_ENTRIES, CF_HEADS, CF_META};
+use super::{entry_key, Head, Store, StoreError, CF_ENTRIES, CF_META};
 use huitong_protocol::NodeId;
 
 impl Store {
@@ -19,14 +19,7 @@ impl Store {
         for seq in from..=to {
             batch.delete_cf(cf, entry_key(feed, seq));
         }
-        if keep.seq == 0 {
-            batch.delete_cf(self.cf(CF_HEADS), feed.0);
-        } else {
-            let mut h = [0u8; 40];
-            h[..8].copy_from_slice(&keep.seq.to_be_bytes());
-            h[8..].copy_from_slice(&keep.hash.0);
-            batch.put_cf(self.cf(CF_HEADS), feed.0, h);
-        }
+        self.put_head(batch, feed, &keep);
     }
 
     /// Stages deleting every key of column family `name` (one range tombstone: every key
