@@ -66,6 +66,10 @@ pub struct Status {
     /// are refused until then).
     #[serde(default)]
     pub catching_up: Option<crate::catchup::Behind>,
+    /// The charter admits this node under another USCC than `node.org_code` (appends are
+    /// refused until it is fixed): what is wrong and what to do.
+    #[serde(default)]
+    pub org_code_problem: Option<String>,
     /// Store schema version.
     pub schema_version: u32,
     /// Dataset transfer counters since start.

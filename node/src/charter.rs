@@ -83,6 +83,27 @@ pub fn load(store: &Store, authority: Option<NodeId>) -> anyhow::Result<History>
 }
 
 impl NodeState {
+    /// What is wrong when the latest charter admits this node's key under another USCC than
+    /// `node.org_code`: the node would sign entries for a department the federation does not
+    /// know it as (checked at start, and before every append, since a charter may arrive or
+    /// change after start).
+    pub fn org_code_problem(&self) -> Option<String> {
+        let me = self.id();
+        let ours = &self.config.node.org_code;
+        let admitted = self.with_charter(|c| {
+            c.and_then(|c| c.members.iter().find(|m| m.node_key == me))
+                .map(|m| (m.uscc.to_string(), m.name.clone()))
+        });
+        match admitted {
+            Some((uscc, name)) if uscc != *ours => Some(format!(
+                "node.org_code is {ours} in huitong.toml, but the charter admits this node's key \
+                 as {name} ({uscc}): set node.org_code = \"{uscc}\" in huitong.toml and restart, \
+                 or ask the platform administrator to correct the charter"
+            )),
+            _ => None,
+        }
+    }
+
     /// Verifies a charter envelope and adds it to the versions held.
     pub fn offer_charter(&self, bytes: &[u8]) -> Result<Accepted, OfferError> {
         let authority = self.authority.ok_or(OfferError::NoAuthority)?;

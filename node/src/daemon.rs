@@ -230,19 +230,9 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
 /// `node.org_code`: the node would sign entries for a department the federation does not
 /// know it as (every peer would refuse its catalogue entries).
 fn check_org_code(state: &NodeState) -> anyhow::Result<()> {
-    let me = state.id();
-    let ours = &state.config.node.org_code;
-    let admitted = state.with_charter(|c| {
-        c.and_then(|c| c.members.iter().find(|m| m.node_key == me))
-            .map(|m| (m.uscc.to_string(), m.name.clone()))
-    });
-    match admitted {
-        Some((uscc, name)) if uscc != *ours => bail!(
-            "node.org_code is {ours} in huitong.toml, but the charter admits this node's key as \
-             {name} ({uscc}): set node.org_code = \"{uscc}\" in huitong.toml, or ask the platform \
-             administrator to correct the charter"
-        ),
-        _ => Ok(()),
+    match state.org_code_problem() {
+        Some(problem) => bail!(problem),
+        None => Ok(()),
     }
 }
 

@@ -41,6 +41,10 @@ use huitong_protocol::audit::{Record, RecordKind};
 /// How far ahead of this node's clock an entry's timestamp may be (clock skew between nodes).
 pub const MAX_CLOCK_AHEAD_MS: u64 = 10 * 60 * 1000;
 const HOUR_MS: u64 = 3_600_000;
+/// A transfer record is appended only while the feed holds fewer than `entries_per_hour / 2`
+/// entries of the last hour: consumers' transfers never take the half of the quota that is the
+/// provider's own (the server also bounds each consumer, `transfer::served`).
+pub const TRANSFER_SHARE_OF_QUOTA: u32 = 2;
 
 /// What happened to an incoming entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +100,9 @@ pub enum AppendError {
         /// This node's code.
         ours: String,
     },
+    /// The charter admits this node under another USCC than `node.org_code`.
+    #[error("{0}")]
+    OrgCode(String),
     /// Suspended or absent from the charter.
     #[error("this node's key is not an active member in charter version {0} (suspended, read-only, removed or replaced by a new key); the federation authority must admit or reinstate it before it can publish")]
     Suspended(u64),
@@ -394,7 +401,12 @@ impl Feeds {
             return Ok(());
         }
         let own = state.store.head(&state.id())?.seq;
-        match state.catch_up.check(own, &state.catch_up_peers()) {
+        let verdict = state.catch_up.check(own, &state.catch_up_peers(), now_ms());
+        for peer in state.catch_up.take_refuted() {
+            warn!(target: "huitong::audit", %peer, own_seq = own, "a peer's claim on this node's own feed was not served in time; it is ignored");
+            state.reject("own_head_claim");
+        }
+        match verdict {
             Ok(true) => {
                 state.store.clear_catch_up_mark(&state.store.writer())?;
                 info!(
@@ -422,6 +434,21 @@ impl Feeds {
     /// node catches up; nothing otherwise).
     pub fn heard_own_head(&self, from: NodeId, seq: u64) {
         if self.state.catch_up.heard(from, seq) {
+            if let Err(e) = self.own_feed_caught_up() {
+                debug!(error = %e, "still catching up on this node's own feed");
+            }
+        }
+    }
+
+    /// A peer answered a range request for this node's own feed, from its head on, with
+    /// nothing: whatever more it claimed is not backed, and is ignored while catching up.
+    pub fn own_head_unbacked(&self, from: NodeId) {
+        let Ok(own) = self.state.store.head(&self.state.id()) else {
+            return;
+        };
+        if self.state.catch_up.refute(from, own.seq) {
+            warn!(target: "huitong::audit", peer = %from, own_seq = own.seq, "a peer claimed more of this node's own feed than it serves; its claim is ignored");
+            self.state.reject("own_head_claim");
             if let Err(e) = self.own_feed_caught_up() {
                 debug!(error = %e, "still catching up on this node's own feed");
             }
@@ -572,6 +599,9 @@ impl Feeds {
         {
             return Err(AppendError::Suspended(version));
         }
+        if let Some(problem) = state.org_code_problem() {
+            return Err(AppendError::OrgCode(problem));
+        }
         let mut out = Vec::with_capacity(events.len());
         let mut failure = None;
         for event in events {
@@ -639,6 +669,15 @@ impl Feeds {
         let timestamp_ms = now
             .max(prev.as_ref().map_or(0, |p| p.timestamp_ms))
             .max(issued_at_ms);
+        // Transfer records are caused by consumers: they may fill only part of the quota, so
+        // no consumer can spend the provider's own share (its publishes, decisions, withdrawals).
+        let quota = if matches!(event, Event::Transfer(_)) {
+            FeedQuota {
+                entries_per_hour: quota.entries_per_hour / TRANSFER_SHARE_OF_QUOTA,
+            }
+        } else {
+            quota
+        };
         if let Some(free_at_ms) = self.over_quota(&state.id(), head.seq + 1, timestamp_ms, quota)? {
             return Err(AppendError::Quota {
                 per_hour: quota.entries_per_hour,

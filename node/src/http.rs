@@ -233,6 +233,7 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
         forks,
         charter_equivocations,
         catching_up: ctx.feeds.catching_up().map_err(internal)?,
+        org_code_problem: ctx.feeds.state().org_code_problem(),
         schema_version: crate::store::SCHEMA_VERSION,
         transfer: s.transfer.view(),
         audit: {

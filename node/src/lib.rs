@@ -4,7 +4,7 @@
 //! it in CI). Lowest first; a module names only modules listed before it:
 //!
 //! 1. Leaves: [`durable`], [`partial`], [`outfile`], [`chunks`], [`stats`], [`faults`],
-//!    [`supervise`], [`catchup`], [`logfile`], [`store`].
+//!    [`supervise`], [`catchup`], [`logfile`], [`seen`], [`store`].
 //! 2. [`backup`] (a store checkpoint with the catch-up mark, copying a node directory);
 //!    [`audit_log`]: the audit log's files and in-memory state, held by the state.
 //! 3. [`state`] (`NodeState`), then [`charter`] (accepting charter versions).
@@ -51,6 +51,7 @@ pub mod net;
 pub mod outfile;
 pub mod partial;
 pub mod receipts;
+pub mod seen;
 pub mod state;
 pub mod stats;
 pub mod store;

@@ -183,3 +183,79 @@ fn restored_node_catches_up_on_its_own_feed_and_never_forks_it() -> anyhow::Resu
     assert!(!stray.contains("node running"), "{stray}");
     Ok(())
 }
+
+/// Review of issue #10 (M1): a member that claims, in its sync summary, far more of a restored
+/// node's own feed than exists (and never serves it) held that node in "catching up" — refusing
+/// every publish — for as long as it ran. Its claim now counts only until it is shown to be
+/// unbacked (not served within a minute), and the node catches up from its honest peers.
+#[test]
+fn a_member_claiming_entries_it_does_not_hold_cannot_stall_a_restored_node() -> anyhow::Result<()> {
+    let mut f = start(2, 2)?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let node = 1;
+    let (key, _) = huitong_tests::rogue::admit(net, node)?;
+    publish_entry(net, &dir, node, &entry(net, node, 1, "备份前条目"))?;
+    let at_backup = own_seq(net, node)?;
+    let backup = dir.join("backup");
+    cli_ok(net, node, &["backup", "--out", &backup.to_string_lossy()])?;
+    net.stop(node, false)?;
+    cli_ok(
+        net,
+        node,
+        &["restore", "--from", &backup.to_string_lossy(), "--force"],
+    )?;
+    // Restored while its peers are down, it waits for them; the rogue reaches it first.
+    let peers: Vec<usize> = (0..net.nodes.len()).filter(|&i| i != node).collect();
+    for &i in &peers {
+        net.stop(i, false)?;
+    }
+    net.start(node)?;
+    wait_until(WAIT, "the restored node to answer", || {
+        Ok(net.get(node, "/status").is_ok())
+    })?;
+    let rogue = huitong_tests::rogue::Rogue::start(&key, "海门区")?;
+    let n = &net.nodes[node];
+    rogue.dial(&format!("/ip4/127.0.0.1/tcp/{}", n.port), &n.peer_id)?;
+    wait_until(WAIT, "the rogue connected", || {
+        Ok(rogue.sees_subscribed(&n.peer_id))
+    })?;
+    let me = huitong_protocol::NodeId::from_hex(&n.node_key)?;
+    let claim = at_backup + 1000;
+    let summary = || {
+        huitong_protocol::wire::SyncRequest::Summary(huitong_protocol::wire::Summary {
+            charter_version: 2,
+            heads: vec![huitong_protocol::wire::Head {
+                feed: me,
+                seq: claim,
+            }],
+            audit: Vec::new(),
+        })
+    };
+    let peer = n.peer_id.clone();
+    rogue.request(&peer, summary())?;
+    wait_until(WAIT, "the rogue's claim heard", || {
+        Ok(net.get(node, "/status")?["catching_up"]["highest_heard"].as_u64() == Some(claim))
+    })?;
+    // The honest peers come back; the rogue keeps claiming. The node catches up all the same.
+    for &i in &peers {
+        net.start(i)?;
+    }
+    net.wait_healthy(WAIT)?;
+    let mut claimed = std::time::Instant::now();
+    wait_until(
+        Duration::from_secs(180),
+        "the restored node to catch up",
+        || {
+            if claimed.elapsed() > Duration::from_secs(2) {
+                rogue.request(&peer, summary())?;
+                claimed = std::time::Instant::now();
+            }
+            Ok(net.get(node, "/status")?["catching_up"].is_null())
+        },
+    )?;
+    assert!(huitong_tests::rejected(net, node, "own_head_claim")? >= 1);
+    publish_entry(net, &dir, node, &entry(net, node, 2, "恢复后条目"))?;
+    assert_eq!(own_seq(net, node)?, at_backup + 1);
+    Ok(())
+}

@@ -286,3 +286,58 @@ fn killed_or_interrupted_cli_leaves_one_pull_per_output() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// Review of issue #10 (M8): under the shipped systemd unit the node has its own /tmp, so a
+/// pull to `/tmp/x.csv` was written into the node's private /tmp and reported as done. The CLI
+/// now sends the identity of the directory (and of a publish's input file) it sees, and the node
+/// refuses a path where it sees something else, saying why and what to use instead. Here the
+/// "other view" is a request naming another directory's identity, as such a CLI would send.
+#[test]
+fn paths_the_node_sees_differently_from_the_cli_are_refused() -> anyhow::Result<()> {
+    let mut f = start(1, 5)?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let node = 1;
+    let elsewhere = tempfile::tempdir()?;
+    let id = |p: &Path| -> anyhow::Result<Value> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p)?;
+        Ok(serde_json::json!({"dev": m.dev(), "ino": m.ino()}))
+    };
+    let pull = |out_dir_seen: Value| {
+        serde_json::json!({
+            "code": CODE,
+            "out": dir.join("x.csv"),
+            "out_dir_seen": out_dir_seen,
+        })
+    };
+    let err = net
+        .post(node, "/pulls", &pull(id(elsewhere.path())?))
+        .expect_err("a directory the node sees differently")
+        .to_string();
+    assert!(
+        err.contains("another directory") && err.contains("/srv/huitong-exchange"),
+        "{err}"
+    );
+
+    data::publish_entry(
+        net,
+        &dir,
+        node,
+        &huitong_tests::entry(net, node, 11, "交换目录测试"),
+    )?;
+    let input = dir.join("input.bin");
+    std::fs::write(&input, b"some bytes")?;
+    let other = elsewhere.path().join("input.bin");
+    std::fs::write(&other, b"other bytes")?;
+    let publish = |path_seen: Value| serde_json::json!({"code": CODE, "path": input, "file": true, "path_seen": path_seen});
+    let err = net
+        .post(node, "/datasets", &publish(id(&other)?))
+        .expect_err("a file the node sees differently")
+        .to_string();
+    assert!(err.contains("another file"), "{err}");
+    // Seen alike, both go ahead (the publish is done; the pull is accepted as a job).
+    net.post(node, "/datasets", &publish(id(&input)?))?;
+    net.post(node, "/pulls", &pull(id(&dir)?))?;
+    Ok(())
+}

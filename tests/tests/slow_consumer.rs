@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use huitong_protocol::dataset::Body;
-use huitong_protocol::wire::DataRequest;
+use huitong_protocol::wire::{DataRequest, DataResponse};
 use huitong_protocol::ResourceCode;
 use huitong_tests::{data, rogue, start, wait_until};
 
@@ -105,5 +105,97 @@ fn a_consumer_that_stops_reading_does_not_stall_another_pull() -> anyhow::Result
             >= 1)
     })?;
     eprintln!("pull alone {baseline:?}, beside a stalled consumer {contested:?}");
+    Ok(())
+}
+
+/// Review of issue #10 (H1): a member looping "one chunk, then a receipt" made the provider
+/// append one transfer entry per loop until its feed quota was spent, locking the provider out
+/// of its own feed (no publish, no decisions) for the hour. Now one consumer opens at most
+/// 1/16 of the quota in sessions an hour, refused before anything is sent, and the provider's
+/// own appends and other members' pulls go on.
+#[test]
+fn a_member_cannot_spend_a_providers_feed_quota_on_transfers() -> anyhow::Result<()> {
+    let mut f = start(2, 5)?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let (hub, provider, consumer) = (0, 1, 2);
+    data::publish_entry(
+        net,
+        &dir,
+        provider,
+        &huitong_tests::entry(net, provider, 1, "小文件"),
+    )?;
+    let src = dir.join("small.bin");
+    data::publish_random_file(net, provider, "301001/000001", &src, 64 * 1024, consumer)?;
+    // A quota of 96 entries an hour: 6 sessions an hour for one consumer.
+    let auth = net.dir.join("authority.key");
+    huitong_tests::cli_ok(
+        net,
+        hub,
+        &[
+            "charter",
+            "quota",
+            "--entries-per-hour",
+            "96",
+            "--authority-key",
+            &auth.to_string_lossy(),
+        ],
+    )?;
+    huitong_tests::wait_charter(net, provider, 2)?;
+    let (key, _) = rogue::admit(net, provider)?;
+    let r = rogue::connect(net, &key)?;
+    let peer = net.nodes[provider].peer_id.clone();
+    let code = ResourceCode::parse("301001/000001")?;
+    let m = rogue::manifest(&r, &peer, &code)?;
+    let Body::File { chunks, .. } = &m.body else {
+        anyhow::bail!("301001/000001 is not a file");
+    };
+    let (mut receipts, mut refused) = (0, 0);
+    for _ in 0..100 {
+        let chunk = DataRequest::Chunk {
+            code: code.clone(),
+            version: 1,
+            hash: chunks[0].hash,
+            grant: None,
+        };
+        match r.data(&peer, chunk)?.0 {
+            DataResponse::Chunk { .. } => {}
+            DataResponse::Refused { message, .. } if message.contains("transfers") => {
+                refused += 1;
+                continue;
+            }
+            other => anyhow::bail!("unexpected answer to a chunk request: {other:?}"),
+        }
+        let receipt = DataRequest::Receipt {
+            code: code.clone(),
+            version: 1,
+            fields: Vec::new(),
+            grant: None,
+        };
+        match r.data(&peer, receipt)?.0 {
+            DataResponse::Receipt(_) => receipts += 1,
+            other => anyhow::bail!("unexpected answer to a receipt request: {other:?}"),
+        }
+    }
+    assert_eq!(
+        (receipts, refused),
+        (6, 94),
+        "transfers a member can cause in an hour (96 / 16 = 6)"
+    );
+    assert!(huitong_tests::rejected(net, provider, "transfer_budget")? >= 94);
+    // The provider still appends to its own feed, and another member still pulls.
+    huitong_tests::publish_ok(
+        &f,
+        provider,
+        &huitong_tests::entry(&f.net, provider, 2, "配额内的新资源"),
+    )?;
+    let out = dir.join("small-out.bin");
+    data::pull_within(
+        &f.net,
+        consumer,
+        &["301001/000001", "--out", &out.to_string_lossy()],
+        T,
+    )?;
+    assert!(data::same_bytes(&src, &out)?);
     Ok(())
 }

@@ -72,9 +72,11 @@ pub(super) async fn run(dir: &Path, cmd: DatasetCmd) -> anyhow::Result<()> {
                     from.display()
                 );
             }
+            let path = absolute(&from)?;
             let req = PublishRequest {
                 code,
-                path: absolute(&from)?,
+                path_seen: crate::seen::FileId::of(&path).ok(),
+                path,
                 file,
                 allow_rejects,
             };

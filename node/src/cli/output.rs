@@ -169,6 +169,12 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
             b.backup_seq
         )?;
     }
+    if let Some(problem) = &s.org_code_problem {
+        writeln!(
+            o,
+            "ORG CODE     {problem}; publishing is refused until then"
+        )?;
+    }
     writeln!(
         o,
         "catalogue    {}",

@@ -163,6 +163,7 @@ pub(super) async fn pull(dir: &Path, args: PullArgs) -> anyhow::Result<()> {
             Some(p) => Some(read_token(p)?),
             None => None,
         },
+        out_dir_seen: out.parent().and_then(|d| crate::seen::FileId::of(d).ok()),
     };
     let mut interrupts = Interrupts::new()?;
     let started: api::PullStarted = tokio::select! {

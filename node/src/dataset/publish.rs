@@ -60,6 +60,10 @@ pub struct PublishRequest {
     /// Publish the rows that pass and store a report of those that do not.
     #[serde(default)]
     pub allow_rejects: bool,
+    /// The input file as the CLI sees it: the node refuses a file it sees differently
+    /// ([`crate::seen`]).
+    #[serde(default)]
+    pub path_seen: Option<crate::seen::FileId>,
 }
 
 /// One refused cell.
@@ -132,6 +136,9 @@ pub enum PublishError {
         /// The report file on the node's host.
         report: Option<PathBuf>,
     },
+    /// The node sees another file at the path than the CLI does ([`crate::seen`]).
+    #[error("--from {0}")]
+    NotShared(String),
     /// Pass 2 refused another number of rows than pass 1.
     #[error("{0} changed while it was being published (the second reading refused other rows than the first); nothing was published: publish a file that is not being written to")]
     Changed(String),
@@ -193,6 +200,7 @@ pub fn publish(
 ) -> Result<(PublishReport, VerifiedEntry), PublishError> {
     let state = &**feeds.state();
     let record = own_record(state, &req.code)?;
+    crate::seen::same_as_cli(&req.path, req.path_seen).map_err(PublishError::NotShared)?;
     let _lease = state.chunks.lease_blocking();
     let mut writes = Writes {
         state,

@@ -34,6 +34,7 @@ fn publish_error(e: PublishError) -> Fail {
         | PublishError::Input(_)
         | PublishError::File { .. }
         | PublishError::Changed(_)
+        | PublishError::NotShared(_)
         | PublishError::Out(_) => fail(StatusCode::UNPROCESSABLE_ENTITY, e),
         PublishError::Append(a) => super::append_error(a),
         other => internal(other),

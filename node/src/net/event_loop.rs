@@ -974,6 +974,19 @@ impl EventLoop {
         }
     }
 
+    /// `peer` answered a range of `feed` from this node's head with no entries: if it is this
+    /// node's own feed, what the peer claimed of it beyond the head is not backed (a restored
+    /// node stops waiting for it). Only an empty answer refutes: one that brought entries
+    /// already held (gossip was faster) proves nothing.
+    fn own_range_empty(&self, peer: PeerId, feed: NodeId) {
+        if feed != self.state.id() {
+            return;
+        }
+        if let Some(member) = self.members.get(&peer) {
+            self.feeds.own_head_unbacked(*member);
+        }
+    }
+
     fn on_ingested(&mut self, done: IngestDone) {
         use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
         match done {
@@ -1132,6 +1145,7 @@ impl EventLoop {
                 };
                 if entries.is_empty() {
                     self.inflight.remove(&feed);
+                    self.own_range_empty(peer, feed);
                     self.range_done(peer);
                     return;
                 }

@@ -78,6 +78,10 @@ pub struct PullRequest {
     /// Present this grant token (base64) received out of band; `fields` says what it grants.
     #[serde(default)]
     pub token: Option<String>,
+    /// The output directory as the CLI sees it: the node refuses a directory it sees
+    /// differently ([`crate::seen`]).
+    #[serde(default)]
+    pub out_dir_seen: Option<crate::seen::FileId>,
 }
 
 /// What a finished pull did.

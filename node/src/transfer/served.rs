@@ -4,8 +4,16 @@
 //! asked for during [`IDLE_CLOSE`] (abandoned: the consumer stopped, was killed, or never asks
 //! for receipts); [`run`] appends each closed session to this node's feed as an
 //! [`Event::Transfer`], which carries it to every member and to the hub's audit log.
+//!
+//! Consumers cause these entries, so they are bounded before anything is sent
+//! ([`Served::admit`]): one consumer opens at most `entries_per_hour /`
+//! [`CONSUMER_SHARE_OF_QUOTA`] sessions an hour with this provider, and no new session opens
+//! while [`MAX_BACKLOG`] closed ones wait to be logged. The feed itself logs transfers only in
+//! the first half of its quota ([`crate::feeds::TRANSFER_SHARE_OF_QUOTA`]); a transfer that
+//! does not fit waits and is logged later, never dropped while the backlog is bounded.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +36,28 @@ const MAX_SESSIONS: usize = 4096;
 const MAX_PER_CONSUMER: usize = 64;
 /// 信息项 remembered per session (a manifest has at most this many columns anyway).
 const MAX_FIELDS: usize = huitong_protocol::receipt::MAX_RECEIPT_FIELDS;
+/// One consumer opens at most `entries_per_hour / CONSUMER_SHARE_OF_QUOTA` sessions an hour.
+pub const CONSUMER_SHARE_OF_QUOTA: u32 = 16;
+/// Closed sessions waiting to be logged beyond which no new session opens: nothing is sent
+/// that could not be logged.
+pub const MAX_BACKLOG: usize = 256;
+const HOUR_MS: u64 = 3_600_000;
+
+/// Why a consumer cannot open a new transfer session now.
+#[derive(Debug, thiserror::Error)]
+pub enum Busy {
+    /// The consumer's hourly share is used up.
+    #[error("this member opened {count} transfers from this provider in the last hour, its limit (1/{CONSUMER_SHARE_OF_QUOTA} of the charter's feed quota); try again in {wait_s} s")]
+    Consumer {
+        /// Sessions opened in the last hour.
+        count: usize,
+        /// Seconds until one more fits.
+        wait_s: u64,
+    },
+    /// Too many closed transfers wait to be logged.
+    #[error("the provider has {0} transfers waiting to be logged in its feed (catching up after a restore, or at its feed quota); try again in a few minutes")]
+    Backlog(usize),
+}
 
 type Key = (NodeId, ResourceCode, u64);
 
@@ -66,9 +96,61 @@ pub struct Served {
     sessions: Mutex<HashMap<Key, Session>>,
     /// Closed sessions to log once a restored node has caught up on its own feed.
     later: Mutex<Vec<TransferRecord>>,
+    /// When each consumer opened its sessions of the last hour (oldest first).
+    opened: Mutex<HashMap<NodeId, VecDeque<u64>>>,
+    /// Closed sessions waiting to be logged (kept by [`run`]).
+    backlog: AtomicUsize,
 }
 
 impl Served {
+    /// Lets `consumer` be sent a chunk of `code` version `version`: always within an open
+    /// session; a new session only within the consumer's hourly share (`per_hour` sessions) and
+    /// while the backlog of transfers to log is short.
+    pub fn admit(
+        &self,
+        consumer: &NodeId,
+        code: &ResourceCode,
+        version: u64,
+        per_hour: u32,
+    ) -> Result<(), Busy> {
+        let key = (*consumer, code.clone(), version);
+        if self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&key)
+        {
+            return Ok(());
+        }
+        let backlog = self.backlog.load(Ordering::Relaxed);
+        if backlog >= MAX_BACKLOG {
+            return Err(Busy::Backlog(backlog));
+        }
+        let now = now_ms();
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        let times = opened.entry(*consumer).or_default();
+        while times.front().is_some_and(|t| t + HOUR_MS <= now) {
+            times.pop_front();
+        }
+        if times.len() >= per_hour.max(1) as usize {
+            let oldest = times.front().copied().unwrap_or(now);
+            return Err(Busy::Consumer {
+                count: times.len(),
+                wait_s: (oldest + HOUR_MS).saturating_sub(now).div_ceil(1000),
+            });
+        }
+        times.push_back(now);
+        Ok(())
+    }
+
+    /// Forgets consumers with no session opened in the last hour.
+    fn forget_quiet_consumers(&self, now: u64) {
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, times| times.back().is_some_and(|t| t + HOUR_MS > now));
+    }
+
     /// Keeps a closed session for [`run`] to log later (the node is catching up on its own
     /// feed).
     pub fn log_later(&self, t: TransferRecord) {
@@ -187,7 +269,9 @@ pub async fn log(feeds: &Arc<Feeds>, net: &Client, t: TransferRecord) -> Option<
             net.publish(&entry).await;
             None
         }
-        Ok(Err(AppendError::CatchingUp(_))) => Some(record),
+        // Kept to log later: the node is catching up on its own feed, or the feed holds as many
+        // transfers as its quota lets consumers cause this hour.
+        Ok(Err(AppendError::CatchingUp(_) | AppendError::Quota { .. })) => Some(record),
         Ok(Err(e)) => {
             warn!(target: "huitong::audit", transfer = %id, error = %e, "cannot log a transfer");
             None
@@ -202,16 +286,22 @@ pub async fn log(feeds: &Arc<Feeds>, net: &Client, t: TransferRecord) -> Option<
 /// Transfers waiting to be logged while a restored node catches up on its own feed, at most.
 const MAX_WAITING: usize = 4096;
 
-/// Logs `records`, keeping those to retry (at most [`MAX_WAITING`], the oldest dropped).
+/// Logs `records` in order, keeping those to retry: from the first that has to wait on, all
+/// wait (at most [`MAX_WAITING`], the oldest dropped).
 async fn log_all(
     feeds: &Arc<Feeds>,
     net: &Client,
     records: Vec<TransferRecord>,
 ) -> Vec<TransferRecord> {
     let mut waiting = Vec::new();
-    for t in records {
-        waiting.extend(log(feeds, net, t).await);
+    let mut records = records.into_iter();
+    for t in records.by_ref() {
+        if let Some(t) = log(feeds, net, t).await {
+            waiting.push(t);
+            break;
+        }
     }
+    waiting.extend(records);
     if waiting.len() > MAX_WAITING {
         let dropped = waiting.len() - MAX_WAITING;
         warn!(target: "huitong::audit", dropped, "too many transfers wait for this node to catch up on its own feed; the oldest are not logged");
@@ -233,6 +323,8 @@ pub async fn run(feeds: Arc<Feeds>, served: Arc<Served>, net: Client, shutdown: 
         waiting.extend(served.take_later());
         waiting.extend(served.close_idle(IDLE_CLOSE));
         waiting = log_all(&feeds, &net, waiting).await;
+        served.backlog.store(waiting.len(), Ordering::Relaxed);
+        served.forget_quiet_consumers(now_ms());
     }
     // Sessions still open at shutdown end here: log them as abandoned.
     waiting.extend(served.take_later());

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::limits::{self, Limits, SendPermit};
-use super::served::{self, Sent, Served};
+use super::served::{self, Sent, Served, CONSUMER_SHARE_OF_QUOTA};
 use crate::access::{self, Need, Refusal, Scope};
 use crate::catalogue::{self, Record};
 use crate::dataset::records;
@@ -590,6 +590,17 @@ impl Server {
                 ))
             }
         };
+        // Every chunk is logged as part of a transfer: bounded per consumer before it is sent.
+        let quota = self
+            .state
+            .with_charter(|c| c.map(|c| c.feed_quota).unwrap_or_default());
+        let per_hour = quota.entries_per_hour / CONSUMER_SHARE_OF_QUOTA;
+        self.served
+            .admit(requester, code, version, per_hour)
+            .map_err(|busy| {
+                self.state.reject("transfer_budget");
+                (RefusalKind::Unavailable, busy.to_string())
+            })?;
         // Held until the chunk has been written to the stream (or its write missed the deadline).
         let permit = self
             .limits

@@ -348,6 +348,14 @@ impl Pulls {
     /// same request (`(job, true)`: attached).
     pub(super) fn start(&self, req: PullRequest) -> Result<(Arc<Job>, bool), StartError> {
         let out = canonical_out(&req.out)?;
+        if let Some(dir) = req.out.parent() {
+            crate::seen::same_as_cli(dir, req.out_dir_seen).map_err(|reason| {
+                StartError::Output {
+                    out: req.out.display().to_string(),
+                    reason,
+                }
+            })?;
+        }
         let mut inner = self.lock();
         let current = inner
             .running
@@ -443,6 +451,7 @@ mod tests {
             format: OutFormat::Csv,
             grant: None,
             token: None,
+            out_dir_seen: None,
         }
     }
 
