@@ -244,7 +244,15 @@ pub fn publish(
         },
     )?;
     let announcement = manifest.announcement(sealed.hash);
-    let entry = feeds.append(Event::DatasetPublished(announcement.clone()))?;
+    let entry = match feeds.append(Event::DatasetPublished(announcement.clone())) {
+        Ok(entry) => entry,
+        Err(e) => {
+            // Never announced: forget the manifest, so chunk collection can remove what only
+            // it referenced (a retry publishes a new one).
+            records::drop_manifests(&state.store, &[sealed.hash])?;
+            return Err(e.into());
+        }
+    };
     tracing::info!(code = %req.code, version = manifest.version, chunks = announcement.chunks, bytes = announcement.bytes, "published dataset version");
     Ok((
         PublishReport {
