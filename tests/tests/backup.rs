@@ -40,6 +40,17 @@ fn holds(net: &mut Testnet, i: usize, code: &str) -> anyhow::Result<bool> {
         .is_some_and(|r| !r.is_empty()))
 }
 
+/// Stops `peers`, then starts node `i` (restored) and waits until it answers.
+fn start_alone(net: &mut Testnet, i: usize, peers: &[usize]) -> anyhow::Result<()> {
+    for &p in peers {
+        net.stop(p, false)?;
+    }
+    net.start(i)?;
+    wait_until(WAIT, "the restored node to answer", || {
+        Ok(net.get(i, "/status").is_ok())
+    })
+}
+
 #[test]
 fn restored_node_catches_up_on_its_own_feed_and_never_forks_it() -> anyhow::Result<()> {
     let mut f = start(2, 2)?;
@@ -110,13 +121,7 @@ fn restored_node_catches_up_on_its_own_feed_and_never_forks_it() -> anyhow::Resu
     assert!(String::from_utf8_lossy(&restored.stdout).contains("catches up"));
 
     // Started while no peer runs, it knows it may be behind: it refuses to publish.
-    for &i in &peers {
-        net.stop(i, false)?;
-    }
-    net.start(node)?;
-    wait_until(WAIT, "the restored node to answer", || {
-        Ok(net.get(node, "/status").is_ok())
-    })?;
+    start_alone(net, node, &peers)?;
     let status = net.get(node, "/status")?;
     assert_eq!(status["own_seq"].as_u64(), Some(at_backup), "{status}");
     assert!(status["catching_up"].is_object(), "{status}");
@@ -207,13 +212,7 @@ fn a_member_claiming_entries_it_does_not_hold_cannot_stall_a_restored_node() -> 
     )?;
     // Restored while its peers are down, it waits for them; the rogue reaches it first.
     let peers: Vec<usize> = (0..net.nodes.len()).filter(|&i| i != node).collect();
-    for &i in &peers {
-        net.stop(i, false)?;
-    }
-    net.start(node)?;
-    wait_until(WAIT, "the restored node to answer", || {
-        Ok(net.get(node, "/status").is_ok())
-    })?;
+    start_alone(net, node, &peers)?;
     let rogue = huitong_tests::rogue::Rogue::start(&key, "海门区")?;
     let n = &net.nodes[node];
     rogue.dial(&format!("/ip4/127.0.0.1/tcp/{}", n.port), &n.peer_id)?;
