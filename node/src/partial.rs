@@ -8,8 +8,17 @@
 //! to its own name, to resume from the bytes in it ([`Partial::claim`] with `resume`), or removes
 //! it. A partial file that another live process holds locked is left alone.
 //!
+//! Only a partial file this process could have written itself is adopted or removed: a regular
+//! file owned by the effective user, with one link and no group or other write permission
+//! ([`trusted`]). Anything else at a partial name — planted in a shared output directory by
+//! another user, who could keep it open and read or rewrite the verified output, or a second
+//! link to some other file — is ignored (neither adopted nor deleted), and the writer starts a
+//! file of its own. So that this writer's own files always qualify whatever the umask, partial
+//! files are created without group or other write permission (mode `0644`, less the umask).
+//!
 //! Invariants: a [`Partial`] is locked by this process while it exists; only the writer holding
-//! it renames or removes its file; a stale partial is touched only under its lock.
+//! it renames or removes its file; a stale partial is touched only under its lock, and only if
+//! it is [`trusted`].
 //!
 //! Layering: a leaf (no other module of the node); [`crate::durable`] makes the rename durable.
 
@@ -64,14 +73,27 @@ pub struct Partial {
     resumed: bool,
 }
 
-/// Opens a file for reading and writing without following a symlink.
+/// Opens a file for reading and writing without following a symlink; a new file gets no group
+/// or other write permission (see the module doc).
 fn open_rw(path: &Path, create_new: bool) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(create_new)
+        .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
+}
+
+/// Whether an open stale partial file may be adopted or removed: this process's effective user
+/// owns it, it has a single link, and neither its group nor others may write to it. Otherwise
+/// another user may hold it open (and read or rewrite what this writer puts in it), or it is
+/// another name of some other file.
+fn trusted(file: &File) -> bool {
+    // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no memory of ours.
+    let euid = unsafe { libc::geteuid() };
+    file.metadata()
+        .is_ok_and(|m| m.is_file() && m.uid() == euid && m.nlink() == 1 && m.mode() & 0o022 == 0)
 }
 
 /// Whether `file` is still the regular file at `path` (not renamed away or replaced since it
@@ -86,7 +108,8 @@ fn still_at(file: &File, path: &Path) -> bool {
 impl Partial {
     /// Claims a new partial file for `target`. Stale partial files of the target (no process
     /// holds them) are adopted — the most recently written one, renamed to this writer's name,
-    /// when `resume` — or removed; partial files locked by a live writer are left alone.
+    /// when `resume` — or removed; partial files locked by a live writer, and files this
+    /// process could not have written itself (not [`trusted`]), are left alone.
     pub fn claim(target: &Path, resume: bool) -> io::Result<Self> {
         let path =
             target.with_file_name(format!("{}.{:016x}", prefix(target), rand::random::<u64>()));
@@ -105,6 +128,11 @@ impl Partial {
             let Ok(f) = open_rw(&p, false) else { continue };
             // Held by a live writer (this node or another process): not stale.
             if f.try_lock().is_err() || !still_at(&f, &p) {
+                continue;
+            }
+            // Another user's file, or another name of some file: neither adopt nor delete it.
+            if !trusted(&f) {
+                tracing::warn!(path = %p.display(), "ignoring a partial file this node did not write (another owner, group or other write permission, or a second link); remove it if it is stale");
                 continue;
             }
             if resume && adopted.is_none() && std::fs::rename(&p, &path).is_ok() {
@@ -199,5 +227,64 @@ mod tests {
         let d = Partial::claim(&target, false).unwrap();
         assert!(!d.resumed());
         assert_eq!(existing(&target), vec![d.path().to_path_buf()]);
+    }
+
+    /// Review 10, M6: a stale partial file another user planted (or could still write, or that
+    /// is a second link to another file) is neither adopted nor removed; the writer starts its
+    /// own file, and its own stale files (0644 less the umask) are still adopted.
+    #[test]
+    fn partial_files_this_process_did_not_write_are_not_adopted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("people.bin");
+        let planted = |tag: &str| {
+            let p = dir
+                .path()
+                .join(format!(".people.bin.huitong-partial.{tag}"));
+            std::fs::write(&p, b"planted").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            p
+        };
+        let not_adopted = |p: &Path, why: &str| {
+            for resume in [true, false] {
+                let c = Partial::claim(&target, resume).unwrap();
+                assert!(!c.resumed(), "{why}: adopted");
+                assert_ne!(c.path(), p);
+                assert_eq!(std::fs::read(p).unwrap(), b"planted", "{why}: left alone");
+                c.discard();
+            }
+        };
+
+        // Owned by another user (the tests run as root, so the node could open it).
+        let other = planted("0000000000000001");
+        std::os::unix::fs::chown(&other, Some(65534), Some(65534)).unwrap();
+        not_adopted(&other, "another owner");
+        std::fs::remove_file(&other).unwrap();
+
+        // Writable by group and others (someone may hold it open).
+        let open = planted("0000000000000002");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+        not_adopted(&open, "mode 0666");
+        std::fs::remove_file(&open).unwrap();
+
+        // A second link to another file (writes would go through to that file).
+        let linked = planted("0000000000000003");
+        std::fs::hard_link(&linked, dir.path().join("elsewhere")).unwrap();
+        not_adopted(&linked, "two links");
+        std::fs::remove_file(&linked).unwrap();
+
+        // This process's own stale file is still adopted; a new one is created 0644 at most.
+        let own = Partial::claim(&target, true).unwrap();
+        let mode = own.file().metadata().unwrap().mode();
+        assert_eq!(
+            mode & 0o022,
+            0,
+            "created without group/other write: {mode:o}"
+        );
+        std::fs::write(own.path(), b"mine").unwrap();
+        drop(own);
+        let again = Partial::claim(&target, true).unwrap();
+        assert!(again.resumed());
+        assert_eq!(std::fs::read(again.path()).unwrap(), b"mine");
     }
 }

@@ -251,6 +251,20 @@ impl Manifest {
                 c.hash, c.len
             ));
         }
+        // A chunk is named by the hash of its bytes, so one hash has one length. A manifest
+        // listing it with two would make a consumer write the first length at every place.
+        let mut lens = std::collections::HashMap::new();
+        for c in self.chunks() {
+            match lens.insert(c.hash, c.len) {
+                Some(other) if other != c.len => {
+                    return Err(format!(
+                        "chunk {} is listed with two lengths ({other} and {} bytes), but a chunk's hash names its bytes: the provider's manifest is malformed; ask the provider to publish the version again",
+                        c.hash, c.len
+                    ));
+                }
+                _ => {}
+            }
+        }
         match &self.body {
             Body::Table {
                 row_groups,
@@ -320,5 +334,53 @@ impl SignedManifest {
             hash,
             bytes: bytes.to_vec(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_manifest(chunks: Vec<ChunkRef>) -> Manifest {
+        Manifest {
+            layout: MANIFEST_VERSION,
+            provider: SecretKey::from_bytes([1; 32]).public(),
+            code: ResourceCode::parse("101001/000001").expect("code"),
+            version: 1,
+            created_at_ms: 1_700_000_000_000,
+            body: Body::File {
+                name: "data.bin".into(),
+                chunks,
+            },
+            rejects: None,
+        }
+    }
+
+    /// Review 10, L6: `[(H,100),(H,50)]` used to pass, and a pull then wrote 200 bytes for a
+    /// 150-byte layout.
+    #[test]
+    fn a_chunk_listed_with_two_lengths_is_refused() {
+        let h = ChunkHash([7; 32]);
+        let twice = |a, b| {
+            file_manifest(vec![
+                ChunkRef { hash: h, len: a },
+                ChunkRef {
+                    hash: ChunkHash([8; 32]),
+                    len: 10,
+                },
+                ChunkRef { hash: h, len: b },
+            ])
+        };
+        let e = twice(100, 50).check().unwrap_err();
+        assert!(e.contains("two lengths (100 and 50 bytes)"), "{e}");
+        // The same chunk twice with one length is a file that repeats itself: fine.
+        assert_eq!(twice(100, 100).check(), Ok(()));
+        // A reject report chunk counts too.
+        let mut m = twice(100, 100);
+        m.rejects = Some(Rejects {
+            rows: 1,
+            report: vec![ChunkRef { hash: h, len: 99 }],
+        });
+        assert!(m.check().unwrap_err().contains("two lengths"));
     }
 }

@@ -276,6 +276,55 @@ pub fn refused_into(
     pull_refused(net, i, &args)
 }
 
+/// Writes review 10's styles bomb, about 2 MiB: a workbook whose first sheet holds only the
+/// header `header` and whose `xl/styles.xml` names one font of 1 MiB of random letters and
+/// digits (so the part does not compress past 100×) in 200,000 `<xf fontId="0"/>`. calamine
+/// copies the font name into every `xf`: it would ask for 200 GiB.
+pub fn xlsx_styles_bomb(path: &Path, header: &[&str]) -> anyhow::Result<()> {
+    use rand::Rng;
+    const NS: &str = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
+    const REL: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
+    const PKG: &str = "http://schemas.openxmlformats.org/package/2006/relationships";
+    let mut z = zip::ZipWriter::new(std::fs::File::create(path)?);
+    let o = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    z.start_file("_rels/.rels", o)?;
+    write!(
+        z,
+        r#"<Relationships xmlns="{PKG}"><Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#
+    )?;
+    z.start_file("xl/workbook.xml", o)?;
+    write!(
+        z,
+        r#"<workbook xmlns="{NS}" xmlns:r="{REL}"><sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>"#
+    )?;
+    z.start_file("xl/_rels/workbook.xml.rels", o)?;
+    write!(
+        z,
+        r#"<Relationships xmlns="{PKG}"><Relationship Id="rId1" Type="{REL}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#
+    )?;
+    z.start_file("xl/worksheets/sheet1.xml", o)?;
+    write!(z, r#"<worksheet xmlns="{NS}"><sheetData><row>"#)?;
+    for h in header {
+        write!(z, r#"<c t="inlineStr"><is><t>{h}</t></is></c>"#)?;
+    }
+    write!(z, "</row></sheetData></worksheet>")?;
+    z.start_file("xl/styles.xml", o)?;
+    let name: String = rand::rng()
+        .sample_iter(&rand::distr::Alphanumeric)
+        .take(1 << 20)
+        .map(char::from)
+        .collect();
+    write!(
+        z,
+        r#"<styleSheet xmlns="{NS}"><fonts count="1"><font><name val="{name}"/></font></fonts><cellXfs count="200000">"#
+    )?;
+    z.write_all(r#"<xf fontId="0"/>"#.repeat(200_000).as_bytes())?;
+    write!(z, "</cellXfs></styleSheet>")?;
+    z.finish()?;
+    Ok(())
+}
+
 /// Writes a zip bomb shaped like a workbook: a first sheet whose header names `header`, then
 /// `mib` MiB of one repeated row, deflated to a few dozen KiB (an XLSX file is a zip archive).
 pub fn xlsx_bomb(path: &Path, header: &[&str], mib: usize) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
-//! Issue #10, point 6, the data plane with real nodes: an XLSX zip bomb is refused with a clear
-//! error (the node keeps answering); the reject report is written to a file whose path the
+//! Issue #10, point 6, the data plane with real nodes: an XLSX zip bomb, and an XLSX file whose
+//! styles calamine would multiply (review 10, H2), are refused with a clear error (the node
+//! keeps answering); the reject report is written to a file whose path the
 //! publish names; a pull never writes through a symbolic link (one at the output is refused, one
 //! planted at a partial file's name is left alone); `huitong gc` lets go of a consumer's superseded version and removes what
 //! no kept version needs, while a provider keeps every version it published.
@@ -82,6 +83,30 @@ fn bombs_reports_links_and_collected_chunks() -> anyhow::Result<()> {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("zip bomb") && err.contains("sheet1.xml"),
+        "{err}"
+    );
+    net.get(provider, "/status")?;
+
+    // Review 10, H2: styles that calamine would copy into every cell format (200 GiB from a
+    // 2 MiB file, which aborted the node) are refused before calamine reads them; the node runs on.
+    let styles = dir.join("styles.xlsx");
+    data::xlsx_styles_bomb(&styles, &["编号", "姓名", "金额", "日期", "备注"])?;
+    assert!(std::fs::metadata(&styles)?.len() < 4 << 20);
+    let out = net.cli(
+        provider,
+        &[
+            "dataset",
+            "publish",
+            code,
+            "--from",
+            &styles.to_string_lossy(),
+        ],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("xl/styles.xml holds a single XML tag")
+            && err.contains("save the sheet as CSV"),
         "{err}"
     );
     net.get(provider, "/status")?;

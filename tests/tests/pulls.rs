@@ -9,6 +9,11 @@
 //!
 //! A test-only fault (`pull-hold:<phase>` in the consumer's `faults` file) holds a pull at the
 //! start of a phase, so the CLI is killed in a known phase; nothing else is changed.
+//!
+//! Review 10, M5: a FIFO where an earlier pull's output was does not hang later pulls (the
+//! earlier output is read only if it is a regular file), and a pull whose verification is stuck
+//! in a read (the `pull-stall:verifying` fault, deaf to cancels like a hung mount) still ends on
+//! `huitong pulls cancel` and releases the chunk-store lease (`huitong gc` runs).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
@@ -339,5 +344,90 @@ fn paths_the_node_sees_differently_from_the_cli_are_refused() -> anyhow::Result<
     // Seen alike, both go ahead (the publish is done; the pull is accepted as a job).
     net.post(node, "/datasets", &publish(id(&input)?))?;
     net.post(node, "/pulls", &pull(id(&dir)?))?;
+    Ok(())
+}
+
+/// Review 10, M5 (see the module doc).
+#[test]
+fn a_fifo_at_an_earlier_output_or_a_stuck_verification_does_not_hold_pulls() -> anyhow::Result<()> {
+    const CODE: &str = "301001/000012";
+    let mut f = start(2, 5)?;
+    let dir = std::fs::canonicalize(f.tmp.path())?;
+    let net = &mut f.net;
+    let (provider, consumer) = (1, 2);
+    let size = 8 * MIB;
+    let v1 =
+        data::publish_file_resource(net, &dir, provider, 12, "先前输出测试文件", size, consumer)?;
+    let (out1, out2, out3) = (
+        dir.join("out1.bin"),
+        dir.join("out2.bin"),
+        dir.join("out3.bin"),
+    );
+    let s = data::pull(net, consumer, &[CODE, "--out", &out1.to_string_lossy()])?;
+    assert_eq!(s["bytes_fetched"].as_u64(), Some(size), "{s}");
+
+    // The earlier output moves away; a FIFO takes its place.
+    std::fs::remove_file(&out1)?;
+    let status = std::process::Command::new("mkfifo").arg(&out1).status()?;
+    assert!(status.success(), "mkfifo {}", out1.display());
+
+    // Version 2 shares every chunk but one middle MiB with version 1, so the pull looks for
+    // them in the recorded output, the FIFO. It used to wait in open(2) for ever.
+    let v2 = dir.join("v2.bin");
+    let mut bytes = std::fs::read(&v1)?;
+    for b in &mut bytes[(4 * MIB) as usize..(5 * MIB) as usize] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&v2, &bytes)?;
+    data::publish(net, provider, CODE, &v2, &["--file"])?;
+    data::wait_version(net, consumer, CODE, 2)?;
+    let (s, _) = data::pull_within(
+        net,
+        consumer,
+        &[CODE, "--out", &out2.to_string_lossy()],
+        Duration::from_secs(60),
+    )?;
+    assert_eq!(
+        s["bytes_fetched"].as_u64(),
+        Some(size),
+        "nothing reused from a FIFO: {s}"
+    );
+    assert!(data::same_bytes(&v2, &out2)?, "byte-exact");
+    let meta = std::fs::symlink_metadata(&out1)?;
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()),
+        "the FIFO is left alone"
+    );
+
+    // A verification stuck in a read: a cancel ends the pull at once, frees its output and the
+    // chunk-store lease (GC runs), and leaves no partial file.
+    std::fs::write(
+        net.nodes[consumer].dir.join("faults"),
+        "pull-stall:verifying\n",
+    )?;
+    let out3_s = out3.to_string_lossy().to_string();
+    let stuck = spawn_pull(net, consumer, &[CODE, "--out", &out3_s])?;
+    let id = id_of(&wait_phase(net, consumer, &out3, "verifying")?)?;
+    cli_ok(net, consumer, &["pulls", "cancel", &id.to_string()])?;
+    wait_until(
+        Duration::from_secs(30),
+        &format!("pull {id} to end as cancelled while its verification is stuck"),
+        || Ok(net.get(consumer, &format!("/pulls/{id}"))?["phase"] == "cancelled"),
+    )?;
+    let ended = stuck.wait_with_output()?;
+    assert!(!ended.status.success());
+    cli_ok(net, consumer, &["gc", "--json"])?;
+    no_partial_left(&out3);
+
+    // Once the read returns, the same pull runs normally.
+    hold(net, consumer, &[])?;
+    let (s, _) = data::pull_within(
+        net,
+        consumer,
+        &[CODE, "--out", &out3_s],
+        Duration::from_secs(60),
+    )?;
+    assert_eq!(s["bytes"].as_u64(), Some(size), "{s}");
+    assert!(data::same_bytes(&v2, &out3)?, "byte-exact");
     Ok(())
 }

@@ -5,8 +5,9 @@
 //! 信息项 must have a column and every column must be a 信息项. JSONL rows are objects whose
 //! keys are 信息项 names; a missing key is an empty (null) cell.
 //!
-//! Every format is read as a stream of rows; XLSX, a zip archive, is checked before it is
-//! unpacked and its first sheet streamed cell by cell ([`xlsx`]).
+//! Every format is read as a stream of rows; XLSX, a zip archive, is checked (and the XML parts
+//! calamine reads pre-scanned) before calamine reads it, and its first sheet streamed cell by cell
+//! ([`xlsx`]).
 
 pub mod xlsx;
 

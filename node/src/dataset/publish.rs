@@ -10,7 +10,9 @@
 //! Memory stays bounded whatever the input: refused cells go to a report file under
 //! `<node dir>/rejects/` as they are found (its path is in the answer), only the first
 //! [`SHOWN_REJECTS`] and the counts are kept in memory, and pass 2 checks each row again instead
-//! of remembering which rows were refused.
+//! of remembering which rows were refused. A refused value is reported by its first
+//! [`REPORTED_VALUE`] bytes (and its length), so a huge cell costs the report and the answer no
+//! more than a short one.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,8 @@ pub const REPORT_DIR: &str = "rejects";
 const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
 /// How many reject reports are kept in [`REPORT_DIR`] (the oldest go first).
 const KEPT_REPORTS: usize = 32;
+/// A refused value longer than this (in bytes) is reported by its start.
+pub const REPORTED_VALUE: usize = 1024;
 
 /// What to publish.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -73,10 +77,37 @@ pub struct Reject {
     pub row: u64,
     /// The 信息项.
     pub item: String,
-    /// The value as given.
+    /// The value as given, or its first [`REPORTED_VALUE`] bytes (cut at a character) and `…`
+    /// when it is longer.
     pub value: String,
+    /// The value's length in bytes, when `value` holds only its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_bytes: Option<u64>,
     /// The rule it breaks.
     pub rule: String,
+}
+
+impl Reject {
+    /// The refused cell `value` of `item` in data row `row`, breaking `rule`; a long value is
+    /// kept by its start only (see [`REPORTED_VALUE`]).
+    fn new(row: u64, item: &str, value: &str, rule: String) -> Self {
+        let (value, value_bytes) = if value.len() <= REPORTED_VALUE {
+            (value.to_owned(), None)
+        } else {
+            let mut end = REPORTED_VALUE;
+            while !value.is_char_boundary(end) {
+                end -= 1;
+            }
+            (format!("{}…", &value[..end]), Some(value.len() as u64))
+        };
+        Self {
+            row,
+            item: item.to_owned(),
+            value,
+            value_bytes,
+            rule,
+        }
+    }
 }
 
 /// What a publish did.
@@ -334,12 +365,7 @@ fn validate(
         let mut refused = false;
         for (item, value) in items.iter().zip(&row) {
             if let Err(e) = check_value(item.data_type, item.length, value) {
-                let r = Reject {
-                    row: row_no,
-                    item: item.name.clone(),
-                    value: value.clone(),
-                    rule: e.rule,
-                };
+                let r = Reject::new(row_no, &item.name, value, e.rule);
                 if v.report.is_none() {
                     v.report = Some(Report::create(&state.dir, code)?);
                 }
@@ -486,6 +512,11 @@ impl Report {
     }
 
     fn add(&mut self, r: &Reject) -> Result<(), PublishError> {
+        // The line is at least this long: once even that does not fit, nothing is serialised.
+        let least = (r.value.len() + r.item.len() + r.rule.len()) as u64;
+        if self.bytes + least > MAX_REPORT_BYTES {
+            return Ok(());
+        }
         let Ok(mut line) = serde_json::to_vec(r) else {
             return Ok(());
         };
@@ -570,5 +601,43 @@ fn prune_reports(dir: &Path) {
         if let Err(e) = std::fs::remove_file(&path) {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove an old reject report");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review 10, H2(c): a refused value of megabytes was serialised whole into the report line
+    /// (and kept whole among the first rejects of the answer).
+    #[test]
+    fn a_long_refused_value_is_reported_by_its_start() {
+        let long = "值".repeat(1_000_000);
+        let r = Reject::new(7, "金额", &long, "not a number".into());
+        assert!(
+            r.value.len() <= REPORTED_VALUE + "…".len(),
+            "{}",
+            r.value.len()
+        );
+        assert!(r.value.starts_with("值值") && r.value.ends_with('…'));
+        assert_eq!(r.value_bytes, Some(3_000_000));
+        let short = Reject::new(7, "金额", "x", "not a number".into());
+        assert_eq!((short.value.as_str(), short.value_bytes), ("x", None));
+        let line = serde_json::to_string(&short).unwrap();
+        assert!(!line.contains("value_bytes"), "{line}");
+
+        // The report stops growing at its limit without serialising what no longer fits.
+        let dir = tempfile::tempdir().unwrap();
+        let mut report = Report::create(dir.path(), "102001/000001").unwrap();
+        report.add(&r).unwrap();
+        assert!(
+            report.bytes < 2 * REPORTED_VALUE as u64 + 200,
+            "{}",
+            report.bytes
+        );
+        report.bytes = MAX_REPORT_BYTES - 10;
+        report.add(&short).unwrap();
+        assert_eq!(report.cells, 1, "a line past the limit is not written");
+        report.finish().unwrap();
     }
 }

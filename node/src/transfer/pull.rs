@@ -6,7 +6,10 @@
 //! 3. Choose the chunks the output needs ([`plan`]), re-verify those already held (an earlier
 //!    version, or an interrupted pull) and fetch the rest on [`STREAMS`] streams at once
 //!    ([`fetch`]); each chunk is hashed before it is stored, so the store only ever holds
-//!    verified chunks, and a killed pull resumes from them.
+//!    verified chunks, and a killed pull resumes from them. The re-verification reads files
+//!    (earlier outputs, see [`super::refs`]) on a blocking thread; a cancel ends the pull, and
+//!    so frees its output and its chunk-store lease, even if that thread is stuck in a read
+//!    (a hung mount): the thread is left to finish on its own.
 //! 4. Fsync the chunks, mark the version complete when every chunk is held, and write the
 //!    output (to a temporary file renamed into place); ask the provider for a receipt.
 //!
@@ -239,6 +242,17 @@ async fn hold(state: &NodeState, job: &Job, phase: Phase) {
     }
 }
 
+/// Test-only: blocks the calling (blocking) thread while the node's fault `pull-stall:<phase>`
+/// is on, deaf to cancels, as a read on a hung mount would (nothing without `fault-injection`).
+fn stall(state: &NodeState, phase: &str) {
+    while crate::faults::args(&state.dir, "pull-stall")
+        .iter()
+        .any(|p| p == phase)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Runs a pull; a cancelled pull's partial output is removed.
 async fn run(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummary, PullError> {
     let result = pull(feeds, t, job).await;
@@ -366,9 +380,14 @@ fn held_chunks(
     output: Option<&FileOutput>,
     candidates: &[ChunkRef],
     complete: bool,
+    stop: &dyn Fn() -> bool,
 ) -> Result<HashSet<ChunkHash>, PullError> {
+    stall(state, "verifying");
     let mut held = output.map(|o| o.held_in_place()).unwrap_or_default();
     for c in candidates {
+        if stop() {
+            return Err(PullError::Cancelled);
+        }
         if held.contains(&c.hash) {
             continue;
         }
@@ -555,11 +574,12 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
     let held = {
         let (state, output) = (state.clone(), output.clone());
         let candidates: Vec<ChunkRef> = wants.iter().map(|w| w.chunk).collect();
-        tokio::task::spawn_blocking(move || {
-            held_chunks(&state, output.as_deref(), &candidates, complete)
-        })
-        .await
-        .map_err(local)??
+        let cancel = job.cancel.clone();
+        let verify = tokio::task::spawn_blocking(move || {
+            let stop = || cancel.is_cancelled();
+            held_chunks(&state, output.as_deref(), &candidates, complete, &stop)
+        });
+        unless_cancelled(job, async move { verify.await.map_err(local)? }).await?
     };
     let mut missing = VecDeque::new();
     let mut reused = 0u64;

@@ -2,9 +2,14 @@
 //! [`super::assemble`]); instead `chunk_refs` records, per chunk, the finished output file and
 //! offset. A later pull — typically a new version of the same file — reuses a chunk from there
 //! if the file still holds exactly those bytes (checked by BLAKE3), and fetches it otherwise.
+//!
+//! The recorded path is not trusted to still name that file: anything may be there now (the
+//! output moved away and a FIFO, a device or a link put in its place). Only a regular file is
+//! read: the path is opened with `O_NOFOLLOW | O_NONBLOCK` (so neither a link nor a FIFO without
+//! a writer can make the open wait) and checked with `fstat` before a byte is read.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use huitong_protocol::codec;
@@ -49,8 +54,75 @@ pub fn read(state: &NodeState, chunk: &ChunkRef) -> Option<Vec<u8>> {
     let s = &state.store;
     let raw = s.db().get_cf(s.cf(CF_CHUNK_REFS), chunk.hash.0).ok()??;
     let place: Place = codec::decode(&raw, 64 * 1024).ok()?;
-    let file = File::open(&place.path).ok()?;
+    read_at(Path::new(&place.path), place.offset, chunk)
+}
+
+/// The chunk's bytes at `offset` in the regular file at `path`, if they verify; `None` for
+/// anything else there (see the module doc), which never blocks the caller.
+fn read_at(path: &Path, offset: u64, chunk: &ChunkRef) -> Option<Vec<u8>> {
+    let file = open_regular(path)?;
     let mut buf = vec![0u8; chunk.len as usize];
-    file.read_exact_at(&mut buf, place.offset).ok()?;
+    file.read_exact_at(&mut buf, offset).ok()?;
     chunk.matches(&buf).then_some(buf)
+}
+
+/// Opens `path` for reading if it is a regular file, without following a link or waiting on a
+/// FIFO; `O_NONBLOCK` is cleared again once `fstat` shows a regular file.
+fn open_regular(path: &Path) -> Option<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let flags = rustix::fs::fcntl_getfl(&file).ok()?;
+    rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK).ok()?;
+    Some(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use huitong_protocol::dataset::ChunkHash;
+    use std::time::Duration;
+
+    /// Review 10, M5: a FIFO at a recorded output path used to block `File::open` until a
+    /// writer appeared (for ever), holding the pull in `verifying`.
+    #[test]
+    fn only_a_regular_file_at_a_recorded_path_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = b"the chunk's bytes".to_vec();
+        let chunk = ChunkRef {
+            hash: ChunkHash::of(&bytes),
+            len: bytes.len() as u32,
+        };
+        let file = dir.path().join("out.bin");
+        std::fs::write(&file, [b"xx".as_slice(), &bytes].concat()).unwrap();
+        assert_eq!(read_at(&file, 2, &chunk), Some(bytes.clone()));
+        assert_eq!(read_at(&file, 1, &chunk), None, "other bytes there");
+
+        // A link to the file is not followed.
+        let link = dir.path().join("link.bin");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert_eq!(read_at(&link, 2, &chunk), None);
+
+        // A FIFO with no writer: skipped at once, not waited on. Read on a thread, so that a
+        // read that blocks fails the test instead of hanging it.
+        let fifo = dir.path().join("fifo.bin");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) with a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_at(&fifo, 0, &chunk));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(10));
+        assert_eq!(
+            got,
+            Ok(None),
+            "a FIFO at the recorded path blocked the read"
+        );
+    }
 }

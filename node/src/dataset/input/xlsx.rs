@@ -1,28 +1,43 @@
 //! XLSX in bounded memory. An XLSX file is a zip archive of XML parts, so a small file can
-//! unpack to gigabytes (a zip bomb), and calamine reads some parts whole. So:
+//! unpack to gigabytes (a zip bomb), and calamine reads some parts whole and builds more from
+//! them than they hold. So:
 //!
 //! 1. Before calamine sees the file, the archive is checked with the `zip` crate (the one
 //!    calamine reads it with): at most [`MAX_FILE`] bytes, [`MAX_ENTRIES`] parts and a central
 //!    directory of [`MAX_DIRECTORY`] bytes (read from the end-of-central-directory record, before
 //!    the directory is parsed); each part's declared size at most [`MAX_SHEET_PART`] for
 //!    worksheets (streamed) and [`MAX_HELD_PART`] for every other part (calamine holds shared
-//!    strings, styles and the workbook whole); no part larger than 1 MiB that unpacks to more
-//!    than [`MAX_RATIO`] times its packed size; and the shared-strings count the file declares
-//!    (calamine reserves room for that many strings up front) at most [`MAX_SHARED_STRINGS`] and
-//!    a quarter of that part's size. `zip` fails any part that unpacks past its declared size,
-//!    so the declared sizes are real bounds.
-//! 2. The first sheet is streamed cell by cell (`Xlsx::worksheet_cells_reader`), never loaded
+//!    strings, styles and the workbook whole); and no part larger than 1 MiB that unpacks to
+//!    more than [`MAX_RATIO`] times its packed size. `zip` fails any part that unpacks past its
+//!    declared size, so the declared sizes are real bounds.
+//! 2. Then the parts calamine reads are streamed once with quick-xml ([`prescan`]): no DOCTYPE,
+//!    no XML token over [`MAX_CELL_XML`] bytes; the shared strings' declared count (calamine
+//!    reserves room for it) and their number at most [`MAX_SHARED_STRINGS`], each string at
+//!    most [`MAX_CELL_XML`] bytes of XML; font names and number-format codes at most
+//!    [`MAX_STYLE_TEXT`] bytes, and what calamine builds from the styles (it copies the font and
+//!    the format code into every cell format) and from the workbook's sheet list at most
+//!    [`MAX_PART_MEMORY`] each; every cell of the first sheet at most [`MAX_CELL_XML`] bytes of
+//!    XML.
+//! 3. The first sheet is streamed cell by cell (`Xlsx::worksheet_cells_reader`), never loaded
 //!    as a dense range: a sheet with one cell at A1 and one at XFD1048576 costs two cells, not
 //!    17 billion. Rows beyond 1,048,576 and columns beyond 16,384 (the format's limits) are
-//!    refused. The reader runs on its own thread and hands rows over a bounded channel.
+//!    refused, and so is a row holding more than [`MAX_ROW_BYTES`] of text (a row of cells that
+//!    all name one long shared string). The reader runs on its own thread and hands rows over a
+//!    channel bounded in rows and in bytes.
 //!
 //! The legacy binary `.xls` format is refused: calamine loads every sheet of it into a dense
 //! range sized by whatever cell positions the file claims.
 
+mod prescan;
+
+pub use prescan::{
+    MAX_CELL_XML, MAX_NUMBER_FORMATS, MAX_PART_MEMORY, MAX_SHARED_STRINGS, MAX_STYLE_TEXT,
+};
+
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use calamine::{Data, Reader, Xlsx, XlsxError};
 
@@ -42,14 +57,63 @@ pub const MAX_HELD_PART: u64 = 64 << 20;
 pub const MAX_RATIO: u64 = 100;
 /// Parts at most this large are not held to [`MAX_RATIO`].
 const RATIO_FLOOR: u64 = 1 << 20;
-/// The most shared strings a workbook may declare.
-pub const MAX_SHARED_STRINGS: u64 = 1 << 22;
 /// Rows of a sheet (the XLSX format's limit).
 pub const MAX_ROWS: u32 = 1 << 20;
 /// Columns of a sheet (the XLSX format's limit, XFD).
 pub const MAX_COLUMNS: u32 = 1 << 14;
+/// The most text in one row of the sheet, header included: its cells' bytes (and 24 bytes a
+/// cell). A cell holds at most about [`MAX_CELL_XML`] bytes, but cells of one row may all name
+/// the same long shared string.
+pub const MAX_ROW_BYTES: u64 = 16 << 20;
 /// Rows queued between the reader thread and the publish.
 const QUEUE: usize = 256;
+/// Bytes of rows queued between the reader thread and the publish (a larger row waits until
+/// the queue is empty).
+const QUEUE_BYTES: u64 = 32 << 20;
+
+/// The bytes of rows in the queue ([`row_bytes`]), at most [`QUEUE_BYTES`] unless one row is
+/// alone in it; shared by the reader thread and the reading side.
+#[derive(Default)]
+struct Queued {
+    /// Bytes queued, and whether the reading side is gone.
+    state: Mutex<(u64, bool)>,
+    changed: Condvar,
+}
+
+impl Queued {
+    /// Waits until `n` more bytes fit (or the queue is empty) and counts them; false once the
+    /// reading side is gone.
+    fn add(&self, n: u64) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while !s.1 && s.0 > 0 && s.0 + n > QUEUE_BYTES {
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        if s.1 {
+            return false;
+        }
+        s.0 += n;
+        true
+    }
+
+    /// Uncounts a row taken from the queue.
+    fn remove(&self, n: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = s.0.saturating_sub(n);
+        self.changed.notify_all();
+    }
+}
+
+/// The reading side's hold on the queue: dropping it (the rows are no longer read) wakes and
+/// stops a reader thread waiting for room.
+struct Reading(Arc<Queued>);
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.1 = true;
+        self.0.changed.notify_all();
+    }
+}
 
 /// What the reader thread sends.
 enum Msg {
@@ -100,74 +164,18 @@ fn directory_size(file: &mut File, len: u64) -> Result<(u64, u64), String> {
     Ok((entries, size))
 }
 
-/// Whether calamine streams this part (a worksheet) rather than reading it whole.
+/// Whether calamine streams this part (a worksheet) rather than reading it whole (`\` is read
+/// as `/`, as calamine reads it).
 fn streamed(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
+    let lower = name.replace('\\', "/").to_ascii_lowercase();
     let base = lower.rsplit('/').next().unwrap_or_default();
     lower.contains("worksheets/")
         && !matches!(base, "sharedstrings.xml" | "styles.xml" | "workbook.xml")
         && !base.ends_with(".rels")
 }
 
-/// The `uniqueCount` a shared-strings part declares on its `sst` element, read from its first
-/// 64 KiB (calamine reserves room for that many strings). Every attribute whose local name is
-/// `uniqueCount` counts (the largest is returned); quoted values may hold `>`.
-fn declared_strings(head: &[u8]) -> Result<Option<u64>, String> {
-    let text = String::from_utf8_lossy(head);
-    let mut rest = text.as_ref();
-    loop {
-        let lt = rest
-            .find('<')
-            .ok_or("the shared strings have no sst element in their first 64 KiB")?;
-        rest = &rest[lt + 1..];
-        if rest.starts_with('?') || rest.starts_with('!') {
-            continue;
-        }
-        break;
-    }
-    let name_end = rest
-        .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
-        .unwrap_or(rest.len());
-    let name = &rest[..name_end];
-    if name.rsplit(':').next() != Some("sst") {
-        return Err(format!(
-            "the shared strings start with <{name}>, not <sst>: not a workbook this node reads"
-        ));
-    }
-    // Attributes: name = "value" or name = 'value', up to the unquoted `>`.
-    let mut attrs = rest[name_end..].chars().peekable();
-    let mut largest: Option<u64> = None;
-    loop {
-        while attrs.next_if(|c| c.is_whitespace()).is_some() {}
-        match attrs.peek() {
-            Some('>') | Some('/') => return Ok(largest),
-            None => return Err("the sst element does not end in the first 64 KiB".into()),
-            _ => {}
-        }
-        let mut key = String::new();
-        while let Some(c) = attrs.next_if(|c| !c.is_whitespace() && *c != '=') {
-            key.push(c);
-        }
-        while attrs.next_if(|c| c.is_whitespace()).is_some() {}
-        if attrs.next() != Some('=') {
-            return Err(format!("malformed attribute {key:?} on the sst element"));
-        }
-        while attrs.next_if(|c| c.is_whitespace()).is_some() {}
-        let quote = attrs
-            .next()
-            .filter(|q| *q == '"' || *q == '\'')
-            .ok_or_else(|| format!("attribute {key:?} of the sst element is not quoted"))?;
-        let value: String = attrs.by_ref().take_while(|c| *c != quote).collect();
-        if key.rsplit(':').next() == Some("uniqueCount") {
-            // A value that is not a number reserves nothing in calamine either.
-            if let Ok(n) = value.trim().parse::<u64>() {
-                largest = largest.max(Some(n));
-            }
-        }
-    }
-}
-
-/// Checks the archive's declared sizes before anything is unpacked (see the module doc).
+/// Checks the archive before calamine reads it: the declared sizes, then the XML of the parts
+/// calamine reads ([`prescan`]; see the module doc).
 fn check_archive(file: &mut File) -> Result<(), String> {
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     if len > MAX_FILE {
@@ -184,7 +192,7 @@ fn check_archive(file: &mut File) -> Result<(), String> {
     file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
     let mut zip = zip::ZipArchive::new(BufReader::new(&mut *file))
         .map_err(|e| format!("not an XLSX workbook (a zip archive): {e}"))?;
-    let mut shared = Vec::new();
+    let mut parts = Vec::with_capacity(zip.len());
     for i in 0..zip.len() {
         let part = zip.by_index_data(i).map_err(|e| e.to_string())?;
         let name = part.name().map_err(|e| e.to_string())?.into_owned();
@@ -205,26 +213,13 @@ fn check_archive(file: &mut File) -> Result<(), String> {
                 size / packed.max(1)
             ));
         }
-        if name.to_ascii_lowercase().rsplit('/').next() == Some("sharedstrings.xml") {
-            shared.push((i, name, size));
-        }
+        parts.push(prescan::Part {
+            index: i,
+            name,
+            size,
+        });
     }
-    for (i, name, size) in shared {
-        let mut head = Vec::new();
-        zip.by_index(i)
-            .map_err(|e| format!("{name}: {e}"))?
-            .take(64 * 1024)
-            .read_to_end(&mut head)
-            .map_err(|e| format!("{name}: {e}"))?;
-        if let Some(n) = declared_strings(&head).map_err(|e| format!("{name}: {e}"))? {
-            if n > MAX_SHARED_STRINGS || n > size / 4 {
-                return Err(format!(
-                    "{name} declares {n} shared strings in {size} bytes (at most {MAX_SHARED_STRINGS}, and one per 4 bytes): refused as malformed; save the sheet as CSV"
-                ));
-            }
-        }
-    }
-    Ok(())
+    prescan::check(&mut zip, &parts)
 }
 
 /// Opens the first sheet of an XLSX workbook and yields its rows in the order of `items`.
@@ -240,10 +235,12 @@ pub(super) fn rows(path: &Path, items: &[String]) -> Result<Rows, String> {
     check_archive(&mut file)?;
     file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::sync_channel(QUEUE);
+    let queued = Arc::new(Queued::default());
+    let reading = Reading(queued.clone());
     std::thread::Builder::new()
         .name("xlsx-reader".into())
         .spawn(move || {
-            let end = match stream(file, &tx) {
+            let end = match stream(file, &tx, &queued) {
                 Ok(()) => Msg::End,
                 Err(e) => Msg::Error(e),
             };
@@ -272,7 +269,10 @@ pub(super) fn rows(path: &Path, items: &[String]) -> Result<Rows, String> {
             }))
         };
         match rx.recv() {
-            Ok(Msg::Row(cells)) => Some(Ok(reorder(cells, &order))),
+            Ok(Msg::Row(cells)) => {
+                reading.0.remove(row_bytes(&cells));
+                Some(Ok(reorder(cells, &order)))
+            }
             Ok(Msg::End) => {
                 done = true;
                 None
@@ -290,7 +290,7 @@ pub(super) fn rows(path: &Path, items: &[String]) -> Result<Rows, String> {
 }
 
 /// The reader thread: streams the first sheet's cells and sends the header, then the rows.
-fn stream(file: File, tx: &mpsc::SyncSender<Msg>) -> Result<(), String> {
+fn stream(file: File, tx: &mpsc::SyncSender<Msg>, queued: &Queued) -> Result<(), String> {
     let malformed = |e: XlsxError| {
         let text = e.to_string();
         if text.contains("declared uncompressed size") {
@@ -314,7 +314,14 @@ fn stream(file: File, tx: &mpsc::SyncSender<Msg>) -> Result<(), String> {
         }
         Err(e) => return Err(malformed(e)),
     };
-    let mut sink = |m: Msg| tx.send(m).is_ok();
+    let mut sink = |m: Msg| {
+        if let Msg::Row(cells) = &m {
+            if !queued.add(row_bytes(cells)) {
+                return false;
+            }
+        }
+        tx.send(m).is_ok()
+    };
     let mut rows = Assembler::default();
     while let Some(cell) = cells.next_cell().map_err(malformed)? {
         let (r, c) = cell.get_position();
@@ -351,6 +358,16 @@ struct Assembler {
     row: Option<(u32, Vec<String>)>,
     /// The header row's index while it is read.
     head_r: u32,
+    /// Bytes of the row being read (the header, then each data row), see [`row_bytes`].
+    bytes: u64,
+}
+
+/// What a cell costs a row: its text and its `String`.
+const CELL_BYTES: u64 = 24;
+
+/// The bytes a row holds, as [`MAX_ROW_BYTES`] and [`QUEUE_BYTES`] count them.
+fn row_bytes(cells: &[String]) -> u64 {
+    cells.iter().map(|c| c.len() as u64 + CELL_BYTES).sum()
 }
 
 impl Assembler {
@@ -380,6 +397,7 @@ impl Assembler {
                 ));
             }
             self.head_r = r;
+            self.count(r, &v)?;
             self.head.push((c, v));
             return Ok(true);
         };
@@ -404,6 +422,7 @@ impl Assembler {
                     }
                 }
                 self.row = Some((r, vec![String::new(); width as usize]));
+                self.bytes = 0;
             }
         }
         if c < first || c - first >= width {
@@ -414,10 +433,23 @@ impl Assembler {
                 cell_name(hr, first + width - 1)
             ));
         }
+        self.count(r, &v)?;
         if let Some((_, cells)) = &mut self.row {
             cells[(c - first) as usize] = v;
         }
         Ok(true)
+    }
+
+    /// Counts a value into the bytes of row `r`, refused past [`MAX_ROW_BYTES`].
+    fn count(&mut self, r: u32, v: &str) -> Result<(), String> {
+        self.bytes += v.len() as u64 + CELL_BYTES;
+        if self.bytes > MAX_ROW_BYTES {
+            return Err(format!(
+                "row {} of the sheet holds more than {MAX_ROW_BYTES} bytes of text (its cells may name one long shared string over and over): refused as malformed or hostile; save the sheet as CSV to publish it",
+                u64::from(r) + 1
+            ));
+        }
+        Ok(())
     }
 
     /// Closes the header row: its names, first to last column, with no gap.
@@ -438,6 +470,7 @@ impl Assembler {
             names.push(name);
         }
         self.header = Some((r, first, names.len() as u32));
+        self.bytes = 0;
         Ok(names)
     }
 
@@ -473,30 +506,65 @@ mod tests {
 
     /// A minimal workbook whose first sheet is `sheet` (its XML), with optional shared strings.
     fn workbook(sheet: &[u8], shared: Option<&[u8]>) -> Vec<u8> {
+        let mut parts = vec![("xl/worksheets/sheet1.xml", sheet.to_vec())];
+        if let Some(s) = shared {
+            parts.push(("xl/sharedStrings.xml", s.to_vec()));
+        }
+        package(&parts)
+    }
+
+    /// A workbook of these parts, beside (or instead of) the minimal ones: the package and
+    /// workbook relationships and the workbook naming one sheet, `worksheets/sheet1.xml`.
+    fn package(parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut all: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "_rels/.rels",
+                format!(r#"<Relationships xmlns="{PKG}"><Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#).into_bytes(),
+            ),
+            (
+                "xl/workbook.xml",
+                format!(r#"<workbook xmlns="{NS}" xmlns:r="{REL}"><sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>"#).into_bytes(),
+            ),
+            (
+                "xl/_rels/workbook.xml.rels",
+                format!(r#"<Relationships xmlns="{PKG}"><Relationship Id="rId1" Type="{REL}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#).into_bytes(),
+            ),
+        ];
+        for (name, bytes) in parts {
+            all.retain(|(n, _)| n != name);
+            all.push((name, bytes.clone()));
+        }
         let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         let o = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated);
-        let mut part = |name: &str, bytes: &[u8]| {
+        for (name, bytes) in all {
             z.start_file(name, o).unwrap();
-            z.write_all(bytes).unwrap();
-        };
-        part(
-            "_rels/.rels",
-            format!(r#"<Relationships xmlns="{PKG}"><Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#).as_bytes(),
-        );
-        part(
-            "xl/workbook.xml",
-            format!(r#"<workbook xmlns="{NS}" xmlns:r="{REL}"><sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>"#).as_bytes(),
-        );
-        part(
-            "xl/_rels/workbook.xml.rels",
-            format!(r#"<Relationships xmlns="{PKG}"><Relationship Id="rId1" Type="{REL}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#).as_bytes(),
-        );
-        if let Some(s) = shared {
-            part("xl/sharedStrings.xml", s);
+            z.write_all(&bytes).unwrap();
         }
-        part("xl/worksheets/sheet1.xml", sheet);
         z.finish().unwrap().into_inner()
+    }
+
+    /// `len` random letters and digits: they do not compress (below 100×), as an attacker
+    /// would pad a part to pass the ratio check.
+    fn noise(len: usize) -> String {
+        use rand::Rng;
+        rand::rng()
+            .sample_iter(&rand::distr::Alphanumeric)
+            .take(len)
+            .map(char::from)
+            .collect()
+    }
+
+    /// Whether the checks run before calamine is given the file refuse it; the error.
+    fn refused_before_calamine(bytes: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.xlsx");
+        std::fs::write(&p, bytes).unwrap();
+        let mut f = File::open(&p).unwrap();
+        match check_archive(&mut f) {
+            Err(e) => e,
+            Ok(()) => panic!("the workbook passed the checks and would go to calamine"),
+        }
     }
 
     /// Sheet XML with these `(cell, inline text)` values.
@@ -619,18 +687,184 @@ mod tests {
         );
         let e = read(&workbook(&sheet(&[]), Some(sst.as_bytes()))).unwrap_err();
         assert!(e.contains("1000000000000 shared strings"), "{e}");
-        assert_eq!(
-            declared_strings(br#"<?xml version="1.0"?><x:sst xmlns:x="a" uniqueCount = '12'>"#),
-            Ok(Some(12))
+    }
+
+    /// Review 10, H2(b): the hand-written scanner took the `sst` in the comment for the real
+    /// one and passed `uniqueCount="1"`; calamine skips the comment and reserves room for 10^11
+    /// strings (2.4 TB), which aborts the node. A DOCTYPE is refused outright.
+    #[test]
+    fn markup_in_a_comment_or_a_doctype_does_not_hide_the_shared_string_count() {
+        let fooled = format!(
+            r#"<?xml version="1.0"?><!-- <sst uniqueCount="1"/> --><sst xmlns="{NS}" uniqueCount="100000000000"><si><t>编号</t></si></sst>"#
         );
-        // A quoted `>` does not end the element, and a look-alike attribute does not hide the
-        // real one.
-        assert_eq!(
-            declared_strings(br#"<sst a=">" xuniqueCount="1" uniqueCount="99"><si/>"#),
-            Ok(Some(99))
+        let e = refused_before_calamine(&workbook(&sheet(&[]), Some(fooled.as_bytes())));
+        assert!(
+            e.contains("declares 100000000000 shared strings")
+                && e.contains("save the sheet as CSV"),
+            "{e}"
         );
-        assert_eq!(declared_strings(b"<sst count=\"1\">"), Ok(None));
-        assert!(declared_strings(b"<foo>").is_err());
+        let doctype = format!(
+            r#"<?xml version="1.0"?><!DOCTYPE sst [<!ENTITY x "<sst uniqueCount='1'/>">]><sst xmlns="{NS}" uniqueCount="1"><si><t>编号</t></si></sst>"#
+        );
+        let e = refused_before_calamine(&workbook(&sheet(&[]), Some(doctype.as_bytes())));
+        assert!(
+            e.contains("xl/sharedStrings.xml holds a DOCTYPE")
+                && e.contains("save the sheet as CSV"),
+            "{e}"
+        );
+    }
+
+    /// Styles XML: one font named `font_name`, then `xfs` cell formats naming it, each padded
+    /// with a few random letters so the part does not compress past 100×.
+    fn styles(font_name: &str, xfs: usize) -> Vec<u8> {
+        let mut x = format!(
+            r#"<styleSheet xmlns="{NS}"><fonts count="1"><font><name val="{font_name}"/></font></fonts><cellXfs count="{xfs}">"#
+        );
+        for _ in 0..xfs {
+            x.push_str(&format!(r#"<xf fontId="0" x="{}"/>"#, noise(6)));
+        }
+        x.push_str("</cellXfs></styleSheet>");
+        x.into_bytes()
+    }
+
+    /// Review 10, H2(a): calamine copies the font (with its name) into every `xf`, so a 1 MiB
+    /// font name and 200,000 `<xf fontId="0"/>` (a 1.5 MiB file) asked for 200 GiB. Refused
+    /// before calamine: the font name is too long; with a name under that limit, what calamine
+    /// would build is still counted and refused.
+    #[test]
+    fn styles_that_calamine_would_multiply_are_refused() {
+        let s = sheet(&[("A1", "编号"), ("B1", "金额")]);
+        let bomb = package(&[
+            ("xl/worksheets/sheet1.xml", s.clone()),
+            ("xl/styles.xml", styles(&noise(1 << 20), 200_000)),
+        ]);
+        assert!(bomb.len() < 4 << 20, "{} bytes", bomb.len());
+        let e = refused_before_calamine(&bomb);
+        assert!(
+            e.contains(
+                "xl/styles.xml holds a single XML tag, text or comment of more than 1048576 bytes"
+            ) && e.contains("save the sheet as CSV"),
+            "{e}"
+        );
+        let e = read(&bomb).unwrap_err();
+        assert!(e.contains("xl/styles.xml holds a single XML tag"), "{e}");
+        let long_name = package(&[
+            ("xl/worksheets/sheet1.xml", s.clone()),
+            ("xl/styles.xml", styles(&noise(100_000), 10)),
+        ]);
+        let e = refused_before_calamine(&long_name);
+        assert!(
+            e.contains("xl/styles.xml holds a font name of 100000 bytes (at most 1024)"),
+            "{e}"
+        );
+
+        let many = package(&[
+            ("xl/worksheets/sheet1.xml", s.clone()),
+            ("xl/styles.xml", styles(&noise(1000), 200_000)),
+        ]);
+        let e = refused_before_calamine(&many);
+        assert!(
+            e.contains("xl/styles.xml would take more than 67108864 bytes of memory")
+                && e.contains("save the sheet as CSV"),
+            "{e}"
+        );
+
+        // Ordinary styles pass.
+        let fine = package(&[
+            ("xl/worksheets/sheet1.xml", s),
+            ("xl/styles.xml", styles("宋体", 2_000)),
+        ]);
+        assert_eq!(read(&fine).unwrap(), Vec::<Row>::new());
+    }
+
+    /// The same with the workbook: calamine builds each sheet's path from the folder and the
+    /// target of its relationship, so 3,000 `sheet` elements naming one 60 KB target asked for
+    /// 180 MB.
+    #[test]
+    fn a_sheet_list_that_calamine_would_multiply_is_refused() {
+        let target = format!("worksheets/{}.xml", noise(60_000));
+        let mut book = format!(r#"<workbook xmlns="{NS}" xmlns:r="{REL}"><sheets>"#);
+        for i in 0..3_000 {
+            book.push_str(&format!(
+                r#"<sheet name="s{i}" sheetId="{i}" r:id="rId1"/>"#
+            ));
+        }
+        book.push_str("</sheets></workbook>");
+        let bomb = package(&[
+            ("xl/workbook.xml", book.into_bytes()),
+            (
+                "xl/_rels/workbook.xml.rels",
+                format!(r#"<Relationships xmlns="{PKG}"><Relationship Id="rId1" Type="{REL}/worksheet" Target="{target}"/></Relationships>"#).into_bytes(),
+            ),
+        ]);
+        let e = refused_before_calamine(&bomb);
+        assert!(
+            e.contains("the workbook xl/workbook.xml would take about")
+                && e.contains("3000 sheets")
+                && e.contains("save the sheet as CSV"),
+            "{e}"
+        );
+    }
+
+    /// Review 10, H2(c): a 512 MiB worksheet part could hold a single cell of almost that size,
+    /// held about four times over. A cell is now at most 1 MiB of XML (Excel's own limit is
+    /// 32,767 characters), found before calamine reads the sheet; so is a shared string.
+    #[test]
+    fn a_huge_cell_is_refused_before_calamine() {
+        let big = noise(2 << 20);
+        let s = sheet(&[("A1", "编号"), ("B1", "金额"), ("A2", "1"), ("B2", &big)]);
+        let e = refused_before_calamine(&workbook(&s, None));
+        assert!(
+            e.contains("cell B2 of xl/worksheets/sheet1.xml holds more than 1048576 bytes")
+                && e.contains("save the sheet as CSV"),
+            "{e}"
+        );
+        // One shared string of 2 MiB.
+        let sst = format!(r#"<sst xmlns="{NS}"><si><t>{big}</t></si></sst>"#);
+        let e = refused_before_calamine(&workbook(&sheet(&[]), Some(sst.as_bytes())));
+        assert!(
+            e.contains("shared string 1 of xl/sharedStrings.xml holds more than 1048576 bytes"),
+            "{e}"
+        );
+    }
+
+    /// Cells of one row may all name one long shared string: 20 cells naming one 900 KB string
+    /// make 18 MB in one row, refused past 16 MiB.
+    #[test]
+    fn a_row_of_one_long_shared_string_is_refused() {
+        let names: Vec<String> = (0..20).map(|i| format!("项{i}")).collect();
+        let sst = format!(
+            r#"<sst xmlns="{NS}" uniqueCount="1"><si><t>{}</t></si></sst>"#,
+            noise(900_000)
+        );
+        let mut x = format!(r#"<worksheet xmlns="{NS}"><sheetData><row r="1">"#);
+        for (i, n) in names.iter().enumerate() {
+            x.push_str(&format!(
+                r#"<c r="{}" t="inlineStr"><is><t>{n}</t></is></c>"#,
+                cell_name(0, i as u32)
+            ));
+        }
+        x.push_str(r#"</row><row r="2">"#);
+        for i in 0..names.len() {
+            x.push_str(&format!(
+                r#"<c r="{}" t="s"><v>0</v></c>"#,
+                cell_name(1, i as u32)
+            ));
+        }
+        x.push_str("</row></sheetData></worksheet>");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.xlsx");
+        std::fs::write(&p, workbook(x.as_bytes(), Some(sst.as_bytes()))).unwrap();
+        let e = rows(&p, &names)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_err()
+            .message;
+        assert!(
+            e.contains("row 2 of the sheet holds more than 16777216 bytes of text")
+                && e.contains("save the sheet as CSV"),
+            "{e}"
+        );
     }
 
     #[test]
