@@ -3,11 +3,10 @@
 //!
 //! What is kept (conservative: a chunk is removed only when no kept manifest names it):
 //! - every version this node published, whatever its age: the node serves all of them;
-//! - of another provider's resource, the newest version this node holds complete, any newer one
-//!   still incomplete (being pulled, or a pull that failed), and each older one until `grace`
-//!   after the newest complete one arrived; then the older one's manifest record is removed
-//!   (durably, before any chunk), so pulling that version again fetches what it lacks. A newer
-//!   version that was never fetched in full never costs the node the complete one it has;
+//! - of another provider's resource, the newest version this node holds a manifest of (pulled,
+//!   or being pulled), and each older one until `grace` after the newest arrived; then the older
+//!   one's manifest record is removed (durably, before any chunk), so pulling that version again
+//!   fetches what it lacks;
 //! - nothing else: chunk files no kept manifest names — chunks of superseded versions, of a
 //!   publish that failed half-way — are removed.
 //!
@@ -101,10 +100,10 @@ fn choose(
     now: u64,
     grace: Duration,
 ) -> (Vec<Manifest>, Vec<(ChunkHash, Manifest)>) {
-    // The newest complete version of each other provider's resource, and when it arrived.
+    // The newest held version of each other provider's resource, and when it arrived.
     let mut newest: HashMap<(NodeId, String), (u64, u64)> = HashMap::new();
     for (_, s, m) in &held {
-        if m.provider == *me || !s.complete {
+        if m.provider == *me {
             continue;
         }
         let e = newest
@@ -221,23 +220,6 @@ mod tests {
             },
             m,
         )
-    }
-
-    /// A newer version whose pull never completed does not supersede the complete one held
-    /// (review of issue #10, L7).
-    #[test]
-    fn an_incomplete_newer_version_keeps_the_complete_one() {
-        let (me, other) = (
-            SecretKey::from_bytes([1; 32]),
-            SecretKey::from_bytes([2; 32]),
-        );
-        let code = "301001/000001";
-        let mut failed = held(manifest(&other, code, 2), 1_000);
-        failed.1.complete = false;
-        let all = vec![held(manifest(&other, code, 1), 0), failed];
-        let (kept, dropped) = choose(&me.public(), all, u64::MAX / 2, Duration::from_secs(1));
-        assert!(dropped.is_empty(), "{dropped:?}");
-        assert_eq!(kept.len(), 2);
     }
 
     #[test]
