@@ -59,7 +59,10 @@ fn heads_with_stamps(store: &Store) -> Result<(), StoreError> {
     }
     batch.put_cf(store.cf(CF_META), KEY, SCHEMA_VERSION.to_be_bytes());
     store.db().write(batch)?;
-    info!(feeds, "store migrated to schema 3 (feed heads keep their stamps)");
+    info!(
+        feeds,
+        "store migrated to schema 3 (feed heads keep their stamps)"
+    );
     Ok(())
 }
 
@@ -124,8 +127,10 @@ mod tests {
                 .unwrap();
             let mut old_head = 7u64.to_be_bytes().to_vec();
             old_head.extend_from_slice(&sealed.hash.0);
-            db.put_cf(store.cf(CF_HEADS), entry.feed.0, old_head).unwrap();
-            db.put_cf(store.cf(CF_META), KEY, 2u32.to_be_bytes()).unwrap();
+            db.put_cf(store.cf(CF_HEADS), entry.feed.0, old_head)
+                .unwrap();
+            db.put_cf(store.cf(CF_META), KEY, 2u32.to_be_bytes())
+                .unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         let head = store.head(&entry.feed).unwrap();
