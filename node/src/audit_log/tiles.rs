@@ -8,6 +8,13 @@
 //! durable. Every stored hash is also kept in memory (64 bytes per entry on average); opening
 //! rebuilds them from the entry bundles and checks them against the signed checkpoint.
 //!
+//! **The checkpoint decides what the log holds.** A crash after a batch's tiles and before its
+//! checkpoint leaves files beyond the checkpoint — a full tile, a wider partial, tiles of a new
+//! place or level — holding entries that were never committed; after the restart the hub
+//! appends *other* entries at those positions. So opening removes every tile and bundle beyond
+//! the checkpoint before reading anything, and no read ([`read_tile`]) ever takes a file wider
+//! than the committed tree's tile at its place.
+//!
 //! Proofs are computed from the tiles **on disk** (not from memory), so a tampered tile gives a
 //! proof that members' checks refuse; [`verify_dir`] checks every file against the checkpoint.
 //!
@@ -19,8 +26,8 @@
 //! once the full tile exists; narrower partials go too because this log's tiles are read only
 //! here (members fetch entries and proofs, not tile files). A reader that needs a tile at an
 //! older, smaller tree size (a proof against an earlier checkpoint) takes the first `W` hashes
-//! (or entries) of the full tile, else of the narrowest wider partial: the same bytes
-//! ([`read_tile`]).
+//! (or entries) of the narrowest wider tile the committed tree holds — the wider partial, else
+//! the full tile: the same bytes ([`read_tile`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -28,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use huitong_protocol::audit::note::{open_checkpoint, sign_checkpoint, SignedCheckpoint};
 use huitong_protocol::audit::{
-    decode_bundle, encode_bundle, tile_path, Record, TILE_HEIGHT, TILE_WIDTH,
+    decode_bundle, encode_bundle, parse_tile_path, tile_path, Record, TILE_HEIGHT, TILE_WIDTH,
 };
 use huitong_protocol::{NodeId, SecretKey};
 use tlog_tiles::{
@@ -103,10 +110,12 @@ impl HashReader for Memory<'_> {
     }
 }
 
-/// Hashes read from the hash tiles on disk, for a tree of `size` entries.
+/// Hashes read from the hash tiles on disk, for a tree of `size` entries, from tiles no wider
+/// than the committed tree of `committed` entries holds ([`read_tile`]).
 struct Disk<'a> {
     dir: &'a Path,
     size: u64,
+    committed: u64,
 }
 
 impl HashReader for Disk<'_> {
@@ -124,7 +133,7 @@ impl HashReader for Disk<'_> {
                 let data = match files.entry(tile) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                        read_tile(self.dir, &tile)
+                        read_tile(self.dir, &tile, self.committed)
                             .map_err(|_| tlog_tiles::Error::InvalidTile)?
                             .0,
                     ),
@@ -174,7 +183,13 @@ impl TileLog {
         };
         let checkpoint = open_checkpoint(&note, origin, hub, &[])
             .map_err(|e| LogError::Inconsistent(format!("{}: {e}", path.display())))?;
-        for (i, entry) in read_entries(dir, checkpoint.size)?.into_iter().enumerate() {
+        // What a crash between the tiles and the checkpoint left is not part of the log: it
+        // goes before anything is read, so no reader can ever take it for committed content.
+        remove_uncommitted(dir, checkpoint.size);
+        for (i, entry) in read_entries(dir, checkpoint.size, checkpoint.size)?
+            .into_iter()
+            .enumerate()
+        {
             log.add(i as u64, entry)?;
         }
         let root = tree_hash(log.size, &Memory(&log.hashes))?;
@@ -364,13 +379,19 @@ impl TileLog {
         }
     }
 
+    /// The size of the tree the checkpoint on disk commits to: no tile is read beyond it.
+    fn committed(&self) -> u64 {
+        self.checkpoint.as_ref().map_or(0, |c| c.size)
+    }
+
     /// Up to `count` entries from `from`, read from the bundles on disk.
     pub fn entries(&self, from: u64, count: u64) -> Result<Vec<Vec<u8>>, LogError> {
-        let to = from.saturating_add(count).min(self.size);
+        let committed = self.committed();
+        let to = from.saturating_add(count).min(committed);
         let mut out = Vec::new();
         let mut n = from / TILE_WIDTH;
         while n * TILE_WIDTH < to {
-            for (i, e) in read_bundle(&self.dir, n, self.size)?
+            for (i, e) in read_bundle(&self.dir, n, committed, committed)?
                 .into_iter()
                 .enumerate()
             {
@@ -395,13 +416,13 @@ impl TileLog {
 
     /// Entry `index` and its inclusion proof in the tree of `size`, from the tiles on disk.
     pub fn inclusion(&self, index: u64, size: u64) -> Result<(Vec<u8>, Vec<Hash>), LogError> {
-        if index >= size || size > self.size {
+        let committed = self.committed();
+        if index >= size || size > committed {
             return Err(LogError::Inconsistent(format!(
-                "no entry {index} in a tree of size {size} (the log has {})",
-                self.size
+                "no entry {index} in a tree of size {size} (the log has {committed})"
             )));
         }
-        let entry = read_bundle(&self.dir, index / TILE_WIDTH, size)?
+        let entry = read_bundle(&self.dir, index / TILE_WIDTH, size, committed)?
             .into_iter()
             .nth((index % TILE_WIDTH) as usize)
             .ok_or_else(|| LogError::Inconsistent(format!("entry {index} is missing")))?;
@@ -411,6 +432,7 @@ impl TileLog {
             &Disk {
                 dir: &self.dir,
                 size,
+                committed,
             },
         )?;
         Ok((entry, proof))
@@ -418,10 +440,10 @@ impl TileLog {
 
     /// A consistency proof from `old` to `new`, from the tiles on disk.
     pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, LogError> {
-        if old == 0 || old > new || new > self.size {
+        let committed = self.committed();
+        if old == 0 || old > new || new > committed {
             return Err(LogError::Inconsistent(format!(
-                "no consistency proof from size {old} to {new} (the log has {})",
-                self.size
+                "no consistency proof from size {old} to {new} (the log has {committed})"
             )));
         }
         Ok(prove_tree(
@@ -430,6 +452,7 @@ impl TileLog {
             &Disk {
                 dir: &self.dir,
                 size: new,
+                committed,
             },
         )?)
     }
@@ -469,11 +492,26 @@ fn remove_narrower(dir: &Path, width: u32) -> std::io::Result<u64> {
     Ok(n)
 }
 
-/// The bytes of `tile` and the width of the tile file they came from: its own file, or — for a
-/// partial tile removed once superseded — the full tile, else the narrowest wider partial, at
-/// the same place: its first hashes (entries) are the same. Hash tiles come back cut to `tile`'s
+/// The bytes of `tile` and the width of the tile file they came from. `committed` is the size of
+/// the tree whose tiles may be read (the checkpoint's): no file wider than that tree's tile at
+/// this place is ever read, since beyond it a file can only hold what a crash left uncommitted.
+///
+/// Its own file first; for a partial tile removed once superseded, the narrowest wider tile at
+/// the same place that the committed tree holds (the wider partials, narrowest first, then the
+/// full tile): its first hashes (entries) are the same. Hash tiles come back cut to `tile`'s
 /// width; an entry bundle whole ([`read_bundle`] cuts it).
-fn read_tile(dir: &Path, tile: &Tile) -> std::io::Result<(Vec<u8>, u32)> {
+fn read_tile(dir: &Path, tile: &Tile, committed: u64) -> std::io::Result<(Vec<u8>, u32)> {
+    let (l, n, data) = (tile.level(), tile.level_index(), tile.is_data());
+    let widest = tile_at(l, n, committed, data).map_or(0, |t| t.width());
+    if tile.width() > widest {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is beyond the log's checkpoint (size {committed})",
+                tile_path(tile)
+            ),
+        ));
+    }
     let missing = match fs::read(dir.join(tile_path(tile))) {
         Ok(bytes) => return Ok((bytes, tile.width())),
         Err(e)
@@ -483,12 +521,15 @@ fn read_tile(dir: &Path, tile: &Tile) -> std::io::Result<(Vec<u8>, u32)> {
         }
         Err(e) => return Err(e),
     };
-    let (l, n, data) = (tile.level(), tile.level_index(), tile.is_data());
-    let wider = partial_widths(&dir.join(partials_dir(tile, data)))
+    let mut widths: Vec<u32> = partial_widths(&dir.join(partials_dir(tile, data)))
         .unwrap_or_default()
         .into_iter()
-        .filter(|&w| w > tile.width());
-    for w in std::iter::once(TILE_WIDTH as u32).chain(wider) {
+        .filter(|&w| w > tile.width() && w <= widest && u64::from(w) < TILE_WIDTH)
+        .collect();
+    if u64::from(widest) == TILE_WIDTH {
+        widths.push(widest);
+    }
+    for w in widths {
         match fs::read(dir.join(tile_path(&Tile::new(TILE_HEIGHT, l, n, w, data)))) {
             Ok(mut bytes) => {
                 if !data {
@@ -503,12 +544,86 @@ fn read_tile(dir: &Path, tile: &Tile) -> std::io::Result<(Vec<u8>, u32)> {
     Err(missing)
 }
 
-/// The entries of bundle `n` of a tree of `size`.
-fn read_bundle(dir: &Path, n: u64, size: u64) -> Result<Vec<Vec<u8>>, LogError> {
+/// Removes every tile and entry bundle, at every level, beyond the tree of `size` entries (the
+/// checkpoint's): full tiles whose range ends past it, partials wider than its own, tiles at
+/// places it does not reach, and the temporary files of an interrupted write. They are what a
+/// crash between writing a batch's tiles and its checkpoint left: content that was never
+/// committed, and that later appends replace with different entries. Failures are logged, not
+/// fatal: [`read_tile`] never reads such a file anyway.
+fn remove_uncommitted(dir: &Path, size: u64) {
+    let mut removed = 0u64;
+    remove_uncommitted_under(dir, &dir.join("tile"), size, &mut removed);
+    if removed > 0 {
+        tracing::info!(target: "huitong::audit", removed, size, "removed tiles a crash left beyond the audit log's checkpoint");
+    }
+}
+
+fn remove_uncommitted_under(root: &Path, at: &Path, size: u64, removed: &mut u64) {
+    let entries = match fs::read_dir(at) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            tracing::warn!(target: "huitong::audit", dir = %at.display(), error = %e, "cannot list the audit log's tiles to remove uncommitted ones");
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            remove_uncommitted_under(root, &path, size, removed);
+            // A directory left empty (a `.p` directory, or one of a place beyond the tree).
+            if fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none()) {
+                let _ = fs::remove_dir(&path);
+            }
+            continue;
+        }
+        if !kind.is_file() || !is_uncommitted(root, &path, size) {
+            continue;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => *removed += 1,
+            Err(e) => {
+                tracing::warn!(target: "huitong::audit", file = %path.display(), error = %e, "cannot remove a tile beyond the audit log's checkpoint")
+            }
+        }
+    }
+}
+
+/// Whether the file at `path` (under the log directory `root`) is a tile or entry bundle beyond
+/// the tree of `size` entries, or a temporary file. Other files are left alone.
+fn is_uncommitted(root: &Path, path: &Path, size: u64) -> bool {
+    if path.extension().is_some_and(|e| e == "tmp") {
+        return true;
+    }
+    let Some(rel) = path.strip_prefix(root).ok().and_then(Path::to_str) else {
+        return false;
+    };
+    // `<N>.p/0` is no tile (and the path parser does not take it).
+    let zero_width = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .is_some_and(|f| f.parse::<u32>() == Ok(0));
+    if zero_width {
+        return false;
+    }
+    let Some(tile) = parse_tile_path(rel) else {
+        return false;
+    };
+    let widest =
+        tile_at(tile.level(), tile.level_index(), size, tile.is_data()).map_or(0, |t| t.width());
+    tile.width() > widest
+}
+
+/// The entries of bundle `n` of a tree of `size`, read from files no wider than the tree of
+/// `committed` entries holds ([`read_tile`]).
+fn read_bundle(dir: &Path, n: u64, size: u64, committed: u64) -> Result<Vec<Vec<u8>>, LogError> {
     let tile = tile_at(0, n, size, true)
         .ok_or_else(|| LogError::Inconsistent(format!("no bundle {n} at size {size}")))?;
     let rel = tile_path(&tile);
-    let (bytes, read_width) = read_tile(dir, &tile).map_err(io(&dir.join(&rel)))?;
+    let (bytes, read_width) = read_tile(dir, &tile, committed).map_err(io(&dir.join(&rel)))?;
     let mut entries = decode_bundle(&bytes).map_err(|e| {
         LogError::Inconsistent(format!("{rel}: {e} (first entry {})", n * TILE_WIDTH))
     })?;
@@ -527,10 +642,10 @@ fn read_bundle(dir: &Path, n: u64, size: u64) -> Result<Vec<Vec<u8>>, LogError> 
     Ok(entries.into_iter().map(<[u8]>::to_vec).collect())
 }
 
-fn read_entries(dir: &Path, size: u64) -> Result<Vec<Vec<u8>>, LogError> {
+fn read_entries(dir: &Path, size: u64, committed: u64) -> Result<Vec<Vec<u8>>, LogError> {
     let mut out = Vec::with_capacity(size as usize);
     for n in 0..size.div_ceil(TILE_WIDTH) {
-        out.extend(read_bundle(dir, n, size)?);
+        out.extend(read_bundle(dir, n, size, committed)?);
     }
     Ok(out)
 }
@@ -556,7 +671,7 @@ pub fn verify_dir(dir: &Path, origin: &str, hub: &NodeId) -> Result<DiskReport, 
         .map_err(|e| LogError::Inconsistent(format!("{}: {e}", path.display())))?;
     let size = checkpoint.size;
     let mut hashes = Vec::new();
-    let entries = read_entries(dir, size)?;
+    let entries = read_entries(dir, size, size)?;
     for (i, e) in entries.iter().enumerate() {
         let new = stored_hashes(i as u64, e, &Memory(&hashes))?;
         hashes.extend(new);
@@ -732,6 +847,139 @@ mod tests {
         let log = TileLog::open(dir.path(), origin, &key.public()).expect("reopens");
         assert!(!dir.path().join("tile/0/000.p").exists());
         assert_eq!(log.size(), 300);
+    }
+
+    const ORIGIN: &str = "huitong.audit/test";
+
+    /// A log in `dir` holding `record(0..n)`, appended in the batch sizes given.
+    fn log_of(dir: &Path, key: &SecretKey, batches: &[u64]) -> (TileLog, Vec<SignedCheckpoint>) {
+        let mut log = TileLog::open(dir, ORIGIN, &key.public()).expect("opens");
+        let mut checkpoints = Vec::new();
+        let mut n = log.size();
+        for &b in batches {
+            checkpoints.push(
+                log.append(key, (n..n + b).map(record).collect())
+                    .expect("appends"),
+            );
+            n += b;
+        }
+        (log, checkpoints)
+    }
+
+    /// Every file under `dir`, relative to it.
+    fn files(dir: &Path) -> BTreeSet<String> {
+        fn walk(root: &Path, at: &Path, out: &mut BTreeSet<String>) {
+            for e in fs::read_dir(at).expect("dir").flatten() {
+                if e.file_type().expect("type").is_dir() {
+                    walk(root, &e.path(), out);
+                } else {
+                    let rel = e.path().strip_prefix(root).expect("under").to_owned();
+                    out.insert(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        let mut out = BTreeSet::new();
+        walk(dir, dir, &mut out);
+        out
+    }
+
+    /// Checks inclusion of `index` in, and consistency of `old` with, checkpoint `c`.
+    fn proves(log: &TileLog, c: &SignedCheckpoint, index: u64, old: &SignedCheckpoint) {
+        let (entry, proof) = log.inclusion(index, c.size).expect("proves");
+        assert_eq!(entry, record(index), "entry {index} at size {}", c.size);
+        huitong_protocol::audit::proof::check_inclusion(&proof, c, index, record_hash(&entry))
+            .unwrap_or_else(|e| panic!("inclusion of {index} at size {}: {e}", c.size));
+        if old.size < c.size {
+            let p = log.consistency(old.size, c.size).expect("consistency");
+            tlog_tiles::check_tree(&p, c.size, c.root, old.size, old.root)
+                .unwrap_or_else(|e| panic!("consistency {} → {}: {e}", old.size, c.size));
+        }
+    }
+
+    /// Review 10, M2: a crash between a batch's tiles and its checkpoint leaves tiles beyond the
+    /// checkpoint (here a full `tile/0/005`, its bundle, and tiles of places further on) holding
+    /// entries that were never committed. After the restart other entries take those positions;
+    /// once the committed partials are pruned, proofs against the older, smaller checkpoints
+    /// must still come from committed tiles, never from what the crash left.
+    #[test]
+    fn tiles_a_crash_left_beyond_the_checkpoint_never_serve_proofs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = SecretKey::from_bytes([7; 32]);
+        let (log, cps) = log_of(dir.path(), &key, &[1280, 17]);
+        let c17 = cps[1].clone();
+        drop(log);
+        // What the crashed batch wrote: the same 1297 entries, then 242 others (positions
+        // 1297..1539, which the hub later fills with different records).
+        let other = tempfile::tempdir().expect("tempdir");
+        let mut crashed = TileLog::open(other.path(), ORIGIN, &key.public()).expect("opens");
+        crashed
+            .append(&key, (0..1297).map(record).collect())
+            .expect("appends");
+        crashed
+            .append(&key, (1297..1539).map(|i| record(1_000_000 + i)).collect())
+            .expect("appends");
+        let committed = files(dir.path());
+        let left: Vec<String> = files(other.path())
+            .difference(&committed)
+            .filter(|f| f.starts_with("tile/"))
+            .cloned()
+            .collect();
+        for f in [
+            "tile/0/005",
+            "tile/entries/005",
+            "tile/0/006.p/3",
+            "tile/1/000.p/6",
+        ] {
+            assert!(left.iter().any(|l| l == f), "{f} in {left:?}");
+        }
+        for f in &left {
+            let to = dir.path().join(f);
+            fs::create_dir_all(to.parent().expect("parent")).expect("dir");
+            fs::copy(other.path().join(f), &to).expect("copy");
+        }
+        fs::write(dir.path().join("tile/0/006.p/3.tmp"), b"half").expect("temporary file");
+
+        // The restart: what the crash left goes, the committed tiles stay.
+        let mut log = TileLog::open(dir.path(), ORIGIN, &key.public()).expect("reopens");
+        assert_eq!(log.size(), 1297);
+        assert_eq!(
+            files(dir.path()),
+            committed,
+            "only the committed files are left"
+        );
+        let c27 = log
+            .append(&key, (1297..1307).map(record).collect())
+            .expect("appends");
+        let c35 = log
+            .append(&key, (1307..1315).map(record).collect())
+            .expect("appends");
+        assert!(!dir.path().join("tile/0/005.p/27").exists(), "pruned");
+        for index in [1290, 1296, 1297, 1300, 1306] {
+            proves(&log, &c27, index, &c17);
+        }
+        proves(&log, &c35, 1314, &c27);
+        assert_eq!(
+            log.entries(1297, 18).expect("entries"),
+            (1297..1315).map(record).collect::<Vec<_>>()
+        );
+        verify_dir(dir.path(), ORIGIN, &key.public()).expect("files verify");
+
+        // Were such a file to appear while the log is open (an append that failed part-way),
+        // no read takes it either: nothing wider than the committed tile is read.
+        for f in ["tile/0/005", "tile/entries/005"] {
+            fs::copy(other.path().join(f), dir.path().join(f)).expect("copy");
+        }
+        for index in [1290, 1300] {
+            proves(&log, &c27, index, &c17);
+        }
+        assert_eq!(log.entries(1300, 1).expect("entries"), vec![record(1300)]);
+        // And with the committed tile gone too (a damaged log), a proof fails loudly rather
+        // than come from the uncommitted file.
+        for f in ["tile/0/005.p/35", "tile/entries/005.p/35"] {
+            fs::remove_file(dir.path().join(f)).expect("remove");
+        }
+        assert!(log.inclusion(1290, c27.size).is_err());
+        assert!(log.entries(1300, 1).is_err());
     }
 
     #[test]
