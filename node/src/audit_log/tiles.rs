@@ -28,6 +28,10 @@
 //! older, smaller tree size (a proof against an earlier checkpoint) takes the first `W` hashes
 //! (or entries) of the narrowest wider tile the committed tree holds — the wider partial, else
 //! the full tile: the same bytes ([`read_tile`]).
+//!
+//! Because files come and go, anything that reads the directory must hold the log
+//! ([`TileLog`], kept under the node's audit lock) or be able to follow it: [`verify_dir`]
+//! follows a log that moves on while it checks it (it needs no lock).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -492,14 +496,21 @@ fn remove_narrower(dir: &Path, width: u32) -> std::io::Result<u64> {
     Ok(n)
 }
 
+/// How many times [`read_tile`] lists a `.p` directory again when every tile it listed was
+/// removed before it could read it (a reader without the log's lock racing the pruning).
+const LIST_AGAIN: usize = 3;
+
 /// The bytes of `tile` and the width of the tile file they came from. `committed` is the size of
 /// the tree whose tiles may be read (the checkpoint's): no file wider than that tree's tile at
 /// this place is ever read, since beyond it a file can only hold what a crash left uncommitted.
 ///
 /// Its own file first; for a partial tile removed once superseded, the narrowest wider tile at
 /// the same place that the committed tree holds (the wider partials, narrowest first, then the
-/// full tile): its first hashes (entries) are the same. Hash tiles come back cut to `tile`'s
-/// width; an entry bundle whole ([`read_bundle`] cuts it).
+/// full tile): its first hashes (entries) are the same. A reader without the log's lock
+/// (`verify_dir` on a live log) passes `u64::MAX`: the narrowest wider tile is then the one
+/// committed by the newest checkpoint (an uncommitted one is always wider), and a tile pruned
+/// while it was being listed is looked for again. Hash tiles come back cut to `tile`'s width;
+/// an entry bundle whole ([`read_bundle`] cuts it).
 fn read_tile(dir: &Path, tile: &Tile, committed: u64) -> std::io::Result<(Vec<u8>, u32)> {
     let (l, n, data) = (tile.level(), tile.level_index(), tile.is_data());
     let widest = tile_at(l, n, committed, data).map_or(0, |t| t.width());
@@ -521,24 +532,26 @@ fn read_tile(dir: &Path, tile: &Tile, committed: u64) -> std::io::Result<(Vec<u8
         }
         Err(e) => return Err(e),
     };
-    let mut widths: Vec<u32> = partial_widths(&dir.join(partials_dir(tile, data)))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|&w| w > tile.width() && w <= widest && u64::from(w) < TILE_WIDTH)
-        .collect();
-    if u64::from(widest) == TILE_WIDTH {
-        widths.push(widest);
-    }
-    for w in widths {
-        match fs::read(dir.join(tile_path(&Tile::new(TILE_HEIGHT, l, n, w, data)))) {
-            Ok(mut bytes) => {
-                if !data {
-                    bytes.truncate(tile.width() as usize * 32);
+    for _ in 0..LIST_AGAIN {
+        let mut widths: Vec<u32> = partial_widths(&dir.join(partials_dir(tile, data)))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&w| w > tile.width() && w <= widest && u64::from(w) < TILE_WIDTH)
+            .collect();
+        if u64::from(widest) == TILE_WIDTH {
+            widths.push(widest);
+        }
+        for w in widths {
+            match fs::read(dir.join(tile_path(&Tile::new(TILE_HEIGHT, l, n, w, data)))) {
+                Ok(mut bytes) => {
+                    if !data {
+                        bytes.truncate(tile.width() as usize * 32);
+                    }
+                    return Ok((bytes, w));
                 }
-                return Ok((bytes, w));
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
         }
     }
     Err(missing)
@@ -661,17 +674,46 @@ pub struct DiskReport {
     pub tiles: u64,
 }
 
+/// How many times [`verify_dir`] starts again when the log moved on while it was being checked.
+const VERIFY_ATTEMPTS: usize = 4;
+
 /// Checks every file of the log in `dir` against its checkpoint signed by `hub`: each entry's
 /// hash against the level-0 tiles, every higher tile against the hashes below it, and the root.
 /// The error names the first entry index (or tile) that does not match.
+///
+/// It needs no lock: the log may grow meanwhile (the hub's appender, a member's mirror). The
+/// tiles of the checkpoint it read are then read through [`read_tile`] (once superseded and
+/// pruned, from the tile that replaced them, cut to the width this checkpoint needs), and if a
+/// check still fails while the checkpoint on disk changed, the whole check starts again from
+/// the new checkpoint (up to [`VERIFY_ATTEMPTS`] times). A failure against a checkpoint that
+/// stayed the same is the log's own.
 pub fn verify_dir(dir: &Path, origin: &str, hub: &NodeId) -> Result<DiskReport, LogError> {
     let path = dir.join(CHECKPOINT_FILE);
-    let note = fs::read(&path).map_err(io(&path))?;
-    let checkpoint = open_checkpoint(&note, origin, hub, &[])
+    let mut note = fs::read(&path).map_err(io(&path))?;
+    let mut attempt = 1;
+    loop {
+        let failure = match verify_at(dir, &note, origin, hub) {
+            Ok(report) => return Ok(report),
+            Err(e) => e,
+        };
+        let now = fs::read(&path).map_err(io(&path))?;
+        if now == note || attempt >= VERIFY_ATTEMPTS {
+            return Err(failure);
+        }
+        tracing::debug!(target: "huitong::audit", attempt, error = %failure, "the audit log moved on during its check; checking its new checkpoint");
+        note = now;
+        attempt += 1;
+    }
+}
+
+/// [`verify_dir`] against the checkpoint `note` (the bytes of the `checkpoint` file).
+fn verify_at(dir: &Path, note: &[u8], origin: &str, hub: &NodeId) -> Result<DiskReport, LogError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let checkpoint = open_checkpoint(note, origin, hub, &[])
         .map_err(|e| LogError::Inconsistent(format!("{}: {e}", path.display())))?;
     let size = checkpoint.size;
     let mut hashes = Vec::new();
-    let entries = read_entries(dir, size, size)?;
+    let entries = read_entries(dir, size, u64::MAX)?;
     for (i, e) in entries.iter().enumerate() {
         let new = stored_hashes(i as u64, e, &Memory(&hashes))?;
         hashes.extend(new);
@@ -679,8 +721,16 @@ pub fn verify_dir(dir: &Path, origin: &str, hub: &NodeId) -> Result<DiskReport, 
     let memory = Memory(&hashes);
     let mut tiles = 0;
     for tile in Tile::new_tiles(TILE_HEIGHT, 0, size) {
-        let rel = tile_path(&tile);
-        let on_disk = fs::read(dir.join(&rel)).map_err(io(&dir.join(&rel)))?;
+        let (on_disk, read_width) =
+            read_tile(dir, &tile, u64::MAX).map_err(io(&dir.join(tile_path(&tile))))?;
+        // The file the bytes came from (a wider one once this tile was superseded).
+        let rel = tile_path(&Tile::new(
+            TILE_HEIGHT,
+            tile.level(),
+            tile.level_index(),
+            read_width,
+            false,
+        ));
         let expected = tile.read_data(&memory)?;
         if on_disk != expected {
             let first = on_disk
@@ -980,6 +1030,70 @@ mod tests {
         }
         assert!(log.inclusion(1290, c27.size).is_err());
         assert!(log.entries(1300, 1).is_err());
+    }
+
+    /// Review 10, M3: `huitong audit verify` checks the files without the log's lock while the
+    /// hub appends (every 100 ms) or a member's mirror grows, and every append prunes the
+    /// partial tiles the previous checkpoint needed. Every check must still succeed.
+    #[test]
+    fn verify_dir_succeeds_while_the_log_grows_and_prunes() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = SecretKey::from_bytes([7; 32]);
+        let (mut log, _) = log_of(dir.path(), &key, &[3000]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let checked = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicBool::new(false));
+        let verifier = {
+            let (path, hub) = (dir.path().to_owned(), key.public());
+            let (stop, checked, failed) = (stop.clone(), checked.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let mut sizes = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    match verify_dir(&path, ORIGIN, &hub) {
+                        Ok(r) => sizes.push(r.size),
+                        Err(e) => {
+                            failed.store(true, Ordering::SeqCst);
+                            return Err(format!("check {}: {e}", sizes.len() + 1));
+                        }
+                    }
+                    checked.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(sizes)
+            })
+        };
+        // Small batches, as the hub appends: each one supersedes (and prunes) the partials the
+        // previous checkpoint needed. At least 200 appends and 10 checks overlapping them,
+        // bounded: 5,000 appends at most.
+        let mut n = log.size();
+        let mut appends = 0;
+        while appends < 5_000
+            && !failed.load(Ordering::SeqCst)
+            && (appends < 200 || checked.load(Ordering::SeqCst) < 10)
+        {
+            log.append(&key, (n..n + 3).map(record).collect())
+                .expect("appends");
+            n += 3;
+            appends += 1;
+        }
+        stop.store(true, Ordering::SeqCst);
+        let sizes = verifier
+            .join()
+            .expect("verifier thread")
+            .unwrap_or_else(|e| panic!("verify_dir failed while the log grew: {e}"));
+        assert!(
+            sizes.len() >= 10,
+            "only {} checks in {appends} appends",
+            sizes.len()
+        );
+        assert!(sizes.iter().all(|&s| (3000..=n).contains(&s)), "{sizes:?}");
+        assert_eq!(
+            verify_dir(dir.path(), ORIGIN, &key.public())
+                .expect("verifies")
+                .size,
+            n
+        );
     }
 
     #[test]
