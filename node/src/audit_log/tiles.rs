@@ -31,7 +31,9 @@
 //!
 //! Because files come and go, anything that reads the directory must hold the log
 //! ([`TileLog`], kept under the node's audit lock) or be able to follow it: [`verify_dir`]
-//! follows a log that moves on while it checks it (it needs no lock).
+//! follows a log that moves on while it checks it (it needs no lock), and a copy of a live log
+//! is made with [`TileLog::snapshot`] while it is held — never by copying the directory file by
+//! file, which can miss a tile pruned between listing and copying.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -459,6 +461,58 @@ impl TileLog {
                 committed,
             },
         )?)
+    }
+
+    /// Puts a copy of the log as committed into `dest` (a new directory, or an empty one): the
+    /// checkpoint and exactly the tiles and entry bundles it needs, each under its own name.
+    /// Files are hard-linked (tile files are never changed in place: a new version of a tile is
+    /// a new file renamed over the old name), or copied where a link cannot be made (another
+    /// file system).
+    /// Taken while the log is held (`&self`), the copy cannot race an append or its pruning,
+    /// and it stays whole whatever the log does afterwards. Nothing in `dest` is fsynced: it is
+    /// a staging area, to be copied (as `huitong backup` does) or checked ([`verify_dir`]).
+    /// Returns the checkpoint copied, `None` for an empty log (nothing is written then).
+    pub fn snapshot(&self, dest: &Path) -> Result<Option<SignedCheckpoint>, LogError> {
+        let Some(checkpoint) = self.checkpoint.clone() else {
+            return Ok(None);
+        };
+        if self.poisoned {
+            return Err(LogError::Inconsistent(
+                "an append failed part-way: reopen the log before copying it".into(),
+            ));
+        }
+        let size = checkpoint.size;
+        for tile in Tile::new_tiles(TILE_HEIGHT, 0, size) {
+            self.snapshot_tile(dest, &tile)?;
+            if tile.level() == 0 {
+                let bundle = Tile::new(TILE_HEIGHT, 0, tile.level_index(), tile.width(), true);
+                self.snapshot_tile(dest, &bundle)?;
+            }
+        }
+        let path = dest.join(CHECKPOINT_FILE);
+        crate::durable::replace(&path, &checkpoint.note).map_err(io(&path))?;
+        Ok(Some(checkpoint))
+    }
+
+    /// Puts `tile` into the snapshot in `dest` (see [`Self::snapshot`]).
+    fn snapshot_tile(&self, dest: &Path, tile: &Tile) -> Result<(), LogError> {
+        let rel = tile_path(tile);
+        let (from, to) = (self.dir.join(&rel), dest.join(&rel));
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        if fs::hard_link(&from, &to).is_ok() {
+            return Ok(());
+        }
+        // No link (another file system, or one without links): a copy. A tile missing here
+        // is missing from the log itself.
+        let bytes = fs::read(&from).map_err(|e| {
+            LogError::Inconsistent(format!(
+                "{}: {e}: a tile the checkpoint needs is missing; run `huitong audit verify` to check the log",
+                from.display()
+            ))
+        })?;
+        crate::durable::replace(&to, &bytes).map_err(io(&to))
     }
 }
 
@@ -1094,6 +1148,61 @@ mod tests {
                 .size,
             n
         );
+    }
+
+    /// Review 10, M4: a copy of a live log for a backup holds the checkpoint and exactly the
+    /// tiles it needs, and stays whole however the log moves on afterwards (here past a tile
+    /// boundary, which prunes the partials the copied checkpoint needs).
+    #[test]
+    fn a_snapshot_holds_what_its_checkpoint_needs_while_the_log_moves_on() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = SecretKey::from_bytes([7; 32]);
+        let empty = TileLog::open(dir.path(), ORIGIN, &key.public()).expect("opens");
+        let out = tempfile::tempdir().expect("tempdir");
+        assert!(empty
+            .snapshot(&out.path().join("none"))
+            .expect("snapshot")
+            .is_none());
+        assert!(
+            !out.path().join("none").exists(),
+            "nothing written for an empty log"
+        );
+        drop(empty);
+        let (mut log, cps) = log_of(dir.path(), &key, &[1000, 280, 10, 7]);
+        let c = cps[3].clone();
+        let snap = out.path().join("audit");
+        assert_eq!(log.snapshot(&snap).expect("snapshot"), Some(c.clone()));
+        let mut expected: BTreeSet<String> = (0..5)
+            .flat_map(|n| [format!("tile/0/00{n}"), format!("tile/entries/00{n}")])
+            .collect();
+        expected.extend(
+            [
+                "checkpoint",
+                "tile/0/005.p/17",
+                "tile/entries/005.p/17",
+                "tile/1/000.p/5",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(files(&snap), expected, "exactly what the checkpoint needs");
+        let inode = |p: &Path| fs::metadata(p).expect("metadata").ino();
+        assert_eq!(
+            inode(&snap.join("tile/0/005.p/17")),
+            inode(&dir.path().join("tile/0/005.p/17")),
+            "hard-linked"
+        );
+        // The log moves on past the tile boundary: 005.p goes from the live directory.
+        log.append(&key, (1297..1540).map(record).collect())
+            .expect("appends");
+        log.append(&key, (1540..1545).map(record).collect())
+            .expect("appends");
+        assert!(!dir.path().join("tile/0/005.p").exists(), "pruned");
+        assert_eq!(files(&snap), expected, "the copy does not move");
+        let report = verify_dir(&snap, ORIGIN, &key.public()).expect("the copy verifies");
+        assert_eq!((report.size, report.root), (1297, c.root.to_string()));
+        let copy = TileLog::open(&snap, ORIGIN, &key.public()).expect("the copy opens");
+        proves(&copy, &c, 1290, &cps[0]);
     }
 
     #[test]
