@@ -128,17 +128,37 @@ pub struct PullStarted {
     pub attached: bool,
 }
 
-/// A checkpoint of the running node's store, staged for `huitong backup` to copy
-/// (`POST /api/v1/backup`).
+/// A checkpoint of the running node's store and a copy of its audit log, staged for
+/// `huitong backup` to copy (`POST /api/v1/backup`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BackupStaged {
-    /// The staged checkpoint (in the node directory's `backup-staging/`); the CLI copies it
-    /// and removes it.
+    /// The staging directory (in the node directory's `backup-staging/`); the CLI copies what
+    /// it holds and removes it.
     pub staging: std::path::PathBuf,
+    /// The store's checkpoint in it (`<staging>/db`).
+    pub db: std::path::PathBuf,
     /// This node's own feed head in it.
     pub own_seq: u64,
     /// When it was taken (ms since the epoch).
     pub created_at_ms: u64,
+    /// The audit log (the hub's log, or a member's mirror) as of one checkpoint, taken after
+    /// the store's; `None` when the node holds no audit log yet.
+    #[serde(default)]
+    pub audit: Option<StagedAudit>,
+}
+
+/// The copy of the audit log in a backup staging ([`BackupStaged::audit`]): the checkpoint and
+/// exactly the tiles it needs, taken while the node held the log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StagedAudit {
+    /// The copy (`<staging>/audit`).
+    pub dir: std::path::PathBuf,
+    /// The log's origin (checkpoint key name).
+    pub origin: String,
+    /// The hub's key (hex), which signs the checkpoint.
+    pub hub: String,
+    /// The checkpoint's tree size.
+    pub size: u64,
 }
 
 /// A detected fork.

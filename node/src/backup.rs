@@ -2,22 +2,28 @@
 //!
 //! A backup is a directory holding:
 //! - `db/`: a RocksDB checkpoint of the store — consistent at one instant, taken from the
-//!   running node (through its admin API, into `backup-staging/` in the node directory, where
-//!   it costs hard links only) or from a stopped node's store — carrying the catch-up mark
-//!   (`store/backup.rs`), so that a node restored from it catches up on its own feed from its
-//!   peers before it appends (see [`crate::catchup`]);
+//!   running node (through its admin API, into `backup-staging/<time>/db` in the node
+//!   directory, where it costs hard links only) or from a stopped node's store — carrying the
+//!   catch-up mark (`store/backup.rs`), so that a node restored from it catches up on its own
+//!   feed from its peers before it appends (see [`crate::catchup`]);
 //! - `chunks/`: the chunk store (content-addressed files, written once: a copy made while the
 //!   node runs is consistent file by file; `chunks/tmp/` is left out);
-//! - `audit/`: the audit log's tiles (the hub's log, a member's mirror); the `checkpoint` file is
-//!   copied before the tiles, and tiles are written before the checkpoint that needs them, so
-//!   the copy always holds every tile its checkpoint needs;
+//! - `audit/`: the audit log (the hub's log, a member's mirror): its `checkpoint` and the tiles
+//!   and entry bundles that checkpoint needs. A running node's log cannot be copied file by
+//!   file: each append prunes the partial tiles the previous checkpoint needed, so a copy could
+//!   hold a checkpoint without its tiles. The running node therefore stages it too, after the
+//!   store's checkpoint and while it holds the log ([`crate::audit_log::tiles::TileLog::snapshot`]:
+//!   hard links of exactly what one checkpoint needs, into `backup-staging/<time>/audit`); a
+//!   stopped node's `audit/` is copied as it is. Either way the copy is checked against its
+//!   checkpoint ([`check_audit`]) before the backup is declared complete;
 //! - `huitong.toml`, `node.key` (mode 0600: the backup is as secret as the node), and
 //!   `charter.cbor` when present;
 //! - [`INFO_FILE`] (`backup.json`, [`BackupInfo`]), written last: a backup without it is
 //!   incomplete and is refused by `restore`.
 //!
-//! Layering: above the store (its checkpoint and catch-up mark) and `durable`; the admin API
-//! stages a live node's checkpoint with it, and the CLI copies.
+//! Layering: above the store (its checkpoint and catch-up mark), the audit log's files and
+//! `durable`; the admin API stages a live node's checkpoint and audit log with it, and the CLI
+//! copies.
 
 use std::fs;
 use std::io;
@@ -27,12 +33,17 @@ use std::path::{Path, PathBuf};
 use huitong_protocol::NodeId;
 use serde::{Deserialize, Serialize};
 
+use crate::audit_log::tiles::{self, DiskReport, LogError};
 use crate::store::{CatchUpMark, Store, StoreError, CATCH_UP_MARK_VERSION};
 
 /// The file that marks a complete backup and describes it.
 pub const INFO_FILE: &str = "backup.json";
 /// Where a running node stages its store checkpoints, in its directory.
 pub const STAGING_DIR: &str = "backup-staging";
+/// The store's checkpoint in a staging directory (and in a backup).
+pub const STAGED_DB: &str = "db";
+/// The audit log's copy in a staging directory (and in a backup).
+pub const STAGED_AUDIT: &str = "audit";
 /// The layout version of a backup ([`BackupInfo::format`]).
 pub const BACKUP_FORMAT: u32 = 1;
 /// Staged checkpoints older than this are removed when a new one is staged (their CLI died).
@@ -64,6 +75,10 @@ pub struct BackupInfo {
     pub bytes: u64,
     /// Files copied.
     pub files: u64,
+    /// Entries of the audit log copied, checked against its checkpoint (`None`: the node held
+    /// no audit log).
+    #[serde(default)]
+    pub audit_size: Option<u64>,
 }
 
 /// Why a backup or a restore failed.
@@ -80,6 +95,14 @@ pub enum BackupError {
         path: PathBuf,
         /// The failure.
         source: io::Error,
+    },
+    /// The copy of the audit log does not check against its checkpoint.
+    #[error("the audit log copied into {dir} does not check against its checkpoint: {source}; this backup would not restore a working log. Run the backup again; if it fails the same way, run `huitong audit verify` on the node")]
+    Audit {
+        /// The copy.
+        dir: PathBuf,
+        /// What is wrong with it.
+        source: LogError,
     },
     /// Not enough free space.
     #[error("not enough free space in {dir}: the copy needs {need} bytes (plus a margin of 64 MiB), {free} are free; free some space or choose a directory on another file system")]
@@ -123,9 +146,10 @@ pub fn checkpoint(store: &Store, own: &NodeId, dest: &Path) -> Result<u64, Backu
     Ok(own_seq)
 }
 
-/// Stages a checkpoint of a running node's store in `<node dir>/backup-staging/<time>`, for the
-/// CLI to copy and remove; removes stagings left by a CLI that died. Returns the staged
-/// directory and the own feed head in it.
+/// Stages a checkpoint of a running node's store in `<node dir>/backup-staging/<time>/db`, for
+/// the CLI to copy and remove (the caller adds the audit log's copy beside it, in
+/// [`STAGED_AUDIT`]); removes stagings left by a CLI that died. Returns the staging directory
+/// and the own feed head in the checkpoint.
 pub fn stage(store: &Store, own: &NodeId, node_dir: &Path) -> Result<(PathBuf, u64), BackupError> {
     let root = node_dir.join(STAGING_DIR);
     fs::create_dir_all(&root).map_err(io_at(&root))?;
@@ -143,8 +167,23 @@ pub fn stage(store: &Store, own: &NodeId, node_dir: &Path) -> Result<(PathBuf, u
         }
     }
     let dest = root.join(format!("{}-{:08x}", now_ms(), rand::random::<u32>()));
-    let own_seq = checkpoint(store, own, &dest)?;
-    Ok((dest, own_seq))
+    fs::create_dir(&dest).map_err(io_at(&dest))?;
+    match checkpoint(store, own, &dest.join(STAGED_DB)) {
+        Ok(own_seq) => Ok((dest, own_seq)),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&dest);
+            Err(e)
+        }
+    }
+}
+
+/// Checks the copy of an audit log in `dir` against its checkpoint, signed by `hub` for
+/// `origin` ([`tiles::verify_dir`]): every entry and tile it needs is there and hashes right.
+pub fn check_audit(dir: &Path, origin: &str, hub: &NodeId) -> Result<DiskReport, BackupError> {
+    tiles::verify_dir(dir, origin, hub).map_err(|source| BackupError::Audit {
+        dir: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Bytes and files under `path` (a file or a directory; symlinks are not followed), leaving out
@@ -247,29 +286,21 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
-    /// Copies `audit/` (its `checkpoint` first) and `chunks/` (not `chunks/tmp`) of the node
-    /// directory or backup `from` into `to`; chunks already in `to` are kept when
-    /// `keep_existing_chunks`.
-    pub fn audit_and_chunks(
+    /// Copies an audit log that does not change meanwhile (a stopped node's, a backup's, or a
+    /// running node's staged copy) from `from` into `to`, its `checkpoint` first.
+    pub fn audit(&mut self, from: &Path, to: &Path) -> Result<(), BackupError> {
+        self.tree(from, to, &[], &[tiles::CHECKPOINT_FILE], false)
+    }
+
+    /// Copies a chunk store (not its `tmp/`) from `from` into `to`; chunks already in `to` are
+    /// kept when `keep_existing` (the same name is the same content).
+    pub fn chunks(
         &mut self,
         from: &Path,
         to: &Path,
-        keep_existing_chunks: bool,
+        keep_existing: bool,
     ) -> Result<(), BackupError> {
-        self.tree(
-            &from.join("audit"),
-            &to.join("audit"),
-            &[],
-            &["checkpoint"],
-            false,
-        )?;
-        self.tree(
-            &from.join("chunks"),
-            &to.join("chunks"),
-            &["tmp"],
-            &[],
-            keep_existing_chunks,
-        )
+        self.tree(from, to, &["tmp"], &[], keep_existing)
     }
 
     /// Copies the tree `from` into `to` (created), leaving out entries named in `skip` at its

@@ -257,21 +257,69 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
     }))
 }
 
-/// Stages a checkpoint of the store for `huitong backup` (see [`crate::backup`]).
+/// Stages a checkpoint of the store, then a copy of the audit log, for `huitong backup` (see
+/// [`crate::backup`]).
 async fn stage_backup(State(ctx): State<Ctx>) -> Res<api::BackupStaged> {
     let state = ctx.state.clone();
     let created_at_ms = crate::state::now_ms();
-    let (staging, own_seq) = tokio::task::spawn_blocking(move || {
-        crate::backup::stage(&state.store, &state.id(), &state.dir)
+    let staged = tokio::task::spawn_blocking(move || {
+        let (staging, own_seq) = crate::backup::stage(&state.store, &state.id(), &state.dir)
+            .map_err(|e| e.to_string())?;
+        // After the store's checkpoint: the log may then hold records the copied store still
+        // queues (the appender drops those), never miss records the store no longer queues.
+        match stage_audit(&state, &staging.join(crate::backup::STAGED_AUDIT)) {
+            Ok(audit) => Ok((staging, own_seq, audit)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                Err(e)
+            }
+        }
     })
     .await
-    .map_err(internal)?
     .map_err(internal)?;
-    tracing::info!(staging = %staging.display(), own_seq, "staged a store checkpoint for a backup");
+    let (staging, own_seq, audit) = staged.map_err(internal)?;
+    tracing::info!(staging = %staging.display(), own_seq, audit_size = ?audit.as_ref().map(|a| a.size), "staged a store checkpoint and the audit log for a backup");
     Ok(Json(api::BackupStaged {
+        db: staging.join(crate::backup::STAGED_DB),
         staging,
         own_seq,
         created_at_ms,
+        audit,
+    }))
+}
+
+/// Copies the audit log into `dest` while holding it, so no append or pruning comes between the
+/// checkpoint and its tiles; `None` when this node holds no log yet.
+fn stage_audit(
+    state: &NodeState,
+    dest: &std::path::Path,
+) -> Result<Option<api::StagedAudit>, String> {
+    let Some((origin, hub, _)) = crate::audit::keys(state) else {
+        if state
+            .audit
+            .dir
+            .join(crate::audit_log::tiles::CHECKPOINT_FILE)
+            .exists()
+        {
+            return Err(format!(
+                "{} holds an audit log, but this node has no charter naming the hub that signs it, so it cannot be copied consistently; import the charter (`huitong charter import`), then back up again",
+                state.audit.dir.display()
+            ));
+        }
+        return Ok(None);
+    };
+    let copied =
+        crate::audit::appender::with_log(state, |log| log.snapshot(dest)).map_err(|e| {
+            format!(
+                "cannot copy the audit log in {} for the backup: {e}",
+                state.audit.dir.display()
+            )
+        })?;
+    Ok(copied.map(|c| api::StagedAudit {
+        dir: dest.to_path_buf(),
+        origin,
+        hub: hub.to_hex(),
+        size: c.size,
     }))
 }
 

@@ -3,10 +3,12 @@
 //! it appends — so it never forks its own feed. Restoring used to make the node sign a second
 //! entry for a seq its peers already held (a FORK on every node).
 //!
-//! Also: nodes started by the testnet log to a size-rotated `node.log` (`run --log-file`).
+//! Also: a backup of the running hub holds its audit log as of one checkpoint, checked against
+//! it; nodes started by the testnet log to a size-rotated `node.log` (`run --log-file`).
 
 use std::time::Duration;
 
+use huitong_config::{keyfile, NODE_KEY_FILE};
 use huitong_testnet::Testnet;
 use huitong_tests::data::publish_entry;
 use huitong_tests::{cli_ok, entry, start, wait_until};
@@ -81,6 +83,45 @@ fn restored_node_catches_up_on_its_own_feed_and_never_forks_it() -> anyhow::Resu
             .any(|_| true),
         "the staged checkpoint is removed"
     );
+    // A backup of the running hub holds its audit log as of one checkpoint, staged by the node
+    // while it held the log (so no append could prune a tile that checkpoint needs), and
+    // checked by the CLI before `backup.json` was written (review 10, M4).
+    let hub = net
+        .index("hub")
+        .ok_or_else(|| anyhow::anyhow!("no hub in the testnet"))?;
+    wait_until(WAIT, "the hub's audit log to hold a checkpoint", || {
+        Ok(net.get(hub, "/status")?["audit"]["checkpoint_size"].as_u64() > Some(0))
+    })?;
+    let bh = dir.join("backup-hub");
+    let out = cli_ok(
+        net,
+        hub,
+        &["backup", "--out", &bh.to_string_lossy(), "--json"],
+    )?;
+    let info_hub: Value = serde_json::from_slice(&out.stdout)?;
+    let audit_size = info_hub["audit_size"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no audit_size in {info_hub}"))?;
+    let federation = net.get(hub, "/status")?["federation"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let hub_key = keyfile::read(&net.nodes[hub].dir.join(NODE_KEY_FILE))?.public();
+    let report = huitong_node::audit_log::tiles::verify_dir(
+        &bh.join("audit"),
+        &huitong_protocol::audit::origin(&federation),
+        &hub_key,
+    )?;
+    assert_eq!(report.size, audit_size, "{info_hub}");
+    assert!(
+        !net.nodes[hub]
+            .dir
+            .join("backup-staging")
+            .read_dir()?
+            .any(|_| true),
+        "the hub's staging is removed"
+    );
+
     let again = net.cli(node, &["backup", "--out", &b1_s])?;
     assert!(
         !again.status.success()

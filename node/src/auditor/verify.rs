@@ -320,6 +320,8 @@ pub async fn log(state: &Arc<NodeState>, t: &Transport) -> Result<LogReport, Str
         }
     }
     let disk = {
+        // Without the log's lock (a long check must not hold up appends and members' proofs):
+        // `verify_dir` follows a log that grows and prunes its partial tiles meanwhile.
         let dir = state.audit.dir.clone();
         let o = origin.clone();
         let checked = tokio::task::spawn_blocking(move || verify_dir(&dir, &o, &hub))

@@ -2,9 +2,11 @@
 //! [`crate::backup`]).
 //!
 //! `backup` checkpoints the store of the running node through its admin API (the node stages
-//! the checkpoint in its directory, this process copies it), or, when the node is stopped,
-//! opens the store itself (holding its lock, so the node cannot start meanwhile). It then copies
-//! the chunk store, the audit log and the node's files, and writes `backup.json` last.
+//! the checkpoint, and then a copy of its audit log taken while it holds the log, in its
+//! directory; this process copies them), or, when the node is stopped, opens the store itself
+//! (holding its lock, so the node cannot start meanwhile) and copies `audit/` as it is. It then
+//! copies the chunk store and the node's files, checks the copied audit log against its
+//! checkpoint, and only then writes `backup.json`.
 //!
 //! `restore` refuses while a node runs in `--dir`, refuses a backup of another node key, keeps
 //! a replaced store as `db.before-restore-<time>`, and makes sure the restored store carries
@@ -21,6 +23,7 @@ use huitong_config::{keyfile, Config, NODE_KEY_FILE};
 use super::dataset_cmd::absolute;
 use super::output::{self, bytes, count};
 use crate::api;
+use crate::audit_log::tiles::CHECKPOINT_FILE;
 use crate::backup::{self, BackupInfo, Copier, BACKUP_FORMAT, NODE_FILES};
 use crate::client::ApiClient;
 use crate::store::{Store, StoreError, CATCH_UP_MARK_VERSION};
@@ -67,6 +70,30 @@ fn open_if_stopped(dir: &Path) -> anyhow::Result<Option<Store>> {
         Err(StoreError::Locked(_)) => Ok(None),
         Err(e) => Err(e).context("cannot open the node's store"),
     }
+}
+
+/// The audit log's origin and hub key, from the charter in a stopped node's store.
+fn offline_audit_keys(
+    config: &Config,
+    store: &Store,
+) -> anyhow::Result<(String, huitong_protocol::NodeId, Option<u64>)> {
+    let authority = config
+        .authority_key()
+        .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+    let charters = crate::charter::load(store, authority)?;
+    let keys = charters.latest().and_then(|c| {
+        let hub = c
+            .members
+            .iter()
+            .find(|m| m.role == huitong_protocol::Role::Hub)?;
+        Some((huitong_protocol::audit::origin(&c.federation), hub.node_key))
+    });
+    let (origin, hub) = keys.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the node holds an audit log but no charter naming the hub that signs it, so the copy cannot be checked; import the charter (`huitong charter import`), then back up again"
+        )
+    })?;
+    Ok((origin, hub, None))
 }
 
 /// Runs `huitong backup`.
@@ -158,7 +185,7 @@ fn write_backup(
     };
     let db_size = match source {
         Source::Offline(_) => sized(&dir.join("db"), &[])?.0,
-        Source::Staged(s) => sized(&s.staging, &[])?.0,
+        Source::Staged(s) => sized(&s.db, &[])?.0,
     };
     let mut need =
         db_size + sized(&dir.join("chunks"), &["tmp"])?.0 + sized(&dir.join("audit"), &[])?.0;
@@ -173,28 +200,60 @@ fn write_backup(
     let bar = bar(need);
     let progress = |n| bar.set_position(n);
     let mut c = Copier::new(&progress);
-    let (own_seq, created_at_ms) = match source {
-        Source::Offline(store) => {
-            let seq = backup::checkpoint(store, own, &out.join("db"))?;
-            let (b, f) = sized(&out.join("db"), &[])?;
-            c.bytes += b;
-            c.files += f;
-            (seq, crate::state::now_ms())
-        }
-        Source::Staged(s) => {
-            c.tree(&s.staging, &out.join("db"), &[], &[], false)?;
-            (s.own_seq, s.created_at_ms)
-        }
-    };
+    let audit_out = out.join(backup::STAGED_AUDIT);
     // The audit log after the store: the log may then be ahead of the store's queue, which the
     // appender handles (a record found in the log is not appended twice).
-    c.audit_and_chunks(dir, out, false)?;
+    let (own_seq, created_at_ms, audit_keys) = match source {
+        Source::Offline(store) => {
+            let seq = backup::checkpoint(store, own, &out.join(backup::STAGED_DB))?;
+            let (b, f) = sized(&out.join(backup::STAGED_DB), &[])?;
+            c.bytes += b;
+            c.files += f;
+            // The node is stopped (this process holds its store): its log does not change.
+            c.audit(&dir.join(backup::STAGED_AUDIT), &audit_out)?;
+            let keys = if audit_out.join(CHECKPOINT_FILE).is_file() {
+                Some(offline_audit_keys(config, store)?)
+            } else {
+                None
+            };
+            (seq, crate::state::now_ms(), keys)
+        }
+        Source::Staged(s) => {
+            c.tree(&s.db, &out.join(backup::STAGED_DB), &[], &[], false)?;
+            let keys = match &s.audit {
+                Some(a) => {
+                    c.audit(&a.dir, &audit_out)?;
+                    let hub = huitong_protocol::NodeId::from_hex(&a.hub).with_context(|| {
+                        format!("the node named the audit log's hub key {:?}", a.hub)
+                    })?;
+                    Some((a.origin.clone(), hub, Some(a.size)))
+                }
+                None => None,
+            };
+            (s.own_seq, s.created_at_ms, keys)
+        }
+    };
+    c.chunks(&dir.join("chunks"), &out.join("chunks"), false)?;
     for f in NODE_FILES {
         if dir.join(f).is_file() {
             c.file(&dir.join(f), &out.join(f), false)?;
         }
     }
     bar.finish_and_clear();
+    // The copied log must open: every tile its checkpoint needs, hashing to it.
+    let audit_size = match audit_keys {
+        Some((origin, hub, staged_size)) => {
+            let report = backup::check_audit(&audit_out, &origin, &hub)?;
+            if let Some(size) = staged_size.filter(|&s| s != report.size) {
+                bail!(
+                    "the node copied its audit log at size {size}, but the backup's copy holds a checkpoint of size {}; run the backup again",
+                    report.size
+                );
+            }
+            Some(report.size)
+        }
+        None => None,
+    };
     let info = BackupInfo {
         format: BACKUP_FORMAT,
         node_key: own.to_hex(),
@@ -205,6 +264,7 @@ fn write_backup(
         huitong: env!("CARGO_PKG_VERSION").into(),
         bytes: c.bytes,
         files: c.files,
+        audit_size,
     };
     backup::write_info(out, &info)?;
     Ok(info)
@@ -262,8 +322,12 @@ pub(super) fn restore(dir: &Path, args: RestoreArgs) -> anyhow::Result<()> {
     let progress = |n| bar.set_position(n);
     let mut c = Copier::new(&progress);
     c.tree(&from.join("db"), &db, &[], &[], false)?;
+    c.audit(
+        &from.join(backup::STAGED_AUDIT),
+        &dir.join(backup::STAGED_AUDIT),
+    )?;
     // Chunks are named by their content: ones the node holds already are the same bytes.
-    c.audit_and_chunks(&from, dir, true)?;
+    c.chunks(&from.join("chunks"), &dir.join("chunks"), true)?;
     let mut kept_files = Vec::new();
     for f in NODE_FILES {
         if dir.join(f).exists() {
