@@ -40,6 +40,9 @@ const RANGE_RESPONSE_BYTES: usize = MAX_RESPONSE_BYTES - MAX_ENVELOPE_BYTES - 64
 
 /// Jobs waiting for the ingest worker (range responses and gossiped entries).
 const INGEST_QUEUE: usize = 64;
+/// A range answer of at least this many entries makes the node ask for the next range at once,
+/// before the answer is ingested (a short one means the gap is closed).
+const PIPELINE_AFTER: u64 = 256;
 /// Gossiped entries of one peer waiting for the ingest worker at once; more are ignored
 /// (gossipsub `Ignore`: anti-entropy fetches them later), so one peer cannot fill the queue.
 const GOSSIP_QUEUED_PER_PEER: usize = 8;
@@ -199,12 +202,14 @@ pub struct EventLoop {
     commands: mpsc::Receiver<Command>,
     topic: gossipsub::IdentTopic,
     members: HashMap<PeerId, NodeId>,
-    /// Range requests in flight: the feed and the peer asked.
-    ranges: HashMap<OutboundRequestId, (NodeId, PeerId)>,
+    /// Range requests in flight: the feed, the peer asked and the first seq asked for.
+    ranges: HashMap<OutboundRequestId, (NodeId, PeerId, u64)>,
     /// Peers with range requests held back (at most [`ANSWERING_PER_PEER`] in flight to one
     /// peer): a summary is sent to them when one of their ranges is done.
     deferred: HashSet<PeerId>,
-    inflight: HashSet<NodeId>,
+    /// Per feed, range requests in flight plus range answers waiting for the ingest worker
+    /// (a feed is fetched by one peer at a time; see [`PIPELINE_AFTER`]).
+    inflight: HashMap<NodeId, u32>,
     bootstrap: Vec<Multiaddr>,
     interval: Duration,
     ingest: mpsc::Sender<IngestJob>,
@@ -273,7 +278,7 @@ impl EventLoop {
             members: HashMap::new(),
             ranges: HashMap::new(),
             deferred: HashSet::new(),
-            inflight: HashSet::new(),
+            inflight: HashMap::new(),
             bootstrap,
             interval,
             feeds,
@@ -515,15 +520,21 @@ impl EventLoop {
     }
 
     fn request_range(&mut self, peer: PeerId, feed: NodeId, from: u64) {
-        if self.inflight.contains(&feed) {
+        if self.inflight.contains_key(&feed) {
             return;
         }
-        if self.ranges.values().filter(|(_, p)| *p == peer).count() >= ANSWERING_PER_PEER {
+        self.send_range(peer, feed, from);
+    }
+
+    /// Asks `peer` for `feed` from `from` (the feed counts as in flight until the answer has
+    /// been ingested).
+    fn send_range(&mut self, peer: PeerId, feed: NodeId, from: u64) {
+        if self.ranges.values().filter(|(_, p, _)| *p == peer).count() >= ANSWERING_PER_PEER {
             // The peer answers at most that many at once: ask again when one is done.
             self.deferred.insert(peer);
             return;
         }
-        self.inflight.insert(feed);
+        *self.inflight.entry(feed).or_default() += 1;
         let id = self.swarm.behaviour_mut().sync.send_request(
             &peer,
             SyncRequest::Range {
@@ -532,7 +543,21 @@ impl EventLoop {
                 limit: MAX_RANGE_ENTRIES,
             },
         );
-        self.ranges.insert(id, (feed, peer));
+        self.ranges.insert(id, (feed, peer, from));
+    }
+
+    /// One range request or ingest of `feed` is over; returns whether none is left.
+    fn inflight_done(&mut self, feed: &NodeId) -> bool {
+        match self.inflight.get_mut(feed) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                self.inflight.remove(feed);
+                true
+            }
+        }
     }
 
     /// One range request to `peer` is done: if others were held back, ask for its summary
@@ -962,8 +987,8 @@ impl EventLoop {
                 ..
             } => {
                 debug!(%peer, %error, "sync request failed");
-                if let Some((feed, peer)) = self.ranges.remove(&request_id) {
-                    self.inflight.remove(&feed);
+                if let Some((feed, peer, _)) = self.ranges.remove(&request_id) {
+                    self.inflight_done(&feed);
                     self.range_done(peer);
                 }
             }
@@ -996,7 +1021,7 @@ impl EventLoop {
                 stored,
                 refused,
             } => {
-                self.inflight.remove(&feed);
+                let idle = self.inflight_done(&feed);
                 if refused {
                     // The entry after the head is refused until the charter changes: do not
                     // fetch (and verify) it again from every peer that advertises it.
@@ -1004,9 +1029,9 @@ impl EventLoop {
                     self.refused
                         .insert(feed, (have, self.state.charter_version()));
                 }
-                if stored > 0 {
+                if stored > 0 && idle {
                     // The peer may hold more than one response carries: ask until nothing
-                    // is new.
+                    // is new (unless the next range was asked for already).
                     let have = self.state.store.head(&feed).map(|h| h.seq).unwrap_or(0);
                     if let Some(next) = have.checked_add(1) {
                         self.request_range(peer, feed, next);
@@ -1130,35 +1155,49 @@ impl EventLoop {
     fn on_response(&mut self, peer: PeerId, id: OutboundRequestId, response: SyncResponse) {
         // Whatever the answer, a range request is over: a peer that answers a range with
         // something else must not leave the feed marked in flight (never asked for again).
-        let range = self.ranges.remove(&id).map(|(feed, _)| feed);
-        if let Some(feed) = range {
+        let range = self.ranges.remove(&id).map(|(feed, _, from)| (feed, from));
+        if let Some((feed, _)) = range {
             if !matches!(response, SyncResponse::Entries(_)) {
-                self.inflight.remove(&feed);
+                self.inflight_done(&feed);
                 self.range_done(peer);
             }
         }
         match response {
             SyncResponse::Summary(theirs) => self.on_summary(peer, &theirs),
             SyncResponse::Entries(entries) => {
-                let Some(feed) = range else {
+                let Some((feed, from)) = range else {
                     return;
                 };
                 if entries.is_empty() {
-                    self.inflight.remove(&feed);
+                    self.inflight_done(&feed);
                     self.own_range_empty(peer, feed);
                     self.range_done(peer);
                     return;
                 }
+                let n = entries.len() as u64;
                 // `feed` stays in `inflight` until the worker is done with it.
                 let job = IngestJob::Range {
                     peer,
                     feed,
                     entries: entries.into_iter().map(ByteBuf::into_vec).collect(),
                 };
-                if let Err(e) = self.ingest.try_send(job) {
-                    debug!(error = %e, "ingest queue full; the next anti-entropy round retries");
-                    self.inflight.remove(&feed);
-                    self.range_done(peer);
+                match self.ingest.try_send(job) {
+                    Ok(()) => {
+                        // The answer's ingest takes over from the request.
+                        if n >= PIPELINE_AFTER {
+                            // A long answer: the peer likely holds more. Ask for the next
+                            // range now, so fetching it overlaps ingesting this one (answers
+                            // arrive, and are ingested, in order: this one is queued first).
+                            if let Some(next) = from.checked_add(n) {
+                                self.send_range(peer, feed, next);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "ingest queue full; the next anti-entropy round retries");
+                        self.inflight_done(&feed);
+                        self.range_done(peer);
+                    }
                 }
             }
             SyncResponse::Charters(envelopes) => self.on_charters(peer, envelopes),
