@@ -276,13 +276,16 @@ pub fn refused_into(
     pull_refused(net, i, &args)
 }
 
-/// Writes review 10's styles bomb, about 2 MiB: a workbook whose first sheet holds only the
-/// header `header` and whose `xl/styles.xml` names one font of 1 MiB of random letters and
-/// digits (so the part does not compress past 100×) in 200,000 `<xf fontId="0"/>`. calamine
-/// copies the font name into every `xf`: it would ask for 200 GiB.
-pub fn xlsx_styles_bomb(path: &Path, header: &[&str]) -> anyhow::Result<()> {
-    use rand::Rng;
-    const NS: &str = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
+/// SpreadsheetML namespace.
+const XLSX_NS: &str = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
+
+/// Starts a one-sheet workbook at `path`: the package and workbook relationships, the workbook,
+/// and `xl/worksheets/sheet1.xml` opened up to the end of its header row `header` (the caller
+/// writes `</row>`, any rows, and the end of the sheet).
+fn xlsx_start(
+    path: &Path,
+    header: &[&str],
+) -> anyhow::Result<(zip::ZipWriter<std::fs::File>, zip::write::SimpleFileOptions)> {
     const REL: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
     const PKG: &str = "http://schemas.openxmlformats.org/package/2006/relationships";
     let mut z = zip::ZipWriter::new(std::fs::File::create(path)?);
@@ -296,7 +299,7 @@ pub fn xlsx_styles_bomb(path: &Path, header: &[&str]) -> anyhow::Result<()> {
     z.start_file("xl/workbook.xml", o)?;
     write!(
         z,
-        r#"<workbook xmlns="{NS}" xmlns:r="{REL}"><sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>"#
+        r#"<workbook xmlns="{XLSX_NS}" xmlns:r="{REL}"><sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>"#
     )?;
     z.start_file("xl/_rels/workbook.xml.rels", o)?;
     write!(
@@ -304,10 +307,20 @@ pub fn xlsx_styles_bomb(path: &Path, header: &[&str]) -> anyhow::Result<()> {
         r#"<Relationships xmlns="{PKG}"><Relationship Id="rId1" Type="{REL}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#
     )?;
     z.start_file("xl/worksheets/sheet1.xml", o)?;
-    write!(z, r#"<worksheet xmlns="{NS}"><sheetData><row>"#)?;
+    write!(z, r#"<worksheet xmlns="{XLSX_NS}"><sheetData><row>"#)?;
     for h in header {
         write!(z, r#"<c t="inlineStr"><is><t>{h}</t></is></c>"#)?;
     }
+    Ok((z, o))
+}
+
+/// Writes review 10's styles bomb, about 2 MiB: a workbook whose first sheet holds only the
+/// header `header` and whose `xl/styles.xml` names one font of 1 MiB of random letters and
+/// digits (so the part does not compress past 100×) in 200,000 `<xf fontId="0"/>`. calamine
+/// copies the font name into every `xf`: it would ask for 200 GiB.
+pub fn xlsx_styles_bomb(path: &Path, header: &[&str]) -> anyhow::Result<()> {
+    use rand::Rng;
+    let (mut z, o) = xlsx_start(path, header)?;
     write!(z, "</row></sheetData></worksheet>")?;
     z.start_file("xl/styles.xml", o)?;
     let name: String = rand::rng()
@@ -317,7 +330,7 @@ pub fn xlsx_styles_bomb(path: &Path, header: &[&str]) -> anyhow::Result<()> {
         .collect();
     write!(
         z,
-        r#"<styleSheet xmlns="{NS}"><fonts count="1"><font><name val="{name}"/></font></fonts><cellXfs count="200000">"#
+        r#"<styleSheet xmlns="{XLSX_NS}"><fonts count="1"><font><name val="{name}"/></font></fonts><cellXfs count="200000">"#
     )?;
     z.write_all(r#"<xf fontId="0"/>"#.repeat(200_000).as_bytes())?;
     write!(z, "</cellXfs></styleSheet>")?;
@@ -328,32 +341,7 @@ pub fn xlsx_styles_bomb(path: &Path, header: &[&str]) -> anyhow::Result<()> {
 /// Writes a zip bomb shaped like a workbook: a first sheet whose header names `header`, then
 /// `mib` MiB of one repeated row, deflated to a few dozen KiB (an XLSX file is a zip archive).
 pub fn xlsx_bomb(path: &Path, header: &[&str], mib: usize) -> anyhow::Result<()> {
-    const NS: &str = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
-    const REL: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
-    const PKG: &str = "http://schemas.openxmlformats.org/package/2006/relationships";
-    let mut z = zip::ZipWriter::new(std::fs::File::create(path)?);
-    let o = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    z.start_file("_rels/.rels", o)?;
-    write!(
-        z,
-        r#"<Relationships xmlns="{PKG}"><Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#
-    )?;
-    z.start_file("xl/workbook.xml", o)?;
-    write!(
-        z,
-        r#"<workbook xmlns="{NS}" xmlns:r="{REL}"><sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>"#
-    )?;
-    z.start_file("xl/_rels/workbook.xml.rels", o)?;
-    write!(
-        z,
-        r#"<Relationships xmlns="{PKG}"><Relationship Id="rId1" Type="{REL}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#
-    )?;
-    z.start_file("xl/worksheets/sheet1.xml", o)?;
-    write!(z, r#"<worksheet xmlns="{NS}"><sheetData><row>"#)?;
-    for h in header {
-        write!(z, r#"<c t="inlineStr"><is><t>{h}</t></is></c>"#)?;
-    }
+    let (mut z, _) = xlsx_start(path, header)?;
     write!(z, "</row>")?;
     let row: String = std::iter::once("<row>".to_string())
         .chain(
