@@ -179,7 +179,14 @@ pub(super) async fn pull(dir: &Path, args: PullArgs) -> anyhow::Result<()> {
             "attached to pull {id} already running into {} (started by an earlier `huitong pull`)",
             out.display()
         ));
+        if args.cancel_on_interrupt {
+            say(&format!(
+                "--cancel-on-interrupt applies to a pull this command starts: Ctrl-C here leaves pull {id} running (`huitong pulls cancel {id}` stops it)"
+            ));
+        }
     }
+    // Only the command that started a pull cancels it on Ctrl-C: another operator's pull goes on.
+    let cancel_on_interrupt = args.cancel_on_interrupt && !started.attached;
     let show = !args.json && std::io::stderr().is_terminal();
     let bar = output::progress_bar(show, "{msg:10}", None);
     let path = format!("/pulls/{id}");
@@ -188,7 +195,7 @@ pub(super) async fn pull(dir: &Path, args: PullArgs) -> anyhow::Result<()> {
             r = client.get(&path, &()) => r?,
             (name, signo) = interrupts.next() => {
                 bar.finish_and_clear();
-                interrupted(&client, id, name, args.cancel_on_interrupt).await;
+                interrupted(&client, id, name, cancel_on_interrupt).await;
                 std::process::exit(128 + signo);
             }
         };
@@ -202,7 +209,7 @@ pub(super) async fn pull(dir: &Path, args: PullArgs) -> anyhow::Result<()> {
             _ = tokio::time::sleep(POLL) => {}
             (name, signo) = interrupts.next() => {
                 bar.finish_and_clear();
-                interrupted(&client, id, name, args.cancel_on_interrupt).await;
+                interrupted(&client, id, name, cancel_on_interrupt).await;
                 std::process::exit(128 + signo);
             }
         }

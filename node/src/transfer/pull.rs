@@ -157,6 +157,16 @@ pub enum PullError {
         /// What did not match.
         detail: String,
     },
+    /// A chunk held on this node no longer verifies (a write torn by a crash, a damaged disk):
+    /// the version was marked incomplete, so the next pull checks every chunk and fetches the
+    /// damaged one again. A pull meeting this retries once on its own.
+    #[error("chunk {chunk} held on this node no longer verifies ({detail}): the local copy is damaged (a write torn by a crash, or the disk); the version is marked incomplete, so pulling it again fetches that chunk from the provider")]
+    Damaged {
+        /// The chunk hash.
+        chunk: String,
+        /// What did not match.
+        detail: String,
+    },
     /// The provider could not be reached for too long.
     #[error("no progress for {secs} s: {reason}. The verified chunks are kept; run the same pull again to resume")]
     Stalled {
@@ -253,9 +263,18 @@ fn stall(state: &NodeState, phase: &str) {
     }
 }
 
-/// Runs a pull; a cancelled pull's partial output is removed.
+/// Runs a pull; a cancelled pull's partial output is removed. A pull that finds a held chunk
+/// damaged ([`PullError::Damaged`]) has marked the version incomplete and runs once more, which
+/// checks every held chunk and fetches the damaged one again.
 async fn run(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummary, PullError> {
-    let result = pull(feeds, t, job).await;
+    let mut result = pull(feeds, t, job).await;
+    if let Err(PullError::Damaged { chunk, detail }) = &result {
+        if !job.cancel.is_cancelled() {
+            warn!(pull = job.id(), chunk = %chunk, detail = %detail, "a held chunk no longer verifies; checking every chunk and fetching the damaged ones again");
+            job.restart_progress();
+            result = pull(feeds, t, job).await;
+        }
+    }
     let result = match result {
         Err(e) if job.cancel.is_cancelled() && !matches!(e, PullError::Cancelled) => {
             Err(PullError::Cancelled)
@@ -400,15 +419,13 @@ fn held_chunks(
             continue;
         }
         if complete && output.is_none() {
+            // A complete table's chunks were verified when it became complete; the export
+            // verifies each one again as it reads it (damage found there: `Damaged`).
             held.insert(c.hash);
             continue;
         }
-        let bytes = if complete {
-            state.chunks.read(&c.hash).ok()
-        } else {
-            state.chunks.read_intact(c)
-        };
-        let Some(bytes) = bytes else {
+        // Bytes copied into a file output are checked first, whatever the version's record says.
+        let Some(bytes) = state.chunks.read_intact(c) else {
             continue;
         };
         if let Some(o) = output {
@@ -448,33 +465,34 @@ fn write_output(
     let manifest = &signed.manifest;
     state.chunks.sync(hashes).map_err(local)?;
     if !complete && manifest.chunks().all(|c| state.chunks.has(&c.hash)) {
+        // The chunks this pull did not want (other columns) may come from an earlier pull cut
+        // short by a crash, torn: the version is complete only once each of them verifies.
         let wanted: HashSet<_> = hashes.iter().collect();
-        state
-            .chunks
-            .sync(
-                manifest
-                    .chunks()
-                    .map(|c| &c.hash)
-                    .filter(|h| !wanted.contains(h)),
-            )
-            .map_err(local)?;
-        records::put_manifest(
-            &state.store,
-            &signed.hash,
-            &StoredManifest {
-                envelope: signed.bytes.clone(),
-                complete: true,
-                held_at_ms: crate::state::now_ms(),
-            },
-        )
-        .map_err(local)?;
+        let others: Vec<&ChunkRef> = manifest
+            .chunks()
+            .filter(|c| !wanted.contains(&c.hash))
+            .collect();
+        if others
+            .iter()
+            .all(|c| !stop() && state.chunks.read_intact(c).is_some())
+        {
+            state
+                .chunks
+                .sync(others.iter().map(|c| &c.hash))
+                .map_err(local)?;
+            mark(state, signed, true)?;
+        }
     }
     let n = export::export(&state.chunks, manifest, fields, req.format, out, stop).map_err(
         |e| match e {
             export::ExportError::Chunk(ChunkError::Mismatch { expected, actual }) => {
-                PullError::Corrupt {
+                // Local damage since the chunk was verified: the version is no longer complete
+                // here, so the next pull verifies every chunk and fetches this one again.
+                if let Err(e) = mark(state, signed, false) {
+                    return e;
+                }
+                PullError::Damaged {
                     chunk: expected.to_hex(),
-                    place: "held chunk".into(),
                     detail: format!("the stored bytes now hash to {actual}"),
                 }
             }
@@ -483,6 +501,20 @@ fn write_output(
         },
     )?;
     Ok((manifest.rows().map(|_| n), n))
+}
+
+/// Records whether every chunk of the version is held and verified.
+fn mark(state: &NodeState, signed: &SignedManifest, complete: bool) -> Result<(), PullError> {
+    records::put_manifest(
+        &state.store,
+        &signed.hash,
+        &StoredManifest {
+            envelope: signed.bytes.clone(),
+            complete,
+            held_at_ms: crate::state::now_ms(),
+        },
+    )
+    .map_err(local)
 }
 
 /// Asks the provider for a receipt of what was fetched: `(receipt id, why there is none)`.
@@ -609,7 +641,7 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
     if !missing.is_empty() {
         if local_pull {
             return Err(local(format!(
-                "{} chunks of this node's own version are missing from its chunk store",
+                "{} chunks of this node's own version are missing from its chunk store or no longer verify: publish the version again from its source",
                 missing.len()
             )));
         }

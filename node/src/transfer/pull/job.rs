@@ -223,6 +223,13 @@ impl Job {
         }
     }
 
+    /// Counts the job's progress from nothing again (a pull that runs once more); what was
+    /// fetched from the provider stays counted.
+    pub(super) fn restart_progress(&self) {
+        self.bytes_done.store(0, Ordering::Relaxed);
+        self.chunks_done.store(0, Ordering::Relaxed);
+    }
+
     pub(super) fn add_done(&self, bytes: u64, fetched: bool) {
         self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
         self.chunks_done.fetch_add(1, Ordering::Relaxed);
@@ -333,10 +340,40 @@ struct Inner {
 }
 
 /// The pulls of this node.
-#[derive(Default)]
 pub struct Pulls {
+    /// The last id handed out.
     next: AtomicU64,
     inner: Mutex<Inner>,
+}
+
+/// Unix time of 2026-01-01T00:00:00Z, in seconds: pull ids count from then.
+const IDS_FROM_SECS: u64 = 1_767_225_600;
+
+/// Ids per second of a process's start time: a process starting later hands out ids above
+/// every id of one that started at least a second before it, unless that one started this
+/// many pulls.
+const IDS_PER_SECOND: u64 = 1_000;
+
+impl Default for Pulls {
+    /// Ids start from the process's start time (seconds since 2026 × [`IDS_PER_SECOND`]), so
+    /// an id held from before a restart (`huitong pulls cancel N` from an old listing, a
+    /// script following a pull) does not name a pull of the new process.
+    fn default() -> Self {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Self::started_at(secs)
+    }
+}
+
+impl Pulls {
+    /// The pulls of a process started at `secs` (Unix time).
+    fn started_at(secs: u64) -> Self {
+        Self {
+            next: AtomicU64::new(secs.saturating_sub(IDS_FROM_SECS) * IDS_PER_SECOND),
+            inner: Mutex::default(),
+        }
+    }
 }
 
 impl Pulls {
@@ -495,6 +532,34 @@ mod tests {
         assert!(!attached && d.id != a.id);
         assert_eq!(pulls.view(a.id).map(|v| v.phase), Some(Phase::Cancelled));
         assert_eq!(pulls.list().len(), 3);
+    }
+
+    /// Review 10, L1: ids do not repeat across a restart (they used to start at 1 each time).
+    #[test]
+    fn ids_of_a_restarted_node_are_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = IDS_FROM_SECS + 29_000_000;
+        let before = Pulls::started_at(t);
+        let ids: Vec<u64> = (0..IDS_PER_SECOND - 1)
+            .map(|i| {
+                let (job, _) = before
+                    .start(req(dir.path(), "301001/000001", &format!("{i}")))
+                    .unwrap();
+                job.end(Err(PullError::Cancelled));
+                before.ended(&job);
+                job.id
+            })
+            .collect();
+        let after = Pulls::started_at(t + 1);
+        let (job, _) = after
+            .start(req(dir.path(), "301001/000001", "o.csv"))
+            .unwrap();
+        assert!(
+            ids.iter().all(|&id| id > 0 && id < job.id),
+            "{} vs {ids:?}",
+            job.id
+        );
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ascending");
     }
 
     #[test]
