@@ -12,13 +12,21 @@
 //!   entry that got out); and
 //! - its own head has reached the highest seq of its own feed that any of them holds.
 //!
-//! A peer's claim counts only while it is backed: a peer that claims more of this node's feed
-//! than it then serves — its range answer from the node's head is empty, or the node's head has
-//! not reached its claim [`UNBACKED_CLAIM_MS`] after it first claimed more (it does not answer,
-//! or keeps raising the claim) — is *refuted*, and its claims are ignored for the rest of the
-//! catch-up (it still counts as heard). Claims of peers that are no longer active members do not
-//! count either. So a hostile member cannot hold a restored node back by claiming a seq it does
-//! not hold; an honest peer serves what it claims within seconds.
+//! A peer's claim counts only while it is backed. A claim is *refuted* — ignored for the rest
+//! of the catch-up, the peer still counting as heard — only on what **that peer** did when it
+//! was asked for the seqs it claimed:
+//!
+//! - it answered a range request from a seq it claimed to hold with nothing, or with something
+//!   other than the entries asked for (never a pipelined request beyond its claim, and never
+//!   judged against this node's head, which lags while an answer is still being ingested);
+//! - or, for a peer other than the hub, [`FAILURES_TO_REFUTE`] such requests in a row failed
+//!   (no answer in time, a dropped connection). The hub holds every entry that got out (every
+//!   member syncs with it), so its claim is never dropped for slowness: a catch-up then waits.
+//!
+//! Nothing is refuted by the clock, and a refuted peer is not asked for this node's feed again,
+//! so a member that keeps winning the one request of the feed and never answers costs a couple
+//! of request timeouts, never a catch-up declared too early (which would fork the feed).
+//! Claims of peers that are no longer active members do not count either.
 //!
 //! A federation with no other active member has no one to learn from: nothing is waited for.
 //! A brand-new node carries no mark and is never held back.
@@ -71,8 +79,9 @@ impl std::fmt::Display for Behind {
     }
 }
 
-/// How long a claim above this node's head may stay unmet before it is refuted (ms).
-pub const UNBACKED_CLAIM_MS: u64 = 60_000;
+/// Failed range requests in a row (no answer in time, a dropped connection) after which a peer
+/// other than the hub is refuted.
+pub const FAILURES_TO_REFUTE: u32 = 2;
 
 #[derive(Debug)]
 struct Pending {
@@ -81,17 +90,14 @@ struct Pending {
     heard: HashMap<NodeId, u64>,
     /// Peers that claimed more than they served: heard, their claims ignored.
     refuted: HashSet<NodeId>,
-    /// When each peer's claim first went above this node's head (reset once the head reaches
-    /// it).
-    above_since: HashMap<NodeId, u64>,
+    /// Range requests of this node's feed that failed in a row, per peer.
+    failures: HashMap<NodeId, u32>,
 }
 
 /// The catch-up of a restored node (nothing pending on any other node).
 #[derive(Debug, Default)]
 pub struct CatchUp {
     pending: Mutex<Option<Pending>>,
-    /// Peers refuted by the deadline since [`CatchUp::take_refuted`] was last called.
-    newly_refuted: Mutex<Vec<NodeId>>,
 }
 
 /// Who must be heard: the other active members, and the hub if it is one of them.
@@ -115,7 +121,7 @@ impl CatchUp {
             backup_seq,
             heard: HashMap::new(),
             refuted: HashSet::new(),
-            above_since: HashMap::new(),
+            failures: HashMap::new(),
         });
     }
 
@@ -137,16 +143,23 @@ impl CatchUp {
         }
     }
 
-    /// `from` answered a range request from this node's head `own_seq` with nothing, though it
-    /// claimed more: its claims are ignored from now on. Returns whether it had claimed more
-    /// (and so was refuted now).
-    pub fn refute(&self, from: NodeId, own_seq: u64) -> bool {
+    /// Whether `from`'s claims are ignored (it is not asked for this node's feed again).
+    pub fn refuted(&self, from: &NodeId) -> bool {
+        self.lock()
+            .as_ref()
+            .is_some_and(|p| p.refuted.contains(from))
+    }
+
+    /// `from` was asked for this node's feed from seq `asked` and answered with nothing, or
+    /// with something else than those entries: if it claimed to hold `asked`, its claims are
+    /// ignored from now on. Returns whether it was refuted now.
+    pub fn refute(&self, from: NodeId, asked: u64) -> bool {
         let mut pending = self.lock();
         let Some(p) = pending.as_mut() else {
             return false;
         };
         match p.heard.get_mut(&from) {
-            Some(claim) if *claim > own_seq => {
+            Some(claim) if *claim >= asked && asked > 0 => {
                 *claim = 0;
                 p.refuted.insert(from);
                 true
@@ -155,36 +168,38 @@ impl CatchUp {
         }
     }
 
+    /// `from` answered a range request of this node's feed with entries: its failures are
+    /// forgotten.
+    pub fn served(&self, from: &NodeId) {
+        if let Some(p) = self.lock().as_mut() {
+            p.failures.remove(from);
+        }
+    }
+
+    /// A range request of this node's feed from seq `asked` to `from` failed (no answer in
+    /// time, a dropped connection). After [`FAILURES_TO_REFUTE`] in a row a peer other than
+    /// the hub that claims `asked` is refuted. Returns whether it was refuted now.
+    pub fn failed(&self, from: NodeId, asked: u64, hub: Option<&NodeId>) -> bool {
+        let failures = {
+            let mut pending = self.lock();
+            let Some(p) = pending.as_mut() else {
+                return false;
+            };
+            let n = p.failures.entry(from).or_default();
+            *n = n.saturating_add(1);
+            *n
+        };
+        failures >= FAILURES_TO_REFUTE && hub != Some(&from) && self.refute(from, asked)
+    }
+
     /// Whether the node has caught up, its own head being `own_seq`: `Ok(true)` the moment it
     /// has (the pending state is dropped; the caller removes the stored mark), `Ok(false)` when
     /// nothing was pending, else what it still waits for.
-    /// The peers whose claims [`Self::check`] refuted since the last call (to log).
-    pub fn take_refuted(&self) -> Vec<NodeId> {
-        std::mem::take(&mut *self.newly_refuted.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Claims above `own_seq` unmet for [`UNBACKED_CLAIM_MS`] at `now_ms` are refuted first.
-    pub fn check(&self, own_seq: u64, peers: &Peers, now_ms: u64) -> Result<bool, Behind> {
+    pub fn check(&self, own_seq: u64, peers: &Peers) -> Result<bool, Behind> {
         let mut pending = self.lock();
         let Some(p) = pending.as_mut() else {
             return Ok(false);
         };
-        for (peer, claim) in p.heard.iter_mut() {
-            if *claim <= own_seq {
-                p.above_since.remove(peer);
-                continue;
-            }
-            let since = *p.above_since.entry(*peer).or_insert(now_ms);
-            if now_ms.saturating_sub(since) >= UNBACKED_CLAIM_MS {
-                *claim = 0;
-                p.refuted.insert(*peer);
-                self.newly_refuted
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(*peer);
-            }
-        }
-        p.above_since.retain(|k, _| !p.refuted.contains(k));
         let heard_from = peers
             .others
             .iter()
@@ -235,27 +250,27 @@ mod tests {
             hub: Some(key(1)),
         };
         assert_eq!(
-            c.check(5, &peers, 0),
+            c.check(5, &peers),
             Ok(false),
             "nothing pending on a normal node"
         );
         assert!(!c.heard(key(1), 9), "not recorded when nothing is pending");
         c.begin(5);
-        assert!(c.check(5, &peers, 0).is_err(), "no one heard yet");
+        assert!(c.check(5, &peers).is_err(), "no one heard yet");
         c.heard(key(2), 5);
         c.heard(key(3), 5);
-        let b = c.check(5, &peers, 0).unwrap_err();
+        let b = c.check(5, &peers).unwrap_err();
         assert!(
             b.waiting_for_hub && b.heard_from == 2 && b.need == 2,
             "{b:?}"
         );
         c.heard(key(1), 8);
-        let b = c.check(5, &peers, 0).unwrap_err();
+        let b = c.check(5, &peers).unwrap_err();
         assert_eq!(b.entries(), 3);
         assert!(b.to_string().contains("3 entries behind"), "{b}");
-        assert_eq!(c.check(8, &peers, 0), Ok(true), "caught up");
+        assert_eq!(c.check(8, &peers), Ok(true), "caught up");
         assert!(!c.pending());
-        assert_eq!(c.check(8, &peers, 0), Ok(false));
+        assert_eq!(c.check(8, &peers), Ok(false));
     }
 
     /// A peer that claims more than it serves, or that is no longer a member, holds nothing up.
@@ -270,45 +285,77 @@ mod tests {
         c.heard(key(1), 5);
         c.heard(key(2), 5);
         c.heard(key(3), 10_000);
-        assert_eq!(c.check(5, &peers, 0).unwrap_err().highest_heard, 10_000);
-        assert!(!c.refute(key(2), 5), "an honest claim is not refuted");
-        assert!(c.refute(key(3), 5), "served nothing past 5");
+        assert_eq!(c.check(5, &peers).unwrap_err().highest_heard, 10_000);
+        assert!(!c.refute(key(2), 6), "an honest claim is not refuted");
+        assert!(c.refute(key(3), 6), "served nothing from 6");
         c.heard(key(3), 10_000);
-        assert_eq!(
-            c.check(5, &peers, 0),
-            Ok(true),
-            "the refuted claim is ignored"
-        );
+        assert_eq!(c.check(5, &peers), Ok(true), "the refuted claim is ignored");
 
         c.begin(5);
         c.heard(key(1), 5);
         c.heard(key(2), 5);
         c.heard(key(3), 9);
-        assert!(c.check(5, &peers, 0).is_err());
+        assert!(c.check(5, &peers).is_err());
         peers.others.retain(|k| *k != key(3));
-        assert_eq!(c.check(5, &peers, 0), Ok(true), "key 3 left the charter");
+        assert_eq!(c.check(5, &peers), Ok(true), "key 3 left the charter");
 
-        // A claim that is never served (or keeps rising) is refuted after the deadline; one
-        // that is met in time is not.
+        // A claim is refuted by the peer's own answer to the seq it claimed, never by one
+        // beyond it (a pipelined request past its claim), whatever this node's head is.
         peers.others.push(key(3));
         c.begin(5);
         c.heard(key(1), 5);
-        c.heard(key(2), 7);
+        c.heard(key(2), 300);
         c.heard(key(3), 9);
-        assert!(c.check(5, &peers, 1_000).is_err());
-        c.heard(key(3), 12);
-        assert!(c.check(7, &peers, 1_000 + UNBACKED_CLAIM_MS - 1).is_err());
+        assert!(!c.refute(key(2), 301), "asked beyond its claim");
+        assert!(c.refute(key(3), 9), "asked for what it claimed");
+        assert_eq!(c.check(5, &peers).unwrap_err().highest_heard, 300);
+        assert_eq!(c.check(300, &peers), Ok(true));
+    }
+
+    /// Review s7, H1: claims used to be refuted 60 s after they first went above the head, so a
+    /// member that kept winning the one range request of the node's feed and never answered
+    /// made every honest claim lapse, and the node "caught up" 10,000 entries behind (its next
+    /// append forked its feed). Only the silent peer is refuted now, after failing itself, and
+    /// the hub never for silence.
+    #[test]
+    fn silence_refutes_only_the_silent_peer_and_never_the_hub() {
+        let c = CatchUp::default();
+        let peers = Peers {
+            others: vec![key(1), key(2), key(3)],
+            hub: Some(key(1)),
+        };
+        c.begin(5);
+        for k in 1..=3 {
+            c.heard(key(k), 50_000);
+        }
+        assert!(c.check(40_000, &peers).is_err());
+        // Key 3 wins the request and never answers: refuted after two failures in a row.
+        assert!(!c.failed(key(3), 40_001, peers.hub.as_ref()));
+        assert!(!c.refuted(&key(3)));
+        assert!(c.failed(key(3), 40_001, peers.hub.as_ref()));
+        assert!(c.refuted(&key(3)));
+        let b = c.check(40_000, &peers).unwrap_err();
         assert_eq!(
-            c.check(7, &peers, 1_000 + UNBACKED_CLAIM_MS),
-            Ok(true),
-            "key 3's claim refuted; key 2's was met"
+            b.highest_heard, 50_000,
+            "the honest claims still stand: {b}"
         );
+        // The hub is slow: never refuted for it.
+        for _ in 0..10 {
+            assert!(!c.failed(key(1), 40_001, peers.hub.as_ref()));
+        }
+        // Key 2 fails once, then serves: its failures are forgotten.
+        assert!(!c.failed(key(2), 40_001, peers.hub.as_ref()));
+        c.served(&key(2));
+        assert!(!c.failed(key(2), 45_001, peers.hub.as_ref()));
+        assert!(!c.refuted(&key(2)));
+        assert!(c.check(49_999, &peers).is_err());
+        assert_eq!(c.check(50_000, &peers), Ok(true));
     }
 
     #[test]
     fn nobody_to_wait_for() {
         let c = CatchUp::default();
         c.begin(3);
-        assert_eq!(c.check(3, &Peers::default(), 0), Ok(true));
+        assert_eq!(c.check(3, &Peers::default()), Ok(true));
     }
 }

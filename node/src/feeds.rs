@@ -74,6 +74,9 @@ pub struct RangeIngested {
     /// The refusal that stopped it, when it holds until the charter changes (the same entry
     /// would be refused again: not worth fetching).
     pub refused: Option<&'static str>,
+    /// The answer held something other than the entries asked for (bytes that do not open, or
+    /// an entry of another feed or seq): the peer's fault, which says nothing about the feed.
+    pub mismatch: bool,
 }
 
 /// Whether a refusal holds until this node's charter changes: everything but what waits for a
@@ -253,10 +256,17 @@ impl Feeds {
         }
     }
 
-    /// Ingests consecutive entries of one feed (a range response). Signatures are checked on
-    /// all cores first; entries are then applied in order, stopping at the first that is not
-    /// stored or a duplicate.
-    pub fn ingest_range(&self, entries: &[Vec<u8>]) -> Result<RangeIngested, StoreError> {
+    /// Ingests the answer to a range request of `feed` from seq `from`: consecutive entries of
+    /// that feed. Signatures are checked on all cores first; entries are then applied in order,
+    /// stopping at the first that is not stored or a duplicate, or that is not the entry asked
+    /// for. Only an entry of `feed` at its place can make the feed count as refused: junk in a
+    /// peer's answer ([`RangeIngested::mismatch`]) says nothing about the feed.
+    pub fn ingest_range(
+        &self,
+        feed: &NodeId,
+        from: u64,
+        entries: &[Vec<u8>],
+    ) -> Result<RangeIngested, StoreError> {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(8);
@@ -279,22 +289,37 @@ impl Feeds {
                 .collect()
         });
         let mut stored = 0;
-        for o in opened {
-            match self.ingest_opened(o)? {
+        let mut mismatch = false;
+        let mut refused = None;
+        for (at, o) in (from..).zip(opened) {
+            let v = match o {
+                Ok(v) if v.entry.feed == *feed && v.entry.seq == at => v,
+                Ok(v) => {
+                    warn!(target: "huitong::audit", asked_feed = %feed, asked_seq = at, feed = %v.entry.feed, seq = v.entry.seq, "a range answer holds an entry that was not asked for");
+                    self.state.reject("range_mismatch");
+                    mismatch = true;
+                    break;
+                }
+                Err(e) => {
+                    self.ingest_opened(Err(e))?;
+                    mismatch = true;
+                    break;
+                }
+            };
+            match self.ingest(&v)? {
                 Outcome::Stored => stored += 1,
                 Outcome::Duplicate => {}
                 Outcome::Rejected(label) if settled(label) => {
-                    return Ok(RangeIngested {
-                        stored,
-                        refused: Some(label),
-                    })
+                    refused = Some(label);
+                    break;
                 }
                 _ => break,
             }
         }
         Ok(RangeIngested {
             stored,
-            refused: None,
+            refused,
+            mismatch,
         })
     }
 
@@ -401,11 +426,7 @@ impl Feeds {
             return Ok(());
         }
         let own = state.store.head(&state.id())?.seq;
-        let verdict = state.catch_up.check(own, &state.catch_up_peers(), now_ms());
-        for peer in state.catch_up.take_refuted() {
-            warn!(target: "huitong::audit", %peer, own_seq = own, "a peer's claim on this node's own feed was not served in time; it is ignored");
-            state.reject("own_head_claim");
-        }
+        let verdict = state.catch_up.check(own, &state.catch_up_peers());
         match verdict {
             Ok(true) => {
                 state.store.clear_catch_up_mark(&state.store.writer())?;
@@ -440,18 +461,41 @@ impl Feeds {
         }
     }
 
-    /// A peer answered a range request for this node's own feed, from its head on, with
-    /// nothing: whatever more it claimed is not backed, and is ignored while catching up.
-    pub fn own_head_unbacked(&self, from: NodeId) {
-        let Ok(own) = self.state.store.head(&self.state.id()) else {
-            return;
-        };
-        if self.state.catch_up.refute(from, own.seq) {
-            warn!(target: "huitong::audit", peer = %from, own_seq = own.seq, "a peer claimed more of this node's own feed than it serves; its claim is ignored");
-            self.state.reject("own_head_claim");
-            if let Err(e) = self.own_feed_caught_up() {
-                debug!(error = %e, "still catching up on this node's own feed");
-            }
+    /// A peer asked for this node's own feed from seq `asked` answered with nothing, or with
+    /// something else than those entries: whatever it claimed from `asked` on is not backed,
+    /// and is ignored while catching up.
+    pub fn own_range_unbacked(&self, from: NodeId, asked: u64) {
+        if self.state.catch_up.refute(from, asked) {
+            warn!(target: "huitong::audit", peer = %from, asked, "a peer claimed more of this node's own feed than it serves; its claim is ignored");
+            self.own_claim_refuted();
+        }
+    }
+
+    /// A range request of this node's own feed from seq `asked` to a peer failed (no answer in
+    /// time, a dropped connection); a peer other than the hub that keeps failing is not waited
+    /// for.
+    pub fn own_range_failed(&self, from: NodeId, asked: u64) {
+        let hub = self.state.catch_up_peers().hub;
+        if self.state.catch_up.failed(from, asked, hub.as_ref()) {
+            warn!(target: "huitong::audit", peer = %from, asked, failures = crate::catchup::FAILURES_TO_REFUTE, "a peer that claims more of this node's own feed does not answer for it; its claim is ignored");
+            self.own_claim_refuted();
+        }
+    }
+
+    /// A peer answered a range request of this node's own feed with its entries.
+    pub fn own_range_served(&self, from: &NodeId) {
+        self.state.catch_up.served(from);
+    }
+
+    /// Whether a peer's claims on this node's own feed are ignored (it is not asked for it).
+    pub fn own_claim_ignored(&self, from: &NodeId) -> bool {
+        self.state.catch_up.refuted(from)
+    }
+
+    fn own_claim_refuted(&self) {
+        self.state.reject("own_head_claim");
+        if let Err(e) = self.own_feed_caught_up() {
+            debug!(error = %e, "still catching up on this node's own feed");
         }
     }
 

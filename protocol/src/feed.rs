@@ -170,9 +170,33 @@ impl Stamp {
     /// Reads the stamp of an entry this node verified before it stored it (no signature check;
     /// the event is skipped, not built).
     pub fn from_stored(bytes: &[u8]) -> Result<Self, FeedError> {
-        let envelope = Envelope::from_stored(bytes, Kind::FeedEntry)?;
-        Ok(codec::decode(envelope.payload(), MAX_ENVELOPE_BYTES)?)
+        unverified_fields(bytes)
     }
+}
+
+/// Where an entry says it sits: its feed and seq.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct Position {
+    /// [`FeedEntry::feed`].
+    pub feed: NodeId,
+    /// [`FeedEntry::seq`].
+    pub seq: u64,
+}
+
+impl Position {
+    /// Reads where envelope bytes say their entry sits, **without checking the signature**:
+    /// a cheap look at a range answer (is it the feed and seqs asked for?) before it is queued
+    /// for the full check. Nothing read this way may be trusted beyond that.
+    pub fn peek(bytes: &[u8]) -> Result<Self, FeedError> {
+        unverified_fields(bytes)
+    }
+}
+
+/// Some fields of the entry in envelope bytes, read without a signature check (the event is
+/// skipped, not built).
+fn unverified_fields<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, FeedError> {
+    let envelope = Envelope::from_stored(bytes, Kind::FeedEntry)?;
+    Ok(codec::decode(envelope.payload(), MAX_ENVELOPE_BYTES)?)
 }
 
 impl VerifiedEntry {

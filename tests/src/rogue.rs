@@ -20,7 +20,7 @@ use huitong_protocol::{
 use huitong_testnet::ids::{government_uscc, HAIMEN_DIVISION};
 use huitong_testnet::Testnet;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{gossipsub, Multiaddr, PeerId};
+use libp2p::{gossipsub, request_response, Multiaddr, PeerId};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
@@ -36,6 +36,8 @@ enum Cmd {
     Dial(Multiaddr, PeerId),
     Gossip(Vec<u8>),
     Request(PeerId, SyncRequest),
+    /// Keep every sync request received unanswered (true) or drop it at once (false).
+    Hold(bool),
     Data(PeerId, DataRequest, std::sync::mpsc::SyncSender<DataAnswer>),
 }
 
@@ -110,6 +112,9 @@ impl Rogue {
             rt.block_on(async move {
                 let control = swarm.behaviour().stream.new_control();
                 let mut allowed = HashSet::new();
+                // Sync requests kept unanswered: the asking node waits for its request timeout.
+                let mut hold = false;
+                let mut held_requests = Vec::new();
                 loop {
                     tokio::select! {
                         cmd = rx.recv() => match cmd {
@@ -125,6 +130,7 @@ impl Rogue {
                                 }
                             }
                             Some(Cmd::Request(p, r)) => { swarm.behaviour_mut().sync.send_request(&p, r); }
+                            Some(Cmd::Hold(on)) => hold = on,
                             Some(Cmd::Stall(p, streams, reply)) => {
                                 let c = control.clone();
                                 tokio::spawn(async move {
@@ -146,10 +152,15 @@ impl Rogue {
                                 });
                             }
                         },
-                        ev = swarm.select_next_some() => {
-                            if let SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. })) = ev {
+                        ev = swarm.select_next_some() => match ev {
+                            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. })) => {
                                 sub.lock().unwrap().insert(peer_id);
                             }
+                            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
+                                message: request_response::Message::Request { channel, .. },
+                                ..
+                            })) if hold => held_requests.push(channel),
+                            _ => {}
                         }
                     }
                 }
@@ -206,6 +217,13 @@ impl Rogue {
     /// Sends a feed-sync request.
     pub fn request(&self, peer: &str, r: SyncRequest) -> anyhow::Result<()> {
         self.tx.blocking_send(Cmd::Request(peer.parse()?, r))?;
+        Ok(())
+    }
+
+    /// From now on, keeps every sync request it receives unanswered (the asking node waits for
+    /// its request timeout) instead of dropping it at once.
+    pub fn hold_requests(&self) -> anyhow::Result<()> {
+        self.tx.blocking_send(Cmd::Hold(true))?;
         Ok(())
     }
 }

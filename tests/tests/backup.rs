@@ -3,6 +3,10 @@
 //! it appends — so it never forks its own feed. Restoring used to make the node sign a second
 //! entry for a seq its peers already held (a FORK on every node).
 //!
+//! Review s7, H1: a member that keeps winning the one range request of the restored node's feed
+//! and never answers it is refuted after failing twice; the node then catches up from its
+//! honest peers (it used to drop their claims after a minute and append at the stale head).
+//!
 //! Also: a backup of the running hub holds its audit log as of one checkpoint, checked against
 //! it; nodes started by the testnet log to a size-rotated `node.log` (`run --log-file`).
 
@@ -261,21 +265,12 @@ fn a_member_claiming_entries_it_does_not_hold_cannot_stall_a_restored_node() -> 
         Ok(rogue.sees_subscribed(&n.peer_id))
     })?;
     let me = huitong_protocol::NodeId::from_hex(&n.node_key)?;
-    let claim = at_backup + 1000;
-    let summary = || {
-        huitong_protocol::wire::SyncRequest::Summary(huitong_protocol::wire::Summary {
-            charter_version: 2,
-            heads: vec![huitong_protocol::wire::Head {
-                feed: me,
-                seq: claim,
-            }],
-            audit: Vec::new(),
-        })
-    };
+    let claimed_seq = at_backup + 1000;
+    let summary = || claim(me, claimed_seq);
     let peer = n.peer_id.clone();
     rogue.request(&peer, summary())?;
     wait_until(WAIT, "the rogue's claim heard", || {
-        Ok(net.get(node, "/status")?["catching_up"]["highest_heard"].as_u64() == Some(claim))
+        Ok(net.get(node, "/status")?["catching_up"]["highest_heard"].as_u64() == Some(claimed_seq))
     })?;
     // The honest peers come back; the rogue keeps claiming. The node catches up all the same.
     for &i in &peers {
@@ -297,5 +292,95 @@ fn a_member_claiming_entries_it_does_not_hold_cannot_stall_a_restored_node() -> 
     assert!(huitong_tests::rejected(net, node, "own_head_claim")? >= 1);
     publish_entry(net, &dir, node, &entry(net, node, 2, "恢复后条目"))?;
     assert_eq!(own_seq(net, node)?, at_backup + 1);
+    Ok(())
+}
+
+/// A summary from a peer claiming that it holds `feed` up to `seq`.
+fn claim(feed: huitong_protocol::NodeId, seq: u64) -> huitong_protocol::wire::SyncRequest {
+    huitong_protocol::wire::SyncRequest::Summary(huitong_protocol::wire::Summary {
+        charter_version: 2,
+        heads: vec![huitong_protocol::wire::Head { feed, seq }],
+        audit: Vec::new(),
+    })
+}
+
+#[test]
+fn a_member_that_never_answers_cannot_make_a_restored_node_fork() -> anyhow::Result<()> {
+    let mut f = start(2, 2)?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let node = 1;
+    let (key, _) = huitong_tests::rogue::admit(net, node)?;
+    publish_entry(net, &dir, node, &entry(net, node, 1, "备份前条目"))?;
+    let backup = dir.join("backup");
+    cli_ok(net, node, &["backup", "--out", &backup.to_string_lossy()])?;
+    // Two entries after the backup reach the peers: the restored node must fetch them.
+    for n in 2..=3 {
+        publish_entry(net, &dir, node, &entry(net, node, n, "备份后条目"))?;
+    }
+    let latest = own_seq(net, node)?;
+    let peers: Vec<usize> = (0..net.nodes.len()).filter(|&i| i != node).collect();
+    for &i in &peers {
+        wait_until(WAIT, "the peers to hold the later entries", || {
+            holds(net, i, "301001/000003")
+        })?;
+    }
+    net.stop(node, false)?;
+    cli_ok(
+        net,
+        node,
+        &["restore", "--from", &backup.to_string_lossy(), "--force"],
+    )?;
+    // The rogue reaches the restored node first and is asked for its feed; it holds every
+    // request unanswered and keeps sending summaries (every 30 ms), so that it wins the feed's
+    // one request again each time the last one times out.
+    start_alone(net, node, &peers)?;
+    let rogue = huitong_tests::rogue::Rogue::start(&key, "海门区")?;
+    rogue.hold_requests()?;
+    let n = &net.nodes[node];
+    let (peer, me) = (
+        n.peer_id.clone(),
+        huitong_protocol::NodeId::from_hex(&n.node_key)?,
+    );
+    rogue.dial(&format!("/ip4/127.0.0.1/tcp/{}", n.port), &peer)?;
+    wait_until(WAIT, "the rogue connected", || {
+        Ok(rogue.sees_subscribed(&peer))
+    })?;
+    rogue.request(&peer, claim(me, latest))?;
+    wait_until(WAIT, "the rogue's claim heard", || {
+        Ok(net.get(node, "/status")?["catching_up"]["highest_heard"].as_u64() == Some(latest))
+    })?;
+    for &i in &peers {
+        net.start(i)?;
+    }
+    net.wait_healthy(WAIT)?;
+    let mut claimed = std::time::Instant::now();
+    wait_until(
+        Duration::from_secs(240),
+        "the restored node to catch up",
+        || {
+            if claimed.elapsed() > Duration::from_millis(30) {
+                rogue.request(&peer, claim(me, latest))?;
+                claimed = std::time::Instant::now();
+            }
+            Ok(net.get(node, "/status")?["catching_up"].is_null())
+        },
+    )?;
+    // Caught up with the entries its peers hold, not at the backup's head.
+    assert_eq!(own_seq(net, node)?, latest, "caught up to the real head");
+    assert!(huitong_tests::rejected(net, node, "own_head_claim")? >= 1);
+    publish_entry(net, &dir, node, &entry(net, node, 4, "恢复后条目"))?;
+    assert_eq!(own_seq(net, node)?, latest + 1);
+    let hub = net
+        .index("hub")
+        .ok_or_else(|| anyhow::anyhow!("no hub in the testnet"))?;
+    wait_until(WAIT, "the hub to hold the new entry", || {
+        holds(net, hub, "301001/000004")
+    })?;
+    let forks = net.get(hub, "/status")?["forks"].clone();
+    assert!(
+        forks.as_array().is_some_and(|a| a.is_empty()),
+        "no fork: {forks}"
+    );
     Ok(())
 }

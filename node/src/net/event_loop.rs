@@ -4,8 +4,11 @@
 //!
 //! Anti-entropy: on every new connection and every `sync_interval_secs`, the node sends its
 //! [`Summary`] to the peer; whoever learns that the other holds more of a feed asks for the
-//! missing range. At most one range request per feed is in flight (or being ingested) at a
-//! time. Every summary also tells a node restored from a backup how far its own feed got
+//! missing range. A feed is fetched from one peer at a time: one range request, and after a
+//! long answer one more asked for at once ([`PIPELINE_AFTER`]), with at most
+//! [`QUEUED_PER_FEED`] answers of the feed waiting for the ingest worker. An answer is looked at
+//! (without signatures) before it is queued: entries of another feed or seq are refused, and a
+//! peer's junk never marks the feed as refused. Every summary also tells a node restored from a backup how far its own feed got
 //! ([`Feeds::heard_own_head`]). Range responses are ingested on a dedicated worker thread, so verifying and indexing
 //! thousands of entries never stalls the swarm (pings, gossip, other requests).
 
@@ -43,6 +46,10 @@ const INGEST_QUEUE: usize = 64;
 /// A range answer of at least this many entries makes the node ask for the next range at once,
 /// before the answer is ingested (a short one means the gap is closed).
 const PIPELINE_AFTER: u64 = 256;
+/// Range requests in flight plus answers waiting for the ingest worker, per feed, beyond which
+/// a long answer does not ask for the next range at once (the next one is asked for when an
+/// answer has been ingested): one feed cannot fill the ingest queue.
+const QUEUED_PER_FEED: u32 = 2;
 /// Gossiped entries of one peer waiting for the ingest worker at once; more are ignored
 /// (gossipsub `Ignore`: anti-entropy fetches them later), so one peer cannot fill the queue.
 const GOSSIP_QUEUED_PER_PEER: usize = 8;
@@ -56,6 +63,8 @@ enum IngestJob {
     Range {
         peer: PeerId,
         feed: NodeId,
+        /// The first seq asked for.
+        from: u64,
         entries: Vec<Vec<u8>>,
     },
     /// A gossiped entry to judge (its gossipsub validation waits for the outcome).
@@ -71,9 +80,13 @@ enum IngestDone {
     Range {
         peer: PeerId,
         feed: NodeId,
+        /// The first seq asked for.
+        from: u64,
         stored: usize,
         /// Stopped at an entry refused until the charter changes.
         refused: bool,
+        /// The answer held something other than the entries asked for.
+        mismatch: bool,
     },
     Gossip {
         source: PeerId,
@@ -93,11 +106,15 @@ fn ingest_worker(
         // A panic on one job (a bug reached by some entry) refuses that job instead of
         // stopping the node on every restart that meets the same entry again.
         let failed = match &job {
-            IngestJob::Range { peer, feed, .. } => IngestDone::Range {
+            IngestJob::Range {
+                peer, feed, from, ..
+            } => IngestDone::Range {
                 peer: *peer,
                 feed: *feed,
+                from: *from,
                 stored: 0,
                 refused: false,
+                mismatch: false,
             },
             IngestJob::Gossip { source, id, .. } => IngestDone::Gossip {
                 source: *source,
@@ -122,21 +139,24 @@ fn ingest_one(feeds: &Feeds, job: IngestJob) -> IngestDone {
         IngestJob::Range {
             peer,
             feed,
+            from,
             entries,
         } => {
-            let (stored, refused) = match feeds.ingest_range(&entries) {
-                Ok(r) => (r.stored, r.refused.is_some()),
+            let (stored, refused, mismatch) = match feeds.ingest_range(&feed, from, &entries) {
+                Ok(r) => (r.stored, r.refused.is_some(), r.mismatch),
                 Err(e) => {
                     warn!(error = %e, "store error while ingesting a range");
-                    (0, false)
+                    (0, false, false)
                 }
             };
-            debug!(%peer, %feed, stored, refused, "ingested range");
+            debug!(%peer, %feed, from, stored, refused, mismatch, "ingested range");
             IngestDone::Range {
                 peer,
                 feed,
+                from,
                 stored,
                 refused,
+                mismatch,
             }
         }
         IngestJob::Gossip { source, id, bytes } => IngestDone::Gossip {
@@ -502,6 +522,7 @@ impl EventLoop {
                 .filter(|k| h.ever_member(k))
                 .collect()
         });
+        let me_feed = self.state.id();
         let mut seen = HashSet::new();
         for h in theirs
             .heads
@@ -511,6 +532,11 @@ impl EventLoop {
             let have = self.state.store.head(&h.feed).map(|h| h.seq).unwrap_or(0);
             let version = self.state.charter_version();
             if self.refused.get(&h.feed) == Some(&(have, version)) {
+                continue;
+            }
+            if h.feed == me_feed && self.own_claim_ignored(peer) {
+                // A peer that did not serve what it claimed of this node's feed is not asked
+                // for it again while catching up: it cannot keep the feed's one request busy.
                 continue;
             }
             if h.seq > have {
@@ -987,8 +1013,13 @@ impl EventLoop {
                 ..
             } => {
                 debug!(%peer, %error, "sync request failed");
-                if let Some((feed, peer, _)) = self.ranges.remove(&request_id) {
+                if let Some((feed, peer, from)) = self.ranges.remove(&request_id) {
                     self.inflight_done(&feed);
+                    if feed == self.state.id() {
+                        if let Some(member) = self.members.get(&peer) {
+                            self.feeds.own_range_failed(*member, from);
+                        }
+                    }
                     self.range_done(peer);
                 }
             }
@@ -999,17 +1030,24 @@ impl EventLoop {
         }
     }
 
-    /// `peer` answered a range of `feed` from this node's head with no entries: if it is this
-    /// node's own feed, what the peer claimed of it beyond the head is not backed (a restored
-    /// node stops waiting for it). Only an empty answer refutes: one that brought entries
-    /// already held (gossip was faster) proves nothing.
-    fn own_range_empty(&self, peer: PeerId, feed: NodeId) {
+    /// `peer`, asked for `feed` from seq `from`, answered with no entries or with something
+    /// other than those entries: if it is this node's own feed, what the peer claimed of it
+    /// from `from` on is not backed (a restored node stops waiting for it). An answer that
+    /// brought entries already held (gossip was faster) proves nothing.
+    fn own_range_unbacked(&self, peer: PeerId, feed: NodeId, from: u64) {
         if feed != self.state.id() {
             return;
         }
         if let Some(member) = self.members.get(&peer) {
-            self.feeds.own_head_unbacked(*member);
+            self.feeds.own_range_unbacked(*member, from);
         }
+    }
+
+    /// Whether `peer`'s claims on this node's own feed are ignored while it catches up.
+    fn own_claim_ignored(&self, peer: PeerId) -> bool {
+        self.members
+            .get(&peer)
+            .is_some_and(|m| self.feeds.own_claim_ignored(m))
     }
 
     fn on_ingested(&mut self, done: IngestDone) {
@@ -1018,10 +1056,15 @@ impl EventLoop {
             IngestDone::Range {
                 peer,
                 feed,
+                from,
                 stored,
                 refused,
+                mismatch,
             } => {
                 let idle = self.inflight_done(&feed);
+                if mismatch {
+                    self.own_range_unbacked(peer, feed, from);
+                }
                 if refused {
                     // The entry after the head is refused until the charter changes: do not
                     // fetch (and verify) it again from every peer that advertises it.
@@ -1168,23 +1211,34 @@ impl EventLoop {
                 let Some((feed, from)) = range else {
                     return;
                 };
-                if entries.is_empty() {
+                if entries.is_empty() || !answers(&entries, &feed, from) {
+                    if !entries.is_empty() {
+                        warn!(target: "huitong::audit", %peer, %feed, from, "a range answer does not hold the entries asked for; it is dropped");
+                        self.state.reject("range_mismatch");
+                    }
                     self.inflight_done(&feed);
-                    self.own_range_empty(peer, feed);
+                    self.own_range_unbacked(peer, feed, from);
                     self.range_done(peer);
                     return;
+                }
+                if feed == self.state.id() {
+                    if let Some(member) = self.members.get(&peer) {
+                        self.feeds.own_range_served(member);
+                    }
                 }
                 let n = entries.len() as u64;
                 // `feed` stays in `inflight` until the worker is done with it.
                 let job = IngestJob::Range {
                     peer,
                     feed,
+                    from,
                     entries: entries.into_iter().map(ByteBuf::into_vec).collect(),
                 };
                 match self.ingest.try_send(job) {
                     Ok(()) => {
                         // The answer's ingest takes over from the request.
-                        if n >= PIPELINE_AFTER {
+                        let queued = self.inflight.get(&feed).copied().unwrap_or(0);
+                        if n >= PIPELINE_AFTER && queued < QUEUED_PER_FEED {
                             // A long answer: the peer likely holds more. Ask for the next
                             // range now, so fetching it overlaps ingesting this one (answers
                             // arrive, and are ingested, in order: this one is queued first).
@@ -1206,4 +1260,14 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// Whether a range answer of `feed` from seq `from` looks like what was asked, by its first and
+/// last entries (read without signatures; the ingest worker checks every entry in full).
+fn answers(entries: &[ByteBuf], feed: &NodeId, from: u64) -> bool {
+    use huitong_protocol::feed::Position;
+    let at = |i: usize| entries.get(i).and_then(|b| Position::peek(b).ok());
+    let last = entries.len().saturating_sub(1);
+    let expected = |seq: Option<u64>| seq.map(|seq| Position { feed: *feed, seq });
+    at(0) == expected(Some(from)) && at(last) == expected(from.checked_add(last as u64))
 }
