@@ -828,6 +828,36 @@ mod tests {
         );
     }
 
+    /// Review s7, H2: an end tag of the cell's local name but another prefix (`</x:c>`) does
+    /// not end the value for calamine, which reads `<v>` to `</v>` and keeps all text between;
+    /// nor for the pre-scan, which measures the cell to that point. Each run of text is under
+    /// the token limit; the cell is over the cell limit. (The `<b>` balances the extra end tag,
+    /// which quick-xml would refuse.)
+    #[test]
+    fn a_cell_closed_by_an_end_tag_of_another_prefix_is_refused_before_calamine() {
+        let runs: String = (0..3)
+            .map(|_| format!("<!---->{}", noise(600_000)))
+            .collect();
+        let s = format!(
+            r#"<worksheet xmlns="{NS}"><sheetData><row><b><c r="A2" t="str"><v>x</x:c>{runs}</v></c></row></sheetData></worksheet>"#
+        );
+        let bytes = workbook(s.as_bytes(), None);
+        let e = refused_before_calamine(&bytes);
+        assert!(
+            e.contains("cell A2 of xl/worksheets/sheet1.xml holds more than 1048576 bytes"),
+            "{e}"
+        );
+        // calamine, given the file, holds the whole 1.8 MB as the cell's value.
+        let mut book: Xlsx<_> = Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
+        let mut cells = book.worksheet_cells_reader("Sheet1").unwrap();
+        let cell = cells.next_cell().unwrap().unwrap();
+        assert_eq!(cell.get_position(), (1, 0));
+        match cell.get_value() {
+            calamine::DataRef::String(v) => assert_eq!(v.len(), 1_800_001),
+            v => panic!("{v:?}"),
+        }
+    }
+
     /// Cells of one row may all name one long shared string: 20 cells naming one 900 KB string
     /// make 18 MB in one row, refused past 16 MiB.
     #[test]

@@ -23,6 +23,14 @@
 //!   (value, formula, rich-text runs), at most [`MAX_CELL_XML`] bytes — calamine holds a cell's
 //!   text whole.
 //!
+//! A cell, a shared string or a defined name is measured from its start tag to the end tag
+//! that closes it as calamine reads it ([`Held`]). calamine reads a value (`v`, `is`, `t`, `f`,
+//! `si`, `definedName`) until an end tag of exactly the name it opened with, prefix included,
+//! and keeps all text in between; quick-xml, with end names unchecked, lets any end tag by.
+//! So `<v>x</x:c>…</v>` is one value to calamine, and the scan closes an element only at an
+//! end tag of its very name while everything opened inside it is closed the same way: it
+//! never ends a measure before calamine ends the value.
+//!
 //! Parts are found as calamine finds them: by the paths it builds, compared without regard to
 //! case or to `\` versus `/` (calamine's lookup is case-insensitive), and the shared strings
 //! and styles by file name in any folder. Where calamine would take one of several candidates
@@ -49,6 +57,9 @@ pub const MAX_STYLE_TEXT: u64 = 1 << 10;
 pub const MAX_NUMBER_FORMATS: usize = 1 << 16;
 /// The most shared strings a workbook may declare or hold.
 pub const MAX_SHARED_STRINGS: u64 = 1 << 22;
+/// The most bytes of element names open at once inside one cell, shared string or defined name
+/// (the scan keeps them to match end tags; spreadsheet programs nest a few short names).
+const MAX_OPEN_NAMES: usize = 64 << 10;
 /// The scan reads a part through a buffer of this size.
 const SCAN_BUFFER: usize = 64 << 10;
 /// The scan fails a token once it has read this much of it (the token limit plus what two
@@ -92,6 +103,75 @@ fn base(key: &str) -> &str {
 /// The local name of an element or attribute name (after any `prefix:`).
 fn local(name: &str) -> &str {
     name.rsplit(':').next().unwrap_or(name)
+}
+
+/// A cell, shared string or defined name being measured: open from its start tag until every
+/// element opened inside it, and then itself, is closed by an end tag of exactly its name,
+/// innermost first. Any other end tag is passed over, as calamine passes it over inside a value
+/// (a value ends only at the end tag of its very name, and the value is inside the element, so
+/// it is still measured while calamine reads it). Within a well-formed part this is the
+/// element's own extent.
+struct Held {
+    /// What is measured: "cell", "shared string", "defined name" (for the message).
+    what: &'static str,
+    /// Where the outermost start tag begins.
+    from: u64,
+    /// The raw names (prefix included) of the elements open, outermost first, one after the
+    /// other; at most [`MAX_OPEN_NAMES`] bytes.
+    names: String,
+    /// Where each name in `names` ends.
+    ends: Vec<usize>,
+}
+
+impl Held {
+    fn new(what: &'static str) -> Self {
+        Held {
+            what,
+            from: 0,
+            names: String::new(),
+            ends: Vec::new(),
+        }
+    }
+
+    /// Whether an element is being measured.
+    fn is_open(&self) -> bool {
+        !self.ends.is_empty()
+    }
+
+    /// Opens element `name` of part `part` at `from` (inside the element measured, if one is).
+    fn open(&mut self, part: &str, name: &str, from: u64) -> Result<(), String> {
+        if !self.is_open() {
+            self.from = from;
+            self.names.clear();
+        }
+        if self.names.len() + name.len() > MAX_OPEN_NAMES {
+            return Err(format!(
+                "{part} nests elements with more than {MAX_OPEN_NAMES} bytes of names inside one {}, far deeper than spreadsheet programs write: refused as malformed or hostile; save the workbook again from a spreadsheet program, or save the sheet as CSV",
+                self.what
+            ));
+        }
+        self.names.push_str(name);
+        self.ends.push(self.names.len());
+        Ok(())
+    }
+
+    /// An end tag: closes the innermost element open if it has exactly this name.
+    fn close(&mut self, name: &str) {
+        let start = match self.ends.len() {
+            0 => return,
+            n if n >= 2 => self.ends[n - 2],
+            _ => 0,
+        };
+        if &self.names[start..] == name {
+            self.ends.pop();
+            self.names.truncate(start);
+        }
+    }
+
+    /// The bytes of XML measured up to `at`, if an element is open.
+    fn bytes(&self, at: u64) -> Option<u64> {
+        self.is_open().then(|| at - self.from)
+    }
 }
 
 /// The attributes of a start tag as `(name, raw value)` pairs, read as leniently as calamine
@@ -284,7 +364,9 @@ pub(super) fn check<R: Read + Seek>(
 fn shared_strings<R: Read>(part: &str, size: u64, reader: R) -> Result<(), String> {
     let mut seen_sst = false;
     let mut strings = 0u64;
-    let mut open_at: Option<u64> = None;
+    // The shared string measured and its number.
+    let mut held = Held::new("shared string");
+    let mut which = 0u64;
     scan(part, reader, &mut |event, from, at| {
         match event {
             Event::Start(e) if !seen_sst && e.local_name().as_ref() == "sst" => {
@@ -308,14 +390,18 @@ fn shared_strings<R: Read>(part: &str, size: u64, reader: R) -> Result<(), Strin
                         "{part} holds more than {MAX_SHARED_STRINGS} shared strings: save the sheet as CSV to publish it"
                     ));
                 }
-                open_at.get_or_insert(from);
+                if !held.is_open() {
+                    which = strings;
+                }
+                held.open(part, e.name().as_ref(), from)?;
             }
-            Event::End(e) if e.local_name().as_ref() == "si" => open_at = None,
+            Event::Start(e) if held.is_open() => held.open(part, e.name().as_ref(), from)?,
+            Event::End(e) => held.close(e.name().as_ref()),
             _ => {}
         }
-        match open_at {
-            Some(from) if at - from > MAX_CELL_XML => Err(format!(
-                "shared string {strings} of {part} holds more than {MAX_CELL_XML} bytes of XML: a value that long does not belong in a spreadsheet (Excel's own limit is 32,767 characters); save the sheet as CSV to publish it"
+        match held.bytes(at) {
+            Some(bytes) if bytes > MAX_CELL_XML => Err(format!(
+                "shared string {which} of {part} holds more than {MAX_CELL_XML} bytes of XML: a value that long does not belong in a spreadsheet (Excel's own limit is 32,767 characters); save the sheet as CSV to publish it"
             )),
             _ => Ok(()),
         }
@@ -462,8 +548,19 @@ struct Book {
 }
 
 fn workbook<R: Read>(part: &str, reader: R, book: &mut Book) -> Result<(), String> {
-    let mut name_from: Option<u64> = None;
+    // The defined name measured: every byte from its start tag to its end (or to the end of
+    // the part, where calamine has read it all before failing) counts.
+    let mut held = Held::new("defined name");
     scan(part, reader, &mut |event, from, at| {
+        match event {
+            Event::Start(e) if held.is_open() || e.local_name().as_ref() == "definedName" => {
+                held.open(part, e.name().as_ref(), from)?;
+            }
+            _ => {}
+        }
+        if held.is_open() {
+            book.name_bytes += at - from;
+        }
         match event {
             Event::Start(e) if e.local_name().as_ref() == "sheet" => {
                 if book.sheets == 0 {
@@ -476,15 +573,8 @@ fn workbook<R: Read>(part: &str, reader: R, book: &mut Book) -> Result<(), Strin
                 let longest = attrs(e).map(|(_, v)| v.len() as u64).max().unwrap_or(0);
                 book.longest_sheet_attr = book.longest_sheet_attr.max(longest);
             }
-            Event::Start(e) if e.local_name().as_ref() == "definedName" => {
-                book.names += 1;
-                name_from.get_or_insert(from);
-            }
-            Event::End(e) if e.local_name().as_ref() == "definedName" => {
-                if let Some(from) = name_from.take() {
-                    book.name_bytes += at - from;
-                }
-            }
+            Event::Start(e) if e.local_name().as_ref() == "definedName" => book.names += 1,
+            Event::End(e) => held.close(e.name().as_ref()),
             _ => {}
         }
         Ok(())
@@ -532,25 +622,26 @@ fn relationships<R: Read>(part: &str, reader: R, rels: &mut Relationships) -> Re
 
 /// The first sheet: every cell's XML at most [`MAX_CELL_XML`] bytes.
 fn worksheet<R: Read>(part: &str, reader: R) -> Result<(), String> {
-    // Where the open cell starts; its reference (for the message; one buffer for all cells).
-    let mut cell: Option<u64> = None;
+    // The cell measured; its reference (for the message; one buffer for all cells).
+    let mut cell = Held::new("cell");
     let mut name = String::new();
     let mut cells = 0u64;
     scan(part, reader, &mut |event, from, at| {
         match event {
-            Event::Start(e) if cell.is_none() && e.local_name().as_ref() == "c" => {
+            Event::Start(e) if cell.is_open() => cell.open(part, e.name().as_ref(), from)?,
+            Event::Start(e) if e.local_name().as_ref() == "c" => {
                 cells += 1;
                 name.clear();
                 if let Some((_, r)) = attrs(e).find(|(k, _)| *k == "r") {
                     name.extend(r.chars().take(16));
                 }
-                cell = Some(from);
+                cell.open(part, e.name().as_ref(), from)?;
             }
-            Event::End(e) if e.local_name().as_ref() == "c" => cell = None,
+            Event::End(e) => cell.close(e.name().as_ref()),
             _ => {}
         }
-        match cell {
-            Some(from) if at - from > MAX_CELL_XML => {
+        match cell.bytes(at) {
+            Some(bytes) if bytes > MAX_CELL_XML => {
                 let which = if name.is_empty() {
                     format!("number {cells}")
                 } else {
@@ -634,6 +725,116 @@ mod tests {
         }
         x.push_str("</cellXfs></styleSheet>");
         assert_eq!(styles("styles.xml", x.as_bytes()), Ok(()));
+    }
+
+    /// Three runs of text of 600,000 bytes, each its own token (a comment between them): 1.8 MB
+    /// in all, every token under [`MAX_CELL_XML`]. (The review's attack repeats this 500 times.)
+    fn padding() -> String {
+        let run = "a".repeat(600_000);
+        (0..3).map(|_| format!("<!---->{run}")).collect()
+    }
+
+    /// Three `<t>` elements of 600,000 bytes each.
+    fn texts() -> String {
+        let run = "a".repeat(600_000);
+        (0..3).map(|_| format!("<t>{run}</t>")).collect()
+    }
+
+    fn sheet_of(cells: &str) -> String {
+        format!("<worksheet><sheetData><row>{cells}</row></sheetData></worksheet>")
+    }
+
+    /// Review s7, H2: calamine reads a value until the end tag of its very name (`</v>`), with
+    /// every text between kept, so an end tag of the same local name but another prefix
+    /// (`</x:c>`) must not end the cell for the scan either. (quick-xml refuses more end tags
+    /// than start tags even without checking their names, so each attack opens one element
+    /// more, `<b>`, and calamine reads it to the end without an error.)
+    #[test]
+    fn a_cell_is_not_closed_by_an_end_tag_of_another_prefix() {
+        let x = sheet_of(&format!(
+            r#"<b><c r="A2" t="str"><v>x</x:c>{}</v></c>"#,
+            padding()
+        ));
+        let e = worksheet("sheet.xml", x.as_bytes()).unwrap_err();
+        assert!(
+            e.contains("cell A2 of sheet.xml holds more than 1048576 bytes")
+                && e.contains("save the sheet as CSV"),
+            "{e}"
+        );
+        // An inline string (`<is>`, read until `</is>`) the same way.
+        let x = sheet_of(&format!(
+            r#"<b><b><c r="B3" t="inlineStr"><is><t>a</t></x:c></x:is>{}</is></c>"#,
+            texts()
+        ));
+        let e = worksheet("sheet.xml", x.as_bytes()).unwrap_err();
+        assert!(
+            e.contains("cell B3 of sheet.xml holds more than 1048576 bytes"),
+            "{e}"
+        );
+    }
+
+    /// A value still open at the cell's own end tag: calamine reads on to `</v>`.
+    #[test]
+    fn a_value_open_past_its_cells_end_tag_is_counted_with_the_cell() {
+        let x = sheet_of(&format!(
+            r#"<b><c r="C4" t="str"><v>x</c>{}</v></c>"#,
+            padding()
+        ));
+        let e = worksheet("sheet.xml", x.as_bytes()).unwrap_err();
+        assert!(e.contains("cell C4 of sheet.xml holds more than"), "{e}");
+    }
+
+    #[test]
+    fn a_shared_string_is_not_closed_by_an_end_tag_of_another_prefix() {
+        let x = format!("<sst><b><si><r/><t>a</t></x:si>{}</si></sst>", texts());
+        let e = count_sst(&x).unwrap_err();
+        assert!(
+            e.contains("shared string 1 of sst.xml holds more than 1048576 bytes")
+                && e.contains("save the sheet as CSV"),
+            "{e}"
+        );
+    }
+
+    /// Defined names are read the same way: all their text counts toward the workbook's memory.
+    #[test]
+    fn a_defined_name_is_not_closed_by_an_end_tag_of_another_prefix() {
+        let x = format!(
+            r#"<workbook><definedNames><b><definedName name="a">x</x:definedName>{}</definedName></definedNames></workbook>"#,
+            padding()
+        );
+        let mut book = Book::default();
+        workbook("workbook.xml", x.as_bytes(), &mut book).unwrap();
+        assert!(book.name_bytes > 1_800_000, "{}", book.name_bytes);
+    }
+
+    /// The scan keeps the names of the elements open inside a cell or string, so it refuses
+    /// deep nesting, within the size limit, before holding much.
+    #[test]
+    fn deep_nesting_inside_a_shared_string_is_refused() {
+        let e = count_sst(&format!("<sst><si>{}</si></sst>", "<ab>".repeat(40_000))).unwrap_err();
+        assert!(
+            e.contains("sst.xml nests elements with more than 65536 bytes of names inside one shared string"),
+            "{e}"
+        );
+    }
+
+    /// Cells and shared strings that close as they should are counted one by one, however
+    /// they are prefixed, and whatever they hold.
+    #[test]
+    fn well_formed_cells_and_strings_are_counted_one_by_one() {
+        let run = "a".repeat(600_000);
+        let cells: String = (0..3)
+            .map(|i| {
+                format!(
+                    r#"<x:c r="A{i}" t="inlineStr"><x:is><x:r><x:rPr/><x:t xml:space="preserve">{run}</x:t></x:r><x:rPh><x:t>b</x:t></x:rPh></x:is></x:c><c r="B{i}"><f>SUM(A1)</f><v/></c>"#
+                )
+            })
+            .collect();
+        assert_eq!(worksheet("sheet.xml", sheet_of(&cells).as_bytes()), Ok(()));
+        let strings: String = (0..3)
+            .map(|_| format!("<x:si><x:r><x:t>{run}</x:t></x:r></x:si><si/>"))
+            .collect();
+        assert_eq!(count_sst(&format!("<x:sst>{strings}</x:sst>")), Ok(()));
     }
 
     #[test]
