@@ -41,9 +41,11 @@ use huitong_protocol::audit::{Record, RecordKind};
 /// How far ahead of this node's clock an entry's timestamp may be (clock skew between nodes).
 pub const MAX_CLOCK_AHEAD_MS: u64 = 10 * 60 * 1000;
 const HOUR_MS: u64 = 3_600_000;
-/// A transfer record is appended only while the feed holds fewer than `entries_per_hour / 2`
-/// entries of the last hour: consumers' transfers never take the half of the quota that is the
-/// provider's own (the server also bounds each consumer, `transfer::served`).
+/// An entry other members cause — a transfer record of a provider, the hub's acceptance,
+/// rejection or token of an application — is appended only while the feed holds fewer than
+/// `entries_per_hour / 2` entries of the last hour (at least 1): what members cause never takes
+/// the half of the quota that is the node's own (the transfer server also bounds each
+/// consumer, `transfer::served`; the hub's agent each applicant, `agent`).
 pub const TRANSFER_SHARE_OF_QUOTA: u32 = 2;
 
 /// What happened to an incoming entry.
@@ -535,6 +537,10 @@ impl Feeds {
         quota: FeedQuota,
     ) -> Result<Option<u64>, StoreError> {
         let per_hour = u64::from(quota.entries_per_hour);
+        if per_hour == 0 {
+            // No quota allows nothing (charters refuse 0; never read as "no limit").
+            return Ok(Some(at_ms.saturating_add(HOUR_MS)));
+        }
         if seq <= per_hour {
             return Ok(None);
         }
@@ -713,11 +719,11 @@ impl Feeds {
         let timestamp_ms = now
             .max(prev.as_ref().map_or(0, |p| p.timestamp_ms))
             .max(issued_at_ms);
-        // Transfer records are caused by consumers: they may fill only part of the quota, so
-        // no consumer can spend the provider's own share (its publishes, decisions, withdrawals).
-        let quota = if matches!(event, Event::Transfer(_)) {
+        // Entries other members cause may fill only part of the quota, so no member can spend
+        // the node's own share (its publishes, decisions, withdrawals).
+        let quota = if caused_by_members(&event, state.is_hub()) {
             FeedQuota {
-                entries_per_hour: quota.entries_per_hour / TRANSFER_SHARE_OF_QUOTA,
+                entries_per_hour: (quota.entries_per_hour / TRANSFER_SHARE_OF_QUOTA).max(1),
             }
         } else {
             quota
@@ -748,5 +754,19 @@ impl Feeds {
         }
         state.store.commit(w, batch, false)?;
         Ok(sealed)
+    }
+}
+
+/// Whether this node appends `event` because of what other members did (see
+/// [`TRANSFER_SHARE_OF_QUOTA`]): a transfer record (a consumer's pull), or on the hub its
+/// acceptance, rejection or token of an application.
+fn caused_by_members(event: &Event, hub: bool) -> bool {
+    use huitong_protocol::application::GrantEvent;
+    match event {
+        Event::Transfer(_) => true,
+        Event::Grant(
+            GrantEvent::Accepted { .. } | GrantEvent::Rejected { .. } | GrantEvent::Issued { .. },
+        ) => hub,
+        _ => false,
     }
 }

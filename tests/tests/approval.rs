@@ -100,3 +100,101 @@ fn grants_follow_a_partial_approval_and_a_wider_token_is_refused() -> anyhow::Re
     )?;
     Ok(())
 }
+
+/// Review s7, X1: the hub appends one step (acceptance or rejection) for each application
+/// submitted, so one member applying up to its own feed quota used to spend the hub's quota too,
+/// and then nobody's application was accepted (nor any token issued) for the hour. Now one
+/// applicant's applications take at most 1/16 of the hub's quota an hour, and all members'
+/// at most half: another member's application is accepted at once, and the hub still appends
+/// its own entries.
+#[test]
+fn one_member_applying_in_bulk_cannot_spend_the_hubs_feed_quota() -> anyhow::Result<()> {
+    let mut f = start(2, 2)?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let (hub, provider, consumer, city) = (0, 1, 2, 3);
+    let code = "301001/000052";
+    data::publish_table_entry(net, &dir, provider, 52, "有条件共享", Some("仅限核验"))?;
+    // The hub holds two entries of its own; the quota is 48 entries an hour.
+    for n in 1..=2 {
+        data::publish_entry(
+            net,
+            &dir,
+            hub,
+            &huitong_tests::entry(net, hub, n, "枢纽自有资源"),
+        )?;
+    }
+    let auth = net.dir.join("authority.key");
+    cli_ok(
+        net,
+        hub,
+        &[
+            "charter",
+            "quota",
+            "--entries-per-hour",
+            "48",
+            "--authority-key",
+            &auth.to_string_lossy(),
+        ],
+    )?;
+    for i in [provider, consumer, city] {
+        huitong_tests::wait_charter(net, i, 2)?;
+    }
+    huitong_tests::wait_until(
+        std::time::Duration::from_secs(60),
+        "the entry on the applicants' nodes",
+        || {
+            Ok(cli_ok(net, consumer, &["catalogue", "show", code]).is_ok()
+                && cli_ok(net, city, &["catalogue", "show", code]).is_ok())
+        },
+    )?;
+    // The consumer applies as often as its own quota lets it (48 an hour).
+    let script = format!(
+        "for i in $(seq 48); do {bin} --dir {dir} apply {code} --fields 编号 --purpose 核验 --basis 依据 --until 2099-12-31 >/dev/null 2>&1 || true; done",
+        bin = net.bin.display(),
+        dir = net.nodes[consumer].dir.display(),
+    );
+    let status = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .status()?;
+    anyhow::ensure!(status.success(), "the applying loop failed");
+    let submitted = apps(net, consumer, "--outgoing")?.len();
+    assert!(submitted >= 40, "{submitted} applications submitted");
+    // Another member's application is accepted all the same.
+    let id = apply(net, city, code, "编号")?;
+    wait_state(net, city, "--outgoing", &id, "accepted")?;
+    // The consumer's: 48 / 16 = 3 accepted this hour, the rest still waiting.
+    let consumer_states = || -> anyhow::Result<Vec<String>> {
+        Ok(apps(net, consumer, "--outgoing")?
+            .iter()
+            .map(|a| a["state"].as_str().unwrap_or_default().to_string())
+            .collect())
+    };
+    huitong_tests::wait_until(
+        std::time::Duration::from_secs(60),
+        "3 of the consumer's applications accepted",
+        || {
+            Ok(consumer_states()?
+                .iter()
+                .filter(|s| *s == "accepted")
+                .count()
+                >= 3)
+        },
+    )?;
+    let states = consumer_states()?;
+    let accepted = states.iter().filter(|s| *s == "accepted").count();
+    assert_eq!(accepted, 3, "{states:?}");
+    assert_eq!(
+        states.iter().filter(|s| *s == "submitted").count(),
+        submitted - 3,
+        "{states:?}"
+    );
+    // The hub's own half of its quota is intact.
+    data::publish_entry(
+        net,
+        &dir,
+        hub,
+        &huitong_tests::entry(net, hub, 3, "配额内的枢纽资源"),
+    )?;
+    Ok(())
+}
