@@ -431,3 +431,96 @@ fn a_fifo_at_an_earlier_output_or_a_stuck_verification_does_not_hold_pulls() -> 
     assert!(data::same_bytes(&v2, &out3)?, "byte-exact");
     Ok(())
 }
+
+/// The chunk files in node `i`'s chunk store (not its temporary files).
+fn chunk_files(net: &Testnet, i: usize) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(net.nodes[i].dir.join("chunks"))? {
+        let d = d?;
+        if d.file_name() == "tmp" || !d.file_type()?.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(d.path())? {
+            out.push(f?.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Cuts a chunk file short, as a write torn by a power loss leaves it.
+fn tear(chunk: &Path) -> anyhow::Result<()> {
+    let len = std::fs::metadata(chunk)?.len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(chunk)?
+        .set_len(len / 2)?;
+    Ok(())
+}
+
+/// Review 10, M7: a table version was marked complete once every chunk file existed, without
+/// reading the chunks of the columns not pulled then; a chunk torn by a crash made every later
+/// pull of its column fail for ever with "the provider's copy is damaged". Now a version is
+/// complete only once every chunk verifies, and a held chunk found damaged later (at export)
+/// marks the version incomplete: the pull fetches that chunk again and succeeds.
+#[test]
+fn a_torn_or_damaged_held_chunk_is_fetched_again() -> anyhow::Result<()> {
+    const CODE: &str = "301001/000061";
+    let mut f = start(2, 2)?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let (provider, consumer) = (1, 2);
+    // Every 信息项 unconditional, so one consumer can hold every chunk of the version.
+    let mut entry = data::table_entry(net, provider, 61, "无条件共享", None);
+    if let Some(item) = entry["items"][4].as_object_mut() {
+        item.remove("share_type");
+    }
+    data::publish_entry(net, &dir, provider, &entry)?;
+    let csv = data::table_csv(&dir.join("t.csv"), 20_000, 0..0)?;
+    data::publish(net, provider, CODE, &csv, &[])?;
+    data::wait_version(net, consumer, CODE, 1)?;
+    let out = |name: &str| dir.join(name).to_string_lossy().to_string();
+
+    // 编号 alone: its chunks are all the consumer holds. One of them is torn afterwards.
+    let first = data::pull(
+        net,
+        consumer,
+        &[CODE, "--fields", "编号", "--out", &out("a.csv")],
+    )?;
+    assert!(first["chunks_fetched"].as_u64() > Some(0), "{first}");
+    let held = chunk_files(net, consumer)?;
+    assert!(!held.is_empty());
+    tear(&held[0])?;
+    // The other columns: every chunk file now exists, but one does not verify.
+    data::pull(
+        net,
+        consumer,
+        &[
+            CODE,
+            "--fields",
+            "姓名,金额,日期,备注",
+            "--out",
+            &out("rest.csv"),
+        ],
+    )?;
+    // 编号 again: the torn chunk is fetched again.
+    let again = data::pull(
+        net,
+        consumer,
+        &[CODE, "--fields", "编号", "--out", &out("a2.csv")],
+    )?;
+    assert_eq!(again["chunks_fetched"].as_u64(), Some(1), "{again}");
+    assert!(data::same_bytes(&dir.join("a.csv"), &dir.join("a2.csv"))?);
+
+    // Now every chunk is held and verified (the version is complete). One is damaged later:
+    // the pull finds it at export, marks the version incomplete and fetches it again.
+    tear(&held[0])?;
+    let third = data::pull(
+        net,
+        consumer,
+        &[CODE, "--fields", "编号", "--out", &out("a3.csv")],
+    )?;
+    assert_eq!(third["chunks_fetched"].as_u64(), Some(1), "{third}");
+    assert!(data::same_bytes(&dir.join("a.csv"), &dir.join("a3.csv"))?);
+    Ok(())
+}
