@@ -38,6 +38,14 @@ pub enum OutError {
         /// What it is.
         kind: &'static str,
     },
+    /// The directory lets other users replace files in it.
+    #[error("{dir} can be written by other users (mode {mode:o}) and is not sticky, so any of them could replace the file while it is written; write into a directory only you (or the node) can write, or make it sticky with `chmod +t {dir}` (the shipped exchange directory is mode 3770)")]
+    SharedDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Not enough free space.
     #[error("not enough free space to write {path}: {} needed, {} available on its file system; free some space or write elsewhere", show(*.needed), show(*.available))]
     NoSpace {
@@ -96,8 +104,13 @@ fn kind(t: std::fs::FileType) -> &'static str {
 }
 
 /// Checks what is at `path` now: nothing, or a regular file (to be replaced). A symbolic link,
-/// a directory or a special file is refused.
+/// a directory or a special file is refused, and so is a directory other users can write to
+/// without the sticky bit (they could rename their own file over the output or its partial
+/// file while it is written).
 pub fn check_target(path: &Path) -> Result<(), OutError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        check_dir(dir)?;
+    }
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err(path)(e)),
@@ -110,6 +123,23 @@ pub fn check_target(path: &Path) -> Result<(), OutError> {
         }),
         Ok(_) => Ok(()),
     }
+}
+
+/// Refuses a directory that users other than its owner may write to (group or other write
+/// bit) unless it is sticky (then only a file's owner may rename or remove it).
+fn check_dir(dir: &Path) -> Result<(), OutError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)
+        .map_err(io_err(dir))?
+        .permissions()
+        .mode();
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(OutError::SharedDir {
+            dir: dir.to_path_buf(),
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(())
 }
 
 /// Creates a new file for reading and writing; fails if anything (a file, a link) is at `path`.
@@ -220,6 +250,16 @@ mod tests {
         let plain = dir.path().join("plain");
         create_new(&plain).unwrap();
         check_target(&plain).unwrap();
+        // Review s7, M4: a directory others may write to, not sticky, is refused; sticky is not.
+        use std::os::unix::fs::PermissionsExt;
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o2770)).unwrap();
+        let e = check_target(&shared.join("out.csv")).unwrap_err();
+        assert!(matches!(e, OutError::SharedDir { mode: 0o2770, .. }), "{e}");
+        assert!(e.to_string().contains("chmod +t"), "{e}");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o3770)).unwrap();
+        check_target(&shared.join("out.csv")).unwrap();
         assert!(create_new(&plain).is_err(), "never over an existing file");
     }
 

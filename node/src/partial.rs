@@ -105,6 +105,14 @@ fn still_at(file: &File, path: &Path) -> bool {
     }
 }
 
+/// The error for a file that another one took the place of while it was written.
+fn replaced(path: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{} was replaced by another file while it was written (someone else can write to its directory): what is there is not this node's output; write into a directory only you (or the node) can write, or make it sticky (chmod +t)",
+        path.display()
+    ))
+}
+
 impl Partial {
     /// Claims a new partial file for `target`. Stale partial files of the target (no process
     /// holds them) are adopted — the most recently written one, renamed to this writer's name,
@@ -173,8 +181,18 @@ impl Partial {
     }
 
     /// Fsyncs the file and renames it over the target (durably, see [`crate::durable`]).
+    /// Fails, leaving the target alone, if the partial file is no longer this writer's own
+    /// (another user renamed a file over it), and fails loudly if the file renamed into place
+    /// is not it (replaced in between).
     pub fn finish(self) -> io::Result<()> {
-        crate::durable::finish(&self.file, &self.path, &self.target)
+        if !still_at(&self.file, &self.path) {
+            return Err(replaced(&self.path));
+        }
+        crate::durable::finish(&self.file, &self.path, &self.target)?;
+        if !still_at(&self.file, &self.target) {
+            return Err(replaced(&self.target));
+        }
+        Ok(())
     }
 
     /// Removes the file (an output that will not be finished; the writer stops writing to it).
@@ -186,6 +204,23 @@ impl Partial {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review s7, M4: a file renamed over the partial while it is written (another user, in a
+    /// shared directory) is never renamed into place as the output.
+    #[test]
+    fn a_partial_replaced_while_written_is_not_finished() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.csv");
+        let c = Partial::claim(&target, false).unwrap();
+        c.file().write_all(b"verified").unwrap();
+        let other = dir.path().join("evil");
+        std::fs::write(&other, b"evil").unwrap();
+        std::fs::rename(&other, c.path()).unwrap();
+        let e = c.finish().unwrap_err();
+        assert!(e.to_string().contains("was replaced"), "{e}");
+        assert!(!target.exists(), "the target is left alone");
+    }
 
     #[test]
     fn names() {
