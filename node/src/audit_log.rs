@@ -119,6 +119,9 @@ pub struct AuditState {
     pub hub_answered_ms: AtomicU64,
     /// Consistency proofs asked of the hub and not served: old size → first failure (ms).
     pub proofs_owed: Mutex<HashMap<u64, u64>>,
+    /// How many rows of split-view evidence are stored (`None`: not counted yet), kept by
+    /// `audit::checkpoints`; its lock also serialises storing evidence.
+    pub evidence_rows: Mutex<Option<u64>>,
     /// The checkpoint notes this node vouches for in its anti-entropy summary (its latest
     /// checkpoint and the notes of its newest split-view evidence), kept by the watcher.
     pub vouched: Mutex<Vec<Vec<u8>>>,
@@ -139,6 +142,7 @@ impl AuditState {
             final_size: AtomicU64::new(0),
             hub_answered_ms: AtomicU64::new(0),
             proofs_owed: Mutex::new(HashMap::new()),
+            evidence_rows: Mutex::new(None),
             vouched: Mutex::new(Vec::new()),
         }
     }

@@ -113,7 +113,7 @@ pub async fn handle(
     };
     match &outcome {
         Offer::Stored | Offer::Cosigned if source == Source::Local => {
-            gossip(state, t, note.to_vec()).await;
+            gossip(state, t, cp.note.clone()).await;
             vouched(state);
         }
         Offer::Stored | Offer::Cosigned => {
@@ -166,8 +166,15 @@ fn vouched(state: &NodeState) -> Vec<Vec<u8>> {
         Ok(None) => {}
         Err(e) => warn!(target: "huitong::audit", error = %e, "cannot read the latest checkpoint"),
     }
+    // Evidence notes that no longer open (the charter changed the hub's key) would only be
+    // refused by every peer.
+    let opens = |n: &[u8]| {
+        keys(state).is_some_and(|(origin, hub, witnesses)| {
+            open_checkpoint(n, &origin, &hub, &witnesses).is_ok()
+        })
+    };
     for ev in newest_evidence(state, REGOSSIP_EVIDENCE) {
-        notes.extend([ev.held, ev.offered]);
+        notes.extend([ev.held, ev.offered].into_iter().filter(|n| opens(n)));
     }
     notes.truncate(huitong_protocol::wire::MAX_SUMMARY_NOTES);
     *state
