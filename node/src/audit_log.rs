@@ -1,24 +1,22 @@
 //! The audit's state below [`crate::state`]: the log's files ([`tiles`], the C2SP tlog-tiles
 //! layout the hub appends to and every member mirrors) and the in-memory [`AuditState`] that
-//! `NodeState` holds (the open log, the checkpoint watcher's inbox, the alarm deadlines and the
-//! counters the watch keeps).
+//! `NodeState` holds (the open log, the checkpoint watcher's [`inbox`], the alarm deadlines and
+//! the counters the watch keeps).
 //!
 //! Layering: depends only on `protocol` and [`crate::durable`]; `state` holds an
 //! [`AuditState`], and the audit view ([`crate::audit`]) and services ([`crate::auditor`]) above
 //! use it. Nothing here reads the store or the network.
 
+pub mod inbox;
 pub mod tiles;
+
+pub use inbox::{Inbound, Inbox, Source};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::Duration;
-
-use tokio::sync::mpsc;
-
-/// Checkpoint notes waiting for the watcher.
-const INBOX: usize = 256;
 
 /// The environment variable that overrides the audit deadlines (read once at start), e.g.
 /// `checkpoints=2,omission_secs=5,proof_secs=3`.
@@ -85,18 +83,6 @@ impl Deadlines {
     }
 }
 
-/// Where a checkpoint came from (decides whether the watcher passes it on).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// Gossip: gossipsub already passes it on.
-    Gossip,
-    /// The hub's own log, a poll of the hub, or an operator's import: pass it on.
-    Local,
-}
-
-/// A checkpoint note on its way to the watcher.
-pub type Inbound = (Vec<u8>, Source);
-
 /// The audit parts of the node state.
 pub struct AuditState {
     /// The log directory (`<node dir>/audit`).
@@ -107,10 +93,8 @@ pub struct AuditState {
     pub mirror_lock: tokio::sync::Mutex<()>,
     /// How many charter versions are known to be in the hub's log (0: none yet).
     pub charter_logged: std::sync::atomic::AtomicU64,
-    /// Checkpoints for the watcher.
-    pub inbox: mpsc::Sender<Inbound>,
-    /// The watcher's end, taken once when it starts.
-    pub inbox_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
+    /// Checkpoints waiting for the watcher.
+    pub inbox: Inbox,
     /// Alarm deadlines (from the environment at start).
     pub deadlines: Deadlines,
     /// Size of the latest final checkpoint held (kept by the watcher).
@@ -119,6 +103,9 @@ pub struct AuditState {
     pub hub_answered_ms: AtomicU64,
     /// Consistency proofs asked of the hub and not served: old size → first failure (ms).
     pub proofs_owed: Mutex<HashMap<u64, u64>>,
+    /// How many rows of split-view evidence are stored (`None`: not counted yet), kept by
+    /// `audit::checkpoints`; its lock also serialises storing evidence.
+    pub evidence_rows: Mutex<Option<u64>>,
     /// The checkpoint notes this node vouches for in its anti-entropy summary (its latest
     /// checkpoint and the notes of its newest split-view evidence), kept by the watcher.
     pub vouched: Mutex<Vec<Vec<u8>>>,
@@ -127,18 +114,17 @@ pub struct AuditState {
 impl AuditState {
     /// Audit state for a node directory.
     pub fn new(dir: PathBuf) -> Self {
-        let (tx, rx) = mpsc::channel(INBOX);
         Self {
             dir,
             log: Mutex::new(None),
             mirror_lock: tokio::sync::Mutex::new(()),
             charter_logged: std::sync::atomic::AtomicU64::new(0),
-            inbox: tx,
-            inbox_rx: Mutex::new(Some(rx)),
+            inbox: Inbox::default(),
             deadlines: Deadlines::from_env(),
             final_size: AtomicU64::new(0),
             hub_answered_ms: AtomicU64::new(0),
             proofs_owed: Mutex::new(HashMap::new()),
+            evidence_rows: Mutex::new(None),
             vouched: Mutex::new(Vec::new()),
         }
     }

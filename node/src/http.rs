@@ -248,7 +248,7 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
                 final_size: checkpoints::latest_final(s)
                     .map_err(internal)?
                     .map_or(0, |c| c.size),
-                split_views: checkpoints::evidence(s).map_err(internal)?.len() as u64,
+                split_views: checkpoints::evidence_count(s).map_err(internal)?,
                 pending_witness: checkpoints::pending(s).map_err(internal)?.map(|c| c.size),
                 witness_quorum: quorum(s) as u64,
                 omissions: omission::list(s).map_err(internal)?.len() as u64,

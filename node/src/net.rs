@@ -40,9 +40,13 @@ pub use event_loop::EventLoop;
 /// Judges the gossip the event loop carries but does not own: audit checkpoint notes and
 /// omission reports. Called inline on the event loop, as entry gossip is ingested.
 pub trait AuditGossip: Send + Sync {
-    /// A checkpoint note (gossiped, or vouched for in a peer's summary): accept it (to pass
-    /// on), ignore or reject it.
-    fn checkpoint(&self, note: Vec<u8>) -> gossipsub::MessageAcceptance;
+    /// A gossiped checkpoint note, forwarded by `from` (its node key, if it has one): accept it
+    /// (to pass on), ignore or reject it.
+    fn checkpoint(&self, from: Option<NodeId>, note: Vec<u8>) -> gossipsub::MessageAcceptance;
+    /// The checkpoint notes `peer` vouches for in its summary, handed over unchecked (checked
+    /// off the swarm's task). Whether all of them were taken (or handled recently): if not,
+    /// the same notes are handed over again with the peer's next summary.
+    fn vouched_by(&self, peer: NodeId, notes: Vec<Vec<u8>>) -> bool;
     /// The checkpoint notes this node vouches for, sent in its summary (at most
     /// [`huitong_protocol::wire::MAX_SUMMARY_NOTES`]).
     fn vouched(&self) -> Vec<Vec<u8>>;
@@ -164,6 +168,18 @@ pub fn peer_id(node: &NodeId) -> Option<PeerId> {
     identity::ed25519::PublicKey::try_from_bytes(&node.0)
         .ok()
         .map(|k| identity::PublicKey::from(k).to_peer_id())
+}
+
+/// The node key of a PeerId (the inverse of [`peer_id`]); `None` for one that is not an
+/// inlined Ed25519 key.
+pub fn node_id(peer: &PeerId) -> Option<NodeId> {
+    const IDENTITY: u64 = 0;
+    let hash = peer.as_ref();
+    if hash.code() != IDENTITY {
+        return None;
+    }
+    let key = identity::PublicKey::try_decode_protobuf(hash.digest()).ok()?;
+    Some(NodeId(key.try_into_ed25519().ok()?.to_bytes()))
 }
 
 /// The gossip topic of a federation.
@@ -322,5 +338,18 @@ impl Client {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_and_peer_ids_are_the_same_key() {
+        let key = SecretKey::from_bytes([7; 32]).public();
+        let peer = peer_id(&key).expect("an Ed25519 key");
+        assert_eq!(node_id(&peer), Some(key));
+        assert_eq!(node_id(&PeerId::random()), None);
     }
 }

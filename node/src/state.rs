@@ -212,3 +212,80 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A node state for unit tests: a fresh store in a temporary directory and a charter (held
+    //! in memory only) naming a hub and this node as a department.
+
+    use huitong_protocol::charter::{CharterHash, CHARTER_LAYOUT_VERSION};
+    use huitong_protocol::{codec, Member, MemberStatus, Role, Uscc};
+
+    use super::*;
+
+    fn uscc(n: u8) -> Uscc {
+        let first17 = format!("11320684MB00000{n}0");
+        let check = huitong_protocol::uscc::check_character(&first17).expect("valid prefix");
+        Uscc::parse(&format!("{first17}{check}")).expect("valid USCC")
+    }
+
+    fn member(n: u8, key: &NodeId, role: Role) -> Member {
+        Member {
+            uscc: uscc(n),
+            name: format!("member {n}"),
+            node_key: *key,
+            role,
+            addresses: Vec::new(),
+            status: MemberStatus::Active,
+        }
+    }
+
+    /// The state of a department node (key `[9; 32]`) in a federation whose hub is `hub`; the
+    /// directory lives as long as the returned guard.
+    pub(crate) fn department(hub: &NodeId) -> (tempfile::TempDir, NodeState) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let key = SecretKey::from_bytes([9; 32]);
+        let authority = SecretKey::from_bytes([8; 32]).public();
+        let charter = Charter {
+            layout: CHARTER_LAYOUT_VERSION,
+            federation: "海门区".into(),
+            version: 1,
+            issued_at_ms: 0,
+            authority,
+            members: vec![
+                member(0, hub, Role::Hub),
+                member(1, &key.public(), Role::Department),
+            ],
+            timezone: huitong_protocol::charter::DEFAULT_TIMEZONE.into(),
+            witnesses: Default::default(),
+            previous: None,
+            closed: Vec::new(),
+            feed_quota: Default::default(),
+        };
+        charter.check().expect("valid charter");
+        let mut history = History::new();
+        history
+            .add(charter.clone(), CharterHash::of(&codec::encode(&charter)))
+            .expect("first version");
+        let config = Config::parse(
+            &format!(
+                "[node]\nname = \"member 1\"\norg_code = \"{}\"\n",
+                uscc(1).as_str()
+            ),
+            Path::new("huitong.toml"),
+        )
+        .expect("valid configuration");
+        let store = Store::open(&dir.path().join("db")).expect("store");
+        let chunks = ChunkStore::open(&dir.path().join("chunks")).expect("chunk store");
+        let state = NodeState::new(
+            dir.path(),
+            store,
+            chunks,
+            key,
+            config,
+            Some(authority),
+            history,
+        );
+        (dir, state)
+    }
+}

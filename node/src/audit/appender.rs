@@ -14,7 +14,6 @@ use tracing::{info, warn};
 
 use super::{charter_record, keys};
 use crate::audit_log::tiles::{LogError, TileLog};
-use crate::audit_log::Source;
 use crate::state::NodeState;
 use crate::store::CF_AUDIT_PENDING;
 
@@ -35,11 +34,10 @@ pub async fn run(state: Arc<NodeState>, shutdown: CancellationToken) {
         }
         let s = state.clone();
         match tokio::task::spawn_blocking(move || step(&s)).await {
-            Ok(Ok(Some(note))) => {
-                if state.audit.inbox.send((note, Source::Local)).await.is_err() {
-                    break;
-                }
-            }
+            Ok(Ok(Some(note))) => tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = state.audit.inbox.push_waiting(note) => {}
+            },
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
                 warn!(target: "huitong::audit", error = %e, "cannot append to the audit log; will retry")

@@ -3,7 +3,11 @@
 //! held before ([`offer`]). Two different trees of the same size, or a tree the hub cannot prove
 //! extends an earlier one (RFC 6962 consistency proof, checked in [`settle`]), is a **split
 //! view**: both notes are kept as evidence (CF `audit_evidence`), logged on `huitong::audit` and
-//! counted in `status`. A consistency proof the hub does not serve within
+//! counted in `status`. Notes are stored in canonical form (only the signatures that verified,
+//! [`SignedCheckpoint::note`]), and evidence is keyed by the two trees, not by the notes' bytes:
+//! a contradiction replayed with other signature lines is the same row. At most
+//! [`MAX_EVIDENCE`] rows are kept (the first for each pair of trees); `status` reads a count
+//! kept in memory ([`evidence_count`]), not the rows. A consistency proof the hub does not serve within
 //! [`crate::audit_log::Deadlines::proof`] while it keeps answering polls is evidence too
 //! (**withheld consistency proof**, [`withheld`]).
 //!
@@ -31,6 +35,11 @@ const MAX_FINAL_SCAN: usize = 4096;
 
 /// Most consistency proofs remembered as owed by the hub.
 const MAX_OWED: usize = 64;
+
+/// Most rows of split-view evidence kept. A contradiction found once the store holds this many
+/// is still logged and counted (`rejected.split_view`), and gossiped, but not stored: any
+/// one row is enough to show the hub lied, and only the hub can sign new contradictions.
+pub const MAX_EVIDENCE: u64 = 1_000;
 
 /// Split-view evidence: two hub-signed checkpoints that cannot both be true.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -141,7 +150,50 @@ pub fn count(state: &NodeState) -> u64 {
         .count() as u64
 }
 
-/// All split-view evidence found so far.
+/// How many rows of split-view evidence are stored (counted on first use, then kept up to
+/// date in memory; no row is decoded).
+pub fn evidence_count(state: &NodeState) -> Result<u64, StoreError> {
+    count_rows(state, &mut evidence_rows(state))
+}
+
+fn evidence_rows(state: &NodeState) -> std::sync::MutexGuard<'_, Option<u64>> {
+    state
+        .audit
+        .evidence_rows
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+fn count_rows(state: &NodeState, rows: &mut Option<u64>) -> Result<u64, StoreError> {
+    if let Some(n) = *rows {
+        return Ok(n);
+    }
+    let s = &state.store;
+    let mut n = 0;
+    for kv in s
+        .db()
+        .iterator_cf(s.cf(CF_AUDIT_EVIDENCE), IteratorMode::Start)
+    {
+        kv?;
+        n += 1;
+    }
+    *rows = Some(n);
+    Ok(n)
+}
+
+/// The key of the evidence that `offered` contradicts `held`: the offered size first (so the
+/// largest sizes are the last rows, [`newest_evidence`]), then the held size and both roots.
+/// The notes' bytes are not part of it: signature lines do not make another contradiction.
+fn evidence_key(held: &SignedCheckpoint, offered: &SignedCheckpoint) -> Vec<u8> {
+    let mut key = Vec::with_capacity(80);
+    key.extend_from_slice(&offered.size.to_be_bytes());
+    key.extend_from_slice(&held.size.to_be_bytes());
+    key.extend_from_slice(&held.root.0);
+    key.extend_from_slice(&offered.root.0);
+    key
+}
+
+/// All split-view evidence found so far (at most [`MAX_EVIDENCE`] rows).
 pub fn evidence(state: &NodeState) -> Result<Vec<Evidence>, StoreError> {
     let s = &state.store;
     s.db()
@@ -182,12 +234,18 @@ fn conflict(
     offered: &SignedCheckpoint,
     reason: String,
 ) -> Result<Offer, StoreError> {
-    // One row per pair of notes: a replayed contradiction adds nothing.
-    let mut key = offered.size.to_be_bytes().to_vec();
-    key.extend_from_slice(&blake3::hash(&held.note).as_bytes()[..12]);
-    key.extend_from_slice(&blake3::hash(&offered.note).as_bytes()[..12]);
+    // One row per pair of trees: a replayed contradiction adds nothing, whatever signature
+    // lines it carries.
+    let key = evidence_key(held, offered);
     let s = &state.store;
+    let mut rows = evidence_rows(state);
     if s.db().get_cf(s.cf(CF_AUDIT_EVIDENCE), &key)?.is_some() {
+        return Ok(Offer::Conflict(reason));
+    }
+    let stored = count_rows(state, &mut rows)?;
+    if stored >= MAX_EVIDENCE {
+        error!(target: "huitong::audit", %reason, held_size = held.size, offered_size = offered.size, kept = stored, "SPLIT VIEW: the hub signed checkpoints that cannot both be true; evidence not stored, {MAX_EVIDENCE} rows are kept already (any one of them shows the hub lied: keep a copy with `huitong audit verify`)");
+        state.reject("split_view");
         return Ok(Offer::Conflict(reason));
     }
     let ev = Evidence {
@@ -198,6 +256,8 @@ fn conflict(
     };
     s.db()
         .put_cf(s.cf(CF_AUDIT_EVIDENCE), key, codec::encode(&ev))?;
+    *rows = Some(stored + 1);
+    drop(rows);
     error!(target: "huitong::audit", %reason, held_size = held.size, offered_size = offered.size, "SPLIT VIEW: the hub signed checkpoints that cannot both be true; evidence stored");
     state.reject("split_view");
     Ok(Offer::Conflict(reason))
@@ -329,4 +389,80 @@ pub fn newest_evidence(state: &NodeState, n: usize) -> Vec<Evidence> {
         .flatten()
         .filter_map(|(_, v)| codec::decode::<Evidence>(&v, usize::MAX).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use huitong_protocol::audit::note::{cosign, sign_checkpoint};
+    use huitong_protocol::SecretKey;
+    use tlog_tiles::record_hash;
+
+    use super::*;
+    use crate::state::testing::department;
+
+    /// The note `note` with one more signature line, from a key no charter names.
+    fn padded(note: &[u8], junk: u8) -> Vec<u8> {
+        cosign(note, &SecretKey::from_bytes([40 + junk; 32]), 1_800_000_000).expect("cosigns")
+    }
+
+    /// Review s7, M3: a genuine conflicting note replayed with different signature lines from
+    /// unknown keys made a new evidence row each time, stored as received.
+    #[test]
+    fn replays_with_unknown_signatures_add_no_evidence() {
+        let hub = SecretKey::from_bytes([3; 32]);
+        let (_dir, state) = department(&hub.public());
+        let (origin, hub_key, witnesses) = keys(&state).expect("a charter naming a hub");
+        let open = |n: &[u8]| open_checkpoint(n, &origin, &hub_key, &witnesses).expect("opens");
+
+        let a = sign_checkpoint(&hub, &origin, 10, record_hash(b"R1"));
+        assert!(matches!(offer(&state, &open(&a)), Ok(Offer::Stored)));
+        let b = sign_checkpoint(&hub, &origin, 10, record_hash(b"R2"));
+        for junk in 0..3 {
+            let outcome = offer(&state, &open(&padded(&b, junk)));
+            assert!(matches!(outcome, Ok(Offer::Conflict(_))), "{outcome:?}");
+        }
+        let rows = evidence(&state).expect("evidence reads");
+        assert_eq!(rows.len(), 1, "one split view, one row");
+        assert_eq!(rows[0].held, a);
+        assert_eq!(rows[0].offered, b, "stored with the hub's signature only");
+        assert_eq!(evidence_count(&state).expect("counts"), 1);
+        assert_eq!(state.counters().rejected.get("split_view"), Some(&1));
+
+        // A padded note for a size not held is stored (and vouched for) without the padding.
+        let (_dir, state) = department(&hub.public());
+        assert!(matches!(
+            offer(&state, &open(&padded(&a, 7))),
+            Ok(Offer::Stored)
+        ));
+        let latest = latest(&state).expect("reads").expect("stored");
+        assert_eq!(latest.note, a);
+    }
+
+    /// At most [`MAX_EVIDENCE`] rows are kept; the count `status` shows follows the store.
+    #[test]
+    fn evidence_is_capped() {
+        let hub = SecretKey::from_bytes([3; 32]);
+        let (_dir, state) = department(&hub.public());
+        // Storing evidence does not check signatures: unsigned notes keep the test fast.
+        let tree = |i: u64| SignedCheckpoint {
+            size: 10,
+            root: record_hash(&i.to_be_bytes()),
+            note: format!("note {i}").into_bytes(),
+            cosigned_by: Vec::new(),
+        };
+        let (held, offered) = (tree(u64::MAX), tree);
+        // Rows stored before this process started are counted once.
+        record_conflict(&state, &held, &offered(0), "first".into()).expect("stored");
+        *evidence_rows(&state) = None;
+        for i in 1..MAX_EVIDENCE + 5 {
+            record_conflict(&state, &held, &offered(i), format!("row {i}")).expect("handled");
+        }
+        assert_eq!(evidence_count(&state).expect("counts"), MAX_EVIDENCE);
+        assert_eq!(evidence(&state).expect("reads").len() as u64, MAX_EVIDENCE);
+        assert_eq!(
+            state.counters().rejected.get("split_view"),
+            Some(&(MAX_EVIDENCE + 5)),
+            "every contradiction is counted, stored or not"
+        );
+    }
 }

@@ -187,8 +187,11 @@ impl TileLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(log),
             Err(e) => return Err(io(&path)(e)),
         };
-        let checkpoint = open_checkpoint(&note, origin, hub, &[])
+        let mut checkpoint = open_checkpoint(&note, origin, hub, &[])
             .map_err(|e| LogError::Inconsistent(format!("{}: {e}", path.display())))?;
+        // This node wrote the file: keep it as it is, with the witnesses' cosignatures a mirror's
+        // checkpoint carries (opened without the witness list, they are not in the canonical note).
+        checkpoint.note = note;
         // What a crash between the tiles and the checkpoint left is not part of the log: it
         // goes before anything is read, so no reader can ever take it for committed content.
         remove_uncommitted(dir, checkpoint.size);

@@ -21,14 +21,20 @@
 //! witness needs that before it cosigns), but only one with the charter's witness quorum is
 //! **final** ([`latest_final`]); a newer one without it is *pending witness*. Every poll also
 //! runs the omission check ([`crate::audit::omission`]) and gossips what it finds missing.
+//!
+//! The notes to check wait in the inbox ([`crate::audit_log::inbox`]), each source in its own
+//! bounded share. Notes vouched for in summaries are verified here, not on the network's task;
+//! one that does not open is counted (`rejected.vouched_note`) and logged naming the peer, as a
+//! warning at most once a minute per peer.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use huitong_protocol::audit::note::SignedCheckpoint;
-use huitong_protocol::audit::note::{cosign, open_checkpoint};
+use huitong_protocol::audit::note::{cosign, open_checkpoint, CheckpointError, SignedCheckpoint};
 use huitong_protocol::wire::Gossip;
+use huitong_protocol::NodeId;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -37,7 +43,7 @@ use crate::audit::checkpoints::{
     held, latest, latest_final, newest_evidence, offer, proved, settle, withheld, Offer,
 };
 use crate::audit::{keys, omission, service};
-use crate::audit_log::Source;
+use crate::audit_log::{Inbound, Source};
 use crate::link::Transport;
 use crate::net::Command;
 use crate::state::{now_ms, NodeState};
@@ -107,13 +113,25 @@ pub async fn handle(
         state.reject("checkpoint");
         format!("refused checkpoint: {e}")
     })?;
+    handle_opened(state, t, cp, source, &hub, &witnesses).await
+}
+
+/// Compares and (if needed) proves one opened checkpoint; passes it on as needed.
+async fn handle_opened(
+    state: &Arc<NodeState>,
+    t: &Transport,
+    cp: SignedCheckpoint,
+    source: Source,
+    hub: &NodeId,
+    witnesses: &[NodeId],
+) -> Result<Offer, String> {
     let outcome = match offer(state, &cp).map_err(|e| e.to_string())? {
-        Offer::NeedsProof { old, new } => prove(state, t, &hub, &old, &new, &cp).await?,
+        Offer::NeedsProof { old, new } => prove(state, t, hub, &old, &new, &cp).await?,
         other => other,
     };
     match &outcome {
         Offer::Stored | Offer::Cosigned if source == Source::Local => {
-            gossip(state, t, note.to_vec()).await;
+            gossip(state, t, cp.note.clone()).await;
             vouched(state);
         }
         Offer::Stored | Offer::Cosigned => {
@@ -149,7 +167,9 @@ fn witness(state: &NodeState, size: u64) -> Result<(), StoreError> {
     match cosign(&h.note, &state.key, now_ms() / 1000) {
         Ok(cosigned) => {
             info!(target: "huitong::audit", size, "cosigned the audit checkpoint as witness");
-            let _ = state.audit.inbox.try_send((cosigned, Source::Local));
+            if state.audit.inbox.push(cosigned, Source::Local).is_err() {
+                debug!(target: "huitong::audit", size, "cosignature not queued (the watcher's local share is full); made again when the checkpoint is seen next");
+            }
         }
         Err(e) => warn!(error = %e, "cannot cosign a checkpoint"),
     }
@@ -166,8 +186,15 @@ fn vouched(state: &NodeState) -> Vec<Vec<u8>> {
         Ok(None) => {}
         Err(e) => warn!(target: "huitong::audit", error = %e, "cannot read the latest checkpoint"),
     }
+    // Evidence notes that no longer open (the charter changed the hub's key) would only be
+    // refused by every peer.
+    let opens = |n: &[u8]| {
+        keys(state).is_some_and(|(origin, hub, witnesses)| {
+            open_checkpoint(n, &origin, &hub, &witnesses).is_ok()
+        })
+    };
     for ev in newest_evidence(state, REGOSSIP_EVIDENCE) {
-        notes.extend([ev.held, ev.offered]);
+        notes.extend([ev.held, ev.offered].into_iter().filter(|n| opens(n)));
     }
     notes.truncate(huitong_protocol::wire::MAX_SUMMARY_NOTES);
     *state
@@ -215,17 +242,77 @@ pub async fn poll(state: &Arc<NodeState>, t: &Transport) -> Result<Option<Offer>
     }
 }
 
-/// Runs until `shutdown`.
-pub async fn run(state: Arc<NodeState>, t: Transport, shutdown: CancellationToken) {
-    let Some(mut inbox) = state
-        .audit
-        .inbox_rx
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    else {
+/// How often the invalid notes one peer vouches for are logged as warnings (the others at
+/// debug level; all are counted in `rejected.vouched_note`).
+const WARN_REFUSED_EVERY_MS: u64 = 60_000;
+
+/// Most peers whose invalid notes are remembered at once.
+const MAX_REFUSING_PEERS: usize = 1024;
+
+/// Per peer, how many notes it vouched for did not open, and when that was last logged as a
+/// warning (ms).
+#[derive(Default)]
+struct Refused(HashMap<NodeId, (u64, u64)>);
+
+impl Refused {
+    fn vouched(&mut self, state: &NodeState, peer: NodeId, error: &CheckpointError) {
+        state.reject("vouched_note");
+        if self.0.len() >= MAX_REFUSING_PEERS && !self.0.contains_key(&peer) {
+            self.0.clear();
+        }
+        let now = now_ms();
+        let (refused, warned) = self.0.entry(peer).or_insert((0, 0));
+        *refused += 1;
+        if *refused == 1 || now.saturating_sub(*warned) >= WARN_REFUSED_EVERY_MS {
+            *warned = now;
+            warn!(target: "huitong::audit", %peer, refused = *refused, error = %error, "a peer's summary vouched for a checkpoint note that does not open: it is not signed by the hub key of this node's charter, or malformed (check that the peer has the latest charter; counted in status as rejected.vouched_note, logged at most once a minute per peer)");
+        } else {
+            debug!(target: "huitong::audit", %peer, refused = *refused, error = %error, "a peer vouched for a checkpoint note that does not open");
+        }
+    }
+}
+
+/// Checks one note from the inbox. A note vouched for in a summary is verified here, off the
+/// network's task: one that does not open is counted against the peer that sent it. A copy of
+/// a checkpoint queued or handled recently that differs only in its signature lines is dropped.
+async fn take(state: &Arc<NodeState>, t: &Transport, inbound: Inbound, refused: &mut Refused) {
+    let (note, source) = inbound;
+    let Some((origin, hub, witnesses)) = keys(state) else {
+        debug!(target: "huitong::audit", "no charter naming a hub: checkpoint dropped");
         return;
     };
+    let cp = match open_checkpoint(&note, &origin, &hub, &witnesses) {
+        Ok(cp) => cp,
+        Err(e) => {
+            match source {
+                Source::Summary(peer) => refused.vouched(state, peer, &e),
+                Source::Gossip(_) | Source::Local => {
+                    state.reject("checkpoint");
+                    warn!(target: "huitong::audit", ?source, error = %e, "refused checkpoint");
+                }
+            }
+            return;
+        }
+    };
+    let inbox = &state.audit.inbox;
+    let now = now_ms();
+    let exact = *blake3::hash(&note).as_bytes();
+    let canonical = *blake3::hash(&cp.note).as_bytes();
+    if canonical != exact && inbox.recent(&canonical, now) {
+        debug!(target: "huitong::audit", size = cp.size, ?source, "a copy of a checkpoint seen recently, with other signature lines: dropped");
+        return;
+    }
+    inbox.remember(canonical, now);
+    if let Err(e) = handle_opened(state, t, cp, source, &hub, &witnesses).await {
+        // Not checked: a later copy is checked again.
+        inbox.forget(&exact);
+        inbox.forget(&canonical);
+        warn!(target: "huitong::audit", error = %e, "checkpoint not checked");
+    }
+}
+
+/// Runs until `shutdown`.
+pub async fn run(state: Arc<NodeState>, t: Transport, shutdown: CancellationToken) {
     if let Ok(Some(fin)) = latest_final(&state) {
         state
             .audit
@@ -236,17 +323,11 @@ pub async fn run(state: Arc<NodeState>, t: Transport, shutdown: CancellationToke
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut polls: u32 = 0;
+    let mut refused = Refused::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            next = inbox.recv() => match next {
-                Some((note, source)) => {
-                    if let Err(e) = handle(&state, &t, &note, source).await {
-                        warn!(target: "huitong::audit", error = %e, "checkpoint not checked");
-                    }
-                }
-                None => break,
-            },
+            next = state.audit.inbox.next() => take(&state, &t, next, &mut refused).await,
             _ = tick.tick() => {
                 if let Err(e) = poll(&state, &t).await {
                     tracing::debug!(error = %e, "audit poll");

@@ -1,6 +1,8 @@
 //! The event loop that owns the Swarm: gossip in and out, anti-entropy, dialling members,
 //! charter gating, and answering [`Command`]s. Gossip it does not judge itself (audit
-//! checkpoints and omission reports) goes to the [`AuditGossip`] it was given.
+//! checkpoints and omission reports) goes to the [`AuditGossip`] it was given, and so do the
+//! checkpoint notes a peer's summary vouches for, unchecked (the audit watcher checks them on
+//! its own task, [`AuditGossip::vouched_by`]).
 //!
 //! Anti-entropy: on every new connection and every `sync_interval_secs`, the node sends its
 //! [`Summary`] to the peer; whoever learns that the other holds more of a feed asks for the
@@ -93,6 +95,19 @@ enum IngestDone {
         id: gossipsub::MessageId,
         outcome: Result<Outcome, String>,
     },
+}
+
+/// A digest of the checkpoint notes a summary vouches for that does not depend on their
+/// order: the same notes reordered are the same summary (review s7, M2).
+fn vouched_digest(notes: &[ByteBuf]) -> blake3::Hash {
+    let mut hashes: Vec<[u8; 32]> = notes.iter().map(|n| *blake3::hash(n).as_bytes()).collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    let mut h = blake3::Hasher::new();
+    for n in &hashes {
+        h.update(n);
+    }
+    h.finalize()
 }
 
 /// Ingests jobs one after another until the event loop drops its sender: signature checks,
@@ -254,7 +269,8 @@ pub struct EventLoop {
     /// charter version (the second): not fetched again until one of them changes.
     refused: HashMap<NodeId, (u64, u64)>,
     /// Per connected peer, a digest of the checkpoint notes its last summary vouched for that
-    /// all reached the audit watcher (not handed over again until they change).
+    /// all reached the audit watcher (not handed over again until they change; in any order,
+    /// [`vouched_digest`]).
     vouched_seen: HashMap<PeerId, blake3::Hash>,
 }
 
@@ -455,30 +471,26 @@ impl EventLoop {
         self.check_vouched(peer, &theirs.audit);
     }
 
-    /// Hands the checkpoint notes a peer vouches for to the audit watcher, unless they are the
-    /// same as the last ones from that peer that all reached it.
+    /// Hands the checkpoint notes a peer vouches for to the audit watcher, unchecked (the
+    /// watcher verifies them off this task), unless they are the same notes, in any order, as
+    /// the last ones from that peer that all reached it.
     fn check_vouched(&mut self, peer: PeerId, notes: &[ByteBuf]) {
         let notes = &notes[..notes.len().min(MAX_SUMMARY_NOTES)];
         if notes.is_empty() {
             return;
         }
-        let mut h = blake3::Hasher::new();
-        for n in notes {
-            h.update(&(n.len() as u64).to_be_bytes());
-            h.update(n);
-        }
-        let digest = h.finalize();
+        let digest = vouched_digest(notes);
         if self.vouched_seen.get(&peer) == Some(&digest) {
             return;
         }
-        let mut all_taken = true;
-        for n in notes {
-            all_taken &= matches!(
-                self.audit.checkpoint(n.to_vec()),
-                gossipsub::MessageAcceptance::Accept
-            );
-        }
-        if all_taken {
+        let Some(from) = super::node_id(&peer) else {
+            debug!(%peer, "summary notes from a peer without an Ed25519 key ignored");
+            return;
+        };
+        if self
+            .audit
+            .vouched_by(from, notes.iter().map(|n| n.to_vec()).collect())
+        {
             self.vouched_seen.insert(peer, digest);
         }
     }
@@ -866,7 +878,9 @@ impl EventLoop {
                 }
             }
             Ok(Gossip::Charter(bytes)) => self.on_charter(source, &bytes, Accept, Ignore),
-            Ok(Gossip::Checkpoint(note)) => self.audit.checkpoint(note.into_vec()),
+            Ok(Gossip::Checkpoint(note)) => self
+                .audit
+                .checkpoint(super::node_id(&source), note.into_vec()),
             Ok(Gossip::Omission(entry)) => self.audit.omission(&source, &entry),
         };
         self.swarm
@@ -1270,4 +1284,20 @@ fn answers(entries: &[ByteBuf], feed: &NodeId, from: u64) -> bool {
     let last = entries.len().saturating_sub(1);
     let expected = |seq: Option<u64>| seq.map(|seq| Position { feed: *feed, seq });
     at(0) == expected(Some(from)) && at(last) == expected(from.checked_add(last as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review s7, M2: reordering the notes of a summary made it new, so the same notes were
+    /// handed to the watcher (and checked) again.
+    #[test]
+    fn the_vouched_digest_ignores_the_order() {
+        let notes: Vec<ByteBuf> = (0..9u8).map(|i| ByteBuf::from(vec![i; 40])).collect();
+        let mut reordered = notes.clone();
+        reordered.reverse();
+        assert_eq!(vouched_digest(&notes), vouched_digest(&reordered));
+        assert_ne!(vouched_digest(&notes), vouched_digest(&notes[1..]));
+    }
 }

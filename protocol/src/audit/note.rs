@@ -144,7 +144,10 @@ pub struct SignedCheckpoint {
     pub size: u64,
     /// Root hash.
     pub root: Hash,
-    /// The whole note as received (text and every signature line).
+    /// The note in canonical form: the text, the hub's signature, then the cosignature of each
+    /// known witness that verified (in the order of the witness list), nothing else. Signature
+    /// lines of unknown keys, and repeats of a known key's, are dropped, so two copies of one
+    /// checkpoint differ only in which witnesses cosigned.
     pub note: Vec<u8>,
     /// Witnesses whose cosignature verified, with the time they cosigned (s).
     pub cosigned_by: Vec<(NodeId, u64)>,
@@ -202,6 +205,8 @@ pub fn cosign(note: &[u8], witness: &SecretKey, time: u64) -> Result<Vec<u8>, Ch
 
 /// Opens a checkpoint note: it must carry a valid signature of `hub` under `origin`; the
 /// cosignatures of `witnesses` are checked too (a bad one refuses the note), others are ignored.
+/// The note returned is canonical (see [`SignedCheckpoint::note`]): what a node stores, vouches
+/// for and passes on holds no signature it did not verify.
 pub fn open_checkpoint(
     bytes: &[u8],
     origin: &str,
@@ -221,12 +226,12 @@ pub fn open_checkpoint(
             .map(|w| Box::new(KeyVerifier::witness(w)) as Box<dyn Verifier>),
     );
     let (verified, _unknown) = note.verify(&VerifierList::new(list))?;
-    if !verified
+    let Some(hub_signature) = verified
         .iter()
-        .any(|s| s.name() == log_name && s.id() == log_id)
-    {
+        .find(|s| s.name() == log_name && s.id() == log_id)
+    else {
         return Err(CheckpointError::NotByHub(origin.to_owned()));
-    }
+    };
     let checkpoint = Checkpoint::from_bytes(note.text()).map_err(|_| CheckpointError::Malformed)?;
     if checkpoint.origin() != origin {
         return Err(CheckpointError::Origin {
@@ -234,21 +239,30 @@ pub fn open_checkpoint(
             expected: origin.to_owned(),
         });
     }
-    let cosigned_by = witnesses
-        .iter()
-        .filter_map(|w| {
-            let v = KeyVerifier::witness(w);
-            verified
-                .iter()
-                .find(|s| s.name() == v.name && s.id() == v.id)
-                .and_then(|s| s.signature().first_chunk::<8>().copied())
-                .map(|t| (*w, u64::from_be_bytes(t)))
-        })
-        .collect();
+    let mut signatures = vec![hub_signature.clone()];
+    let mut cosigned_by = Vec::new();
+    for w in witnesses {
+        let v = KeyVerifier::witness(w);
+        if cosigned_by.iter().any(|(k, _)| k == w) {
+            continue;
+        }
+        let Some(s) = verified
+            .iter()
+            .find(|s| s.name() == v.name && s.id() == v.id)
+        else {
+            continue;
+        };
+        let Some(time) = s.signature().first_chunk::<8>() else {
+            continue;
+        };
+        cosigned_by.push((*w, u64::from_be_bytes(*time)));
+        signatures.push(s.clone());
+    }
+    let canonical = Note::new(note.text(), &signatures)?.to_bytes();
     Ok(SignedCheckpoint {
         size: checkpoint.size(),
         root: *checkpoint.hash(),
-        note: bytes.to_vec(),
+        note: canonical,
         cosigned_by,
     })
 }
@@ -283,5 +297,57 @@ mod tests {
         let text = String::from_utf8(note.clone()).expect("utf-8");
         let changed = text.replacen("\n1\n", "\n2\n", 1);
         assert!(open_checkpoint(changed.as_bytes(), &origin, &hub.public(), &[]).is_err());
+    }
+
+    /// Review s7, M3: what `open_checkpoint` returns holds only the signatures it verified, in
+    /// one order, so padded copies of a checkpoint are the same note.
+    #[test]
+    fn opened_notes_are_canonical() {
+        let hub = SecretKey::from_bytes([3; 32]);
+        let (city, town) = (
+            SecretKey::from_bytes([4; 32]),
+            SecretKey::from_bytes([5; 32]),
+        );
+        let stranger = SecretKey::from_bytes([6; 32]);
+        let origin = crate::audit::origin("海门区");
+        let witnesses = [city.public(), town.public()];
+        let note = sign_checkpoint(&hub, &origin, 1, tlog_tiles::record_hash(b"x"));
+        let open =
+            |n: &[u8]| open_checkpoint(n, &origin, &hub.public(), &witnesses).expect("opens");
+        assert_eq!(
+            open(&note).note,
+            note,
+            "a note with nothing extra is kept as it is"
+        );
+
+        // A stranger's line is dropped; the witnesses' follow the hub's in the list's order.
+        let by_city = cosign(&note, &city, 1_800_000_000).expect("cosigns");
+        let both = cosign(&by_city, &town, 1_800_000_001).expect("cosigns");
+        let town_first = cosign(
+            &cosign(&note, &town, 1_800_000_001).expect("cosigns"),
+            &city,
+            1_800_000_000,
+        )
+        .expect("cosigns");
+        let padded = cosign(&town_first, &stranger, 1_800_000_002).expect("cosigns");
+        assert_ne!(padded, both);
+        let opened = open(&padded);
+        assert_eq!(opened.note, both);
+        assert_eq!(
+            opened.cosigned_by,
+            vec![
+                (city.public(), 1_800_000_000),
+                (town.public(), 1_800_000_001)
+            ]
+        );
+        assert_eq!(
+            open(&opened.note),
+            opened,
+            "canonical notes open to themselves"
+        );
+
+        // Only the hub's signature is kept when the witnesses are not known.
+        let bare = open_checkpoint(&padded, &origin, &hub.public(), &[]).expect("opens");
+        assert_eq!(bare.note, note);
     }
 }
