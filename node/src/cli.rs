@@ -138,7 +138,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => init::init(&dir, args),
         Command::Run(_) => {
-            let config = huitong_config::Config::load(&dir)?;
+            let config = huitong_config::Config::load(&dir)
+                .map_err(|e| crate::daemon::ConfigError(format!("{e:#}")))?;
             crate::daemon::run(&dir, config).await
         }
         Command::Status { json } => {

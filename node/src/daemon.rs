@@ -89,13 +89,30 @@ fn views() -> Vec<Box<dyn feeds::View>> {
     ]
 }
 
+/// The exit status of a node that refuses to start because of its configuration (`EX_CONFIG`
+/// of sysexits.h): starting it again cannot help, so the systemd unit does not restart it
+/// (`RestartPreventExitStatus=78`), while any other failure is retried.
+pub const EXIT_CONFIG: i32 = 78;
+
+/// A node that cannot start as configured: a wrong `node.org_code`, authority key, address or
+/// `HUITONG_HOUSEKEEPING` setting, an unreadable `huitong.toml`. Fix the configuration, then
+/// start the node again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn config_error(e: impl std::fmt::Display) -> anyhow::Error {
+    ConfigError(e.to_string()).into()
+}
+
 /// Runs a node until shutdown.
 pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     bound_allocator_retention();
+    keep_private(dir);
     let key = keyfile::read(&dir.join(NODE_KEY_FILE))?;
     let authority = config
         .authority_key()
-        .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+        .map_err(|(k, m)| config_error(format!("{k}: {m}")))?;
     let store = Store::open(&dir.join("db"))?;
     let charters = crate::charter::load(&store, authority)?;
     let chunks = crate::chunks::ChunkStore::open(&dir.join("chunks"))?;
@@ -112,7 +129,12 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         let bytes = std::fs::read(dir.join(CHARTER_FILE))?;
         match state.offer_charter(&bytes) {
             Ok(_) => info!(version = state.charter_version(), "imported {CHARTER_FILE}"),
-            Err(e) => bail!("{}: {e}", dir.join(CHARTER_FILE).display()),
+            Err(e) => {
+                return Err(config_error(format!(
+                    "{}: {e}",
+                    dir.join(CHARTER_FILE).display()
+                )))
+            }
         }
     }
     if state.charter().is_none() {
@@ -125,8 +147,9 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     }
 
     tokio::task::spawn_blocking(crate::catalogue::warm_up).await?;
-    let listen = parse_addrs("network.listen", &config.network.listen)?;
-    let bootstrap = parse_addrs("network.bootstrap", &config.network.bootstrap)?;
+    let listen = parse_addrs("network.listen", &config.network.listen).map_err(config_error)?;
+    let bootstrap =
+        parse_addrs("network.bootstrap", &config.network.bootstrap).map_err(config_error)?;
     let hook_state = state.clone();
     let hook: net::sync_codec::RejectHook = Arc::new(move |label| hook_state.reject(label));
     let is_hub = state.is_hub() || config.node.role == "hub";
@@ -164,7 +187,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         "agent",
         crate::agent::run(feeds.clone(), client.clone(), shutdown.clone()),
     );
-    let housekeeping = crate::housekeeping::Settings::from_env().map_err(|e| anyhow::anyhow!(e))?;
+    let housekeeping = crate::housekeeping::Settings::from_env().map_err(config_error)?;
     tasks.spawn_infallible(
         "housekeeping",
         crate::housekeeping::run(feeds.clone(), housekeeping, shutdown.clone()),
@@ -226,12 +249,33 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     }
 }
 
+/// Makes the node directory the node's alone (mode 0700): it holds the store, the key and the
+/// backup staging, and its files are created group-readable under the unit's `UMask=0027` (for
+/// the outputs in the exchange directory). An older install made it 0750.
+fn keep_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(mode) = std::fs::metadata(dir).map(|m| m.permissions().mode()) else {
+        return;
+    };
+    if mode & 0o077 == 0 {
+        return;
+    }
+    match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        Ok(()) => {
+            warn!(dir = %dir.display(), was = format!("{:o}", mode & 0o7777), "the node directory was open to other users; it is now 0700")
+        }
+        Err(e) => {
+            warn!(dir = %dir.display(), error = %e, "the node directory is open to other users and cannot be made 0700; make it so (chmod 700)")
+        }
+    }
+}
+
 /// Refuses to start when the charter admits this node's key under another USCC than
 /// `node.org_code`: the node would sign entries for a department the federation does not
 /// know it as (every peer would refuse its catalogue entries).
 fn check_org_code(state: &NodeState) -> anyhow::Result<()> {
     match state.org_code_problem() {
-        Some(problem) => bail!(problem),
+        Some(problem) => Err(config_error(problem)),
         None => Ok(()),
     }
 }

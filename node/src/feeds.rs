@@ -24,6 +24,7 @@
 //! Layering: above `state` and `store`, below every view and everything that appends or ingests
 //! (the network, the transfers, the agent, the admin API). It never names a view.
 
+mod caused;
 mod rebuild;
 
 use std::sync::Arc;
@@ -79,6 +80,15 @@ pub struct RangeIngested {
     /// The answer held something other than the entries asked for (bytes that do not open, or
     /// an entry of another feed or seq): the peer's fault, which says nothing about the feed.
     pub mismatch: bool,
+}
+
+impl AppendError {
+    /// Whether the append was refused before anything was written: the entry is certainly not
+    /// in the feed. A store failure may come after the entry was committed (the WAL sync), and
+    /// a partial batch wrote some: then the entry may well be in the feed (and be served).
+    pub fn refused_before_writing(&self) -> bool {
+        !matches!(self, Self::Store(_) | Self::Partial { .. })
+    }
 }
 
 /// Whether a refusal holds until this node's charter changes: everything but what waits for a
@@ -211,6 +221,8 @@ pub fn entry_record(v: &VerifiedEntry, kind: RecordKind, id: String) -> Record {
 pub struct Feeds {
     state: Arc<NodeState>,
     views: Vec<Box<dyn View>>,
+    /// This node's entries caused by other members in the last hour.
+    caused: caused::Caused,
 }
 
 /// Labels for `status` counters.
@@ -230,7 +242,11 @@ fn label(e: &FeedError) -> &'static str {
 impl Feeds {
     /// The feeds of `state`, with `views` applied to every accepted entry in this order.
     pub fn new(state: Arc<NodeState>, views: Vec<Box<dyn View>>) -> Self {
-        Self { state, views }
+        Self {
+            state,
+            views,
+            caused: caused::Caused::default(),
+        }
     }
 
     /// The node state.
@@ -637,6 +653,19 @@ impl Feeds {
         sealed.pop().ok_or(AppendError::Empty)
     }
 
+    /// Why this node may append nothing to its own feed until its charter or configuration
+    /// changes (suspended, or not admitted under `node.org_code`); `None` when it may. A
+    /// provider then serves no data either: what it sends could not be logged.
+    pub fn closed(&self) -> Option<AppendError> {
+        let state = &self.state;
+        if let Some(version) =
+            state.with_charter(|c| c.filter(|c| !c.is_active(&state.id())).map(|c| c.version))
+        {
+            return Some(AppendError::Suspended(version));
+        }
+        state.org_code_problem().map(AppendError::OrgCode)
+    }
+
     /// Appends events in order and acknowledges once all are durable (one WAL sync at the
     /// end). If one is refused, the ones before it stay appended and the error says which.
     pub fn append_many(&self, events: Vec<Event>) -> Result<Vec<VerifiedEntry>, AppendError> {
@@ -644,13 +673,8 @@ impl Feeds {
         // Before taking the writer lock: catching up may remove the catch-up mark under it.
         self.own_feed_caught_up()?;
         let w = state.store.writer();
-        if let Some(version) =
-            state.with_charter(|c| c.filter(|c| !c.is_active(&state.id())).map(|c| c.version))
-        {
-            return Err(AppendError::Suspended(version));
-        }
-        if let Some(problem) = state.org_code_problem() {
-            return Err(AppendError::OrgCode(problem));
+        if let Some(closed) = self.closed() {
+            return Err(closed);
         }
         let mut out = Vec::with_capacity(events.len());
         let mut failure = None;
@@ -719,15 +743,28 @@ impl Feeds {
         let timestamp_ms = now
             .max(prev.as_ref().map_or(0, |p| p.timestamp_ms))
             .max(issued_at_ms);
-        // Entries other members cause may fill only part of the quota, so no member can spend
-        // the node's own share (its publishes, decisions, withdrawals).
-        let quota = if caused_by_members(&event, state.is_hub()) {
-            FeedQuota {
-                entries_per_hour: (quota.entries_per_hour / TRANSFER_SHARE_OF_QUOTA).max(1),
+        // Entries other members cause may fill only their share of the quota, counted on their
+        // own, so no member can spend the node's own share (its publishes, decisions,
+        // withdrawals), and the node's own entries do not hold them back while there is room.
+        let caused = caused_by_members(&event, state.is_hub());
+        if caused {
+            let share = (quota.entries_per_hour / TRANSFER_SHARE_OF_QUOTA).max(1);
+            let own = caused::OwnFeed {
+                store: &state.store,
+                me: &state.id(),
+                head: head.seq,
+                hub: state.is_hub(),
+            };
+            if let Some(free_at_ms) =
+                self.caused
+                    .over(own, timestamp_ms, share, quota.entries_per_hour)?
+            {
+                return Err(AppendError::Quota {
+                    per_hour: share,
+                    wait_s: free_at_ms.saturating_sub(timestamp_ms).div_ceil(1000),
+                });
             }
-        } else {
-            quota
-        };
+        }
         if let Some(free_at_ms) = self.over_quota(&state.id(), head.seq + 1, timestamp_ms, quota)? {
             return Err(AppendError::Quota {
                 per_hour: quota.entries_per_hour,
@@ -753,6 +790,9 @@ impl Feeds {
             view.appended(state, &mut batch, &sealed);
         }
         state.store.commit(w, batch, false)?;
+        if caused {
+            self.caused.appended(timestamp_ms);
+        }
         Ok(sealed)
     }
 }

@@ -57,6 +57,13 @@ async fn main() {
             tracing::error!(error = format!("{e:#}"), "the node stopped");
         }
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        let config = e
+            .downcast_ref::<huitong_node::daemon::ConfigError>()
+            .is_some();
+        std::process::exit(if run && config {
+            huitong_node::daemon::EXIT_CONFIG
+        } else {
+            1
+        });
     }
 }

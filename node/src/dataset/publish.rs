@@ -277,10 +277,16 @@ pub fn publish(
     let announcement = manifest.announcement(sealed.hash);
     let entry = match feeds.append(Event::DatasetPublished(announcement.clone())) {
         Ok(entry) => entry,
-        Err(e) => {
+        Err(e) if e.refused_before_writing() => {
             // Never announced: forget the manifest, so chunk collection can remove what only
             // it referenced (a retry publishes a new one).
             records::drop_manifests(&state.store, &[sealed.hash])?;
+            return Err(e.into());
+        }
+        Err(e) => {
+            // The announcement may be in the feed (a store failure after the commit): keep the
+            // manifest and its chunks, which members may ask for (review s7, L6).
+            tracing::warn!(code = %req.code, version = manifest.version, error = %e, "publishing failed after the announcement may have been written; its manifest and chunks are kept");
             return Err(e.into());
         }
     };

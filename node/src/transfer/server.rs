@@ -590,7 +590,17 @@ impl Server {
                 ))
             }
         };
-        // Every chunk is logged as part of a transfer: bounded per consumer before it is sent.
+        // Every chunk is logged as part of a transfer: nothing is sent that could not be logged
+        // (review s7, L3: a suspended node, or one whose org code the charter does not admit,
+        // served on and dropped the records).
+        if let Some(closed) = self.feeds.closed() {
+            self.state.reject("transfer_unloggable");
+            return Err((
+                RefusalKind::Unavailable,
+                format!("the provider cannot log transfers now, so it sends no data: {closed}"),
+            ));
+        }
+        // Bounded per consumer before it is sent.
         let quota = self
             .state
             .with_charter(|c| c.map(|c| c.feed_quota).unwrap_or_default());
