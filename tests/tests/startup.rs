@@ -41,7 +41,11 @@ fn a_node_whose_org_code_is_not_its_charter_entry_refuses_to_start() -> anyhow::
     };
     let out = child.wait_with_output()?;
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!status.success());
+    assert_eq!(
+        status.code(),
+        Some(huitong_node::daemon::EXIT_CONFIG),
+        "a configuration error exits 78, which the systemd unit does not restart"
+    );
     assert!(
         err.contains(&format!("node.org_code is {theirs}"))
             && err.contains(&ours)
