@@ -259,12 +259,17 @@ impl<'a> Copier<'a> {
         }
     }
 
-    /// Copies `from` to `to` (a new file; an existing one is kept when `keep_existing`, as
-    /// chunks are: the same name is the same content), with `from`'s permission bits. A source
+    /// Copies `from` to `to` (a new file), with `from`'s permission bits. With `keep_existing`
+    /// (chunks, named by their content) a file already at `to` is kept if it still holds its
+    /// name's content, and replaced if not (damage is what a restore is often for). A source
     /// that vanished meanwhile (a chunk removed by the node) is skipped.
     pub fn file(&mut self, from: &Path, to: &Path, keep_existing: bool) -> Result<(), BackupError> {
         if keep_existing && to.exists() {
-            return Ok(());
+            if holds_its_name(to) {
+                return Ok(());
+            }
+            tracing::warn!(chunk = %to.display(), "a chunk held here does not hold its content; the backup's copy replaces it");
+            fs::remove_file(to).map_err(io_at(to))?;
         }
         let mut src = match fs::File::open(from) {
             Ok(f) => f,
@@ -338,6 +343,18 @@ impl<'a> Copier<'a> {
         }
         crate::durable::sync_dir(to).map_err(io_at(to))
     }
+}
+
+/// Whether the chunk file at `path` holds the bytes its name (their hash) says.
+fn holds_its_name(path: &Path) -> bool {
+    let Some(hash) = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(huitong_protocol::dataset::ChunkHash::from_hex)
+    else {
+        return false;
+    };
+    fs::read(path).is_ok_and(|bytes| hash.verify(&bytes).is_ok())
 }
 
 /// Reads a backup's `backup.json`.

@@ -89,6 +89,9 @@ fn views() -> Vec<Box<dyn feeds::View>> {
     ]
 }
 
+/// Where `huitong restore` copies a backup's store before renaming it to `db/`.
+pub const RESTORING_DB: &str = "db.restoring";
+
 /// The exit status of a node that refuses to start because of its configuration (`EX_CONFIG`
 /// of sysexits.h): starting it again cannot help, so the systemd unit does not restart it
 /// (`RestartPreventExitStatus=78`), while any other failure is retried.
@@ -109,6 +112,15 @@ fn config_error(e: impl std::fmt::Display) -> anyhow::Error {
 pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     bound_allocator_retention();
     keep_private(dir);
+    // Held for the node's life: no restore or offline backup runs under it (and it starts
+    // only once they are done).
+    let _dir_lock = crate::dirlock::DirLock::acquire(dir, "run")?;
+    if dir.join(RESTORING_DB).exists() {
+        return Err(config_error(format!(
+            "{} holds {RESTORING_DB}: a `huitong restore` was cut short, so db/ may not be the backup's; run the same `huitong restore --from … --force` again before starting the node",
+            dir.display()
+        )));
+    }
     let key = keyfile::read(&dir.join(NODE_KEY_FILE))?;
     let authority = config
         .authority_key()

@@ -40,6 +40,7 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod dataset;
+pub mod dirlock;
 pub mod durable;
 pub mod faults;
 pub mod feeds;

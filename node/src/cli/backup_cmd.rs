@@ -121,15 +121,26 @@ pub(super) async fn backup(dir: &Path, args: BackupArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let source = match open_if_stopped(dir)? {
-        Some(store) => Source::Offline(store),
-        None => {
+    // A stopped node is backed up here, holding its directory (no node or restore starts
+    // meanwhile); a running one stages a checkpoint itself.
+    let (source, _dir_lock) = match crate::dirlock::DirLock::acquire(dir, "backup") {
+        Ok(lock) => match open_if_stopped(dir)? {
+            Some(store) => (Source::Offline(store), Some(lock)),
+            None => bail!(
+                "the store in {} is locked by another process, though no node holds the directory; try again",
+                dir.display()
+            ),
+        },
+        Err(held @ crate::dirlock::DirLockError::Held { .. }) => {
             let staged: api::BackupStaged = ApiClient::new(dir)?
                 .post("/backup", &())
                 .await
-                .context("the node is running (its store is locked) but did not checkpoint it")?;
-            Source::Staged(staged)
+                .with_context(|| {
+                    format!("{held}; if that is the running node, it did not checkpoint its store")
+                })?;
+            (Source::Staged(staged), None)
         }
+        Err(e) => return Err(e.into()),
     };
     let result = write_backup(dir, &config, &own, &out, &parent, &source);
     if let Source::Staged(s) = &source {
@@ -275,6 +286,9 @@ pub(super) fn restore(dir: &Path, args: RestoreArgs) -> anyhow::Result<()> {
     let from = absolute(&args.from)?;
     let info = backup::read_info(&from).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Held until the restored store is in place: no node starts in between (it would create a
+    // fresh store, or open a half-copied one).
+    let _dir_lock = crate::dirlock::DirLock::acquire(dir, "restore")?;
     let key_file = dir.join(NODE_KEY_FILE);
     if key_file.exists() {
         let key = keyfile::read(&key_file)?.public().to_hex();
@@ -309,7 +323,7 @@ pub(super) fn restore(dir: &Path, args: RestoreArgs) -> anyhow::Result<()> {
     backup::check_space(dir, need)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let mut kept = Vec::new();
-    for name in ["db", "audit"] {
+    let mut set_aside = |name: &str| -> anyhow::Result<()> {
         let p = dir.join(name);
         if p.exists() {
             let aside = dir.join(format!("{name}.before-restore-{stamp}"));
@@ -317,11 +331,24 @@ pub(super) fn restore(dir: &Path, args: RestoreArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot move {} aside", p.display()))?;
             kept.push(aside);
         }
-    }
+        Ok(())
+    };
+    set_aside("audit")?;
     let bar = bar(need);
     let progress = |n| bar.set_position(n);
     let mut c = Copier::new(&progress);
-    c.tree(&from.join("db"), &db, &[], &[], false)?;
+    // The store is copied beside its place, marked, and only then renamed into it: a restore
+    // cut short never leaves a half-copied or unmarked `db/` for a node to start from.
+    let restoring = dir.join(crate::daemon::RESTORING_DB);
+    if restoring.exists() {
+        std::fs::remove_dir_all(&restoring).with_context(|| {
+            format!(
+                "cannot remove {} left by an earlier restore",
+                restoring.display()
+            )
+        })?;
+    }
+    c.tree(&from.join("db"), &restoring, &[], &[], false)?;
     c.audit(
         &from.join(backup::STAGED_AUDIT),
         &dir.join(backup::STAGED_AUDIT),
@@ -338,7 +365,7 @@ pub(super) fn restore(dir: &Path, args: RestoreArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     // A store restored by any means catches up before it appends.
-    let store = Store::open(&db).context("cannot open the restored store")?;
+    let store = Store::open(&restoring).context("cannot open the restored store")?;
     if store.catch_up_mark()?.is_none() {
         let own_seq = store
             .head(&huitong_protocol::NodeId::from_hex(&info.node_key)?)?
@@ -353,6 +380,11 @@ pub(super) fn restore(dir: &Path, args: RestoreArgs) -> anyhow::Result<()> {
         )?;
     }
     drop(store);
+    // `db.restoring` exists until `db/` is the backup's: a node refuses to start meanwhile.
+    set_aside("db")?;
+    std::fs::rename(&restoring, &db)
+        .with_context(|| format!("cannot move the restored store into {}", db.display()))?;
+    crate::durable::sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))?;
     let mut o = std::io::stdout().lock();
     writeln!(
         o,
