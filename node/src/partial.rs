@@ -1,12 +1,18 @@
 //! Partial outputs: the temporary file an output is written to beside its target before it is
 //! renamed into place. Each writer gets its own file (`.NAME.huitong-partial.<16 hex>`), held
-//! under an exclusive `flock` for as long as it is open, so two writers can never race on one
-//! partial file — not two pulls of one node, nor pulls of two nodes on one host.
+//! under an exclusive `flock` for as long as it is open. A new file is created under a claim
+//! name (`.NAME.huitong-partial.<16 hex>.claim`, which no writer adopts or removes), locked
+//! there, and only then renamed to its partial name, so no other writer ever finds it unlocked
+//! under that name: two writers can never race on one partial file — not two pulls of one
+//! node, nor pulls of two nodes on one host.
 //!
 //! A writer that stopped without finishing (a node killed with `kill -9`, a power loss) leaves
 //! its partial file unlocked: the next writer of the same target either adopts it, renaming it
 //! to its own name, to resume from the bytes in it ([`Partial::claim`] with `resume`), or removes
-//! it. A partial file that another live process holds locked is left alone.
+//! it. A partial file that another live process holds locked is left alone. A writer stopped
+//! between creating and renaming its file leaves a claim file: one unlocked and not written for
+//! [`CLAIM_LEFT_AFTER`] is removed by the next writer of the target (a live writer holds its
+//! claim file unlocked for only the two system calls between `open` and `flock`).
 //!
 //! Only a partial file this process could have written itself is adopted or removed: a regular
 //! file owned by the effective user, with one link and no group or other write permission
@@ -16,9 +22,9 @@
 //! file of its own. So that this writer's own files always qualify whatever the umask, partial
 //! files are created without group or other write permission (mode `0644`, less the umask).
 //!
-//! Invariants: a [`Partial`] is locked by this process while it exists; only the writer holding
-//! it renames or removes its file; a stale partial is touched only under its lock, and only if
-//! it is [`trusted`].
+//! Invariants: a [`Partial`] is locked by this process while it exists, and its file is locked
+//! before it has a partial name; only the writer holding it renames or removes its file; a stale
+//! partial (or claim file) is touched only under its lock, and only if it is [`trusted`].
 //!
 //! Layering: a leaf (no other module of the node); [`crate::durable`] makes the rename durable.
 
@@ -26,6 +32,10 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// How long an unlocked claim file must have been left alone before a writer removes it.
+pub const CLAIM_LEFT_AFTER: Duration = Duration::from_secs(600);
 
 /// What every partial file of a target is named after: `.NAME.huitong-partial`.
 pub fn prefix(target: &Path) -> String {
@@ -49,8 +59,22 @@ fn is_partial_of(name: &str, prefix: &str) -> bool {
     }
 }
 
-/// The partial files of `target` found in its directory (any writer's, locked or not).
-pub fn existing(target: &Path) -> Vec<PathBuf> {
+/// The name a new partial file is created and locked under before it is renamed to `partial`:
+/// `partial` and `.claim`, which is no target's partial name ([`is_partial_of`]).
+fn claim_name(partial: &Path) -> PathBuf {
+    let mut name = partial.as_os_str().to_owned();
+    name.push(".claim");
+    PathBuf::from(name)
+}
+
+/// Whether `name` is a claim file of a partial file of the target with this [`prefix`].
+fn is_claim_of(name: &str, prefix: &str) -> bool {
+    name.strip_suffix(".claim")
+        .is_some_and(|partial| partial != prefix && is_partial_of(partial, prefix))
+}
+
+/// The files in the target's directory whose names pass `matches` with the target's prefix.
+fn listed(target: &Path, matches: fn(&str, &str) -> bool) -> Vec<PathBuf> {
     let (Some(dir), prefix) = (target.parent(), prefix(target)) else {
         return Vec::new();
     };
@@ -59,9 +83,14 @@ pub fn existing(target: &Path) -> Vec<PathBuf> {
     };
     entries
         .flatten()
-        .filter(|e| is_partial_of(&e.file_name().to_string_lossy(), &prefix))
+        .filter(|e| matches(&e.file_name().to_string_lossy(), &prefix))
         .map(|e| e.path())
         .collect()
+}
+
+/// The partial files of `target` found in its directory (any writer's, locked or not).
+pub fn existing(target: &Path) -> Vec<PathBuf> {
+    listed(target, is_partial_of)
 }
 
 /// A partial output being written by this process, locked until it is finished or dropped.
@@ -113,24 +142,73 @@ fn replaced(path: &Path) -> io::Error {
     ))
 }
 
+#[cfg(test)]
+thread_local! {
+    /// A test's second writer, run once between creating a new partial file and locking it.
+    static BEFORE_LOCK: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Removes the claim files of `target` that a writer left behind (stopped between creating and
+/// renaming its file): unlocked, [`trusted`], and not written for [`CLAIM_LEFT_AFTER`].
+fn remove_left_claims(target: &Path) {
+    for p in listed(target, is_claim_of) {
+        let Ok(f) = open_rw(&p, false) else { continue };
+        let left = f.metadata().and_then(|m| m.modified()).is_ok_and(|at| {
+            SystemTime::now()
+                .duration_since(at)
+                .is_ok_and(|age| age >= CLAIM_LEFT_AFTER)
+        });
+        if left && f.try_lock().is_ok() && still_at(&f, &p) && trusted(&f) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+/// Creates a new partial file at `path`: created and locked under its [`claim_name`], then
+/// renamed, so it is never at a partial name unlocked.
+fn create_locked(path: &Path) -> io::Result<File> {
+    let claim = claim_name(path);
+    let f = open_rw(&claim, true)?;
+    #[cfg(test)]
+    if let Some(second_writer) = BEFORE_LOCK.with(|h| h.borrow_mut().take()) {
+        second_writer();
+    }
+    let named = f
+        .try_lock()
+        .map_err(io::Error::from)
+        .and_then(|()| std::fs::rename(&claim, path));
+    if let Err(e) = named {
+        let _ = std::fs::remove_file(&claim);
+        return Err(e);
+    }
+    if !still_at(&f, path) {
+        return Err(replaced(path));
+    }
+    Ok(f)
+}
+
 impl Partial {
     /// Claims a new partial file for `target`. Stale partial files of the target (no process
     /// holds them) are adopted — the most recently written one, renamed to this writer's name,
     /// when `resume` — or removed; partial files locked by a live writer, and files this
-    /// process could not have written itself (not [`trusted`]), are left alone.
+    /// process could not have written itself (not [`trusted`]), are left alone. A new file is
+    /// locked under its claim name before it has its partial name; claim files left behind are
+    /// removed once old ([`CLAIM_LEFT_AFTER`]).
     pub fn claim(target: &Path, resume: bool) -> io::Result<Self> {
         let path =
             target.with_file_name(format!("{}.{:016x}", prefix(target), rand::random::<u64>()));
-        let mut stale: Vec<(PathBuf, std::time::SystemTime)> = existing(target)
+        let mut stale: Vec<(PathBuf, SystemTime)> = existing(target)
             .into_iter()
             .map(|p| {
                 let at = std::fs::symlink_metadata(&p)
                     .and_then(|m| m.modified())
-                    .unwrap_or(std::time::UNIX_EPOCH);
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
                 (p, at)
             })
             .collect();
         stale.sort_by_key(|s| std::cmp::Reverse(s.1));
+        remove_left_claims(target);
         let mut adopted = None;
         for (p, _) in stale {
             let Ok(f) = open_rw(&p, false) else { continue };
@@ -151,11 +229,7 @@ impl Partial {
         }
         let (file, resumed) = match adopted {
             Some(f) => (f, true),
-            None => {
-                let f = open_rw(&path, true)?;
-                f.try_lock().map_err(io::Error::from)?;
-                (f, false)
-            }
+            None => (create_locked(&path)?, false),
         };
         Ok(Self {
             file,
@@ -234,6 +308,89 @@ mod tests {
         assert!(!is_partial_of(".data.csv.huitong-partial.12", &p));
         assert!(!is_partial_of(".data.csv.huitong-partialx", &p));
         assert!(!is_partial_of("data.csv", &p));
+        let partial = Path::new("/x/.data.csv.huitong-partial.0123456789abcdef");
+        let claim = claim_name(partial);
+        let claim = claim.file_name().unwrap().to_str().unwrap();
+        assert!(!is_partial_of(claim, &p), "a claim file is no partial file");
+        assert!(is_claim_of(claim, &p));
+        assert!(!is_claim_of(".data.csv.huitong-partial.claim", &p));
+        assert!(!is_claim_of(
+            ".data.csv.huitong-partial.0123456789abcdef",
+            &p
+        ));
+    }
+
+    /// Review 10, L3: a second writer listing the target's partial files while the first is
+    /// between creating its file and locking it neither adopts nor removes that file; both
+    /// writers get their own.
+    #[test]
+    fn a_new_partial_is_locked_before_another_writer_can_see_it() {
+        use std::cell::RefCell;
+        use std::io::Write;
+        use std::rc::Rc;
+        for resume in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let target = dir.path().join("out.csv");
+            let second: Rc<RefCell<Option<io::Result<Partial>>>> = Rc::default();
+            let (slot, t) = (Rc::clone(&second), target.clone());
+            BEFORE_LOCK.with(|h| {
+                *h.borrow_mut() = Some(Box::new(move || {
+                    *slot.borrow_mut() = Some(Partial::claim(&t, resume));
+                }))
+            });
+            let first = Partial::claim(&target, resume);
+            let second = second.borrow_mut().take().expect("the second writer ran");
+            let (first, second) = (first.unwrap(), second.unwrap());
+            assert!(
+                !second.resumed(),
+                "resume {resume}: adopted a live writer's file"
+            );
+            assert_ne!(first.path(), second.path());
+            assert!(
+                first.path().exists() && still_at(first.file(), first.path()),
+                "resume {resume}: the first writer's file was taken away"
+            );
+            assert!(still_at(second.file(), second.path()));
+            let mut listed = existing(&target);
+            listed.sort();
+            let mut both = vec![first.path().to_path_buf(), second.path().to_path_buf()];
+            both.sort();
+            assert_eq!(listed, both, "no claim file is left");
+            first.file().write_all(b"first").unwrap();
+            first.finish().unwrap();
+            assert_eq!(std::fs::read(&target).unwrap(), b"first");
+            second.discard();
+        }
+    }
+
+    /// A claim file left by a writer stopped before it renamed its file is removed once it is
+    /// old enough; a recent one (a writer about to lock it) and a locked one are left alone.
+    #[test]
+    fn claim_files_left_behind_are_removed_when_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.bin");
+        let claim = |tag: &str| {
+            let p = dir
+                .path()
+                .join(format!(".out.bin.huitong-partial.{tag}.claim"));
+            let f = open_rw(&p, true).unwrap();
+            (p, f)
+        };
+        let (old, f) = claim("0000000000000001");
+        f.set_modified(SystemTime::now() - CLAIM_LEFT_AFTER - Duration::from_secs(1))
+            .unwrap();
+        drop(f);
+        let (recent, f) = claim("0000000000000002");
+        drop(f);
+        let (held, f) = claim("0000000000000003");
+        f.set_modified(SystemTime::now() - CLAIM_LEFT_AFTER - Duration::from_secs(1))
+            .unwrap();
+        f.try_lock().unwrap();
+        let c = Partial::claim(&target, true).unwrap();
+        assert!(!c.resumed(), "a claim file is never adopted");
+        assert!(!old.exists(), "an old unlocked claim file is removed");
+        assert!(recent.exists() && held.exists());
+        drop(f);
     }
 
     #[test]
