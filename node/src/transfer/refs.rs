@@ -7,10 +7,16 @@
 //! output moved away and a FIFO, a device or a link put in its place). Only a regular file is
 //! read: the path is opened with `O_NOFOLLOW | O_NONBLOCK` (so neither a link nor a FIFO without
 //! a writer can make the open wait) and checked with `fstat` before a byte is read.
+//!
+//! A read that never returns (a hung network mount) cannot be interrupted: its thread stays
+//! stuck. At most [`MAX_READERS`] such reads run at once, each holding a slot until it returns;
+//! when every slot is held, earlier outputs are not read at all (their chunks are fetched from
+//! the provider), so stuck threads stay bounded however many pulls follow (review s7, L5).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use huitong_protocol::codec;
 use huitong_protocol::dataset::ChunkRef;
@@ -49,8 +55,47 @@ pub fn record(
     Ok(())
 }
 
-/// The chunk's bytes from where a finished output put them, if they are still intact.
+/// Reads of earlier outputs running at once, at most.
+pub const MAX_READERS: usize = 4;
+
+static READERS: AtomicUsize = AtomicUsize::new(0);
+static SAID_FULL: AtomicBool = AtomicBool::new(false);
+
+/// A running read's slot among [`MAX_READERS`]; given back when the read returns.
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Self> {
+        let taken = READERS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_READERS).then(|| n + 1)
+            })
+            .is_ok();
+        if !taken && !SAID_FULL.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                readers = MAX_READERS,
+                "reads of earlier pulled outputs do not return (a hung mount?): their chunks are fetched from the provider instead"
+            );
+        }
+        // Built only when taken: a `Slot` dropped gives a slot back.
+        if taken {
+            Some(Self)
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        READERS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The chunk's bytes from where a finished output put them, if they are still intact (`None`
+/// also while every reader slot is held by a read that does not return).
 pub fn read(state: &NodeState, chunk: &ChunkRef) -> Option<Vec<u8>> {
+    let _slot = Slot::take()?;
     let s = &state.store;
     let raw = s.db().get_cf(s.cf(CF_CHUNK_REFS), chunk.hash.0).ok()??;
     let place: Place = codec::decode(&raw, 64 * 1024).ok()?;
@@ -124,5 +169,16 @@ mod tests {
             Ok(None),
             "a FIFO at the recorded path blocked the read"
         );
+    }
+
+    /// Review s7, L5: reads that never return hold at most [`MAX_READERS`] slots; then earlier
+    /// outputs are not read, and a returned read gives its slot back.
+    #[test]
+    fn stuck_reads_are_bounded() {
+        let held: Vec<Slot> = (0..MAX_READERS).map_while(|_| Slot::take()).collect();
+        assert_eq!(held.len(), MAX_READERS);
+        assert!(Slot::take().is_none(), "every slot held: no more reads");
+        drop(held);
+        assert!(Slot::take().is_some(), "slots given back");
     }
 }

@@ -179,6 +179,13 @@ impl Server {
                 .await?;
                 continue;
             };
+            // A manifest answer (up to 16 MiB, held while it is written) takes a send permit like
+            // a chunk does, so manifests count in the node-wide bound too (review 10, L5); none
+            // is left only at shutdown.
+            let manifest_permit = match &req {
+                DataRequest::Manifest { .. } => self.limits.sending(&requester).await.ok(),
+                _ => None,
+            };
             let (response, chunk) = self.answer(req, &requester, &peer).await;
             self.send(
                 &mut stream,
@@ -187,6 +194,7 @@ impl Server {
                 chunk.as_ref().map(|c| &c.bytes[..]),
             )
             .await?;
+            drop(manifest_permit);
             if let Some(c) = chunk {
                 self.state.transfer.served(c.bytes.len() as u64);
             }
