@@ -7,6 +7,7 @@ mod schema;
 
 pub use schema::{
     ApiConfig, Config, FederationConfig, LogConfig, LogFormat, NetworkConfig, NodeConfig,
+    StorageConfig,
 };
 
 use std::path::{Path, PathBuf};

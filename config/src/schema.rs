@@ -23,6 +23,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Disk space kept free for the node's own files.
+    #[serde(default, skip_serializing_if = "StorageConfig::is_default")]
+    pub storage: StorageConfig,
 }
 
 /// `[node]`.
@@ -97,6 +100,25 @@ pub struct LogConfig {
     pub keep_files: usize,
 }
 
+/// `[storage]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// MiB kept free on the node directory's file system (the store, the chunk store, the
+    /// audit log): pulls, exports and publishes are refused rather than eat into it. Unset (the
+    /// default): the larger of 1 GiB and 5 % of the file system, at most a quarter of it; 0
+    /// keeps nothing back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_free_mib: Option<u64>,
+}
+
+impl StorageConfig {
+    /// Whether nothing is set (then `huitong init` writes no `[storage]` table).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -107,6 +129,9 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
+
+/// The largest `storage.keep_free_mib` accepted (16 TiB).
+const MAX_KEEP_FREE_MIB: u64 = 16 * 1024 * 1024;
 
 fn default_role() -> String {
     "department".into()
@@ -191,6 +216,7 @@ impl Config {
             network: NetworkConfig::default(),
             api: ApiConfig::default(),
             log: LogConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 
@@ -249,6 +275,16 @@ impl Config {
             return Err((
                 "log.file",
                 "must not be empty; remove the key to log to stderr (the journal)".into(),
+            ));
+        }
+        if self
+            .storage
+            .keep_free_mib
+            .is_some_and(|m| m > MAX_KEEP_FREE_MIB)
+        {
+            return Err((
+                "storage.keep_free_mib",
+                format!("must be at most {MAX_KEEP_FREE_MIB} (MiB, 16 TiB); remove the key for the default (the larger of 1 GiB and 5 % of the file system)"),
             ));
         }
         Ok(())
@@ -320,6 +356,25 @@ org_code = "91350100M000100Y43"
         assert_eq!(c.api.listen, "127.0.0.1:7410");
         assert_eq!(c.federation.name, "海门区");
         assert_eq!(c.node.role, "department");
+        assert_eq!(c.storage.keep_free_mib, None);
+        assert!(
+            !c.to_toml().contains("[storage]"),
+            "init writes no empty [storage]"
+        );
+        let c = Config::parse(
+            &format!("{GOOD}\n[storage]\nkeep_free_mib = 256\n"),
+            Path::new("h.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.storage.keep_free_mib, Some(256));
+        let back = Config::parse(&c.to_toml(), Path::new("h.toml")).unwrap();
+        assert_eq!(back.storage.keep_free_mib, Some(256));
+        let e = Config::parse(
+            &format!("{GOOD}\n[storage]\nkeep_free_mib = 99999999999\n"),
+            Path::new("h.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("storage.keep_free_mib"), "{e}");
     }
 
     #[test]

@@ -137,6 +137,17 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         authority,
         charters,
     ));
+    if let Ok(fs) = crate::outfile::space::statvfs(dir) {
+        let floor = state.space.floor().bytes(fs.size);
+        info!(
+            keep_free_bytes = floor,
+            available_bytes = fs.available,
+            "pulls, exports and publishes keep this much free on the node directory's file system (storage.keep_free_mib)"
+        );
+        if fs.available < floor {
+            warn!(keep_free_bytes = floor, available_bytes = fs.available, "the node directory's file system has less free than it keeps back: every pull and publish will be refused until space is freed (`huitong gc`, or lower storage.keep_free_mib)");
+        }
+    }
     if state.charter().is_none() && dir.join(CHARTER_FILE).exists() {
         let bytes = std::fs::read(dir.join(CHARTER_FILE))?;
         match state.offer_charter(&bytes) {

@@ -6,12 +6,18 @@
 //! - [`create_new`]: a new file (a reject report) is created with `O_CREAT | O_EXCL |
 //!   O_NOFOLLOW`, so the kernel refuses any file or link already at its name (no write can follow
 //!   a link planted there). Partial outputs are [`crate::partial`]'s, opened the same way.
-//! - [`ensure_space`]: before writing, the bytes needed are compared with what `statvfs(2)` says
-//!   an unprivileged writer may still use (`f_bavail × f_frsize`); needs on one file system are
-//!   added up. The error names both numbers.
+//! - [`Space`]: before writing, a job reserves the bytes it needs in an in-process ledger per
+//!   file system; a need is granted only if it fits in what `statvfs(2)` says an unprivileged
+//!   writer may still use (`f_bavail × f_frsize`), less what other running jobs reserved and
+//!   have not written yet, less a floor kept free on the node directory's file system for the
+//!   store, the chunk store and the audit log (see [`space`]). The error names every number.
+//! - [`preallocate`]: a file pull's partial output is allocated whole with `fallocate(2)`
+//!   (`posix_fallocate` semantics) before anything is written, so its space is held on disk
+//!   and not only promised; where the file system cannot (`EOPNOTSUPP`), the ledger's
+//!   reservation holds it instead.
 //!
-//! `statvfs` comes from `rustix` (safe bindings to the system calls; already built for
-//! `tempfile` and `polling`), not hand-written `libc` calls.
+//! `statvfs` and `fallocate` come from `rustix` (safe bindings to the system calls; already
+//! built for `tempfile` and `polling`), not hand-written `libc` calls.
 //!
 //! Layering: a leaf (no other module of the node).
 
@@ -19,6 +25,10 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+pub mod space;
+
+pub use space::{Floor, Reservation, Space};
 
 /// Why an output file was not written.
 #[derive(Debug, thiserror::Error)]
@@ -47,14 +57,20 @@ pub enum OutError {
         mode: u32,
     },
     /// Not enough free space.
-    #[error("not enough free space to write {path}: {} needed, {} available on its file system; free some space or write elsewhere", show(*.needed), show(*.available))]
+    #[error("{}", no_space(path, *.needed, *.available, *.reserved, *.jobs, *.floor))]
     NoSpace {
         /// The file (or directory) to be written.
         path: PathBuf,
         /// Bytes needed.
         needed: u64,
-        /// Bytes available.
+        /// Bytes `statvfs` says may still be written on its file system.
         available: u64,
+        /// Of those, bytes reserved by other running jobs and not written yet.
+        reserved: u64,
+        /// How many other running jobs hold them.
+        jobs: usize,
+        /// Of those, bytes kept free for the node's own files (0 off the node's file system).
+        floor: u64,
     },
     /// A file system error.
     #[error("{path}: {source}")]
@@ -71,6 +87,48 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OutError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// The message of [`OutError::NoSpace`]: what was needed, what is free, what of it other
+/// running jobs and the floor take, and what to do.
+fn no_space(
+    path: &Path,
+    needed: u64,
+    available: u64,
+    reserved: u64,
+    jobs: usize,
+    floor: u64,
+) -> String {
+    let mut m = format!(
+        "not enough free space to write {}: {} needed, {} free on its file system",
+        path.display(),
+        show(needed),
+        show(available)
+    );
+    let mut parts = Vec::new();
+    if reserved > 0 {
+        let s = if jobs == 1 { "" } else { "s" };
+        parts.push(format!(
+            "{} reserved by {jobs} other running job{s} (pulls, exports, publishes) and not yet written",
+            show(reserved)
+        ));
+    }
+    if floor > 0 {
+        parts.push(format!(
+            "{} kept free for the node's database, chunk store and audit log (`storage.keep_free_mib`)",
+            show(floor)
+        ));
+    }
+    if !parts.is_empty() {
+        m.push_str(", less ");
+        m.push_str(&parts.join(" and "));
+    }
+    m.push_str("; ");
+    if reserved > 0 {
+        m.push_str("wait for the running jobs to end (`huitong pulls`), ");
+    }
+    m.push_str("free some space (`huitong gc` removes chunks no kept version needs) or write to another file system");
+    m
 }
 
 /// `1234567890 bytes (1.1 GiB)`.
@@ -170,8 +228,27 @@ fn refusal(path: &Path, e: io::Error) -> OutError {
 
 /// Bytes an unprivileged process may still write on the file system holding `dir`.
 pub fn available(dir: &Path) -> Result<u64, OutError> {
-    let s = rustix::fs::statvfs(dir).map_err(|e| io_err(dir)(e.into()))?;
-    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+    Ok(space::statvfs(dir)?.available)
+}
+
+/// Allocates `len` bytes of `file` from its start (`fallocate(2)` with no flags: what
+/// `posix_fallocate` does, without glibc's block-by-block emulation), extending it to `len`
+/// when shorter; bytes already there are kept. Returns `false` when the file system does not
+/// support it (`EOPNOTSUPP`, e.g. some network and copy-on-write file systems): the caller
+/// then relies on its reservation alone. `ENOSPC` and other failures are errors.
+pub fn preallocate(file: &File, len: u64) -> io::Result<bool> {
+    use rustix::io::Errno;
+    if len == 0 {
+        return Ok(true);
+    }
+    loop {
+        return match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Ok(()) => Ok(true),
+            Err(Errno::INTR) => continue,
+            Err(Errno::OPNOTSUPP | Errno::NOSYS) => Ok(false),
+            Err(e) => Err(e.into()),
+        };
+    }
 }
 
 /// Bytes already allocated to a file (a resumed output), 0 when there is none.
@@ -180,40 +257,6 @@ pub fn allocated(path: &Path) -> u64 {
         .ok()
         .filter(|m| m.is_file())
         .map_or(0, |m| m.blocks().saturating_mul(512).min(m.len()))
-}
-
-/// The directory a file at `path` goes into.
-fn dir_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    }
-}
-
-/// Checks that each file system has room for what will be written on it: `needs` are
-/// `(file or directory to be written, bytes)`; needs on the same file system are added up.
-pub fn ensure_space(needs: &[(&Path, u64)]) -> Result<(), OutError> {
-    // (device, a directory on it, the first path named, bytes).
-    let mut by_fs: Vec<(u64, &Path, &Path, u64)> = Vec::new();
-    for &(path, bytes) in needs {
-        let dir = if path.is_dir() { path } else { dir_of(path) };
-        let dev = std::fs::metadata(dir).map_err(io_err(dir))?.dev();
-        match by_fs.iter_mut().find(|(d, ..)| *d == dev) {
-            Some(e) => e.3 = e.3.saturating_add(bytes),
-            None => by_fs.push((dev, dir, path, bytes)),
-        }
-    }
-    for (_, dir, path, needed) in by_fs {
-        let available = available(dir)?;
-        if needed > available {
-            return Err(OutError::NoSpace {
-                path: path.to_path_buf(),
-                needed,
-                available,
-            });
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -264,31 +307,22 @@ mod tests {
     }
 
     #[test]
-    fn space_is_checked_per_file_system_and_named() {
+    fn preallocation_holds_the_space_and_keeps_what_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        let free = available(dir.path()).unwrap();
-        assert!(free > 0);
-        let out = dir.path().join("out.csv");
-        ensure_space(&[(out.as_path(), 1)]).unwrap();
-        // Two needs on one file system are added up (each fits alone; together they exceed
-        // what is free by a quarter, a margin other writers on the machine will not close).
-        let part = free / 2 + free / 8;
-        ensure_space(&[(out.as_path(), part)]).unwrap();
-        match ensure_space(&[(out.as_path(), part), (dir.path(), part)]) {
-            Err(OutError::NoSpace {
-                needed, available, ..
-            }) => {
-                assert_eq!(needed, 2 * part);
-                assert!(available < needed);
-            }
-            other => panic!("expected NoSpace, got {other:?}"),
+        let path = dir.path().join("partial");
+        let file = create_new(&path).unwrap();
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(b"kept", 1 << 20).unwrap();
+        let len = 8u64 << 20;
+        let before = allocated(&path);
+        if preallocate(&file, len).unwrap() {
+            assert_eq!(file.metadata().unwrap().len(), len);
+            assert_eq!(allocated(&path), len, "every block allocated, not sparse");
+            assert!(before < len);
         }
-        let e = ensure_space(&[(out.as_path(), u64::MAX)])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("18446744073709551615 bytes") && e.contains("available"),
-            "{e}"
-        );
+        let mut buf = [0u8; 4];
+        file.read_exact_at(&mut buf, 1 << 20).unwrap();
+        assert_eq!(&buf, b"kept");
+        assert!(preallocate(&file, 0).unwrap());
     }
 }

@@ -1,9 +1,9 @@
 //! Node state shared by the network event loop and the admin API: the node directory, the
 //! store, the chunk store, the node key, the configuration, the charter versions held, the audit's
 //! in-memory state, the cache of verified grant tokens, a restored node's catch-up on its own
-//! feed, and the counters `status` reports.
+//! feed, the free-space ledger of its running jobs, and the counters `status` reports.
 //!
-//! Layering: above the store, the chunk store, the counters, `catchup` and `audit_log` only; every module
+//! Layering: above the store, the chunk store, the counters, `catchup`, `outfile` and `audit_log` only; every module
 //! above uses it, and it names none of them (the feeds' views, the network and the audit services
 //! get their own handles from the daemon).
 
@@ -54,6 +54,9 @@ pub struct NodeState {
     pub grants: huitong_protocol::grant::TokenCache,
     /// A restored node's catch-up on its own feed (nothing pending otherwise).
     pub catch_up: crate::catchup::CatchUp,
+    /// Free space: what running pulls, exports and publishes reserved, and the floor kept free
+    /// on the node directory's file system (`storage.keep_free_mib`).
+    pub space: crate::outfile::Space,
     charters: RwLock<History>,
     counters: Mutex<Counters>,
 }
@@ -77,6 +80,10 @@ impl NodeState {
             transfer: Default::default(),
             grants: Default::default(),
             catch_up: Default::default(),
+            space: crate::outfile::Space::new(
+                dir,
+                crate::outfile::Floor::from_mib(config.storage.keep_free_mib),
+            ),
             key,
             config,
             authority,
@@ -269,7 +276,7 @@ pub(crate) mod testing {
             .expect("first version");
         let config = Config::parse(
             &format!(
-                "[node]\nname = \"member 1\"\norg_code = \"{}\"\n",
+                "[node]\nname = \"member 1\"\norg_code = \"{}\"\n[storage]\nkeep_free_mib = 64\n",
                 uscc(1).as_str()
             ),
             Path::new("huitong.toml"),

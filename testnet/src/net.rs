@@ -23,6 +23,10 @@ pub const LOG_FILE: &str = "node.log";
 pub const OUT_FILE: &str = "node.out";
 /// The federation name.
 pub const FEDERATION: &str = "海门区";
+/// MiB each testnet node keeps free on its file system (`storage.keep_free_mib`). The default
+/// floor (the larger of 1 GiB and 5 % of the file system) suits a server; a testnet shares a
+/// developer's or a CI runner's often fuller disk, where it would refuse every pull.
+pub const KEEP_FREE_MIB: u64 = 256;
 
 /// How to create a testnet.
 #[derive(Clone, Debug)]
@@ -232,6 +236,9 @@ impl Testnet {
             );
         }
         let v: Value = serde_json::from_slice(&out.stdout)?;
+        let mut config = huitong_config::Config::load(&dir)?;
+        config.storage.keep_free_mib = Some(KEEP_FREE_MIB);
+        std::fs::write(dir.join(huitong_config::CONFIG_FILE), config.to_toml())?;
         Ok(NodeInfo {
             name: m.name.clone(),
             key: m.key.clone(),

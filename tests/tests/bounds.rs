@@ -2,7 +2,10 @@
 //! styles calamine would multiply (review 10, H2), are refused with a clear error (the node
 //! keeps answering); the reject report is written to a file whose path the
 //! publish names; a pull never writes through a symbolic link (one at the output is refused, one
-//! planted at a partial file's name is left alone); `huitong gc` lets go of a consumer's superseded version and removes what
+//! planted at a partial file's name is left alone); a pull on a node whose floor of free space
+//! (`storage.keep_free_mib`, review 10, M9) is more than its disk has free is refused up front,
+//! the error naming what was needed, what is free and what is kept back, and nothing is
+//! written; `huitong gc` lets go of a consumer's superseded version and removes what
 //! no kept version needs, while a provider keeps every version it published.
 
 use std::path::{Path, PathBuf};
@@ -51,7 +54,7 @@ fn json_lines(path: &Path) -> anyhow::Result<Vec<Value>> {
 
 #[test]
 fn bombs_reports_links_and_collected_chunks() -> anyhow::Result<()> {
-    let (provider, consumer) = (1, 2);
+    let (provider, consumer, full) = (1, 2, 3);
     let mut f = start_prepared(2, 5, &[], |net| {
         // The consumer lets go of a superseded version at once; no periodic run in between.
         net.set_env(
@@ -59,6 +62,13 @@ fn bombs_reports_links_and_collected_chunks() -> anyhow::Result<()> {
             housekeeping::ENV,
             "interval_secs=3600,gc_grace_secs=0",
         );
+        // The city node keeps 16 TiB free: more than any test disk has, so it has no room.
+        let mut config = huitong_config::Config::load(&net.nodes[full].dir)?;
+        config.storage.keep_free_mib = Some(16 * 1024 * 1024);
+        std::fs::write(
+            net.nodes[full].dir.join(huitong_config::CONFIG_FILE),
+            config.to_toml(),
+        )?;
         Ok(())
     })?;
     let dir = f.tmp.path().to_path_buf();
@@ -166,6 +176,24 @@ fn bombs_reports_links_and_collected_chunks() -> anyhow::Result<()> {
     assert!(std::fs::symlink_metadata(&planted)?
         .file_type()
         .is_symlink());
+
+    // Review 10, M9: a node whose floor is more than is free refuses the pull up front, naming
+    // the numbers and what to do; nothing is written, and the node runs on.
+    data::wait_version(net, full, code, 1)?;
+    let full_out = dir.join("full.csv");
+    let err = data::refused_into(net, full, code, &full_out, &[])?;
+    for part in [
+        "not enough free space to write",
+        "needed",
+        "free on its file system",
+        "17592186044416 bytes (16.0 TiB) kept free for the node's database",
+        "storage.keep_free_mib",
+        "huitong gc",
+    ] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+    assert!(!full_out.exists() && huitong_node::partial::existing(&full_out).is_empty());
+    net.get(full, "/status")?;
 
     // The consumer pulls v1, then v2 (every row changed); `huitong gc` lets go of v1 and keeps
     // exactly v2's chunks, which a pull of v2 then reuses.

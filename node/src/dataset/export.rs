@@ -4,12 +4,20 @@
 //! Output goes to a partial file of its own beside the target ([`crate::partial`]), is fsynced,
 //! and is renamed over the target only when complete, so a reader never sees half a file. Chunks
 //! are re-verified as they are read. An export can be stopped between row groups. The target may
-//! not be a symbolic link, and the output's file system must have room for it first
-//! ([`crate::outfile`]).
+//! not be a symbolic link.
+//!
+//! Room for the output is reserved first in the node's free-space ledger
+//! ([`crate::outfile::Space`]), for the bytes [`estimate`] says the format writes (a table pull
+//! reserves it before it fetches anything and hands the reservation over). Bytes written count
+//! as landed, so the reservation covers only what is still to come; an output that outgrows its
+//! estimate (values needing JSON escapes or doubled CSV quotes, floats that grow when typed)
+//! asks for more room in steps of [`GROW_STEP`] as it goes, and fails with the same error as an
+//! up-front refusal when there is none, leaving nothing behind.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow_array::{
@@ -22,7 +30,14 @@ use serde::{Deserialize, Serialize};
 
 use super::table::{self, ChunkFormatError};
 use crate::chunks::{ChunkError, ChunkStore};
-use crate::outfile::{self, OutError};
+use crate::outfile::{self, OutError, Reservation, Space};
+
+/// An export that outgrows its reservation asks for this much more at a time.
+pub const GROW_STEP: u64 = 16 << 20;
+/// Parquet's fixed overhead in the estimate (footer, schema, Arrow schema, page indexes).
+const PARQUET_FIXED: u64 = 64 << 10;
+/// Parquet's overhead per column in the estimate (column chunk metadata and statistics).
+const PARQUET_PER_COLUMN: u64 = 4 << 10;
 
 /// Output formats for tables.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,17 +89,110 @@ pub enum ExportError {
     Out(#[from] OutError),
 }
 
-/// Roughly the bytes an export writes: the chunks it reads (text of the chosen columns; CSV
-/// and JSONL add little to it, Parquet is smaller).
-pub fn estimate(manifest: &Manifest, columns: &[String]) -> u64 {
-    match &manifest.body {
-        Body::File { chunks, .. } => chunks.iter().map(|c| u64::from(c.len)).sum(),
-        Body::Table { columns: all, .. } => all
-            .iter()
-            .filter(|c| columns.contains(&c.name))
-            .flat_map(|c| &c.chunks)
-            .map(|c| u64::from(c.len))
-            .sum(),
+/// The bytes an export of `columns` in `format` writes, as far as the manifest tells (review 10,
+/// M9). `data` is the chosen columns' chunk bytes: Arrow IPC, so the text plus at least 4 bytes
+/// a cell (offsets) plus headers.
+/// - a file version: its size, exactly;
+/// - CSV: `data` plus the header row; each value's 4 bytes of offsets cover its separator or
+///   line end and a pair of quotes;
+/// - JSONL: `data` plus, on every row, `{`, `}` and the line end and, for every column, its
+///   JSON-quoted name, `:`, `,` and two more bytes (`rows × Σ(len(name)+6)` with quotes counted
+///   in the name), covering value quotes, `null` and typed values such as `false` or `1.0`;
+/// - Parquet (compressed, usually far smaller): `data` plus 1/16, 64 KiB and 4 KiB a column.
+///
+/// Text needing JSON escapes or doubled CSV quotes can write more; the export then asks for
+/// more room as it goes ([`GROW_STEP`]).
+pub fn estimate(manifest: &Manifest, columns: &[String], format: OutFormat) -> u64 {
+    let (row_groups, all) = match &manifest.body {
+        Body::File { chunks, .. } => return chunks.iter().map(|c| u64::from(c.len)).sum(),
+        Body::Table {
+            row_groups,
+            columns,
+        } => (row_groups, columns),
+    };
+    // The columns the export writes, as it picks them.
+    let selected: Vec<&Column> = columns
+        .iter()
+        .filter_map(|c| all.iter().find(|a| &a.name == c))
+        .collect();
+    let rows: u64 = row_groups.iter().fold(0, |a, &r| a.saturating_add(r));
+    let data: u64 = selected
+        .iter()
+        .flat_map(|c| &c.chunks)
+        .fold(0, |a, c| a.saturating_add(u64::from(c.len)));
+    let quoted =
+        |name: &str| serde_json::to_string(name).map_or(name.len() + 2, |q| q.len()) as u64;
+    match format {
+        OutFormat::Csv => {
+            let header: u64 = selected.iter().map(|c| quoted(&c.name) + 1).sum();
+            data.saturating_add(header)
+        }
+        OutFormat::Jsonl => {
+            let per_row: u64 = 3 + selected.iter().map(|c| quoted(&c.name) + 4).sum::<u64>();
+            data.saturating_add(rows.saturating_mul(per_row))
+        }
+        OutFormat::Parquet => data
+            .saturating_add(data / 16)
+            .saturating_add(PARQUET_FIXED)
+            .saturating_add(PARQUET_PER_COLUMN.saturating_mul(selected.len() as u64)),
+    }
+}
+
+/// Where an export's room comes from.
+pub enum Room<'a> {
+    /// Reserve it in the node's ledger now.
+    Reserve(&'a Space),
+    /// Already reserved (a table pull reserves before it fetches).
+    Held(Reservation),
+}
+
+/// The partial output as the format writers see it: every write counts as landed in the
+/// reservation, which grows (checked) when the output outgrows it.
+struct Metered {
+    file: File,
+    written: Arc<AtomicU64>,
+    room: Reservation,
+    /// Where a refused growth is told to the export (the writers see only an I/O error).
+    refused: Arc<std::sync::Mutex<Option<OutError>>>,
+}
+
+impl Metered {
+    fn new(file: File, room: Reservation) -> Self {
+        let written = Arc::new(AtomicU64::new(0));
+        let w = written.clone();
+        room.track(move || w.load(Ordering::Relaxed));
+        Self {
+            file,
+            written,
+            room,
+            refused: Default::default(),
+        }
+    }
+}
+
+impl Write for Metered {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let after = self
+            .written
+            .load(Ordering::Relaxed)
+            .saturating_add(buf.len() as u64);
+        if after > self.room.bytes() {
+            if let Err(e) = self.room.grow_to(after.saturating_add(GROW_STEP)) {
+                let message = e.to_string();
+                *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    message,
+                ));
+            }
+        }
+        let n = self.file.write(buf)?;
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -96,6 +204,7 @@ pub fn export(
     columns: &[String],
     format: OutFormat,
     out: &Path,
+    room: Room<'_>,
     stop: &dyn Fn() -> bool,
 ) -> Result<u64, ExportError> {
     let werr = |e: &dyn std::fmt::Display| ExportError::Write {
@@ -103,10 +212,14 @@ pub fn export(
         message: e.to_string(),
     };
     outfile::check_target(out)?;
-    outfile::ensure_space(&[(out, estimate(manifest, columns))])?;
+    let room = match room {
+        Room::Held(r) => r,
+        Room::Reserve(space) => space.reserve_one(out, estimate(manifest, columns, format))?,
+    };
     let partial = crate::partial::Partial::claim(out, false).map_err(|e| werr(&e))?;
+    let file = Metered::new(partial.file().try_clone().map_err(|e| werr(&e))?, room);
+    let refused = file.refused.clone();
     let result = (|| {
-        let file = partial.file().try_clone().map_err(|e| werr(&e))?;
         let written = match &manifest.body {
             Body::File { chunks: refs, .. } => {
                 let mut w = BufWriter::with_capacity(1 << 20, file);
@@ -153,7 +266,9 @@ pub fn export(
         }
         Err(e) => {
             partial.discard();
-            Err(e)
+            // The output outgrew its estimate and no more room was left: say so plainly.
+            let refused = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+            Err(refused.map_or(e, ExportError::Out))
         }
     }
 }
@@ -164,7 +279,7 @@ fn write_table(
     groups: usize,
     columns: &[&Column],
     format: OutFormat,
-    file: File,
+    file: Metered,
     stop: &dyn Fn() -> bool,
     werr: &dyn Fn(&dyn std::fmt::Display) -> ExportError,
 ) -> Result<u64, ExportError> {
@@ -190,9 +305,9 @@ fn write_table(
 
 /// A table writer in one of the output formats.
 enum Sink {
-    Csv(Box<csv::Writer<File>>),
-    Jsonl(BufWriter<File>),
-    Parquet(Box<parquet::arrow::ArrowWriter<File>>, Arc<Schema>),
+    Csv(Box<csv::Writer<Metered>>),
+    Jsonl(BufWriter<Metered>),
+    Parquet(Box<parquet::arrow::ArrowWriter<Metered>>, Arc<Schema>),
 }
 
 fn cell(a: &StringArray, r: usize) -> Option<&str> {
@@ -246,7 +361,7 @@ fn typed(t: DataType, a: &StringArray) -> ArrayRef {
 }
 
 impl Sink {
-    fn new(format: OutFormat, columns: &[&Column], file: File) -> Result<Self, String> {
+    fn new(format: OutFormat, columns: &[&Column], file: Metered) -> Result<Self, String> {
         let names = columns.iter().map(|c| c.name.as_str());
         Ok(match format {
             OutFormat::Csv => {
@@ -321,11 +436,12 @@ impl Sink {
         Ok(rows as u64)
     }
 
-    fn finish(self) -> Result<File, String> {
+    /// Flushes everything into the file (not synced).
+    fn finish(self) -> Result<(), String> {
         match self {
-            Sink::Csv(w) => w.into_inner().map_err(|e| e.to_string()),
-            Sink::Jsonl(w) => w.into_inner().map_err(|e| e.to_string()),
-            Sink::Parquet(w, _) => w.into_inner().map_err(|e| e.to_string()),
+            Sink::Csv(w) => w.into_inner().map(drop).map_err(|e| e.to_string()),
+            Sink::Jsonl(w) => w.into_inner().map(drop).map_err(|e| e.to_string()),
+            Sink::Parquet(w, _) => w.into_inner().map(drop).map_err(|e| e.to_string()),
         }
     }
 }
@@ -340,6 +456,7 @@ mod tests {
     fn table_to_csv_jsonl_and_parquet() {
         let dir = tempfile::tempdir().unwrap();
         let store = ChunkStore::open(&dir.path().join("chunks")).unwrap();
+        let space = Space::new(dir.path(), crate::outfile::Floor::Bytes(0));
         let cells = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let col = |name: &str, t: DataType, v: &[&str]| Column {
             name: name.into(),
@@ -371,7 +488,16 @@ mod tests {
         let all: Vec<String> = vec!["编号".into(), "数量".into(), "有效".into()];
         let csv = dir.path().join("o.csv");
         assert_eq!(
-            export(&store, &manifest, &all, OutFormat::Csv, &csv, &|| false).unwrap(),
+            export(
+                &store,
+                &manifest,
+                &all,
+                OutFormat::Csv,
+                &csv,
+                Room::Reserve(&space),
+                &|| false
+            )
+            .unwrap(),
             2
         );
         assert_eq!(
@@ -385,6 +511,7 @@ mod tests {
             &all[..2],
             OutFormat::Jsonl,
             &jsonl,
+            Room::Reserve(&space),
             &|| false,
         )
         .unwrap();
@@ -393,7 +520,16 @@ mod tests {
             "{\"编号\":\"A,1\",\"数量\":3}\n{\"编号\":\"A2\",\"数量\":null}\n"
         );
         let pq = dir.path().join("o.parquet");
-        export(&store, &manifest, &all, OutFormat::Parquet, &pq, &|| false).unwrap();
+        export(
+            &store,
+            &manifest,
+            &all,
+            OutFormat::Parquet,
+            &pq,
+            Room::Reserve(&space),
+            &|| false,
+        )
+        .unwrap();
         let back: Vec<Vec<String>> = crate::dataset::input::open(&pq, &all)
             .unwrap()
             .collect::<Result<_, _>>()
@@ -406,7 +542,15 @@ mod tests {
         // A stopped export leaves neither the output nor a partial file.
         let stopped = dir.path().join("stopped.csv");
         assert!(matches!(
-            export(&store, &manifest, &all, OutFormat::Csv, &stopped, &|| true),
+            export(
+                &store,
+                &manifest,
+                &all,
+                OutFormat::Csv,
+                &stopped,
+                Room::Reserve(&space),
+                &|| true
+            ),
             Err(ExportError::Stopped)
         ));
         assert!(!stopped.exists() && crate::partial::existing(&stopped).is_empty());
@@ -419,6 +563,7 @@ mod tests {
     fn links_and_too_little_space_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = ChunkStore::open(&dir.path().join("chunks")).unwrap();
+        let space = Space::new(dir.path(), crate::outfile::Floor::Bytes(0));
         let file = |chunks: Vec<huitong_protocol::dataset::ChunkRef>| Manifest {
             layout: MANIFEST_VERSION,
             provider: SecretKey::from_bytes([7; 32]).public(),
@@ -437,7 +582,16 @@ mod tests {
         std::fs::write(&victim, "untouched").unwrap();
         let out = dir.path().join("out.bin");
         std::os::unix::fs::symlink(&victim, &out).unwrap();
-        let e = export(&store, &small, &[], OutFormat::Csv, &out, &never).unwrap_err();
+        let e = export(
+            &store,
+            &small,
+            &[],
+            OutFormat::Csv,
+            &out,
+            Room::Reserve(&space),
+            &never,
+        )
+        .unwrap_err();
         assert!(
             matches!(e, ExportError::Out(OutError::Symlink { .. })),
             "{e}"
@@ -446,7 +600,16 @@ mod tests {
         let planted = dir.path().join(crate::partial::prefix(&out2));
         std::os::unix::fs::symlink(&victim, &planted).unwrap();
         assert_eq!(
-            export(&store, &small, &[], OutFormat::Csv, &out2, &never).unwrap(),
+            export(
+                &store,
+                &small,
+                &[],
+                OutFormat::Csv,
+                &out2,
+                Room::Reserve(&space),
+                &never
+            )
+            .unwrap(),
             5
         );
         assert_eq!(std::fs::read(&out2).unwrap(), b"bytes");
@@ -467,12 +630,202 @@ mod tests {
             (free / 4 * 5 / u64::from(chunk.len)) as usize + 1
         ]);
         let out4 = dir.path().join("out4.bin");
-        match export(&store, &huge, &[], OutFormat::Csv, &out4, &never) {
+        match export(
+            &store,
+            &huge,
+            &[],
+            OutFormat::Csv,
+            &out4,
+            Room::Reserve(&space),
+            &never,
+        ) {
             Err(ExportError::Out(OutError::NoSpace {
                 needed, available, ..
             })) => assert!(needed > available),
             other => panic!("expected NoSpace, got {other:?}"),
         }
         assert!(crate::partial::existing(&out4).is_empty() && !out4.exists());
+    }
+
+    /// A table of `rows` rows of short values (codes, flags, small numbers, some empty, some
+    /// needing CSV quotes) in groups of 1,000, with long column names.
+    fn short_values(store: &ChunkStore, rows: usize) -> (Manifest, Vec<String>) {
+        let names = [
+            ("统一社会信用代码是否有效标志", DataType::L),
+            ("行政区划代码", DataType::C),
+            ("登记状态", DataType::I),
+            ("注册资本万元", DataType::F),
+            ("备注", DataType::C),
+        ];
+        let cell = |c: usize, r: usize| -> String {
+            match c {
+                0 => ["0", "1", ""][r % 3].into(),
+                1 => ["A", "B,C", ""][r % 3].into(),
+                2 => (r % 10).to_string(),
+                3 => ["1", "2.5", ""][r % 3].into(),
+                _ => (if r.is_multiple_of(7) { "x" } else { "" }).into(),
+            }
+        };
+        let groups: Vec<(usize, usize)> = (0..rows)
+            .step_by(1000)
+            .map(|s| (s, (s + 1000).min(rows)))
+            .collect();
+        let columns = names
+            .iter()
+            .enumerate()
+            .map(|(c, (name, t))| Column {
+                name: (*name).into(),
+                data_type: *t,
+                length: None,
+                chunks: groups
+                    .iter()
+                    .map(|&(a, b)| {
+                        let cells: Vec<String> = (a..b).map(|r| cell(c, r)).collect();
+                        store
+                            .put(&table::encode_column(name, &cells).unwrap())
+                            .unwrap()
+                            .0
+                    })
+                    .collect(),
+            })
+            .collect();
+        let manifest = Manifest {
+            layout: MANIFEST_VERSION,
+            provider: SecretKey::from_bytes([7; 32]).public(),
+            code: ResourceCode::parse("301001/000001").unwrap(),
+            version: 1,
+            created_at_ms: 0,
+            body: Body::Table {
+                row_groups: groups.iter().map(|&(a, b)| (b - a) as u64).collect(),
+                columns,
+            },
+            rejects: None,
+        };
+        (
+            manifest,
+            names.iter().map(|(n, _)| (*n).to_string()).collect(),
+        )
+    }
+
+    /// Review 10, M9: the estimate of each format is at least what the export writes, for a
+    /// table of short values where JSONL (every column name on every row) is several times the
+    /// chunks' bytes, the old estimate.
+    #[test]
+    fn estimates_cover_the_output_of_every_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(&dir.path().join("chunks")).unwrap();
+        let space = Space::new(dir.path(), crate::outfile::Floor::Bytes(0));
+        let (manifest, names) = short_values(&store, 5_500);
+        let chunk_bytes: u64 = manifest.chunks().map(|c| u64::from(c.len)).sum();
+        for (format, cols) in [
+            (OutFormat::Jsonl, &names[..]),
+            (OutFormat::Jsonl, &names[1..2]),
+            (OutFormat::Csv, &names[..]),
+            (OutFormat::Csv, &names[1..2]),
+            (OutFormat::Parquet, &names[..]),
+        ] {
+            let out = dir
+                .path()
+                .join(format!("o-{}-{}", cols.len(), format.as_str()));
+            let rows = export(
+                &store,
+                &manifest,
+                cols,
+                format,
+                &out,
+                Room::Reserve(&space),
+                &|| false,
+            )
+            .unwrap();
+            assert_eq!(rows, 5_500);
+            let actual = std::fs::metadata(&out).unwrap().len();
+            let est = estimate(&manifest, cols, format);
+            assert!(
+                est >= actual,
+                "{format:?} {cols:?}: estimate {est} < actual {actual}"
+            );
+            eprintln!(
+                "{format:?}, {} column(s): estimate {est}, actual {actual}, chunk bytes {}",
+                cols.len(),
+                estimate(&manifest, cols, OutFormat::Csv)
+            );
+            // Not wildly more for text either (a pull would be refused on a disk it fits on).
+            assert!(
+                format == OutFormat::Parquet || est <= actual * 3,
+                "{format:?} {cols:?}: estimate {est}, actual {actual}"
+            );
+            if format == OutFormat::Jsonl && cols.len() == names.len() {
+                assert!(
+                    actual > 3 * chunk_bytes,
+                    "JSONL of short values is several times the chunks' bytes: {actual} vs {chunk_bytes}"
+                );
+            }
+        }
+        assert_eq!(
+            space.reserved(dir.path()).unwrap(),
+            (0, 0),
+            "every export gave its room back"
+        );
+    }
+
+    /// An export that outgrows its reservation asks for more as it goes: granted when there is
+    /// room, else it fails naming the numbers and leaves nothing behind.
+    #[test]
+    fn an_export_past_its_estimate_asks_for_more_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(&dir.path().join("chunks")).unwrap();
+        let (manifest, names) = short_values(&store, 3_000);
+        let free = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1 << 30));
+        let f = free.clone();
+        let space = Space::with_probe(
+            dir.path(),
+            crate::outfile::Floor::Bytes(0),
+            Box::new(move |_| {
+                Ok(crate::outfile::space::FsSpace {
+                    available: f.load(std::sync::atomic::Ordering::Relaxed),
+                    size: 1 << 40,
+                })
+            }),
+        );
+        let out = dir.path().join("grown.jsonl");
+        let room = space.reserve_one(&out, 100).unwrap();
+        export(
+            &store,
+            &manifest,
+            &names,
+            OutFormat::Jsonl,
+            &out,
+            Room::Held(room),
+            &|| false,
+        )
+        .unwrap();
+        assert!(std::fs::metadata(&out).unwrap().len() > 100);
+        // Only 1 MiB free: the first growth (a step of 16 MiB) is refused.
+        free.store(1 << 20, std::sync::atomic::Ordering::Relaxed);
+        let out2 = dir.path().join("refused.jsonl");
+        let room = space.reserve_one(&out2, 100).unwrap();
+        let e = export(
+            &store,
+            &manifest,
+            &names,
+            OutFormat::Jsonl,
+            &out2,
+            Room::Held(room),
+            &|| false,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ExportError::Out(OutError::NoSpace {
+                    available: 1048576,
+                    ..
+                })
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("needed"), "{e}");
+        assert!(!out2.exists() && crate::partial::existing(&out2).is_empty());
+        assert_eq!(space.reserved(dir.path()).unwrap(), (0, 0));
     }
 }

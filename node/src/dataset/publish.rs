@@ -13,9 +13,19 @@
 //! of remembering which rows were refused. A refused value is reported by its first
 //! [`REPORTED_VALUE`] bytes (and its length), so a huge cell costs the report and the answer no
 //! more than a short one.
+//!
+//! Disk stays bounded too (review 10, M9): the chunks a publish writes and its reject report take
+//! room from the node's free-space ledger ([`crate::outfile::Space`]) in steps as they grow
+//! ([`ROOM_STEP`], [`REPORT_CHUNK`]), each checked against what `statvfs` says is free, less
+//! what running pulls and exports reserved, less the floor kept free for the store. How many
+//! bytes are new is not known before the data is cut (chunks already held are not written
+//! again), so nothing is reserved up front; a publish that runs out of room fails naming the
+//! numbers, and nothing is announced.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use huitong_protocol::catalogue::Item;
 use huitong_protocol::dataset::{
@@ -31,6 +41,7 @@ use super::table::{self, ChunkFormatError, Grouper};
 use crate::catalogue::{self, Record};
 use crate::chunks::ChunkError;
 use crate::feeds::{AppendError, Feeds};
+use crate::outfile::{Reservation, Space};
 use crate::state::{now_ms, NodeState};
 use crate::store::StoreError;
 
@@ -38,8 +49,10 @@ use crate::store::StoreError;
 const FILE_CHUNK_MIN: usize = 256 * 1024;
 const FILE_CHUNK_AVG: usize = 1024 * 1024;
 const FILE_CHUNK_MAX: usize = 4 * 1024 * 1024;
-/// The reject report is cut into chunks of this size.
+/// The reject report is cut into chunks of this size (and its room reserved in such steps).
 const REPORT_CHUNK: usize = 4 * 1024 * 1024;
+/// A publish reserves room for its chunks in steps of this size.
+pub const ROOM_STEP: u64 = 16 * 1024 * 1024;
 /// How many rejects an error shows.
 const SHOWN_REJECTS: usize = 20;
 /// Where reject reports are written, under the node directory.
@@ -198,18 +211,41 @@ pub enum PublishError {
     Append(#[from] AppendError),
 }
 
-/// Tracks which chunks a publish wrote and how many bytes they add.
+/// Tracks which chunks a publish wrote and how many bytes they add, and holds their room.
 struct Writes<'a> {
     state: &'a NodeState,
     written: Vec<ChunkHash>,
     new_bytes: u64,
+    /// Room in the chunk store's file system, grown in [`ROOM_STEP`]s.
+    room: Reservation,
+    /// Bytes written to the chunk store (landed in `room`).
+    landed: Arc<AtomicU64>,
 }
 
-impl Writes<'_> {
-    fn put(&mut self, bytes: &[u8]) -> Result<ChunkRef, ChunkError> {
+impl<'a> Writes<'a> {
+    fn new(state: &'a NodeState) -> Result<Self, PublishError> {
+        let room = state.space.reserve_one(state.chunks.root(), 0)?;
+        let landed = Arc::new(AtomicU64::new(0));
+        let l = landed.clone();
+        room.track(move || l.load(Ordering::Relaxed));
+        Ok(Self {
+            state,
+            written: Vec::new(),
+            new_bytes: 0,
+            room,
+            landed,
+        })
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<ChunkRef, PublishError> {
+        let after = self.new_bytes.saturating_add(bytes.len() as u64);
+        if after > self.room.bytes() {
+            self.room.grow_to(after.saturating_add(ROOM_STEP))?;
+        }
         let (r, new) = self.state.chunks.put(bytes)?;
         if new {
             self.new_bytes += bytes.len() as u64;
+            self.landed.store(self.new_bytes, Ordering::Relaxed);
         }
         self.written.push(r.hash);
         Ok(r)
@@ -233,11 +269,7 @@ pub fn publish(
     let record = own_record(state, &req.code)?;
     crate::seen::same_as_cli(&req.path, req.path_seen).map_err(PublishError::NotShared)?;
     let _lease = state.chunks.lease_blocking();
-    let mut writes = Writes {
-        state,
-        written: Vec::new(),
-        new_bytes: 0,
-    };
+    let mut writes = Writes::new(state)?;
     let (body, rejects, refusals) = if req.file {
         (
             file_body(&mut writes, &req.path)?,
@@ -373,7 +405,7 @@ fn validate(
             if let Err(e) = check_value(item.data_type, item.length, value) {
                 let r = Reject::new(row_no, &item.name, value, e.rule);
                 if v.report.is_none() {
-                    v.report = Some(Report::create(&state.dir, code)?);
+                    v.report = Some(Report::create(&state.dir, &state.space, code)?);
                 }
                 if let Some(report) = &mut v.report {
                     report.add(&r)?;
@@ -485,8 +517,8 @@ fn table_body(
 
 /// The report of refused cells: one JSON line per cell (as in the manifest's report), written
 /// to `<node dir>/rejects/` as pass 1 finds them, never held in memory. A report stops growing
-/// at [`MAX_REPORT_BYTES`] (the counts stay exact); free space is checked before every
-/// [`REPORT_CHUNK`] written. The newest [`KEPT_REPORTS`] files are kept.
+/// at [`MAX_REPORT_BYTES`] (the counts stay exact); room for it is reserved [`REPORT_CHUNK`] at
+/// a time. The newest [`KEPT_REPORTS`] files are kept.
 struct Report {
     path: PathBuf,
     out: Option<std::io::BufWriter<File>>,
@@ -494,12 +526,14 @@ struct Report {
     bytes: u64,
     /// Cells written (fewer than refused once the report is full).
     cells: u64,
-    /// Bytes up to which free space has been checked.
-    checked: u64,
+    /// Room reserved for the report (`bytes` landed in it).
+    room: Reservation,
+    /// `bytes`, as the reservation reads it.
+    landed: Arc<AtomicU64>,
 }
 
 impl Report {
-    fn create(node_dir: &Path, code: &str) -> Result<Self, PublishError> {
+    fn create(node_dir: &Path, space: &Space, code: &str) -> Result<Self, PublishError> {
         let dir = node_dir.join(REPORT_DIR);
         std::fs::create_dir_all(&dir).map_err(|source| PublishError::File {
             path: dir.display().to_string(),
@@ -507,13 +541,18 @@ impl Report {
         })?;
         prune_reports(&dir);
         let path = dir.join(format!("{}-{}.jsonl", code.replace('/', "-"), now_ms()));
+        let room = space.reserve_one(&path, REPORT_CHUNK as u64)?;
         let file = crate::outfile::create_new(&path)?;
+        let landed = Arc::new(AtomicU64::new(0));
+        let l = landed.clone();
+        room.track(move || l.load(Ordering::Relaxed));
         Ok(Self {
             path,
             out: Some(std::io::BufWriter::new(file)),
             bytes: 0,
             cells: 0,
-            checked: 0,
+            room,
+            landed,
         })
     }
 
@@ -531,9 +570,8 @@ impl Report {
         if self.bytes + len > MAX_REPORT_BYTES {
             return Ok(());
         }
-        if self.bytes + len > self.checked {
-            crate::outfile::ensure_space(&[(self.path.as_path(), REPORT_CHUNK as u64)])?;
-            self.checked += REPORT_CHUNK as u64;
+        if self.bytes + len > self.room.bytes() {
+            self.room.grow_to(self.bytes + REPORT_CHUNK as u64)?;
         }
         let written = match &mut self.out {
             Some(out) => std::io::Write::write_all(out, &line),
@@ -541,6 +579,7 @@ impl Report {
         };
         written.map_err(|e| self.io(e))?;
         self.bytes += len;
+        self.landed.store(self.bytes, Ordering::Relaxed);
         self.cells += 1;
         Ok(())
     }
@@ -634,7 +673,8 @@ mod tests {
 
         // The report stops growing at its limit without serialising what no longer fits.
         let dir = tempfile::tempdir().unwrap();
-        let mut report = Report::create(dir.path(), "102001/000001").unwrap();
+        let space = Space::new(dir.path(), crate::outfile::Floor::Bytes(0));
+        let mut report = Report::create(dir.path(), &space, "102001/000001").unwrap();
         report.add(&r).unwrap();
         assert!(
             report.bytes < 2 * REPORTED_VALUE as u64 + 200,

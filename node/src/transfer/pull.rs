@@ -49,6 +49,7 @@ use crate::dataset::records::{self, StoredManifest};
 use crate::feeds::Feeds;
 use crate::link::Transport;
 use crate::net::Route;
+use crate::outfile::Reservation;
 use crate::state::NodeState;
 
 /// Streams (chunk requests) in flight at once.
@@ -448,6 +449,7 @@ fn write_output(
     fields: &[String],
     req: &PullRequest,
     output: Option<FileOutput>,
+    room: Option<Reservation>,
     complete: bool,
     stop: &dyn Fn() -> bool,
 ) -> Result<(Option<u64>, u64), PullError> {
@@ -483,7 +485,11 @@ fn write_output(
             mark(state, signed, true)?;
         }
     }
-    let n = export::export(&state.chunks, manifest, fields, req.format, out, stop).map_err(
+    let room = match room {
+        Some(r) => export::Room::Held(r),
+        None => export::Room::Reserve(&state.space),
+    };
+    let n = export::export(&state.chunks, manifest, fields, req.format, out, room, stop).map_err(
         |e| match e {
             export::ExportError::Chunk(ChunkError::Mismatch { expected, actual }) => {
                 // Local damage since the chunk was verified: the version is no longer complete
@@ -599,9 +605,16 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
     if job.cancel.is_cancelled() {
         return Err(PullError::Cancelled);
     }
-    let output = FileOutput::create(manifest, &req.out)
-        .map_err(local)?
-        .map(Arc::new);
+    // A file's partial output is allocated whole (fallocate) under the free-space ledger: off
+    // the async threads.
+    let output = {
+        let (manifest, out, space) = (manifest.clone(), req.out.clone(), state.space.clone());
+        tokio::task::spawn_blocking(move || FileOutput::create(&manifest, &out, &space))
+            .await
+            .map_err(local)?
+            .map_err(local)?
+            .map(Arc::new)
+    };
     job.set_partial(output.as_ref().map(|o| o.temp().to_path_buf()));
     let held = {
         let (state, output) = (state.clone(), output.clone());
@@ -623,16 +636,34 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
             missing.push_back(w.clone());
         }
     }
-    if output.is_none() {
-        // A table: the missing chunks go to the chunk store, then the export to the output.
+    // A table: room for the missing chunks (chunk store) and the export (output) is reserved
+    // before anything is fetched, and held until they are written (review 10, M9).
+    let (mut fetch_room, out_room) = if output.is_none() {
         let fetch: u64 = missing.iter().map(|w| u64::from(w.chunk.len)).sum();
         crate::outfile::check_target(&req.out).map_err(local)?;
-        crate::outfile::ensure_space(&[
-            (state.chunks.root(), fetch),
-            (req.out.as_path(), export::estimate(manifest, &fields)),
-        ])
-        .map_err(local)?;
-    }
+        // The output first: it is what an error names when both share a file system.
+        let mut rooms = state
+            .space
+            .reserve(&[
+                (
+                    req.out.as_path(),
+                    export::estimate(manifest, &fields, req.format),
+                ),
+                (state.chunks.root(), fetch),
+            ])
+            .map_err(local)?
+            .into_iter();
+        let (out_room, fetch_room) = (rooms.next(), rooms.next());
+        if let Some(r) = &fetch_room {
+            // What this run fetched is in the chunk store already.
+            let fetched = job.bytes_fetched.clone();
+            let before = fetched.load(Ordering::Relaxed);
+            r.track(move || fetched.load(Ordering::Relaxed).saturating_sub(before));
+        }
+        (fetch_room, out_room)
+    } else {
+        (None, None)
+    };
     let fetched_chunks = missing.len() as u64;
     let fetch_started = Instant::now();
     if job.cancel.is_cancelled() {
@@ -673,6 +704,8 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
         }
     }
 
+    // The fetched chunks are on disk: their room is counted by statvfs now.
+    fetch_room.take();
     let fetch_ms = fetch_started.elapsed().as_millis() as u64;
     // A receipt records a transfer: asked for as soon as it ends (before the output is written,
     // however long that takes); none when nothing came from the provider this time.
@@ -700,7 +733,7 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
         tokio::task::spawn_blocking(move || {
             let stop = || cancel.is_cancelled();
             write_output(
-                &state, &signed, &hashes, &fields, &req, output, complete, &stop,
+                &state, &signed, &hashes, &fields, &req, output, out_room, complete, &stop,
             )
         })
         .await
