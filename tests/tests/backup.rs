@@ -46,6 +46,40 @@ fn holds(net: &mut Testnet, i: usize, code: &str) -> anyhow::Result<bool> {
         .is_some_and(|r| !r.is_empty()))
 }
 
+/// A testnet with a rogue member admitted, whose node 1 published one entry and was backed up
+/// into `<tmp>/backup`, then signed `after` more entries that reached every peer, and was
+/// restored from the backup (it is stopped); returns the rogue's key and the node's own seq in
+/// the backup.
+fn backed_up_beside_a_rogue(
+    f: &mut huitong_tests::Fixture,
+    after: u32,
+) -> anyhow::Result<(huitong_protocol::SecretKey, u64)> {
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let node = 1;
+    let (key, _) = huitong_tests::rogue::admit(net, node)?;
+    publish_entry(net, &dir, node, &entry(net, node, 1, "备份前条目"))?;
+    let at_backup = own_seq(net, node)?;
+    let backup = dir.join("backup");
+    cli_ok(net, node, &["backup", "--out", &backup.to_string_lossy()])?;
+    for n in 2..=after + 1 {
+        publish_entry(net, &dir, node, &entry(net, node, n, "备份后条目"))?;
+    }
+    let last = format!("301001/{:06}", after + 1);
+    for i in (0..net.nodes.len()).filter(|&i| i != node) {
+        wait_until(WAIT, "the peers to hold the later entries", || {
+            holds(net, i, &last)
+        })?;
+    }
+    net.stop(node, false)?;
+    cli_ok(
+        net,
+        node,
+        &["restore", "--from", &backup.to_string_lossy(), "--force"],
+    )?;
+    Ok((key, at_backup))
+}
+
 /// Stops `peers`, then starts node `i` (restored) and waits until it answers.
 fn start_alone(net: &mut Testnet, i: usize, peers: &[usize]) -> anyhow::Result<()> {
     for &p in peers {
@@ -241,20 +275,10 @@ fn restored_node_catches_up_on_its_own_feed_and_never_forks_it() -> anyhow::Resu
 #[test]
 fn a_member_claiming_entries_it_does_not_hold_cannot_stall_a_restored_node() -> anyhow::Result<()> {
     let mut f = start(2, 2)?;
+    let (key, at_backup) = backed_up_beside_a_rogue(&mut f, 0)?;
     let dir = f.tmp.path().to_path_buf();
     let net = &mut f.net;
     let node = 1;
-    let (key, _) = huitong_tests::rogue::admit(net, node)?;
-    publish_entry(net, &dir, node, &entry(net, node, 1, "备份前条目"))?;
-    let at_backup = own_seq(net, node)?;
-    let backup = dir.join("backup");
-    cli_ok(net, node, &["backup", "--out", &backup.to_string_lossy()])?;
-    net.stop(node, false)?;
-    cli_ok(
-        net,
-        node,
-        &["restore", "--from", &backup.to_string_lossy(), "--force"],
-    )?;
     // Restored while its peers are down, it waits for them; the rogue reaches it first.
     let peers: Vec<usize> = (0..net.nodes.len()).filter(|&i| i != node).collect();
     start_alone(net, node, &peers)?;
@@ -307,30 +331,13 @@ fn claim(feed: huitong_protocol::NodeId, seq: u64) -> huitong_protocol::wire::Sy
 #[test]
 fn a_member_that_never_answers_cannot_make_a_restored_node_fork() -> anyhow::Result<()> {
     let mut f = start(2, 2)?;
+    // Two entries after the backup reach the peers: the restored node must fetch them.
+    let (key, at_backup) = backed_up_beside_a_rogue(&mut f, 2)?;
+    let latest = at_backup + 2;
     let dir = f.tmp.path().to_path_buf();
     let net = &mut f.net;
     let node = 1;
-    let (key, _) = huitong_tests::rogue::admit(net, node)?;
-    publish_entry(net, &dir, node, &entry(net, node, 1, "备份前条目"))?;
-    let backup = dir.join("backup");
-    cli_ok(net, node, &["backup", "--out", &backup.to_string_lossy()])?;
-    // Two entries after the backup reach the peers: the restored node must fetch them.
-    for n in 2..=3 {
-        publish_entry(net, &dir, node, &entry(net, node, n, "备份后条目"))?;
-    }
-    let latest = own_seq(net, node)?;
     let peers: Vec<usize> = (0..net.nodes.len()).filter(|&i| i != node).collect();
-    for &i in &peers {
-        wait_until(WAIT, "the peers to hold the later entries", || {
-            holds(net, i, "301001/000003")
-        })?;
-    }
-    net.stop(node, false)?;
-    cli_ok(
-        net,
-        node,
-        &["restore", "--from", &backup.to_string_lossy(), "--force"],
-    )?;
     // The rogue reaches the restored node first and is asked for its feed; it holds every
     // request unanswered and keeps sending summaries (every 30 ms), so that it wins the feed's
     // one request again each time the last one times out.

@@ -114,51 +114,50 @@ fn read(feed: OwnFeed<'_>, now_ms: u64, per_hour: u32) -> Result<VecDeque<u64>, 
 mod tests {
     use super::*;
 
+    /// Runs `check` with an empty node's own feed (a store in a temporary directory).
+    fn with_empty_feed(check: impl FnOnce(OwnFeed<'_>)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let me = NodeId([1; 32]);
+        check(OwnFeed {
+            store: &store,
+            me: &me,
+            head: 0,
+            hub: false,
+        });
+    }
+
     /// The share is counted over caused entries only, in a sliding hour.
     #[test]
     fn caused_entries_are_counted_in_a_sliding_hour() {
         let c = Caused {
             times: Mutex::new(Some(VecDeque::new())),
         };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("store");
-        let me = NodeId([1; 32]);
-        let feed = OwnFeed {
-            store: &store,
-            me: &me,
-            head: 0,
-            hub: false,
-        };
-        let over = |now| c.over(feed, now, 3, 6).expect("counted");
-        for t in [10, 20, 30] {
-            assert_eq!(over(t), None, "{t}");
-            c.appended(t);
-        }
-        assert_eq!(over(40), Some(10 + HOUR_MS), "3 an hour");
-        assert_eq!(over(10 + HOUR_MS), None, "the first left the hour");
-        c.appended(10 + HOUR_MS);
-        assert_eq!(over(11 + HOUR_MS), Some(20 + HOUR_MS));
+        with_empty_feed(|feed| {
+            let over = |now| c.over(feed, now, 3, 6).expect("counted");
+            for t in [10, 20, 30] {
+                assert_eq!(over(t), None, "{t}");
+                c.appended(t);
+            }
+            assert_eq!(over(40), Some(10 + HOUR_MS), "3 an hour");
+            assert_eq!(over(10 + HOUR_MS), None, "the first left the hour");
+            c.appended(10 + HOUR_MS);
+            assert_eq!(over(11 + HOUR_MS), Some(20 + HOUR_MS));
+        });
     }
 
     /// Before the first caused append after a start, the feed is read: nothing there yet.
     #[test]
     fn an_empty_feed_has_caused_nothing() {
         let c = Caused::default();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("store");
-        let me = NodeId([1; 32]);
-        let feed = OwnFeed {
-            store: &store,
-            me: &me,
-            head: 0,
-            hub: false,
-        };
-        assert_eq!(c.over(feed, 5, 1, 2).expect("read"), None);
-        c.appended(5);
-        assert_eq!(
-            c.over(OwnFeed { head: 1, ..feed }, 6, 1, 2)
-                .expect("counted"),
-            Some(5 + HOUR_MS)
-        );
+        with_empty_feed(|feed| {
+            assert_eq!(c.over(feed, 5, 1, 2).expect("read"), None);
+            c.appended(5);
+            assert_eq!(
+                c.over(OwnFeed { head: 1, ..feed }, 6, 1, 2)
+                    .expect("counted"),
+                Some(5 + HOUR_MS)
+            );
+        });
     }
 }
