@@ -186,7 +186,7 @@ pub fn cli_ok(net: &Testnet, i: usize, args: &[&str]) -> anyhow::Result<std::pro
 /// Waits until node `i` holds charter `version`.
 pub fn wait_charter(net: &mut Testnet, i: usize, version: u64) -> anyhow::Result<()> {
     wait_until(
-        Duration::from_secs(60),
+        Duration::from_secs(150),
         &format!("charter v{version}"),
         || Ok(net.get(i, "/status")?["charter_version"] == version),
     )
