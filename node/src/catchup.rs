@@ -20,8 +20,10 @@
 //!   other than the entries asked for (never a pipelined request beyond its claim, and never
 //!   judged against this node's head, which lags while an answer is still being ingested);
 //! - or, for a peer other than the hub, [`FAILURES_TO_REFUTE`] such requests in a row failed
-//!   (no answer in time, a dropped connection). The hub holds every entry that got out (every
-//!   member syncs with it), so its claim is never dropped for slowness: a catch-up then waits.
+//!   (no answer in time, a dropped connection, a refusal or any answer but entries; a peer
+//!   whose request still in flight is then answered with entries is believed again). The hub
+//!   holds every entry that got out (every member syncs with it), so its claim is never
+//!   dropped for slowness: a catch-up then waits.
 //!
 //! Nothing is refuted by the clock, and a refuted peer is not asked for this node's feed again,
 //! so a member that keeps winning the one request of the feed and never answers costs a couple
@@ -169,10 +171,12 @@ impl CatchUp {
     }
 
     /// `from` answered a range request of this node's feed with entries: its failures are
-    /// forgotten.
+    /// forgotten, and a peer refuted for failing (a network blip) is believed again — its next
+    /// summary's claim counts.
     pub fn served(&self, from: &NodeId) {
         if let Some(p) = self.lock().as_mut() {
             p.failures.remove(from);
+            p.refuted.remove(from);
         }
     }
 
@@ -349,7 +353,12 @@ mod tests {
         assert!(!c.failed(key(2), 45_001, peers.hub.as_ref()));
         assert!(!c.refuted(&key(2)));
         assert!(c.check(49_999, &peers).is_err());
-        assert_eq!(c.check(50_000, &peers), Ok(true));
+        // Key 3 serves after all (its failures were blips): believed again.
+        c.served(&key(3));
+        assert!(!c.refuted(&key(3)));
+        c.heard(key(3), 50_001);
+        assert_eq!(c.check(50_000, &peers).unwrap_err().highest_heard, 50_001);
+        assert_eq!(c.check(50_001, &peers), Ok(true));
     }
 
     #[test]

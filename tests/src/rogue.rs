@@ -12,7 +12,7 @@ use huitong_node::net::{build_swarm, topic, BehaviourEvent};
 use huitong_protocol::dataset::{Manifest, MAX_MANIFEST_BYTES};
 use huitong_protocol::feed::{VerifiedEntry, FEED_ENTRY_VERSION};
 use huitong_protocol::wire::{
-    DataRequest, DataResponse, Gossip, SyncRequest, DATA_PROTOCOL, MAX_DATA_FRAME,
+    DataRequest, DataResponse, Gossip, SyncRequest, SyncResponse, DATA_PROTOCOL, MAX_DATA_FRAME,
 };
 use huitong_protocol::{
     codec, EntryHash, Envelope, Event, FeedEntry, Kind, ResourceCode, SecretKey,
@@ -27,6 +27,17 @@ use tokio::sync::mpsc;
 /// The answer to one data-stream request: the response frame and, for a chunk, its bytes.
 pub type DataAnswer = Result<(DataResponse, Vec<u8>), String>;
 
+/// How the rogue answers the feed-sync requests it receives.
+#[derive(Clone, Copy, Debug)]
+pub enum Answering {
+    /// Drops each request at once (the asker sees a failed request).
+    Drop,
+    /// Keeps each request unanswered (the asker waits for its request timeout).
+    Hold,
+    /// Answers each request with `Refused`.
+    Refuse,
+}
+
 enum Cmd {
     Stall(
         PeerId,
@@ -36,8 +47,8 @@ enum Cmd {
     Dial(Multiaddr, PeerId),
     Gossip(Vec<u8>),
     Request(PeerId, SyncRequest),
-    /// Keep every sync request received unanswered (true) or drop it at once (false).
-    Hold(bool),
+    /// How to answer the sync requests received from now on.
+    Answer(Answering),
     Data(PeerId, DataRequest, std::sync::mpsc::SyncSender<DataAnswer>),
 }
 
@@ -112,8 +123,8 @@ impl Rogue {
             rt.block_on(async move {
                 let control = swarm.behaviour().stream.new_control();
                 let mut allowed = HashSet::new();
+                let mut answering = Answering::Drop;
                 // Sync requests kept unanswered: the asking node waits for its request timeout.
-                let mut hold = false;
                 let mut held_requests = Vec::new();
                 loop {
                     tokio::select! {
@@ -130,7 +141,7 @@ impl Rogue {
                                 }
                             }
                             Some(Cmd::Request(p, r)) => { swarm.behaviour_mut().sync.send_request(&p, r); }
-                            Some(Cmd::Hold(on)) => hold = on,
+                            Some(Cmd::Answer(a)) => answering = a,
                             Some(Cmd::Stall(p, streams, reply)) => {
                                 let c = control.clone();
                                 tokio::spawn(async move {
@@ -159,7 +170,14 @@ impl Rogue {
                             SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
                                 message: request_response::Message::Request { channel, .. },
                                 ..
-                            })) if hold => held_requests.push(channel),
+                            })) => match answering {
+                                Answering::Drop => drop(channel),
+                                Answering::Hold => held_requests.push(channel),
+                                Answering::Refuse => {
+                                    let refused = SyncResponse::Refused("the rogue refuses".into());
+                                    let _ = swarm.behaviour_mut().sync.send_response(channel, refused);
+                                }
+                            },
                             _ => {}
                         }
                     }
@@ -220,10 +238,9 @@ impl Rogue {
         Ok(())
     }
 
-    /// From now on, keeps every sync request it receives unanswered (the asking node waits for
-    /// its request timeout) instead of dropping it at once.
-    pub fn hold_requests(&self) -> anyhow::Result<()> {
-        self.tx.blocking_send(Cmd::Hold(true))?;
+    /// From now on, answers every sync request it receives as `answering` says.
+    pub fn answer_requests(&self, answering: Answering) -> anyhow::Result<()> {
+        self.tx.blocking_send(Cmd::Answer(answering))?;
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use huitong_config::{keyfile, NODE_KEY_FILE};
 use huitong_testnet::Testnet;
 use huitong_tests::data::publish_entry;
+use huitong_tests::rogue::Answering;
 use huitong_tests::{cli_ok, entry, start, wait_until};
 use serde_json::Value;
 
@@ -274,6 +275,22 @@ fn restored_node_catches_up_on_its_own_feed_and_never_forks_it() -> anyhow::Resu
 /// unbacked (not served within a minute), and the node catches up from its honest peers.
 #[test]
 fn a_member_claiming_entries_it_does_not_hold_cannot_stall_a_restored_node() -> anyhow::Result<()> {
+    claiming_rogue_cannot_stall_a_restored_node(Answering::Drop)
+}
+
+/// Review of session 8: a member that answers every range request of a restored node's own
+/// feed with `Refused` (not a failure of the request, not an empty answer) while claiming far
+/// more of the feed than exists held the node in "catching up" for ever. A refusal now counts
+/// as a failed request, so the claim is refuted like a dropped one.
+#[test]
+fn a_member_refusing_every_range_request_cannot_stall_a_restored_node() -> anyhow::Result<()> {
+    claiming_rogue_cannot_stall_a_restored_node(Answering::Refuse)
+}
+
+/// A rogue member claims 1,000 entries of a restored node's feed that do not exist and answers
+/// the node's range requests as `answering` says: the node catches up from its honest peers all
+/// the same, refuting the claim, and publishes at the real head.
+fn claiming_rogue_cannot_stall_a_restored_node(answering: Answering) -> anyhow::Result<()> {
     let mut f = start(2, 2)?;
     let (key, at_backup) = backed_up_beside_a_rogue(&mut f, 0)?;
     let dir = f.tmp.path().to_path_buf();
@@ -283,6 +300,7 @@ fn a_member_claiming_entries_it_does_not_hold_cannot_stall_a_restored_node() -> 
     let peers: Vec<usize> = (0..net.nodes.len()).filter(|&i| i != node).collect();
     start_alone(net, node, &peers)?;
     let rogue = huitong_tests::rogue::Rogue::start(&key, "海门区")?;
+    rogue.answer_requests(answering)?;
     let n = &net.nodes[node];
     rogue.dial(&format!("/ip4/127.0.0.1/tcp/{}", n.port), &n.peer_id)?;
     wait_until(WAIT, "the rogue connected", || {
@@ -343,7 +361,7 @@ fn a_member_that_never_answers_cannot_make_a_restored_node_fork() -> anyhow::Res
     // one request again each time the last one times out.
     start_alone(net, node, &peers)?;
     let rogue = huitong_tests::rogue::Rogue::start(&key, "海门区")?;
-    rogue.hold_requests()?;
+    rogue.answer_requests(Answering::Hold)?;
     let n = &net.nodes[node];
     let (peer, me) = (
         n.peer_id.clone(),

@@ -1029,11 +1029,7 @@ impl EventLoop {
                 debug!(%peer, %error, "sync request failed");
                 if let Some((feed, peer, from)) = self.ranges.remove(&request_id) {
                     self.inflight_done(&feed);
-                    if feed == self.state.id() {
-                        if let Some(member) = self.members.get(&peer) {
-                            self.feeds.own_range_failed(*member, from);
-                        }
-                    }
+                    self.own_range_failed(peer, feed, from);
                     self.range_done(peer);
                 }
             }
@@ -1054,6 +1050,17 @@ impl EventLoop {
         }
         if let Some(member) = self.members.get(&peer) {
             self.feeds.own_range_unbacked(*member, from);
+        }
+    }
+
+    /// A range request of `feed` from `from` to `peer` failed or was not answered with entries:
+    /// counted against the peer's claims if it is this node's own feed.
+    fn own_range_failed(&self, peer: PeerId, feed: NodeId, from: u64) {
+        if feed != self.state.id() {
+            return;
+        }
+        if let Some(member) = self.members.get(&peer) {
+            self.feeds.own_range_failed(*member, from);
         }
     }
 
@@ -1213,9 +1220,12 @@ impl EventLoop {
         // Whatever the answer, a range request is over: a peer that answers a range with
         // something else must not leave the feed marked in flight (never asked for again).
         let range = self.ranges.remove(&id).map(|(feed, _, from)| (feed, from));
-        if let Some((feed, _)) = range {
+        if let Some((feed, from)) = range {
             if !matches!(response, SyncResponse::Entries(_)) {
                 self.inflight_done(&feed);
+                // Not the entries asked for (a refusal, another kind of answer): a failed
+                // request, so a peer answering so for ever cannot hold a catch-up open.
+                self.own_range_failed(peer, feed, from);
                 self.range_done(peer);
             }
         }
