@@ -12,6 +12,8 @@ pub const API_ADDR_FILE: &str = "api.addr";
 /// File in the node directory with the API bearer token (mode 0600).
 pub const API_TOKEN_FILE: &str = "api.token";
 
+pub mod accounts;
+
 use std::collections::BTreeMap;
 
 use huitong_protocol::{FieldError, Member};

@@ -13,7 +13,7 @@ mod index;
 
 use huitong_protocol::catalogue::{OpenType, ShareType};
 use huitong_protocol::dataset::DatasetVersion;
-use huitong_protocol::{codec, Entry, Event, NodeId};
+use huitong_protocol::{codec, Actor, Entry, Event, FeedEntry, NodeId};
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,10 @@ pub struct Record {
     /// The latest dataset version announced for it.
     #[serde(default)]
     pub dataset: Option<DatasetVersion>,
+    /// The person on the provider's node who signed in and caused the latest event (published,
+    /// updated or withdrew it), as that entry names them; `None` when the node acted by itself.
+    #[serde(default)]
+    pub by: Option<Actor>,
 }
 
 /// Search filters.
@@ -257,16 +261,7 @@ impl crate::feeds::View for View {
     }
 
     fn apply(&self, state: &NodeState, batch: &mut WriteBatch, a: &Accepted<'_>) -> Applied {
-        let e = &a.entry.entry;
-        apply(
-            &state.store,
-            batch,
-            &e.feed,
-            e.seq,
-            e.timestamp_ms,
-            a.provider,
-            &e.event,
-        )?;
+        apply(&state.store, batch, &a.entry.entry, a.provider)?;
         Ok(Vec::new())
     }
 }
@@ -283,12 +278,10 @@ fn superseded(old: &Record, feed: &NodeId, at_ms: u64) -> bool {
 fn apply(
     store: &Store,
     batch: &mut WriteBatch,
-    feed: &NodeId,
-    seq: u64,
-    timestamp_ms: u64,
+    e: &FeedEntry,
     provider: &str,
-    event: &Event,
 ) -> Result<(), StoreError> {
+    let (feed, seq, timestamp_ms, event) = (&e.feed, e.seq, e.timestamp_ms, &e.event);
     let cf = store.cf(CF_CATALOGUE);
     match event {
         Event::CataloguePublished(entry) | Event::CatalogueUpdated(entry) => {
@@ -313,6 +306,7 @@ fn apply(
                 updated_ms: timestamp_ms,
                 withdrawn: None,
                 dataset: old.and_then(|o| o.dataset),
+                by: e.by.clone(),
             };
             batch.put_cf(cf, &k, codec::encode(&record));
         }
@@ -329,6 +323,7 @@ fn apply(
                 old.withdrawn = Some(reason.clone());
                 old.seq = seq;
                 old.updated_ms = timestamp_ms;
+                old.by = e.by.clone();
                 batch.put_cf(cf, &k, codec::encode(&old));
             }
         }

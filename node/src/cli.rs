@@ -14,6 +14,7 @@ mod dataset_cmd;
 mod init;
 mod output;
 mod pull_cmd;
+mod user_cmd;
 
 use std::path::PathBuf;
 
@@ -99,6 +100,9 @@ pub enum Command {
     /// Restore a backup into the node directory (the node stopped); the node then catches up
     /// on its own feed from its peers before it publishes.
     Restore(backup_cmd::RestoreArgs),
+    /// Manage the people who may sign in to this node (accounts and roles, 三员分立).
+    #[command(subcommand)]
+    User(user_cmd::UserCmd),
     /// Launch and drive a local testnet (runs `huitong-testnet`).
     #[command(disable_help_flag = true)]
     Testnet {
@@ -165,6 +169,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Authority(c) => charter_cmd::authority(c),
         Command::Backup(a) => backup_cmd::backup(&dir, a).await,
         Command::Restore(a) => backup_cmd::restore(&dir, a),
+        Command::User(c) => user_cmd::run(&dir, c).await,
         Command::Testnet { args } => exec_testnet(&dir, args),
     }
 }

@@ -247,6 +247,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind the admin API on {api_addr} (api.listen); is another node using it? use port 0 to pick a free one"))?;
     let token = token(dir)?;
+    let accounts = Arc::new(crate::accounts::Accounts::new(state.clone()));
     std::fs::write(dir.join(API_ADDR_FILE), bound.to_string())?;
     if crate::faults::COMPILED {
         warn!("this binary was built with the test-only `fault-injection` feature (cargo test or --all-targets): do not deploy it; rebuild with `cargo build --release --workspace`");
@@ -254,7 +255,14 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     info!(api = %bound, relay = is_hub, peer_id = %net::peer_id(&state.id()).map(|p| p.to_string()).unwrap_or_default(), name = %config.node.name, "node running");
     tasks.spawn(
         "admin API",
-        crate::http::serve(listener, feeds, transport, token, shutdown.clone()),
+        crate::http::serve(
+            listener,
+            feeds,
+            transport,
+            token,
+            accounts,
+            shutdown.clone(),
+        ),
     );
 
     let failed = tokio::select! {

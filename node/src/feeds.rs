@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use huitong_protocol::charter::{FeedQuota, Refusal};
 use huitong_protocol::feed::{FeedError, Stamp, VerifiedEntry, FEED_ENTRY_VERSION};
-use huitong_protocol::{Event, FeedEntry, NodeId, ResourceCode, Role};
+use huitong_protocol::{Actor, Event, FeedEntry, NodeId, ResourceCode, Role};
 use rocksdb::WriteBatch;
 use tracing::{debug, info, warn};
 
@@ -235,6 +235,7 @@ fn label(e: &FeedError) -> &'static str {
         FeedError::Envelope(EnvelopeError::BadSignature(_)) => "bad_signature",
         FeedError::WrongSigner { .. } => "wrong_signer",
         FeedError::Invalid(_) => "invalid_entry",
+        FeedError::Actor(_) => "invalid_actor",
         _ => "malformed",
     }
 }
@@ -649,7 +650,17 @@ impl Feeds {
 
     /// Appends an event to this node's own feed; returns the sealed entry for gossip.
     pub fn append(&self, event: Event) -> Result<VerifiedEntry, AppendError> {
-        let mut sealed = self.append_many(vec![event])?;
+        self.append_as(None, event)
+    }
+
+    /// Appends an event caused by the person `by` (named in the entry), or by the node itself
+    /// when `None`.
+    pub fn append_as(
+        &self,
+        by: Option<&Actor>,
+        event: Event,
+    ) -> Result<VerifiedEntry, AppendError> {
+        let mut sealed = self.append_many_as(by, vec![event])?;
         sealed.pop().ok_or(AppendError::Empty)
     }
 
@@ -669,6 +680,15 @@ impl Feeds {
     /// Appends events in order and acknowledges once all are durable (one WAL sync at the
     /// end). If one is refused, the ones before it stay appended and the error says which.
     pub fn append_many(&self, events: Vec<Event>) -> Result<Vec<VerifiedEntry>, AppendError> {
+        self.append_many_as(None, events)
+    }
+
+    /// [`Feeds::append_many`] for events caused by the person `by` (named in every entry).
+    pub fn append_many_as(
+        &self,
+        by: Option<&Actor>,
+        events: Vec<Event>,
+    ) -> Result<Vec<VerifiedEntry>, AppendError> {
         let state = &self.state;
         // Before taking the writer lock: catching up may remove the catch-up mark under it.
         self.own_feed_caught_up()?;
@@ -679,7 +699,7 @@ impl Feeds {
         let mut out = Vec::with_capacity(events.len());
         let mut failure = None;
         for event in events {
-            match self.append_one(&w, event) {
+            match self.append_one(&w, event, by) {
                 Ok(v) => out.push(v),
                 Err(e) => {
                     failure = Some(e);
@@ -703,6 +723,7 @@ impl Feeds {
         &self,
         w: &crate::store::Writer<'_>,
         event: Event,
+        by: Option<&Actor>,
     ) -> Result<VerifiedEntry, AppendError> {
         let state = &*self.state;
         let ours = state.config.node.org_code.clone();
@@ -779,6 +800,7 @@ impl Feeds {
             timestamp_ms,
             charter: charter.max(prev.map_or(0, |p| p.charter)),
             event,
+            by: by.cloned(),
         };
         let sealed = entry.seal(&state.key);
         let signer = Signer {

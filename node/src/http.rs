@@ -1,5 +1,7 @@
-//! The local admin HTTP API (axum) on a loopback address, guarded by a bearer token kept in
-//! `api.token` (mode 0600) in the node directory. Request bodies are limited to 1 MiB.
+//! The local admin HTTP API (axum) on a loopback address. Every route but sign-in needs a
+//! bearer token: the node's admin token kept in `api.token` (mode 0600) in the node directory,
+//! or a person's session token from `POST /api/v1/login`, checked against the route's rule
+//! ([`authz`]). Request bodies are limited to 1 MiB.
 //!
 //! Layering: above everything it serves (the views, the access policy, the transfers, the audit
 //! services, the network handle) and `api`, whose types it answers with; only the daemon names
@@ -9,10 +11,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use huitong_protocol::catalogue::{OpenType, RawEntry, ShareType};
 use huitong_protocol::ValidationErrors;
 use huitong_protocol::{Event, ResourceCode};
@@ -24,6 +26,7 @@ use crate::feeds::{AppendError, Feeds};
 use crate::link::Transport;
 use crate::net::{Client, Command};
 use crate::state::NodeState;
+use authz::Principal;
 
 /// Largest request body.
 const MAX_BODY: usize = 1024 * 1024;
@@ -32,7 +35,9 @@ const MAX_BATCH_BODY: usize = 32 * 1024 * 1024;
 
 mod applications;
 mod audit;
+pub mod authz;
 mod datasets;
+mod people;
 
 #[derive(Clone)]
 struct Ctx {
@@ -43,6 +48,7 @@ struct Ctx {
     /// Pulls started through the API (finished ones kept for their summary).
     pulls: Arc<crate::transfer::pull::Pulls>,
     token: Arc<String>,
+    people: people::People,
 }
 
 struct Fail(StatusCode, ApiError);
@@ -75,6 +81,7 @@ pub async fn serve(
     feeds: Arc<Feeds>,
     transport: Transport,
     token: String,
+    accounts: Arc<crate::accounts::Accounts>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ctx = Ctx {
@@ -84,8 +91,24 @@ pub async fn serve(
         transport,
         pulls: Arc::default(),
         token: Arc::new(token),
+        people: people::People::new(accounts),
     };
     let app = Router::new()
+        .route("/api/v1/login", post(people::login))
+        .route("/api/v1/logout", post(people::logout))
+        .route("/api/v1/me", get(people::me))
+        .route("/api/v1/me/password", post(people::change_own_password))
+        .route(
+            "/api/v1/users",
+            get(people::list_users).post(people::add_user),
+        )
+        .route("/api/v1/users/{account}/roles", post(people::set_roles))
+        .route(
+            "/api/v1/users/{account}/password",
+            post(people::reset_password),
+        )
+        .route("/api/v1/users/{account}/disable", post(people::disable))
+        .route("/api/v1/users/{account}/enable", post(people::enable))
         .route("/api/v1/status", get(status))
         .route("/api/v1/audit", get(audit::check_log))
         .route("/api/v1/audit/records/{id}", get(audit::records))
@@ -128,12 +151,18 @@ pub async fn serve(
             "/api/v1/applications/{id}/revoke",
             post(applications::revoke),
         )
-        .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth))
+        .route_layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            authz::guard,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }
 
 /// The address actually bound, for `api.addr`.
@@ -141,31 +170,6 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener,
     let l = tokio::net::TcpListener::bind(addr).await?;
     let a = l.local_addr()?;
     Ok((l, a))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn auth(
-    State(ctx): State<Ctx>,
-    headers: HeaderMap,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), ctx.token.as_bytes()) {
-        return fail(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token; the CLI reads it from api.token in the node directory",
-        )
-        .into_response();
-    }
-    next.run(req).await
 }
 
 /// The contradicting charters held as evidence, each against the version held.
@@ -371,7 +375,11 @@ fn append_error(e: AppendError) -> Fail {
     }
 }
 
-async fn publish(State(ctx): State<Ctx>, Json(raw): Json<RawEntry>) -> Res<api::Published> {
+async fn publish(
+    State(ctx): State<Ctx>,
+    Extension(who): Extension<Principal>,
+    Json(raw): Json<RawEntry>,
+) -> Res<api::Published> {
     let entry = raw.validate().map_err(|errors| {
         Fail(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -384,7 +392,10 @@ async fn publish(State(ctx): State<Ctx>, Json(raw): Json<RawEntry>) -> Res<api::
     let code = entry.code.to_string();
     let sealed = ctx
         .feeds
-        .append(huitong_protocol::Event::CataloguePublished(entry))
+        .append_as(
+            who.actor().as_ref(),
+            huitong_protocol::Event::CataloguePublished(entry),
+        )
         .map_err(append_error)?;
     let event = match sealed.entry.event {
         Event::CatalogueUpdated(_) => "updated",
@@ -401,6 +412,7 @@ async fn publish(State(ctx): State<Ctx>, Json(raw): Json<RawEntry>) -> Res<api::
 
 async fn publish_batch(
     State(ctx): State<Ctx>,
+    Extension(who): Extension<Principal>,
     Json(b): Json<api::Batch>,
 ) -> Res<api::BatchPublished> {
     if b.entries.len() > api::MAX_BATCH {
@@ -434,7 +446,8 @@ async fn publish_batch(
         ));
     }
     let feeds = ctx.feeds.clone();
-    let sealed = tokio::task::spawn_blocking(move || feeds.append_many(events))
+    let by = who.actor();
+    let sealed = tokio::task::spawn_blocking(move || feeds.append_many_as(by.as_ref(), events))
         .await
         .map_err(internal)?
         .map_err(append_error)?;
@@ -454,7 +467,11 @@ async fn publish_batch(
     }))
 }
 
-async fn withdraw(State(ctx): State<Ctx>, Json(w): Json<api::Withdraw>) -> Res<api::Published> {
+async fn withdraw(
+    State(ctx): State<Ctx>,
+    Extension(who): Extension<Principal>,
+    Json(w): Json<api::Withdraw>,
+) -> Res<api::Published> {
     let code = ResourceCode::parse(&w.code)
         .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("code: {e}")))?;
     if w.reason.trim().is_empty() {
@@ -465,10 +482,13 @@ async fn withdraw(State(ctx): State<Ctx>, Json(w): Json<api::Withdraw>) -> Res<a
     }
     let sealed = ctx
         .feeds
-        .append(Event::CatalogueWithdrawn {
-            code,
-            reason: w.reason.trim().to_owned(),
-        })
+        .append_as(
+            who.actor().as_ref(),
+            Event::CatalogueWithdrawn {
+                code,
+                reason: w.reason.trim().to_owned(),
+            },
+        )
         .map_err(append_error)?;
     let seq = sealed.entry.seq;
     ctx.net.publish(&sealed).await;

@@ -7,7 +7,8 @@
 //!    [`supervise`], [`catchup`], [`logfile`], [`seen`], [`store`].
 //! 2. [`backup`] (a store checkpoint with the catch-up mark, copying a node directory);
 //!    [`audit_log`]: the audit log's files and in-memory state, held by the state.
-//! 3. [`state`] (`NodeState`), then [`charter`] (accepting charter versions).
+//! 3. [`state`] (`NodeState`), then [`charter`] (accepting charter versions) and [`accounts`]
+//!    (the people who sign in, their sessions, sign-in throttling).
 //! 4. [`feeds`]: append and ingest; the [`feeds::View`] trait the views implement.
 //! 5. Views over the feeds, each registered by the daemon: [`catalogue`]; [`dataset`] (version
 //!    records, publishing, export) and [`receipts`], which read the catalogue; [`applications`];
@@ -25,6 +26,7 @@
 #![deny(unreachable_pub)]
 
 pub mod access;
+pub mod accounts;
 pub mod agent;
 pub mod api;
 pub mod applications;

@@ -20,6 +20,8 @@
 //! - `audit_checkpoints`: tree size(8, big-endian) → the audit checkpoint note seen for it.
 //! - `audit_evidence`: size(8) ‖ 12 bytes of BLAKE3 of each of the two notes → CBOR split-view
 //!   evidence (one row per contradicting pair, however often it is replayed).
+//! - `accounts`: account name → CBOR [`crate::accounts::Account`] (people who sign in to this
+//!   node; not a view of the feeds, so a rebuild of the views leaves it alone).
 //!
 //! Invariant: every event's writes (feed entry, head, view, index) go into one `WriteBatch`,
 //! so a crash never leaves an event half-applied. Writers take [`Store::writer`] so that
@@ -63,7 +65,8 @@ pub(crate) const CF_AUDIT_EVIDENCE: &str = "audit_evidence";
 pub(crate) const CF_TRANSFERS: &str = "transfers";
 pub(crate) const CF_AUDIT_EXPECTED: &str = "audit_expected";
 pub(crate) const CF_AUDIT_OMISSIONS: &str = "audit_omissions";
-const ALL_CFS: [&str; 18] = [
+pub(crate) const CF_ACCOUNTS: &str = "accounts";
+const ALL_CFS: [&str; 19] = [
     CF_META,
     CF_ENTRIES,
     CF_HEADS,
@@ -82,6 +85,7 @@ const ALL_CFS: [&str; 18] = [
     CF_TRANSFERS,
     CF_AUDIT_EXPECTED,
     CF_AUDIT_OMISSIONS,
+    CF_ACCOUNTS,
 ];
 
 /// A store error.

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::actor::Actor;
 use crate::application::GrantEvent;
 use crate::catalogue::{Entry, ValidationErrors};
 use crate::codec::{self, DecodeError, MAX_ENVELOPE_BYTES};
@@ -89,6 +90,11 @@ pub struct FeedEntry {
     pub charter: u64,
     /// What happened.
     pub event: Event,
+    /// The person signed in to the node who caused the event (an approver, a cataloguer);
+    /// `None` when the node acted by itself or through its admin token. Absent from the
+    /// payload when `None`, so entries without it read and hash as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Actor>,
 }
 
 /// A feed entry that passed signature and shape checks.
@@ -138,6 +144,9 @@ pub enum FeedError {
     /// The carried dataset announcement breaks a rule.
     #[error("invalid dataset announcement: {0}")]
     Dataset(String),
+    /// The person named as having caused the event is not a valid account.
+    #[error("invalid actor: {0}")]
+    Actor(String),
     /// The carried catalogue entry breaks the catalogue rules.
     #[error("invalid catalogue entry: {0}")]
     Invalid(ValidationErrors),
@@ -232,6 +241,9 @@ impl VerifiedEntry {
         }
         if entry.charter == 0 {
             return Err(FeedError::NoCharter);
+        }
+        if let Some(by) = &entry.by {
+            by.check().map_err(FeedError::Actor)?;
         }
         match &entry.event {
             Event::CataloguePublished(e) | Event::CatalogueUpdated(e) => {

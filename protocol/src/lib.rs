@@ -6,6 +6,7 @@
 //! `tests/vectors.rs` regenerates.
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod actor;
 pub mod application;
 pub mod audit;
 mod bytes32;
@@ -22,6 +23,7 @@ pub mod resource_code;
 pub mod uscc;
 pub mod wire;
 
+pub use actor::Actor;
 pub use catalogue::{Entry, FieldError, ValidationErrors};
 pub use charter::{Charter, Member, MemberStatus, Role};
 pub use envelope::{Envelope, Kind};

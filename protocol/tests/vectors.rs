@@ -29,6 +29,7 @@ fn vectors() -> Vec<(&'static str, String)> {
             code: ResourceCode::parse("101001/000001").unwrap(),
             reason: "示例".into(),
         },
+        by: None,
     };
     let sealed = entry.seal(&node);
     let charter = Charter {

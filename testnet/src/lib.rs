@@ -12,4 +12,4 @@ pub mod ids;
 pub mod members;
 mod net;
 
-pub use net::{NodeInfo, Options, Testnet, LOG_FILE, OUT_FILE, STATE_FILE};
+pub use net::{Answer, NodeInfo, Options, Testnet, LOG_FILE, OUT_FILE, STATE_FILE};

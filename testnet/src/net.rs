@@ -11,6 +11,17 @@ use huitong_config::keyfile;
 use huitong_protocol::charter::CHARTER_LAYOUT_VERSION;
 use huitong_protocol::{Charter, Member, MemberStatus, NodeId, Role, Uscc};
 use serde::{Deserialize, Serialize};
+
+/// An admin API answer of [`Testnet::call`].
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// `Retry-After` in seconds, when given.
+    pub retry_after: Option<u64>,
+    /// The JSON body (a string when it is not JSON; null when empty).
+    pub body: Value,
+}
 use serde_json::Value;
 
 use crate::members::{members, MemberSpec};
@@ -392,25 +403,66 @@ impl Testnet {
         self.api(i, path, Some(body))
     }
 
-    /// One admin API request to node `i`: a GET, or a POST of `body`.
+    /// One admin API request to node `i` with the node's admin token: a GET, or a POST of
+    /// `body`; the answer, or an error with it.
     fn api(&mut self, i: usize, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        let method = if body.is_some() { "POST" } else { "GET" };
+        let a = self.call(i, method, path, None, body)?;
+        if !(200..300).contains(&a.status) {
+            bail!("{}: {}: {}", self.nodes[i].name, a.status, a.body);
+        }
+        Ok(a.body)
+    }
+
+    /// One admin API request to node `i` (`method` GET or POST, `path` under `/api/v1`) with
+    /// bearer `token` (the node's admin token when `None`; `Some("")` sends none), whatever
+    /// its status.
+    pub fn call(
+        &mut self,
+        i: usize,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Answer> {
         let addr = self
             .api_addr(i)
             .ok_or_else(|| anyhow!("{} has no API address yet", self.nodes[i].name))?;
-        let token = std::fs::read_to_string(self.nodes[i].dir.join("api.token"))?;
+        let token = match token {
+            Some(t) => t.to_owned(),
+            None => std::fs::read_to_string(self.nodes[i].dir.join("api.token"))?,
+        };
         let url = format!("http://{addr}/api/v1{path}");
         let http = self.http()?;
-        let request = match body {
-            Some(b) => http.post(url).json(b),
-            None => http.get(url),
+        let mut request = match method {
+            "GET" => http.get(url),
+            "POST" => http.post(url),
+            other => bail!("method {other}: only GET and POST are used"),
         };
-        let resp = request.bearer_auth(token.trim()).send()?;
-        let status = resp.status();
-        let v: Value = resp.json()?;
-        if !status.is_success() {
-            bail!("{}: {status}: {v}", self.nodes[i].name);
+        if let Some(b) = body {
+            request = request.json(b);
         }
-        Ok(v)
+        if !token.trim().is_empty() {
+            request = request.bearer_auth(token.trim());
+        }
+        let resp = request.send()?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let text = resp.text()?;
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
     }
 
     /// Runs a `huitong` CLI command against node `i`.

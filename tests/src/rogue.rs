@@ -326,6 +326,7 @@ pub fn feed_entry(
         timestamp_ms: at_ms,
         charter,
         event,
+        by: None,
     }
     .seal(key)
 }

@@ -296,6 +296,7 @@ fn grants_hold_to_the_approving_provider_and_every_transfer_is_logged() -> anyho
             id: id.clone(),
             reason: "冒充撤销".into(),
         }),
+        by: None,
     }
     .seal(&rkey);
     rogue.gossip(codec::encode(&Gossip::Entry(ByteBuf::from(
@@ -340,6 +341,7 @@ fn grants_hold_to_the_approving_provider_and_every_transfer_is_logged() -> anyho
         timestamp_ms: t0 + 2,
         charter: 2,
         event: Event::Transfer(claim),
+        by: None,
     }
     .seal(&rkey);
     rogue.gossip(codec::encode(&Gossip::Entry(ByteBuf::from(

@@ -47,6 +47,7 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
         timestamp_ms: t0 + 1,
         charter: 2,
         event: Event::CataloguePublished(cat.clone()),
+        by: None,
     }
     .seal(&key);
     rogue.gossip(gossip_entry(first.envelope.to_bytes()))?;
@@ -67,6 +68,7 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
             code: cat.code.clone(),
             reason: "伪造".into(),
         },
+        by: None,
     };
     let mut forged = second.seal(&key).envelope.to_bytes();
     let n = forged.len();
@@ -139,6 +141,7 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
         timestamp_ms: t0 + 3,
         charter: 2,
         event: Event::CataloguePublished(other),
+        by: None,
     }
     .seal(&key);
     rogue.gossip(gossip_entry(fork.envelope.to_bytes()))?;

@@ -264,6 +264,7 @@ fn own_record(state: &NodeState, code: &str) -> Result<Record, PublishError> {
 pub fn publish(
     feeds: &Feeds,
     req: &PublishRequest,
+    by: Option<&huitong_protocol::Actor>,
 ) -> Result<(PublishReport, VerifiedEntry), PublishError> {
     let state = &**feeds.state();
     let record = own_record(state, &req.code)?;
@@ -307,7 +308,7 @@ pub fn publish(
         },
     )?;
     let announcement = manifest.announcement(sealed.hash);
-    let entry = match feeds.append(Event::DatasetPublished(announcement.clone())) {
+    let entry = match feeds.append_as(by, Event::DatasetPublished(announcement.clone())) {
         Ok(entry) => entry,
         Err(e) if e.refused_before_writing() => {
             // Never announced: forget the manifest, so chunk collection can remove what only

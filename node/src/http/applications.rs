@@ -2,11 +2,13 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use huitong_protocol::application::{Application, GrantEvent};
 use huitong_protocol::{Event, ResourceCode};
 use serde::Deserialize;
 
+use super::authz::Principal;
 use super::{fail, internal, Ctx, Fail, Res};
 use crate::api::{AppView, ApplyRequest, Approve, Reason};
 use crate::applications::{self, AppRecord, AppState};
@@ -49,16 +51,20 @@ fn view(ctx: &Ctx, r: AppRecord) -> AppView {
     }
 }
 
-async fn record(ctx: &Ctx, event: GrantEvent) -> Result<(), Fail> {
+async fn record(ctx: &Ctx, who: &Principal, event: GrantEvent) -> Result<(), Fail> {
     let sealed = ctx
         .feeds
-        .append(Event::Grant(event))
+        .append_as(who.actor().as_ref(), Event::Grant(event))
         .map_err(super::append_error)?;
     ctx.net.publish(&sealed).await;
     Ok(())
 }
 
-pub(super) async fn apply(State(ctx): State<Ctx>, Json(req): Json<ApplyRequest>) -> Res<AppView> {
+pub(super) async fn apply(
+    State(ctx): State<Ctx>,
+    Extension(who): Extension<Principal>,
+    Json(req): Json<ApplyRequest>,
+) -> Res<AppView> {
     let bad = |m: String| fail(StatusCode::UNPROCESSABLE_ENTITY, m);
     let code = ResourceCode::parse(&req.code)
         .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("code: {e}")))?;
@@ -90,7 +96,7 @@ pub(super) async fn apply(State(ctx): State<Ctx>, Json(req): Json<ApplyRequest>)
     };
     app.check().map_err(bad)?;
     let id = app.id.clone();
-    record(&ctx, GrantEvent::Submitted(app)).await?;
+    record(&ctx, &who, GrantEvent::Submitted(app)).await?;
     let r = applications::get(&ctx.state, &id)
         .map_err(internal)?
         .ok_or_else(|| internal("application not stored"))?;
@@ -117,6 +123,7 @@ pub(super) async fn list(State(ctx): State<Ctx>, Query(q): Query<ListQuery>) -> 
 
 async fn decide(
     ctx: Ctx,
+    who: Principal,
     id: String,
     make: impl FnOnce(&AppRecord, bool, bool) -> Result<GrantEvent, String>,
 ) -> Res<AppView> {
@@ -132,7 +139,7 @@ async fn decide(
     let is_hub = ctx.state.is_hub();
     let event =
         make(&r, r.app.provider == me, is_hub).map_err(|m| fail(StatusCode::CONFLICT, m))?;
-    record(&ctx, event).await?;
+    record(&ctx, &who, event).await?;
     let r = applications::get(&ctx.state, &id)
         .map_err(internal)?
         .ok_or_else(|| internal("application vanished"))?;
@@ -141,33 +148,38 @@ async fn decide(
 
 pub(super) async fn approve(
     State(ctx): State<Ctx>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     body: Option<Json<Approve>>,
 ) -> Res<AppView> {
     let Approve { fields, until } = body.map(|Json(b)| b).unwrap_or_default();
     let today = ctx.state.today();
-    decide(ctx, id, move |r, provider, _| match (provider, r.state) {
-        (false, _) => Err("only the provider of the resource can approve".into()),
-        (true, AppState::Accepted) => {
-            applications::approval(&r.app, fields.as_deref(), until.as_deref()).map_err(|why| {
-                format!(
-                    "{why}: applied for {} until {}",
-                    r.app.fields.join(","),
-                    r.app.until
-                )
-            })?;
-            if let Some(u) = until.as_ref().filter(|u| **u < today) {
-                return Err(format!("until {u} is in the past (today is {today})"));
+    decide(ctx, who, id, move |r, provider, _| {
+        match (provider, r.state) {
+            (false, _) => Err("only the provider of the resource can approve".into()),
+            (true, AppState::Accepted) => {
+                applications::approval(&r.app, fields.as_deref(), until.as_deref()).map_err(
+                    |why| {
+                        format!(
+                            "{why}: applied for {} until {}",
+                            r.app.fields.join(","),
+                            r.app.until
+                        )
+                    },
+                )?;
+                if let Some(u) = until.as_ref().filter(|u| **u < today) {
+                    return Err(format!("until {u} is in the past (today is {today})"));
+                }
+                Ok(GrantEvent::Approved {
+                    id: r.app.id.clone(),
+                    fields,
+                    until,
+                })
             }
-            Ok(GrantEvent::Approved {
-                id: r.app.id.clone(),
-                fields,
-                until,
-            })
+            (true, s) => Err(format!(
+                "the application is {s:?}; only an accepted application can be approved"
+            )),
         }
-        (true, s) => Err(format!(
-            "the application is {s:?}; only an accepted application can be approved"
-        )),
     })
     .await
 }
@@ -184,13 +196,14 @@ fn need_reason(reason: &str) -> Result<String, String> {
 /// A decision that needs a reason and is allowed to the provider or the hub in `from` states.
 async fn with_reason(
     ctx: Ctx,
+    who: Principal,
     id: String,
     reason: String,
     verb: &'static str,
     from: &'static [AppState],
     make: fn(String, String) -> GrantEvent,
 ) -> Res<AppView> {
-    decide(ctx, id, move |r, provider, hub| {
+    decide(ctx, who, id, move |r, provider, hub| {
         if !(provider || hub) {
             return Err(format!("only the provider or the hub can {verb}"));
         }
@@ -207,11 +220,13 @@ async fn with_reason(
 
 pub(super) async fn reject(
     State(ctx): State<Ctx>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     Json(b): Json<Reason>,
 ) -> Res<AppView> {
     with_reason(
         ctx,
+        who,
         id,
         b.reason,
         "reject",
@@ -223,11 +238,13 @@ pub(super) async fn reject(
 
 pub(super) async fn revoke(
     State(ctx): State<Ctx>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     Json(b): Json<Reason>,
 ) -> Res<AppView> {
     with_reason(
         ctx,
+        who,
         id,
         b.reason,
         "revoke",

@@ -3,9 +3,10 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 
+use super::authz::Principal;
 use super::{fail, internal, Ctx, Fail, Res};
 use crate::api::{self, ApiError};
 use crate::catalogue;
@@ -43,6 +44,7 @@ fn publish_error(e: PublishError) -> Fail {
 
 pub(super) async fn publish(
     State(ctx): State<Ctx>,
+    Extension(who): Extension<Principal>,
     Json(req): Json<PublishRequest>,
 ) -> Res<PublishReport> {
     if !req.path.is_absolute() {
@@ -52,10 +54,12 @@ pub(super) async fn publish(
         ));
     }
     let feeds = ctx.feeds.clone();
-    let (report, entry) = tokio::task::spawn_blocking(move || publish::publish(&feeds, &req))
-        .await
-        .map_err(internal)?
-        .map_err(publish_error)?;
+    let by = who.actor();
+    let (report, entry) =
+        tokio::task::spawn_blocking(move || publish::publish(&feeds, &req, by.as_ref()))
+            .await
+            .map_err(internal)?
+            .map_err(publish_error)?;
     ctx.net.publish(&entry).await;
     Ok(Json(report))
 }

@@ -116,6 +116,7 @@ mod tests {
                 code: ResourceCode::parse("101001/000001").unwrap(),
                 reason: "test".into(),
             },
+            by: None,
         };
         let sealed = entry.seal(&key);
         {

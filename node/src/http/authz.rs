@@ -1,0 +1,303 @@
+//! Who may call which route: every request's bearer token is resolved to a [`Principal`] — the
+//! node's admin token (`api.token`, every right: the CLI on the node's own machine) or a
+//! signed-in person's session — and checked against [`RULES`] for the route it matched.
+//!
+//! Fails closed: a route without a rule is refused to every person (only the admin token
+//! passes), a missing, unknown or expired token is refused, and a disabled account's sessions
+//! are refused even before they expire. Roles are read from the account on every request, so a
+//! change of roles takes effect at once.
+
+use axum::extract::{MatchedPath, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use huitong_protocol::Actor;
+
+use super::{fail, Ctx};
+use crate::accounts::{Account, Role};
+
+/// Who a request acts for.
+#[derive(Clone, Debug)]
+pub(crate) enum Principal {
+    /// The node's admin token.
+    Node,
+    /// A signed-in person, with the session's bearer token.
+    Person {
+        /// The account as read for this request.
+        account: Account,
+        /// The session's token (to end it at sign-out).
+        token: String,
+    },
+}
+
+impl Principal {
+    /// The person to name in the feed entries this request appends (`None` for the node).
+    pub(crate) fn actor(&self) -> Option<Actor> {
+        match self {
+            Principal::Node => None,
+            Principal::Person { account, .. } => Some(account.actor()),
+        }
+    }
+}
+
+/// What a route needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing: anyone who reaches the API (sign-in).
+    Public,
+    /// Any signed-in person.
+    SignedIn,
+    /// A person holding one of these roles.
+    AnyOf(&'static [Role]),
+}
+
+use Role::{Admin, Approver, Auditor, Cataloguer, DataUser};
+
+/// Every route of `/api/v1` with what it needs: method, path as routed, need. The admin token
+/// passes every rule.
+pub const RULES: &[(&str, &str, Need)] = &[
+    ("POST", "/api/v1/login", Need::Public),
+    ("POST", "/api/v1/logout", Need::SignedIn),
+    ("GET", "/api/v1/me", Need::SignedIn),
+    ("POST", "/api/v1/me/password", Need::SignedIn),
+    ("GET", "/api/v1/users", Need::AnyOf(&[Admin])),
+    ("POST", "/api/v1/users", Need::AnyOf(&[Admin])),
+    (
+        "POST",
+        "/api/v1/users/{account}/roles",
+        Need::AnyOf(&[Admin]),
+    ),
+    (
+        "POST",
+        "/api/v1/users/{account}/password",
+        Need::AnyOf(&[Admin]),
+    ),
+    (
+        "POST",
+        "/api/v1/users/{account}/disable",
+        Need::AnyOf(&[Admin]),
+    ),
+    (
+        "POST",
+        "/api/v1/users/{account}/enable",
+        Need::AnyOf(&[Admin]),
+    ),
+    ("GET", "/api/v1/status", Need::SignedIn),
+    ("GET", "/api/v1/peers", Need::SignedIn),
+    ("GET", "/api/v1/catalogue", Need::SignedIn),
+    ("POST", "/api/v1/catalogue", Need::AnyOf(&[Cataloguer])),
+    (
+        "POST",
+        "/api/v1/catalogue/batch",
+        Need::AnyOf(&[Cataloguer]),
+    ),
+    (
+        "POST",
+        "/api/v1/catalogue/withdraw",
+        Need::AnyOf(&[Cataloguer]),
+    ),
+    ("GET", "/api/v1/charter", Need::SignedIn),
+    ("POST", "/api/v1/charter", Need::AnyOf(&[Admin])),
+    ("POST", "/api/v1/datasets", Need::AnyOf(&[Cataloguer])),
+    ("GET", "/api/v1/datasets/versions", Need::SignedIn),
+    ("GET", "/api/v1/pulls", Need::AnyOf(&[DataUser])),
+    ("POST", "/api/v1/pulls", Need::AnyOf(&[DataUser])),
+    ("GET", "/api/v1/pulls/{id}", Need::AnyOf(&[DataUser])),
+    (
+        "POST",
+        "/api/v1/pulls/{id}/cancel",
+        Need::AnyOf(&[DataUser]),
+    ),
+    ("POST", "/api/v1/gc", Need::AnyOf(&[Admin])),
+    ("POST", "/api/v1/backup", Need::AnyOf(&[Admin])),
+    (
+        "GET",
+        "/api/v1/applications",
+        Need::AnyOf(&[DataUser, Approver, Auditor]),
+    ),
+    ("POST", "/api/v1/applications", Need::AnyOf(&[DataUser])),
+    (
+        "POST",
+        "/api/v1/applications/{id}/approve",
+        Need::AnyOf(&[Approver]),
+    ),
+    (
+        "POST",
+        "/api/v1/applications/{id}/reject",
+        Need::AnyOf(&[Approver]),
+    ),
+    (
+        "POST",
+        "/api/v1/applications/{id}/revoke",
+        Need::AnyOf(&[Approver]),
+    ),
+    ("GET", "/api/v1/audit", Need::AnyOf(&[Auditor])),
+    ("GET", "/api/v1/audit/records/{id}", Need::AnyOf(&[Auditor])),
+    (
+        "GET",
+        "/api/v1/audit/records/{id}/proof",
+        Need::AnyOf(&[Auditor]),
+    ),
+    // Checking a proof and importing a checkpoint add evidence only; they change no data.
+    ("POST", "/api/v1/audit/proofs", Need::AnyOf(&[Auditor])),
+    ("POST", "/api/v1/audit/checkpoints", Need::AnyOf(&[Auditor])),
+    ("GET", "/api/v1/audit/receipts", Need::AnyOf(&[Auditor])),
+    ("GET", "/api/v1/audit/transfers", Need::AnyOf(&[Auditor])),
+];
+
+/// The rule for a method and routed path.
+pub fn rule(method: &Method, path: &str) -> Option<Need> {
+    RULES
+        .iter()
+        .find(|(m, p, _)| *m == method.as_str() && *p == path)
+        .map(|(_, _, need)| *need)
+}
+
+/// Whether `account` meets `need` (the admin token meets every need).
+pub fn allows(need: Need, account: &Account) -> bool {
+    match need {
+        Need::Public | Need::SignedIn => true,
+        Need::AnyOf(roles) => roles.iter().any(|&r| account.has(r)),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The bearer token of a request ("" when there is none).
+pub(super) fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+const NO_TOKEN: &str = "missing, wrong or expired bearer token: sign in with POST /api/v1/login (a person), or use the node's admin token (the CLI reads it from api.token in the node directory)";
+
+/// The middleware: resolves the principal, checks the route's rule, and hands the principal to
+/// the handler as a request extension.
+pub(super) async fn guard(
+    State(ctx): State<Ctx>,
+    matched: Option<MatchedPath>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let need = matched
+        .as_ref()
+        .and_then(|p| rule(req.method(), p.as_str()));
+    if need == Some(Need::Public) {
+        return next.run(req).await;
+    }
+    let token = bearer(req.headers()).to_string();
+    let principal = if !token.is_empty() && constant_time_eq(token.as_bytes(), ctx.token.as_bytes())
+    {
+        Principal::Node
+    } else {
+        match person(&ctx, &token).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return fail(StatusCode::UNAUTHORIZED, NO_TOKEN).into_response(),
+            Err(f) => return f.into_response(),
+        }
+    };
+    if let Principal::Person { account, .. } = &principal {
+        let Some(need) = need else {
+            return fail(
+                StatusCode::FORBIDDEN,
+                "this route has no access rule for people; only the node's admin token may call it",
+            )
+            .into_response();
+        };
+        if !allows(need, account) {
+            return fail(StatusCode::FORBIDDEN, refusal(need, account)).into_response();
+        }
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+/// The signed-in person of a session token, if it is live and the account enabled.
+async fn person(ctx: &Ctx, token: &str) -> Result<Option<Principal>, super::Fail> {
+    let Some(session) = ctx.people.sessions.resolve(token) else {
+        return Ok(None);
+    };
+    let accounts = ctx.people.accounts.clone();
+    let name = session.account.clone();
+    let account = tokio::task::spawn_blocking(move || accounts.get(&name))
+        .await
+        .map_err(super::internal)?
+        .map_err(super::internal)?;
+    match account {
+        Some(account) if !account.disabled => Ok(Some(Principal::Person {
+            account,
+            token: token.to_string(),
+        })),
+        _ => {
+            ctx.people.sessions.end(token);
+            Ok(None)
+        }
+    }
+}
+
+fn refusal(need: Need, account: &Account) -> String {
+    let roles = |rs: &[Role]| {
+        rs.iter()
+            .map(|r| format!("{} ({})", r.label(), r.as_str()))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    match need {
+        Need::AnyOf(needed) => format!(
+            "{} may not do this: it needs the role {}; the account holds {} (an administrator changes roles with `huitong user roles`)",
+            account.name,
+            roles(needed),
+            if account.roles.is_empty() {
+                "none".to_string()
+            } else {
+                roles(&account.roles).replace(" or ", ", ")
+            }
+        ),
+        _ => format!("{} may not do this", account.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_is_unique_and_well_formed() {
+        let mut seen = std::collections::HashSet::new();
+        for (m, p, _) in RULES {
+            assert!(seen.insert((m, p)), "{m} {p} twice");
+            assert!(p.starts_with("/api/v1/"), "{p}");
+            assert!(matches!(*m, "GET" | "POST"), "{m}");
+        }
+    }
+
+    #[test]
+    fn the_administrator_cannot_approve_or_audit_and_the_auditor_changes_nothing() {
+        let account = |roles: Vec<Role>| Account {
+            name: "x".into(),
+            display_name: "x".into(),
+            roles,
+            password: String::new(),
+            disabled: false,
+            created_ms: 0,
+            password_set_ms: 0,
+        };
+        let admin = account(vec![Admin]);
+        let auditor = account(vec![Auditor]);
+        for (m, p, need) in RULES {
+            let changes = *m == "POST"
+                && !matches!(*p, "/api/v1/audit/proofs" | "/api/v1/audit/checkpoints")
+                && !matches!(need, Need::Public | Need::SignedIn);
+            if changes {
+                assert!(!allows(*need, &auditor), "the auditor may {m} {p}");
+            }
+            if p.starts_with("/api/v1/audit") || p.contains("approve") || p.contains("reject") {
+                assert!(!allows(*need, &admin), "the administrator may {m} {p}");
+            }
+        }
+    }
+}

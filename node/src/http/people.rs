@@ -1,0 +1,368 @@
+//! Person routes: sign-in and sign-out, the signed-in person, and the administrator's account
+//! management. Password hashing runs off the runtime, at most [`HASHING_AT_ONCE`] at a time;
+//! sign-ins are throttled per account and per source address ([`crate::accounts::throttle`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+
+use super::authz::Principal;
+use super::{fail, internal, Ctx, Fail, Res};
+use crate::accounts::sessions::Sessions;
+use crate::accounts::throttle::Throttle;
+use crate::accounts::{password, Account, AccountError, Accounts, NewAccount};
+use crate::api::accounts::{
+    ChangePassword, Login, Me, NewUser, SetPassword, SetRoles, SignedIn, UserChanged, UserView,
+};
+
+/// Password hashes computed at once (each takes ~19 MiB and tens of milliseconds); a sign-in
+/// beyond them is told to retry.
+pub(crate) const HASHING_AT_ONCE: usize = 4;
+
+/// The node's people: accounts, sessions, throttle, and the bound on hashing.
+#[derive(Clone)]
+pub(crate) struct People {
+    pub(crate) accounts: Arc<Accounts>,
+    pub(crate) sessions: Arc<Sessions>,
+    throttle: Arc<Throttle>,
+    hashing: Arc<tokio::sync::Semaphore>,
+}
+
+impl People {
+    pub(crate) fn new(accounts: Arc<Accounts>) -> Self {
+        Self {
+            accounts,
+            sessions: Arc::default(),
+            throttle: Arc::default(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_AT_ONCE)),
+        }
+    }
+
+    /// Runs password work `f` off the runtime under the hashing bound.
+    async fn hashing<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Fail> {
+        let Ok(permit) = self.hashing.clone().try_acquire_owned() else {
+            return Err(fail(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many sign-ins or password changes at once; try again in a second",
+            ));
+        };
+        let out = tokio::task::spawn_blocking(move || {
+            let out = f();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(internal)?;
+        Ok(out)
+    }
+}
+
+fn account_error(e: AccountError) -> Fail {
+    match e {
+        AccountError::Store(e) => internal(e),
+        AccountError::NotFound(_) => fail(StatusCode::NOT_FOUND, e),
+        AccountError::Exists(_) => fail(StatusCode::CONFLICT, e),
+        AccountError::Full => fail(StatusCode::INSUFFICIENT_STORAGE, e),
+        e => fail(StatusCode::UNPROCESSABLE_ENTITY, e),
+    }
+}
+
+fn too_many(wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut r = fail(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "too many failed sign-ins for this account or from this address; try again in {secs} s"
+        ),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+fn me_of(p: &Principal) -> Me {
+    match p {
+        Principal::Node => Me {
+            account: None,
+            display_name: None,
+            roles: Vec::new(),
+            node_token: true,
+        },
+        Principal::Person { account, .. } => Me {
+            account: Some(account.name.clone()),
+            display_name: Some(account.display_name.clone()),
+            roles: account.roles.clone(),
+            node_token: false,
+        },
+    }
+}
+
+/// Checks a password against the account, the way sign-in does (unknown and disabled
+/// accounts take as long as known ones). `Ok(Some(account))` on a match.
+async fn check_password(
+    people: &People,
+    name: &str,
+    clear: String,
+) -> Result<Option<Account>, Fail> {
+    let accounts = people.accounts.clone();
+    let name = name.to_string();
+    people
+        .hashing(move || -> Result<Option<Account>, AccountError> {
+            match accounts.get(&name)? {
+                Some(a) if password::verify(&clear, &a.password) => Ok(Some(a)),
+                Some(_) => Ok(None),
+                None => {
+                    password::verify_nobody(&clear);
+                    Ok(None)
+                }
+            }
+        })
+        .await?
+        .map_err(account_error)
+}
+
+pub(super) async fn login(
+    State(ctx): State<Ctx>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Json(req): Json<Login>,
+) -> Response {
+    let people = &ctx.people;
+    let name = req.account.trim().to_lowercase();
+    if huitong_protocol::actor::check_account(&name).is_err() {
+        // No such account can exist: counted against the address only, so that junk names
+        // (up to the body limit each) never fill the per-account table.
+        people.throttle.failed_address(from.ip());
+        return fail(StatusCode::UNAUTHORIZED, "wrong account name or password").into_response();
+    }
+    if let Err(wait) = people.throttle.check(&name, from.ip()) {
+        return too_many(wait);
+    }
+    let account = match check_password(people, &name, req.password).await {
+        Ok(a) => a,
+        Err(f) => return f.into_response(),
+    };
+    let Some(account) = account else {
+        people.throttle.failed(&name, from.ip());
+        tracing::warn!(target: "huitong::audit", account = %name, from = %from.ip(), "failed sign-in");
+        return fail(StatusCode::UNAUTHORIZED, "wrong account name or password").into_response();
+    };
+    people.throttle.succeeded(&name);
+    if account.disabled {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "this account is disabled; ask the node's administrator",
+        )
+        .into_response();
+    }
+    let (token, session) = people.sessions.start(&account.name);
+    tracing::info!(target: "huitong::audit", account = %account.name, from = %from.ip(), "signed in");
+    let principal = Principal::Person {
+        account,
+        token: token.clone(),
+    };
+    Json(SignedIn {
+        token,
+        csrf: session.csrf,
+        me: me_of(&principal),
+        idle_timeout_s: people.sessions.idle().as_secs(),
+        max_age_s: people.sessions.max_age().as_secs(),
+    })
+    .into_response()
+}
+
+pub(super) async fn logout(
+    State(ctx): State<Ctx>,
+    Extension(p): Extension<Principal>,
+) -> Result<StatusCode, Fail> {
+    match p {
+        Principal::Node => Err(fail(
+            StatusCode::BAD_REQUEST,
+            "the node's admin token is not a session; nothing to sign out of",
+        )),
+        Principal::Person { token, .. } => {
+            ctx.people.sessions.end(&token);
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
+}
+
+pub(super) async fn me(Extension(p): Extension<Principal>) -> Res<Me> {
+    Ok(Json(me_of(&p)))
+}
+
+pub(super) async fn change_own_password(
+    State(ctx): State<Ctx>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Extension(p): Extension<Principal>,
+    Json(req): Json<ChangePassword>,
+) -> Response {
+    let Principal::Person { account, .. } = &p else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "the node's admin token has no password; set a person's with POST /api/v1/users/{account}/password",
+        )
+        .into_response();
+    };
+    let people = &ctx.people;
+    if let Err(wait) = people.throttle.check(&account.name, from.ip()) {
+        return too_many(wait);
+    }
+    match check_password(people, &account.name, req.old).await {
+        Ok(Some(_)) => people.throttle.succeeded(&account.name),
+        Ok(None) => {
+            people.throttle.failed(&account.name, from.ip());
+            return fail(StatusCode::FORBIDDEN, "the current password is wrong").into_response();
+        }
+        Err(f) => return f.into_response(),
+    }
+    match set_password(&ctx, &p, account.name.clone(), Some(req.new)).await {
+        Ok(changed) => changed.into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+fn view(ctx: &Ctx, a: &Account) -> UserView {
+    UserView::of(a, ctx.people.sessions.count(&a.name))
+}
+
+pub(super) async fn list_users(State(ctx): State<Ctx>) -> Res<Vec<UserView>> {
+    let accounts = ctx.people.accounts.clone();
+    let all = tokio::task::spawn_blocking(move || accounts.list())
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    Ok(Json(all.iter().map(|a| view(&ctx, a)).collect()))
+}
+
+pub(super) async fn add_user(
+    State(ctx): State<Ctx>,
+    Extension(p): Extension<Principal>,
+    Json(req): Json<NewUser>,
+) -> Res<UserChanged> {
+    let generated = req.password.is_none().then(password::generate);
+    let new = NewAccount {
+        name: req.account.trim().to_string(),
+        display_name: req.display_name.trim().to_string(),
+        roles: req.roles,
+        password: req
+            .password
+            .or_else(|| generated.clone())
+            .unwrap_or_default(),
+    };
+    let accounts = ctx.people.accounts.clone();
+    let account = ctx
+        .people
+        .hashing(move || accounts.add(new))
+        .await?
+        .map_err(account_error)?;
+    tracing::info!(target: "huitong::audit", account = %account.name, roles = ?account.roles, by = %by(&p), "account created");
+    Ok(Json(UserChanged {
+        user: view(&ctx, &account),
+        generated_password: generated,
+        sessions_ended: 0,
+    }))
+}
+
+/// Sets `name`'s password (generated when `clear` is `None`) and ends its sessions.
+async fn set_password(
+    ctx: &Ctx,
+    p: &Principal,
+    name: String,
+    clear: Option<String>,
+) -> Res<UserChanged> {
+    let generated = clear.is_none().then(password::generate);
+    let clear = clear.or_else(|| generated.clone()).unwrap_or_default();
+    let accounts = ctx.people.accounts.clone();
+    let account = ctx
+        .people
+        .hashing(move || accounts.set_password(&name, &clear))
+        .await?
+        .map_err(account_error)?;
+    Ok(changed(ctx, p, "password set", &account, generated))
+}
+
+/// After a change to `account`: its sessions end, the change is logged, the answer built.
+fn changed(
+    ctx: &Ctx,
+    p: &Principal,
+    what: &'static str,
+    account: &Account,
+    generated_password: Option<String>,
+) -> Json<UserChanged> {
+    let ended = ctx.people.sessions.end_all(&account.name);
+    tracing::info!(target: "huitong::audit", account = %account.name, roles = ?account.roles, disabled = account.disabled, by = %by(p), "account {what}");
+    Json(UserChanged {
+        user: view(ctx, account),
+        generated_password,
+        sessions_ended: ended,
+    })
+}
+
+pub(super) async fn reset_password(
+    State(ctx): State<Ctx>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    body: Option<Json<SetPassword>>,
+) -> Res<UserChanged> {
+    let SetPassword { password } = body.map(|Json(b)| b).unwrap_or_default();
+    set_password(&ctx, &p, name, password).await
+}
+
+/// Applies a change to an account off the runtime, ends its sessions, answers its view.
+async fn change(
+    ctx: &Ctx,
+    p: &Principal,
+    what: &'static str,
+    f: impl FnOnce(&Accounts) -> Result<Account, AccountError> + Send + 'static,
+) -> Res<UserChanged> {
+    let accounts = ctx.people.accounts.clone();
+    let account = tokio::task::spawn_blocking(move || f(&accounts))
+        .await
+        .map_err(internal)?
+        .map_err(account_error)?;
+    Ok(changed(ctx, p, what, &account, None))
+}
+
+pub(super) async fn set_roles(
+    State(ctx): State<Ctx>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    Json(req): Json<SetRoles>,
+) -> Res<UserChanged> {
+    change(&ctx, &p, "roles changed", move |a| {
+        a.set_roles(&name, req.roles)
+    })
+    .await
+}
+
+pub(super) async fn disable(
+    State(ctx): State<Ctx>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Res<UserChanged> {
+    change(&ctx, &p, "disabled", move |a| a.set_disabled(&name, true)).await
+}
+
+pub(super) async fn enable(
+    State(ctx): State<Ctx>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Res<UserChanged> {
+    change(&ctx, &p, "enabled", move |a| a.set_disabled(&name, false)).await
+}
+
+fn by(p: &Principal) -> String {
+    match p {
+        Principal::Node => "admin token".into(),
+        Principal::Person { account, .. } => account.name.clone(),
+    }
+}

@@ -1,0 +1,325 @@
+//! Person accounts, roles and sessions on a real node's API (issue #11, points 1–2 and 13):
+//! accounts made with `huitong user add`, sign-in, every route checked for its role from a
+//! table, separation of duties, sessions ended by role changes and disabling, sign-in guessing
+//! slowed, and the signed-in person named in the signed entry every other node receives.
+
+use std::time::Duration;
+
+use huitong_node::accounts::Role;
+use huitong_node::http::authz::RULES;
+use huitong_testnet::Testnet;
+use huitong_tests::{cli_ok, entry, start, wait_until};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Creates an account on node `i` with `roles` through the CLI; returns the generated password.
+fn add_user(
+    net: &Testnet,
+    i: usize,
+    account: &str,
+    name: &str,
+    roles: &str,
+) -> anyhow::Result<String> {
+    let out = cli_ok(
+        net,
+        i,
+        &[
+            "user", "add", account, "--name", name, "--role", roles, "--json",
+        ],
+    )?;
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    v["generated_password"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no generated password: {v}"))
+}
+
+/// Signs in on node `i`; the session token.
+fn sign_in(net: &mut Testnet, i: usize, account: &str, password: &str) -> anyhow::Result<String> {
+    let a = net.call(
+        i,
+        "POST",
+        "/login",
+        Some(""),
+        Some(&json!({"account": account, "password": password})),
+    )?;
+    anyhow::ensure!(
+        a.status == 200,
+        "sign-in of {account}: {} {}",
+        a.status,
+        a.body
+    );
+    assert!(a.body["token"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("hts_")));
+    Ok(a.body["token"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Who may call each route ("anyone" signed in, "public", or the roles): the access policy as
+/// the issue and the operator guide state it (三员分立: the administrator neither approves nor
+/// audits; the auditor only reads).
+const POLICY: &[(&str, &str, &str)] = &[
+    ("POST", "/api/v1/login", "public"),
+    ("POST", "/api/v1/logout", "anyone"),
+    ("GET", "/api/v1/me", "anyone"),
+    ("POST", "/api/v1/me/password", "anyone"),
+    ("GET", "/api/v1/users", "admin"),
+    ("POST", "/api/v1/users", "admin"),
+    ("POST", "/api/v1/users/{account}/roles", "admin"),
+    ("POST", "/api/v1/users/{account}/password", "admin"),
+    ("POST", "/api/v1/users/{account}/disable", "admin"),
+    ("POST", "/api/v1/users/{account}/enable", "admin"),
+    ("GET", "/api/v1/status", "anyone"),
+    ("GET", "/api/v1/peers", "anyone"),
+    ("GET", "/api/v1/catalogue", "anyone"),
+    ("POST", "/api/v1/catalogue", "cataloguer"),
+    ("POST", "/api/v1/catalogue/batch", "cataloguer"),
+    ("POST", "/api/v1/catalogue/withdraw", "cataloguer"),
+    ("GET", "/api/v1/charter", "anyone"),
+    ("POST", "/api/v1/charter", "admin"),
+    ("POST", "/api/v1/datasets", "cataloguer"),
+    ("GET", "/api/v1/datasets/versions", "anyone"),
+    ("GET", "/api/v1/pulls", "data_user"),
+    ("POST", "/api/v1/pulls", "data_user"),
+    ("GET", "/api/v1/pulls/{id}", "data_user"),
+    ("POST", "/api/v1/pulls/{id}/cancel", "data_user"),
+    ("POST", "/api/v1/gc", "admin"),
+    ("POST", "/api/v1/backup", "admin"),
+    ("GET", "/api/v1/applications", "data_user,approver,auditor"),
+    ("POST", "/api/v1/applications", "data_user"),
+    ("POST", "/api/v1/applications/{id}/approve", "approver"),
+    ("POST", "/api/v1/applications/{id}/reject", "approver"),
+    ("POST", "/api/v1/applications/{id}/revoke", "approver"),
+    ("GET", "/api/v1/audit", "auditor"),
+    ("GET", "/api/v1/audit/records/{id}", "auditor"),
+    ("GET", "/api/v1/audit/records/{id}/proof", "auditor"),
+    ("POST", "/api/v1/audit/proofs", "auditor"),
+    ("POST", "/api/v1/audit/checkpoints", "auditor"),
+    ("GET", "/api/v1/audit/receipts", "auditor"),
+    ("GET", "/api/v1/audit/transfers", "auditor"),
+];
+
+/// The path of a rule with its parameters filled with names that exist nowhere.
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "0000").replace("{account}", "nobody")
+}
+
+#[test]
+fn people_sign_in_and_every_route_is_checked_for_their_role() -> anyhow::Result<()> {
+    let mut f = start(1, 2)?;
+    let net = &mut f.net;
+    // Node 0 is the hub, node 1 the department.
+    let node = 1;
+
+    // 三员分立: the administrator may not approve, the auditor holds no other role.
+    for roles in ["admin,approver", "auditor,data_user", "admin,auditor"] {
+        let out = net.cli(
+            node,
+            &["user", "add", "mixed", "--name", "混合", "--role", roles],
+        )?;
+        assert!(!out.status.success(), "{roles} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("separate account"), "{roles}: {err}");
+    }
+    let bad = net.cli(
+        node,
+        &[
+            "user",
+            "add",
+            "Zhang San",
+            "--name",
+            "张三",
+            "--role",
+            "approver",
+        ],
+    )?;
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lower-case"));
+
+    let people = [
+        ("guanli", "管理员", Role::Admin),
+        ("bianmu", "编目员", Role::Cataloguer),
+        ("shenpi", "审批人", Role::Approver),
+        ("shiyong", "使用人", Role::DataUser),
+        ("shenji", "审计员", Role::Auditor),
+    ];
+    let mut tokens = Vec::new();
+    for (account, name, role) in people {
+        let password = add_user(net, node, account, name, role.as_str())?;
+        tokens.push((role, sign_in(net, node, account, &password)?));
+    }
+    let listed = net.get(node, "/users")?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(people.len()));
+    assert!(
+        listed.to_string().find("argon2").is_none(),
+        "hashes never leave the node"
+    );
+
+    // Who am I.
+    let me = net.call(node, "GET", "/me", Some(&tokens[2].1), None)?;
+    assert_eq!(me.body["account"], "shenpi");
+    assert_eq!(me.body["roles"], json!(["approver"]));
+
+    // Every route, every role, against the access policy written out here (independently of
+    // the node's rule table, which must name exactly these routes): a role not listed is
+    // refused (403); a listed one gets past the check (the request itself may still be bad:
+    // 4xx other than 401/403). No token, or a forged one, is 401.
+    let routes: std::collections::BTreeSet<(&str, &str)> =
+        RULES.iter().map(|(m, p, _)| (*m, *p)).collect();
+    let expected: std::collections::BTreeSet<(&str, &str)> =
+        POLICY.iter().map(|(m, p, _)| (*m, *p)).collect();
+    assert_eq!(
+        routes, expected,
+        "the node's rules and this test's policy name other routes"
+    );
+    let mut checked = 0;
+    for (method, path, who) in POLICY {
+        if *who == "public" || *path == "/api/v1/logout" {
+            continue;
+        }
+        let p = concrete(path.trim_start_matches("/api/v1"));
+        for token in ["", "hts_forged", "not-a-token"] {
+            let a = net.call(node, method, &p, Some(token), Some(&json!({})))?;
+            assert_eq!(a.status, 401, "{method} {path} with {token:?}: {}", a.body);
+        }
+        for (role, token) in &tokens {
+            let allowed = *who == "anyone" || who.split(',').any(|r| r == role.as_str());
+            // A real backup takes a while and writes a directory: asked only by those refused.
+            if allowed && *path == "/api/v1/backup" {
+                continue;
+            }
+            let a = net.call(node, method, &p, Some(token), Some(&json!({})))?;
+            if allowed {
+                assert!(
+                    a.status != 401 && a.status != 403,
+                    "{role} refused {method} {path}: {} {}",
+                    a.status,
+                    a.body
+                );
+            } else {
+                assert_eq!(a.status, 403, "{role} allowed {method} {path}: {}", a.body);
+                let why = a.body["error"].as_str().unwrap_or_default();
+                assert!(why.contains("needs the role"), "{why}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 150, "{checked} checks");
+
+    // A cataloguer's publish names them in the signed entry: the hub, which got it by gossip,
+    // shows who published.
+    let cataloguer = &tokens[1].1;
+    let e = entry(net, node, 1, "人员签名条目");
+    let a = net.call(node, "POST", "/catalogue", Some(cataloguer), Some(&e))?;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let hub = net.index("hub").ok_or_else(|| anyhow::anyhow!("no hub"))?;
+    let code: String = "301001/000001"
+        .bytes()
+        .map(|b| format!("%{b:02X}"))
+        .collect();
+    wait_until(WAIT, "the hub to show who published", || {
+        let r = net.get(hub, &format!("/catalogue?code={code}"))?;
+        Ok(r["records"][0]["by"] == json!({"account": "bianmu", "name": "编目员"}))
+    })?;
+    // The admin token acts as the node: no person named.
+    let e = entry(net, node, 2, "节点签名条目");
+    net.post(node, "/catalogue", &e)?;
+    let r = net.get(node, "/catalogue?code=301001%2F000002")?;
+    assert!(r["records"][0]["by"].is_null(), "{r}");
+
+    // A change of roles ends the person's sessions; the new roles apply at the next sign-in.
+    let data_user = tokens[3].1.clone();
+    let changed = net.post(
+        node,
+        "/users/shiyong/roles",
+        &json!({"roles": ["approver"]}),
+    )?;
+    assert_eq!(changed["sessions_ended"], 1);
+    let a = net.call(node, "GET", "/pulls", Some(&data_user), None)?;
+    assert_eq!(a.status, 401, "{}", a.body);
+
+    // Disabled: the session ends and sign-in is refused, even with the right password.
+    let auditor = tokens[4].1.clone();
+    let pw = net.post(node, "/users/shenji/password", &json!({}))?["generated_password"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        net.call(node, "GET", "/audit", Some(&auditor), None)?
+            .status,
+        401
+    );
+    let auditor = sign_in(net, node, "shenji", &pw)?;
+    cli_ok(net, node, &["user", "disable", "shenji"])?;
+    assert_eq!(
+        net.call(node, "GET", "/audit", Some(&auditor), None)?
+            .status,
+        401
+    );
+    let a = net.call(
+        node,
+        "POST",
+        "/login",
+        Some(""),
+        Some(&json!({"account": "shenji", "password": pw})),
+    )?;
+    assert_eq!(a.status, 403, "{}", a.body);
+    cli_ok(net, node, &["user", "enable", "shenji"])?;
+    let auditor = sign_in(net, node, "shenji", &pw)?;
+
+    // Sign-out ends the session.
+    assert_eq!(
+        net.call(node, "POST", "/logout", Some(&auditor), None)?
+            .status,
+        204
+    );
+    assert_eq!(
+        net.call(node, "GET", "/me", Some(&auditor), None)?.status,
+        401
+    );
+
+    // Guessing is slowed: after five wrong passwords the account waits, even for the right one;
+    // an unknown account answers like a known one.
+    for account in ["shenji", "nosuchperson"] {
+        for _ in 0..6 {
+            let a = net.call(
+                node,
+                "POST",
+                "/login",
+                Some(""),
+                Some(&json!({"account": account, "password": "Wrong-password-1"})),
+            )?;
+            assert!(a.status == 401 || a.status == 429, "{}", a.body);
+        }
+        let a = net.call(
+            node,
+            "POST",
+            "/login",
+            Some(""),
+            Some(&json!({"account": account, "password": pw})),
+        )?;
+        assert_eq!(a.status, 429, "{account}: {}", a.body);
+        assert!(a.retry_after.is_some_and(|s| s >= 1));
+    }
+
+    // Oversized and malformed bodies are refused before any work.
+    let big = json!({"account": "x".repeat(2 * 1024 * 1024), "password": "y"});
+    assert_eq!(
+        net.call(node, "POST", "/login", Some(""), Some(&big))?
+            .status,
+        413
+    );
+    let a = net.call(
+        node,
+        "POST",
+        "/login",
+        Some(""),
+        Some(&json!({"account": 1})),
+    )?;
+    assert!(
+        (400..500).contains(&a.status) && a.status != 429,
+        "{}",
+        a.status
+    );
+    Ok(())
+}
