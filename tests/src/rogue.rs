@@ -251,6 +251,10 @@ pub fn admit(net: &mut Testnet, watcher: usize) -> anyhow::Result<(SecretKey, St
     let key = SecretKey::from_bytes(rand::random());
     let uscc = government_uscc(HAIMEN_DIVISION, "77777777");
     let authority = net.dir.join("authority.key");
+    let admitted = net.get(0, "/status")?["charter_version"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("the hub shows no charter version"))?
+        + 1;
     crate::cli_ok(
         net,
         0,
@@ -267,7 +271,7 @@ pub fn admit(net: &mut Testnet, watcher: usize) -> anyhow::Result<(SecretKey, St
             &authority.to_string_lossy(),
         ],
     )?;
-    crate::wait_charter(net, watcher, 2)?;
+    crate::wait_charter(net, watcher, admitted)?;
     Ok((key, uscc))
 }
 
