@@ -9,6 +9,7 @@
 pub mod datasets;
 pub mod demo;
 pub mod ids;
+pub mod logins;
 pub mod members;
 mod net;
 

@@ -140,9 +140,10 @@ fn up(dir: PathBuf, departments: usize, base_port: u16, hidden: Vec<String>) -> 
         let n = t.publish_datasets(say)?;
         std::fs::write(&data_done, n.to_string())?;
     }
+    let logins = t.demo_logins()?;
     t.save()?;
     // Not `?`: an error here must not drop `t`, which would stop the nodes just started.
-    if let Err(e) = print_table(&t) {
+    if let Err(e) = print_table(&t).and_then(|()| print_logins(&t, &logins)) {
         say(&format!("cannot print the node table: {e}"));
     }
     println!(
@@ -173,6 +174,23 @@ fn print_table(t: &Testnet) -> std::io::Result<()> {
             n.name.clone(),
             n.dir.display().to_string(),
             api,
+        ]);
+    }
+    table.write(&mut std::io::stdout().lock())
+}
+
+fn print_logins(t: &Testnet, logins: &[huitong_testnet::logins::Login]) -> std::io::Result<()> {
+    println!(
+        "\ndemo sign-ins, the same on every node (POST /api/v1/login; also in {}):",
+        t.dir.join(huitong_testnet::logins::LOGINS_FILE).display()
+    );
+    let mut table = Table::new().indent("  ");
+    for l in logins {
+        table.row([
+            l.label.clone(),
+            l.role.clone(),
+            l.account.clone(),
+            l.password.clone(),
         ]);
     }
     table.write(&mut std::io::stdout().lock())

@@ -42,6 +42,35 @@ fn up_status_second_up_refused_down_leaves_nothing() {
         "{stdout}"
     );
 
+    // A sign-in per role is printed, and works on every node with that role.
+    let logins: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("logins.json")).unwrap()).unwrap();
+    assert_eq!(logins.len(), 5);
+    let mut t = huitong_testnet::Testnet::load(&dir).unwrap();
+    for l in &logins {
+        let (account, password) = (
+            l["account"].as_str().unwrap(),
+            l["password"].as_str().unwrap(),
+        );
+        assert!(
+            stdout.contains(account) && stdout.contains(password),
+            "{stdout}"
+        );
+        for i in 0..t.nodes.len() {
+            let a = t
+                .call(
+                    i,
+                    "POST",
+                    "/login",
+                    Some(""),
+                    Some(&serde_json::json!({"account": account, "password": password})),
+                )
+                .unwrap();
+            assert_eq!(a.status, 200, "{account} on node {i}: {}", a.body);
+            assert_eq!(a.body["me"]["roles"][0], l["role"]);
+        }
+    }
+
     let status = testnet(&dir, &["status", "--json"]);
     let nodes: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let nodes = nodes.as_array().unwrap();
