@@ -110,6 +110,12 @@ pub struct StorageConfig {
     /// keeps nothing back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_free_mib: Option<u64>,
+    /// The directory people signed in to the API (and the portal) exchange files through:
+    /// their pulls are written and their dataset publishes read only inside it. Relative paths
+    /// are in the node directory. Unset (the default): `exchange` in the node directory. The
+    /// node's admin token (the CLI) is not confined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_dir: Option<std::path::PathBuf>,
 }
 
 impl StorageConfig {

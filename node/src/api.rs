@@ -358,6 +358,23 @@ pub struct AppView {
     /// federation's time zone), read from the token itself.
     #[serde(default)]
     pub grant_expires: Option<u64>,
+    /// Every step, oldest first: what, when, which node, and who there.
+    #[serde(default)]
+    pub timeline: Vec<AppStep>,
+}
+
+/// One step of an application's timeline.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppStep {
+    /// The state the step led to (`submitted`, `accepted`, `approved`, `granted`, …; the hub's
+    /// issuing of the grant shows as a second `approved`).
+    pub state: String,
+    /// When its entry was signed (ms since the epoch).
+    pub at_ms: u64,
+    /// The member whose node signed it.
+    pub node: String,
+    /// The person signed in there who took it (`None`: the node by itself).
+    pub by: Option<huitong_protocol::Actor>,
 }
 
 /// `POST /api/v1/applications/{id}/approve`: the provider's approval, possibly partial.

@@ -16,7 +16,7 @@
 
 use huitong_protocol::application::{Application, GrantEvent};
 use huitong_protocol::audit::{Record, RecordKind};
-use huitong_protocol::{codec, Event, NodeId, Role};
+use huitong_protocol::{codec, Actor, Event, NodeId, Role};
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -43,6 +43,20 @@ pub enum AppState {
     Revoked,
 }
 
+impl AppState {
+    /// Its name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppState::Submitted => "submitted",
+            AppState::Accepted => "accepted",
+            AppState::Approved => "approved",
+            AppState::Rejected => "rejected",
+            AppState::Granted => "granted",
+            AppState::Revoked => "revoked",
+        }
+    }
+}
+
 /// One application as this node sees it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AppRecord {
@@ -65,6 +79,25 @@ pub struct AppRecord {
     /// What the provider approved (may be less than applied for), once approved.
     #[serde(default)]
     pub approval: Option<Approval>,
+    /// The people who took steps: `(index into history, person)`, for the steps whose entry
+    /// names the person signed in on the signer's node (steps a node took by itself name
+    /// nobody).
+    #[serde(default)]
+    pub by: Vec<(usize, Actor)>,
+}
+
+impl AppRecord {
+    /// Notes that the latest step was taken by `by` (nothing when `None`).
+    fn took_latest_step(&mut self, by: Option<&Actor>) {
+        if let (Some(by), Some(last)) = (by, self.history.len().checked_sub(1)) {
+            self.by.push((last, by.clone()));
+        }
+    }
+
+    /// The person who took step `i` of the history, if its entry names one.
+    pub fn step_by(&self, i: usize) -> Option<&Actor> {
+        self.by.iter().find(|(j, _)| *j == i).map(|(_, a)| a)
+    }
 }
 
 /// The scope a provider approved.
@@ -95,7 +128,7 @@ impl AppRecord {
     pub fn shown_state(&self, today: &str) -> String {
         match self.state {
             AppState::Granted if self.granted_until() < today => "expired".into(),
-            s => format!("{s:?}").to_lowercase(),
+            s => s.as_str().into(),
         }
     }
 }
@@ -185,6 +218,9 @@ struct Deferred {
     /// used instead).
     #[serde(default)]
     since_ms: u64,
+    /// The person the carrying entry names.
+    #[serde(default)]
+    by: Option<Actor>,
 }
 
 /// How long a grant event waits for the step it follows before it expires.
@@ -302,6 +338,7 @@ impl crate::feeds::View for View {
             hash: a.entry.hash.0,
             hub: a.role == Role::Hub,
             since_ms: now_ms(),
+            by: e.by.clone(),
         };
         Ok(apply(state, batch, this)?
             .iter()
@@ -352,6 +389,7 @@ fn transition(
                 block: Vec::new(),
                 history: vec![(AppState::Submitted, at_ms, *signer)],
                 approval: None,
+                by: Vec::new(),
             };
             return Verdict::Apply(Box::new(rec));
         }
@@ -472,7 +510,11 @@ fn apply(
     let (signer, at_ms, event) = (&this.signer, this.at_ms, &this.event);
     let id = event.id();
     let rec = match transition(get(state, id)?, signer, this.hub, at_ms, event) {
-        Verdict::Apply(rec) => *rec,
+        Verdict::Apply(rec) => {
+            let mut rec = *rec;
+            rec.took_latest_step(this.by.as_ref());
+            rec
+        }
         Verdict::Refuse(why) => {
             warn!(target: "huitong::audit", %signer, id, why, "ignored application event");
             return Ok(vec![this.judged(Some(why))]);
@@ -537,6 +579,7 @@ fn settle(
             match transition(Some(rec.clone()), &d.signer, d.hub, d.at_ms, &d.event) {
                 Verdict::Apply(r) => {
                     rec = *r;
+                    rec.took_latest_step(d.by.as_ref());
                     done.push((i, None));
                     progressed = true;
                 }
@@ -646,6 +689,7 @@ mod tests {
                             hash: [0; 32],
                             hub: is_hub(signer),
                             since_ms: 0,
+                            by: None,
                         },
                     )),
                     Verdict::Refuse(why) => panic!("{order:?}: step {i} refused: {why}"),
@@ -743,6 +787,7 @@ mod tests {
             block: Vec::new(),
             history: Vec::new(),
             approval: None,
+            by: Vec::new(),
         };
         assert_eq!(
             r.shown_state("2026-11-27"),

@@ -5,7 +5,9 @@
 //!
 //! Files in the node directory: `huitong.toml`, `node.key`, `db/` (RocksDB), `chunks/` (dataset
 //! chunks, see [`crate::chunks`]), `audit/` (the hub's audit log, see
-//! [`crate::audit_log::tiles`]), `rejects/` (reports of cells refused at publication), `api.token` (0600), `api.addr` (written once the API is bound,
+//! [`crate::audit_log::tiles`]), `rejects/` (reports of cells refused at publication),
+//! `exchange/` (files people signed in to the API pull and publish; `storage.exchange_dir`),
+//! `api.token` (0600), `api.addr` (written once the API is bound,
 //! removed at shutdown), and optionally `charter.cbor`, a signed charter imported at first start.
 //!
 //! Layering: near the top (only the CLI names it): the one place that wires the layers together
@@ -137,6 +139,17 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         authority,
         charters,
     ));
+    let exchange = crate::http::paths::exchange_dir(&state);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&exchange)
+        {
+            warn!(dir = %exchange.display(), error = %e, "cannot create the exchange directory (storage.exchange_dir): people signed in to the API can neither pull nor publish files until it exists");
+        }
+    }
     if let Ok(fs) = crate::outfile::space::statvfs(dir) {
         let floor = state.space.floor().bytes(fs.size);
         info!(

@@ -37,6 +37,8 @@ mod applications;
 mod audit;
 pub mod authz;
 mod datasets;
+mod metrics;
+pub(crate) mod paths;
 mod people;
 
 #[derive(Clone)]
@@ -49,6 +51,8 @@ struct Ctx {
     pulls: Arc<crate::transfer::pull::Pulls>,
     token: Arc<String>,
     people: people::People,
+    /// The address the API is bound to (for the Host check of a loopback API).
+    bound: SocketAddr,
 }
 
 struct Fail(StatusCode, ApiError);
@@ -92,6 +96,7 @@ pub async fn serve(
         pulls: Arc::default(),
         token: Arc::new(token),
         people: people::People::new(accounts),
+        bound: listener.local_addr()?,
     };
     let app = Router::new()
         .route("/api/v1/login", post(people::login))
@@ -110,6 +115,8 @@ pub async fn serve(
         .route("/api/v1/users/{account}/disable", post(people::disable))
         .route("/api/v1/users/{account}/enable", post(people::enable))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/healthz", get(metrics::healthz))
+        .route("/api/v1/metrics", get(metrics::metrics))
         .route("/api/v1/audit", get(audit::check_log))
         .route("/api/v1/audit/records/{id}", get(audit::records))
         .route("/api/v1/audit/records/{id}/proof", get(audit::proof))
@@ -195,6 +202,11 @@ fn charter_equivocations(
 }
 
 async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
+    status_view(&ctx).await.map(Json)
+}
+
+/// The node's status, as `status` answers it and `/metrics` counts it.
+async fn status_view(ctx: &Ctx) -> Result<api::Status, Fail> {
     let s = &ctx.state;
     let heads = s.store.heads().map_err(internal)?;
     let own_seq = s.store.head(&s.id()).map_err(internal)?.seq;
@@ -214,7 +226,7 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
     let charter_equivocations = charter_equivocations(s).map_err(internal)?;
     let (members, active) =
         s.with_charter(|c| c.map_or((0, false), |c| (c.members.len(), c.is_active(&s.id()))));
-    Ok(Json(api::Status {
+    Ok(api::Status {
         name: s.config.node.name.clone(),
         org_code: s.config.node.org_code.clone(),
         role: s.config.node.role.clone(),
@@ -258,7 +270,7 @@ async fn status(State(ctx): State<Ctx>) -> Res<api::Status> {
                 omissions: omission::list(s).map_err(internal)?.len() as u64,
             }
         },
-    }))
+    })
 }
 
 /// Stages a checkpoint of the store, then a copy of the audit log, for `huitong backup` (see

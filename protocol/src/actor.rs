@@ -76,7 +76,24 @@ pub fn check_display_name(name: &str) -> Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err("the display name holds a control character (a line break, a tab, …)".into());
     }
+    if name.chars().any(is_invisible_format) {
+        return Err("the display name holds an invisible formatting character (a direction override, a zero-width space, …), which could make it read as another name".into());
+    }
     Ok(())
+}
+
+/// Invisible formatting characters (Unicode category Cf) that change how a name reads: soft
+/// hyphen, Arabic letter mark, Mongolian vowel separator, zero-width characters, direction
+/// marks, embeddings, overrides and isolates, word joiner and invisible operators, and the
+/// byte-order mark.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}')
 }
 
 #[cfg(test)]
@@ -110,5 +127,7 @@ mod tests {
         assert!(check_display_name(&"张".repeat(22)).is_err());
         assert!(check_display_name("  ").is_err());
         assert!(check_display_name("张\n三").is_err());
+        assert!(check_display_name("张\u{202E}三").is_err());
+        assert!(check_display_name("张\u{200B}三").is_err());
     }
 }

@@ -64,13 +64,15 @@ const POLICY: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/logout", "anyone"),
     ("GET", "/api/v1/me", "anyone"),
     ("POST", "/api/v1/me/password", "anyone"),
-    ("GET", "/api/v1/users", "admin"),
+    ("GET", "/api/v1/users", "admin,auditor"),
     ("POST", "/api/v1/users", "admin"),
     ("POST", "/api/v1/users/{account}/roles", "admin"),
     ("POST", "/api/v1/users/{account}/password", "admin"),
     ("POST", "/api/v1/users/{account}/disable", "admin"),
     ("POST", "/api/v1/users/{account}/enable", "admin"),
     ("GET", "/api/v1/status", "anyone"),
+    ("GET", "/api/v1/healthz", "public"),
+    ("GET", "/api/v1/metrics", "public"),
     ("GET", "/api/v1/peers", "anyone"),
     ("GET", "/api/v1/catalogue", "anyone"),
     ("POST", "/api/v1/catalogue", "cataloguer"),
@@ -263,9 +265,73 @@ fn people_sign_in_and_every_route_is_checked_for_their_role() -> anyhow::Result<
         Some(""),
         Some(&json!({"account": "shenji", "password": pw})),
     )?;
-    assert_eq!(a.status, 403, "{}", a.body);
+    assert_eq!(
+        a.status, 401,
+        "a disabled account answers like a wrong password: {}",
+        a.body
+    );
     cli_ok(net, node, &["user", "enable", "shenji"])?;
     let auditor = sign_in(net, node, "shenji", &pw)?;
+
+    // Paths a person names stay in the exchange directory: no pulling over the node's token,
+    // no publishing the node's key.
+    let token_file = net.nodes[node].dir.join("api.token");
+    let user_pw = net.post(node, "/users/shiyong/password", &json!({}))?["generated_password"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    net.post(
+        node,
+        "/users/shiyong/roles",
+        &json!({"roles": ["data_user"]}),
+    )?;
+    let data_user = sign_in(net, node, "shiyong", &user_pw)?;
+    for out in [token_file.clone(), std::path::PathBuf::from("../api.token")] {
+        let a = net.call(
+            node,
+            "POST",
+            "/pulls",
+            Some(&data_user),
+            Some(&json!({"code": "301001/000001", "out": out})),
+        )?;
+        assert_eq!(a.status, 403, "{}", a.body);
+        assert!(
+            a.body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("exchange directory")
+                || a.body["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("`..`"),
+            "{}",
+            a.body
+        );
+    }
+    let key_file = net.nodes[node].dir.join("node.key");
+    let a = net.call(
+        node,
+        "POST",
+        "/datasets",
+        Some(cataloguer),
+        Some(&json!({"code": "301001/000001", "path": key_file, "file": true})),
+    )?;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(net.nodes[node].dir.join("exchange").is_dir());
+    // An administrator cannot give themselves other roles (to approve) or reset their own
+    // password past the old one.
+    let admin = &tokens[0].1;
+    for (path, body) in [
+        ("/users/guanli/roles", json!({"roles": ["approver"]})),
+        ("/users/guanli/password", json!({})),
+        ("/users/guanli/disable", json!({})),
+    ] {
+        let a = net.call(node, "POST", path, Some(admin), Some(&body))?;
+        assert_eq!(a.status, 403, "{path}: {}", a.body);
+    }
+    // The auditor sees who holds which role.
+    let auditor_view = net.call(node, "GET", "/users", Some(&auditor), None)?;
+    assert_eq!(auditor_view.status, 200, "{}", auditor_view.body);
 
     // Sign-out ends the session.
     assert_eq!(
@@ -302,6 +368,36 @@ fn people_sign_in_and_every_route_is_checked_for_their_role() -> anyhow::Result<
         assert!(a.retry_after.is_some_and(|s| s >= 1));
     }
 
+    // The probes answer without a token: health, and Prometheus metrics that count what the
+    // node did (the entries published above, the refused sign-ins).
+    let h = net.call(node, "GET", "/healthz", Some(""), None)?;
+    assert_eq!(
+        (h.status, h.body["status"].as_str()),
+        (200, Some("ok")),
+        "{}",
+        h.body
+    );
+    let m = net.call(node, "GET", "/metrics", Some(""), None)?;
+    assert_eq!(m.status, 200);
+    let text = m.body.as_str().unwrap_or_default();
+    let value = |name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    assert!(value("huitong_catalogue_entries") >= Some(2.0), "{text}");
+    assert!(value("huitong_members") >= Some(3.0), "{text}");
+    assert!(
+        text.contains("# TYPE huitong_entries_accepted counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# HELP huitong_members Members in the charter.\n"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+
     // Oversized and malformed bodies are refused before any work.
     let big = json!({"account": "x".repeat(2 * 1024 * 1024), "password": "y"});
     assert_eq!(
@@ -320,6 +416,106 @@ fn people_sign_in_and_every_route_is_checked_for_their_role() -> anyhow::Result<
         (400..500).contains(&a.status) && a.status != 429,
         "{}",
         a.status
+    );
+    Ok(())
+}
+
+/// The people who apply and approve are named in the signed entries, so every node — the
+/// consumer's, the provider's and the hub's — shows who took each step of the application;
+/// steps the nodes take by themselves (the hub's acceptance, issuing, endorsing) name nobody.
+#[test]
+fn the_application_timeline_names_the_applicant_and_the_approver_on_every_node(
+) -> anyhow::Result<()> {
+    let mut f = start(2, 2)?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let (hub, provider, consumer) = (0, 1, 2);
+    let code = "301001/000051";
+    huitong_tests::data::publish_table_entry(
+        net,
+        &dir,
+        provider,
+        51,
+        "有条件共享",
+        Some("仅限核验"),
+    )?;
+    wait_until(WAIT, "the entry on the consumer", || {
+        let r = net.get(consumer, "/catalogue?code=301001%2F000051")?;
+        Ok(r["records"].as_array().is_some_and(|a| !a.is_empty()))
+    })?;
+    let user = add_user(net, consumer, "zhangsan", "张三", "data_user")?;
+    let user = sign_in(net, consumer, "zhangsan", &user)?;
+    let approver = add_user(net, provider, "lisi", "李四", "approver")?;
+    let approver = sign_in(net, provider, "lisi", &approver)?;
+
+    let a = net.call(
+        consumer,
+        "POST",
+        "/applications",
+        Some(&user),
+        Some(
+            &json!({"code": code, "fields": ["编号", "姓名"], "purpose": "低保审核",
+                     "basis": "社会救助暂行办法", "until": "2099-12-31"}),
+        ),
+    )?;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let id = a.body["id"].as_str().unwrap_or_default().to_owned();
+    huitong_tests::workflow::wait_state(net, provider, "--incoming", &id, "accepted")?;
+    let a = net.call(
+        provider,
+        "POST",
+        &format!("/applications/{id}/approve"),
+        Some(&approver),
+        Some(&json!({})),
+    )?;
+    assert_eq!(a.status, 200, "{}", a.body);
+    for i in [consumer, provider, hub] {
+        wait_until(WAIT, "the granted application with its people", || {
+            let all = net.get(i, "/applications")?;
+            let Some(app) = all
+                .as_array()
+                .and_then(|all| all.iter().find(|a| a["id"] == id.as_str()).cloned())
+            else {
+                return Ok(false);
+            };
+            if app["state"] != "granted" {
+                return Ok(false);
+            }
+            let who = |state: &str| -> Vec<Value> {
+                app["timeline"]
+                    .as_array()
+                    .map(|t| {
+                        t.iter()
+                            .filter(|s| s["state"] == state)
+                            .map(|s| s["by"].clone())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            assert_eq!(
+                who("submitted"),
+                [json!({"account": "zhangsan", "name": "张三"})]
+            );
+            assert_eq!(who("accepted"), [Value::Null], "the hub accepts by itself");
+            assert_eq!(
+                who("approved").first(),
+                Some(&json!({"account": "lisi", "name": "李四"})),
+                "{app}"
+            );
+            assert_eq!(
+                who("granted"),
+                [Value::Null],
+                "the provider endorses by itself"
+            );
+            Ok(true)
+        })?;
+    }
+    // The CLI shows them too.
+    let out = cli_ok(net, consumer, &["applications", "--outgoing"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("submitted by 张三 (zhangsan)") && text.contains("approved by 李四 (lisi)"),
+        "{text}"
     );
     Ok(())
 }

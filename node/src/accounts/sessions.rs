@@ -32,6 +32,9 @@ pub struct Session {
     pub account: String,
     /// The CSRF token forms must echo.
     pub csrf: String,
+    /// When the account's password was set as of sign-in: a session from before a password
+    /// change (even one whose sign-in was still being checked) is refused.
+    pub password_set_ms: u64,
     created: Instant,
     last_used: Instant,
     /// Order of creation (clocks may tie).
@@ -75,12 +78,13 @@ impl Sessions {
 
     /// Starts a session for `account`; returns its token (given to the person once) and the
     /// session.
-    pub fn start(&self, account: &str) -> (String, Session) {
+    pub fn start(&self, account: &str, password_set_ms: u64) -> (String, Session) {
         let now = Instant::now();
         let token = random_token(TOKEN_PREFIX);
         let session = Session {
             account: account.to_string(),
             csrf: random_token(""),
+            password_set_ms,
             created: now,
             last_used: now,
             serial: self
@@ -187,7 +191,7 @@ mod tests {
     #[test]
     fn a_token_resolves_until_it_ends() {
         let s = Sessions::default();
-        let (token, session) = s.start("zhangsan");
+        let (token, session) = s.start("zhangsan", 0);
         assert!(token.starts_with(TOKEN_PREFIX));
         assert_eq!(s.resolve(&token).unwrap().account, "zhangsan");
         assert_eq!(s.resolve(&token).unwrap().csrf, session.csrf);
@@ -200,10 +204,10 @@ mod tests {
     #[test]
     fn idle_sessions_end() {
         let s = Sessions::new(Duration::ZERO, DEFAULT_MAX_AGE);
-        let (token, _) = s.start("zhangsan");
+        let (token, _) = s.start("zhangsan", 0);
         assert!(s.resolve(&token).is_none());
         let s = Sessions::new(DEFAULT_IDLE, Duration::ZERO);
-        let (token, _) = s.start("zhangsan");
+        let (token, _) = s.start("zhangsan", 0);
         assert!(s.resolve(&token).is_none());
     }
 
@@ -211,12 +215,12 @@ mod tests {
     fn an_account_holds_a_bounded_number_and_all_end_together() {
         let s = Sessions::default();
         let tokens: Vec<String> = (0..MAX_PER_ACCOUNT + 2)
-            .map(|_| s.start("zhangsan").0)
+            .map(|_| s.start("zhangsan", 0).0)
             .collect();
         assert_eq!(s.count("zhangsan"), MAX_PER_ACCOUNT);
         // The newest are the ones kept.
         assert!(s.resolve(tokens.last().unwrap()).is_some());
-        let other = s.start("lisi").0;
+        let other = s.start("lisi", 0).0;
         assert_eq!(s.end_all("zhangsan"), MAX_PER_ACCOUNT);
         assert!(s.resolve(tokens.last().unwrap()).is_none());
         assert!(s.resolve(&other).is_some());

@@ -3,8 +3,9 @@
 //! Per account (whether or not it exists, so the answer says nothing about which do): the
 //! first [`FREE_FAILURES`] failed sign-ins in a row cost nothing; each further one locks the
 //! account's sign-in for twice as long as the last, from 2 s up to [`MAX_LOCK`]. A success
-//! clears the count. Per source address: at most [`FAILURES_PER_ADDRESS`] failures in
-//! [`ADDRESS_WINDOW`], then that address waits for the window to pass. Both tables are bounded
+//! clears the count. Per source address other than loopback (where every client shares one
+//! address): at most [`FAILURES_PER_ADDRESS`] failures in [`ADDRESS_WINDOW`], then that address
+//! waits for the window to pass. Both tables are bounded
 //! ([`MAX_TRACKED`]): when full, entries that no longer lock anything are dropped, then the
 //! oldest.
 
@@ -48,9 +49,11 @@ impl Throttle {
             .filter(|f| f.count > FREE_FAILURES)
             .map(|f| f.until.saturating_duration_since(now))
             .unwrap_or_default();
+        // Every client of a loopback API is 127.0.0.1: locking it would let any local process
+        // lock everyone out. The per-account locks still hold there.
         let wait_address = lock(&self.addresses)
             .get(&from)
-            .filter(|f| f.count >= FAILURES_PER_ADDRESS)
+            .filter(|f| f.count >= FAILURES_PER_ADDRESS && !from.is_loopback())
             .map(|f| f.until.saturating_duration_since(now))
             .unwrap_or_default();
         let wait = wait_account.max(wait_address);
@@ -176,14 +179,17 @@ mod tests {
     }
 
     #[test]
-    fn an_address_guessing_across_accounts_is_slowed() {
+    fn an_address_guessing_across_accounts_is_slowed_but_loopback_is_never_locked() {
         let t = Throttle::default();
+        let remote = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
         for i in 0..FAILURES_PER_ADDRESS {
-            t.failed(&format!("user{i}"), HOME);
+            t.failed(&format!("user{i}"), remote);
+            t.failed_address(HOME);
         }
-        let wait = t.check("someone-else", HOME).unwrap_err();
+        let wait = t.check("someone-else", remote).unwrap_err();
         assert!(wait > Duration::from_secs(60), "{wait:?}");
-        let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+        let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3));
         assert!(t.check("someone-else", other).is_ok());
+        assert!(t.check("someone-else", HOME).is_ok());
     }
 }

@@ -92,9 +92,23 @@ fn print(v: &[AppView], as_json: bool) -> anyhow::Result<()> {
                     .as_deref()
                     .map(|r| format!("  ({r})"))
                     .unwrap_or_default()
-            ),
+            ) + &people(a),
         ]
     })
+}
+
+/// "  [submitted by 张三 (zhangsan); approved by 李四 (lisi)]": the people who took steps.
+fn people(a: &AppView) -> String {
+    let steps: Vec<String> = a
+        .timeline
+        .iter()
+        .filter_map(|s| s.by.as_ref().map(|by| format!("{} by {by}", s.state)))
+        .collect();
+    if steps.is_empty() {
+        String::new()
+    } else {
+        format!("  [{}]", steps.join("; "))
+    }
 }
 
 /// ", approved [..] until .." when the provider approved less than applied for.

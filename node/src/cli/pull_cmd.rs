@@ -164,6 +164,7 @@ pub(super) async fn pull(dir: &Path, args: PullArgs) -> anyhow::Result<()> {
             None => None,
         },
         out_dir_seen: out.parent().and_then(|d| crate::seen::FileId::of(d).ok()),
+        started_by: None,
     };
     let mut interrupts = Interrupts::new()?;
     let started: api::PullStarted = tokio::select! {

@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use super::authz::Principal;
 use super::{fail, internal, Ctx, Fail, Res};
-use crate::api::{AppView, ApplyRequest, Approve, Reason};
+use crate::accounts::Role;
+use crate::api::{AppStep, AppView, ApplyRequest, Approve, Reason};
 use crate::applications::{self, AppRecord, AppState};
 use crate::catalogue;
 
@@ -34,7 +35,19 @@ fn view(ctx: &Ctx, r: AppRecord) -> AppView {
         .filter(|_| !r.token.is_empty())
         .and_then(|hub| huitong_protocol::grant::inspect(&r.token, &hub).ok())
         .map(|g| g.expires);
+    let timeline = r
+        .history
+        .iter()
+        .enumerate()
+        .map(|(i, (state, at_ms, signer))| AppStep {
+            state: state.as_str().to_string(),
+            at_ms: *at_ms,
+            node: name_of(ctx, signer),
+            by: r.step_by(i).cloned(),
+        })
+        .collect();
     AppView {
+        timeline,
         grant_expires,
         id: r.app.id.clone(),
         code: r.app.code.to_string(),
@@ -103,14 +116,34 @@ pub(super) async fn apply(
     Ok(Json(view(&ctx, r)))
 }
 
-pub(super) async fn list(State(ctx): State<Ctx>, Query(q): Query<ListQuery>) -> Res<Vec<AppView>> {
+pub(super) async fn list(
+    State(ctx): State<Ctx>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<ListQuery>,
+) -> Res<Vec<AppView>> {
     let me = ctx.state.id();
     let is_hub = ctx.state.is_hub();
     let records = applications::all(&ctx.state).map_err(internal)?;
-    let keep = |r: &AppRecord| match q.dir.as_deref() {
-        Some("incoming") => is_hub || r.app.provider == me,
-        Some("outgoing") => r.applicant == me,
-        _ => is_hub || r.app.provider == me || r.applicant == me,
+    // A person who is only a data user sees the applications they submitted themselves (their
+    // purposes and bases are not every colleague's business); approvers and auditors see the
+    // node's.
+    let only_own = match &who {
+        Principal::Person { account, .. }
+            if !account.has(Role::Approver) && !account.has(Role::Auditor) =>
+        {
+            Some(account.name.clone())
+        }
+        _ => None,
+    };
+    let keep = |r: &AppRecord| {
+        let mine = only_own.as_ref().is_none_or(|name| {
+            r.applicant == me && r.step_by(0).is_some_and(|by| by.account == *name)
+        });
+        mine && match q.dir.as_deref() {
+            Some("incoming") => is_hub || r.app.provider == me,
+            Some("outgoing") => r.applicant == me,
+            _ => is_hub || r.app.provider == me || r.applicant == me,
+        }
     };
     Ok(Json(
         records

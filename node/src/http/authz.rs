@@ -30,6 +30,14 @@ pub(crate) enum Principal {
 }
 
 impl Principal {
+    /// The signed-in person's account name (`None` for the node).
+    pub(crate) fn account(&self) -> Option<&str> {
+        match self {
+            Principal::Node => None,
+            Principal::Person { account, .. } => Some(&account.name),
+        }
+    }
+
     /// The person to name in the feed entries this request appends (`None` for the node).
     pub(crate) fn actor(&self) -> Option<Actor> {
         match self {
@@ -59,7 +67,8 @@ pub const RULES: &[(&str, &str, Need)] = &[
     ("POST", "/api/v1/logout", Need::SignedIn),
     ("GET", "/api/v1/me", Need::SignedIn),
     ("POST", "/api/v1/me/password", Need::SignedIn),
-    ("GET", "/api/v1/users", Need::AnyOf(&[Admin])),
+    // The auditor checks who holds which role (the administrator's work) without changing it.
+    ("GET", "/api/v1/users", Need::AnyOf(&[Admin, Auditor])),
     ("POST", "/api/v1/users", Need::AnyOf(&[Admin])),
     (
         "POST",
@@ -82,6 +91,9 @@ pub const RULES: &[(&str, &str, Need)] = &[
         Need::AnyOf(&[Admin]),
     ),
     ("GET", "/api/v1/status", Need::SignedIn),
+    // Probes for monitoring: counts only, on the API's (loopback by default) address.
+    ("GET", "/api/v1/healthz", Need::Public),
+    ("GET", "/api/v1/metrics", Need::Public),
     ("GET", "/api/v1/peers", Need::SignedIn),
     ("GET", "/api/v1/catalogue", Need::SignedIn),
     ("POST", "/api/v1/catalogue", Need::AnyOf(&[Cataloguer])),
@@ -160,6 +172,26 @@ pub fn allows(need: Need, account: &Account) -> bool {
     }
 }
 
+/// Whether the request's Host names this machine (a DNS-rebinding page names another host,
+/// which then resolves to 127.0.0.1). A request without a Host (HTTP/1.0) passes.
+fn host_is_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(axum::http::header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    matches!(name, "localhost" | "::1")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -183,6 +215,13 @@ pub(super) async fn guard(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if ctx.bound.ip().is_loopback() && !host_is_loopback(req.headers()) {
+        return fail(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this node's API answers requests addressed to a loopback name only (Host: 127.0.0.1, localhost or [::1]); a web page naming another host is refused",
+        )
+        .into_response();
+    }
     let need = matched
         .as_ref()
         .and_then(|p| rule(req.method(), p.as_str()));
@@ -228,10 +267,14 @@ async fn person(ctx: &Ctx, token: &str) -> Result<Option<Principal>, super::Fail
         .map_err(super::internal)?
         .map_err(super::internal)?;
     match account {
-        Some(account) if !account.disabled => Ok(Some(Principal::Person {
-            account,
-            token: token.to_string(),
-        })),
+        Some(account)
+            if !account.disabled && account.password_set_ms == session.password_set_ms =>
+        {
+            Ok(Some(Principal::Person {
+                account,
+                token: token.to_string(),
+            }))
+        }
         _ => {
             ctx.people.sessions.end(token);
             Ok(None)
@@ -264,6 +307,33 @@ fn refusal(need: Need, account: &Account) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_hosts_pass() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(axum::http::header::HOST, v.parse().unwrap());
+            host_is_loopback(&m)
+        };
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "localhost:1",
+            "[::1]:9",
+            "127.1.2.3:5",
+        ] {
+            assert!(h(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8080",
+            "10.0.0.1:80",
+            "localhost.evil.example",
+            "[::2]:1",
+        ] {
+            assert!(!h(bad), "{bad}");
+        }
+        assert!(host_is_loopback(&HeaderMap::new()));
+    }
 
     #[test]
     fn every_rule_is_unique_and_well_formed() {

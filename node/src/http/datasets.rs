@@ -45,8 +45,9 @@ fn publish_error(e: PublishError) -> Fail {
 pub(super) async fn publish(
     State(ctx): State<Ctx>,
     Extension(who): Extension<Principal>,
-    Json(req): Json<PublishRequest>,
+    Json(mut req): Json<PublishRequest>,
 ) -> Res<PublishReport> {
+    req.path = super::paths::for_principal(&ctx, &who, &req.path)?;
     if !req.path.is_absolute() {
         return Err(fail(
             StatusCode::BAD_REQUEST,
@@ -102,8 +103,11 @@ pub(super) async fn versions(
 
 pub(super) async fn start_pull(
     State(ctx): State<Ctx>,
-    Json(req): Json<PullRequest>,
+    Extension(who): Extension<Principal>,
+    Json(mut req): Json<PullRequest>,
 ) -> Res<api::PullStarted> {
+    req.out = super::paths::for_principal(&ctx, &who, &req.out)?;
+    req.started_by = who.account().map(str::to_owned);
     let started = pull::start(ctx.feeds.clone(), ctx.transport.clone(), &ctx.pulls, req).map_err(
         |e| match e {
             StartError::Busy { .. } => fail(StatusCode::CONFLICT, e),
@@ -127,15 +131,47 @@ fn no_such_pull(id: u64) -> Fail {
     )
 }
 
-pub(super) async fn pull_progress(State(ctx): State<Ctx>, Path(id): Path<u64>) -> Res<JobView> {
-    ctx.pulls.view(id).map(Json).ok_or_else(|| no_such_pull(id))
+/// Whether `who` may see and cancel pull `v`: the node token every pull, a person their own.
+fn owns(who: &Principal, v: &JobView) -> bool {
+    match who {
+        Principal::Node => true,
+        Principal::Person { account, .. } => v.started_by.as_deref() == Some(&account.name),
+    }
 }
 
-pub(super) async fn list_pulls(State(ctx): State<Ctx>) -> Res<Vec<JobView>> {
-    Ok(Json(ctx.pulls.list()))
+pub(super) async fn pull_progress(
+    State(ctx): State<Ctx>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<u64>,
+) -> Res<JobView> {
+    ctx.pulls
+        .view(id)
+        .filter(|v| owns(&who, v))
+        .map(Json)
+        .ok_or_else(|| no_such_pull(id))
 }
 
-pub(super) async fn cancel_pull(State(ctx): State<Ctx>, Path(id): Path<u64>) -> Res<JobView> {
+pub(super) async fn list_pulls(
+    State(ctx): State<Ctx>,
+    Extension(who): Extension<Principal>,
+) -> Res<Vec<JobView>> {
+    Ok(Json(
+        ctx.pulls
+            .list()
+            .into_iter()
+            .filter(|v| owns(&who, v))
+            .collect(),
+    ))
+}
+
+pub(super) async fn cancel_pull(
+    State(ctx): State<Ctx>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<u64>,
+) -> Res<JobView> {
+    if !ctx.pulls.view(id).is_some_and(|v| owns(&who, &v)) {
+        return Err(no_such_pull(id));
+    }
     match ctx.pulls.cancel(id) {
         None => Err(no_such_pull(id)),
         Some(pull::Cancel::Stopping(v)) => Ok(Json(v)),

@@ -19,6 +19,12 @@ use crate::api::accounts::{
     ChangePassword, Login, Me, NewUser, SetPassword, SetRoles, SignedIn, UserChanged, UserView,
 };
 
+/// The answer to a failed sign-in, whatever failed.
+const WRONG: &str = "wrong account name or password, or the account is disabled";
+
+/// How long a sign-in waits for its turn to hash before it is told to retry.
+const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Password hashes computed at once (each takes ~19 MiB and tens of milliseconds); a sign-in
 /// beyond them is told to retry.
 pub(crate) const HASHING_AT_ONCE: usize = 4;
@@ -47,10 +53,13 @@ impl People {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Fail> {
-        let Ok(permit) = self.hashing.clone().try_acquire_owned() else {
+        // A fair queue (tokio's semaphore serves waiters in order), bounded in time.
+        let Ok(Ok(permit)) =
+            tokio::time::timeout(HASHING_WAIT, self.hashing.clone().acquire_owned()).await
+        else {
             return Err(fail(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too many sign-ins or password changes at once; try again in a second",
+                "too many sign-ins or password changes at once; try again in a few seconds",
             ));
         };
         let out = tokio::task::spawn_blocking(move || {
@@ -141,7 +150,7 @@ pub(super) async fn login(
         // No such account can exist: counted against the address only, so that junk names
         // (up to the body limit each) never fill the per-account table.
         people.throttle.failed_address(from.ip());
-        return fail(StatusCode::UNAUTHORIZED, "wrong account name or password").into_response();
+        return fail(StatusCode::UNAUTHORIZED, WRONG).into_response();
     }
     if let Err(wait) = people.throttle.check(&name, from.ip()) {
         return too_many(wait);
@@ -150,20 +159,17 @@ pub(super) async fn login(
         Ok(a) => a,
         Err(f) => return f.into_response(),
     };
-    let Some(account) = account else {
+    // A disabled account answers like a wrong password: a right password for it is no
+    // different from a guess (it may be an ex-employee's, or a compromised one).
+    let Some(account) = account.filter(|a| !a.disabled) else {
         people.throttle.failed(&name, from.ip());
         tracing::warn!(target: "huitong::audit", account = %name, from = %from.ip(), "failed sign-in");
-        return fail(StatusCode::UNAUTHORIZED, "wrong account name or password").into_response();
+        return fail(StatusCode::UNAUTHORIZED, WRONG).into_response();
     };
     people.throttle.succeeded(&name);
-    if account.disabled {
-        return fail(
-            StatusCode::FORBIDDEN,
-            "this account is disabled; ask the node's administrator",
-        )
-        .into_response();
-    }
-    let (token, session) = people.sessions.start(&account.name);
+    let (token, session) = people
+        .sessions
+        .start(&account.name, account.password_set_ms);
     tracing::info!(target: "huitong::audit", account = %account.name, from = %from.ip(), "signed in");
     let principal = Principal::Person {
         account,
@@ -299,6 +305,8 @@ fn changed(
     generated_password: Option<String>,
 ) -> Json<UserChanged> {
     let ended = ctx.people.sessions.end_all(&account.name);
+    // An administrator's reset or enabling also lifts a sign-in lock someone caused by guessing.
+    ctx.people.throttle.succeeded(&account.name);
     tracing::info!(target: "huitong::audit", account = %account.name, roles = ?account.roles, disabled = account.disabled, by = %by(p), "account {what}");
     Json(UserChanged {
         user: view(ctx, account),
@@ -314,7 +322,20 @@ pub(super) async fn reset_password(
     body: Option<Json<SetPassword>>,
 ) -> Res<UserChanged> {
     let SetPassword { password } = body.map(|Json(b)| b).unwrap_or_default();
+    not_self(&p, &name)?;
     set_password(&ctx, &p, name, password).await
+}
+
+/// Refuses an administrator's change to their own account (roles, disabling, a password
+/// without the old one): another administrator, or the node token, makes it.
+fn not_self(p: &Principal, name: &str) -> Result<(), Fail> {
+    if p.account() == Some(name) {
+        return Err(fail(
+            StatusCode::FORBIDDEN,
+            "an administrator may not change their own roles, disable themselves or reset their own password here; another administrator or the node's admin token does (own password: POST /api/v1/me/password)",
+        ));
+    }
+    Ok(())
 }
 
 /// Applies a change to an account off the runtime, ends its sessions, answers its view.
@@ -322,8 +343,10 @@ async fn change(
     ctx: &Ctx,
     p: &Principal,
     what: &'static str,
+    name: &str,
     f: impl FnOnce(&Accounts) -> Result<Account, AccountError> + Send + 'static,
 ) -> Res<UserChanged> {
+    not_self(p, name)?;
     let accounts = ctx.people.accounts.clone();
     let account = tokio::task::spawn_blocking(move || f(&accounts))
         .await
@@ -338,7 +361,7 @@ pub(super) async fn set_roles(
     Path(name): Path<String>,
     Json(req): Json<SetRoles>,
 ) -> Res<UserChanged> {
-    change(&ctx, &p, "roles changed", move |a| {
+    change(&ctx, &p, "roles changed", &name.clone(), move |a| {
         a.set_roles(&name, req.roles)
     })
     .await
@@ -349,7 +372,10 @@ pub(super) async fn disable(
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Res<UserChanged> {
-    change(&ctx, &p, "disabled", move |a| a.set_disabled(&name, true)).await
+    change(&ctx, &p, "disabled", &name.clone(), move |a| {
+        a.set_disabled(&name, true)
+    })
+    .await
 }
 
 pub(super) async fn enable(
@@ -357,7 +383,10 @@ pub(super) async fn enable(
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Res<UserChanged> {
-    change(&ctx, &p, "enabled", move |a| a.set_disabled(&name, false)).await
+    change(&ctx, &p, "enabled", &name.clone(), move |a| {
+        a.set_disabled(&name, false)
+    })
+    .await
 }
 
 fn by(p: &Principal) -> String {

@@ -86,6 +86,10 @@ pub struct PullRequest {
     /// differently ([`crate::seen`]).
     #[serde(default)]
     pub out_dir_seen: Option<crate::seen::FileId>,
+    /// The account of the signed-in person who started it (set by the server from the
+    /// request's session, never read from the request; `None` for the node's admin token).
+    #[serde(skip)]
+    pub started_by: Option<String>,
 }
 
 /// What a finished pull did.

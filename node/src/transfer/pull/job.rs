@@ -132,6 +132,9 @@ pub struct JobView {
     /// The partial output kept for a later pull to resume from, once failed.
     #[serde(default)]
     pub partial: Option<PathBuf>,
+    /// The account of the person who started it (`None`: the node's admin token).
+    #[serde(default)]
+    pub started_by: Option<String>,
 }
 
 impl Job {
@@ -220,6 +223,7 @@ impl Job {
             summary: result.as_ref().and_then(|r| r.as_ref().ok().cloned()),
             error: result.and_then(|r| r.err()).map(|e| e.to_string()),
             partial,
+            started_by: self.req.started_by.clone(),
         }
     }
 
@@ -489,6 +493,7 @@ mod tests {
             grant: None,
             token: None,
             out_dir_seen: None,
+            started_by: None,
         }
     }
 
