@@ -6,8 +6,8 @@ pub mod keyfile;
 mod schema;
 
 pub use schema::{
-    ApiConfig, Config, FederationConfig, LogConfig, LogFormat, NetworkConfig, NodeConfig,
-    StorageConfig,
+    ApiConfig, ApplicationsConfig, Config, FederationConfig, LogConfig, LogFormat, NetworkConfig,
+    NodeConfig, StorageConfig, DEFAULT_DEADLINE_WORKING_DAYS,
 };
 
 use std::path::{Path, PathBuf};

@@ -26,6 +26,35 @@ pub struct Config {
     /// Disk space kept free for the node's own files.
     #[serde(default, skip_serializing_if = "StorageConfig::is_default")]
     pub storage: StorageConfig,
+    /// How applications are handled on this node.
+    #[serde(default, skip_serializing_if = "ApplicationsConfig::is_default")]
+    pub applications: ApplicationsConfig,
+}
+
+/// `[applications]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationsConfig {
+    /// 办理时限: working days (Monday to Friday, federation time) an approver has to decide an
+    /// application once the hub accepted it. Unset: [`DEFAULT_DEADLINE_WORKING_DAYS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_working_days: Option<u32>,
+}
+
+/// The default 办理时限, in working days.
+pub const DEFAULT_DEADLINE_WORKING_DAYS: u32 = 5;
+
+impl ApplicationsConfig {
+    /// Whether nothing is set.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The 办理时限 in working days.
+    pub fn deadline_working_days(&self) -> u32 {
+        self.deadline_working_days
+            .unwrap_or(DEFAULT_DEADLINE_WORKING_DAYS)
+    }
 }
 
 /// `[node]`.
@@ -223,6 +252,7 @@ impl Config {
             api: ApiConfig::default(),
             log: LogConfig::default(),
             storage: StorageConfig::default(),
+            applications: ApplicationsConfig::default(),
         }
     }
 
@@ -281,6 +311,17 @@ impl Config {
             return Err((
                 "log.file",
                 "must not be empty; remove the key to log to stderr (the journal)".into(),
+            ));
+        }
+        if self
+            .applications
+            .deadline_working_days
+            .is_some_and(|d| !(1..=60).contains(&d))
+        {
+            return Err((
+                "applications.deadline_working_days",
+                "must be between 1 and 60 (working days); remove the key for the default of 5"
+                    .into(),
             ));
         }
         if self
@@ -381,6 +422,29 @@ org_code = "91350100M000100Y43"
         )
         .unwrap_err();
         assert!(e.to_string().contains("storage.keep_free_mib"), "{e}");
+    }
+
+    #[test]
+    fn the_deadline_defaults_to_5_working_days_and_is_bounded() {
+        let c = Config::parse(GOOD, Path::new("h.toml")).unwrap();
+        assert_eq!(c.applications.deadline_working_days(), 5);
+        let c = Config::parse(
+            &format!("{GOOD}\n[applications]\ndeadline_working_days = 10\n"),
+            Path::new("h.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.applications.deadline_working_days(), 10);
+        for bad in ["0", "61"] {
+            let e = Config::parse(
+                &format!("{GOOD}\n[applications]\ndeadline_working_days = {bad}\n"),
+                Path::new("h.toml"),
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("applications.deadline_working_days"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -361,6 +361,19 @@ pub struct AppView {
     /// Every step, oldest first: what, when, which node, and who there.
     #[serde(default)]
     pub timeline: Vec<AppStep>,
+    /// 办理时限, while the provider has still to decide (accepted): the last day
+    /// (`YYYY-MM-DD`, federation time) and the working days left (negative once overdue).
+    #[serde(default)]
+    pub deadline: Option<Deadline>,
+}
+
+/// The day an application is to be decided by.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Deadline {
+    /// The last day.
+    pub due: String,
+    /// Working days from today until then (0 on the day, negative once past).
+    pub working_days_left: i64,
 }
 
 /// One step of an application's timeline.

@@ -14,6 +14,7 @@
 //! Layering: a view over [`crate::feeds`] (registered by the daemon); names no other view. The
 //! hub's and the providers' automatic steps are [`crate::agent`]'s, above.
 
+pub mod deadline;
 use huitong_protocol::application::{Application, GrantEvent};
 use huitong_protocol::audit::{Record, RecordKind};
 use huitong_protocol::{codec, Actor, Event, NodeId, Role};

@@ -461,6 +461,20 @@ fn the_application_timeline_names_the_applicant_and_the_approver_on_every_node(
     assert_eq!(a.status, 200, "{}", a.body);
     let id = a.body["id"].as_str().unwrap_or_default().to_owned();
     huitong_tests::workflow::wait_state(net, provider, "--incoming", &id, "accepted")?;
+    // The approver's inbox shows the 办理时限: 5 working days from the hub's acceptance.
+    let incoming = huitong_tests::workflow::apps(net, provider, "--incoming")?;
+    let app = incoming
+        .iter()
+        .find(|a| a["id"] == id.as_str())
+        .ok_or_else(|| anyhow::anyhow!("{id} not incoming"))?;
+    let left = app["deadline"]["working_days_left"].as_i64();
+    assert!(matches!(left, Some(4..=5)), "{app}");
+    let out = cli_ok(net, provider, &["applications", "--incoming"])?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("working days left"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let a = net.call(
         provider,
         "POST",
@@ -506,6 +520,10 @@ fn the_application_timeline_names_the_applicant_and_the_approver_on_every_node(
                 who("granted"),
                 [Value::Null],
                 "the provider endorses by itself"
+            );
+            assert!(
+                app["deadline"].is_null(),
+                "decided: no deadline any more: {app}"
             );
             Ok(true)
         })?;

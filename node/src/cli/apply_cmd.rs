@@ -92,9 +92,30 @@ fn print(v: &[AppView], as_json: bool) -> anyhow::Result<()> {
                     .as_deref()
                     .map(|r| format!("  ({r})"))
                     .unwrap_or_default()
-            ) + &people(a),
+            ) + &people(a)
+                + &due(a),
         ]
     })
+}
+
+/// "  due 2026-12-14 (3 working days left)" while the provider has to decide.
+fn due(a: &AppView) -> String {
+    match &a.deadline {
+        None => String::new(),
+        Some(d) if d.working_days_left < 0 => format!(
+            "  OVERDUE since {} ({} working days)",
+            d.due, -d.working_days_left
+        ),
+        Some(d) => format!(
+            "  due {} ({})",
+            d.due,
+            super::count(
+                d.working_days_left as u64,
+                "working day left",
+                "working days left"
+            )
+        ),
+    }
 }
 
 /// "  [submitted by 张三 (zhangsan); approved by 李四 (lisi)]": the people who took steps.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::authz::Principal;
 use super::{fail, internal, Ctx, Fail, Res};
 use crate::accounts::Role;
-use crate::api::{AppStep, AppView, ApplyRequest, Approve, Reason};
+use crate::api::{AppStep, AppView, ApplyRequest, Approve, Deadline, Reason};
 use crate::applications::{self, AppRecord, AppState};
 use crate::catalogue;
 
@@ -46,7 +46,22 @@ fn view(ctx: &Ctx, r: AppRecord) -> AppView {
             by: r.step_by(i).cloned(),
         })
         .collect();
+    let deadline = (r.state == AppState::Accepted)
+        .then(|| r.history.iter().rev().find(|h| h.0 == AppState::Accepted))
+        .flatten()
+        .and_then(|(_, at_ms, _)| {
+            let s = &ctx.state;
+            let accepted = huitong_protocol::charter::today_in(s.timezone(), *at_ms);
+            let days = s.config.applications.deadline_working_days();
+            let due = applications::deadline::due(&accepted, days)?;
+            let left = applications::deadline::working_days_left(&s.today(), &due)?;
+            Some(Deadline {
+                due,
+                working_days_left: left,
+            })
+        });
     AppView {
+        deadline,
         timeline,
         grant_expires,
         id: r.app.id.clone(),
