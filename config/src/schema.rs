@@ -29,6 +29,27 @@ pub struct Config {
     /// How applications are handled on this node.
     #[serde(default, skip_serializing_if = "ApplicationsConfig::is_default")]
     pub applications: ApplicationsConfig,
+    /// Where notifications go.
+    #[serde(default, skip_serializing_if = "NotifyConfig::is_default")]
+    pub notify: NotifyConfig,
+}
+
+/// `[notify]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// An `http://` URL that receives a JSON POST for each notification (a new incoming
+    /// application, a decision on this node's application, a deadline one working day away, a
+    /// revocation, an audit alarm), e.g. the department's gateway to 政务微信, 钉钉 or e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+}
+
+impl NotifyConfig {
+    /// Whether nothing is set.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// `[applications]`.
@@ -253,6 +274,7 @@ impl Config {
             log: LogConfig::default(),
             storage: StorageConfig::default(),
             applications: ApplicationsConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 
@@ -312,6 +334,17 @@ impl Config {
                 "log.file",
                 "must not be empty; remove the key to log to stderr (the journal)".into(),
             ));
+        }
+        if let Some(url) = &self.notify.webhook {
+            let ok = url
+                .strip_prefix("http://")
+                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+            if !ok {
+                return Err((
+                    "notify.webhook",
+                    format!("{url:?} is not an http:// URL with a host (e.g. http://10.1.2.3:8080/huitong); HTTPS gateways are not supported yet: put a local relay in front"),
+                ));
+            }
         }
         if self
             .applications

@@ -175,7 +175,7 @@ pub enum AccountError {
     #[error("no account named {0:?} on this node (`huitong user list` shows them)")]
     NotFound(String),
     /// The node holds as many accounts as it may.
-    #[error("this node holds {MAX_ACCOUNTS} accounts already, the most it keeps; give an unused (disabled) account to the new person instead: `huitong user roles` and `huitong user passwd`")]
+    #[error("this node holds {MAX_ACCOUNTS} accounts already, the most it keeps (accounts are never reused for another person: what a person did stays under their name)")]
     Full,
     /// The store failed.
     #[error(transparent)]

@@ -223,6 +223,12 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         "agent",
         crate::agent::run(feeds.clone(), client.clone(), shutdown.clone()),
     );
+    if state.config.notify.webhook.is_some() {
+        tasks.spawn_infallible(
+            "notifier",
+            crate::notify::run(state.clone(), shutdown.clone()),
+        );
+    }
     let housekeeping = crate::housekeeping::Settings::from_env().map_err(config_error)?;
     tasks.spawn_infallible(
         "housekeeping",

@@ -53,6 +53,8 @@ struct Ctx {
     people: people::People,
     /// The address the API is bound to (for the Host check of a loopback API).
     bound: SocketAddr,
+    /// The last `/metrics` answer and when it was made (anonymous scrapes reuse it).
+    metrics: Arc<tokio::sync::Mutex<Option<(std::time::Instant, String)>>>,
 }
 
 struct Fail(StatusCode, ApiError);
@@ -97,6 +99,7 @@ pub async fn serve(
         token: Arc::new(token),
         people: people::People::new(accounts),
         bound: listener.local_addr()?,
+        metrics: Arc::default(),
     };
     let app = Router::new()
         .route("/api/v1/login", post(people::login))

@@ -18,7 +18,8 @@
 //! 7. [`net`] (one actor owns the Swarm; audit gossip is judged through [`net::AuditGossip`]),
 //!    then [`link`] (one request/response on a data stream, framing).
 //! 8. Actors and services: [`transfer`], [`agent`], [`auditor`] (the audit services),
-//!    [`housekeeping`] (chunk-store collection, expiry of waiting grant events).
+//!    [`housekeeping`] (chunk-store collection, expiry of waiting grant events), [`notify`]
+//!    (webhook notifications).
 //! 9. The admin API: [`api`] (typed requests and responses), [`http`] (the server), [`client`]
 //!    (the CLI's client), [`daemon`] (wires everything together).
 //! 10. [`cli`]. The binary (`main.rs`) only parses arguments, sets up logging and lets client
@@ -51,6 +52,7 @@ pub mod http;
 pub mod link;
 pub mod logfile;
 pub mod net;
+pub mod notify;
 pub mod outfile;
 pub mod partial;
 pub mod receipts;

@@ -308,6 +308,26 @@ fn people_sign_in_and_every_route_is_checked_for_their_role() -> anyhow::Result<
             a.body
         );
     }
+    // A bare name is the person's own file in their directory of the exchange directory, and
+    // the pull is theirs.
+    let a = net.call(
+        node,
+        "POST",
+        "/pulls",
+        Some(&data_user),
+        Some(&json!({"code": "301001/000001", "out": "x.csv"})),
+    )?;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let pull = net.call(
+        node,
+        "GET",
+        &format!("/pulls/{}", a.body["id"]),
+        Some(&data_user),
+        None,
+    )?;
+    assert_eq!(pull.body["started_by"], "shiyong", "{}", pull.body);
+    let out = pull.body["out"].as_str().unwrap_or_default();
+    assert!(out.ends_with("exchange/shiyong/x.csv"), "{out}");
     let key_file = net.nodes[node].dir.join("node.key");
     let a = net.call(
         node,

@@ -3,9 +3,9 @@
 //! Per account (whether or not it exists, so the answer says nothing about which do): the
 //! first [`FREE_FAILURES`] failed sign-ins in a row cost nothing; each further one locks the
 //! account's sign-in for twice as long as the last, from 2 s up to [`MAX_LOCK`]. A success
-//! clears the count. Per source address other than loopback (where every client shares one
-//! address): at most [`FAILURES_PER_ADDRESS`] failures in [`ADDRESS_WINDOW`], then that address
-//! waits for the window to pass. Both tables are bounded
+//! clears the count. Per source address: at most [`FAILURES_PER_ADDRESS`] failures in
+//! [`ADDRESS_WINDOW`] (loopback, where every local client shares one address, ten times that),
+//! then that address waits for the window to pass. Both tables are bounded
 //! ([`MAX_TRACKED`]): when full, entries that no longer lock anything are dropped, then the
 //! oldest.
 
@@ -20,6 +20,8 @@ pub const FREE_FAILURES: u32 = 5;
 pub const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
 /// Failed sign-ins one source address may have per window.
 pub const FAILURES_PER_ADDRESS: u32 = 30;
+/// Failed sign-ins all loopback clients together may have per window.
+pub const LOOPBACK_FAILURES_PER_WINDOW: u32 = 10 * FAILURES_PER_ADDRESS;
 /// The window of [`FAILURES_PER_ADDRESS`].
 pub const ADDRESS_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// Most accounts and addresses tracked each.
@@ -44,16 +46,28 @@ impl Throttle {
     /// `Err(wait)` when a sign-in to `account` from `from` must wait that long first.
     pub fn check(&self, account: &str, from: IpAddr) -> Result<(), Duration> {
         let now = Instant::now();
-        let wait_account = lock(&self.accounts)
-            .get(account)
-            .filter(|f| f.count > FREE_FAILURES)
-            .map(|f| f.until.saturating_duration_since(now))
-            .unwrap_or_default();
-        // Every client of a loopback API is 127.0.0.1: locking it would let any local process
-        // lock everyone out. The per-account locks still hold there.
+        let wait_account = {
+            let map = lock(&self.accounts);
+            if full_of_locks(&map, &account.to_string(), now) {
+                ADDRESS_WINDOW
+            } else {
+                map.get(account)
+                    .filter(|f| f.count > FREE_FAILURES)
+                    .map(|f| f.until.saturating_duration_since(now))
+                    .unwrap_or_default()
+            }
+        };
+        // Every client of a loopback API is 127.0.0.1: it gets a larger budget, so one local
+        // process guessing does not lock everyone out at once, yet guessing from the host
+        // stays bounded. The per-account locks hold everywhere.
+        let budget = if from.is_loopback() {
+            LOOPBACK_FAILURES_PER_WINDOW
+        } else {
+            FAILURES_PER_ADDRESS
+        };
         let wait_address = lock(&self.addresses)
             .get(&from)
-            .filter(|f| f.count >= FAILURES_PER_ADDRESS && !from.is_loopback())
+            .filter(|f| f.count >= budget)
             .map(|f| f.until.saturating_duration_since(now))
             .unwrap_or_default();
         let wait = wait_account.max(wait_address);
@@ -71,14 +85,18 @@ impl Throttle {
             let mut map = lock(&self.accounts);
             let key = account.to_string();
             make_room(&mut map, now, &key);
-            let f = map.entry(key).or_insert(Failures {
-                count: 0,
-                until: now,
-                last: now,
-            });
-            f.count = f.count.saturating_add(1);
-            f.last = now;
-            f.until = now + lock_for(f.count);
+            // Still full (every record locks): not tracked, and `check` holds the name as
+            // locked until room is made; the table never grows past its bound.
+            if map.len() < MAX_TRACKED || map.contains_key(&key) {
+                let f = map.entry(key).or_insert(Failures {
+                    count: 0,
+                    until: now,
+                    last: now,
+                });
+                f.count = f.count.saturating_add(1);
+                f.last = now;
+                f.until = now + lock_for(f.count);
+            }
         }
         self.failed_address(from);
     }
@@ -89,6 +107,9 @@ impl Throttle {
         let now = Instant::now();
         let mut map = lock(&self.addresses);
         make_room(&mut map, now, &from);
+        if map.len() >= MAX_TRACKED && !map.contains_key(&from) {
+            return;
+        }
         let f = map.entry(from).or_insert(Failures {
             count: 0,
             until: now + ADDRESS_WINDOW,
@@ -128,14 +149,27 @@ fn make_room<K: std::hash::Hash + Eq + Clone>(
     // Records whose lock or window has passed, and not touched for a full lock, slow nobody.
     map.retain(|_, f| f.until > now || now.duration_since(f.last) < MAX_LOCK);
     if map.len() >= MAX_TRACKED {
+        // Never a record that still locks (a flood of new names must not reset a lock): the
+        // oldest of those that lock nothing any more, if any.
         if let Some(k) = map
             .iter()
+            .filter(|(_, f)| f.until <= now)
             .min_by_key(|(_, f)| f.last)
             .map(|(k, _)| k.clone())
         {
             map.remove(&k);
         }
     }
+}
+
+/// Whether the table is full of records that all still lock: a name not in it then waits, as
+/// if locked, until room is made.
+fn full_of_locks<K: std::hash::Hash + Eq>(
+    map: &HashMap<K, Failures>,
+    key: &K,
+    now: Instant,
+) -> bool {
+    map.len() >= MAX_TRACKED && !map.contains_key(key) && map.values().all(|f| f.until > now)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -179,7 +213,7 @@ mod tests {
     }
 
     #[test]
-    fn an_address_guessing_across_accounts_is_slowed_but_loopback_is_never_locked() {
+    fn an_address_guessing_across_accounts_is_slowed_and_loopback_has_a_larger_budget() {
         let t = Throttle::default();
         let remote = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
         for i in 0..FAILURES_PER_ADDRESS {
@@ -191,5 +225,41 @@ mod tests {
         let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3));
         assert!(t.check("someone-else", other).is_ok());
         assert!(t.check("someone-else", HOME).is_ok());
+        for _ in FAILURES_PER_ADDRESS..LOOPBACK_FAILURES_PER_WINDOW {
+            t.failed_address(HOME);
+        }
+        assert!(t.check("someone-else", HOME).is_err());
+    }
+
+    #[test]
+    fn a_flood_of_names_never_resets_a_lock() {
+        let t = Throttle::default();
+        let remote = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9));
+        for _ in 0..=FREE_FAILURES {
+            t.failed("target", remote);
+        }
+        let now = Instant::now();
+        {
+            let mut map = lock(&t.accounts);
+            for i in 0..MAX_TRACKED {
+                map.insert(
+                    format!("junk{i}"),
+                    Failures {
+                        count: FREE_FAILURES + 1,
+                        until: now + MAX_LOCK,
+                        last: now,
+                    },
+                );
+            }
+        }
+        t.failed("newcomer", remote);
+        assert!(
+            t.check("target", remote).is_err(),
+            "the target's lock survives"
+        );
+        assert!(
+            t.check("another", remote).is_err(),
+            "a full table of locks holds new names"
+        );
     }
 }

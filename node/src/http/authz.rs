@@ -215,7 +215,13 @@ pub(super) async fn guard(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if ctx.bound.ip().is_loopback() && !host_is_loopback(req.headers()) {
+    // A browser on the node's own host may be steered by a DNS-rebinding page: a request from
+    // loopback (or to a loopback-bound API) must name a loopback host.
+    let from_loopback = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback());
+    if (ctx.bound.ip().is_loopback() || from_loopback) && !host_is_loopback(req.headers()) {
         return fail(
             StatusCode::MISDIRECTED_REQUEST,
             "this node's API answers requests addressed to a loopback name only (Host: 127.0.0.1, localhost or [::1]); a web page naming another host is refused",

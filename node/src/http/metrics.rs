@@ -214,12 +214,38 @@ fn registry(s: &api::Status, pulls: &[(&'static str, u64)], suspended: u64) -> R
     r
 }
 
+/// How long one `/metrics` answer is reused: anyone on the API's address may scrape, so a
+/// loop of scrapes computes the status at most once per this long.
+pub(crate) const METRICS_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `GET /api/v1/metrics`.
 pub(super) async fn metrics(State(ctx): State<Ctx>) -> Response {
-    let s = match status_view(&ctx).await {
-        Ok(s) => s,
-        Err(f) => return f.into_response(),
+    let mut cached = ctx.metrics.lock().await;
+    let text = match cached.as_ref() {
+        Some((at, text)) if at.elapsed() < METRICS_FRESH => text.clone(),
+        _ => match render(&ctx).await {
+            Ok(text) => {
+                *cached = Some((std::time::Instant::now(), text.clone()));
+                text
+            }
+            Err(f) => return f.into_response(),
+        },
     };
+    drop(cached);
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The metrics text now.
+async fn render(ctx: &Ctx) -> Result<String, super::Fail> {
+    let s = status_view(ctx).await?;
     let mut phases: Vec<(&'static str, u64)> = Vec::new();
     for p in ctx.pulls.list() {
         let name = p.phase.as_str();
@@ -237,16 +263,6 @@ pub(super) async fn metrics(State(ctx): State<Ctx>) -> Response {
         })
     });
     let mut out = String::new();
-    if let Err(e) = encode(&mut out, &registry(&s, &phases, suspended)) {
-        return internal(e).into_response();
-    }
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    encode(&mut out, &registry(&s, &phases, suspended)).map_err(internal)?;
+    Ok(out)
 }
