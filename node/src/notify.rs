@@ -223,29 +223,24 @@ fn scan(state: &NodeState, seen: &mut Option<Seen>) -> Vec<Notification> {
             at_ms: now,
         })
     };
-    if a.forks > b.forks {
-        alarm(format!(
-            "审计告警：发现订阅源分叉（共 {} 处），请报告平台审计",
-            a.forks
-        ));
-    }
-    if a.split_views > b.split_views {
-        alarm(format!(
-            "审计告警：发现相互矛盾的审计日志检查点（共 {} 组）",
-            a.split_views
-        ));
-    }
-    if a.omissions > b.omissions {
-        alarm(format!(
-            "审计告警：有事件超过期限未进入审计日志（共 {} 件）",
-            a.omissions
-        ));
-    }
-    if a.suspended > b.suspended {
-        alarm(format!(
-            "成员被暂停：章程中暂停或只读的成员现有 {} 个",
-            a.suspended
-        ));
+    let rises: [(u64, u64, fn(u64) -> String); 4] = [
+        (a.forks as u64, b.forks as u64, |n| {
+            format!("审计告警：发现订阅源分叉（共 {n} 处），请报告平台审计")
+        }),
+        (a.split_views, b.split_views, |n| {
+            format!("审计告警：发现相互矛盾的审计日志检查点（共 {n} 组）")
+        }),
+        (a.omissions as u64, b.omissions as u64, |n| {
+            format!("审计告警：有事件超过期限未进入审计日志（共 {n} 件）")
+        }),
+        (a.suspended as u64, b.suspended as u64, |n| {
+            format!("成员被暂停：章程中暂停或只读的成员现有 {n} 个")
+        }),
+    ];
+    for (now_n, before, text) in rises {
+        if now_n > before {
+            alarm(text(now_n));
+        }
     }
     last.alarms = a;
     out
