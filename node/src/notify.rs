@@ -54,6 +54,9 @@ pub struct Notification {
     pub at_ms: u64,
 }
 
+/// An alarm count now, before, and the sentence for a rise.
+type Rise = (u64, u64, fn(u64) -> String);
+
 /// What the last look saw.
 #[derive(Default)]
 struct Seen {
@@ -223,7 +226,7 @@ fn scan(state: &NodeState, seen: &mut Option<Seen>) -> Vec<Notification> {
             at_ms: now,
         })
     };
-    let rises: [(u64, u64, fn(u64) -> String); 4] = [
+    let rises: [Rise; 4] = [
         (a.forks as u64, b.forks as u64, |n| {
             format!("审计告警：发现订阅源分叉（共 {n} 处），请报告平台审计")
         }),
