@@ -347,3 +347,40 @@ pub async fn run(state: Arc<NodeState>, shutdown: CancellationToken) {
     }
     sender.abort();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::testing::department;
+    use crate::store::Fork;
+    use huitong_protocol::SecretKey;
+
+    #[test]
+    fn an_alarm_is_sent_once_when_its_count_rises_and_never_at_the_first_look() {
+        let hub = SecretKey::from_bytes([7; 32]).public();
+        let (_dir, state) = department(&hub);
+        let mut seen = None;
+        assert!(
+            scan(&state, &mut seen).is_empty(),
+            "the first look sends nothing"
+        );
+        let fork = Fork {
+            feed: hub,
+            seq: 3,
+            first: Vec::new(),
+            second: Vec::new(),
+            detected_at_ms: 0,
+        };
+        let mut batch = rocksdb::WriteBatch::default();
+        state.store.put_fork(&mut batch, &fork);
+        {
+            let w = state.store.writer();
+            state.store.commit(&w, batch, true).unwrap();
+        }
+        let out = scan(&state, &mut seen);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].kind, "audit.alarm");
+        assert!(out[0].text.contains("分叉"), "{}", out[0].text);
+        assert!(scan(&state, &mut seen).is_empty(), "announced once");
+    }
+}
