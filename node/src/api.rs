@@ -453,6 +453,9 @@ pub struct ReceiptView {
     pub grant: Option<String>,
     /// When the consumer countersigned (ms).
     pub at_ms: u64,
+    /// The person on the consumer's node who pulled (`None`: the node's admin token).
+    #[serde(default)]
+    pub by: Option<huitong_protocol::Actor>,
 }
 
 /// A provider's transfer record, for people.

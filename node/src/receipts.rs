@@ -41,6 +41,9 @@ pub struct ReceiptRecord {
     pub countersigned_at_ms: u64,
     /// Seq of the countersigning entry in the consumer's feed.
     pub seq: u64,
+    /// The person on the consumer's node who pulled, as the countersigning entry names them.
+    #[serde(default)]
+    pub by: Option<huitong_protocol::Actor>,
 }
 
 /// The receipts and transfers as a view over the feeds. A receipt is logged as a receipt; a
@@ -56,7 +59,7 @@ impl crate::feeds::View for View {
     fn apply(&self, state: &NodeState, batch: &mut WriteBatch, a: &Accepted<'_>) -> Applied {
         let (v, e) = (a.entry, &a.entry.entry);
         Ok(match &e.event {
-            Event::Receipt(r) => apply(state, batch, r, e.timestamp_ms, e.seq)?
+            Event::Receipt(r) => apply(state, batch, r, e)?
                 .map(|id| entry_record(v, RecordKind::Receipt, id))
                 .into_iter()
                 .collect(),
@@ -77,9 +80,9 @@ fn apply(
     state: &NodeState,
     batch: &mut WriteBatch,
     bytes: &[u8],
-    at_ms: u64,
-    seq: u64,
+    e: &huitong_protocol::FeedEntry,
 ) -> Result<Option<String>, StoreError> {
+    let (at_ms, seq) = (e.timestamp_ms, e.seq);
     // Feed entries were opened (and the receipt checked) before they get here.
     let Ok(r) = SignedReceipt::open(bytes) else {
         return Ok(None);
@@ -96,6 +99,7 @@ fn apply(
         signed_at_ms: r.receipt.signed_at_ms,
         countersigned_at_ms: at_ms,
         seq,
+        by: e.by.clone(),
     };
     batch.put_cf(
         state.store.cf(CF_RECEIPTS),

@@ -548,6 +548,26 @@ fn the_application_timeline_names_the_applicant_and_the_approver_on_every_node(
             Ok(true)
         })?;
     }
+    // A pull by the data user names them in the receipt, which the hub's auditors see.
+    let csv = huitong_tests::data::table_csv(&dir.join("t.csv"), 200, 0..0)?;
+    huitong_tests::data::publish(net, provider, code, &csv, &[])?;
+    huitong_tests::data::wait_version(net, consumer, code, 1)?;
+    let a = net.call(
+        consumer,
+        "POST",
+        "/pulls",
+        Some(&user),
+        Some(&json!({"code": code, "out": "t.csv"})),
+    )?;
+    assert_eq!(a.status, 200, "{}", a.body);
+    wait_until(WAIT, "the hub's receipt naming who pulled", || {
+        let r = net.get(hub, "/audit/receipts")?;
+        Ok(r.as_array().is_some_and(|all| {
+            all.iter()
+                .any(|x| x["code"] == code && x["by"]["account"] == "zhangsan")
+        }))
+    })?;
+
     // The CLI shows them too.
     let out = cli_ok(net, consumer, &["applications", "--outgoing"])?;
     let text = String::from_utf8_lossy(&out.stdout);

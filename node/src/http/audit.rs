@@ -163,6 +163,7 @@ pub(super) async fn receipts(
                 bytes: r.bytes,
                 grant: r.grant,
                 at_ms: r.countersigned_at_ms,
+                by: r.by,
             })
             .collect(),
     ))

@@ -107,7 +107,7 @@ pub(super) async fn start_pull(
     Json(mut req): Json<PullRequest>,
 ) -> Res<api::PullStarted> {
     req.out = super::paths::for_principal(&ctx, &who, &req.out)?;
-    req.started_by = who.account().map(str::to_owned);
+    req.started_by = who.actor();
     let started = pull::start(ctx.feeds.clone(), ctx.transport.clone(), &ctx.pulls, req).map_err(
         |e| match e {
             StartError::Busy { .. } => fail(StatusCode::CONFLICT, e),

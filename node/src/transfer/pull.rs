@@ -86,10 +86,11 @@ pub struct PullRequest {
     /// differently ([`crate::seen`]).
     #[serde(default)]
     pub out_dir_seen: Option<crate::seen::FileId>,
-    /// The account of the signed-in person who started it (set by the server from the
-    /// request's session, never read from the request; `None` for the node's admin token).
+    /// The signed-in person who started it (set by the server from the request's session,
+    /// never read from the request; `None` for the node's admin token). Named in the receipt's
+    /// countersigning entry.
     #[serde(skip)]
-    pub started_by: Option<String>,
+    pub started_by: Option<huitong_protocol::Actor>,
 }
 
 /// What a finished pull did.
@@ -535,6 +536,7 @@ async fn ask_receipt(
     manifest: &Manifest,
     fields: &[String],
     grant: Option<&[u8]>,
+    by: Option<&huitong_protocol::Actor>,
 ) -> Result<(Option<String>, Option<String>), PullError> {
     let peer = provider_peer(provider)?;
     let pulled = super::receipt::Pulled {
@@ -546,6 +548,7 @@ async fn ask_receipt(
             Body::File { .. } => &[],
         },
         grant,
+        by,
     };
     Ok(
         match super::receipt::obtain(feeds, t, peer, &pulled).await {
@@ -718,7 +721,15 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
     } else {
         unless_cancelled(
             job,
-            ask_receipt(feeds, t, &provider, manifest, &fields, token.as_deref()),
+            ask_receipt(
+                feeds,
+                t,
+                &provider,
+                manifest,
+                &fields,
+                token.as_deref(),
+                req.started_by.as_ref(),
+            ),
         )
         .await?
     };

@@ -23,6 +23,8 @@ pub struct Pulled<'a> {
     pub fields: &'a [String],
     /// The grant token presented.
     pub grant: Option<&'a [u8]>,
+    /// The person who started the pull, named in the countersigning entry.
+    pub by: Option<&'a huitong_protocol::Actor>,
 }
 
 /// Obtains, checks and countersigns the receipt; returns its id.
@@ -61,10 +63,12 @@ pub async fn obtain(
     }
     let id = signed.id.clone();
     let f = feeds.clone();
-    let sealed = tokio::task::spawn_blocking(move || f.append(Event::Receipt(bytes)))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let by = p.by.cloned();
+    let sealed =
+        tokio::task::spawn_blocking(move || f.append_as(by.as_ref(), Event::Receipt(bytes)))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
     t.net.publish(&sealed).await;
     info!(target: "huitong::audit", receipt = %id, code = %p.code, version = p.version, bytes = r.bytes, "countersigned a transfer receipt");
     Ok(id)

@@ -223,7 +223,7 @@ impl Job {
             summary: result.as_ref().and_then(|r| r.as_ref().ok().cloned()),
             error: result.and_then(|r| r.err()).map(|e| e.to_string()),
             partial,
-            started_by: self.req.started_by.clone(),
+            started_by: self.req.started_by.as_ref().map(|a| a.account.clone()),
         }
     }
 
