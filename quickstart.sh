@@ -13,7 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=scripts/prerequisites.sh
 . scripts/prerequisites.sh
-huitong_prerequisites
+case "${1:-testnet}" in
+  test) huitong_prerequisites test ;;
+  *) huitong_prerequisites ;;
+esac
 
 case "${1:-testnet}" in
   testnet)

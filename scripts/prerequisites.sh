@@ -1,7 +1,10 @@
 # Installs what building and testing Huitong needs on a Debian machine that has only the Rust
 # toolchain: libclang (RocksDB's bindings are generated with bindgen) and a C++ compiler
-# (RocksDB itself). Sourced by quickstart.sh and .ci/run; uses sudo when not run as root.
-# 安装构建与测试所需的系统软件包（libclang、C++ 编译器）；非 root 用户时使用 sudo。
+# (RocksDB itself); for the tests (`huitong_prerequisites test`) also Debian's Chromium, its
+# WebDriver and the Noto CJK fonts (the portal's browser tests). Sourced by quickstart.sh and
+# .ci/run; uses sudo when not run as root.
+# 安装构建与测试所需的系统软件包（libclang、C++ 编译器；测试另需 Chromium、chromedriver 和
+# Noto 中日韩字体）；非 root 用户时使用 sudo。
 
 huitong_prerequisites() {
   if ! command -v cargo >/dev/null 2>&1; then
@@ -13,6 +16,11 @@ huitong_prerequisites() {
   dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
   command -v g++ >/dev/null 2>&1 || need+=(g++)
   command -v make >/dev/null 2>&1 || need+=(make)
+  if [ "${1:-}" = test ]; then
+    command -v chromium >/dev/null 2>&1 || need+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+    dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need+=(fonts-noto-cjk)
+  fi
   if [ ${#need[@]} -eq 0 ]; then
     return 0
   fi

@@ -7,7 +7,7 @@ mod schema;
 
 pub use schema::{
     ApiConfig, ApplicationsConfig, Config, FederationConfig, LogConfig, LogFormat, NetworkConfig,
-    NodeConfig, NotifyConfig, StorageConfig, DEFAULT_DEADLINE_WORKING_DAYS,
+    NodeConfig, NotifyConfig, PortalConfig, StorageConfig, DEFAULT_DEADLINE_WORKING_DAYS,
 };
 
 use std::path::{Path, PathBuf};

@@ -32,6 +32,9 @@ pub struct Config {
     /// Where notifications go.
     #[serde(default, skip_serializing_if = "NotifyConfig::is_default")]
     pub notify: NotifyConfig,
+    /// `[portal]`: the sharing portal's own address.
+    #[serde(default)]
+    pub portal: PortalConfig,
 }
 
 /// `[notify]`.
@@ -50,6 +53,28 @@ impl NotifyConfig {
     pub fn is_default(&self) -> bool {
         *self == Self::default()
     }
+}
+
+/// `[portal]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalConfig {
+    /// Address of the sharing portal (共享门户), loopback; port 0 picks a free port (written to
+    /// `portal.addr`). `off` serves no portal.
+    #[serde(default = "default_portal")]
+    pub listen: String,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_portal(),
+        }
+    }
+}
+
+fn default_portal() -> String {
+    "127.0.0.1:7420".into()
 }
 
 /// `[applications]`.
@@ -275,6 +300,7 @@ impl Config {
             storage: StorageConfig::default(),
             applications: ApplicationsConfig::default(),
             notify: NotifyConfig::default(),
+            portal: PortalConfig::default(),
         }
     }
 
@@ -315,6 +341,7 @@ impl Config {
             }
         }
         self.api_addr()?;
+        self.portal_addr()?;
         if self.log.max_file_mib == 0 || self.log.max_file_mib > 4096 {
             return Err((
                 "log.max_file_mib",
@@ -399,23 +426,43 @@ impl Config {
 
     /// The admin API socket address (always loopback).
     pub fn api_addr(&self) -> Result<SocketAddr, (&'static str, String)> {
-        let addr: SocketAddr = self.api.listen.parse().map_err(|_| {
-            (
-                "api.listen",
-                format!(
-                    "{:?} is not an address; write e.g. \"127.0.0.1:7410\"",
-                    self.api.listen
-                ),
-            )
-        })?;
-        if !addr.ip().is_loopback() {
-            return Err((
-                "api.listen",
-                format!("{addr} is not a loopback address; the admin API only listens on 127.0.0.1 or [::1]"),
-            ));
-        }
-        Ok(addr)
+        loopback(
+            "api.listen",
+            &self.api.listen,
+            "127.0.0.1:7410",
+            "the admin API",
+        )
     }
+
+    /// The portal's socket address (loopback), `None` when `portal.listen = "off"`.
+    pub fn portal_addr(&self) -> Result<Option<SocketAddr>, (&'static str, String)> {
+        if self.portal.listen.trim() == "off" {
+            return Ok(None);
+        }
+        loopback("portal.listen", &self.portal.listen, "127.0.0.1:7420", "the portal (it has no TLS yet: to reach it from other machines, put a TLS reverse proxy on this host in front of it)").map(Some)
+    }
+}
+
+/// Parses `value` of `key` as a loopback socket address.
+fn loopback(
+    key: &'static str,
+    value: &str,
+    example: &str,
+    what: &str,
+) -> Result<SocketAddr, (&'static str, String)> {
+    let addr: SocketAddr = value.parse().map_err(|_| {
+        (
+            key,
+            format!("{value:?} is not an address; write e.g. \"{example}\""),
+        )
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err((
+            key,
+            format!("{addr} is not a loopback address; {what} only listens on 127.0.0.1 or [::1]"),
+        ));
+    }
+    Ok(addr)
 }
 
 #[cfg(test)]

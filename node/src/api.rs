@@ -9,6 +9,8 @@
 /// File in the node directory with the API's bound address (written by the daemon once the API
 /// is bound, removed at shutdown; read by the client).
 pub const API_ADDR_FILE: &str = "api.addr";
+/// The portal's bound address, written at start (absent when the portal is off).
+pub const PORTAL_ADDR_FILE: &str = "portal.addr";
 /// File in the node directory with the API bearer token (mode 0600).
 pub const API_TOKEN_FILE: &str = "api.token";
 
@@ -326,7 +328,7 @@ pub struct ApplyRequest {
 }
 
 /// An application as listed.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AppView {
     /// Application id.
     pub id: String,

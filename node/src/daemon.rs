@@ -24,7 +24,7 @@ use libp2p::Multiaddr;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::{API_ADDR_FILE, API_TOKEN_FILE};
+use crate::api::{API_ADDR_FILE, API_TOKEN_FILE, PORTAL_ADDR_FILE};
 use crate::feeds::{self, Feeds};
 use crate::net::{self, Client, EventLoop};
 use crate::state::NodeState;
@@ -265,6 +265,23 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let (listener, bound) = crate::http::bind(api_addr)
         .await
         .with_context(|| format!("cannot bind the admin API on {api_addr} (api.listen); is another node using it? use port 0 to pick a free one"))?;
+    let portal = match config
+        .portal_addr()
+        .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?
+    {
+        Some(addr) => {
+            let (l, at) = crate::http::bind(addr).await.with_context(|| {
+                format!("cannot bind the portal on {addr} (portal.listen); is another node using it? use port 0 to pick a free one, or \"off\"")
+            })?;
+            std::fs::write(dir.join(PORTAL_ADDR_FILE), at.to_string())?;
+            info!(portal = %format!("http://{at}/"), "sharing portal listening");
+            Some(l)
+        }
+        None => {
+            let _ = std::fs::remove_file(dir.join(PORTAL_ADDR_FILE));
+            None
+        }
+    };
     let token = token(dir)?;
     let accounts = Arc::new(crate::accounts::Accounts::new(state.clone()));
     std::fs::write(dir.join(API_ADDR_FILE), bound.to_string())?;
@@ -276,6 +293,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         "admin API",
         crate::http::serve(
             listener,
+            portal,
             feeds,
             transport,
             token,
@@ -291,6 +309,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     info!("shutting down");
     shutdown.cancel();
     let _ = std::fs::remove_file(dir.join(API_ADDR_FILE));
+    let _ = std::fs::remove_file(dir.join(PORTAL_ADDR_FILE));
     tasks.stop().await;
     info!("stopped");
     match failed {

@@ -40,6 +40,7 @@ mod datasets;
 mod metrics;
 pub(crate) mod paths;
 mod people;
+pub mod portal;
 
 #[derive(Clone)]
 struct Ctx {
@@ -81,9 +82,10 @@ fn internal(e: impl ToString) -> Fail {
 
 type Res<T> = Result<Json<T>, Fail>;
 
-/// Serves the API until `shutdown` is cancelled.
+/// Serves the API, and the portal when it has a listener, until `shutdown` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    portal: Option<tokio::net::TcpListener>,
     feeds: Arc<Feeds>,
     transport: Transport,
     token: String,
@@ -166,13 +168,28 @@ pub async fn serve(
             authz::guard,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(ctx);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        .with_state(ctx.clone());
+    let api = {
+        let shutdown = shutdown.clone();
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    };
+    let Some(portal) = portal else {
+        return api.await;
+    };
+    let pages = portal::router(ctx)
+        .layer(axum::middleware::map_response(portal::headers))
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    let pages = axum::serve(
+        portal,
+        pages.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    .with_graceful_shutdown(async move { shutdown.cancelled().await });
+    let (a, p) = tokio::join!(api, pages);
+    a.and(p)
 }
 
 /// The address actually bound, for `api.addr`.

@@ -169,10 +169,15 @@ fn print_table(t: &Testnet) -> std::io::Result<()> {
             .api_addr(i)
             .map(|a| format!("http://{a}/api/v1"))
             .unwrap_or_else(|| "-".into());
+        let portal = t
+            .portal_addr(i)
+            .map(|a| format!("http://{a}/"))
+            .unwrap_or_else(|| "-".into());
         table.row([
             n.role.clone(),
             n.name.clone(),
             n.dir.display().to_string(),
+            portal,
             api,
         ]);
     }
@@ -181,7 +186,7 @@ fn print_table(t: &Testnet) -> std::io::Result<()> {
 
 fn print_logins(t: &Testnet, logins: &[huitong_testnet::logins::Login]) -> std::io::Result<()> {
     println!(
-        "\ndemo sign-ins, the same on every node (POST /api/v1/login; also in {}):",
+        "\ndemo sign-ins, the same on every node (the portal URLs above, or POST /api/v1/login; also in {}):",
         t.dir.join(huitong_testnet::logins::LOGINS_FILE).display()
     );
     let mut table = Table::new().indent("  ");

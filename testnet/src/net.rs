@@ -235,7 +235,7 @@ impl Testnet {
             ])
             .args(["--listen", &format!("/ip4/127.0.0.1/udp/{port}/quic-v1")])
             .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
-            .args(["--api", "127.0.0.1:0", "--json"])
+            .args(["--api", "127.0.0.1:0", "--portal", "127.0.0.1:0", "--json"])
             .args(["--sync-interval", &o.sync_interval_secs.to_string()])
             .output()
             .with_context(|| format!("cannot run {}", o.bin.display()))?;
@@ -306,6 +306,7 @@ impl Testnet {
     pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
         let n = &self.nodes[i];
         let _ = std::fs::remove_file(n.dir.join("api.addr"));
+        let _ = std::fs::remove_file(n.dir.join("portal.addr"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -389,6 +390,13 @@ impl Testnet {
     /// The admin API address of node `i`, once it has bound it.
     pub fn api_addr(&self, i: usize) -> Option<String> {
         std::fs::read_to_string(self.nodes[i].dir.join("api.addr"))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+
+    /// The sharing portal's address of node `i`, once it has bound it.
+    pub fn portal_addr(&self, i: usize) -> Option<String> {
+        std::fs::read_to_string(self.nodes[i].dir.join("portal.addr"))
             .ok()
             .map(|s| s.trim().to_owned())
     }
@@ -631,6 +639,7 @@ impl Testnet {
                 serde_json::json!({
                     "name": n.name, "role": n.role, "uscc": n.uscc, "dir": n.dir, "peer_id": n.peer_id,
                     "api": self.api_addr(i).map(|a| format!("http://{a}/api/v1")),
+                    "portal": self.portal_addr(i).map(|a| format!("http://{a}/")),
                     "port": n.port, "pid": n.pid, "running": self.is_running(i),
                 })
             })

@@ -1,6 +1,7 @@
 //! Test harness: temporary testnets of real `huitong` processes, entry files, and a "rogue"
 //! member peer that speaks the wire protocol directly to send forged or malformed messages.
 
+pub mod browser;
 pub mod data;
 pub mod rogue;
 pub mod workflow;
@@ -207,4 +208,26 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Creates an account on node `i` with `roles` through the CLI; returns the generated password.
+pub fn add_user(
+    net: &Testnet,
+    i: usize,
+    account: &str,
+    name: &str,
+    roles: &str,
+) -> anyhow::Result<String> {
+    let out = cli_ok(
+        net,
+        i,
+        &[
+            "user", "add", account, "--name", name, "--role", roles, "--json",
+        ],
+    )?;
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    v["generated_password"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no generated password: {v}"))
 }

@@ -134,6 +134,8 @@ fn key_outside_the_charter_is_refused() -> anyhow::Result<()> {
         "91350100M000100Y43",
         "--api",
         "127.0.0.1:0",
+        "--portal",
+        "127.0.0.1:0",
         "--listen",
         "/ip4/127.0.0.1/tcp/0",
         "--authority-key",

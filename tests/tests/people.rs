@@ -8,32 +8,10 @@ use std::time::Duration;
 use huitong_node::accounts::Role;
 use huitong_node::http::authz::RULES;
 use huitong_testnet::Testnet;
-use huitong_tests::{cli_ok, entry, start, wait_until};
+use huitong_tests::{add_user, cli_ok, entry, start, wait_until};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Creates an account on node `i` with `roles` through the CLI; returns the generated password.
-fn add_user(
-    net: &Testnet,
-    i: usize,
-    account: &str,
-    name: &str,
-    roles: &str,
-) -> anyhow::Result<String> {
-    let out = cli_ok(
-        net,
-        i,
-        &[
-            "user", "add", account, "--name", name, "--role", roles, "--json",
-        ],
-    )?;
-    let v: Value = serde_json::from_slice(&out.stdout)?;
-    v["generated_password"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no generated password: {v}"))
-}
 
 /// Signs in on node `i`; the session token.
 fn sign_in(net: &mut Testnet, i: usize, account: &str, password: &str) -> anyhow::Result<String> {
@@ -560,6 +538,51 @@ fn the_application_timeline_names_the_applicant_and_the_approver_on_every_node(
         Some(&json!({"code": code, "out": "t.csv"})),
     )?;
     assert_eq!(a.status, 200, "{}", a.body);
+    // A colleague holds no grant of their own: neither zhangsan's (named) nor the node's serves
+    // them (grants follow the person who applied).
+    let colleague = add_user(net, consumer, "wangwu", "王五", "data_user")?;
+    let colleague = sign_in(net, consumer, "wangwu", &colleague)?;
+    let a = net.call(
+        consumer,
+        "POST",
+        "/pulls",
+        Some(&colleague),
+        Some(&json!({"code": code, "out": "w.csv", "grant": id})),
+    )?;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(a.body["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("not one of yours"));
+    let a = net.call(
+        consumer,
+        "POST",
+        "/pulls",
+        Some(&colleague),
+        Some(&json!({"code": code, "out": "w.csv"})),
+    )?;
+    if a.status == 200 {
+        let pull = a.body["id"].as_u64().unwrap_or_default();
+        wait_until(
+            WAIT,
+            "the colleague's pull refused for want of a grant",
+            || {
+                let v = net.call(
+                    consumer,
+                    "GET",
+                    &format!("/pulls/{pull}"),
+                    Some(&colleague),
+                    None,
+                )?;
+                Ok(v.body["phase"] == "failed"
+                    && v.body["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("no grant of your own")))
+            },
+        )?;
+    } else {
+        assert!((400..500).contains(&a.status), "{}", a.body);
+    }
     wait_until(WAIT, "the hub's receipt naming who pulled", || {
         let r = net.get(hub, "/audit/receipts")?;
         Ok(r.as_array().is_some_and(|all| {

@@ -30,6 +30,9 @@ pub struct InitArgs {
     /// Admin API address (loopback); port 0 picks a free port.
     #[arg(long)]
     api: Option<String>,
+    /// Sharing portal address (loopback; port 0 picks a free port; `off` for none).
+    #[arg(long)]
+    portal: Option<String>,
     /// Seconds between anti-entropy rounds.
     #[arg(long)]
     sync_interval: Option<u64>,
@@ -61,6 +64,9 @@ pub(super) fn init(dir: &Path, a: InitArgs) -> anyhow::Result<()> {
     }
     if let Some(api) = a.api {
         config.api.listen = api;
+    }
+    if let Some(p) = a.portal {
+        config.portal.listen = p;
     }
     if let Some(s) = a.sync_interval {
         config.network.sync_interval_secs = s;

@@ -165,6 +165,7 @@ pub(super) async fn pull(dir: &Path, args: PullArgs) -> anyhow::Result<()> {
         },
         out_dir_seen: out.parent().and_then(|d| crate::seen::FileId::of(d).ok()),
         started_by: None,
+        own_grant_only: false,
     };
     let mut interrupts = Interrupts::new()?;
     let started: api::PullStarted = tokio::select! {

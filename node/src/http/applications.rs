@@ -136,13 +136,19 @@ pub(super) async fn list(
     Extension(who): Extension<Principal>,
     Query(q): Query<ListQuery>,
 ) -> Res<Vec<AppView>> {
+    views(&ctx, &who, q.dir.as_deref()).map(Json)
+}
+
+/// The applications `who` may see: `dir` is `incoming` (to this node as provider; all of them
+/// on the hub), `outgoing`, or both when `None`.
+pub(super) fn views(ctx: &Ctx, who: &Principal, dir: Option<&str>) -> Result<Vec<AppView>, Fail> {
     let me = ctx.state.id();
     let is_hub = ctx.state.is_hub();
     let records = applications::all(&ctx.state).map_err(internal)?;
     // A person who is only a data user sees the applications they submitted themselves (their
     // purposes and bases are not every colleague's business); approvers and auditors see the
     // node's.
-    let only_own = match &who {
+    let only_own = match who {
         Principal::Person { account, .. }
             if !account.has(Role::Approver) && !account.has(Role::Auditor) =>
         {
@@ -154,19 +160,34 @@ pub(super) async fn list(
         let mine = only_own.as_ref().is_none_or(|name| {
             r.applicant == me && r.step_by(0).is_some_and(|by| by.account == *name)
         });
-        mine && match q.dir.as_deref() {
+        mine && match dir {
             Some("incoming") => is_hub || r.app.provider == me,
             Some("outgoing") => r.applicant == me,
             _ => is_hub || r.app.provider == me || r.applicant == me,
         }
     };
-    Ok(Json(
-        records
-            .into_iter()
-            .filter(keep)
-            .map(|r| view(&ctx, r))
-            .collect(),
-    ))
+    Ok(records
+        .into_iter()
+        .filter(keep)
+        .map(|r| view(ctx, r))
+        .collect())
+}
+
+/// The applications awaiting this node's decision as provider (accepted by the hub), nearest
+/// 办理时限 first.
+pub(super) fn awaiting(ctx: &Ctx) -> Result<Vec<AppView>, Fail> {
+    let me = ctx.state.id();
+    let mut v: Vec<AppView> = applications::all(&ctx.state)
+        .map_err(internal)?
+        .into_iter()
+        .filter(|r| r.app.provider == me && r.state == AppState::Accepted)
+        .map(|r| view(ctx, r))
+        .collect();
+    v.sort_by(|a, b| {
+        let due = |x: &AppView| x.deadline.as_ref().map(|d| d.due.clone());
+        due(a).cmp(&due(b))
+    });
+    Ok(v)
 }
 
 async fn decide(

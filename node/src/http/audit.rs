@@ -98,8 +98,8 @@ pub(super) async fn import_checkpoint(
 /// `?grant=ID&code=CODE`: which receipts.
 #[derive(Debug, Deserialize)]
 pub(super) struct ReceiptQuery {
-    grant: Option<String>,
-    code: Option<String>,
+    pub(super) grant: Option<String>,
+    pub(super) code: Option<String>,
 }
 
 fn member_name(ctx: &Ctx, k: &huitong_protocol::NodeId) -> String {
@@ -148,23 +148,27 @@ pub(super) async fn receipts(
     State(ctx): State<Ctx>,
     Query(q): Query<ReceiptQuery>,
 ) -> Res<Vec<ReceiptView>> {
-    let name = |k: &huitong_protocol::NodeId| member_name(&ctx, k);
+    receipt_views(&ctx, &q).map(Json)
+}
+
+/// The receipts this node holds that pass `?grant=&code=`.
+pub(super) fn receipt_views(ctx: &Ctx, q: &ReceiptQuery) -> Result<Vec<ReceiptView>, super::Fail> {
+    let name = |k: &huitong_protocol::NodeId| member_name(ctx, k);
     let all = crate::receipts::all(&ctx.state).map_err(super::internal)?;
-    Ok(Json(
-        all.into_iter()
-            .filter(|r| wanted(&q, r.grant.as_ref(), &r.code))
-            .map(|r| ReceiptView {
-                provider: name(&r.provider),
-                consumer: name(&r.consumer),
-                id: r.id,
-                code: r.code,
-                version: r.version,
-                fields: r.fields,
-                bytes: r.bytes,
-                grant: r.grant,
-                at_ms: r.countersigned_at_ms,
-                by: r.by,
-            })
-            .collect(),
-    ))
+    Ok(all
+        .into_iter()
+        .filter(|r| wanted(q, r.grant.as_ref(), &r.code))
+        .map(|r| ReceiptView {
+            provider: name(&r.provider),
+            consumer: name(&r.consumer),
+            id: r.id,
+            code: r.code,
+            version: r.version,
+            fields: r.fields,
+            bytes: r.bytes,
+            grant: r.grant,
+            at_ms: r.countersigned_at_ms,
+            by: r.by,
+        })
+        .collect())
 }

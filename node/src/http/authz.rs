@@ -26,6 +26,8 @@ pub(crate) enum Principal {
         account: Account,
         /// The session's token (to end it at sign-out).
         token: String,
+        /// The session's CSRF token (the portal's forms echo it).
+        csrf: String,
     },
 }
 
@@ -174,7 +176,7 @@ pub fn allows(need: Need, account: &Account) -> bool {
 
 /// Whether the request's Host names this machine (a DNS-rebinding page names another host,
 /// which then resolves to 127.0.0.1). A request without a Host (HTTP/1.0) passes.
-fn host_is_loopback(headers: &HeaderMap) -> bool {
+pub(super) fn host_is_loopback(headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(axum::http::header::HOST) else {
         return true;
     };
@@ -262,7 +264,7 @@ pub(super) async fn guard(
 }
 
 /// The signed-in person of a session token, if it is live and the account enabled.
-async fn person(ctx: &Ctx, token: &str) -> Result<Option<Principal>, super::Fail> {
+pub(super) async fn person(ctx: &Ctx, token: &str) -> Result<Option<Principal>, super::Fail> {
     let Some(session) = ctx.people.sessions.resolve(token) else {
         return Ok(None);
     };
@@ -279,6 +281,7 @@ async fn person(ctx: &Ctx, token: &str) -> Result<Option<Principal>, super::Fail
             Ok(Some(Principal::Person {
                 account,
                 token: token.to_string(),
+                csrf: session.csrf,
             }))
         }
         _ => {
@@ -288,7 +291,7 @@ async fn person(ctx: &Ctx, token: &str) -> Result<Option<Principal>, super::Fail
     }
 }
 
-fn refusal(need: Need, account: &Account) -> String {
+pub(super) fn refusal(need: Need, account: &Account) -> String {
     let roles = |rs: &[Role]| {
         rs.iter()
             .map(|r| format!("{} ({})", r.label(), r.as_str()))

@@ -108,6 +108,9 @@ pub(super) async fn start_pull(
 ) -> Res<api::PullStarted> {
     req.out = super::paths::for_principal(&ctx, &who, &req.out)?;
     req.started_by = who.actor();
+    if let Principal::Person { account, .. } = &who {
+        own_grant(&ctx, &account.name, &mut req)?;
+    }
     let started = pull::start(ctx.feeds.clone(), ctx.transport.clone(), &ctx.pulls, req).map_err(
         |e| match e {
             StartError::Busy { .. } => fail(StatusCode::CONFLICT, e),
@@ -119,6 +122,43 @@ pub(super) async fn start_pull(
         id: started.id,
         attached: started.attached,
     }))
+}
+
+/// A person pulls under their own grant only (an application they submitted), never under a
+/// colleague's or the node's: the grant named is checked, or theirs for the resource is found.
+fn own_grant(ctx: &Ctx, account: &str, req: &mut PullRequest) -> Result<(), Fail> {
+    req.own_grant_only = true;
+    if req.token.is_some() {
+        return Ok(());
+    }
+    let me = ctx.state.id();
+    let theirs = |r: &crate::applications::AppRecord| {
+        r.applicant == me && r.step_by(0).is_some_and(|by| by.account == account)
+    };
+    match &req.grant {
+        Some(id) => {
+            let r = crate::applications::get(&ctx.state, id).map_err(internal)?;
+            if !r.as_ref().is_some_and(theirs) {
+                return Err(fail(
+                    StatusCode::FORBIDDEN,
+                    format!("application {id} is not one of yours; pull under a grant you applied for (`huitong applications --outgoing` lists them)"),
+                ));
+            }
+        }
+        None => {
+            req.grant = crate::applications::all(&ctx.state)
+                .map_err(internal)?
+                .into_iter()
+                .filter(|r| {
+                    theirs(r)
+                        && r.app.code.as_str() == req.code
+                        && r.state == crate::applications::AppState::Granted
+                })
+                .max_by_key(|r| r.history.last().map_or(0, |h| h.1))
+                .map(|r| r.app.id);
+        }
+    }
+    Ok(())
 }
 
 fn no_such_pull(id: u64) -> Fail {

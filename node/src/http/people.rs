@@ -139,48 +139,100 @@ async fn check_password(
         .map_err(account_error)
 }
 
-pub(super) async fn login(
-    State(ctx): State<Ctx>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    Json(req): Json<Login>,
-) -> Response {
+/// Why a sign-in failed.
+pub(super) enum SignInError {
+    /// Wrong name or password, or a disabled account (one answer for all).
+    Wrong,
+    /// Too many failures: try again after this long.
+    TooMany(std::time::Duration),
+    /// The node could not check (hashing busy, store error).
+    Failed(Fail),
+}
+
+impl IntoResponse for SignInError {
+    fn into_response(self) -> Response {
+        match self {
+            SignInError::Wrong => fail(StatusCode::UNAUTHORIZED, WRONG).into_response(),
+            SignInError::TooMany(wait) => too_many(wait),
+            SignInError::Failed(f) => f.into_response(),
+        }
+    }
+}
+
+impl SignInError {
+    /// What to tell the person.
+    pub(super) fn message(&self) -> String {
+        match self {
+            SignInError::Wrong => WRONG.to_string(),
+            SignInError::TooMany(wait) => format!(
+                "too many failed sign-ins for this account or from this address; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+            SignInError::Failed(f) => f.1.error.clone(),
+        }
+    }
+}
+
+/// Checks a sign-in (throttled per account and address) and starts a session: the signed-in
+/// principal with its fresh token. The API and the portal both sign in here.
+pub(super) async fn sign_in(
+    ctx: &Ctx,
+    from: SocketAddr,
+    account: &str,
+    password: String,
+) -> Result<Principal, SignInError> {
     let people = &ctx.people;
-    let name = req.account.trim().to_lowercase();
+    let name = account.trim().to_lowercase();
     if huitong_protocol::actor::check_account(&name).is_err() {
         // No such account can exist: counted against the address only, so that junk names
         // (up to the body limit each) never fill the per-account table.
         people.throttle.failed_address(from.ip());
-        return fail(StatusCode::UNAUTHORIZED, WRONG).into_response();
+        return Err(SignInError::Wrong);
     }
-    if let Err(wait) = people.throttle.check(&name, from.ip()) {
-        return too_many(wait);
-    }
-    let account = match check_password(people, &name, req.password).await {
-        Ok(a) => a,
-        Err(f) => return f.into_response(),
-    };
+    people
+        .throttle
+        .check(&name, from.ip())
+        .map_err(SignInError::TooMany)?;
+    let account = check_password(people, &name, password)
+        .await
+        .map_err(SignInError::Failed)?;
     // A disabled account answers like a wrong password: a right password for it is no
     // different from a guess (it may be an ex-employee's, or a compromised one).
     let Some(account) = account.filter(|a| !a.disabled) else {
         people.throttle.failed(&name, from.ip());
         tracing::warn!(target: "huitong::audit", account = %name, from = %from.ip(), "failed sign-in");
-        return fail(StatusCode::UNAUTHORIZED, WRONG).into_response();
+        return Err(SignInError::Wrong);
     };
     people.throttle.succeeded(&name);
     let (token, session) = people
         .sessions
         .start(&account.name, account.password_set_ms);
     tracing::info!(target: "huitong::audit", account = %account.name, from = %from.ip(), "signed in");
-    let principal = Principal::Person {
+    Ok(Principal::Person {
         account,
-        token: token.clone(),
-    };
-    Json(SignedIn {
         token,
         csrf: session.csrf,
+    })
+}
+
+pub(super) async fn login(
+    State(ctx): State<Ctx>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Json(req): Json<Login>,
+) -> Response {
+    let principal = match sign_in(&ctx, from, &req.account, req.password).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let Principal::Person { token, csrf, .. } = &principal else {
+        return internal("sign-in made no person").into_response();
+    };
+    Json(SignedIn {
+        token: token.clone(),
+        csrf: csrf.clone(),
         me: me_of(&principal),
-        idle_timeout_s: people.sessions.idle().as_secs(),
-        max_age_s: people.sessions.max_age().as_secs(),
+        idle_timeout_s: ctx.people.sessions.idle().as_secs(),
+        max_age_s: ctx.people.sessions.max_age().as_secs(),
     })
     .into_response()
 }

@@ -91,6 +91,10 @@ pub struct PullRequest {
     /// countersigning entry.
     #[serde(skip)]
     pub started_by: Option<huitong_protocol::Actor>,
+    /// Set by the server for a signed-in person: present only the grant named in `grant` (one
+    /// of theirs, checked by the API), never the node's own grant for the resource.
+    #[serde(skip)]
+    pub own_grant_only: bool,
 }
 
 /// What a finished pull did.
@@ -333,6 +337,7 @@ fn presented(
                     PullError::Invalid(format!("application {id} has no issued and endorsed grant"))
                 })?,
         ),
+        None if req.own_grant_only => None,
         None => applications::grant_for(state, &state.id(), &provider, &req.code).map_err(local)?,
     };
     let Some(r) = granted else {
@@ -340,6 +345,12 @@ fn presented(
         if crate::access::need(record, crate::access::Scope::Resource)
             == Ok(crate::access::Need::Grant)
         {
+            if req.own_grant_only {
+                return Err(PullError::Refused {
+                    kind: RefusalKind::NeedsGrant,
+                    message: format!("you hold no grant of your own for {}: apply for it (a colleague's grant is theirs)", req.code),
+                });
+            }
             if let Some(r) =
                 applications::latest_of(state, &state.id(), &provider, &req.code).map_err(local)?
             {

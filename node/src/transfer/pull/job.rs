@@ -494,6 +494,7 @@ mod tests {
             token: None,
             out_dir_seen: None,
             started_by: None,
+            own_grant_only: false,
         }
     }
 

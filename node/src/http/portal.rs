@@ -1,0 +1,160 @@
+//! The sharing portal (共享门户): server-rendered pages for department staff, on the portal's
+//! own loopback address (`portal.listen`), in the same process as the API.
+//!
+//! Every page is checked against [`PAGES`] before its handler runs ([`guard`]): a page without
+//! a rule is refused, a page that needs a person sends a visitor without a session to the
+//! sign-in page, and a role the page does not allow sees a refusal that says which role it
+//! needs. Every POST carries the session's CSRF token (sign-in: a one-time cookie's) and is
+//! refused from another site. Handlers call the same functions as the JSON API, so a page can
+//! do exactly what the API allows the same person, and the signed entries name the person.
+//!
+//! Templates (`node/templates`) and assets are compiled into the binary (askama); nothing is
+//! fetched from outside at run time.
+//!
+//! Layering: a child of `http` (its context, its handlers and its access rules); nothing below
+//! names it.
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::authz::Need;
+use super::Ctx;
+use crate::accounts::Role;
+
+mod applications;
+mod assets;
+mod audit;
+mod catalogue;
+mod form;
+mod format;
+mod guard;
+mod page;
+mod pulls;
+mod session;
+
+pub(super) use guard::guard;
+
+use Role::{Approver, Auditor, DataUser};
+
+/// Every page with what it needs: method, path as routed, need.
+pub const PAGES: &[(&str, &str, Need)] = &[
+    ("GET", "/login", Need::Public),
+    ("POST", "/login", Need::Public),
+    ("GET", "/lang", Need::Public),
+    ("GET", "/assets/{file}", Need::Public),
+    ("POST", "/logout", Need::SignedIn),
+    ("GET", "/", Need::SignedIn),
+    ("GET", "/catalogue", Need::SignedIn),
+    ("GET", "/entry", Need::SignedIn),
+    ("GET", "/apply", Need::AnyOf(&[DataUser])),
+    ("POST", "/apply", Need::AnyOf(&[DataUser])),
+    (
+        "GET",
+        "/applications",
+        Need::AnyOf(&[DataUser, Approver, Auditor]),
+    ),
+    (
+        "GET",
+        "/applications/{id}",
+        Need::AnyOf(&[DataUser, Approver, Auditor]),
+    ),
+    ("GET", "/inbox", Need::AnyOf(&[Approver])),
+    (
+        "POST",
+        "/applications/{id}/approve",
+        Need::AnyOf(&[Approver]),
+    ),
+    (
+        "POST",
+        "/applications/{id}/reject",
+        Need::AnyOf(&[Approver]),
+    ),
+    (
+        "POST",
+        "/applications/{id}/revoke",
+        Need::AnyOf(&[Approver]),
+    ),
+    ("GET", "/pulls", Need::AnyOf(&[DataUser])),
+    ("POST", "/pulls", Need::AnyOf(&[DataUser])),
+    ("GET", "/pulls/{id}", Need::AnyOf(&[DataUser])),
+    ("GET", "/pulls/{id}/events", Need::AnyOf(&[DataUser])),
+    ("GET", "/pulls/{id}/download", Need::AnyOf(&[DataUser])),
+    ("GET", "/audit", Need::AnyOf(&[Auditor])),
+    ("GET", "/audit/proof", Need::AnyOf(&[Auditor])),
+];
+
+/// Adds the portal's headers to every answer that has none of its own (see
+/// [`page::with_headers`]).
+pub(super) async fn headers(r: axum::response::Response) -> axum::response::Response {
+    if r.headers()
+        .contains_key(axum::http::header::CONTENT_SECURITY_POLICY)
+    {
+        r
+    } else {
+        page::with_headers_keeping_cache(r)
+    }
+}
+
+/// The rule for a method and routed page path.
+pub fn rule(method: &axum::http::Method, path: &str) -> Option<Need> {
+    PAGES
+        .iter()
+        .find(|(m, p, _)| *m == method.as_str() && *p == path)
+        .map(|(_, _, need)| *need)
+}
+
+/// The portal's routes, each behind [`guard`].
+pub(super) fn router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/lang", get(session::switch_lang))
+        .route("/assets/{file}", get(assets::serve))
+        .route("/", get(catalogue::home))
+        .route("/catalogue", get(catalogue::search))
+        .route("/entry", get(catalogue::entry))
+        .route(
+            "/apply",
+            get(applications::apply_form).post(applications::apply),
+        )
+        .route("/applications", get(applications::mine))
+        .route("/applications/{id}", get(applications::detail))
+        .route("/inbox", get(applications::inbox))
+        .route("/applications/{id}/approve", post(applications::approve))
+        .route("/applications/{id}/reject", post(applications::reject))
+        .route("/applications/{id}/revoke", post(applications::revoke))
+        .route("/pulls", get(pulls::list).post(pulls::start))
+        .route("/pulls/{id}", get(pulls::show_pull))
+        .route("/pulls/{id}/events", get(pulls::events))
+        .route("/pulls/{id}/download", get(pulls::download))
+        .route("/audit", get(audit::page))
+        .route("/audit/proof", get(audit::proof))
+        .fallback(guard::not_found)
+        .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
+        .with_state(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_page_rule_is_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for (m, p, _) in PAGES {
+            assert!(seen.insert((m, p)), "{m} {p} twice");
+            assert!(matches!(*m, "GET" | "POST"), "{m}");
+        }
+    }
+
+    #[test]
+    fn the_auditor_changes_nothing_and_the_administrator_neither_approves_nor_audits() {
+        for (m, p, need) in PAGES {
+            let Need::AnyOf(roles) = need else { continue };
+            if *m == "POST" {
+                assert!(!roles.contains(&Auditor), "the auditor may {m} {p}");
+            }
+            assert!(!roles.contains(&Role::Admin) || !p.contains("approve"));
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The portal's HTTP side against a real node (issue #11, point 13): every page checked for its
+//! role from the route table, no session sent to sign-in (or refused for a POST), a form without
+//! its CSRF token or from another site refused, no session fixation, sign-in guessing slowed,
+//! oversized and malformed forms refused, and the pages' security headers.
+
+use std::collections::HashMap;
+
+use huitong_node::http::authz::Need;
+use huitong_node::http::portal::PAGES;
+use huitong_testnet::Testnet;
+use huitong_tests::{add_user, start};
+use reqwest::blocking::{Client, Response};
+use serde_json::json;
+
+/// The portal's base URL and the name of its session cookie (scoped by port).
+fn portal(net: &Testnet, i: usize) -> anyhow::Result<(String, String)> {
+    let addr = net
+        .portal_addr(i)
+        .ok_or_else(|| anyhow::anyhow!("no portal address"))?;
+    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
+    Ok((format!("http://{addr}"), format!("huitong_session_{port}")))
+}
+
+fn client() -> anyhow::Result<Client> {
+    Ok(Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
+}
+
+/// A session (token, CSRF token) from the API's sign-in (the portal shares the sessions).
+fn session(
+    net: &mut Testnet,
+    i: usize,
+    account: &str,
+    password: &str,
+) -> anyhow::Result<(String, String)> {
+    let a = net.call(
+        i,
+        "POST",
+        "/login",
+        Some(""),
+        Some(&json!({"account": account, "password": password})),
+    )?;
+    anyhow::ensure!(a.status == 200, "sign-in of {account}: {}", a.body);
+    Ok((
+        a.body["token"].as_str().unwrap_or_default().to_string(),
+        a.body["csrf"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+/// The login form's one-time token and the cookie that carries it, from `GET /login`.
+fn login_form(c: &Client, base: &str) -> anyhow::Result<(String, String)> {
+    let r = c.get(format!("{base}/login")).send()?;
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("huitong_login_"))
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_default()
+        .to_string();
+    let html = r.text()?;
+    let nonce = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    anyhow::ensure!(
+        !cookie.is_empty() && !nonce.is_empty(),
+        "no login token: {html}"
+    );
+    Ok((cookie, nonce))
+}
+
+fn location(r: &Response) -> String {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn every_page_checks_its_role_and_forms_are_protected() -> anyhow::Result<()> {
+    let mut f = start(1, 2)?;
+    let net = &mut f.net;
+    let node = 1;
+    let roles = ["admin", "cataloguer", "approver", "data_user", "auditor"];
+    let mut sessions = HashMap::new();
+    for (n, role) in roles.iter().enumerate() {
+        let account = format!("user{n}");
+        let pw = add_user(net, node, &account, &format!("用户{n}"), role)?;
+        sessions.insert(
+            *role,
+            (
+                account.clone(),
+                pw.clone(),
+                session(net, node, &account, &pw)?,
+            ),
+        );
+    }
+    let (base, cookie_name) = portal(net, node)?;
+    let c = client()?;
+
+    // No session: a page sends to sign-in (coming back to it), a POST is refused.
+    let r = c.get(format!("{base}/catalogue?q=a")).send()?;
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(location(&r), "/login?next=%2Fcatalogue%3Fq%3Da");
+    let r = c
+        .post(format!("{base}/apply"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("code=x")
+        .send()?;
+    assert_eq!(r.status().as_u16(), 401);
+
+    // Every page for every role, from the table the router is checked against.
+    for (method, path, need) in PAGES {
+        if *path == "/logout" || *path == "/login" {
+            continue;
+        }
+        let url = format!(
+            "{base}{}",
+            path.replace("{id}", "7").replace("{file}", "portal.css")
+        );
+        for role in roles {
+            let (_, _, (token, csrf)) = &sessions[role];
+            let cookie = format!("{cookie_name}={token}");
+            let r = match *method {
+                "GET" => c.get(&url).header("cookie", cookie).send()?,
+                _ => c
+                    .post(&url)
+                    .header("cookie", cookie)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(format!("csrf={csrf}"))
+                    .send()?,
+            };
+            let allowed = match need {
+                Need::Public | Need::SignedIn => true,
+                Need::AnyOf(rs) => rs.iter().any(|r| r.as_str() == role),
+            };
+            let status = r.status().as_u16();
+            if allowed {
+                assert!(
+                    status != 403 && status != 401 && !location(&r).starts_with("/login"),
+                    "{role} {method} {path}: {status} {}",
+                    r.text().unwrap_or_default()
+                );
+            } else {
+                assert_eq!(status, 403, "{role} {method} {path}");
+                let body = r.text()?;
+                assert!(body.contains("may not do this"), "{role} {path}: {body}");
+            }
+        }
+    }
+
+    let (_, _, (token, csrf)) = &sessions["data_user"];
+    let cookie = format!("{cookie_name}={token}");
+    let post = |body: String, extra: Option<(&str, &str)>| -> anyhow::Result<Response> {
+        let mut b = c
+            .post(format!("{base}/apply"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some((k, v)) = extra {
+            b = b.header(k, v);
+        }
+        Ok(b.send()?)
+    };
+    // A form without the CSRF token, with a wrong one, or from another site: refused.
+    for (body, extra) in [
+        ("code=301001%2F000001".to_string(), None),
+        ("code=301001%2F000001&csrf=wrong".to_string(), None),
+        (
+            format!("code=x&csrf={csrf}"),
+            Some(("origin", "http://evil.example")),
+        ),
+        (
+            format!("code=x&csrf={csrf}"),
+            Some(("sec-fetch-site", "cross-site")),
+        ),
+    ] {
+        let r = post(body.clone(), extra)?;
+        assert_eq!(r.status().as_u16(), 403, "{body} {extra:?}");
+        assert!(r.text()?.contains("表单已过期或来自其他网站"));
+    }
+    // The right token passes the gate (the handler then says what is wrong with the form).
+    let r = post(format!("code=x&csrf={csrf}"), None)?;
+    assert_eq!(r.status().as_u16(), 404, "{}", r.text()?);
+    // Oversized and malformed forms.
+    let r = post(
+        format!("csrf={csrf}&purpose={}", "x".repeat(100 * 1024)),
+        None,
+    )?;
+    assert_eq!(r.status().as_u16(), 413);
+    let r = c
+        .post(format!("{base}/apply"))
+        .header("cookie", &cookie)
+        .header("content-type", "application/json")
+        .body(format!("{{\"csrf\":\"{csrf}\"}}"))
+        .send()?;
+    assert_eq!(r.status().as_u16(), 415);
+
+    // Session fixation: a session planted in the browser before sign-in ends at sign-in, and
+    // the signed-in browser gets a new token.
+    let (planted, _) = session(net, node, "user3", &sessions["data_user"].1)?;
+    let (login_cookie, nonce) = login_form(&c, &base)?;
+    let (account, pw, _) = &sessions["approver"];
+    let r = c
+        .post(format!("{base}/login"))
+        .header("cookie", format!("{login_cookie}; {cookie_name}={planted}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "csrf={nonce}&account={account}&password={}&next=%2F",
+            urlencode(pw)
+        ))
+        .send()?;
+    assert_eq!(r.status().as_u16(), 303);
+    let set = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{cookie_name}=")))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(!set.contains(&planted), "{set}");
+    let me = net.call(node, "GET", "/me", Some(&planted), None)?;
+    assert_eq!(
+        me.status, 401,
+        "the planted session still works: {}",
+        me.body
+    );
+    // Sign-in without the form's one-time token is refused.
+    let r = c
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("account={account}&password={}", urlencode(pw)))
+        .send()?;
+    assert_eq!(r.status().as_u16(), 403);
+
+    // Guessing is slowed: five failures are free, the sixth locks the account, the seventh is
+    // told to wait (the API's throttle, shared).
+    let mut last = 0;
+    for _ in 0..7 {
+        let (login_cookie, nonce) = login_form(&c, &base)?;
+        let r = c
+            .post(format!("{base}/login"))
+            .header("cookie", login_cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "csrf={nonce}&account=user0&password=wrong-password-1"
+            ))
+            .send()?;
+        last = r.status().as_u16();
+    }
+    assert_eq!(last, 429);
+
+    // The pages' headers.
+    let r = c.get(format!("{base}/")).header("cookie", &cookie).send()?;
+    let h = r.headers();
+    assert!(h["content-security-policy"]
+        .to_str()?
+        .contains("frame-ancestors 'none'"));
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["cache-control"], "no-store");
+    // Another host name (DNS rebinding) is refused.
+    let r = c
+        .get(format!("{base}/"))
+        .header("cookie", &cookie)
+        .header("host", "evil.example")
+        .send()?;
+    assert_eq!(r.status().as_u16(), 421);
+    Ok(())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
