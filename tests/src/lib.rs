@@ -231,3 +231,31 @@ pub fn add_user(
         .map(str::to_owned)
         .ok_or_else(|| anyhow::anyhow!("no generated password: {v}"))
 }
+
+/// Signs in on node `i` through the API: the session's token (`hts_…`) and its CSRF token.
+pub fn session(
+    net: &mut Testnet,
+    i: usize,
+    account: &str,
+    password: &str,
+) -> anyhow::Result<(String, String)> {
+    let a = net.call(
+        i,
+        "POST",
+        "/login",
+        Some(""),
+        Some(&json!({"account": account, "password": password})),
+    )?;
+    anyhow::ensure!(
+        a.status == 200,
+        "sign-in of {account}: {} {}",
+        a.status,
+        a.body
+    );
+    let token = a.body["token"].as_str().unwrap_or_default().to_owned();
+    anyhow::ensure!(token.starts_with("hts_"), "not a session token: {}", a.body);
+    Ok((
+        token,
+        a.body["csrf"].as_str().unwrap_or_default().to_owned(),
+    ))
+}

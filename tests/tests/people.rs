@@ -15,23 +15,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Signs in on node `i`; the session token.
 fn sign_in(net: &mut Testnet, i: usize, account: &str, password: &str) -> anyhow::Result<String> {
-    let a = net.call(
-        i,
-        "POST",
-        "/login",
-        Some(""),
-        Some(&json!({"account": account, "password": password})),
-    )?;
-    anyhow::ensure!(
-        a.status == 200,
-        "sign-in of {account}: {} {}",
-        a.status,
-        a.body
-    );
-    assert!(a.body["token"]
-        .as_str()
-        .is_some_and(|t| t.starts_with("hts_")));
-    Ok(a.body["token"].as_str().unwrap_or_default().to_owned())
+    Ok(huitong_tests::session(net, i, account, password)?.0)
 }
 
 /// Who may call each route ("anyone" signed in, "public", or the roles): the access policy as

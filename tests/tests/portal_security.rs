@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use huitong_node::http::authz::Need;
 use huitong_node::http::portal::PAGES;
 use huitong_testnet::Testnet;
-use huitong_tests::{add_user, start};
+use huitong_tests::{add_user, session, start};
 use reqwest::blocking::{Client, Response};
-use serde_json::json;
 
 /// The portal's base URL and the name of its session cookie (scoped by port).
 fn portal(net: &Testnet, i: usize) -> anyhow::Result<(String, String)> {
@@ -26,27 +25,6 @@ fn client() -> anyhow::Result<Client> {
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()?)
-}
-
-/// A session (token, CSRF token) from the API's sign-in (the portal shares the sessions).
-fn session(
-    net: &mut Testnet,
-    i: usize,
-    account: &str,
-    password: &str,
-) -> anyhow::Result<(String, String)> {
-    let a = net.call(
-        i,
-        "POST",
-        "/login",
-        Some(""),
-        Some(&json!({"account": account, "password": password})),
-    )?;
-    anyhow::ensure!(a.status == 200, "sign-in of {account}: {}", a.body);
-    Ok((
-        a.body["token"].as_str().unwrap_or_default().to_string(),
-        a.body["csrf"].as_str().unwrap_or_default().to_string(),
-    ))
 }
 
 /// The login form's one-time token and the cookie that carries it, from `GET /login`.

@@ -195,23 +195,11 @@ fn card(ctx: &Ctx, r: &Record, words: &[String], en: bool) -> Card {
         code: e.code.to_string(),
         href: entry_href(r),
         provider: e.provider_name.clone(),
-        share: if en {
-            e.share_type.key()
-        } else {
-            e.share_type.label()
-        },
+        share: shown(en, e.share_type.key(), e.share_type.label()),
         share_class: format::share_class(e.share_type),
-        open: if en {
-            e.open_type.key()
-        } else {
-            e.open_type.label()
-        },
+        open: shown(en, e.open_type.key(), e.open_type.label()),
         open_class: format::open_class(e.open_type),
-        cycle: if en {
-            e.update_cycle.key()
-        } else {
-            e.update_cycle.label()
-        },
+        cycle: shown(en, e.update_cycle.key(), e.update_cycle.label()),
         version: r.dataset.as_ref().map(|d| {
             format!(
                 "v{} · {} · {}",
@@ -224,6 +212,15 @@ fn card(ctx: &Ctx, r: &Record, words: &[String], en: bool) -> Card {
             )
         }),
         updated: format::time(tz, r.updated_ms),
+    }
+}
+
+/// A key (English) or its Chinese label.
+fn shown(en: bool, key: &'static str, label: &'static str) -> &'static str {
+    if en {
+        key
+    } else {
+        label
     }
 }
 
@@ -521,11 +518,7 @@ pub(crate) async fn entry(
             lang.t("信息资源格式", "Format"),
             format!(
                 "{} · {}",
-                if en {
-                    e.format.category.key()
-                } else {
-                    e.format.category.label()
-                },
+                shown(en, e.format.category.key(), e.format.category.label()),
                 e.format.kind
             ),
         ),
@@ -535,12 +528,7 @@ pub(crate) async fn entry(
         ),
         (
             lang.t("共享类型", "Share type"),
-            (if en {
-                e.share_type.key()
-            } else {
-                e.share_type.label()
-            })
-            .to_string(),
+            shown(en, e.share_type.key(), e.share_type.label()).to_string(),
         ),
         (
             lang.t("共享条件", "Share condition"),
@@ -548,21 +536,11 @@ pub(crate) async fn entry(
         ),
         (
             lang.t("共享方式", "Share mode"),
-            (if en {
-                e.share_mode.key()
-            } else {
-                e.share_mode.label()
-            })
-            .to_string(),
+            shown(en, e.share_mode.key(), e.share_mode.label()).to_string(),
         ),
         (
             lang.t("开放属性", "Open type"),
-            (if en {
-                e.open_type.key()
-            } else {
-                e.open_type.label()
-            })
-            .to_string(),
+            shown(en, e.open_type.key(), e.open_type.label()).to_string(),
         ),
         (
             lang.t("开放条件", "Open condition"),
@@ -570,12 +548,7 @@ pub(crate) async fn entry(
         ),
         (
             lang.t("更新周期", "Update cycle"),
-            (if en {
-                e.update_cycle.key()
-            } else {
-                e.update_cycle.label()
-            })
-            .to_string(),
+            shown(en, e.update_cycle.key(), e.update_cycle.label()).to_string(),
         ),
         (lang.t("发布日期", "Published"), e.publish_date.clone()),
         (
@@ -604,7 +577,7 @@ pub(crate) async fn entry(
                     format!("{} ({})", i.data_type.label(), i.data_type.key())
                 },
                 length: i.length.map_or_else(|| "—".into(), |l| l.to_string()),
-                share: if en { s.key() } else { s.label() },
+                share: shown(en, s.key(), s.label()),
                 share_class: format::share_class(s),
             }
         })
@@ -642,17 +615,9 @@ pub(crate) async fn entry(
         title: e.title.clone(),
         code: e.code.to_string(),
         provider_code: e.provider_code.to_string(),
-        share: if en {
-            e.share_type.key()
-        } else {
-            e.share_type.label()
-        },
+        share: shown(en, e.share_type.key(), e.share_type.label()),
         share_class: format::share_class(e.share_type),
-        open: if en {
-            e.open_type.key()
-        } else {
-            e.open_type.label()
-        },
+        open: shown(en, e.open_type.key(), e.open_type.label()),
         open_class: format::open_class(e.open_type),
         withdrawn: r.withdrawn.clone(),
         fields,

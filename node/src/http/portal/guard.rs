@@ -85,28 +85,26 @@ pub(super) fn scoped(headers: &HeaderMap, name: &str) -> String {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The values of the cookies named `name` in the request's `Cookie` headers, in order.
+fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &'a str) -> Option<&'a str> {
+    cookies(headers, name).next()
 }
 
 /// How many cookies named `name` the request carries.
 fn cookies_named(headers: &HeaderMap, name: &str) -> usize {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .filter(|(k, _)| *k == name)
-        .count()
+    cookies(headers, name).count()
 }
 
 /// Whether a POST comes from this portal's own pages: an `Origin` (or, without one, a
