@@ -340,8 +340,17 @@ impl Config {
                 ));
             }
         }
-        self.api_addr()?;
-        self.portal_addr()?;
+        // Port 0 picks a free port for each, so only a fixed port can clash.
+        let api = self.api_addr()?;
+        if self.portal_addr()? == Some(api) && api.port() != 0 {
+            return Err((
+                "portal.listen",
+                format!(
+                    "{} is also api.listen; give the portal its own port (e.g. 127.0.0.1:7420)",
+                    self.portal.listen
+                ),
+            ));
+        }
         if self.log.max_file_mib == 0 || self.log.max_file_mib > 4096 {
             return Err((
                 "log.max_file_mib",
@@ -439,7 +448,7 @@ impl Config {
         if self.portal.listen.trim() == "off" {
             return Ok(None);
         }
-        loopback("portal.listen", &self.portal.listen, "127.0.0.1:7420", "the portal (it has no TLS yet: to reach it from other machines, put a TLS reverse proxy on this host in front of it)").map(Some)
+        loopback("portal.listen", &self.portal.listen, "127.0.0.1:7420", "the portal (it has no TLS and no public-origin setting yet, so it is reached from a browser on this machine only)").map(Some)
     }
 }
 

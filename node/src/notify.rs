@@ -285,7 +285,13 @@ pub async fn run(state: Arc<NodeState>, shutdown: CancellationToken) {
             return;
         }
     };
-    info!(webhook = %url, "notifications go to the webhook");
+    // The host only: a gateway's URL usually carries its key in the path or query.
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split(['/', '?']).next())
+        .unwrap_or("?");
+    info!(webhook_host = %host, "notifications go to the webhook");
     let queue: Arc<std::sync::Mutex<VecDeque<Notification>>> = Arc::default();
     let ready = Arc::new(tokio::sync::Notify::new());
     let sender = {

@@ -129,7 +129,12 @@ pub(super) async fn start_pull(
 fn own_grant(ctx: &Ctx, account: &str, req: &mut PullRequest) -> Result<(), Fail> {
     req.own_grant_only = true;
     if req.token.is_some() {
-        return Ok(());
+        // A token in hand may be anyone's (a colleague's, the department's): a person pulls
+        // under their own application, named or found here.
+        return Err(fail(
+            StatusCode::FORBIDDEN,
+            "a person cannot present a grant token; pull under your own application (omit token, or name it with grant)",
+        ));
     }
     let me = ctx.state.id();
     let theirs = |r: &crate::applications::AppRecord| {

@@ -43,7 +43,7 @@ pub(crate) fn awaiting(ctx: &Ctx) -> Vec<AppView> {
 }
 
 /// A table row for `v`.
-pub(crate) fn row(_ctx: &Ctx, v: AppView, lang: Lang) -> Row {
+pub(crate) fn row(v: AppView, lang: Lang) -> Row {
     let (deadline, overdue) = match &v.deadline {
         Some(d) if d.working_days_left < 0 => {
             (format!("{} ({})", d.due, lang.t("已超期", "overdue")), true)
@@ -86,16 +86,31 @@ pub(crate) fn usable_grants(ctx: &Ctx, viewer: &Viewer, r: &Record) -> Vec<(Stri
     let Some(p) = viewer.principal.as_ref() else {
         return Vec::new();
     };
+    let Some(account) = viewer.account() else {
+        return Vec::new();
+    };
+    let provider = ctx
+        .state
+        .with_charter(|c| c.and_then(|c| c.member(&r.feed)).map(|m| m.name.clone()));
+    // Only the person's own applications (an approver also sees colleagues'), of this provider.
     api::views(ctx, p, Some("outgoing"))
         .unwrap_or_default()
         .into_iter()
-        .filter(|v| v.state == "granted" && v.code == r.entry.code.as_str())
+        .filter(|v| {
+            v.state == "granted"
+                && v.code == r.entry.code.as_str()
+                && provider.as_ref().is_none_or(|n| *n == v.provider)
+                && v.timeline
+                    .first()
+                    .and_then(|s| s.by.as_ref())
+                    .is_some_and(|by| by.account == account.name)
+        })
         .map(|v| {
             let fields = v.approved_fields.clone().unwrap_or(v.fields.clone());
             let until = v.approved_until.clone().unwrap_or(v.until.clone());
             let label = format!(
                 "{} · {} · {}",
-                &v.id[..8.min(v.id.len())],
+                v.id.get(..8).unwrap_or(&v.id),
                 fields.join("、"),
                 until
             );
@@ -306,7 +321,7 @@ pub(crate) async fn mine(
     });
     show(&ListPage {
         c: Chrome::new(&ctx, &viewer, lang.t("申请", "Applications")),
-        todos: all.into_iter().map(|v| row(&ctx, v, lang)).collect(),
+        todos: all.into_iter().map(|v| row(v, lang)).collect(),
         incoming: false,
     })
 }
@@ -320,7 +335,7 @@ pub(crate) async fn inbox(
     let todos = api::awaiting(&ctx)?;
     show(&ListPage {
         c: Chrome::new(&ctx, &viewer, lang.t("待我审批", "To approve")),
-        todos: todos.into_iter().map(|v| row(&ctx, v, lang)).collect(),
+        todos: todos.into_iter().map(|v| row(v, lang)).collect(),
         incoming: true,
     })
 }
@@ -389,16 +404,22 @@ pub(crate) async fn detail(
                 .map_or_else(String::new, |a| format!("{} ({})", a.name, a.account)),
         })
         .collect();
-    let is_provider = api::awaiting(&ctx)?.iter().any(|a| a.id == v.id);
+    // One read of the record says both whether this node decides it (the provider, once the
+    // hub accepted it) and whether it may revoke it (the provider or the hub).
+    let record = crate::applications::get(&ctx.state, &v.id).map_err(PageError::internal)?;
+    let provider = record
+        .as_ref()
+        .is_some_and(|r| r.app.provider == ctx.state.id());
+    let is_provider = provider
+        && record
+            .as_ref()
+            .is_some_and(|r| r.state == crate::applications::AppState::Accepted);
     let approved = match (&v.approved_fields, &v.approved_until) {
         (Some(f), Some(u)) => format!("{} · {} {u}", f.join("、"), lang.t("至", "until")),
         (Some(f), None) => f.join("、"),
         _ => String::new(),
     };
-    let provider_or_hub = ctx.state.is_hub()
-        || crate::applications::get(&ctx.state, &v.id)
-            .map_err(PageError::internal)?
-            .is_some_and(|r| r.app.provider == ctx.state.id());
+    let provider_or_hub = ctx.state.is_hub() || provider;
     let mine_to_revoke = matches!(v.state.as_str(), "approved" | "granted")
         && viewer.has(Role::Approver)
         && provider_or_hub;
@@ -410,7 +431,7 @@ pub(crate) async fn detail(
     };
     show(&DetailPage {
         c: Chrome::new(&ctx, &viewer, lang.t("申请详情", "Application")),
-        row: row(&ctx, v.clone(), lang),
+        row: row(v.clone(), lang),
         applied: v.fields.clone(),
         steps,
         approved,

@@ -194,7 +194,12 @@ fn card(ctx: &Ctx, r: &Record, words: &[String], en: bool) -> Card {
         summary_html: highlight(&e.summary, words),
         code: e.code.to_string(),
         href: entry_href(r),
-        provider: e.provider_name.clone(),
+        // The charter's name of the signing member: the entry's own provider_name is whatever
+        // its signer wrote.
+        provider: ctx
+            .state
+            .with_charter(|c| c.and_then(|c| c.member(&r.feed)).map(|m| m.name.clone()))
+            .unwrap_or_else(|| e.provider_name.clone()),
         share: shown(en, e.share_type.key(), e.share_type.label()),
         share_class: format::share_class(e.share_type),
         open: shown(en, e.open_type.key(), e.open_type.label()),
@@ -401,7 +406,7 @@ pub(crate) async fn home(
         super::applications::awaiting(&ctx)
             .into_iter()
             .take(10)
-            .map(|v| super::applications::row(&ctx, v, lang))
+            .map(|v| super::applications::row(v, lang))
             .collect()
     } else {
         Vec::new()
