@@ -63,14 +63,23 @@ pub struct PortalConfig {
     /// `portal.addr`). `off` serves no portal.
     #[serde(default = "default_portal")]
     pub listen: String,
+    /// Largest file a cataloguer may upload as a dataset version through the portal, in MiB
+    /// (the CLI's `dataset publish` has no such limit).
+    #[serde(default = "default_max_upload_mib")]
+    pub max_upload_mib: u64,
 }
 
 impl Default for PortalConfig {
     fn default() -> Self {
         Self {
             listen: default_portal(),
+            max_upload_mib: default_max_upload_mib(),
         }
     }
+}
+
+fn default_max_upload_mib() -> u64 {
+    1024
 }
 
 fn default_portal() -> String {

@@ -10,23 +10,19 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
-use huitong_protocol::catalogue::{OpenType, RawEntry, ShareType};
-use huitong_protocol::ValidationErrors;
-use huitong_protocol::{Event, ResourceCode};
+use axum::{Json, Router};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError};
-use crate::catalogue::{self, Filter};
+use crate::catalogue;
 use crate::feeds::{AppendError, Feeds};
 use crate::link::Transport;
 use crate::net::{Client, Command};
 use crate::state::NodeState;
-use authz::Principal;
 
 /// Largest request body.
 const MAX_BODY: usize = 1024 * 1024;
@@ -37,6 +33,7 @@ mod applications;
 mod audit;
 pub mod authz;
 mod datasets;
+mod entries;
 mod metrics;
 pub(crate) mod paths;
 mod people;
@@ -131,12 +128,15 @@ pub async fn serve(
         .route("/api/v1/audit/transfers", get(audit::transfers))
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/backup", post(stage_backup))
-        .route("/api/v1/catalogue", get(list).post(publish))
+        .route(
+            "/api/v1/catalogue",
+            get(entries::list).post(entries::publish),
+        )
         .route(
             "/api/v1/catalogue/batch",
-            post(publish_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
+            post(entries::publish_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
         )
-        .route("/api/v1/catalogue/withdraw", post(withdraw))
+        .route("/api/v1/catalogue/withdraw", post(entries::withdraw))
         .route("/api/v1/charter", get(charter).post(submit_charter))
         .route("/api/v1/datasets", post(datasets::publish))
         .route("/api/v1/datasets/versions", get(datasets::versions))
@@ -363,41 +363,6 @@ async fn peers(State(ctx): State<Ctx>) -> Res<Vec<crate::net::PeerInfo>> {
     Ok(Json(ctx.net.peers().await))
 }
 
-fn filter(q: &api::Query) -> Result<Filter, Fail> {
-    let bad = |what: &str, v: &str, expected: String| {
-        fail(
-            StatusCode::BAD_REQUEST,
-            format!("unknown {what} {v:?}; expected one of {expected}"),
-        )
-    };
-    Ok(Filter {
-        provider: q.provider.clone().filter(|s| !s.is_empty()),
-        classification: q.classification.clone().filter(|s| !s.is_empty()),
-        share_type: q
-            .share_type
-            .as_deref()
-            .map(|s| ShareType::parse(s).ok_or_else(|| bad("share type", s, ShareType::expected())))
-            .transpose()?,
-        open_type: q
-            .open_type
-            .as_deref()
-            .map(|s| OpenType::parse(s).ok_or_else(|| bad("open type", s, OpenType::expected())))
-            .transpose()?,
-        include_withdrawn: q.code.is_some(),
-    })
-}
-
-async fn list(State(ctx): State<Ctx>, Query(q): Query<api::Query>) -> Res<api::Records> {
-    let f = filter(&q)?;
-    let store = &ctx.state.store;
-    let records = match (&q.code, &q.q) {
-        (Some(code), _) => catalogue::get(store, code).map_err(internal)?,
-        (None, Some(text)) => catalogue::search(store, text, &f).map_err(internal)?,
-        (None, None) => catalogue::list(store, &f).map_err(internal)?,
-    };
-    Ok(Json(api::Records { records }))
-}
-
 fn append_error(e: AppendError) -> Fail {
     match e {
         AppendError::Store(e) => internal(e),
@@ -405,130 +370,6 @@ fn append_error(e: AppendError) -> Fail {
         AppendError::Unknown(_) => fail(StatusCode::NOT_FOUND, e),
         other => fail(StatusCode::FORBIDDEN, other),
     }
-}
-
-async fn publish(
-    State(ctx): State<Ctx>,
-    Extension(who): Extension<Principal>,
-    Json(raw): Json<RawEntry>,
-) -> Res<api::Published> {
-    let entry = raw.validate().map_err(|errors| {
-        Fail(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError {
-                error: format!("the entry has {}; nothing was stored", errors.summary()),
-                details: errors.0,
-            },
-        )
-    })?;
-    let code = entry.code.to_string();
-    let sealed = ctx
-        .feeds
-        .append_as(
-            who.actor().as_ref(),
-            huitong_protocol::Event::CataloguePublished(entry),
-        )
-        .map_err(append_error)?;
-    let event = match sealed.entry.event {
-        Event::CatalogueUpdated(_) => "updated",
-        _ => "published",
-    };
-    let seq = sealed.entry.seq;
-    ctx.net.publish(&sealed).await;
-    Ok(Json(api::Published {
-        code,
-        event: event.into(),
-        seq,
-    }))
-}
-
-async fn publish_batch(
-    State(ctx): State<Ctx>,
-    Extension(who): Extension<Principal>,
-    Json(b): Json<api::Batch>,
-) -> Res<api::BatchPublished> {
-    if b.entries.len() > api::MAX_BATCH {
-        return Err(fail(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{} entries in one batch; send at most {}",
-                b.entries.len(),
-                api::MAX_BATCH
-            ),
-        ));
-    }
-    let mut events = Vec::with_capacity(b.entries.len());
-    let mut problems = ValidationErrors::default();
-    for (i, raw) in b.entries.iter().enumerate() {
-        match raw.validate() {
-            Ok(e) => events.push(Event::CataloguePublished(e)),
-            Err(errors) => problems.0.extend(errors.0.into_iter().map(|mut e| {
-                e.path = format!("[{i}].{}", e.path);
-                e
-            })),
-        }
-    }
-    if !problems.0.is_empty() {
-        return Err(Fail(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError {
-                error: format!("{} in the batch; nothing was stored", problems.summary()),
-                details: problems.0,
-            },
-        ));
-    }
-    let feeds = ctx.feeds.clone();
-    let by = who.actor();
-    let sealed = tokio::task::spawn_blocking(move || feeds.append_many_as(by.as_ref(), events))
-        .await
-        .map_err(internal)?
-        .map_err(append_error)?;
-    let updated = sealed
-        .iter()
-        .filter(|v| matches!(v.entry.event, Event::CatalogueUpdated(_)))
-        .count();
-    let last_seq = sealed.last().map_or(0, |v| v.entry.seq);
-    let published = sealed.len() - updated;
-    for v in sealed {
-        ctx.net.publish(&v).await;
-    }
-    Ok(Json(api::BatchPublished {
-        published,
-        updated,
-        last_seq,
-    }))
-}
-
-async fn withdraw(
-    State(ctx): State<Ctx>,
-    Extension(who): Extension<Principal>,
-    Json(w): Json<api::Withdraw>,
-) -> Res<api::Published> {
-    let code = ResourceCode::parse(&w.code)
-        .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("code: {e}")))?;
-    if w.reason.trim().is_empty() {
-        return Err(fail(
-            StatusCode::BAD_REQUEST,
-            "reason: give the reason for withdrawing (下架原因)",
-        ));
-    }
-    let sealed = ctx
-        .feeds
-        .append_as(
-            who.actor().as_ref(),
-            Event::CatalogueWithdrawn {
-                code,
-                reason: w.reason.trim().to_owned(),
-            },
-        )
-        .map_err(append_error)?;
-    let seq = sealed.entry.seq;
-    ctx.net.publish(&sealed).await;
-    Ok(Json(api::Published {
-        code: w.code,
-        event: "withdrawn".into(),
-        seq,
-    }))
 }
 
 async fn charter(State(ctx): State<Ctx>) -> Res<api::CharterView> {

@@ -159,6 +159,54 @@ impl Browser {
         Ok(())
     }
 
+    /// Puts the file at `path` into the file input with CSS selector `css`.
+    pub async fn attach(&self, css: &str, path: &Path) -> anyhow::Result<()> {
+        let e = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .map_err(|e| anyhow!("no file input {css}: {e}"))?;
+        e.send_keys(&path.display().to_string()).await?;
+        Ok(())
+    }
+
+    /// Picks the option with `value` in the select list with CSS selector `css`.
+    pub async fn select(&self, css: &str, value: &str) -> anyhow::Result<()> {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .map_err(|e| anyhow!("no select list {css}: {e}"))?
+            .select_by_value(value)
+            .await
+            .map_err(|e| anyhow!("{css} has no option {value:?}: {e}"))?;
+        Ok(())
+    }
+
+    /// Accepts the confirmation dialog a destructive action opens, waiting for it to appear.
+    pub async fn accept_dialog(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + PAGE_WAIT;
+        loop {
+            match self.client.accept_alert().await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    anyhow::bail!("no confirmation dialog appeared: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// The text of the element with CSS selector `css`.
+    pub async fn text_of(&self, css: &str) -> anyhow::Result<String> {
+        Ok(self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .map_err(|e| anyhow!("nothing at {css}: {e}"))?
+            .text()
+            .await?)
+    }
+
     /// Clicks the element with CSS selector `css`.
     pub async fn click(&self, css: &str) -> anyhow::Result<()> {
         self.client

@@ -4,7 +4,8 @@
 //! pulls the granted columns, watches the pull finish, sees the receipt and downloads the file;
 //! the hub's auditor finds the receipt, naming the person, and the application's records. A
 //! wrong role is refused in the page (the provider's auditor cannot open the approver's inbox)
-//! and on the API (the data user cannot publish). Screenshots of every page go to
+//! and on the API (the data user cannot publish). The hub's statistics count the pull and the
+//! application, and export the table as CSV. Screenshots of every page go to
 //! `$HUITONG_SCREENSHOTS` when it is set.
 
 use std::time::{Duration, Instant};
@@ -199,6 +200,44 @@ fn apply_approve_pull_download_and_audit_in_the_browser() -> anyhow::Result<()> 
             .await?;
         hub_auditor.wait_text("下载证明", true).await?;
         hub_auditor.shot("14-audit-record").await?;
+        // The hub's statistics cover the federation: the pull and the application counted,
+        // the table exported as CSV.
+        hub_auditor.open(&format!("{hub_url}/statistics")).await?;
+        hub_auditor.wait_text("统计覆盖全网", false).await?;
+        let resources = hub_auditor.text_of("#table-resources").await?;
+        assert!(resources.contains("301001/000061"), "{resources}");
+        assert!(resources.contains("交换测试表61"), "{resources}");
+        let states = hub_auditor.text_of("#table-applications").await?;
+        assert!(states.contains("已授权"), "{states}");
+        hub_auditor.shot("15-statistics").await?;
+        hub_auditor
+            .click("#table-resources a[href*='format=csv']")
+            .await?;
+        let deadline = Instant::now() + PAGE_WAIT;
+        let csv = loop {
+            let found = std::fs::read_dir(downloads.path())?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("huitong-resources-"))
+                        && p.extension().is_some_and(|x| x == "csv")
+                });
+            if let Some(p) = found {
+                break p;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no statistics export");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let text = std::fs::read_to_string(&csv)?;
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("301001/000061,"))
+            .unwrap_or_default();
+        // Code, title, provider, pulls 1, bytes, consumers 1, applications 1.
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells.len(), 7, "{text}");
+        assert_eq!((cells[3], cells[5], cells[6]), ("1", "1", "1"), "{text}");
         hub_auditor.client.clone().close().await?;
         user.client.clone().close().await?;
         anyhow::Ok(())

@@ -101,7 +101,9 @@ fn every_page_checks_its_role_and_forms_are_protected() -> anyhow::Result<()> {
         }
         let url = format!(
             "{base}{}",
-            path.replace("{id}", "7").replace("{file}", "portal.css")
+            path.replace("{id}", "7")
+                .replace("{file}", "portal.css")
+                .replace("{account}", "nobody")
         );
         for role in roles {
             let (_, _, (token, csrf)) = &sessions[role];
@@ -180,6 +182,81 @@ fn every_page_checks_its_role_and_forms_are_protected() -> anyhow::Result<()> {
         .body(format!("{{\"csrf\":\"{csrf}\"}}"))
         .send()?;
     assert_eq!(r.status().as_u16(), 415);
+
+    // Uploads are multipart, streamed: the session's token must be the first part, so nothing
+    // is read from a forged upload; a form-encoded upload is refused.
+    let (_, _, (ctoken, ccsrf)) = &sessions["cataloguer"];
+    let ccookie = format!("{cookie_name}={ctoken}");
+    let upload = |parts: &[(&str, Option<&str>, &str)]| -> anyhow::Result<(u16, String)> {
+        let boundary = "----huitong-test-boundary";
+        let mut body = String::new();
+        for (name, file, value) in parts {
+            body.push_str(&format!("--{boundary}\r\n"));
+            match file {
+                Some(f) => body.push_str(&format!(
+                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: text/csv\r\n\r\n"
+                )),
+                None => body.push_str(&format!(
+                    "Content-Disposition: form-data; name=\"{name}\"\r\n\r\n"
+                )),
+            }
+            body.push_str(value);
+            body.push_str("\r\n");
+        }
+        body.push_str(&format!("--{boundary}--\r\n"));
+        let r = c
+            .post(format!("{base}/upload"))
+            .header("cookie", &ccookie)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()?;
+        Ok((r.status().as_u16(), r.text()?))
+    };
+    let csv = Some("t.csv");
+    for parts in [
+        vec![
+            ("csrf", None, "wrong"),
+            ("code", None, "301001/000001"),
+            ("file", csv, "a\n"),
+        ],
+        vec![
+            ("code", None, "301001/000001"),
+            ("csrf", None, ccsrf.as_str()),
+            ("file", csv, "a\n"),
+        ],
+        vec![("file", csv, "a\n"), ("csrf", None, ccsrf.as_str())],
+    ] {
+        let (status, body) = upload(&parts)?;
+        assert_eq!(status, 403, "{parts:?}: {body}");
+        assert!(body.contains("表单已过期或来自其他网站"), "{body}");
+    }
+    // The right token passes; an entry that is not this node's is refused by name, and no file
+    // is stored for it.
+    let (status, body) = upload(&[
+        ("csrf", None, ccsrf.as_str()),
+        ("code", None, "301001/000999"),
+        ("file", csv, "a\n"),
+    ])?;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("301001/000999"), "{body}");
+    let exchange = net.nodes[node].dir.join("exchange").join("user1");
+    let left = std::fs::read_dir(&exchange).map_or(0, |d| d.count());
+    assert_eq!(
+        left,
+        0,
+        "a refused upload left a file in {}",
+        exchange.display()
+    );
+    let r = c
+        .post(format!("{base}/upload"))
+        .header("cookie", &ccookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={ccsrf}&code=301001%2F000001"))
+        .send()?;
+    assert_eq!(r.status().as_u16(), 415, "{}", r.text()?);
 
     // Session fixation: a session planted in the browser before sign-in ends at sign-in, and
     // the signed-in browser gets a new token.

@@ -15,7 +15,8 @@ use crate::dataset::publish::{self, PublishError, PublishReport, PublishRequest}
 use crate::dataset::records;
 use crate::transfer::pull::{self, JobView, PullRequest, StartError};
 
-fn publish_error(e: PublishError) -> Fail {
+/// The API's answer to a failed publish.
+pub(crate) fn publish_error(e: PublishError) -> Fail {
     match e {
         PublishError::UnknownCode(_) => fail(StatusCode::NOT_FOUND, e),
         PublishError::Rejected { ref first, .. } => Fail(
@@ -45,9 +46,24 @@ fn publish_error(e: PublishError) -> Fail {
 pub(super) async fn publish(
     State(ctx): State<Ctx>,
     Extension(who): Extension<Principal>,
-    Json(mut req): Json<PublishRequest>,
+    Json(req): Json<PublishRequest>,
 ) -> Res<PublishReport> {
-    req.path = super::paths::for_principal(&ctx, &who, &req.path)?;
+    publish_version(&ctx, &who, req)
+        .await?
+        .map(Json)
+        .map_err(publish_error)
+}
+
+/// Publishes a dataset version as `who` (a person names a file of their own directory of the
+/// exchange directory) and announces it. The outer error is the request's (a path the person
+/// may not name); the inner one the publish's own, for the caller to present (the portal shows
+/// the refused cells as a table).
+pub(crate) async fn publish_version(
+    ctx: &Ctx,
+    who: &Principal,
+    mut req: PublishRequest,
+) -> Result<Result<PublishReport, PublishError>, Fail> {
+    req.path = super::paths::for_principal(ctx, who, &req.path)?;
     if !req.path.is_absolute() {
         return Err(fail(
             StatusCode::BAD_REQUEST,
@@ -56,13 +72,17 @@ pub(super) async fn publish(
     }
     let feeds = ctx.feeds.clone();
     let by = who.actor();
-    let (report, entry) =
+    let published =
         tokio::task::spawn_blocking(move || publish::publish(&feeds, &req, by.as_ref()))
             .await
-            .map_err(internal)?
-            .map_err(publish_error)?;
-    ctx.net.publish(&entry).await;
-    Ok(Json(report))
+            .map_err(internal)?;
+    Ok(match published {
+        Ok((report, entry)) => {
+            ctx.net.publish(&entry).await;
+            Ok(report)
+        }
+        Err(e) => Err(e),
+    })
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@
 //! the node, owned by the node's user and open to nobody else (0700), so no other user of the
 //! host can put a link or a FIFO there, or swap a directory in, between the check here and the
 //! node's later opening, writing and renaming; and one person's files are not another's.
-//! Files reach it by the person's pulls now, and by uploads through the portal.
+//! Files reach it by the person's pulls, and by uploads through the portal (removed once published).
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

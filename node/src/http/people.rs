@@ -263,29 +263,54 @@ pub(super) async fn change_own_password(
     Extension(p): Extension<Principal>,
     Json(req): Json<ChangePassword>,
 ) -> Response {
-    let Principal::Person { account, .. } = &p else {
-        return fail(
+    match own_password(&ctx, from, &p, req).await {
+        Ok(changed) => Json(changed).into_response(),
+        Err(Refused::Wait(wait)) => too_many(wait),
+        Err(Refused::Fail(f)) => f.into_response(),
+    }
+}
+
+/// Why a person's own password change was refused.
+pub(crate) enum Refused {
+    /// Too many wrong passwords: try again after this long.
+    Wait(std::time::Duration),
+    /// Any other refusal.
+    Fail(Fail),
+}
+
+/// Changes the signed-in person's own password after checking the current one (throttled
+/// like sign-in, from `from`); their sessions end.
+pub(crate) async fn own_password(
+    ctx: &Ctx,
+    from: SocketAddr,
+    p: &Principal,
+    req: ChangePassword,
+) -> Result<UserChanged, Refused> {
+    let Principal::Person { account, .. } = p else {
+        return Err(Refused::Fail(fail(
             StatusCode::BAD_REQUEST,
             "the node's admin token has no password; set a person's with POST /api/v1/users/{account}/password",
-        )
-        .into_response();
+        )));
     };
     let people = &ctx.people;
-    if let Err(wait) = people.throttle.check(&account.name, from.ip()) {
-        return too_many(wait);
-    }
+    people
+        .throttle
+        .check(&account.name, from.ip())
+        .map_err(Refused::Wait)?;
     match check_password(people, &account.name, req.old).await {
         Ok(Some(_)) => people.throttle.succeeded(&account.name),
         Ok(None) => {
             people.throttle.failed(&account.name, from.ip());
-            return fail(StatusCode::FORBIDDEN, "the current password is wrong").into_response();
+            return Err(Refused::Fail(fail(
+                StatusCode::FORBIDDEN,
+                "the current password is wrong",
+            )));
         }
-        Err(f) => return f.into_response(),
+        Err(f) => return Err(Refused::Fail(f)),
     }
-    match set_password(&ctx, &p, account.name.clone(), Some(req.new)).await {
-        Ok(changed) => changed.into_response(),
-        Err(f) => f.into_response(),
-    }
+    set_password(ctx, p, account.name.clone(), Some(req.new))
+        .await
+        .map_err(Refused::Fail)
 }
 
 fn view(ctx: &Ctx, a: &Account) -> UserView {
@@ -293,12 +318,17 @@ fn view(ctx: &Ctx, a: &Account) -> UserView {
 }
 
 pub(super) async fn list_users(State(ctx): State<Ctx>) -> Res<Vec<UserView>> {
+    users(&ctx).await.map(Json)
+}
+
+/// Every account of the node.
+pub(crate) async fn users(ctx: &Ctx) -> Result<Vec<UserView>, Fail> {
     let accounts = ctx.people.accounts.clone();
     let all = tokio::task::spawn_blocking(move || accounts.list())
         .await
         .map_err(internal)?
         .map_err(internal)?;
-    Ok(Json(all.iter().map(|a| view(&ctx, a)).collect()))
+    Ok(all.iter().map(|a| view(ctx, a)).collect())
 }
 
 pub(super) async fn add_user(
@@ -306,6 +336,15 @@ pub(super) async fn add_user(
     Extension(p): Extension<Principal>,
     Json(req): Json<NewUser>,
 ) -> Res<UserChanged> {
+    create_user(&ctx, &p, req).await.map(Json)
+}
+
+/// Creates an account (with a generated password when none is given, answered once).
+pub(crate) async fn create_user(
+    ctx: &Ctx,
+    p: &Principal,
+    req: NewUser,
+) -> Result<UserChanged, Fail> {
     let generated = req.password.is_none().then(password::generate);
     let new = NewAccount {
         name: req.account.trim().to_string(),
@@ -322,12 +361,12 @@ pub(super) async fn add_user(
         .hashing(move || accounts.add(new))
         .await?
         .map_err(account_error)?;
-    tracing::info!(target: "huitong::audit", account = %account.name, roles = ?account.roles, by = %by(&p), "account created");
-    Ok(Json(UserChanged {
-        user: view(&ctx, &account),
+    tracing::info!(target: "huitong::audit", account = %account.name, roles = ?account.roles, by = %by(p), "account created");
+    Ok(UserChanged {
+        user: view(ctx, &account),
         generated_password: generated,
         sessions_ended: 0,
-    }))
+    })
 }
 
 /// Sets `name`'s password (generated when `clear` is `None`) and ends its sessions.
@@ -336,7 +375,7 @@ async fn set_password(
     p: &Principal,
     name: String,
     clear: Option<String>,
-) -> Res<UserChanged> {
+) -> Result<UserChanged, Fail> {
     let generated = clear.is_none().then(password::generate);
     let clear = clear.or_else(|| generated.clone()).unwrap_or_default();
     let accounts = ctx.people.accounts.clone();
@@ -355,16 +394,16 @@ fn changed(
     what: &'static str,
     account: &Account,
     generated_password: Option<String>,
-) -> Json<UserChanged> {
+) -> UserChanged {
     let ended = ctx.people.sessions.end_all(&account.name);
     // An administrator's reset or enabling also lifts a sign-in lock someone caused by guessing.
     ctx.people.throttle.succeeded(&account.name);
     tracing::info!(target: "huitong::audit", account = %account.name, roles = ?account.roles, disabled = account.disabled, by = %by(p), "account {what}");
-    Json(UserChanged {
+    UserChanged {
         user: view(ctx, account),
         generated_password,
         sessions_ended: ended,
-    })
+    }
 }
 
 pub(super) async fn reset_password(
@@ -374,8 +413,18 @@ pub(super) async fn reset_password(
     body: Option<Json<SetPassword>>,
 ) -> Res<UserChanged> {
     let SetPassword { password } = body.map(|Json(b)| b).unwrap_or_default();
-    not_self(&p, &name)?;
-    set_password(&ctx, &p, name, password).await
+    reset(&ctx, &p, name, password).await.map(Json)
+}
+
+/// Sets another person's password (generated when `password` is `None`, answered once).
+pub(crate) async fn reset(
+    ctx: &Ctx,
+    p: &Principal,
+    name: String,
+    password: Option<String>,
+) -> Result<UserChanged, Fail> {
+    not_self(p, &name)?;
+    set_password(ctx, p, name, password).await
 }
 
 /// Refuses an administrator's change to their own account (roles, disabling, a password
@@ -397,7 +446,7 @@ async fn change(
     what: &'static str,
     name: &str,
     f: impl FnOnce(&Accounts) -> Result<Account, AccountError> + Send + 'static,
-) -> Res<UserChanged> {
+) -> Result<UserChanged, Fail> {
     not_self(p, name)?;
     let accounts = ctx.people.accounts.clone();
     let account = tokio::task::spawn_blocking(move || f(&accounts))
@@ -413,8 +462,18 @@ pub(super) async fn set_roles(
     Path(name): Path<String>,
     Json(req): Json<SetRoles>,
 ) -> Res<UserChanged> {
-    change(&ctx, &p, "roles changed", &name.clone(), move |a| {
-        a.set_roles(&name, req.roles)
+    roles(&ctx, &p, name, req.roles).await.map(Json)
+}
+
+/// Sets another person's roles; their sessions end.
+pub(crate) async fn roles(
+    ctx: &Ctx,
+    p: &Principal,
+    name: String,
+    roles: Vec<crate::accounts::Role>,
+) -> Result<UserChanged, Fail> {
+    change(ctx, p, "roles changed", &name.clone(), move |a| {
+        a.set_roles(&name, roles)
     })
     .await
 }
@@ -424,10 +483,7 @@ pub(super) async fn disable(
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Res<UserChanged> {
-    change(&ctx, &p, "disabled", &name.clone(), move |a| {
-        a.set_disabled(&name, true)
-    })
-    .await
+    disabled(&ctx, &p, name, true).await.map(Json)
 }
 
 pub(super) async fn enable(
@@ -435,8 +491,19 @@ pub(super) async fn enable(
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Res<UserChanged> {
-    change(&ctx, &p, "enabled", &name.clone(), move |a| {
-        a.set_disabled(&name, false)
+    disabled(&ctx, &p, name, false).await.map(Json)
+}
+
+/// Disables (or enables again) another person's account; their sessions end.
+pub(crate) async fn disabled(
+    ctx: &Ctx,
+    p: &Principal,
+    name: String,
+    disabled: bool,
+) -> Result<UserChanged, Fail> {
+    let what = if disabled { "disabled" } else { "enabled" };
+    change(ctx, p, what, &name.clone(), move |a| {
+        a.set_disabled(&name, disabled)
     })
     .await
 }

@@ -14,6 +14,7 @@
 //! Layering: a child of `http` (its context, its handlers and its access rules); nothing below
 //! names it.
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -25,16 +26,21 @@ mod applications;
 mod assets;
 mod audit;
 mod catalogue;
+mod cataloguing;
+mod entry_form;
 mod form;
 mod format;
 mod guard;
 mod page;
+mod people;
 mod pulls;
 mod session;
+mod statistics;
+mod upload;
 
 pub(super) use guard::guard;
 
-use Role::{Approver, Auditor, DataUser};
+use Role::{Admin, Approver, Auditor, Cataloguer, DataUser};
 
 /// Every page with what it needs: method, path as routed, need.
 pub const PAGES: &[(&str, &str, Need)] = &[
@@ -46,6 +52,27 @@ pub const PAGES: &[(&str, &str, Need)] = &[
     ("GET", "/", Need::SignedIn),
     ("GET", "/catalogue", Need::SignedIn),
     ("GET", "/entry", Need::SignedIn),
+    ("GET", "/me", Need::SignedIn),
+    ("POST", "/me/password", Need::SignedIn),
+    // The auditor reads who holds which role; only the administrator changes it.
+    ("GET", "/people", Need::AnyOf(&[Admin, Auditor])),
+    ("POST", "/people", Need::AnyOf(&[Admin])),
+    ("GET", "/people/{account}", Need::AnyOf(&[Admin])),
+    ("POST", "/people/{account}/roles", Need::AnyOf(&[Admin])),
+    ("POST", "/people/{account}/password", Need::AnyOf(&[Admin])),
+    ("POST", "/people/{account}/disable", Need::AnyOf(&[Admin])),
+    ("POST", "/people/{account}/enable", Need::AnyOf(&[Admin])),
+    // Counts only (no purposes, no persons): anyone signed in.
+    ("GET", "/statistics", Need::SignedIn),
+    ("GET", "/statistics/export", Need::SignedIn),
+    ("GET", "/cataloguing", Need::AnyOf(&[Cataloguer])),
+    ("GET", "/catalogue/new", Need::AnyOf(&[Cataloguer])),
+    ("GET", "/catalogue/edit", Need::AnyOf(&[Cataloguer])),
+    ("POST", "/catalogue/save", Need::AnyOf(&[Cataloguer])),
+    ("POST", "/catalogue/withdraw", Need::AnyOf(&[Cataloguer])),
+    ("GET", "/upload", Need::AnyOf(&[Cataloguer])),
+    ("POST", "/upload", Need::AnyOf(&[Cataloguer])),
+    ("GET", "/upload/report", Need::AnyOf(&[Cataloguer])),
     ("GET", "/apply", Need::AnyOf(&[DataUser])),
     ("POST", "/apply", Need::AnyOf(&[DataUser])),
     (
@@ -83,6 +110,10 @@ pub const PAGES: &[(&str, &str, Need)] = &[
     ("GET", "/audit/proof", Need::AnyOf(&[Auditor])),
 ];
 
+/// The pages that take an upload (`multipart/form-data`, streamed to the handler, which checks
+/// the CSRF token in its first part) instead of a form.
+pub const UPLOADS: &[&str] = &["/upload"];
+
 /// Adds the portal's headers to every answer that has none of its own (see
 /// [`page::with_headers`]).
 pub(super) async fn headers(r: axum::response::Response) -> axum::response::Response {
@@ -113,6 +144,38 @@ pub(super) fn router(ctx: Ctx) -> Router {
         .route("/", get(catalogue::home))
         .route("/catalogue", get(catalogue::search))
         .route("/entry", get(catalogue::entry))
+        .route("/me", get(people::me))
+        .route("/me/password", post(people::change_password))
+        .route("/people", get(people::list).post(people::create))
+        .route("/people/{account}", get(people::person))
+        .route("/people/{account}/roles", post(people::set_roles))
+        .route("/people/{account}/password", post(people::reset_password))
+        .route("/people/{account}/disable", post(people::disable))
+        .route("/people/{account}/enable", post(people::enable))
+        .route("/statistics", get(statistics::page))
+        .route("/statistics/export", get(statistics::download))
+        .route("/cataloguing", get(cataloguing::list))
+        .route("/catalogue/new", get(cataloguing::new_entry))
+        .route("/catalogue/edit", get(cataloguing::edit_entry))
+        .route("/catalogue/save", post(cataloguing::save))
+        .route("/catalogue/withdraw", post(cataloguing::withdraw))
+        .route(
+            "/upload",
+            get(upload::form)
+                .post(upload::receive)
+                .layer(DefaultBodyLimit::max(
+                    usize::try_from(
+                        ctx.state
+                            .config
+                            .portal
+                            .max_upload_mib
+                            .saturating_add(1)
+                            .saturating_mul(1 << 20),
+                    )
+                    .unwrap_or(usize::MAX),
+                )),
+        )
+        .route("/upload/report", get(upload::report))
         .route(
             "/apply",
             get(applications::apply_form).post(applications::apply),
@@ -154,7 +217,7 @@ mod tests {
             if *m == "POST" {
                 assert!(!roles.contains(&Auditor), "the auditor may {m} {p}");
             }
-            assert!(!roles.contains(&Role::Admin) || !p.contains("approve"));
+            assert!(!roles.contains(&Admin) || !p.contains("approve"));
         }
     }
 }

@@ -432,6 +432,9 @@ pub(crate) struct Which {
     code: String,
     #[serde(default)]
     provider: String,
+    /// What the cataloguer just did (`published`, `updated`, `withdrawn`), to confirm it.
+    #[serde(default)]
+    done: String,
 }
 
 /// A row of the 信息项 table.
@@ -475,6 +478,10 @@ struct EntryPage {
     can_apply: bool,
     can_pull: bool,
     grants: Vec<(String, String)>,
+    /// This node's entry, seen by a cataloguer: edit, upload and withdraw are offered.
+    can_edit: bool,
+    /// The confirmation of what the cataloguer just did.
+    done: Option<&'static str>,
 }
 
 /// `GET /entry?code=…&provider=…`.
@@ -614,6 +621,12 @@ pub(crate) async fn entry(
                 .to_string()
         });
     let grants = super::applications::usable_grants(&ctx, &viewer, &r);
+    let done = match w.done.as_str() {
+        "published" => Some(lang.t("目录已发布。", "The entry was published.")),
+        "updated" => Some(lang.t("目录已更新。", "The entry was updated.")),
+        "withdrawn" => Some(lang.t("目录已下架。", "The entry was withdrawn.")),
+        _ => None,
+    };
     let has_data = r.dataset.is_some() && r.withdrawn.is_none();
     show(&EntryPage {
         c: Chrome::new(&ctx, &viewer, &e.title),
@@ -640,6 +653,10 @@ pub(crate) async fn entry(
             && has_data
             && (e.share_type == ShareType::Unconditional || !grants.is_empty()),
         grants,
+        can_edit: viewer.has(crate::accounts::Role::Cataloguer)
+            && r.feed == ctx.state.id()
+            && r.withdrawn.is_none(),
+        done,
     })
 }
 

@@ -24,6 +24,14 @@ impl Form {
             .map_or("", |(_, v)| v.trim())
     }
 
+    /// The first value of `key` exactly as sent ("" when missing): passwords are not trimmed.
+    pub(crate) fn raw(&self, key: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
     /// Every non-empty value of `key`, in order.
     pub(crate) fn all(&self, key: &str) -> Vec<String> {
         self.0

@@ -129,7 +129,7 @@ fn same_site(headers: &HeaderMap) -> bool {
 }
 
 /// Compares without an early exit.
-fn same_token(a: &str, b: &str) -> bool {
+pub(super) fn same_token(a: &str, b: &str) -> bool {
     !a.is_empty()
         && a.len() == b.len()
         && a.bytes()
@@ -217,8 +217,11 @@ pub(crate) async fn guard(
         lang,
         path,
     };
+    let upload = matched
+        .as_ref()
+        .is_some_and(|p| super::UPLOADS.contains(&p.as_str()));
     let req = if req.method() == Method::POST {
-        match checked_form(&viewer, need, req).await {
+        match checked_form(&viewer, need, upload, req).await {
             Ok(req) => req,
             Err(e) => return e.into_response(),
         }
@@ -230,11 +233,18 @@ pub(crate) async fn guard(
     next.run(req).await
 }
 
+/// The CSRF token an upload's first part must carry: an upload's body is streamed to its
+/// handler, which checks the token before it reads any file ([`super::upload`]).
+#[derive(Clone, Debug)]
+pub(super) struct UploadToken(pub(super) String);
+
 /// Reads and checks a POST's form: same site, bounded, CSRF token present and right. The form
-/// goes to the handler as a request extension.
+/// goes to the handler as a request extension. An upload page (`upload`) takes
+/// `multipart/form-data` instead, passed on unread with the token it must carry.
 async fn checked_form(
     viewer: &Viewer,
     need: Need,
+    upload: bool,
     req: axum::extract::Request,
 ) -> Result<axum::extract::Request, PageError> {
     let lang = viewer.lang;
@@ -258,12 +268,17 @@ async fn checked_form(
             .unwrap_or_default()
             .to_string(),
     };
-    let is_form = req
+    let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
+        .unwrap_or_default();
+    if upload && content_type.starts_with("multipart/form-data") && !expected.is_empty() {
+        let mut req = req;
+        req.extensions_mut().insert(UploadToken(expected));
+        return Ok(req);
+    }
+    if !content_type.starts_with("application/x-www-form-urlencoded") {
         return Err(PageError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             lang.t(

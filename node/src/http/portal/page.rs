@@ -86,7 +86,7 @@ impl Chrome {
         } else {
             0
         };
-        let items: [(&str, &str, &str, bool, usize); 6] = [
+        let items: [(&str, &str, &str, bool, usize); 9] = [
             ("/", "首页", "Home", viewer.account().is_some(), 0),
             (
                 "/catalogue",
@@ -110,7 +110,28 @@ impl Chrome {
                 pending,
             ),
             ("/pulls", "数据拉取", "Pulls", roles(&[Role::DataUser]), 0),
+            (
+                "/cataloguing",
+                "目录编制",
+                "Cataloguing",
+                roles(&[Role::Cataloguer]),
+                0,
+            ),
             ("/audit", "审计", "Audit", roles(&[Role::Auditor]), 0),
+            (
+                "/statistics",
+                "统计",
+                "Statistics",
+                viewer.account().is_some(),
+                0,
+            ),
+            (
+                "/people",
+                "人员与角色",
+                "People",
+                roles(&[Role::Admin, Role::Auditor]),
+                0,
+            ),
         ];
         let current = viewer.path.split('?').next().unwrap_or("/");
         let nav = items
