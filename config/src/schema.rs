@@ -67,6 +67,18 @@ pub struct PortalConfig {
     /// (the CLI's `dataset publish` has no such limit).
     #[serde(default = "default_max_upload_mib")]
     pub max_upload_mib: u64,
+    /// PEM certificate chain: with `tls_key`, the portal serves HTTPS (needed to listen
+    /// anywhere but loopback).
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert` (keep it 0600).
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The address people open, e.g. `https://portal.haimen.example:7420`: off loopback the
+    /// portal answers only requests naming this host (against DNS rebinding), and forms only
+    /// from this origin.
+    #[serde(default)]
+    pub public_origin: Option<String>,
 }
 
 impl Default for PortalConfig {
@@ -74,6 +86,9 @@ impl Default for PortalConfig {
         Self {
             listen: default_portal(),
             max_upload_mib: default_max_upload_mib(),
+            tls_cert: None,
+            tls_key: None,
+            public_origin: None,
         }
     }
 }
@@ -452,12 +467,63 @@ impl Config {
         )
     }
 
-    /// The portal's socket address (loopback), `None` when `portal.listen = "off"`.
+    /// The portal's socket address, `None` when `portal.listen = "off"`. Off loopback it needs
+    /// TLS (`tls_cert`, `tls_key`) and `public_origin`.
     pub fn portal_addr(&self) -> Result<Option<SocketAddr>, (&'static str, String)> {
-        if self.portal.listen.trim() == "off" {
+        let p = &self.portal;
+        if p.listen.trim() == "off" {
             return Ok(None);
         }
-        loopback("portal.listen", &self.portal.listen, "127.0.0.1:7420", "the portal (it has no TLS and no public-origin setting yet, so it is reached from a browser on this machine only)").map(Some)
+        if p.tls_cert.is_some() != p.tls_key.is_some() {
+            return Err((
+                "portal.tls_cert",
+                "give both portal.tls_cert and portal.tls_key (PEM files), or neither".into(),
+            ));
+        }
+        if let Some(o) = &p.public_origin {
+            self.public_host()?;
+            if !o.starts_with("https://") && p.tls_cert.is_some() {
+                return Err((
+                    "portal.public_origin",
+                    format!("{o:?}: the portal serves HTTPS, so write the origin as https://…"),
+                ));
+            }
+        }
+        let addr: SocketAddr = p.listen.parse().map_err(|_| {
+            (
+                "portal.listen",
+                format!(
+                    "{:?} is not an address; write e.g. \"127.0.0.1:7420\"",
+                    p.listen
+                ),
+            )
+        })?;
+        if !addr.ip().is_loopback() && (p.tls_cert.is_none() || p.public_origin.is_none()) {
+            return Err((
+                "portal.listen",
+                format!("{addr} is not a loopback address: a portal reached from other machines needs HTTPS and its public address; set portal.tls_cert, portal.tls_key and portal.public_origin (e.g. \"https://portal.haimen.example:7420\"), or listen on 127.0.0.1"),
+            ));
+        }
+        Ok(Some(addr))
+    }
+
+    /// The host (and port, if given) of `portal.public_origin`, as browsers send it in `Host`.
+    pub fn public_host(&self) -> Result<Option<String>, (&'static str, String)> {
+        let Some(o) = &self.portal.public_origin else {
+            return Ok(None);
+        };
+        let host = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"))
+            .map(|h| h.trim_end_matches('/'))
+            .filter(|h| !h.is_empty() && !h.contains(['/', '?', '#', '@', ' ']));
+        match host {
+            Some(h) => Ok(Some(h.to_ascii_lowercase())),
+            None => Err((
+                "portal.public_origin",
+                format!("{o:?} is not an origin; write e.g. \"https://portal.haimen.example:7420\" (scheme, host, optional port; no path)"),
+            )),
+        }
     }
 }
 
@@ -543,6 +609,31 @@ org_code = "91350100M000100Y43"
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn a_portal_off_loopback_needs_tls_and_its_public_origin() {
+        let parse = |portal: &str| {
+            Config::parse(
+                &format!("{GOOD}\n[portal]\n{portal}\n"),
+                Path::new("h.toml"),
+            )
+        };
+        let e = parse("listen = \"0.0.0.0:7420\"").unwrap_err();
+        assert!(e.to_string().contains("portal.tls_cert"), "{e}");
+        let e = parse("listen = \"0.0.0.0:7420\"\ntls_cert = \"c.pem\"").unwrap_err();
+        assert!(e.to_string().contains("tls_key"), "{e}");
+        let e = parse("listen = \"0.0.0.0:7420\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\npublic_origin = \"https://a.example/path\"").unwrap_err();
+        assert!(e.to_string().contains("portal.public_origin"), "{e}");
+        let e = parse("listen = \"0.0.0.0:7420\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\npublic_origin = \"http://a.example\"").unwrap_err();
+        assert!(e.to_string().contains("https"), "{e}");
+        let c = parse("listen = \"0.0.0.0:7420\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\npublic_origin = \"https://Portal.Haimen.example:7420\"").unwrap();
+        assert_eq!(
+            c.public_host().ok().flatten().as_deref(),
+            Some("portal.haimen.example:7420")
+        );
+        // Loopback without TLS stays the default.
+        assert!(parse("listen = \"127.0.0.1:7420\"").is_ok());
     }
 
     #[test]

@@ -138,6 +138,10 @@ pub struct Account {
     pub created_ms: u64,
     /// When its password was last set (ms since the epoch).
     pub password_set_ms: u64,
+    /// When the person last opened their notifications in the portal (ms since the epoch);
+    /// newer ones count as unread.
+    #[serde(default)]
+    pub notices_seen_ms: u64,
 }
 
 impl Account {
@@ -254,6 +258,7 @@ impl Accounts {
             disabled: false,
             created_ms: now,
             password_set_ms: now,
+            notices_seen_ms: 0,
         };
         self.put(&account)?;
         Ok(account)
@@ -276,6 +281,14 @@ impl Accounts {
         check_roles(&roles)?;
         self.update(name, |a| {
             a.roles = roles;
+            Ok(())
+        })
+    }
+
+    /// Records that the person has seen their notifications up to `at_ms`.
+    pub fn set_notices_seen(&self, name: &str, at_ms: u64) -> Result<Account, AccountError> {
+        self.update(name, |a| {
+            a.notices_seen_ms = a.notices_seen_ms.max(at_ms);
             Ok(())
         })
     }

@@ -4,12 +4,14 @@
 //! as the feed entry itself, so the view never disagrees with the feeds after a crash; it also
 //! decides whether this node's own publication is a new entry or an update, and refuses to
 //! withdraw an entry that is not live. Queries ([`list`], [`get`], [`search`], [`pick`]) read
-//! RocksDB directly.
+//! RocksDB directly; ranked search with facets and paging goes through [`search::Search`], an
+//! index derived from this view (the view notes every key it changes).
 //!
 //! Layering: a view over [`crate::feeds`] (registered by the daemon); the lowest of the views
 //! (the others read it). It names no other view.
 
 mod index;
+pub mod search;
 
 use huitong_protocol::catalogue::{OpenType, ShareType};
 use huitong_protocol::dataset::DatasetVersion;
@@ -209,6 +211,42 @@ pub fn search(store: &Store, text: &str, filter: &Filter) -> Result<Vec<Record>,
     Ok(out)
 }
 
+/// The records at `keys`, in that order (a key whose record is gone is skipped).
+pub fn by_keys(store: &Store, keys: &[Vec<u8>]) -> Result<Vec<Record>, StoreError> {
+    let cf = store.cf(CF_CATALOGUE);
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        if let Some(v) = store.db().get_cf(cf, k)? {
+            out.push(decode(&v)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Full-text search ranked by relevance (BM25) when the search index is built, else
+/// [`search`] (the word index, unranked); the filter applies either way.
+pub fn ranked(
+    store: &Store,
+    index: &search::Search,
+    text: &str,
+    filter: &Filter,
+) -> Result<Vec<Record>, search::SearchError> {
+    let q = search::SearchQuery {
+        text: text.to_string(),
+        limit: usize::try_from(count(store)?)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1),
+        ..search::SearchQuery::default()
+    };
+    match index.query(&q) {
+        Some(hits) => Ok(by_keys(store, &hits?.keys)?
+            .into_iter()
+            .filter(|r| filter.accepts(r))
+            .collect()),
+        None => Ok(search(store, text, filter)?),
+    }
+}
+
 /// Key in the `meta` column family of the number of live (not withdrawn) records, kept in
 /// the same batch as the records so `status` need not scan the catalogue.
 const LIVE_COUNT: &[u8] = b"catalogue_live";
@@ -228,14 +266,21 @@ fn stage_count(store: &Store, batch: &mut WriteBatch, delta: i64) -> Result<(), 
     Ok(())
 }
 
-/// The catalogue as a view over the feeds.
-pub struct View;
+/// The catalogue as a view over the feeds; it notes every record it changes in the search
+/// index, when there is one.
+pub struct View {
+    /// The ranked search index kept from this view.
+    pub search: Option<std::sync::Arc<search::Search>>,
+}
 
 impl crate::feeds::View for View {
     fn reset(&self, state: &NodeState, batch: &mut WriteBatch) -> Result<(), StoreError> {
         state.store.clear(batch, CF_CATALOGUE)?;
         state.store.clear(batch, crate::store::CF_SEARCH)?;
         state.store.delete_meta(batch, LIVE_COUNT);
+        if let Some(s) = &self.search {
+            s.note_reset();
+        }
         Ok(())
     }
 
@@ -261,7 +306,11 @@ impl crate::feeds::View for View {
     }
 
     fn apply(&self, state: &NodeState, batch: &mut WriteBatch, a: &Accepted<'_>) -> Applied {
-        apply(&state.store, batch, &a.entry.entry, a.provider)?;
+        if let Some(k) = apply(&state.store, batch, &a.entry.entry, a.provider)? {
+            if let Some(s) = &self.search {
+                s.note(&k);
+            }
+        }
         Ok(Vec::new())
     }
 }
@@ -274,13 +323,14 @@ fn superseded(old: &Record, feed: &NodeId, at_ms: u64) -> bool {
     old.feed != *feed && old.updated_ms > at_ms
 }
 
-/// Stages the view and index changes for one feed event.
+/// Stages the view and index changes for one feed event; returns the key of the record it
+/// changed, if any.
 fn apply(
     store: &Store,
     batch: &mut WriteBatch,
     e: &FeedEntry,
     provider: &str,
-) -> Result<(), StoreError> {
+) -> Result<Option<Vec<u8>>, StoreError> {
     let (feed, seq, timestamp_ms, event) = (&e.feed, e.seq, e.timestamp_ms, &e.event);
     let cf = store.cf(CF_CATALOGUE);
     match event {
@@ -291,7 +341,7 @@ fn apply(
                 .as_ref()
                 .is_some_and(|o| superseded(o, feed, timestamp_ms))
             {
-                return Ok(());
+                return Ok(None);
             }
             match &old {
                 Some(old) if old.withdrawn.is_none() => index::remove(store, batch, &k, &old.entry),
@@ -309,12 +359,13 @@ fn apply(
                 by: e.by.clone(),
             };
             batch.put_cf(cf, &k, codec::encode(&record));
+            return Ok(Some(k));
         }
         Event::CatalogueWithdrawn { code, reason } => {
             let k = key(provider, code.as_str());
             if let Some(mut old) = get_by_provider(store, provider, code.as_str())? {
                 if superseded(&old, feed, timestamp_ms) {
-                    return Ok(());
+                    return Ok(None);
                 }
                 if old.withdrawn.is_none() {
                     index::remove(store, batch, &k, &old.entry);
@@ -325,6 +376,7 @@ fn apply(
                 old.updated_ms = timestamp_ms;
                 old.by = e.by.clone();
                 batch.put_cf(cf, &k, codec::encode(&old));
+                return Ok(Some(k));
             }
         }
         Event::DatasetPublished(d) => {
@@ -333,10 +385,11 @@ fn apply(
                 if r.dataset.as_ref().is_none_or(|old| old.version < d.version) {
                     r.dataset = Some(d.clone());
                     batch.put_cf(cf, &k, codec::encode(&r));
+                    return Ok(Some(k));
                 }
             }
         }
         _ => {}
     }
-    Ok(())
+    Ok(None)
 }

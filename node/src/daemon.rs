@@ -81,15 +81,29 @@ fn bound_allocator_retention() {
 
 /// The views built from the feeds, in the order each entry is applied to them: the catalogue
 /// first (the others read it), the audit queue last (it logs what the others judged).
-fn views() -> Vec<Box<dyn feeds::View>> {
+fn views(search: &Arc<crate::catalogue::search::Search>) -> Vec<Box<dyn feeds::View>> {
     vec![
-        Box::new(crate::catalogue::View),
+        Box::new(crate::catalogue::View {
+            search: Some(search.clone()),
+        }),
         Box::new(crate::dataset::records::View),
         Box::new(crate::applications::View),
         Box::new(crate::receipts::View),
         Box::new(crate::audit::View),
     ]
 }
+
+/// `path` from the configuration, relative to the node directory unless absolute.
+fn resolve(dir: &Path, path: &Path) -> std::path::PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        dir.join(path)
+    }
+}
+
+/// The catalogue's search index in the node directory (derived data, rebuilt at start).
+pub const SEARCH_DIR: &str = "search";
 
 /// Where `huitong restore` copies a backup's store before renaming it to `db/`.
 pub const RESTORING_DB: &str = "db.restoring";
@@ -204,7 +218,9 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
                 reason: e.to_string(),
             })?;
     }
-    let feeds = Arc::new(Feeds::new(state.clone(), views()));
+    // The ranked search index: derived from the catalogue, rebuilt at every start.
+    let search = Arc::new(crate::catalogue::search::Search::new(&dir.join(SEARCH_DIR)));
+    let feeds = Arc::new(Feeds::new(state.clone(), views(&search)));
     {
         let feeds = feeds.clone();
         // Entries past a feed closure (a crash before they were dropped), and a view rebuild a
@@ -218,6 +234,16 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let judge = Arc::new(crate::auditor::GossipJudge::new(feeds.clone()));
     let event_loop = EventLoop::new(swarm, feeds.clone(), judge, commands, bootstrap);
     let mut tasks = Tasks::default();
+    {
+        // Its own thread: building and committing the index is blocking work, and a failure
+        // only sends searches back to the plain word index (it is logged), so it is no task
+        // whose end stops the node.
+        let (search, state, shutdown) = (search.clone(), state.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name("search-index".into())
+            .spawn(move || search.run(&state, &shutdown))
+            .context("cannot start the search index thread")?;
+    }
     tasks.spawn("network", event_loop.run(shutdown.clone()));
     tasks.spawn_infallible(
         "agent",
@@ -270,12 +296,24 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?
     {
         Some(addr) => {
+            // The certificate first: a bad one stops the start with a clear error.
+            let tls = match (&config.portal.tls_cert, &config.portal.tls_key) {
+                (Some(cert), Some(key)) => Some(
+                    crate::http::tls::acceptor(&resolve(dir, cert), &resolve(dir, key))
+                        .map_err(config_error)?,
+                ),
+                _ => None,
+            };
             let (l, at) = crate::http::bind(addr).await.with_context(|| {
                 format!("cannot bind the portal on {addr} (portal.listen); is another node using it? use port 0 to pick a free one, or \"off\"")
             })?;
             std::fs::write(dir.join(PORTAL_ADDR_FILE), at.to_string())?;
-            info!(portal = %format!("http://{at}/"), "sharing portal listening");
-            Some(l)
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            info!(portal = %format!("{scheme}://{at}/"), public = ?config.portal.public_origin, "sharing portal listening");
+            Some(match tls {
+                Some(acceptor) => crate::http::PortalListener::Tls(l, acceptor),
+                None => crate::http::PortalListener::Plain(l),
+            })
         }
         None => {
             let _ = std::fs::remove_file(dir.join(PORTAL_ADDR_FILE));
@@ -292,12 +330,12 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     tasks.spawn(
         "admin API",
         crate::http::serve(
-            listener,
-            portal,
+            (listener, portal),
             feeds,
             transport,
             token,
             accounts,
+            search,
             shutdown.clone(),
         ),
     );

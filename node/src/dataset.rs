@@ -1,6 +1,6 @@
 //! Dataset versions on this node: publishing ([`publish`]), the records of versions and
 //! manifests ([`records`]), the table layout ([`table`]), input readers ([`input`]), writing a
-//! version out ([`export`]), which versions are kept and collecting the chunks of the others
+//! version out ([`export`]), the first rows for a preview ([`preview`]), which versions are kept and collecting the chunks of the others
 //! ([`gc`]). Who may receive which columns is [`crate::access`]'s.
 //!
 //! Layering: beside the other views over the feeds ([`records::View`] is registered by the
@@ -10,6 +10,7 @@
 pub mod export;
 pub mod gc;
 pub mod input;
+pub mod preview;
 pub mod publish;
 pub mod records;
 pub mod table;

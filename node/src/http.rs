@@ -7,6 +7,7 @@
 //! services, the network handle) and `api`, whose types it answers with; only the daemon names
 //! it.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -38,6 +39,15 @@ mod metrics;
 pub(crate) mod paths;
 mod people;
 pub mod portal;
+pub mod tls;
+
+/// Where the portal listens: plain HTTP (loopback) or HTTPS.
+pub enum PortalListener {
+    /// HTTP on a loopback address.
+    Plain(tokio::net::TcpListener),
+    /// HTTPS with the portal's certificate.
+    Tls(tokio::net::TcpListener, tokio_rustls::TlsAcceptor),
+}
 
 #[derive(Clone)]
 struct Ctx {
@@ -51,6 +61,8 @@ struct Ctx {
     people: people::People,
     /// The address the API is bound to (for the Host check of a loopback API).
     bound: SocketAddr,
+    /// The catalogue's ranked search index.
+    search: Arc<crate::catalogue::search::Search>,
     /// The last `/metrics` answer and when it was made (anonymous scrapes reuse it).
     metrics: Arc<tokio::sync::Mutex<Option<(std::time::Instant, String)>>>,
 }
@@ -81,15 +93,16 @@ type Res<T> = Result<Json<T>, Fail>;
 
 /// Serves the API, and the portal when it has a listener, until `shutdown` is cancelled.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
-    portal: Option<tokio::net::TcpListener>,
+    (listener, portal): (tokio::net::TcpListener, Option<PortalListener>),
     feeds: Arc<Feeds>,
     transport: Transport,
     token: String,
     accounts: Arc<crate::accounts::Accounts>,
+    search: Arc<crate::catalogue::search::Search>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ctx = Ctx {
+        search,
         state: feeds.state().clone(),
         feeds,
         net: transport.net.clone(),
@@ -180,14 +193,29 @@ pub async fn serve(
     let Some(portal) = portal else {
         return api.await;
     };
+    let shutdown_tls = shutdown.clone();
     let pages = portal::router(ctx)
         .layer(axum::middleware::map_response(portal::headers))
-        .layer(DefaultBodyLimit::max(MAX_BODY));
-    let pages = axum::serve(
-        portal,
-        pages.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let stop = async move { shutdown.cancelled().await };
+    let pages: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
+        match portal {
+            PortalListener::Plain(l) => Box::pin(
+                axum::serve(l, pages)
+                    .with_graceful_shutdown(stop)
+                    .into_future(),
+            ),
+            PortalListener::Tls(l, acceptor) => {
+                use axum::serve::ListenerExt;
+                let l = tls::TlsListener::new(l, acceptor, shutdown_tls)?;
+                Box::pin(
+                    axum::serve(l.tap_io(|_| {}), pages)
+                        .with_graceful_shutdown(stop)
+                        .into_future(),
+                )
+            }
+        };
     let (a, p) = tokio::join!(api, pages);
     a.and(p)
 }

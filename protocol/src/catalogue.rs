@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use enums::{DataType, FormatCategory, Labelled, OpenType, ShareMode, ShareType, UpdateCycle};
 pub use raw::{RawEntry, RawFormat, RawItem};
+pub use rules::MAX_ITEMS;
 
 use crate::{Classification, ResourceCode, Uscc};
 

@@ -14,3 +14,13 @@ pub mod members;
 mod net;
 
 pub use net::{Answer, NodeInfo, Options, Testnet, LOG_FILE, OUT_FILE, STATE_FILE};
+
+/// `s` percent-encoded for a URL query (every byte but unreserved ASCII).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -7,7 +7,9 @@ use huitong_protocol::feed::FEED_ENTRY_VERSION;
 use huitong_protocol::wire::{Gossip, Head, Summary, SyncRequest};
 use huitong_protocol::{codec, EntryHash, Event, FeedEntry, NodeId};
 use huitong_tests::rogue::{self, Rogue};
-use huitong_tests::{cli_ok, entry, rejected, search, start, wait_charter, wait_until};
+use huitong_tests::{
+    add_user, cli_ok, entry, rejected, search, session, start, wait_charter, wait_until,
+};
 use serde_bytes::ByteBuf;
 
 const T: Duration = Duration::from_secs(60);
@@ -208,6 +210,24 @@ fn forged_malformed_forked_and_suspended_entries_are_refused() -> anyhow::Result
         "the suspended member stays disconnected"
     );
     assert!(search(&mut f.net, target, "停用后资源")?.is_empty());
+    // The target's auditor sees the suspension among the alarms, and every page's banner
+    // counts it (issue #11, point 7).
+    let pw = add_user(&f.net, target, "shenji", "审计员", "auditor")?;
+    let (token, _) = session(&mut f.net, target, "shenji", &pw)?;
+    let portal = f
+        .net
+        .portal_addr(target)
+        .ok_or_else(|| anyhow::anyhow!("no portal address"))?;
+    let port = portal.rsplit(':').next().unwrap_or_default().to_string();
+    let page = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(format!("http://{portal}/audit"))
+        .header("cookie", format!("huitong_session_{port}={token}"))
+        .send()?
+        .text()?;
+    assert!(page.contains("成员已被章程暂停"), "{page}");
+    assert!(page.contains("被暂停成员 1"), "{page}");
 
     // The node is still up and still syncing with honest members.
     let market = f.net.index("market").unwrap();

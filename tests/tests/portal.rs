@@ -110,6 +110,12 @@ fn apply_approve_pull_download_and_audit_in_the_browser() -> anyhow::Result<()> 
         approver
             .sign_in(&provider_url, "shenpi", &approver_pw)
             .await?;
+        // The new application is among the approver's notifications, counted in the nav.
+        approver
+            .open(&format!("{provider_url}/notifications"))
+            .await?;
+        let page = approver.wait_text("新的申请", false).await?;
+        assert!(page.contains("301001/000061"), "{page}");
         approver.open(&format!("{provider_url}/inbox")).await?;
         approver.wait_text("301001/000061", false).await?;
         approver.shot("08-inbox").await?;
@@ -139,6 +145,10 @@ fn apply_approve_pull_download_and_audit_in_the_browser() -> anyhow::Result<()> 
             "the timeline names the approver: {page}"
         );
         user.shot("11-granted").await?;
+        // The decision reached the data user's notifications.
+        user.open(&format!("{consumer_url}/notifications")).await?;
+        let page = user.wait_text("已授权，可以拉取", true).await?;
+        assert!(page.contains("301001/000061"), "{page}");
         user.open(&format!(
             "{consumer_url}/entry?code=301001%2F000061&provider={}",
             net.nodes[provider].uscc

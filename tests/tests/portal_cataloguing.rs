@@ -178,6 +178,15 @@ fn a_cataloguer_publishes_uploads_edits_and_withdraws_in_the_browser() -> anyhow
         );
         b.text_of("#report-link").await?;
         b.shot("15-upload-published").await?;
+        // The entry page previews the first rows of the 无条件共享 table this node holds.
+        b.open(&format!("{base}/entry?code=301001%2F000077"))
+            .await?;
+        let preview = b.text_of("#preview-table").await?;
+        assert!(
+            preview.contains("B00001") && preview.contains("1.5") && !preview.contains("B00011"),
+            "{preview}"
+        );
+        b.text_of("#usage-table").await?;
         anyhow::Ok(())
     })?;
 

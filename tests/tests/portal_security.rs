@@ -104,6 +104,7 @@ fn every_page_checks_its_role_and_forms_are_protected() -> anyhow::Result<()> {
             path.replace("{id}", "7")
                 .replace("{file}", "portal.css")
                 .replace("{account}", "nobody")
+                .replace("{action}", "disable")
         );
         for role in roles {
             let (_, _, (token, csrf)) = &sessions[role];
@@ -269,7 +270,7 @@ fn every_page_checks_its_role_and_forms_are_protected() -> anyhow::Result<()> {
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!(
             "csrf={nonce}&account={account}&password={}&next=%2F",
-            urlencode(pw)
+            huitong_testnet::percent_encode(pw)
         ))
         .send()?;
     assert_eq!(r.status().as_u16(), 303);
@@ -296,7 +297,10 @@ fn every_page_checks_its_role_and_forms_are_protected() -> anyhow::Result<()> {
     let r = c
         .post(format!("{base}/login"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("account={account}&password={}", urlencode(pw)))
+        .body(format!(
+            "account={account}&password={}",
+            huitong_testnet::percent_encode(pw)
+        ))
         .send()?;
     assert_eq!(r.status().as_u16(), 403);
 
@@ -333,13 +337,4 @@ fn every_page_checks_its_role_and_forms_are_protected() -> anyhow::Result<()> {
         .send()?;
     assert_eq!(r.status().as_u16(), 421);
     Ok(())
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

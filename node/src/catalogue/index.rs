@@ -14,7 +14,8 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::store::{Store, StoreError, CF_SEARCH};
 
-fn jieba() -> &'static Jieba {
+/// The node's one segmenter (its dictionary is loaded once).
+pub(super) fn jieba() -> &'static Jieba {
     static JIEBA: OnceLock<Jieba> = OnceLock::new();
     JIEBA.get_or_init(Jieba::new)
 }

@@ -79,6 +79,7 @@ pub(super) async fn run(dir: &Path, cmd: DatasetCmd) -> anyhow::Result<()> {
                 path,
                 file,
                 allow_rejects,
+                file_name: None,
             };
             let r: PublishReport = client.post("/datasets", &req).await?;
             if json {

@@ -81,6 +81,10 @@ pub struct PublishRequest {
     /// ([`crate::seen`]).
     #[serde(default)]
     pub path_seen: Option<crate::seen::FileId>,
+    /// The name a 文件 resource's file is published under (default: the input's file name; the
+    /// portal gives the name the browser sent, since it stores the upload under another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
 }
 
 /// One refused cell.
@@ -273,7 +277,7 @@ pub fn publish(
     let mut writes = Writes::new(state)?;
     let (body, rejects, refusals) = if req.file {
         (
-            file_body(&mut writes, &req.path)?,
+            file_body(&mut writes, &req.path, req.file_name.as_deref())?,
             None,
             Refusals::default(),
         )
@@ -343,13 +347,18 @@ pub fn publish(
     ))
 }
 
-fn file_body(writes: &mut Writes<'_>, path: &Path) -> Result<Body, PublishError> {
+fn file_body(
+    writes: &mut Writes<'_>,
+    path: &Path,
+    given: Option<&str>,
+) -> Result<Body, PublishError> {
     let file_err = |source| PublishError::File {
         path: path.display().to_string(),
         source,
     };
-    let name = path
-        .file_name()
+    let name = given
+        .and_then(|n| Path::new(n).file_name())
+        .or_else(|| path.file_name())
         .and_then(|n| n.to_str())
         .unwrap_or("data")
         .to_owned();
@@ -541,7 +550,13 @@ impl Report {
             source,
         })?;
         prune_reports(&dir);
-        let path = dir.join(format!("{}-{}.jsonl", code.replace('/', "-"), now_ms()));
+        // A random part: the portal serves reports by name, and the code and time are public.
+        let path = dir.join(format!(
+            "{}-{}-{}.jsonl",
+            code.replace('/', "-"),
+            now_ms(),
+            hex::encode(rand::random::<[u8; 8]>())
+        ));
         let room = space.reserve_one(&path, REPORT_CHUNK as u64)?;
         let file = crate::outfile::create_new(&path)?;
         let landed = Arc::new(AtomicU64::new(0));

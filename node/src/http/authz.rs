@@ -364,6 +364,7 @@ mod tests {
             disabled: false,
             created_ms: 0,
             password_set_ms: 0,
+            notices_seen_ms: 0,
         };
         let admin = account(vec![Admin]);
         let auditor = account(vec![Auditor]);

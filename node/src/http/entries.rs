@@ -44,7 +44,15 @@ pub(super) async fn list(State(ctx): State<Ctx>, Query(q): Query<api::Query>) ->
     let store = &ctx.state.store;
     let records = match (&q.code, &q.q) {
         (Some(code), _) => catalogue::get(store, code).map_err(internal)?,
-        (None, Some(text)) => catalogue::search(store, text, &f).map_err(internal)?,
+        (None, Some(text)) => {
+            let (ctx, text) = (ctx.clone(), text.clone());
+            tokio::task::spawn_blocking(move || {
+                catalogue::ranked(&ctx.state.store, &ctx.search, &text, &f)
+            })
+            .await
+            .map_err(internal)?
+            .map_err(internal)?
+        }
         (None, None) => catalogue::list(store, &f).map_err(internal)?,
     };
     Ok(Json(api::Records { records }))

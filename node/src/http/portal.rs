@@ -31,6 +31,7 @@ mod entry_form;
 mod form;
 mod format;
 mod guard;
+mod notices;
 mod page;
 mod people;
 mod pulls;
@@ -52,16 +53,15 @@ pub const PAGES: &[(&str, &str, Need)] = &[
     ("GET", "/", Need::SignedIn),
     ("GET", "/catalogue", Need::SignedIn),
     ("GET", "/entry", Need::SignedIn),
+    ("GET", "/notifications", Need::SignedIn),
     ("GET", "/me", Need::SignedIn),
     ("POST", "/me/password", Need::SignedIn),
     // The auditor reads who holds which role; only the administrator changes it.
     ("GET", "/people", Need::AnyOf(&[Admin, Auditor])),
     ("POST", "/people", Need::AnyOf(&[Admin])),
     ("GET", "/people/{account}", Need::AnyOf(&[Admin])),
-    ("POST", "/people/{account}/roles", Need::AnyOf(&[Admin])),
-    ("POST", "/people/{account}/password", Need::AnyOf(&[Admin])),
-    ("POST", "/people/{account}/disable", Need::AnyOf(&[Admin])),
-    ("POST", "/people/{account}/enable", Need::AnyOf(&[Admin])),
+    // roles, password, disable, enable.
+    ("POST", "/people/{account}/{action}", Need::AnyOf(&[Admin])),
     // Counts only (no purposes, no persons): anyone signed in.
     ("GET", "/statistics", Need::SignedIn),
     ("GET", "/statistics/export", Need::SignedIn),
@@ -136,6 +136,7 @@ pub fn rule(method: &axum::http::Method, path: &str) -> Option<Need> {
 
 /// The portal's routes, each behind [`guard`].
 pub(super) fn router(ctx: Ctx) -> Router {
+    upload::remove_leftovers(&ctx.state);
     Router::new()
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
@@ -144,14 +145,12 @@ pub(super) fn router(ctx: Ctx) -> Router {
         .route("/", get(catalogue::home))
         .route("/catalogue", get(catalogue::search))
         .route("/entry", get(catalogue::entry))
+        .route("/notifications", get(notices::page))
         .route("/me", get(people::me))
         .route("/me/password", post(people::change_password))
         .route("/people", get(people::list).post(people::create))
         .route("/people/{account}", get(people::person))
-        .route("/people/{account}/roles", post(people::set_roles))
-        .route("/people/{account}/password", post(people::reset_password))
-        .route("/people/{account}/disable", post(people::disable))
-        .route("/people/{account}/enable", post(people::enable))
+        .route("/people/{account}/{action}", post(people::change))
         .route("/statistics", get(statistics::page))
         .route("/statistics/export", get(statistics::download))
         .route("/cataloguing", get(cataloguing::list))

@@ -6,7 +6,8 @@ use crate::{Classification, ResourceCode};
 const MAX_TITLE: usize = 128;
 const MAX_NAME: usize = 128;
 const MAX_TEXT: usize = 4000;
-const MAX_ITEMS: usize = 1000;
+/// Most 信息项 an entry lists.
+pub const MAX_ITEMS: usize = 1000;
 const MAX_RELATED: usize = 100;
 
 fn too_long(errors: &mut ValidationErrors, path: &str, s: &str, max: usize) {

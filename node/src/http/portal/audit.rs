@@ -1,4 +1,5 @@
-//! The auditor's page: alarms first (split views, omissions, forks, charter equivocations),
+//! The auditor's page: alarms first (split views, omissions, forks, charter equivocations,
+//! suspended members),
 //! then the log's size, latest checkpoint and who cosigned it; looking up a record and
 //! downloading its inclusion proof; receipts per grant and per resource. Read-only.
 
@@ -99,6 +100,20 @@ pub(crate) async fn page(
             lang.t("分叉：成员", "Fork: member"),
             lang.t("在序号", "at seq"),
             f.seq
+        ));
+    }
+    for (name, status) in super::page::suspended_members(&ctx) {
+        alarms.push(format!(
+            "{} {name}（{}）",
+            lang.t("成员已被章程暂停：", "Member suspended by the charter:"),
+            if lang.en() {
+                status.as_str()
+            } else {
+                match status {
+                    huitong_protocol::charter::MemberStatus::ReadOnly => "只读",
+                    _ => "暂停",
+                }
+            }
         ));
     }
     let equivocations = crate::http::charter_equivocations(s).map_err(PageError::internal)?;

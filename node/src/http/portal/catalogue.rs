@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::format;
 use super::guard::{encode, Viewer};
 use super::page::{show, Chrome, PageError, PageResult};
+use crate::catalogue::search::{facet_value, SearchQuery, FACETS};
 use crate::catalogue::{self, Filter, Record};
 use crate::http::Ctx;
 
@@ -49,9 +50,6 @@ pub(crate) struct CatalogueQuery {
     page: usize,
 }
 
-/// The facets of the catalogue page, as (key, value, label).
-const FACETS: [&str; 6] = ["dept", "class", "share", "open", "cycle", "format"];
-
 impl CatalogueQuery {
     fn picked(&self, facet: &str) -> &str {
         match facet {
@@ -84,29 +82,16 @@ impl CatalogueQuery {
     }
 }
 
-/// The value of `facet` for a record.
-fn value_of(r: &Record, facet: &str) -> String {
-    let e = &r.entry;
-    match facet {
-        "dept" => e.provider_code.to_string(),
-        "class" => e.classification.class().to_string(),
-        "share" => e.share_type.key().to_string(),
-        "open" => e.open_type.key().to_string(),
-        "cycle" => e.update_cycle.key().to_string(),
-        "format" => e.format.category.key().to_string(),
-        _ => String::new(),
-    }
-}
-
 /// The label of a facet value.
-fn label_of(records: &[Record], facet: &str, value: &str, en: bool) -> String {
+fn label_of(ctx: &Ctx, facet: &str, value: &str, en: bool) -> String {
     use huitong_protocol::catalogue::{FormatCategory, OpenType, UpdateCycle};
     let pick = |zh: &str, key: &str| if en { key.to_string() } else { zh.to_string() };
     match facet {
-        "dept" => records
-            .iter()
-            .find(|r| r.entry.provider_code.as_str() == value)
-            .map_or_else(|| value.to_string(), |r| r.entry.provider_name.clone()),
+        // The charter's name of the member with that USCC.
+        "dept" => ctx.state.with_charter(|c| {
+            c.and_then(|c| c.members.iter().find(|m| m.uscc.as_str() == value))
+                .map_or_else(|| value.to_string(), |m| m.name.clone())
+        }),
         "class" => CLASSES
             .iter()
             .find(|(k, _, _)| *k == value)
@@ -250,6 +235,94 @@ struct CataloguePage {
     pages: Vec<(usize, String, bool)>,
 }
 
+/// One page of a catalogue query, with every facet's counts over all its hits.
+struct Found {
+    total: usize,
+    /// The page shown (1-based, within the pages there are).
+    page: usize,
+    records: Vec<Record>,
+    facets: BTreeMap<&'static str, Vec<(String, u64)>>,
+    /// The query's words, to highlight.
+    words: Vec<String>,
+}
+
+/// Runs a catalogue query: through the ranked index (facets and paging done there), or, until
+/// it is built, over the store's word index in memory.
+fn find(ctx: &Ctx, q: &CatalogueQuery, text: &str, newest: bool) -> Result<Found, PageError> {
+    let store = &ctx.state.store;
+    let facets: Vec<(String, String)> = FACETS
+        .iter()
+        .filter(|f| !q.picked(f).is_empty())
+        .map(|f| (f.to_string(), q.picked(f).to_string()))
+        .collect();
+    let page = q.page.max(1);
+    let query = SearchQuery {
+        text: text.to_string(),
+        facets: facets.clone(),
+        offset: (page - 1) * PER_PAGE,
+        limit: PER_PAGE,
+        newest_first: newest,
+    };
+    if let Some(hits) = ctx.search.query(&query) {
+        let mut hits = hits.map_err(PageError::internal)?;
+        let last = hits.total.div_ceil(PER_PAGE).max(1);
+        if page > last {
+            // Past the last page (a stale link): show the last one.
+            let again = SearchQuery {
+                offset: (last - 1) * PER_PAGE,
+                ..query
+            };
+            if let Some(h) = ctx.search.query(&again) {
+                hits = h.map_err(PageError::internal)?;
+            }
+        }
+        let records = catalogue::by_keys(store, &hits.keys).map_err(PageError::internal)?;
+        return Ok(Found {
+            total: hits.total,
+            page: page.min(last),
+            records,
+            facets: hits.facets,
+            words: hits.words,
+        });
+    }
+    let all = if text.is_empty() {
+        catalogue::list(store, &Filter::default())
+    } else {
+        catalogue::search(store, text, &Filter::default())
+    }
+    .map_err(PageError::internal)?;
+    let mut hits: Vec<Record> = all
+        .into_iter()
+        .filter(|r| facets.iter().all(|(f, v)| facet_value(r, f) == *v))
+        .collect();
+    let mut counts: BTreeMap<&'static str, Vec<(String, u64)>> = BTreeMap::new();
+    for f in FACETS {
+        let mut by: BTreeMap<String, u64> = BTreeMap::new();
+        for r in &hits {
+            *by.entry(facet_value(r, f)).or_default() += 1;
+        }
+        let mut values: Vec<(String, u64)> = by.into_iter().collect();
+        values.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        counts.insert(f, values);
+    }
+    if newest {
+        hits.sort_by_key(|r| std::cmp::Reverse(r.updated_ms));
+    }
+    let total = hits.len();
+    let page = page.min(total.div_ceil(PER_PAGE).max(1));
+    Ok(Found {
+        total,
+        page,
+        records: hits
+            .into_iter()
+            .skip((page - 1) * PER_PAGE)
+            .take(PER_PAGE)
+            .collect(),
+        facets: counts,
+        words: text.split_whitespace().map(str::to_string).collect(),
+    })
+}
+
 /// `GET /catalogue`.
 pub(crate) async fn search(
     State(ctx): State<Ctx>,
@@ -257,22 +330,14 @@ pub(crate) async fn search(
     Query(q): Query<CatalogueQuery>,
 ) -> PageResult {
     let lang = viewer.lang;
-    let store = &ctx.state.store;
     let text = q.q.trim().to_string();
-    let all = if text.is_empty() {
-        catalogue::list(store, &Filter::default())
-    } else {
-        catalogue::search(store, &text, &Filter::default())
-    }
-    .map_err(PageError::internal)?;
-    let hits: Vec<Record> = all
-        .into_iter()
-        .filter(|r| {
-            FACETS
-                .iter()
-                .all(|f| q.picked(f).is_empty() || value_of(r, f) == q.picked(f))
-        })
-        .collect();
+    let sort_time = q.sort == "time" || text.is_empty();
+    let found = {
+        let (ctx, q, text) = (ctx.clone(), q.clone(), text.clone());
+        tokio::task::spawn_blocking(move || find(&ctx, &q, &text, sort_time))
+            .await
+            .map_err(PageError::internal)??
+    };
     let titles = [
         ("dept", "部门", "Department"),
         ("class", "资源分类", "Class"),
@@ -283,44 +348,32 @@ pub(crate) async fn search(
     ];
     let facets = titles
         .iter()
-        .map(|(f, zh, en)| {
-            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-            for r in &hits {
-                *counts.entry(value_of(r, f)).or_default() += 1;
-            }
-            let mut values: Vec<(String, u64)> = counts.into_iter().collect();
-            values.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            Facet {
-                title: lang.t(zh, en),
-                values: values
-                    .into_iter()
-                    .map(|(v, n)| {
-                        let picked = q.picked(f) == v;
-                        FacetValue {
-                            label: label_of(&hits, f, &v, lang.en()),
-                            count: format::number(n),
-                            href: q.with(f, if picked { "" } else { &v }),
-                            picked,
-                        }
-                    })
-                    .collect(),
-            }
+        .map(|(f, zh, en)| Facet {
+            title: lang.t(zh, en),
+            values: found
+                .facets
+                .get(f)
+                .into_iter()
+                .flatten()
+                .map(|(v, n)| {
+                    let picked = q.picked(f) == v;
+                    FacetValue {
+                        label: label_of(&ctx, f, v, lang.en()),
+                        count: format::number(*n),
+                        href: q.with(f, if picked { "" } else { v }),
+                        picked,
+                    }
+                })
+                .collect(),
         })
         .collect();
-    let mut hits = hits;
-    let sort_time = q.sort == "time" || text.is_empty();
-    if sort_time {
-        hits.sort_by_key(|r| std::cmp::Reverse(r.updated_ms));
-    }
-    let total = hits.len();
+    let total = found.total;
     let pages_n = total.div_ceil(PER_PAGE).max(1);
-    let page = q.page.clamp(1, pages_n);
-    let words: Vec<String> = text.split_whitespace().map(str::to_string).collect();
-    let cards = hits
+    let page = found.page;
+    let cards = found
+        .records
         .iter()
-        .skip((page - 1) * PER_PAGE)
-        .take(PER_PAGE)
-        .map(|r| card(&ctx, r, &words, lang.en()))
+        .map(|r| card(&ctx, r, &found.words, lang.en()))
         .collect();
     let base = q.with("", "");
     let pages = (1..=pages_n)
@@ -482,6 +535,97 @@ struct EntryPage {
     can_edit: bool,
     /// The confirmation of what the cataloguer just did.
     done: Option<&'static str>,
+    /// The first rows of an 无条件共享 table this node holds: the shared columns and rows.
+    preview: Option<Preview>,
+    /// Why there is no preview (a 无条件共享 table not held here).
+    preview_note: Option<&'static str>,
+    /// How the resource is used, as this node sees it: (label, value).
+    usage: Vec<(&'static str, String)>,
+}
+
+/// A preview: the shared columns' names and the first rows.
+type Preview = (Vec<String>, Vec<Vec<String>>);
+
+/// The preview of an 无条件共享 table: its shared columns' first rows, when this node holds the
+/// latest version whole; otherwise why not.
+fn preview(
+    ctx: &Ctx,
+    r: &Record,
+    lang: super::page::Lang,
+) -> (Option<Preview>, Option<&'static str>) {
+    let e = &r.entry;
+    let Some(dv) = r.dataset.as_ref() else {
+        return (None, None);
+    };
+    if e.share_type != ShareType::Unconditional || e.items.is_empty() || r.withdrawn.is_some() {
+        return (None, None);
+    }
+    // Only the items shared without conditions (an item may be stricter than its entry).
+    let columns: Vec<String> = e
+        .items
+        .iter()
+        .filter(|i| e.effective_share_type(i) == ShareType::Unconditional)
+        .map(|i| i.name.clone())
+        .collect();
+    match crate::dataset::preview::first_rows(&ctx.state, &r.feed, dv, &columns) {
+        Ok(Some(rows)) => (Some((columns, rows)), None),
+        Ok(None) => (
+            None,
+            Some(lang.t(
+                "本节点尚未持有该版本的数据；拉取后可在此预览前 10 行。",
+                "This node does not hold this version yet; pull it to preview its first 10 rows here.",
+            )),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, code = %r.entry.code, "no preview");
+            (None, Some(lang.t("预览暂不可用。", "No preview just now.")))
+        }
+    }
+}
+
+/// How the resource is used, as this node sees it (its receipts; the applications the person
+/// may see): pulls, bytes, consuming departments, applications, the last pull.
+fn usage(ctx: &Ctx, viewer: &Viewer, r: &Record) -> Vec<(&'static str, String)> {
+    let lang = viewer.lang;
+    let code = r.entry.code.as_str();
+    let receipts: Vec<_> = crate::receipts::all(&ctx.state)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|x| x.provider == r.feed && x.code == code)
+        .collect();
+    let consumers: std::collections::BTreeSet<_> = receipts.iter().map(|x| x.consumer).collect();
+    let bytes: u64 = receipts.iter().map(|x| x.bytes).sum();
+    let last = receipts.iter().map(|x| x.countersigned_at_ms).max();
+    let apps = viewer
+        .principal
+        .as_ref()
+        .map(|p| {
+            crate::http::applications::views(ctx, p, None)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|v| v.code == code)
+                .count()
+        })
+        .unwrap_or(0);
+    vec![
+        (
+            lang.t("拉取次数", "Pulls"),
+            format::number(receipts.len() as u64),
+        ),
+        (lang.t("交换数据量", "Data exchanged"), format::size(bytes)),
+        (
+            lang.t("使用部门", "Consuming departments"),
+            format::number(consumers.len() as u64),
+        ),
+        (
+            lang.t("申请数", "Applications"),
+            format::number(apps as u64),
+        ),
+        (
+            lang.t("最近一次拉取", "Last pull"),
+            last.map_or_else(|| "—".into(), |ms| format::time(ctx.state.timezone(), ms)),
+        ),
+    ]
 }
 
 /// `GET /entry?code=…&provider=…`.
@@ -621,6 +765,8 @@ pub(crate) async fn entry(
                 .to_string()
         });
     let grants = super::applications::usable_grants(&ctx, &viewer, &r);
+    let (preview, preview_note) = preview(&ctx, &r, lang);
+    let usage = usage(&ctx, &viewer, &r);
     let done = match w.done.as_str() {
         "published" => Some(lang.t("目录已发布。", "The entry was published.")),
         "updated" => Some(lang.t("目录已更新。", "The entry was updated.")),
@@ -657,6 +803,9 @@ pub(crate) async fn entry(
             && r.feed == ctx.state.id()
             && r.withdrawn.is_none(),
         done,
+        preview,
+        preview_note,
+        usage,
     })
 }
 

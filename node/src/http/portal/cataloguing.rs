@@ -134,6 +134,8 @@ struct FormPage {
     /// Problems not of one field, and the count line.
     summary: Vec<(String, String)>,
     general: Vec<String>,
+    /// The feed position of the entry being edited ("" for a new one).
+    seen: String,
 }
 
 /// The label and hint of a field.
@@ -300,6 +302,7 @@ fn form_page(
         rows,
         summary,
         general,
+        seen: input.seen.map(|s| s.to_string()).unwrap_or_default(),
     }
 }
 
@@ -363,14 +366,33 @@ pub(crate) fn own(ctx: &Ctx, code: &str, lang: Lang) -> Result<Record, PageError
         })
 }
 
+/// This node's live (not withdrawn) entry `code`.
+pub(crate) fn own_live(ctx: &Ctx, code: &str, lang: Lang) -> Result<Record, PageError> {
+    let r = own(ctx, code, lang)?;
+    if r.withdrawn.is_some() {
+        return Err(PageError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{} {code}",
+                lang.t(
+                    "该目录已下架，不能再编辑或上传数据：",
+                    "The entry is withdrawn; it can no longer be edited or given data:"
+                )
+            ),
+        ));
+    }
+    Ok(r)
+}
+
 /// `GET /catalogue/edit?code=…`.
 pub(crate) async fn edit_entry(
     State(ctx): State<Ctx>,
     Extension(viewer): Extension<Viewer>,
     Query(q): Query<Code>,
 ) -> PageResult {
-    let r = own(&ctx, &q.code, viewer.lang)?;
-    let input = with_blank_rows(EntryInput::from_entry(&r.entry));
+    let r = own_live(&ctx, &q.code, viewer.lang)?;
+    let mut input = with_blank_rows(EntryInput::from_entry(&r.entry));
+    input.seen = Some(r.seq);
     show(&form_page(&ctx, &viewer, &input, true, &Default::default()))
 }
 
@@ -389,7 +411,35 @@ pub(crate) async fn save(
     input.fields.insert("provider_name", node.name.clone());
     input.fields.insert("provider_code", node.org_code.clone());
     if editing {
-        own(&ctx, input.get("code"), lang)?;
+        // Saved over the version the person opened only: another save since then is not
+        // overwritten unseen.
+        let r = own_live(&ctx, input.get("code"), lang)?;
+        if input.seen != Some(r.seq) {
+            return Err(PageError::new(
+                StatusCode::CONFLICT,
+                lang.t(
+                    "该目录在您打开编辑后已被修改（其他人或其他窗口保存过）。请重新打开编辑页，核对后再保存。",
+                    "The entry changed after you opened it (someone, or another window, saved it). Open the edit page again and check before saving.",
+                ),
+            ));
+        }
+    } else if let Ok(r) = own(&ctx, input.get("code"), lang) {
+        // A new entry never replaces one of this node's entries (live or withdrawn).
+        let mut placed = std::collections::BTreeMap::new();
+        placed.insert(
+            "code".to_string(),
+            vec![format!(
+                "{} {}",
+                lang.t(
+                    "本部门已有使用此代码的目录，请换一个顺序号，或在目录编制页编辑它：",
+                    "This department already has an entry with this code; choose another number, or edit it from the Cataloguing page:"
+                ),
+                r.entry.title
+            )],
+        );
+        let mut page = html(&form_page(&ctx, &viewer, &input, false, &placed));
+        *page.status_mut() = StatusCode::CONFLICT;
+        return Ok(page);
     }
     if !form.get("more").is_empty() {
         let input = with_blank_rows(input);

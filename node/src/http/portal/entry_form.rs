@@ -17,8 +17,8 @@ use super::page::Lang;
 
 /// Blank 信息项 rows a form offers beyond those filled in (and adds on "more rows").
 pub(crate) const BLANK_ROWS: usize = 3;
-/// Most 信息项 rows a form holds (the validator allows fewer items than this).
-const MAX_ROWS: usize = 600;
+/// Most 信息项 rows a form holds: the validator's most items (more are refused, not cut off).
+const MAX_ROWS: usize = huitong_protocol::catalogue::MAX_ITEMS;
 
 /// One 信息项 row as typed.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -49,6 +49,11 @@ impl ItemInput {
 pub(crate) struct EntryInput {
     pub(crate) fields: BTreeMap<&'static str, String>,
     pub(crate) items: Vec<ItemInput>,
+    /// The feed position of the entry as it was opened for editing (a save over a later one
+    /// is refused).
+    pub(crate) seen: Option<u64>,
+    /// Rows the form said it has beyond [`MAX_ROWS`] (refused, never cut off unseen).
+    pub(crate) too_many: bool,
 }
 
 /// The entry's own fields, by the validator's paths, in the order the form shows them.
@@ -78,7 +83,8 @@ impl EntryInput {
             .iter()
             .map(|k| (*k, form.get(k).to_string()))
             .collect();
-        let rows = form.get("rows").parse::<usize>().unwrap_or(0).min(MAX_ROWS);
+        let given = form.get("rows").parse::<usize>().unwrap_or(0);
+        let rows = given.min(MAX_ROWS);
         let items = (0..rows)
             .map(|i| {
                 let cell = |f: &str| form.get(&format!("items[{i}].{f}")).to_string();
@@ -91,7 +97,12 @@ impl EntryInput {
                 }
             })
             .collect();
-        Self { fields, items }
+        Self {
+            fields,
+            items,
+            seen: form.get("seen").parse().ok(),
+            too_many: given > MAX_ROWS,
+        }
     }
 
     /// The form filled with a stored entry.
@@ -131,7 +142,12 @@ impl EntryInput {
                 open_type: text(&i.open_type),
             })
             .collect();
-        Self { fields, items }
+        Self {
+            fields,
+            items,
+            seen: None,
+            too_many: false,
+        }
     }
 
     /// The value typed for `key` ("" when none).
@@ -153,10 +169,20 @@ impl EntryInput {
     pub(crate) fn to_raw(&self) -> (RawEntry, Vec<FieldError>) {
         let opt = |k: &str| Some(self.get(k).to_string()).filter(|v| !v.is_empty());
         let mut problems = Vec::new();
+        if self.too_many {
+            problems.push(FieldError {
+                path: "items".into(),
+                message: format!(
+                    "more than {MAX_ROWS} 信息项 rows; an entry lists at most {MAX_ROWS}"
+                ),
+            });
+        }
+        // Problems are numbered like the validator's, by the item's place among those given.
         let items = self
             .filled()
             .into_iter()
-            .map(|(row, i)| {
+            .enumerate()
+            .map(|(n, (_, i))| {
                 let length = if i.length.is_empty() {
                     None
                 } else {
@@ -164,7 +190,7 @@ impl EntryInput {
                         Ok(l) => Some(l),
                         Err(_) => {
                             problems.push(FieldError {
-                                path: format!("items[{row}].length"),
+                                path: format!("items[{n}].length"),
                                 message: format!("{:?} is not a whole number", i.length),
                             });
                             None
@@ -334,9 +360,12 @@ mod tests {
         let (raw, problems) = input.to_raw();
         assert_eq!(raw.items.len(), 3);
         assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].path, "items[2].length");
-        let errors = raw.validate().expect_err("an incomplete entry");
-        let placed = input.place(&errors.0);
+        // The second item given, typed in row 2.
+        assert_eq!(problems[0].path, "items[1].length");
+        let mut errors = raw.validate().expect_err("an incomplete entry").0;
+        errors.extend(problems);
+        let placed = input.place(&errors);
+        assert!(placed.contains_key("items[2].length"), "{placed:?}");
         // The third item given (validator's items[2]) was typed in row 3.
         assert!(placed.contains_key("items[3].name"), "{placed:?}");
         assert!(placed.contains_key("items[3].data_type"), "{placed:?}");

@@ -23,6 +23,8 @@ pub(super) const LANG_COOKIE: &str = "huitong_lang";
 pub(super) const CSRF_FIELD: &str = "csrf";
 /// Largest form body (a form has a few fields; uploads are not forms).
 const MAX_FORM: usize = 64 * 1024;
+/// Largest body of the catalogue entry form (up to 1,000 信息项 rows, percent-encoded).
+const MAX_ENTRY_FORM: usize = 1024 * 1024;
 
 /// Who is looking at a page.
 #[derive(Clone, Debug)]
@@ -128,6 +130,18 @@ fn same_site(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v == "cross-site" || v == "same-site")
 }
 
+/// Whether the request's `Host` is the portal's public address (`portal.public_origin`), the
+/// one name besides loopback it answers to off loopback.
+fn is_public_host(ctx: &Ctx, headers: &HeaderMap) -> bool {
+    let Ok(Some(public)) = ctx.state.config.public_host() else {
+        return false;
+    };
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.eq_ignore_ascii_case(&public))
+}
+
 /// Compares without an early exit.
 pub(super) fn same_token(a: &str, b: &str) -> bool {
     !a.is_empty()
@@ -152,12 +166,12 @@ pub(crate) async fn guard(
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
     // A browser on this host may be steered by a DNS-rebinding page: the portal listens on
     // loopback only, so a request must name a loopback host.
-    if !authz::host_is_loopback(req.headers()) {
+    if !authz::host_is_loopback(req.headers()) && !is_public_host(&ctx, req.headers()) {
         return PageError::new(
             StatusCode::MISDIRECTED_REQUEST,
             lang.t(
-                "门户只接受发往本机地址（127.0.0.1、localhost）的请求。",
-                "The portal answers requests addressed to a loopback name only (127.0.0.1, localhost).",
+                "门户只接受发往本机地址（127.0.0.1、localhost）或其公开地址（portal.public_origin）的请求。",
+                "The portal answers requests addressed to a loopback name (127.0.0.1, localhost) or to its public address (portal.public_origin) only.",
             ),
         )
         .into_response();
@@ -220,8 +234,16 @@ pub(crate) async fn guard(
     let upload = matched
         .as_ref()
         .is_some_and(|p| super::UPLOADS.contains(&p.as_str()));
+    let limit = if matched
+        .as_ref()
+        .is_some_and(|p| p.as_str() == "/catalogue/save")
+    {
+        MAX_ENTRY_FORM
+    } else {
+        MAX_FORM
+    };
     let req = if req.method() == Method::POST {
-        match checked_form(&viewer, need, upload, req).await {
+        match checked_form(&viewer, need, (upload, limit), req).await {
             Ok(req) => req,
             Err(e) => return e.into_response(),
         }
@@ -244,7 +266,7 @@ pub(super) struct UploadToken(pub(super) String);
 async fn checked_form(
     viewer: &Viewer,
     need: Need,
-    upload: bool,
+    (upload, limit): (bool, usize),
     req: axum::extract::Request,
 ) -> Result<axum::extract::Request, PageError> {
     let lang = viewer.lang;
@@ -288,12 +310,14 @@ async fn checked_form(
         ));
     }
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| {
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         PageError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            lang.t(
-                "提交的内容过大（超过 64 KB）。",
-                "The form is too large (over 64 KB).",
+            format!(
+                "{} {} KB{}",
+                lang.t("提交的内容过大（超过", "The form is too large (over"),
+                limit / 1024,
+                lang.t("）。", ")."),
             ),
         )
     })?;

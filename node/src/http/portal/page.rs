@@ -86,8 +86,20 @@ impl Chrome {
         } else {
             0
         };
-        let items: [(&str, &str, &str, bool, usize); 9] = [
+        let unread = if viewer.account().is_some() {
+            super::notices::unread(ctx, viewer)
+        } else {
+            0
+        };
+        let items: [(&str, &str, &str, bool, usize); 10] = [
             ("/", "首页", "Home", viewer.account().is_some(), 0),
+            (
+                "/notifications",
+                "通知",
+                "Notifications",
+                viewer.account().is_some(),
+                unread,
+            ),
             (
                 "/catalogue",
                 "资源目录",
@@ -178,20 +190,40 @@ impl Chrome {
     }
 }
 
-/// The audit alarm to show on every page, if any: split views, omissions, forks.
-fn alarm(ctx: &Ctx, lang: Lang) -> Option<String> {
+/// The members the charter held now suspends (fully or to read-only), by name.
+pub(crate) fn suspended_members(
+    ctx: &Ctx,
+) -> Vec<(String, huitong_protocol::charter::MemberStatus)> {
+    use huitong_protocol::charter::MemberStatus;
+    ctx.state.with_charter(|c| {
+        c.map(|c| {
+            c.members
+                .iter()
+                .filter(|m| m.status != MemberStatus::Active)
+                .map(|m| (m.name.clone(), m.status))
+                .collect()
+        })
+        .unwrap_or_default()
+    })
+}
+
+/// The audit alarm to show on every page, if any: split views, omissions, forks, suspended
+/// members.
+pub(crate) fn alarm(ctx: &Ctx, lang: Lang) -> Option<String> {
     let s = &ctx.state;
     let split = crate::audit::checkpoints::evidence_count(s).unwrap_or(0);
     let omissions = crate::audit::omission::list(s).map_or(0, |l| l.len());
     let forks = s.store.forks().map_or(0, |f| f.len());
-    if split + omissions as u64 + forks as u64 == 0 {
+    let suspended = suspended_members(ctx).len();
+    if split + omissions as u64 + forks as u64 + suspended as u64 == 0 {
         return None;
     }
     Some(format!(
-        "{} {split} · {} {omissions} · {} {forks}",
+        "{} {split} · {} {omissions} · {} {forks} · {} {suspended}",
         lang.t("审计告警：分叉视图", "Audit alarm: split views"),
         lang.t("遗漏", "omissions"),
         lang.t("分叉", "forks"),
+        lang.t("被暂停成员", "suspended members"),
     ))
 }
 

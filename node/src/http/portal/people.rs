@@ -257,52 +257,40 @@ async fn after(
     }
 }
 
-/// `POST /people/{account}/roles`.
-pub(crate) async fn set_roles(
+/// `POST /people/{account}/{action}`: `roles` (the ticked ones), `password` (a new generated
+/// one, shown once), `disable` or `enable`.
+pub(crate) async fn change(
     State(ctx): State<Ctx>,
     Extension(viewer): Extension<Viewer>,
     Extension(form): Extension<Form>,
-    Path(name): Path<String>,
+    Path((name, action)): Path<(String, String)>,
 ) -> PageResult {
+    let lang = viewer.lang;
     let who = viewer.acting()?;
-    let result = api::roles(&ctx, &who, name.clone(), picked_roles(&form)).await;
-    let done = viewer.lang.t("角色已更新。", "Roles updated.");
-    after(&ctx, &viewer, &name, result, done).await
-}
-
-/// `POST /people/{account}/password`: a new generated password, shown once.
-pub(crate) async fn reset_password(
-    State(ctx): State<Ctx>,
-    Extension(viewer): Extension<Viewer>,
-    Path(name): Path<String>,
-) -> PageResult {
-    let who = viewer.acting()?;
-    let result = api::reset(&ctx, &who, name.clone(), None).await;
-    let done = viewer.lang.t("密码已重置。", "Password reset.");
-    after(&ctx, &viewer, &name, result, done).await
-}
-
-/// `POST /people/{account}/disable`.
-pub(crate) async fn disable(
-    State(ctx): State<Ctx>,
-    Extension(viewer): Extension<Viewer>,
-    Path(name): Path<String>,
-) -> PageResult {
-    let who = viewer.acting()?;
-    let result = api::disabled(&ctx, &who, name.clone(), true).await;
-    let done = viewer.lang.t("账号已停用。", "Account disabled.");
-    after(&ctx, &viewer, &name, result, done).await
-}
-
-/// `POST /people/{account}/enable`.
-pub(crate) async fn enable(
-    State(ctx): State<Ctx>,
-    Extension(viewer): Extension<Viewer>,
-    Path(name): Path<String>,
-) -> PageResult {
-    let who = viewer.acting()?;
-    let result = api::disabled(&ctx, &who, name.clone(), false).await;
-    let done = viewer.lang.t("账号已启用。", "Account enabled.");
+    let (result, done) = match action.as_str() {
+        "roles" => (
+            api::roles(&ctx, &who, name.clone(), picked_roles(&form)).await,
+            lang.t("角色已更新。", "Roles updated."),
+        ),
+        "password" => (
+            api::reset(&ctx, &who, name.clone(), None).await,
+            lang.t("密码已重置。", "Password reset."),
+        ),
+        "disable" => (
+            api::disabled(&ctx, &who, name.clone(), true).await,
+            lang.t("账号已停用。", "Account disabled."),
+        ),
+        "enable" => (
+            api::disabled(&ctx, &who, name.clone(), false).await,
+            lang.t("账号已启用。", "Account enabled."),
+        ),
+        _ => {
+            return Err(PageError::new(
+                StatusCode::NOT_FOUND,
+                lang.t("没有这个操作。", "There is no such action."),
+            ))
+        }
+    };
     after(&ctx, &viewer, &name, result, done).await
 }
 

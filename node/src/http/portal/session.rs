@@ -41,10 +41,16 @@ pub(crate) struct Next {
     next: String,
 }
 
-fn set_cookie(r: &mut Response, name: &str, value: &str, max_age: Option<u64>) {
+/// Sets a portal cookie: HttpOnly, SameSite=Strict, and Secure when the portal serves HTTPS.
+fn set_cookie(r: &mut Response, ctx: &Ctx, name: &str, value: &str, max_age: Option<u64>) {
     let age = max_age.map_or(String::new(), |s| format!("; Max-Age={s}"));
+    let secure = if ctx.state.config.portal.tls_cert.is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Strict{age}"
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict{secure}{age}"
     )) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -73,6 +79,7 @@ fn login_form(
     let mut r = html(&page);
     set_cookie(
         &mut r,
+        ctx,
         &guard::scoped(headers, LOGIN_COOKIE),
         &nonce,
         Some(3600),
@@ -127,11 +134,18 @@ pub(crate) async fn login(
     let mut r = Redirect::to(&next).into_response();
     set_cookie(
         &mut r,
+        &ctx,
         &guard::scoped(&headers, SESSION_COOKIE),
         &token,
         None,
     );
-    set_cookie(&mut r, &guard::scoped(&headers, LOGIN_COOKIE), "", Some(0));
+    set_cookie(
+        &mut r,
+        &ctx,
+        &guard::scoped(&headers, LOGIN_COOKIE),
+        "",
+        Some(0),
+    );
     r
 }
 
@@ -147,6 +161,7 @@ pub(crate) async fn logout(
     let mut r = Redirect::to("/login").into_response();
     set_cookie(
         &mut r,
+        &ctx,
         &guard::scoped(&headers, SESSION_COOKIE),
         "",
         Some(0),

@@ -2,7 +2,8 @@
 //! rows, pulls and bytes served and received, applications by state, the median time to
 //! approve, the most used resources — and pulls and applications over time (day, week or
 //! month) as bar charts; every table downloads as CSV or XLSX. Counted from what this node
-//! holds: a department's node sees its own pulls and applications, the hub the federation's.
+//! holds: a department's node sees its own pulls and applications, the hub the federation's;
+//! applications are those the person may see on the API (a data user counts their own).
 
 mod chart;
 mod export;
@@ -20,7 +21,6 @@ use super::format;
 use super::guard::Viewer;
 use super::page::{show, Chrome, PageError, PageResult};
 use crate::catalogue::{self, Filter};
-use crate::http::authz::Principal;
 use crate::http::Ctx;
 use chart::Chart;
 use tables::{AppFact, EntryFact, PullFact, Table};
@@ -62,6 +62,15 @@ impl Period {
         }
     }
 
+    /// How a day is written as its period.
+    fn pattern(self) -> &'static str {
+        match self {
+            Period::Day => "%Y-%m-%d",
+            Period::Week => "%G-W%V",
+            Period::Month => "%Y-%m",
+        }
+    }
+
     /// The period `ms` falls in, in time zone `tz`.
     fn label(self, tz: chrono_tz::Tz, ms: u64) -> String {
         let Some(t) = tz
@@ -70,26 +79,32 @@ impl Period {
         else {
             return String::new();
         };
-        let pattern = match self {
-            Period::Day => "%Y-%m-%d",
-            Period::Week => "%G-W%V",
-            Period::Month => "%Y-%m",
-        };
-        t.format(pattern).to_string()
+        t.format(self.pattern()).to_string()
     }
 
-    /// The last periods up to `now_ms`, oldest first.
+    /// The last periods up to `now_ms`, oldest first (stepping by calendar days, so a day of
+    /// daylight-saving change is not skipped).
     fn labels(self, tz: chrono_tz::Tz, now_ms: u64) -> Vec<String> {
         let (n, days) = self.span();
+        let Some(mut day) = tz
+            .timestamp_millis_opt(i64::try_from(now_ms).unwrap_or(i64::MAX))
+            .single()
+            .map(|t| t.date_naive())
+        else {
+            return Vec::new();
+        };
         let mut out: Vec<String> = Vec::new();
-        for d in 0..=days {
-            let ms = now_ms.saturating_sub(u64::try_from(d).unwrap_or(0) * 86_400_000);
-            let l = self.label(tz, ms);
+        for _ in 0..=days {
+            let l = day.format(self.pattern()).to_string();
             if !out.contains(&l) {
                 out.push(l);
             }
             if out.len() == n {
                 break;
+            }
+            match day.pred_opt() {
+                Some(d) => day = d,
+                None => break,
             }
         }
         out.reverse();
@@ -115,7 +130,7 @@ struct Facts {
     apps: Vec<AppFact>,
 }
 
-fn facts(ctx: &Ctx) -> Result<Facts, PageError> {
+fn facts(ctx: &Ctx, viewer: &Viewer) -> Result<Facts, PageError> {
     let s = &ctx.state;
     let member = |k: &huitong_protocol::NodeId| {
         s.with_charter(|c| c.and_then(|c| c.member(k)).map(|m| m.name.clone()))
@@ -142,8 +157,9 @@ fn facts(ctx: &Ctx) -> Result<Facts, PageError> {
             at_ms: r.countersigned_at_ms,
         })
         .collect();
-    // Counts only: the node's own view of every application it holds.
-    let apps = crate::http::applications::views(ctx, &Principal::Node, None)?
+    // The applications the person may see on the API (a data user: their own; approvers and
+    // auditors: the node's), counted.
+    let apps = crate::http::applications::views(ctx, &viewer.acting()?, None)?
         .into_iter()
         .map(|v| AppFact {
             submitted_ms: v.timeline.first().map_or(0, |s| s.at_ms),
@@ -162,6 +178,14 @@ fn facts(ctx: &Ctx) -> Result<Facts, PageError> {
         pulls,
         apps,
     })
+}
+
+/// [`facts`] off the async runtime (it reads the whole catalogue, receipts and applications).
+async fn gathered(ctx: &Ctx, viewer: &Viewer) -> Result<Facts, PageError> {
+    let (ctx, viewer) = (ctx.clone(), viewer.clone());
+    tokio::task::spawn_blocking(move || facts(&ctx, &viewer))
+        .await
+        .map_err(PageError::internal)?
 }
 
 /// Every table of the page, in its order.
@@ -198,7 +222,7 @@ pub(crate) async fn page(
     let lang = viewer.lang;
     let en = lang.en();
     let period = Period::parse(&q.period);
-    let f = facts(&ctx)?;
+    let f = gathered(&ctx, &viewer).await?;
     let tables = all_tables(&ctx, &f, period, en);
     // The over-time table's columns as charts: pulls, and new applications.
     let over = &tables[0];
@@ -262,7 +286,16 @@ pub(crate) async fn download(
 ) -> PageResult {
     let lang = viewer.lang;
     let period = Period::parse(&q.period);
-    let f = facts(&ctx)?;
+    if !matches!(q.format.as_str(), "csv" | "xlsx") {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            lang.t(
+                "导出格式须为 csv 或 xlsx。",
+                "The export format is csv or xlsx.",
+            ),
+        ));
+    }
+    let f = gathered(&ctx, &viewer).await?;
     let Some(table) = all_tables(&ctx, &f, period, lang.en())
         .into_iter()
         .find(|t| t.id == q.table)

@@ -10,6 +10,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{FromRequest, Multipart, Query, State};
@@ -31,6 +33,10 @@ use crate::http::Ctx;
 const ROOM_STEP: u64 = 16 << 20;
 /// Largest text part of the upload form (the token, the code, a checkbox).
 const MAX_TEXT_PART: usize = 1024;
+/// Most parts an upload form has (it has four).
+const MAX_PARTS: usize = 8;
+/// Longest file name kept for a 文件 resource (bytes).
+const MAX_NAME: usize = 200;
 /// How many refused cells a page shows (the report holds them all).
 const SHOWN: usize = 20;
 /// The table formats an upload may have, by extension.
@@ -113,13 +119,44 @@ fn page(
     }
 }
 
+/// Removes uploads a stopped node left in people's directories (at start no upload is under
+/// way; an upload is otherwise removed once published or refused).
+pub(crate) fn remove_leftovers(state: &crate::state::NodeState) {
+    let root = crate::http::paths::exchange_dir(state);
+    let Ok(people) = std::fs::read_dir(&root) else {
+        return;
+    };
+    for dir in people.filter_map(Result::ok) {
+        if !dir.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(files) = std::fs::read_dir(dir.path()) else {
+            continue;
+        };
+        for f in files.filter_map(Result::ok) {
+            let leftover = f.file_type().is_ok_and(|t| t.is_file())
+                && f.file_name().to_string_lossy().starts_with("upload-");
+            if leftover {
+                match std::fs::remove_file(f.path()) {
+                    Ok(()) => {
+                        tracing::info!(path = %f.path().display(), "removed an upload left by a stopped node")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %f.path().display(), error = %e, "cannot remove a leftover upload")
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `GET /upload?code=…`.
 pub(crate) async fn form(
     State(ctx): State<Ctx>,
     Extension(viewer): Extension<Viewer>,
     Query(q): Query<Code>,
 ) -> PageResult {
-    let r = super::cataloguing::own(&ctx, &q.code, viewer.lang)?;
+    let r = super::cataloguing::own_live(&ctx, &q.code, viewer.lang)?;
     show(&page(&ctx, &viewer, &r, None, None))
 }
 
@@ -135,6 +172,8 @@ struct Parts {
 struct Upload {
     path: PathBuf,
     name: String,
+    /// The file's name as the browser gave it (its last component, cleaned).
+    given: String,
     bytes: u64,
 }
 
@@ -148,32 +187,39 @@ impl Drop for Upload {
     }
 }
 
+/// An upload that could not be read (broken off, malformed, too large for the body limit).
+fn unreadable(lang: Lang, e: impl std::fmt::Display) -> PageError {
+    PageError::new(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "{} {e}",
+            lang.t("上传表单无法读取：", "The upload could not be read:")
+        ),
+    )
+}
+
 /// A refusal of the upload itself (before anything was published).
 fn bad(status: StatusCode, lang: Lang, zh: &str, en: &str) -> PageError {
     PageError::new(status, lang.t(zh, en))
 }
 
-/// The text of a small part.
+/// The text of a small part, read in chunks and refused once longer than [`MAX_TEXT_PART`]
+/// (never buffered whole: the CSRF part is read before the token is known to be good).
 async fn text_part(
-    field: axum::extract::multipart::Field<'_>,
+    mut field: axum::extract::multipart::Field<'_>,
     lang: Lang,
 ) -> Result<String, PageError> {
-    let bytes = field.bytes().await.map_err(|e| {
-        PageError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{} {e}",
-                lang.t("上传表单无法读取：", "The upload could not be read:")
-            ),
-        )
-    })?;
-    if bytes.len() > MAX_TEXT_PART {
-        return Err(bad(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            lang,
-            "表单字段过长。",
-            "A form field is too long.",
-        ));
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| unreadable(lang, e))? {
+        if bytes.len() + chunk.len() > MAX_TEXT_PART {
+            return Err(bad(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                lang,
+                "表单字段过长。",
+                "A form field is too long.",
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
     }
     Ok(String::from_utf8_lossy(&bytes).trim().to_string())
 }
@@ -199,6 +245,24 @@ fn extension(file_name: &str, table: bool, lang: Lang) -> Result<&'static str, P
                 )
             ),
         )),
+    }
+}
+
+/// A browser-given file name as a 文件 resource's name: its last component, without control
+/// characters, at most [`MAX_NAME`] bytes.
+fn clean_name(given: &str) -> String {
+    let last = given.rsplit(['/', '\\']).next().unwrap_or_default();
+    let mut out = String::new();
+    for c in last.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_NAME {
+            break;
+        }
+        out.push(c);
+    }
+    if out.is_empty() || out.starts_with('.') {
+        format!("data{out}")
+    } else {
+        out
     }
 }
 
@@ -235,10 +299,15 @@ async fn store_file(
         .space
         .reserve_one(&path, ROOM_STEP)
         .map_err(|e| PageError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+    // The ledger counts what is written as used already (statvfs sees it), not twice.
+    let written = Arc::new(AtomicU64::new(0));
+    let w = written.clone();
+    room.track(move || w.load(Ordering::Relaxed));
     let file = crate::outfile::create_new(&path).map_err(PageError::internal)?;
     let mut upload = Upload {
         path,
         name,
+        given: clean_name(&given),
         bytes: 0,
     };
     let mut out = tokio::fs::File::from_std(file);
@@ -276,6 +345,7 @@ async fn store_file(
                 .map_err(|e| PageError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
         }
         out.write_all(&chunk).await.map_err(PageError::internal)?;
+        written.store(upload.bytes, Ordering::Relaxed);
     }
     out.flush().await.map_err(PageError::internal)?;
     Ok(upload)
@@ -289,15 +359,7 @@ async fn read_parts(
     mut multipart: Multipart,
 ) -> Result<(Record, Parts), PageError> {
     let lang = viewer.lang;
-    let broken = |e: axum::extract::multipart::MultipartError| {
-        PageError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{} {e}",
-                lang.t("上传表单无法读取：", "The upload could not be read:")
-            ),
-        )
-    };
+    let broken = |e: axum::extract::multipart::MultipartError| unreadable(lang, e);
     let expired = || {
         bad(
             StatusCode::FORBIDDEN,
@@ -320,13 +382,23 @@ async fn read_parts(
     let mut code = String::new();
     let mut allow_rejects = false;
     let mut stored = None;
+    let mut parts = 1;
     while let Some(field) = multipart.next_field().await.map_err(broken)? {
+        parts += 1;
+        if parts > MAX_PARTS {
+            return Err(bad(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                lang,
+                "上传表单的字段过多。",
+                "The upload form has too many fields.",
+            ));
+        }
         match field.name() {
             Some("code") => code = text_part(field, lang).await?,
             Some("allow_rejects") => allow_rejects = !text_part(field, lang).await?.is_empty(),
             Some("file") if stored.is_none() => {
                 // The code names the entry, which says whether the file is a table.
-                let r = super::cataloguing::own(ctx, &code, lang)?;
+                let r = super::cataloguing::own_live(ctx, &code, lang)?;
                 let file = store_file(ctx, viewer, field, !r.entry.items.is_empty()).await?;
                 stored = Some((r, file));
             }
@@ -368,15 +440,9 @@ pub(crate) async fn receive(
             "An upload is sent as a file form (multipart/form-data).",
         ));
     };
-    let multipart = Multipart::from_request(req, &()).await.map_err(|e| {
-        PageError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{} {e}",
-                lang.t("上传表单无法读取：", "The upload could not be read:")
-            ),
-        )
-    })?;
+    let multipart = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| unreadable(lang, e))?;
     let (r, parts) = read_parts(&ctx, &viewer, &token, multipart).await?;
     let who = viewer.acting()?;
     let req = PublishRequest {
@@ -385,10 +451,20 @@ pub(crate) async fn receive(
         file: r.entry.items.is_empty(),
         allow_rejects: parts.allow_rejects,
         path_seen: None,
+        file_name: Some(parts.file.given.clone()),
     };
     let size = parts.file.bytes;
-    let published = datasets::publish_version(&ctx, &who, req).await?;
-    drop(parts);
+    // Its own task: a browser that leaves mid-publish does not cancel the announcement.
+    let published = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let out = datasets::publish_version(&ctx, &who, req).await;
+            drop(parts);
+            out
+        })
+        .await
+        .map_err(PageError::internal)??
+    };
     match published {
         Ok(report) => show(&page(
             &ctx,
@@ -570,6 +646,15 @@ mod tests {
         for bad in ["../x.jsonl", ".x.jsonl", "a/b.jsonl", "x.txt", "x.jsonl\0"] {
             assert!(!is_report_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn file_names_keep_their_last_component_only() {
+        assert_eq!(clean_name("C:\\Users\\x\\年报.pdf"), "年报.pdf");
+        assert_eq!(clean_name("../../etc/passwd"), "passwd");
+        assert_eq!(clean_name(".bashrc"), "data.bashrc");
+        assert_eq!(clean_name("a\u{7}b"), "ab");
+        assert!(clean_name(&"长".repeat(500)).len() <= MAX_NAME);
     }
 
     #[test]

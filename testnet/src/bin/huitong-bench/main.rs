@@ -4,13 +4,15 @@
 //! - `pull --size-mib N`: one department pulls an N MiB file from another, against raw TCP,
 //!   rsync over ssh and sendme (see [`pull`]);
 //! - `grant`: authorizing one chunk request with a grant token (see [`grant`]);
-//! - `audit`: durable batched appends to the hub's audit log (see [`audit`]).
+//! - `audit`: durable batched appends to the hub's audit log (see [`audit`]);
+//! - `search --entries K --users N`: the portal's search against the JSON API (see [`search`]).
 //!
 //! Method and results: `docs/benchmarks.md`.
 
 mod audit;
 mod grant;
 mod pull;
+mod search;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -33,6 +35,8 @@ enum Bench {
     Grant(grant::GrantArgs),
     /// Durable batched audit-log appends, against a raw append + fdatasync.
     Audit(audit::AuditArgs),
+    /// Portal search at concurrent users, against the JSON API.
+    Search(search::SearchArgs),
 }
 
 /// Sync benchmark options.
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Pull(a) => pull::pull(a),
         Bench::Grant(a) => grant::grant(a),
         Bench::Audit(a) => audit::audit(a),
+        Bench::Search(a) => search::search(a),
     }
 }
 
@@ -257,19 +262,38 @@ fn tcp_copy(path: &std::path::Path) -> anyhow::Result<f64> {
     Ok(t0.elapsed().as_secs_f64())
 }
 
-fn sync(a: SyncArgs) -> anyhow::Result<()> {
+/// A catalogue testnet: hub, one department (区公安局) and the city node, all but the city
+/// started; the department has imported `entries` generated entries through the CLI.
+pub(crate) struct Imported {
+    pub(crate) net: Testnet,
+    /// The department's node.
+    pub(crate) provider: usize,
+    /// The city node (not started).
+    pub(crate) fresh: usize,
+    /// The JSONL imported, and its size.
+    pub(crate) file: PathBuf,
+    pub(crate) bytes: u64,
+    /// Seconds the import took.
+    pub(crate) import: f64,
+}
+
+pub(crate) fn imported(
+    dir: &std::path::Path,
+    base_port: u16,
+    entries: usize,
+) -> anyhow::Result<Imported> {
     let bin = std::env::current_exe()?.with_file_name("huitong");
-    let _ = std::fs::remove_dir_all(&a.dir);
+    let _ = std::fs::remove_dir_all(dir);
     let mut t = Testnet::create(&Options {
-        dir: a.dir.clone(),
+        dir: dir.to_path_buf(),
         departments: 1,
-        base_port: a.base_port,
+        base_port,
         sync_interval_secs: 10,
         bin,
 
         hidden: Vec::new(),
         // One feed takes the whole catalogue at once: above the default hourly quota.
-        feed_quota: Some(u32::try_from(a.entries.saturating_mul(2)).unwrap_or(u32::MAX)),
+        feed_quota: Some(u32::try_from(entries.saturating_mul(2)).unwrap_or(u32::MAX)),
     })?;
     let provider = t.index("police").context("no police node")?;
     let fresh = t.index("city").context("no city node")?;
@@ -279,11 +303,11 @@ fn sync(a: SyncArgs) -> anyhow::Result<()> {
         }
     }
     t.wait_healthy(Duration::from_secs(120))?;
-    let file = a.dir.join("entries.jsonl");
-    let bytes = write_jsonl(&file, &t.nodes[provider], a.entries)?;
+    let file = dir.join("entries.jsonl");
+    let bytes = write_jsonl(&file, &t.nodes[provider], entries)?;
     eprintln!(
         "importing {} entries ({:.1} MiB of JSONL) on {} …",
-        a.entries,
+        entries,
         bytes as f64 / 1048576.0,
         t.nodes[provider].name
     );
@@ -292,7 +316,26 @@ fn sync(a: SyncArgs) -> anyhow::Result<()> {
     if !out.status.success() {
         bail!("import failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let import = t0.elapsed().as_secs_f64();
+    Ok(Imported {
+        net: t,
+        provider,
+        fresh,
+        file,
+        bytes,
+        import: t0.elapsed().as_secs_f64(),
+    })
+}
+
+fn sync(a: SyncArgs) -> anyhow::Result<()> {
+    let Imported {
+        net: mut t,
+        provider: _,
+        fresh,
+        file,
+        bytes,
+        import,
+    } = imported(&a.dir, a.base_port, a.entries)?;
+
     let want = a.entries as u64;
     let hub = t.index("hub").context("no hub")?;
     t.wait_status(

@@ -1,0 +1,501 @@
+//! Ranked catalogue search (tantivy): BM25 over the Chinese text of every live entry (title,
+//! abstract, 信息项 names, provider, codes), cut with the jieba tokens the rest of the node uses,
+//! with facet counts (部门, 资源分类, 共享类型, 开放属性, 更新周期, 资源格式) and paging done by the
+//! index, so a query over 100,000 entries reads only the page it shows.
+//!
+//! The index is derived data, kept in `<node dir>/search/` and rebuilt from the catalogue view
+//! at every start (a crash cannot leave it disagreeing with the store). The catalogue view
+//! notes each key it changes ([`Search::note`]); a syncer thread takes the noted keys under the
+//! store's writer lock — so every batch that noted them has committed — re-reads those records
+//! and commits the index. A search first waits (boundedly) until everything noted before it is
+//! indexed, so a person finds what they just published. Until the first build finishes,
+//! [`Search::query`] answers `None` and callers use the store's own AND index.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rocksdb::IteratorMode;
+use tantivy::collector::{Count, FacetCollector, MultiCollector, TopDocs};
+use tantivy::query::{AllQuery, BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Facet, FacetOptions, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value,
+    FAST, STORED, STRING,
+};
+use tantivy::tokenizer::{PreTokenizedString, Token};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument};
+use tokio_util::sync::CancellationToken;
+
+use super::Record;
+use crate::state::NodeState;
+use crate::store::{StoreError, CF_CATALOGUE};
+
+/// How long a search waits for changes noted before it to be indexed.
+const FRESH_WAIT: Duration = Duration::from_secs(2);
+/// How often the syncer looks for noted keys.
+const SYNC_EVERY: Duration = Duration::from_millis(50);
+/// The index writer's memory (tantivy's least per thread is 15 MB).
+const WRITER_BYTES: usize = 32 << 20;
+
+/// The facets, by the names the portal's links use.
+pub const FACETS: [&str; 6] = ["dept", "class", "share", "open", "cycle", "format"];
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The index failed.
+    #[error("catalogue search index: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The fields of a document.
+#[derive(Clone, Copy)]
+struct Fields {
+    key: Field,
+    title: Field,
+    summary: Field,
+    items: Field,
+    provider: Field,
+    codes: Field,
+    updated: Field,
+    facets: [Field; 6],
+}
+
+impl Fields {
+    fn schema() -> (Schema, Fields) {
+        let mut b = Schema::builder();
+        // Pre-tokenized text: term frequencies for BM25, no positions (no phrase queries).
+        let text = TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default().set_index_option(IndexRecordOption::WithFreqs),
+        );
+        let key = b.add_text_field("key", STRING | STORED);
+        let title = b.add_text_field("title", text.clone());
+        let summary = b.add_text_field("summary", text.clone());
+        let items = b.add_text_field("items", text.clone());
+        let provider = b.add_text_field("provider", text.clone());
+        let codes = b.add_text_field("codes", text);
+        let updated = b.add_u64_field("updated", FAST);
+        let facets = FACETS.map(|f| b.add_facet_field(f, FacetOptions::default()));
+        (
+            b.build(),
+            Fields {
+                key,
+                title,
+                summary,
+                items,
+                provider,
+                codes,
+                updated,
+                facets,
+            },
+        )
+    }
+
+    /// The searched text fields with their boosts (a word in the title counts most).
+    fn weighted(&self) -> [(Field, f32); 5] {
+        [
+            (self.title, 3.0),
+            (self.items, 1.5),
+            (self.summary, 1.0),
+            (self.provider, 1.0),
+            (self.codes, 2.0),
+        ]
+    }
+}
+
+/// The search tokens of a text: jieba's search-mode words (long words and the shorter words in
+/// them), lower-cased, punctuation dropped — the same words the store's index uses.
+fn words(text: &str) -> Vec<String> {
+    super::index::jieba()
+        .cut_for_search(text, true)
+        .into_iter()
+        .map(|t| t.word.trim().to_lowercase())
+        .filter(|t| !t.is_empty() && t.chars().any(char::is_alphanumeric))
+        .collect()
+}
+
+fn pre_tokenized(text: &str) -> PreTokenizedString {
+    let tokens = words(text)
+        .into_iter()
+        .enumerate()
+        .map(|(position, text)| Token {
+            offset_from: 0,
+            offset_to: 0,
+            position,
+            text,
+            position_length: 1,
+        })
+        .collect();
+    PreTokenizedString {
+        text: String::new(),
+        tokens,
+    }
+}
+
+/// The value of facet `name` for a record (the portal's links carry these).
+pub fn facet_value(r: &Record, name: &str) -> String {
+    let e = &r.entry;
+    match name {
+        "dept" => e.provider_code.to_string(),
+        "class" => e.classification.class().to_string(),
+        "share" => e.share_type.key().to_string(),
+        "open" => e.open_type.key().to_string(),
+        "cycle" => e.update_cycle.key().to_string(),
+        "format" => e.format.category.key().to_string(),
+        _ => String::new(),
+    }
+}
+
+fn document(f: &Fields, key: &str, r: &Record) -> TantivyDocument {
+    let e = &r.entry;
+    let mut d = TantivyDocument::default();
+    d.add_text(f.key, key);
+    d.add_pre_tokenized_text(f.title, pre_tokenized(&e.title));
+    d.add_pre_tokenized_text(f.summary, pre_tokenized(&e.summary));
+    let items: Vec<&str> = e.items.iter().map(|i| i.name.as_str()).collect();
+    d.add_pre_tokenized_text(f.items, pre_tokenized(&items.join(" ")));
+    d.add_pre_tokenized_text(f.provider, pre_tokenized(&e.provider_name));
+    d.add_pre_tokenized_text(
+        f.codes,
+        pre_tokenized(&format!("{} {}", e.code.as_str(), e.provider_code.as_str())),
+    );
+    d.add_u64(f.updated, r.updated_ms);
+    for (field, name) in f.facets.iter().zip(FACETS) {
+        d.add_facet(*field, Facet::from_path([facet_value(r, name)]));
+    }
+    d
+}
+
+/// A query: words (empty: every live entry), facet values it must have, the page.
+#[derive(Clone, Debug, Default)]
+pub struct SearchQuery {
+    /// The words typed.
+    pub text: String,
+    /// (facet name, value) pairs every hit has.
+    pub facets: Vec<(String, String)>,
+    /// Hits skipped.
+    pub offset: usize,
+    /// Hits returned at most.
+    pub limit: usize,
+    /// Newest first instead of by relevance (an empty query is always newest first).
+    pub newest_first: bool,
+}
+
+/// What a search found.
+#[derive(Clone, Debug, Default)]
+pub struct Hits {
+    /// All hits, over every page.
+    pub total: usize,
+    /// The page's record keys, best first.
+    pub keys: Vec<Vec<u8>>,
+    /// Each facet's values over all hits, with counts.
+    pub facets: BTreeMap<&'static str, Vec<(String, u64)>>,
+    /// The query's words (to highlight).
+    pub words: Vec<String>,
+}
+
+/// The index once built, for searching.
+struct Engine {
+    reader: IndexReader,
+    fields: Fields,
+}
+
+/// The catalogue's search index: shared by the catalogue view (which notes changes), the
+/// syncer thread and the HTTP handlers.
+pub struct Search {
+    dir: PathBuf,
+    engine: RwLock<Option<Arc<Engine>>>,
+    /// Record keys changed since the syncer last took them.
+    dirty: Mutex<BTreeSet<Vec<u8>>>,
+    /// Changes noted, ever.
+    noted: AtomicU64,
+    /// Changes noted that the committed index holds.
+    indexed: AtomicU64,
+    /// Set when the catalogue view is rebuilt: the syncer rebuilds the index too.
+    reset: AtomicBool,
+}
+
+impl Search {
+    /// A search index in `dir` (made when [`Search::run`] starts).
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            engine: RwLock::new(None),
+            dirty: Mutex::new(BTreeSet::new()),
+            noted: AtomicU64::new(0),
+            indexed: AtomicU64::new(0),
+            reset: AtomicBool::new(false),
+        }
+    }
+
+    /// The catalogue record at `key` changed (staged in a batch not yet committed).
+    pub fn note(&self, key: &[u8]) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_vec());
+        self.noted.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The catalogue view is being rebuilt: rebuild the index after it.
+    pub fn note_reset(&self) {
+        self.reset.store(true, Ordering::SeqCst);
+        self.noted.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether the first build has finished.
+    pub fn ready(&self) -> bool {
+        self.engine().is_some()
+    }
+
+    fn engine(&self) -> Option<Arc<Engine>> {
+        self.engine
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Builds the index and keeps it in step with the catalogue until `shutdown`; blocking
+    /// (run it on its own thread). A failure is logged and the index left unused.
+    pub fn run(&self, state: &NodeState, shutdown: &CancellationToken) {
+        let mut writer = match self.build(state) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, dir = %self.dir.display(), "cannot build the catalogue search index; searching uses the plain word index");
+                return;
+            }
+        };
+        while !shutdown.is_cancelled() {
+            std::thread::sleep(SYNC_EVERY);
+            if self.reset.swap(false, Ordering::SeqCst) {
+                match self.build(state) {
+                    Ok(w) => writer = w,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot rebuild the catalogue search index");
+                        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = None;
+                        return;
+                    }
+                }
+                continue;
+            }
+            if let Err(e) = self.sync(state, &mut writer) {
+                tracing::error!(error = %e, "catalogue search index update failed; searching uses the plain word index");
+                *self.engine.write().unwrap_or_else(|p| p.into_inner()) = None;
+                return;
+            }
+        }
+    }
+
+    /// Makes a new index from every live record; returns its writer.
+    fn build(&self, state: &NodeState) -> Result<IndexWriter, SearchError> {
+        let started = Instant::now();
+        self.reset.store(false, Ordering::SeqCst);
+        let noted = self.noted.load(Ordering::SeqCst);
+        if self.dir.exists() {
+            std::fs::remove_dir_all(&self.dir).map_err(tantivy::TantivyError::from)?;
+        }
+        std::fs::create_dir_all(&self.dir).map_err(tantivy::TantivyError::from)?;
+        let (schema, fields) = Fields::schema();
+        let index = Index::create_in_dir(&self.dir, schema)?;
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, WRITER_BYTES)?;
+        let store = &state.store;
+        let mut n = 0u64;
+        for kv in store
+            .db()
+            .iterator_cf(store.cf(CF_CATALOGUE), IteratorMode::Start)
+        {
+            let (k, v) = kv.map_err(StoreError::from)?;
+            let r = super::decode(&v)?;
+            if r.withdrawn.is_none() {
+                writer.add_document(document(&fields, &String::from_utf8_lossy(&k), &r))?;
+                n += 1;
+            }
+        }
+        writer.commit()?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) =
+            Some(Arc::new(Engine { reader, fields }));
+        // Keys noted during the scan are synced next (they may be in the scan already).
+        self.indexed.store(noted, Ordering::SeqCst);
+        tracing::info!(
+            entries = n,
+            ms = started.elapsed().as_millis() as u64,
+            "catalogue search index built"
+        );
+        Ok(writer)
+    }
+
+    /// Indexes the noted keys, if any.
+    fn sync(&self, state: &NodeState, writer: &mut IndexWriter) -> Result<(), SearchError> {
+        let Some(engine) = self.engine() else {
+            return Ok(());
+        };
+        // Under the writer lock no batch is between noting its keys and committing them.
+        let (keys, noted) = {
+            let _w = state.store.writer();
+            let keys = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
+            (keys, self.noted.load(Ordering::SeqCst))
+        };
+        if keys.is_empty() {
+            self.indexed.store(noted, Ordering::SeqCst);
+            return Ok(());
+        }
+        let f = engine.fields;
+        let cf = state.store.cf(CF_CATALOGUE);
+        for k in &keys {
+            let key = String::from_utf8_lossy(k);
+            writer.delete_term(tantivy::Term::from_field_text(f.key, &key));
+            if let Some(v) = state.store.db().get_cf(cf, k).map_err(StoreError::from)? {
+                let r = super::decode(&v)?;
+                if r.withdrawn.is_none() {
+                    writer.add_document(document(&f, &key, &r))?;
+                }
+            }
+        }
+        writer.commit()?;
+        engine.reader.reload()?;
+        self.indexed.store(noted, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Waits until the changes noted before now are indexed (at most [`FRESH_WAIT`]).
+    fn wait_fresh(&self) {
+        let want = self.noted.load(Ordering::SeqCst);
+        let deadline = Instant::now() + FRESH_WAIT;
+        while self.indexed.load(Ordering::SeqCst) < want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Runs `q`; `None` until the index is built (use the store's word index then).
+    pub fn query(&self, q: &SearchQuery) -> Option<Result<Hits, SearchError>> {
+        self.engine()?;
+        self.wait_fresh();
+        let engine = self.engine()?;
+        Some(run_query(&engine, q))
+    }
+}
+
+fn run_query(engine: &Engine, q: &SearchQuery) -> Result<Hits, SearchError> {
+    let f = &engine.fields;
+    let words: Vec<String> = {
+        let mut seen = BTreeSet::new();
+        words(&q.text)
+            .into_iter()
+            .filter(|w| seen.insert(w.clone()))
+            .collect()
+    };
+    let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    // Every word must match in some field (AND over words, OR over fields), ranked by BM25
+    // with the fields' boosts.
+    for w in &words {
+        let any_field: Vec<(Occur, Box<dyn Query>)> = f
+            .weighted()
+            .iter()
+            .map(|(field, boost)| {
+                let term = TermQuery::new(
+                    tantivy::Term::from_field_text(*field, w),
+                    IndexRecordOption::WithFreqs,
+                );
+                (
+                    Occur::Should,
+                    Box::new(BoostQuery::new(Box::new(term), *boost)) as Box<dyn Query>,
+                )
+            })
+            .collect();
+        must.push((Occur::Must, Box::new(BooleanQuery::new(any_field))));
+    }
+    for (name, value) in &q.facets {
+        if let Some(i) = FACETS.iter().position(|n| n == name) {
+            let term = tantivy::Term::from_facet(f.facets[i], &Facet::from_path([value.as_str()]));
+            must.push((
+                Occur::Must,
+                Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
+            ));
+        }
+    }
+    let text_given = !q.text.trim().is_empty();
+    if text_given && words.is_empty() {
+        // Only punctuation typed: nothing can match.
+        return Ok(Hits::default());
+    }
+    let query: Box<dyn Query> = if must.is_empty() {
+        Box::new(AllQuery)
+    } else {
+        Box::new(BooleanQuery::new(must))
+    };
+    let searcher = engine.reader.searcher();
+    let mut multi = MultiCollector::new();
+    let count = multi.add_collector(Count);
+    let facet_handles: Vec<_> = FACETS
+        .iter()
+        .map(|name| {
+            let mut c = FacetCollector::for_field(*name);
+            c.add_facet(Facet::root());
+            multi.add_collector(c)
+        })
+        .collect();
+    let limit = q.limit.max(1);
+    let newest = q.newest_first || words.is_empty();
+    let (mut fruit, addresses): (_, Vec<DocAddress>) = if newest {
+        let top = TopDocs::with_limit(limit)
+            .and_offset(q.offset)
+            .order_by_u64_field("updated", Order::Desc);
+        let (docs, fruit) = searcher.search(&query, &(top, multi))?;
+        (fruit, docs.into_iter().map(|(_, a)| a).collect())
+    } else {
+        let top = TopDocs::with_limit(limit)
+            .and_offset(q.offset)
+            .order_by_score();
+        let (docs, fruit) = searcher.search(&query, &(top, multi))?;
+        (fruit, docs.into_iter().map(|(_, a)| a).collect())
+    };
+    let total = count.extract(&mut fruit);
+    let mut facets = BTreeMap::new();
+    for (name, handle) in FACETS.iter().zip(facet_handles) {
+        let counts = handle.extract(&mut fruit);
+        let mut values: Vec<(String, u64)> = counts
+            .get(Facet::root())
+            .map(|(facet, n)| {
+                let path = facet.to_path();
+                (path.first().map_or_else(String::new, |s| s.to_string()), n)
+            })
+            .collect();
+        values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        facets.insert(*name, values);
+    }
+    let mut keys = Vec::with_capacity(addresses.len());
+    for a in addresses {
+        let d: TantivyDocument = searcher.doc(a)?;
+        if let Some(k) = d.get_first(f.key).and_then(|v| v.as_str()) {
+            keys.push(k.as_bytes().to_vec());
+        }
+    }
+    Ok(Hits {
+        total,
+        keys,
+        facets,
+        words,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_the_store_index_words() {
+        let w = words("人口基本信息（2026版）");
+        assert!(w.contains(&"人口".to_string()), "{w:?}");
+        assert!(w.contains(&"2026".to_string()), "{w:?}");
+        assert!(!w.iter().any(|t| t == "（"), "{w:?}");
+    }
+}

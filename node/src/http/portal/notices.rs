@@ -1,0 +1,206 @@
+//! In-portal notifications (站内通知), for the person signed in, from what the node holds: an
+//! approver's new incoming applications and deadlines one working day away or past; a data
+//! user's decisions (approved, rejected, granted, revoked) on the applications they submitted;
+//! an auditor's audit alarms. The same events go to the webhook ([`crate::notify`]). Opening
+//! the page marks them read (kept with the account, so it survives a restart); the navigation
+//! shows how many are unread.
+
+use askama::Template;
+use axum::extract::State;
+use axum::Extension;
+
+use super::format;
+use super::guard::Viewer;
+use super::page::{show, Chrome, Lang, PageError, PageResult};
+use crate::accounts::Role;
+use crate::api::AppView;
+use crate::http::applications as api;
+use crate::http::Ctx;
+
+/// Notifications older than this are not shown.
+const KEEP_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Most notifications shown.
+const MAX_SHOWN: usize = 100;
+
+/// One notification.
+#[derive(Clone, Debug)]
+pub(crate) struct Notice {
+    at_ms: u64,
+    text: String,
+    href: String,
+    /// `warn` for deadlines and alarms, `""` otherwise.
+    class: &'static str,
+}
+
+/// The decision steps a data user is told of, with their words.
+fn decision(state: &str, lang: Lang) -> Option<&'static str> {
+    Some(match state {
+        "approved" => lang.t("已批准", "was approved"),
+        "rejected" => lang.t("被驳回", "was rejected"),
+        "granted" => lang.t("已授权，可以拉取", "was granted: you can pull"),
+        "revoked" => lang.t("的授权已被撤销", "had its grant revoked"),
+        _ => return None,
+    })
+}
+
+/// The notifications of `viewer`, newest first.
+pub(crate) fn notices(ctx: &Ctx, viewer: &Viewer) -> Vec<Notice> {
+    let lang = viewer.lang;
+    let now = crate::state::now_ms();
+    let since = now.saturating_sub(KEEP_MS);
+    let mut out = Vec::new();
+    let Some(account) = viewer.account() else {
+        return out;
+    };
+    if viewer.has(Role::Approver) {
+        for v in api::awaiting(ctx).unwrap_or_default() {
+            let href = format!("/applications/{}", v.id);
+            if let Some(first) = v.timeline.first() {
+                out.push(Notice {
+                    at_ms: first.at_ms,
+                    text: format!(
+                        "{}{} {} {}",
+                        lang.t("新的申请：", "New application: "),
+                        v.applicant,
+                        lang.t("申请使用", "applies for"),
+                        v.code
+                    ),
+                    href: href.clone(),
+                    class: "",
+                });
+            }
+            if let Some(d) = v.deadline.as_ref().filter(|d| d.working_days_left <= 1) {
+                out.push(Notice {
+                    at_ms: now,
+                    text: format!(
+                        "{} {} · {} {}",
+                        if d.working_days_left < 0 {
+                            lang.t("已超过办理时限：", "Past its deadline:")
+                        } else {
+                            lang.t("办理时限将至：", "Deadline within a working day:")
+                        },
+                        v.code,
+                        lang.t("办理时限", "due"),
+                        d.due
+                    ),
+                    href,
+                    class: "warn",
+                });
+            }
+        }
+    }
+    if viewer.has(Role::DataUser) {
+        let Some(p) = viewer.principal.as_ref() else {
+            return out;
+        };
+        let mine: Vec<AppView> = api::views(ctx, p, Some("outgoing")).unwrap_or_default();
+        for v in mine.into_iter().filter(|v| {
+            v.timeline
+                .first()
+                .and_then(|s| s.by.as_ref())
+                .is_some_and(|by| by.account == account.name)
+        }) {
+            for step in &v.timeline {
+                if let Some(word) = decision(&step.state, lang) {
+                    out.push(Notice {
+                        at_ms: step.at_ms,
+                        text: format!(
+                            "{} {} {word}",
+                            lang.t("您对", "Your application for"),
+                            v.code
+                        ) + lang.t("的申请", ""),
+                        href: format!("/applications/{}", v.id),
+                        class: if step.state == "rejected" || step.state == "revoked" {
+                            "warn"
+                        } else {
+                            ""
+                        },
+                    });
+                }
+            }
+        }
+    }
+    if viewer.has(Role::Auditor) {
+        if let Some(alarm) = super::page::alarm(ctx, lang) {
+            out.push(Notice {
+                at_ms: now,
+                text: alarm,
+                href: "/audit".into(),
+                class: "warn",
+            });
+        }
+    }
+    out.retain(|n| n.at_ms >= since);
+    out.sort_by_key(|n| std::cmp::Reverse(n.at_ms));
+    out.truncate(MAX_SHOWN);
+    out
+}
+
+/// How many of `viewer`'s notifications are newer than their last visit to the page (a
+/// standing deadline or alarm counts until it is resolved).
+pub(crate) fn unread(ctx: &Ctx, viewer: &Viewer) -> usize {
+    let seen = viewer.account().map_or(0, |a| a.notices_seen_ms);
+    notices(ctx, viewer)
+        .iter()
+        .filter(|n| n.at_ms > seen || n.class == "warn")
+        .count()
+}
+
+/// A row of the page.
+pub(crate) struct Row {
+    time: String,
+    text: String,
+    href: String,
+    class: &'static str,
+    new: bool,
+}
+
+#[derive(Template)]
+#[template(path = "notices.html")]
+struct NoticesPage {
+    c: Chrome,
+    rows: Vec<Row>,
+}
+
+/// `GET /notifications`: the list; everything shown is marked read.
+pub(crate) async fn page(
+    State(ctx): State<Ctx>,
+    Extension(viewer): Extension<Viewer>,
+) -> PageResult {
+    let lang = viewer.lang;
+    let tz = ctx.state.timezone();
+    let seen = viewer.account().map_or(0, |a| a.notices_seen_ms);
+    let list = notices(&ctx, &viewer);
+    let rows = list
+        .iter()
+        .map(|n| Row {
+            time: format::time(tz, n.at_ms),
+            text: n.text.clone(),
+            href: n.href.clone(),
+            class: n.class,
+            new: n.at_ms > seen,
+        })
+        .collect();
+    let newest = list.iter().map(|n| n.at_ms).max().unwrap_or(0);
+    let mut viewer = viewer;
+    if newest > seen {
+        if let Some(a) = viewer.account() {
+            let (accounts, name) = (ctx.people.accounts.clone(), a.name.clone());
+            let updated =
+                tokio::task::spawn_blocking(move || accounts.set_notices_seen(&name, newest))
+                    .await
+                    .map_err(PageError::internal)?
+                    .map_err(PageError::internal)?;
+            // The page's own navigation counts from the visit just recorded.
+            if let Some(crate::http::authz::Principal::Person { account, .. }) =
+                viewer.principal.as_mut()
+            {
+                *account = updated;
+            }
+        }
+    }
+    show(&NoticesPage {
+        c: Chrome::new(&ctx, &viewer, lang.t("通知", "Notifications")),
+        rows,
+    })
+}
