@@ -518,7 +518,12 @@ impl Config {
             .map(|h| h.trim_end_matches('/'))
             .filter(|h| !h.is_empty() && !h.contains(['/', '?', '#', '@', ' ']));
         match host {
-            Some(h) => Ok(Some(h.to_ascii_lowercase())),
+            // Browsers leave the default port out of `Host`.
+            Some(h) => Ok(Some(
+                h.to_ascii_lowercase()
+                    .strip_suffix(if o.starts_with("https://") { ":443" } else { ":80" })
+                    .map_or_else(|| h.to_ascii_lowercase(), str::to_string),
+            )),
             None => Err((
                 "portal.public_origin",
                 format!("{o:?} is not an origin; write e.g. \"https://portal.haimen.example:7420\" (scheme, host, optional port; no path)"),
@@ -631,6 +636,12 @@ org_code = "91350100M000100Y43"
         assert_eq!(
             c.public_host().ok().flatten().as_deref(),
             Some("portal.haimen.example:7420")
+        );
+        let c = parse("listen = \"0.0.0.0:443\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\npublic_origin = \"https://portal.example:443/\"").unwrap();
+        assert_eq!(
+            c.public_host().ok().flatten().as_deref(),
+            Some("portal.example"),
+            "browsers send no default port"
         );
         // Loopback without TLS stays the default.
         assert!(parse("listen = \"127.0.0.1:7420\"").is_ok());

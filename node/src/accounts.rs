@@ -27,7 +27,19 @@ use crate::store::{StoreError, CF_ACCOUNTS};
 pub const MAX_ACCOUNTS: usize = 1000;
 
 /// What a person may do on the node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// 系统管理员: accounts and node settings (backup, charter submission, garbage collection).

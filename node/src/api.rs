@@ -25,7 +25,7 @@ use crate::auditor::verify::RecordReport;
 use crate::catalogue::Record;
 
 /// `GET /api/v1/status`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Status {
     /// Organisation name.
     pub name: String,
@@ -69,6 +69,7 @@ pub struct Status {
     /// Restored from a backup and still catching up on its own feed from its peers (appends
     /// are refused until then).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub catching_up: Option<crate::catchup::Behind>,
     /// The charter admits this node under another USCC than `node.org_code` (appends are
     /// refused until it is fixed): what is wrong and what to do.
@@ -78,6 +79,7 @@ pub struct Status {
     pub schema_version: u32,
     /// Dataset transfer counters since start.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub transfer: crate::stats::StatsView,
     /// The audit log as this node sees it.
     #[serde(default)]
@@ -85,7 +87,7 @@ pub struct Status {
 }
 
 /// The audit part of `status`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditStatus {
     /// Size of the largest checkpoint held (hub-signed and checked here; 0: none yet).
     pub checkpoint_size: u64,
@@ -111,18 +113,19 @@ pub struct AuditStatus {
 }
 
 /// The versions of one resource.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Versions {
     /// Resource code.
     pub code: String,
     /// Provider name.
     pub provider: String,
     /// Versions, oldest first.
+    #[schema(value_type = Vec<Object>)]
     pub versions: Vec<huitong_protocol::dataset::DatasetVersion>,
 }
 
 /// A started pull (`POST /api/v1/pulls`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PullStarted {
     /// Its id, for `GET /api/v1/pulls/{id}`.
     pub id: u64,
@@ -134,12 +137,14 @@ pub struct PullStarted {
 
 /// A checkpoint of the running node's store and a copy of its audit log, staged for
 /// `huitong backup` to copy (`POST /api/v1/backup`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackupStaged {
     /// The staging directory (in the node directory's `backup-staging/`); the CLI copies what
     /// it holds and removes it.
+    #[schema(value_type = String)]
     pub staging: std::path::PathBuf,
     /// The store's checkpoint in it (`<staging>/db`).
+    #[schema(value_type = String)]
     pub db: std::path::PathBuf,
     /// This node's own feed head in it.
     pub own_seq: u64,
@@ -153,9 +158,10 @@ pub struct BackupStaged {
 
 /// The copy of the audit log in a backup staging ([`BackupStaged::audit`]): the checkpoint and
 /// exactly the tiles it needs, taken while the node held the log.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StagedAudit {
     /// The copy (`<staging>/audit`).
+    #[schema(value_type = String)]
     pub dir: std::path::PathBuf,
     /// The log's origin (checkpoint key name).
     pub origin: String,
@@ -166,7 +172,7 @@ pub struct StagedAudit {
 }
 
 /// A detected fork.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ForkInfo {
     /// Feed (node key hex).
     pub feed: String,
@@ -179,7 +185,7 @@ pub struct ForkInfo {
 }
 
 /// `POST /api/v1/catalogue` answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Published {
     /// Resource code.
     pub code: String,
@@ -190,9 +196,10 @@ pub struct Published {
 }
 
 /// `POST /api/v1/catalogue/batch`: many entries at once (at most [`MAX_BATCH`]).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Batch {
     /// The entries, in order.
+    #[schema(value_type = Vec<Object>)]
     pub entries: Vec<huitong_protocol::catalogue::RawEntry>,
 }
 
@@ -200,7 +207,7 @@ pub struct Batch {
 pub const MAX_BATCH: usize = 2000;
 
 /// `POST /api/v1/catalogue/batch` answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchPublished {
     /// New entries.
     pub published: usize,
@@ -211,7 +218,7 @@ pub struct BatchPublished {
 }
 
 /// `POST /api/v1/catalogue/withdraw`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Withdraw {
     /// Resource code.
     pub code: String,
@@ -220,7 +227,7 @@ pub struct Withdraw {
 }
 
 /// Query of `GET /api/v1/catalogue` (list and search).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Query {
     /// Full-text query.
     pub q: Option<String>,
@@ -237,14 +244,15 @@ pub struct Query {
 }
 
 /// `GET /api/v1/catalogue` answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Records {
     /// Matching records.
+    #[schema(value_type = Vec<Object>)]
     pub records: Vec<Record>,
 }
 
 /// `GET /api/v1/charter` answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CharterView {
     /// Federation.
     pub federation: String,
@@ -255,21 +263,26 @@ pub struct CharterView {
     /// Authority key (hex).
     pub authority: String,
     /// Members.
+    #[schema(value_type = Vec<Object>)]
     pub members: Vec<Member>,
     /// The time zone of the federation's dates.
     #[serde(default)]
     pub timezone: String,
     /// The audit witness policy.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub witnesses: huitong_protocol::charter::WitnessPolicy,
     /// The hash of the previous version (none for version 1).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub previous: Option<huitong_protocol::charter::CharterHash>,
     /// Feeds this version closed.
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub closed: Vec<huitong_protocol::charter::ClosedFeed>,
     /// How fast one feed may grow.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub feed_quota: huitong_protocol::charter::FeedQuota,
     /// The earliest version this node holds (it fills in earlier ones from peers).
     #[serde(default)]
@@ -283,7 +296,7 @@ pub struct CharterView {
 }
 
 /// Two different charters of one version, both signed by the authority.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CharterEquivocation {
     /// The version.
     pub version: u64,
@@ -294,24 +307,25 @@ pub struct CharterEquivocation {
 }
 
 /// `POST /api/v1/charter`: a new signed charter version.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CharterSubmit {
     /// The signed envelope, hex.
     pub envelope_hex: String,
 }
 
 /// Every error answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiError {
     /// What went wrong and what to do.
     pub error: String,
     /// Field problems, for validation errors.
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub details: Vec<FieldError>,
 }
 
 /// `POST /api/v1/applications`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApplyRequest {
     /// Resource code.
     pub code: String,
@@ -328,7 +342,7 @@ pub struct ApplyRequest {
 }
 
 /// An application as listed.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppView {
     /// Application id.
     pub id: String,
@@ -370,7 +384,7 @@ pub struct AppView {
 }
 
 /// The day an application is to be decided by.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Deadline {
     /// The last day.
     pub due: String,
@@ -379,7 +393,7 @@ pub struct Deadline {
 }
 
 /// One step of an application's timeline.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppStep {
     /// The state the step led to (`submitted`, `accepted`, `approved`, `granted`, …; the hub's
     /// issuing of the grant shows as a second `approved`).
@@ -389,11 +403,12 @@ pub struct AppStep {
     /// The member whose node signed it.
     pub node: String,
     /// The person signed in there who took it (`None`: the node by itself).
+    #[schema(value_type = Option<Object>)]
     pub by: Option<huitong_protocol::Actor>,
 }
 
 /// `POST /api/v1/applications/{id}/approve`: the provider's approval, possibly partial.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Approve {
     /// Approve only these 信息项 (a subset of those applied for).
     #[serde(default)]
@@ -404,7 +419,7 @@ pub struct Approve {
 }
 
 /// A decision with a reason.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reason {
     /// Why.
     #[serde(default)]
@@ -412,30 +427,31 @@ pub struct Reason {
 }
 
 /// A proof file or a checkpoint note, as text.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TextBody {
     /// The text.
     pub text: String,
 }
 
 /// A record's proof file.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProofFile {
     /// What it proves.
+    #[schema(value_type = Object)]
     pub report: RecordReport,
     /// The c2sp.org/tlog-proof@v1 text.
     pub proof: String,
 }
 
 /// What became of an imported checkpoint.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImportOutcome {
     /// `stored`, `known`, `cosigned` or `split view: …`.
     pub outcome: String,
 }
 
 /// A receipt, for people.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReceiptView {
     /// Receipt id (`audit verify --record` it).
     pub id: String,
@@ -457,11 +473,12 @@ pub struct ReceiptView {
     pub at_ms: u64,
     /// The person on the consumer's node who pulled (`None`: the node's admin token).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub by: Option<huitong_protocol::Actor>,
 }
 
 /// A provider's transfer record, for people.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransferView {
     /// Transfer id (`audit verify --record` it).
     pub id: String,

@@ -241,7 +241,7 @@ pub fn ranked(
     match index.query(&q) {
         Some(hits) => Ok(by_keys(store, &hits?.keys)?
             .into_iter()
-            .filter(|r| filter.accepts(r))
+            .filter(|r| r.withdrawn.is_none() && filter.accepts(r))
             .collect()),
         None => Ok(search(store, text, filter)?),
     }

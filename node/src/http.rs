@@ -36,6 +36,7 @@ pub mod authz;
 mod datasets;
 mod entries;
 mod metrics;
+pub mod openapi;
 pub(crate) mod paths;
 mod people;
 pub mod portal;
@@ -132,6 +133,7 @@ pub async fn serve(
         .route("/api/v1/status", get(status))
         .route("/api/v1/healthz", get(metrics::healthz))
         .route("/api/v1/metrics", get(metrics::metrics))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/api/v1/audit", get(audit::check_log))
         .route("/api/v1/audit/records/{id}", get(audit::records))
         .route("/api/v1/audit/records/{id}/proof", get(audit::proof))

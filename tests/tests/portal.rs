@@ -149,6 +149,7 @@ fn apply_approve_pull_download_and_audit_in_the_browser() -> anyhow::Result<()> 
         user.open(&format!("{consumer_url}/notifications")).await?;
         let page = user.wait_text("已授权，可以拉取", true).await?;
         assert!(page.contains("301001/000061"), "{page}");
+        user.shot("16-notifications").await?;
         user.open(&format!(
             "{consumer_url}/entry?code=301001%2F000061&provider={}",
             net.nodes[provider].uscc

@@ -91,7 +91,7 @@ fn a_cataloguer_publishes_uploads_edits_and_withdraws_in_the_browser() -> anyhow
         admin.click("#create-person").await?;
         admin.wait_text("账号已创建", false).await?;
         let first_pw = admin.text_of("#generated-password").await?;
-        admin.shot("10-people").await?;
+        admin.shot("21-people").await?;
         // The cataloguer signs in with it and changes it; every session ends.
         b.sign_in(&base, "bianmu", &first_pw).await?;
         b.click("#who").await?;
@@ -120,10 +120,10 @@ fn a_cataloguer_publishes_uploads_edits_and_withdraws_in_the_browser() -> anyhow
         b.select("select[name='items[0].data_type']", "C").await?;
         b.fill("input[name='items[1].name']", "金额").await?;
         b.select("select[name='items[1].data_type']", "N").await?;
-        b.shot("11-entry-form").await?;
+        b.shot("22-entry-form").await?;
         b.click("#save").await?;
         let page = b.wait_text("处问题", false).await?;
-        b.shot("12-entry-form-errors").await?;
+        b.shot("23-entry-form-errors").await?;
         let summary = b.text_of("#error-summary").await?;
         assert!(summary.contains("本表有 3 处问题"), "{summary}");
         for field in ["#f-title-error", "#f-code-error"] {
@@ -152,7 +152,7 @@ fn a_cataloguer_publishes_uploads_edits_and_withdraws_in_the_browser() -> anyhow
             "the entry names its cataloguer: {page}"
         );
         assert!(page.contains("本节点已验证签名"), "{page}");
-        b.shot("13-entry-published").await?;
+        b.shot("24-entry-published").await?;
 
         // A row with an amount that is not a number: nothing is published.
         b.click("#upload-version").await?;
@@ -165,7 +165,7 @@ fn a_cataloguer_publishes_uploads_edits_and_withdraws_in_the_browser() -> anyhow
             rejects.contains("42") && rejects.contains("金额") && rejects.contains("四十二"),
             "{rejects}"
         );
-        b.shot("14-upload-refused").await?;
+        b.shot("25-upload-refused").await?;
         // Again, publishing the other rows.
         b.click("#allow-rejects").await?;
         b.attach("#file", &csv).await?;
@@ -177,7 +177,7 @@ fn a_cataloguer_publishes_uploads_edits_and_withdraws_in_the_browser() -> anyhow
             "the refused cell is listed: {page}"
         );
         b.text_of("#report-link").await?;
-        b.shot("15-upload-published").await?;
+        b.shot("26-upload-published").await?;
         // The entry page previews the first rows of the 无条件共享 table this node holds.
         b.open(&format!("{base}/entry?code=301001%2F000077"))
             .await?;
@@ -187,6 +187,7 @@ fn a_cataloguer_publishes_uploads_edits_and_withdraws_in_the_browser() -> anyhow
             "{preview}"
         );
         b.text_of("#usage-table").await?;
+        b.shot("28-entry-preview").await?;
         anyhow::Ok(())
     })?;
 
@@ -224,7 +225,7 @@ fn a_cataloguer_publishes_uploads_edits_and_withdraws_in_the_browser() -> anyhow
         b.accept_dialog().await?;
         let page = b.wait_text("目录已下架", false).await?;
         assert!(page.contains("数据已并入人口综合库"), "{page}");
-        b.shot("16-entry-withdrawn").await?;
+        b.shot("27-entry-withdrawn").await?;
         anyhow::Ok(())
     })?;
     // The administrator disables the account: the cataloguer's session ends at once.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::accounts::{Account, Role};
 
 /// `POST /api/v1/login`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Login {
     /// Account (login) name.
     pub account: String,
@@ -15,7 +15,7 @@ pub struct Login {
 }
 
 /// Answer to a sign-in: the session token (a bearer token for `/api/v1`), shown once.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignedIn {
     /// Bearer token of the session (`hts_…`).
     pub token: String,
@@ -30,7 +30,7 @@ pub struct SignedIn {
 }
 
 /// `GET /api/v1/me`: who the request's token stands for.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Me {
     /// Account name; `None` for the node's admin token.
     pub account: Option<String>,
@@ -43,7 +43,7 @@ pub struct Me {
 }
 
 /// `POST /api/v1/me/password`: a signed-in person changes their own password.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChangePassword {
     /// The current password.
     pub old: String,
@@ -52,7 +52,7 @@ pub struct ChangePassword {
 }
 
 /// An account as the administrator sees it (never the password hash).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserView {
     /// Account name.
     pub account: String,
@@ -86,7 +86,7 @@ impl UserView {
 }
 
 /// `POST /api/v1/users`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewUser {
     /// Account name.
     pub account: String,
@@ -101,7 +101,7 @@ pub struct NewUser {
 
 /// `POST /api/v1/users/{account}/password`: the administrator sets (or has the node generate)
 /// a person's password.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SetPassword {
     /// The new password; when absent the node generates one and answers it once.
     #[serde(default)]
@@ -109,14 +109,14 @@ pub struct SetPassword {
 }
 
 /// `POST /api/v1/users/{account}/roles`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SetRoles {
     /// The account's roles from now on.
     pub roles: Vec<Role>,
 }
 
 /// Answer to creating an account or setting its password.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserChanged {
     /// The account now.
     pub user: UserView,

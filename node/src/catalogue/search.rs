@@ -38,6 +38,10 @@ const FRESH_WAIT: Duration = Duration::from_secs(2);
 const SYNC_EVERY: Duration = Duration::from_millis(50);
 /// The index writer's memory (tantivy's least per thread is 15 MB).
 const WRITER_BYTES: usize = 32 << 20;
+/// Most hits a query may skip and return together (tantivy sizes its heap by it).
+pub const MAX_WINDOW: usize = 1_000_000;
+/// Most words of a query that count (each is a clause over five fields).
+const MAX_WORDS: usize = 32;
 
 /// The facets, by the names the portal's links use.
 pub const FACETS: [&str; 6] = ["dept", "class", "share", "open", "cycle", "format"];
@@ -261,41 +265,58 @@ impl Search {
     }
 
     /// Builds the index and keeps it in step with the catalogue until `shutdown`; blocking
-    /// (run it on its own thread). A failure is logged and the index left unused.
+    /// (run it on its own thread). A failure or a panic is logged and searching goes back to
+    /// the plain word index.
     pub fn run(&self, state: &NodeState, shutdown: &CancellationToken) {
-        let mut writer = match self.build(state) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(error = %e, dir = %self.dir.display(), "cannot build the catalogue search index; searching uses the plain word index");
-                return;
-            }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.keep_in_step(state, shutdown)
+        }));
+        let why = match outcome {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the index thread panicked".to_string(),
         };
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = None;
+        tracing::error!(error = %why, dir = %self.dir.display(), "catalogue search index stopped; searching uses the plain word index until the node restarts");
+    }
+
+    fn keep_in_step(
+        &self,
+        state: &NodeState,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SearchError> {
+        let mut writer = Some(self.build(state, None)?);
+        self.sync(state, &mut writer)?;
         while !shutdown.is_cancelled() {
             std::thread::sleep(SYNC_EVERY);
             if self.reset.swap(false, Ordering::SeqCst) {
-                match self.build(state) {
-                    Ok(w) => writer = w,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot rebuild the catalogue search index");
-                        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = None;
-                        return;
-                    }
-                }
-                continue;
+                // The catalogue view was rebuilt: build again under the writer lock, so the
+                // scan sees the rebuilt view whole (rare: a closure enforced).
+                let _w = state.store.writer();
+                writer = Some(self.build(state, writer.take())?);
+                drop(_w);
             }
-            if let Err(e) = self.sync(state, &mut writer) {
-                tracing::error!(error = %e, "catalogue search index update failed; searching uses the plain word index");
-                *self.engine.write().unwrap_or_else(|p| p.into_inner()) = None;
-                return;
-            }
+            self.sync(state, &mut writer)?;
         }
+        Ok(())
     }
 
-    /// Makes a new index from every live record; returns its writer.
-    fn build(&self, state: &NodeState) -> Result<IndexWriter, SearchError> {
+    /// Makes a new index from every live record (the old writer, if any, finished first);
+    /// returns its writer. Keys noted meanwhile stay noted for the next sync.
+    fn build(
+        &self,
+        state: &NodeState,
+        old: Option<IndexWriter>,
+    ) -> Result<IndexWriter, SearchError> {
         let started = Instant::now();
         self.reset.store(false, Ordering::SeqCst);
-        let noted = self.noted.load(Ordering::SeqCst);
+        if let Some(old) = old {
+            old.wait_merging_threads()?;
+        }
+        // The directory is ours: a link there is removed, never followed.
+        if std::fs::symlink_metadata(&self.dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            std::fs::remove_file(&self.dir).map_err(tantivy::TantivyError::from)?;
+        }
         if self.dir.exists() {
             std::fs::remove_dir_all(&self.dir).map_err(tantivy::TantivyError::from)?;
         }
@@ -323,8 +344,6 @@ impl Search {
             .try_into()?;
         *self.engine.write().unwrap_or_else(|p| p.into_inner()) =
             Some(Arc::new(Engine { reader, fields }));
-        // Keys noted during the scan are synced next (they may be in the scan already).
-        self.indexed.store(noted, Ordering::SeqCst);
         tracing::info!(
             entries = n,
             ms = started.elapsed().as_millis() as u64,
@@ -334,10 +353,13 @@ impl Search {
     }
 
     /// Indexes the noted keys, if any.
-    fn sync(&self, state: &NodeState, writer: &mut IndexWriter) -> Result<(), SearchError> {
-        let Some(engine) = self.engine() else {
+    fn sync(&self, state: &NodeState, writer: &mut Option<IndexWriter>) -> Result<(), SearchError> {
+        let (Some(engine), Some(writer)) = (self.engine(), writer.as_mut()) else {
             return Ok(());
         };
+        if self.noted.load(Ordering::SeqCst) == self.indexed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         // Under the writer lock no batch is between noting its keys and committing them.
         let (keys, noted) = {
             let _w = state.store.writer();
@@ -391,6 +413,7 @@ fn run_query(engine: &Engine, q: &SearchQuery) -> Result<Hits, SearchError> {
         words(&q.text)
             .into_iter()
             .filter(|w| seen.insert(w.clone()))
+            .take(MAX_WORDS)
             .collect()
     };
     let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
@@ -422,11 +445,6 @@ fn run_query(engine: &Engine, q: &SearchQuery) -> Result<Hits, SearchError> {
             ));
         }
     }
-    let text_given = !q.text.trim().is_empty();
-    if text_given && words.is_empty() {
-        // Only punctuation typed: nothing can match.
-        return Ok(Hits::default());
-    }
     let query: Box<dyn Query> = if must.is_empty() {
         Box::new(AllQuery)
     } else {
@@ -443,17 +461,19 @@ fn run_query(engine: &Engine, q: &SearchQuery) -> Result<Hits, SearchError> {
             multi.add_collector(c)
         })
         .collect();
-    let limit = q.limit.max(1);
+    // tantivy keeps a heap of offset + limit: both bounded.
+    let limit = q.limit.clamp(1, MAX_WINDOW);
+    let offset = q.offset.min(MAX_WINDOW - limit);
     let newest = q.newest_first || words.is_empty();
     let (mut fruit, addresses): (_, Vec<DocAddress>) = if newest {
         let top = TopDocs::with_limit(limit)
-            .and_offset(q.offset)
+            .and_offset(offset)
             .order_by_u64_field("updated", Order::Desc);
         let (docs, fruit) = searcher.search(&query, &(top, multi))?;
         (fruit, docs.into_iter().map(|(_, a)| a).collect())
     } else {
         let top = TopDocs::with_limit(limit)
-            .and_offset(q.offset)
+            .and_offset(offset)
             .order_by_score();
         let (docs, fruit) = searcher.search(&query, &(top, multi))?;
         (fruit, docs.into_iter().map(|(_, a)| a).collect())

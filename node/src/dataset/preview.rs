@@ -47,10 +47,14 @@ pub fn first_rows(
     }
     let mut cells: Vec<Vec<String>> = Vec::new();
     for name in columns {
-        let Some(c) = all.iter().find(|c| &c.name == name) else {
-            continue;
-        };
-        let Some(first) = c.chunks.first() else {
+        // A column the manifest lacks stays in its place, empty (never shifts the others
+        // under the wrong heading).
+        let Some(first) = all
+            .iter()
+            .find(|c| &c.name == name)
+            .and_then(|c| c.chunks.first())
+        else {
+            cells.push(Vec::new());
             continue;
         };
         let bytes = state
@@ -72,7 +76,7 @@ pub fn first_rows(
         );
     }
     // Columns to rows.
-    let rows = cells.first().map_or(0, Vec::len);
+    let rows = cells.iter().map(Vec::len).max().unwrap_or(0);
     Ok(Some(
         (0..rows)
             .map(|r| {

@@ -96,6 +96,8 @@ pub const RULES: &[(&str, &str, Need)] = &[
     // Probes for monitoring: counts only, on the API's (loopback by default) address.
     ("GET", "/api/v1/healthz", Need::Public),
     ("GET", "/api/v1/metrics", Need::Public),
+    // The API's description (no data).
+    ("GET", "/api/v1/openapi.json", Need::Public),
     ("GET", "/api/v1/peers", Need::SignedIn),
     ("GET", "/api/v1/catalogue", Need::SignedIn),
     ("POST", "/api/v1/catalogue", Need::AnyOf(&[Cataloguer])),

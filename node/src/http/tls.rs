@@ -1,24 +1,35 @@
 //! HTTPS for the portal (`portal.tls_cert`, `portal.tls_key`): a listener that completes each
-//! TLS handshake on its own task (bounded in time and in number at once) and hands axum only
-//! finished connections, so a slow or silent client never holds up the others.
+//! TLS handshake on its own task and hands axum only finished connections, so a slow or silent
+//! client never holds up the others. Bounded against an anonymous client on the network:
+//! handshakes take at most [`HANDSHAKE_TIME`], at most [`HANDSHAKES_PER_ADDRESS`] at once from
+//! one address; open connections number at most [`CONNECTIONS`] in all and
+//! [`CONNECTIONS_PER_ADDRESS`] from one address (an IPv6 address counts by its /64), each
+//! holding its place until it closes.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// A handshake not finished in this time is dropped.
-const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
-/// Handshakes under way at once; more connections wait in the kernel's backlog.
-const HANDSHAKES_AT_ONCE: usize = 64;
+const HANDSHAKE_TIME: Duration = Duration::from_secs(3);
+/// Handshakes under way at once from one address; more are refused at once.
+const HANDSHAKES_PER_ADDRESS: usize = 8;
+/// Connections open at once (handshaking or served); more wait in the kernel's backlog.
+const CONNECTIONS: usize = 512;
+/// Connections open at once from one address; more are closed at once.
+const CONNECTIONS_PER_ADDRESS: usize = 64;
 
 /// Why the portal's TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -59,9 +70,110 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Connections open per source address (an IPv6 address by its /64), and handshakes.
+#[derive(Default)]
+struct PerAddress(std::sync::Mutex<HashMap<IpAddr, (usize, usize)>>);
+
+/// The address a source counts under.
+fn counted(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let mut s = v6.segments();
+            s[4..].fill(0);
+            IpAddr::V6(s.into())
+        }
+        v4 => v4,
+    }
+}
+
+impl PerAddress {
+    /// Takes a connection place for `ip` (and a handshake place), if it has one left.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<Place> {
+        let ip = counted(ip);
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let e = m.entry(ip).or_default();
+        if e.0 >= CONNECTIONS_PER_ADDRESS || e.1 >= HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *e = (e.0 + 1, e.1 + 1);
+        Some(Place {
+            table: self.clone(),
+            ip,
+            handshaking: true,
+        })
+    }
+}
+
+/// A connection's place in [`PerAddress`], given back when it is dropped.
+struct Place {
+    table: Arc<PerAddress>,
+    ip: IpAddr,
+    handshaking: bool,
+}
+
+impl Place {
+    fn handshake_done(&mut self) {
+        if self.handshaking {
+            self.handshaking = false;
+            let mut m = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = m.get_mut(&self.ip) {
+                e.1 = e.1.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.handshake_done();
+        let mut m = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = m.get_mut(&self.ip) {
+            e.0 = e.0.saturating_sub(1);
+            if *e == (0, 0) {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A served connection: the TLS stream and the places it holds until it closes.
+pub struct Conn {
+    inner: TlsStream<TcpStream>,
+    _place: Place,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Connections whose handshake has finished.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(Conn, SocketAddr)>,
     local: SocketAddr,
 }
 
@@ -73,8 +185,9 @@ impl TlsListener {
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(HANDSHAKES_AT_ONCE);
-        let permits = Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE));
+        let (tx, ready) = mpsc::channel(64);
+        let permits = Arc::new(Semaphore::new(CONNECTIONS));
+        let per_address = Arc::new(PerAddress::default());
         tokio::spawn(async move {
             loop {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -92,12 +205,21 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Some(mut place) = per_address.enter(from.ip()) else {
+                    tracing::debug!(peer = %from, "portal: too many connections from one address");
+                    continue;
+                };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIME, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, from)).await;
+                            place.handshake_done();
+                            let conn = Conn {
+                                inner: tls,
+                                _place: place,
+                                _permit: permit,
+                            };
+                            let _ = tx.send((conn, from)).await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %from, error = %e, "portal: TLS handshake failed")
@@ -112,7 +234,7 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = Conn;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -255,7 +255,10 @@ fn find(ctx: &Ctx, q: &CatalogueQuery, text: &str, newest: bool) -> Result<Found
         .filter(|f| !q.picked(f).is_empty())
         .map(|f| (f.to_string(), q.picked(f).to_string()))
         .collect();
-    let page = q.page.max(1);
+    // A page past what the index can skip is the last it can (a link never costs more).
+    let page = q
+        .page
+        .clamp(1, crate::catalogue::search::MAX_WINDOW / PER_PAGE);
     let query = SearchQuery {
         text: text.to_string(),
         facets: facets.clone(),
@@ -276,7 +279,12 @@ fn find(ctx: &Ctx, q: &CatalogueQuery, text: &str, newest: bool) -> Result<Found
                 hits = h.map_err(PageError::internal)?;
             }
         }
-        let records = catalogue::by_keys(store, &hits.keys).map_err(PageError::internal)?;
+        // A stale index (its thread stopped) never shows a withdrawn entry as live.
+        let records: Vec<Record> = catalogue::by_keys(store, &hits.keys)
+            .map_err(PageError::internal)?
+            .into_iter()
+            .filter(|r| r.withdrawn.is_none())
+            .collect();
         return Ok(Found {
             total: hits.total,
             page: page.min(last),
@@ -765,8 +773,13 @@ pub(crate) async fn entry(
                 .to_string()
         });
     let grants = super::applications::usable_grants(&ctx, &viewer, &r);
-    let (preview, preview_note) = preview(&ctx, &r, lang);
-    let usage = usage(&ctx, &viewer, &r);
+    // Reading receipts, applications and chunks is blocking work.
+    let ((preview, preview_note), usage) = {
+        let (ctx, viewer, r) = (ctx.clone(), viewer.clone(), r.clone());
+        tokio::task::spawn_blocking(move || (preview(&ctx, &r, lang), usage(&ctx, &viewer, &r)))
+            .await
+            .map_err(PageError::internal)?
+    };
     let done = match w.done.as_str() {
         "published" => Some(lang.t("目录已发布。", "The entry was published.")),
         "updated" => Some(lang.t("目录已更新。", "The entry was updated.")),

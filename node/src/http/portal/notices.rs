@@ -100,7 +100,12 @@ pub(crate) fn notices(ctx: &Ctx, viewer: &Viewer) -> Vec<Notice> {
                 .and_then(|s| s.by.as_ref())
                 .is_some_and(|by| by.account == account.name)
         }) {
+            // The hub's issuing of the grant shows as a second `approved`: told once.
+            let mut told = std::collections::BTreeSet::new();
             for step in &v.timeline {
+                if !told.insert(step.state.as_str()) {
+                    continue;
+                }
                 if let Some(word) = decision(&step.state, lang) {
                     out.push(Notice {
                         at_ms: step.at_ms,
@@ -138,12 +143,59 @@ pub(crate) fn notices(ctx: &Ctx, viewer: &Viewer) -> Vec<Notice> {
 
 /// How many of `viewer`'s notifications are newer than their last visit to the page (a
 /// standing deadline or alarm counts until it is resolved).
+/// Every page shows the count: it is reused for [`UNREAD_FOR`] per person (and forgotten when
+/// they open the page), so a page view does not read every application.
 pub(crate) fn unread(ctx: &Ctx, viewer: &Viewer) -> usize {
-    let seen = viewer.account().map_or(0, |a| a.notices_seen_ms);
-    notices(ctx, viewer)
+    let Some(account) = viewer.account() else {
+        return 0;
+    };
+    let key = (
+        ctx.state.id().to_hex(),
+        account.name.clone(),
+        viewer.lang.en(),
+    );
+    let cache = UNREAD.get_or_init(Default::default);
+    if let Some((at, n)) = cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .copied()
+    {
+        if at.elapsed() < UNREAD_FOR {
+            return n;
+        }
+    }
+    let seen = account.notices_seen_ms;
+    let n = notices(ctx, viewer)
         .iter()
         .filter(|n| n.at_ms > seen || n.class == "warn")
-        .count()
+        .count();
+    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+    // Bounded: a node has at most MAX_ACCOUNTS people; stale entries go first.
+    if c.len() >= 2 * crate::accounts::MAX_ACCOUNTS {
+        c.retain(|_, (at, _)| at.elapsed() < UNREAD_FOR);
+    }
+    c.insert(key, (std::time::Instant::now(), n));
+    n
+}
+
+/// How long an unread count is reused.
+const UNREAD_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Unread counts by (node, account, English), with when they were counted.
+type UnreadCache = std::sync::Mutex<
+    std::collections::HashMap<(String, String, bool), (std::time::Instant, usize)>,
+>;
+static UNREAD: std::sync::OnceLock<UnreadCache> = std::sync::OnceLock::new();
+
+/// Forgets `account`'s cached count (they have just read their notifications).
+fn forget_unread(ctx: &Ctx, account: &str) {
+    if let Some(c) = UNREAD.get() {
+        let node = ctx.state.id().to_hex();
+        c.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(n, a, _), _| !(n == &node && a == account));
+    }
 }
 
 /// A row of the page.
@@ -181,7 +233,14 @@ pub(crate) async fn page(
             new: n.at_ms > seen,
         })
         .collect();
-    let newest = list.iter().map(|n| n.at_ms).max().unwrap_or(0);
+    // A time ahead of this node's clock (a member's clock, or a hostile one) is not taken as
+    // seen: it would hide what arrives until then.
+    let newest = list
+        .iter()
+        .map(|n| n.at_ms)
+        .max()
+        .unwrap_or(0)
+        .min(crate::state::now_ms());
     let mut viewer = viewer;
     if newest > seen {
         if let Some(a) = viewer.account() {
@@ -191,6 +250,7 @@ pub(crate) async fn page(
                     .await
                     .map_err(PageError::internal)?
                     .map_err(PageError::internal)?;
+            forget_unread(&ctx, &updated.name);
             // The page's own navigation counts from the visit just recorded.
             if let Some(crate::http::authz::Principal::Person { account, .. }) =
                 viewer.principal.as_mut()

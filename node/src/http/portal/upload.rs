@@ -135,7 +135,7 @@ pub(crate) fn remove_leftovers(state: &crate::state::NodeState) {
         };
         for f in files.filter_map(Result::ok) {
             let leftover = f.file_type().is_ok_and(|t| t.is_file())
-                && f.file_name().to_string_lossy().starts_with("upload-");
+                && is_upload_name(&f.file_name().to_string_lossy());
             if leftover {
                 match std::fs::remove_file(f.path()) {
                     Ok(()) => {
@@ -148,6 +148,20 @@ pub(crate) fn remove_leftovers(state: &crate::state::NodeState) {
             }
         }
     }
+}
+
+/// Whether `name` is one this module gives an upload: `upload-` and 16 hex digits, then one of
+/// the known extensions (a person's own file of another name is never removed).
+fn is_upload_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("upload-") else {
+        return false;
+    };
+    let Some((hex, ext)) = rest.split_once('.') else {
+        return false;
+    };
+    hex.len() == 16
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && (ext == "bin" || TABLE_EXTENSIONS.contains(&ext))
 }
 
 /// `GET /upload?code=…`.
@@ -655,6 +669,13 @@ mod tests {
         assert_eq!(clean_name(".bashrc"), "data.bashrc");
         assert_eq!(clean_name("a\u{7}b"), "ab");
         assert!(clean_name(&"长".repeat(500)).len() <= MAX_NAME);
+    }
+
+    #[test]
+    fn only_generated_upload_names_are_leftovers() {
+        assert!(is_upload_name("upload-0123456789abcdef.csv"));
+        assert!(!is_upload_name("upload-report.csv"));
+        assert!(!is_upload_name("upload-0123456789abcdef.exe"));
     }
 
     #[test]
