@@ -35,6 +35,7 @@ const POLICY: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/status", "anyone"),
     ("GET", "/api/v1/healthz", "public"),
     ("GET", "/api/v1/metrics", "public"),
+    ("GET", "/api/v1/openapi.json", "public"),
     ("GET", "/api/v1/peers", "anyone"),
     ("GET", "/api/v1/catalogue", "anyone"),
     ("POST", "/api/v1/catalogue", "cataloguer"),
