@@ -71,6 +71,19 @@ struct PeoplePage {
     created: Option<(String, String)>,
 }
 
+/// An account as a row of the page.
+fn person_row(u: UserView, lang: Lang, tz: chrono_tz::Tz) -> PersonRow {
+    PersonRow {
+        href: format!("/people/{}", encode(&u.account)),
+        roles: roles_text(&u.roles, lang),
+        display_name: u.display_name,
+        disabled: u.disabled,
+        sessions: u.sessions,
+        password_set: format::time(tz, u.password_set_ms),
+        account: u.account,
+    }
+}
+
 fn roles_text(roles: &[Role], lang: Lang) -> String {
     roles
         .iter()
@@ -91,15 +104,7 @@ async fn people_page(
     let rows = api::users(ctx)
         .await?
         .into_iter()
-        .map(|u: UserView| PersonRow {
-            href: format!("/people/{}", encode(&u.account)),
-            roles: roles_text(&u.roles, lang),
-            display_name: u.display_name,
-            disabled: u.disabled,
-            sessions: u.sessions,
-            password_set: format::time(tz, u.password_set_ms),
-            account: u.account,
-        })
+        .map(|u| person_row(u, lang, tz))
         .collect();
     let picked = form.map(picked_roles).unwrap_or_default();
     Ok(PeoplePage {
@@ -199,15 +204,7 @@ async fn person_page(
     Ok(PersonPage {
         c: Chrome::new(ctx, viewer, &u.display_name),
         roles: role_boxes(&u.roles, lang),
-        user: PersonRow {
-            href: format!("/people/{}", encode(&u.account)),
-            roles: roles_text(&u.roles, lang),
-            display_name: u.display_name,
-            disabled: u.disabled,
-            sessions: u.sessions,
-            password_set: format::time(tz, u.password_set_ms),
-            account: u.account,
-        },
+        user: person_row(u, lang, tz),
         password,
         done,
         error,
