@@ -396,6 +396,9 @@ pub(crate) async fn edit_entry(
     show(&form_page(&ctx, &viewer, &input, true, &Default::default()))
 }
 
+/// Held by a portal save from its checks to its publish.
+static SAVING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// `POST /catalogue/save`: "more rows" shows the form again with blank rows; otherwise the entry
 /// is checked and published (or updated), and a refused one comes back with its problems.
 pub(crate) async fn save(
@@ -410,6 +413,9 @@ pub(crate) async fn save(
     let node = &ctx.state.config.node;
     input.fields.insert("provider_name", node.name.clone());
     input.fields.insert("provider_code", node.org_code.clone());
+    // The portal's saves one at a time, from the checks below to the publish, so two people
+    // saving the same entry at once cannot both pass the check.
+    let _saving = SAVING.lock().await;
     if editing {
         // Saved over the version the person opened only: another save since then is not
         // overwritten unseen.
