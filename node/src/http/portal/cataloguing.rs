@@ -15,7 +15,7 @@ use super::entry_form::{choices, Choice, EntryInput, ItemInput, BLANK_ROWS, FIEL
 use super::form::Form;
 use super::format;
 use super::guard::{encode, Viewer};
-use super::page::{html, show, Chrome, Lang, PageError, PageResult};
+use super::page::{html_with, show, Chrome, Lang, PageError, PageResult};
 use crate::catalogue::{self, Filter, Record};
 use crate::http::entries as api;
 use crate::http::Ctx;
@@ -443,9 +443,10 @@ pub(crate) async fn save(
                 r.entry.title
             )],
         );
-        let mut page = html(&form_page(&ctx, &viewer, &input, false, &placed));
-        *page.status_mut() = StatusCode::CONFLICT;
-        return Ok(page);
+        return Ok(html_with(
+            &form_page(&ctx, &viewer, &input, false, &placed),
+            StatusCode::CONFLICT,
+        ));
     }
     if !form.get("more").is_empty() {
         let input = with_blank_rows(input);
@@ -459,9 +460,10 @@ pub(crate) async fn save(
     }
     let refused = |problems: Vec<huitong_protocol::FieldError>| {
         let placed = input.place(&problems);
-        let mut page = html(&form_page(&ctx, &viewer, &input, editing, &placed));
-        *page.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-        Ok(page)
+        Ok(html_with(
+            &form_page(&ctx, &viewer, &input, editing, &placed),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ))
     };
     let (raw, problems) = input.to_raw();
     if !problems.is_empty() {

@@ -337,3 +337,24 @@ pub(crate) fn with_headers_keeping_cache(mut r: Response) -> Response {
     }
     r
 }
+
+/// `body` as a download of type `mime` named `name` (quotes dropped from the name).
+pub(crate) fn download(body: impl IntoResponse, mime: &'static str, name: &str) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}\"",
+        name.replace('"', "")
+    )) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
+/// `page` rendered with `status` (a form shown again with what was wrong).
+pub(crate) fn html_with(page: &impl Template, status: StatusCode) -> Response {
+    let mut r = html(page);
+    *r.status_mut() = status;
+    r
+}

@@ -15,7 +15,7 @@ use axum::Extension;
 use super::form::Form;
 use super::format;
 use super::guard::{encode, Viewer};
-use super::page::{html, show, Chrome, Lang, PageError, PageResult};
+use super::page::{html_with, show, Chrome, Lang, PageError, PageResult};
 use crate::accounts::Role;
 use crate::api::accounts::{ChangePassword, NewUser, UserChanged, UserView};
 use crate::http::people as api;
@@ -156,10 +156,8 @@ pub(crate) async fn create(
         Ok(created) => show(&people_page(&ctx, &viewer, None, None, Some(created)).await?),
         Err(f) if f.0.is_client_error() => {
             let status = f.0;
-            let mut r =
-                html(&people_page(&ctx, &viewer, Some(&form), Some(f.1.error), None).await?);
-            *r.status_mut() = status;
-            Ok(r)
+            let page = people_page(&ctx, &viewer, Some(&form), Some(f.1.error), None).await?;
+            Ok(html_with(&page, status))
         }
         Err(f) => Err(f.into()),
     }
@@ -246,9 +244,10 @@ async fn after(
         }
         Err(f) if f.0.is_client_error() => {
             let status = f.0;
-            let mut r = html(&person_page(ctx, viewer, name, Err(f.1.error), None).await?);
-            *r.status_mut() = status;
-            Ok(r)
+            Ok(html_with(
+                &person_page(ctx, viewer, name, Err(f.1.error), None).await?,
+                status,
+            ))
         }
         Err(f) => Err(f.into()),
     }
@@ -329,9 +328,7 @@ pub(crate) async fn change_password(
 ) -> PageResult {
     let lang = viewer.lang;
     let refused = |status: StatusCode, message: String| {
-        let mut r = html(&me_page(&ctx, &viewer, Some(message)));
-        *r.status_mut() = status;
-        Ok(r)
+        Ok(html_with(&me_page(&ctx, &viewer, Some(message)), status))
     };
     if form.raw("old").is_empty() {
         return refused(

@@ -341,20 +341,10 @@ pub(crate) async fn download(
         .map(|f| f.to_string_lossy().to_string())
         .unwrap_or_else(|| "pull".into());
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
-    let mut r = body.into_response();
+    // The name is the node's own (code, time, extension): ASCII.
+    let mut r = super::page::download(body, "application/octet-stream", &name);
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    // The name is the node's own (code, time, extension): ASCII, no quotes.
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"{}\"",
-        name.replace('"', "")
-    )) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -11,8 +11,7 @@ mod tables;
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
 use axum::Extension;
 use chrono::TimeZone;
 use serde::Deserialize;
@@ -316,17 +315,8 @@ pub(crate) async fn download(
         ),
         _ => (export::csv(&table), "text/csv; charset=utf-8", "csv"),
     };
-    let mut r = body.into_response();
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"huitong-{}-{}.{ext}\"",
-        table.id,
-        ctx.state.today()
-    )) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(r)
+    let name = format!("huitong-{}-{}.{ext}", table.id, ctx.state.today());
+    Ok(super::page::download(body, mime, &name))
 }
 
 #[cfg(test)]

@@ -15,15 +15,14 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{FromRequest, Multipart, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
 use axum::Extension;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::format;
 use super::guard::{UploadToken, Viewer};
-use super::page::{html, show, Chrome, Lang, PageError, PageResult};
+use super::page::{html_with, show, Chrome, Lang, PageError, PageResult};
 use crate::catalogue::Record;
 use crate::dataset::publish::{PublishError, PublishReport, PublishRequest, Reject, REPORT_DIR};
 use crate::http::datasets;
@@ -508,18 +507,20 @@ pub(crate) async fn receive(
                 rejects: first.into_iter().map(RejectRow::from).collect(),
                 report: report.as_deref().and_then(report_name),
             };
-            let mut page = html(&page(&ctx, &viewer, &r, Some(outcome), None));
-            *page.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-            Ok(page)
+            Ok(html_with(
+                &page(&ctx, &viewer, &r, Some(outcome), None),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ))
         }
         Err(e) => {
             let f = datasets::publish_error(e);
             if f.0.is_server_error() {
                 return Err(PageError::from(f));
             }
-            let mut page = html(&page(&ctx, &viewer, &r, None, Some(f.1.error)));
-            *page.status_mut() = f.0;
-            Ok(page)
+            Ok(html_with(
+                &page(&ctx, &viewer, &r, None, Some(f.1.error)),
+                f.0,
+            ))
         }
     }
 }
@@ -638,16 +639,11 @@ pub(crate) async fn report(
         Err(e) => return Err(PageError::internal(e)),
     };
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
-    let mut r = body.into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson; charset=utf-8"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", q.name)) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(r)
+    Ok(super::page::download(
+        body,
+        "application/x-ndjson; charset=utf-8",
+        &q.name,
+    ))
 }
 
 #[cfg(test)]
