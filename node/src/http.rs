@@ -35,6 +35,7 @@ mod audit;
 pub mod authz;
 mod datasets;
 mod entries;
+mod idle;
 mod metrics;
 pub mod openapi;
 pub(crate) mod paths;
@@ -66,6 +67,8 @@ struct Ctx {
     search: Arc<crate::catalogue::search::Search>,
     /// The last `/metrics` answer and when it was made (anonymous scrapes reuse it).
     metrics: Arc<tokio::sync::Mutex<Option<(std::time::Instant, String)>>>,
+    /// Previews asked of providers (the entry page of a table this node does not hold).
+    previews: Arc<crate::transfer::preview::Previews>,
 }
 
 struct Fail(StatusCode, ApiError);
@@ -113,6 +116,7 @@ pub async fn serve(
         people: people::People::new(accounts),
         bound: listener.local_addr()?,
         metrics: Arc::default(),
+        previews: Arc::default(),
     };
     let app = Router::new()
         .route("/api/v1/login", post(people::login))

@@ -152,7 +152,25 @@ pub enum DataRequest {
     },
     /// A question for the hub about its audit log.
     Audit(AuditRequest),
+    /// The first rows of version `version` of an 无条件共享 table, for a portal's preview:
+    /// only the 信息项 shared without conditions, at most [`MAX_PREVIEW_ROWS`] rows.
+    Preview {
+        /// Resource code.
+        code: crate::ResourceCode,
+        /// Version.
+        version: u64,
+    },
 }
+
+/// Most rows a [`DataResponse::Preview`] holds.
+pub const MAX_PREVIEW_ROWS: usize = 10;
+/// Most 信息项 a [`DataResponse::Preview`] shows (the first ones of the entry).
+pub const MAX_PREVIEW_COLUMNS: usize = 50;
+/// Most characters of one cell in a [`DataResponse::Preview`] (longer ones are cut, with `…`).
+pub const MAX_PREVIEW_CELL_CHARS: usize = 200;
+/// Largest [`DataResponse::Preview`] frame a consumer reads (the bounds above give at most
+/// 50 × 10 × 200 characters of up to 4 bytes: 400,000 bytes, plus the names).
+pub const MAX_PREVIEW_BYTES: usize = 512 * 1024;
 
 /// Most entries the hub returns for one [`AuditRequest::Entries`].
 pub const MAX_AUDIT_ENTRIES: u64 = 256;
@@ -244,6 +262,14 @@ pub enum DataResponse {
     Receipt(ByteBuf),
     /// An answer about the audit log.
     Audit(AuditResponse),
+    /// The first rows of a table version: the 信息项 shown and up to [`MAX_PREVIEW_ROWS`]
+    /// rows of them (cells cut to [`MAX_PREVIEW_CELL_CHARS`]).
+    Preview {
+        /// The 信息项 shown, in order.
+        columns: Vec<String>,
+        /// Rows, each with one cell per column.
+        rows: Vec<Vec<String>>,
+    },
     /// Refused, with the reason for a person.
     Refused {
         /// Machine-readable kind.

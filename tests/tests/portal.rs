@@ -1,5 +1,6 @@
 //! The sharing portal in a real headless Chromium against a real testnet (issue #11, point 12):
-//! a data user signs in on the consumer's portal, finds a 有条件共享 table and applies for three
+//! a data user signs in on the consumer's portal, sees the provider's preview of an 无条件共享
+//! table it does not hold, finds a 有条件共享 table and applies for three
 //! 信息项; the provider's approver approves two of them on the provider's portal; the data user
 //! pulls the granted columns, watches the pull finish, sees the receipt and downloads the file;
 //! the hub's auditor finds the receipt, naming the person, and the application's records. A
@@ -32,7 +33,12 @@ fn apply_approve_pull_download_and_audit_in_the_browser() -> anyhow::Result<()> 
     data::publish_table_entry(net, &dir, provider, 61, "有条件共享", Some("仅限低保核验"))?;
     let csv = data::table_csv(&dir.join("t.csv"), 500, 0..0)?;
     data::publish(net, provider, code, &csv, &[])?;
+    // An 无条件共享 table the consumer does not hold: its entry page asks the provider for a
+    // preview.
+    data::publish_table_entry(net, &dir, provider, 62, "无条件共享", None)?;
+    data::publish(net, provider, "301001/000062", &csv, &[])?;
     data::wait_version(net, consumer, code, 1)?;
+    data::wait_version(net, consumer, "301001/000062", 1)?;
 
     let user_pw = add_user(net, consumer, "shiyong", "王使用", "data_user")?;
     let approver_pw = add_user(net, provider, "shenpi", "李审批", "approver")?;
@@ -66,6 +72,23 @@ fn apply_approve_pull_download_and_audit_in_the_browser() -> anyhow::Result<()> 
         assert!(page.contains("本节点已验证签名"), "{page}");
         assert!(page.contains("仅限低保核验"), "{page}");
         user.shot("04-entry").await?;
+        // The preview of a table this node does not hold comes from the provider's node: the
+        // first 10 rows, without 备注 (有条件共享 inside an 无条件共享 entry).
+        user.open(&format!("{consumer_url}/entry?code=301001%2F000062"))
+            .await?;
+        let preview = user.text_of("#preview-table").await?;
+        assert!(
+            preview.contains("NO0000000000")
+                && preview.contains("NO0000000009")
+                && !preview.contains("NO0000000010")
+                && !preview.contains("备注"),
+            "{preview}"
+        );
+        user.shot("04-entry-remote-preview").await?;
+        user.open(&format!("{consumer_url}/catalogue?q={}", "交换测试表61"))
+            .await?;
+        user.click("article.card h3 a").await?;
+        user.wait_text("来源与签名", false).await?;
         user.click("#apply").await?;
         user.wait_text("申请的信息项", false).await?;
         for item in ["编号", "姓名", "金额"] {

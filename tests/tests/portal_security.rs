@@ -1,7 +1,8 @@
 //! The portal's HTTP side against a real node (issue #11, point 13): every page checked for its
 //! role from the route table, no session sent to sign-in (or refused for a POST), a form without
 //! its CSRF token or from another site refused, no session fixation, sign-in guessing slowed,
-//! oversized and malformed forms refused, and the pages' security headers.
+//! oversized and malformed forms refused, and the pages' security headers. The hub's
+//! administrator reads the audit status read-only, without records or receipts.
 
 use std::collections::HashMap;
 
@@ -121,6 +122,8 @@ fn every_page_checks_its_role_and_forms_are_protected() -> anyhow::Result<()> {
             let allowed = match need {
                 Need::Public | Need::SignedIn => true,
                 Need::AnyOf(rs) => rs.iter().any(|r| r.as_str() == role),
+                // This node is a department's, not the hub.
+                Need::AnyOfOrOnHub { anywhere, .. } => anywhere.iter().any(|r| r.as_str() == role),
             };
             let status = r.status().as_u16();
             if allowed {
@@ -136,6 +139,30 @@ fn every_page_checks_its_role_and_forms_are_protected() -> anyhow::Result<()> {
             }
         }
     }
+
+    // On the hub its administrator (the operator) reads the audit log's status and alarms,
+    // and nothing about what people did: no record lookups, no receipts, no proofs.
+    let hub_pw = add_user(net, 0, "yunwei", "孙运维", "admin")?;
+    let (hub_token, _) = session(net, 0, "yunwei", &hub_pw)?;
+    let (hub_base, hub_cookie) = portal(net, 0)?;
+    let hub_cookie = format!("{hub_cookie}={hub_token}");
+    let r = c
+        .get(format!("{hub_base}/audit?record=x&code=301001%2F000001"))
+        .header("cookie", &hub_cookie)
+        .send()?;
+    assert_eq!(r.status().as_u16(), 200);
+    let html = r.text()?;
+    for shown in ["id=\"operator-view\"", "id=\"log-size\"", "href=\"/audit\""] {
+        assert!(html.contains(shown), "{shown}: {html}");
+    }
+    for hidden in ["id=\"lookup\"", "id=\"receipts\"", "id=\"records\""] {
+        assert!(!html.contains(hidden), "{hidden}: {html}");
+    }
+    let r = c
+        .get(format!("{hub_base}/audit/proof?id=x"))
+        .header("cookie", &hub_cookie)
+        .send()?;
+    assert_eq!(r.status().as_u16(), 403);
 
     let (_, _, (token, csrf)) = &sessions["data_user"];
     let cookie = format!("{cookie_name}={token}");

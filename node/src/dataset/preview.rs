@@ -1,10 +1,13 @@
 //! The first rows of a table version this node holds whole (its own, or one it pulled), for
 //! the portal's preview of an 无条件共享 table: the first row group's chunks of the chosen
-//! columns, each verified against its hash, cut to a few rows. Nothing is fetched from another
-//! node; a version not held complete here has no preview.
+//! columns, each verified against its hash, cut to a few rows and each cell to a readable
+//! length. Nothing is fetched from another node here: a consumer that does not hold the
+//! version asks the provider ([`crate::transfer::preview`]), which answers with this.
 
 use arrow_array::Array;
+use huitong_protocol::catalogue::{Entry, ShareType};
 use huitong_protocol::dataset::{Body, DatasetVersion, SignedManifest};
+use huitong_protocol::wire::{MAX_PREVIEW_CELL_CHARS, MAX_PREVIEW_COLUMNS};
 use huitong_protocol::NodeId;
 
 use super::records;
@@ -12,7 +15,31 @@ use super::table;
 use crate::state::NodeState;
 
 /// Most rows a preview shows.
-pub const MAX_ROWS: usize = 10;
+pub const MAX_ROWS: usize = huitong_protocol::wire::MAX_PREVIEW_ROWS;
+
+/// The 信息项 of `entry` a preview may show: those shared without conditions (an item may be
+/// stricter than its entry), the first [`MAX_PREVIEW_COLUMNS`] of them, or none when the entry
+/// itself is not 无条件共享.
+pub fn shared_columns(entry: &Entry) -> Vec<String> {
+    if entry.share_type != ShareType::Unconditional {
+        return Vec::new();
+    }
+    entry
+        .items
+        .iter()
+        .filter(|i| entry.effective_share_type(i) == ShareType::Unconditional)
+        .map(|i| i.name.clone())
+        .take(MAX_PREVIEW_COLUMNS)
+        .collect()
+}
+
+/// `cell` cut to [`MAX_PREVIEW_CELL_CHARS`] characters (with `…` when cut).
+pub fn cut(cell: &str) -> String {
+    match cell.char_indices().nth(MAX_PREVIEW_CELL_CHARS) {
+        Some((at, _)) => format!("{}…", &cell[..at]),
+        None => cell.to_string(),
+    }
+}
 
 /// Why a preview could not be made (the store or a chunk failed).
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +96,7 @@ pub fn first_rows(
                     if a.is_null(r) {
                         String::new()
                     } else {
-                        a.value(r).to_string()
+                        cut(a.value(r))
                     }
                 })
                 .collect(),
@@ -87,4 +114,20 @@ pub fn first_rows(
             })
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_cells_are_cut_at_a_character_boundary() {
+        let long = "数".repeat(MAX_PREVIEW_CELL_CHARS + 5);
+        let cut = cut(&long);
+        assert_eq!(cut.chars().count(), MAX_PREVIEW_CELL_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(super::cut("短"), "短");
+        let exact = "a".repeat(MAX_PREVIEW_CELL_CHARS);
+        assert_eq!(super::cut(&exact), exact);
+    }
 }

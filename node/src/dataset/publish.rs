@@ -356,12 +356,22 @@ fn file_body(
         path: path.display().to_string(),
         source,
     };
-    let name = given
+    // The last part of the name only, without control characters, at most 255 characters:
+    // it travels in the manifest to every consumer.
+    let name: String = given
         .and_then(|n| Path::new(n).file_name())
         .or_else(|| path.file_name())
         .and_then(|n| n.to_str())
         .unwrap_or("data")
-        .to_owned();
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(255)
+        .collect();
+    let name = if name.trim().is_empty() {
+        "data".to_owned()
+    } else {
+        name
+    };
     let file = File::open(path).map_err(file_err)?;
     let mut chunks = Vec::new();
     let cdc = fastcdc::v2020::StreamCDC::new(file, FILE_CHUNK_MIN, FILE_CHUNK_AVG, FILE_CHUNK_MAX);

@@ -58,6 +58,14 @@ pub enum Need {
     SignedIn,
     /// A person holding one of these roles.
     AnyOf(&'static [Role]),
+    /// A person holding one of `anywhere`, or — on the hub's node only — one of `on_hub` (the
+    /// hub's operators read the federation's audit status; see the audit page).
+    AnyOfOrOnHub {
+        /// Roles that pass on every node.
+        anywhere: &'static [Role],
+        /// Roles that pass on the hub's node.
+        on_hub: &'static [Role],
+    },
 }
 
 use Role::{Admin, Approver, Auditor, Cataloguer, DataUser};
@@ -168,11 +176,17 @@ pub fn rule(method: &Method, path: &str) -> Option<Need> {
         .map(|(_, _, need)| *need)
 }
 
-/// Whether `account` meets `need` (the admin token meets every need).
-pub fn allows(need: Need, account: &Account) -> bool {
+/// Whether `account` meets `need` on a node that is (`on_hub`) or is not the hub (the admin
+/// token meets every need).
+pub fn allows(need: Need, account: &Account, on_hub: bool) -> bool {
+    let holds = |roles: &[Role]| roles.iter().any(|&r| account.has(r));
     match need {
         Need::Public | Need::SignedIn => true,
-        Need::AnyOf(roles) => roles.iter().any(|&r| account.has(r)),
+        Need::AnyOf(roles) => holds(roles),
+        Need::AnyOfOrOnHub {
+            anywhere,
+            on_hub: hub_roles,
+        } => holds(anywhere) || (on_hub && holds(hub_roles)),
     }
 }
 
@@ -257,7 +271,7 @@ pub(super) async fn guard(
             )
             .into_response();
         };
-        if !allows(need, account) {
+        if !allows(need, account, ctx.state.is_hub()) {
             return fail(StatusCode::FORBIDDEN, refusal(need, account)).into_response();
         }
     }
@@ -300,19 +314,23 @@ pub(super) fn refusal(need: Need, account: &Account) -> String {
             .collect::<Vec<_>>()
             .join(" or ")
     };
-    match need {
-        Need::AnyOf(needed) => format!(
-            "{} may not do this: it needs the role {}; the account holds {} (an administrator changes roles with `huitong user roles`)",
-            account.name,
-            roles(needed),
-            if account.roles.is_empty() {
-                "none".to_string()
-            } else {
-                roles(&account.roles).replace(" or ", ", ")
-            }
-        ),
-        _ => format!("{} may not do this", account.name),
-    }
+    let needed = match need {
+        Need::AnyOf(needed)
+        | Need::AnyOfOrOnHub {
+            anywhere: needed, ..
+        } => needed,
+        _ => return format!("{} may not do this", account.name),
+    };
+    format!(
+        "{} may not do this: it needs the role {}; the account holds {} (an administrator changes roles with `huitong user roles`)",
+        account.name,
+        roles(needed),
+        if account.roles.is_empty() {
+            "none".to_string()
+        } else {
+            roles(&account.roles).replace(" or ", ", ")
+        }
+    )
 }
 
 #[cfg(test)]
@@ -375,10 +393,13 @@ mod tests {
                 && !matches!(*p, "/api/v1/audit/proofs" | "/api/v1/audit/checkpoints")
                 && !matches!(need, Need::Public | Need::SignedIn);
             if changes {
-                assert!(!allows(*need, &auditor), "the auditor may {m} {p}");
+                assert!(!allows(*need, &auditor, true), "the auditor may {m} {p}");
             }
             if p.starts_with("/api/v1/audit") || p.contains("approve") || p.contains("reject") {
-                assert!(!allows(*need, &admin), "the administrator may {m} {p}");
+                assert!(
+                    !allows(*need, &admin, true),
+                    "the administrator may {m} {p}"
+                );
             }
         }
     }

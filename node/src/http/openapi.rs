@@ -133,6 +133,16 @@ fn needs(need: Option<Need>) -> String {
                 .collect::<Vec<_>>()
                 .join(" or ")
         ),
+        Some(Need::AnyOfOrOnHub { anywhere, on_hub }) => format!(
+            "{} {}",
+            needs(Some(Need::AnyOf(anywhere))),
+            needs(Some(Need::AnyOf(on_hub)))
+                .replace(
+                    "A person holding",
+                    "On the hub's node, also a person holding"
+                )
+                .replace(", or the node's admin token", "")
+        ),
         None => "The node's admin token only.".into(),
     }
 }

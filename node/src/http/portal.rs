@@ -106,7 +106,18 @@ pub const PAGES: &[(&str, &str, Need)] = &[
     ("GET", "/pulls/{id}", Need::AnyOf(&[DataUser])),
     ("GET", "/pulls/{id}/events", Need::AnyOf(&[DataUser])),
     ("GET", "/pulls/{id}/download", Need::AnyOf(&[DataUser])),
-    ("GET", "/audit", Need::AnyOf(&[Auditor])),
+    // The audit page: the security auditor's on every node. On the hub its operators (the
+    // 系统管理员) read the log's status and the alarms too — read-only, and without the record
+    // lookups and receipts, which stay the auditor's (三员分立: the administrator does not audit
+    // what people did).
+    (
+        "GET",
+        "/audit",
+        Need::AnyOfOrOnHub {
+            anywhere: &[Auditor],
+            on_hub: &[Admin],
+        },
+    ),
     ("GET", "/audit/proof", Need::AnyOf(&[Auditor])),
 ];
 
@@ -212,7 +223,16 @@ mod tests {
     #[test]
     fn the_auditor_changes_nothing_and_the_administrator_neither_approves_nor_audits() {
         for (m, p, need) in PAGES {
-            let Need::AnyOf(roles) = need else { continue };
+            let roles = match need {
+                Need::AnyOf(roles) => *roles,
+                Need::AnyOfOrOnHub { anywhere, on_hub } => {
+                    // Only reading, and only the hub's administrator besides the auditor.
+                    assert_eq!(*m, "GET", "{p}");
+                    assert_eq!(*on_hub, &[Admin][..], "{p}");
+                    anywhere
+                }
+                _ => continue,
+            };
             if *m == "POST" {
                 assert!(!roles.contains(&Auditor), "the auditor may {m} {p}");
             }

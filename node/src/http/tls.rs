@@ -4,7 +4,8 @@
 //! handshakes take at most [`HANDSHAKE_TIME`], at most [`HANDSHAKES_PER_ADDRESS`] at once from
 //! one address; open connections number at most [`CONNECTIONS`] in all and
 //! [`CONNECTIONS_PER_ADDRESS`] from one address (an IPv6 address counts by its /64), each
-//! holding its place until it closes.
+//! holding its place until it closes — which a connection that moves no byte either way for
+//! [`super::idle::IDLE`] does ([`super::idle::Idle`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -21,6 +22,8 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+
+use super::idle::{Idle, IDLE};
 
 /// A handshake not finished in this time is dropped.
 const HANDSHAKE_TIME: Duration = Duration::from_secs(3);
@@ -138,7 +141,7 @@ impl Drop for Place {
 
 /// A served connection: the TLS stream and the places it holds until it closes.
 pub struct Conn {
-    inner: TlsStream<TcpStream>,
+    inner: Idle<TlsStream<TcpStream>>,
     _place: Place,
     _permit: OwnedSemaphorePermit,
 }
@@ -215,7 +218,7 @@ impl TlsListener {
                         Ok(Ok(tls)) => {
                             place.handshake_done();
                             let conn = Conn {
-                                inner: tls,
+                                inner: Idle::new(tls, IDLE),
                                 _place: place,
                                 _permit: permit,
                             };

@@ -1,7 +1,7 @@
 //! The provider side of [`DATA_PROTOCOL`]: one task per inbound stream answers requests in
 //! order until the consumer closes it.
 //!
-//! Every request — manifest, chunk, receipt — is decided by [`crate::access::authorize`] for the
+//! Every request — manifest, chunk, receipt, preview — is decided by [`crate::access::authorize`] for the
 //! member that actually connected (share types, withdrawal, the grant and this node's own record
 //! of what it approved), and a chunk must belong to the named version. Chunks are read from the
 //! chunk store and sent as they are: the consumer verifies them. What is sent is counted per
@@ -82,6 +82,8 @@ pub struct Server {
     feeds: Arc<Feeds>,
     net: Client,
     cache: Mutex<HashMap<ChunkHash, Arc<Indexed>>>,
+    /// Preview answers by manifest hash.
+    previews: Mutex<HashMap<ChunkHash, Arc<DataResponse>>>,
     /// Streams per peer, chunks in flight per member and in all, write deadlines.
     limits: Arc<Limits>,
     /// What was sent to whom, until the transfer is logged.
@@ -96,6 +98,7 @@ impl Server {
             feeds,
             net,
             cache: Mutex::new(HashMap::new()),
+            previews: Mutex::new(HashMap::new()),
             limits: Arc::default(),
             served: Arc::default(),
         })
@@ -183,7 +186,10 @@ impl Server {
             // a chunk does, so manifests count in the node-wide bound too (review 10, L5); none
             // is left only at shutdown.
             let manifest_permit = match &req {
-                DataRequest::Manifest { .. } => self.limits.sending(&requester).await.ok(),
+                // A preview decodes chunks: it takes a permit as well.
+                DataRequest::Manifest { .. } | DataRequest::Preview { .. } => {
+                    self.limits.sending(&requester).await.ok()
+                }
                 _ => None,
             };
             let (response, chunk) = self.answer(req, &requester, &peer).await;
@@ -287,7 +293,67 @@ impl Server {
                 });
                 (response, None)
             }
+            DataRequest::Preview { code, version } => {
+                let r = self.preview(&code, version, requester).await;
+                (r.unwrap_or_else(refused), None)
+            }
         }
+    }
+
+    /// The first rows of version `version` of this node's 无条件共享 table `code`: the 信息项
+    /// shared without conditions, authorized for `requester` like a pull without a grant.
+    /// Answers are kept per manifest (a version never changes), so asking again costs no
+    /// decoding.
+    async fn preview(
+        &self,
+        code: &ResourceCode,
+        version: u64,
+        requester: &NodeId,
+    ) -> Result<DataResponse, Refusal> {
+        let record = self.record(code)?;
+        let columns = crate::dataset::preview::shared_columns(&record.entry);
+        if columns.is_empty() {
+            return Err((
+                RefusalKind::NeedsGrant,
+                format!("{code} is not shared without conditions: it has no preview; apply for it to see its data"),
+            ));
+        }
+        // Withdrawal, suspension and every column's own share type, as for a pull.
+        let mut scopes = vec![None];
+        scopes.extend(columns.iter().cloned().map(Some));
+        self.decide(&record, requester, None, scopes).await?;
+        let announced = self.announced(code, Some(version))?;
+        if let Some(p) = self
+            .previews
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&announced.manifest)
+        {
+            return Ok(p.as_ref().clone());
+        }
+        let (state, id) = (self.state.clone(), self.state.id());
+        let (dv, names) = (announced.clone(), columns.clone());
+        let rows = tokio::task::spawn_blocking(move || {
+            crate::dataset::preview::first_rows(&state, &id, &dv, &names)
+        })
+        .await
+        .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
+        .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
+        .ok_or_else(|| {
+            (
+                RefusalKind::NotFound,
+                format!(
+                    "{code} version {version} is not a table held whole here: it has no preview"
+                ),
+            )
+        })?;
+        let answer = Arc::new(DataResponse::Preview { columns, rows });
+        let mut cache = self.previews.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHED_MANIFESTS {
+            cache.clear();
+        }
+        cache.insert(announced.manifest, answer.clone());
+        Ok(answer.as_ref().clone())
     }
 
     /// Writes a response (and a chunk's bytes) within [`limits::write_deadline`]: a consumer

@@ -2,6 +2,10 @@
 //! suspended members),
 //! then the log's size, latest checkpoint and who cosigned it; looking up a record and
 //! downloading its inclusion proof; receipts per grant and per resource. Read-only.
+//!
+//! On the hub the operators (系统管理员) read it too: the alarms and the log's status only.
+//! Records and receipts say what people did, and auditing that stays the security auditor's
+//! (三员分立), so for an operator they are neither looked up nor shown.
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -54,6 +58,8 @@ struct AuditPage {
     grant: String,
     code: String,
     receipts: Vec<ReceiptRow>,
+    /// The viewer is a security auditor (not only the hub's operator): lookups and receipts.
+    auditing: bool,
 }
 
 /// `GET /audit`.
@@ -126,6 +132,9 @@ pub(crate) async fn page(
             e.other
         ));
     }
+    // The hub's operator sees the status and alarms only: nothing is looked up for them.
+    let auditing = viewer.has(crate::accounts::Role::Auditor);
+    let q = if auditing { q } else { AuditQuery::default() };
     let record = q.record.trim().to_string();
     let (found, record_error) = if record.is_empty() {
         (Vec::new(), None)
@@ -139,7 +148,11 @@ pub(crate) async fn page(
         grant: Some(q.grant.trim().to_string()).filter(|g| !g.is_empty()),
         code: Some(q.code.trim().to_string()).filter(|c| !c.is_empty()),
     };
-    let mut receipts = receipt_views(&ctx, &rq)?;
+    let mut receipts = if auditing {
+        receipt_views(&ctx, &rq)?
+    } else {
+        Vec::new()
+    };
     receipts.sort_by_key(|r| std::cmp::Reverse(r.at_ms));
     let receipts = receipts
         .into_iter()
@@ -155,7 +168,15 @@ pub(crate) async fn page(
         })
         .collect();
     show(&AuditPage {
-        c: Chrome::new(&ctx, &viewer, lang.t("审计", "Audit")),
+        c: Chrome::new(
+            &ctx,
+            &viewer,
+            if auditing {
+                lang.t("审计", "Audit")
+            } else {
+                lang.t("审计（只读）", "Audit (read-only)")
+            },
+        ),
         alarms,
         log_error,
         origin,
@@ -169,6 +190,7 @@ pub(crate) async fn page(
         grant: q.grant,
         code: q.code,
         receipts,
+        auditing,
     })
 }
 

@@ -545,8 +545,8 @@ struct EntryPage {
     done: Option<&'static str>,
     /// The first rows of an 无条件共享 table this node holds: the shared columns and rows.
     preview: Option<Preview>,
-    /// Why there is no preview (a 无条件共享 table not held here).
-    preview_note: Option<&'static str>,
+    /// Why there is no preview (the provider could not be asked).
+    preview_note: Option<String>,
     /// How the resource is used, as this node sees it: (label, value).
     usage: Vec<(&'static str, String)>,
 }
@@ -554,39 +554,77 @@ struct EntryPage {
 /// A preview: the shared columns' names and the first rows.
 type Preview = (Vec<String>, Vec<Vec<String>>);
 
-/// The preview of an 无条件共享 table: its shared columns' first rows, when this node holds the
-/// latest version whole; otherwise why not.
-fn preview(
-    ctx: &Ctx,
-    r: &Record,
-    lang: super::page::Lang,
-) -> (Option<Preview>, Option<&'static str>) {
+/// What this node itself can say about an entry's preview.
+enum LocalPreview {
+    /// No preview applies (not an 无条件共享 table with data).
+    None,
+    /// This node holds the version: its rows.
+    Rows(Preview),
+    /// This node does not hold the version: ask the provider for these 信息项.
+    Ask(huitong_protocol::dataset::DatasetVersion, Vec<String>),
+    /// Reading it here failed (logged).
+    Failed,
+}
+
+/// The preview of an 无条件共享 table as far as this node can make it: its shared columns'
+/// first rows when this node holds the latest version whole.
+fn local_preview(ctx: &Ctx, r: &Record) -> LocalPreview {
     let e = &r.entry;
     let Some(dv) = r.dataset.as_ref() else {
-        return (None, None);
+        return LocalPreview::None;
     };
-    if e.share_type != ShareType::Unconditional || e.items.is_empty() || r.withdrawn.is_some() {
-        return (None, None);
+    let columns = crate::dataset::preview::shared_columns(e);
+    if columns.is_empty() || r.withdrawn.is_some() {
+        return LocalPreview::None;
     }
-    // Only the items shared without conditions (an item may be stricter than its entry).
-    let columns: Vec<String> = e
-        .items
-        .iter()
-        .filter(|i| e.effective_share_type(i) == ShareType::Unconditional)
-        .map(|i| i.name.clone())
-        .collect();
     match crate::dataset::preview::first_rows(&ctx.state, &r.feed, dv, &columns) {
-        Ok(Some(rows)) => (Some((columns, rows)), None),
-        Ok(None) => (
-            None,
-            Some(lang.t(
-                "本节点尚未持有该版本的数据；拉取后可在此预览前 10 行。",
-                "This node does not hold this version yet; pull it to preview its first 10 rows here.",
-            )),
-        ),
+        Ok(Some(rows)) => LocalPreview::Rows((columns, rows)),
+        Ok(None) => LocalPreview::Ask(dv.clone(), columns),
         Err(e) => {
             tracing::warn!(error = %e, code = %r.entry.code, "no preview");
-            (None, Some(lang.t("预览暂不可用。", "No preview just now.")))
+            LocalPreview::Failed
+        }
+    }
+}
+
+/// The entry page's preview: this node's own rows, or the provider's answer (asked over the
+/// network, waiting at most [`crate::transfer::preview::WAIT`]); otherwise why there is none.
+async fn preview(
+    ctx: &Ctx,
+    r: &Record,
+    local: LocalPreview,
+    lang: super::page::Lang,
+) -> (Option<Preview>, Option<String>) {
+    let note = |zh: &str, en: &str, why: &str| Some(format!("{}{why}", lang.t(zh, en)));
+    match local {
+        LocalPreview::None => (None, None),
+        LocalPreview::Rows(p) => (Some(p), None),
+        LocalPreview::Failed => (None, note("预览暂不可用。", "No preview just now.", "")),
+        // Our own version, not whole here: there is nobody else to ask.
+        LocalPreview::Ask(..) if r.feed == ctx.state.id() => (
+            None,
+            note(
+                "本节点的该版本数据不完整，暂无预览。",
+                "This node's copy of the version is incomplete: no preview.",
+                "",
+            ),
+        ),
+        LocalPreview::Ask(dv, columns) => {
+            match ctx
+                .previews
+                .get(&ctx.transport, &r.feed, &r.entry.code, &dv, &columns)
+                .await
+            {
+                Ok(p) => (Some((p.columns.clone(), p.rows.clone())), None),
+                Err(why) => (
+                    None,
+                    note(
+                        "暂时无法从提供方节点取得预览：",
+                        "No preview from the provider's node just now: ",
+                        &why,
+                    ),
+                ),
+            }
         }
     }
 }
@@ -774,12 +812,13 @@ pub(crate) async fn entry(
         });
     let grants = super::applications::usable_grants(&ctx, &viewer, &r);
     // Reading receipts, applications and chunks is blocking work.
-    let ((preview, preview_note), usage) = {
+    let (local, usage) = {
         let (ctx, viewer, r) = (ctx.clone(), viewer.clone(), r.clone());
-        tokio::task::spawn_blocking(move || (preview(&ctx, &r, lang), usage(&ctx, &viewer, &r)))
+        tokio::task::spawn_blocking(move || (local_preview(&ctx, &r), usage(&ctx, &viewer, &r)))
             .await
             .map_err(PageError::internal)?
     };
+    let (preview, preview_note) = preview(&ctx, &r, local, lang).await;
     let done = match w.done.as_str() {
         "published" => Some(lang.t("目录已发布。", "The entry was published.")),
         "updated" => Some(lang.t("目录已更新。", "The entry was updated.")),

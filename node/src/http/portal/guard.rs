@@ -221,7 +221,7 @@ pub(crate) async fn guard(
             )
             .into_response();
         };
-        if !authz::allows(need, account) {
+        if !authz::allows(need, account, ctx.state.is_hub()) {
             return PageError::new(StatusCode::FORBIDDEN, authz::refusal(need, account))
                 .into_response();
         }

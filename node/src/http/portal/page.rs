@@ -129,7 +129,13 @@ impl Chrome {
                 roles(&[Role::Cataloguer]),
                 0,
             ),
-            ("/audit", "审计", "Audit", roles(&[Role::Auditor]), 0),
+            (
+                "/audit",
+                "审计",
+                "Audit",
+                roles(&[Role::Auditor]) || (ctx.state.is_hub() && roles(&[Role::Admin])),
+                0,
+            ),
             (
                 "/statistics",
                 "统计",

@@ -242,7 +242,7 @@ pub(crate) async fn page(
         chart::bars(lang.t("数据量", "Bytes pulled").to_string(), &column(2)),
         chart::bars(lang.t("新申请", "New applications").to_string(), &column(3)),
     ];
-    let bytes: u64 = f.pulls.iter().map(|p| p.bytes).sum();
+    let bytes = f.pulls.iter().fold(0u64, |n, p| n.saturating_add(p.bytes));
     let totals = vec![
         (
             lang.t("目录", "Entries"),

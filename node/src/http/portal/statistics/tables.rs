@@ -95,7 +95,7 @@ fn median(v: &mut [u64]) -> Option<u64> {
     v.sort_unstable();
     let mid = v.len() / 2;
     Some(if v.len().is_multiple_of(2) {
-        (v[mid - 1] + v[mid]) / 2
+        v[mid - 1] / 2 + v[mid] / 2 + (v[mid - 1] % 2 + v[mid] % 2) / 2
     } else {
         v[mid]
     })
@@ -125,16 +125,16 @@ pub(crate) fn departments(
     for e in entries {
         let d = by.entry(&e.dept).or_default();
         d.entries += 1;
-        d.versions += e.versions;
-        d.rows += e.rows;
+        d.versions = d.versions.saturating_add(e.versions);
+        d.rows = d.rows.saturating_add(e.rows);
     }
     for p in pulls {
         let d = by.entry(&p.provider).or_default();
         d.served.0 += 1;
-        d.served.1 += p.bytes;
+        d.served.1 = d.served.1.saturating_add(p.bytes);
         let d = by.entry(&p.consumer).or_default();
         d.received.0 += 1;
-        d.received.1 += p.bytes;
+        d.received.1 = d.received.1.saturating_add(p.bytes);
     }
     for a in apps {
         let d = by.entry(&a.provider).or_default();
@@ -212,7 +212,7 @@ pub(crate) fn resources(
     for p in pulls {
         let u = by.entry((&p.provider, &p.code)).or_default();
         u.pulls += 1;
-        u.bytes += p.bytes;
+        u.bytes = u.bytes.saturating_add(p.bytes);
         u.consumers.insert(&p.consumer);
     }
     for a in apps {
@@ -296,7 +296,7 @@ pub(crate) fn over_time(
     for p in pulls {
         if let Some(b) = by.get_mut(&label_of(p.at_ms)) {
             b.0 += 1;
-            b.1 += p.bytes;
+            b.1 = b.1.saturating_add(p.bytes);
         }
     }
     for a in apps {
@@ -351,6 +351,14 @@ mod tests {
             submitted_ms: sub,
             approved_ms: ok,
         }
+    }
+
+    #[test]
+    fn the_median_of_huge_values_does_not_overflow() {
+        assert_eq!(median(&mut [u64::MAX, u64::MAX]), Some(u64::MAX));
+        assert_eq!(median(&mut [3, 1, 2, 4]), Some(2));
+        assert_eq!(median(&mut [1, 2]), Some(1));
+        assert_eq!(median(&mut []), None);
     }
 
     #[test]
