@@ -477,6 +477,55 @@ pub struct ReceiptView {
     pub by: Option<huitong_protocol::Actor>,
 }
 
+/// One API service call in this node's call log, for people.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CallView {
+    /// Position in the call log.
+    pub seq: u64,
+    /// When it ended (ms).
+    pub at_ms: u64,
+    /// `consumer` (this node called) or `provider` (this node answered).
+    pub side: String,
+    /// The other node's name.
+    pub peer: String,
+    /// The other node's key (hex).
+    pub peer_key: String,
+    /// Resource code.
+    pub code: String,
+    /// `lookup` or `verify`.
+    pub kind: String,
+    /// Grant (application id).
+    pub grant: Option<String>,
+    /// The call's id (the same in both nodes' logs), when answered.
+    pub id: Option<String>,
+    /// Hex BLAKE3 of the query.
+    pub query: String,
+    /// Hex BLAKE3 of the provider's signed answer.
+    pub answer: Option<String>,
+    /// `ok`, `refused` or `failed`.
+    pub status: String,
+    /// Why it was refused or failed.
+    pub detail: Option<String>,
+    /// Time taken on this node (µs).
+    pub duration_us: u64,
+    /// The calling department system (gateway client), on the consumer.
+    pub client: Option<String>,
+}
+
+/// `GET /api/v1/audit/calls`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CallLogView {
+    /// The calls that pass the filter, oldest first.
+    pub calls: Vec<CallView>,
+    /// Records in the whole log.
+    pub size: u64,
+    /// Hex head of the chain.
+    pub head: String,
+    /// Why the chain does not hold, if it does not (`null`: every record follows the one
+    /// before it and the stored head matches).
+    pub broken: Option<String>,
+}
+
 /// A provider's transfer record, for people.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransferView {

@@ -11,6 +11,7 @@ mod catalogue_cmd;
 mod charter_amend;
 mod charter_cmd;
 mod dataset_cmd;
+mod gateway_cmd;
 mod init;
 mod output;
 mod pull_cmd;
@@ -100,6 +101,10 @@ pub enum Command {
     /// Restore a backup into the node directory (the node stopped); the node then catches up
     /// on its own feed from its peers before it publishes.
     Restore(backup_cmd::RestoreArgs),
+    /// The department systems that call other departments' services (接口) through this
+    /// node's gateway.
+    #[command(subcommand)]
+    Gateway(gateway_cmd::GatewayCmd),
     /// Manage the people who may sign in to this node (accounts and roles, 三员分立).
     #[command(subcommand)]
     User(user_cmd::UserCmd),
@@ -170,6 +175,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(a) => backup_cmd::backup(&dir, a).await,
         Command::Restore(a) => backup_cmd::restore(&dir, a),
         Command::User(c) => user_cmd::run(&dir, c).await,
+        Command::Gateway(c) => gateway_cmd::run(&dir, c),
         Command::Testnet { args } => exec_testnet(&dir, args),
     }
 }

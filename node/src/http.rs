@@ -35,6 +35,7 @@ mod audit;
 pub mod authz;
 mod datasets;
 mod entries;
+mod gateway;
 mod idle;
 mod metrics;
 pub mod openapi;
@@ -182,10 +183,20 @@ pub async fn serve(
             "/api/v1/applications/{id}/revoke",
             post(applications::revoke),
         )
+        .route("/api/v1/audit/calls", get(audit::calls))
         .route_layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
             authz::guard,
         ))
+        // The service gateway checks its own client keys (not the API's tokens).
+        .route(
+            "/svc/{provider}/{class}/{number}/lookup",
+            get(gateway::lookup),
+        )
+        .route(
+            "/svc/{provider}/{class}/{number}/verify",
+            post(gateway::verify),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx.clone());
     let api = {
@@ -202,24 +213,18 @@ pub async fn serve(
     let shutdown_tls = shutdown.clone();
     let pages = portal::router(ctx)
         .layer(axum::middleware::map_response(portal::headers))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .into_make_service_with_connect_info::<SocketAddr>();
+        .layer(DefaultBodyLimit::max(MAX_BODY));
     let stop = async move { shutdown.cancelled().await };
     let pages: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
         match portal {
             PortalListener::Plain(l) => Box::pin(
-                axum::serve(l, pages)
+                axum::serve(l, pages.into_make_service_with_connect_info::<SocketAddr>())
                     .with_graceful_shutdown(stop)
                     .into_future(),
             ),
             PortalListener::Tls(l, acceptor) => {
-                use axum::serve::ListenerExt;
-                let l = tls::TlsListener::new(l, acceptor, shutdown_tls)?;
-                Box::pin(
-                    axum::serve(l.tap_io(|_| {}), pages)
-                        .with_graceful_shutdown(stop)
-                        .into_future(),
-                )
+                let l = tls::TlsListener::new(l, acceptor, shutdown_tls.clone())?;
+                Box::pin(tls::serve(l, pages, shutdown_tls))
             }
         };
     let (a, p) = tokio::join!(api, pages);

@@ -6,7 +6,8 @@
 //! 1. Leaves: [`durable`], [`partial`], [`outfile`], [`chunks`], [`stats`], [`faults`],
 //!    [`supervise`], [`catchup`], [`logfile`], [`seen`], [`store`].
 //! 2. [`backup`] (a store checkpoint with the catch-up mark, copying a node directory);
-//!    [`audit_log`]: the audit log's files and in-memory state, held by the state.
+//!    [`audit_log`]: the audit log's files and in-memory state, held by the state;
+//!    [`call_log`]: the hash-chained log of API service calls, held by the state.
 //! 3. [`state`] (`NodeState`), then [`charter`] (accepting charter versions) and [`accounts`]
 //!    (the people who sign in, their sessions, sign-in throttling).
 //! 4. [`feeds`]: append and ingest; the [`feeds::View`] trait the views implement.
@@ -17,7 +18,8 @@
 //! 6. [`access`]: the one access-policy decision.
 //! 7. [`net`] (one actor owns the Swarm; audit gossip is judged through [`net::AuditGossip`]),
 //!    then [`link`] (one request/response on a data stream, framing).
-//! 8. Actors and services: [`transfer`], [`agent`], [`auditor`] (the audit services),
+//! 8. Actors and services: [`service`] (API services: calls made and answered), [`transfer`]
+//!    (which answers calls with [`service`]), [`agent`], [`auditor`] (the audit services),
 //!    [`housekeeping`] (chunk-store collection, expiry of waiting grant events), [`notify`]
 //!    (webhook notifications).
 //! 9. The admin API: [`api`] (typed requests and responses), [`http`] (the server), [`client`]
@@ -35,6 +37,7 @@ pub mod audit;
 pub mod audit_log;
 pub mod auditor;
 pub mod backup;
+pub mod call_log;
 pub mod catalogue;
 pub mod catchup;
 pub mod charter;
@@ -57,6 +60,7 @@ pub mod outfile;
 pub mod partial;
 pub mod receipts;
 pub mod seen;
+pub mod service;
 pub mod state;
 pub mod stats;
 pub mod store;

@@ -57,6 +57,8 @@ pub struct NodeState {
     /// Free space: what running pulls, exports and publishes reserved, and the floor kept free
     /// on the node directory's file system (`storage.keep_free_mib`).
     pub space: crate::outfile::Space,
+    /// The hash-chained log of API service calls, made and answered.
+    pub calls: crate::call_log::CallLog,
     charters: RwLock<History>,
     counters: Mutex<Counters>,
 }
@@ -84,6 +86,7 @@ impl NodeState {
                 dir,
                 crate::outfile::Floor::from_mib(config.storage.keep_free_mib),
             ),
+            calls: Default::default(),
             key,
             config,
             authority,

@@ -66,7 +66,8 @@ pub(crate) const CF_TRANSFERS: &str = "transfers";
 pub(crate) const CF_AUDIT_EXPECTED: &str = "audit_expected";
 pub(crate) const CF_AUDIT_OMISSIONS: &str = "audit_omissions";
 pub(crate) const CF_ACCOUNTS: &str = "accounts";
-const ALL_CFS: [&str; 19] = [
+pub(crate) const CF_CALLS: &str = "calls";
+const ALL_CFS: [&str; 20] = [
     CF_META,
     CF_ENTRIES,
     CF_HEADS,
@@ -86,6 +87,7 @@ const ALL_CFS: [&str; 19] = [
     CF_AUDIT_EXPECTED,
     CF_AUDIT_OMISSIONS,
     CF_ACCOUNTS,
+    CF_CALLS,
 ];
 
 /// A store error.

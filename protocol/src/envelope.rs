@@ -27,6 +27,8 @@ pub enum Kind {
     Manifest,
     /// A provider's [`crate::receipt::Receipt`] for a completed pull.
     Receipt,
+    /// A provider's [`crate::call::Answer`] to an API service call.
+    CallAnswer,
 }
 
 impl Kind {
@@ -37,6 +39,7 @@ impl Kind {
             Kind::Charter => "huitong/charter/v1",
             Kind::Manifest => "huitong/dataset-manifest/v1",
             Kind::Receipt => "huitong/transfer-receipt/v1",
+            Kind::CallAnswer => "huitong/call-answer/v1",
         }
     }
 
@@ -46,6 +49,7 @@ impl Kind {
             Kind::Charter,
             Kind::Manifest,
             Kind::Receipt,
+            Kind::CallAnswer,
         ]
         .into_iter()
         .find(|k| k.tag() == tag)

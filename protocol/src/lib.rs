@@ -10,6 +10,7 @@ pub mod actor;
 pub mod application;
 pub mod audit;
 mod bytes32;
+pub mod call;
 pub mod catalogue;
 pub mod charter;
 pub mod codec;

@@ -152,6 +152,16 @@ pub enum DataRequest {
     },
     /// A question for the hub about its audit log.
     Audit(AuditRequest),
+    /// A call to the provider's API service over resource `code` (its latest version).
+    Call {
+        /// Resource code (an entry with share mode 接口).
+        code: crate::ResourceCode,
+        /// The grant token, for 有条件共享 信息项.
+        #[serde(default)]
+        grant: Option<ByteBuf>,
+        /// What is asked.
+        query: crate::call::Query,
+    },
     /// The first rows of version `version` of an 无条件共享 table, for a portal's preview:
     /// only the 信息项 shared without conditions, at most [`MAX_PREVIEW_ROWS`] rows.
     Preview {
@@ -241,6 +251,8 @@ pub enum RefusalKind {
     Withdrawn,
     /// The provider is busy or failed; try again.
     Unavailable,
+    /// The request is malformed or out of bounds (a call's query).
+    Invalid,
 }
 
 /// A response on the data protocol.
@@ -262,6 +274,8 @@ pub enum DataResponse {
     Receipt(ByteBuf),
     /// An answer about the audit log.
     Audit(AuditResponse),
+    /// The provider's answer to a call: a [`crate::call::Answer`] envelope.
+    Answer(ByteBuf),
     /// The first rows of a table version: the 信息项 shown and up to [`MAX_PREVIEW_ROWS`]
     /// rows of them (cells cut to [`MAX_PREVIEW_CELL_CHARS`]).
     Preview {

@@ -181,35 +181,6 @@ fn grants_hold_to_the_approving_provider_and_every_transfer_is_logged() -> anyho
     let why = refusal(&a).unwrap_or_default();
     assert!(why.contains("no record of that application"), "{why:?}");
 
-    // A preview (the portal's first rows) passes the same authorisation: refused for a
-    // conditional table without a grant; an open table shows only its open 信息项.
-    let a = rogue.data(
-        &peer,
-        DataRequest::Preview {
-            code: code41.clone(),
-            version: 1,
-        },
-    )?;
-    let why = refusal(&a).unwrap_or_default();
-    assert!(why.contains("not shared without conditions"), "{why:?}");
-    let (p, _) = rogue.data(
-        &peer,
-        DataRequest::Preview {
-            code: ResourceCode::parse("301001/000042")?,
-            version: 1,
-        },
-    )?;
-    let DataResponse::Preview { columns, rows } = p else {
-        anyhow::bail!("no preview: {p:?}");
-    };
-    assert_eq!(
-        columns,
-        ["编号", "姓名", "金额", "日期"],
-        "备注 is 有条件共享"
-    );
-    assert_eq!(rows.len(), 10);
-    assert_eq!(rows[9][0], "NO0000000009");
-
     // Point 7: the rogue takes one chunk of an open table and never asks for a receipt; the
     // provider logs the abandoned transfer by itself, with the bytes it sent.
     let code42 = ResourceCode::parse("301001/000042")?;
@@ -273,6 +244,36 @@ fn grants_hold_to_the_approving_provider_and_every_transfer_is_logged() -> anyho
                 .iter()
                 .any(|r| r["kind"] == "transfer"))
     })?;
+
+    // A preview (the portal's first rows) passes the same authorisation: refused for a
+    // conditional table without a grant; an open table shows only its open 信息项. (After the
+    // abandoned transfer: a preview's rows count in the member's transfer of that version.)
+    let a = rogue.data(
+        &peer,
+        DataRequest::Preview {
+            code: code41.clone(),
+            version: 1,
+        },
+    )?;
+    let why = refusal(&a).unwrap_or_default();
+    assert!(why.contains("not shared without conditions"), "{why:?}");
+    let (p, _) = rogue.data(
+        &peer,
+        DataRequest::Preview {
+            code: ResourceCode::parse("301001/000042")?,
+            version: 1,
+        },
+    )?;
+    let DataResponse::Preview { columns, rows } = p else {
+        anyhow::bail!("no preview: {p:?}");
+    };
+    assert_eq!(
+        columns,
+        ["编号", "姓名", "金额", "日期"],
+        "备注 is 有条件共享"
+    );
+    assert_eq!(rows.len(), 10);
+    assert_eq!(rows[9][0], "NO0000000009");
 
     // A full pull and then an incremental one: each receipt counts the bytes actually sent,
     // and matches the provider's own completed transfer record.

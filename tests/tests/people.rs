@@ -63,6 +63,7 @@ const POLICY: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/audit/checkpoints", "auditor"),
     ("GET", "/api/v1/audit/receipts", "auditor"),
     ("GET", "/api/v1/audit/transfers", "auditor"),
+    ("GET", "/api/v1/audit/calls", "auditor"),
 ];
 
 /// The path of a rule with its parameters filled with names that exist nowhere.

@@ -76,6 +76,9 @@ fn apply_approve_pull_download_and_audit_in_the_browser() -> anyhow::Result<()> 
         // first 10 rows, without 备注 (有条件共享 inside an 无条件共享 entry).
         user.open(&format!("{consumer_url}/entry?code=301001%2F000062"))
             .await?;
+        // The first ask may time out while the nodes connect; the page says so and asks again
+        // after a while.
+        user.wait_text("NO0000000009", true).await?;
         let preview = user.text_of("#preview-table").await?;
         assert!(
             preview.contains("NO0000000000")

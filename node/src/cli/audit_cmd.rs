@@ -47,6 +47,19 @@ pub enum AuditCmd {
         #[arg(long)]
         index: Option<u64>,
     },
+    /// List the API service calls this node made (through its gateway) or answered, oldest
+    /// first, and check the call log's hash chain.
+    Calls {
+        /// Only those under this grant (application id).
+        #[arg(long)]
+        grant: Option<String>,
+        /// Only those of this resource code.
+        #[arg(long)]
+        code: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List transfer receipts (who pulled what, under which grant), oldest first.
     Receipts {
         /// Only those under this grant (application id).
@@ -268,6 +281,41 @@ pub(super) async fn run(dir: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
                     ),
                 ]
             })?;
+        }
+        AuditCmd::Calls { grant, code, json } => {
+            let v: crate::api::CallLogView = api.get("/audit/calls", &Q { grant, code }).await?;
+            if json {
+                output::json(&v)?;
+            } else {
+                output::list(&v.calls, false, "calls", |c| {
+                    vec![
+                        c.seq.to_string(),
+                        output::time_ms(c.at_ms),
+                        format!("{} {} {}", c.side, c.kind, c.status),
+                        c.code.clone(),
+                        c.peer.clone(),
+                        format!(
+                            "{} µs{}{}{}{}",
+                            c.duration_us,
+                            output::labelled("client", c.client.as_deref()),
+                            output::labelled("grant", c.grant.as_deref()),
+                            output::labelled("id", c.id.as_deref()),
+                            output::labelled("why", c.detail.as_deref()),
+                        ),
+                    ]
+                })?;
+                match &v.broken {
+                    None => writeln!(
+                        o,
+                        "call log: {} records, chain holds (head {})",
+                        v.size, v.head
+                    )?,
+                    Some(why) => writeln!(o, "call log BROKEN: {why}")?,
+                }
+            }
+            if v.broken.is_some() {
+                anyhow::bail!("the call log's hash chain does not hold");
+            }
         }
         AuditCmd::Receipts { grant, code, json } => {
             let v: Vec<ReceiptView> = api.get("/audit/receipts", &Q { grant, code }).await?;

@@ -35,9 +35,14 @@ pub fn shared_columns(entry: &Entry) -> Vec<String> {
 
 /// `cell` cut to [`MAX_PREVIEW_CELL_CHARS`] characters (with `…` when cut).
 pub fn cut(cell: &str) -> String {
-    match cell.char_indices().nth(MAX_PREVIEW_CELL_CHARS) {
-        Some((at, _)) => format!("{}…", &cell[..at]),
-        None => cell.to_string(),
+    cut_to(cell, MAX_PREVIEW_CELL_CHARS)
+}
+
+/// `text` cut to `chars` characters (with `…` when cut).
+pub fn cut_to(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
     }
 }
 

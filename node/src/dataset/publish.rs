@@ -356,22 +356,11 @@ fn file_body(
         path: path.display().to_string(),
         source,
     };
-    // The last part of the name only, without control characters, at most 255 characters:
-    // it travels in the manifest to every consumer.
-    let name: String = given
-        .and_then(|n| Path::new(n).file_name())
-        .or_else(|| path.file_name())
-        .and_then(|n| n.to_str())
-        .unwrap_or("data")
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(255)
-        .collect();
-    let name = if name.trim().is_empty() {
-        "data".to_owned()
-    } else {
-        name
-    };
+    let name = clean_file_name(
+        given
+            .or_else(|| path.file_name().and_then(|n| n.to_str()))
+            .unwrap_or("data"),
+    );
     let file = File::open(path).map_err(file_err)?;
     let mut chunks = Vec::new();
     let cdc = fastcdc::v2020::StreamCDC::new(file, FILE_CHUNK_MIN, FILE_CHUNK_AVG, FILE_CHUNK_MAX);
@@ -380,6 +369,33 @@ fn file_body(
         chunks.push(writes.put(&chunk.data)?);
     }
     Ok(Body::File { name, chunks })
+}
+
+/// Longest published file name, in bytes.
+pub const MAX_FILE_NAME: usize = 200;
+
+/// The name a 文件 resource's file is published under: the last part of `given` (after any `/`
+/// or `\\`), without control or direction-changing characters, at most [`MAX_FILE_NAME`] bytes,
+/// never hidden (a leading `.` gets `data` before it) nor empty. It travels in the manifest to
+/// every consumer.
+pub fn clean_file_name(given: &str) -> String {
+    let last = given.rsplit(['/', '\\']).next().unwrap_or_default();
+    let hidden = |c: &char| {
+        c.is_control()
+            || matches!(*c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    };
+    let mut out = String::new();
+    for c in last.chars().filter(|c| !hidden(c)) {
+        if out.len() + c.len_utf8() > MAX_FILE_NAME {
+            break;
+        }
+        out.push(c);
+    }
+    if out.trim().is_empty() || out.starts_with('.') {
+        format!("data{out}")
+    } else {
+        out
+    }
 }
 
 /// The outcome of pass 1: counts and the first rejects in memory, every reject in the report
@@ -678,6 +694,17 @@ fn prune_reports(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn published_file_names_are_cleaned() {
+        assert_eq!(clean_file_name("C:\\x\\报表.xlsx"), "报表.xlsx");
+        assert_eq!(clean_file_name("a/b/.bashrc"), "data.bashrc");
+        assert_eq!(clean_file_name("evil\u{202E}gpj.exe"), "evilgpj.exe");
+        assert_eq!(clean_file_name("\n\t"), "data");
+        assert_eq!(clean_file_name("../../etc/passwd"), "passwd");
+        assert_eq!(clean_file_name("a\u{7}b"), "ab");
+        assert!(clean_file_name(&"数".repeat(300)).len() <= MAX_FILE_NAME);
+    }
 
     /// Review 10, H2(c): a refused value of megabytes was serialised whole into the report line
     /// (and kept whole among the first rejects of the answer).

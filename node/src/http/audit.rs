@@ -144,6 +144,49 @@ pub(super) async fn transfers(
     ))
 }
 
+pub(super) async fn calls(
+    State(ctx): State<Ctx>,
+    Query(q): Query<ReceiptQuery>,
+) -> Res<crate::api::CallLogView> {
+    let state = ctx.state.clone();
+    let (records, chain) = tokio::task::spawn_blocking(move || crate::call_log::all(&state.store))
+        .await
+        .map_err(super::internal)?
+        .map_err(super::internal)?;
+    let head = ctx
+        .state
+        .calls
+        .head(&ctx.state.store)
+        .map_err(super::internal)?;
+    let calls = records
+        .into_iter()
+        .filter(|r| wanted(&q, r.grant.as_ref(), &r.code))
+        .map(|r| crate::api::CallView {
+            peer: member_name(&ctx, &r.peer),
+            peer_key: r.peer.to_hex(),
+            side: r.side.as_str().into(),
+            status: r.status.as_str().into(),
+            seq: r.seq,
+            at_ms: r.at_ms,
+            code: r.code,
+            kind: r.kind,
+            grant: r.grant,
+            id: r.id,
+            query: r.query,
+            answer: r.answer,
+            detail: r.detail,
+            duration_us: r.duration_us,
+            client: r.client,
+        })
+        .collect();
+    Ok(Json(crate::api::CallLogView {
+        calls,
+        size: head.size,
+        head: hex::encode(head.hash),
+        broken: chain.err(),
+    }))
+}
+
 pub(super) async fn receipts(
     State(ctx): State<Ctx>,
     Query(q): Query<ReceiptQuery>,

@@ -166,6 +166,7 @@ pub const RULES: &[(&str, &str, Need)] = &[
     ("POST", "/api/v1/audit/checkpoints", Need::AnyOf(&[Auditor])),
     ("GET", "/api/v1/audit/receipts", Need::AnyOf(&[Auditor])),
     ("GET", "/api/v1/audit/transfers", Need::AnyOf(&[Auditor])),
+    ("GET", "/api/v1/audit/calls", Need::AnyOf(&[Auditor])),
 ];
 
 /// The rule for a method and routed path.

@@ -86,6 +86,7 @@ pub const ROUTES: &[(&str, &str, &str, Body, Body)] = &[
     ("POST", "/api/v1/audit/checkpoints", "Import a checkpoint as evidence", One("TextBody"), One("ImportOutcome")),
     ("GET", "/api/v1/audit/receipts", "Pull receipts (?grant=, ?code=)", Empty, List("ReceiptView")),
     ("GET", "/api/v1/audit/transfers", "Transfers served (?grant=, ?code=)", Empty, List("TransferView")),
+    ("GET", "/api/v1/audit/calls", "API service calls made and answered, and the call log's chain (?grant=, ?code=)", Empty, One("CallLogView")),
 ];
 
 fn method(m: &str) -> HttpMethod {
@@ -187,6 +188,8 @@ pub fn document() -> OpenApi {
         .schema_from::<api::ImportOutcome>()
         .schema_from::<api::ReceiptView>()
         .schema_from::<api::TransferView>()
+        .schema_from::<api::CallView>()
+        .schema_from::<api::CallLogView>()
         .security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

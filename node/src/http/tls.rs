@@ -4,8 +4,10 @@
 //! handshakes take at most [`HANDSHAKE_TIME`], at most [`HANDSHAKES_PER_ADDRESS`] at once from
 //! one address; open connections number at most [`CONNECTIONS`] in all and
 //! [`CONNECTIONS_PER_ADDRESS`] from one address (an IPv6 address counts by its /64), each
-//! holding its place until it closes — which a connection that moves no byte either way for
-//! [`super::idle::IDLE`] does ([`super::idle::Idle`]).
+//! holding its place until it closes. [`serve`] runs each connection with hyper's header-read
+//! timeout ([`HEADER_TIME`]: a client that sends no request, or no next one, is let go), and a
+//! write that waits [`super::idle::IDLE`] for a client that stopped reading fails
+//! ([`super::idle::Idle`]); a request being handled keeps its connection however long it takes.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::idle::{Idle, IDLE};
 
+/// A request's head (or, on a kept-alive connection, the next one) not read in this time ends
+/// the connection.
+const HEADER_TIME: Duration = Duration::from_secs(30);
 /// A handshake not finished in this time is dropped.
 const HANDSHAKE_TIME: Duration = Duration::from_secs(3);
 /// Handshakes under way at once from one address; more are refused at once.
@@ -250,5 +255,43 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+/// Serves `app` on the finished TLS connections of `listener` until `shutdown` (each one then
+/// ends after its request in flight): HTTP/1.1 with hyper's header-read timeout, the client's
+/// address available to handlers as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    mut listener: TlsListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use axum::serve::Listener as _;
+    loop {
+        let (conn, from) = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            c = listener.accept() => c,
+        };
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let app = app.layer(axum::Extension(axum::extract::ConnectInfo(from)));
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIME);
+            let served = builder.serve_connection(hyper_util::rt::TokioIo::new(conn), svc);
+            tokio::pin!(served);
+            let result = tokio::select! {
+                r = served.as_mut() => r,
+                () = shutdown.cancelled() => {
+                    served.as_mut().graceful_shutdown();
+                    served.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(peer = %from, error = %e, "portal: connection ended with an error");
+            }
+        });
     }
 }

@@ -1,8 +1,11 @@
 //! A consumer's preview of an 无条件共享 table it does not hold: one [`DataRequest::Preview`]
 //! to the provider, whose answer (the first rows of the 信息项 shared without conditions) is
-//! checked against the entry as this node knows it and kept per version. A version never
-//! changes, so an answer is kept until the cache is full; a failure is kept for
-//! [`RETRY_AFTER`], so an unreachable provider slows one page view, not every one.
+//! checked against the entry as this node knows it — when it arrives and again each time it is
+//! shown, so an item narrowed since is never shown — and kept per provider, resource, version
+//! and manifest. A failure is kept for [`RETRY_AFTER`], so an unreachable provider slows one
+//! page view, not every one. At most [`AT_ONCE`] asks run at once (page views beyond that say
+//! the node is busy), so people opening pages cannot crowd out this node's pulls from a
+//! provider.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,13 @@ pub const WAIT: Duration = Duration::from_secs(4);
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Versions whose answers are kept.
 const CACHED: usize = 256;
+/// Asks to providers at once.
+pub const AT_ONCE: usize = 4;
+/// Longest provider message shown (characters).
+const MAX_MESSAGE: usize = 200;
+
+/// Which version of which provider's resource.
+type Key = (NodeId, String, u64, ChunkHash);
 
 /// The first rows of a table version: the 信息项 shown and the rows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,9 +49,18 @@ enum Known {
 }
 
 /// The previews this node asked providers for.
-#[derive(Default)]
 pub struct Previews {
-    known: Mutex<HashMap<ChunkHash, Known>>,
+    known: Mutex<HashMap<Key, Known>>,
+    asking: tokio::sync::Semaphore,
+}
+
+impl Default for Previews {
+    fn default() -> Self {
+        Self {
+            known: Mutex::default(),
+            asking: tokio::sync::Semaphore::new(AT_ONCE),
+        }
+    }
 }
 
 impl Previews {
@@ -56,13 +75,20 @@ impl Previews {
         dv: &DatasetVersion,
         allowed: &[String],
     ) -> Result<Arc<Preview>, String> {
-        if let Some(known) = self.lock().get(&dv.manifest) {
+        let key: Key = (*provider, code.to_string(), dv.version, dv.manifest);
+        if let Some(known) = self.lock().get(&key) {
             match known {
-                Known::Rows(p) => return Ok(p.clone()),
+                // Checked again: the entry may have narrowed an item since.
+                Known::Rows(p) => return check(p.as_ref().clone(), allowed).map(Arc::new),
                 Known::Failed(at, why) if at.elapsed() < RETRY_AFTER => return Err(why.clone()),
                 Known::Failed(..) => {}
             }
         }
+        let Ok(_asking) = self.asking.try_acquire() else {
+            return Err(
+                "this node is asking providers for other previews; reload in a moment".into(),
+            );
+        };
         let result = match tokio::time::timeout(WAIT, ask(t, provider, code, dv, allowed)).await {
             Ok(r) => r,
             Err(_) => Err(format!(
@@ -72,23 +98,25 @@ impl Previews {
         };
         let mut known = self.lock();
         if known.len() >= CACHED {
-            known.clear();
+            if let Some(k) = known.keys().next().cloned() {
+                known.remove(&k);
+            }
         }
         match result {
             Ok(p) => {
                 let p = Arc::new(p);
-                known.insert(dv.manifest, Known::Rows(p.clone()));
+                known.insert(key, Known::Rows(p.clone()));
                 Ok(p)
             }
             Err(why) => {
                 tracing::debug!(%code, version = dv.version, error = %why, "no preview from the provider");
-                known.insert(dv.manifest, Known::Failed(Instant::now(), why.clone()));
+                known.insert(key, Known::Failed(Instant::now(), why.clone()));
                 Err(why)
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChunkHash, Known>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Known>> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -108,7 +136,10 @@ async fn ask(
     };
     match request_once(t, peer, &req, MAX_PREVIEW_BYTES).await? {
         DataResponse::Preview { columns, rows } => check(Preview { columns, rows }, allowed),
-        DataResponse::Refused { message, .. } => Err(format!("the provider refused: {message}")),
+        DataResponse::Refused { message, .. } => Err(format!(
+            "the provider refused: 「{}」",
+            crate::dataset::preview::cut_to(&message, MAX_MESSAGE)
+        )),
         _ => Err("unexpected answer to a preview request".into()),
     }
 }

@@ -84,6 +84,8 @@ pub struct Server {
     cache: Mutex<HashMap<ChunkHash, Arc<Indexed>>>,
     /// Preview answers by manifest hash.
     previews: Mutex<HashMap<ChunkHash, Arc<DataResponse>>>,
+    /// Table versions loaded for API service calls.
+    tables: Arc<crate::service::table::Tables>,
     /// Streams per peer, chunks in flight per member and in all, write deadlines.
     limits: Arc<Limits>,
     /// What was sent to whom, until the transfer is logged.
@@ -99,6 +101,7 @@ impl Server {
             net,
             cache: Mutex::new(HashMap::new()),
             previews: Mutex::new(HashMap::new()),
+            tables: Arc::default(),
             limits: Arc::default(),
             served: Arc::default(),
         })
@@ -186,10 +189,10 @@ impl Server {
             // a chunk does, so manifests count in the node-wide bound too (review 10, L5); none
             // is left only at shutdown.
             let manifest_permit = match &req {
-                // A preview decodes chunks: it takes a permit as well.
-                DataRequest::Manifest { .. } | DataRequest::Preview { .. } => {
-                    self.limits.sending(&requester).await.ok()
-                }
+                // A preview decodes chunks, a call may load a table: each takes a permit too.
+                DataRequest::Manifest { .. }
+                | DataRequest::Preview { .. }
+                | DataRequest::Call { .. } => self.limits.sending(&requester).await.ok(),
                 _ => None,
             };
             let (response, chunk) = self.answer(req, &requester, &peer).await;
@@ -297,7 +300,36 @@ impl Server {
                 let r = self.preview(&code, version, requester).await;
                 (r.unwrap_or_else(refused), None)
             }
+            DataRequest::Call { code, grant, query } => {
+                let r = self.call(&code, grant, query, requester).await;
+                (r.unwrap_or_else(refused), None)
+            }
         }
+    }
+
+    /// An API service call ([`crate::service::provider`]), off the async workers.
+    async fn call(
+        &self,
+        code: &ResourceCode,
+        grant: Option<ByteBuf>,
+        query: huitong_protocol::call::Query,
+        requester: &NodeId,
+    ) -> Result<DataResponse, Refusal> {
+        let record = self.record(code)?;
+        let (state, tables, who) = (self.state.clone(), self.tables.clone(), *requester);
+        tokio::task::spawn_blocking(move || {
+            crate::service::provider::answer(
+                &state,
+                &tables,
+                &record,
+                &who,
+                grant.as_deref().map(|g| &g[..]),
+                &query,
+            )
+        })
+        .await
+        .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
+        .map(|bytes| DataResponse::Answer(ByteBuf::from(bytes)))
     }
 
     /// The first rows of version `version` of this node's 无条件共享 table `code`: the 信息项
@@ -311,6 +343,8 @@ impl Server {
         requester: &NodeId,
     ) -> Result<DataResponse, Refusal> {
         let record = self.record(code)?;
+        // Withdrawn or 不予共享: say so, with the basis.
+        access::need(&record, Scope::Resource)?;
         let columns = crate::dataset::preview::shared_columns(&record.entry);
         if columns.is_empty() {
             return Err((
@@ -318,41 +352,96 @@ impl Server {
                 format!("{code} is not shared without conditions: it has no preview; apply for it to see its data"),
             ));
         }
-        // Withdrawal, suspension and every column's own share type, as for a pull.
+        // Every column's own share type, as for a pull.
         let mut scopes = vec![None];
         scopes.extend(columns.iter().cloned().map(Some));
         self.decide(&record, requester, None, scopes).await?;
+        // Rows leave this node: only while it can log what it sends, within the consumer's
+        // budget, and recorded as a transfer of those 信息项.
+        if let Some(closed) = self.feeds.closed() {
+            self.state.reject("transfer_unloggable");
+            return Err((
+                RefusalKind::Unavailable,
+                format!("the provider cannot log transfers now, so it sends no data: {closed}"),
+            ));
+        }
         let announced = self.announced(code, Some(version))?;
-        if let Some(p) = self
+        let quota = self
+            .state
+            .with_charter(|c| c.map(|c| c.feed_quota).unwrap_or_default());
+        self.served
+            .admit(
+                requester,
+                code,
+                version,
+                quota.entries_per_hour / CONSUMER_SHARE_OF_QUOTA,
+            )
+            .map_err(|busy| {
+                self.state.reject("transfer_budget");
+                (RefusalKind::Unavailable, busy.to_string())
+            })?;
+        // A cached answer counts only for the columns it was made for: an item narrowed since
+        // (same version, same manifest) is decoded again, without it.
+        let cached = self
             .previews
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&announced.manifest)
-        {
-            return Ok(p.as_ref().clone());
-        }
-        let (state, id) = (self.state.clone(), self.state.id());
-        let (dv, names) = (announced.clone(), columns.clone());
-        let rows = tokio::task::spawn_blocking(move || {
-            crate::dataset::preview::first_rows(&state, &id, &dv, &names)
-        })
-        .await
-        .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
-        .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
-        .ok_or_else(|| {
-            (
-                RefusalKind::NotFound,
-                format!(
-                    "{code} version {version} is not a table held whole here: it has no preview"
-                ),
+            .filter(
+                |p| matches!(p.as_ref(), DataResponse::Preview { columns: c, .. } if *c == columns),
             )
-        })?;
-        let answer = Arc::new(DataResponse::Preview { columns, rows });
-        let mut cache = self.previews.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHED_MANIFESTS {
-            cache.clear();
+            .cloned();
+        let answer = match cached {
+            Some(a) => a,
+            None => {
+                let (state, id) = (self.state.clone(), self.state.id());
+                let (dv, names) = (announced.clone(), columns.clone());
+                let rows = tokio::task::spawn_blocking(move || {
+                    crate::dataset::preview::first_rows(&state, &id, &dv, &names)
+                })
+                .await
+                .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
+                .map_err(|e| {
+                    warn!(%code, version, error = %e, "cannot read a version for a preview");
+                    (
+                        RefusalKind::Unavailable,
+                        format!("the provider cannot read {code} version {version} just now"),
+                    )
+                })?
+                .ok_or_else(|| {
+                    (
+                        RefusalKind::NotFound,
+                        format!(
+                            "{code} version {version} is not a table held whole here: it has no preview"
+                        ),
+                    )
+                })?;
+                let answer = Arc::new(DataResponse::Preview {
+                    columns: columns.clone(),
+                    rows,
+                });
+                let mut cache = self.previews.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= CACHED_MANIFESTS {
+                    if let Some(k) = cache.keys().next().copied() {
+                        cache.remove(&k);
+                    }
+                }
+                cache.insert(announced.manifest, answer.clone());
+                answer
+            }
+        };
+        let bytes = codec::encode(answer.as_ref()).len() as u64;
+        for (i, field) in columns.iter().enumerate() {
+            self.served.sent(&Sent {
+                consumer: requester,
+                code,
+                version,
+                manifest: announced.manifest,
+                field: Some(field),
+                grant: None,
+                bytes: if i == 0 { bytes } else { 0 },
+            });
         }
-        cache.insert(announced.manifest, answer.clone());
         Ok(answer.as_ref().clone())
     }
 

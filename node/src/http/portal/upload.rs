@@ -34,8 +34,6 @@ const ROOM_STEP: u64 = 16 << 20;
 const MAX_TEXT_PART: usize = 1024;
 /// Most parts an upload form has (it has four).
 const MAX_PARTS: usize = 8;
-/// Longest file name kept for a 文件 resource (bytes).
-const MAX_NAME: usize = 200;
 /// How many refused cells a page shows (the report holds them all).
 const SHOWN: usize = 20;
 /// The table formats an upload may have, by extension.
@@ -261,24 +259,6 @@ fn extension(file_name: &str, table: bool, lang: Lang) -> Result<&'static str, P
     }
 }
 
-/// A browser-given file name as a 文件 resource's name: its last component, without control
-/// characters, at most [`MAX_NAME`] bytes.
-fn clean_name(given: &str) -> String {
-    let last = given.rsplit(['/', '\\']).next().unwrap_or_default();
-    let mut out = String::new();
-    for c in last.chars().filter(|c| !c.is_control()) {
-        if out.len() + c.len_utf8() > MAX_NAME {
-            break;
-        }
-        out.push(c);
-    }
-    if out.is_empty() || out.starts_with('.') {
-        format!("data{out}")
-    } else {
-        out
-    }
-}
-
 /// Streams the file part into `<exchange>/<account>/upload-….<ext>` within the size limit
 /// and the free-space ledger.
 async fn store_file(
@@ -320,7 +300,7 @@ async fn store_file(
     let mut upload = Upload {
         path,
         name,
-        given: clean_name(&given),
+        given: crate::dataset::publish::clean_file_name(&given),
         bytes: 0,
     };
     let mut out = tokio::fs::File::from_std(file);
@@ -656,15 +636,6 @@ mod tests {
         for bad in ["../x.jsonl", ".x.jsonl", "a/b.jsonl", "x.txt", "x.jsonl\0"] {
             assert!(!is_report_name(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn file_names_keep_their_last_component_only() {
-        assert_eq!(clean_name("C:\\Users\\x\\年报.pdf"), "年报.pdf");
-        assert_eq!(clean_name("../../etc/passwd"), "passwd");
-        assert_eq!(clean_name(".bashrc"), "data.bashrc");
-        assert_eq!(clean_name("a\u{7}b"), "ab");
-        assert!(clean_name(&"长".repeat(500)).len() <= MAX_NAME);
     }
 
     #[test]

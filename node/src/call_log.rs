@@ -1,0 +1,316 @@
+//! The call log: every API service call this node made (through its gateway) or answered, one
+//! record each, hash-chained — each record names the hash of the log before it, and the head
+//! is BLAKE3(previous head ‖ record) — so a record cannot be changed or dropped without
+//! breaking every later head. A consumer's record keeps the provider's signed answer, its proof
+//! of what it was told.
+//!
+//! Records are written with the WAL but without a sync per call (a killed process keeps them;
+//! a power cut may lose the last moments), and not under the store's writer lock: the log is
+//! its own column family, appended under its own lock.
+//!
+//! Layering: a leaf above [`crate::store`]; the API services ([`crate::service`]) append to it
+//! and the admin API reads it.
+
+use std::sync::Mutex;
+
+use huitong_protocol::{codec, NodeId};
+use rocksdb::{IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::store::{Store, StoreError, CF_CALLS, CF_META};
+
+/// The meta key of the log's head: (records, head hash).
+const HEAD_KEY: &[u8] = b"calls_head";
+
+/// Which side of a call this node was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// This node's gateway made the call for one of its department's systems.
+    Consumer,
+    /// This node answered (or refused) a call to its own service.
+    Provider,
+}
+
+impl Side {
+    /// `consumer` or `provider`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Consumer => "consumer",
+            Side::Provider => "provider",
+        }
+    }
+}
+
+/// How a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Answered.
+    Ok,
+    /// The provider refused it (grant, share type, quota, bad query).
+    Refused,
+    /// It failed (provider unreachable, timeout, a bad answer).
+    Failed,
+}
+
+impl Status {
+    /// `ok`, `refused` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Refused => "refused",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// One call, as this node saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// When the call ended (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// Which side this node was.
+    pub side: Side,
+    /// The other node (the provider for a consumer's record, the consumer for a provider's).
+    pub peer: NodeId,
+    /// The resource.
+    pub code: String,
+    /// `lookup` or `verify`.
+    pub kind: String,
+    /// The grant (application id) presented or used, if any.
+    pub grant: Option<String>,
+    /// The answer's id (the same in both nodes' logs), when answered.
+    pub id: Option<String>,
+    /// Hex BLAKE3 of the query.
+    pub query: String,
+    /// Hex BLAKE3 of the signed answer envelope, when answered.
+    pub answer: Option<String>,
+    /// How it ended.
+    pub status: Status,
+    /// Why it was refused or failed.
+    pub detail: Option<String>,
+    /// How long it took on this node, in microseconds.
+    pub duration_us: u64,
+    /// The department system that called (the gateway client's name), on the consumer.
+    pub client: Option<String>,
+    /// The provider's signed answer envelope, kept by the consumer.
+    pub envelope: Option<ByteBuf>,
+    /// Hex head of the log before this record (64 zeros for the first).
+    pub prev: String,
+}
+
+/// What a caller fills in; [`CallLog::append`] adds the position, the time and the chain.
+#[derive(Clone, Debug)]
+pub struct NewCall {
+    /// Which side this node was.
+    pub side: Side,
+    /// The other node.
+    pub peer: NodeId,
+    /// The resource.
+    pub code: String,
+    /// `lookup` or `verify`.
+    pub kind: &'static str,
+    /// The grant, if any.
+    pub grant: Option<String>,
+    /// The answer's id.
+    pub id: Option<String>,
+    /// BLAKE3 of the query.
+    pub query: [u8; 32],
+    /// BLAKE3 of the answer envelope.
+    pub answer: Option<[u8; 32]>,
+    /// How it ended.
+    pub status: Status,
+    /// Why it was refused or failed.
+    pub detail: Option<String>,
+    /// How long it took.
+    pub duration: std::time::Duration,
+    /// The gateway client.
+    pub client: Option<String>,
+    /// The answer envelope (consumer).
+    pub envelope: Option<Vec<u8>>,
+}
+
+/// The log's head: records so far and the hash after the last.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// Records in the log.
+    pub size: u64,
+    /// BLAKE3 chain head (zeros while empty).
+    pub hash: [u8; 32],
+}
+
+/// The call log of a node (in [`crate::state::NodeState::calls`]).
+#[derive(Default)]
+pub struct CallLog {
+    /// The head, read from the store on first use; held while a record is appended.
+    head: Mutex<Option<Head>>,
+}
+
+/// The next head after `record` on top of `prev`.
+fn chain(prev: &[u8; 32], record: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(prev);
+    h.update(record);
+    *h.finalize().as_bytes()
+}
+
+impl CallLog {
+    /// Appends one call; its record.
+    pub fn append(&self, store: &Store, call: NewCall) -> Result<CallRecord, StoreError> {
+        let mut guard = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let head = match *guard {
+            Some(h) => h,
+            None => read_head(store)?,
+        };
+        let record = CallRecord {
+            seq: head.size + 1,
+            at_ms: now_ms(),
+            side: call.side,
+            peer: call.peer,
+            code: call.code,
+            kind: call.kind.to_string(),
+            grant: call.grant,
+            id: call.id,
+            query: hex::encode(call.query),
+            answer: call.answer.map(hex::encode),
+            status: call.status,
+            detail: call.detail,
+            duration_us: u64::try_from(call.duration.as_micros()).unwrap_or(u64::MAX),
+            client: call.client,
+            envelope: call.envelope.map(ByteBuf::from),
+            prev: hex::encode(head.hash),
+        };
+        let bytes = codec::encode(&record);
+        let next = Head {
+            size: record.seq,
+            hash: chain(&head.hash, &bytes),
+        };
+        let s = store;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(s.cf(CF_CALLS), record.seq.to_be_bytes(), &bytes);
+        batch.put_cf(s.cf(CF_META), HEAD_KEY, codec::encode(&next));
+        s.db().write(batch)?;
+        *guard = Some(next);
+        Ok(record)
+    }
+
+    /// The head now.
+    pub fn head(&self, store: &Store) -> Result<Head, StoreError> {
+        let mut guard = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = *guard {
+            return Ok(h);
+        }
+        let h = read_head(store)?;
+        *guard = Some(h);
+        Ok(h)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn corrupt(detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        cf: CF_CALLS,
+        detail: detail.to_string(),
+    }
+}
+
+fn read_head(s: &Store) -> Result<Head, StoreError> {
+    match s.db().get_cf(s.cf(CF_META), HEAD_KEY)? {
+        Some(b) => codec::decode(&b, 1024).map_err(corrupt),
+        None => Ok(Head::default()),
+    }
+}
+
+/// Every record, oldest first, and whether the chain holds: `Err` names the first record
+/// whose `prev` is not the head before it, or a head that does not match the stored one.
+pub fn all(s: &Store) -> Result<(Vec<CallRecord>, Result<Head, String>), StoreError> {
+    let mut out = Vec::new();
+    let mut head = Head::default();
+    let mut broken = None;
+    for kv in s.db().iterator_cf(s.cf(CF_CALLS), IteratorMode::Start) {
+        let (_, v) = kv?;
+        let r: CallRecord = codec::decode(&v, usize::MAX).map_err(corrupt)?;
+        if broken.is_none() && (r.seq != head.size + 1 || r.prev != hex::encode(head.hash)) {
+            broken = Some(format!(
+                "record {} does not follow the log before it (a record was changed, removed or inserted)",
+                r.seq
+            ));
+        }
+        head = Head {
+            size: r.seq,
+            hash: chain(&head.hash, &v),
+        };
+        out.push(r);
+    }
+    let stored = read_head(s)?;
+    let chain = match broken {
+        Some(why) => Err(why),
+        None if stored != head => Err(format!(
+            "the stored head ({} records) does not match the records ({})",
+            stored.size, head.size
+        )),
+        None => Ok(head),
+    };
+    Ok((out, chain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(n: u8) -> NewCall {
+        NewCall {
+            side: Side::Provider,
+            peer: NodeId([n; 32]),
+            code: "301001/000001".into(),
+            kind: "lookup",
+            grant: None,
+            id: None,
+            query: [n; 32],
+            answer: None,
+            status: Status::Ok,
+            detail: None,
+            duration: std::time::Duration::from_micros(5),
+            client: None,
+            envelope: None,
+        }
+    }
+
+    #[test]
+    fn the_chain_holds_and_a_changed_record_breaks_it() {
+        let (_dir, state) = crate::state::testing::department(&NodeId([9; 32]));
+        let store = &state.store;
+        let log = CallLog::default();
+        for n in 1..=3 {
+            let r = log.append(store, call(n)).unwrap();
+            assert_eq!(r.seq, u64::from(n));
+        }
+        let (records, chain) = all(store).unwrap();
+        assert_eq!(records.len(), 3);
+        let head = chain.unwrap();
+        assert_eq!(head, log.head(store).unwrap());
+        assert_eq!(head.size, 3);
+        // A fresh log (a restarted node) continues from the stored head.
+        let again = CallLog::default();
+        assert_eq!(again.append(store, call(4)).unwrap().seq, 4);
+        assert!(all(store).unwrap().1.is_ok());
+        // Someone edits record 2 in the store: the chain says so.
+        let mut r2 = records[1].clone();
+        r2.status = Status::Refused;
+        let s = store;
+        s.db()
+            .put_cf(s.cf(CF_CALLS), 2u64.to_be_bytes(), codec::encode(&r2))
+            .unwrap();
+        let why = all(store).unwrap().1.unwrap_err();
+        assert!(why.contains("record 3"), "{why}");
+    }
+}

@@ -1,0 +1,216 @@
+//! The service gateway (接口共享) on the API's address: a department's own systems call other
+//! departments' services through this node, never directly.
+//!
+//! - `GET /svc/{provider}/{class}/{number}/lookup?key=…&value=…&fields=a,b&limit=10`: the rows
+//!   of resource `{class}/{number}` of provider `{provider}` (USCC) whose 信息项 `key` equals
+//!   `value`, their `fields`;
+//! - `POST /svc/{provider}/{class}/{number}/verify` with a JSON object of 信息项 → value: 核验,
+//!   `{"match": true|false}` only.
+//!
+//! A caller authenticates with its own client key (`Authorization: Bearer hgw_…`, from
+//! `huitong gateway add-client`), checked on every call against `gateway-clients`; the node's
+//! admin token and people's sessions are not accepted here. Answers carry the provider's signed
+//! answer (`answer`, base64), the caller's proof of what it was told.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use huitong_protocol::call::{Outcome, Query as CallQuery, MAX_ROWS};
+use huitong_protocol::wire::RefusalKind;
+use serde::{Deserialize, Serialize};
+
+use super::{fail, Ctx, Fail};
+use crate::service::clients;
+use crate::service::consumer::{self, CallError, Called};
+
+/// Rows a lookup returns when it does not say.
+const DEFAULT_LIMIT: u32 = 10;
+
+/// `?key=&value=&fields=&limit=` of a lookup.
+#[derive(Debug, Deserialize)]
+pub(super) struct LookupParams {
+    key: String,
+    value: String,
+    /// Comma-separated 信息项.
+    fields: String,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// A call's answer.
+#[derive(Debug, Serialize)]
+struct Answered {
+    /// The call's id (the same in both nodes' call logs).
+    id: String,
+    /// The dataset version answered from.
+    version: u64,
+    /// The grant it was answered under.
+    grant: Option<String>,
+    /// A lookup's 信息项.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fields: Option<Vec<String>>,
+    /// A lookup's rows (信息项 → value; `null`: empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rows: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
+    /// More rows matched than `limit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    more: Option<bool>,
+    /// A 核验's answer.
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    matched: Option<bool>,
+    /// The provider's signed answer (base64 of the envelope).
+    answer: String,
+}
+
+/// The calling system's name, from its client key.
+fn client(ctx: &Ctx, headers: &HeaderMap) -> Result<String, Fail> {
+    let key = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or_default();
+    let unknown = || {
+        fail(
+            StatusCode::UNAUTHORIZED,
+            "no valid gateway client key: send `Authorization: Bearer hgw_…` with the key `huitong gateway add-client NAME` printed for this system",
+        )
+    };
+    if key.is_empty() {
+        return Err(unknown());
+    }
+    match clients::client_of(&ctx.state.dir, key) {
+        Ok(Some(name)) => Ok(name),
+        Ok(None) => Err(unknown()),
+        Err(e) => Err(super::internal(e)),
+    }
+}
+
+fn status_of(e: &CallError) -> StatusCode {
+    match e {
+        CallError::Invalid(_) => StatusCode::BAD_REQUEST,
+        CallError::NotFound(_) => StatusCode::NOT_FOUND,
+        CallError::Refused { kind, .. } => match kind {
+            RefusalKind::NeedsGrant | RefusalKind::NotShared => StatusCode::FORBIDDEN,
+            RefusalKind::NotFound => StatusCode::NOT_FOUND,
+            RefusalKind::Withdrawn => StatusCode::GONE,
+            RefusalKind::Invalid => StatusCode::BAD_REQUEST,
+            RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        },
+        CallError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CallError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
+        CallError::Local(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn run(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    (provider, class, number): (String, String, String),
+    query: CallQuery,
+) -> Response {
+    let client = match client(ctx, headers) {
+        Ok(c) => c,
+        Err(f) => return f.into_response(),
+    };
+    let code = format!("{class}/{number}");
+    match consumer::call(&ctx.state, &ctx.transport, &provider, &code, query, &client).await {
+        Ok(called) => Json(answered(called)).into_response(),
+        Err(e) => fail(status_of(&e), e).into_response(),
+    }
+}
+
+fn answered(c: Called) -> Answered {
+    let a = c.answer;
+    let mut out = Answered {
+        id: a.id,
+        version: a.version,
+        grant: a.grant,
+        fields: None,
+        rows: None,
+        more: None,
+        matched: None,
+        answer: base64::engine::general_purpose::STANDARD.encode(&c.envelope),
+    };
+    match a.outcome {
+        Outcome::Rows { fields, rows, more } => {
+            out.rows = Some(
+                rows.into_iter()
+                    .map(|r| {
+                        fields
+                            .iter()
+                            .cloned()
+                            .zip(
+                                r.into_iter()
+                                    .map(|v| v.map_or(serde_json::Value::Null, Into::into)),
+                            )
+                            .collect()
+                    })
+                    .collect(),
+            );
+            out.fields = Some(fields);
+            out.more = Some(more);
+        }
+        Outcome::Match(m) => out.matched = Some(m),
+    }
+    out
+}
+
+/// `GET /svc/{provider}/{class}/{number}/lookup`.
+pub(super) async fn lookup(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Path(at): Path<(String, String, String)>,
+    Query(p): Query<LookupParams>,
+) -> Response {
+    let fields: Vec<String> = p
+        .fields
+        .split([',', '，'])
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect();
+    let query = CallQuery::Lookup {
+        key: p.key.trim().to_string(),
+        value: p.value,
+        fields,
+        limit: p.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_ROWS),
+    };
+    run(&ctx, &headers, at, query).await
+}
+
+/// `POST /svc/{provider}/{class}/{number}/verify`.
+pub(super) async fn verify(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Path(at): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let record: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be a JSON object of 信息项 → value, e.g. {{\"姓名\": \"张三\", \"身份证号\": \"…\"}}: {e}"),
+            )
+            .into_response()
+        }
+    };
+    let mut pairs = Vec::with_capacity(record.len());
+    for (k, v) in record {
+        match v {
+            serde_json::Value::String(s) => pairs.push((k, s)),
+            serde_json::Value::Number(n) => pairs.push((k, n.to_string())),
+            other => {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("the value of {k:?} must be text or a number, not {other}"),
+                )
+                .into_response()
+            }
+        }
+    }
+    run(&ctx, &headers, at, CallQuery::Verify { record: pairs }).await
+}

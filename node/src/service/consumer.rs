@@ -1,0 +1,181 @@
+//! The consumer side of a call: a department system asked this node's gateway; find the
+//! service in the catalogue, present this node's own grant for it (if it holds one), send the
+//! query to the provider's node, check the signed answer against the query, and log the call —
+//! answered, refused or failed — with the answer envelope kept as proof.
+
+use std::time::{Duration, Instant};
+
+use huitong_protocol::call::{Answer, Query, SignedAnswer, MAX_ANSWER_BYTES};
+use huitong_protocol::catalogue::ShareMode;
+use huitong_protocol::grant as grants;
+use huitong_protocol::wire::{DataRequest, DataResponse, RefusalKind};
+use huitong_protocol::ResourceCode;
+
+use crate::applications;
+use crate::call_log::{NewCall, Side, Status};
+use crate::catalogue;
+use crate::link::{request_once, Transport};
+use crate::state::NodeState;
+
+/// The longest a call waits for the provider (connecting included).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a call got no answer. Each says what was wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The query is malformed, or the resource is not a service.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such resource or provider in the catalogue.
+    #[error("{0}")]
+    NotFound(String),
+    /// The provider refused the call.
+    #[error("the provider refused the call: {message}")]
+    Refused {
+        /// Why, as the provider says.
+        kind: RefusalKind,
+        /// The provider's message.
+        message: String,
+    },
+    /// The provider could not be reached or did not answer in time.
+    #[error("the provider's node did not answer: {0}")]
+    Unreachable(String),
+    /// The answer did not verify or does not answer this query.
+    #[error("the provider's answer was refused: {0}")]
+    BadAnswer(String),
+    /// This node failed.
+    #[error("this node failed: {0}")]
+    Local(String),
+}
+
+/// A verified answer and its envelope (the provider's signed word).
+pub struct Called {
+    /// The answer.
+    pub answer: Answer,
+    /// The envelope bytes.
+    pub envelope: Vec<u8>,
+}
+
+/// Calls `provider`'s (USCC) service `code` with `query` for gateway client `client`.
+pub async fn call(
+    state: &NodeState,
+    t: &Transport,
+    provider: &str,
+    code: &str,
+    query: Query,
+    client: &str,
+) -> Result<Called, CallError> {
+    query
+        .check()
+        .map_err(|e| CallError::Invalid(e.to_string()))?;
+    ResourceCode::parse(code)
+        .map_err(|e| CallError::Invalid(format!("resource code {code:?}: {e}")))?;
+    let record =
+        catalogue::pick(&state.store, code, Some(provider), false).map_err(|e| match e {
+            catalogue::PickError::Store(e) => CallError::Local(e.to_string()),
+            other => CallError::NotFound(other.to_string()),
+        })?;
+    if record.entry.share_mode != ShareMode::Api {
+        return Err(CallError::Invalid(format!(
+            "{code} of {provider} is shared as {}, not as a service (接口): pull it with `huitong pull`",
+            record.entry.share_mode.label()
+        )));
+    }
+    let me = state.id();
+    let grant = applications::grant_for(state, &me, &record.feed, code)
+        .map_err(|e| CallError::Local(e.to_string()))?;
+    let grant_id = grant.as_ref().map(|r| r.app.id.clone());
+    let token = grant
+        .map(|r| grants::assemble(&r.token, &r.block))
+        .transpose()
+        .map_err(|e| CallError::Local(e.to_string()))?;
+    let started = Instant::now();
+    let result = ask(t, &record.feed, &record.entry.code, token, &query).await;
+    let result = result.and_then(|bytes| {
+        let opened = SignedAnswer::open(&bytes).map_err(|e| CallError::BadAnswer(e.to_string()))?;
+        let a = &opened.answer;
+        if a.provider != record.feed
+            || a.consumer != me
+            || a.code != record.entry.code
+            || a.query != query.hash()
+        {
+            return Err(CallError::BadAnswer(
+                "it does not answer this node's query to this provider".into(),
+            ));
+        }
+        Ok((opened, bytes))
+    });
+    let (status, detail) = match &result {
+        Ok(_) => (Status::Ok, None),
+        Err(CallError::Refused { message, .. }) => (Status::Refused, Some(message.clone())),
+        Err(e) => (Status::Failed, Some(e.to_string())),
+    };
+    let (id, hash, envelope, used_grant) = match &result {
+        Ok((opened, bytes)) => (
+            Some(opened.answer.id.clone()),
+            Some(opened.hash),
+            Some(bytes.clone()),
+            opened.answer.grant.clone(),
+        ),
+        Err(_) => (None, None, None, grant_id),
+    };
+    state
+        .calls
+        .append(
+            &state.store,
+            NewCall {
+                side: Side::Consumer,
+                peer: record.feed,
+                code: code.to_string(),
+                kind: query.kind(),
+                grant: used_grant,
+                id,
+                query: query.hash(),
+                answer: hash,
+                status,
+                detail,
+                duration: started.elapsed(),
+                client: Some(client.to_string()),
+                envelope,
+            },
+        )
+        .map_err(|e| CallError::Local(format!("cannot log the call: {e}")))?;
+    let (opened, envelope) = result?;
+    Ok(Called {
+        answer: opened.answer,
+        envelope,
+    })
+}
+
+async fn ask(
+    t: &Transport,
+    provider: &huitong_protocol::NodeId,
+    code: &ResourceCode,
+    token: Option<Vec<u8>>,
+    query: &Query,
+) -> Result<Vec<u8>, CallError> {
+    let peer = crate::net::peer_id(provider)
+        .ok_or_else(|| CallError::Local("the provider's key is not a valid peer id".into()))?;
+    let req = DataRequest::Call {
+        code: code.clone(),
+        grant: token.map(serde_bytes::ByteBuf::from),
+        query: query.clone(),
+    };
+    let answer = tokio::time::timeout(
+        CALL_TIMEOUT,
+        request_once(t, peer, &req, MAX_ANSWER_BYTES + 4096),
+    )
+    .await
+    .map_err(|_| {
+        CallError::Unreachable(format!(
+            "no answer within {} s (is the provider's node running and reachable?)",
+            CALL_TIMEOUT.as_secs()
+        ))
+    })?
+    .map_err(CallError::Unreachable)?;
+    match answer {
+        DataResponse::Answer(b) => Ok(b.into_vec()),
+        DataResponse::Refused { kind, message } => Err(CallError::Refused { kind, message }),
+        _ => Err(CallError::BadAnswer("unexpected answer to a call".into())),
+    }
+}

@@ -1,0 +1,322 @@
+//! A table version loaded for API calls: every column decoded from the chunk store (each chunk
+//! verified against its hash), and an exact-match index per key 信息项, built the first time a
+//! call looks that 信息项 up. [`Tables`] keeps the last few versions loaded, so a call costs a
+//! hash lookup, not a decode.
+//!
+//! Bounded: a version whose columns take more than [`MAX_LOADED_BYTES`] is not served (pull it
+//! instead), and at most [`KEPT`] versions stay loaded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{Array, StringArray};
+use huitong_protocol::call::{Outcome, Query};
+use huitong_protocol::dataset::{Body, ChunkHash, DatasetVersion, SignedManifest};
+use huitong_protocol::NodeId;
+
+use crate::dataset::{records, table};
+use crate::state::NodeState;
+
+/// Largest table (sum of its column chunks) a query service loads.
+pub const MAX_LOADED_BYTES: u64 = 512 * 1024 * 1024;
+/// Versions kept loaded.
+const KEPT: usize = 4;
+
+/// Why a version cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// Not a table held complete here, or too large.
+    #[error("{0}")]
+    Unservable(String),
+    /// The store or a chunk failed.
+    #[error("cannot read the version: {0}")]
+    Read(String),
+}
+
+/// A column's values and the rows holding each.
+type Index = Arc<HashMap<String, Vec<u32>>>;
+
+/// One loaded version.
+pub struct Loaded {
+    /// The dataset version.
+    pub version: u64,
+    names: Vec<String>,
+    /// Per column, per row group.
+    columns: Vec<Vec<StringArray>>,
+    /// First row of each row group.
+    starts: Vec<usize>,
+    rows: usize,
+    /// Value → rows, per column, built on first use.
+    indexes: Mutex<HashMap<usize, Index>>,
+}
+
+impl Loaded {
+    fn column(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// The value of column `c` in row `row` (`None`: empty).
+    fn cell(&self, c: usize, row: usize) -> Option<&str> {
+        let g = self.starts.partition_point(|&s| s <= row).checked_sub(1)?;
+        let a = self.columns.get(c)?.get(g)?;
+        let i = row - self.starts[g];
+        (i < a.len() && !a.is_null(i)).then(|| a.value(i))
+    }
+
+    /// The rows of `c` equal to `value` (the index of `c`, built once).
+    fn find(&self, c: usize, value: &str) -> Vec<u32> {
+        let index = {
+            let mut all = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+            all.entry(c)
+                .or_insert_with(|| {
+                    let mut m: HashMap<String, Vec<u32>> = HashMap::new();
+                    for row in 0..self.rows {
+                        if let Some(v) = self.cell(c, row) {
+                            // Rows fit u32: a loaded table is at most 512 MiB of cells.
+                            m.entry(v.to_string())
+                                .or_default()
+                                .push(u32::try_from(row).unwrap_or(u32::MAX));
+                        }
+                    }
+                    Arc::new(m)
+                })
+                .clone()
+        };
+        index.get(value).cloned().unwrap_or_default()
+    }
+
+    /// Answers a query whose 信息项 were all authorized: a lookup's rows (at most its limit),
+    /// or whether one row holds every value of a 核验. `Err` names an unknown 信息项.
+    pub fn answer(&self, q: &Query) -> Result<Outcome, String> {
+        let col = |name: &str| {
+            self.column(name)
+                .ok_or_else(|| format!("version {} has no column {name:?}", self.version))
+        };
+        match q {
+            Query::Lookup {
+                key,
+                value,
+                fields,
+                limit,
+            } => {
+                let k = col(key)?;
+                let cols = fields
+                    .iter()
+                    .map(|f| col(f))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let found = self.find(k, value);
+                let limit = *limit as usize;
+                let rows = found
+                    .iter()
+                    .take(limit)
+                    .map(|&row| {
+                        cols.iter()
+                            .map(|&c| self.cell(c, row as usize).map(str::to_string))
+                            .collect()
+                    })
+                    .collect();
+                Ok(Outcome::Rows {
+                    fields: fields.clone(),
+                    rows,
+                    more: found.len() > limit,
+                })
+            }
+            Query::Verify { record } => {
+                let cols = record
+                    .iter()
+                    .map(|(k, v)| col(k).map(|c| (c, v.as_str())))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let Some(&(first, value)) = cols.first() else {
+                    return Ok(Outcome::Match(false));
+                };
+                let hit = self.find(first, value).iter().any(|&row| {
+                    cols.iter()
+                        .all(|&(c, v)| self.cell(c, row as usize) == Some(v))
+                });
+                Ok(Outcome::Match(hit))
+            }
+        }
+    }
+}
+
+/// The versions loaded for calls.
+#[derive(Default)]
+pub struct Tables {
+    loaded: Mutex<Vec<(ChunkHash, Arc<Loaded>)>>,
+    /// Held while a version loads, so two first calls load it once.
+    loading: Mutex<()>,
+}
+
+impl Tables {
+    /// Version `dv` of this node's table, loaded (blocking: call it off the async workers).
+    pub fn get(
+        &self,
+        state: &NodeState,
+        provider: &NodeId,
+        dv: &DatasetVersion,
+    ) -> Result<Arc<Loaded>, TableError> {
+        let cached = || {
+            self.loaded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|(m, _)| *m == dv.manifest)
+                .map(|(_, l)| l.clone())
+        };
+        if let Some(l) = cached() {
+            return Ok(l);
+        }
+        let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = cached() {
+            return Ok(l);
+        }
+        let l = Arc::new(load(state, provider, dv)?);
+        let mut all = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= KEPT {
+            all.remove(0);
+        }
+        all.push((dv.manifest, l.clone()));
+        Ok(l)
+    }
+}
+
+fn load(state: &NodeState, provider: &NodeId, dv: &DatasetVersion) -> Result<Loaded, TableError> {
+    let read = |e: &dyn std::fmt::Display| TableError::Read(e.to_string());
+    let stored = records::manifest(&state.store, &dv.manifest)
+        .map_err(|e| read(&e))?
+        .filter(|m| m.complete)
+        .ok_or_else(|| {
+            TableError::Unservable(format!(
+                "version {} is not held complete on the provider",
+                dv.version
+            ))
+        })?;
+    let signed = SignedManifest::open(&stored.envelope, provider, dv).map_err(|e| read(&e))?;
+    let Body::Table {
+        row_groups,
+        columns,
+    } = &signed.manifest.body
+    else {
+        return Err(TableError::Unservable(format!(
+            "version {} is a file, not a table: a query service needs a table",
+            dv.version
+        )));
+    };
+    let bytes: u64 = columns
+        .iter()
+        .flat_map(|c| c.chunks.iter())
+        .map(|c| u64::from(c.len))
+        .sum();
+    if bytes > MAX_LOADED_BYTES {
+        return Err(TableError::Unservable(format!(
+            "version {} is {bytes} bytes, more than a query service loads ({MAX_LOADED_BYTES}); pull it instead",
+            dv.version
+        )));
+    }
+    let mut starts = Vec::with_capacity(row_groups.len());
+    let mut rows = 0usize;
+    for &n in row_groups {
+        starts.push(rows);
+        rows = rows.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+    }
+    if u32::try_from(rows).is_err() {
+        return Err(TableError::Unservable(format!(
+            "version {} has {rows} rows, more than a query service serves",
+            dv.version
+        )));
+    }
+    let mut decoded = Vec::with_capacity(columns.len());
+    for c in columns {
+        let mut groups = Vec::with_capacity(c.chunks.len());
+        for chunk in &c.chunks {
+            let b = state
+                .chunks
+                .read_verified(&chunk.hash)
+                .map_err(|e| read(&e))?;
+            groups.push(table::decode_column(&b).map_err(|e| read(&e))?);
+        }
+        decoded.push(groups);
+    }
+    Ok(Loaded {
+        version: dv.version,
+        names: columns.iter().map(|c| c.name.clone()).collect(),
+        columns: decoded,
+        starts,
+        rows,
+        indexes: Mutex::new(HashMap::new()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded() -> Loaded {
+        let col = |v: &[Option<&str>]| StringArray::from(v.to_vec());
+        Loaded {
+            version: 1,
+            names: vec!["id".into(), "name".into()],
+            columns: vec![
+                vec![col(&[Some("a"), Some("b")]), col(&[Some("a"), None])],
+                vec![
+                    col(&[Some("甲"), Some("乙")]),
+                    col(&[Some("丙"), Some("丁")]),
+                ],
+            ],
+            starts: vec![0, 2],
+            rows: 4,
+            indexes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    #[test]
+    fn lookups_span_row_groups_and_respect_the_limit() {
+        let t = loaded();
+        let q = |limit| Query::Lookup {
+            key: "id".into(),
+            value: "a".into(),
+            fields: vec!["name".into()],
+            limit,
+        };
+        assert_eq!(
+            t.answer(&q(10)).unwrap(),
+            Outcome::Rows {
+                fields: vec!["name".into()],
+                rows: vec![vec![Some("甲".into())], vec![Some("丙".into())]],
+                more: false
+            }
+        );
+        let Outcome::Rows { rows, more, .. } = t.answer(&q(1)).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!((rows.len(), more), (1, true));
+        let unknown = Query::Lookup {
+            key: "nope".into(),
+            value: "a".into(),
+            fields: vec!["name".into()],
+            limit: 1,
+        };
+        assert!(t.answer(&unknown).unwrap_err().contains("nope"));
+    }
+
+    #[test]
+    fn a_verification_needs_one_row_with_every_value() {
+        let t = loaded();
+        let v = |pairs: &[(&str, &str)]| Query::Verify {
+            record: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        assert_eq!(
+            t.answer(&v(&[("id", "a"), ("name", "丙")])),
+            Ok(Outcome::Match(true))
+        );
+        // Both values exist, but not in one row.
+        assert_eq!(
+            t.answer(&v(&[("id", "b"), ("name", "甲")])),
+            Ok(Outcome::Match(false))
+        );
+        assert_eq!(t.answer(&v(&[("name", "丁")])), Ok(Outcome::Match(true)));
+    }
+}

@@ -1,0 +1,248 @@
+//! API services (issue #12) with real nodes over real sockets: a department system calls a
+//! provider's 接口 resource through its own node's gateway (`/svc/…`, its own client key). A
+//! lookup returns exactly the granted 信息项 of the right row; a 核验 answers match / no match
+//! only; no key, no grant, a 信息项 outside the grant and a revoked grant are refused with clear
+//! errors; the provider's node down gives 503 with a reason, not a hang. Both nodes' call logs
+//! hold every call, hash-chained, and the answer the consumer keeps is signed by the provider.
+
+use std::time::{Duration, Instant};
+
+use huitong_protocol::call::{Outcome, SignedAnswer};
+use huitong_tests::workflow::{apply, wait_state};
+use huitong_tests::{cli_ok, data, start};
+use serde_json::{json, Value};
+
+const CODE: &str = "301001/000051";
+
+/// The gateway's base URL for the provider's resource, on node `i`.
+fn svc(net: &huitong_testnet::Testnet, i: usize, provider_uscc: &str) -> anyhow::Result<String> {
+    let api = net
+        .api_addr(i)
+        .ok_or_else(|| anyhow::anyhow!("node {i} has no API address"))?;
+    Ok(format!("http://{api}/svc/{provider_uscc}/{CODE}"))
+}
+
+/// A GET or POST through the gateway: status and JSON body.
+fn call(
+    c: &reqwest::blocking::Client,
+    key: Option<&str>,
+    url: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut r = match &body {
+        Some(b) => c.post(url).json(b),
+        None => c.get(url),
+    };
+    if let Some(k) = key {
+        r = r.header("authorization", format!("Bearer {k}"));
+    }
+    let r = r.send()?;
+    let status = r.status().as_u16();
+    let text = r.text()?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+fn lookup(base: &str, fields: &str, value: &str) -> String {
+    let enc = huitong_testnet::percent_encode;
+    format!(
+        "{base}/lookup?key={}&value={}&fields={}",
+        enc("编号"),
+        enc(value),
+        enc(fields)
+    )
+}
+
+#[test]
+fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_call(
+) -> anyhow::Result<()> {
+    let mut f = start(2, 2)?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let (provider, consumer) = (1, 2);
+    let mut entry = data::table_entry(net, provider, 51, "有条件共享", Some("仅限社会救助核验"));
+    entry["share_mode"] = "接口".into();
+    data::publish_entry(net, &dir, provider, &entry)?;
+    let csv = data::table_csv(&dir.join("t.csv"), 2_000, 0..0)?;
+    data::publish(net, provider, CODE, &csv, &[])?;
+    data::wait_version(net, consumer, CODE, 1)?;
+    let p_uscc = net.nodes[provider].uscc.clone();
+    let base = svc(net, consumer, &p_uscc)?;
+    let c = reqwest::blocking::Client::builder().no_proxy().build()?;
+
+    // The department system gets its own key; without it (or with another) nothing is called.
+    let out = cli_ok(
+        net,
+        consumer,
+        &["gateway", "add-client", "minzheng", "--json"],
+    )?;
+    let added: Value = serde_json::from_slice(&out.stdout)?;
+    let key = added["key"].as_str().unwrap_or_default().to_string();
+    assert!(key.starts_with("hgw_"), "{added}");
+    let one = lookup(&base, "姓名", "NO0000000042");
+    for k in [None, Some("hgw_0000"), Some("Bearer")] {
+        let (s, v) = call(&c, k, &one, None)?;
+        assert_eq!(s, 401, "{k:?}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("gateway add-client"),
+            "{v}"
+        );
+    }
+
+    // No grant yet: refused, saying what to do.
+    let (s, v) = call(&c, Some(&key), &one, None)?;
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("apply"),
+        "{v}"
+    );
+
+    // Granted 编号 and 姓名 (not 金额).
+    // (The only provider of this code: no --provider needed.)
+    let id = apply(net, consumer, CODE, "编号,姓名,金额")?;
+    wait_state(net, provider, "--incoming", &id, "accepted")?;
+    cli_ok(net, provider, &["approve", &id, "--fields", "编号,姓名"])?;
+    wait_state(net, consumer, "--outgoing", &id, "granted")?;
+
+    // A lookup returns exactly the granted 信息项 of the right row, with the provider's
+    // signed answer.
+    let (s, v) = call(
+        &c,
+        Some(&key),
+        &lookup(&base, "编号,姓名", "NO0000000042"),
+        None,
+    )?;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["rows"],
+        json!([{"编号": "NO0000000042", "姓名": "张三42"}]),
+        "{v}"
+    );
+    assert_eq!(v["more"], false, "{v}");
+    assert_eq!(v["grant"], id.as_str(), "{v}");
+    use base64::Engine as _;
+    let envelope = base64::engine::general_purpose::STANDARD
+        .decode(v["answer"].as_str().unwrap_or_default())?;
+    let signed = SignedAnswer::open(&envelope)?;
+    let provider_key: huitong_protocol::SecretKey = huitong_config::keyfile::read(
+        &net.nodes[provider].dir.join(huitong_config::NODE_KEY_FILE),
+    )?;
+    assert_eq!(signed.answer.provider, provider_key.public());
+    assert!(matches!(signed.answer.outcome, Outcome::Rows { .. }));
+    let answered_id = v["id"].as_str().unwrap_or_default().to_string();
+    // No such row: an empty answer, not an error.
+    let (s, v) = call(&c, Some(&key), &lookup(&base, "姓名", "NO9999999999"), None)?;
+    assert_eq!((s, v["rows"].clone()), (200, json!([])), "{v}");
+
+    // A 信息项 outside the grant is refused, naming it.
+    let (s, v) = call(
+        &c,
+        Some(&key),
+        &lookup(&base, "姓名,金额", "NO0000000042"),
+        None,
+    )?;
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("金额"),
+        "{v}"
+    );
+
+    // 核验: match or no match, no data.
+    let verify = format!("{base}/verify");
+    let (s, v) = call(
+        &c,
+        Some(&key),
+        &verify,
+        Some(json!({"编号": "NO0000000042", "姓名": "张三42"})),
+    )?;
+    assert_eq!((s, v["match"].clone()), (200, json!(true)), "{v}");
+    assert!(v.get("rows").is_none(), "{v}");
+    let (s, v) = call(
+        &c,
+        Some(&key),
+        &verify,
+        Some(json!({"编号": "NO0000000042", "姓名": "李四"})),
+    )?;
+    assert_eq!((s, v["match"].clone()), (200, json!(false)), "{v}");
+    let (s, v) = call(
+        &c,
+        Some(&key),
+        &verify,
+        Some(json!(["not", "an", "object"])),
+    )?;
+    assert_eq!(s, 400, "{v}");
+
+    // Malformed lookups and unknown services.
+    let (s, v) = call(
+        &c,
+        Some(&key),
+        &format!("{}&limit=1000", lookup(&base, "姓名", "x")),
+        None,
+    )?;
+    assert_eq!(s, 200, "a limit above the most is capped: {v}");
+    let (s, v) = call(&c, Some(&key), &lookup(&base, "", "x"), None)?;
+    assert_eq!(s, 400, "{v}");
+    let other = svc(net, consumer, "91320684MA1XXXXXXX")?;
+    let (s, v) = call(&c, Some(&key), &lookup(&other, "姓名", "x"), None)?;
+    assert_eq!(s, 404, "{v}");
+
+    // Both nodes log every call, hash-chained; the answered call has the same id on both.
+    let logs = |i: usize| -> anyhow::Result<Value> {
+        let out = cli_ok(net, i, &["audit", "calls", "--code", CODE, "--json"])?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let mine = logs(consumer)?;
+    assert!(mine["broken"].is_null(), "{mine}");
+    let calls = mine["calls"].as_array().cloned().unwrap_or_default();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["side"] == "consumer" && c["client"] == "minzheng"),
+        "{mine}"
+    );
+    assert!(calls.iter().any(|c| c["status"] == "refused"), "{mine}");
+    assert!(
+        calls.iter().any(|c| c["id"] == answered_id.as_str()),
+        "{mine}"
+    );
+    let theirs = logs(provider)?;
+    assert!(theirs["broken"].is_null(), "{theirs}");
+    let answered: Vec<&Value> = theirs["calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["id"] == answered_id.as_str())
+        .collect();
+    assert_eq!(answered.len(), 1, "{theirs}");
+    assert_eq!(answered[0]["side"], "provider");
+    assert_eq!(answered[0]["grant"], id.as_str());
+
+    // Revocation stops the next call.
+    cli_ok(net, provider, &["revoke", &id, "--reason", "核验任务结束"])?;
+    let (s, v) = call(&c, Some(&key), &one, None)?;
+    assert_eq!(s, 403, "the first call after the revocation: {v}");
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("revoked"),
+        "{v}"
+    );
+
+    // The provider's node down: 503 with a reason, within the call timeout.
+    net.stop(provider, false)?;
+    let t0 = Instant::now();
+    let (s, v) = call(&c, Some(&key), &one, None)?;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("did not answer"),
+        "{v}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    Ok(())
+}
