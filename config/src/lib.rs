@@ -7,7 +7,8 @@ mod schema;
 
 pub use schema::{
     ApiConfig, ApplicationsConfig, Config, FederationConfig, LogConfig, LogFormat, NetworkConfig,
-    NodeConfig, NotifyConfig, PortalConfig, StorageConfig, DEFAULT_DEADLINE_WORKING_DAYS,
+    NodeConfig, NotifyConfig, PortalConfig, ServicesConfig, StorageConfig, DEFAULT_CALLS_PER_DAY,
+    DEFAULT_CALLS_PER_SECOND, DEFAULT_DEADLINE_WORKING_DAYS,
 };
 
 use std::path::{Path, PathBuf};

@@ -35,6 +35,44 @@ pub struct Config {
     /// `[portal]`: the sharing portal's own address.
     #[serde(default)]
     pub portal: PortalConfig,
+    /// `[services]`: the API services this node answers (接口共享).
+    #[serde(default, skip_serializing_if = "ServicesConfig::is_default")]
+    pub services: ServicesConfig,
+}
+
+/// `[services]`: quotas on the calls this node answers, per consumer node and resource (per
+/// grant, for conditional data).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesConfig {
+    /// Calls a second (a burst of as many is allowed). Unset: [`DEFAULT_CALLS_PER_SECOND`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls_per_second: Option<u32>,
+    /// Calls a day (federation time). Unset: [`DEFAULT_CALLS_PER_DAY`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls_per_day: Option<u64>,
+}
+
+/// The default calls a second per consumer and resource.
+pub const DEFAULT_CALLS_PER_SECOND: u32 = 200;
+/// The default calls a day per consumer and resource.
+pub const DEFAULT_CALLS_PER_DAY: u64 = 1_000_000;
+
+impl ServicesConfig {
+    /// Whether nothing is set.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Calls a second.
+    pub fn calls_per_second(&self) -> u32 {
+        self.calls_per_second.unwrap_or(DEFAULT_CALLS_PER_SECOND)
+    }
+
+    /// Calls a day.
+    pub fn calls_per_day(&self) -> u64 {
+        self.calls_per_day.unwrap_or(DEFAULT_CALLS_PER_DAY)
+    }
 }
 
 /// `[notify]`.
@@ -324,6 +362,7 @@ impl Config {
             storage: StorageConfig::default(),
             applications: ApplicationsConfig::default(),
             notify: NotifyConfig::default(),
+            services: ServicesConfig::default(),
             portal: PortalConfig::default(),
         }
     }
@@ -425,6 +464,20 @@ impl Config {
             return Err((
                 "storage.keep_free_mib",
                 format!("must be at most {MAX_KEEP_FREE_MIB} (MiB, 16 TiB); remove the key for the default (the larger of 1 GiB and 5 % of the file system)"),
+            ));
+        }
+        if self.services.calls_per_second == Some(0) {
+            return Err((
+                "services.calls_per_second",
+                format!("must be at least 1; remove the key for the default of {DEFAULT_CALLS_PER_SECOND}"),
+            ));
+        }
+        if self.services.calls_per_day == Some(0) {
+            return Err((
+                "services.calls_per_day",
+                format!(
+                    "must be at least 1; remove the key for the default of {DEFAULT_CALLS_PER_DAY}"
+                ),
             ));
         }
         Ok(())

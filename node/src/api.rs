@@ -367,6 +367,12 @@ pub struct AppView {
     /// What the provider approved, when it approved less than applied for or at all.
     #[serde(default)]
     pub approved_fields: Option<Vec<String>>,
+    /// 信息项 API services return masked under the grant.
+    #[serde(default)]
+    pub masked: Vec<String>,
+    /// API services answer only 核验 under the grant.
+    #[serde(default)]
+    pub verify_only: bool,
     /// The last day the provider approved.
     #[serde(default)]
     pub approved_until: Option<String>,
@@ -416,6 +422,12 @@ pub struct Approve {
     /// Approve until this day (not after the one applied for), `YYYY-MM-DD`.
     #[serde(default)]
     pub until: Option<String>,
+    /// API services return these (approved) 信息项 masked (脱敏).
+    #[serde(default)]
+    pub masked: Vec<String>,
+    /// API services answer only 核验 (match / no match) under this grant.
+    #[serde(default)]
+    pub verify_only: bool,
 }
 
 /// A decision with a reason.

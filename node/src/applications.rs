@@ -108,6 +108,9 @@ pub struct Approval {
     pub fields: Vec<String>,
     /// The last day approved, `YYYY-MM-DD` (federation-local).
     pub until: String,
+    /// How API services answer under the grant.
+    #[serde(default)]
+    pub terms: huitong_protocol::application::CallTerms,
 }
 
 impl AppRecord {
@@ -404,8 +407,16 @@ fn transition(
     }
     let next = match (event, rec.state) {
         (GrantEvent::Accepted { .. }, AppState::Submitted) if signer_is_hub => AppState::Accepted,
-        (GrantEvent::Approved { fields, until, .. }, AppState::Accepted) if provider => {
-            match approval(&rec.app, fields.as_deref(), until.as_deref()) {
+        (
+            GrantEvent::Approved {
+                fields,
+                until,
+                terms,
+                ..
+            },
+            AppState::Accepted,
+        ) if provider => {
+            match approval(&rec.app, fields.as_deref(), until.as_deref(), terms) {
                 Ok(a) => rec.approval = Some(a),
                 Err(why) => return Verdict::Refuse(why),
             }
@@ -476,6 +487,7 @@ pub fn approval(
     app: &Application,
     fields: Option<&[String]>,
     until: Option<&str>,
+    terms: &huitong_protocol::application::CallTerms,
 ) -> Result<Approval, &'static str> {
     let fields = fields.map_or_else(|| app.fields.clone(), <[String]>::to_vec);
     let until = until.unwrap_or(&app.until).to_owned();
@@ -488,7 +500,14 @@ pub fn approval(
     if until > app.until {
         return Err("the approval lasts longer than applied for (approve a shorter period only)");
     }
-    Ok(Approval { fields, until })
+    if terms.masked.iter().any(|m| !fields.contains(m)) {
+        return Err("the approval masks 信息项 it does not approve");
+    }
+    Ok(Approval {
+        fields,
+        until,
+        terms: terms.clone(),
+    })
 }
 
 fn pending_prefix(id: &str) -> Vec<u8> {
@@ -632,6 +651,7 @@ mod tests {
                     id: id.clone(),
                     fields: None,
                     until: None,
+                    terms: Default::default(),
                 },
             ),
             (
@@ -714,7 +734,8 @@ mod tests {
                 &GrantEvent::Approved {
                     id,
                     fields: None,
-                    until: None
+                    until: None,
+                    terms: Default::default(),
                 }
             ),
             Verdict::Refuse(_)
@@ -743,6 +764,7 @@ mod tests {
             id: id.clone(),
             fields: fields.map(|f| f.into_iter().map(String::from).collect()),
             until: until.map(String::from),
+            terms: Default::default(),
         };
         for (wide, why) in [
             (approve(Some(vec!["姓名", "民族"]), None), "applied for"),

@@ -1,7 +1,8 @@
 //! The call log: every API service call this node made (through its gateway) or answered, one
 //! record each, hash-chained — each record names the hash of the log before it, and the head
-//! is BLAKE3(previous head ‖ record) — so a record cannot be changed or dropped without
-//! breaking every later head. A consumer's record keeps the provider's signed answer, its proof
+//! is BLAKE3(previous head ‖ record) — so a record changed or dropped by mistake breaks every
+//! later head. (Anyone who can write the store can recompute the chain: until the heads are
+//! anchored in the hub's audit log it guards against accidents, not against the operator.) A consumer's record keeps the provider's signed answer, its proof
 //! of what it was told.
 //!
 //! Records are written with the WAL but without a sync per call (a killed process keeps them;
@@ -22,6 +23,8 @@ use crate::store::{Store, StoreError, CF_CALLS, CF_META};
 
 /// The meta key of the log's head: (records, head hash).
 const HEAD_KEY: &[u8] = b"calls_head";
+/// Largest record (an answer envelope and the rest).
+const MAX_RECORD_BYTES: usize = huitong_protocol::call::MAX_ANSWER_BYTES + 64 * 1024;
 
 /// Which side of a call this node was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,12 +236,27 @@ fn read_head(s: &Store) -> Result<Head, StoreError> {
 /// Every record, oldest first, and whether the chain holds: `Err` names the first record
 /// whose `prev` is not the head before it, or a head that does not match the stored one.
 pub fn all(s: &Store) -> Result<(Vec<CallRecord>, Result<Head, String>), StoreError> {
-    let mut out = Vec::new();
+    read(s, |_| true, usize::MAX)
+}
+
+/// The last `most` records that `keep` (without their answer envelopes), oldest first, and
+/// whether the whole chain holds up to the head read first (calls appended meanwhile are
+/// left for the next read). The log is checked record by record, never held whole.
+pub fn read(
+    s: &Store,
+    keep: impl Fn(&CallRecord) -> bool,
+    most: usize,
+) -> Result<(Vec<CallRecord>, Result<Head, String>), StoreError> {
+    let stored = read_head(s)?;
+    let mut out = std::collections::VecDeque::new();
     let mut head = Head::default();
     let mut broken = None;
     for kv in s.db().iterator_cf(s.cf(CF_CALLS), IteratorMode::Start) {
-        let (_, v) = kv?;
-        let r: CallRecord = codec::decode(&v, usize::MAX).map_err(corrupt)?;
+        let (k, v) = kv?;
+        if k.as_ref() > stored.size.to_be_bytes().as_slice() {
+            break;
+        }
+        let mut r: CallRecord = codec::decode(&v, MAX_RECORD_BYTES).map_err(corrupt)?;
         if broken.is_none() && (r.seq != head.size + 1 || r.prev != hex::encode(head.hash)) {
             broken = Some(format!(
                 "record {} does not follow the log before it (a record was changed, removed or inserted)",
@@ -249,9 +267,15 @@ pub fn all(s: &Store) -> Result<(Vec<CallRecord>, Result<Head, String>), StoreEr
             size: r.seq,
             hash: chain(&head.hash, &v),
         };
-        out.push(r);
+        if keep(&r) {
+            r.envelope = None;
+            out.push_back(r);
+            if out.len() > most {
+                out.pop_front();
+            }
+        }
     }
-    let stored = read_head(s)?;
+    let out: Vec<CallRecord> = out.into();
     let chain = match broken {
         Some(why) => Err(why),
         None if stored != head => Err(format!(

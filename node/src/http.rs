@@ -96,6 +96,9 @@ fn internal(e: impl ToString) -> Fail {
 
 type Res<T> = Result<Json<T>, Fail>;
 
+/// How long a request body may stop arriving before its request ends.
+const BODY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves the API, and the portal when it has a listener, until `shutdown` is cancelled.
 pub async fn serve(
     (listener, portal): (tokio::net::TcpListener, Option<PortalListener>),
@@ -213,7 +216,12 @@ pub async fn serve(
     let shutdown_tls = shutdown.clone();
     let pages = portal::router(ctx)
         .layer(axum::middleware::map_response(portal::headers))
-        .layer(DefaultBodyLimit::max(MAX_BODY));
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // A body whose next bytes do not come within this ends its request (a client that
+        // sends a request head and then nothing does not hold its connection).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            BODY_STALL,
+        ));
     let stop = async move { shutdown.cancelled().await };
     let pages: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
         match portal {

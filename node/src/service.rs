@@ -5,7 +5,8 @@
 //! - [`consumer`]: a call made for one of them — the catalogue, this node's grant, the query
 //!   sent to the provider's node over libp2p, the signed answer checked.
 //! - [`provider`]: a call answered — decided by [`crate::access`] like a pull, for every
-//!   信息项 it reads, answered from the resource's latest dataset version ([`table`]), signed.
+//!   信息项 it reads, within the consumer's quota ([`quota`]), answered from the resource's
+//!   latest dataset version ([`table`]), masked as the grant says ([`mask`]), signed.
 //! - [`crate::call_log`]: both sides' hash-chained call log.
 //!
 //! Layering: above the access policy, the catalogue and dataset records, the applications view
@@ -13,5 +14,7 @@
 
 pub mod clients;
 pub mod consumer;
+pub mod mask;
 pub mod provider;
+pub mod quota;
 pub mod table;

@@ -85,6 +85,9 @@ pub enum GrantEvent {
         /// The last day approved (not after the one applied for); `None`: as applied for.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         until: Option<String>,
+        /// How API services answer under this grant (the provider applies them itself).
+        #[serde(default, skip_serializing_if = "CallTerms::is_default")]
+        terms: CallTerms,
     },
     /// The hub or the provider rejects, with the reason.
     Rejected {
@@ -118,6 +121,25 @@ pub enum GrantEvent {
     },
 }
 
+/// How an API service answers calls under a grant: the provider's own terms, recorded in its
+/// approval and applied by it on every call.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallTerms {
+    /// 信息项 returned masked (脱敏), e.g. 身份证号 → its first 6 and last 4 digits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked: Vec<String>,
+    /// Only 核验 calls (match / no match), no lookups.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify_only: bool,
+}
+
+impl CallTerms {
+    /// Whether nothing is set (answers as approved, unmasked).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 impl GrantEvent {
     /// The application the event is about.
     pub fn id(&self) -> &str {
@@ -136,11 +158,19 @@ impl GrantEvent {
     pub fn check(&self) -> Result<(), String> {
         match self {
             GrantEvent::Submitted(a) => a.check(),
-            GrantEvent::Approved { fields, until, .. } => {
+            GrantEvent::Approved {
+                fields,
+                until,
+                terms,
+                ..
+            } => {
                 if let Some(f) = fields {
                     if f.is_empty() || f.len() > MAX_FIELDS {
                         return Err(format!("approve between 1 and {MAX_FIELDS} 信息项"));
                     }
+                }
+                if terms.masked.len() > MAX_FIELDS {
+                    return Err(format!("mask at most {MAX_FIELDS} 信息项"));
                 }
                 match until {
                     Some(u) if !crate::dataset::is_date(u) => {

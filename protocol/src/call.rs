@@ -23,6 +23,10 @@ pub const MAX_ITEMS: usize = 64;
 pub const MAX_VALUE_CHARS: usize = 1024;
 /// Largest answer envelope.
 pub const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
+/// Longest 信息项 name (characters), as in a catalogue entry.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Largest encoded query: it travels in one data-protocol request frame with the code and grant.
+pub const MAX_QUERY_BYTES: usize = 32 * 1024;
 
 /// What a consumer asks an API service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,11 +77,27 @@ impl Query {
         all
     }
 
-    /// Checks the bounds: names given, values not too long, at most [`MAX_ITEMS`] 信息项 and
-    /// [`MAX_ROWS`] rows, no 信息项 twice in a 核验.
+    /// Checks the bounds: names given and at most [`MAX_NAME_CHARS`], values not too long, at
+    /// most [`MAX_ITEMS`] 信息项 (none twice) and [`MAX_ROWS`] rows, at most
+    /// [`MAX_QUERY_BYTES`] encoded.
     pub fn check(&self) -> Result<(), QueryError> {
         let err = |m: String| Err(QueryError(m));
         let long = |v: &str| v.chars().count() > MAX_VALUE_CHARS;
+        if let Some(n) = self
+            .items_unchecked()
+            .find(|n| n.is_empty() || n.chars().count() > MAX_NAME_CHARS)
+        {
+            let shown: String = n.chars().take(MAX_NAME_CHARS).collect();
+            return err(format!(
+                "信息项 name {shown:?} is empty or longer than {MAX_NAME_CHARS} characters"
+            ));
+        }
+        let size = codec::encode(self).len();
+        if size > MAX_QUERY_BYTES {
+            return err(format!(
+                "the query is {size} bytes encoded, more than {MAX_QUERY_BYTES}; send fewer or shorter values"
+            ));
+        }
         match self {
             Query::Lookup {
                 key,
@@ -93,6 +113,10 @@ impl Query {
                         "a lookup returns 1 to {MAX_ITEMS} 信息项; {} were asked for",
                         fields.len()
                     ));
+                }
+                let mut seen = std::collections::HashSet::new();
+                if let Some(f) = fields.iter().find(|f| !seen.insert(*f)) {
+                    return err(format!("信息项 {f:?} is asked for twice"));
                 }
                 if *limit == 0 || *limit > MAX_ROWS {
                     return err(format!("limit must be 1 to {MAX_ROWS}, not {limit}"));
@@ -124,6 +148,16 @@ impl Query {
             }
         }
         Ok(())
+    }
+
+    /// Every name the query gives, repeats included.
+    fn items_unchecked(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            Query::Lookup { key, fields, .. } => {
+                Box::new(std::iter::once(key.as_str()).chain(fields.iter().map(String::as_str)))
+            }
+            Query::Verify { record } => Box::new(record.iter().map(|(k, _)| k.as_str())),
+        }
     }
 
     /// BLAKE3 of the query's CBOR: what an answer names and both call logs record.
@@ -253,6 +287,26 @@ mod tests {
             limit: 0,
         };
         assert!(no_limit.check().is_err());
+        let twice_asked = Query::Lookup {
+            key: "k".into(),
+            value: "v".into(),
+            fields: vec!["a".into(), "a".into()],
+            limit: 1,
+        };
+        assert!(twice_asked.check().is_err());
+        let long_name = Query::Lookup {
+            key: "k".repeat(MAX_NAME_CHARS + 1),
+            value: "v".into(),
+            fields: vec!["a".into()],
+            limit: 1,
+        };
+        assert!(long_name.check().is_err());
+        let big = Query::Verify {
+            record: (0..MAX_ITEMS)
+                .map(|i| (format!("f{i}"), "x".repeat(MAX_VALUE_CHARS)))
+                .collect(),
+        };
+        assert!(big.check().unwrap_err().0.contains("bytes"));
         let twice = Query::Verify {
             record: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
         };

@@ -276,6 +276,13 @@ pub enum DataResponse {
     Audit(AuditResponse),
     /// The provider's answer to a call: a [`crate::call::Answer`] envelope.
     Answer(ByteBuf),
+    /// A call over the consumer's quota: try again after `retry_after_ms`.
+    Throttled {
+        /// When a call would pass, in milliseconds.
+        retry_after_ms: u64,
+        /// What was exceeded, for people.
+        message: String,
+    },
     /// The first rows of a table version: the 信息项 shown and up to [`MAX_PREVIEW_ROWS`]
     /// rows of them (cells cut to [`MAX_PREVIEW_CELL_CHARS`]).
     Preview {

@@ -1,15 +1,16 @@
 //! API services (issue #12) with real nodes over real sockets: a department system calls a
 //! provider's 接口 resource through its own node's gateway (`/svc/…`, its own client key). A
 //! lookup returns exactly the granted 信息项 of the right row; a 核验 answers match / no match
-//! only; no key, no grant, a 信息项 outside the grant and a revoked grant are refused with clear
-//! errors; the provider's node down gives 503 with a reason, not a hang. Both nodes' call logs
+//! only, and a grant's terms hold (a masked 信息项 comes back masked, a 核验-only grant refuses
+//! lookups); no key, no grant, a 信息项 outside the grant, a call over the day's quota (429,
+//! Retry-After) and a revoked grant are refused with clear errors; the provider's node down gives 503 with a reason, not a hang. Both nodes' call logs
 //! hold every call, hash-chained, and the answer the consumer keeps is signed by the provider.
 
 use std::time::{Duration, Instant};
 
 use huitong_protocol::call::{Outcome, SignedAnswer};
 use huitong_tests::workflow::{apply, wait_state};
-use huitong_tests::{cli_ok, data, start};
+use huitong_tests::{cli_ok, data, start_prepared};
 use serde_json::{json, Value};
 
 const CODE: &str = "301001/000051";
@@ -58,7 +59,14 @@ fn lookup(base: &str, fields: &str, value: &str) -> String {
 #[test]
 fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_call(
 ) -> anyhow::Result<()> {
-    let mut f = start(2, 2)?;
+    // The provider answers at most 7 calls a day per consumer and resource.
+    let mut f = start_prepared(2, 2, &[], |net| {
+        use std::io::Write as _;
+        let config = net.nodes[1].dir.join(huitong_config::CONFIG_FILE);
+        let mut file = std::fs::OpenOptions::new().append(true).open(config)?;
+        writeln!(file, "\n[services]\ncalls_per_day = 7")?;
+        Ok(())
+    })?;
     let dir = f.tmp.path().to_path_buf();
     let net = &mut f.net;
     let (provider, consumer) = (1, 2);
@@ -106,11 +114,15 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     // (The only provider of this code: no --provider needed.)
     let id = apply(net, consumer, CODE, "编号,姓名,金额")?;
     wait_state(net, provider, "--incoming", &id, "accepted")?;
-    cli_ok(net, provider, &["approve", &id, "--fields", "编号,姓名"])?;
+    cli_ok(
+        net,
+        provider,
+        &["approve", &id, "--fields", "编号,姓名", "--masked", "姓名"],
+    )?;
     wait_state(net, consumer, "--outgoing", &id, "granted")?;
 
-    // A lookup returns exactly the granted 信息项 of the right row, with the provider's
-    // signed answer.
+    // A lookup returns exactly the granted 信息项 of the right row — 姓名 masked, as approved
+    // — with the provider's signed answer.
     let (s, v) = call(
         &c,
         Some(&key),
@@ -120,7 +132,7 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         v["rows"],
-        json!([{"编号": "NO0000000042", "姓名": "张三42"}]),
+        json!([{"编号": "NO0000000042", "姓名": "张***"}]),
         "{v}"
     );
     assert_eq!(v["more"], false, "{v}");
@@ -138,6 +150,11 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     // No such row: an empty answer, not an error.
     let (s, v) = call(&c, Some(&key), &lookup(&base, "姓名", "NO9999999999"), None)?;
     assert_eq!((s, v["rows"].clone()), (200, json!([])), "{v}");
+
+    // An API resource is called, never pulled whole, even under a grant.
+    let out = dir.join("whole.csv").to_string_lossy().to_string();
+    let why = data::pull_refused(net, consumer, &[CODE, "--out", &out])?;
+    assert!(why.contains("API resource"), "{why}");
 
     // A 信息项 outside the grant is refused, naming it.
     let (s, v) = call(
@@ -226,8 +243,49 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     cli_ok(net, provider, &["revoke", &id, "--reason", "核验任务结束"])?;
     let (s, v) = call(&c, Some(&key), &one, None)?;
     assert_eq!(s, 403, "the first call after the revocation: {v}");
+    // The provider says the grant was revoked; or, once the consumer has heard of the
+    // revocation, it presents no grant and the provider says to apply.
+    let why = v["error"].as_str().unwrap_or_default();
+    assert!(why.contains("revoked") || why.contains("apply"), "{v}");
+
+    // A grant for 核验 only: lookups are refused, verifications answered.
+    let id2 = apply(net, consumer, CODE, "编号,姓名")?;
+    wait_state(net, provider, "--incoming", &id2, "accepted")?;
+    cli_ok(net, provider, &["approve", &id2, "--verify-only"])?;
+    wait_state(net, consumer, "--outgoing", &id2, "granted")?;
+    let (s, v) = call(&c, Some(&key), &one, None)?;
+    assert_eq!(s, 403, "{v}");
     assert!(
-        v["error"].as_str().unwrap_or_default().contains("revoked"),
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("核验 only"),
+        "{v}"
+    );
+    let check = Some(json!({"编号": "NO0000000007", "姓名": "张三7"}));
+    let (s, v) = call(&c, Some(&key), &verify, check.clone())?;
+    assert_eq!((s, v["match"].clone()), (200, json!(true)), "{v}");
+
+    // Six calls were answered (refusals do not count): the seventh passes, the eighth is over
+    // the day's quota — 429 with Retry-After (until midnight).
+    let (s, v) = call(&c, Some(&key), &verify, check.clone())?;
+    assert_eq!(s, 200, "{v}");
+    let r = c
+        .post(&verify)
+        .json(&check)
+        .header("authorization", format!("Bearer {key}"))
+        .send()?;
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u64 = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default();
+    assert!((1..=86_400).contains(&retry), "Retry-After {retry}");
+    let v: Value = r.json()?;
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("daily"),
         "{v}"
     );
 

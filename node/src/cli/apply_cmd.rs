@@ -71,6 +71,12 @@ pub struct ApproveArgs {
     /// Approve until this day (YYYY-MM-DD, federation time), not after the one applied for.
     #[arg(long)]
     until: Option<String>,
+    /// API services return these approved 信息项 masked (脱敏; comma-separated), e.g. 身份证号.
+    #[arg(long, value_delimiter = ',')]
+    masked: Vec<String>,
+    /// API services answer only 核验 (match / no match) under this grant, no lookups.
+    #[arg(long)]
+    verify_only: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -153,6 +159,8 @@ pub(super) async fn approve(dir: &Path, a: ApproveArgs) -> anyhow::Result<()> {
             &Approve {
                 fields: a.fields,
                 until: a.until,
+                masked: a.masked,
+                verify_only: a.verify_only,
             },
         )
         .await?;

@@ -75,6 +75,12 @@ fn view(ctx: &Ctx, r: AppRecord) -> AppView {
         until: r.app.until,
         reason: r.reason,
         approved_fields: r.approval.as_ref().map(|a| a.fields.clone()),
+        masked: r
+            .approval
+            .as_ref()
+            .map(|a| a.terms.masked.clone())
+            .unwrap_or_default(),
+        verify_only: r.approval.as_ref().is_some_and(|a| a.terms.verify_only),
         approved_until: r.approval.map(|a| a.until),
     }
 }
@@ -221,21 +227,29 @@ pub(super) async fn approve(
     Path(id): Path<String>,
     body: Option<Json<Approve>>,
 ) -> Res<AppView> {
-    let Approve { fields, until } = body.map(|Json(b)| b).unwrap_or_default();
+    let Approve {
+        fields,
+        until,
+        masked,
+        verify_only,
+    } = body.map(|Json(b)| b).unwrap_or_default();
+    let terms = huitong_protocol::application::CallTerms {
+        masked,
+        verify_only,
+    };
     let today = ctx.state.today();
     decide(ctx, who, id, move |r, provider, _| {
         match (provider, r.state) {
             (false, _) => Err("only the provider of the resource can approve".into()),
             (true, AppState::Accepted) => {
-                applications::approval(&r.app, fields.as_deref(), until.as_deref()).map_err(
-                    |why| {
+                applications::approval(&r.app, fields.as_deref(), until.as_deref(), &terms)
+                    .map_err(|why| {
                         format!(
                             "{why}: applied for {} until {}",
                             r.app.fields.join(","),
                             r.app.until
                         )
-                    },
-                )?;
+                    })?;
                 if let Some(u) = until.as_ref().filter(|u| **u < today) {
                     return Err(format!("until {u} is in the past (today is {today})"));
                 }
@@ -243,6 +257,7 @@ pub(super) async fn approve(
                     id: r.app.id.clone(),
                     fields,
                     until,
+                    terms,
                 })
             }
             (true, s) => Err(format!(

@@ -84,7 +84,13 @@ fn client(ctx: &Ctx, headers: &HeaderMap) -> Result<String, Fail> {
     match clients::client_of(&ctx.state.dir, key) {
         Ok(Some(name)) => Ok(name),
         Ok(None) => Err(unknown()),
-        Err(e) => Err(super::internal(e)),
+        Err(e) => {
+            tracing::error!(error = %e, "the gateway cannot read its client list");
+            Err(fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the gateway cannot read its client list; the node's operator must check gateway-clients (see the node's log)",
+            ))
+        }
     }
 }
 
@@ -99,6 +105,7 @@ fn status_of(e: &CallError) -> StatusCode {
             RefusalKind::Invalid => StatusCode::BAD_REQUEST,
             RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         },
+        CallError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
         CallError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
         CallError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
         CallError::Local(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,18 +114,24 @@ fn status_of(e: &CallError) -> StatusCode {
 
 async fn run(
     ctx: &Ctx,
-    headers: &HeaderMap,
+    client: String,
     (provider, class, number): (String, String, String),
     query: CallQuery,
 ) -> Response {
-    let client = match client(ctx, headers) {
-        Ok(c) => c,
-        Err(f) => return f.into_response(),
-    };
     let code = format!("{class}/{number}");
     match consumer::call(&ctx.state, &ctx.transport, &provider, &code, query, &client).await {
         Ok(called) => Json(answered(called)).into_response(),
-        Err(e) => fail(status_of(&e), e).into_response(),
+        Err(e) => {
+            let mut r = fail(status_of(&e), &e).into_response();
+            if let CallError::Throttled { retry_after, .. } = &e {
+                // Whole seconds, rounded up (RFC 9110).
+                let secs = retry_after.as_millis().div_ceil(1000).max(1);
+                if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                    r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                }
+            }
+            r
+        }
     }
 }
 
@@ -163,8 +176,23 @@ pub(super) async fn lookup(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
     Path(at): Path<(String, String, String)>,
-    Query(p): Query<LookupParams>,
+    p: Result<Query<LookupParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    // The key first: nothing about the request is answered to a caller without one.
+    let client = match client(&ctx, &headers) {
+        Ok(c) => c,
+        Err(f) => return f.into_response(),
+    };
+    let Query(p) = match p {
+        Ok(p) => p,
+        Err(e) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("a lookup takes ?key=信息项&value=…&fields=a,b[&limit=N]: {e}"),
+            )
+            .into_response()
+        }
+    };
     let fields: Vec<String> = p
         .fields
         .split([',', '，'])
@@ -178,7 +206,7 @@ pub(super) async fn lookup(
         fields,
         limit: p.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_ROWS),
     };
-    run(&ctx, &headers, at, query).await
+    run(&ctx, client, at, query).await
 }
 
 /// `POST /svc/{provider}/{class}/{number}/verify`.
@@ -188,6 +216,10 @@ pub(super) async fn verify(
     Path(at): Path<(String, String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
+    let client = match client(&ctx, &headers) {
+        Ok(c) => c,
+        Err(f) => return f.into_response(),
+    };
     let record: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -202,15 +234,15 @@ pub(super) async fn verify(
     for (k, v) in record {
         match v {
             serde_json::Value::String(s) => pairs.push((k, s)),
-            serde_json::Value::Number(n) => pairs.push((k, n.to_string())),
+            // Numbers are refused, not rewritten (a long ID number would lose digits).
             other => {
                 return fail(
                     StatusCode::BAD_REQUEST,
-                    format!("the value of {k:?} must be text or a number, not {other}"),
+                    format!("the value of {k:?} must be text in quotes, not {other}"),
                 )
                 .into_response()
             }
         }
     }
-    run(&ctx, &headers, at, CallQuery::Verify { record: pairs }).await
+    run(&ctx, client, at, CallQuery::Verify { record: pairs }).await
 }

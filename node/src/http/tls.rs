@@ -7,7 +7,9 @@
 //! holding its place until it closes. [`serve`] runs each connection with hyper's header-read
 //! timeout ([`HEADER_TIME`]: a client that sends no request, or no next one, is let go), and a
 //! write that waits [`super::idle::IDLE`] for a client that stopped reading fails
-//! ([`super::idle::Idle`]); a request being handled keeps its connection however long it takes.
+//! ([`super::idle::Idle`]), and a request body that stops arriving for 30 s ends its request
+//! (the portal router's body timeout); a request being handled keeps its connection however
+//! long it takes.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -55,24 +55,71 @@ fn hash(key: &str) -> String {
     blake3::hash(key.as_bytes()).to_hex().to_string()
 }
 
-/// Every (name, key hash), in the order added.
+/// Whether `name` is a client name.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= MAX_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Every (name, key hash), in the order added. A line that is not `name hash` (a hand edit
+/// gone wrong) is an error naming it, never skipped.
 fn read(dir: &Path) -> Result<Vec<(String, String)>, ClientsError> {
     let text = match std::fs::read_to_string(path(dir)) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io(dir)(e)),
     };
-    Ok(text
+    let mut all: Vec<(String, String)> = Vec::new();
+    for (i, line) in text
         .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(n, h)| (n.to_string(), h.trim().to_string()))
-        .collect())
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let ok = matches!(parts.as_slice(), [n, h] if valid_name(n)
+            && h.len() == 64
+            && h.bytes().all(|b| b.is_ascii_hexdigit())
+            && !all.iter().any(|(on, oh)| on == n || oh == h));
+        if !ok {
+            return Err(ClientsError::Io {
+                path: path(dir),
+                source: std::io::Error::other(format!(
+                    "line {} is not `name hash` with a new name and hash; fix or remove it",
+                    i + 1
+                )),
+            });
+        }
+        all.push((parts[0].to_string(), parts[1].to_string()));
+    }
+    Ok(all)
+}
+
+/// Runs `f` on the list under an exclusive lock (`gateway-clients.lock`), so two changes at
+/// once cannot undo each other.
+fn locked<T>(
+    dir: &Path,
+    f: impl FnOnce(&mut Vec<(String, String)>) -> Result<T, ClientsError>,
+) -> Result<T, ClientsError> {
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(format!("{FILE}.lock")))
+        .map_err(io(dir))?;
+    lock.lock().map_err(io(dir))?;
+    let mut all = read(dir)?;
+    let out = f(&mut all)?;
+    write(dir, &all)?;
+    Ok(out)
 }
 
 fn write(dir: &Path, all: &[(String, String)]) -> Result<(), ClientsError> {
     let text: String = all.iter().map(|(n, h)| format!("{n} {h}\n")).collect();
     let p = path(dir);
-    let tmp = p.with_extension("tmp");
+    let tmp = p.with_extension(format!("tmp{:016x}", rand::random::<u64>()));
     {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -86,41 +133,38 @@ fn write(dir: &Path, all: &[(String, String)]) -> Result<(), ClientsError> {
         f.write_all(text.as_bytes()).map_err(io(dir))?;
         f.sync_all().map_err(io(dir))?;
     }
-    std::fs::rename(&tmp, &p).map_err(io(dir))
+    std::fs::rename(&tmp, &p).map_err(io(dir))?;
+    crate::durable::sync_parent(&p).map_err(io(dir))
 }
 
 /// Adds client `name`; its key (shown once: only its hash is kept).
 pub fn add(dir: &Path, name: &str) -> Result<String, ClientsError> {
-    let ok = !name.is_empty()
-        && name.chars().count() <= MAX_NAME
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !ok {
+    if !valid_name(name) {
         return Err(ClientsError::Name(name.to_string()));
     }
-    let mut all = read(dir)?;
-    if all.iter().any(|(n, _)| n == name) {
-        return Err(ClientsError::Exists(name.to_string()));
-    }
-    if all.len() >= MAX_CLIENTS {
-        return Err(ClientsError::Full);
-    }
-    let key = format!("hgw_{}", hex::encode(rand::random::<[u8; 32]>()));
-    all.push((name.to_string(), hash(&key)));
-    write(dir, &all)?;
-    Ok(key)
+    locked(dir, |all| {
+        if all.iter().any(|(n, _)| n == name) {
+            return Err(ClientsError::Exists(name.to_string()));
+        }
+        if all.len() >= MAX_CLIENTS {
+            return Err(ClientsError::Full);
+        }
+        let key = format!("hgw_{}", hex::encode(rand::random::<[u8; 32]>()));
+        all.push((name.to_string(), hash(&key)));
+        Ok(key)
+    })
 }
 
 /// Removes client `name`: its key stops working at once.
 pub fn remove(dir: &Path, name: &str) -> Result<(), ClientsError> {
-    let mut all = read(dir)?;
-    let before = all.len();
-    all.retain(|(n, _)| n != name);
-    if all.len() == before {
-        return Err(ClientsError::Unknown(name.to_string()));
-    }
-    write(dir, &all)
+    locked(dir, |all| {
+        let before = all.len();
+        all.retain(|(n, _)| n != name);
+        if all.len() == before {
+            return Err(ClientsError::Unknown(name.to_string()));
+        }
+        Ok(())
+    })
 }
 
 /// The clients' names.
@@ -162,6 +206,11 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        // A hand edit gone wrong is an error, not a silently skipped line.
+        let good = std::fs::read_to_string(d.join(FILE)).unwrap();
+        std::fs::write(d.join(FILE), format!("{good}min zheng abc\n")).unwrap();
+        assert!(client_of(d, &key).is_err());
+        std::fs::write(d.join(FILE), good).unwrap();
         remove(d, "minzheng").unwrap();
         assert_eq!(client_of(d, &key).unwrap(), None);
         assert!(matches!(

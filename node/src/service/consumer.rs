@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use huitong_protocol::call::{Answer, Query, SignedAnswer, MAX_ANSWER_BYTES};
+use huitong_protocol::call::{Answer, Outcome, Query, SignedAnswer, MAX_ANSWER_BYTES};
 use huitong_protocol::catalogue::ShareMode;
 use huitong_protocol::grant as grants;
 use huitong_protocol::wire::{DataRequest, DataResponse, RefusalKind};
@@ -35,6 +35,14 @@ pub enum CallError {
         /// Why, as the provider says.
         kind: RefusalKind,
         /// The provider's message.
+        message: String,
+    },
+    /// Over this node's quota at the provider: try again after `retry_after`.
+    #[error("the provider's quota: {message}")]
+    Throttled {
+        /// When a call would pass.
+        retry_after: Duration,
+        /// What was exceeded.
         message: String,
     },
     /// The provider could not be reached or did not answer in time.
@@ -103,21 +111,23 @@ pub async fn call(
                 "it does not answer this node's query to this provider".into(),
             ));
         }
+        shape(&query, a).map_err(|why| CallError::BadAnswer(why.into()))?;
         Ok((opened, bytes))
     });
     let (status, detail) = match &result {
         Ok(_) => (Status::Ok, None),
-        Err(CallError::Refused { message, .. }) => (Status::Refused, Some(message.clone())),
+        Err(CallError::Refused { message, .. } | CallError::Throttled { message, .. }) => {
+            (Status::Refused, Some(message.clone()))
+        }
         Err(e) => (Status::Failed, Some(e.to_string())),
     };
-    let (id, hash, envelope, used_grant) = match &result {
+    let (id, hash, envelope) = match &result {
         Ok((opened, bytes)) => (
             Some(opened.answer.id.clone()),
             Some(opened.hash),
             Some(bytes.clone()),
-            opened.answer.grant.clone(),
         ),
-        Err(_) => (None, None, None, grant_id),
+        Err(_) => (None, None, None),
     };
     state
         .calls
@@ -128,7 +138,8 @@ pub async fn call(
                 peer: record.feed,
                 code: code.to_string(),
                 kind: query.kind(),
-                grant: used_grant,
+                // The grant this node presented (the provider's answer names its own view).
+                grant: grant_id,
                 id,
                 query: query.hash(),
                 answer: hash,
@@ -145,6 +156,41 @@ pub async fn call(
         answer: opened.answer,
         envelope,
     })
+}
+
+/// Longest provider message kept (characters).
+const MAX_MESSAGE: usize = 200;
+
+/// A provider's message as this node repeats it: control characters dropped, cut short.
+fn clean(message: &str) -> String {
+    let text: String = message.chars().filter(|c| !c.is_control()).collect();
+    crate::dataset::preview::cut_to(&text, MAX_MESSAGE)
+}
+
+/// Whether the answer has the shape of an answer to `query`: the same kind; a lookup's rows
+/// hold the 信息项 asked for, at most `limit` of them, one value each; the id is 32 hex digits.
+fn shape(query: &Query, a: &Answer) -> Result<(), &'static str> {
+    if a.id.len() != 32 || !a.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("its id is not 32 hex digits");
+    }
+    match (query, &a.outcome) {
+        (Query::Verify { .. }, Outcome::Match(_)) => Ok(()),
+        (
+            Query::Lookup { fields, limit, .. },
+            Outcome::Rows {
+                fields: got, rows, ..
+            },
+        ) => {
+            if got != fields {
+                return Err("it returns other 信息项 than were asked for");
+            }
+            if rows.len() > *limit as usize || rows.iter().any(|r| r.len() != fields.len()) {
+                return Err("its rows do not fit the query (too many, or the wrong width)");
+            }
+            Ok(())
+        }
+        _ => Err("it answers another kind of query"),
+    }
 }
 
 async fn ask(
@@ -175,7 +221,18 @@ async fn ask(
     .map_err(CallError::Unreachable)?;
     match answer {
         DataResponse::Answer(b) => Ok(b.into_vec()),
-        DataResponse::Refused { kind, message } => Err(CallError::Refused { kind, message }),
+        DataResponse::Refused { kind, message } => Err(CallError::Refused {
+            kind,
+            message: clean(&message),
+        }),
+        DataResponse::Throttled {
+            retry_after_ms,
+            message,
+        } => Err(CallError::Throttled {
+            // A day at most: a provider cannot make the gateway tell its systems to wait longer.
+            retry_after: Duration::from_millis(retry_after_ms.min(86_400_000)),
+            message: clean(&message),
+        }),
         _ => Err(CallError::BadAnswer("unexpected answer to a call".into())),
     }
 }

@@ -5,15 +5,18 @@
 //! for every 信息项 the query reads (the key, the fields returned, a 核验's items): a 不予共享
 //! 信息项 is never read, a 有条件共享 one only under a grant that names it, checked against this
 //! node's own record of the application on every call, so a revocation stops the next call.
-//! Only an entry with share mode 接口 is served as a service.
+//! Only an entry with share mode 接口 is served as a service. An authorized call then follows
+//! the grant's terms (核验 only; masked 信息项, [`super::mask`]) and counts against the
+//! consumer's quota for the resource ([`super::quota`]).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use huitong_protocol::call::{Answer, Query, ANSWER_VERSION, MAX_ANSWER_BYTES};
+use huitong_protocol::call::{Answer, Outcome, Query, ANSWER_VERSION, MAX_ANSWER_BYTES};
 use huitong_protocol::catalogue::ShareMode;
 use huitong_protocol::wire::RefusalKind;
 use huitong_protocol::NodeId;
 
+use super::quota::{Limits, Over, Quotas};
 use super::table::{TableError, Tables};
 use crate::access::{self, Refusal, Scope};
 use crate::call_log::{NewCall, Side, Status};
@@ -21,28 +24,83 @@ use crate::catalogue::Record;
 use crate::dataset::records;
 use crate::state::NodeState;
 
+/// The per-member bound on calls, as a multiple of the per-resource rate.
+const MEMBER_FACTOR: u32 = 4;
+/// Longest reason kept in a call-log record (characters).
+const MAX_DETAIL: usize = 200;
+
+/// A refusal for a failure of this node: details go to the log, not to the caller.
+fn unavailable(
+    code: &huitong_protocol::ResourceCode,
+    what: &str,
+    e: &dyn std::fmt::Display,
+) -> Refusal {
+    tracing::warn!(%code, error = %e, "API call: {what}");
+    (
+        RefusalKind::Unavailable,
+        format!("the provider cannot answer calls on {code} just now ({what}); try again later"),
+    )
+}
+
+/// What the provider keeps for its services: the loaded tables and the quotas.
+#[derive(Default)]
+pub struct Services {
+    tables: Tables,
+    quotas: Quotas,
+}
+
+/// Why a call got no answer.
+#[derive(Debug)]
+pub enum NoAnswer {
+    /// Refused (or failed), with the kind for the wire.
+    Refused(Refusal),
+    /// Over the consumer's quota.
+    Over(Over),
+}
+
+impl From<Refusal> for NoAnswer {
+    fn from(r: Refusal) -> Self {
+        NoAnswer::Refused(r)
+    }
+}
+
 /// Answers `query` from `requester` on this node's resource `record`, presenting `grant`: the
 /// signed answer envelope, or why not. Every call is logged. Blocking (run it off the async
 /// workers).
 pub fn answer(
     state: &NodeState,
-    tables: &Tables,
+    services: &Services,
     record: &Record,
     requester: &NodeId,
     grant: Option<&[u8]>,
     query: &Query,
-) -> Result<Vec<u8>, Refusal> {
+) -> Result<Vec<u8>, NoAnswer> {
     let started = Instant::now();
+    // Every call of a member counts first against a wide per-member bound, refused or not and
+    // before anything is read or logged, so no member can flood the call log or the decisions.
+    let member = Limits {
+        per_second: state
+            .config
+            .services
+            .calls_per_second()
+            .saturating_mul(MEMBER_FACTOR),
+        per_day: u64::MAX,
+    };
+    services
+        .quotas
+        .take(requester, "*", member, Instant::now(), ("", Duration::ZERO))
+        .map_err(NoAnswer::Over)?;
     let mut used_grant = None;
     let result = decide_and_answer(
         state,
-        tables,
+        services,
         record,
         requester,
         grant,
         query,
         &mut used_grant,
     );
+    let cut = |why: &str| crate::dataset::preview::cut_to(why, MAX_DETAIL);
     let (status, detail, answer, id) = match &result {
         Ok((bytes, id)) => (
             Status::Ok,
@@ -50,8 +108,12 @@ pub fn answer(
             Some(*blake3::hash(bytes).as_bytes()),
             Some(id.clone()),
         ),
-        Err((RefusalKind::Unavailable, why)) => (Status::Failed, Some(why.clone()), None, None),
-        Err((_, why)) => (Status::Refused, Some(why.clone()), None, None),
+        Err(NoAnswer::Refused((RefusalKind::Unavailable, why))) => {
+            (Status::Failed, Some(cut(why)), None, None)
+        }
+        Err(NoAnswer::Refused((_, why))) | Err(NoAnswer::Over(Over { message: why, .. })) => {
+            (Status::Refused, Some(cut(why)), None, None)
+        }
     };
     let logged = state.calls.append(
         &state.store,
@@ -73,36 +135,36 @@ pub fn answer(
     );
     // An answer this node cannot log is not given (the log is the provider's record of it).
     if let Err(e) = logged {
-        tracing::error!(error = %e, code = %record.entry.code, "cannot log an API call; refusing it");
-        return Err((
-            RefusalKind::Unavailable,
-            format!("the provider cannot log the call just now: {e}"),
-        ));
+        return Err(NoAnswer::Refused(unavailable(
+            &record.entry.code,
+            "logging the call",
+            &e,
+        )));
     }
     result.map(|(bytes, _)| bytes)
 }
 
 fn decide_and_answer(
     state: &NodeState,
-    tables: &Tables,
+    services: &Services,
     record: &Record,
     requester: &NodeId,
     grant: Option<&[u8]>,
     query: &Query,
     used_grant: &mut Option<String>,
-) -> Result<(Vec<u8>, String), Refusal> {
+) -> Result<(Vec<u8>, String), NoAnswer> {
     let code = &record.entry.code;
     query
         .check()
         .map_err(|e| (RefusalKind::Invalid, format!("{code}: {e}")))?;
     if record.entry.share_mode != ShareMode::Api {
-        return Err((
+        return Err(NoAnswer::Refused((
             RefusalKind::NotFound,
             format!(
                 "{code} is shared as {}, not as a service (接口): pull it instead",
                 record.entry.share_mode.label()
             ),
-        ));
+        )));
     }
     *used_grant = access::authorize(state, record, requester, grant, Scope::Resource)?;
     for item in query.items() {
@@ -112,9 +174,48 @@ fn decide_and_answer(
             *used_grant = Some(g);
         }
     }
+    // The grant's terms: 核验 only, masked 信息项.
+    let terms = match used_grant.as_deref() {
+        Some(id) => crate::applications::get(state, id)
+            .map_err(|e| unavailable(code, "reading the grant", &e))?
+            .and_then(|r| r.approval)
+            .map(|a| a.terms)
+            .unwrap_or_default(),
+        None => Default::default(),
+    };
+    if terms.verify_only && matches!(query, Query::Lookup { .. }) {
+        return Err(NoAnswer::Refused((
+            RefusalKind::NeedsGrant,
+            format!(
+                "grant {} allows 核验 only (match / no match): call …/verify with the values to check",
+                used_grant.as_deref().unwrap_or_default()
+            ),
+        )));
+    }
+    let today = state.today();
+    let day_left = state
+        .end_of_day(&today)
+        .map(|end| {
+            std::time::Duration::from_secs(end.saturating_sub(crate::state::now_ms() / 1000))
+        })
+        .unwrap_or_default();
+    let limits = Limits {
+        per_second: state.config.services.calls_per_second(),
+        per_day: state.config.services.calls_per_day(),
+    };
+    services
+        .quotas
+        .take(
+            requester,
+            code.as_str(),
+            limits,
+            Instant::now(),
+            (&today, day_left),
+        )
+        .map_err(NoAnswer::Over)?;
     let me = state.id();
     let dv = records::version(&state.store, &me, code.as_str(), None)
-        .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
+        .map_err(|e| unavailable(code, "reading its versions", &e))?
         .ok_or_else(|| {
             (
                 RefusalKind::NotFound,
@@ -123,13 +224,22 @@ fn decide_and_answer(
                 ),
             )
         })?;
-    let table = tables.get(state, &me, &dv).map_err(|e| match e {
+    let table = services.tables.get(state, &me, &dv).map_err(|e| match e {
         TableError::Unservable(why) => (RefusalKind::NotFound, format!("{code}: {why}")),
-        TableError::Read(why) => (RefusalKind::Unavailable, format!("{code}: {why}")),
+        TableError::Read(why) => unavailable(code, "reading the version", &why),
     })?;
-    let outcome = table
+    let mut outcome = table
         .answer(query)
         .map_err(|why| (RefusalKind::NotFound, format!("{code}: {why}")))?;
+    if let Outcome::Rows { fields, rows, .. } = &mut outcome {
+        for (c, field) in fields.iter().enumerate() {
+            if terms.masked.contains(field) {
+                for cell in rows.iter_mut().filter_map(|r| r.get_mut(c)).flatten() {
+                    *cell = super::mask::mask(field, cell);
+                }
+            }
+        }
+    }
     let id = hex::encode(rand::random::<[u8; 16]>());
     let answer = Answer {
         layout: ANSWER_VERSION,
@@ -145,13 +255,13 @@ fn decide_and_answer(
     };
     let sealed = answer.seal(&state.key);
     if sealed.len() > MAX_ANSWER_BYTES {
-        return Err((
+        return Err(NoAnswer::Refused((
             RefusalKind::Invalid,
             format!(
                 "{code}: the answer would be {} bytes, more than {MAX_ANSWER_BYTES}; ask for fewer rows (limit) or 信息项",
                 sealed.len()
             ),
-        ));
+        )));
     }
     Ok((sealed, id))
 }

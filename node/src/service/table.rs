@@ -4,13 +4,15 @@
 //! hash lookup, not a decode.
 //!
 //! Bounded: a version whose columns take more than [`MAX_LOADED_BYTES`] is not served (pull it
-//! instead), and at most [`KEPT`] versions stay loaded.
+//! instead); at most [`KEPT`] versions stay loaded (the least recently used goes); one column's
+//! index takes at most [`MAX_INDEX_BYTES`] (a column with more distinct data cannot be looked
+//! up); an answer's rows stop at [`MAX_ANSWER_BYTES`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow_array::{Array, StringArray};
-use huitong_protocol::call::{Outcome, Query};
+use huitong_protocol::call::{Outcome, Query, MAX_ANSWER_BYTES};
 use huitong_protocol::dataset::{Body, ChunkHash, DatasetVersion, SignedManifest};
 use huitong_protocol::NodeId;
 
@@ -21,6 +23,8 @@ use crate::state::NodeState;
 pub const MAX_LOADED_BYTES: u64 = 512 * 1024 * 1024;
 /// Versions kept loaded.
 const KEPT: usize = 4;
+/// Largest index of one column (an estimate: each distinct value and its row list).
+pub const MAX_INDEX_BYTES: usize = 128 * 1024 * 1024;
 
 /// Why a version cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +38,7 @@ pub enum TableError {
 }
 
 /// A column's values and the rows holding each.
-type Index = Arc<HashMap<String, Vec<u32>>>;
+type Index = HashMap<String, Vec<u32>>;
 
 /// One loaded version.
 pub struct Loaded {
@@ -46,8 +50,8 @@ pub struct Loaded {
     /// First row of each row group.
     starts: Vec<usize>,
     rows: usize,
-    /// Value → rows, per column, built on first use.
-    indexes: Mutex<HashMap<usize, Index>>,
+    /// Value → rows, per column, built on first use (or why the column cannot be looked up).
+    indexes: Vec<OnceLock<Result<Index, String>>>,
 }
 
 impl Loaded {
@@ -63,26 +67,41 @@ impl Loaded {
         (i < a.len() && !a.is_null(i)).then(|| a.value(i))
     }
 
-    /// The rows of `c` equal to `value` (the index of `c`, built once).
-    fn find(&self, c: usize, value: &str) -> Vec<u32> {
-        let index = {
-            let mut all = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
-            all.entry(c)
-                .or_insert_with(|| {
-                    let mut m: HashMap<String, Vec<u32>> = HashMap::new();
-                    for row in 0..self.rows {
-                        if let Some(v) = self.cell(c, row) {
-                            // Rows fit u32: a loaded table is at most 512 MiB of cells.
-                            m.entry(v.to_string())
-                                .or_default()
-                                .push(u32::try_from(row).unwrap_or(u32::MAX));
+    /// The index of column `c`, built once (each column on its own, so building one holds up
+    /// no call on another).
+    fn index(&self, c: usize) -> Result<&Index, String> {
+        let built = self.indexes.get(c).ok_or("no such column")?.get_or_init(|| {
+            let mut m: Index = HashMap::new();
+            let mut bytes = 0usize;
+            for row in 0..self.rows {
+                if let Some(v) = self.cell(c, row) {
+                    let rows = match m.get_mut(v) {
+                        Some(rows) => rows,
+                        None => {
+                            bytes += v.len() + 64;
+                            m.entry(v.to_string()).or_default()
                         }
+                    };
+                    bytes += 4;
+                    // Rows fit u32: checked when the version was loaded.
+                    rows.push(u32::try_from(row).unwrap_or(u32::MAX));
+                    if bytes > MAX_INDEX_BYTES {
+                        return Err(format!(
+                            "信息项 {:?} has too much distinct data to be looked up by the service (an index over {} MiB)",
+                            self.names[c],
+                            MAX_INDEX_BYTES >> 20
+                        ));
                     }
-                    Arc::new(m)
-                })
-                .clone()
-        };
-        index.get(value).cloned().unwrap_or_default()
+                }
+            }
+            Ok(m)
+        });
+        built.as_ref().map_err(Clone::clone)
+    }
+
+    /// The rows of `c` equal to `value`.
+    fn find(&self, c: usize, value: &str) -> Result<&[u32], String> {
+        Ok(self.index(c)?.get(value).map_or(&[][..], Vec::as_slice))
     }
 
     /// Answers a query whose 信息项 were all authorized: a lookup's rows (at most its limit),
@@ -104,17 +123,23 @@ impl Loaded {
                     .iter()
                     .map(|f| col(f))
                     .collect::<Result<Vec<_>, _>>()?;
-                let found = self.find(k, value);
+                let found = self.find(k, value)?;
                 let limit = *limit as usize;
-                let rows = found
-                    .iter()
-                    .take(limit)
-                    .map(|&row| {
-                        cols.iter()
-                            .map(|&c| self.cell(c, row as usize).map(str::to_string))
-                            .collect()
-                    })
-                    .collect();
+                let mut bytes = 0usize;
+                let mut rows = Vec::with_capacity(found.len().min(limit));
+                for &row in found.iter().take(limit) {
+                    let r: Vec<Option<String>> = cols
+                        .iter()
+                        .map(|&c| self.cell(c, row as usize).map(str::to_string))
+                        .collect();
+                    bytes += r.iter().flatten().map(|v| v.len() + 4).sum::<usize>() + 4;
+                    if bytes > MAX_ANSWER_BYTES {
+                        return Err(format!(
+                            "the answer would be more than {MAX_ANSWER_BYTES} bytes; ask for fewer rows (limit) or 信息项"
+                        ));
+                    }
+                    rows.push(r);
+                }
                 Ok(Outcome::Rows {
                     fields: fields.clone(),
                     rows,
@@ -126,10 +151,15 @@ impl Loaded {
                     .iter()
                     .map(|(k, v)| col(k).map(|c| (c, v.as_str())))
                     .collect::<Result<Vec<_>, _>>()?;
-                let Some(&(first, value)) = cols.first() else {
-                    return Ok(Outcome::Match(false));
-                };
-                let hit = self.find(first, value).iter().any(|&row| {
+                // Start from the rarest value.
+                let mut shortest: Option<&[u32]> = None;
+                for &(c, v) in &cols {
+                    let rows = self.find(c, v)?;
+                    if shortest.is_none_or(|s| rows.len() < s.len()) {
+                        shortest = Some(rows);
+                    }
+                }
+                let hit = shortest.unwrap_or_default().iter().any(|&row| {
                     cols.iter()
                         .all(|&(c, v)| self.cell(c, row as usize) == Some(v))
                 });
@@ -155,13 +185,14 @@ impl Tables {
         provider: &NodeId,
         dv: &DatasetVersion,
     ) -> Result<Arc<Loaded>, TableError> {
+        // A hit moves the version to the end: the least recently used is dropped first.
         let cached = || {
-            self.loaded
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .find(|(m, _)| *m == dv.manifest)
-                .map(|(_, l)| l.clone())
+            let mut all = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            let at = all.iter().position(|(m, _)| *m == dv.manifest)?;
+            let hit = all.remove(at);
+            let l = hit.1.clone();
+            all.push(hit);
+            Some(l)
         };
         if let Some(l) = cached() {
             return Ok(l);
@@ -240,10 +271,10 @@ fn load(state: &NodeState, provider: &NodeId, dv: &DatasetVersion) -> Result<Loa
     Ok(Loaded {
         version: dv.version,
         names: columns.iter().map(|c| c.name.clone()).collect(),
+        indexes: (0..decoded.len()).map(|_| OnceLock::new()).collect(),
         columns: decoded,
         starts,
         rows,
-        indexes: Mutex::new(HashMap::new()),
     })
 }
 
@@ -265,7 +296,7 @@ mod tests {
             ],
             starts: vec![0, 2],
             rows: 4,
-            indexes: Mutex::new(HashMap::new()),
+            indexes: vec![OnceLock::new(), OnceLock::new()],
         }
     }
 

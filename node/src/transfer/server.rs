@@ -84,8 +84,8 @@ pub struct Server {
     cache: Mutex<HashMap<ChunkHash, Arc<Indexed>>>,
     /// Preview answers by manifest hash.
     previews: Mutex<HashMap<ChunkHash, Arc<DataResponse>>>,
-    /// Table versions loaded for API service calls.
-    tables: Arc<crate::service::table::Tables>,
+    /// What API service calls need: the loaded tables and the quotas.
+    services: Arc<crate::service::provider::Services>,
     /// Streams per peer, chunks in flight per member and in all, write deadlines.
     limits: Arc<Limits>,
     /// What was sent to whom, until the transfer is logged.
@@ -101,7 +101,7 @@ impl Server {
             net,
             cache: Mutex::new(HashMap::new()),
             previews: Mutex::new(HashMap::new()),
-            tables: Arc::default(),
+            services: Arc::default(),
             limits: Arc::default(),
             served: Arc::default(),
         })
@@ -301,8 +301,17 @@ impl Server {
                 (r.unwrap_or_else(refused), None)
             }
             DataRequest::Call { code, grant, query } => {
-                let r = self.call(&code, grant, query, requester).await;
-                (r.unwrap_or_else(refused), None)
+                use crate::service::provider::NoAnswer;
+                let r = match self.call(&code, grant, query, requester).await {
+                    Ok(r) => r,
+                    Err(NoAnswer::Refused(why)) => refused(why),
+                    Err(NoAnswer::Over(over)) => DataResponse::Throttled {
+                        retry_after_ms: u64::try_from(over.retry_after.as_millis())
+                            .unwrap_or(u64::MAX),
+                        message: over.message,
+                    },
+                };
+                (r, None)
             }
         }
     }
@@ -314,13 +323,13 @@ impl Server {
         grant: Option<ByteBuf>,
         query: huitong_protocol::call::Query,
         requester: &NodeId,
-    ) -> Result<DataResponse, Refusal> {
+    ) -> Result<DataResponse, crate::service::provider::NoAnswer> {
         let record = self.record(code)?;
-        let (state, tables, who) = (self.state.clone(), self.tables.clone(), *requester);
+        let (state, services, who) = (self.state.clone(), self.services.clone(), *requester);
         tokio::task::spawn_blocking(move || {
             crate::service::provider::answer(
                 &state,
-                &tables,
+                &services,
                 &record,
                 &who,
                 grant.as_deref().map(|g| &g[..]),
@@ -328,7 +337,13 @@ impl Server {
             )
         })
         .await
-        .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
+        .map_err(|e| {
+            warn!(%code, error = %e, "an API call's task failed");
+            (
+                RefusalKind::Unavailable,
+                format!("the provider cannot answer calls on {code} just now; try again later"),
+            )
+        })?
         .map(|bytes| DataResponse::Answer(ByteBuf::from(bytes)))
     }
 
@@ -505,6 +520,19 @@ impl Server {
             })
     }
 
+    /// This node's record of `code` for a pull (manifest, chunk, receipt): an API resource (接口)
+    /// is called, never pulled whole.
+    fn pulled(&self, code: &ResourceCode) -> Result<Record, Refusal> {
+        let record = self.record(code)?;
+        if record.entry.share_mode == huitong_protocol::catalogue::ShareMode::Api {
+            return Err((
+                RefusalKind::NotShared,
+                format!("{code} is an API resource (接口): call it through your node's gateway (/svc/…); it is not pulled whole"),
+            ));
+        }
+        Ok(record)
+    }
+
     /// [`access::authorize`] for every scope (`None`: the resource, `Some(c)`: column `c`), off
     /// the async workers (a token's datalog may take up to its run limit); the grant id used.
     async fn decide(
@@ -615,7 +643,7 @@ impl Server {
         grant: Option<&[u8]>,
         requester: &NodeId,
     ) -> Result<DataResponse, Refusal> {
-        let record = self.record(code)?;
+        let record = self.pulled(code)?;
         self.decide(&record, requester, grant, vec![None]).await?;
         let announced = self.announced(code, version)?;
         let envelope = self.envelope(code, &announced)?;
@@ -637,7 +665,7 @@ impl Server {
         grant: Option<&[u8]>,
         requester: &NodeId,
     ) -> Result<DataResponse, Refusal> {
-        let record = self.record(code)?;
+        let record = self.pulled(code)?;
         let announced = self.announced(code, Some(version))?;
         let indexed = self.indexed(code, &announced)?;
         let scopes: Vec<Option<String>> = match &indexed.manifest.body {
@@ -716,7 +744,7 @@ impl Server {
         grant: Option<&[u8]>,
         requester: &NodeId,
     ) -> Result<Chunk, Refusal> {
-        let record = self.record(code)?;
+        let record = self.pulled(code)?;
         let announced = self.announced(code, Some(version))?;
         let indexed = self.indexed(code, &announced)?;
         let not_here = || {

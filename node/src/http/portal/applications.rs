@@ -469,6 +469,8 @@ pub(crate) async fn approve(
     let body = Approve {
         fields: Some(fields),
         until,
+        masked: form.all("masked"),
+        verify_only: form.get("verify_only") == "1",
     };
     let _decided = api::approve(
         State(ctx),

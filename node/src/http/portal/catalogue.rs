@@ -849,6 +849,7 @@ pub(crate) async fn entry(
             && r.withdrawn.is_none(),
         can_pull: viewer.has(crate::accounts::Role::DataUser)
             && has_data
+            && e.share_mode != huitong_protocol::catalogue::ShareMode::Api
             && (e.share_type == ShareType::Unconditional || !grants.is_empty()),
         grants,
         can_edit: viewer.has(crate::accounts::Role::Cataloguer)

@@ -1,0 +1,50 @@
+//! 脱敏: how a masked 信息项's value is returned, chosen by the item's name — ID numbers
+//! (身份证, 证件号) keep their first 6 and last 4 characters, phone numbers (电话, 手机) their
+//! first 3 and last 4, names (姓名) their first character; anything else keeps its first and last
+//! quarter. Masked characters become `*`; a value of 2 characters or fewer is all `*`.
+
+/// `value` of 信息项 `item`, masked.
+pub fn mask(item: &str, value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let n = chars.len();
+    if n <= 2 {
+        return "*".repeat(n);
+    }
+    let (head, tail) = if item.contains("身份证") || item.contains("证件号") {
+        (6, 4)
+    } else if item.contains("电话") || item.contains("手机") {
+        (3, 4)
+    } else if item.contains("姓名") {
+        (1, 0)
+    } else {
+        (n / 4, n / 4)
+    };
+    // At least one character is always masked.
+    let (head, tail) = if head + tail >= n {
+        ((n - 1) / 2, (n - 1) / 2)
+    } else {
+        (head, tail)
+    };
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if i < head || i >= n - tail { *c } else { '*' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_masked_by_their_kind() {
+        assert_eq!(mask("身份证号", "320684199001011234"), "320684********1234");
+        assert_eq!(mask("联系电话", "13912345678"), "139****5678");
+        assert_eq!(mask("姓名", "张三丰"), "张**");
+        assert_eq!(mask("地址", "江苏省海门市北京路1号"), "江苏*******1号");
+        assert_eq!(mask("姓名", "张三"), "**");
+        assert_eq!(mask("x", ""), "");
+        // Short ID numbers still hide something.
+        assert_eq!(mask("身份证号", "1234567"), "123*567");
+    }
+}
