@@ -260,7 +260,9 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         "housekeeping",
         crate::housekeeping::run(feeds.clone(), housekeeping, shutdown.clone()),
     );
-    let data_server = crate::transfer::server::Server::new(feeds.clone(), client.clone());
+    let services: Arc<crate::service::provider::Services> = Arc::default();
+    let data_server =
+        crate::transfer::server::Server::new(feeds.clone(), client.clone(), services.clone());
     tasks.spawn_infallible(
         "transfer log",
         crate::transfer::served::run(
@@ -334,8 +336,11 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
             feeds,
             transport,
             token,
-            accounts,
-            search,
+            crate::http::Backends {
+                accounts,
+                search,
+                services,
+            },
             shutdown.clone(),
         ),
     );

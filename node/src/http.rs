@@ -70,6 +70,8 @@ struct Ctx {
     metrics: Arc<tokio::sync::Mutex<Option<(std::time::Instant, String)>>>,
     /// Previews asked of providers (the entry page of a table this node does not hold).
     previews: Arc<crate::transfer::preview::Previews>,
+    /// This node's API services (its own systems' calls to them are answered here).
+    services: Arc<crate::service::provider::Services>,
 }
 
 struct Fail(StatusCode, ApiError);
@@ -99,14 +101,28 @@ type Res<T> = Result<Json<T>, Fail>;
 /// How long a request body may stop arriving before its request ends.
 const BODY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// What the API and the portal serve from besides the feeds: people's accounts, the search
+/// index and this node's API services.
+pub struct Backends {
+    /// People's accounts.
+    pub accounts: Arc<crate::accounts::Accounts>,
+    /// The catalogue's ranked search.
+    pub search: Arc<crate::catalogue::search::Search>,
+    /// This node's API services (shared with the data server).
+    pub services: Arc<crate::service::provider::Services>,
+}
+
 /// Serves the API, and the portal when it has a listener, until `shutdown` is cancelled.
 pub async fn serve(
     (listener, portal): (tokio::net::TcpListener, Option<PortalListener>),
     feeds: Arc<Feeds>,
     transport: Transport,
     token: String,
-    accounts: Arc<crate::accounts::Accounts>,
-    search: Arc<crate::catalogue::search::Search>,
+    Backends {
+        accounts,
+        search,
+        services,
+    }: Backends,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ctx = Ctx {
@@ -121,6 +137,7 @@ pub async fn serve(
         bound: listener.local_addr()?,
         metrics: Arc::default(),
         previews: Arc::default(),
+        services,
     };
     let app = Router::new()
         .route("/api/v1/login", post(people::login))

@@ -289,6 +289,25 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
         "{v}"
     );
 
+    // The provider's own systems call its own service through its own node: the owner, no
+    // grant, no quota, nothing masked.
+    let out = cli_ok(
+        net,
+        provider,
+        &["gateway", "add-client", "gongan", "--json"],
+    )?;
+    let own_key = serde_json::from_slice::<Value>(&out.stdout)?["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let own = lookup(&svc(net, provider, &p_uscc)?, "姓名", "NO0000000042");
+    let (s, v) = call(&c, Some(&own_key), &own, None)?;
+    assert_eq!(
+        (s, v["rows"].clone()),
+        (200, json!([{"姓名": "张三42"}])),
+        "{v}"
+    );
+
     // The provider's node down: 503 with a reason, within the call timeout.
     net.stop(provider, false)?;
     let t0 = Instant::now();

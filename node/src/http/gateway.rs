@@ -119,7 +119,20 @@ async fn run(
     query: CallQuery,
 ) -> Response {
     let code = format!("{class}/{number}");
-    match consumer::call(&ctx.state, &ctx.transport, &provider, &code, query, &client).await {
+    let to = consumer::Target {
+        provider: &provider,
+        code: &code,
+    };
+    match consumer::call(
+        &ctx.state,
+        &ctx.transport,
+        &ctx.services,
+        to,
+        query,
+        &client,
+    )
+    .await
+    {
         Ok(called) => Json(answered(called)).into_response(),
         Err(e) => {
             let mut r = fail(status_of(&e), &e).into_response();

@@ -3,6 +3,7 @@
 //! query to the provider's node, check the signed answer against the query, and log the call —
 //! answered, refused or failed — with the answer envelope kept as proof.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use huitong_protocol::call::{Answer, Outcome, Query, SignedAnswer, MAX_ANSWER_BYTES};
@@ -11,6 +12,7 @@ use huitong_protocol::grant as grants;
 use huitong_protocol::wire::{DataRequest, DataResponse, RefusalKind};
 use huitong_protocol::ResourceCode;
 
+use super::provider::{NoAnswer, Services};
 use crate::applications;
 use crate::call_log::{NewCall, Side, Status};
 use crate::catalogue;
@@ -64,15 +66,26 @@ pub struct Called {
     pub envelope: Vec<u8>,
 }
 
-/// Calls `provider`'s (USCC) service `code` with `query` for gateway client `client`.
+/// Which service: the provider's USCC and the resource code.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    /// The provider's USCC.
+    pub provider: &'a str,
+    /// The resource code.
+    pub code: &'a str,
+}
+
+/// Calls service `to` with `query` for gateway client `client`. A call to this node's own
+/// service is answered here by `services`, as its owner (no grant, no network).
 pub async fn call(
-    state: &NodeState,
+    state: &Arc<NodeState>,
     t: &Transport,
-    provider: &str,
-    code: &str,
+    services: &Arc<Services>,
+    to: Target<'_>,
     query: Query,
     client: &str,
 ) -> Result<Called, CallError> {
+    let Target { provider, code } = to;
     query
         .check()
         .map_err(|e| CallError::Invalid(e.to_string()))?;
@@ -98,7 +111,11 @@ pub async fn call(
         .transpose()
         .map_err(|e| CallError::Local(e.to_string()))?;
     let started = Instant::now();
-    let result = ask(t, &record.feed, &record.entry.code, token, &query).await;
+    let result = if record.feed == me {
+        own(state, services, &record, &query).await
+    } else {
+        ask(t, &record.feed, &record.entry.code, token, &query).await
+    };
     let result = result.and_then(|bytes| {
         let opened = SignedAnswer::open(&bytes).map_err(|e| CallError::BadAnswer(e.to_string()))?;
         let a = &opened.answer;
@@ -155,6 +172,34 @@ pub async fn call(
     Ok(Called {
         answer: opened.answer,
         envelope,
+    })
+}
+
+/// This node's own service answers its own call (logged on its provider side as well).
+async fn own(
+    state: &Arc<NodeState>,
+    services: &Arc<Services>,
+    record: &crate::catalogue::Record,
+    query: &Query,
+) -> Result<Vec<u8>, CallError> {
+    let (state, services, record, query) = (
+        state.clone(),
+        services.clone(),
+        record.clone(),
+        query.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let me = state.id();
+        super::provider::answer(&state, &services, &record, &me, None, &query)
+    })
+    .await
+    .map_err(|e| CallError::Local(e.to_string()))?
+    .map_err(|e| match e {
+        NoAnswer::Refused((kind, message)) => CallError::Refused { kind, message },
+        NoAnswer::Over(o) => CallError::Throttled {
+            retry_after: o.retry_after,
+            message: o.message,
+        },
     })
 }
 

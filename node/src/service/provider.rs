@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use huitong_protocol::application::CallTerms;
 use huitong_protocol::call::{Answer, Outcome, Query, ANSWER_VERSION, MAX_ANSWER_BYTES};
 use huitong_protocol::catalogue::ShareMode;
 use huitong_protocol::wire::RefusalKind;
@@ -76,6 +77,10 @@ pub fn answer(
     query: &Query,
 ) -> Result<Vec<u8>, NoAnswer> {
     let started = Instant::now();
+    // This node calling its own service (its own systems, through its own gateway): the owner
+    // of the data, answered without a grant, terms or quotas. No other member can be this node:
+    // a member is the key its connection proved.
+    let owner = *requester == state.id();
     // Every call of a member counts first against a wide per-member bound, refused or not and
     // before anything is read or logged, so no member can flood the call log or the decisions.
     let member = Limits {
@@ -86,20 +91,19 @@ pub fn answer(
             .saturating_mul(MEMBER_FACTOR),
         per_day: u64::MAX,
     };
-    services
-        .quotas
-        .take(requester, "*", member, Instant::now(), ("", Duration::ZERO))
-        .map_err(NoAnswer::Over)?;
+    if !owner {
+        services
+            .quotas
+            .take(requester, "*", member, Instant::now(), ("", Duration::ZERO))
+            .map_err(NoAnswer::Over)?;
+    }
     let mut used_grant = None;
-    let result = decide_and_answer(
-        state,
-        services,
-        record,
+    let caller = Caller {
         requester,
         grant,
-        query,
-        &mut used_grant,
-    );
+        owner,
+    };
+    let result = decide_and_answer(state, services, record, caller, query, &mut used_grant);
     let cut = |why: &str| crate::dataset::preview::cut_to(why, MAX_DETAIL);
     let (status, detail, answer, id) = match &result {
         Ok((bytes, id)) => (
@@ -144,12 +148,83 @@ pub fn answer(
     result.map(|(bytes, _)| bytes)
 }
 
-fn decide_and_answer(
+/// A member's call decided: the resource and every 信息项 the query reads authorized (the grant
+/// used, if any, in `used_grant`), the grant's terms (核验 only refuses a lookup), and the
+/// consumer's quota for the resource. The terms to answer by.
+fn admit(
     state: &NodeState,
     services: &Services,
     record: &Record,
     requester: &NodeId,
     grant: Option<&[u8]>,
+    query: &Query,
+    used_grant: &mut Option<String>,
+) -> Result<CallTerms, NoAnswer> {
+    let code = &record.entry.code;
+    *used_grant = access::authorize(state, record, requester, grant, Scope::Resource)?;
+    for item in query.items() {
+        let decided = access::authorize(state, record, requester, grant, Scope::Column(item))
+            .map_err(|(kind, why)| (kind, format!("信息项 {item:?}: {why}")))?;
+        if let Some(g) = decided {
+            *used_grant = Some(g);
+        }
+    }
+    let terms = match used_grant.as_deref() {
+        Some(id) => crate::applications::get(state, id)
+            .map_err(|e| unavailable(code, "reading the grant", &e))?
+            .and_then(|r| r.approval)
+            .map(|a| a.terms)
+            .unwrap_or_default(),
+        None => CallTerms::default(),
+    };
+    if terms.verify_only && matches!(query, Query::Lookup { .. }) {
+        return Err(NoAnswer::Refused((
+            RefusalKind::NeedsGrant,
+            format!(
+                "grant {} allows 核验 only (match / no match): call …/verify with the values to check",
+                used_grant.as_deref().unwrap_or_default()
+            ),
+        )));
+    }
+    let today = state.today();
+    let day_left = state
+        .end_of_day(&today)
+        .map(|end| Duration::from_secs(end.saturating_sub(crate::state::now_ms() / 1000)))
+        .unwrap_or_default();
+    let limits = Limits {
+        per_second: state.config.services.calls_per_second(),
+        per_day: state.config.services.calls_per_day(),
+    };
+    services
+        .quotas
+        .take(
+            requester,
+            code.as_str(),
+            limits,
+            Instant::now(),
+            (&today, day_left),
+        )
+        .map_err(NoAnswer::Over)?;
+    Ok(terms)
+}
+
+/// Who calls: the member that connected, the grant it presents, and whether it is this node.
+#[derive(Clone, Copy)]
+struct Caller<'a> {
+    requester: &'a NodeId,
+    grant: Option<&'a [u8]>,
+    owner: bool,
+}
+
+fn decide_and_answer(
+    state: &NodeState,
+    services: &Services,
+    record: &Record,
+    Caller {
+        requester,
+        grant,
+        owner,
+    }: Caller<'_>,
     query: &Query,
     used_grant: &mut Option<String>,
 ) -> Result<(Vec<u8>, String), NoAnswer> {
@@ -166,53 +241,11 @@ fn decide_and_answer(
             ),
         )));
     }
-    *used_grant = access::authorize(state, record, requester, grant, Scope::Resource)?;
-    for item in query.items() {
-        let decided = access::authorize(state, record, requester, grant, Scope::Column(item))
-            .map_err(|(kind, why)| (kind, format!("信息项 {item:?}: {why}")))?;
-        if let Some(g) = decided {
-            *used_grant = Some(g);
-        }
-    }
-    // The grant's terms: 核验 only, masked 信息项.
-    let terms = match used_grant.as_deref() {
-        Some(id) => crate::applications::get(state, id)
-            .map_err(|e| unavailable(code, "reading the grant", &e))?
-            .and_then(|r| r.approval)
-            .map(|a| a.terms)
-            .unwrap_or_default(),
-        None => Default::default(),
+    let terms = if owner {
+        CallTerms::default()
+    } else {
+        admit(state, services, record, requester, grant, query, used_grant)?
     };
-    if terms.verify_only && matches!(query, Query::Lookup { .. }) {
-        return Err(NoAnswer::Refused((
-            RefusalKind::NeedsGrant,
-            format!(
-                "grant {} allows 核验 only (match / no match): call …/verify with the values to check",
-                used_grant.as_deref().unwrap_or_default()
-            ),
-        )));
-    }
-    let today = state.today();
-    let day_left = state
-        .end_of_day(&today)
-        .map(|end| {
-            std::time::Duration::from_secs(end.saturating_sub(crate::state::now_ms() / 1000))
-        })
-        .unwrap_or_default();
-    let limits = Limits {
-        per_second: state.config.services.calls_per_second(),
-        per_day: state.config.services.calls_per_day(),
-    };
-    services
-        .quotas
-        .take(
-            requester,
-            code.as_str(),
-            limits,
-            Instant::now(),
-            (&today, day_left),
-        )
-        .map_err(NoAnswer::Over)?;
     let me = state.id();
     let dv = records::version(&state.store, &me, code.as_str(), None)
         .map_err(|e| unavailable(code, "reading its versions", &e))?

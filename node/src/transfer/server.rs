@@ -93,15 +93,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server for this node.
-    pub fn new(feeds: Arc<Feeds>, net: Client) -> Arc<Self> {
+    /// A server for this node, answering API calls with `services` (shared with the gateway,
+    /// which answers this node's own calls).
+    pub fn new(
+        feeds: Arc<Feeds>,
+        net: Client,
+        services: Arc<crate::service::provider::Services>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state: feeds.state().clone(),
             feeds,
             net,
             cache: Mutex::new(HashMap::new()),
             previews: Mutex::new(HashMap::new()),
-            services: Arc::default(),
+            services,
             limits: Arc::default(),
             served: Arc::default(),
         })

@@ -5,11 +5,14 @@
 //!   rsync over ssh and sendme (see [`pull`]);
 //! - `grant`: authorizing one chunk request with a grant token (see [`grant`]);
 //! - `audit`: durable batched appends to the hub's audit log (see [`audit`]);
-//! - `search --entries K --users N`: the portal's search against the JSON API (see [`search`]).
+//! - `search --entries K --users N`: the portal's search against the JSON API (see [`search`]);
+//! - `calls --users N`: API service lookups through a consumer's gateway against the
+//!   provider's own gateway (see [`calls`]).
 //!
 //! Method and results: `docs/benchmarks.md`.
 
 mod audit;
+mod calls;
 mod grant;
 mod pull;
 mod search;
@@ -37,6 +40,8 @@ enum Bench {
     Audit(audit::AuditArgs),
     /// Portal search at concurrent users, against the JSON API.
     Search(search::SearchArgs),
+    /// API service lookups through the federation, against the provider's own gateway.
+    Calls(calls::CallsArgs),
 }
 
 /// Sync benchmark options.
@@ -86,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Grant(a) => grant::grant(a),
         Bench::Audit(a) => audit::audit(a),
         Bench::Search(a) => search::search(a),
+        Bench::Calls(a) => calls::calls(a),
     }
 }
 

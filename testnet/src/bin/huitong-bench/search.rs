@@ -52,7 +52,7 @@ fn queries(entries: usize) -> Vec<String> {
 
 /// Latencies (ms, sorted) and answers per second of `users` threads sending `urls` in turn
 /// for `seconds`, each request with `header`.
-fn load(
+pub(crate) fn load(
     urls: &[String],
     header: (&str, &str),
     users: usize,
