@@ -72,6 +72,8 @@ struct Ctx {
     previews: Arc<crate::transfer::preview::Previews>,
     /// This node's API services (its own systems' calls to them are answered here).
     services: Arc<crate::service::provider::Services>,
+    /// The gateway's calls in flight, per provider.
+    outbound: Arc<crate::service::consumer::Outbound>,
 }
 
 struct Fail(StatusCode, ApiError);
@@ -138,6 +140,7 @@ pub async fn serve(
         metrics: Arc::default(),
         previews: Arc::default(),
         services,
+        outbound: Arc::default(),
     };
     let app = Router::new()
         .route("/api/v1/login", post(people::login))

@@ -125,7 +125,7 @@ async fn run(
     };
     match consumer::call(
         &ctx.state,
-        &ctx.transport,
+        (&ctx.transport, ctx.outbound.as_ref()),
         &ctx.services,
         to,
         query,

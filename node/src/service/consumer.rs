@@ -10,17 +10,63 @@ use huitong_protocol::call::{Answer, Outcome, Query, SignedAnswer, MAX_ANSWER_BY
 use huitong_protocol::catalogue::ShareMode;
 use huitong_protocol::grant as grants;
 use huitong_protocol::wire::{DataRequest, DataResponse, RefusalKind};
-use huitong_protocol::ResourceCode;
+use huitong_protocol::{NodeId, ResourceCode};
 
 use super::provider::{NoAnswer, Services};
 use crate::applications;
 use crate::call_log::{NewCall, Side, Status};
 use crate::catalogue;
-use crate::link::{request_once, Transport};
+use crate::link::{frame, open_stream, Transport};
 use crate::state::NodeState;
 
-/// The longest a call waits for the provider (connecting included).
+/// The longest a call waits for the provider (connecting and waiting its turn included).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Calls in flight at once to one provider: half of the streams a provider allows one member
+/// (`transfer::limits::MAX_STREAMS_PER_PEER`), leaving the rest to this node's pulls. More
+/// calls wait their turn (within [`CALL_TIMEOUT`]).
+pub const AT_ONCE_PER_PROVIDER: usize = 16;
+
+/// One provider's lane: turns for calls in flight, and the data streams between calls (the
+/// provider answers request after request on one stream, so a call needs no new stream).
+struct Lane {
+    turns: Arc<tokio::sync::Semaphore>,
+    idle: std::sync::Mutex<Vec<libp2p::Stream>>,
+}
+
+/// This node's calls in flight, per provider.
+#[derive(Default)]
+pub struct Outbound {
+    lanes: std::sync::Mutex<std::collections::HashMap<NodeId, Arc<Lane>>>,
+}
+
+impl Outbound {
+    fn lane(&self, provider: &NodeId) -> Arc<Lane> {
+        self.lanes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(*provider)
+            .or_insert_with(|| {
+                Arc::new(Lane {
+                    turns: Arc::new(tokio::sync::Semaphore::new(AT_ONCE_PER_PROVIDER)),
+                    idle: std::sync::Mutex::default(),
+                })
+            })
+            .clone()
+    }
+}
+
+impl Lane {
+    fn take(&self) -> Option<libp2p::Stream> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn keep(&self, s: libp2p::Stream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < AT_ONCE_PER_PROVIDER {
+            idle.push(s);
+        }
+    }
+}
 
 /// Why a call got no answer. Each says what was wrong and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +125,7 @@ pub struct Target<'a> {
 /// service is answered here by `services`, as its owner (no grant, no network).
 pub async fn call(
     state: &Arc<NodeState>,
-    t: &Transport,
+    (t, outbound): (&Transport, &Outbound),
     services: &Arc<Services>,
     to: Target<'_>,
     query: Query,
@@ -114,7 +160,23 @@ pub async fn call(
     let result = if record.feed == me {
         own(state, services, &record, &query).await
     } else {
-        ask(t, &record.feed, &record.entry.code, token, &query).await
+        let lane = outbound.lane(&record.feed);
+        let asked = async {
+            let _turn = lane
+                .turns
+                .acquire()
+                .await
+                .map_err(|e| CallError::Local(e.to_string()))?;
+            ask(t, &lane, &record.feed, &record.entry.code, token, &query).await
+        };
+        tokio::time::timeout(CALL_TIMEOUT, asked)
+            .await
+            .unwrap_or_else(|_| {
+                Err(CallError::Unreachable(format!(
+                    "no answer within {} s (is the provider's node running and reachable?)",
+                    CALL_TIMEOUT.as_secs()
+                )))
+            })
     };
     let result = result.and_then(|bytes| {
         let opened = SignedAnswer::open(&bytes).map_err(|e| CallError::BadAnswer(e.to_string()))?;
@@ -238,9 +300,23 @@ fn shape(query: &Query, a: &Answer) -> Result<(), &'static str> {
     }
 }
 
+/// One request and its answer on `s`.
+async fn exchange(s: &mut libp2p::Stream, req: &DataRequest) -> Result<DataResponse, String> {
+    use futures::AsyncWriteExt as _;
+    frame::write(s, req).await.map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())?;
+    frame::read::<DataResponse, _>(s, MAX_ANSWER_BYTES + 4096)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the provider closed the stream".to_string())
+}
+
+/// Sends the call on one of the lane's streams (a new one when none is idle, or when an idle
+/// one turns out closed by the provider), and keeps the stream for the next call.
 async fn ask(
     t: &Transport,
-    provider: &huitong_protocol::NodeId,
+    lane: &Lane,
+    provider: &NodeId,
     code: &ResourceCode,
     token: Option<Vec<u8>>,
     query: &Query,
@@ -252,18 +328,42 @@ async fn ask(
         grant: token.map(serde_bytes::ByteBuf::from),
         query: query.clone(),
     };
-    let answer = tokio::time::timeout(
-        CALL_TIMEOUT,
-        request_once(t, peer, &req, MAX_ANSWER_BYTES + 4096),
-    )
-    .await
-    .map_err(|_| {
-        CallError::Unreachable(format!(
-            "no answer within {} s (is the provider's node running and reachable?)",
-            CALL_TIMEOUT.as_secs()
-        ))
-    })?
-    .map_err(CallError::Unreachable)?;
+    let answer = match lane.take() {
+        // An idle stream the provider may have closed meanwhile: on failure, once more anew.
+        Some(mut s) => match exchange(&mut s, &req).await {
+            Ok(a) => {
+                lane.keep(s);
+                Some(a)
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
+    let answer = match answer {
+        Some(a) => a,
+        None => {
+            // A new stream; once more if it fails (a connection closing under the old one:
+            // the next stream dials anew). A call only reads, so asking twice is safe.
+            let mut last = String::new();
+            let mut got = None;
+            for _ in 0..2 {
+                let attempt = async {
+                    let mut s = open_stream(t, peer).await?;
+                    let a = exchange(&mut s, &req).await?;
+                    Ok::<_, String>((s, a))
+                };
+                match attempt.await {
+                    Ok((s, a)) => {
+                        lane.keep(s);
+                        got = Some(a);
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            got.ok_or(CallError::Unreachable(last))?
+        }
+    };
     match answer {
         DataResponse::Answer(b) => Ok(b.into_vec()),
         DataResponse::Refused { kind, message } => Err(CallError::Refused {
