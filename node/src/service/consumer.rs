@@ -33,13 +33,43 @@ struct Lane {
     idle: std::sync::Mutex<Vec<libp2p::Stream>>,
 }
 
-/// This node's calls in flight, per provider.
+/// This node's calls in flight, per provider, and the grant tokens it presents.
 #[derive(Default)]
 pub struct Outbound {
     lanes: std::sync::Mutex<std::collections::HashMap<NodeId, Arc<Lane>>>,
+    /// The assembled token of each grant (application id → hub token, provider block, token).
+    /// Assembling signs a new block with a fresh key, so a token assembled per call would cost
+    /// a signature here and the provider three verifications and a datalog run each time (its
+    /// caches are keyed by the token's bytes); assembled once, the provider's caches hold.
+    tokens: std::sync::Mutex<std::collections::HashMap<String, Assembled>>,
 }
 
+/// A grant's hub token and provider block, and the token assembled from them.
+type Assembled = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// Grant tokens kept assembled.
+const KEPT_TOKENS: usize = 1024;
+
 impl Outbound {
+    /// The token to present for grant `r`, assembled once.
+    fn token(&self, r: &applications::AppRecord) -> Result<Vec<u8>, grants::GrantError> {
+        let mut all = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((t, b, token)) = all.get(&r.app.id) {
+            if *t == r.token && *b == r.block {
+                return Ok(token.clone());
+            }
+        }
+        let token = grants::assemble(&r.token, &r.block)?;
+        if all.len() >= KEPT_TOKENS {
+            all.clear();
+        }
+        all.insert(
+            r.app.id.clone(),
+            (r.token.clone(), r.block.clone(), token.clone()),
+        );
+        Ok(token)
+    }
+
     fn lane(&self, provider: &NodeId) -> Arc<Lane> {
         self.lanes
             .lock()
@@ -153,7 +183,7 @@ pub async fn call(
         .map_err(|e| CallError::Local(e.to_string()))?;
     let grant_id = grant.as_ref().map(|r| r.app.id.clone());
     let token = grant
-        .map(|r| grants::assemble(&r.token, &r.block))
+        .map(|r| outbound.token(&r))
         .transpose()
         .map_err(|e| CallError::Local(e.to_string()))?;
     let started = Instant::now();
