@@ -6,9 +6,11 @@ pub mod keyfile;
 mod schema;
 
 pub use schema::{
-    ApiConfig, ApplicationsConfig, Config, FederationConfig, LogConfig, LogFormat, NetworkConfig,
-    NodeConfig, NotifyConfig, PortalConfig, ServicesConfig, StorageConfig, DEFAULT_CALLS_PER_DAY,
-    DEFAULT_CALLS_PER_SECOND, DEFAULT_DEADLINE_WORKING_DAYS,
+    ApiConfig, ApplicationsConfig, BackendConfig, Config, FederationConfig, LogConfig, LogFormat,
+    NetworkConfig, NodeConfig, NotifyConfig, PortalConfig, ServicesConfig, StorageConfig,
+    DEFAULT_ANCHOR_SECS, DEFAULT_BACKEND_RESPONSE_KIB, DEFAULT_BACKEND_TIMEOUT_SECS,
+    DEFAULT_CALLS_PER_DAY, DEFAULT_CALLS_PER_SECOND, DEFAULT_DEADLINE_WORKING_DAYS,
+    MAX_BACKEND_RESPONSE_KIB,
 };
 
 use std::path::{Path, PathBuf};

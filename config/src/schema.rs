@@ -51,7 +51,96 @@ pub struct ServicesConfig {
     /// Calls a day (federation time). Unset: [`DEFAULT_CALLS_PER_DAY`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calls_per_day: Option<u64>,
+    /// Seconds between two anchors of this node's call log head in the hub's audit log (while
+    /// calls are made), 1 to 60. Unset: [`DEFAULT_ANCHOR_SECS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor_secs: Option<u64>,
+    /// Proxied services: each 接口 resource of this node answered by a department backend.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendConfig>,
 }
+
+/// `[[services.backends]]`: the department's own HTTP/JSON service behind one of this node's
+/// 接口 resources. Its credentials (headers) are in the node's secrets file, never here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// The resource code (`class/number`) the backend answers.
+    pub code: String,
+    /// The backend's base URL (`http://host:port/path`); calls go to base URL + the call's path.
+    pub base_url: String,
+    /// Seconds a call may take at the backend, 1 to 60. Unset: [`DEFAULT_BACKEND_TIMEOUT_SECS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Largest answer taken from the backend (KiB), 1 to [`MAX_BACKEND_RESPONSE_KIB`]. Unset:
+    /// [`DEFAULT_BACKEND_RESPONSE_KIB`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_kib: Option<u64>,
+}
+
+/// The default time a backend call may take.
+pub const DEFAULT_BACKEND_TIMEOUT_SECS: u64 = 10;
+/// The default largest backend answer (KiB).
+pub const DEFAULT_BACKEND_RESPONSE_KIB: u64 = 1024;
+/// The largest backend answer that can be set (KiB): it must fit a signed call answer.
+pub const MAX_BACKEND_RESPONSE_KIB: u64 = 1536;
+
+impl BackendConfig {
+    /// Time a call may take at the backend.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_secs.unwrap_or(DEFAULT_BACKEND_TIMEOUT_SECS))
+    }
+
+    /// Largest answer taken (bytes).
+    pub fn max_response(&self) -> usize {
+        usize::try_from(
+            self.max_response_kib
+                .unwrap_or(DEFAULT_BACKEND_RESPONSE_KIB)
+                * 1024,
+        )
+        .unwrap_or(usize::MAX)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !self.code.contains('/') || self.code.len() > 32 {
+            return Err(format!(
+                "code {:?} must be a resource code, class/number",
+                self.code
+            ));
+        }
+        let rest = self.base_url.strip_prefix("http://").ok_or_else(|| {
+            format!(
+                "base_url {:?} must start with http:// (the backend sits on the department's own network, behind this node)",
+                self.base_url
+            )
+        })?;
+        if rest.is_empty()
+            || rest.starts_with('/')
+            || !self.base_url.bytes().all(|b| b.is_ascii_graphic())
+            || rest.contains(['?', '#', '@'])
+        {
+            return Err(format!(
+                "base_url {:?} must be http://host[:port][/path], without spaces, user, query or fragment",
+                self.base_url
+            ));
+        }
+        if self.timeout_secs.is_some_and(|t| !(1..=60).contains(&t)) {
+            return Err("timeout_secs must be 1 to 60".into());
+        }
+        if self
+            .max_response_kib
+            .is_some_and(|k| !(1..=MAX_BACKEND_RESPONSE_KIB).contains(&k))
+        {
+            return Err(format!(
+                "max_response_kib must be 1 to {MAX_BACKEND_RESPONSE_KIB}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The default seconds between call log anchors.
+pub const DEFAULT_ANCHOR_SECS: u64 = 60;
 
 /// The default calls a second per consumer and resource.
 pub const DEFAULT_CALLS_PER_SECOND: u32 = 200;
@@ -72,6 +161,16 @@ impl ServicesConfig {
     /// Calls a day.
     pub fn calls_per_day(&self) -> u64 {
         self.calls_per_day.unwrap_or(DEFAULT_CALLS_PER_DAY)
+    }
+
+    /// The backend of resource `code`, if it is a proxied service.
+    pub fn backend(&self, code: &str) -> Option<&BackendConfig> {
+        self.backends.iter().find(|b| b.code == code)
+    }
+
+    /// Time between two call log anchors.
+    pub fn anchor_every(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.anchor_secs.unwrap_or(DEFAULT_ANCHOR_SECS))
     }
 }
 
@@ -471,6 +570,28 @@ impl Config {
                 "services.calls_per_second",
                 format!("must be at least 1; remove the key for the default of {DEFAULT_CALLS_PER_SECOND}"),
             ));
+        }
+        if self
+            .services
+            .anchor_secs
+            .is_some_and(|s| !(1..=60).contains(&s))
+        {
+            return Err((
+                "services.anchor_secs",
+                format!("must be 1 to 60 (seconds; calls are anchored at least every minute); remove the key for the default of {DEFAULT_ANCHOR_SECS}"),
+            ));
+        }
+        let mut codes = std::collections::HashSet::new();
+        for b in &self.services.backends {
+            if let Err(why) = b.check() {
+                return Err(("services.backends", format!("{}: {why}", b.code)));
+            }
+            if !codes.insert(b.code.as_str()) {
+                return Err((
+                    "services.backends",
+                    format!("{} has two backends; keep one", b.code),
+                ));
+            }
         }
         if self.services.calls_per_day == Some(0) {
             return Err((

@@ -538,6 +538,48 @@ pub struct CallLogView {
     pub broken: Option<String>,
 }
 
+/// One row of API call statistics.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CallStatsRow {
+    /// `consumer` (calls this node made) or `provider` (calls it answered).
+    pub side: String,
+    /// Resource code.
+    pub code: String,
+    /// The other node's name (per-peer rows only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Calls.
+    pub calls: u64,
+    /// Answered.
+    pub ok: u64,
+    /// Refused by the provider (grant, quota, bad query).
+    pub refused: u64,
+    /// Failed (provider unreachable, timeout, bad answer, backend error).
+    pub failed: u64,
+    /// Median time taken on this node (µs).
+    pub p50_us: u64,
+    /// 99th percentile (µs).
+    pub p99_us: u64,
+    /// Slowest (µs).
+    pub max_us: u64,
+}
+
+/// `GET /api/v1/audit/calls/stats`: API call statistics over a recent window.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CallStatsView {
+    /// The window's start (ms since the Unix epoch).
+    pub since_ms: u64,
+    /// Per service (side and resource).
+    pub services: Vec<CallStatsRow>,
+    /// Per service and other node (per consumer on the provider side, per provider on the
+    /// consumer side).
+    pub peers: Vec<CallStatsRow>,
+    /// Calls counted.
+    pub scanned: u64,
+    /// The count stopped at its bound before the window's start (only the newest calls are in).
+    pub cut: bool,
+}
+
 /// A provider's transfer record, for people.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransferView {

@@ -6,6 +6,7 @@
 //! - [`client`]: a member's questions to the hub on the data protocol.
 //! - [`mirror`]: a member's copy of the log, checked against the hub's checkpoints.
 //! - [`verify`]: `huitong audit verify` and `export-proof`.
+//! - [`calls`]: `huitong audit verify --record` for one API call, through its call log anchor.
 //! - [`GossipJudge`]: judges the checkpoint notes and omission reports the network event loop
 //!   receives by gossip, and queues the notes peers vouch for in their summaries for the
 //!   watcher, unchecked, in each peer's share of its inbox ([`crate::audit_log::inbox`]) (the
@@ -14,6 +15,7 @@
 //! Layering: above the audit view ([`crate::audit`]), the network ([`crate::net`]) and the
 //! data-stream requests ([`crate::link`]); only the daemon and the admin API name it.
 
+pub mod calls;
 pub mod client;
 pub mod mirror;
 pub mod verify;

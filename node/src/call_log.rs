@@ -19,7 +19,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::store::{Store, StoreError, CF_CALLS, CF_META};
+use crate::store::{Store, StoreError, CF_CALLS, CF_CALL_IDS, CF_META};
 
 /// The meta key of the log's head: (records, head hash).
 const HEAD_KEY: &[u8] = b"calls_head";
@@ -27,7 +27,7 @@ const HEAD_KEY: &[u8] = b"calls_head";
 const MAX_RECORD_BYTES: usize = huitong_protocol::call::MAX_ANSWER_BYTES + 64 * 1024;
 
 /// Which side of a call this node was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     /// This node's gateway made the call for one of its department's systems.
@@ -195,6 +195,9 @@ impl CallLog {
         let s = store;
         let mut batch = WriteBatch::default();
         batch.put_cf(s.cf(CF_CALLS), record.seq.to_be_bytes(), &bytes);
+        if let Some(id) = &record.id {
+            batch.put_cf(s.cf(CF_CALL_IDS), id.as_bytes(), record.seq.to_be_bytes());
+        }
         batch.put_cf(s.cf(CF_META), HEAD_KEY, codec::encode(&next));
         s.db().write(batch)?;
         *guard = Some(next);
@@ -231,6 +234,68 @@ fn read_head(s: &Store) -> Result<Head, StoreError> {
         Some(b) => codec::decode(&b, 1024).map_err(corrupt),
         None => Ok(Head::default()),
     }
+}
+
+/// The record a call id names: the answer's id (32 hex digits, as both logs and the gateway's
+/// answer give it) or `call-N` for record N (a refused or failed call has no answer id).
+pub fn find(s: &Store, id: &str) -> Result<Option<CallRecord>, StoreError> {
+    let seq = match id.strip_prefix("call-") {
+        Some(n) => match n.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => return Ok(None),
+        },
+        None => match s.db().get_cf(s.cf(CF_CALL_IDS), id.as_bytes())? {
+            Some(b) => u64::from_be_bytes(
+                <[u8; 8]>::try_from(b.as_slice()).map_err(|_| corrupt("a call id's position"))?,
+            ),
+            None => return Ok(None),
+        },
+    };
+    match s.db().get_cf(s.cf(CF_CALLS), seq.to_be_bytes())? {
+        Some(v) => codec::decode(&v, MAX_RECORD_BYTES)
+            .map(Some)
+            .map_err(corrupt),
+        None => Ok(None),
+    }
+}
+
+/// Follows the chain from `from` (a head this node anchored, or the empty log) through record
+/// `to`: the head after record `to`, or `Err` naming the first record that does not follow the
+/// one before it (or is missing). Reads only the records between the two.
+pub fn chain_from(s: &Store, from: Head, to: u64) -> Result<Result<Head, String>, StoreError> {
+    let mut head = from;
+    let start = from.size.saturating_add(1);
+    let it = s.db().iterator_cf(
+        s.cf(CF_CALLS),
+        IteratorMode::From(&start.to_be_bytes(), rocksdb::Direction::Forward),
+    );
+    for kv in it {
+        if head.size >= to {
+            break;
+        }
+        let (k, v) = kv?;
+        if k.len() != 8 {
+            break;
+        }
+        let r: CallRecord = codec::decode(&v, MAX_RECORD_BYTES).map_err(corrupt)?;
+        if r.seq != head.size + 1 || r.prev != hex::encode(head.hash) {
+            return Ok(Err(format!(
+                "record {} does not follow the log before it (a record was changed, removed or inserted)",
+                r.seq
+            )));
+        }
+        head = Head {
+            size: r.seq,
+            hash: chain(&head.hash, &v),
+        };
+    }
+    if head.size < to {
+        return Ok(Err(format!(
+            "record {} is missing from the call log",
+            head.size + 1
+        )));
+    }
+    Ok(Ok(head))
 }
 
 /// Every record, oldest first, and whether the chain holds: `Err` names the first record
@@ -336,5 +401,43 @@ mod tests {
             .unwrap();
         let why = all(store).unwrap().1.unwrap_err();
         assert!(why.contains("record 3"), "{why}");
+    }
+
+    #[test]
+    fn a_chain_from_an_anchored_head_finds_a_record_changed_after_it() {
+        let (_dir, state) = crate::state::testing::department(&NodeId([9; 32]));
+        let store = &state.store;
+        let log = CallLog::default();
+        let mut anchored = Head::default();
+        for n in 1..=5u8 {
+            let mut c = call(n);
+            c.id = Some(format!("{n:032}"));
+            log.append(store, c).unwrap();
+            if n == 2 {
+                anchored = log.head(store).unwrap();
+            }
+        }
+        let end = log.head(store).unwrap();
+        // From the anchor at 2 to the head at 5, and by id.
+        assert_eq!(chain_from(store, anchored, 5).unwrap(), Ok(end));
+        assert_eq!(find(store, &format!("{:032}", 4)).unwrap().unwrap().seq, 4);
+        assert_eq!(find(store, "call-3").unwrap().unwrap().seq, 3);
+        assert!(find(store, "call-x").unwrap().is_none());
+        // Record 4 rewritten: the chain no longer reaches the head anchored at 5.
+        let mut r4 = find(store, "call-4").unwrap().unwrap();
+        r4.status = Status::Failed;
+        store
+            .db()
+            .put_cf(store.cf(CF_CALLS), 4u64.to_be_bytes(), codec::encode(&r4))
+            .unwrap();
+        let after = chain_from(store, anchored, 5).unwrap();
+        assert!(after != Ok(end), "{after:?}");
+        // A record dropped: the chain says which is missing.
+        store
+            .db()
+            .delete_cf(store.cf(CF_CALLS), 5u64.to_be_bytes())
+            .unwrap();
+        let why = chain_from(store, anchored, 5).unwrap().unwrap_err();
+        assert!(why.contains("record 5"), "{why}");
     }
 }

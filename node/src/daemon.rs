@@ -89,6 +89,7 @@ fn views(search: &Arc<crate::catalogue::search::Search>) -> Vec<Box<dyn feeds::V
         Box::new(crate::dataset::records::View),
         Box::new(crate::applications::View),
         Box::new(crate::receipts::View),
+        Box::new(crate::call_anchors::View),
         Box::new(crate::audit::View),
     ]
 }
@@ -256,6 +257,10 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         );
     }
     let housekeeping = crate::housekeeping::Settings::from_env().map_err(config_error)?;
+    // A proxied service's credentials: checked now, so a mistake is heard of before a call.
+    if !config.services.backends.is_empty() {
+        crate::secrets::check(&state.dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     tasks.spawn_infallible(
         "housekeeping",
         crate::housekeeping::run(feeds.clone(), housekeeping, shutdown.clone()),
@@ -273,6 +278,15 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         ),
     );
     tasks.spawn_infallible("data server", data_server.run(incoming, shutdown.clone()));
+    tasks.spawn_infallible(
+        "call log anchors",
+        crate::call_anchors::run(
+            feeds.clone(),
+            client.clone(),
+            config.services.anchor_every(),
+            shutdown.clone(),
+        ),
+    );
     let transport = crate::link::Transport {
         net: client.clone(),
         control,

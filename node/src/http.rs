@@ -207,6 +207,7 @@ pub async fn serve(
             post(applications::revoke),
         )
         .route("/api/v1/audit/calls", get(audit::calls))
+        .route("/api/v1/audit/calls/stats", get(audit::call_stats))
         .route_layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
             authz::guard,
@@ -219,6 +220,10 @@ pub async fn serve(
         .route(
             "/svc/{provider}/{class}/{number}/verify",
             post(gateway::verify),
+        )
+        .route(
+            "/svc/{provider}/{class}/{number}/call/{*path}",
+            axum::routing::any(gateway::proxied),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx.clone());

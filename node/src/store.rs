@@ -67,7 +67,9 @@ pub(crate) const CF_AUDIT_EXPECTED: &str = "audit_expected";
 pub(crate) const CF_AUDIT_OMISSIONS: &str = "audit_omissions";
 pub(crate) const CF_ACCOUNTS: &str = "accounts";
 pub(crate) const CF_CALLS: &str = "calls";
-const ALL_CFS: [&str; 20] = [
+pub(crate) const CF_CALL_IDS: &str = "call_ids";
+pub(crate) const CF_CALL_ANCHORS: &str = "call_anchors";
+const ALL_CFS: [&str; 22] = [
     CF_META,
     CF_ENTRIES,
     CF_HEADS,
@@ -88,6 +90,8 @@ const ALL_CFS: [&str; 20] = [
     CF_AUDIT_OMISSIONS,
     CF_ACCOUNTS,
     CF_CALLS,
+    CF_CALL_IDS,
+    CF_CALL_ANCHORS,
 ];
 
 /// A store error.

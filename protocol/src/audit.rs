@@ -49,6 +49,8 @@ pub enum RecordKind {
     Charter,
     /// A provider's own record of a transfer (completed or abandoned).
     Transfer,
+    /// A node's API call log head ([`crate::call::LogHead`]).
+    Calls,
     /// A grant event that the applications view refused (wrong signer, wrong state, a wider
     /// approval): logged so that it is seen, never as the step it claims to be.
     Refused,
@@ -65,6 +67,7 @@ impl RecordKind {
             RecordKind::Receipt => "receipt",
             RecordKind::Charter => "charter",
             RecordKind::Transfer => "transfer",
+            RecordKind::Calls => "calls",
             RecordKind::Refused => "refused",
         }
     }

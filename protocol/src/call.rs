@@ -25,6 +25,112 @@ pub const MAX_VALUE_CHARS: usize = 1024;
 pub const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
 /// Longest 信息项 name (characters), as in a catalogue entry.
 pub const MAX_NAME_CHARS: usize = 64;
+/// Most filters a lookup applies.
+pub const MAX_FILTERS: usize = 8;
+/// Most matching rows a lookup skips (paging goes at most this far).
+pub const MAX_OFFSET: u32 = 100_000;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// How a filter compares a row's value with its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// Equal.
+    Eq,
+    /// Not equal (an empty value is not equal to any value).
+    Ne,
+    /// Less than.
+    Lt,
+    /// Less than or equal.
+    Le,
+    /// Greater than.
+    Gt,
+    /// Greater than or equal.
+    Ge,
+    /// Starts with.
+    Prefix,
+}
+
+impl Op {
+    /// The operators as written in a filter, longest first (so `<=` is not read as `<`).
+    pub const WRITTEN: [(&'static str, Op); 7] = [
+        ("!=", Op::Ne),
+        ("<=", Op::Le),
+        (">=", Op::Ge),
+        ("^=", Op::Prefix),
+        ("=", Op::Eq),
+        ("<", Op::Lt),
+        (">", Op::Gt),
+    ];
+
+    /// Whether `cell` (a row's value; `None`: empty) passes against `value`. Two numbers compare
+    /// as numbers, anything else as text (so dates written YYYY-MM-DD compare in order); an empty
+    /// cell passes no filter.
+    pub fn test(self, cell: Option<&str>, value: &str) -> bool {
+        let Some(cell) = cell else {
+            return false;
+        };
+        let order = match (cell.trim().parse::<f64>(), value.trim().parse::<f64>()) {
+            (Ok(a), Ok(b)) if a.is_finite() && b.is_finite() => a.partial_cmp(&b),
+            _ => Some(cell.cmp(value)),
+        };
+        use std::cmp::Ordering::*;
+        match self {
+            Op::Eq => cell == value || order == Some(Equal),
+            Op::Ne => !(cell == value || order == Some(Equal)),
+            Op::Lt => order == Some(Less),
+            Op::Le => matches!(order, Some(Less | Equal)),
+            Op::Gt => order == Some(Greater),
+            Op::Ge => matches!(order, Some(Greater | Equal)),
+            Op::Prefix => cell.starts_with(value),
+        }
+    }
+}
+
+/// A condition on one 信息项 of the rows a lookup returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filter {
+    /// The 信息项.
+    pub item: String,
+    /// The comparison.
+    pub op: Op,
+    /// The value compared with.
+    pub value: String,
+}
+
+impl Filter {
+    /// Parses `信息项<op>value`, e.g. `出生日期>=1990-01-01`, `性别=男`, `地址^=海门`.
+    pub fn parse(text: &str) -> Result<Self, QueryError> {
+        // The first operator character ends the name.
+        let at = text
+            .char_indices()
+            .find(|(_, c)| matches!(c, '=' | '!' | '<' | '>' | '^'))
+            .map(|(i, _)| i)
+            .ok_or_else(|| {
+                QueryError(format!(
+                    "filter {text:?}: write 信息项, an operator (= != < <= > >= ^=) and a value, e.g. 出生日期>=1990-01-01"
+                ))
+            })?;
+        let (item, rest) = text.split_at(at);
+        let (op, value) = Op::WRITTEN
+            .iter()
+            .find_map(|(w, op)| rest.strip_prefix(w).map(|v| (*op, v)))
+            .ok_or_else(|| {
+                QueryError(format!(
+                    "filter {text:?}: the operator must be one of = != < <= > >= ^="
+                ))
+            })?;
+        Ok(Filter {
+            item: item.trim().to_string(),
+            op,
+            value: value.to_string(),
+        })
+    }
+}
+
 /// Largest encoded query: it travels in one data-protocol request frame with the code and grant.
 pub const MAX_QUERY_BYTES: usize = 32 * 1024;
 
@@ -41,6 +147,12 @@ pub enum Query {
         fields: Vec<String>,
         /// Most rows wanted (at most [`MAX_ROWS`]).
         limit: u32,
+        /// Further conditions every row returned meets (at most [`MAX_FILTERS`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        filters: Vec<Filter>,
+        /// Matching rows skipped before the first returned (paging; at most [`MAX_OFFSET`]).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        offset: u32,
     },
     /// 核验: whether one row holds every one of these (信息项, value) pairs. The answer is
     /// match or no match only.
@@ -48,6 +160,75 @@ pub enum Query {
         /// The submitted record.
         record: Vec<(String, String)>,
     },
+    /// A request to a proxied service: the provider's node forwards it to the department's own
+    /// HTTP/JSON backend, if the service's OpenAPI description has the operation.
+    Http {
+        /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
+        method: String,
+        /// The path below the service, from `/` (percent-encoded as sent).
+        path: String,
+        /// The query string, without `?` (may be empty).
+        query: String,
+        /// The request body's media type, if there is a body.
+        content_type: Option<String>,
+        /// The request body (at most [`MAX_HTTP_BODY`]).
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+}
+
+/// Largest request body a proxied call forwards.
+pub const MAX_HTTP_BODY: usize = 16 * 1024;
+/// Longest path (bytes) of a proxied call.
+pub const MAX_HTTP_PATH: usize = 1024;
+/// Longest query string (bytes) of a proxied call.
+pub const MAX_HTTP_QUERY: usize = 4096;
+/// The methods a proxied call may use.
+pub const HTTP_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Whether `path` is a plain request path: from `/`, printable ASCII without spaces, `?`, `#`
+/// or `\\`, and no `.` or `..` segment (nothing that could walk out of the service's base).
+fn plain_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'\\'))
+        && !path.split('/').any(|seg| {
+            let lower = seg.to_ascii_lowercase();
+            seg == "."
+                || seg == ".."
+                || lower.contains("%2e%2e")
+                || lower.contains("%2f")
+                || lower.contains("%5c")
+                || lower == "%2e"
+        })
+}
+
+/// A node's call log head, anchored in its feed (and so in the hub's audit log): the log held
+/// `size` records and its hash chain stood at `head`. Every call up to `size` is then fixed: a
+/// record changed, dropped or inserted later no longer leads to this head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogHead {
+    /// Records in the log.
+    pub size: u64,
+    /// The BLAKE3 chain head after record `size`.
+    #[serde(with = "crate::bytes32")]
+    pub head: [u8; 32],
+}
+
+impl LogHead {
+    /// The audit record id of this anchor: `calls-` and the head in hex.
+    pub fn record_id(&self) -> String {
+        format!("calls-{}", hex::encode(self.head))
+    }
+
+    /// An anchor names at least one record.
+    pub fn check(&self) -> Result<(), String> {
+        if self.size == 0 {
+            return Err("a call log anchor names an empty log".into());
+        }
+        Ok(())
+    }
 }
 
 /// Why a query is malformed.
@@ -61,16 +242,25 @@ impl Query {
         match self {
             Query::Lookup { .. } => "lookup",
             Query::Verify { .. } => "verify",
+            Query::Http { .. } => "http",
         }
     }
 
     /// Every 信息项 the query reads (the key and the fields, or the record's items), each once.
     pub fn items(&self) -> Vec<&str> {
         let mut all: Vec<&str> = match self {
-            Query::Lookup { key, fields, .. } => std::iter::once(key.as_str())
+            Query::Lookup {
+                key,
+                fields,
+                filters,
+                ..
+            } => std::iter::once(key.as_str())
                 .chain(fields.iter().map(String::as_str))
+                .chain(filters.iter().map(|f| f.item.as_str()))
                 .collect(),
             Query::Verify { record } => record.iter().map(|(k, _)| k.as_str()).collect(),
+            // A proxied call names no 信息项: the provider checks every 信息项 of the entry.
+            Query::Http { .. } => Vec::new(),
         };
         let mut seen = std::collections::HashSet::new();
         all.retain(|i| seen.insert(*i));
@@ -104,7 +294,26 @@ impl Query {
                 value,
                 fields,
                 limit,
+                filters,
+                offset,
             } => {
+                if filters.len() > MAX_FILTERS {
+                    return err(format!(
+                        "a lookup applies at most {MAX_FILTERS} filters; {} were given",
+                        filters.len()
+                    ));
+                }
+                if let Some(f) = filters.iter().find(|f| long(&f.value)) {
+                    return err(format!(
+                        "the value of the filter on {:?} is longer than {MAX_VALUE_CHARS} characters",
+                        f.item
+                    ));
+                }
+                if *offset > MAX_OFFSET {
+                    return err(format!(
+                        "offset must be at most {MAX_OFFSET}, not {offset}; narrow the lookup with filters instead"
+                    ));
+                }
                 if key.is_empty() {
                     return err("a lookup names its key 信息项".into());
                 }
@@ -125,6 +334,46 @@ impl Query {
                     return err(format!(
                         "the value is longer than {MAX_VALUE_CHARS} characters"
                     ));
+                }
+            }
+            Query::Http {
+                method,
+                path,
+                query,
+                content_type,
+                body,
+            } => {
+                if !HTTP_METHODS.contains(&method.as_str()) {
+                    return err(format!(
+                        "method {method:?} is not one of {}",
+                        HTTP_METHODS.join(", ")
+                    ));
+                }
+                if path.len() > MAX_HTTP_PATH || !plain_path(path) {
+                    return err(format!(
+                        "path {:?} must start with /, be at most {MAX_HTTP_PATH} bytes of printable ASCII (percent-encode the rest) and have no . or .. segment",
+                        path.chars().take(80).collect::<String>()
+                    ));
+                }
+                if query.len() > MAX_HTTP_QUERY
+                    || !query.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
+                {
+                    return err(format!(
+                        "the query string must be at most {MAX_HTTP_QUERY} bytes of printable ASCII (percent-encoded)"
+                    ));
+                }
+                if body.len() > MAX_HTTP_BODY {
+                    return err(format!(
+                        "the request body is {} bytes, more than {MAX_HTTP_BODY}",
+                        body.len()
+                    ));
+                }
+                if content_type.as_ref().is_some_and(|t| {
+                    t.len() > 128 || !t.bytes().all(|b| (b' '..=b'~').contains(&b))
+                }) {
+                    return err(
+                        "the Content-Type must be at most 128 printable ASCII characters".into(),
+                    );
                 }
             }
             Query::Verify { record } => {
@@ -153,10 +402,18 @@ impl Query {
     /// Every name the query gives, repeats included.
     fn items_unchecked(&self) -> Box<dyn Iterator<Item = &str> + '_> {
         match self {
-            Query::Lookup { key, fields, .. } => {
-                Box::new(std::iter::once(key.as_str()).chain(fields.iter().map(String::as_str)))
-            }
+            Query::Lookup {
+                key,
+                fields,
+                filters,
+                ..
+            } => Box::new(
+                std::iter::once(key.as_str())
+                    .chain(fields.iter().map(String::as_str))
+                    .chain(filters.iter().map(|f| f.item.as_str())),
+            ),
             Query::Verify { record } => Box::new(record.iter().map(|(k, _)| k.as_str())),
+            Query::Http { .. } => Box::new(std::iter::empty()),
         }
     }
 
@@ -181,6 +438,16 @@ pub enum Outcome {
     },
     /// A 核验's answer.
     Match(bool),
+    /// A proxied service's answer, as its backend gave it.
+    Http {
+        /// The backend's HTTP status.
+        status: u16,
+        /// The backend's media type, if it said.
+        content_type: Option<String>,
+        /// The body.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
 }
 
 /// The provider's answer to one call (sealed as [`Kind::CallAnswer`]).
@@ -264,6 +531,8 @@ mod tests {
             value: "320684".into(),
             fields: vec!["姓名".into()],
             limit: 10,
+            filters: Vec::new(),
+            offset: 0,
         }
     }
 
@@ -278,6 +547,8 @@ mod tests {
             value: value.clone(),
             fields: vec!["a".into(); MAX_ITEMS + 1],
             limit: 1,
+            filters: Vec::new(),
+            offset: 0,
         };
         assert!(too_many.check().is_err());
         let no_limit = Query::Lookup {
@@ -285,6 +556,8 @@ mod tests {
             value,
             fields: vec!["a".into()],
             limit: 0,
+            filters: Vec::new(),
+            offset: 0,
         };
         assert!(no_limit.check().is_err());
         let twice_asked = Query::Lookup {
@@ -292,6 +565,8 @@ mod tests {
             value: "v".into(),
             fields: vec!["a".into(), "a".into()],
             limit: 1,
+            filters: Vec::new(),
+            offset: 0,
         };
         assert!(twice_asked.check().is_err());
         let long_name = Query::Lookup {
@@ -299,6 +574,8 @@ mod tests {
             value: "v".into(),
             fields: vec!["a".into()],
             limit: 1,
+            filters: Vec::new(),
+            offset: 0,
         };
         assert!(long_name.check().is_err());
         let big = Query::Verify {
@@ -318,12 +595,59 @@ mod tests {
     }
 
     #[test]
+    fn filters_parse_and_compare_numbers_as_numbers() {
+        let f = Filter::parse("出生日期>=1990-01-01").unwrap();
+        assert_eq!(
+            (f.item.as_str(), f.op, f.value.as_str()),
+            ("出生日期", Op::Ge, "1990-01-01")
+        );
+        assert_eq!(Filter::parse("年龄<=9").unwrap().op, Op::Le);
+        assert_eq!(Filter::parse("a!=b").unwrap().op, Op::Ne);
+        assert_eq!(Filter::parse("地址^=海门").unwrap().value, "海门");
+        assert!(Filter::parse("no operator").is_err());
+        assert!(Filter::parse("a=!b").is_ok_and(|f| f.value == "!b"));
+        assert!(Filter::parse("a!b").is_err());
+        // 10 > 9 as numbers, though "10" < "9" as text.
+        assert!(Op::Gt.test(Some("10"), "9"));
+        assert!(Op::Lt.test(Some("1989-12-31"), "1990-01-01"));
+        assert!(!Op::Ne.test(None, "x"), "an empty cell passes no filter");
+        assert!(Op::Eq.test(Some("1.0"), "1"));
+    }
+
+    #[test]
+    fn proxied_paths_cannot_walk_out() {
+        let q = |method: &str, path: &str| Query::Http {
+            method: method.into(),
+            path: path.into(),
+            query: String::new(),
+            content_type: None,
+            body: Vec::new(),
+        };
+        assert_eq!(q("GET", "/persons/320684").check(), Ok(()));
+        for bad in [
+            "persons",
+            "/a/../b",
+            "/a/%2e%2E/b",
+            "/a%2Fb",
+            "/a b",
+            "/a?x=1",
+            "/a\\b",
+            "/./a",
+        ] {
+            assert!(q("GET", bad).check().is_err(), "{bad}");
+        }
+        assert!(q("TRACE", "/a").check().is_err());
+    }
+
+    #[test]
     fn items_are_listed_once() {
         let q = Query::Lookup {
             key: "a".into(),
             value: "1".into(),
             fields: vec!["a".into(), "b".into()],
             limit: 1,
+            filters: Vec::new(),
+            offset: 0,
         };
         assert_eq!(q.items(), ["a", "b"]);
     }

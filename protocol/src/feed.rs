@@ -69,6 +69,9 @@ pub enum Event {
     /// What this (provider) node sent one consumer of one version: logged by the provider
     /// itself, whether or not the consumer asks for a receipt.
     Transfer(crate::receipt::TransferRecord),
+    /// This node's API call log head ([`crate::call::LogHead`]), anchored at least every
+    /// minute while calls are made, so each call can be proved from the hub's audit log.
+    CallLogHead(crate::call::LogHead),
 }
 
 /// One entry of a feed.
@@ -141,6 +144,9 @@ pub enum FeedError {
     /// The carried receipt does not verify or is not the feed owner's.
     #[error("invalid receipt: {0}")]
     Receipt(String),
+    /// The carried call log anchor is malformed.
+    #[error("invalid call log anchor: {0}")]
+    CallLog(String),
     /// The carried dataset announcement breaks a rule.
     #[error("invalid dataset announcement: {0}")]
     Dataset(String),
@@ -266,6 +272,7 @@ impl VerifiedEntry {
                 }
             }
             Event::Transfer(t) => t.check().map_err(FeedError::Receipt)?,
+            Event::CallLogHead(h) => h.check().map_err(FeedError::CallLog)?,
         }
         let hash = EntryHash::of(envelope.payload());
         Ok(Self {

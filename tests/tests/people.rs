@@ -64,6 +64,7 @@ const POLICY: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/audit/receipts", "auditor"),
     ("GET", "/api/v1/audit/transfers", "auditor"),
     ("GET", "/api/v1/audit/calls", "auditor"),
+    ("GET", "/api/v1/audit/calls/stats", "auditor"),
 ];
 
 /// The path of a rule with its parameters filled with names that exist nowhere.

@@ -60,11 +60,14 @@ fn lookup(base: &str, fields: &str, value: &str) -> String {
 fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_call(
 ) -> anyhow::Result<()> {
     // The provider answers at most 7 calls a day per consumer and resource.
+    // Both anchor their call logs every second.
     let mut f = start_prepared(2, 2, &[], |net| {
         use std::io::Write as _;
-        let config = net.nodes[1].dir.join(huitong_config::CONFIG_FILE);
-        let mut file = std::fs::OpenOptions::new().append(true).open(config)?;
-        writeln!(file, "\n[services]\ncalls_per_day = 7")?;
+        for (i, extra) in [(1, "calls_per_day = 7\n"), (2, "")] {
+            let config = net.nodes[i].dir.join(huitong_config::CONFIG_FILE);
+            let mut file = std::fs::OpenOptions::new().append(true).open(config)?;
+            writeln!(file, "\n[services]\n{extra}anchor_secs = 1")?;
+        }
         Ok(())
     })?;
     let dir = f.tmp.path().to_path_buf();
@@ -306,6 +309,125 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
         (s, v["rows"].clone()),
         (200, json!([{"姓名": "张三42"}])),
         "{v}"
+    );
+
+    // Filters and paging (the owner reads every 信息项): 日期 2026-01-01 is every 84th row
+    // (24 of 2,000); 编号 from NO0000000840 leaves 14; five at a time from the 11th: four.
+    let enc = huitong_testnet::percent_encode;
+    let own_base = svc(net, provider, &p_uscc)?;
+    let page = |filter: &str, limit: u32, offset: u32| {
+        format!(
+            "{own_base}/lookup?key={}&value=2026-01-01&fields={}&filter={}&limit={limit}&offset={offset}",
+            enc("日期"),
+            enc("编号"),
+            enc(filter)
+        )
+    };
+    let numbers = |v: &Value| -> Vec<String> {
+        v["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r["编号"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (s, v) = call(&c, Some(&own_key), &page("编号>=NO0000000840", 5, 10), None)?;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        numbers(&v),
+        [
+            "NO0000001680",
+            "NO0000001764",
+            "NO0000001848",
+            "NO0000001932"
+        ],
+        "{v}"
+    );
+    assert_eq!(v["more"], false, "{v}");
+    let (s, v) = call(&c, Some(&own_key), &page("编号>=NO0000000840", 5, 5), None)?;
+    assert_eq!((s, v["more"].clone()), (200, json!(true)), "{v}");
+    assert_eq!(numbers(&v).len(), 5, "{v}");
+    // Numbers compare as numbers: 金额 ≥ 10000 (n·7 ≥ 10,000) holds for the last six, though
+    // "9996.00" sorts after "10000.00" as text.
+    let (s, v) = call(&c, Some(&own_key), &page("金额>=10000", 100, 0), None)?;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(numbers(&v).len(), 6, "{v}");
+    assert_eq!(numbers(&v)[0], "NO0000001512", "{v}");
+    // No operator, no 信息项: each a 400 that says what is wrong.
+    let (s, v) = call(&c, Some(&own_key), &page("金额", 1, 0), None)?;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("operator"),
+        "{v}"
+    );
+    let (s, v) = call(&c, Some(&own_key), &page("=1", 1, 0), None)?;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("empty"),
+        "{v}"
+    );
+    // A filter on a 信息项 outside the grant is refused like a field outside it.
+    let (s, v) = call(
+        &c,
+        Some(&key),
+        &format!(
+            "{}&filter={}",
+            lookup(&base, "编号", "NO0000000042"),
+            enc("金额>1")
+        ),
+        None,
+    )?;
+    assert!(s == 403 || s == 429, "{v}");
+
+    // Every call is proved from the hub's audit log once the node's call log anchor lands,
+    // on both sides.
+    for i in [consumer, provider] {
+        let mut proof = Value::Null;
+        huitong_tests::wait_until(
+            Duration::from_secs(90),
+            &format!("call {answered_id} proved on node {i}"),
+            || {
+                let out = net.cli(i, &["audit", "verify", "--record", &answered_id, "--json"])?;
+                if out.status.success() {
+                    proof = serde_json::from_slice(&out.stdout)?;
+                }
+                Ok(out.status.success())
+            },
+        )?;
+        let r = &proof[0];
+        assert_eq!(r["kind"], "calls", "{proof}");
+        assert_eq!(r["call"]["id"], answered_id.as_str(), "{proof}");
+        assert!(
+            r["call"]["anchor"].as_u64() >= r["call"]["seq"].as_u64(),
+            "{proof}"
+        );
+        if i == consumer {
+            assert_eq!(r["call"]["answer_signed"], true, "{proof}");
+        }
+    }
+    // Statistics: the calls per service and per peer, with latency.
+    let out = cli_ok(net, provider, &["audit", "call-stats", "--json"])?;
+    let st: Value = serde_json::from_slice(&out.stdout)?;
+    let served = st["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["side"] == "provider" && r["code"] == CODE)
+        .cloned()
+        .unwrap_or_default();
+    assert!(served["calls"].as_u64() >= Some(10), "{st}");
+    assert!(served["refused"].as_u64() >= Some(1), "{st}");
+    assert!(
+        served["p99_us"].as_u64() >= served["p50_us"].as_u64(),
+        "{st}"
+    );
+    assert!(
+        st["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["side"] == "provider" && r["peer"].as_str().is_some()),
+        "{st}"
     );
 
     // The provider's node down: 503 with a reason, within the call timeout.

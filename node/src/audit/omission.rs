@@ -126,6 +126,7 @@ fn record(v: &VerifiedEntry) -> Option<Record> {
             .ok()
             .map(|r| entry_record(v, RecordKind::Receipt, r.id)),
         Event::Transfer(t) => Some(entry_record(v, RecordKind::Transfer, t.id.clone())),
+        Event::CallLogHead(h) => Some(entry_record(v, RecordKind::Calls, h.record_id())),
         _ => None,
     }
 }

@@ -52,6 +52,9 @@ pub struct RecordReport {
     /// Proved from this node's own copy of the log, without asking the hub.
     #[serde(default)]
     pub offline: bool,
+    /// For an API call proved through its call log anchor: the call and how it was chained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<super::calls::CallProof>,
 }
 
 /// An alarm found: a split view (or withheld proof), or an omission.
@@ -88,7 +91,7 @@ pub struct LogReport {
     pub pending: u64,
 }
 
-fn name_of(state: &NodeState, key: &huitong_protocol::NodeId) -> String {
+pub(super) fn name_of(state: &NodeState, key: &huitong_protocol::NodeId) -> String {
     state
         .with_charter(|c| {
             let c = c?;
@@ -216,6 +219,7 @@ fn report(
         checkpoint: view(state, cp),
         matches_local: local,
         offline: true,
+        call: None,
     })
 }
 
@@ -238,7 +242,7 @@ pub async fn records(
         found.retain(|&x| x == i);
     }
     if found.is_empty() {
-        return Err(format!("no audit record {id:?} in the hub's log (record ids are application ids, receipt ids, transfer ids and charter-N)"));
+        return Err(format!("no audit record {id:?} in the hub's log (record ids are application ids, receipt ids, transfer ids, API call ids and charter-N)"));
     }
     let covered: Vec<u64> = found.iter().copied().filter(|&i| i < cp.size).collect();
     if covered.is_empty() {

@@ -27,7 +27,8 @@ pub enum AuditCmd {
     /// Check the log: with no option, every checkpoint seen (and on the hub every tile on disk);
     /// with --record, prove that record's inclusion; with --proof, check a proof file offline.
     Verify {
-        /// A record id: application id, receipt id or charter-N.
+        /// A record id: application id, receipt id, transfer id, charter-N, or an API call's id
+        /// (or call-N) of this node's call log, proved through its anchor.
         #[arg(long, conflicts_with = "proof")]
         record: Option<String>,
         /// A c2sp.org/tlog-proof file (from `audit export-proof`).
@@ -56,6 +57,15 @@ pub enum AuditCmd {
         /// Only those of this resource code.
         #[arg(long)]
         code: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// API call statistics: calls, refusals, failures and latency per service and per peer.
+    CallStats {
+        /// The window: the last this many hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -106,6 +116,27 @@ fn read_small(path: &Path) -> anyhow::Result<String> {
 }
 
 fn print_record(o: &mut impl Write, r: &RecordReport) -> std::io::Result<()> {
+    if let Some(c) = &r.call {
+        writeln!(
+            o,
+            "call {} (record {} of this node's call log: {} {} {} of {} with {}, {}): the chain from record {} through it leads to the head anchored at record {} ({}){}",
+            c.id.as_deref().unwrap_or("-"),
+            c.seq,
+            c.side,
+            c.kind,
+            c.code,
+            output::time_ms(c.at_ms),
+            c.peer,
+            c.status,
+            c.from,
+            c.anchor,
+            &c.anchor_head[..16.min(c.anchor_head.len())],
+            match c.answer_signed {
+                Some(true) => "; the provider's signed answer verifies",
+                _ => "",
+            }
+        )?;
+    }
     let local = match r.matches_local {
         Some(true) => "; matches the event held here",
         Some(false) => "; DIFFERS from the event held here",
@@ -281,6 +312,48 @@ pub(super) async fn run(dir: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
                     ),
                 ]
             })?;
+        }
+        AuditCmd::CallStats { hours, json } => {
+            #[derive(serde::Serialize)]
+            struct H {
+                hours: u64,
+            }
+            let v: crate::api::CallStatsView = api.get("/audit/calls/stats", &H { hours }).await?;
+            if json {
+                output::json(&v)?;
+            } else {
+                let ms = |us: u64| format!("{:.1}", us as f64 / 1000.0);
+                let mut t = output::Table::new().right_align(&[3, 4, 5, 6, 7, 8, 9]);
+                t.row([
+                    "side", "service", "peer", "calls", "ok", "refused", "failed", "p50 ms",
+                    "p99 ms", "max ms",
+                ]);
+                for r in v.services.iter().chain(v.peers.iter()) {
+                    t.row([
+                        r.side.clone(),
+                        r.code.clone(),
+                        r.peer.clone().unwrap_or_else(|| "(all)".into()),
+                        r.calls.to_string(),
+                        r.ok.to_string(),
+                        r.refused.to_string(),
+                        r.failed.to_string(),
+                        ms(r.p50_us),
+                        ms(r.p99_us),
+                        ms(r.max_us),
+                    ]);
+                }
+                t.write(&mut o)?;
+                writeln!(
+                    o,
+                    "{} in the last {hours} h{}",
+                    count(v.scanned, "call", "calls"),
+                    if v.cut {
+                        " (only the newest: the count stops at its bound)"
+                    } else {
+                        ""
+                    }
+                )?;
+            }
         }
         AuditCmd::Calls { grant, code, json } => {
             let v: crate::api::CallLogView = api.get("/audit/calls", &Q { grant, code }).await?;

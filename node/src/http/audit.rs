@@ -34,6 +34,15 @@ pub(super) async fn records(
     Path(id): Path<String>,
     Query(q): Query<IndexQuery>,
 ) -> Res<Vec<RecordReport>> {
+    // An API call of this node's call log: proved through the anchor that covers it.
+    if q.index.is_none() {
+        if let Some(found) = crate::auditor::calls::prove(&ctx.state, &ctx.transport, &id)
+            .await
+            .map_err(unprocessable)?
+        {
+            return Ok(Json(found));
+        }
+    }
     let found = verify::records(&ctx.state, &ctx.transport, &id, q.index)
         .await
         .map_err(unprocessable)?;
@@ -196,6 +205,64 @@ pub(super) async fn calls(
         size: head.size,
         head: hex::encode(head.hash),
         broken: chain.err(),
+    }))
+}
+
+/// `?hours=` of the call statistics.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct StatsQuery {
+    #[serde(default)]
+    hours: Option<u64>,
+}
+
+/// The longest statistics window (hours): 90 days.
+const MAX_STATS_HOURS: u64 = 90 * 24;
+
+pub(super) async fn call_stats(
+    State(ctx): State<Ctx>,
+    Query(q): Query<StatsQuery>,
+) -> Res<crate::api::CallStatsView> {
+    let hours = q.hours.unwrap_or(24);
+    if !(1..=MAX_STATS_HOURS).contains(&hours) {
+        return Err(unprocessable(format!(
+            "hours must be 1 to {MAX_STATS_HOURS}, not {hours}"
+        )));
+    }
+    let since_ms = crate::state::now_ms().saturating_sub(hours * 3_600_000);
+    let state = ctx.state.clone();
+    let st = tokio::task::spawn_blocking(move || crate::call_stats::since(&state.store, since_ms))
+        .await
+        .map_err(super::internal)?
+        .map_err(super::internal)?;
+    let row = |side: crate::call_log::Side,
+               code: String,
+               peer: Option<String>,
+               t: crate::call_stats::Tally| crate::api::CallStatsRow {
+        side: side.as_str().into(),
+        code,
+        peer,
+        calls: t.calls,
+        ok: t.ok,
+        refused: t.refused,
+        failed: t.failed,
+        p50_us: t.p50_us,
+        p99_us: t.p99_us,
+        max_us: t.max_us,
+    };
+    Ok(Json(crate::api::CallStatsView {
+        since_ms,
+        services: st
+            .services
+            .into_iter()
+            .map(|((side, code), t)| row(side, code, None, t))
+            .collect(),
+        peers: st
+            .peers
+            .into_iter()
+            .map(|((side, code, peer), t)| row(side, code, Some(member_name(&ctx, &peer)), t))
+            .collect(),
+        scanned: st.scanned,
+        cut: st.cut,
     }))
 }
 

@@ -167,6 +167,7 @@ pub const RULES: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/audit/receipts", Need::AnyOf(&[Auditor])),
     ("GET", "/api/v1/audit/transfers", Need::AnyOf(&[Auditor])),
     ("GET", "/api/v1/audit/calls", Need::AnyOf(&[Auditor])),
+    ("GET", "/api/v1/audit/calls/stats", Need::AnyOf(&[Auditor])),
 ];
 
 /// The rule for a method and routed path.

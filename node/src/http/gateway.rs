@@ -3,23 +3,26 @@
 //!
 //! - `GET /svc/{provider}/{class}/{number}/lookup?key=…&value=…&fields=a,b&limit=10`: the rows
 //!   of resource `{class}/{number}` of provider `{provider}` (USCC) whose 信息项 `key` equals
-//!   `value`, their `fields`;
+//!   `value`, their `fields`; `filter=信息项<op>value` (repeatable; `= != < <= > >= ^=`) keeps
+//!   only the rows that meet it, `offset=N` skips the first N (paging, with `more`);
 //! - `POST /svc/{provider}/{class}/{number}/verify` with a JSON object of 信息项 → value: 核验,
-//!   `{"match": true|false}` only.
+//!   `{"match": true|false}` only;
+//! - `ANY /svc/{provider}/{class}/{number}/call/{path…}`: an operation of a proxied service,
+//!   answered as its backend answered (see [`proxied`]).
 //!
 //! A caller authenticates with its own client key (`Authorization: Bearer hgw_…`, from
 //! `huitong gateway add-client`), checked on every call against `gateway-clients`; the node's
 //! admin token and people's sessions are not accepted here. Answers carry the provider's signed
 //! answer (`answer`, base64), the caller's proof of what it was told.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
-use huitong_protocol::call::{Outcome, Query as CallQuery, MAX_ROWS};
+use huitong_protocol::call::{Filter, Outcome, Query as CallQuery, MAX_HTTP_BODY, MAX_ROWS};
 use huitong_protocol::wire::RefusalKind;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{fail, Ctx, Fail};
 use crate::service::clients;
@@ -27,17 +30,6 @@ use crate::service::consumer::{self, CallError, Called};
 
 /// Rows a lookup returns when it does not say.
 const DEFAULT_LIMIT: u32 = 10;
-
-/// `?key=&value=&fields=&limit=` of a lookup.
-#[derive(Debug, Deserialize)]
-pub(super) struct LookupParams {
-    key: String,
-    value: String,
-    /// Comma-separated 信息项.
-    fields: String,
-    #[serde(default)]
-    limit: Option<u32>,
-}
 
 /// A call's answer.
 #[derive(Debug, Serialize)]
@@ -112,11 +104,13 @@ fn status_of(e: &CallError) -> StatusCode {
     }
 }
 
-async fn run(
+/// Makes the call; the answer as `respond` makes it, or the error as JSON.
+async fn call_with(
     ctx: &Ctx,
     client: String,
     (provider, class, number): (String, String, String),
     query: CallQuery,
+    respond: impl FnOnce(Called) -> Response,
 ) -> Response {
     let code = format!("{class}/{number}");
     let to = consumer::Target {
@@ -133,7 +127,7 @@ async fn run(
     )
     .await
     {
-        Ok(called) => Json(answered(called)).into_response(),
+        Ok(called) => respond(called),
         Err(e) => {
             let mut r = fail(status_of(&e), &e).into_response();
             if let CallError::Throttled { retry_after, .. } = &e {
@@ -146,6 +140,18 @@ async fn run(
             r
         }
     }
+}
+
+async fn run(
+    ctx: &Ctx,
+    client: String,
+    at: (String, String, String),
+    query: CallQuery,
+) -> Response {
+    call_with(ctx, client, at, query, |called| {
+        Json(answered(called)).into_response()
+    })
+    .await
 }
 
 fn answered(c: Called) -> Answered {
@@ -180,8 +186,57 @@ fn answered(c: Called) -> Answered {
             out.more = Some(more);
         }
         Outcome::Match(m) => out.matched = Some(m),
+        // Answered by `proxied`, never as JSON here.
+        Outcome::Http { .. } => {}
     }
     out
+}
+
+/// How a lookup is asked.
+const LOOKUP_USAGE: &str =
+    "a lookup takes ?key=信息项&value=…&fields=a,b[&limit=N][&offset=N][&filter=信息项>=value …]";
+
+/// A lookup's query string: `key`, `value`, `fields` (comma-separated), `limit`, `offset`, and
+/// any number of `filter=信息项<op>value`.
+fn lookup_query(raw: &str) -> Result<CallQuery, String> {
+    let (mut key, mut value, mut fields, mut limit, mut offset) = (None, None, None, None, None);
+    let mut filters = Vec::new();
+    let number = |name: &str, v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{name} must be a whole number, not {v:?}"))
+    };
+    for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
+        let once = |slot: &mut Option<String>| match slot.replace(v.to_string()) {
+            Some(_) => Err(format!("{k} is given twice")),
+            None => Ok(()),
+        };
+        match k.as_ref() {
+            "key" => once(&mut key)?,
+            "value" => once(&mut value)?,
+            "fields" => once(&mut fields)?,
+            "limit" => limit = Some(number("limit", &v)?),
+            "offset" => offset = Some(number("offset", &v)?),
+            "filter" => filters.push(Filter::parse(&v).map_err(|e| e.to_string())?),
+            other => return Err(format!("unknown parameter {other:?}")),
+        }
+    }
+    let missing = |name: &str| format!("{name} is missing");
+    let fields: Vec<String> = fields
+        .ok_or_else(|| missing("fields"))?
+        .split([',', '，'])
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect();
+    Ok(CallQuery::Lookup {
+        key: key.ok_or_else(|| missing("key"))?.trim().to_string(),
+        value: value.ok_or_else(|| missing("value"))?,
+        fields,
+        limit: limit.unwrap_or(DEFAULT_LIMIT).min(MAX_ROWS),
+        filters,
+        offset: offset.unwrap_or(0),
+    })
 }
 
 /// `GET /svc/{provider}/{class}/{number}/lookup`.
@@ -189,37 +244,17 @@ pub(super) async fn lookup(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
     Path(at): Path<(String, String, String)>,
-    p: Result<Query<LookupParams>, axum::extract::rejection::QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
     // The key first: nothing about the request is answered to a caller without one.
     let client = match client(&ctx, &headers) {
         Ok(c) => c,
         Err(f) => return f.into_response(),
     };
-    let Query(p) = match p {
-        Ok(p) => p,
-        Err(e) => {
-            return fail(
-                StatusCode::BAD_REQUEST,
-                format!("a lookup takes ?key=信息项&value=…&fields=a,b[&limit=N]: {e}"),
-            )
-            .into_response()
-        }
-    };
-    let fields: Vec<String> = p
-        .fields
-        .split([',', '，'])
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
-        .map(str::to_string)
-        .collect();
-    let query = CallQuery::Lookup {
-        key: p.key.trim().to_string(),
-        value: p.value,
-        fields,
-        limit: p.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_ROWS),
-    };
-    run(&ctx, client, at, query).await
+    match lookup_query(raw.as_deref().unwrap_or_default()) {
+        Ok(query) => run(&ctx, client, at, query).await,
+        Err(e) => fail(StatusCode::BAD_REQUEST, format!("{LOOKUP_USAGE}: {e}")).into_response(),
+    }
 }
 
 /// `POST /svc/{provider}/{class}/{number}/verify`.
@@ -258,4 +293,94 @@ pub(super) async fn verify(
         }
     }
     run(&ctx, client, at, CallQuery::Verify { record: pairs }).await
+}
+
+/// `ANY /svc/{provider}/{class}/{number}/call/{path…}`: a proxied service's operation. The
+/// backend's status, media type and body come back as it gave them, with the call's id
+/// (`X-Huitong-Call`) and the dataset version of the service's description
+/// (`X-Huitong-Version`); the provider's signed answer is kept in this node's call log
+/// (`huitong audit calls`, `audit verify --record ID`).
+pub(super) async fn proxied(
+    State(ctx): State<Ctx>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+    Path((provider, class, number, _)): Path<(String, String, String, String)>,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> Response {
+    let client = match client(&ctx, &headers) {
+        Ok(c) => c,
+        Err(f) => return f.into_response(),
+    };
+    if body.len() > MAX_HTTP_BODY {
+        return fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is {} bytes; a proxied call forwards at most {MAX_HTTP_BODY}",
+                body.len()
+            ),
+        )
+        .into_response();
+    }
+    // The path as sent (still percent-encoded), after `/call`.
+    let prefix = format!("/svc/{provider}/{class}/{number}/call");
+    let raw = uri.path();
+    let path = raw
+        .strip_prefix(prefix.as_str())
+        .or_else(|| {
+            // The path parameters were percent-decoded: find `/call/` in the raw path instead.
+            raw.find("/call/").map(|at| &raw[at + "/call".len()..])
+        })
+        .unwrap_or("/")
+        .to_string();
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let query = CallQuery::Http {
+        method: method.as_str().to_string(),
+        path,
+        query: uri.query().unwrap_or_default().to_string(),
+        content_type,
+        body: body.to_vec(),
+    };
+    if let Err(e) = query.check() {
+        return fail(StatusCode::BAD_REQUEST, e).into_response();
+    }
+    call_with(&ctx, client, (provider, class, number), query, |called| {
+        let a = called.answer;
+        let Outcome::Http {
+            status,
+            content_type,
+            body,
+        } = a.outcome
+        else {
+            return fail(
+                StatusCode::BAD_GATEWAY,
+                "the provider answered another kind of call",
+            )
+            .into_response();
+        };
+        let mut r = (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            body,
+        )
+            .into_response();
+        let h = r.headers_mut();
+        let mut set = |name: &'static str, value: &str| {
+            if let Ok(v) = axum::http::HeaderValue::from_str(value) {
+                h.insert(name, v);
+            }
+        };
+        set("x-huitong-call", &a.id);
+        set("x-huitong-version", &a.version.to_string());
+        if let Some(g) = &a.grant {
+            set("x-huitong-grant", g);
+        }
+        if let Some(t) = &content_type {
+            set("content-type", t);
+        }
+        r
+    })
+    .await
 }

@@ -87,6 +87,7 @@ pub const ROUTES: &[(&str, &str, &str, Body, Body)] = &[
     ("GET", "/api/v1/audit/receipts", "Pull receipts (?grant=, ?code=)", Empty, List("ReceiptView")),
     ("GET", "/api/v1/audit/transfers", "Transfers served (?grant=, ?code=)", Empty, List("TransferView")),
     ("GET", "/api/v1/audit/calls", "API service calls made and answered, and the call log's chain (?grant=, ?code=)", Empty, One("CallLogView")),
+    ("GET", "/api/v1/audit/calls/stats", "API call statistics per service and per peer: calls, refusals, failures, latency (?hours=24)", Empty, One("CallStatsView")),
 ];
 
 fn method(m: &str) -> HttpMethod {
@@ -190,6 +191,8 @@ pub fn document() -> OpenApi {
         .schema_from::<api::TransferView>()
         .schema_from::<api::CallView>()
         .schema_from::<api::CallLogView>()
+        .schema_from::<api::CallStatsRow>()
+        .schema_from::<api::CallStatsView>()
         .security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

@@ -311,7 +311,9 @@ fn shape(query: &Query, a: &Answer) -> Result<(), &'static str> {
         return Err("its id is not 32 hex digits");
     }
     match (query, &a.outcome) {
-        (Query::Verify { .. }, Outcome::Match(_)) => Ok(()),
+        (Query::Verify { .. }, Outcome::Match(_)) | (Query::Http { .. }, Outcome::Http { .. }) => {
+            Ok(())
+        }
         (
             Query::Lookup { fields, limit, .. },
             Outcome::Rows {

@@ -48,6 +48,7 @@ fn unavailable(
 pub struct Services {
     tables: Tables,
     quotas: Quotas,
+    proxy: super::proxy::Proxy,
 }
 
 /// Why a call got no answer.
@@ -162,7 +163,12 @@ fn admit(
 ) -> Result<CallTerms, NoAnswer> {
     let code = &record.entry.code;
     *used_grant = access::authorize(state, record, requester, grant, Scope::Resource)?;
-    for item in query.items() {
+    // A proxied call may answer with any 信息项 of the entry: every one is checked.
+    let items: Vec<&str> = match query {
+        Query::Http { .. } => record.entry.items.iter().map(|i| i.name.as_str()).collect(),
+        _ => query.items(),
+    };
+    for item in items {
         let decided = access::authorize(state, record, requester, grant, Scope::Column(item))
             .map_err(|(kind, why)| (kind, format!("信息项 {item:?}: {why}")))?;
         if let Some(g) = decided {
@@ -177,7 +183,7 @@ fn admit(
             .unwrap_or_default(),
         None => CallTerms::default(),
     };
-    if terms.verify_only && matches!(query, Query::Lookup { .. }) {
+    if terms.verify_only && !matches!(query, Query::Verify { .. }) {
         return Err(NoAnswer::Refused((
             RefusalKind::NeedsGrant,
             format!(
@@ -253,17 +259,35 @@ fn decide_and_answer(
             (
                 RefusalKind::NotFound,
                 format!(
-                    "{code} has no dataset version yet: the service has nothing to answer from"
+                    "{code} has no dataset version yet: the service has nothing to answer from (a proxied service's version is its OpenAPI description)"
                 ),
             )
         })?;
-    let table = services.tables.get(state, &me, &dv).map_err(|e| match e {
-        TableError::Unservable(why) => (RefusalKind::NotFound, format!("{code}: {why}")),
-        TableError::Read(why) => unavailable(code, "reading the version", &why),
-    })?;
-    let mut outcome = table
-        .answer(query)
-        .map_err(|why| (RefusalKind::NotFound, format!("{code}: {why}")))?;
+    let (mut outcome, version) = match state.config.services.backend(code.as_str()) {
+        // A proxied service: the version is its OpenAPI description.
+        Some(backend) => (
+            services
+                .proxy
+                .forward(state, backend, &dv, query, &terms.masked)?,
+            dv.version,
+        ),
+        None => {
+            if matches!(query, Query::Http { .. }) {
+                return Err(NoAnswer::Refused((
+                    RefusalKind::Invalid,
+                    format!("{code} is a query service over a dataset: call …/lookup or …/verify"),
+                )));
+            }
+            let table = services.tables.get(state, &me, &dv).map_err(|e| match e {
+                TableError::Unservable(why) => (RefusalKind::NotFound, format!("{code}: {why}")),
+                TableError::Read(why) => unavailable(code, "reading the version", &why),
+            })?;
+            let outcome = table
+                .answer(query)
+                .map_err(|why| (RefusalKind::NotFound, format!("{code}: {why}")))?;
+            (outcome, table.version)
+        }
+    };
     if let Outcome::Rows { fields, rows, .. } = &mut outcome {
         for (c, field) in fields.iter().enumerate() {
             if terms.masked.contains(field) {
@@ -280,7 +304,7 @@ fn decide_and_answer(
         provider: me,
         consumer: *requester,
         code: code.clone(),
-        version: table.version,
+        version,
         query: query.hash(),
         grant: used_grant.clone(),
         outcome,

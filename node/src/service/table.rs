@@ -117,20 +117,33 @@ impl Loaded {
                 value,
                 fields,
                 limit,
+                filters,
+                offset,
             } => {
                 let k = col(key)?;
                 let cols = fields
                     .iter()
                     .map(|f| col(f))
                     .collect::<Result<Vec<_>, _>>()?;
+                let conds = filters
+                    .iter()
+                    .map(|f| col(&f.item).map(|c| (c, f)))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let found = self.find(k, value)?;
-                let limit = *limit as usize;
+                let (limit, skip) = (*limit as usize, *offset as usize);
+                // The rows that pass every filter, in table order: skip `offset`, keep `limit`,
+                // and look one further to say whether more match.
+                let mut passing = found.iter().map(|&r| r as usize).filter(|&row| {
+                    conds
+                        .iter()
+                        .all(|&(c, f)| f.op.test(self.cell(c, row), &f.value))
+                });
                 let mut bytes = 0usize;
                 let mut rows = Vec::with_capacity(found.len().min(limit));
-                for &row in found.iter().take(limit) {
+                for row in passing.by_ref().skip(skip).take(limit) {
                     let r: Vec<Option<String>> = cols
                         .iter()
-                        .map(|&c| self.cell(c, row as usize).map(str::to_string))
+                        .map(|&c| self.cell(c, row).map(str::to_string))
                         .collect();
                     bytes += r.iter().flatten().map(|v| v.len() + 4).sum::<usize>() + 4;
                     if bytes > MAX_ANSWER_BYTES {
@@ -143,9 +156,13 @@ impl Loaded {
                 Ok(Outcome::Rows {
                     fields: fields.clone(),
                     rows,
-                    more: found.len() > limit,
+                    more: passing.next().is_some(),
                 })
             }
+            Query::Http { .. } => Err(format!(
+                "version {} is served as a query service: call …/lookup or …/verify, not an HTTP path",
+                self.version
+            )),
             Query::Verify { record } => {
                 let cols = record
                     .iter()
@@ -308,6 +325,8 @@ mod tests {
             value: "a".into(),
             fields: vec!["name".into()],
             limit,
+            filters: Vec::new(),
+            offset: 0,
         };
         assert_eq!(
             t.answer(&q(10)).unwrap(),
@@ -326,8 +345,53 @@ mod tests {
             value: "a".into(),
             fields: vec!["name".into()],
             limit: 1,
+            filters: Vec::new(),
+            offset: 0,
         };
         assert!(t.answer(&unknown).unwrap_err().contains("nope"));
+    }
+
+    #[test]
+    fn filters_and_offset_page_through_the_matching_rows() {
+        use huitong_protocol::call::{Filter, Op};
+        let t = loaded();
+        let q = |filters: Vec<Filter>, offset, limit| Query::Lookup {
+            key: "id".into(),
+            value: "a".into(),
+            fields: vec!["name".into()],
+            limit,
+            filters,
+            offset,
+        };
+        let names = |o: Outcome| match o {
+            Outcome::Rows { rows, more, .. } => (
+                rows.into_iter()
+                    .map(|r| r[0].clone().unwrap_or_default())
+                    .collect::<Vec<_>>(),
+                more,
+            ),
+            other => unreachable!("{other:?}"),
+        };
+        // Page 2 of 1 row each: the second match, and nothing after it.
+        assert_eq!(
+            names(t.answer(&q(Vec::new(), 1, 1)).unwrap()),
+            (vec!["丙".to_string()], false)
+        );
+        let not_jia = Filter {
+            item: "name".into(),
+            op: Op::Ne,
+            value: "甲".into(),
+        };
+        assert_eq!(
+            names(t.answer(&q(vec![not_jia], 0, 10)).unwrap()),
+            (vec!["丙".to_string()], false)
+        );
+        let unknown = Filter {
+            item: "nope".into(),
+            op: Op::Eq,
+            value: "x".into(),
+        };
+        assert!(t.answer(&q(vec![unknown], 0, 1)).is_err());
     }
 
     #[test]

@@ -1,0 +1,194 @@
+//! The node's secrets file, `secrets.toml` in the node's directory: the credentials this node
+//! presents to its department's own systems — today the headers each proxied service's backend
+//! expects (`[backends."CODE"] headers = { Authorization = "Bearer …" }`). Never in the
+//! catalogue, the config, a log line or any `--json` output.
+//!
+//! The file must be readable by its owner only (mode 0600 or stricter): anything else is refused
+//! with the `chmod` to run. A malformed file is reported by line, never by content (a parse error
+//! may quote the value). No file means no credentials.
+//!
+//! Layering: a leaf (reads one file); the proxied services ([`crate::service::proxy`]) and the
+//! daemon's start-up check use it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+
+/// The file name, in the node's directory.
+pub const SECRETS_FILE: &str = "secrets.toml";
+/// Largest secrets file read.
+const MAX_BYTES: u64 = 256 * 1024;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    backends: BTreeMap<String, Backend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Backend {
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+/// Why the secrets could not be used. No variant carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    /// Others may read the file.
+    #[error("{path} may be read by other users (mode {mode:o}); run `chmod 600 {path}`")]
+    Mode {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file cannot be read, or is too large.
+    #[error("cannot read {path}: {why}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// The file is not valid.
+    #[error("{path} is malformed near line {line}; expected [backends.\"CLASS/NUMBER\"] with headers = {{ Name = \"value\" }}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The line of the error (1-based).
+        line: usize,
+    },
+    /// A header name or value cannot be sent.
+    #[error("{path}: header {name:?} of {code} is not a valid HTTP header name or value")]
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// The resource code.
+        code: String,
+        /// The header name.
+        name: String,
+    },
+}
+
+fn read(dir: &Path) -> Result<(PathBuf, File), SecretsError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(SECRETS_FILE);
+    let failed = |e: std::io::Error| SecretsError::Read {
+        path: path.clone(),
+        why: e.to_string(),
+    };
+    let f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((path, File::default())),
+        Err(e) => return Err(failed(e)),
+    };
+    let meta = f.metadata().map_err(failed)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(SecretsError::Mode { path, mode });
+    }
+    if meta.len() > MAX_BYTES {
+        return Err(SecretsError::Read {
+            path,
+            why: format!("larger than {} KiB", MAX_BYTES / 1024),
+        });
+    }
+    let mut text = String::new();
+    f.take(MAX_BYTES)
+        .read_to_string(&mut text)
+        .map_err(failed)?;
+    match toml::from_str::<File>(&text) {
+        Ok(file) => Ok((path, file)),
+        Err(e) => {
+            let at = e.span().map_or(0, |s| s.start).min(text.len());
+            let line = text
+                .get(..at)
+                .map_or(1, |before| before.matches('\n').count() + 1);
+            Err(SecretsError::Parse { path, line })
+        }
+    }
+}
+
+/// Checks the whole file (at start, so an operator hears of a mistake before the first call).
+pub fn check(dir: &Path) -> Result<(), SecretsError> {
+    let (path, file) = read(dir)?;
+    for (code, b) in &file.backends {
+        to_headers(&path, code, b)?;
+    }
+    Ok(())
+}
+
+fn to_headers(path: &Path, code: &str, b: &Backend) -> Result<HeaderMap, SecretsError> {
+    let mut out = HeaderMap::new();
+    for (name, value) in &b.headers {
+        let bad = || SecretsError::Header {
+            path: path.to_path_buf(),
+            code: code.to_string(),
+            name: name.clone(),
+        };
+        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+        let mut v = HeaderValue::from_str(value).map_err(|_| bad())?;
+        // Never printed by the HTTP client's debug output.
+        v.set_sensitive(true);
+        out.insert(n, v);
+    }
+    Ok(out)
+}
+
+/// The headers the backend of resource `code` expects (none when the file names none).
+pub fn backend_headers(dir: &Path, code: &str) -> Result<HeaderMap, SecretsError> {
+    let (path, mut file) = read(dir)?;
+    match file.backends.remove(code) {
+        Some(b) => to_headers(&path, code, &b),
+        None => Ok(HeaderMap::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn write(dir: &Path, text: &str, mode: u32) {
+        let p = dir.join(SECRETS_FILE);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn headers_are_read_only_from_a_private_file_and_errors_never_quote_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(backend_headers(dir.path(), "301001/000001")
+            .unwrap()
+            .is_empty());
+        let text =
+            "[backends.\"301001/000001\"]\nheaders = { Authorization = \"Bearer s3cret\" }\n";
+        write(dir.path(), text, 0o600);
+        let h = backend_headers(dir.path(), "301001/000001").unwrap();
+        assert_eq!(h["authorization"], "Bearer s3cret");
+        assert!(h["authorization"].is_sensitive());
+        assert!(check(dir.path()).is_ok());
+        write(dir.path(), text, 0o644);
+        let e = backend_headers(dir.path(), "301001/000001").unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        write(
+            dir.path(),
+            "[backends.\"a/b\"]\nheaders = { X = 1 }\nsecret = \"s3cret\"\n",
+            0o600,
+        );
+        let e = check(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("line 2") && !e.contains("s3cret"), "{e}");
+        write(
+            dir.path(),
+            "[backends.\"a/b\"]\nheaders = { \"bad name\" = \"s3cret\" }\n",
+            0o600,
+        );
+        let e = check(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("bad name") && !e.contains("s3cret"), "{e}");
+    }
+}
