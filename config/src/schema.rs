@@ -35,6 +35,9 @@ pub struct Config {
     /// `[portal]`: the sharing portal's own address.
     #[serde(default)]
     pub portal: PortalConfig,
+    /// `[gateway]`: a listener of its own for the service gateway (on the department LAN).
+    #[serde(default, skip_serializing_if = "GatewayConfig::is_default")]
+    pub gateway: GatewayConfig,
     /// `[services]`: the API services this node answers (接口共享).
     #[serde(default, skip_serializing_if = "ServicesConfig::is_default")]
     pub services: ServicesConfig,
@@ -69,7 +72,8 @@ pub struct BackendConfig {
     pub code: String,
     /// The backend's base URL (`http://host:port/path`); calls go to base URL + the call's path.
     pub base_url: String,
-    /// Seconds a call may take at the backend, 1 to 60. Unset: [`DEFAULT_BACKEND_TIMEOUT_SECS`].
+    /// Seconds a call may take at the backend, 1 to 10 (the consumer's node waits 15 s for the
+    /// whole call). Unset: [`DEFAULT_BACKEND_TIMEOUT_SECS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
     /// Largest answer taken from the backend (KiB), 1 to [`MAX_BACKEND_RESPONSE_KIB`]. Unset:
@@ -79,7 +83,7 @@ pub struct BackendConfig {
 }
 
 /// The default time a backend call may take.
-pub const DEFAULT_BACKEND_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_BACKEND_TIMEOUT_SECS: u64 = 8;
 /// The default largest backend answer (KiB).
 pub const DEFAULT_BACKEND_RESPONSE_KIB: u64 = 1024;
 /// The largest backend answer that can be set (KiB): it must fit a signed call answer.
@@ -124,8 +128,11 @@ impl BackendConfig {
                 self.base_url
             ));
         }
-        if self.timeout_secs.is_some_and(|t| !(1..=60).contains(&t)) {
-            return Err("timeout_secs must be 1 to 60".into());
+        if self.timeout_secs.is_some_and(|t| !(1..=10).contains(&t)) {
+            return Err(
+                "timeout_secs must be 1 to 10 (the consumer's node waits 15 s for a whole call)"
+                    .into(),
+            );
         }
         if self
             .max_response_kib
@@ -236,6 +243,31 @@ fn default_max_upload_mib() -> u64 {
 
 fn default_portal() -> String {
     "127.0.0.1:7420".into()
+}
+
+/// `[gateway]`: where the department's systems reach the service gateway (`/svc/…`) besides
+/// the admin API's loopback address — e.g. the node's address on the department LAN, so
+/// systems on other machines call through it. Serves the gateway only, never the admin API.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address to listen on, e.g. `"10.20.0.5:7430"`. Unset: no listener of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// PEM certificate chain: with `tls_key`, the gateway serves HTTPS (needed to listen
+    /// anywhere but loopback: client keys must not cross the LAN in clear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert` (keep it 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl GatewayConfig {
+    /// Whether nothing is set.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// `[applications]`.
@@ -463,6 +495,7 @@ impl Config {
             notify: NotifyConfig::default(),
             services: ServicesConfig::default(),
             portal: PortalConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 
@@ -512,6 +545,15 @@ impl Config {
                     self.portal.listen
                 ),
             ));
+        }
+        if let Some(g) = self.gateway_addr()? {
+            let portal = self.portal_addr()?;
+            if g.port() != 0 && (g == api || Some(g) == portal) {
+                return Err((
+                    "gateway.listen",
+                    format!("{g} is also the admin API's or the portal's address; give the gateway its own port (e.g. 7430)"),
+                ));
+            }
         }
         if self.log.max_file_mib == 0 || self.log.max_file_mib > 4096 {
             return Err((
@@ -681,6 +723,33 @@ impl Config {
         Ok(Some(addr))
     }
 
+    /// The gateway's own address, if it has one: loopback, or any address with HTTPS.
+    pub fn gateway_addr(&self) -> Result<Option<SocketAddr>, (&'static str, String)> {
+        let g = &self.gateway;
+        let Some(listen) = &g.listen else {
+            return Ok(None);
+        };
+        if g.tls_cert.is_some() != g.tls_key.is_some() {
+            return Err((
+                "gateway.tls_cert",
+                "give both gateway.tls_cert and gateway.tls_key (PEM files), or neither".into(),
+            ));
+        }
+        let addr: SocketAddr = listen.parse().map_err(|_| {
+            (
+                "gateway.listen",
+                format!("{listen:?} is not an address; write e.g. \"10.20.0.5:7430\""),
+            )
+        })?;
+        if !addr.ip().is_loopback() && g.tls_cert.is_none() {
+            return Err((
+                "gateway.listen",
+                format!("{addr} is not a loopback address: a gateway reached from other machines needs HTTPS (client keys must not cross the network in clear); set gateway.tls_cert and gateway.tls_key, or listen on 127.0.0.1"),
+            ));
+        }
+        Ok(Some(addr))
+    }
+
     /// The host (and port, if given) of `portal.public_origin`, as browsers send it in `Host`.
     pub fn public_host(&self) -> Result<Option<String>, (&'static str, String)> {
         let Some(o) = &self.portal.public_origin else {
@@ -788,6 +857,47 @@ org_code = "91350100M000100Y43"
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn a_gateway_off_loopback_needs_tls_and_backends_and_anchors_are_checked() {
+        let parse = |extra: &str| Config::parse(&format!("{GOOD}\n{extra}\n"), Path::new("h.toml"));
+        let e = parse("[gateway]\nlisten = \"10.0.0.5:7430\"").unwrap_err();
+        assert!(
+            e.to_string().contains("gateway.listen") && e.to_string().contains("HTTPS"),
+            "{e}"
+        );
+        let e = parse("[gateway]\nlisten = \"10.0.0.5:7430\"\ntls_cert = \"c.pem\"").unwrap_err();
+        assert!(e.to_string().contains("tls_key"), "{e}");
+        let c = parse(
+            "[gateway]\nlisten = \"10.0.0.5:7430\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.gateway_addr().ok().flatten().map(|a| a.port()),
+            Some(7430)
+        );
+        let e = parse("[gateway]\nlisten = \"127.0.0.1:7410\"").unwrap_err();
+        assert!(e.to_string().contains("its own port"), "{e}");
+        assert!(parse("[gateway]\nlisten = \"127.0.0.1:7430\"").is_ok());
+        let backend = |b: &str| {
+            parse(&format!(
+                "[[services.backends]]\ncode = \"301001/000001\"\n{b}"
+            ))
+        };
+        assert!(backend("base_url = \"http://10.0.0.9:8080/api\"").is_ok());
+        for bad in [
+            "base_url = \"https://10.0.0.9/api\"",
+            "base_url = \"http://user@10.0.0.9/\"",
+            "base_url = \"http://\"",
+            "base_url = \"http://a/\"\ntimeout_secs = 0",
+            "base_url = \"http://a/\"\nmax_response_kib = 4096",
+        ] {
+            let e = backend(bad).unwrap_err();
+            assert!(e.to_string().contains("services.backends"), "{bad}: {e}");
+        }
+        let e = parse("[services]\nanchor_secs = 61").unwrap_err();
+        assert!(e.to_string().contains("anchor_secs"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,8 @@
 pub const API_ADDR_FILE: &str = "api.addr";
 /// The portal's bound address, written at start (absent when the portal is off).
 pub const PORTAL_ADDR_FILE: &str = "portal.addr";
+/// The file holding the service gateway's own address (when `[gateway] listen` is set).
+pub const GATEWAY_ADDR_FILE: &str = "gateway.addr";
 /// File in the node directory with the API bearer token (mode 0600).
 pub const API_TOKEN_FILE: &str = "api.token";
 

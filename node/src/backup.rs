@@ -52,7 +52,13 @@ const STALE_STAGING: std::time::Duration = std::time::Duration::from_secs(6 * 36
 const SPACE_MARGIN: u64 = 64 * 1024 * 1024;
 
 /// The files of a node directory a backup holds besides `db/`, `chunks/` and `audit/`.
-pub const NODE_FILES: [&str; 3] = ["huitong.toml", "node.key", "charter.cbor"];
+pub const NODE_FILES: [&str; 5] = [
+    "huitong.toml",
+    "node.key",
+    "charter.cbor",
+    crate::secrets::SECRETS_FILE,
+    crate::service::clients::FILE,
+];
 
 /// What `backup.json` says.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -5,8 +5,10 @@
 //! ([`crate::auditor::calls`]).
 //!
 //! An anchor fixes every call up to its size: a record changed, dropped or inserted afterwards no
-//! longer leads to the anchored head. An anchor that does not grow its feed's last one (a node
-//! presenting a shorter or rewritten log) is logged as refused, so it is seen, and not kept.
+//! longer leads to the anchored head (the proof of a call checks the chain). An anchor that does
+//! not grow its feed's last one (a node presenting a shorter log) is logged as refused, so it is
+//! seen, and not kept; whether a longer log still holds the anchored records is what a call's
+//! proof checks. A store restored from an older backup goes on from its last anchored head.
 //!
 //! Layering: a view over [`crate::feeds`] and a task of the daemon; reads [`crate::call_log`].
 
@@ -127,6 +129,23 @@ impl crate::feeds::View for View {
     }
 }
 
+/// A log behind this node's own latest anchor (a store restored from an older backup) goes on
+/// from the anchored head, so new calls chain to what the audit log holds.
+fn resume(state: &NodeState) -> Result<(), StoreError> {
+    let Some(last) = latest(state, &state.id())? else {
+        return Ok(());
+    };
+    let anchored = crate::call_log::Head {
+        size: last.head.size,
+        hash: last.head.head,
+    };
+    let before = state.calls.head(&state.store)?;
+    if state.calls.resume_after(&state.store, anchored)? {
+        warn!(target: "huitong::audit", held = before.size, anchored = anchored.size, "the call log is behind its last anchor (restored from an older backup?): the calls between are lost; the log goes on from the anchored head");
+    }
+    Ok(())
+}
+
 /// Anchors this node's call log head every `every` while it grows, until `stop`.
 pub async fn run(feeds: Arc<Feeds>, net: Client, every: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
@@ -145,6 +164,7 @@ pub async fn once(feeds: &Arc<Feeds>, net: &Client) {
     let f = feeds.clone();
     let appended = tokio::task::spawn_blocking(move || {
         let state = f.state();
+        resume(state).map_err(AppendError::from)?;
         let head = state.calls.head(&state.store).map_err(AppendError::from)?;
         if head.size == 0 {
             return Ok(None);

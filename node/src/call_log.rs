@@ -24,7 +24,7 @@ use crate::store::{Store, StoreError, CF_CALLS, CF_CALL_IDS, CF_META};
 /// The meta key of the log's head: (records, head hash).
 const HEAD_KEY: &[u8] = b"calls_head";
 /// Largest record (an answer envelope and the rest).
-const MAX_RECORD_BYTES: usize = huitong_protocol::call::MAX_ANSWER_BYTES + 64 * 1024;
+pub(crate) const MAX_RECORD_BYTES: usize = huitong_protocol::call::MAX_ANSWER_BYTES + 64 * 1024;
 
 /// Which side of a call this node was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -202,6 +202,26 @@ impl CallLog {
         s.db().write(batch)?;
         *guard = Some(next);
         Ok(record)
+    }
+
+    /// Continues the log after `anchored`, a head this node anchored beyond the log it holds
+    /// (restored from a backup older than the anchor): the records between are lost, and the
+    /// chain check says so at the gap, but every call from now on is chained to the anchored
+    /// head and can be proved. Does nothing when the log already reaches it.
+    pub fn resume_after(&self, store: &Store, anchored: Head) -> Result<bool, StoreError> {
+        let mut guard = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let head = match *guard {
+            Some(h) => h,
+            None => read_head(store)?,
+        };
+        if head.size >= anchored.size {
+            return Ok(false);
+        }
+        store
+            .db()
+            .put_cf(store.cf(CF_META), HEAD_KEY, codec::encode(&anchored))?;
+        *guard = Some(anchored);
+        Ok(true)
     }
 
     /// The head now.

@@ -24,7 +24,7 @@ use libp2p::Multiaddr;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::{API_ADDR_FILE, API_TOKEN_FILE, PORTAL_ADDR_FILE};
+use crate::api::{API_ADDR_FILE, API_TOKEN_FILE, GATEWAY_ADDR_FILE, PORTAL_ADDR_FILE};
 use crate::feeds::{self, Feeds};
 use crate::net::{self, Client, EventLoop};
 use crate::state::NodeState;
@@ -260,6 +260,13 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     // A proxied service's credentials: checked now, so a mistake is heard of before a call.
     if !config.services.backends.is_empty() {
         crate::secrets::check(&state.dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let given =
+            crate::secrets::backend_codes(&state.dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for b in &config.services.backends {
+            if !given.contains(&b.code) {
+                warn!(code = %b.code, "services.backends: {} has no credentials in {}; calls reach its backend without any", b.code, crate::secrets::SECRETS_FILE);
+            }
+        }
     }
     tasks.spawn_infallible(
         "housekeeping",
@@ -336,6 +343,34 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
             None
         }
     };
+    let gateway_at = match config
+        .gateway_addr()
+        .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?
+    {
+        Some(addr) => {
+            let tls = match (&config.gateway.tls_cert, &config.gateway.tls_key) {
+                (Some(cert), Some(key)) => Some(
+                    crate::http::tls::acceptor(&resolve(dir, cert), &resolve(dir, key))
+                        .map_err(config_error)?,
+                ),
+                _ => None,
+            };
+            let (l, at) = crate::http::bind(addr).await.with_context(|| {
+                format!("cannot bind the service gateway on {addr} (gateway.listen); is another program using it?")
+            })?;
+            std::fs::write(dir.join(GATEWAY_ADDR_FILE), at.to_string())?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            info!(gateway = %format!("{scheme}://{at}/svc/"), "service gateway listening");
+            Some(match tls {
+                Some(acceptor) => crate::http::PortalListener::Tls(l, acceptor),
+                None => crate::http::PortalListener::Plain(l),
+            })
+        }
+        None => {
+            let _ = std::fs::remove_file(dir.join(GATEWAY_ADDR_FILE));
+            None
+        }
+    };
     let token = token(dir)?;
     let accounts = Arc::new(crate::accounts::Accounts::new(state.clone()));
     std::fs::write(dir.join(API_ADDR_FILE), bound.to_string())?;
@@ -346,7 +381,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     tasks.spawn(
         "admin API",
         crate::http::serve(
-            (listener, portal),
+            (listener, portal, gateway_at),
             feeds,
             transport,
             token,
@@ -367,6 +402,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = std::fs::remove_file(dir.join(API_ADDR_FILE));
     let _ = std::fs::remove_file(dir.join(PORTAL_ADDR_FILE));
+    let _ = std::fs::remove_file(dir.join(GATEWAY_ADDR_FILE));
     tasks.stop().await;
     info!("stopped");
     match failed {

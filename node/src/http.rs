@@ -44,7 +44,7 @@ mod people;
 pub mod portal;
 pub mod tls;
 
-/// Where the portal listens: plain HTTP (loopback) or HTTPS.
+/// Where the portal (or the gateway's own listener) listens: plain HTTP (loopback) or HTTPS.
 pub enum PortalListener {
     /// HTTP on a loopback address.
     Plain(tokio::net::TcpListener),
@@ -116,7 +116,11 @@ pub struct Backends {
 
 /// Serves the API, and the portal when it has a listener, until `shutdown` is cancelled.
 pub async fn serve(
-    (listener, portal): (tokio::net::TcpListener, Option<PortalListener>),
+    (listener, portal, gateway_at): (
+        tokio::net::TcpListener,
+        Option<PortalListener>,
+        Option<PortalListener>,
+    ),
     feeds: Arc<Feeds>,
     transport: Transport,
     token: String,
@@ -213,18 +217,7 @@ pub async fn serve(
             authz::guard,
         ))
         // The service gateway checks its own client keys (not the API's tokens).
-        .route(
-            "/svc/{provider}/{class}/{number}/lookup",
-            get(gateway::lookup),
-        )
-        .route(
-            "/svc/{provider}/{class}/{number}/verify",
-            post(gateway::verify),
-        )
-        .route(
-            "/svc/{provider}/{class}/{number}/call/{*path}",
-            axum::routing::any(gateway::proxied),
-        )
+        .merge(gateway::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx.clone());
     let api = {
@@ -235,33 +228,54 @@ pub async fn serve(
         )
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
     };
-    let Some(portal) = portal else {
-        return api.await;
-    };
-    let shutdown_tls = shutdown.clone();
-    let pages = portal::router(ctx)
-        .layer(axum::middleware::map_response(portal::headers))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        // A body whose next bytes do not come within this ends its request (a client that
-        // sends a request head and then nothing does not hold its connection).
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            BODY_STALL,
-        ));
-    let stop = async move { shutdown.cancelled().await };
-    let pages: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
-        match portal {
-            PortalListener::Plain(l) => Box::pin(
-                axum::serve(l, pages.into_make_service_with_connect_info::<SocketAddr>())
+    let stalls = || tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_STALL);
+    // The gateway on a listener of its own: its routes only, never the admin API.
+    let gateway_site = gateway_at.map(|l| {
+        let app = gateway::routes()
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .layer(stalls())
+            .with_state(ctx.clone());
+        serve_site(l, app, shutdown.clone())
+    });
+    let portal_site = portal.map(|l| {
+        let pages = portal::router(ctx)
+            .layer(axum::middleware::map_response(portal::headers))
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            // A body whose next bytes do not come within this ends its request (a client that
+            // sends a request head and then nothing does not hold its connection).
+            .layer(stalls());
+        serve_site(l, pages, shutdown.clone())
+    });
+    let idle = || -> Site { Box::pin(std::future::ready(Ok(()))) };
+    let (a, p, g) = tokio::join!(
+        api,
+        portal_site.unwrap_or_else(idle),
+        gateway_site.unwrap_or_else(idle)
+    );
+    a.and(p).and(g)
+}
+
+/// A site being served until shutdown.
+type Site = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
+
+/// Serves `app` on `l` (HTTP, or HTTPS with hyper's header-read timeout) until `shutdown`.
+fn serve_site(l: PortalListener, app: Router, shutdown: CancellationToken) -> Site {
+    match l {
+        PortalListener::Plain(l) => {
+            let stop = async move { shutdown.cancelled().await };
+            Box::pin(
+                axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
                     .with_graceful_shutdown(stop)
                     .into_future(),
-            ),
-            PortalListener::Tls(l, acceptor) => {
-                let l = tls::TlsListener::new(l, acceptor, shutdown_tls.clone())?;
-                Box::pin(tls::serve(l, pages, shutdown_tls))
+            )
+        }
+        PortalListener::Tls(l, acceptor) => {
+            match tls::TlsListener::new(l, acceptor, shutdown.clone()) {
+                Ok(l) => Box::pin(tls::serve(l, app, shutdown)),
+                Err(e) => Box::pin(std::future::ready(Err(e))),
             }
-        };
-    let (a, p) = tokio::join!(api, pages);
-    a.and(p)
+        }
+    }
 }
 
 /// The address actually bound, for `api.addr`.

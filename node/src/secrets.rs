@@ -140,6 +140,11 @@ fn to_headers(path: &Path, code: &str, b: &Backend) -> Result<HeaderMap, Secrets
     Ok(out)
 }
 
+/// The resource codes the file gives headers for.
+pub fn backend_codes(dir: &Path) -> Result<Vec<String>, SecretsError> {
+    Ok(read(dir)?.1.backends.into_keys().collect())
+}
+
 /// The headers the backend of resource `code` expects (none when the file names none).
 pub fn backend_headers(dir: &Path, code: &str) -> Result<HeaderMap, SecretsError> {
     let (path, mut file) = read(dir)?;

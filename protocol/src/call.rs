@@ -73,20 +73,44 @@ impl Op {
         let Some(cell) = cell else {
             return false;
         };
-        let order = match (cell.trim().parse::<f64>(), value.trim().parse::<f64>()) {
-            (Ok(a), Ok(b)) if a.is_finite() && b.is_finite() => a.partial_cmp(&b),
-            _ => Some(cell.cmp(value)),
-        };
         use std::cmp::Ordering::*;
         match self {
-            Op::Eq => cell == value || order == Some(Equal),
-            Op::Ne => !(cell == value || order == Some(Equal)),
-            Op::Lt => order == Some(Less),
-            Op::Le => matches!(order, Some(Less | Equal)),
-            Op::Gt => order == Some(Greater),
-            Op::Ge => matches!(order, Some(Greater | Equal)),
+            // Equality is on the text: 007 is not 7, and long ID numbers never round.
+            Op::Eq => cell == value,
+            Op::Ne => cell != value,
             Op::Prefix => cell.starts_with(value),
+            Op::Lt => order(cell, value) == Less,
+            Op::Le => order(cell, value) != Greater,
+            Op::Gt => order(cell, value) == Greater,
+            Op::Ge => order(cell, value) != Less,
         }
+    }
+
+    /// Whether this operator can reveal more of a value than whether it equals one given
+    /// (ranges and prefixes): refused on a masked 信息项.
+    pub fn probes(self) -> bool {
+        !matches!(self, Op::Eq | Op::Ne)
+    }
+}
+
+/// Two values in order: as numbers when both are plain decimals of at most 15 significant
+/// digits (exact in an `f64`), else as text (so dates written YYYY-MM-DD compare in order).
+fn order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn number(s: &str) -> Option<f64> {
+        let t = s.trim();
+        let digits = t.bytes().filter(u8::is_ascii_digit).count();
+        let plain = !t.is_empty()
+            && t.bytes()
+                .enumerate()
+                .all(|(i, c)| c.is_ascii_digit() || c == b'.' || (i == 0 && c == b'-'));
+        if !plain || digits == 0 || digits > 15 {
+            return None;
+        }
+        t.parse::<f64>().ok().filter(|f| f.is_finite())
+    }
+    match (number(a), number(b)) {
+        (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+        _ => a.cmp(b),
     }
 }
 
@@ -186,22 +210,46 @@ pub const MAX_HTTP_QUERY: usize = 4096;
 /// The methods a proxied call may use.
 pub const HTTP_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
-/// Whether `path` is a plain request path: from `/`, printable ASCII without spaces, `?`, `#`
-/// or `\\`, and no `.` or `..` segment (nothing that could walk out of the service's base).
+/// One path segment percent-decoded, or `None` when an escape is malformed.
+fn decode_segment(seg: &str) -> Option<Vec<u8>> {
+    let b = seg.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// Whether `path` is a plain request path: from `/`, printable ASCII without `?`, `#` or `\\`,
+/// every escape well-formed, and no segment that decodes to `.` or `..` or holds `/`, `\\`, `;`
+/// or a control character once decoded (nothing a backend or URL parser could resolve out of
+/// the service's base, or read as another path).
 fn plain_path(path: &str) -> bool {
     path.starts_with('/')
         && path
             .bytes()
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'\\'))
-        && !path.split('/').any(|seg| {
-            let lower = seg.to_ascii_lowercase();
-            seg == "."
-                || seg == ".."
-                || lower.contains("%2e%2e")
-                || lower.contains("%2f")
-                || lower.contains("%5c")
-                || lower == "%2e"
-        })
+        && path
+            .split('/')
+            .skip(1)
+            .all(|seg| match decode_segment(seg) {
+                Some(d) => {
+                    d != b"."
+                        && d != b".."
+                        && !d
+                            .iter()
+                            .any(|&c| matches!(c, b'/' | b'\\' | b';') || c < 0x20 || c == 0x7f)
+                }
+                None => false,
+            })
 }
 
 /// A node's call log head, anchored in its feed (and so in the hub's audit log): the log held
@@ -611,7 +659,10 @@ mod tests {
         assert!(Op::Gt.test(Some("10"), "9"));
         assert!(Op::Lt.test(Some("1989-12-31"), "1990-01-01"));
         assert!(!Op::Ne.test(None, "x"), "an empty cell passes no filter");
-        assert!(Op::Eq.test(Some("1.0"), "1"));
+        assert!(!Op::Eq.test(Some("007"), "7"), "equality is on the text");
+        // 18-digit ID numbers compare as text, never rounded to the same number.
+        assert!(Op::Gt.test(Some("320684199001011235"), "320684199001011234"));
+        assert!(!Op::Ge.test(Some("320684199001011233"), "320684199001011234"));
     }
 
     #[test]
@@ -624,6 +675,7 @@ mod tests {
             body: Vec::new(),
         };
         assert_eq!(q("GET", "/persons/320684").check(), Ok(()));
+        assert_eq!(q("GET", "/persons/%E5%BC%A0").check(), Ok(()));
         for bad in [
             "persons",
             "/a/../b",
@@ -633,6 +685,13 @@ mod tests {
             "/a?x=1",
             "/a\\b",
             "/./a",
+            "/.%2e/admin",
+            "/%2e./admin",
+            "/a/..;/b",
+            "/a%3bx",
+            "/a%00",
+            "/a%zz",
+            "/a%2",
         ] {
             assert!(q("GET", bad).check().is_err(), "{bad}");
         }

@@ -4,7 +4,8 @@
 //! grant, the operation against the OpenAPI description published as the entry's dataset
 //! version, adds the backend's credentials from its secrets file, masks what the grant masks,
 //! and cuts off a slow or oversized backend with a clear error. The credentials appear in no
-//! log and no `--json` output.
+//! log and no `--json` output. The consumer's gateway also listens on an address of its own
+//! over HTTPS (`[gateway]`), serving the gateway there and nothing of the admin API.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -146,6 +147,37 @@ fn call(
     ))
 }
 
+/// `GET path` with the client key over TLS to `port` on loopback (name `gateway.test`): the raw
+/// answer.
+async fn tls_get(
+    roots: &rustls::RootCertStore,
+    port: u16,
+    path: &str,
+    key: &str,
+) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("gateway.test")?,
+            tcp,
+        )
+        .await?;
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 #[test]
 fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() -> anyhow::Result<()>
 {
@@ -156,8 +188,21 @@ fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() 
         let seen = seen.clone();
         std::thread::spawn(move || backend(listener, seen));
     }
+    let cert = rcgen::generate_simple_self_signed(vec!["gateway.test".to_string()])?;
+    let gateway_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut f = start_prepared(2, 2, &[], |net| {
         use std::os::unix::fs::PermissionsExt as _;
+        // The consumer's gateway on an HTTPS listener of its own.
+        let dir = &net.nodes[2].dir;
+        std::fs::write(dir.join("gateway.crt"), cert.cert.pem())?;
+        std::fs::write(dir.join("gateway.key"), cert.key_pair.serialize_pem())?;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join(huitong_config::CONFIG_FILE))?;
+        writeln!(
+            file,
+            "\n[gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\ntls_cert = \"gateway.crt\"\ntls_key = \"gateway.key\""
+        )?;
         let dir = &net.nodes[1].dir;
         let mut file = std::fs::OpenOptions::new()
             .append(true)
@@ -246,7 +291,31 @@ fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() 
         &format!("{base}/persons"),
         Some(json!({"编号": "NO2"})),
     )?;
-    assert_eq!((s, v["编号"].clone()), (201, json!("NO2")), "{v}");
+    // A grant that masks allows reads only: the write never reaches the backend.
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("GET calls only"),
+        "{v}"
+    );
+
+    // The same call through the consumer's HTTPS gateway listener; the admin API is not there.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone())?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let at = format!("/svc/{p_uscc}/{CODE}/call/persons/NO3");
+    let answer = rt.block_on(tls_get(&roots, gateway_port, &at, &key))?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("NO3") && answer.contains("张**"),
+        "{answer}"
+    );
+    let answer = rt.block_on(tls_get(&roots, gateway_port, "/api/v1/status", &key))?;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let answer = rt.block_on(tls_get(&roots, gateway_port, &at, "hgw_wrong"))?;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
 
     // Not in the description: refused before the backend.
     for (m, p) in [
@@ -262,14 +331,18 @@ fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() 
         );
     }
     assert_eq!(seen.admin.load(Ordering::SeqCst), 0);
-    let (s, _, v) = call(
-        &c,
-        &key,
-        reqwest::Method::GET,
-        &format!("{base}/a/../admin"),
-        None,
-    )?;
-    assert!(s == 400 || s == 404, "{v}");
+    // Paths that a URL parser or the backend would resolve elsewhere are refused.
+    for p in [
+        "/a/../admin",
+        "/.%2e/.%2e/admin",
+        "/persons/%2e%2E",
+        "/persons/a%2Fb",
+        "/persons/..;x",
+    ] {
+        let (s, _, v) = call(&c, &key, reqwest::Method::GET, &format!("{base}{p}"), None)?;
+        assert!(s == 400 || s == 404, "{p}: {v}");
+    }
+    assert_eq!(seen.admin.load(Ordering::SeqCst), 0);
 
     // A slow backend is cut off at its timeout (2 s), a 10 MiB answer at 1 MiB, each saying so.
     let t0 = Instant::now();

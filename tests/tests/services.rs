@@ -154,6 +154,24 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     let (s, v) = call(&c, Some(&key), &lookup(&base, "姓名", "NO9999999999"), None)?;
     assert_eq!((s, v["rows"].clone()), (200, json!([])), "{v}");
 
+    // A masked 信息项 can be matched but not probed by a range or prefix.
+    let enc = huitong_testnet::percent_encode;
+    let (s, v) = call(
+        &c,
+        Some(&key),
+        &format!(
+            "{}&filter={}",
+            lookup(&base, "编号", "NO0000000042"),
+            enc("姓名^=张")
+        ),
+        None,
+    )?;
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("masked"),
+        "{v}"
+    );
+
     // An API resource is called, never pulled whole, even under a grant.
     let out = dir.join("whole.csv").to_string_lossy().to_string();
     let why = data::pull_refused(net, consumer, &[CODE, "--out", &out])?;
@@ -313,7 +331,6 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
 
     // Filters and paging (the owner reads every 信息项): 日期 2026-01-01 is every 84th row
     // (24 of 2,000); 编号 from NO0000000840 leaves 14; five at a time from the 11th: four.
-    let enc = huitong_testnet::percent_encode;
     let own_base = svc(net, provider, &p_uscc)?;
     let page = |filter: &str, limit: u32, offset: u32| {
         format!(

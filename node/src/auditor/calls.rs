@@ -150,7 +150,7 @@ pub async fn prove(
             "call {id}: the provider's signed answer kept with the record does not verify or is not the answer the record names"
         ));
     }
-    let mut reports = verify::records(state, t, &end.head.record_id(), None)
+    let reports = verify::records(state, t, &end.head.record_id(), None)
         .await
         .map_err(|e| {
             format!(
@@ -158,13 +158,23 @@ pub async fn prove(
                 end.head.size
             )
         })?;
-    Ok(Some(
-        reports
-            .drain(..)
-            .map(|(mut r, _)| {
-                r.call = Some(proof.clone());
-                r
-            })
-            .collect(),
-    ))
+    // Only this node's own anchor, at its place in this node's feed, proves the call: another
+    // member may repeat the (public) head in its own feed.
+    let me = name_of(state, &state.id());
+    let ours: Vec<RecordReport> = reports
+        .into_iter()
+        .map(|(r, _)| r)
+        .filter(|r| r.kind == "calls" && r.signer == me && r.seq == end.seq)
+        .map(|mut r| {
+            r.call = Some(proof.clone());
+            r
+        })
+        .collect();
+    if ours.is_empty() {
+        return Err(format!(
+            "call {id}: this node's anchor (feed entry {}) is not in the hub's audit log; only another copy of its head is",
+            end.seq
+        ));
+    }
+    Ok(Some(ours))
 }

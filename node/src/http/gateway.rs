@@ -28,6 +28,18 @@ use super::{fail, Ctx, Fail};
 use crate::service::clients;
 use crate::service::consumer::{self, CallError, Called};
 
+/// The gateway's routes (on the admin API's address, and on `[gateway] listen` if set).
+pub(super) fn routes() -> axum::Router<Ctx> {
+    use axum::routing::{any, get, post};
+    axum::Router::new()
+        .route("/svc/{provider}/{class}/{number}/lookup", get(lookup))
+        .route("/svc/{provider}/{class}/{number}/verify", post(verify))
+        .route(
+            "/svc/{provider}/{class}/{number}/call/{*path}",
+            any(proxied),
+        )
+}
+
 /// Rows a lookup returns when it does not say.
 const DEFAULT_LIMIT: u32 = 10;
 
@@ -215,8 +227,9 @@ fn lookup_query(raw: &str) -> Result<CallQuery, String> {
             "key" => once(&mut key)?,
             "value" => once(&mut value)?,
             "fields" => once(&mut fields)?,
-            "limit" => limit = Some(number("limit", &v)?),
-            "offset" => offset = Some(number("offset", &v)?),
+            "limit" if limit.is_none() => limit = Some(number("limit", &v)?),
+            "offset" if offset.is_none() => offset = Some(number("offset", &v)?),
+            "limit" | "offset" => return Err(format!("{k} is given twice")),
             "filter" => filters.push(Filter::parse(&v).map_err(|e| e.to_string())?),
             other => return Err(format!("unknown parameter {other:?}")),
         }
@@ -373,6 +386,9 @@ pub(super) async fn proxied(
             }
         };
         set("x-huitong-call", &a.id);
+        // The provider's backend chose the media type: the caller's browser, if any, must not
+        // guess another.
+        set("x-content-type-options", "nosniff");
         set("x-huitong-version", &a.version.to_string());
         if let Some(g) = &a.grant {
             set("x-huitong-grant", g);

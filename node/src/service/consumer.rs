@@ -221,6 +221,20 @@ pub async fn call(
             ));
         }
         shape(&query, a).map_err(|why| CallError::BadAnswer(why.into()))?;
+        // An id this node already holds (a call's, or an application's) would make `audit verify
+        // --record` prove another thing than the caller means.
+        let taken = crate::call_log::find(&state.store, &a.id)
+            .map_err(|e| CallError::Local(e.to_string()))?
+            .is_some_and(|r| !(record.feed == me && r.side == crate::call_log::Side::Provider))
+            || applications::get(state, &a.id)
+                .map_err(|e| CallError::Local(e.to_string()))?
+                .is_some();
+        if taken {
+            return Err(CallError::BadAnswer(format!(
+                "its id {} is already used on this node",
+                a.id
+            )));
+        }
         Ok((opened, bytes))
     });
     let (status, detail) = match &result {
@@ -311,6 +325,9 @@ fn shape(query: &Query, a: &Answer) -> Result<(), &'static str> {
         return Err("its id is not 32 hex digits");
     }
     match (query, &a.outcome) {
+        (Query::Http { .. }, Outcome::Http { status, .. }) if !(200..=599).contains(status) => {
+            Err("its HTTP status is not a final status (200 to 599)")
+        }
         (Query::Verify { .. }, Outcome::Match(_)) | (Query::Http { .. }, Outcome::Http { .. }) => {
             Ok(())
         }
@@ -360,7 +377,10 @@ async fn ask(
         grant: token.map(serde_bytes::ByteBuf::from),
         query: query.clone(),
     };
-    let answer = match lane.take() {
+    // A write to a proxied service is sent once, on a new stream: a failure after sending it
+    // cannot tell whether the backend acted, so it is not sent again.
+    let once = matches!(query, Query::Http { method, .. } if method != "GET");
+    let answer = match lane.take().filter(|_| !once) {
         // An idle stream the provider may have closed meanwhile: on failure, once more anew.
         Some(mut s) => match exchange(&mut s, &req).await {
             Ok(a) => {
@@ -375,10 +395,10 @@ async fn ask(
         Some(a) => a,
         None => {
             // A new stream; once more if it fails (a connection closing under the old one:
-            // the next stream dials anew). A call only reads, so asking twice is safe.
+            // the next stream dials anew). A read, asked twice, is safe.
             let mut last = String::new();
             let mut got = None;
-            for _ in 0..2 {
+            for _ in 0..if once { 1 } else { 2 } {
                 let attempt = async {
                     let mut s = open_stream(t, peer).await?;
                     let a = exchange(&mut s, &req).await?;

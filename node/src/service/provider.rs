@@ -183,6 +183,23 @@ fn admit(
             .unwrap_or_default(),
         None => CallTerms::default(),
     };
+    // A masked 信息项 can be matched, never probed: a range or prefix filter on it would read
+    // it out a digit at a time.
+    if let Query::Lookup { filters, .. } = query {
+        if let Some(f) = filters
+            .iter()
+            .find(|f| f.op.probes() && terms.masked.contains(&f.item))
+        {
+            return Err(NoAnswer::Refused((
+                RefusalKind::NotShared,
+                format!(
+                    "信息项 {:?} is masked under grant {}: it may be filtered by = or != only",
+                    f.item,
+                    used_grant.as_deref().unwrap_or_default()
+                ),
+            )));
+        }
+    }
     if terms.verify_only && !matches!(query, Query::Verify { .. }) {
         return Err(NoAnswer::Refused((
             RefusalKind::NeedsGrant,
@@ -315,7 +332,7 @@ fn decide_and_answer(
         return Err(NoAnswer::Refused((
             RefusalKind::Invalid,
             format!(
-                "{code}: the answer would be {} bytes, more than {MAX_ANSWER_BYTES}; ask for fewer rows (limit) or 信息项",
+                "{code}: the answer would be {} bytes, more than {MAX_ANSWER_BYTES}; ask for less (fewer rows or 信息项)",
                 sealed.len()
             ),
         )));

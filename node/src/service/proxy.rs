@@ -31,6 +31,9 @@ use crate::state::NodeState;
 pub const MAX_DESCRIPTION_BYTES: u64 = 1024 * 1024;
 /// Descriptions kept parsed.
 const KEPT: usize = 16;
+/// Calls forwarded at once, over all backends: each holds a blocking thread while its backend
+/// answers, so a slow backend cannot take all of them.
+pub const AT_ONCE: usize = 32;
 
 /// One segment of an operation's path template.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +104,16 @@ impl Operations {
 pub struct Proxy {
     client: OnceLock<Result<reqwest::Client, String>>,
     described: Mutex<Vec<(ChunkHash, Arc<Operations>)>>,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// One forwarded call's place among [`AT_ONCE`].
+struct Turn<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn refused(kind: RefusalKind, message: String) -> Refusal {
@@ -116,6 +129,20 @@ fn unavailable(code: &ResourceCode, what: &str, e: &dyn std::fmt::Display) -> Re
 }
 
 impl Proxy {
+    /// A place among the calls forwarded at once, or a refusal when all are taken.
+    fn turn(&self, code: &ResourceCode) -> Result<Turn<'_>, Refusal> {
+        use std::sync::atomic::Ordering;
+        let n = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let turn = Turn(&self.in_flight);
+        if n >= AT_ONCE {
+            return Err(refused(
+                RefusalKind::Unavailable,
+                format!("{code}: the provider is forwarding {AT_ONCE} calls to its backends already; try again shortly"),
+            ));
+        }
+        Ok(turn)
+    }
+
     fn client(&self) -> Result<&reqwest::Client, String> {
         self.client
             .get_or_init(|| {
@@ -154,10 +181,13 @@ impl Proxy {
             })?;
         let signed = SignedManifest::open(&stored.envelope, &state.id(), dv)
             .map_err(|e| unavailable(code, "reading its description", &e))?;
+        // A missing or bad description is the provider's to fix: the caller hears it is
+        // unavailable, the provider's log says why.
         let not_described = || {
-            refused(
-                RefusalKind::NotFound,
-                format!("{code} has no OpenAPI description: its provider publishes one as the resource's dataset version (a JSON file)"),
+            unavailable(
+                code,
+                "no OpenAPI description",
+                &"publish it as the resource's dataset version: huitong dataset publish CODE --from openapi.json --file",
             )
         };
         let Body::File { chunks, .. } = &signed.manifest.body else {
@@ -165,9 +195,10 @@ impl Proxy {
         };
         let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
         if total > MAX_DESCRIPTION_BYTES {
-            return Err(refused(
-                RefusalKind::NotFound,
-                format!("{code}: the OpenAPI description is {total} bytes, more than {MAX_DESCRIPTION_BYTES}"),
+            return Err(unavailable(
+                code,
+                "its OpenAPI description is too large",
+                &format!("{total} bytes, more than {MAX_DESCRIPTION_BYTES}"),
             ));
         }
         let mut json = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
@@ -180,7 +211,7 @@ impl Proxy {
         }
         let ops = Arc::new(
             Operations::parse(&json)
-                .map_err(|why| refused(RefusalKind::NotFound, format!("{code}: {why}")))?,
+                .map_err(|why| unavailable(code, "its OpenAPI description is not valid", &why))?,
         );
         let mut all = self.described.lock().unwrap_or_else(|p| p.into_inner());
         if all.len() >= KEPT {
@@ -222,19 +253,49 @@ impl Proxy {
                 format!("{code}: {method} {path} is not an operation of the service's OpenAPI description"),
             ));
         }
+        // A masked grant reads only: a write's answer may not be JSON (204, text), and it could
+        // not be masked after the backend had already acted.
+        if !masked.is_empty() && method != "GET" {
+            return Err(refused(
+                RefusalKind::NotShared,
+                format!(
+                    "{code}: the grant masks {}, so it allows GET calls only",
+                    masked.join(",")
+                ),
+            ));
+        }
         let headers = crate::secrets::backend_headers(&state.dir, code.as_str())
             .map_err(|e| unavailable(code, "its backend's credentials", &e))?;
         let client = self
             .client()
             .map_err(|e| unavailable(code, "its HTTP client", &e))?;
-        let mut url = format!("{}{path}", backend.base_url.trim_end_matches('/'));
+        let base = backend.base_url.trim_end_matches('/');
+        let mut url = format!("{base}{path}");
         if !qs.is_empty() {
             url.push('?');
             url.push_str(qs);
         }
+        // The URL as the client will send it must be the base and the path unchanged: nothing
+        // resolved, normalised or re-rooted on the way.
+        let parsed = reqwest::Url::parse(&url).map_err(|e| {
+            refused(
+                RefusalKind::Invalid,
+                format!("{code}: {method} {path}: {e}"),
+            )
+        })?;
+        let base_path = reqwest::Url::parse(base)
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_default();
+        if parsed.path() != format!("{base_path}{path}") {
+            return Err(refused(
+                RefusalKind::Invalid,
+                format!("{code}: the path {path} does not stay below the service"),
+            ));
+        }
+        let _turn = self.turn(code)?;
         let m = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| refused(RefusalKind::Invalid, e.to_string()))?;
-        let mut req = client.request(m, &url).headers(headers);
+        let mut req = client.request(m, parsed).headers(headers);
         if let Some(t) = content_type {
             req = req.header(reqwest::header::CONTENT_TYPE, t.as_str());
         }
@@ -281,7 +342,7 @@ impl Proxy {
                 return Err(unavailable(code, "its backend cannot be reached", &e.without_url()))
             }
         };
-        let body = if masked.is_empty() {
+        let body = if masked.is_empty() || body.is_empty() {
             body
         } else {
             mask_json(&body, masked).ok_or_else(|| {

@@ -21,6 +21,9 @@ use crate::state::NodeState;
 
 /// Largest table (sum of its column chunks) a query service loads.
 pub const MAX_LOADED_BYTES: u64 = 512 * 1024 * 1024;
+/// Most rows of one key value a filtered lookup examines: a key shared by more rows needs a
+/// narrower key.
+pub const MAX_EXAMINED: usize = 200_000;
 /// Versions kept loaded.
 const KEPT: usize = 4;
 /// Largest index of one column (an estimate: each distinct value and its row list).
@@ -130,6 +133,12 @@ impl Loaded {
                     .map(|f| col(&f.item).map(|c| (c, f)))
                     .collect::<Result<Vec<_>, _>>()?;
                 let found = self.find(k, value)?;
+                if !conds.is_empty() && found.len() > MAX_EXAMINED {
+                    return Err(format!(
+                        "{key} = {value:?} holds {} rows, more than a filtered lookup examines ({MAX_EXAMINED}); look up a narrower key",
+                        found.len()
+                    ));
+                }
                 let (limit, skip) = (*limit as usize, *offset as usize);
                 // The rows that pass every filter, in table order: skip `offset`, keep `limit`,
                 // and look one further to say whether more match.
