@@ -8,9 +8,12 @@
 
 use std::time::{Duration, Instant};
 
-use huitong_protocol::call::{Outcome, SignedAnswer};
+use huitong_protocol::call::{Outcome, Query, SignedAnswer};
+use huitong_protocol::grant::{assemble, endorse, mint, GrantFacts};
+use huitong_protocol::wire::{DataRequest, DataResponse};
+use huitong_protocol::{ResourceCode, SecretKey};
 use huitong_tests::workflow::{apply, wait_state};
-use huitong_tests::{cli_ok, data, start_prepared};
+use huitong_tests::{cli_ok, data, rogue, start_prepared};
 use serde_json::{json, Value};
 
 const CODE: &str = "301001/000051";
@@ -153,6 +156,66 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     // No such row: an empty answer, not an error.
     let (s, v) = call(&c, Some(&key), &lookup(&base, "姓名", "NO9999999999"), None)?;
     assert_eq!((s, v["rows"].clone()), (200, json!([])), "{v}");
+
+    // Another member presenting a grant made out to the consumer, or an expired one: refused by
+    // the provider, which checks the connecting key and the period on every call.
+    let node_key = |i: usize| -> anyhow::Result<SecretKey> {
+        Ok(huitong_config::keyfile::read(
+            &net.nodes[i].dir.join(huitong_config::NODE_KEY_FILE),
+        )?)
+    };
+    let (hub_key, p_key, c_key) = (node_key(0)?, node_key(provider)?, node_key(consumer)?);
+    let (rkey, _) = rogue::admit(net, provider)?;
+    let other = rogue::connect(net, &rkey)?;
+    let peer = net.nodes[provider].peer_id.clone();
+    let forged = |consumer: huitong_protocol::NodeId, expires: u64| -> anyhow::Result<Vec<u8>> {
+        let facts = GrantFacts {
+            id: id.clone(),
+            code: CODE.into(),
+            provider: p_key.public(),
+            consumer,
+            fields: vec!["编号".into(), "姓名".into()],
+            expires,
+        };
+        let token = mint(&hub_key, &facts)?;
+        let block = endorse(&p_key, &token, &facts)?;
+        Ok(assemble(&token, &block)?)
+    };
+    let now_s = huitong_tests::now_ms() / 1000;
+    for (what, token) in [
+        (
+            "the consumer's grant",
+            forged(c_key.public(), 4_000_000_000)?,
+        ),
+        (
+            "a grant under the consumer's application",
+            forged(rkey.public(), 4_000_000_000)?,
+        ),
+        ("an expired grant", forged(rkey.public(), now_s - 3600)?),
+    ] {
+        let (answer, _) = other.data(
+            &peer,
+            DataRequest::Call {
+                code: ResourceCode::parse(CODE)?,
+                grant: Some(serde_bytes::ByteBuf::from(token)),
+                query: Query::Lookup {
+                    key: "编号".into(),
+                    value: "NO0000000042".into(),
+                    fields: vec!["编号".into()],
+                    limit: 1,
+                    filters: Vec::new(),
+                    offset: 0,
+                },
+            },
+        )?;
+        let DataResponse::Refused { message, .. } = &answer else {
+            anyhow::bail!("{what} was answered: {answer:?}");
+        };
+        assert!(
+            message.contains("grant") || message.contains("token"),
+            "{what}: {message}"
+        );
+    }
 
     // A masked 信息项 can be matched but not probed by a range or prefix.
     let enc = huitong_testnet::percent_encode;

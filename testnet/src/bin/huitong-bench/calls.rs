@@ -264,6 +264,40 @@ pub fn calls(a: CallsArgs) -> anyhow::Result<()> {
         "throughput ratio (through the federation ÷ own): {:.2}",
         their_rate / own_rate
     );
+    // The provider's own time per call, from its call log: a member's call is decided (quota,
+    // grant, every 信息项) and an own call is not, so the difference of the medians is what
+    // deciding a call costs.
+    let stats = cli_json(&t, provider, &["audit", "call-stats", "--json"])?;
+    let median = |peer: &str| {
+        stats["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["side"] == "provider" && r["code"] == CODE && r["peer"] == peer)
+            .map(|r| {
+                (
+                    r["p50_us"].as_u64().unwrap_or_default(),
+                    r["p99_us"].as_u64().unwrap_or_default(),
+                    r["calls"].as_u64().unwrap_or_default(),
+                )
+            })
+    };
+    let (me, them) = (
+        t.nodes[provider].name.clone(),
+        t.nodes[consumer].name.clone(),
+    );
+    if let (Some(own), Some(member)) = (median(&me), median(&them)) {
+        println!(
+            "provider's time per call (its call log): own p50 {} µs p99 {} µs ({} calls); member's p50 {} µs p99 {} µs ({} calls)",
+            own.0, own.1, own.2, member.0, member.1, member.2
+        );
+        println!(
+            "deciding a member's call (difference of the medians): {:.3} ms",
+            (member.0 as f64 - own.0 as f64) / 1000.0
+        );
+    } else {
+        eprintln!("no per-peer call statistics: {stats}");
+    }
     t.stop_all()?;
     Ok(())
 }
