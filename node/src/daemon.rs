@@ -125,6 +125,39 @@ fn config_error(e: impl std::fmt::Display) -> anyhow::Error {
     ConfigError(e.to_string()).into()
 }
 
+/// Binds a site of its own (`site`: the portal, the gateway's listener) on `addr`: HTTPS when
+/// given a certificate and key (read first, so a bad one stops the start with a clear error),
+/// its bound address written to `file`. The listener and its base URL.
+async fn bind_site(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    site: &'static str,
+    (cert, key): (&Option<std::path::PathBuf>, &Option<std::path::PathBuf>),
+    file: &str,
+) -> anyhow::Result<(crate::http::PortalListener, String)> {
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(
+            crate::http::tls::acceptor(site, &resolve(dir, cert), &resolve(dir, key))
+                .map_err(config_error)?,
+        ),
+        _ => None,
+    };
+    let (l, at) = crate::http::bind(addr).await.with_context(|| {
+        format!("cannot bind {addr} ({site}.listen); is another node or program using it? use port 0 to pick a free one")
+    })?;
+    std::fs::write(dir.join(file), at.to_string())?;
+    Ok(match tls {
+        Some(acceptor) => (
+            crate::http::PortalListener::Tls(l, acceptor),
+            format!("https://{at}"),
+        ),
+        None => (
+            crate::http::PortalListener::Plain(l),
+            format!("http://{at}"),
+        ),
+    })
+}
+
 /// Runs a node until shutdown.
 pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     bound_allocator_retention();
@@ -319,24 +352,17 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?
     {
         Some(addr) => {
-            // The certificate first: a bad one stops the start with a clear error.
-            let tls = match (&config.portal.tls_cert, &config.portal.tls_key) {
-                (Some(cert), Some(key)) => Some(
-                    crate::http::tls::acceptor(&resolve(dir, cert), &resolve(dir, key))
-                        .map_err(config_error)?,
-                ),
-                _ => None,
-            };
-            let (l, at) = crate::http::bind(addr).await.with_context(|| {
-                format!("cannot bind the portal on {addr} (portal.listen); is another node using it? use port 0 to pick a free one, or \"off\"")
-            })?;
-            std::fs::write(dir.join(PORTAL_ADDR_FILE), at.to_string())?;
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            info!(portal = %format!("{scheme}://{at}/"), public = ?config.portal.public_origin, "sharing portal listening");
-            Some(match tls {
-                Some(acceptor) => crate::http::PortalListener::Tls(l, acceptor),
-                None => crate::http::PortalListener::Plain(l),
-            })
+            let p = &config.portal;
+            let (l, url) = bind_site(
+                dir,
+                addr,
+                "portal",
+                (&p.tls_cert, &p.tls_key),
+                PORTAL_ADDR_FILE,
+            )
+            .await?;
+            info!(portal = %format!("{url}/"), public = ?p.public_origin, "sharing portal listening");
+            Some(l)
         }
         None => {
             let _ = std::fs::remove_file(dir.join(PORTAL_ADDR_FILE));
@@ -348,23 +374,17 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?
     {
         Some(addr) => {
-            let tls = match (&config.gateway.tls_cert, &config.gateway.tls_key) {
-                (Some(cert), Some(key)) => Some(
-                    crate::http::tls::acceptor(&resolve(dir, cert), &resolve(dir, key))
-                        .map_err(config_error)?,
-                ),
-                _ => None,
-            };
-            let (l, at) = crate::http::bind(addr).await.with_context(|| {
-                format!("cannot bind the service gateway on {addr} (gateway.listen); is another program using it?")
-            })?;
-            std::fs::write(dir.join(GATEWAY_ADDR_FILE), at.to_string())?;
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            info!(gateway = %format!("{scheme}://{at}/svc/"), "service gateway listening");
-            Some(match tls {
-                Some(acceptor) => crate::http::PortalListener::Tls(l, acceptor),
-                None => crate::http::PortalListener::Plain(l),
-            })
+            let g = &config.gateway;
+            let (l, url) = bind_site(
+                dir,
+                addr,
+                "gateway",
+                (&g.tls_cert, &g.tls_key),
+                GATEWAY_ADDR_FILE,
+            )
+            .await?;
+            info!(gateway = %format!("{url}/svc/"), "service gateway listening");
+            Some(l)
         }
         None => {
             let _ = std::fs::remove_file(dir.join(GATEWAY_ADDR_FILE));

@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod data;
 pub mod rogue;
+pub mod tls;
 pub mod workflow;
 
 use std::path::PathBuf;

@@ -5,11 +5,8 @@
 //! error naming the setting.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use huitong_tests::{start_prepared, wait_until};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The node's `huitong.toml` with `[portal]` changed by `edit`.
 fn edit_portal(dir: &std::path::Path, edit: impl FnOnce(&mut toml::Table)) -> anyhow::Result<()> {
@@ -33,22 +30,7 @@ async fn get(
     host: &str,
     path: &str,
 ) -> anyhow::Result<String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots.clone())
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("portal.test")?, tcp)
-        .await?;
-    tls.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut out = Vec::new();
-    tls.read_to_end(&mut out).await?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    huitong_tests::tls::get(roots, port, ("portal.test", host), path, &[]).await
 }
 
 #[test]

@@ -155,27 +155,15 @@ async fn tls_get(
     path: &str,
     key: &str,
 ) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots.clone())
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(
-            rustls::pki_types::ServerName::try_from("gateway.test")?,
-            tcp,
-        )
-        .await?;
-    tls.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
+    let auth = format!("Bearer {key}");
+    huitong_tests::tls::get(
+        roots,
+        port,
+        ("gateway.test", "gateway.test"),
+        path,
+        &[("Authorization", &auth)],
     )
-    .await?;
-    let mut out = Vec::new();
-    tls.read_to_end(&mut out).await?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    .await
 }
 
 #[test]

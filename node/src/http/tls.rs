@@ -41,28 +41,38 @@ const CONNECTIONS: usize = 512;
 /// Connections open at once from one address; more are closed at once.
 const CONNECTIONS_PER_ADDRESS: usize = 64;
 
-/// Why the portal's TLS could not be set up.
+/// Why a site's TLS (the portal's, the gateway's) could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM file could not be read.
-    #[error("{path}: {message}; give a PEM file (portal.tls_cert: the certificate chain, portal.tls_key: its private key)")]
+    #[error("{path}: {message}; give a PEM file ({site}.tls_cert: the certificate chain, {site}.tls_key: its private key)")]
     Pem {
+        /// The settings' section: `portal` or `gateway`.
+        site: &'static str,
         /// The file.
         path: String,
         /// What was wrong.
         message: String,
     },
     /// rustls refused the certificate and key.
-    #[error("portal.tls_cert and portal.tls_key do not make a usable TLS identity: {0}")]
-    Config(#[from] rustls::Error),
+    #[error("{site}.tls_cert and {site}.tls_key do not make a usable TLS identity: {error}")]
+    Config {
+        /// The settings' section.
+        site: &'static str,
+        /// What rustls said.
+        error: rustls::Error,
+    },
 }
 
-/// Reads the certificate chain and key into a TLS acceptor (TLS 1.2 and 1.3, HTTP/1.1).
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+/// Reads the certificate chain and key of `site` (`portal`, `gateway`: named in errors) into a
+/// TLS acceptor (TLS 1.2 and 1.3, HTTP/1.1).
+pub fn acceptor(site: &'static str, cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let pem = |path: &Path, e: &dyn std::fmt::Display| TlsError::Pem {
+        site,
         path: path.display().to_string(),
         message: e.to_string(),
     };
+    let refused = |error| TlsError::Config { site, error };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| pem(cert, &e))?
         .collect::<Result<_, _>>()
@@ -73,9 +83,11 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem(key, &e))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
+        .with_safe_default_protocol_versions()
+        .map_err(refused)?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_single_cert(certs, key)
+        .map_err(refused)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
