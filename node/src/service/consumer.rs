@@ -42,7 +42,18 @@ pub struct Outbound {
     /// a signature here and the provider three verifications and a datalog run each time (its
     /// caches are keyed by the token's bytes); assembled once, the provider's caches hold.
     tokens: std::sync::Mutex<std::collections::HashMap<String, Assembled>>,
+    /// This node's grant for each (provider, resource), looked up at most every
+    /// [`GRANT_FRESH`]: finding it reads every application this node knows of.
+    grants: std::sync::Mutex<std::collections::HashMap<(NodeId, String), Looked>>,
 }
+
+/// A grant looked up for calls, and when.
+type Looked = (Instant, Option<applications::AppRecord>);
+
+/// How long a grant looked up for calls is used before it is looked up again. A revocation is
+/// enforced by the provider on the next call whatever this node presents; a new grant is
+/// presented at most this much later.
+const GRANT_FRESH: Duration = Duration::from_secs(2);
 
 /// A grant's hub token and provider block, and the token assembled from them.
 type Assembled = (Vec<u8>, Vec<u8>, Vec<u8>);
@@ -51,6 +62,31 @@ type Assembled = (Vec<u8>, Vec<u8>, Vec<u8>);
 const KEPT_TOKENS: usize = 1024;
 
 impl Outbound {
+    /// This node's grant for `code` of `provider`, looked up at most every [`GRANT_FRESH`].
+    fn grant(
+        &self,
+        state: &NodeState,
+        provider: &NodeId,
+        code: &str,
+    ) -> Result<Option<applications::AppRecord>, crate::store::StoreError> {
+        let key = (*provider, code.to_string());
+        {
+            let all = self.grants.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, r)) = all.get(&key) {
+                if at.elapsed() < GRANT_FRESH {
+                    return Ok(r.clone());
+                }
+            }
+        }
+        let found = applications::grant_for(state, &state.id(), provider, code)?;
+        let mut all = self.grants.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= KEPT_TOKENS {
+            all.clear();
+        }
+        all.insert(key, (Instant::now(), found.clone()));
+        Ok(found)
+    }
+
     /// The token to present for grant `r`, assembled once.
     fn token(&self, r: &applications::AppRecord) -> Result<Vec<u8>, grants::GrantError> {
         let mut all = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
@@ -68,6 +104,15 @@ impl Outbound {
             (r.token.clone(), r.block.clone(), token.clone()),
         );
         Ok(token)
+    }
+
+    /// Forgets the grant looked up for `code` of `provider` (the provider refused what it was
+    /// shown: the next call looks again).
+    fn forget_grant(&self, provider: &NodeId, code: &str) {
+        self.grants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(*provider, code.to_string()));
     }
 
     fn lane(&self, provider: &NodeId) -> Arc<Lane> {
@@ -179,7 +224,8 @@ pub async fn call(
         )));
     }
     let me = state.id();
-    let grant = applications::grant_for(state, &me, &record.feed, code)
+    let grant = outbound
+        .grant(state, &record.feed, code)
         .map_err(|e| CallError::Local(e.to_string()))?;
     let grant_id = grant.as_ref().map(|r| r.app.id.clone());
     let token = grant
@@ -237,6 +283,13 @@ pub async fn call(
         }
         Ok((opened, bytes))
     });
+    if let Err(CallError::Refused {
+        kind: RefusalKind::NeedsGrant | RefusalKind::NotShared,
+        ..
+    }) = &result
+    {
+        outbound.forget_grant(&record.feed, code);
+    }
     let (status, detail) = match &result {
         Ok(_) => (Status::Ok, None),
         Err(CallError::Refused { message, .. } | CallError::Throttled { message, .. }) => {
