@@ -126,15 +126,15 @@ fn config_error(e: impl std::fmt::Display) -> anyhow::Error {
 }
 
 /// Binds a site of its own (`site`: the portal, the gateway's listener) on `addr`: HTTPS when
-/// given a certificate and key (read first, so a bad one stops the start with a clear error),
-/// its bound address written to `file`. The listener and its base URL.
+/// given a certificate and key (read first, so a bad one stops the start with a clear error);
+/// `hint` ends the error when the address is taken. The listener, its bound address and its
+/// base URL.
 async fn bind_site(
     dir: &Path,
     addr: std::net::SocketAddr,
-    site: &'static str,
+    (site, hint): (&'static str, &str),
     (cert, key): (&Option<std::path::PathBuf>, &Option<std::path::PathBuf>),
-    file: &str,
-) -> anyhow::Result<(crate::http::PortalListener, String)> {
+) -> anyhow::Result<(crate::http::PortalListener, std::net::SocketAddr, String)> {
     let tls = match (cert, key) {
         (Some(cert), Some(key)) => Some(
             crate::http::tls::acceptor(site, &resolve(dir, cert), &resolve(dir, key))
@@ -143,16 +143,17 @@ async fn bind_site(
         _ => None,
     };
     let (l, at) = crate::http::bind(addr).await.with_context(|| {
-        format!("cannot bind {addr} ({site}.listen); is another node or program using it? use port 0 to pick a free one")
+        format!("cannot bind {addr} ({site}.listen); is another node or program using it? {hint}")
     })?;
-    std::fs::write(dir.join(file), at.to_string())?;
     Ok(match tls {
         Some(acceptor) => (
             crate::http::PortalListener::Tls(l, acceptor),
+            at,
             format!("https://{at}"),
         ),
         None => (
             crate::http::PortalListener::Plain(l),
+            at,
             format!("http://{at}"),
         ),
     })
@@ -347,20 +348,19 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let (listener, bound) = crate::http::bind(api_addr)
         .await
         .with_context(|| format!("cannot bind the admin API on {api_addr} (api.listen); is another node using it? use port 0 to pick a free one"))?;
+    // Each site's address file is written once every listener is bound (a failed start leaves
+    // none pointing at a closed port).
+    let mut addr_files = vec![(API_ADDR_FILE, bound)];
     let portal = match config
         .portal_addr()
         .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?
     {
         Some(addr) => {
             let p = &config.portal;
-            let (l, url) = bind_site(
-                dir,
-                addr,
-                "portal",
-                (&p.tls_cert, &p.tls_key),
-                PORTAL_ADDR_FILE,
-            )
-            .await?;
+            let hint = "use port 0 to pick a free one, or \"off\"";
+            let (l, at, url) =
+                bind_site(dir, addr, ("portal", hint), (&p.tls_cert, &p.tls_key)).await?;
+            addr_files.push((PORTAL_ADDR_FILE, at));
             info!(portal = %format!("{url}/"), public = ?p.public_origin, "sharing portal listening");
             Some(l)
         }
@@ -375,14 +375,10 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     {
         Some(addr) => {
             let g = &config.gateway;
-            let (l, url) = bind_site(
-                dir,
-                addr,
-                "gateway",
-                (&g.tls_cert, &g.tls_key),
-                GATEWAY_ADDR_FILE,
-            )
-            .await?;
+            let hint = "the department's systems call this address: free it, or choose another port and tell them";
+            let (l, at, url) =
+                bind_site(dir, addr, ("gateway", hint), (&g.tls_cert, &g.tls_key)).await?;
+            addr_files.push((GATEWAY_ADDR_FILE, at));
             info!(gateway = %format!("{url}/svc/"), "service gateway listening");
             Some(l)
         }
@@ -393,7 +389,9 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     };
     let token = token(dir)?;
     let accounts = Arc::new(crate::accounts::Accounts::new(state.clone()));
-    std::fs::write(dir.join(API_ADDR_FILE), bound.to_string())?;
+    for (file, at) in addr_files {
+        std::fs::write(dir.join(file), at.to_string())?;
+    }
     if crate::faults::COMPILED {
         warn!("this binary was built with the test-only `fault-injection` feature (cargo test or --all-targets): do not deploy it; rebuild with `cargo build --release --workspace`");
     }

@@ -217,7 +217,7 @@ pub async fn serve(
             authz::guard,
         ))
         // The service gateway checks its own client keys (not the API's tokens).
-        .merge(gateway::routes())
+        .merge(gateway::routes(&ctx))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx.clone());
     let api = {
@@ -231,8 +231,7 @@ pub async fn serve(
     let stalls = || tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_STALL);
     // The gateway on a listener of its own: its routes only, never the admin API.
     let gateway_site = gateway_at.map(|l| {
-        let app = gateway::routes()
-            .layer(DefaultBodyLimit::max(MAX_BODY))
+        let app = gateway::routes(&ctx)
             .layer(stalls())
             .with_state(ctx.clone());
         serve_site(l, app, shutdown.clone())

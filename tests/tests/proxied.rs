@@ -177,7 +177,6 @@ fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() 
         std::thread::spawn(move || backend(listener, seen));
     }
     let cert = rcgen::generate_simple_self_signed(vec!["gateway.test".to_string()])?;
-    let gateway_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut f = start_prepared(2, 2, &[], |net| {
         use std::os::unix::fs::PermissionsExt as _;
         // The consumer's gateway on an HTTPS listener of its own.
@@ -189,7 +188,7 @@ fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() 
             .open(dir.join(huitong_config::CONFIG_FILE))?;
         writeln!(
             file,
-            "\n[gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\ntls_cert = \"gateway.crt\"\ntls_key = \"gateway.key\""
+            "\n[gateway]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"gateway.crt\"\ntls_key = \"gateway.key\""
         )?;
         let dir = &net.nodes[1].dir;
         let mut file = std::fs::OpenOptions::new()
@@ -290,6 +289,11 @@ fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() 
     );
 
     // The same call through the consumer's HTTPS gateway listener; the admin API is not there.
+    // The port it bound is in gateway.addr.
+    let gateway_port: u16 = std::fs::read_to_string(net.nodes[consumer].dir.join("gateway.addr"))?
+        .trim()
+        .parse::<std::net::SocketAddr>()?
+        .port();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone())?;
     let rt = tokio::runtime::Runtime::new()?;

@@ -182,16 +182,26 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
         Ok(assemble(&token, &block)?)
     };
     let now_s = huitong_tests::now_ms() / 1000;
-    for (what, token) in [
+    for (what, token, expected) in [
+        // The token names the consumer: it does not allow the rogue's request.
         (
             "the consumer's grant",
             forged(c_key.public(), 4_000_000_000)?,
+            "does not allow this request",
         ),
+        // A token for the rogue under the consumer's application: the provider's record says
+        // whose application it is.
         (
             "a grant under the consumer's application",
             forged(rkey.public(), 4_000_000_000)?,
+            "another provider or consumer",
         ),
-        ("an expired grant", forged(rkey.public(), now_s - 3600)?),
+        // The same, expired: refused for its period first.
+        (
+            "an expired grant",
+            forged(rkey.public(), now_s - 3600)?,
+            "expired",
+        ),
     ] {
         let (answer, _) = other.data(
             &peer,
@@ -211,10 +221,7 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
         let DataResponse::Refused { message, .. } = &answer else {
             anyhow::bail!("{what} was answered: {answer:?}");
         };
-        assert!(
-            message.contains("grant") || message.contains("token"),
-            "{what}: {message}"
-        );
+        assert!(message.contains(expected), "{what}: {message}");
     }
 
     // A masked 信息项 can be matched but not probed by a range or prefix.

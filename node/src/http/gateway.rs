@@ -18,6 +18,7 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use base64::Engine as _;
 use huitong_protocol::call::{Filter, Outcome, Query as CallQuery, MAX_HTTP_BODY, MAX_ROWS};
@@ -28,8 +29,33 @@ use super::{fail, Ctx, Fail};
 use crate::service::clients;
 use crate::service::consumer::{self, CallError, Called};
 
-/// The gateway's routes (on the admin API's address, and on `[gateway] listen` if set).
-pub(super) fn routes() -> axum::Router<Ctx> {
+/// Largest request body the gateway reads (a 核验's record, a proxied call's body).
+const MAX_GATEWAY_BODY: usize = 64 * 1024;
+/// The longest a request may take, its body and the call included.
+const REQUEST_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The calling system, from its client key (checked before anything else of the request).
+#[derive(Clone)]
+pub(super) struct Client(String);
+
+/// Checks the client key before the request's body is read or anything is answered.
+async fn guard(
+    State(ctx): State<Ctx>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match client(&ctx, req.headers()) {
+        Ok(name) => {
+            req.extensions_mut().insert(Client(name));
+            next.run(req).await
+        }
+        Err(f) => f.into_response(),
+    }
+}
+
+/// The gateway's routes (on the admin API's address, and on `[gateway] listen` if set): the
+/// client key checked first, bodies of at most [`MAX_GATEWAY_BODY`], [`REQUEST_TIME`] for all.
+pub(super) fn routes(ctx: &Ctx) -> axum::Router<Ctx> {
     use axum::routing::{any, get, post};
     axum::Router::new()
         .route("/svc/{provider}/{class}/{number}/lookup", get(lookup))
@@ -38,6 +64,12 @@ pub(super) fn routes() -> axum::Router<Ctx> {
             "/svc/{provider}/{class}/{number}/call/{*path}",
             any(proxied),
         )
+        .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_GATEWAY_BODY))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIME,
+        ))
 }
 
 /// Rows a lookup returns when it does not say.
@@ -255,15 +287,10 @@ fn lookup_query(raw: &str) -> Result<CallQuery, String> {
 /// `GET /svc/{provider}/{class}/{number}/lookup`.
 pub(super) async fn lookup(
     State(ctx): State<Ctx>,
-    headers: HeaderMap,
+    Extension(Client(client)): Extension<Client>,
     Path(at): Path<(String, String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    // The key first: nothing about the request is answered to a caller without one.
-    let client = match client(&ctx, &headers) {
-        Ok(c) => c,
-        Err(f) => return f.into_response(),
-    };
     match lookup_query(raw.as_deref().unwrap_or_default()) {
         Ok(query) => run(&ctx, client, at, query).await,
         Err(e) => fail(StatusCode::BAD_REQUEST, format!("{LOOKUP_USAGE}: {e}")).into_response(),
@@ -273,14 +300,10 @@ pub(super) async fn lookup(
 /// `POST /svc/{provider}/{class}/{number}/verify`.
 pub(super) async fn verify(
     State(ctx): State<Ctx>,
-    headers: HeaderMap,
+    Extension(Client(client)): Extension<Client>,
     Path(at): Path<(String, String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let client = match client(&ctx, &headers) {
-        Ok(c) => c,
-        Err(f) => return f.into_response(),
-    };
     let record: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -316,15 +339,12 @@ pub(super) async fn verify(
 pub(super) async fn proxied(
     State(ctx): State<Ctx>,
     method: axum::http::Method,
+    Extension(Client(client)): Extension<Client>,
     headers: HeaderMap,
     Path((provider, class, number, _)): Path<(String, String, String, String)>,
     uri: axum::http::Uri,
     body: axum::body::Bytes,
 ) -> Response {
-    let client = match client(&ctx, &headers) {
-        Ok(c) => c,
-        Err(f) => return f.into_response(),
-    };
     if body.len() > MAX_HTTP_BODY {
         return fail(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -283,12 +283,26 @@ pub async fn call(
         }
         Ok((opened, bytes))
     });
+    // The grant presented (or none) was not valid for the provider: look it up again next
+    // time. Refusals of what the system asked (a 信息项 outside the grant, 核验 only) keep it.
     if let Err(CallError::Refused {
-        kind: RefusalKind::NeedsGrant | RefusalKind::NotShared,
-        ..
+        kind: RefusalKind::NeedsGrant,
+        message,
     }) = &result
     {
-        outbound.forget_grant(&record.feed, code);
+        let stale = grant_id.is_none()
+            || [
+                "revoked",
+                "expired",
+                "no record",
+                "not granted",
+                "another provider",
+            ]
+            .iter()
+            .any(|w| message.contains(w));
+        if stale {
+            outbound.forget_grant(&record.feed, code);
+        }
     }
     let (status, detail) = match &result {
         Ok(_) => (Status::Ok, None),
