@@ -236,11 +236,7 @@ impl CallLog {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use crate::clock::now_ms;
 
 fn corrupt(detail: impl ToString) -> StoreError {
     StoreError::Corrupt {

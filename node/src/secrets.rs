@@ -21,14 +21,14 @@ pub const SECRETS_FILE: &str = "secrets.toml";
 /// Largest secrets file read.
 const MAX_BYTES: u64 = 256 * 1024;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
     backends: BTreeMap<String, Backend>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Backend {
     #[serde(default)]
@@ -145,11 +145,31 @@ pub fn backend_codes(dir: &Path) -> Result<Vec<String>, SecretsError> {
     Ok(read(dir)?.1.backends.into_keys().collect())
 }
 
-/// The headers the backend of resource `code` expects (none when the file names none).
+/// The file last read, kept until it changes (a proxied call reads it every time).
+static READ: crate::stamped::Stamped<std::sync::Arc<File>> = crate::stamped::Stamped::new();
+
+/// The headers the backend of resource `code` expects (none when the file names none). The
+/// file's mode is checked on every call; it is read again only when it changed.
 pub fn backend_headers(dir: &Path, code: &str) -> Result<HeaderMap, SecretsError> {
-    let (path, mut file) = read(dir)?;
-    match file.backends.remove(code) {
-        Some(b) => to_headers(&path, code, &b),
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(SECRETS_FILE);
+    let m = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HeaderMap::new()),
+        Err(e) => {
+            return Err(SecretsError::Read {
+                path,
+                why: e.to_string(),
+            })
+        }
+    };
+    let mode = m.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(SecretsError::Mode { path, mode });
+    }
+    let file = READ.get(&path, &m, || read(dir).map(|(_, f)| std::sync::Arc::new(f)))?;
+    match file.backends.get(code) {
+        Some(b) => to_headers(&path, code, b),
         None => Ok(HeaderMap::new()),
     }
 }

@@ -236,14 +236,18 @@ fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() 
         .timeout(Duration::from_secs(60))
         .build()?;
 
+    let get = |path: &str| {
+        call(
+            &c,
+            &key,
+            reqwest::Method::GET,
+            &format!("{base}{path}"),
+            None,
+        )
+    };
+
     // No grant: refused at the provider, nothing reaches the backend.
-    let (s, _, v) = call(
-        &c,
-        &key,
-        reqwest::Method::GET,
-        &format!("{base}/persons/NO1"),
-        None,
-    )?;
+    let (s, _, v) = get("/persons/NO1")?;
     assert_eq!(s, 403, "{v}");
     assert_eq!(seen.requests.load(Ordering::SeqCst), 0);
 
@@ -254,13 +258,7 @@ fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() 
 
     // A described operation: forwarded with the node's credentials (the backend answers 401
     // without them), 姓名 masked as the grant says, the call's id in a header.
-    let (s, h, v) = call(
-        &c,
-        &key,
-        reqwest::Method::GET,
-        &format!("{base}/persons/NO1"),
-        None,
-    )?;
+    let (s, h, v) = get("/persons/NO1")?;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["编号"], "NO1", "{v}");
     assert_eq!(v["姓名"], "张**", "{v}");
@@ -331,20 +329,14 @@ fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() 
         "/persons/a%2Fb",
         "/persons/..;x",
     ] {
-        let (s, _, v) = call(&c, &key, reqwest::Method::GET, &format!("{base}{p}"), None)?;
+        let (s, _, v) = get(p)?;
         assert!(s == 400 || s == 404, "{p}: {v}");
     }
     assert_eq!(seen.admin.load(Ordering::SeqCst), 0);
 
     // A slow backend is cut off at its timeout (2 s), a 10 MiB answer at 1 MiB, each saying so.
     let t0 = Instant::now();
-    let (s, _, v) = call(
-        &c,
-        &key,
-        reqwest::Method::GET,
-        &format!("{base}/slow"),
-        None,
-    )?;
+    let (s, _, v) = get("/slow")?;
     assert_eq!(s, 503, "{v}");
     assert!(
         v["error"]
@@ -354,7 +346,7 @@ fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() 
         "{v}"
     );
     assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
-    let (s, _, v) = call(&c, &key, reqwest::Method::GET, &format!("{base}/big"), None)?;
+    let (s, _, v) = get("/big")?;
     assert_eq!(s, 503, "{v}");
     assert!(
         v["error"]

@@ -46,6 +46,13 @@ pub fn cut_to(text: &str, chars: usize) -> String {
     }
 }
 
+/// Another node's message as this node repeats it: control characters dropped (no line breaks
+/// or direction overrides in logs and pages), cut to `chars` characters.
+pub fn clean_message(text: &str, chars: usize) -> String {
+    let text: String = text.chars().filter(|c| !c.is_control()).collect();
+    cut_to(&text, chars)
+}
+
 /// Why a preview could not be made (the store or a chunk failed).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read the version for a preview: {0}")]

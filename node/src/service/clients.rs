@@ -172,51 +172,17 @@ pub fn names(dir: &Path) -> Result<Vec<String>, ClientsError> {
     Ok(read(dir)?.into_iter().map(|(n, _)| n).collect())
 }
 
-/// What identifies one state of the file: device, inode, size, and modification and change
-/// times (ns). Every change by `add-client`/`remove-client` writes a new file and renames it
-/// over the old one; an edit in place changes the times.
-type Stamp = (u64, u64, u64, i64, i64, i64, i64);
-
-/// A file changed this recently is read again on every call: a clock tick may hold two writes
-/// with the same times (and a reused inode), so its stamp is not trusted yet (git's "racy"
-/// rule).
-const SETTLED_SECS: i64 = 2;
-
-/// The clients last read, by file and its stamp: a call costs one `stat`, not a read and parse.
-static READ: std::sync::Mutex<Option<Read>> = std::sync::Mutex::new(None);
-
-/// A file read: its path, its stamp and its clients (name, key hash).
-type Read = (PathBuf, Stamp, Vec<(String, String)>);
+/// The clients last read, kept until the file changes.
+static READ: crate::stamped::Stamped<Vec<(String, String)>> = crate::stamped::Stamped::new();
 
 /// The clients, read again only when the file changed.
 fn read_cached(dir: &Path) -> Result<Vec<(String, String)>, ClientsError> {
-    use std::os::unix::fs::MetadataExt as _;
     let p = path(dir);
-    let m = match std::fs::metadata(&p) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(dir)(e)),
-    };
-    let stamp = (
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ctime(),
-        m.ctime_nsec(),
-    );
-    let now = i64::try_from(crate::state::now_ms() / 1000).unwrap_or(i64::MAX);
-    let settled = now.saturating_sub(m.mtime().max(m.ctime())) >= SETTLED_SECS;
-    let mut cached = READ.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((at, s, all)) = cached.as_ref() {
-        if settled && *at == p && *s == stamp {
-            return Ok(all.clone());
-        }
+    match std::fs::metadata(&p) {
+        Ok(m) => READ.get(&p, &m, || read(dir)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(dir)(e)),
     }
-    let all = read(dir)?;
-    *cached = Some((p, stamp, all.clone()));
-    Ok(all)
 }
 
 /// The client holding `key`, if any.

@@ -379,12 +379,6 @@ async fn own(
 /// Longest provider message kept (characters).
 const MAX_MESSAGE: usize = 200;
 
-/// A provider's message as this node repeats it: control characters dropped, cut short.
-fn clean(message: &str) -> String {
-    let text: String = message.chars().filter(|c| !c.is_control()).collect();
-    crate::dataset::preview::cut_to(&text, MAX_MESSAGE)
-}
-
 /// Whether the answer has the shape of an answer to `query`: the same kind; a lookup's rows
 /// hold the 信息项 asked for, at most `limit` of them, one value each; the id is 32 hex digits.
 fn shape(query: &Query, a: &Answer) -> Result<(), &'static str> {
@@ -487,7 +481,7 @@ async fn ask(
         DataResponse::Answer(b) => Ok(b.into_vec()),
         DataResponse::Refused { kind, message } => Err(CallError::Refused {
             kind,
-            message: clean(&message),
+            message: crate::dataset::preview::clean_message(&message, MAX_MESSAGE),
         }),
         DataResponse::Throttled {
             retry_after_ms,
@@ -495,7 +489,7 @@ async fn ask(
         } => Err(CallError::Throttled {
             // A day at most: a provider cannot make the gateway tell its systems to wait longer.
             retry_after: Duration::from_millis(retry_after_ms.min(86_400_000)),
-            message: clean(&message),
+            message: crate::dataset::preview::clean_message(&message, MAX_MESSAGE),
         }),
         _ => Err(CallError::BadAnswer("unexpected answer to a call".into())),
     }

@@ -138,7 +138,7 @@ async fn ask(
         DataResponse::Preview { columns, rows } => check(Preview { columns, rows }, allowed),
         DataResponse::Refused { message, .. } => Err(format!(
             "the provider refused: 「{}」",
-            crate::dataset::preview::cut_to(&message, MAX_MESSAGE)
+            crate::dataset::preview::clean_message(&message, MAX_MESSAGE)
         )),
         _ => Err("unexpected answer to a preview request".into()),
     }
