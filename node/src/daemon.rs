@@ -297,6 +297,13 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         let given =
             crate::secrets::backend_codes(&state.dir).map_err(|e| anyhow::anyhow!("{e}"))?;
         for b in &config.services.backends {
+            reqwest::Url::parse(&b.base_url).map_err(|e| {
+                anyhow::anyhow!(
+                    "services.backends: {}: base_url {:?} is not a URL: {e}",
+                    b.code,
+                    b.base_url
+                )
+            })?;
             if !given.contains(&b.code) {
                 warn!(code = %b.code, "services.backends: {} has no credentials in {}; calls reach its backend without any", b.code, crate::secrets::SECRETS_FILE);
             }

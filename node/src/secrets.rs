@@ -82,6 +82,16 @@ fn read(dir: &Path) -> Result<(PathBuf, File), SecretsError> {
         path: path.clone(),
         why: e.to_string(),
     };
+    // Only a regular file (not a FIFO that would block the open, nor a device).
+    match std::fs::metadata(&path) {
+        Ok(m) if !m.is_file() => {
+            return Err(SecretsError::Read {
+                path,
+                why: "not a regular file".into(),
+            })
+        }
+        _ => {}
+    }
     let f = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((path, File::default())),
@@ -132,6 +142,14 @@ fn to_headers(path: &Path, code: &str, b: &Backend) -> Result<HeaderMap, Secrets
             name: name.clone(),
         };
         let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+        // Headers that frame the request belong to the HTTP client, and one name given twice
+        // (in other case) would hide a value.
+        use reqwest::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
+        if [CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE].contains(&n)
+            || out.contains_key(&n)
+        {
+            return Err(bad());
+        }
         let mut v = HeaderValue::from_str(value).map_err(|_| bad())?;
         // Never printed by the HTTP client's debug output.
         v.set_sensitive(true);
@@ -215,5 +233,10 @@ mod tests {
         );
         let e = check(dir.path()).unwrap_err().to_string();
         assert!(e.contains("bad name") && !e.contains("s3cret"), "{e}");
+        for framing in ["Host", "Content-Length"] {
+            let text = format!("[backends.\"a/b\"]\nheaders = {{ {framing} = \"s3cret\" }}\n");
+            write(dir.path(), &text, 0o600);
+            assert!(check(dir.path()).is_err(), "{framing}");
+        }
     }
 }

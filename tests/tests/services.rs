@@ -295,6 +295,15 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     assert_eq!(s, 200, "a limit above the most is capped: {v}");
     let (s, v) = call(&c, Some(&key), &lookup(&base, "", "x"), None)?;
     assert_eq!(s, 400, "{v}");
+    // A value that is not UTF-8 once decoded is refused, not looked up as something else.
+    let not_utf8 = format!(
+        "{base}/lookup?key={}&value=%FF&fields={}",
+        huitong_testnet::percent_encode("编号"),
+        huitong_testnet::percent_encode("姓名")
+    );
+    let (s, v) = call(&c, Some(&key), &not_utf8, None)?;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap_or_default().contains("UTF-8"), "{v}");
     let other = svc(net, consumer, "91320684MA1XXXXXXX")?;
     let (s, v) = call(&c, Some(&key), &lookup(&other, "姓名", "x"), None)?;
     assert_eq!(s, 404, "{v}");

@@ -250,6 +250,15 @@ fn lookup_query(raw: &str) -> Result<CallQuery, String> {
             .parse::<u32>()
             .map_err(|_| format!("{name} must be a whole number, not {v:?}"))
     };
+    // Decoding replaces bytes that are not UTF-8 with U+FFFD: refuse rather than look up
+    // something else than was sent.
+    let replaced = "%EF%BF%BD";
+    if form_urlencoded::parse(raw.as_bytes())
+        .any(|(k, v)| k.contains('\u{FFFD}') || v.contains('\u{FFFD}'))
+        && !raw.to_ascii_uppercase().contains(replaced)
+    {
+        return Err("the query string is not UTF-8 once percent-decoded".into());
+    }
     for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
         let once = |slot: &mut Option<String>| match slot.replace(v.to_string()) {
             Some(_) => Err(format!("{k} is given twice")),
@@ -366,10 +375,19 @@ pub(super) async fn proxied(
         })
         .unwrap_or("/")
         .to_string();
-    let content_type = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let content_type = match headers.get(axum::http::header::CONTENT_TYPE) {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(t) => Some(t.to_string()),
+            Err(_) => {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    "the Content-Type must be printable ASCII",
+                )
+                .into_response()
+            }
+        },
+    };
     let query = CallQuery::Http {
         method: method.as_str().to_string(),
         path,
@@ -409,6 +427,8 @@ pub(super) async fn proxied(
         // The provider's backend chose the media type: the caller's browser, if any, must not
         // guess another.
         set("x-content-type-options", "nosniff");
+        // The backend's answer is data, never a page of this origin.
+        set("content-security-policy", "sandbox; default-src 'none'");
         set("x-huitong-version", &a.version.to_string());
         if let Some(g) = &a.grant {
             set("x-huitong-grant", g);

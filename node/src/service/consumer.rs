@@ -389,6 +389,15 @@ fn shape(query: &Query, a: &Answer) -> Result<(), &'static str> {
         (Query::Http { .. }, Outcome::Http { status, .. }) if !(200..=599).contains(status) => {
             Err("its HTTP status is not a final status (200 to 599)")
         }
+        (
+            Query::Http { .. },
+            Outcome::Http {
+                content_type: Some(t),
+                ..
+            },
+        ) if t.len() > 128 || !t.bytes().all(|b| (b' '..=b'~').contains(&b)) => {
+            Err("its media type is not at most 128 printable ASCII characters")
+        }
         (Query::Verify { .. }, Outcome::Match(_)) | (Query::Http { .. }, Outcome::Http { .. }) => {
             Ok(())
         }

@@ -62,7 +62,9 @@ impl Operations {
             .ok_or("the OpenAPI description has no `paths` object")?;
         let mut ops = Vec::new();
         for (template, item) in paths {
-            let Some(item) = item.as_object() else {
+            // A template is a path from `/`; anything else (which would match other paths
+            // once split) is no operation.
+            let (true, Some(item)) = (template.starts_with('/'), item.as_object()) else {
                 continue;
             };
             let segments: Vec<Segment> = template
@@ -421,6 +423,10 @@ mod tests {
         assert!(!ops.allows("GET", "/persons/1/2"));
         assert!(!ops.allows("GET", "/persons/"));
         assert!(!ops.allows("GET", "/admin"));
+        // A template not from `/` opens nothing.
+        let loose =
+            Operations::parse(br#"{"openapi":"3.0.3","paths":{"x/{id}":{"get":{}}}}"#).unwrap();
+        assert!(!loose.allows("GET", "/admin") && !loose.allows("GET", "/x/1"));
         assert!(Operations::parse(b"{}").is_err());
         assert!(Operations::parse(b"not json").is_err());
     }
