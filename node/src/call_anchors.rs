@@ -129,6 +129,21 @@ impl crate::feeds::View for View {
     }
 }
 
+/// Whether this node may log calls now: not while a restored node catches up on its own feed
+/// (its anchors, and so where its call log must go on from, are not all back yet); once it
+/// has, the log is first resumed from the last anchor. Calls wait (503) until then.
+pub fn ready(state: &NodeState) -> Result<(), String> {
+    if state.calls.resumed() {
+        return Ok(());
+    }
+    if state.catch_up.pending() {
+        return Err("restored from a backup, this node is catching up on its own feed; calls are taken once it has (a minute or so)".into());
+    }
+    resume(state).map_err(|e| format!("cannot resume the call log: {e}"))?;
+    state.calls.mark_resumed();
+    Ok(())
+}
+
 /// A log behind this node's own latest anchor (a store restored from an older backup) goes on
 /// from the anchored head, so new calls chain to what the audit log holds.
 fn resume(state: &NodeState) -> Result<(), StoreError> {
@@ -164,7 +179,13 @@ pub async fn once(feeds: &Arc<Feeds>, net: &Client) {
     let f = feeds.clone();
     let appended = tokio::task::spawn_blocking(move || {
         let state = f.state();
-        resume(state).map_err(AppendError::from)?;
+        // Clears a restored node's catch-up mark once it has caught up (calls wait for it).
+        if let Some(behind) = f.catching_up()? {
+            return Err(AppendError::CatchingUp(behind));
+        }
+        if ready(state).is_err() {
+            return Ok(None);
+        }
         let head = state.calls.head(&state.store).map_err(AppendError::from)?;
         if head.size == 0 {
             return Ok(None);

@@ -151,6 +151,9 @@ pub struct Head {
 pub struct CallLog {
     /// The head, read from the store on first use; held while a record is appended.
     head: Mutex<Option<Head>>,
+    /// Whether the log was checked against this node's last anchor since start
+    /// ([`crate::call_anchors::ready`]).
+    resumed: std::sync::atomic::AtomicBool,
 }
 
 /// The next head after `record` on top of `prev`.
@@ -222,6 +225,17 @@ impl CallLog {
             .put_cf(store.cf(CF_META), HEAD_KEY, codec::encode(&anchored))?;
         *guard = Some(anchored);
         Ok(true)
+    }
+
+    /// Whether the log was checked against the last anchor since start.
+    pub fn resumed(&self) -> bool {
+        self.resumed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The log was checked against the last anchor.
+    pub fn mark_resumed(&self) {
+        self.resumed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The head now.

@@ -303,7 +303,10 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     );
     let (s, v) = call(&c, Some(&key), &not_utf8, None)?;
     assert_eq!(s, 400, "{v}");
-    assert!(v["error"].as_str().unwrap_or_default().contains("UTF-8"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("UTF-8"),
+        "{v}"
+    );
     let other = svc(net, consumer, "91320684MA1XXXXXXX")?;
     let (s, v) = call(&c, Some(&key), &lookup(&other, "姓名", "x"), None)?;
     assert_eq!(s, 404, "{v}");

@@ -142,7 +142,7 @@ fn status_of(e: &CallError) -> StatusCode {
             RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         },
         CallError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-        CallError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CallError::Unreachable(_) | CallError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
         CallError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
         CallError::Local(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

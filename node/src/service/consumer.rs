@@ -171,6 +171,9 @@ pub enum CallError {
     /// The provider could not be reached or did not answer in time.
     #[error("the provider's node did not answer: {0}")]
     Unreachable(String),
+    /// This node takes no calls yet (restored, catching up on its own feed).
+    #[error("{0}")]
+    NotReady(String),
     /// The answer did not verify or does not answer this query.
     #[error("the provider's answer was refused: {0}")]
     BadAnswer(String),
@@ -207,6 +210,7 @@ pub async fn call(
     client: &str,
 ) -> Result<Called, CallError> {
     let Target { provider, code } = to;
+    crate::call_anchors::ready(state).map_err(CallError::NotReady)?;
     query
         .check()
         .map_err(|e| CallError::Invalid(e.to_string()))?;

@@ -78,6 +78,9 @@ pub fn answer(
     query: &Query,
 ) -> Result<Vec<u8>, NoAnswer> {
     let started = Instant::now();
+    // Nothing is answered (or logged) before the call log may take records.
+    crate::call_anchors::ready(state)
+        .map_err(|why| NoAnswer::Refused((RefusalKind::Unavailable, why)))?;
     // This node calling its own service (its own systems, through its own gateway): the owner
     // of the data, answered without a grant, terms or quotas. No other member can be this node:
     // a member is the key its connection proved.
