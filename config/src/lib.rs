@@ -2,8 +2,13 @@
 //! name the file, the key and the fix, and the key files (`node.key`, authority keys).
 #![deny(missing_docs, unreachable_pub)]
 
+mod collect;
 pub mod keyfile;
 mod schema;
+
+pub use collect::{
+    CollectConfig, SourceConfig, SourceKind, DEFAULT_ALARM_AFTER, DEFAULT_RETRIES, MAX_RETRIES,
+};
 
 pub use schema::{
     ApiConfig, ApplicationsConfig, BackendConfig, Config, FederationConfig, LogConfig, LogFormat,

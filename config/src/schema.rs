@@ -41,6 +41,9 @@ pub struct Config {
     /// `[services]`: the API services this node answers (接口共享).
     #[serde(default, skip_serializing_if = "ServicesConfig::is_default")]
     pub services: ServicesConfig,
+    /// `[collect]`: where this node's resources are collected from (采集).
+    #[serde(default, skip_serializing_if = "crate::CollectConfig::is_default")]
+    pub collect: crate::CollectConfig,
 }
 
 /// `[services]`: quotas on the calls this node answers, per consumer node and resource (per
@@ -496,6 +499,7 @@ impl Config {
             services: ServicesConfig::default(),
             portal: PortalConfig::default(),
             gateway: GatewayConfig::default(),
+            collect: crate::CollectConfig::default(),
         }
     }
 
@@ -635,6 +639,7 @@ impl Config {
                 ));
             }
         }
+        self.collect.check()?;
         if self.services.calls_per_day == Some(0) {
             return Err((
                 "services.calls_per_day",

@@ -10,6 +10,7 @@ mod backup_cmd;
 mod catalogue_cmd;
 mod charter_amend;
 mod charter_cmd;
+mod collect_cmd;
 mod dataset_cmd;
 mod gateway_cmd;
 mod init;
@@ -63,6 +64,10 @@ pub enum Command {
     /// Publish dataset versions and list them.
     #[command(subcommand)]
     Dataset(dataset_cmd::DatasetCmd),
+    /// Collect this node's resources from the department's databases (采集): run now, the run
+    /// history, the sources.
+    #[command(subcommand)]
+    Collect(collect_cmd::CollectCmd),
     /// Pull a dataset version from its provider into a file (CSV, JSONL or Parquet for tables).
     /// The pull runs in the node: Ctrl-C stops watching it (see `huitong pulls`).
     Pull(pull_cmd::PullArgs),
@@ -162,6 +167,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Catalogue(c) => catalogue_cmd::run(&dir, c).await,
         Command::Charter(c) => charter_cmd::run(&dir, c).await,
         Command::Dataset(c) => dataset_cmd::run(&dir, c).await,
+        Command::Collect(c) => collect_cmd::run(&dir, c).await,
         Command::Pull(a) => pull_cmd::pull(&dir, a).await,
         Command::Pulls(a) => pull_cmd::pulls(&dir, a).await,
         Command::Gc { json } => dataset_cmd::gc(&dir, json).await,

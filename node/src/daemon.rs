@@ -335,6 +335,19 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
             shutdown.clone(),
         ),
     );
+    // Collection: every source's schedule checked now, its password at each run.
+    crate::collect::task::check(&config.collect).map_err(config_error)?;
+    if !config.collect.sources.is_empty() {
+        crate::secrets::check(&state.dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let collector = Arc::new(crate::collect::Collector::new(
+        feeds.clone(),
+        client.clone(),
+    ));
+    tasks.spawn_infallible(
+        "collection",
+        crate::collect::task::run(collector.clone(), shutdown.clone()),
+    );
     let transport = crate::link::Transport {
         net: client.clone(),
         control,
@@ -414,6 +427,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
                 accounts,
                 search,
                 services,
+                collector,
             },
             shutdown.clone(),
         ),

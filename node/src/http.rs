@@ -33,6 +33,7 @@ const MAX_BATCH_BODY: usize = 32 * 1024 * 1024;
 mod applications;
 mod audit;
 pub mod authz;
+mod collect;
 mod datasets;
 mod entries;
 mod gateway;
@@ -74,6 +75,8 @@ struct Ctx {
     services: Arc<crate::service::provider::Services>,
     /// The gateway's calls in flight, per provider.
     outbound: Arc<crate::service::consumer::Outbound>,
+    /// Collection runs.
+    collector: Arc<crate::collect::Collector>,
 }
 
 struct Fail(StatusCode, ApiError);
@@ -112,6 +115,8 @@ pub struct Backends {
     pub search: Arc<crate::catalogue::search::Search>,
     /// This node's API services (shared with the data server).
     pub services: Arc<crate::service::provider::Services>,
+    /// Collection runs (shared with the schedule task).
+    pub collector: Arc<crate::collect::Collector>,
 }
 
 /// Serves the API, and the portal when it has a listener, until `shutdown` is cancelled.
@@ -128,6 +133,7 @@ pub async fn serve(
         accounts,
         search,
         services,
+        collector,
     }: Backends,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -145,6 +151,7 @@ pub async fn serve(
         previews: Arc::default(),
         services,
         outbound: Arc::default(),
+        collector,
     };
     let app = Router::new()
         .route("/api/v1/login", post(people::login))
@@ -192,6 +199,9 @@ pub async fn serve(
             get(datasets::list_pulls).post(datasets::start_pull),
         )
         .route("/api/v1/gc", post(datasets::gc))
+        .route("/api/v1/collect/run", post(collect::run))
+        .route("/api/v1/collect/runs", get(collect::runs))
+        .route("/api/v1/collect/sources", get(collect::sources))
         .route("/api/v1/pulls/{id}", get(datasets::pull_progress))
         .route("/api/v1/pulls/{id}/cancel", post(datasets::cancel_pull))
         .route(

@@ -47,6 +47,7 @@ pub mod chunks;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod collect;
 pub mod daemon;
 pub mod dataset;
 pub mod dirlock;

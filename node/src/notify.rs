@@ -2,7 +2,8 @@
 //! department's gateway (政务微信, 钉钉, e-mail) for what people of this node must act on or
 //! know — a new application to decide (incoming, accepted by the hub), the 办理时限 one working
 //! day away, a decision on this node's own application (granted or rejected), a revocation,
-//! and an audit alarm (a fork, a split view, an omission, a suspended member).
+//! an audit alarm (a fork, a split view, an omission, a suspended member), and a collection
+//! source failing `[collect] alarm_after` runs in a row.
 //!
 //! The notifier compares what the node's views hold every [`SCAN_EVERY`] with what it saw
 //! last; the first look after start sets the baseline and sends nothing (so a restart never
@@ -38,7 +39,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, Serialize)]
 pub struct Notification {
     /// `application.incoming`, `application.deadline`, `application.decided`,
-    /// `application.revoked` or `audit.alarm`.
+    /// `application.revoked`, `audit.alarm` or `collect.alarm`.
     pub kind: &'static str,
     /// A sentence for people (中文).
     pub text: String,
@@ -71,6 +72,8 @@ struct Alarms {
     split_views: u64,
     omissions: usize,
     suspended: usize,
+    /// Collection sources whose last `[collect] alarm_after` runs all failed.
+    collect_failing: usize,
 }
 
 fn member_name(state: &NodeState, key: &huitong_protocol::NodeId) -> String {
@@ -94,7 +97,19 @@ fn alarms(state: &NodeState) -> Alarms {
                     .count()
             })
         }),
+        collect_failing: collect_failing(state),
     }
+}
+
+fn collect_failing(state: &NodeState) -> usize {
+    let cfg = &state.config.collect;
+    let n = cfg.alarm_after() as usize;
+    cfg.sources
+        .iter()
+        .filter(|s| {
+            crate::collect::runs::failures_in_a_row(&state.store, &s.code, n).unwrap_or(0) >= n
+        })
+        .count()
 }
 
 /// Compares the views with `seen` (`None`: the first look, which only records); returns what
@@ -244,6 +259,20 @@ fn scan(state: &NodeState, seen: &mut Option<Seen>) -> Vec<Notification> {
         if now_n > before {
             alarm(text(now_n));
         }
+    }
+    if a.collect_failing > b.collect_failing {
+        out.push(Notification {
+            kind: "collect.alarm",
+            text: format!(
+                "采集告警：{} 个数据源连续采集失败，请查看 huitong collect runs",
+                a.collect_failing
+            ),
+            application: None,
+            code: None,
+            state: None,
+            node: node.clone(),
+            at_ms: now,
+        });
     }
     last.alarms = a;
     out

@@ -1,14 +1,15 @@
 //! The node's secrets file, `secrets.toml` in the node's directory: the credentials this node
 //! presents to its department's own systems — today the headers each proxied service's backend
-//! expects (`[backends."CODE"] headers = { Authorization = "Bearer …" }`). Never in the
+//! expects (`[backends."CODE"] headers = { Authorization = "Bearer …" }`) and the password of
+//! each collection source's database (`[sources."CODE"] password = "…"`). Never in the
 //! catalogue, the config, a log line or any `--json` output.
 //!
 //! The file must be readable by its owner only (mode 0600 or stricter): anything else is refused
 //! with the `chmod` to run. A malformed file is reported by line, never by content (a parse error
 //! may quote the value). No file means no credentials.
 //!
-//! Layering: a leaf (reads one file); the proxied services ([`crate::service::proxy`]) and the
-//! daemon's start-up check use it.
+//! Layering: a leaf (reads one file); the proxied services ([`crate::service::proxy`]), the
+//! collection runs ([`crate::collect`]) and the daemon's start-up check use it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,21 @@ const MAX_BYTES: u64 = 256 * 1024;
 struct File {
     #[serde(default)]
     backends: BTreeMap<String, Backend>,
+    #[serde(default)]
+    sources: BTreeMap<String, Source>,
+}
+
+/// A collection source's credentials.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Source {
+    password: String,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Source { password: <hidden> }")
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -55,7 +71,7 @@ pub enum SecretsError {
         why: String,
     },
     /// The file is not valid.
-    #[error("{path} is malformed near line {line}; expected [backends.\"CLASS/NUMBER\"] with headers = {{ Name = \"value\" }}")]
+    #[error("{path} is malformed near line {line}; expected [backends.\"CLASS/NUMBER\"] with headers = {{ Name = \"value\" }}, or [sources.\"CLASS/NUMBER\"] with password = \"…\"")]
     Parse {
         /// The file.
         path: PathBuf,
@@ -156,6 +172,33 @@ fn to_headers(path: &Path, code: &str, b: &Backend) -> Result<HeaderMap, Secrets
         out.insert(n, v);
     }
     Ok(out)
+}
+
+/// The password of collection source `code`'s database (`None` when the file gives none). The
+/// file is read again every time (a run is rare; an operator may have just changed it).
+pub fn source_password(dir: &Path, code: &str) -> Result<Option<Password>, SecretsError> {
+    Ok(read(dir)?
+        .1
+        .sources
+        .remove(code)
+        .map(|s| Password(s.password)))
+}
+
+/// A database password: never printed (its `Debug` hides it).
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    /// The password, to hand to the database driver.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
 }
 
 /// The resource codes the file gives headers for.

@@ -23,6 +23,9 @@
 //! - `accounts`: account name → CBOR [`crate::accounts::Account`] (people who sign in to this
 //!   node; not a view of the feeds, so a rebuild of the views leaves it alone).
 //!
+//! - `collect_runs`: code ‖ 0 ‖ started ms(8) → CBOR [`crate::collect::runs::Run`] (the run
+//!   history of collections; not a view of the feeds).
+//!
 //! Invariant: every event's writes (feed entry, head, view, index) go into one `WriteBatch`,
 //! so a crash never leaves an event half-applied. Writers take [`Store::writer`] so that
 //! read-modify-write of heads is serialised.
@@ -69,7 +72,8 @@ pub(crate) const CF_ACCOUNTS: &str = "accounts";
 pub(crate) const CF_CALLS: &str = "calls";
 pub(crate) const CF_CALL_IDS: &str = "call_ids";
 pub(crate) const CF_CALL_ANCHORS: &str = "call_anchors";
-const ALL_CFS: [&str; 22] = [
+pub(crate) const CF_COLLECT_RUNS: &str = "collect_runs";
+const ALL_CFS: [&str; 23] = [
     CF_META,
     CF_ENTRIES,
     CF_HEADS,
@@ -92,6 +96,7 @@ const ALL_CFS: [&str; 22] = [
     CF_CALLS,
     CF_CALL_IDS,
     CF_CALL_ANCHORS,
+    CF_COLLECT_RUNS,
 ];
 
 /// A store error.

@@ -29,7 +29,8 @@ use std::sync::Arc;
 
 use huitong_protocol::catalogue::Item;
 use huitong_protocol::dataset::{
-    check_value, Body, ChunkHash, ChunkRef, Column, Manifest, Rejects, MANIFEST_VERSION,
+    check_value, Body, ChunkHash, ChunkRef, Column, DatasetVersion, Manifest, Rejects,
+    SignedManifest, MANIFEST_VERSION,
 };
 use huitong_protocol::feed::VerifiedEntry;
 use huitong_protocol::Event;
@@ -270,6 +271,55 @@ pub fn publish(
     req: &PublishRequest,
     by: Option<&huitong_protocol::Actor>,
 ) -> Result<(PublishReport, VerifiedEntry), PublishError> {
+    match publish_version(feeds, req, by, false)? {
+        Published::New(report, entry) => Ok((report, *entry)),
+        // Only returned when asked to skip an unchanged version, which this does not.
+        Published::Unchanged { .. } => {
+            unreachable!("publish_version always makes a version when not asked to skip")
+        }
+    }
+}
+
+/// What [`publish_if_changed`] did.
+#[derive(Debug)]
+pub enum Published {
+    /// A new version: the report and the sealed feed entry to gossip.
+    New(PublishReport, Box<VerifiedEntry>),
+    /// The data is exactly the latest version's (same columns, row groups and chunks): nothing
+    /// was announced.
+    Unchanged {
+        /// The latest version, which stays the latest.
+        version: u64,
+    },
+}
+
+/// Publishes a new version unless the data is exactly the latest version's (a scheduled
+/// collection that found nothing new makes no version).
+pub fn publish_if_changed(
+    feeds: &Feeds,
+    req: &PublishRequest,
+    by: Option<&huitong_protocol::Actor>,
+) -> Result<Published, PublishError> {
+    publish_version(feeds, req, by, true)
+}
+
+/// Whether `body` (and no rejects) is what the latest version `latest` holds.
+fn same_as(state: &NodeState, latest: &DatasetVersion, body: &Body) -> Result<bool, PublishError> {
+    let Some(stored) = records::manifest(&state.store, &latest.manifest)? else {
+        return Ok(false);
+    };
+    // Our own signed manifest: a failure to open it means it is not comparable, so a new
+    // version is made.
+    Ok(SignedManifest::open(&stored.envelope, &state.id(), latest)
+        .is_ok_and(|m| m.manifest.body == *body && m.manifest.rejects.is_none()))
+}
+
+fn publish_version(
+    feeds: &Feeds,
+    req: &PublishRequest,
+    by: Option<&huitong_protocol::Actor>,
+    skip_unchanged: bool,
+) -> Result<Published, PublishError> {
     let state = &**feeds.state();
     let record = own_record(state, &req.code)?;
     crate::seen::same_as_cli(&req.path, req.path_seen).map_err(PublishError::NotShared)?;
@@ -291,6 +341,16 @@ pub fn publish(
         )?
     };
     let latest = records::version(&state.store, &state.id(), &req.code, None)?;
+    if let Some(latest) = latest
+        .as_ref()
+        .filter(|_| skip_unchanged && rejects.is_none())
+    {
+        if same_as(state, latest, &body)? {
+            return Ok(Published::Unchanged {
+                version: latest.version,
+            });
+        }
+    }
     let manifest = Manifest {
         layout: MANIFEST_VERSION,
         provider: state.id(),
@@ -328,7 +388,7 @@ pub fn publish(
         }
     };
     tracing::info!(code = %req.code, version = manifest.version, chunks = announcement.chunks, bytes = announcement.bytes, "published dataset version");
-    Ok((
+    Ok(Published::New(
         PublishReport {
             code: req.code.clone(),
             version: manifest.version,
@@ -343,7 +403,7 @@ pub fn publish(
             manifest: sealed.hash.to_hex(),
             seq: entry.entry.seq,
         },
-        entry,
+        Box::new(entry),
     ))
 }
 

@@ -132,6 +132,20 @@ pub const RULES: &[(&str, &str, Need)] = &[
         Need::AnyOf(&[DataUser]),
     ),
     ("POST", "/api/v1/gc", Need::AnyOf(&[Admin])),
+    // Collection from the department's databases: run by cataloguers (it publishes versions);
+    // its history and sources (database hosts and users, never passwords) for them, the
+    // administrator and the auditor.
+    ("POST", "/api/v1/collect/run", Need::AnyOf(&[Cataloguer])),
+    (
+        "GET",
+        "/api/v1/collect/runs",
+        Need::AnyOf(&[Cataloguer, Admin, Auditor]),
+    ),
+    (
+        "GET",
+        "/api/v1/collect/sources",
+        Need::AnyOf(&[Cataloguer, Admin, Auditor]),
+    ),
     ("POST", "/api/v1/backup", Need::AnyOf(&[Admin])),
     (
         "GET",

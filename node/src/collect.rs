@@ -1,0 +1,295 @@
+//! Collection (采集): this node, as its department's front-end processor (前置机), reads its own
+//! resources' data from the department's databases (`[[collect.sources]]` in `huitong.toml`,
+//! passwords in `secrets.toml`) and publishes each run's data as a dataset version — nothing
+//! when the data is exactly the latest version's.
+//!
+//! A run extracts the source into a staging CSV file under `<node dir>/collect/` (streamed, never
+//! the whole table in memory; [`postgres`]), then publishes that file as `dataset publish` does,
+//! so every cell is checked against its 信息项 the same way: a run that finds a refused cell, a
+//! wrong password or a missing table fails, is recorded with its reason, and the previous version
+//! stays the latest. Runs start by hand (`huitong collect run`) or on the source's schedule
+//! ([`schedule`], [`task`]); each is kept in the run history ([`runs`]).
+//!
+//! Layering: above the dataset publisher and the secrets file; the API and the daemon's task
+//! call it. Names no network module but the client it gossips a new version with.
+
+pub mod postgres;
+pub mod runs;
+pub mod schedule;
+pub mod task;
+pub mod views;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use huitong_config::SourceConfig;
+use huitong_protocol::Actor;
+use tracing::{info, warn};
+
+use crate::dataset::publish::{self, PublishError, PublishRequest, Published};
+use crate::feeds::Feeds;
+use crate::net::Client;
+use crate::secrets::SecretsError;
+use crate::state::{now_ms, NodeState};
+use runs::{Outcome, Run, Trigger};
+
+/// Where staging files are written, under the node directory.
+pub const STAGING_DIR: &str = "collect";
+
+/// Why a run could not be done. No variant carries a password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CollectError {
+    /// No source is configured for the resource.
+    #[error("no source for {0}: add a [[collect.sources]] with code = \"{0}\" to huitong.toml and restart the node")]
+    NoSource(String),
+    /// The resource is not a live entry of this node.
+    #[error("no published catalogue entry {0} of this organisation; publish the entry first (`huitong catalogue publish`)")]
+    UnknownCode(String),
+    /// A run of the resource is under way.
+    #[error("a run of {0} is under way; wait for it (`huitong collect runs {0}`)")]
+    Busy(String),
+    /// The secrets file cannot be used.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// The database refused the connection or the login.
+    #[error("cannot connect to the source database of {code} ({at}): {why}")]
+    Connect {
+        /// The resource.
+        code: String,
+        /// user@host:port/database.
+        at: String,
+        /// The driver's reason.
+        why: String,
+    },
+    /// The source's table, query or columns do not fit the entry.
+    #[error("source of {code}: {why}")]
+    Source {
+        /// The resource.
+        code: String,
+        /// What is wrong and what to do.
+        why: String,
+    },
+    /// The staging file could not be written.
+    #[error("cannot write the staging file {path}: {source}")]
+    Staging {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The data could not be published (refused cells, no room …).
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The node is stopping.
+    #[error("the node is stopping; the run was abandoned")]
+    Stopping,
+}
+
+/// A run under way, as `huitong collect runs` shows it.
+#[derive(Clone, Debug)]
+pub struct Running {
+    /// When it started (ms).
+    pub started_at_ms: u64,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Bytes read from the source so far.
+    pub bytes: Arc<AtomicU64>,
+}
+
+/// Runs collections; one run per resource at a time.
+pub struct Collector {
+    feeds: Arc<Feeds>,
+    net: Client,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// Takes a resource's running mark off when its run ends, however it ends.
+struct Mark<'a> {
+    collector: &'a Collector,
+    code: String,
+}
+
+impl Drop for Mark<'_> {
+    fn drop(&mut self) {
+        self.collector.lock().remove(&self.code);
+    }
+}
+
+impl Collector {
+    /// A collector publishing through `feeds` and gossiping new versions with `net`.
+    pub fn new(feeds: Arc<Feeds>, net: Client) -> Self {
+        Self {
+            feeds,
+            net,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn state(&self) -> &Arc<NodeState> {
+        self.feeds.state()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The runs under way.
+    pub fn running(&self) -> Vec<(String, Running)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(c, r)| (c.clone(), r.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Runs the collection of `code` now and records it; a run that fails is recorded too (and
+    /// returned as `Ok` with its error). `Err` is for a run that could not start. `by` is the
+    /// person who started it (none for the schedule or the node's own CLI).
+    pub async fn run(
+        &self,
+        code: &str,
+        (trigger, attempt): (Trigger, u32),
+        by: Option<Actor>,
+    ) -> Result<Run, CollectError> {
+        let state = self.state().clone();
+        let source = state
+            .config
+            .collect
+            .source(code)
+            .ok_or_else(|| CollectError::NoSource(code.to_owned()))?
+            .clone();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let started_at_ms = now_ms();
+        {
+            let mut running = self.lock();
+            if running.contains_key(code) {
+                return Err(CollectError::Busy(code.to_owned()));
+            }
+            running.insert(
+                code.to_owned(),
+                Running {
+                    started_at_ms,
+                    trigger,
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+        let _mark = Mark {
+            collector: self,
+            code: code.to_owned(),
+        };
+        let outcome = self.collect(&source, &bytes, started_at_ms, by).await;
+        let mut run = Run {
+            code: code.to_owned(),
+            started_at_ms,
+            finished_at_ms: now_ms(),
+            trigger,
+            attempt,
+            outcome: Outcome::Failed,
+            version: None,
+            rows: None,
+            source_bytes: bytes.load(Ordering::Relaxed),
+            new_bytes: 0,
+            error: None,
+        };
+        match outcome {
+            Ok(Published::New(report, entry)) => {
+                self.net.publish(&entry).await;
+                run.outcome = Outcome::Published;
+                run.version = Some(report.version);
+                run.rows = report.rows;
+                run.new_bytes = report.new_bytes;
+                info!(code, version = report.version, rows = ?report.rows, ms = run.finished_at_ms - started_at_ms, "collected a new version");
+            }
+            Ok(Published::Unchanged { version }) => {
+                run.outcome = Outcome::Unchanged;
+                run.version = Some(version);
+                info!(
+                    code,
+                    version, "collected: nothing changed since the latest version"
+                );
+            }
+            Err(CollectError::Stopping) => return Err(CollectError::Stopping),
+            Err(e @ (CollectError::UnknownCode(_) | CollectError::Busy(_))) => return Err(e),
+            Err(e) => {
+                warn!(code, error = %e, "collection run failed; the latest version stays as it was");
+                run.error = Some(e.to_string());
+            }
+        }
+        runs::record(&state.store, &run).map_err(|e| CollectError::Staging {
+            path: state.dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(run)
+    }
+
+    async fn collect(
+        &self,
+        source: &SourceConfig,
+        bytes: &Arc<AtomicU64>,
+        started_at_ms: u64,
+        by: Option<Actor>,
+    ) -> Result<Published, CollectError> {
+        let state = self.state().clone();
+        let code = source.code.clone();
+        let record =
+            crate::catalogue::get_by_provider(&state.store, &state.config.node.org_code, &code)
+                .map_err(|e| CollectError::Source {
+                    code: code.clone(),
+                    why: e.to_string(),
+                })?
+                .filter(|r| r.withdrawn.is_none())
+                .ok_or_else(|| CollectError::UnknownCode(code.clone()))?;
+        let password = crate::secrets::source_password(&state.dir, &code)?;
+        let dir = state.dir.join(STAGING_DIR);
+        std::fs::create_dir_all(&dir).map_err(|source| CollectError::Staging {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(format!("{}-{started_at_ms}.csv", code.replace('/', "-")));
+        let staged = Staged(path.clone());
+        postgres::extract(
+            source,
+            password.as_ref(),
+            &record.entry.items,
+            state.timezone(),
+            &staged.0,
+            bytes,
+        )
+        .await?;
+        let req = PublishRequest {
+            code: code.clone(),
+            path,
+            file: false,
+            allow_rejects: false,
+            path_seen: None,
+            file_name: None,
+        };
+        let feeds = self.feeds.clone();
+        let published = tokio::task::spawn_blocking(move || {
+            publish::publish_if_changed(&feeds, &req, by.as_ref())
+        })
+        .await
+        .map_err(|_| CollectError::Stopping)??;
+        drop(staged);
+        Ok(published)
+    }
+}
+
+/// A staging file, removed when the run ends.
+struct Staged(PathBuf);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(path = %self.0.display(), error = %e, "cannot remove a collection staging file; remove it by hand");
+            }
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Reading a PostgreSQL table or query into a staging CSV file whose header is the entry's
+//! 信息项: `COPY (SELECT …) TO STDOUT (FORMAT csv)` streamed to the file, in one read-only
+//! repeatable-read transaction (one consistent snapshot), so no row is ever held in memory.
+//!
+//! Each 信息项 reads the column of the same name, or the one `columns` maps it to; a column the
+//! entry does not list is not read (the minimum, as 个人信息保护法 asks). Before any row is read,
+//! each column's type is checked against its 信息项's 数据类型 (a `date` column cannot hold a
+//! 整型 item); the cells themselves are checked by the publisher. Values are written as the
+//! 信息项 rules expect them: booleans as `true`/`false`, dates as `YYYY-MM-DD`, timestamps as
+//! `YYYY-MM-DD HH:MM:SS` in the federation's time zone. A table is read in primary-key order
+//! (all columns when it has none), so unchanged data gives the same chunks and no new version.
+//!
+//! Layering: a leaf of [`crate::collect`]; uses the driver only.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use huitong_config::SourceConfig;
+use huitong_protocol::catalogue::{DataType, Item};
+use tokio::io::AsyncWriteExt as _;
+use tokio_postgres::types::Type;
+use tracing::debug;
+
+use super::CollectError;
+use crate::secrets::Password;
+
+/// Time allowed to connect and log in.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `"name"` with inner quotes doubled: an identifier PostgreSQL reads as given.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// What follows `FROM`: the quoted table, or the query as a subquery.
+fn from_clause(src: &SourceConfig) -> String {
+    match (&src.table, &src.query) {
+        (Some(t), _) => t.split('.').map(quote_ident).collect::<Vec<_>>().join("."),
+        (None, Some(q)) => format!(
+            "({}) AS huitong_source",
+            q.trim().trim_end_matches(';').trim_end()
+        ),
+        (None, None) => String::new(),
+    }
+}
+
+fn is_text(t: &Type) -> bool {
+    [
+        Type::TEXT,
+        Type::VARCHAR,
+        Type::BPCHAR,
+        Type::NAME,
+        Type::UNKNOWN,
+    ]
+    .contains(t)
+}
+
+fn is_int(t: &Type) -> bool {
+    [Type::INT2, Type::INT4, Type::INT8].contains(t)
+}
+
+fn is_number(t: &Type) -> bool {
+    is_int(t) || [Type::NUMERIC, Type::FLOAT4, Type::FLOAT8].contains(t)
+}
+
+/// Whether a column of type `t` can hold values of 数据类型 `d` at all.
+fn compatible(d: DataType, t: &Type) -> bool {
+    match d {
+        DataType::C | DataType::M | DataType::G => *t != Type::BYTEA,
+        DataType::I => is_int(t) || *t == Type::NUMERIC || is_text(t),
+        DataType::N | DataType::Y | DataType::B | DataType::F => is_number(t) || is_text(t),
+        DataType::D => *t == Type::DATE || is_text(t),
+        DataType::T => [Type::TIMESTAMP, Type::TIMESTAMPTZ].contains(t) || is_text(t),
+        DataType::L => *t == Type::BOOL || is_int(t) || is_text(t),
+    }
+}
+
+/// The select expression that writes column `c` of type `t` as the 信息项 rules expect.
+fn expression(c: &str, t: &Type) -> String {
+    let c = quote_ident(c);
+    if *t == Type::BOOL {
+        format!("CASE WHEN {c} THEN 'true' WHEN NOT {c} THEN 'false' END")
+    } else if [Type::TIMESTAMP, Type::TIMESTAMPTZ].contains(t) {
+        format!("to_char({c}, 'YYYY-MM-DD HH24:MI:SS')")
+    } else if *t == Type::DATE {
+        format!("to_char({c}, 'YYYY-MM-DD')")
+    } else {
+        c
+    }
+}
+
+/// The header line: the 信息项 names as CSV.
+fn header(items: &[Item]) -> Result<Vec<u8>, std::io::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(items.iter().map(|i| i.name.as_str()))
+        .map_err(std::io::Error::other)?;
+    w.into_inner()
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// `user@host:port/database` of `cfg`, for messages (never the password).
+fn where_(cfg: &tokio_postgres::Config) -> String {
+    let host = match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    format!(
+        "{}@{host}:{}/{}",
+        cfg.get_user().unwrap_or_default(),
+        cfg.get_ports().first().copied().unwrap_or(5432),
+        cfg.get_dbname().unwrap_or_default()
+    )
+}
+
+/// Reads the source of `src` into the CSV file `out` (created; the caller removes it), adding
+/// the bytes read to `bytes` as they arrive.
+pub async fn extract(
+    src: &SourceConfig,
+    password: Option<&Password>,
+    items: &[Item],
+    tz: chrono_tz::Tz,
+    out: &Path,
+    bytes: &AtomicU64,
+) -> Result<(), CollectError> {
+    let code = src.code.clone();
+    let source = |why: String| CollectError::Source {
+        code: code.clone(),
+        why,
+    };
+    let mut cfg: tokio_postgres::Config = src
+        .url
+        .parse()
+        .map_err(|e| source(format!("url is not a PostgreSQL URL: {e}")))?;
+    if let Some(p) = password {
+        cfg.password(p.expose());
+    }
+    cfg.connect_timeout(CONNECT_TIMEOUT);
+    cfg.application_name("huitong collect");
+    let at = where_(&cfg);
+    let connect_failed = |why: String| CollectError::Connect {
+        code: code.clone(),
+        at: at.clone(),
+        why,
+    };
+    let (client, connection) =
+        tokio::time::timeout(CONNECT_TIMEOUT, cfg.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| connect_failed(format!("no answer in {} s", CONNECT_TIMEOUT.as_secs())))?
+            .map_err(|e| {
+                let hint = if password.is_none() {
+                    format!("; no password is set for it in secrets.toml ([sources.\"{code}\"] password = \"…\")")
+                } else {
+                    String::new()
+                };
+                connect_failed(format!("{}{hint}", describe(&e)))
+            })?;
+    let conn = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            debug!(error = %e, "source database connection ended");
+        }
+    });
+    let result = read(&client, src, items, tz, out, bytes).await;
+    drop(client);
+    let _ = conn.await;
+    result.map_err(|e| match e {
+        Failure::Db(why) => source(why),
+        Failure::Io(e) => CollectError::Staging {
+            path: out.to_path_buf(),
+            source: e,
+        },
+    })
+}
+
+enum Failure {
+    Db(String),
+    Io(std::io::Error),
+}
+
+/// The server's own words for an error (the driver's `Display` says only "db error"), else the
+/// driver's. Neither holds the password.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.hint() {
+            Some(h) => format!("{}: {} ({h})", db.severity(), db.message()),
+            None => format!("{}: {}", db.severity(), db.message()),
+        },
+        None => e.to_string(),
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::Db(describe(&e))
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+async fn read(
+    client: &tokio_postgres::Client,
+    src: &SourceConfig,
+    items: &[Item],
+    tz: chrono_tz::Tz,
+    out: &Path,
+    bytes: &AtomicU64,
+) -> Result<(), Failure> {
+    for mapped in src.columns.keys() {
+        if !items.iter().any(|i| &i.name == mapped) {
+            return Err(Failure::Db(format!(
+                "columns maps {mapped:?}, which is not a 信息项 of the entry"
+            )));
+        }
+    }
+    client
+        .batch_execute(&format!(
+            "SET client_encoding = 'UTF8'; SET DateStyle = 'ISO, YMD'; SET TimeZone = '{}'; \
+             BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            tz.name().replace('\'', "''")
+        ))
+        .await?;
+    let from = from_clause(src);
+    let probe = client.prepare(&format!("SELECT * FROM {from}")).await?;
+    let columns = probe.columns();
+    let mut exprs = Vec::with_capacity(items.len());
+    for item in items {
+        let name = src.columns.get(&item.name).unwrap_or(&item.name);
+        let Some(col) = columns.iter().find(|c| c.name() == name) else {
+            let have: Vec<&str> = columns.iter().take(40).map(|c| c.name()).collect();
+            return Err(Failure::Db(format!(
+                "no column {name:?} for 信息项 {:?}; the source has {}: map it in [collect.sources] columns = {{ \"{}\" = \"column\" }}",
+                item.name,
+                have.join(", "),
+                item.name
+            )));
+        };
+        if !compatible(item.data_type, col.type_()) {
+            return Err(Failure::Db(format!(
+                "column {name:?} is of type {}, which cannot hold 信息项 {:?} ({} {}); change the entry's 数据类型 or map another column",
+                col.type_(),
+                item.name,
+                item.data_type.label(),
+                item.data_type.key()
+            )));
+        }
+        exprs.push(expression(name, col.type_()));
+    }
+    let order = match &src.table {
+        Some(_) => {
+            let keys = primary_key(client, &from).await?;
+            if keys.is_empty() {
+                (1..=exprs.len()).map(|n| n.to_string()).collect::<Vec<_>>()
+            } else {
+                keys.iter().map(|k| quote_ident(k)).collect()
+            }
+        }
+        None => Vec::new(),
+    };
+    let order = if order.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {}", order.join(", "))
+    };
+    let copy = format!(
+        "COPY (SELECT {} FROM {from}{order}) TO STDOUT (FORMAT csv)",
+        exprs.join(", ")
+    );
+    let stream = client.copy_out(&copy).await?;
+    let mut stream = std::pin::pin!(stream);
+    let file = tokio::fs::File::create(out).await?;
+    let mut w = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    w.write_all(&header(items)?).await?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        w.write_all(&chunk).await?;
+        bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    }
+    w.flush().await?;
+    client.batch_execute("COMMIT").await?;
+    Ok(())
+}
+
+/// The primary-key columns of the table `from` (quoted), in key order.
+async fn primary_key(client: &tokio_postgres::Client, from: &str) -> Result<Vec<String>, Failure> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = $1::text::regclass AND i.indisprimary \
+             ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            &[&from],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_and_types_checked() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        let mut src = SourceConfig {
+            code: "301001/000001".into(),
+            kind: huitong_config::SourceKind::Postgres,
+            url: "postgres://c@h/db".into(),
+            table: Some("hr.people".into()),
+            query: None,
+            columns: Default::default(),
+            schedule: None,
+        };
+        assert_eq!(from_clause(&src), "\"hr\".\"people\"");
+        src.table = None;
+        src.query = Some("SELECT 1 AS x;".into());
+        assert_eq!(from_clause(&src), "(SELECT 1 AS x) AS huitong_source");
+        assert!(compatible(DataType::I, &Type::INT8));
+        assert!(!compatible(DataType::I, &Type::DATE));
+        assert!(!compatible(DataType::D, &Type::INT4));
+        assert!(compatible(DataType::T, &Type::TIMESTAMPTZ));
+        assert!(!compatible(DataType::C, &Type::BYTEA));
+        assert_eq!(
+            expression("ok", &Type::BOOL),
+            "CASE WHEN \"ok\" THEN 'true' WHEN NOT \"ok\" THEN 'false' END"
+        );
+    }
+}
