@@ -1,11 +1,11 @@
 # Installs what building and testing Huitong needs on a Debian machine that has only the Rust
 # toolchain: libclang (RocksDB's bindings are generated with bindgen) and a C++ compiler
 # (RocksDB itself); for the tests (`huitong_prerequisites test`) also Debian's Chromium, its
-# WebDriver and the Noto CJK fonts (the portal's browser tests), and the PostgreSQL server
-# (the collection tests start their own on loopback). Sourced by quickstart.sh and
+# WebDriver and the Noto CJK fonts (the portal's browser tests), and the PostgreSQL and MariaDB
+# servers (the collection and subscription tests start their own on loopback). Sourced by quickstart.sh and
 # .ci/run; uses sudo when not run as root.
 # 安装构建与测试所需的系统软件包（libclang、C++ 编译器；测试另需 Chromium、chromedriver、
-# Noto 中日韩字体和 PostgreSQL 服务器）；非 root 用户时使用 sudo。
+# Noto 中日韩字体、PostgreSQL 与 MariaDB 服务器）；非 root 用户时使用 sudo。
 
 huitong_prerequisites() {
   if ! command -v cargo >/dev/null 2>&1; then
@@ -21,8 +21,10 @@ huitong_prerequisites() {
     command -v chromium >/dev/null 2>&1 || need+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
     dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need+=(fonts-noto-cjk)
-    # A real PostgreSQL server for the collection tests (started by the tests on loopback).
+    # Real PostgreSQL and MariaDB servers for the collection and subscription tests (the tests
+    # start their own, in temporary directories on loopback).
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+    command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
   fi
   if [ ${#need[@]} -eq 0 ]; then
     return 0

@@ -16,6 +16,7 @@ mod gateway_cmd;
 mod init;
 mod output;
 mod pull_cmd;
+mod subscribe_cmd;
 mod user_cmd;
 
 use std::path::PathBuf;
@@ -64,6 +65,20 @@ pub enum Command {
     /// Publish dataset versions and list them.
     #[command(subcommand)]
     Dataset(dataset_cmd::DatasetCmd),
+    /// Subscribe to a resource (订阅): each new version is pulled by the node itself and
+    /// delivered into a directory or a PostgreSQL/MySQL table.
+    Subscribe(subscribe_cmd::SubscribeArgs),
+    /// List subscriptions: version delivered, lag, last error.
+    Subscriptions {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a subscription (what was delivered stays in its target).
+    Unsubscribe {
+        /// Its name.
+        name: String,
+    },
     /// Collect this node's resources from the department's databases (采集): run now, the run
     /// history, the sources.
     #[command(subcommand)]
@@ -168,6 +183,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Charter(c) => charter_cmd::run(&dir, c).await,
         Command::Dataset(c) => dataset_cmd::run(&dir, c).await,
         Command::Collect(c) => collect_cmd::run(&dir, c).await,
+        Command::Subscribe(a) => subscribe_cmd::subscribe(&dir, a).await,
+        Command::Subscriptions { json } => subscribe_cmd::list(&dir, json).await,
+        Command::Unsubscribe { name } => subscribe_cmd::unsubscribe(&dir, &name).await,
         Command::Pull(a) => pull_cmd::pull(&dir, a).await,
         Command::Pulls(a) => pull_cmd::pulls(&dir, a).await,
         Command::Gc { json } => dataset_cmd::gc(&dir, json).await,

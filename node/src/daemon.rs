@@ -352,6 +352,13 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         net: client.clone(),
         control,
     };
+    let pulls: Arc<crate::transfer::pull::Pulls> = Arc::default();
+    let subscriber = Arc::new(crate::subscribe::task::Subscriber::new(
+        feeds.clone(),
+        transport.clone(),
+        pulls.clone(),
+    ));
+    tasks.spawn_infallible("subscriptions", subscriber.clone().run(shutdown.clone()));
 
     tasks.spawn_infallible(
         "audit appender",
@@ -428,6 +435,8 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
                 search,
                 services,
                 collector,
+                subscriber,
+                pulls,
             },
             shutdown.clone(),
         ),

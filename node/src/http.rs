@@ -43,6 +43,7 @@ pub mod openapi;
 pub(crate) mod paths;
 mod people;
 pub mod portal;
+mod subscriptions;
 pub mod tls;
 
 /// Where the portal (or the gateway's own listener) listens: plain HTTP (loopback) or HTTPS.
@@ -77,6 +78,8 @@ struct Ctx {
     outbound: Arc<crate::service::consumer::Outbound>,
     /// Collection runs.
     collector: Arc<crate::collect::Collector>,
+    /// Subscriptions' deliveries.
+    subscriber: Arc<crate::subscribe::task::Subscriber>,
 }
 
 struct Fail(StatusCode, ApiError);
@@ -117,6 +120,10 @@ pub struct Backends {
     pub services: Arc<crate::service::provider::Services>,
     /// Collection runs (shared with the schedule task).
     pub collector: Arc<crate::collect::Collector>,
+    /// Subscriptions' deliveries (its pulls are the API's too).
+    pub subscriber: Arc<crate::subscribe::task::Subscriber>,
+    /// The pulls of this node (the API's and the subscriptions').
+    pub pulls: Arc<crate::transfer::pull::Pulls>,
 }
 
 /// Serves the API, and the portal when it has a listener, until `shutdown` is cancelled.
@@ -134,6 +141,8 @@ pub async fn serve(
         search,
         services,
         collector,
+        subscriber,
+        pulls,
     }: Backends,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -143,7 +152,7 @@ pub async fn serve(
         feeds,
         net: transport.net.clone(),
         transport,
-        pulls: Arc::default(),
+        pulls,
         token: Arc::new(token),
         people: people::People::new(accounts),
         bound: listener.local_addr()?,
@@ -152,6 +161,7 @@ pub async fn serve(
         services,
         outbound: Arc::default(),
         collector,
+        subscriber,
     };
     let app = Router::new()
         .route("/api/v1/login", post(people::login))
@@ -202,6 +212,14 @@ pub async fn serve(
         .route("/api/v1/collect/run", post(collect::run))
         .route("/api/v1/collect/runs", get(collect::runs))
         .route("/api/v1/collect/sources", get(collect::sources))
+        .route(
+            "/api/v1/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/api/v1/subscriptions/{name}/remove",
+            post(subscriptions::remove),
+        )
         .route("/api/v1/pulls/{id}", get(datasets::pull_progress))
         .route("/api/v1/pulls/{id}/cancel", post(datasets::cancel_pull))
         .route(

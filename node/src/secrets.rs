@@ -1,7 +1,8 @@
 //! The node's secrets file, `secrets.toml` in the node's directory: the credentials this node
 //! presents to its department's own systems — today the headers each proxied service's backend
 //! expects (`[backends."CODE"] headers = { Authorization = "Bearer …" }`) and the password of
-//! each collection source's database (`[sources."CODE"] password = "…"`). Never in the
+//! each collection source's database (`[sources."CODE"] password = "…"`) and subscription target
+//! database (`[targets."NAME"] password = "…"`). Never in the
 //! catalogue, the config, a log line or any `--json` output.
 //!
 //! The file must be readable by its owner only (mode 0600 or stricter): anything else is refused
@@ -29,9 +30,11 @@ struct File {
     backends: BTreeMap<String, Backend>,
     #[serde(default)]
     sources: BTreeMap<String, Source>,
+    #[serde(default)]
+    targets: BTreeMap<String, Source>,
 }
 
-/// A collection source's credentials.
+/// A database's credentials (a collection source, a subscription target).
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Source {
@@ -71,7 +74,7 @@ pub enum SecretsError {
         why: String,
     },
     /// The file is not valid.
-    #[error("{path} is malformed near line {line}; expected [backends.\"CLASS/NUMBER\"] with headers = {{ Name = \"value\" }}, or [sources.\"CLASS/NUMBER\"] with password = \"…\"")]
+    #[error("{path} is malformed near line {line}; expected [backends.\"CLASS/NUMBER\"] with headers = {{ Name = \"value\" }}, or [sources.\"CLASS/NUMBER\"] or [targets.\"NAME\"], with password = \"…\"")]
     Parse {
         /// The file.
         path: PathBuf,
@@ -181,6 +184,16 @@ pub fn source_password(dir: &Path, code: &str) -> Result<Option<Password>, Secre
         .1
         .sources
         .remove(code)
+        .map(|s| Password(s.password)))
+}
+
+/// The password of subscription `name`'s target database (`[targets."NAME"]`), read as
+/// [`source_password`] is.
+pub fn target_password(dir: &Path, name: &str) -> Result<Option<Password>, SecretsError> {
+    Ok(read(dir)?
+        .1
+        .targets
+        .remove(name)
         .map(|s| Password(s.password)))
 }
 

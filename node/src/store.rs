@@ -25,6 +25,8 @@
 //!
 //! - `collect_runs`: code ‖ 0 ‖ started ms(8) → CBOR [`crate::collect::runs::Run`] (the run
 //!   history of collections; not a view of the feeds).
+//! - `subscriptions`: name → CBOR [`crate::subscribe::Subscription`] (this node's subscriptions
+//!   and how far each got; not a view of the feeds).
 //!
 //! Invariant: every event's writes (feed entry, head, view, index) go into one `WriteBatch`,
 //! so a crash never leaves an event half-applied. Writers take [`Store::writer`] so that
@@ -73,7 +75,8 @@ pub(crate) const CF_CALLS: &str = "calls";
 pub(crate) const CF_CALL_IDS: &str = "call_ids";
 pub(crate) const CF_CALL_ANCHORS: &str = "call_anchors";
 pub(crate) const CF_COLLECT_RUNS: &str = "collect_runs";
-const ALL_CFS: [&str; 23] = [
+pub(crate) const CF_SUBSCRIPTIONS: &str = "subscriptions";
+const ALL_CFS: [&str; 24] = [
     CF_META,
     CF_ENTRIES,
     CF_HEADS,
@@ -97,6 +100,7 @@ const ALL_CFS: [&str; 23] = [
     CF_CALL_IDS,
     CF_CALL_ANCHORS,
     CF_COLLECT_RUNS,
+    CF_SUBSCRIPTIONS,
 ];
 
 /// A store error.

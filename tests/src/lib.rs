@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod data;
+pub mod mariadb;
 pub mod pg;
 pub mod rogue;
 pub mod tls;

@@ -8,6 +8,7 @@
 
 use std::io::Write as _;
 
+use huitong_tests::mariadb::MariaDb;
 use huitong_tests::pg::Postgres;
 use huitong_tests::{cli_ok, data, start_prepared};
 use serde_json::Value;
@@ -15,6 +16,7 @@ use serde_json::Value;
 const CODE: &str = "301001/000071";
 const PASSWORD: &str = "c0llect-pa55-s3cret";
 const WRONG: &str = "wr0ng-pa55-s3cret";
+const TARGET_PASSWORD: &str = "tar9et-pa55-s3cret";
 
 fn write_secrets(dir: &std::path::Path, password: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -67,9 +69,13 @@ fn latest_version(net: &mut huitong_testnet::Testnet, i: usize) -> anyhow::Resul
         .unwrap_or(0))
 }
 
-#[test]
-fn a_table_is_collected_into_versions_and_failures_keep_the_last_one() -> anyhow::Result<()> {
-    let pg = Postgres::start()?;
+/// The source table (1000 people) in `pg`, and a testnet whose department 1 collects it
+/// (`[[collect.sources]]`, password in secrets.toml) and has published the entry; `prepare`
+/// may change the nodes' directories first.
+fn source_and_nodes(
+    pg: &Postgres,
+    prepare: impl FnOnce(&mut huitong_testnet::Testnet) -> anyhow::Result<()>,
+) -> anyhow::Result<huitong_tests::Fixture> {
     pg.sql(
         "postgres",
         &format!("CREATE ROLE collector LOGIN PASSWORD '{PASSWORD}'"),
@@ -86,7 +92,7 @@ fn a_table_is_collected_into_versions_and_failures_keep_the_last_one() -> anyhow
          ALTER TABLE people OWNER TO collector",
     )?;
     let port = pg.port;
-    let mut f = start_prepared(2, 2, &[], |net| {
+    let f = start_prepared(2, 2, &[], |net| {
         let dir = &net.nodes[1].dir;
         let mut file = std::fs::OpenOptions::new()
             .append(true)
@@ -98,16 +104,25 @@ fn a_table_is_collected_into_versions_and_failures_keep_the_last_one() -> anyhow
              schedule = \"manual\"\n\
              columns = {{ \"编号\" = \"id\", \"姓名\" = \"name\", \"金额\" = \"amount\", \"日期\" = \"day\", \"备注\" = \"note\" }}"
         )?;
-        write_secrets(dir, PASSWORD)
+        write_secrets(dir, PASSWORD)?;
+        prepare(net)
     })?;
     let dir = f.tmp.path().to_path_buf();
-    let net = &mut f.net;
-    let (provider, consumer) = (1, 2);
-    let mut entry = data::table_entry(net, provider, 71, "无条件共享", None);
+    let mut entry = data::table_entry(&f.net, 1, 71, "无条件共享", None);
     if let Some(item) = entry["items"][4].as_object_mut() {
         item.remove("share_type");
     }
-    data::publish_entry(net, &dir, provider, &entry)?;
+    data::publish_entry(&f.net, &dir, 1, &entry)?;
+    Ok(f)
+}
+
+#[test]
+fn a_table_is_collected_into_versions_and_failures_keep_the_last_one() -> anyhow::Result<()> {
+    let pg = Postgres::start()?;
+    let mut f = source_and_nodes(&pg, |_| Ok(()))?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let (provider, consumer) = (1, 2);
     let mut seen = String::new();
 
     // Full collection: version 1 with every row.
@@ -214,5 +229,242 @@ fn a_table_is_collected_into_versions_and_failures_keep_the_last_one() -> anyhow
         assert!(!seen.contains(secret), "a password in the output");
         assert!(!log.contains(secret), "a password in the log");
     }
+    Ok(())
+}
+
+/// Node `i`'s subscription `name`, as `huitong subscriptions --json` shows it.
+fn subscription(net: &huitong_testnet::Testnet, i: usize, name: &str) -> anyhow::Result<Value> {
+    let out = cli_ok(net, i, &["subscriptions", "--json"])?;
+    let all: Value = serde_json::from_slice(&out.stdout)?;
+    all.as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+        .ok_or_else(|| anyhow::anyhow!("no subscription {name}: {all}"))
+}
+
+/// Waits until node `i` delivered `version` for subscription `name`.
+fn wait_delivered(
+    net: &huitong_testnet::Testnet,
+    i: usize,
+    name: &str,
+    version: u64,
+) -> anyhow::Result<()> {
+    let mut last = Value::Null;
+    huitong_tests::wait_until(
+        std::time::Duration::from_secs(90),
+        &format!("subscription {name} at v{version}"),
+        || {
+            last = subscription(net, i, name)?;
+            Ok(last["delivery"]["version"].as_u64() >= Some(version))
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}; last seen: {last}"))
+}
+
+/// The subscriber's MariaDB table, in the source's row format, by key.
+fn delivered_rows(db: &MariaDb) -> anyhow::Result<Vec<String>> {
+    Ok(db
+        .sql(
+            "hr2",
+            "SELECT `编号`, `姓名`, CAST(`金额` AS DECIMAL(12,2)), DATE_FORMAT(`日期`, '%Y-%m-%d'), \
+             IFNULL(`备注`, '') FROM people ORDER BY CAST(`编号` AS UNSIGNED)",
+        )?
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+#[test]
+fn subscriptions_deliver_each_version_into_mariadb_exactly_even_across_a_kill() -> anyhow::Result<()>
+{
+    use std::os::unix::fs::PermissionsExt as _;
+    let pg = Postgres::start()?;
+    let db = MariaDb::start()?;
+    db.sql(
+        "mysql",
+        &format!(
+            "CREATE DATABASE hr2 DEFAULT CHARSET utf8mb4; \
+             CREATE USER 'sub'@'127.0.0.1' IDENTIFIED BY '{TARGET_PASSWORD}'; \
+             GRANT ALL ON hr2.* TO 'sub'@'127.0.0.1'"
+        ),
+    )?;
+    let mut f = source_and_nodes(&pg, |net| {
+        let secrets = net.nodes[2].dir.join("secrets.toml");
+        std::fs::write(
+            &secrets,
+            format!(
+                "[targets.\"people\"]\npassword = \"{TARGET_PASSWORD}\"\n\
+                 [targets.\"people-pg\"]\npassword = \"{TARGET_PASSWORD}\"\n"
+            ),
+        )?;
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600))?;
+        Ok(())
+    })?;
+    pg.sql(
+        "postgres",
+        &format!("CREATE ROLE sub LOGIN PASSWORD '{TARGET_PASSWORD}'"),
+    )?;
+    pg.sql("postgres", "CREATE DATABASE hr3 OWNER sub")?;
+    let files = f.tmp.path().join("delivered");
+    std::fs::create_dir(&files)?;
+    let net = &mut f.net;
+    let (provider, consumer) = (1, 2);
+    let mut seen = String::new();
+    let (run, _) = collect(net, provider, &mut seen)?;
+    assert_eq!(run["version"], 1, "{run}");
+    data::wait_version(net, consumer, CODE, 1)?;
+
+    // A database target with a wrong table name is refused at once; a right one is tried.
+    let url = format!("mysql://sub@127.0.0.1:{}/hr2", db.port);
+    let refused = net.cli(
+        consumer,
+        &["subscribe", CODE, "--into", &url, "--table", "people"],
+    )?;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--key"),
+        "a table target needs a key"
+    );
+    let out = cli_ok(
+        net,
+        consumer,
+        &[
+            "subscribe",
+            CODE,
+            "--into",
+            &url,
+            "--table",
+            "people",
+            "--key",
+            "编号",
+            "--name",
+            "people",
+            "--json",
+        ],
+    )?;
+    seen.push_str(&String::from_utf8_lossy(&out.stdout));
+    let pg_url = format!("postgres://sub@127.0.0.1:{}/hr3", pg.port);
+    cli_ok(
+        net,
+        consumer,
+        &[
+            "subscribe",
+            CODE,
+            "--into",
+            &pg_url,
+            "--table",
+            "people",
+            "--key",
+            "编号",
+            "--name",
+            "people-pg",
+        ],
+    )?;
+    cli_ok(
+        net,
+        consumer,
+        &[
+            "subscribe",
+            CODE,
+            "--into",
+            &files.to_string_lossy(),
+            "--current",
+            "--name",
+            "people-file",
+        ],
+    )?;
+    wait_delivered(net, consumer, "people", 1)?;
+    wait_delivered(net, consumer, "people-file", 1)?;
+    assert_eq!(
+        delivered_rows(&db)?,
+        table_rows(&pg)?,
+        "v1 delivered row for row"
+    );
+
+    // Inserts, updates and deletes at the source: v2 lands in the table and the file.
+    pg.sql(
+        "hr",
+        "UPDATE people SET name = name || '改', amount = amount + 1 WHERE id % 97 = 0; \
+         DELETE FROM people WHERE id IN (5, 500, 999); \
+         INSERT INTO people (id, name, amount, day, note) \
+         SELECT n, '李四' || n, n, DATE '2026-12-01', '新增' FROM generate_series(1001, 1010) AS n",
+    )?;
+    let (run, _) = collect(net, provider, &mut seen)?;
+    assert_eq!(run["version"], 2, "{run}");
+    wait_delivered(net, consumer, "people", 2)?;
+    wait_delivered(net, consumer, "people-file", 2)?;
+    let v2 = table_rows(&pg)?;
+    assert_eq!(delivered_rows(&db)?, v2, "v2 delivered row for row");
+    let file = std::fs::read_to_string(files.join("people-file.csv"))?;
+    let file_rows: Vec<String> = file.lines().skip(1).map(|l| l.replace(',', "|")).collect();
+    assert_eq!(file_rows, v2, "the current file is v2");
+    assert_eq!(
+        db.sql(
+            "hr2",
+            "SELECT version FROM huitong_delivery WHERE subscription = 'people'"
+        )?
+        .trim(),
+        "2"
+    );
+
+    // kill -9 in the middle of delivering v3 (its changes applied, not committed): the table
+    // stays v2; after the restart v3 is delivered exactly once.
+    std::fs::write(net.nodes[consumer].dir.join("faults"), "deliver-hold\n")?;
+    pg.sql(
+        "hr",
+        "UPDATE people SET note = '第三版' WHERE id % 50 = 0; DELETE FROM people WHERE id = 1; \
+         INSERT INTO people (id, name, amount, day, note) VALUES (2000, '王五', 1.5, '2026-12-02', NULL)",
+    )?;
+    let (run, _) = collect(net, provider, &mut seen)?;
+    assert_eq!(run["version"], 3, "{run}");
+    let log = net.nodes[consumer].dir.join(huitong_testnet::LOG_FILE);
+    huitong_tests::wait_until(
+        std::time::Duration::from_secs(90),
+        "the delivery of v3 holding before its commit",
+        || Ok(std::fs::read_to_string(&log)?.contains("delivery holding before its commit")),
+    )?;
+    net.stop(consumer, true)?;
+    std::fs::remove_file(net.nodes[consumer].dir.join("faults"))?;
+    assert_eq!(
+        delivered_rows(&db)?,
+        v2,
+        "a killed delivery changed nothing"
+    );
+    net.start(consumer)?;
+    wait_delivered(net, consumer, "people", 3)?;
+    assert_eq!(
+        delivered_rows(&db)?,
+        table_rows(&pg)?,
+        "v3 delivered row for row"
+    );
+    wait_delivered(net, consumer, "people-pg", 3)?;
+    let in_pg: Vec<String> = pg
+        .sql(
+            "hr3",
+            "SELECT \"编号\", \"姓名\", \"金额\"::numeric(12,2), to_char(\"日期\", 'YYYY-MM-DD'), \"备注\" \
+             FROM people ORDER BY \"编号\"::int",
+        )?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        in_pg,
+        table_rows(&pg)?,
+        "v3 delivered into PostgreSQL row for row"
+    );
+    assert_eq!(
+        db.sql(
+            "hr2",
+            "SELECT version FROM huitong_delivery WHERE subscription = 'people'"
+        )?
+        .trim(),
+        "3"
+    );
+    let s = subscription(net, consumer, "people")?;
+    assert_eq!(s["lag"], 0, "{s}");
+    seen.push_str(&s.to_string());
+
+    // The target's password is in no output and no log.
+    let log = std::fs::read_to_string(&log)?;
+    assert!(!seen.contains(TARGET_PASSWORD) && !log.contains(TARGET_PASSWORD));
     Ok(())
 }

@@ -51,6 +51,9 @@ const POLICY: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/pulls/{id}/cancel", "data_user"),
     ("POST", "/api/v1/gc", "admin"),
     ("POST", "/api/v1/collect/run", "cataloguer"),
+    ("GET", "/api/v1/subscriptions", "data_user,admin,auditor"),
+    ("POST", "/api/v1/subscriptions", "data_user"),
+    ("POST", "/api/v1/subscriptions/{name}/remove", "data_user"),
     ("GET", "/api/v1/collect/runs", "cataloguer,admin,auditor"),
     ("GET", "/api/v1/collect/sources", "cataloguer,admin,auditor"),
     ("POST", "/api/v1/backup", "admin"),
@@ -72,7 +75,9 @@ const POLICY: &[(&str, &str, &str)] = &[
 
 /// The path of a rule with its parameters filled with names that exist nowhere.
 fn concrete(path: &str) -> String {
-    path.replace("{id}", "0000").replace("{account}", "nobody")
+    path.replace("{id}", "0000")
+        .replace("{account}", "nobody")
+        .replace("{name}", "nothing")
 }
 
 #[test]

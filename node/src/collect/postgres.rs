@@ -10,24 +10,19 @@
 //! `YYYY-MM-DD HH:MM:SS` in the federation's time zone. A table is read in primary-key order
 //! (all columns when it has none), so unchanged data gives the same chunks and no new version.
 //!
-//! Layering: a leaf of [`crate::collect`]; uses the driver only.
+//! Layering: a leaf of [`crate::collect`]; connects through [`crate::dbconn`].
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use futures::StreamExt as _;
 use huitong_config::SourceConfig;
 use huitong_protocol::catalogue::{DataType, Item};
 use tokio::io::AsyncWriteExt as _;
 use tokio_postgres::types::Type;
-use tracing::debug;
 
 use super::CollectError;
 use crate::secrets::Password;
-
-/// Time allowed to connect and log in.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `"name"` with inner quotes doubled: an identifier PostgreSQL reads as given.
 fn quote_ident(name: &str) -> String {
@@ -100,21 +95,6 @@ fn header(items: &[Item]) -> Result<Vec<u8>, std::io::Error> {
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-/// `user@host:port/database` of `cfg`, for messages (never the password).
-fn where_(cfg: &tokio_postgres::Config) -> String {
-    let host = match cfg.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    format!(
-        "{}@{host}:{}/{}",
-        cfg.get_user().unwrap_or_default(),
-        cfg.get_ports().first().copied().unwrap_or(5432),
-        cfg.get_dbname().unwrap_or_default()
-    )
-}
-
 /// Reads the source of `src` into the CSV file `out` (created; the caller removes it), adding
 /// the bytes read to `bytes` as they arrive.
 pub async fn extract(
@@ -126,52 +106,22 @@ pub async fn extract(
     bytes: &AtomicU64,
 ) -> Result<(), CollectError> {
     let code = src.code.clone();
-    let source = |why: String| CollectError::Source {
-        code: code.clone(),
-        why,
-    };
-    let mut cfg: tokio_postgres::Config = src
-        .url
-        .parse()
-        .map_err(|e| source(format!("url is not a PostgreSQL URL: {e}")))?;
-    if let Some(p) = password {
-        cfg.password(p.expose());
-    }
-    cfg.connect_timeout(CONNECT_TIMEOUT);
-    cfg.application_name("huitong collect");
-    let at = where_(&cfg);
-    let connect_failed = |why: String| CollectError::Connect {
-        code: code.clone(),
-        at: at.clone(),
-        why,
-    };
-    let (client, connection) =
-        tokio::time::timeout(CONNECT_TIMEOUT, cfg.connect(tokio_postgres::NoTls))
-            .await
-            .map_err(|_| connect_failed(format!("no answer in {} s", CONNECT_TIMEOUT.as_secs())))?
-            .map_err(|e| {
-                let hint = if password.is_none() {
-                    format!("; no password is set for it in secrets.toml ([sources.\"{code}\"] password = \"…\")")
-                } else {
-                    String::new()
-                };
-                connect_failed(format!("{}{hint}", describe(&e)))
-            })?;
-    let conn = tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            debug!(error = %e, "source database connection ended");
-        }
-    });
-    let result = read(&client, src, items, tz, out, bytes).await;
-    drop(client);
-    let _ = conn.await;
-    result.map_err(|e| match e {
-        Failure::Db(why) => source(why),
-        Failure::Io(e) => CollectError::Staging {
-            path: out.to_path_buf(),
-            source: e,
-        },
-    })
+    let client = crate::dbconn::postgres(&src.url, password, &format!("[sources.\"{code}\"]"))
+        .await
+        .map_err(|e| CollectError::Connect {
+            code: code.clone(),
+            at: e.at,
+            why: e.why,
+        })?;
+    read(&client, src, items, tz, out, bytes)
+        .await
+        .map_err(|e| match e {
+            Failure::Db(why) => CollectError::Source { code, why },
+            Failure::Io(e) => CollectError::Staging {
+                path: out.to_path_buf(),
+                source: e,
+            },
+        })
 }
 
 enum Failure {
@@ -179,21 +129,9 @@ enum Failure {
     Io(std::io::Error),
 }
 
-/// The server's own words for an error (the driver's `Display` says only "db error"), else the
-/// driver's. Neither holds the password.
-fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => match db.hint() {
-            Some(h) => format!("{}: {} ({h})", db.severity(), db.message()),
-            None => format!("{}: {}", db.severity(), db.message()),
-        },
-        None => e.to_string(),
-    }
-}
-
 impl From<tokio_postgres::Error> for Failure {
     fn from(e: tokio_postgres::Error) -> Self {
-        Failure::Db(describe(&e))
+        Failure::Db(crate::dbconn::describe_pg(&e))
     }
 }
 

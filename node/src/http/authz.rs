@@ -136,6 +136,19 @@ pub const RULES: &[(&str, &str, Need)] = &[
     // its history and sources (database hosts and users, never passwords) for them, the
     // administrator and the auditor.
     ("POST", "/api/v1/collect/run", Need::AnyOf(&[Cataloguer])),
+    // Subscriptions pull data: data users make and end them; the administrator and the auditor
+    // see them too.
+    (
+        "GET",
+        "/api/v1/subscriptions",
+        Need::AnyOf(&[DataUser, Admin, Auditor]),
+    ),
+    ("POST", "/api/v1/subscriptions", Need::AnyOf(&[DataUser])),
+    (
+        "POST",
+        "/api/v1/subscriptions/{name}/remove",
+        Need::AnyOf(&[DataUser]),
+    ),
     (
         "GET",
         "/api/v1/collect/runs",

@@ -146,7 +146,7 @@ pub(super) async fn start_pull(
 
 /// A person pulls under their own grant only (an application they submitted), never under a
 /// colleague's or the node's: the grant named is checked, or theirs for the resource is found.
-fn own_grant(ctx: &Ctx, account: &str, req: &mut PullRequest) -> Result<(), Fail> {
+pub(super) fn own_grant(ctx: &Ctx, account: &str, req: &mut PullRequest) -> Result<(), Fail> {
     req.own_grant_only = true;
     if req.token.is_some() {
         // A token in hand may be anyone's (a colleague's, the department's): a person pulls

@@ -1,0 +1,301 @@
+//! The subscriber: the daemon's task that looks for a new version of each subscribed resource
+//! every few seconds (at once when a subscription is added), pulls it and delivers it, one
+//! delivery at a time; and the delivery itself (pull, then the target's apply).
+//!
+//! Layering: a task of the daemon over [`crate::transfer::pull`] and the targets.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::sql::{Column, DeliverError};
+use super::{dir, mysql, pg, Applied, Delivery, Meta, Subscription, Target};
+use crate::dataset::export::OutFormat;
+use crate::dataset::records;
+use crate::feeds::Feeds;
+use crate::link::Transport;
+use crate::state::{now_ms, NodeState};
+use crate::transfer::pull::{self, PullRequest, PullSummary, Pulls};
+
+/// How often the subscriptions are looked at.
+const LOOK_EVERY: Duration = Duration::from_secs(2);
+/// The first wait after a failed delivery; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF_MS: u64 = 5_000;
+/// The longest wait after failed deliveries.
+const MAX_BACKOFF_MS: u64 = 300_000;
+/// Where table deliveries' pulled files are kept while applied, under the node directory.
+pub const STAGING_DIR: &str = "subscriptions";
+
+/// Delivers the subscriptions of this node.
+pub struct Subscriber {
+    feeds: Arc<Feeds>,
+    transport: Transport,
+    pulls: Arc<Pulls>,
+    wake: Notify,
+}
+
+/// The latest version known of `sub`'s resource.
+pub fn latest(state: &NodeState, sub: &Subscription) -> Option<u64> {
+    let record = crate::catalogue::get(&state.store, &sub.code)
+        .ok()?
+        .into_iter()
+        .find(|r| r.entry.provider_code.as_str() == sub.provider)?;
+    records::version(&state.store, &record.feed, &sub.code, None)
+        .ok()?
+        .map(|v| v.version)
+}
+
+/// The wait after `failures` failed deliveries.
+fn backoff_ms(failures: u32) -> u64 {
+    (FIRST_BACKOFF_MS << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF_MS)
+}
+
+/// Test-only: waits before a table delivery commits while the node's fault `deliver-hold` is
+/// on (nothing without `fault-injection`).
+async fn hold(node_dir: PathBuf) {
+    if crate::faults::on(&node_dir, "deliver-hold") {
+        info!("delivery holding before its commit (test fault deliver-hold)");
+        while crate::faults::on(&node_dir, "deliver-hold") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Subscriber {
+    /// A subscriber pulling through `transport`, its pulls listed in `pulls`.
+    pub fn new(feeds: Arc<Feeds>, transport: Transport, pulls: Arc<Pulls>) -> Self {
+        Self {
+            feeds,
+            transport,
+            pulls,
+            wake: Notify::new(),
+        }
+    }
+
+    /// The node's state.
+    pub fn state(&self) -> &Arc<NodeState> {
+        self.feeds.state()
+    }
+
+    /// Looks at the subscriptions now (one was added).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Pulls version `version` of `sub` into `out`; the summary, or why not.
+    async fn pull(
+        &self,
+        sub: &Subscription,
+        version: u64,
+        out: PathBuf,
+        format: OutFormat,
+    ) -> Result<PullSummary, String> {
+        let req = PullRequest {
+            code: sub.code.clone(),
+            provider: Some(sub.provider.clone()),
+            version: Some(version),
+            fields: sub.fields.clone(),
+            out,
+            format,
+            grant: sub.grant.clone(),
+            token: None,
+            out_dir_seen: None,
+            started_by: None,
+            own_grant_only: sub.own_grant_only,
+        };
+        let started = pull::start(self.feeds.clone(), self.transport.clone(), &self.pulls, req)
+            .map_err(|e| e.to_string())?;
+        loop {
+            let Some(view) = self.pulls.view(started.id) else {
+                return Err("the pull was forgotten before it ended".into());
+            };
+            if view.phase.finished() {
+                return match (view.summary, view.error) {
+                    (Some(s), _) => Ok(s),
+                    (None, Some(e)) => Err(e),
+                    (None, None) => Err(format!("the pull ended {}", view.phase.as_str())),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Delivers version `version` of `sub`: the rows applied (tables) and what the pull did.
+    async fn deliver(
+        &self,
+        sub: &Subscription,
+        version: u64,
+    ) -> Result<(Option<u64>, PullSummary), DeliverError> {
+        let state = self.state().clone();
+        match &sub.target {
+            Target::Dir {
+                path,
+                format,
+                current,
+            } => {
+                let out = dir::pull_out(path, *format, *current, &sub.name, version);
+                let summary = self
+                    .pull(sub, version, out.clone(), *format)
+                    .await
+                    .map_err(DeliverError::Io)?;
+                dir::finish(path, *format, *current, &sub.name, &out)?;
+                Ok((summary.rows, summary))
+            }
+            Target::Postgres { url, table } | Target::Mysql { url, table } => {
+                let staging = state.dir.join(STAGING_DIR);
+                std::fs::create_dir_all(&staging)
+                    .map_err(|e| DeliverError::Io(format!("{}: {e}", staging.display())))?;
+                let out = staging.join(format!("{}-v{version}.csv", sub.name));
+                let staged = Staged(out.clone());
+                let summary = self
+                    .pull(sub, version, out.clone(), OutFormat::Csv)
+                    .await
+                    .map_err(DeliverError::Io)?;
+                let columns = columns(&state, sub, &summary.fields)?;
+                let password = crate::secrets::target_password(&state.dir, &sub.name)
+                    .map_err(|e| DeliverError::Io(e.to_string()))?;
+                let entry = format!("[targets.\"{}\"]", sub.name);
+                let meta = Meta {
+                    subscription: &sub.name,
+                    code: &sub.code,
+                    provider: &sub.provider,
+                    version,
+                };
+                let shape = (table.as_str(), columns.as_slice(), sub.key.as_slice());
+                let applied = if matches!(sub.target, Target::Postgres { .. }) {
+                    let client = crate::dbconn::postgres(url, password.as_ref(), &entry).await?;
+                    pg::deliver(&client, shape, &meta, &out, hold(state.dir.clone())).await?
+                } else {
+                    let mut conn = crate::dbconn::mysql(url, password.as_ref(), &entry).await?;
+                    let r = mysql::deliver(&mut conn, shape, &meta, &out, hold(state.dir.clone()))
+                        .await;
+                    if let Err(e) = conn.disconnect().await {
+                        warn!(error = %e, "closing the target database connection");
+                    }
+                    r?
+                };
+                drop(staged);
+                Ok((
+                    match applied {
+                        Applied::Rows(n) => Some(n),
+                        Applied::Already => summary.rows,
+                    },
+                    summary,
+                ))
+            }
+        }
+    }
+
+    /// Delivers every subscription that is behind, until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.round(&shutdown).await {
+                warn!(error = %e, "subscriptions: cannot read the subscriptions");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(LOOK_EVERY) => {}
+            }
+        }
+    }
+
+    async fn round(&self, shutdown: &CancellationToken) -> Result<(), crate::store::StoreError> {
+        let state = self.state().clone();
+        for sub in super::list(&state.store)? {
+            let Some(latest) = latest(&state, &sub) else {
+                continue;
+            };
+            let d = &sub.delivery;
+            if d.version.is_some_and(|v| v >= latest) {
+                continue;
+            }
+            let now = now_ms();
+            if d.failures > 0
+                && d.tried_at_ms
+                    .is_some_and(|t| now < t.saturating_add(backoff_ms(d.failures)))
+            {
+                continue;
+            }
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = self.deliver(&sub, latest) => r,
+            };
+            // The subscription may have been removed meanwhile.
+            let Some(mut now_sub) = super::get(&state.store, &sub.name)? else {
+                continue;
+            };
+            let at = now_ms();
+            match result {
+                Ok((rows, summary)) => {
+                    info!(subscription = %sub.name, code = %sub.code, version = latest, rows = ?rows, bytes_fetched = summary.bytes_fetched, bytes_reused = summary.bytes_reused, "delivered");
+                    now_sub.delivery = Delivery {
+                        version: Some(latest),
+                        at_ms: Some(at),
+                        rows,
+                        bytes_fetched: summary.bytes_fetched,
+                        error: None,
+                        failures: 0,
+                        tried_at_ms: Some(at),
+                    };
+                }
+                Err(e) => {
+                    let failures = now_sub.delivery.failures.saturating_add(1);
+                    warn!(subscription = %sub.name, code = %sub.code, version = latest, failures, retry_in_secs = backoff_ms(failures) / 1000, error = %e, "delivery failed; it will be retried");
+                    now_sub.delivery.error = Some(e.to_string());
+                    now_sub.delivery.failures = failures;
+                    now_sub.delivery.tried_at_ms = Some(at);
+                }
+            }
+            super::put(&state.store, &now_sub)?;
+        }
+        Ok(())
+    }
+}
+
+/// The columns `sub` delivers — the 信息项 the pull wrote (`pulled`), typed from the entry.
+fn columns(
+    state: &NodeState,
+    sub: &Subscription,
+    pulled: &[String],
+) -> Result<Vec<Column>, DeliverError> {
+    let record = crate::catalogue::get(&state.store, &sub.code)
+        .map_err(|e| DeliverError::Io(e.to_string()))?
+        .into_iter()
+        .find(|r| r.entry.provider_code.as_str() == sub.provider)
+        .ok_or_else(|| {
+            DeliverError::Data(format!(
+                "the catalogue no longer holds {} of {}",
+                sub.code, sub.provider
+            ))
+        })?;
+    let columns = Column::of(&record.entry.items, Some(pulled));
+    if let Some(k) = sub.key.iter().find(|k| !pulled.contains(k)) {
+        return Err(DeliverError::Data(format!(
+            "the key 信息项 {k} was not delivered (not granted, or not 无条件共享); subscribe with a key among {}",
+            pulled.join(", ")
+        )));
+    }
+    Ok(columns)
+}
+
+/// A table delivery's pulled file, removed when the delivery ends.
+struct Staged(PathBuf);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        remove_quietly(&self.0);
+    }
+}
+
+fn remove_quietly(p: &Path) {
+    if let Err(e) = std::fs::remove_file(p) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            warn!(path = %p.display(), error = %e, "cannot remove a delivery's pulled file; remove it by hand");
+        }
+    }
+}
