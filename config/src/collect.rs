@@ -87,6 +87,8 @@ impl CollectConfig {
 pub enum SourceKind {
     /// A PostgreSQL table or query.
     Postgres,
+    /// A MySQL or MariaDB table or query.
+    Mysql,
 }
 
 /// `[[collect.sources]]`: one resource's data, read from a department database.
@@ -97,8 +99,8 @@ pub struct SourceConfig {
     pub code: String,
     /// The kind of source.
     pub kind: SourceKind,
-    /// `postgres://user@host[:port]/database`, without the password (that is in the secrets
-    /// file).
+    /// `postgres://user@host[:port]/database` or `mysql://user@host[:port]/database`, without
+    /// the password (that is in the secrets file).
     pub url: String,
     /// A table (`name` or `schema.name`), read whole in primary-key order; or …
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,12 +133,24 @@ impl SourceConfig {
                 self.code
             ));
         }
-        let rest = self
-            .url
-            .strip_prefix("postgres://")
-            .or_else(|| self.url.strip_prefix("postgresql://"))
-            // Not echoed: it may hold a password.
-            .ok_or("url must be postgres://user@host[:port]/database")?;
+        let rest = match self.kind {
+            SourceKind::Postgres => self
+                .url
+                .strip_prefix("postgres://")
+                .or_else(|| self.url.strip_prefix("postgresql://"))
+                // Not echoed: it may hold a password.
+                .ok_or("url must be postgres://user@host[:port]/database (kind = \"postgres\")")?,
+            SourceKind::Mysql => self
+                .url
+                .strip_prefix("mysql://")
+                .ok_or("url must be mysql://user@host[:port]/database (kind = \"mysql\")")?,
+        };
+        if rest.contains(['?', '%', '#']) || rest.chars().any(char::is_whitespace) {
+            return Err(
+                "url takes no query parameters, escapes or spaces: scheme://user@host[:port]/database"
+                    .into(),
+            );
+        }
         match rest.split_once('@') {
             Some((user, _)) if user.contains(':') => {
                 // Never echo what follows: it is a password.

@@ -13,6 +13,7 @@
 //! Layering: above the dataset publisher and the secrets file; the API and the daemon's task
 //! call it. Names no network module but the client it gossips a new version with.
 
+pub mod mysql;
 pub mod postgres;
 pub mod runs;
 pub mod schedule;
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use huitong_config::SourceConfig;
+use huitong_config::{SourceConfig, SourceKind};
 use huitong_protocol::Actor;
 use tracing::{info, warn};
 
@@ -88,6 +89,47 @@ pub enum CollectError {
     Stopping,
 }
 
+/// Checks that every 信息项 `columns` maps is one of the entry's.
+fn check_mapping(
+    src: &SourceConfig,
+    items: &[huitong_protocol::catalogue::Item],
+) -> Result<(), String> {
+    match src
+        .columns
+        .keys()
+        .find(|m| !items.iter().any(|i| &i.name == *m))
+    {
+        Some(m) => Err(format!(
+            "columns maps {m:?}, which is not a 信息项 of the entry"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The error for a 信息项 whose column `name` the source lacks (it has `have`).
+fn missing_column(name: &str, item: &huitong_protocol::catalogue::Item, have: &[&str]) -> String {
+    format!(
+        "no column {name:?} for 信息项 {:?}; the source has {}: map it in [collect.sources] columns = {{ \"{}\" = \"column\" }}",
+        item.name,
+        have.iter().take(40).copied().collect::<Vec<_>>().join(", "),
+        item.name
+    )
+}
+
+/// The error for column `name` of type `type_name`, which cannot hold `item`'s values.
+fn wrong_type(
+    name: &str,
+    type_name: impl std::fmt::Display,
+    item: &huitong_protocol::catalogue::Item,
+) -> String {
+    format!(
+        "column {name:?} is of type {type_name}, which cannot hold 信息项 {:?} ({} {}); change the entry's 数据类型 or map another column",
+        item.name,
+        item.data_type.label(),
+        item.data_type.key()
+    )
+}
+
 /// A run under way, as `huitong collect runs` shows it.
 #[derive(Clone, Debug)]
 pub struct Running {
@@ -119,8 +161,10 @@ impl Drop for Mark<'_> {
 }
 
 impl Collector {
-    /// A collector publishing through `feeds` and gossiping new versions with `net`.
+    /// A collector publishing through `feeds` and gossiping new versions with `net`. Staging
+    /// files a crash left behind are removed.
     pub fn new(feeds: Arc<Feeds>, net: Client) -> Self {
+        sweep(&feeds.state().dir.join(STAGING_DIR));
         Self {
             feeds,
             net,
@@ -253,15 +297,31 @@ impl Collector {
         })?;
         let path = dir.join(format!("{}-{started_at_ms}.csv", code.replace('/', "-")));
         let staged = Staged(path.clone());
-        postgres::extract(
-            source,
-            password.as_ref(),
-            &record.entry.items,
-            state.timezone(),
-            &staged.0,
-            bytes,
-        )
-        .await?;
+        let items = &record.entry.items;
+        match source.kind {
+            SourceKind::Postgres => {
+                postgres::extract(
+                    source,
+                    password.as_ref(),
+                    items,
+                    state.timezone(),
+                    &staged.0,
+                    bytes,
+                )
+                .await?
+            }
+            SourceKind::Mysql => {
+                mysql::extract(
+                    source,
+                    password.as_ref(),
+                    items,
+                    state.timezone(),
+                    &staged.0,
+                    bytes,
+                )
+                .await?
+            }
+        }
         let req = PublishRequest {
             code: code.clone(),
             path,
@@ -275,9 +335,34 @@ impl Collector {
             publish::publish_if_changed(&feeds, &req, by.as_ref())
         })
         .await
-        .map_err(|_| CollectError::Stopping)??;
+        .map_err(|e| {
+            if e.is_panic() {
+                CollectError::Source {
+                    code: code.clone(),
+                    why: "the publisher failed unexpectedly (see the node's log)".into(),
+                }
+            } else {
+                CollectError::Stopping
+            }
+        })??;
         drop(staged);
         Ok(published)
+    }
+}
+
+/// Removes the `.csv` files in `dir` (staging files a crash left behind), logging what it
+/// cannot remove.
+pub fn sweep(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "csv") {
+            if let Err(err) = std::fs::remove_file(&p) {
+                warn!(path = %p.display(), error = %err, "cannot remove a staging file left by a crash");
+            }
+        }
     }
 }
 

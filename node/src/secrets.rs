@@ -2,7 +2,8 @@
 //! presents to its department's own systems — today the headers each proxied service's backend
 //! expects (`[backends."CODE"] headers = { Authorization = "Bearer …" }`) and the password of
 //! each collection source's database (`[sources."CODE"] password = "…"`) and subscription target
-//! database (`[targets."NAME"] password = "…"`). Never in the
+//! database (`[targets."NAME"] url = "…"` and `password = "…"`: the password is given only to
+//! that database). Never in the
 //! catalogue, the config, a log line or any `--json` output.
 //!
 //! The file must be readable by its owner only (mode 0600 or stricter): anything else is refused
@@ -31,7 +32,26 @@ struct File {
     #[serde(default)]
     sources: BTreeMap<String, Source>,
     #[serde(default)]
-    targets: BTreeMap<String, Source>,
+    targets: BTreeMap<String, TargetCreds>,
+}
+
+/// A subscription target's credentials, bound to the database they are for: a subscription
+/// made again under the same name towards another host gets no password.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetCreds {
+    url: String,
+    password: String,
+}
+
+impl std::fmt::Debug for TargetCreds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TargetCreds {{ url: {:?}, password: <hidden> }}",
+            self.url
+        )
+    }
 }
 
 /// A database's credentials (a collection source, a subscription target).
@@ -74,12 +94,20 @@ pub enum SecretsError {
         why: String,
     },
     /// The file is not valid.
-    #[error("{path} is malformed near line {line}; expected [backends.\"CLASS/NUMBER\"] with headers = {{ Name = \"value\" }}, or [sources.\"CLASS/NUMBER\"] or [targets.\"NAME\"], with password = \"…\"")]
+    #[error("{path} is malformed near line {line}; expected [backends.\"CLASS/NUMBER\"] with headers = {{ Name = \"value\" }}, or [sources.\"CLASS/NUMBER\"] with password = \"…\", or [targets.\"NAME\"] with url = \"…\" and password = \"…\"")]
     Parse {
         /// The file.
         path: PathBuf,
         /// The line of the error (1-based).
         line: usize,
+    },
+    /// A target's credentials are for another database than the subscription's.
+    #[error("{path}: [targets.\"{name}\"] is for another database than subscription {name}'s; set its url to the subscription's --into, or remove the entry")]
+    TargetUrl {
+        /// The file.
+        path: PathBuf,
+        /// The subscription.
+        name: String,
     },
     /// A header name or value cannot be sent.
     #[error("{path}: header {name:?} of {code} is not a valid HTTP header name or value")]
@@ -187,14 +215,22 @@ pub fn source_password(dir: &Path, code: &str) -> Result<Option<Password>, Secre
         .map(|s| Password(s.password)))
 }
 
-/// The password of subscription `name`'s target database (`[targets."NAME"]`), read as
-/// [`source_password`] is.
-pub fn target_password(dir: &Path, name: &str) -> Result<Option<Password>, SecretsError> {
-    Ok(read(dir)?
-        .1
-        .targets
-        .remove(name)
-        .map(|s| Password(s.password)))
+/// The password of subscription `name`'s target database (`[targets."NAME"]`, whose `url` must
+/// be the subscription's `url`), read as [`source_password`] is.
+pub fn target_password(
+    dir: &Path,
+    name: &str,
+    url: &str,
+) -> Result<Option<Password>, SecretsError> {
+    let (path, mut file) = read(dir)?;
+    match file.targets.remove(name) {
+        None => Ok(None),
+        Some(t) if t.url == url => Ok(Some(Password(t.password))),
+        Some(_) => Err(SecretsError::TargetUrl {
+            path,
+            name: name.to_owned(),
+        }),
+    }
 }
 
 /// A database password: never printed (its `Debug` hides it).

@@ -108,6 +108,12 @@ pub struct Delivery {
     /// Bytes the last pull fetched over the network (the rest were reused).
     #[serde(default)]
     pub bytes_fetched: u64,
+    /// Milliseconds the last delivery's pull took.
+    #[serde(default)]
+    pub pull_ms: u64,
+    /// Milliseconds the last delivery took to apply the pulled version to its target.
+    #[serde(default)]
+    pub apply_ms: u64,
     /// Why the last try failed (cleared by a delivery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -161,11 +167,16 @@ pub enum Applied {
     Already,
 }
 
-/// What a table delivery records in the target's metadata table.
+/// What a table delivery records in the target's metadata table, one row per node and
+/// subscription: a version counts as delivered only into the same table, of the same resource.
 #[derive(Clone, Copy, Debug)]
 pub struct Meta<'a> {
+    /// The delivering node's key (hex).
+    pub node: &'a str,
     /// The subscription's name.
     pub subscription: &'a str,
+    /// The target table.
+    pub table: &'a str,
     /// The resource code.
     pub code: &'a str,
     /// The provider's USCC.

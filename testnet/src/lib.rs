@@ -4,14 +4,17 @@
 //!
 //! Used by the `huitong-testnet` binary (`huitong testnet up|status|down`), by the multi-node
 //! tests and by the benchmarks. It drives nodes only the way a user does: the `huitong` binary
-//! and its admin API.
+//! and its admin API. It also starts the real database servers the collection and subscription
+//! tests and benchmarks use ([`pg`], [`mariadb`]).
 
 pub mod datasets;
 pub mod demo;
 pub mod ids;
 pub mod logins;
+pub mod mariadb;
 pub mod members;
 mod net;
+pub mod pg;
 
 pub use net::{Answer, NodeInfo, Options, Testnet, LOG_FILE, OUT_FILE, STATE_FILE};
 

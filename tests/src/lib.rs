@@ -3,8 +3,6 @@
 
 pub mod browser;
 pub mod data;
-pub mod mariadb;
-pub mod pg;
 pub mod rogue;
 pub mod tls;
 pub mod workflow;

@@ -8,8 +8,8 @@
 
 use std::io::Write as _;
 
-use huitong_tests::mariadb::MariaDb;
-use huitong_tests::pg::Postgres;
+use huitong_testnet::mariadb::MariaDb;
+use huitong_testnet::pg::Postgres;
 use huitong_tests::{cli_ok, data, start_prepared};
 use serde_json::Value;
 
@@ -287,13 +287,17 @@ fn subscriptions_deliver_each_version_into_mariadb_exactly_even_across_a_kill() 
              GRANT ALL ON hr2.* TO 'sub'@'127.0.0.1'"
         ),
     )?;
+    let (my_port, pg_port) = (db.port, pg.port);
     let mut f = source_and_nodes(&pg, |net| {
+        // Each target's password, bound to its database.
         let secrets = net.nodes[2].dir.join("secrets.toml");
         std::fs::write(
             &secrets,
             format!(
-                "[targets.\"people\"]\npassword = \"{TARGET_PASSWORD}\"\n\
-                 [targets.\"people-pg\"]\npassword = \"{TARGET_PASSWORD}\"\n"
+                "[targets.\"people\"]\nurl = \"mysql://sub@127.0.0.1:{my_port}/hr2\"\n\
+                 password = \"{TARGET_PASSWORD}\"\n\
+                 [targets.\"people-pg\"]\nurl = \"postgres://sub@127.0.0.1:{pg_port}/hr3\"\n\
+                 password = \"{TARGET_PASSWORD}\"\n"
             ),
         )?;
         std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600))?;
@@ -323,6 +327,29 @@ fn subscriptions_deliver_each_version_into_mariadb_exactly_even_across_a_kill() 
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("--key"),
         "a table target needs a key"
+    );
+    // The password of target "people" is given only to its own database.
+    let elsewhere = format!("mysql://sub@127.0.0.1:{}/mysql", db.port);
+    let refused = net.cli(
+        consumer,
+        &[
+            "subscribe",
+            CODE,
+            "--into",
+            &elsewhere,
+            "--table",
+            "people",
+            "--key",
+            "编号",
+            "--name",
+            "people",
+        ],
+    )?;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("another database"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
     );
     let out = cli_ok(
         net,
@@ -466,5 +493,93 @@ fn subscriptions_deliver_each_version_into_mariadb_exactly_even_across_a_kill() 
     // The target's password is in no output and no log.
     let log = std::fs::read_to_string(&log)?;
     assert!(!seen.contains(TARGET_PASSWORD) && !log.contains(TARGET_PASSWORD));
+    Ok(())
+}
+
+#[test]
+fn a_mariadb_table_is_collected_with_its_types_checked() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let db = MariaDb::start()?;
+    db.sql(
+        "mysql",
+        &format!(
+            "CREATE DATABASE hr DEFAULT CHARSET utf8mb4; \
+             CREATE USER 'collector'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; \
+             GRANT SELECT ON hr.* TO 'collector'@'127.0.0.1'"
+        ),
+    )?;
+    db.sql(
+        "hr",
+        "CREATE TABLE people (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, amount DECIMAL(12,2), \
+         day DATE, note VARCHAR(200)); \
+         INSERT INTO people SELECT seq, CONCAT('张三', seq), seq * 7 % 100000 + (seq % 100) / 100, \
+         DATE_ADD('2026-01-01', INTERVAL seq % 300 DAY), IF(seq % 10 = 0, NULL, CONCAT('第', seq, '条备注')) \
+         FROM seq_1_to_500",
+    )?;
+    let port = db.port;
+    let mut f = start_prepared(2, 2, &[], |net| {
+        let dir = &net.nodes[1].dir;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join(huitong_config::CONFIG_FILE))?;
+        writeln!(
+            file,
+            "\n[[collect.sources]]\ncode = \"{CODE}\"\nkind = \"mysql\"\n\
+             url = \"mysql://collector@127.0.0.1:{port}/hr\"\ntable = \"people\"\n\
+             schedule = \"manual\"\n\
+             columns = {{ \"编号\" = \"id\", \"姓名\" = \"name\", \"金额\" = \"amount\", \"日期\" = \"day\", \"备注\" = \"note\" }}"
+        )?;
+        let secrets = dir.join("secrets.toml");
+        std::fs::write(
+            &secrets,
+            format!("[sources.\"{CODE}\"]\npassword = \"{PASSWORD}\"\n"),
+        )?;
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600))?;
+        Ok(())
+    })?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let (provider, consumer) = (1, 2);
+    let mut entry = data::table_entry(net, provider, 71, "无条件共享", None);
+    if let Some(item) = entry["items"][4].as_object_mut() {
+        item.remove("share_type");
+    }
+    data::publish_entry(net, &dir, provider, &entry)?;
+    let mut seen = String::new();
+    let (run, ok) = collect(net, provider, &mut seen)?;
+    assert!(
+        ok && run["outcome"] == "published" && run["rows"] == 500,
+        "{run}"
+    );
+    let (run, _) = collect(net, provider, &mut seen)?;
+    assert_eq!(run["outcome"], "unchanged", "{run}");
+    data::wait_version(net, consumer, CODE, 1)?;
+    let out = dir.join("pulled.csv");
+    data::pull(net, consumer, &[CODE, "--out", &out.to_string_lossy()])?;
+    let pulled: Vec<String> = std::fs::read_to_string(&out)?
+        .lines()
+        .skip(1)
+        .map(|l| l.replace(',', "|"))
+        .collect();
+    let source: Vec<String> = db
+        .sql(
+            "hr",
+            "SELECT id, name, amount, DATE_FORMAT(day, '%Y-%m-%d'), IFNULL(note, '') FROM people ORDER BY id",
+        )?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(pulled, source, "the version is the table");
+
+    // A column whose type cannot hold its 信息项: the run fails, version 1 stays.
+    db.sql("hr", "ALTER TABLE people MODIFY day INT")?;
+    let (run, ok) = collect(net, provider, &mut seen)?;
+    assert!(!ok && run["outcome"] == "failed", "{run}");
+    let error = run["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("\"day\"") && error.contains("日期"),
+        "{error}"
+    );
+    assert!(!seen.contains(PASSWORD));
     Ok(())
 }

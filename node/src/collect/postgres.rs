@@ -33,8 +33,9 @@ fn quote_ident(name: &str) -> String {
 fn from_clause(src: &SourceConfig) -> String {
     match (&src.table, &src.query) {
         (Some(t), _) => t.split('.').map(quote_ident).collect::<Vec<_>>().join("."),
+        // On lines of its own, so a query ending in a `--` comment does not swallow the alias.
         (None, Some(q)) => format!(
-            "({}) AS huitong_source",
+            "(\n{}\n) AS huitong_source",
             q.trim().trim_end_matches(';').trim_end()
         ),
         (None, None) => String::new(),
@@ -149,16 +150,12 @@ async fn read(
     out: &Path,
     bytes: &AtomicU64,
 ) -> Result<(), Failure> {
-    for mapped in src.columns.keys() {
-        if !items.iter().any(|i| &i.name == mapped) {
-            return Err(Failure::Db(format!(
-                "columns maps {mapped:?}, which is not a 信息项 of the entry"
-            )));
-        }
-    }
+    super::check_mapping(src, items).map_err(Failure::Db)?;
     client
         .batch_execute(&format!(
             "SET client_encoding = 'UTF8'; SET DateStyle = 'ISO, YMD'; SET TimeZone = '{}'; \
+             SET statement_timeout = '30min'; SET lock_timeout = '60s'; \
+             SET idle_in_transaction_session_timeout = '10min'; \
              BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
             tz.name().replace('\'', "''")
         ))
@@ -170,22 +167,11 @@ async fn read(
     for item in items {
         let name = src.columns.get(&item.name).unwrap_or(&item.name);
         let Some(col) = columns.iter().find(|c| c.name() == name) else {
-            let have: Vec<&str> = columns.iter().take(40).map(|c| c.name()).collect();
-            return Err(Failure::Db(format!(
-                "no column {name:?} for 信息项 {:?}; the source has {}: map it in [collect.sources] columns = {{ \"{}\" = \"column\" }}",
-                item.name,
-                have.join(", "),
-                item.name
-            )));
+            let have: Vec<&str> = columns.iter().map(|c| c.name()).collect();
+            return Err(Failure::Db(super::missing_column(name, item, &have)));
         };
         if !compatible(item.data_type, col.type_()) {
-            return Err(Failure::Db(format!(
-                "column {name:?} is of type {}, which cannot hold 信息项 {:?} ({} {}); change the entry's 数据类型 or map another column",
-                col.type_(),
-                item.name,
-                item.data_type.label(),
-                item.data_type.key()
-            )));
+            return Err(Failure::Db(super::wrong_type(name, col.type_(), item)));
         }
         exprs.push(expression(name, col.type_()));
     }
@@ -257,7 +243,7 @@ mod tests {
         assert_eq!(from_clause(&src), "\"hr\".\"people\"");
         src.table = None;
         src.query = Some("SELECT 1 AS x;".into());
-        assert_eq!(from_clause(&src), "(SELECT 1 AS x) AS huitong_source");
+        assert_eq!(from_clause(&src), "(\nSELECT 1 AS x\n) AS huitong_source");
         assert!(compatible(DataType::I, &Type::INT8));
         assert!(!compatible(DataType::I, &Type::DATE));
         assert!(!compatible(DataType::D, &Type::INT4));

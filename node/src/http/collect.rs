@@ -18,11 +18,13 @@ pub(super) async fn run(
     Extension(who): Extension<Principal>,
     Json(req): Json<RunRequest>,
 ) -> Res<Run> {
-    match ctx
-        .collector
-        .run(&req.code, (Trigger::Manual, 0), who.actor())
-        .await
-    {
+    // The run goes on (and is recorded) even if the client goes away.
+    let (collector, actor) = (ctx.collector.clone(), who.actor());
+    let ran =
+        tokio::spawn(async move { collector.run(&req.code, (Trigger::Manual, 0), actor).await })
+            .await
+            .map_err(internal)?;
+    match ran {
         Ok(run) => Ok(Json(run)),
         Err(e @ (CollectError::NoSource(_) | CollectError::UnknownCode(_))) => {
             Err(fail(StatusCode::NOT_FOUND, e))

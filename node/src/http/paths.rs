@@ -42,6 +42,22 @@ pub(super) fn for_principal(ctx: &Ctx, who: &Principal, path: &Path) -> Result<P
     }
 }
 
+/// A person's own directory of the exchange directory (made if missing), where their
+/// subscriptions deliver.
+pub(super) fn own_dir(ctx: &Ctx, account: &str) -> Result<PathBuf, Fail> {
+    let owner = std::fs::metadata(&ctx.state.dir)
+        .map_err(super::internal)?
+        .uid();
+    let file = own_file(
+        &exchange_dir(&ctx.state),
+        account,
+        owner,
+        Path::new("subscription"),
+    )
+    .map_err(|m| fail(StatusCode::FORBIDDEN, m))?;
+    Ok(file.parent().map(Path::to_path_buf).unwrap_or(file))
+}
+
 /// The file `name` in `<root>/<account>/`, made if missing (0700, owned by `owner`), or why not.
 fn own_file(root: &Path, account: &str, owner: u32, name: &Path) -> Result<PathBuf, String> {
     let text = name.to_string_lossy();

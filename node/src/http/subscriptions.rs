@@ -8,7 +8,7 @@ use axum::{Extension, Json};
 use super::authz::Principal;
 use super::{fail, internal, Ctx, Res};
 use crate::subscribe::request::{self, RequestError, SubscribeRequest};
-use crate::subscribe::{self, Subscription, SubscriptionView};
+use crate::subscribe::{self, Subscription, SubscriptionView, Target};
 use crate::transfer::pull::PullRequest;
 
 fn refused(e: RequestError) -> super::Fail {
@@ -27,6 +27,17 @@ pub(super) async fn create(
 ) -> Res<Subscription> {
     let (mut created_by, mut own_only) = (None, false);
     if let Principal::Person { account, .. } = &who {
+        // A person's subscription delivers into their own directory of the exchange directory;
+        // a database target (and its password) is the node operator's to set.
+        match &mut req.target {
+            Target::Dir { path, .. } => *path = super::paths::own_dir(&ctx, &account.name)?,
+            _ => {
+                return Err(fail(
+                    StatusCode::FORBIDDEN,
+                    "a database target is set by the node's operator (`huitong subscribe` on the node); subscribe into your own directory instead",
+                ))
+            }
+        }
         // A person subscribes under their own grant, as they pull.
         let mut pull = PullRequest {
             code: req.code.clone(),
@@ -56,8 +67,35 @@ pub(super) async fn create(
     Ok(Json(sub))
 }
 
-pub(super) async fn list(State(ctx): State<Ctx>) -> Res<Vec<SubscriptionView>> {
-    let subs = subscribe::list(&ctx.state.store).map_err(internal)?;
+/// Whether `who` sees `sub`: the node token, the administrator and the auditor see every
+/// subscription; a data user their own.
+fn sees(who: &Principal, sub: &Subscription) -> bool {
+    match who {
+        Principal::Node => true,
+        Principal::Person { account, .. } => {
+            account.has(crate::accounts::Role::Admin)
+                || account.has(crate::accounts::Role::Auditor)
+                || owns(who, sub)
+        }
+    }
+}
+
+/// Whether `who` may end `sub`: the node token, or the person who made it.
+fn owns(who: &Principal, sub: &Subscription) -> bool {
+    match who {
+        Principal::Node => true,
+        Principal::Person { account, .. } => {
+            sub.created_by.as_deref() == Some(account.name.as_str())
+        }
+    }
+}
+
+pub(super) async fn list(
+    State(ctx): State<Ctx>,
+    Extension(who): Extension<Principal>,
+) -> Res<Vec<SubscriptionView>> {
+    let mut subs = subscribe::list(&ctx.state.store).map_err(internal)?;
+    subs.retain(|s| sees(&who, s));
     Ok(Json(
         subs.into_iter()
             .map(|s| {
@@ -75,8 +113,13 @@ pub(super) async fn list(State(ctx): State<Ctx>) -> Res<Vec<SubscriptionView>> {
     ))
 }
 
-pub(super) async fn remove(State(ctx): State<Ctx>, Path(name): Path<String>) -> Res<Subscription> {
-    let Some(sub) = subscribe::get(&ctx.state.store, &name).map_err(internal)? else {
+pub(super) async fn remove(
+    State(ctx): State<Ctx>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Res<Subscription> {
+    let found = subscribe::get(&ctx.state.store, &name).map_err(internal)?;
+    let Some(sub) = found.filter(|s| owns(&who, s)) else {
         return Err(fail(
             StatusCode::NOT_FOUND,
             format!("no subscription called {name}; `huitong subscriptions` lists them"),

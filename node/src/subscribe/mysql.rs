@@ -1,8 +1,8 @@
 //! Delivery into a MySQL or MariaDB table: the target table (utf8mb4) is created from the
-//! 信息项 when missing; the pulled CSV is loaded into a temporary table in multi-row inserts,
-//! then in one transaction rows whose key is gone are deleted, the others upserted by key, and
-//! [`META_TABLE`] records the version. A version already recorded there is not applied again; a
-//! version whose key is not unique is refused (MySQL would silently keep the last row).
+//! 信息项 when missing; the pulled CSV is loaded, in multi-row inserts in strict mode, into a
+//! temporary table of the target's types and key, then in one transaction rows whose key is gone
+//! are deleted, the others upserted by key, and [`META_TABLE`] records the version. A version
+//! already recorded there is not applied again; a version whose key is not unique is refused.
 //!
 //! Layering: a leaf of [`crate::subscribe`]; connects through [`crate::dbconn`].
 
@@ -24,6 +24,52 @@ fn db(e: mysql_async::Error) -> DeliverError {
     DeliverError::Db(e.to_string())
 }
 
+/// The session of a delivery: strict (a value that does not fit is an error, never truncated or
+/// clamped), and a lock wait that ends.
+const SESSION: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,\
+                       ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', \
+                       SESSION innodb_lock_wait_timeout = 60";
+
+/// Whether the database holds `to`'s version already, delivered into the same table of the
+/// same resource (creating the metadata table when missing).
+async fn delivered(conn: &mut Conn, to: &super::Meta<'_>) -> Result<bool, DeliverError> {
+    conn.query_drop(MY.create_meta()).await.map_err(db)?;
+    let row: Option<mysql_async::Row> = conn
+        .exec_first(
+            format!(
+                "SELECT version, target_table, code, provider FROM {META_TABLE} \
+                 WHERE node = ? AND subscription = ?"
+            ),
+            (to.node, to.subscription),
+        )
+        .await
+        .map_err(db)?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let text = |i: usize| -> Option<String> { row.get_opt::<String, usize>(i)?.ok() };
+    let version = row.get_opt::<i64, usize>(0).and_then(Result::ok);
+    Ok(version == Some(to.version as i64)
+        && text(1).as_deref() == Some(to.table)
+        && text(2).as_deref() == Some(to.code)
+        && text(3).as_deref() == Some(to.provider))
+}
+
+/// A delivered cell as the staging table takes it: empty is null; a 逻辑 value as 1 or 0.
+fn cell(c: &Column, v: &str) -> Value {
+    if v.is_empty() {
+        return Value::NULL;
+    }
+    if c.data_type == huitong_protocol::catalogue::DataType::L {
+        return match v {
+            "true" | "1" | "是" => Value::Int(1),
+            "false" | "0" | "否" => Value::Int(0),
+            _ => Value::NULL,
+        };
+    }
+    Value::Bytes(v.as_bytes().to_vec())
+}
+
 /// Applies the pulled CSV `csv` (version `to.version`) to `table`.
 pub async fn deliver(
     conn: &mut Conn,
@@ -32,35 +78,27 @@ pub async fn deliver(
     csv: &Path,
     hold: impl std::future::Future<Output = ()>,
 ) -> Result<Applied, DeliverError> {
-    conn.query_drop(MY.create_meta()).await.map_err(db)?;
-    let done: Option<i64> = conn
-        .exec_first(
-            format!("SELECT version FROM {META_TABLE} WHERE subscription = ?"),
-            (to.subscription,),
-        )
-        .await
-        .map_err(db)?;
-    if done == Some(to.version as i64) {
+    conn.query_drop(SESSION).await.map_err(db)?;
+    if delivered(conn, to).await? {
         return Ok(Applied::Already);
     }
     let mut reader = super::sql::open_csv(csv, columns)?;
     conn.query_drop(MY.create_table(table, columns, key))
         .await
         .map_err(db)?;
+    let target = MY.table(table);
     let q = |c: &str| MY.quote(c);
-    let stage_cols: Vec<String> = columns
-        .iter()
-        .map(|c| format!("{} LONGTEXT", q(&c.name)))
-        .collect();
+    // The staging table has the target's types and key: each value is converted (strictly)
+    // as it is loaded, and a key given twice is refused there.
     conn.query_drop("DROP TEMPORARY TABLE IF EXISTS huitong_stage")
         .await
         .map_err(db)?;
     conn.query_drop(format!(
-        "CREATE TEMPORARY TABLE huitong_stage ({}) DEFAULT CHARSET = utf8mb4",
-        stage_cols.join(", ")
+        "CREATE TEMPORARY TABLE huitong_stage LIKE {target}"
     ))
     .await
     .map_err(db)?;
+    let names: Vec<String> = columns.iter().map(|c| q(&c.name)).collect();
     let per = (MAX_PLACEHOLDERS / columns.len().max(1)).clamp(1, MAX_ROWS);
     let one = format!("({})", vec!["?"; columns.len()].join(", "));
     let mut rows = 0u64;
@@ -71,53 +109,38 @@ pub async fn deliver(
             .read_record(&mut rec)
             .map_err(|e| DeliverError::Io(format!("{}: {e}", csv.display())))?;
         if more {
-            batch.extend(rec.iter().map(|v| {
-                if v.is_empty() {
-                    Value::NULL
-                } else {
-                    Value::Bytes(v.as_bytes().to_vec())
-                }
-            }));
+            batch.extend(columns.iter().zip(rec.iter()).map(|(c, v)| cell(c, v)));
             rows += 1;
         }
         let n = batch.len() / columns.len().max(1);
         if n == per || (!more && n > 0) {
             let stmt = format!(
-                "INSERT INTO huitong_stage VALUES {}",
+                "INSERT INTO huitong_stage ({}) VALUES {}",
+                names.join(", "),
                 vec![one.as_str(); n].join(", ")
             );
             conn.exec_drop(stmt, Params::Positional(std::mem::take(&mut batch)))
                 .await
-                .map_err(db)?;
+                .map_err(|e| {
+                    let why = e.to_string();
+                    if why.contains("Duplicate entry") {
+                        DeliverError::Data(format!(
+                            "two rows of the version have the same key; choose a --key that identifies one row ({why})"
+                        ))
+                    } else {
+                        DeliverError::Db(why)
+                    }
+                })?;
         }
         if !more {
             break;
         }
     }
-    let key_cols: Vec<&Column> = columns.iter().filter(|c| key.contains(&c.name)).collect();
-    let key_list: Vec<String> = key_cols.iter().map(|c| q(&c.name)).collect();
-    let (total, distinct): (i64, i64) = conn
-        .query_first(format!(
-            "SELECT COUNT(*), COUNT(DISTINCT {}) FROM huitong_stage",
-            key_list.join(", ")
-        ))
-        .await
-        .map_err(db)?
-        .unwrap_or((0, 0));
-    if total != distinct {
-        return Err(DeliverError::Data(format!(
-            "{} row(s) of the version repeat a key or have none; choose a --key that identifies one row",
-            total - distinct
-        )));
-    }
-    let target = MY.table(table);
-    let cast = |c: &Column| MY.cast(c, &format!("s.{}", q(&c.name)));
-    let matches: Vec<String> = key_cols
+    let key_list: Vec<String> = key.iter().map(|k| q(k)).collect();
+    let matches: Vec<String> = key_list
         .iter()
-        .map(|c| format!("{target}.{} = {}", q(&c.name), cast(c)))
+        .map(|k| format!("{target}.{k} = s.{k}"))
         .collect();
-    let names: Vec<String> = columns.iter().map(|c| q(&c.name)).collect();
-    let values: Vec<String> = columns.iter().map(cast).collect();
     let rest: Vec<String> = columns
         .iter()
         .filter(|c| !key.contains(&c.name))
@@ -138,19 +161,26 @@ pub async fn deliver(
     .await
     .map_err(db)?;
     conn.query_drop(format!(
-        "INSERT INTO {target} ({}) SELECT {} FROM huitong_stage s ON DUPLICATE KEY UPDATE {update}",
-        names.join(", "),
-        values.join(", ")
+        "INSERT INTO {target} ({0}) SELECT {0} FROM huitong_stage ON DUPLICATE KEY UPDATE {update}",
+        names.join(", ")
     ))
     .await
     .map_err(db)?;
     conn.exec_drop(
         format!(
-            "INSERT INTO {META_TABLE} (subscription, code, provider, version, delivered_at) \
-             VALUES (?, ?, ?, ?, NOW()) ON DUPLICATE KEY UPDATE code = VALUES(code), \
-             provider = VALUES(provider), version = VALUES(version), delivered_at = VALUES(delivered_at)"
+            "INSERT INTO {META_TABLE} (node, subscription, target_table, code, provider, version, delivered_at) \
+             VALUES (?, ?, ?, ?, ?, ?, NOW()) ON DUPLICATE KEY UPDATE target_table = VALUES(target_table), \
+             code = VALUES(code), provider = VALUES(provider), version = VALUES(version), \
+             delivered_at = VALUES(delivered_at)"
         ),
-        (to.subscription, to.code, to.provider, to.version as i64),
+        (
+            to.node,
+            to.subscription,
+            to.table,
+            to.code,
+            to.provider,
+            to.version as i64,
+        ),
     )
     .await
     .map_err(db)?;

@@ -28,21 +28,40 @@ fn db(e: tokio_postgres::Error) -> DeliverError {
     }
 }
 
-/// The version `subscription` delivered into the database, if any (creating the metadata
-/// table when missing).
+/// Time limits of a delivery's session: a statement, a lock wait, an idle transaction.
+const LIMITS: &str = "SET statement_timeout = '30min'; SET lock_timeout = '60s'; \
+                      SET idle_in_transaction_session_timeout = '10min'";
+
+/// Whether the database holds `to`'s version already, delivered into the same table of the
+/// same resource (creating the metadata table when missing).
 async fn delivered(
     client: &tokio_postgres::Client,
-    subscription: &str,
-) -> Result<Option<u64>, DeliverError> {
+    to: &super::Meta<'_>,
+) -> Result<bool, DeliverError> {
     client.batch_execute(&PG.create_meta()).await.map_err(db)?;
     let row = client
         .query_opt(
-            &format!("SELECT version FROM {META_TABLE} WHERE subscription = $1"),
-            &[&subscription],
+            &format!(
+                "SELECT version, target_table, code, provider FROM {META_TABLE} \
+                 WHERE node = $1 AND subscription = $2"
+            ),
+            &[&to.node, &to.subscription],
         )
         .await
         .map_err(db)?;
-    Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let version: i64 = row.try_get(0).map_err(db)?;
+    let (table, code, provider): (String, String, String) = (
+        row.try_get(1).map_err(db)?,
+        row.try_get(2).map_err(db)?,
+        row.try_get(3).map_err(db)?,
+    );
+    Ok(version == to.version as i64
+        && table == to.table
+        && code == to.code
+        && provider == to.provider)
 }
 
 /// Applies the pulled CSV `csv` (version `to.version`) to `table`.
@@ -53,7 +72,8 @@ pub async fn deliver(
     csv: &Path,
     hold: impl std::future::Future<Output = ()>,
 ) -> Result<Applied, DeliverError> {
-    if delivered(client, to.subscription).await? == Some(to.version) {
+    client.batch_execute(LIMITS).await.map_err(db)?;
+    if delivered(client, to).await? {
         return Ok(Applied::Already);
     }
     super::sql::open_csv(csv, columns)?;
@@ -74,8 +94,13 @@ pub async fn deliver(
         ))
         .await
         .map_err(db)?;
+    // Every empty cell is a null, quoted or not (the csv writer quotes a lone empty field).
+    let all: Vec<String> = columns.iter().map(|c| q(&c.name)).collect();
     let sink = client
-        .copy_in("COPY huitong_stage FROM STDIN (FORMAT csv, HEADER true)")
+        .copy_in(&format!(
+            "COPY huitong_stage FROM STDIN (FORMAT csv, HEADER true, FORCE_NULL ({}))",
+            all.join(", ")
+        ))
         .await
         .map_err(db)?;
     let mut sink = std::pin::pin!(sink);
@@ -137,13 +162,15 @@ pub async fn deliver(
     client
         .execute(
             &format!(
-                "INSERT INTO {META_TABLE} (subscription, code, provider, version, delivered_at) \
-                 VALUES ($1, $2, $3, $4, now()) ON CONFLICT (subscription) DO UPDATE SET \
-                 code = EXCLUDED.code, provider = EXCLUDED.provider, version = EXCLUDED.version, \
-                 delivered_at = EXCLUDED.delivered_at"
+                "INSERT INTO {META_TABLE} (node, subscription, target_table, code, provider, version, delivered_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (node, subscription) DO UPDATE SET \
+                 target_table = EXCLUDED.target_table, code = EXCLUDED.code, provider = EXCLUDED.provider, \
+                 version = EXCLUDED.version, delivered_at = EXCLUDED.delivered_at"
             ),
             &[
+                &to.node,
                 &to.subscription,
+                &to.table,
                 &to.code,
                 &to.provider,
                 &(to.version as i64),

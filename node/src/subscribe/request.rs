@@ -64,7 +64,15 @@ fn check_url(url: &str, schemes: &[&str], name: &str) -> Result<(), RequestError
         .iter()
         .find_map(|s| url.strip_prefix(s))
         .ok_or_else(|| invalid(format!("--into must start with {}", schemes.join(" or "))))?;
+    if rest.contains(['?', '%', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(
+            "--into takes no query parameters, escapes or spaces: scheme://user@host[:port]/database",
+        ));
+    }
     match rest.split_once('@') {
+        Some((_, host)) if host.starts_with('/') => Err(invalid(
+            "--into must name a network host, not a socket path",
+        )),
         Some((user, _)) if user.contains(':') => Err(invalid(format!(
             "--into holds a password; remove it and put it in secrets.toml as [targets.\"{name}\"] password = \"…\" (mode 0600)"
         ))),
@@ -223,8 +231,13 @@ pub fn check(
 /// heard of now rather than at the first delivery.
 pub async fn try_target(state: &NodeState, sub: &Subscription) -> Result<(), RequestError> {
     let entry = format!("[targets.\"{}\"]", sub.name);
-    let password = crate::secrets::target_password(&state.dir, &sub.name)
-        .map_err(|e| invalid(e.to_string()))?;
+    let password = match &sub.target {
+        Target::Dir { .. } => return Ok(()),
+        Target::Postgres { url, .. } | Target::Mysql { url, .. } => {
+            crate::secrets::target_password(&state.dir, &sub.name, url)
+                .map_err(|e| invalid(e.to_string()))?
+        }
+    };
     match &sub.target {
         Target::Dir { .. } => Ok(()),
         Target::Postgres { url, .. } => crate::dbconn::postgres(url, password.as_ref(), &entry)

@@ -152,9 +152,10 @@ impl Dialect {
             Dialect::Mysql => ("VARCHAR(255)", "DATETIME"),
         };
         format!(
-            "CREATE TABLE IF NOT EXISTS {META_TABLE} (subscription VARCHAR(64) PRIMARY KEY, \
+            "CREATE TABLE IF NOT EXISTS {META_TABLE} (node VARCHAR(64) NOT NULL, \
+             subscription VARCHAR(64) NOT NULL, target_table {text} NOT NULL, \
              code {text} NOT NULL, provider {text} NOT NULL, version BIGINT NOT NULL, \
-             delivered_at {time} NOT NULL)"
+             delivered_at {time} NOT NULL, PRIMARY KEY (node, subscription))"
         )
     }
 }

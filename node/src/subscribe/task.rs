@@ -29,6 +29,8 @@ const FIRST_BACKOFF_MS: u64 = 5_000;
 const MAX_BACKOFF_MS: u64 = 300_000;
 /// Where table deliveries' pulled files are kept while applied, under the node directory.
 pub const STAGING_DIR: &str = "subscriptions";
+/// The longest a delivery may take (pull and apply).
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Delivers the subscriptions of this node.
 pub struct Subscriber {
@@ -66,8 +68,10 @@ async fn hold(node_dir: PathBuf) {
 }
 
 impl Subscriber {
-    /// A subscriber pulling through `transport`, its pulls listed in `pulls`.
+    /// A subscriber pulling through `transport`, its pulls listed in `pulls`. Pulled files a
+    /// crash left in the staging directory are removed.
     pub fn new(feeds: Arc<Feeds>, transport: Transport, pulls: Arc<Pulls>) -> Self {
+        crate::collect::sweep(&feeds.state().dir.join(STAGING_DIR));
         Self {
             feeds,
             transport,
@@ -156,11 +160,14 @@ impl Subscriber {
                     .await
                     .map_err(DeliverError::Io)?;
                 let columns = columns(&state, sub, &summary.fields)?;
-                let password = crate::secrets::target_password(&state.dir, &sub.name)
+                let password = crate::secrets::target_password(&state.dir, &sub.name, url)
                     .map_err(|e| DeliverError::Io(e.to_string()))?;
                 let entry = format!("[targets.\"{}\"]", sub.name);
+                let node = state.id().to_hex();
                 let meta = Meta {
+                    node: &node,
                     subscription: &sub.name,
+                    table,
                     code: &sub.code,
                     provider: &sub.provider,
                     version,
@@ -221,23 +228,34 @@ impl Subscriber {
             {
                 continue;
             }
+            let began = std::time::Instant::now();
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                r = self.deliver(&sub, latest) => r,
+                r = tokio::time::timeout(DELIVERY_TIMEOUT, self.deliver(&sub, latest)) => {
+                    r.unwrap_or_else(|_| Err(DeliverError::Io(format!(
+                        "the delivery took more than {} minutes and was abandoned (nothing was committed)",
+                        DELIVERY_TIMEOUT.as_secs() / 60
+                    ))))
+                }
             };
-            // The subscription may have been removed meanwhile.
-            let Some(mut now_sub) = super::get(&state.store, &sub.name)? else {
+            let took_ms = began.elapsed().as_millis() as u64;
+            // The subscription may have been removed (or made again) meanwhile.
+            let Some(mut now_sub) = super::get(&state.store, &sub.name)?
+                .filter(|s| s.created_at_ms == sub.created_at_ms)
+            else {
                 continue;
             };
             let at = now_ms();
             match result {
                 Ok((rows, summary)) => {
-                    info!(subscription = %sub.name, code = %sub.code, version = latest, rows = ?rows, bytes_fetched = summary.bytes_fetched, bytes_reused = summary.bytes_reused, "delivered");
+                    info!(subscription = %sub.name, code = %sub.code, version = latest, rows = ?rows, bytes_fetched = summary.bytes_fetched, bytes_reused = summary.bytes_reused, pull_ms = summary.elapsed_ms, ms = took_ms, "delivered");
                     now_sub.delivery = Delivery {
                         version: Some(latest),
                         at_ms: Some(at),
                         rows,
                         bytes_fetched: summary.bytes_fetched,
+                        pull_ms: summary.elapsed_ms,
+                        apply_ms: took_ms.saturating_sub(summary.elapsed_ms),
                         error: None,
                         failures: 0,
                         tried_at_ms: Some(at),

@@ -33,7 +33,7 @@ pub struct CallsArgs {
 
 const CODE: &str = "101001/000099";
 
-fn cli_json(t: &Testnet, i: usize, args: &[&str]) -> anyhow::Result<Value> {
+pub(crate) fn cli_json(t: &Testnet, i: usize, args: &[&str]) -> anyhow::Result<Value> {
     let out = t.cli(i, args)?;
     if !out.status.success() {
         bail!(
@@ -46,7 +46,7 @@ fn cli_json(t: &Testnet, i: usize, args: &[&str]) -> anyhow::Result<Value> {
 }
 
 /// Waits until `check` holds, polling every 200 ms, for at most `secs`.
-fn wait(
+pub(crate) fn wait(
     secs: u64,
     what: &str,
     mut check: impl FnMut() -> anyhow::Result<bool>,

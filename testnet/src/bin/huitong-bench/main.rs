@@ -7,12 +7,15 @@
 //! - `audit`: durable batched appends to the hub's audit log (see [`audit`]);
 //! - `search --entries K --users N`: the portal's search against the JSON API (see [`search`]);
 //! - `calls --users N`: API service lookups through a consumer's gateway against the
-//!   provider's own gateway (see [`calls`]).
+//!   provider's own gateway (see [`calls`]);
+//! - `collect --rows N`: collection from and delivery into PostgreSQL against COPY (see
+//!   [`collect`]).
 //!
 //! Method and results: `docs/benchmarks.md`.
 
 mod audit;
 mod calls;
+mod collect;
 mod grant;
 mod pull;
 mod search;
@@ -42,6 +45,8 @@ enum Bench {
     Search(search::SearchArgs),
     /// API service lookups through the federation, against the provider's own gateway.
     Calls(calls::CallsArgs),
+    /// Collection from and delivery into PostgreSQL, against COPY.
+    Collect(collect::CollectArgs),
 }
 
 /// Sync benchmark options.
@@ -92,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Audit(a) => audit::audit(a),
         Bench::Search(a) => search::search(a),
         Bench::Calls(a) => calls::calls(a),
+        Bench::Collect(a) => collect::collect(a),
     }
 }
 

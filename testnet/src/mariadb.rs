@@ -1,4 +1,4 @@
-//! A real MariaDB server for the tests, in a temporary directory on loopback: Debian's
+//! A real MariaDB server for the tests and benchmarks, in a temporary directory on loopback: Debian's
 //! `mariadb-server` package, installed by `.ci/run` and the README's test command. As root, the
 //! server runs as the `mysql` user. `root` logs in over the Unix socket without a password; the
 //! tests make their own users for TCP. Killed when dropped.

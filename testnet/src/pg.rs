@@ -1,4 +1,4 @@
-//! A real PostgreSQL server for the tests, in a temporary directory on loopback: Debian's
+//! A real PostgreSQL server for the tests and benchmarks, in a temporary directory on loopback: Debian's
 //! `postgresql` package (`/usr/lib/postgresql/*/bin`), installed by `.ci/run` and the README's
 //! test command. As root, the server runs as the `postgres` user (PostgreSQL refuses root).
 //! The superuser `admin` logs in over the Unix socket without a password; TCP logins need one
@@ -105,6 +105,12 @@ impl Postgres {
             )
         })?;
         Ok(pg)
+    }
+
+    /// The server's own temporary directory (readable and writable by the server's user), for
+    /// files `\copy` reads or writes.
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
     }
 
     fn command(&self, program: &str) -> Command {
