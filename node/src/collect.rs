@@ -3,9 +3,9 @@
 //! passwords in `secrets.toml`) and publishes each run's data as a dataset version — nothing
 //! when the data is exactly the latest version's.
 //!
-//! A run extracts the source into a staging CSV file under `<node dir>/collect/` (streamed, never
-//! the whole table in memory; [`postgres`]), then publishes that file as `dataset publish` does,
-//! so every cell is checked against its 信息项 the same way: a run that finds a refused cell, a
+//! A run streams the source's rows as CSV text ([`postgres`], [`mysql`]) straight into the
+//! publisher ([`stream`]; never the whole table in memory, no staging file), which checks every
+//! cell against its 信息项 as `dataset publish` does while it cuts the chunks: a run that finds a refused cell, a
 //! wrong password or a missing table fails, is recorded with its reason, and the previous version
 //! stays the latest. Runs start by hand (`huitong collect run`) or on the source's schedule
 //! ([`schedule`], [`task`]); each is kept in the run history ([`runs`]).
@@ -17,11 +17,11 @@ pub mod mysql;
 pub mod postgres;
 pub mod runs;
 pub mod schedule;
+pub mod stream;
 pub mod task;
 pub mod views;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -29,15 +29,17 @@ use huitong_config::{SourceConfig, SourceKind};
 use huitong_protocol::Actor;
 use tracing::{info, warn};
 
-use crate::dataset::publish::{self, PublishError, PublishRequest, Published};
+use crate::dataset::publish::{self, PublishError, Published};
 use crate::feeds::Feeds;
 use crate::net::Client;
 use crate::secrets::SecretsError;
 use crate::state::{now_ms, NodeState};
 use runs::{Outcome, Run, Trigger};
 
-/// Where staging files are written, under the node directory.
-pub const STAGING_DIR: &str = "collect";
+/// Chunks of CSV text in flight between the extractor and the publisher, at most.
+const STREAM_CHUNKS: usize = 16;
+/// An extractor sends CSV text in pieces of about this many bytes.
+const SEND_AT: usize = 64 * 1024;
 
 /// Why a run could not be done. No variant carries a password.
 #[derive(Debug, thiserror::Error)]
@@ -73,14 +75,12 @@ pub enum CollectError {
         /// What is wrong and what to do.
         why: String,
     },
-    /// The staging file could not be written.
-    #[error("cannot write the staging file {path}: {source}")]
-    Staging {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// The publisher stopped reading the source's rows.
+    #[error("{0}")]
+    Stream(String),
+    /// The run history could not be written.
+    #[error("cannot record the run: {0}")]
+    Record(String),
     /// The data could not be published (refused cells, no room …).
     #[error(transparent)]
     Publish(#[from] PublishError),
@@ -161,10 +161,8 @@ impl Drop for Mark<'_> {
 }
 
 impl Collector {
-    /// A collector publishing through `feeds` and gossiping new versions with `net`. Staging
-    /// files a crash left behind are removed.
+    /// A collector publishing through `feeds` and gossiping new versions with `net`.
     pub fn new(feeds: Arc<Feeds>, net: Client) -> Self {
-        sweep(&feeds.state().dir.join(STAGING_DIR));
         Self {
             feeds,
             net,
@@ -227,7 +225,7 @@ impl Collector {
             collector: self,
             code: code.to_owned(),
         };
-        let outcome = self.collect(&source, &bytes, started_at_ms, by).await;
+        let outcome = self.collect(&source, &bytes, by).await;
         let mut run = Run {
             code: code.to_owned(),
             started_at_ms,
@@ -265,10 +263,7 @@ impl Collector {
                 run.error = Some(e.to_string());
             }
         }
-        runs::record(&state.store, &run).map_err(|e| CollectError::Staging {
-            path: state.dir.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        runs::record(&state.store, &run).map_err(|e| CollectError::Record(e.to_string()))?;
         Ok(run)
     }
 
@@ -276,7 +271,6 @@ impl Collector {
         &self,
         source: &SourceConfig,
         bytes: &Arc<AtomicU64>,
-        started_at_ms: u64,
         by: Option<Actor>,
     ) -> Result<Published, CollectError> {
         let state = self.state().clone();
@@ -290,52 +284,35 @@ impl Collector {
                 .filter(|r| r.withdrawn.is_none())
                 .ok_or_else(|| CollectError::UnknownCode(code.clone()))?;
         let password = crate::secrets::source_password(&state.dir, &code)?;
-        let dir = state.dir.join(STAGING_DIR);
-        std::fs::create_dir_all(&dir).map_err(|source| CollectError::Staging {
-            path: dir.clone(),
-            source,
-        })?;
-        let path = dir.join(format!("{}-{started_at_ms}.csv", code.replace('/', "-")));
-        let staged = Staged(path.clone());
-        let items = &record.entry.items;
-        match source.kind {
+        let items = record.entry.items.clone();
+        let names: Vec<String> = items.iter().map(|i| i.name.clone()).collect();
+        // The source's rows go straight from the database to the publisher (one pass, no
+        // staging file): the extractor sends CSV text, the publisher reads it on its thread.
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS);
+        let sink = stream::Sink::new(tx);
+        let feeds = self.feeds.clone();
+        let label = format!("the source of {code}");
+        let publish_code = code.clone();
+        let publisher = tokio::task::spawn_blocking(move || {
+            let rows = crate::dataset::input::csv_stream(stream::Reader::new(rx), &label, &names)?;
+            publish::publish_rows_if_changed(&feeds, &publish_code, rows, by.as_ref())
+        });
+        let tz = state.timezone();
+        let extracted = match source.kind {
             SourceKind::Postgres => {
-                postgres::extract(
-                    source,
-                    password.as_ref(),
-                    items,
-                    state.timezone(),
-                    &staged.0,
-                    bytes,
-                )
-                .await?
+                postgres::extract(source, password.as_ref(), &items, tz, &sink, bytes).await
             }
             SourceKind::Mysql => {
-                mysql::extract(
-                    source,
-                    password.as_ref(),
-                    items,
-                    state.timezone(),
-                    &staged.0,
-                    bytes,
-                )
-                .await?
+                mysql::extract(source, password.as_ref(), &items, tz, &sink, bytes).await
             }
-        }
-        let req = PublishRequest {
-            code: code.clone(),
-            path,
-            file: false,
-            allow_rejects: false,
-            path_seen: None,
-            file_name: None,
         };
-        let feeds = self.feeds.clone();
-        let published = tokio::task::spawn_blocking(move || {
-            publish::publish_if_changed(&feeds, &req, by.as_ref())
-        })
-        .await
-        .map_err(|e| {
+        // Only a complete extraction ends the stream; anything else makes the publisher fail
+        // (a table cut short is never published).
+        match &extracted {
+            Ok(()) => sink.end().await,
+            Err(e) => sink.fail(e.to_string()).await,
+        }
+        let published = publisher.await.map_err(|e| {
             if e.is_panic() {
                 CollectError::Source {
                     code: code.clone(),
@@ -344,37 +321,8 @@ impl Collector {
             } else {
                 CollectError::Stopping
             }
-        })??;
-        drop(staged);
-        Ok(published)
-    }
-}
-
-/// Removes the `.csv` files in `dir` (staging files a crash left behind), logging what it
-/// cannot remove.
-pub fn sweep(dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.extension().is_some_and(|x| x == "csv") {
-            if let Err(err) = std::fs::remove_file(&p) {
-                warn!(path = %p.display(), error = %err, "cannot remove a staging file left by a crash");
-            }
-        }
-    }
-}
-
-/// A staging file, removed when the run ends.
-struct Staged(PathBuf);
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.0) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(path = %self.0.display(), error = %e, "cannot remove a collection staging file; remove it by hand");
-            }
-        }
+        })?;
+        extracted?;
+        Ok(published?)
     }
 }

@@ -510,7 +510,7 @@ fn a_mariadb_table_is_collected_with_its_types_checked() -> anyhow::Result<()> {
     )?;
     db.sql(
         "hr",
-        "CREATE TABLE people (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, amount DECIMAL(12,2), \
+        "CREATE TABLE people (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL, amount DECIMAL(12,2), \
          day DATE, note VARCHAR(200)); \
          INSERT INTO people SELECT seq, CONCAT('张三', seq), seq * 7 % 100000 + (seq % 100) / 100, \
          DATE_ADD('2026-01-01', INTERVAL seq % 300 DAY), IF(seq % 10 = 0, NULL, CONCAT('第', seq, '条备注')) \
@@ -570,6 +570,20 @@ fn a_mariadb_table_is_collected_with_its_types_checked() -> anyhow::Result<()> {
         .map(str::to_owned)
         .collect();
     assert_eq!(pulled, source, "the version is the table");
+
+    // A cell breaking its 信息项's rule (姓名 is at most 50 characters): the run fails in its
+    // one pass over the rows, naming the row; version 1 stays.
+    db.sql(
+        "hr",
+        "UPDATE people SET name = REPEAT('长', 60) WHERE id = 7",
+    )?;
+    let (run, ok) = collect(net, provider, &mut seen)?;
+    assert!(!ok && run["outcome"] == "failed", "{run}");
+    let error = run["error"].as_str().unwrap_or_default();
+    assert!(error.contains("break the 信息项 rules"), "{error}");
+    db.sql("hr", "UPDATE people SET name = '张三7' WHERE id = 7")?;
+    let (run, _) = collect(net, provider, &mut seen)?;
+    assert_eq!(run["outcome"], "unchanged", "{run}");
 
     // A column whose type cannot hold its 信息项: the run fails, version 1 stays.
     db.sql("hr", "ALTER TABLE people MODIFY day INT")?;

@@ -6,7 +6,6 @@
 //!
 //! Layering: a leaf of [`crate::collect`]; connects through [`crate::dbconn`].
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{Offset as _, TimeZone as _};
@@ -15,9 +14,9 @@ use huitong_protocol::catalogue::{DataType, Item};
 use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable as _;
 use mysql_async::{Conn, Value};
-use tokio::io::AsyncWriteExt as _;
 
-use super::CollectError;
+use super::stream::{Closed, Sink};
+use super::{CollectError, SEND_AT};
 use crate::secrets::Password;
 
 /// `` `name` `` with inner backquotes doubled.
@@ -126,18 +125,18 @@ fn offset(tz: chrono_tz::Tz) -> String {
 
 enum Failure {
     Db(String),
-    Io(std::io::Error),
+    Closed,
+}
+
+impl From<Closed> for Failure {
+    fn from(_: Closed) -> Self {
+        Failure::Closed
+    }
 }
 
 impl From<mysql_async::Error> for Failure {
     fn from(e: mysql_async::Error) -> Self {
         Failure::Db(e.to_string())
-    }
-}
-
-impl From<std::io::Error> for Failure {
-    fn from(e: std::io::Error) -> Self {
-        Failure::Io(e)
     }
 }
 
@@ -148,7 +147,7 @@ pub async fn extract(
     password: Option<&Password>,
     items: &[Item],
     tz: chrono_tz::Tz,
-    out: &Path,
+    out: &Sink,
     bytes: &AtomicU64,
 ) -> Result<(), CollectError> {
     let code = src.code.clone();
@@ -165,17 +164,13 @@ pub async fn extract(
     }
     result.map_err(|e| match e {
         Failure::Db(why) => CollectError::Source { code, why },
-        Failure::Io(e) => CollectError::Staging {
-            path: out.to_path_buf(),
-            source: e,
-        },
+        Failure::Closed => CollectError::Stream("the publisher stopped reading".into()),
     })
 }
 
 /// The CSV text a writer made.
 fn text_of(w: csv::Writer<Vec<u8>>) -> Result<Vec<u8>, Failure> {
-    w.into_inner()
-        .map_err(|e| Failure::Io(std::io::Error::other(e.to_string())))
+    w.into_inner().map_err(|e| Failure::Db(e.to_string()))
 }
 
 async fn read(
@@ -183,7 +178,7 @@ async fn read(
     src: &SourceConfig,
     items: &[Item],
     tz: chrono_tz::Tz,
-    out: &Path,
+    out: &Sink,
     bytes: &AtomicU64,
 ) -> Result<(), Failure> {
     super::check_mapping(src, items).map_err(Failure::Db)?;
@@ -249,11 +244,9 @@ async fn read(
     let mut rows = conn
         .query_iter(format!("SELECT {} FROM {from}{order}", exprs.join(", ")))
         .await?;
-    let file = tokio::fs::File::create(out).await?;
-    let mut w = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut csv = csv::Writer::from_writer(Vec::with_capacity(1 << 16));
     csv.write_record(items.iter().map(|i| i.name.as_str()))
-        .map_err(|e| Failure::Io(std::io::Error::other(e)))?;
+        .map_err(|e| Failure::Db(e.to_string()))?;
     let mut cells: Vec<String> = Vec::with_capacity(items.len());
     while let Some(row) = rows.next().await? {
         cells.clear();
@@ -270,18 +263,17 @@ async fn read(
             });
         }
         csv.write_record(&cells)
-            .map_err(|e| Failure::Io(std::io::Error::other(e)))?;
-        if csv.get_ref().len() >= 1 << 16 {
+            .map_err(|e| Failure::Db(e.to_string()))?;
+        if csv.get_ref().len() >= SEND_AT {
             let full = std::mem::replace(&mut csv, csv::Writer::from_writer(Vec::new()));
             let buf = text_of(full)?;
-            w.write_all(&buf).await?;
             bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            out.send(buf).await?;
         }
     }
     let buf = text_of(csv)?;
-    w.write_all(&buf).await?;
     bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
-    w.flush().await?;
+    out.send(buf).await?;
     drop(rows);
     conn.query_drop("COMMIT").await?;
     Ok(())

@@ -12,16 +12,15 @@
 //!
 //! Layering: a leaf of [`crate::collect`]; connects through [`crate::dbconn`].
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt as _;
 use huitong_config::SourceConfig;
 use huitong_protocol::catalogue::{DataType, Item};
-use tokio::io::AsyncWriteExt as _;
 use tokio_postgres::types::Type;
 
-use super::CollectError;
+use super::stream::{Closed, Sink};
+use super::{CollectError, SEND_AT};
 use crate::secrets::Password;
 
 /// `"name"` with inner quotes doubled: an identifier PostgreSQL reads as given.
@@ -96,14 +95,14 @@ fn header(items: &[Item]) -> Result<Vec<u8>, std::io::Error> {
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-/// Reads the source of `src` into the CSV file `out` (created; the caller removes it), adding
-/// the bytes read to `bytes` as they arrive.
+/// Streams the source of `src` as CSV text (the 信息项 header first) into `out`, adding the
+/// bytes read to `bytes` as they arrive.
 pub async fn extract(
     src: &SourceConfig,
     password: Option<&Password>,
     items: &[Item],
     tz: chrono_tz::Tz,
-    out: &Path,
+    out: &Sink,
     bytes: &AtomicU64,
 ) -> Result<(), CollectError> {
     let code = src.code.clone();
@@ -118,16 +117,19 @@ pub async fn extract(
         .await
         .map_err(|e| match e {
             Failure::Db(why) => CollectError::Source { code, why },
-            Failure::Io(e) => CollectError::Staging {
-                path: out.to_path_buf(),
-                source: e,
-            },
+            Failure::Closed => CollectError::Stream("the publisher stopped reading".into()),
         })
 }
 
 enum Failure {
     Db(String),
-    Io(std::io::Error),
+    Closed,
+}
+
+impl From<Closed> for Failure {
+    fn from(_: Closed) -> Self {
+        Failure::Closed
+    }
 }
 
 impl From<tokio_postgres::Error> for Failure {
@@ -136,18 +138,12 @@ impl From<tokio_postgres::Error> for Failure {
     }
 }
 
-impl From<std::io::Error> for Failure {
-    fn from(e: std::io::Error) -> Self {
-        Failure::Io(e)
-    }
-}
-
 async fn read(
     client: &tokio_postgres::Client,
     src: &SourceConfig,
     items: &[Item],
     tz: chrono_tz::Tz,
-    out: &Path,
+    out: &Sink,
     bytes: &AtomicU64,
 ) -> Result<(), Failure> {
     super::check_mapping(src, items).map_err(Failure::Db)?;
@@ -197,15 +193,23 @@ async fn read(
     );
     let stream = client.copy_out(&copy).await?;
     let mut stream = std::pin::pin!(stream);
-    let file = tokio::fs::File::create(out).await?;
-    let mut w = tokio::io::BufWriter::with_capacity(1 << 20, file);
-    w.write_all(&header(items)?).await?;
+    out.send(header(items).map_err(|e| Failure::Db(e.to_string()))?)
+        .await?;
+    // The server sends a message per row: gather them into pieces of about SEND_AT bytes.
+    let mut piece = Vec::with_capacity(SEND_AT + (1 << 12));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
-        w.write_all(&chunk).await?;
+        piece.extend_from_slice(&chunk);
         bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if piece.len() >= SEND_AT {
+            out.send(std::mem::replace(
+                &mut piece,
+                Vec::with_capacity(SEND_AT + (1 << 12)),
+            ))
+            .await?;
+        }
     }
-    w.flush().await?;
+    out.send(piece).await?;
     client.batch_execute("COMMIT").await?;
     Ok(())
 }

@@ -114,10 +114,31 @@ fn reorder(cells: Vec<String>, order: &[usize]) -> Row {
 }
 
 fn csv_rows(path: &Path, items: &[String]) -> Result<Rows, String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    csv_reader_rows(file, path.display().to_string(), items)
+}
+
+/// Rows in the order of `items` from CSV text read from `reader` (a stream, e.g. a database's
+/// `COPY` output); `label` names it in errors.
+pub fn csv_stream(
+    reader: impl std::io::Read + Send + 'static,
+    label: &str,
+    items: &[String],
+) -> Result<Rows, InputError> {
+    csv_reader_rows(reader, label.to_owned(), items).map_err(|message| InputError {
+        path: label.to_owned(),
+        message,
+    })
+}
+
+fn csv_reader_rows(
+    reader: impl std::io::Read + Send + 'static,
+    path_s: String,
+    items: &[String],
+) -> Result<Rows, String> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
-        .from_path(path)
-        .map_err(|e| e.to_string())?;
+        .from_reader(reader);
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| format!("cannot read the header row: {e}"))?
@@ -125,7 +146,6 @@ fn csv_rows(path: &Path, items: &[String]) -> Result<Rows, String> {
         .map(str::to_owned)
         .collect();
     let order = column_order(&header, items)?;
-    let path_s = path.display().to_string();
     let width = header.len();
     Ok(Box::new(reader.into_records().enumerate().map(
         move |(n, r)| {

@@ -340,7 +340,48 @@ fn publish_version(
             &req.code,
         )?
     };
-    let latest = records::version(&state.store, &state.id(), &req.code, None)?;
+    seal_and_announce(
+        feeds,
+        (&record, &req.code, by),
+        writes,
+        (body, rejects, refusals),
+        skip_unchanged,
+    )
+}
+
+/// Publishes rows in item order from `rows` (a collection run) as a new version of `code`,
+/// unless they are exactly the latest version's: one pass (see [`streamed_body`]).
+pub fn publish_rows_if_changed(
+    feeds: &Feeds,
+    code: &str,
+    rows: input::Rows,
+    by: Option<&huitong_protocol::Actor>,
+) -> Result<Published, PublishError> {
+    let state = &**feeds.state();
+    let record = own_record(state, code)?;
+    let _lease = state.chunks.lease_blocking();
+    let mut writes = Writes::new(state)?;
+    let body = streamed_body(&mut writes, &record.entry.items, rows, code)?;
+    seal_and_announce(
+        feeds,
+        (&record, code, by),
+        writes,
+        (body, None, Refusals::default()),
+        true,
+    )
+}
+
+/// Seals the manifest of `body` and announces it (unless `skip_unchanged` and it is the latest
+/// version's body).
+fn seal_and_announce(
+    feeds: &Feeds,
+    (record, code, by): (&Record, &str, Option<&huitong_protocol::Actor>),
+    writes: Writes<'_>,
+    (body, rejects, refusals): TableParts,
+    skip_unchanged: bool,
+) -> Result<Published, PublishError> {
+    let state = &**feeds.state();
+    let latest = records::version(&state.store, &state.id(), code, None)?;
     if let Some(latest) = latest
         .as_ref()
         .filter(|_| skip_unchanged && rejects.is_none())
@@ -383,14 +424,14 @@ fn publish_version(
         Err(e) => {
             // The announcement may be in the feed (a store failure after the commit): keep the
             // manifest and its chunks, which members may ask for (review s7, L6).
-            tracing::warn!(code = %req.code, version = manifest.version, error = %e, "publishing failed after the announcement may have been written; its manifest and chunks are kept");
+            tracing::warn!(code = %code, version = manifest.version, error = %e, "publishing failed after the announcement may have been written; its manifest and chunks are kept");
             return Err(e.into());
         }
     };
-    tracing::info!(code = %req.code, version = manifest.version, chunks = announcement.chunks, bytes = announcement.bytes, "published dataset version");
+    tracing::info!(code = %code, version = manifest.version, chunks = announcement.chunks, bytes = announcement.bytes, "published dataset version");
     Ok(Published::New(
         PublishReport {
-            code: req.code.clone(),
+            code: code.to_owned(),
             version: manifest.version,
             rows: announcement.rows,
             rejected_rows: refusals.rows,
@@ -487,38 +528,67 @@ fn validate(
     code: &str,
 ) -> Result<Validation, PublishError> {
     let names: Vec<String> = items.iter().map(|i| i.name.clone()).collect();
-    let mut v = Validation {
-        rows: 0,
-        cells: 0,
-        first: Vec::new(),
-        report: None,
-    };
+    let mut v = Validation::new();
     for (n, row) in input::open(path, &names)?.enumerate() {
-        let row = row?;
-        let row_no = n as u64 + 1;
-        let mut refused = false;
-        for (item, value) in items.iter().zip(&row) {
-            if let Err(e) = check_value(item.data_type, item.length, value) {
-                let r = Reject::new(row_no, &item.name, value, e.rule);
-                if v.report.is_none() {
-                    v.report = Some(Report::create(&state.dir, &state.space, code)?);
-                }
-                if let Some(report) = &mut v.report {
-                    report.add(&r)?;
-                }
-                if v.first.len() < SHOWN_REJECTS {
-                    v.first.push(r);
-                }
-                v.cells += 1;
-                refused = true;
-            }
-        }
-        v.rows += u64::from(refused);
+        v.check_row(state, items, (n as u64 + 1, &row?), code)?;
     }
     if let Some(r) = &mut v.report {
         r.finish()?;
     }
     Ok(v)
+}
+
+impl Validation {
+    fn new() -> Self {
+        Self {
+            rows: 0,
+            cells: 0,
+            first: Vec::new(),
+            report: None,
+        }
+    }
+
+    /// Checks data row `row_no`; its refused cells go to the report. Whether it passes.
+    fn check_row(
+        &mut self,
+        state: &NodeState,
+        items: &[Item],
+        (row_no, row): (u64, &[String]),
+        code: &str,
+    ) -> Result<bool, PublishError> {
+        let mut refused = false;
+        for (item, value) in items.iter().zip(row) {
+            if let Err(e) = check_value(item.data_type, item.length, value) {
+                let r = Reject::new(row_no, &item.name, value, e.rule);
+                if self.report.is_none() {
+                    self.report = Some(Report::create(&state.dir, &state.space, code)?);
+                }
+                if let Some(report) = &mut self.report {
+                    report.add(&r)?;
+                }
+                if self.first.len() < SHOWN_REJECTS {
+                    self.first.push(r);
+                }
+                self.cells += 1;
+                refused = true;
+            }
+        }
+        self.rows += u64::from(refused);
+        Ok(!refused)
+    }
+
+    /// The error for the rows refused, the report finished.
+    fn refused(mut self) -> Result<PublishError, PublishError> {
+        if let Some(r) = &mut self.report {
+            r.finish()?;
+        }
+        Ok(PublishError::Rejected {
+            count: self.rows,
+            cells: self.cells,
+            first: self.first,
+            report: self.report.map(|r| r.path),
+        })
+    }
 }
 
 /// What pass 1 refused.
@@ -551,26 +621,7 @@ fn table_body(
         });
     }
     let names: Vec<String> = items.iter().map(|i| i.name.clone()).collect();
-    let mut columns: Vec<Column> = items
-        .iter()
-        .map(|i| Column {
-            name: i.name.clone(),
-            data_type: i.data_type,
-            length: i.length,
-            chunks: Vec::new(),
-        })
-        .collect();
-    let mut row_groups = Vec::new();
-    let mut grouper = Grouper::new(items.len());
-    let mut flush =
-        |grouper: &mut Grouper, columns: &mut Vec<Column>| -> Result<(), PublishError> {
-            row_groups.push(grouper.rows() as u64);
-            for (col, cells) in columns.iter_mut().zip(grouper.take()) {
-                let bytes = table::encode_column(&col.name, &cells)?;
-                col.chunks.push(writes.put(&bytes)?);
-            }
-            Ok(())
-        };
+    let mut table = TableWriter::new(items);
     // Pass 2 checks each row again instead of remembering which were refused (memory stays
     // bounded whatever the input); the count must come out the same.
     let mut skipped = 0u64;
@@ -580,13 +631,9 @@ fn table_body(
             skipped += 1;
             continue;
         }
-        if grouper.push(row) {
-            flush(&mut grouper, &mut columns)?;
-        }
+        table.push(writes, row)?;
     }
-    if grouper.rows() > 0 {
-        flush(&mut grouper, &mut columns)?;
-    }
+    let (row_groups, columns) = table.finish(writes)?;
     if skipped != v.rows {
         return Err(PublishError::Changed(path.display().to_string()));
     }
@@ -609,6 +656,86 @@ fn table_body(
             report: v.report,
         },
     ))
+}
+
+/// Cuts rows into row groups and each group's columns into chunks, as they come.
+struct TableWriter {
+    columns: Vec<Column>,
+    row_groups: Vec<u64>,
+    grouper: Grouper,
+}
+
+impl TableWriter {
+    fn new(items: &[Item]) -> Self {
+        Self {
+            columns: items
+                .iter()
+                .map(|i| Column {
+                    name: i.name.clone(),
+                    data_type: i.data_type,
+                    length: i.length,
+                    chunks: Vec::new(),
+                })
+                .collect(),
+            row_groups: Vec::new(),
+            grouper: Grouper::new(items.len()),
+        }
+    }
+
+    fn flush(&mut self, writes: &mut Writes<'_>) -> Result<(), PublishError> {
+        self.row_groups.push(self.grouper.rows() as u64);
+        for (col, cells) in self.columns.iter_mut().zip(self.grouper.take()) {
+            let bytes = table::encode_column(&col.name, &cells)?;
+            col.chunks.push(writes.put(&bytes)?);
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, writes: &mut Writes<'_>, row: input::Row) -> Result<(), PublishError> {
+        if self.grouper.push(row) {
+            self.flush(writes)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, writes: &mut Writes<'_>) -> Result<(Vec<u64>, Vec<Column>), PublishError> {
+        if self.grouper.rows() > 0 {
+            self.flush(writes)?;
+        }
+        Ok((self.row_groups, self.columns))
+    }
+}
+
+/// One pass over `rows` that checks every cell while cutting the chunks (a collection run:
+/// the rows come once, from a database). A refused cell fails the publish once every row is
+/// checked (the report lists them all); the chunks written before it are left to chunk
+/// collection, nothing is announced.
+fn streamed_body(
+    writes: &mut Writes<'_>,
+    items: &[Item],
+    rows: input::Rows,
+    code: &str,
+) -> Result<Body, PublishError> {
+    if items.is_empty() {
+        return Err(PublishError::NoItems(code.to_owned()));
+    }
+    let state = writes.state;
+    let mut v = Validation::new();
+    let mut table = TableWriter::new(items);
+    for (n, row) in rows.enumerate() {
+        let row = row?;
+        if v.check_row(state, items, (n as u64 + 1, &row), code)? && v.rows == 0 {
+            table.push(writes, row)?;
+        }
+    }
+    if v.rows > 0 {
+        return Err(v.refused()?);
+    }
+    let (row_groups, columns) = table.finish(writes)?;
+    Ok(Body::Table {
+        row_groups,
+        columns,
+    })
 }
 
 /// The report of refused cells: one JSON line per cell (as in the manifest's report), written

@@ -11,6 +11,8 @@ use std::path::Path;
 use futures::SinkExt as _;
 use tokio::io::AsyncReadExt as _;
 
+use huitong_protocol::catalogue::DataType;
+
 use super::sql::{Column, DeliverError, Dialect, META_TABLE};
 use super::Applied;
 use crate::dbconn::describe_pg;
@@ -19,7 +21,7 @@ const PG: Dialect = Dialect::Postgres;
 
 fn db(e: tokio_postgres::Error) -> DeliverError {
     let why = describe_pg(&e);
-    if why.contains("cannot affect row a second time") {
+    if why.contains("cannot affect row a second time") || why.contains("duplicate key value") {
         DeliverError::Data(format!(
             "two rows of the version have the same key; choose a --key that identifies one row ({why})"
         ))
@@ -64,7 +66,65 @@ async fn delivered(
         && provider == to.provider)
 }
 
-/// Applies the pulled CSV `csv` (version `to.version`) to `table`.
+/// Streams the pulled CSV `csv` into `into` (`table (columns)`) with `COPY FROM STDIN`; the
+/// rows copied. Every empty cell is a null, quoted or not (the csv writer quotes a lone empty
+/// field).
+async fn copy_file(
+    client: &tokio_postgres::Client,
+    into: &str,
+    names: &[String],
+    csv: &Path,
+) -> Result<u64, DeliverError> {
+    let sink = client
+        .copy_in(&format!(
+            "COPY {into} FROM STDIN (FORMAT csv, HEADER true, FORCE_NULL ({}))",
+            names.join(", ")
+        ))
+        .await
+        .map_err(db)?;
+    let mut sink = std::pin::pin!(sink);
+    let io = |e: std::io::Error| DeliverError::Io(format!("{}: {e}", csv.display()));
+    let mut file = tokio::fs::File::open(csv).await.map_err(io)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).await.map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        sink.send(bytes::Bytes::copy_from_slice(&buf[..n]))
+            .await
+            .map_err(db)?;
+    }
+    sink.as_mut().finish().await.map_err(db)
+}
+
+/// Records `to` in [`META_TABLE`] (inside the delivery's transaction).
+async fn record(client: &tokio_postgres::Client, to: &super::Meta<'_>) -> Result<(), DeliverError> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {META_TABLE} (node, subscription, target_table, code, provider, version, delivered_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (node, subscription) DO UPDATE SET \
+                 target_table = EXCLUDED.target_table, code = EXCLUDED.code, provider = EXCLUDED.provider, \
+                 version = EXCLUDED.version, delivered_at = EXCLUDED.delivered_at"
+            ),
+            &[
+                &to.node,
+                &to.subscription,
+                &to.table,
+                &to.code,
+                &to.provider,
+                &(to.version as i64),
+            ],
+        )
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Applies the pulled CSV `csv` (version `to.version`) to `table`. Into an empty table (the
+/// first delivery) the file is copied straight in; otherwise through a temporary table, then
+/// deletes and upserts by key.
 pub async fn deliver(
     client: &tokio_postgres::Client,
     (table, columns, key): (&str, &[Column], &[String]),
@@ -83,44 +143,50 @@ pub async fn deliver(
         .map_err(db)?;
     let target = PG.table(table);
     let q = |c: &str| PG.quote(c);
-    let stage_cols: Vec<String> = columns
-        .iter()
-        .map(|c| format!("{} TEXT", q(&c.name)))
-        .collect();
-    client
-        .batch_execute(&format!(
-            "BEGIN; CREATE TEMP TABLE huitong_stage ({}) ON COMMIT DROP",
-            stage_cols.join(", ")
-        ))
+    let names: Vec<String> = columns.iter().map(|c| q(&c.name)).collect();
+    client.batch_execute("BEGIN").await.map_err(db)?;
+    let empty = client
+        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {target})"), &[])
         .await
+        .map_err(db)?
+        .try_get::<_, bool>(0)
         .map_err(db)?;
-    // Every empty cell is a null, quoted or not (the csv writer quotes a lone empty field).
-    let all: Vec<String> = columns.iter().map(|c| q(&c.name)).collect();
-    let sink = client
-        .copy_in(&format!(
-            "COPY huitong_stage FROM STDIN (FORMAT csv, HEADER true, FORCE_NULL ({}))",
-            all.join(", ")
-        ))
-        .await
-        .map_err(db)?;
-    let mut sink = std::pin::pin!(sink);
-    let mut file = tokio::fs::File::open(csv)
-        .await
-        .map_err(|e| DeliverError::Io(format!("{}: {e}", csv.display())))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .await
-            .map_err(|e| DeliverError::Io(format!("{}: {e}", csv.display())))?;
-        if n == 0 {
-            break;
-        }
-        sink.send(bytes::Bytes::copy_from_slice(&buf[..n]))
+    // PostgreSQL reads every 数据类型 but 逻辑 (是/否) as its column type by itself.
+    let direct = empty && !columns.iter().any(|c| c.data_type == DataType::L);
+    let rows = if direct {
+        copy_file(
+            client,
+            &format!("{target} ({})", names.join(", ")),
+            &names,
+            csv,
+        )
+        .await?
+    } else {
+        let stage_cols: Vec<String> = names.iter().map(|n| format!("{n} TEXT")).collect();
+        client
+            .batch_execute(&format!(
+                "CREATE TEMP TABLE huitong_stage ({}) ON COMMIT DROP",
+                stage_cols.join(", ")
+            ))
             .await
             .map_err(db)?;
-    }
-    let rows = sink.as_mut().finish().await.map_err(db)?;
+        let rows = copy_file(client, "huitong_stage", &names, csv).await?;
+        client
+            .batch_execute(&upsert(&target, columns, key))
+            .await
+            .map_err(db)?;
+        rows
+    };
+    record(client, to).await?;
+    hold.await;
+    client.batch_execute("COMMIT").await.map_err(db)?;
+    Ok(Applied::Rows(rows))
+}
+
+/// Deletes the rows of `target` whose key the staging table lacks, and inserts or updates the
+/// others by key (a row that did not change is not rewritten).
+fn upsert(target: &str, columns: &[Column], key: &[String]) -> String {
+    let q = |c: &str| PG.quote(c);
     let cast = |c: &Column, side: &str| PG.cast(c, &format!("{side}.{}", q(&c.name)));
     let key_cols: Vec<&Column> = columns.iter().filter(|c| key.contains(&c.name)).collect();
     let matches: Vec<String> = key_cols
@@ -150,35 +216,12 @@ pub async fn deliver(
         )
     };
     let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
-    let apply = format!(
+    format!(
         "DELETE FROM {target} t WHERE NOT EXISTS (SELECT 1 FROM huitong_stage s WHERE {}); \
          INSERT INTO {target} AS t ({}) SELECT {} FROM huitong_stage s ON CONFLICT ({}) {on_conflict}",
         matches.join(" AND "),
         names.join(", "),
         values.join(", "),
         keys.join(", ")
-    );
-    client.batch_execute(&apply).await.map_err(db)?;
-    client
-        .execute(
-            &format!(
-                "INSERT INTO {META_TABLE} (node, subscription, target_table, code, provider, version, delivered_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (node, subscription) DO UPDATE SET \
-                 target_table = EXCLUDED.target_table, code = EXCLUDED.code, provider = EXCLUDED.provider, \
-                 version = EXCLUDED.version, delivered_at = EXCLUDED.delivered_at"
-            ),
-            &[
-                &to.node,
-                &to.subscription,
-                &to.table,
-                &to.code,
-                &to.provider,
-                &(to.version as i64),
-            ],
-        )
-        .await
-        .map_err(db)?;
-    hold.await;
-    client.batch_execute("COMMIT").await.map_err(db)?;
-    Ok(Applied::Rows(rows))
+    )
 }

@@ -71,7 +71,7 @@ impl Subscriber {
     /// A subscriber pulling through `transport`, its pulls listed in `pulls`. Pulled files a
     /// crash left in the staging directory are removed.
     pub fn new(feeds: Arc<Feeds>, transport: Transport, pulls: Arc<Pulls>) -> Self {
-        crate::collect::sweep(&feeds.state().dir.join(STAGING_DIR));
+        sweep(&feeds.state().dir.join(STAGING_DIR));
         Self {
             feeds,
             transport,
@@ -314,6 +314,20 @@ fn remove_quietly(p: &Path) {
     if let Err(e) = std::fs::remove_file(p) {
         if e.kind() != std::io::ErrorKind::NotFound {
             warn!(path = %p.display(), error = %e, "cannot remove a delivery's pulled file; remove it by hand");
+        }
+    }
+}
+
+/// Removes the `.csv` files in `dir` (pulled files a crash left behind), logging what it cannot
+/// remove.
+fn sweep(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "csv") {
+            remove_quietly(&p);
         }
     }
 }

@@ -88,10 +88,11 @@ pub fn collect(a: CollectArgs) -> anyhow::Result<()> {
              INSERT INTO people SELECT n, '张三' || n, (n * 7 % 100000) + (n % 100) / 100.0, \
              DATE '2026-01-01' + (n % 300), '第' || n || '条备注，用于性能测试' \
              FROM generate_series(1, {}) AS n; \
-             ALTER TABLE people OWNER TO collector; VACUUM ANALYZE people",
+             ALTER TABLE people OWNER TO collector",
             a.rows
         ),
     )?;
+    pg.sql("hr", "VACUUM ANALYZE people")?;
     eprintln!(
         "source table: {} rows in {:.1} s",
         a.rows,
