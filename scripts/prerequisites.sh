@@ -24,7 +24,8 @@ huitong_prerequisites() {
     # Real PostgreSQL and MariaDB servers for the collection and subscription tests (the tests
     # start their own, in temporary directories on loopback).
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-    command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+    { [ -x /usr/sbin/mariadbd ] && command -v mariadb-install-db >/dev/null 2>&1 \
+      && command -v mariadb >/dev/null 2>&1; } || need+=(mariadb-server)
   fi
   if [ ${#need[@]} -eq 0 ]; then
     return 0

@@ -99,17 +99,18 @@ pub fn collect(a: CollectArgs) -> anyhow::Result<()> {
         made.elapsed().as_secs_f64()
     );
     let csv = pg.dir().join("baseline.csv");
-    let copy_out = best_of_3(|| {
-        pg.sql(
-            "hr",
-            &format!(
-                "\\copy (SELECT id, name, amount, to_char(day, 'YYYY-MM-DD'), note FROM people ORDER BY id) TO '{}' CSV HEADER",
-                csv.display()
-            ),
-        )
-        .map(drop)
-    })?;
+    let copy_to = format!(
+        "\\copy (SELECT id, name, amount, to_char(day, 'YYYY-MM-DD'), note FROM people ORDER BY id) TO '{}' CSV HEADER",
+        csv.display()
+    );
+    let copy_out = best_of_3(|| pg.sql("hr", &copy_to).map(drop))?;
     let csv_bytes = std::fs::metadata(&csv)?.len();
+    // Huitong stores a version durably before announcing it: the same file, fsynced.
+    let copy_out_synced = best_of_3(|| {
+        pg.sql("hr", &copy_to)?;
+        std::fs::File::open(&csv)?.sync_all()?;
+        Ok(())
+    })?;
     eprintln!(
         "baseline COPY TO file: {copy_out:.2} s ({} MiB)",
         csv_bytes >> 20
@@ -242,6 +243,30 @@ pub fn collect(a: CollectArgs) -> anyhow::Result<()> {
         "the subscriber's table has {} rows",
         rows.trim()
     );
+    // 1% of the rows changed at random: a new version, delivered by the subscription.
+    pg.sql(
+        "hr",
+        &format!(
+            "UPDATE people SET note = note || '改' WHERE id IN \
+             (SELECT id FROM people ORDER BY random() LIMIT {})",
+            (a.rows / 100).max(1)
+        ),
+    )?;
+    let changed = cli_json(&t, provider, &["collect", "run", CODE, "--json"])?;
+    anyhow::ensure!(changed["version"] == 2, "the changed run: {changed}");
+    let ran = Instant::now();
+    wait(600, "the delivery of the changed version", || {
+        let all = cli_json(&t, consumer, &["subscriptions", "--json"])?;
+        delivery = all[0]["delivery"].clone();
+        Ok(delivery["version"].as_u64() == Some(2))
+    })?;
+    let landed_s = ran.elapsed().as_secs_f64();
+    let full_bytes = changed["new_bytes"].as_u64().unwrap_or(0);
+    let version_bytes = {
+        let v = cli_json(&t, consumer, &["dataset", "versions", CODE, "--json"])?;
+        v[0]["versions"][1]["bytes"].as_u64().unwrap_or(0)
+    };
+    let fetched = delivery["bytes_fetched"].as_u64().unwrap_or(0);
     let rss_p = peak_rss_mib(t.nodes[provider].pid);
     let rss_c = peak_rss_mib(t.nodes[consumer].pid);
     let out = json!({
@@ -251,6 +276,14 @@ pub fn collect(a: CollectArgs) -> anyhow::Result<()> {
         "collect_s": collect1,
         "collect_unchanged_s": collect2,
         "collect_vs_copy": copy_out / collect1,
+        "copy_to_file_fsynced_s": copy_out_synced,
+        "collect_vs_copy_fsynced": copy_out_synced / collect1,
+        "changed_1pct_collect_s": run_secs(&changed),
+        "changed_1pct_new_bytes_at_provider": full_bytes,
+        "changed_1pct_version_bytes": version_bytes,
+        "changed_1pct_bytes_fetched": fetched,
+        "changed_1pct_fetched_share": fetched as f64 / version_bytes.max(1) as f64,
+        "changed_1pct_landed_after_run_s": landed_s,
         "copy_from_file_s": copy_in,
         "deliver_pull_s": pull_s,
         "deliver_apply_s": apply_s,
