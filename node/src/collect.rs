@@ -106,6 +106,29 @@ fn check_mapping(
     }
 }
 
+/// The 信息项 that are the source table's primary key `pk` (its column names, in key order), or
+/// none when a key column is not one of the entry's 信息项.
+fn key_items(
+    src: &SourceConfig,
+    items: &[huitong_protocol::catalogue::Item],
+    pk: &[String],
+) -> Vec<String> {
+    let found: Vec<String> = pk
+        .iter()
+        .filter_map(|col| {
+            items
+                .iter()
+                .find(|i| src.columns.get(&i.name).unwrap_or(&i.name) == col)
+                .map(|i| i.name.clone())
+        })
+        .collect();
+    if found.len() == pk.len() {
+        found
+    } else {
+        Vec::new()
+    }
+}
+
 /// The error for a 信息项 whose column `name` the source lacks (it has `have`).
 fn missing_column(name: &str, item: &huitong_protocol::catalogue::Item, have: &[&str]) -> String {
     format!(
@@ -289,13 +312,16 @@ impl Collector {
         // The source's rows go straight from the database to the publisher (one pass, no
         // staging file): the extractor sends CSV text, the publisher reads it on its thread.
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS);
-        let sink = stream::Sink::new(tx);
+        let (key_tx, key_rx) = tokio::sync::oneshot::channel();
+        let sink = stream::Sink::new(tx, key_tx);
         let feeds = self.feeds.clone();
         let label = format!("the source of {code}");
         let publish_code = code.clone();
         let publisher = tokio::task::spawn_blocking(move || {
+            // No key (an extractor that failed first): the version is published whole.
+            let key = key_rx.blocking_recv().unwrap_or_default();
             let rows = crate::dataset::input::csv_stream(stream::Reader::new(rx), &label, &names)?;
-            publish::publish_rows_if_changed(&feeds, &publish_code, rows, by.as_ref())
+            publish::publish_rows_if_changed(&feeds, &publish_code, (rows, &key), by.as_ref())
         });
         let tz = state.timezone();
         let extracted = match source.kind {

@@ -138,6 +138,40 @@ pub struct Manifest {
     pub body: Body,
     /// Rows refused at publication (with `--allow-rejects`): a JSONL report stored as chunks.
     pub rejects: Option<Rejects>,
+    /// The rows that changed since an earlier version, by key (a collected table with a key):
+    /// a consumer holding that version fetches these instead of the whole table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Changes>,
+}
+
+/// A table version's row changes against its base version: every row inserted or updated
+/// (all columns), and the key of every row deleted. Applying them to the base gives the
+/// version's table, as a set of rows by key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    /// The version the changes lead from.
+    pub base: u64,
+    /// That version's manifest hash.
+    pub base_manifest: ChunkHash,
+    /// The 信息项 that identify a row.
+    pub key: Vec<String>,
+    /// Rows inserted or updated: a table body with the version's columns.
+    pub upserts: Body,
+    /// Keys of rows deleted: a table body with the key columns.
+    pub deletes: Body,
+}
+
+/// Which part of a version a pull takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    /// The whole table (or file).
+    #[default]
+    Whole,
+    /// The rows inserted or updated since the base ([`Changes::upserts`]).
+    Upserts,
+    /// The keys of rows deleted since the base ([`Changes::deletes`]).
+    Deletes,
 }
 
 /// The report of rows refused at publication.
@@ -216,6 +250,36 @@ impl Manifest {
         data.chain(self.rejects.iter().flat_map(|r| r.report.iter()))
     }
 
+    /// The chunks of the row changes, if any (kept by the provider beside [`Self::chunks`]).
+    pub fn change_chunks(&self) -> impl Iterator<Item = &ChunkRef> {
+        self.changes.iter().flat_map(|c| {
+            [&c.upserts, &c.deletes].into_iter().flat_map(|b| match b {
+                Body::Table { columns, .. } => {
+                    Box::new(columns.iter().flat_map(|c| c.chunks.iter()))
+                        as Box<dyn Iterator<Item = &ChunkRef>>
+                }
+                Body::File { chunks, .. } => Box::new(chunks.iter()),
+            })
+        })
+    }
+
+    /// This manifest as a pull of `part` sees it: the part's rows as the body (no report, no
+    /// changes); the whole manifest for [`Part::Whole`]. `None` when it has no such part.
+    pub fn part(&self, part: Part) -> Option<Manifest> {
+        let body = match (part, &self.changes) {
+            (Part::Whole, _) => return Some(self.clone()),
+            (Part::Upserts, Some(c)) => c.upserts.clone(),
+            (Part::Deletes, Some(c)) => c.deletes.clone(),
+            (_, None) => return None,
+        };
+        Some(Manifest {
+            body,
+            rejects: None,
+            changes: None,
+            ..self.clone()
+        })
+    }
+
     /// Rows of a table version.
     pub fn rows(&self) -> Option<u64> {
         match &self.body {
@@ -245,7 +309,11 @@ impl Manifest {
         if self.version == 0 {
             return Err("version numbers start at 1".into());
         }
-        if let Some(c) = self.chunks().find(|c| c.len > MAX_CHUNK_BYTES) {
+        if let Some(c) = self
+            .chunks()
+            .chain(self.change_chunks())
+            .find(|c| c.len > MAX_CHUNK_BYTES)
+        {
             return Err(format!(
                 "chunk {} is {} bytes, more than the limit of {MAX_CHUNK_BYTES}",
                 c.hash, c.len
@@ -254,7 +322,7 @@ impl Manifest {
         // A chunk is named by the hash of its bytes, so one hash has one length. A manifest
         // listing it with two would make a consumer write the first length at every place.
         let mut lens = std::collections::HashMap::new();
-        for c in self.chunks() {
+        for c in self.chunks().chain(self.change_chunks()) {
             match lens.insert(c.hash, c.len) {
                 Some(other) if other != c.len => {
                     return Err(format!(
@@ -265,36 +333,70 @@ impl Manifest {
                 _ => {}
             }
         }
-        match &self.body {
-            Body::Table {
-                row_groups,
-                columns,
-            } => {
-                if columns.is_empty() {
-                    return Err("a table version needs at least one column".into());
-                }
-                if let Some(c) = columns.iter().find(|c| c.chunks.len() != row_groups.len()) {
-                    return Err(format!(
-                        "column {:?} has {} chunks for {} row groups",
-                        c.name,
-                        c.chunks.len(),
-                        row_groups.len()
-                    ));
-                }
-                let mut names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-                names.sort_unstable();
-                if names.windows(2).any(|w| w[0] == w[1]) {
-                    return Err("two columns have the same name".into());
-                }
+        check_body(&self.body)?;
+        if let Some(c) = &self.changes {
+            let Body::Table { columns, .. } = &self.body else {
+                return Err("a file version carries no row changes".into());
+            };
+            if c.base >= self.version {
+                return Err("row changes must lead from an earlier version".into());
             }
-            Body::File { name, .. } => {
-                if name.is_empty() || name.contains(['/', '\\', '\0']) || name == ".." {
-                    return Err(format!("file name {name:?} is not a plain file name"));
+            check_body(&c.upserts)?;
+            check_body(&c.deletes)?;
+            let names = |b: &Body| -> Vec<String> {
+                match b {
+                    Body::Table { columns, .. } => columns.iter().map(|c| c.name.clone()).collect(),
+                    Body::File { .. } => Vec::new(),
                 }
+            };
+            let all: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+            if names(&c.upserts) != all {
+                return Err("the changed rows must have the version's columns".into());
+            }
+            if c.key.is_empty()
+                || names(&c.deletes) != c.key
+                || c.key.iter().any(|k| !all.contains(k))
+            {
+                return Err(
+                    "the deleted keys must have the key columns, 信息项 of the version".into(),
+                );
             }
         }
         Ok(())
     }
+}
+
+/// Checks the shape of one body.
+fn check_body(body: &Body) -> Result<(), String> {
+    match body {
+        Body::Table {
+            row_groups,
+            columns,
+        } => {
+            if columns.is_empty() {
+                return Err("a table version needs at least one column".into());
+            }
+            if let Some(c) = columns.iter().find(|c| c.chunks.len() != row_groups.len()) {
+                return Err(format!(
+                    "column {:?} has {} chunks for {} row groups",
+                    c.name,
+                    c.chunks.len(),
+                    row_groups.len()
+                ));
+            }
+            let mut names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+            names.sort_unstable();
+            if names.windows(2).any(|w| w[0] == w[1]) {
+                return Err("two columns have the same name".into());
+            }
+        }
+        Body::File { name, .. } => {
+            if name.is_empty() || name.contains(['/', '\\', '\0']) || name == ".." {
+                return Err(format!("file name {name:?} is not a plain file name"));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl SignedManifest {
@@ -353,6 +455,7 @@ mod tests {
                 chunks,
             },
             rejects: None,
+            changes: None,
         }
     }
 

@@ -163,6 +163,8 @@ pub(super) async fn pull(dir: &Path, args: PullArgs) -> anyhow::Result<()> {
             Some(p) => Some(read_token(p)?),
             None => None,
         },
+        part: Default::default(),
+        changes_from: None,
         out_dir_seen: out.parent().and_then(|d| crate::seen::FileId::of(d).ok()),
         started_by: None,
         own_grant_only: false,

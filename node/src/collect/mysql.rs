@@ -217,24 +217,31 @@ async fn read(
         }
         exprs.push(expression(name, *t));
     }
-    let order = match &src.table {
+    // A table is read in key order — by the key's text, byte by byte, when every key column is
+    // a 信息项 (so the version can carry its row changes) — else by all its columns.
+    let pk: Vec<String> = match &src.table {
         Some(t) => {
             let table = t.rsplit('.').next().unwrap_or(t);
-            let keys: Vec<String> = conn
-                .exec(
-                    "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
-                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
-                     ORDER BY ORDINAL_POSITION",
-                    (table,),
-                )
-                .await?;
-            if keys.is_empty() {
-                (1..=exprs.len()).map(|n| n.to_string()).collect()
-            } else {
-                keys.iter().map(|k| quote(k)).collect()
-            }
+            conn.exec(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+                 ORDER BY ORDINAL_POSITION",
+                (table,),
+            )
+            .await?
         }
         None => Vec::new(),
+    };
+    let key = super::key_items(src, items, &pk);
+    let order: Vec<String> = if !key.is_empty() {
+        key.iter()
+            .filter_map(|k| items.iter().position(|i| &i.name == k))
+            .map(|i| format!("CAST({} AS CHAR) COLLATE utf8mb4_bin", exprs[i]))
+            .collect()
+    } else if src.table.is_some() {
+        (1..=exprs.len()).map(|n| n.to_string()).collect()
+    } else {
+        Vec::new()
     };
     let order = if order.is_empty() {
         String::new()
@@ -244,6 +251,7 @@ async fn read(
     let mut rows = conn
         .query_iter(format!("SELECT {} FROM {from}{order}", exprs.join(", ")))
         .await?;
+    out.key(key);
     let mut csv = csv::Writer::from_writer(Vec::with_capacity(1 << 16));
     csv.write_record(items.iter().map(|i| i.name.as_str()))
         .map_err(|e| Failure::Db(e.to_string()))?;

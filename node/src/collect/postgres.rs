@@ -150,7 +150,7 @@ async fn read(
     client
         .batch_execute(&format!(
             "SET client_encoding = 'UTF8'; SET DateStyle = 'ISO, YMD'; SET TimeZone = '{}'; \
-             SET statement_timeout = '30min'; SET lock_timeout = '60s'; \
+             SET statement_timeout = '30min'; SET lock_timeout = '60s'; SET work_mem = '256MB'; \
              SET idle_in_transaction_session_timeout = '10min'; \
              BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
             tz.name().replace('\'', "''")
@@ -171,16 +171,22 @@ async fn read(
         }
         exprs.push(expression(name, col.type_()));
     }
-    let order = match &src.table {
-        Some(_) => {
-            let keys = primary_key(client, &from).await?;
-            if keys.is_empty() {
-                (1..=exprs.len()).map(|n| n.to_string()).collect::<Vec<_>>()
-            } else {
-                keys.iter().map(|k| quote_ident(k)).collect()
-            }
-        }
+    // A table is read in key order — by the key's text, byte by byte, when every key column is
+    // a 信息项 (so the version can carry its row changes) — else by all its columns.
+    let pk = match &src.table {
+        Some(_) => primary_key(client, &from).await?,
         None => Vec::new(),
+    };
+    let key = super::key_items(src, items, &pk);
+    let order: Vec<String> = if !key.is_empty() {
+        key.iter()
+            .filter_map(|k| items.iter().position(|i| &i.name == k))
+            .map(|i| format!("({})::text COLLATE \"C\"", exprs[i]))
+            .collect()
+    } else if src.table.is_some() {
+        (1..=exprs.len()).map(|n| n.to_string()).collect()
+    } else {
+        Vec::new()
     };
     let order = if order.is_empty() {
         String::new()
@@ -193,6 +199,7 @@ async fn read(
     );
     let stream = client.copy_out(&copy).await?;
     let mut stream = std::pin::pin!(stream);
+    out.key(key);
     out.send(header(items).map_err(|e| Failure::Db(e.to_string()))?)
         .await?;
     // The server sends a message per row: gather them into pieces of about SEND_AT bytes.

@@ -20,7 +20,10 @@ pub enum Piece {
 }
 
 /// The extractor's end.
-pub struct Sink(Sender<Piece>);
+pub struct Sink {
+    tx: Sender<Piece>,
+    key: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Vec<String>>>>,
+}
 
 /// Why a chunk could not be sent: the publisher stopped reading (it failed; its error says
 /// why).
@@ -28,9 +31,22 @@ pub struct Sink(Sender<Piece>);
 pub struct Closed;
 
 impl Sink {
-    /// A sink sending into `tx`.
-    pub fn new(tx: Sender<Piece>) -> Self {
-        Self(tx)
+    /// A sink sending into `tx`, and the key of the rows (once, before them) into `key`.
+    pub fn new(tx: Sender<Piece>, key: tokio::sync::oneshot::Sender<Vec<String>>) -> Self {
+        Self {
+            tx,
+            key: std::sync::Mutex::new(Some(key)),
+        }
+    }
+
+    /// Says which 信息项 identify a row (empty: none), the rows sorted by their text byte by
+    /// byte; before the first row.
+    pub fn key(&self, key: Vec<String>) {
+        let sender = self.key.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(s) = sender {
+            // A publisher that stopped already has its own error.
+            let _ = s.send(key);
+        }
     }
 
     /// Sends CSV text, waiting while the publisher is behind.
@@ -38,18 +54,20 @@ impl Sink {
         if text.is_empty() {
             return Ok(());
         }
-        self.0.send(Piece::Text(text)).await.map_err(|_| Closed)
+        self.tx.send(Piece::Text(text)).await.map_err(|_| Closed)
     }
 
-    /// Ends the stream: everything was sent.
+    /// Ends the stream: everything was sent. (A key not said by then is none.)
     pub async fn end(&self) {
+        self.key(Vec::new());
         // A publisher that stopped already has its own error.
-        let _ = self.0.send(Piece::End).await;
+        let _ = self.tx.send(Piece::End).await;
     }
 
-    /// Ends the stream as failed.
+    /// Ends the stream as failed. (The publisher waits for the key first: it is released.)
     pub async fn fail(&self, why: String) {
-        let _ = self.0.send(Piece::Failed(why)).await;
+        self.key(Vec::new());
+        let _ = self.tx.send(Piece::Failed(why)).await;
     }
 }
 
@@ -110,7 +128,7 @@ mod tests {
     #[test]
     fn only_an_ended_stream_reads_to_its_end() {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let sink = Sink::new(tx);
+        let sink = Sink::new(tx, tokio::sync::oneshot::channel().0);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -123,7 +141,7 @@ mod tests {
         assert_eq!(text, "a,b\n");
 
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let sink = Sink::new(tx);
+        let sink = Sink::new(tx, tokio::sync::oneshot::channel().0);
         rt.block_on(sink.send(b"a,b\n".to_vec())).unwrap();
         drop(sink);
         let mut text = String::new();

@@ -484,6 +484,7 @@ mod tests {
                 ],
             },
             rejects: None,
+            changes: None,
         };
         let all: Vec<String> = vec!["编号".into(), "数量".into(), "有效".into()];
         let csv = dir.path().join("o.csv");
@@ -575,6 +576,7 @@ mod tests {
                 chunks,
             },
             rejects: None,
+            changes: None,
         };
         let never = || false;
         let small = file(vec![store.put(b"bytes").unwrap().0]);
@@ -700,6 +702,7 @@ mod tests {
                 columns,
             },
             rejects: None,
+            changes: None,
         };
         (
             manifest,

@@ -145,7 +145,7 @@ pub fn collect(state: &NodeState, grace: Duration) -> Result<GcReport, GcError> 
     records::drop_manifests(&state.store, &hashes)?;
     let needed: HashSet<ChunkHash> = kept
         .iter()
-        .flat_map(|m| m.chunks().map(|c| c.hash))
+        .flat_map(|m| m.chunks().chain(m.change_chunks()).map(|c| c.hash))
         .collect();
     let mut report = GcReport {
         versions_kept: kept.len() as u64,
@@ -206,6 +206,7 @@ mod tests {
                 }],
             },
             rejects: None,
+            changes: None,
         }
     }
 

@@ -22,6 +22,8 @@
 //! again), so nothing is reserved up front; a publish that runs out of room fails naming the
 //! numbers, and nothing is announced.
 
+mod diff;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -344,29 +346,53 @@ fn publish_version(
         feeds,
         (&record, &req.code, by),
         writes,
-        (body, rejects, refusals),
+        ((body, rejects, refusals), None),
         skip_unchanged,
     )
 }
 
 /// Publishes rows in item order from `rows` (a collection run) as a new version of `code`,
-/// unless they are exactly the latest version's: one pass (see [`streamed_body`]).
+/// unless they are exactly the latest version's: one pass (see [`streamed_body`]). With a `key`
+/// (the 信息项 that identify a row, the rows sorted by its text byte by byte), the version also
+/// carries its row changes against the latest version ([`diff`]).
 pub fn publish_rows_if_changed(
     feeds: &Feeds,
     code: &str,
-    rows: input::Rows,
+    (rows, key): (input::Rows, &[String]),
     by: Option<&huitong_protocol::Actor>,
 ) -> Result<Published, PublishError> {
     let state = &**feeds.state();
     let record = own_record(state, code)?;
     let _lease = state.chunks.lease_blocking();
     let mut writes = Writes::new(state)?;
-    let body = streamed_body(&mut writes, &record.entry.items, rows, code)?;
+    let base = match records::version(&state.store, &state.id(), code, None)? {
+        Some(latest) if !key.is_empty() => records::manifest(&state.store, &latest.manifest)?
+            .and_then(|stored| SignedManifest::open(&stored.envelope, &state.id(), &latest).ok()),
+        _ => None,
+    };
+    let mut differ = base.as_ref().and_then(|b| {
+        diff::Differ::new(
+            &state.chunks,
+            (&b.manifest, b.hash),
+            &record.entry.items,
+            key,
+        )
+    });
+    let body = streamed_body(
+        &mut writes,
+        &record.entry.items,
+        (rows, differ.as_mut()),
+        code,
+    )?;
+    let changes = match differ {
+        Some(d) => d.finish(&mut writes)?,
+        None => None,
+    };
     seal_and_announce(
         feeds,
         (&record, code, by),
         writes,
-        (body, None, Refusals::default()),
+        ((body, None, Refusals::default()), changes),
         true,
     )
 }
@@ -377,7 +403,7 @@ fn seal_and_announce(
     feeds: &Feeds,
     (record, code, by): (&Record, &str, Option<&huitong_protocol::Actor>),
     writes: Writes<'_>,
-    (body, rejects, refusals): TableParts,
+    ((body, rejects, refusals), changes): (TableParts, Option<huitong_protocol::dataset::Changes>),
     skip_unchanged: bool,
 ) -> Result<Published, PublishError> {
     let state = &**feeds.state();
@@ -396,10 +422,12 @@ fn seal_and_announce(
         layout: MANIFEST_VERSION,
         provider: state.id(),
         code: record.entry.code.clone(),
-        version: latest.map_or(1, |d| d.version + 1),
+        version: latest.as_ref().map_or(1, |d| d.version + 1),
         created_at_ms: now_ms(),
         body,
         rejects,
+        // Changes lead from the version they were told against, which must still be the latest.
+        changes: changes.filter(|c| latest.as_ref().is_some_and(|l| l.version == c.base)),
     };
     let sealed = manifest.seal(&state.key);
     state.chunks.sync(&writes.written)?;
@@ -713,7 +741,7 @@ impl TableWriter {
 fn streamed_body(
     writes: &mut Writes<'_>,
     items: &[Item],
-    rows: input::Rows,
+    (rows, mut differ): (input::Rows, Option<&mut diff::Differ<'_>>),
     code: &str,
 ) -> Result<Body, PublishError> {
     if items.is_empty() {
@@ -725,6 +753,9 @@ fn streamed_body(
     for (n, row) in rows.enumerate() {
         let row = row?;
         if v.check_row(state, items, (n as u64 + 1, &row), code)? && v.rows == 0 {
+            if let Some(d) = differ.as_deref_mut() {
+                d.push(writes, &row)?;
+            }
             table.push(writes, row)?;
         }
     }

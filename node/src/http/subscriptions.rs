@@ -48,6 +48,8 @@ pub(super) async fn create(
             format: Default::default(),
             grant: req.grant.clone(),
             token: None,
+            part: Default::default(),
+            changes_from: None,
             out_dir_seen: None,
             started_by: None,
             own_grant_only: false,

@@ -30,9 +30,9 @@ const SESSION: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE
                        ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', \
                        SESSION innodb_lock_wait_timeout = 60";
 
-/// Whether the database holds `to`'s version already, delivered into the same table of the
-/// same resource (creating the metadata table when missing).
-async fn delivered(conn: &mut Conn, to: &super::Meta<'_>) -> Result<bool, DeliverError> {
+/// Whether the database holds `version` of `to`'s subscription, delivered into the same table
+/// of the same resource (creating the metadata table when missing).
+async fn holds(conn: &mut Conn, to: &super::Meta<'_>, version: u64) -> Result<bool, DeliverError> {
     conn.query_drop(MY.create_meta()).await.map_err(db)?;
     let row: Option<mysql_async::Row> = conn
         .exec_first(
@@ -48,8 +48,8 @@ async fn delivered(conn: &mut Conn, to: &super::Meta<'_>) -> Result<bool, Delive
         return Ok(false);
     };
     let text = |i: usize| -> Option<String> { row.get_opt::<String, usize>(i)?.ok() };
-    let version = row.get_opt::<i64, usize>(0).and_then(Result::ok);
-    Ok(version == Some(to.version as i64)
+    let held = row.get_opt::<i64, usize>(0).and_then(Result::ok);
+    Ok(held == Some(version as i64)
         && text(1).as_deref() == Some(to.table)
         && text(2).as_deref() == Some(to.code)
         && text(3).as_deref() == Some(to.provider))
@@ -70,35 +70,16 @@ fn cell(c: &Column, v: &str) -> Value {
     Value::Bytes(v.as_bytes().to_vec())
 }
 
-/// Applies the pulled CSV `csv` (version `to.version`) to `table`.
-pub async fn deliver(
+/// Loads the pulled CSV `csv` (header `columns`) into temporary table `into` in multi-row
+/// inserts; the rows loaded. A key given twice is refused by the table's key.
+async fn load(
     conn: &mut Conn,
-    (table, columns, key): (&str, &[Column], &[String]),
-    to: &super::Meta<'_>,
+    into: &str,
+    columns: &[Column],
     csv: &Path,
-    hold: impl std::future::Future<Output = ()>,
-) -> Result<Applied, DeliverError> {
-    conn.query_drop(SESSION).await.map_err(db)?;
-    if delivered(conn, to).await? {
-        return Ok(Applied::Already);
-    }
+) -> Result<u64, DeliverError> {
     let mut reader = super::sql::open_csv(csv, columns)?;
-    conn.query_drop(MY.create_table(table, columns, key))
-        .await
-        .map_err(db)?;
-    let target = MY.table(table);
-    let q = |c: &str| MY.quote(c);
-    // The staging table has the target's types and key: each value is converted (strictly)
-    // as it is loaded, and a key given twice is refused there.
-    conn.query_drop("DROP TEMPORARY TABLE IF EXISTS huitong_stage")
-        .await
-        .map_err(db)?;
-    conn.query_drop(format!(
-        "CREATE TEMPORARY TABLE huitong_stage LIKE {target}"
-    ))
-    .await
-    .map_err(db)?;
-    let names: Vec<String> = columns.iter().map(|c| q(&c.name)).collect();
+    let names: Vec<String> = columns.iter().map(|c| MY.quote(&c.name)).collect();
     let per = (MAX_PLACEHOLDERS / columns.len().max(1)).clamp(1, MAX_ROWS);
     let one = format!("({})", vec!["?"; columns.len()].join(", "));
     let mut rows = 0u64;
@@ -115,7 +96,7 @@ pub async fn deliver(
         let n = batch.len() / columns.len().max(1);
         if n == per || (!more && n > 0) {
             let stmt = format!(
-                "INSERT INTO huitong_stage ({}) VALUES {}",
+                "INSERT INTO {into} ({}) VALUES {}",
                 names.join(", "),
                 vec![one.as_str(); n].join(", ")
             );
@@ -136,11 +117,13 @@ pub async fn deliver(
             break;
         }
     }
-    let key_list: Vec<String> = key.iter().map(|k| q(k)).collect();
-    let matches: Vec<String> = key_list
-        .iter()
-        .map(|k| format!("{target}.{k} = s.{k}"))
-        .collect();
+    Ok(rows)
+}
+
+/// Inserts or updates the staging table's rows in `target` by key.
+fn upsert(target: &str, columns: &[Column], key: &[String]) -> String {
+    let q = |c: &str| MY.quote(c);
+    let names: Vec<String> = columns.iter().map(|c| q(&c.name)).collect();
     let rest: Vec<String> = columns
         .iter()
         .filter(|c| !key.contains(&c.name))
@@ -148,24 +131,23 @@ pub async fn deliver(
         .collect();
     let update = if rest.is_empty() {
         // Every column is the key: nothing to update (a no-op assignment keeps the syntax).
-        let k = key_list.first().cloned().unwrap_or_default();
+        let k = key.first().map(|k| q(k)).unwrap_or_default();
         format!("{k} = {k}")
     } else {
         rest.join(", ")
     };
-    conn.query_drop("START TRANSACTION").await.map_err(db)?;
-    conn.query_drop(format!(
-        "DELETE FROM {target} WHERE NOT EXISTS (SELECT 1 FROM huitong_stage s WHERE {})",
-        matches.join(" AND ")
-    ))
-    .await
-    .map_err(db)?;
-    conn.query_drop(format!(
+    format!(
         "INSERT INTO {target} ({0}) SELECT {0} FROM huitong_stage ON DUPLICATE KEY UPDATE {update}",
         names.join(", ")
-    ))
-    .await
-    .map_err(db)?;
+    )
+}
+
+/// Records `to` in [`META_TABLE`], commits after `hold`, and drops the temporary tables.
+async fn record_and_commit(
+    conn: &mut Conn,
+    to: &super::Meta<'_>,
+    hold: impl std::future::Future<Output = ()>,
+) -> Result<(), DeliverError> {
     conn.exec_drop(
         format!(
             "INSERT INTO {META_TABLE} (node, subscription, target_table, code, provider, version, delivered_at) \
@@ -186,8 +168,109 @@ pub async fn deliver(
     .map_err(db)?;
     hold.await;
     conn.query_drop("COMMIT").await.map_err(db)?;
-    conn.query_drop("DROP TEMPORARY TABLE IF EXISTS huitong_stage")
+    conn.query_drop("DROP TEMPORARY TABLE IF EXISTS huitong_stage, huitong_gone")
+        .await
+        .map_err(db)
+}
+
+/// Makes an empty temporary staging table of `target`'s types and key.
+async fn stage(conn: &mut Conn, target: &str) -> Result<(), DeliverError> {
+    conn.query_drop("DROP TEMPORARY TABLE IF EXISTS huitong_stage, huitong_gone")
         .await
         .map_err(db)?;
+    conn.query_drop(format!(
+        "CREATE TEMPORARY TABLE huitong_stage LIKE {target}"
+    ))
+    .await
+    .map_err(db)
+}
+
+/// Applies the pulled CSV `csv` (version `to.version`) to `table`.
+pub async fn deliver(
+    conn: &mut Conn,
+    (table, columns, key): (&str, &[Column], &[String]),
+    to: &super::Meta<'_>,
+    csv: &Path,
+    hold: impl std::future::Future<Output = ()>,
+) -> Result<Applied, DeliverError> {
+    conn.query_drop(SESSION).await.map_err(db)?;
+    if holds(conn, to, to.version).await? {
+        return Ok(Applied::Already);
+    }
+    super::sql::open_csv(csv, columns)?;
+    conn.query_drop(MY.create_table(table, columns, key))
+        .await
+        .map_err(db)?;
+    let target = MY.table(table);
+    // The staging table has the target's types and key: each value is converted (strictly)
+    // as it is loaded, and a key given twice is refused there.
+    stage(conn, &target).await?;
+    let rows = load(conn, "huitong_stage", columns, csv).await?;
+    let matches: Vec<String> = key
+        .iter()
+        .map(|k| format!("{target}.{0} = s.{0}", MY.quote(k)))
+        .collect();
+    conn.query_drop("START TRANSACTION").await.map_err(db)?;
+    conn.query_drop(format!(
+        "DELETE FROM {target} WHERE NOT EXISTS (SELECT 1 FROM huitong_stage s WHERE {})",
+        matches.join(" AND ")
+    ))
+    .await
+    .map_err(db)?;
+    conn.query_drop(upsert(&target, columns, key))
+        .await
+        .map_err(db)?;
+    record_and_commit(conn, to, hold).await?;
     Ok(Applied::Rows(rows))
+}
+
+/// Applies a version's row changes — `upserts` (rows inserted or updated) and `deletes` (keys
+/// deleted) — to `table`, which must hold exactly version `from` of this subscription (else
+/// `Ok(None)`: the caller delivers the version whole). The rows changed.
+pub async fn apply_changes(
+    conn: &mut Conn,
+    (table, columns, key): (&str, &[Column], &[String]),
+    (to, from): (&super::Meta<'_>, u64),
+    (upserts, deletes): (&Path, &Path),
+    hold: impl std::future::Future<Output = ()>,
+) -> Result<Option<u64>, DeliverError> {
+    conn.query_drop(SESSION).await.map_err(db)?;
+    if !holds(conn, to, from).await? {
+        return Ok(None);
+    }
+    let target = MY.table(table);
+    stage(conn, &target).await?;
+    let key_columns: Vec<Column> = columns
+        .iter()
+        .filter(|c| key.contains(&c.name))
+        .cloned()
+        .collect();
+    let gone: Vec<String> = key_columns
+        .iter()
+        .map(|c| format!("{} {}", MY.quote(&c.name), MY.column_type(c)))
+        .collect();
+    conn.query_drop(format!(
+        "CREATE TEMPORARY TABLE huitong_gone ({}) DEFAULT CHARSET = utf8mb4",
+        gone.join(", ")
+    ))
+    .await
+    .map_err(db)?;
+    let upserted = load(conn, "huitong_stage", columns, upserts).await?;
+    let deleted = load(conn, "huitong_gone", &key_columns, deletes).await?;
+    let matches: Vec<String> = key
+        .iter()
+        .map(|k| format!("{target}.{0} = g.{0}", MY.quote(k)))
+        .collect();
+    conn.query_drop("START TRANSACTION").await.map_err(db)?;
+    conn.query_drop(format!(
+        "DELETE {target} FROM {target} JOIN huitong_gone g ON {}",
+        matches.join(" AND ")
+    ))
+    .await
+    .map_err(db)?;
+    conn.query_drop(upsert(&target, columns, key))
+        .await
+        .map_err(db)?;
+    record_and_commit(conn, to, hold).await?;
+    Ok(Some(upserted + deleted))
 }

@@ -34,11 +34,12 @@ fn db(e: tokio_postgres::Error) -> DeliverError {
 const LIMITS: &str = "SET statement_timeout = '30min'; SET lock_timeout = '60s'; \
                       SET idle_in_transaction_session_timeout = '10min'";
 
-/// Whether the database holds `to`'s version already, delivered into the same table of the
-/// same resource (creating the metadata table when missing).
-async fn delivered(
+/// Whether the database holds `version` of `to`'s subscription, delivered into the same table
+/// of the same resource (creating the metadata table when missing).
+async fn holds(
     client: &tokio_postgres::Client,
     to: &super::Meta<'_>,
+    version: u64,
 ) -> Result<bool, DeliverError> {
     client.batch_execute(&PG.create_meta()).await.map_err(db)?;
     let row = client
@@ -54,16 +55,13 @@ async fn delivered(
     let Some(row) = row else {
         return Ok(false);
     };
-    let version: i64 = row.try_get(0).map_err(db)?;
+    let held: i64 = row.try_get(0).map_err(db)?;
     let (table, code, provider): (String, String, String) = (
         row.try_get(1).map_err(db)?,
         row.try_get(2).map_err(db)?,
         row.try_get(3).map_err(db)?,
     );
-    Ok(version == to.version as i64
-        && table == to.table
-        && code == to.code
-        && provider == to.provider)
+    Ok(held == version as i64 && table == to.table && code == to.code && provider == to.provider)
 }
 
 /// Streams the pulled CSV `csv` into `into` (`table (columns)`) with `COPY FROM STDIN`; the
@@ -133,7 +131,7 @@ pub async fn deliver(
     hold: impl std::future::Future<Output = ()>,
 ) -> Result<Applied, DeliverError> {
     client.batch_execute(LIMITS).await.map_err(db)?;
-    if delivered(client, to).await? {
+    if holds(client, to, to.version).await? {
         return Ok(Applied::Already);
     }
     super::sql::open_csv(csv, columns)?;
@@ -172,7 +170,7 @@ pub async fn deliver(
             .map_err(db)?;
         let rows = copy_file(client, "huitong_stage", &names, csv).await?;
         client
-            .batch_execute(&upsert(&target, columns, key))
+            .batch_execute(&upsert(&target, columns, key, true))
             .await
             .map_err(db)?;
         rows
@@ -183,16 +181,20 @@ pub async fn deliver(
     Ok(Applied::Rows(rows))
 }
 
-/// Deletes the rows of `target` whose key the staging table lacks, and inserts or updates the
-/// others by key (a row that did not change is not rewritten).
-fn upsert(target: &str, columns: &[Column], key: &[String]) -> String {
+/// Inserts or updates the staging table's rows in `target` by key (a row that did not change is
+/// not rewritten), after deleting the rows whose key the staging table lacks (`whole`: the
+/// staging table is the whole version) or whose key `huitong_gone` lists (row changes).
+fn upsert(target: &str, columns: &[Column], key: &[String], whole: bool) -> String {
     let q = |c: &str| PG.quote(c);
     let cast = |c: &Column, side: &str| PG.cast(c, &format!("{side}.{}", q(&c.name)));
     let key_cols: Vec<&Column> = columns.iter().filter(|c| key.contains(&c.name)).collect();
-    let matches: Vec<String> = key_cols
-        .iter()
-        .map(|c| format!("t.{} = {}", q(&c.name), cast(c, "s")))
-        .collect();
+    let matches = |side: &str| -> String {
+        key_cols
+            .iter()
+            .map(|c| format!("t.{} = {}", q(&c.name), cast(c, side)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
     let names: Vec<String> = columns.iter().map(|c| q(&c.name)).collect();
     let values: Vec<String> = columns.iter().map(|c| cast(c, "s")).collect();
     let rest: Vec<&Column> = columns.iter().filter(|c| !key.contains(&c.name)).collect();
@@ -216,12 +218,65 @@ fn upsert(target: &str, columns: &[Column], key: &[String]) -> String {
         )
     };
     let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
-    format!(
-        "DELETE FROM {target} t WHERE NOT EXISTS (SELECT 1 FROM huitong_stage s WHERE {}); \
-         INSERT INTO {target} AS t ({}) SELECT {} FROM huitong_stage s ON CONFLICT ({}) {on_conflict}",
-        matches.join(" AND "),
+    let insert = format!(
+        "INSERT INTO {target} AS t ({}) SELECT {} FROM huitong_stage s ON CONFLICT ({}) {on_conflict}",
         names.join(", "),
         values.join(", "),
         keys.join(", ")
-    )
+    );
+    if whole {
+        format!(
+            "DELETE FROM {target} t WHERE NOT EXISTS (SELECT 1 FROM huitong_stage s WHERE {}); {insert}",
+            matches("s")
+        )
+    } else {
+        format!(
+            "DELETE FROM {target} t USING huitong_gone g WHERE {}; {insert}",
+            matches("g")
+        )
+    }
+}
+
+/// Applies a version's row changes — `upserts` (rows inserted or updated) and `deletes` (keys
+/// deleted) — to `table`, which must hold exactly version `from` of this subscription (else
+/// `Ok(None)`: the caller delivers the version whole). The rows changed.
+pub async fn apply_changes(
+    client: &tokio_postgres::Client,
+    (table, columns, key): (&str, &[Column], &[String]),
+    (to, from): (&super::Meta<'_>, u64),
+    (upserts, deletes): (&Path, &Path),
+    hold: impl std::future::Future<Output = ()>,
+) -> Result<Option<u64>, DeliverError> {
+    client.batch_execute(LIMITS).await.map_err(db)?;
+    if !holds(client, to, from).await? {
+        return Ok(None);
+    }
+    let q = |c: &str| PG.quote(c);
+    let names: Vec<String> = columns.iter().map(|c| q(&c.name)).collect();
+    let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
+    let text = |n: &[String]| {
+        n.iter()
+            .map(|n| format!("{n} TEXT"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    client
+        .batch_execute(&format!(
+            "BEGIN; CREATE TEMP TABLE huitong_stage ({}) ON COMMIT DROP; \
+             CREATE TEMP TABLE huitong_gone ({}) ON COMMIT DROP",
+            text(&names),
+            text(&keys)
+        ))
+        .await
+        .map_err(db)?;
+    let upserted = copy_file(client, "huitong_stage", &names, upserts).await?;
+    let deleted = copy_file(client, "huitong_gone", &keys, deletes).await?;
+    client
+        .batch_execute(&upsert(&PG.table(table), columns, key, false))
+        .await
+        .map_err(db)?;
+    record(client, to).await?;
+    hold.await;
+    client.batch_execute("COMMIT").await.map_err(db)?;
+    Ok(Some(upserted + deleted))
 }

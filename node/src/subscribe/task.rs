@@ -20,6 +20,7 @@ use crate::feeds::Feeds;
 use crate::link::Transport;
 use crate::state::{now_ms, NodeState};
 use crate::transfer::pull::{self, PullRequest, PullSummary, Pulls};
+use huitong_protocol::dataset::Part;
 
 /// How often the subscriptions are looked at.
 const LOOK_EVERY: Duration = Duration::from_secs(2);
@@ -95,18 +96,20 @@ impl Subscriber {
         &self,
         sub: &Subscription,
         version: u64,
-        out: PathBuf,
-        format: OutFormat,
+        (out, format): (PathBuf, OutFormat),
+        (part, changes_from, fields): (Part, Option<u64>, Option<Vec<String>>),
     ) -> Result<PullSummary, String> {
         let req = PullRequest {
             code: sub.code.clone(),
             provider: Some(sub.provider.clone()),
             version: Some(version),
-            fields: sub.fields.clone(),
+            fields,
             out,
             format,
             grant: sub.grant.clone(),
             token: None,
+            part,
+            changes_from,
             out_dir_seen: None,
             started_by: None,
             own_grant_only: sub.own_grant_only,
@@ -143,7 +146,7 @@ impl Subscriber {
             } => {
                 let out = dir::pull_out(path, *format, *current, &sub.name, version);
                 let summary = self
-                    .pull(sub, version, out.clone(), *format)
+                    .pull(sub, version, (out.clone(), *format), whole(sub))
                     .await
                     .map_err(DeliverError::Io)?;
                 dir::finish(path, *format, *current, &sub.name, &out)?;
@@ -153,10 +156,19 @@ impl Subscriber {
                 let staging = state.dir.join(STAGING_DIR);
                 std::fs::create_dir_all(&staging)
                     .map_err(|e| DeliverError::Io(format!("{}: {e}", staging.display())))?;
+                if let Some(from) = sub.delivery.version {
+                    match self.deliver_changes(sub, version, from, (url, table)).await {
+                        Ok(done) => return Ok(done),
+                        Err(Fallback::Whole(why)) => {
+                            info!(subscription = %sub.name, version, reason = %why, "delivering the whole version")
+                        }
+                        Err(Fallback::Failed(e)) => return Err(e),
+                    }
+                }
                 let out = staging.join(format!("{}-v{version}.csv", sub.name));
                 let staged = Staged(out.clone());
                 let summary = self
-                    .pull(sub, version, out.clone(), OutFormat::Csv)
+                    .pull(sub, version, (out.clone(), OutFormat::Csv), whole(sub))
                     .await
                     .map_err(DeliverError::Io)?;
                 let columns = columns(&state, sub, &summary.fields)?;
@@ -195,6 +207,105 @@ impl Subscriber {
                 ))
             }
         }
+    }
+
+    /// Delivers version `version` of `sub` into its table as the row changes from version
+    /// `from`, which the table holds: only the changed rows are pulled and applied. Falls back to
+    /// the whole version when the version carries no changes from `from` or the table does not
+    /// hold `from`.
+    async fn deliver_changes(
+        &self,
+        sub: &Subscription,
+        version: u64,
+        from: u64,
+        (url, table): (&str, &str),
+    ) -> Result<(Option<u64>, PullSummary), Fallback> {
+        let state = self.state().clone();
+        let staging = state.dir.join(STAGING_DIR);
+        let up = staging.join(format!("{}-v{version}-upserts.csv", sub.name));
+        let gone = staging.join(format!("{}-v{version}-deletes.csv", sub.name));
+        let _staged = (Staged(up.clone()), Staged(gone.clone()));
+        let part = |p: Part, fields: Option<Vec<String>>| (p, Some(from), fields);
+        let pulled = |e: String| {
+            if e.contains("carries no row changes") {
+                Fallback::Whole(e)
+            } else {
+                Fallback::Failed(DeliverError::Io(e))
+            }
+        };
+        let mut summary = self
+            .pull(
+                sub,
+                version,
+                (up.clone(), OutFormat::Csv),
+                part(Part::Upserts, sub.fields.clone()),
+            )
+            .await
+            .map_err(pulled)?;
+        let deletes = self
+            .pull(
+                sub,
+                version,
+                (gone.clone(), OutFormat::Csv),
+                part(Part::Deletes, Some(sub.key.clone())),
+            )
+            .await
+            .map_err(pulled)?;
+        summary.bytes_fetched += deletes.bytes_fetched;
+        summary.elapsed_ms += deletes.elapsed_ms;
+        let columns = columns(&state, sub, &summary.fields).map_err(Fallback::Failed)?;
+        let password = crate::secrets::target_password(&state.dir, &sub.name, url)
+            .map_err(|e| Fallback::Failed(DeliverError::Io(e.to_string())))?;
+        let entry = format!("[targets.\"{}\"]", sub.name);
+        let node = state.id().to_hex();
+        let meta = Meta {
+            node: &node,
+            subscription: &sub.name,
+            table,
+            code: &sub.code,
+            provider: &sub.provider,
+            version,
+        };
+        let shape = (table, columns.as_slice(), sub.key.as_slice());
+        let failed = |e: DeliverError| Fallback::Failed(e);
+        let applied = if matches!(sub.target, Target::Postgres { .. }) {
+            let client = crate::dbconn::postgres(url, password.as_ref(), &entry)
+                .await
+                .map_err(|e| failed(e.into()))?;
+            pg::apply_changes(
+                &client,
+                shape,
+                (&meta, from),
+                (&up, &gone),
+                hold(state.dir.clone()),
+            )
+            .await
+            .map_err(failed)?
+        } else {
+            let mut conn = crate::dbconn::mysql(url, password.as_ref(), &entry)
+                .await
+                .map_err(|e| failed(e.into()))?;
+            let r = mysql::apply_changes(
+                &mut conn,
+                shape,
+                (&meta, from),
+                (&up, &gone),
+                hold(state.dir.clone()),
+            )
+            .await;
+            if let Err(e) = conn.disconnect().await {
+                warn!(error = %e, "closing the target database connection");
+            }
+            r.map_err(failed)?
+        };
+        let Some(changed) = applied else {
+            return Err(Fallback::Whole(format!(
+                "the table does not hold version {from} as this subscription delivered it"
+            )));
+        };
+        info!(subscription = %sub.name, version, from, rows_changed = changed, bytes_fetched = summary.bytes_fetched, "delivered the row changes");
+        let rows = records_rows(&state, sub, version);
+        Ok((rows, summary))
     }
 
     /// Delivers every subscription that is behind, until `shutdown`.
@@ -273,6 +384,30 @@ impl Subscriber {
         }
         Ok(())
     }
+}
+
+/// Why row changes were not delivered.
+enum Fallback {
+    /// Deliver the whole version instead (the reason).
+    Whole(String),
+    /// The delivery failed.
+    Failed(DeliverError),
+}
+
+/// A whole-version pull of `sub`'s 信息项.
+fn whole(sub: &Subscription) -> (Part, Option<u64>, Option<Vec<String>>) {
+    (Part::Whole, None, sub.fields.clone())
+}
+
+/// The rows of version `version` of `sub`'s resource, as announced.
+fn records_rows(state: &NodeState, sub: &Subscription, version: u64) -> Option<u64> {
+    let record = crate::catalogue::get(&state.store, &sub.code)
+        .ok()?
+        .into_iter()
+        .find(|r| r.entry.provider_code.as_str() == sub.provider)?;
+    records::version(&state.store, &record.feed, &sub.code, Some(version))
+        .ok()??
+        .rows
 }
 
 /// The columns `sub` delivers — the 信息项 the pull wrote (`pulled`), typed from the entry.

@@ -191,6 +191,7 @@ mod tests {
                     .collect(),
             },
             rejects: None,
+            changes: None,
         }
     }
 

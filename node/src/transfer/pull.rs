@@ -32,7 +32,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use huitong_protocol::dataset::{Body, ChunkHash, ChunkRef, Manifest, SignedManifest};
+use huitong_protocol::dataset::{Body, ChunkHash, ChunkRef, Manifest, Part, SignedManifest};
 use huitong_protocol::grant as grants;
 use huitong_protocol::wire::RefusalKind;
 use huitong_protocol::NodeId;
@@ -82,6 +82,13 @@ pub struct PullRequest {
     /// Present this grant token (base64) received out of band; `fields` says what it grants.
     #[serde(default)]
     pub token: Option<String>,
+    /// Which part of the version: the whole table (the default), or its row changes since
+    /// `changes_from` (the rows inserted or updated, or the keys deleted).
+    #[serde(default)]
+    pub part: huitong_protocol::dataset::Part,
+    /// The version this node holds, whose changes a part pull asks for.
+    #[serde(default)]
+    pub changes_from: Option<u64>,
     /// The output directory as the CLI sees it: the node refuses a directory it sees
     /// differently ([`crate::seen`]).
     #[serde(default)]
@@ -236,6 +243,33 @@ pub fn start(
         pulls.ended(&job);
     });
     Ok(Started { id, attached })
+}
+
+/// `signed` as a pull of `part` sees it: the row changes as its body, when the version carries
+/// changes from exactly the version `from` this node holds.
+fn changes_view(
+    signed: &SignedManifest,
+    part: Part,
+    from: Option<u64>,
+) -> Result<SignedManifest, PullError> {
+    let m = &signed.manifest;
+    let base = m.changes.as_ref().map(|c| c.base);
+    if base.is_none() || base != from {
+        return Err(PullError::Invalid(format!(
+            "{} version {} carries no row changes from version {}; pull it whole",
+            m.code,
+            m.version,
+            from.map_or("(none given)".to_string(), |v| v.to_string())
+        )));
+    }
+    let view = m
+        .part(part)
+        .ok_or_else(|| PullError::Invalid("no such part".into()))?;
+    Ok(SignedManifest {
+        manifest: view,
+        hash: signed.hash,
+        bytes: signed.bytes.clone(),
+    })
 }
 
 /// Runs `fut` unless the job is cancelled first.
@@ -605,6 +639,13 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
         .map_err(local)?;
     }
     let complete = stored.is_some_and(|s| s.complete);
+    // A pull of a version's row changes sees them as the body; it never marks the version
+    // complete (the chunks it holds are the changes', not the table's).
+    let (signed, complete) = match req.part {
+        Part::Whole => (signed, complete),
+        part => (changes_view(&signed, part, req.changes_from)?, true),
+    };
+    let manifest = &signed.manifest;
     let plan::Selection {
         mut wants,
         fields,

@@ -72,6 +72,25 @@ impl Indexed {
         for r in manifest.rejects.iter().flat_map(|r| r.report.iter()) {
             places.entry(r.hash).or_insert(Place::Report);
         }
+        // The row changes' chunks hold the version's columns (by name): a consumer may take
+        // them exactly as it may take those columns.
+        if let (Some(changes), Body::Table { columns, .. }) = (&manifest.changes, &manifest.body) {
+            for part in [&changes.upserts, &changes.deletes] {
+                if let Body::Table {
+                    columns: part_columns,
+                    ..
+                } = part
+                {
+                    for pc in part_columns {
+                        if let Some(i) = columns.iter().position(|c| c.name == pc.name) {
+                            for r in &pc.chunks {
+                                places.entry(r.hash).or_insert(Place::Column(i));
+                            }
+                        }
+                    }
+                }
+            }
+        }
         Self { manifest, places }
     }
 }

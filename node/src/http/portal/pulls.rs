@@ -71,6 +71,8 @@ pub(crate) async fn start(
         format,
         grant: Some(form.get("grant").to_string()).filter(|g| !g.is_empty()),
         token: None,
+        part: Default::default(),
+        changes_from: None,
         out_dir_seen: None,
         started_by: None,
         own_grant_only: false,

@@ -492,6 +492,8 @@ mod tests {
             format: OutFormat::Csv,
             grant: None,
             token: None,
+            part: Default::default(),
+            changes_from: None,
             out_dir_seen: None,
             started_by: None,
             own_grant_only: false,
