@@ -129,6 +129,33 @@ fn key_items(
     }
 }
 
+/// The `ORDER BY` clause of a source's select: by the key's text byte by byte (`as_text`
+/// turns a select expression into its byte-ordered text) when there is a `key`; a table without
+/// one by all its columns; a query as it orders itself.
+fn order_by(
+    src: &SourceConfig,
+    items: &[huitong_protocol::catalogue::Item],
+    (key, exprs): (&[String], &[String]),
+    as_text: impl Fn(&str) -> String,
+) -> String {
+    let order: Vec<String> = if !key.is_empty() {
+        key.iter()
+            .filter_map(|k| items.iter().position(|i| &i.name == k))
+            .filter_map(|i| exprs.get(i))
+            .map(|e| as_text(e))
+            .collect()
+    } else if src.table.is_some() {
+        (1..=exprs.len()).map(|n| n.to_string()).collect()
+    } else {
+        Vec::new()
+    };
+    if order.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {}", order.join(", "))
+    }
+}
+
 /// The error for a 信息项 whose column `name` the source lacks (it has `have`).
 fn missing_column(name: &str, item: &huitong_protocol::catalogue::Item, have: &[&str]) -> String {
     format!(

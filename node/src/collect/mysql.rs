@@ -233,21 +233,9 @@ async fn read(
         None => Vec::new(),
     };
     let key = super::key_items(src, items, &pk);
-    let order: Vec<String> = if !key.is_empty() {
-        key.iter()
-            .filter_map(|k| items.iter().position(|i| &i.name == k))
-            .map(|i| format!("CAST({} AS CHAR) COLLATE utf8mb4_bin", exprs[i]))
-            .collect()
-    } else if src.table.is_some() {
-        (1..=exprs.len()).map(|n| n.to_string()).collect()
-    } else {
-        Vec::new()
-    };
-    let order = if order.is_empty() {
-        String::new()
-    } else {
-        format!(" ORDER BY {}", order.join(", "))
-    };
+    let order = super::order_by(src, items, (&key, &exprs), |e| {
+        format!("CAST({e} AS CHAR) COLLATE utf8mb4_bin")
+    });
     let mut rows = conn
         .query_iter(format!("SELECT {} FROM {from}{order}", exprs.join(", ")))
         .await?;

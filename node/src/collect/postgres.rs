@@ -178,21 +178,9 @@ async fn read(
         None => Vec::new(),
     };
     let key = super::key_items(src, items, &pk);
-    let order: Vec<String> = if !key.is_empty() {
-        key.iter()
-            .filter_map(|k| items.iter().position(|i| &i.name == k))
-            .map(|i| format!("({})::text COLLATE \"C\"", exprs[i]))
-            .collect()
-    } else if src.table.is_some() {
-        (1..=exprs.len()).map(|n| n.to_string()).collect()
-    } else {
-        Vec::new()
-    };
-    let order = if order.is_empty() {
-        String::new()
-    } else {
-        format!(" ORDER BY {}", order.join(", "))
-    };
+    let order = super::order_by(src, items, (&key, &exprs), |e| {
+        format!("({e})::text COLLATE \"C\"")
+    });
     let copy = format!(
         "COPY (SELECT {} FROM {from}{order}) TO STDOUT (FORMAT csv)",
         exprs.join(", ")

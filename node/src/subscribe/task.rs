@@ -172,18 +172,9 @@ impl Subscriber {
                     .await
                     .map_err(DeliverError::Io)?;
                 let columns = columns(&state, sub, &summary.fields)?;
-                let password = crate::secrets::target_password(&state.dir, &sub.name, url)
-                    .map_err(|e| DeliverError::Io(e.to_string()))?;
-                let entry = format!("[targets.\"{}\"]", sub.name);
+                let (password, entry) = credentials(&state, sub, url)?;
                 let node = state.id().to_hex();
-                let meta = Meta {
-                    node: &node,
-                    subscription: &sub.name,
-                    table,
-                    code: &sub.code,
-                    provider: &sub.provider,
-                    version,
-                };
+                let meta = meta(&node, sub, table, version);
                 let shape = (table.as_str(), columns.as_slice(), sub.key.as_slice());
                 let applied = if matches!(sub.target, Target::Postgres { .. }) {
                     let client = crate::dbconn::postgres(url, password.as_ref(), &entry).await?;
@@ -254,18 +245,9 @@ impl Subscriber {
         summary.bytes_fetched += deletes.bytes_fetched;
         summary.elapsed_ms += deletes.elapsed_ms;
         let columns = columns(&state, sub, &summary.fields).map_err(Fallback::Failed)?;
-        let password = crate::secrets::target_password(&state.dir, &sub.name, url)
-            .map_err(|e| Fallback::Failed(DeliverError::Io(e.to_string())))?;
-        let entry = format!("[targets.\"{}\"]", sub.name);
+        let (password, entry) = credentials(&state, sub, url).map_err(Fallback::Failed)?;
         let node = state.id().to_hex();
-        let meta = Meta {
-            node: &node,
-            subscription: &sub.name,
-            table,
-            code: &sub.code,
-            provider: &sub.provider,
-            version,
-        };
+        let meta = meta(&node, sub, table, version);
         let shape = (table, columns.as_slice(), sub.key.as_slice());
         let failed = |e: DeliverError| Fallback::Failed(e);
         let applied = if matches!(sub.target, Target::Postgres { .. }) {
@@ -383,6 +365,29 @@ impl Subscriber {
             super::put(&state.store, &now_sub)?;
         }
         Ok(())
+    }
+}
+
+/// The password of `sub`'s target database at `url`, and where the secrets file keeps it.
+fn credentials(
+    state: &NodeState,
+    sub: &Subscription,
+    url: &str,
+) -> Result<(Option<crate::secrets::Password>, String), DeliverError> {
+    let password = crate::secrets::target_password(&state.dir, &sub.name, url)
+        .map_err(|e| DeliverError::Io(e.to_string()))?;
+    Ok((password, format!("[targets.\"{}\"]", sub.name)))
+}
+
+/// What a delivery of `version` of `sub` into `table` records, by node `node`.
+fn meta<'a>(node: &'a str, sub: &'a Subscription, table: &'a str, version: u64) -> Meta<'a> {
+    Meta {
+        node,
+        subscription: &sub.name,
+        table,
+        code: &sub.code,
+        provider: &sub.provider,
+        version,
     }
 }
 
