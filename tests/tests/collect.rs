@@ -429,6 +429,7 @@ fn subscriptions_deliver_each_version_into_mariadb_exactly_even_across_a_kill() 
     assert_eq!(run["version"], 2, "{run}");
     wait_delivered(net, consumer, "people", 2)?;
     wait_delivered(net, consumer, "people-file", 2)?;
+    wait_delivered(net, consumer, "people-pg", 2)?;
     // The tables got v2 as its row changes (13 rows of 1,010), the file whole.
     let into_table = subscription(net, consumer, "people")?["delivery"]["bytes_fetched"]
         .as_u64()

@@ -226,11 +226,12 @@ pub async fn deliver(
 
 /// Applies a version's row changes — `upserts` (rows inserted or updated) and `deletes` (keys
 /// deleted) — to `table`, which must hold exactly version `from` of this subscription (else
-/// `Ok(None)`: the caller delivers the version whole). The rows changed.
+/// `Ok(None)`: the caller delivers the version whole), and must hold the version's `rows` after
+/// them (else the transaction is rolled back and `Ok(None)`). The rows changed.
 pub async fn apply_changes(
     conn: &mut Conn,
     (table, columns, key): (&str, &[Column], &[String]),
-    (to, from): (&super::Meta<'_>, u64),
+    (to, from, rows): (&super::Meta<'_>, u64, Option<u64>),
     (upserts, deletes): (&Path, &Path),
     hold: impl std::future::Future<Output = ()>,
 ) -> Result<Option<u64>, DeliverError> {
@@ -240,18 +241,17 @@ pub async fn apply_changes(
     }
     let target = MY.table(table);
     stage(conn, &target).await?;
-    let key_columns: Vec<Column> = columns
+    // In the key's order (the deleted keys' file has its columns so); of the target's own types
+    // and collation.
+    let key_columns: Vec<Column> = key
         .iter()
-        .filter(|c| key.contains(&c.name))
+        .filter_map(|k| columns.iter().find(|c| &c.name == k))
         .cloned()
         .collect();
-    let gone: Vec<String> = key_columns
-        .iter()
-        .map(|c| format!("{} {}", MY.quote(&c.name), MY.column_type(c)))
-        .collect();
+    let key_list: Vec<String> = key.iter().map(|k| MY.quote(k)).collect();
     conn.query_drop(format!(
-        "CREATE TEMPORARY TABLE huitong_gone ({}) DEFAULT CHARSET = utf8mb4",
-        gone.join(", ")
+        "CREATE TEMPORARY TABLE huitong_gone AS SELECT {} FROM {target} WHERE 1 = 0",
+        key_list.join(", ")
     ))
     .await
     .map_err(db)?;
@@ -271,6 +271,18 @@ pub async fn apply_changes(
     conn.query_drop(upsert(&target, columns, key))
         .await
         .map_err(db)?;
+    // The version's rows, or the table was not the base after all: undo, deliver it whole.
+    let count: Option<mysql_async::Row> = conn
+        .query_first(format!("SELECT COUNT(*) FROM {target}"))
+        .await
+        .map_err(db)?;
+    let count = count
+        .and_then(|r| r.get_opt::<i64, usize>(0))
+        .and_then(Result::ok);
+    if rows.is_some_and(|r| Some(r as i64) != count) {
+        conn.query_drop("ROLLBACK").await.map_err(db)?;
+        return Ok(None);
+    }
     record_and_commit(conn, to, hold).await?;
     Ok(Some(upserted + deleted))
 }

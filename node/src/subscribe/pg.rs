@@ -239,11 +239,12 @@ fn upsert(target: &str, columns: &[Column], key: &[String], whole: bool) -> Stri
 
 /// Applies a version's row changes — `upserts` (rows inserted or updated) and `deletes` (keys
 /// deleted) — to `table`, which must hold exactly version `from` of this subscription (else
-/// `Ok(None)`: the caller delivers the version whole). The rows changed.
+/// `Ok(None)`: the caller delivers the version whole), and must hold the version's `rows` after
+/// them (else the transaction is rolled back and `Ok(None)`). The rows changed.
 pub async fn apply_changes(
     client: &tokio_postgres::Client,
     (table, columns, key): (&str, &[Column], &[String]),
-    (to, from): (&super::Meta<'_>, u64),
+    (to, from, rows): (&super::Meta<'_>, u64, Option<u64>),
     (upserts, deletes): (&Path, &Path),
     hold: impl std::future::Future<Output = ()>,
 ) -> Result<Option<u64>, DeliverError> {
@@ -275,6 +276,17 @@ pub async fn apply_changes(
         .batch_execute(&upsert(&PG.table(table), columns, key, false))
         .await
         .map_err(db)?;
+    // The version's rows, or the table was not the base after all: undo, deliver it whole.
+    let count: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {}", PG.table(table)), &[])
+        .await
+        .map_err(db)?
+        .try_get(0)
+        .map_err(db)?;
+    if rows.is_some_and(|r| r as i64 != count) {
+        client.batch_execute("ROLLBACK").await.map_err(db)?;
+        return Ok(None);
+    }
     record(client, to).await?;
     hold.await;
     client.batch_execute("COMMIT").await.map_err(db)?;

@@ -162,7 +162,6 @@ impl Subscriber {
                         Err(Fallback::Whole(why)) => {
                             info!(subscription = %sub.name, version, reason = %why, "delivering the whole version")
                         }
-                        Err(Fallback::Failed(e)) => return Err(e),
                     }
                 }
                 let out = staging.join(format!("{}-v{version}.csv", sub.name));
@@ -216,14 +215,9 @@ impl Subscriber {
         let up = staging.join(format!("{}-v{version}-upserts.csv", sub.name));
         let gone = staging.join(format!("{}-v{version}-deletes.csv", sub.name));
         let _staged = (Staged(up.clone()), Staged(gone.clone()));
+        // Whatever goes wrong here, the whole version is delivered instead (always right, only
+        // slower): a failure that lasts is then reported by the whole delivery.
         let part = |p: Part, fields: Option<Vec<String>>| (p, Some(from), fields);
-        let pulled = |e: String| {
-            if e.contains("carries no row changes") {
-                Fallback::Whole(e)
-            } else {
-                Fallback::Failed(DeliverError::Io(e))
-            }
-        };
         let mut summary = self
             .pull(
                 sub,
@@ -232,7 +226,16 @@ impl Subscriber {
                 part(Part::Upserts, sub.fields.clone()),
             )
             .await
-            .map_err(pulled)?;
+            .map_err(Fallback::Whole)?;
+        // The changes are keyed as the provider's table is; they fit only a table keyed the same.
+        let keyed = changes_key(&state, sub, version);
+        if keyed.as_deref() != Some(sub.key.as_slice()) {
+            return Err(Fallback::Whole(format!(
+                "the version's row changes are keyed by {:?}, this subscription by {:?}",
+                keyed.unwrap_or_default(),
+                sub.key
+            )));
+        }
         let deletes = self
             .pull(
                 sub,
@@ -241,52 +244,43 @@ impl Subscriber {
                 part(Part::Deletes, Some(sub.key.clone())),
             )
             .await
-            .map_err(pulled)?;
+            .map_err(Fallback::Whole)?;
         summary.bytes_fetched += deletes.bytes_fetched;
         summary.elapsed_ms += deletes.elapsed_ms;
-        let columns = columns(&state, sub, &summary.fields).map_err(Fallback::Failed)?;
-        let (password, entry) = credentials(&state, sub, url).map_err(Fallback::Failed)?;
+        let whole = |e: DeliverError| Fallback::Whole(e.to_string());
+        let columns = columns(&state, sub, &summary.fields).map_err(whole)?;
+        let (password, entry) = credentials(&state, sub, url).map_err(whole)?;
+        let rows = records_rows(&state, sub, version);
         let node = state.id().to_hex();
         let meta = meta(&node, sub, table, version);
         let shape = (table, columns.as_slice(), sub.key.as_slice());
-        let failed = |e: DeliverError| Fallback::Failed(e);
+        let at = (&meta, from, rows);
         let applied = if matches!(sub.target, Target::Postgres { .. }) {
             let client = crate::dbconn::postgres(url, password.as_ref(), &entry)
                 .await
-                .map_err(|e| failed(e.into()))?;
-            pg::apply_changes(
-                &client,
-                shape,
-                (&meta, from),
-                (&up, &gone),
-                hold(state.dir.clone()),
-            )
-            .await
-            .map_err(failed)?
+                .map_err(|e| whole(e.into()))?;
+            pg::apply_changes(&client, shape, at, (&up, &gone), hold(state.dir.clone()))
+                .await
+                .map_err(whole)?
         } else {
             let mut conn = crate::dbconn::mysql(url, password.as_ref(), &entry)
                 .await
-                .map_err(|e| failed(e.into()))?;
-            let r = mysql::apply_changes(
-                &mut conn,
-                shape,
-                (&meta, from),
-                (&up, &gone),
-                hold(state.dir.clone()),
-            )
-            .await;
+                .map_err(|e| whole(e.into()))?;
+            let r =
+                mysql::apply_changes(&mut conn, shape, at, (&up, &gone), hold(state.dir.clone()))
+                    .await;
             if let Err(e) = conn.disconnect().await {
                 warn!(error = %e, "closing the target database connection");
             }
-            r.map_err(failed)?
+            r.map_err(whole)?
         };
         let Some(changed) = applied else {
             return Err(Fallback::Whole(format!(
-                "the table does not hold version {from} as this subscription delivered it"
+                "the table does not hold version {from} as this subscription delivered it, or would not hold the version's {} rows after the changes",
+                rows.map_or("(unknown)".to_string(), |r| r.to_string())
             )));
         };
         info!(subscription = %sub.name, version, from, rows_changed = changed, bytes_fetched = summary.bytes_fetched, "delivered the row changes");
-        let rows = records_rows(&state, sub, version);
         Ok((rows, summary))
     }
 
@@ -391,12 +385,25 @@ fn meta<'a>(node: &'a str, sub: &'a Subscription, table: &'a str, version: u64) 
     }
 }
 
-/// Why row changes were not delivered.
+/// Why row changes were not delivered: deliver the whole version instead (the reason).
 enum Fallback {
-    /// Deliver the whole version instead (the reason).
     Whole(String),
-    /// The delivery failed.
-    Failed(DeliverError),
+}
+
+/// The key of the row changes version `version` of `sub`'s resource carries, from its manifest
+/// as this node stored it when pulling.
+fn changes_key(state: &NodeState, sub: &Subscription, version: u64) -> Option<Vec<String>> {
+    let record = crate::catalogue::get(&state.store, &sub.code)
+        .ok()?
+        .into_iter()
+        .find(|r| r.entry.provider_code.as_str() == sub.provider)?;
+    let announced =
+        records::version(&state.store, &record.feed, &sub.code, Some(version)).ok()??;
+    let stored = records::manifest(&state.store, &announced.manifest).ok()??;
+    let signed =
+        huitong_protocol::dataset::SignedManifest::open(&stored.envelope, &record.feed, &announced)
+            .ok()?;
+    signed.manifest.changes.map(|c| c.key)
 }
 
 /// A whole-version pull of `sub`'s 信息项.

@@ -641,9 +641,12 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
     let complete = stored.is_some_and(|s| s.complete);
     // A pull of a version's row changes sees them as the body; it never marks the version
     // complete (the chunks it holds are the changes', not the table's).
-    let (signed, complete) = match req.part {
-        Part::Whole => (signed, complete),
-        part => (changes_view(&signed, part, req.changes_from)?, true),
+    // A pull of a version's row changes sees them as the body; it checks the chunks it holds
+    // like any pull, but never marks the version complete (they are the changes', not the
+    // table's).
+    let (signed, markable) = match req.part {
+        Part::Whole => (signed, true),
+        part => (changes_view(&signed, part, req.changes_from)?, false),
     };
     let manifest = &signed.manifest;
     let plan::Selection {
@@ -800,7 +803,15 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
         tokio::task::spawn_blocking(move || {
             let stop = || cancel.is_cancelled();
             write_output(
-                &state, &signed, &hashes, &fields, &req, output, out_room, complete, &stop,
+                &state,
+                &signed,
+                &hashes,
+                &fields,
+                &req,
+                output,
+                out_room,
+                complete || !markable,
+                &stop,
             )
         })
         .await
