@@ -129,6 +129,20 @@ fn key_items(
     }
 }
 
+/// What follows `FROM` in a source's select: the table, each part quoted by `quote`, or the
+/// query as a subquery.
+fn from_clause(src: &SourceConfig, quote: fn(&str) -> String) -> String {
+    match (&src.table, &src.query) {
+        (Some(t), _) => t.split('.').map(quote).collect::<Vec<_>>().join("."),
+        // On lines of its own, so a query ending in a `--` comment does not swallow the alias.
+        (None, Some(q)) => format!(
+            "(\n{}\n) AS huitong_source",
+            q.trim().trim_end_matches(';').trim_end()
+        ),
+        (None, None) => String::new(),
+    }
+}
+
 /// The `ORDER BY` clause of a source's select: by the key's text byte by byte (`as_text`
 /// turns a select expression into its byte-ordered text) when there is a `key`; a table without
 /// one by all its columns; a query as it orders itself.

@@ -24,18 +24,6 @@ fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
-fn from_clause(src: &SourceConfig) -> String {
-    match (&src.table, &src.query) {
-        (Some(t), _) => t.split('.').map(quote).collect::<Vec<_>>().join("."),
-        // On lines of its own, so a query ending in a `--` comment does not swallow the alias.
-        (None, Some(q)) => format!(
-            "(\n{}\n) AS huitong_source",
-            q.trim().trim_end_matches(';').trim_end()
-        ),
-        (None, None) => String::new(),
-    }
-}
-
 fn is_text(t: ColumnType) -> bool {
     use ColumnType::*;
     matches!(
@@ -190,7 +178,7 @@ async fn read(
     .await?;
     conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         .await?;
-    let from = from_clause(src);
+    let from = super::from_clause(src, quote);
     let columns: Vec<(String, ColumnType)> = {
         let probe = conn
             .query_iter(format!("SELECT * FROM {from} LIMIT 0"))

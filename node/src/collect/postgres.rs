@@ -28,19 +28,6 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// What follows `FROM`: the quoted table, or the query as a subquery.
-fn from_clause(src: &SourceConfig) -> String {
-    match (&src.table, &src.query) {
-        (Some(t), _) => t.split('.').map(quote_ident).collect::<Vec<_>>().join("."),
-        // On lines of its own, so a query ending in a `--` comment does not swallow the alias.
-        (None, Some(q)) => format!(
-            "(\n{}\n) AS huitong_source",
-            q.trim().trim_end_matches(';').trim_end()
-        ),
-        (None, None) => String::new(),
-    }
-}
-
 fn is_text(t: &Type) -> bool {
     [
         Type::TEXT,
@@ -156,7 +143,7 @@ async fn read(
             tz.name().replace('\'', "''")
         ))
         .await?;
-    let from = from_clause(src);
+    let from = super::from_clause(src, quote_ident);
     let probe = client.prepare(&format!("SELECT * FROM {from}")).await?;
     let columns = probe.columns();
     let mut exprs = Vec::with_capacity(items.len());
@@ -239,10 +226,16 @@ mod tests {
             columns: Default::default(),
             schedule: None,
         };
-        assert_eq!(from_clause(&src), "\"hr\".\"people\"");
+        assert_eq!(
+            crate::collect::from_clause(&src, quote_ident),
+            "\"hr\".\"people\""
+        );
         src.table = None;
         src.query = Some("SELECT 1 AS x;".into());
-        assert_eq!(from_clause(&src), "(\nSELECT 1 AS x\n) AS huitong_source");
+        assert_eq!(
+            crate::collect::from_clause(&src, quote_ident),
+            "(\nSELECT 1 AS x\n) AS huitong_source"
+        );
         assert!(compatible(DataType::I, &Type::INT8));
         assert!(!compatible(DataType::I, &Type::DATE));
         assert!(!compatible(DataType::D, &Type::INT4));
