@@ -343,20 +343,26 @@ impl Manifest {
             }
             check_body(&c.upserts)?;
             check_body(&c.deletes)?;
-            let names = |b: &Body| -> Vec<String> {
-                match b {
-                    Body::Table { columns, .. } => columns.iter().map(|c| c.name.clone()).collect(),
-                    Body::File { .. } => Vec::new(),
-                }
+            // Each part's columns, with their types and lengths, are the version's own.
+            let shape = |cols: &[&Column]| -> Vec<(String, DataType, Option<u32>)> {
+                cols.iter()
+                    .map(|c| (c.name.clone(), c.data_type, c.length))
+                    .collect()
             };
-            let all: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
-            if names(&c.upserts) != all {
+            let part = |b: &Body| match b {
+                Body::Table { columns, .. } => shape(&columns.iter().collect::<Vec<_>>()),
+                Body::File { .. } => Vec::new(),
+            };
+            let all: Vec<&Column> = columns.iter().collect();
+            if part(&c.upserts) != shape(&all) {
                 return Err("the changed rows must have the version's columns".into());
             }
-            if c.key.is_empty()
-                || names(&c.deletes) != c.key
-                || c.key.iter().any(|k| !all.contains(k))
-            {
+            let keyed: Vec<&Column> = c
+                .key
+                .iter()
+                .filter_map(|k| columns.iter().find(|col| &col.name == k))
+                .collect();
+            if c.key.is_empty() || keyed.len() != c.key.len() || part(&c.deletes) != shape(&keyed) {
                 return Err(
                     "the deleted keys must have the key columns, 信息项 of the version".into(),
                 );
@@ -442,6 +448,46 @@ impl SignedManifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A provider's changes must have the version's columns, types and lengths, and the key's.
+    #[test]
+    fn row_changes_must_match_the_version_columns() {
+        let col = |name: &str, data_type: DataType| Column {
+            name: name.into(),
+            data_type,
+            length: None,
+            chunks: Vec::new(),
+        };
+        let table = |cols: Vec<Column>| Body::Table {
+            row_groups: Vec::new(),
+            columns: cols,
+        };
+        let mut m = file_manifest(Vec::new());
+        m.version = 2;
+        m.body = table(vec![col("编号", DataType::C), col("金额", DataType::N)]);
+        let changes = |upserts: Body, deletes: Body| Changes {
+            base: 1,
+            base_manifest: ChunkHash([0; 32]),
+            key: vec!["编号".into()],
+            upserts,
+            deletes,
+        };
+        m.changes = Some(changes(
+            table(vec![col("编号", DataType::C), col("金额", DataType::N)]),
+            table(vec![col("编号", DataType::C)]),
+        ));
+        assert!(m.check().is_ok(), "{:?}", m.check());
+        m.changes = Some(changes(
+            table(vec![col("编号", DataType::C), col("金额", DataType::C)]),
+            table(vec![col("编号", DataType::C)]),
+        ));
+        assert!(m.check().is_err(), "another type for 金额");
+        m.changes = Some(changes(
+            table(vec![col("编号", DataType::C), col("金额", DataType::N)]),
+            table(vec![col("金额", DataType::N)]),
+        ));
+        assert!(m.check().is_err(), "deletes without the key column");
+    }
 
     fn file_manifest(chunks: Vec<ChunkRef>) -> Manifest {
         Manifest {
