@@ -1,6 +1,7 @@
 //! `[collect]`: where this node collects its own resources' data from (采集) — a department
-//! database read on a schedule, each run making a dataset version. The database password is in
-//! the node's secrets file (`[sources."CODE"] password`), never here.
+//! database read on a schedule, a folder that receives files, or an HTTP/JSON API read page by
+//! page — each run making a dataset version. Database passwords and API headers are in the node's
+//! secrets file (`[sources."CODE"] password` / `headers`), never here.
 
 use std::collections::BTreeMap;
 
@@ -89,6 +90,91 @@ pub enum SourceKind {
     Postgres,
     /// A MySQL or MariaDB table or query.
     Mysql,
+    /// A folder that receives CSV, JSONL or XLSX files: each complete file is a new version.
+    Folder,
+    /// An HTTP/JSON API, read page by page.
+    Http,
+}
+
+/// How an HTTP source's pages follow each other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PagingStyle {
+    /// `?page=N&size=S`, N from `first` (1 by default); ends at a short page.
+    #[default]
+    Page,
+    /// `?offset=K&limit=S`, K from 0; ends at a short page.
+    Offset,
+    /// Each page names the next (`next`, a JSON pointer to a URL on the same host or a cursor
+    /// sent back as `param`); ends when it names none.
+    Next,
+    /// One request, no paging.
+    None,
+}
+
+/// `paging` of an HTTP source.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paging {
+    /// How pages follow each other.
+    #[serde(default)]
+    pub style: PagingStyle,
+    /// The query parameter of the page number, offset or cursor (default `page`, `offset`,
+    /// `cursor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// The query parameter of the page size (default `size`, or `limit` for offsets; none for
+    /// `next`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_param: Option<String>,
+    /// Records asked per page (default [`DEFAULT_PAGE_SIZE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u32>,
+    /// The first page's number (`page` style; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<u64>,
+    /// `next` style: the JSON pointer to the next page's URL or cursor in a page (default
+    /// `/next`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Records asked per page by default.
+pub const DEFAULT_PAGE_SIZE: u32 = 500;
+/// The most records asked per page.
+pub const MAX_PAGE_SIZE: u32 = 10_000;
+/// Seconds a folder's file must stay unchanged before it is picked up, by default.
+pub const DEFAULT_SETTLE_SECS: u64 = 10;
+
+impl Paging {
+    /// The query parameter of the page number, offset or cursor.
+    pub fn param(&self) -> &str {
+        self.param.as_deref().unwrap_or(match self.style {
+            PagingStyle::Page | PagingStyle::None => "page",
+            PagingStyle::Offset => "offset",
+            PagingStyle::Next => "cursor",
+        })
+    }
+
+    /// The query parameter of the page size, if one is sent.
+    pub fn size_param(&self) -> Option<&str> {
+        match (&self.size_param, self.style) {
+            (Some(p), _) => Some(p),
+            (None, PagingStyle::Page) => Some("size"),
+            (None, PagingStyle::Offset) => Some("limit"),
+            (None, _) => None,
+        }
+    }
+
+    /// Records asked per page.
+    pub fn size(&self) -> u32 {
+        self.size.unwrap_or(DEFAULT_PAGE_SIZE)
+    }
+
+    /// The JSON pointer to the next page's URL or cursor.
+    pub fn next(&self) -> &str {
+        self.next.as_deref().unwrap_or("/next")
+    }
 }
 
 /// `[[collect.sources]]`: one resource's data, read from a department database.
@@ -100,7 +186,9 @@ pub struct SourceConfig {
     /// The kind of source.
     pub kind: SourceKind,
     /// `postgres://user@host[:port]/database` or `mysql://user@host[:port]/database`, without
-    /// the password (that is in the secrets file).
+    /// the password (that is in the secrets file); or the HTTP source's first page,
+    /// `http://host[:port]/path[?query]`. None for a folder.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
     /// A table (`name` or `schema.name`), read whole in primary-key order; or …
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,17 +201,55 @@ pub struct SourceConfig {
     pub columns: BTreeMap<String, String>,
     /// When runs start: a cron expression (`minute hour day month weekday`, in the federation's
     /// time zone), `update_cycle` (from the entry's 更新周期; the default) or `manual`.
+    /// A folder also takes `watch` (the default for folders): a file is taken as soon as it is
+    /// complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// A folder source's directory, where the files arrive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A folder source: seconds a file must stay unchanged before it is taken (default
+    /// [`DEFAULT_SETTLE_SECS`]); a `NAME.done` file beside it says it is complete at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_secs: Option<u64>,
+    /// A folder or HTTP source: the 信息项 that identify a row. When the rows come in the byte
+    /// order of that key's text, a version carries its row changes; otherwise it is whole.
+    /// (A database table's key is its primary key.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<String>,
+    /// An HTTP source: the JSON pointer to the array of records in a page (default: the page
+    /// is the array).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<String>,
+    /// An HTTP source's paging.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paging: Option<Paging>,
 }
 
 /// Longest query or table name accepted.
 const MAX_QUERY_BYTES: usize = 64 * 1024;
 
 impl SourceConfig {
-    /// The schedule as written (`update_cycle` when unset).
+    /// The schedule as written (`update_cycle` when unset; `watch` for a folder).
     pub fn schedule(&self) -> &str {
-        self.schedule.as_deref().unwrap_or("update_cycle")
+        self.schedule.as_deref().unwrap_or(match self.kind {
+            SourceKind::Folder => "watch",
+            _ => "update_cycle",
+        })
+    }
+
+    /// A folder's settle time in seconds.
+    pub fn settle_secs(&self) -> u64 {
+        self.settle_secs.unwrap_or(DEFAULT_SETTLE_SECS)
+    }
+
+    /// Where the data comes from, as shown to operators (never a password: a URL holding one
+    /// is refused by [`Self::check`]).
+    pub fn location(&self) -> String {
+        match self.kind {
+            SourceKind::Folder => self.path.clone().unwrap_or_default(),
+            _ => self.url.clone(),
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -133,6 +259,24 @@ impl SourceConfig {
                 self.code
             ));
         }
+        for k in &self.key {
+            if k.is_empty() || k.len() > 128 {
+                return Err(format!("key {k:?} must be a 信息项 name"));
+            }
+        }
+        match self.kind {
+            SourceKind::Folder => return self.check_folder(),
+            SourceKind::Http => return self.check_http(),
+            SourceKind::Postgres | SourceKind::Mysql => {}
+        }
+        if !self.key.is_empty()
+            || self.path.is_some()
+            || self.records.is_some()
+            || self.paging.is_some()
+            || self.settle_secs.is_some()
+        {
+            return Err("key, path, settle_secs, records and paging are for folder and http sources; a database table's key is its primary key".into());
+        }
         let rest = match self.kind {
             SourceKind::Postgres => self
                 .url
@@ -140,7 +284,7 @@ impl SourceConfig {
                 .or_else(|| self.url.strip_prefix("postgresql://"))
                 // Not echoed: it may hold a password.
                 .ok_or("url must be postgres://user@host[:port]/database (kind = \"postgres\")")?,
-            SourceKind::Mysql => self
+            _ => self
                 .url
                 .strip_prefix("mysql://")
                 .ok_or("url must be mysql://user@host[:port]/database (kind = \"mysql\")")?,
@@ -190,6 +334,11 @@ impl SourceConfig {
             }
             _ => return Err("give either table or query (one of them)".into()),
         }
+        self.check_columns()?;
+        self.check_schedule()
+    }
+
+    fn check_columns(&self) -> Result<(), String> {
         for (item, column) in &self.columns {
             if column.is_empty() || column.len() > 63 || column.chars().any(|c| c.is_control()) {
                 return Err(format!(
@@ -197,16 +346,106 @@ impl SourceConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn check_schedule(&self) -> Result<(), String> {
         let schedule = self.schedule();
-        if schedule != "update_cycle"
+        let watch = self.kind == SourceKind::Folder && schedule == "watch";
+        if !watch
+            && schedule != "update_cycle"
             && schedule != "manual"
             && schedule.split_whitespace().count() != 5
         {
             return Err(format!(
-                "schedule {schedule:?} must be a cron expression of 5 fields (minute hour day month weekday), update_cycle or manual"
+                "schedule {schedule:?} must be a cron expression of 5 fields (minute hour day month weekday), update_cycle or manual{}",
+                if self.kind == SourceKind::Folder { ", or watch" } else { "" }
             ));
         }
         Ok(())
+    }
+
+    fn check_folder(&self) -> Result<(), String> {
+        if !self.url.is_empty()
+            || self.table.is_some()
+            || self.query.is_some()
+            || self.records.is_some()
+            || self.paging.is_some()
+        {
+            return Err("a folder source takes path (and settle_secs, key, columns, schedule); url, table, query, records and paging are for other kinds".into());
+        }
+        match &self.path {
+            Some(p) if p.starts_with('/') && !p.chars().any(char::is_control) => {}
+            _ => {
+                return Err(
+                    "path must be the folder's absolute path, where the files arrive".into(),
+                )
+            }
+        }
+        if self.settle_secs.is_some_and(|s| s > 24 * 3600) {
+            return Err("settle_secs must be at most 86400 (a day)".into());
+        }
+        if !self.columns.is_empty() {
+            return Err("a folder's files name their columns by 信息项 (the header): columns is for database and http sources".into());
+        }
+        self.check_schedule()
+    }
+
+    fn check_http(&self) -> Result<(), String> {
+        if self.table.is_some()
+            || self.query.is_some()
+            || self.path.is_some()
+            || self.settle_secs.is_some()
+        {
+            return Err("an http source takes url, records, paging (and key, columns, schedule); table, query, path and settle_secs are for other kinds".into());
+        }
+        let rest = self.url.strip_prefix("http://").ok_or(
+            "url must be the API's first page, http://host[:port]/path[?query] (headers such as Authorization go in secrets.toml [sources.\"CODE\"] headers)",
+        )?;
+        let host = rest.split(['/', '?']).next().unwrap_or_default();
+        if host.is_empty() || host.contains('@') {
+            return Err("url must name the host and no user or password: http://host[:port]/path (credentials go in secrets.toml [sources.\"CODE\"] headers)".into());
+        }
+        if self.url.len() > 2048
+            || self
+                .url
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err("url must be at most 2048 characters, without spaces".into());
+        }
+        for pointer in [
+            self.records.as_deref(),
+            self.paging.as_ref().map(Paging::next),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !pointer.is_empty() && !pointer.starts_with('/') {
+                return Err(format!(
+                    "{pointer:?} must be a JSON pointer: empty, or /name/… (e.g. /data/list)"
+                ));
+            }
+        }
+        if let Some(p) = &self.paging {
+            if p.size() == 0 || p.size() > MAX_PAGE_SIZE {
+                return Err(format!("paging.size must be 1 to {MAX_PAGE_SIZE}"));
+            }
+            for name in [Some(p.param()), p.size_param()].into_iter().flatten() {
+                if name.is_empty()
+                    || name.len() > 64
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                {
+                    return Err(format!(
+                        "paging parameter {name:?} must be a plain query parameter name"
+                    ));
+                }
+            }
+        }
+        self.check_columns()?;
+        self.check_schedule()
     }
 }
 
@@ -223,6 +462,11 @@ mod tests {
             query: None,
             columns: BTreeMap::new(),
             schedule: None,
+            path: None,
+            settle_secs: None,
+            key: Vec::new(),
+            records: None,
+            paging: None,
         }
     }
 
@@ -253,5 +497,45 @@ mod tests {
         let mut t = source("postgres://c@h/db");
         t.table = Some("a.\"b\"".into());
         assert!(t.check().is_err());
+    }
+
+    #[test]
+    fn a_folder_takes_an_absolute_path_and_watches_by_default() {
+        let mut f = source("");
+        f.kind = SourceKind::Folder;
+        f.table = None;
+        assert!(f.check().unwrap_err().contains("path"));
+        f.path = Some("inbox".into());
+        assert!(f.check().unwrap_err().contains("absolute"));
+        f.path = Some("/srv/inbox".into());
+        assert_eq!(f.schedule(), "watch");
+        assert!(f.check().is_ok());
+        f.url = "postgres://c@h/db".into();
+        assert!(f.check().is_err(), "a folder takes no url");
+        let mut d = source("postgres://c@h/db");
+        d.schedule = Some("watch".into());
+        assert!(d.check().is_err(), "only a folder watches");
+    }
+
+    #[test]
+    fn an_http_source_takes_a_plain_url_and_json_pointers() {
+        let mut h = source("http://10.0.0.7:8080/api/people?type=1");
+        h.kind = SourceKind::Http;
+        h.table = None;
+        assert!(h.check().is_ok());
+        h.records = Some("data.list".into());
+        assert!(h.check().unwrap_err().contains("JSON pointer"));
+        h.records = Some("/data/list".into());
+        h.paging = Some(Paging {
+            size: Some(0),
+            ..Paging::default()
+        });
+        assert!(h.check().unwrap_err().contains("paging.size"));
+        h.paging = None;
+        h.url = "http://user:pw@10.0.0.7/api".into();
+        let e = h.check().unwrap_err();
+        assert!(!e.contains("pw@"), "{e}");
+        h.url = "ftp://10.0.0.7/api".into();
+        assert!(h.check().is_err());
     }
 }

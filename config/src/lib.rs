@@ -7,7 +7,8 @@ pub mod keyfile;
 mod schema;
 
 pub use collect::{
-    CollectConfig, SourceConfig, SourceKind, DEFAULT_ALARM_AFTER, DEFAULT_RETRIES, MAX_RETRIES,
+    CollectConfig, Paging, PagingStyle, SourceConfig, SourceKind, DEFAULT_ALARM_AFTER,
+    DEFAULT_PAGE_SIZE, DEFAULT_RETRIES, DEFAULT_SETTLE_SECS, MAX_PAGE_SIZE, MAX_RETRIES,
 };
 
 pub use schema::{

@@ -3,8 +3,9 @@
 //! passwords in `secrets.toml`) and publishes each run's data as a dataset version — nothing
 //! when the data is exactly the latest version's.
 //!
-//! A run streams the source's rows as CSV text ([`postgres`], [`mysql`]) straight into the
-//! publisher ([`stream`]; never the whole table in memory, no staging file), which checks every
+//! A run streams the source's rows as CSV text ([`postgres`], [`mysql`], [`http`]) straight
+//! into the publisher ([`stream`]; never the whole table in memory, no staging file), or hands
+//! it the oldest complete file of a folder ([`folder`]), and the publisher checks every
 //! cell against its 信息项 as `dataset publish` does while it cuts the chunks: a run that finds a refused cell, a
 //! wrong password or a missing table fails, is recorded with its reason, and the previous version
 //! stays the latest. Runs start by hand (`huitong collect run`) or on the source's schedule
@@ -13,6 +14,8 @@
 //! Layering: above the dataset publisher and the secrets file; the API and the daemon's task
 //! call it. Names no network module but the client it gossips a new version with.
 
+pub mod folder;
+pub mod http;
 pub mod mysql;
 pub mod postgres;
 pub mod runs;
@@ -87,6 +90,16 @@ pub enum CollectError {
     /// The node is stopping.
     #[error("the node is stopping; the run was abandoned")]
     Stopping,
+    /// A folder source holds no complete file.
+    #[error("no complete file in {path} for {code}: drop a .csv, .jsonl or .xlsx file there (taken once unchanged for {settle_secs} s, or at once beside a NAME.done file)")]
+    NoFile {
+        /// The resource.
+        code: String,
+        /// The folder.
+        path: String,
+        /// The source's settle time.
+        settle_secs: u64,
+    },
 }
 
 /// Checks that every 信息项 `columns` maps is one of the entry's.
@@ -289,7 +302,33 @@ impl Collector {
             collector: self,
             code: code.to_owned(),
         };
-        let outcome = self.collect(&source, &bytes, by).await;
+        let file = match source.kind {
+            SourceKind::Folder => {
+                let picked = folder::pick(&source, std::time::SystemTime::now());
+                match picked {
+                    Ok(Some(f)) => Some(f),
+                    Ok(None) => {
+                        return Err(CollectError::NoFile {
+                            code: code.to_owned(),
+                            path: source.location(),
+                            settle_secs: source.settle_secs(),
+                        })
+                    }
+                    Err(e) => {
+                        return self.record_failure(
+                            code,
+                            (started_at_ms, trigger, attempt),
+                            e.to_string(),
+                        )
+                    }
+                }
+            }
+            _ => None,
+        };
+        let outcome = match &file {
+            Some(f) => self.collect_file(&source, f, &bytes, by).await,
+            None => self.collect(&source, &bytes, by).await,
+        };
         let mut run = Run {
             code: code.to_owned(),
             started_at_ms,
@@ -302,6 +341,7 @@ impl Collector {
             source_bytes: bytes.load(Ordering::Relaxed),
             new_bytes: 0,
             error: None,
+            file: file.as_ref().map(|f| f.name.clone()),
         };
         match outcome {
             Ok(Published::New(report, entry)) => {
@@ -327,8 +367,93 @@ impl Collector {
                 run.error = Some(e.to_string());
             }
         }
+        if let Some(f) = &file {
+            if let Some(why) = folder::put_away(&source, f, started_at_ms, run.error.as_deref()) {
+                run.error = Some(match run.error.take() {
+                    Some(e) => format!("{e}; {why}"),
+                    None => why,
+                });
+            }
+        }
         runs::record(&state.store, &run).map_err(|e| CollectError::Record(e.to_string()))?;
         Ok(run)
+    }
+
+    /// Records a run that failed before it read anything.
+    fn record_failure(
+        &self,
+        code: &str,
+        (started_at_ms, trigger, attempt): (u64, Trigger, u32),
+        error: String,
+    ) -> Result<Run, CollectError> {
+        warn!(code, error = %error, "collection run failed; the latest version stays as it was");
+        let run = Run {
+            code: code.to_owned(),
+            started_at_ms,
+            finished_at_ms: now_ms(),
+            trigger,
+            attempt,
+            outcome: Outcome::Failed,
+            version: None,
+            rows: None,
+            source_bytes: 0,
+            new_bytes: 0,
+            error: Some(error),
+            file: None,
+        };
+        runs::record(&self.state().store, &run).map_err(|e| CollectError::Record(e.to_string()))?;
+        Ok(run)
+    }
+
+    /// The published entry of `code` of this node.
+    fn own_entry(&self, code: &str) -> Result<huitong_protocol::catalogue::Entry, CollectError> {
+        let state = self.state();
+        crate::catalogue::get_by_provider(&state.store, &state.config.node.org_code, code)
+            .map_err(|e| CollectError::Source {
+                code: code.to_owned(),
+                why: e.to_string(),
+            })?
+            .filter(|r| r.withdrawn.is_none())
+            .map(|r| r.entry)
+            .ok_or_else(|| CollectError::UnknownCode(code.to_owned()))
+    }
+
+    /// Publishes a folder's file (any format `dataset publish` reads).
+    async fn collect_file(
+        &self,
+        source: &SourceConfig,
+        file: &folder::Picked,
+        bytes: &Arc<AtomicU64>,
+        by: Option<Actor>,
+    ) -> Result<Published, CollectError> {
+        let entry = self.own_entry(&source.code)?;
+        let names: Vec<String> = entry.items.iter().map(|i| i.name.clone()).collect();
+        if let Some(k) = source.key.iter().find(|k| !names.contains(k)) {
+            return Err(CollectError::Source {
+                code: source.code.clone(),
+                why: format!("key names {k:?}, which is not a 信息项 of the entry"),
+            });
+        }
+        bytes.store(file.bytes, Ordering::Relaxed);
+        let (feeds, code, key, path) = (
+            self.feeds.clone(),
+            source.code.clone(),
+            source.key.clone(),
+            file.path.clone(),
+        );
+        let published = tokio::task::spawn_blocking(move || {
+            let rows = crate::dataset::input::open(&path, &names)?;
+            publish::publish_rows_if_changed(&feeds, &code, (rows, &key), by.as_ref())
+        })
+        .await;
+        match published {
+            Ok(p) => Ok(p?),
+            Err(e) if e.is_panic() => Err(CollectError::Source {
+                code: source.code.clone(),
+                why: "the publisher failed unexpectedly (see the node's log)".into(),
+            }),
+            Err(_) => Err(CollectError::Stopping),
+        }
     }
 
     async fn collect(
@@ -339,16 +464,17 @@ impl Collector {
     ) -> Result<Published, CollectError> {
         let state = self.state().clone();
         let code = source.code.clone();
-        let record =
-            crate::catalogue::get_by_provider(&state.store, &state.config.node.org_code, &code)
-                .map_err(|e| CollectError::Source {
-                    code: code.clone(),
-                    why: e.to_string(),
-                })?
-                .filter(|r| r.withdrawn.is_none())
-                .ok_or_else(|| CollectError::UnknownCode(code.clone()))?;
-        let password = crate::secrets::source_password(&state.dir, &code)?;
-        let items = record.entry.items.clone();
+        let items = self.own_entry(&code)?.items;
+        let password = match source.kind {
+            SourceKind::Postgres | SourceKind::Mysql => {
+                crate::secrets::source_password(&state.dir, &code)?
+            }
+            _ => None,
+        };
+        let headers = match source.kind {
+            SourceKind::Http => crate::secrets::source_headers(&state.dir, &code)?,
+            _ => Default::default(),
+        };
         let names: Vec<String> = items.iter().map(|i| i.name.clone()).collect();
         // The source's rows go straight from the database to the publisher (one pass, no
         // staging file): the extractor sends CSV text, the publisher reads it on its thread.
@@ -372,6 +498,11 @@ impl Collector {
             SourceKind::Mysql => {
                 mysql::extract(source, password.as_ref(), &items, tz, &sink, bytes).await
             }
+            SourceKind::Http => http::extract(source, headers, &items, &sink, bytes).await,
+            SourceKind::Folder => Err(CollectError::Source {
+                code: code.clone(),
+                why: "a folder is read file by file".into(),
+            }),
         };
         // Only a complete extraction ends the stream; anything else makes the publisher fail
         // (a table cut short is never published).
@@ -389,7 +520,11 @@ impl Collector {
                 CollectError::Stopping
             }
         })?;
-        extracted?;
-        Ok(published?)
+        match (extracted, published) {
+            // The publisher stopped first: its error says why.
+            (Err(CollectError::Stream(_)), Err(p)) => Err(p.into()),
+            (Err(e), _) => Err(e),
+            (Ok(()), p) => Ok(p?),
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The node's secrets file, `secrets.toml` in the node's directory: the credentials this node
 //! presents to its department's own systems — today the headers each proxied service's backend
-//! expects (`[backends."CODE"] headers = { Authorization = "Bearer …" }`) and the password of
-//! each collection source's database (`[sources."CODE"] password = "…"`) and subscription target
+//! expects (`[backends."CODE"] headers = { Authorization = "Bearer …" }`), the password of each
+//! collection source's database (`[sources."CODE"] password = "…"`) or the headers of its HTTP
+//! API (`[sources."CODE"] headers = { … }`), and the password of each subscription target
 //! database (`[targets."NAME"] url = "…"` and `password = "…"`: the password is given only to
 //! that database). Never in the
 //! catalogue, the config, a log line or any `--json` output.
@@ -54,16 +55,20 @@ impl std::fmt::Debug for TargetCreds {
     }
 }
 
-/// A database's credentials (a collection source, a subscription target).
+/// A collection source's credentials: its database's password, or the headers its HTTP API
+/// expects.
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Source {
-    password: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Source { password: <hidden> }")
+        f.write_str("Source { password: <hidden>, headers: <hidden> }")
     }
 }
 
@@ -94,7 +99,7 @@ pub enum SecretsError {
         why: String,
     },
     /// The file is not valid.
-    #[error("{path} is malformed near line {line}; expected [backends.\"CLASS/NUMBER\"] with headers = {{ Name = \"value\" }}, or [sources.\"CLASS/NUMBER\"] with password = \"…\", or [targets.\"NAME\"] with url = \"…\" and password = \"…\"")]
+    #[error("{path} is malformed near line {line}; expected [backends.\"CLASS/NUMBER\"] with headers = {{ Name = \"value\" }}, or [sources.\"CLASS/NUMBER\"] with password = \"…\" or headers = {{ Name = \"value\" }}, or [targets.\"NAME\"] with url = \"…\" and password = \"…\"")]
     Parse {
         /// The file.
         path: PathBuf,
@@ -175,14 +180,21 @@ fn read(dir: &Path) -> Result<(PathBuf, File), SecretsError> {
 pub fn check(dir: &Path) -> Result<(), SecretsError> {
     let (path, file) = read(dir)?;
     for (code, b) in &file.backends {
-        to_headers(&path, code, b)?;
+        to_headers(&path, code, &b.headers)?;
+    }
+    for (code, s) in &file.sources {
+        to_headers(&path, code, &s.headers)?;
     }
     Ok(())
 }
 
-fn to_headers(path: &Path, code: &str, b: &Backend) -> Result<HeaderMap, SecretsError> {
+fn to_headers(
+    path: &Path,
+    code: &str,
+    headers: &BTreeMap<String, String>,
+) -> Result<HeaderMap, SecretsError> {
     let mut out = HeaderMap::new();
-    for (name, value) in &b.headers {
+    for (name, value) in headers {
         let bad = || SecretsError::Header {
             path: path.to_path_buf(),
             code: code.to_string(),
@@ -212,7 +224,17 @@ pub fn source_password(dir: &Path, code: &str) -> Result<Option<Password>, Secre
         .1
         .sources
         .remove(code)
-        .map(|s| Password(s.password)))
+        .and_then(|s| s.password.map(Password)))
+}
+
+/// The headers collection source `code`'s HTTP API expects (`[sources."CODE"] headers`; none
+/// when the file gives none), read as [`source_password`] is.
+pub fn source_headers(dir: &Path, code: &str) -> Result<HeaderMap, SecretsError> {
+    let (path, mut file) = read(dir)?;
+    match file.sources.remove(code) {
+        Some(s) => to_headers(&path, code, &s.headers),
+        None => Ok(HeaderMap::new()),
+    }
 }
 
 /// The password of subscription `name`'s target database (`[targets."NAME"]`, whose `url` must
@@ -279,7 +301,7 @@ pub fn backend_headers(dir: &Path, code: &str) -> Result<HeaderMap, SecretsError
     }
     let file = READ.get(&path, &m, || read(dir).map(|(_, f)| std::sync::Arc::new(f)))?;
     match file.backends.get(code) {
-        Some(b) => to_headers(&path, code, b),
+        Some(b) => to_headers(&path, code, &b.headers),
         None => Ok(HeaderMap::new()),
     }
 }

@@ -157,7 +157,7 @@ pub(super) async fn run(dir: &Path, cmd: CollectCmd) -> anyhow::Result<()> {
             let mut t = Table::new();
             t.row([
                 "resource",
-                "database",
+                "source",
                 "reads",
                 "schedule",
                 "next start",
@@ -176,7 +176,12 @@ pub(super) async fn run(dir: &Path, cmd: CollectCmd) -> anyhow::Result<()> {
                 t.row([
                     s.code.clone(),
                     s.url.clone(),
-                    s.table.clone().unwrap_or_else(|| "(query)".into()),
+                    match (s.kind, &s.table) {
+                        (huitong_config::SourceKind::Folder, _) => "(files)".into(),
+                        (huitong_config::SourceKind::Http, _) => "(pages)".into(),
+                        (_, Some(t)) => t.clone(),
+                        (_, None) => "(query)".into(),
+                    },
                     match &s.cron {
                         Some(c) if c != &s.schedule => format!("{} ({c})", s.schedule),
                         Some(c) => c.clone(),

@@ -225,6 +225,11 @@ mod tests {
             query: None,
             columns: Default::default(),
             schedule: None,
+            path: None,
+            settle_secs: None,
+            key: Vec::new(),
+            records: None,
+            paging: None,
         };
         assert_eq!(
             crate::collect::from_clause(&src, quote_ident),

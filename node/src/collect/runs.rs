@@ -67,6 +67,9 @@ pub struct Run {
     /// Why it failed, and what to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The file it took (a folder source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// The largest run record read back.

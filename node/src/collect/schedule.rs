@@ -12,6 +12,9 @@
 //! | 每年 | 02:00 on 1 January |
 //! | 不定期 | by hand only |
 //!
+//! A folder source also takes `watch` (its default): it is looked at every [`WATCH_EVERY`], and
+//! a complete file is taken at once.
+//!
 //! Layering: a leaf.
 
 use chrono::TimeZone as _;
@@ -25,7 +28,12 @@ pub enum When {
     Cron(Box<Cron>),
     /// Only by hand.
     Manual,
+    /// A folder looked at every [`WATCH_EVERY`].
+    Watch,
 }
+
+/// How often a watched folder is looked at.
+pub const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The cron expression a 更新周期 stands for (`None`: by hand only).
 pub fn of_cycle(cycle: UpdateCycle) -> Option<&'static str> {
@@ -45,6 +53,7 @@ pub fn of_cycle(cycle: UpdateCycle) -> Option<&'static str> {
 pub fn parse(schedule: &str, cycle: UpdateCycle) -> Result<When, String> {
     let expr = match schedule {
         "manual" => return Ok(When::Manual),
+        "watch" => return Ok(When::Watch),
         "update_cycle" => match of_cycle(cycle) {
             Some(e) => e,
             None => return Ok(When::Manual),
@@ -64,8 +73,10 @@ pub fn parse(schedule: &str, cycle: UpdateCycle) -> Result<When, String> {
 /// The first start after `after_ms` (ms since the epoch) in zone `tz`; `None` for by hand only
 /// or an expression that never fires.
 pub fn next_after(when: &When, tz: chrono_tz::Tz, after_ms: u64) -> Option<u64> {
-    let When::Cron(cron) = when else {
-        return None;
+    let cron = match when {
+        When::Cron(cron) => cron,
+        When::Manual => return None,
+        When::Watch => return after_ms.checked_add(WATCH_EVERY.as_millis() as u64),
     };
     let after = tz
         .timestamp_millis_opt(i64::try_from(after_ms).ok()?)

@@ -2,7 +2,9 @@
 //! one run at a time; a failed scheduled run is retried after 1, 2, 4 … minutes
 //! (`[collect] retries`, 3 by default) before the source waits for its next start, and
 //! `[collect] alarm_after` failed runs in a row (3 by default) raise an alarm: an error in the
-//! log (`target: huitong::alarm`) and a notification ([`crate::notify`]).
+//! log (`target: huitong::alarm`) and a notification ([`crate::notify`]). A folder source takes
+//! its waiting files one run after another; its failed runs are not retried (the refused file
+//! was moved to `failed/`).
 //!
 //! Layering: a task of the daemon over [`super::Collector`].
 
@@ -19,8 +21,8 @@ use super::{CollectError, Collector};
 use crate::state::now_ms;
 
 /// The longest sleep between two looks at the schedules (an entry published or changed later
-/// is seen within it).
-const LOOK_EVERY: Duration = Duration::from_secs(30);
+/// is seen within it; a look reads one catalogue record per unscheduled source).
+const LOOK_EVERY: Duration = super::schedule::WATCH_EVERY;
 
 /// What the task knows of one source.
 #[derive(Default)]
@@ -97,16 +99,24 @@ pub async fn run(collector: Arc<Collector>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             r = collector.run(&code, (trigger, retries), None) => r,
         };
+        let folder = cfg
+            .source(&code)
+            .is_some_and(|s| s.kind == huitong_config::SourceKind::Folder);
         let failed = match &ran {
             Ok(run) => run.outcome == Outcome::Failed,
-            Err(CollectError::Busy(_)) => false,
+            Err(CollectError::Busy(_) | CollectError::NoFile { .. }) => false,
             Err(e) => {
                 warn!(code, error = %e, "a scheduled collection run could not start");
                 true
             }
         };
         let slot = slots.entry(code.clone()).or_default();
-        if failed && slot.retries < cfg.retries() {
+        if folder {
+            // The next waiting file at once; none waiting (or a file that could not be put
+            // away): the next look.
+            slot.retries = 0;
+            slot.next_ms = ran.as_ref().is_ok_and(|r| r.error.is_none()).then(now_ms);
+        } else if failed && slot.retries < cfg.retries() {
             let wait = 60_000u64 << slot.retries.min(10);
             slot.retries += 1;
             slot.next_ms = Some(now_ms() + wait);

@@ -41,9 +41,10 @@ pub struct RunsView {
 pub struct SourceView {
     /// The resource code.
     pub code: String,
-    /// `postgres`.
+    /// `postgres`, `mysql`, `folder` or `http`.
     pub kind: huitong_config::SourceKind,
-    /// The database (`postgres://user@host:port/db`; the password is in the secrets file).
+    /// The database (`postgres://user@host:port/db`; the password is in the secrets file), the
+    /// folder or the API's first page.
     pub url: String,
     /// The table read, if a table.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -168,7 +168,9 @@ fn csv_reader_rows(
     )))
 }
 
-fn json_cell(v: serde_json::Value) -> Result<String, String> {
+/// A JSON value as a text cell: null is empty, a string itself, a number or boolean its text; a
+/// nested value is refused.
+pub fn json_cell(v: serde_json::Value) -> Result<String, String> {
     Ok(match v {
         serde_json::Value::Null => String::new(),
         serde_json::Value::String(s) => s,

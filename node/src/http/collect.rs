@@ -29,7 +29,9 @@ pub(super) async fn run(
         Err(e @ (CollectError::NoSource(_) | CollectError::UnknownCode(_))) => {
             Err(fail(StatusCode::NOT_FOUND, e))
         }
-        Err(e @ CollectError::Busy(_)) => Err(fail(StatusCode::CONFLICT, e)),
+        Err(e @ (CollectError::Busy(_) | CollectError::NoFile { .. })) => {
+            Err(fail(StatusCode::CONFLICT, e))
+        }
         Err(e @ CollectError::Stopping) => Err(fail(StatusCode::SERVICE_UNAVAILABLE, e)),
         Err(e) => Err(internal(e)),
     }
@@ -89,7 +91,7 @@ pub(super) async fn sources(State(ctx): State<Ctx>) -> Res<Vec<SourceView>> {
         out.push(SourceView {
             code: s.code.clone(),
             kind: s.kind,
-            url: s.url.clone(),
+            url: s.location(),
             table: s.table.clone(),
             query: s.query.is_some(),
             schedule: s.schedule().to_owned(),
