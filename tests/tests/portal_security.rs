@@ -106,6 +106,7 @@ fn every_page_checks_its_role_and_forms_are_protected() -> anyhow::Result<()> {
                 .replace("{file}", "portal.css")
                 .replace("{account}", "nobody")
                 .replace("{action}", "disable")
+                .replace("{name}", "nobody")
         );
         for role in roles {
             let (_, _, (token, csrf)) = &sessions[role];

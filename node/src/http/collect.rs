@@ -47,13 +47,17 @@ pub(super) struct RunsQuery {
 const MAX_LIMIT: usize = 1000;
 
 pub(super) async fn runs(State(ctx): State<Ctx>, Query(q): Query<RunsQuery>) -> Res<RunsView> {
-    let limit = q.limit.unwrap_or(50).min(MAX_LIMIT);
-    let runs = runs::list(&ctx.state.store, q.code.as_deref(), limit).map_err(internal)?;
+    runs_of(&ctx, q.code.as_deref(), q.limit.unwrap_or(50))
+}
+
+/// The runs of `code` (all sources: none), newest first, at most `limit`, with those under way.
+pub(super) fn runs_of(ctx: &Ctx, code: Option<&str>, limit: usize) -> Res<RunsView> {
+    let runs = runs::list(&ctx.state.store, code, limit.min(MAX_LIMIT)).map_err(internal)?;
     let running = ctx
         .collector
         .running()
         .into_iter()
-        .filter(|(c, _)| q.code.as_ref().is_none_or(|q| q == c))
+        .filter(|(c, _)| code.is_none_or(|q| q == c))
         .map(|(code, r)| RunningView {
             code,
             started_at_ms: r.started_at_ms,

@@ -27,6 +27,7 @@ mod assets;
 mod audit;
 mod catalogue;
 mod cataloguing;
+mod collect;
 mod entry_form;
 mod form;
 mod format;
@@ -37,6 +38,7 @@ mod people;
 mod pulls;
 mod session;
 mod statistics;
+mod subscriptions;
 mod upload;
 
 pub(super) use guard::guard;
@@ -106,6 +108,27 @@ pub const PAGES: &[(&str, &str, Need)] = &[
     ("GET", "/pulls/{id}", Need::AnyOf(&[DataUser])),
     ("GET", "/pulls/{id}/events", Need::AnyOf(&[DataUser])),
     ("GET", "/pulls/{id}/download", Need::AnyOf(&[DataUser])),
+    // Collection: cataloguers start runs; they, the administrator and the auditor see the
+    // sources and the history (as the API allows).
+    (
+        "GET",
+        "/collect",
+        Need::AnyOf(&[Cataloguer, Admin, Auditor]),
+    ),
+    ("POST", "/collect/run", Need::AnyOf(&[Cataloguer])),
+    // Subscriptions: data users make and end their own; the administrator and the auditor see
+    // every one.
+    (
+        "GET",
+        "/subscriptions",
+        Need::AnyOf(&[DataUser, Admin, Auditor]),
+    ),
+    ("POST", "/subscriptions", Need::AnyOf(&[DataUser])),
+    (
+        "POST",
+        "/subscriptions/{name}/remove",
+        Need::AnyOf(&[DataUser]),
+    ),
     // The audit page: the security auditor's on every node. On the hub its operators (the
     // 系统管理员) read the log's status and the alarms too — read-only, and without the record
     // lookups and receipts, which stay the auditor's (三员分立: the administrator does not audit
@@ -200,6 +223,13 @@ pub(super) fn router(ctx: Ctx) -> Router {
         .route("/pulls/{id}", get(pulls::show_pull))
         .route("/pulls/{id}/events", get(pulls::events))
         .route("/pulls/{id}/download", get(pulls::download))
+        .route("/collect", get(collect::page))
+        .route("/collect/run", post(collect::run))
+        .route(
+            "/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route("/subscriptions/{name}/remove", post(subscriptions::remove))
         .route("/audit", get(audit::page))
         .route("/audit/proof", get(audit::proof))
         .fallback(guard::not_found)

@@ -91,7 +91,7 @@ impl Chrome {
         } else {
             0
         };
-        let items: [(&str, &str, &str, bool, usize); 10] = [
+        let items: [(&str, &str, &str, bool, usize); 12] = [
             ("/", "首页", "Home", viewer.account().is_some(), 0),
             (
                 "/notifications",
@@ -122,6 +122,20 @@ impl Chrome {
                 pending,
             ),
             ("/pulls", "数据拉取", "Pulls", roles(&[Role::DataUser]), 0),
+            (
+                "/subscriptions",
+                "订阅",
+                "Subscriptions",
+                roles(&[Role::DataUser, Role::Admin, Role::Auditor]),
+                0,
+            ),
+            (
+                "/collect",
+                "数据采集",
+                "Collection",
+                roles(&[Role::Cataloguer, Role::Admin, Role::Auditor]),
+                0,
+            ),
             (
                 "/cataloguing",
                 "目录编制",
