@@ -224,6 +224,13 @@ pub struct SourceConfig {
     /// An HTTP source's paging.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paging: Option<Paging>,
+    /// A database source: the column that grows whenever a row is inserted or changed (an
+    /// `updated_at` timestamp, a change counter). A run then reads only the rows past the last
+    /// run's value and lays them over the latest version; deletions are not seen until a full
+    /// run (`huitong collect run CODE --full`). Needs a key: the table's primary key, or `key`
+    /// for a query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
 }
 
 /// Longest query or table name accepted.
@@ -269,13 +276,21 @@ impl SourceConfig {
             SourceKind::Http => return self.check_http(),
             SourceKind::Postgres | SourceKind::Mysql => {}
         }
-        if !self.key.is_empty()
+        if (!self.key.is_empty() && self.table.is_some())
             || self.path.is_some()
             || self.records.is_some()
             || self.paging.is_some()
             || self.settle_secs.is_some()
         {
-            return Err("key, path, settle_secs, records and paging are for folder and http sources; a database table's key is its primary key".into());
+            return Err("path, settle_secs, records and paging are for folder and http sources, and a database table's key is its primary key (key is for a query)".into());
+        }
+        if let Some(w) = &self.watermark {
+            if w.is_empty() || w.len() > 63 || w.chars().any(|c| c.is_control()) {
+                return Err(format!("watermark {w:?} must be a column name"));
+            }
+            if self.query.is_some() && self.key.is_empty() {
+                return Err("a query read by a watermark needs key = [\"信息项\", …]: the 信息项 that identify a row".into());
+            }
         }
         let rest = match self.kind {
             SourceKind::Postgres => self
@@ -366,6 +381,9 @@ impl SourceConfig {
     }
 
     fn check_folder(&self) -> Result<(), String> {
+        if self.watermark.is_some() {
+            return Err("watermark is for database sources".into());
+        }
         if !self.url.is_empty()
             || self.table.is_some()
             || self.query.is_some()
@@ -392,6 +410,9 @@ impl SourceConfig {
     }
 
     fn check_http(&self) -> Result<(), String> {
+        if self.watermark.is_some() {
+            return Err("watermark is for database sources".into());
+        }
         if self.table.is_some()
             || self.query.is_some()
             || self.path.is_some()
@@ -467,6 +488,7 @@ mod tests {
             key: Vec::new(),
             records: None,
             paging: None,
+            watermark: None,
         }
     }
 

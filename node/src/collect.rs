@@ -37,7 +37,7 @@ use crate::feeds::Feeds;
 use crate::net::Client;
 use crate::secrets::SecretsError;
 use crate::state::{now_ms, NodeState};
-use runs::{Outcome, Run, Trigger};
+use runs::{Outcome, Run, Start, Trigger};
 
 /// Chunks of CSV text in flight between the extractor and the publisher, at most.
 const STREAM_CHUNKS: usize = 16;
@@ -120,12 +120,17 @@ fn check_mapping(
 }
 
 /// The 信息项 that are the source table's primary key `pk` (its column names, in key order), or
-/// none when a key column is not one of the entry's 信息项.
+/// none when a key column is not one of the entry's 信息项; for a query, the `key` it is
+/// given (when all of them are 信息项).
 fn key_items(
     src: &SourceConfig,
     items: &[huitong_protocol::catalogue::Item],
     pk: &[String],
 ) -> Vec<String> {
+    if src.query.is_some() {
+        let all = src.key.iter().all(|k| items.iter().any(|i| &i.name == k));
+        return if all { src.key.clone() } else { Vec::new() };
+    }
     let found: Vec<String> = pk
         .iter()
         .filter_map(|col| {
@@ -193,6 +198,14 @@ fn missing_column(name: &str, item: &huitong_protocol::catalogue::Item, have: &[
     )
 }
 
+/// The error for a watermark column `name` the source lacks (it has `have`).
+fn missing_watermark(name: &str, have: &[&str]) -> String {
+    format!(
+        "no watermark column {name:?}; the source has {}: set watermark to one of them, or remove it to read the whole source every run",
+        have.iter().take(40).copied().collect::<Vec<_>>().join(", ")
+    )
+}
+
 /// The error for column `name` of type `type_name`, which cannot hold `item`'s values.
 fn wrong_type(
     name: &str,
@@ -205,6 +218,49 @@ fn wrong_type(
         item.data_type.label(),
         item.data_type.key()
     )
+}
+
+/// What a database run reads.
+pub struct Reading {
+    /// Only the rows past this watermark (none: every row).
+    pub since: Option<String>,
+    /// The federation's time zone, timestamps are written in.
+    pub tz: chrono_tz::Tz,
+}
+
+/// The watermark part of a database read of `src` keyed by `key`, whose watermark column `wm`
+/// (quoted) reached `reached` now: the `WHERE` clause, the watermark to record, and whether
+/// only the rows past `since` are read. The values are the database's own text of the column's
+/// maximum; one that is not a number, date or time is refused (it is put in the statement).
+fn watermark_filter(
+    key: &[String],
+    wm: &str,
+    (since, reached): (Option<String>, Option<String>),
+) -> Result<(String, Option<String>, bool), String> {
+    if key.is_empty() {
+        return Err("a watermark needs a key: the table's primary-key columns must all be 信息项 of the entry (or set key for a query)".into());
+    }
+    let plain = |v: &str| {
+        !v.is_empty()
+            && v.len() <= 64
+            && v.chars()
+                .all(|c| c.is_ascii_digit() || " -:.+T".contains(c))
+    };
+    if let Some(v) = reached.as_ref().filter(|v| !plain(v)) {
+        return Err(format!(
+            "the watermark column's largest value {v:?} is not a number, date or time; choose a column such as updated_at or a change counter"
+        ));
+    }
+    Ok(match (since.filter(|s| plain(s)), reached) {
+        (Some(s), Some(r)) => (
+            format!(" WHERE {wm} > '{s}' AND {wm} <= '{r}'"),
+            Some(r),
+            true,
+        ),
+        // The table is empty now: nothing past the last watermark (deletions need a full run).
+        (Some(s), None) => (" WHERE 1 = 0".into(), Some(s), true),
+        (None, r) => (String::new(), r, false),
+    })
 }
 
 /// A run under way, as `huitong collect runs` shows it.
@@ -272,9 +328,14 @@ impl Collector {
     pub async fn run(
         &self,
         code: &str,
-        (trigger, attempt): (Trigger, u32),
+        start: Start,
         by: Option<Actor>,
     ) -> Result<Run, CollectError> {
+        let Start {
+            trigger,
+            attempt,
+            full,
+        } = start;
         let state = self.state().clone();
         let source = state
             .config
@@ -325,9 +386,14 @@ impl Collector {
             }
             _ => None,
         };
+        let since = if full { None } else { self.watermark(&source) };
+        let incremental = since.is_some();
         let outcome = match &file {
-            Some(f) => self.collect_file(&source, f, &bytes, by).await,
-            None => self.collect(&source, &bytes, by).await,
+            Some(f) => self
+                .collect_file(&source, f, &bytes, by)
+                .await
+                .map(|p| (p, None)),
+            None => self.collect(&source, since, &bytes, by).await,
         };
         let mut run = Run {
             code: code.to_owned(),
@@ -342,7 +408,13 @@ impl Collector {
             new_bytes: 0,
             error: None,
             file: file.as_ref().map(|f| f.name.clone()),
+            watermark: None,
+            incremental,
         };
+        let outcome = outcome.map(|(p, reached)| {
+            run.watermark = reached;
+            p
+        });
         match outcome {
             Ok(Published::New(report, entry)) => {
                 self.net.publish(&entry).await;
@@ -400,9 +472,31 @@ impl Collector {
             new_bytes: 0,
             error: Some(error),
             file: None,
+            watermark: None,
+            incremental: false,
         };
         runs::record(&self.state().store, &run).map_err(|e| CollectError::Record(e.to_string()))?;
         Ok(run)
+    }
+
+    /// The watermark to read a source past: the one the last successful run reached, when that
+    /// run's version is still the latest (else the source is read whole).
+    fn watermark(&self, source: &SourceConfig) -> Option<String> {
+        source.watermark.as_ref()?;
+        let state = self.state();
+        let latest =
+            crate::dataset::records::version(&state.store, &state.id(), &source.code, None)
+                .ok()??
+                .version;
+        let last = runs::list(&state.store, Some(&source.code), runs::KEPT)
+            .ok()?
+            .into_iter()
+            .find(|r| r.outcome != Outcome::Failed)?;
+        if last.version == Some(latest) {
+            last.watermark
+        } else {
+            None
+        }
     }
 
     /// The published entry of `code` of this node.
@@ -443,7 +537,7 @@ impl Collector {
         );
         let published = tokio::task::spawn_blocking(move || {
             let rows = crate::dataset::input::open(&path, &names)?;
-            publish::publish_rows_if_changed(&feeds, &code, (rows, &key), by.as_ref())
+            publish::publish_rows_if_changed(&feeds, &code, (rows, &key, false), by.as_ref())
         })
         .await;
         match published {
@@ -456,12 +550,15 @@ impl Collector {
         }
     }
 
+    /// Reads a database or an API into a version; with `since`, only the rows past that
+    /// watermark, laid over the latest version. Also the watermark reached, if any.
     async fn collect(
         &self,
         source: &SourceConfig,
+        since: Option<String>,
         bytes: &Arc<AtomicU64>,
         by: Option<Actor>,
-    ) -> Result<Published, CollectError> {
+    ) -> Result<(Published, Option<String>), CollectError> {
         let state = self.state().clone();
         let code = source.code.clone();
         let items = self.own_entry(&code)?.items;
@@ -479,26 +576,35 @@ impl Collector {
         // The source's rows go straight from the database to the publisher (one pass, no
         // staging file): the extractor sends CSV text, the publisher reads it on its thread.
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS);
-        let (key_tx, key_rx) = tokio::sync::oneshot::channel();
-        let sink = stream::Sink::new(tx, key_tx);
+        let (layout_tx, layout_rx) = tokio::sync::oneshot::channel();
+        let sink = stream::Sink::new(tx, layout_tx);
         let feeds = self.feeds.clone();
         let label = format!("the source of {code}");
         let publish_code = code.clone();
         let publisher = tokio::task::spawn_blocking(move || {
-            // No key (an extractor that failed first): the version is published whole.
-            let key = key_rx.blocking_recv().unwrap_or_default();
+            // No layout (an extractor that failed first): the version is published whole.
+            let layout = layout_rx.blocking_recv().unwrap_or_default();
             let rows = crate::dataset::input::csv_stream(stream::Reader::new(rx), &label, &names)?;
-            publish::publish_rows_if_changed(&feeds, &publish_code, (rows, &key), by.as_ref())
+            publish::publish_rows_if_changed(
+                &feeds,
+                &publish_code,
+                (rows, &layout.key, layout.over_latest),
+                by.as_ref(),
+            )
         });
         let tz = state.timezone();
         let extracted = match source.kind {
             SourceKind::Postgres => {
-                postgres::extract(source, password.as_ref(), &items, tz, &sink, bytes).await
+                let read = Reading { since, tz };
+                postgres::extract(source, password.as_ref(), &items, read, (&sink, bytes)).await
             }
             SourceKind::Mysql => {
-                mysql::extract(source, password.as_ref(), &items, tz, &sink, bytes).await
+                let read = Reading { since, tz };
+                mysql::extract(source, password.as_ref(), &items, read, (&sink, bytes)).await
             }
-            SourceKind::Http => http::extract(source, headers, &items, &sink, bytes).await,
+            SourceKind::Http => http::extract(source, headers, &items, &sink, bytes)
+                .await
+                .map(|()| None),
             SourceKind::Folder => Err(CollectError::Source {
                 code: code.clone(),
                 why: "a folder is read file by file".into(),
@@ -507,7 +613,7 @@ impl Collector {
         // Only a complete extraction ends the stream; anything else makes the publisher fail
         // (a table cut short is never published).
         match &extracted {
-            Ok(()) => sink.end().await,
+            Ok(_) => sink.end().await,
             Err(e) => sink.fail(e.to_string()).await,
         }
         let published = publisher.await.map_err(|e| {
@@ -524,7 +630,41 @@ impl Collector {
             // The publisher stopped first: its error says why.
             (Err(CollectError::Stream(_)), Err(p)) => Err(p.into()),
             (Err(e), _) => Err(e),
-            (Ok(()), p) => Ok(p?),
+            (Ok(reached), p) => Ok((p?, reached)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watermark_filter_reads_past_the_last_value_and_refuses_other_text() {
+        let key = ["编号".to_owned()];
+        let (filter, reached, over) = watermark_filter(
+            &key,
+            "\"t\"",
+            (
+                Some("2026-01-01 08:00:00+08".into()),
+                Some("2026-02-01 09:00:00+08".into()),
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            filter,
+            " WHERE \"t\" > '2026-01-01 08:00:00+08' AND \"t\" <= '2026-02-01 09:00:00+08'"
+        );
+        assert!(over && reached.as_deref() == Some("2026-02-01 09:00:00+08"));
+        // The first run: everything, and the value reached.
+        let (filter, reached, over) =
+            watermark_filter(&key, "t", (None, Some("42".into()))).unwrap();
+        assert!(filter.is_empty() && !over && reached.as_deref() == Some("42"));
+        // A text column's value is never put in the statement.
+        let e = watermark_filter(&key, "t", (None, Some("x' OR '1'='1".into()))).unwrap_err();
+        assert!(e.contains("not a number, date or time"), "{e}");
+        assert!(watermark_filter(&[], "t", (None, None))
+            .unwrap_err()
+            .contains("needs a key"));
     }
 }

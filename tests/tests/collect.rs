@@ -623,3 +623,103 @@ fn a_mariadb_table_is_collected_with_its_types_checked() -> anyhow::Result<()> {
     assert!(!seen.contains(PASSWORD));
     Ok(())
 }
+
+#[test]
+fn a_watermark_reads_only_the_changed_rows_and_a_full_run_sees_deletions() -> anyhow::Result<()> {
+    let pg = Postgres::start()?;
+    let mut f = source_and_nodes(&pg, |net| {
+        // Inside the [[collect.sources]] just written.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(net.nodes[1].dir.join(huitong_config::CONFIG_FILE))?;
+        writeln!(file, "watermark = \"changed_at\"")?;
+        Ok(())
+    })?;
+    pg.sql(
+        "hr",
+        "ALTER TABLE people ADD COLUMN changed_at timestamptz NOT NULL DEFAULT '2026-01-01 08:00:00+08'",
+    )?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let (provider, consumer) = (1, 2);
+    let mut seen = String::new();
+    let pulled = |net: &huitong_testnet::Testnet, name: &str| -> anyhow::Result<Vec<String>> {
+        let out = dir.join(name);
+        data::pull(net, consumer, &[CODE, "--out", &out.to_string_lossy()])?;
+        Ok(sorted(
+            std::fs::read_to_string(&out)?
+                .lines()
+                .skip(1)
+                .map(|l| l.replace(',', "|"))
+                .collect(),
+        ))
+    };
+
+    // The first run reads the whole table and records where the watermark is.
+    let (first, ok) = collect(net, provider, &mut seen)?;
+    assert!(ok && first["outcome"] == "published", "{first}");
+    assert!(first.get("incremental").is_none(), "{first}");
+    let mark = first["watermark"].as_str().unwrap_or_default().to_owned();
+    assert!(mark.starts_with("2026-01-01 08:00:00"), "{first}");
+
+    // Ten rows changed and five inserted, their watermark moved: only they are read, and the
+    // new version is the whole table.
+    pg.sql(
+        "hr",
+        "UPDATE people SET name = name || '改', changed_at = '2026-02-01 09:00:00+08' WHERE id % 100 = 0; \
+         INSERT INTO people (id, name, amount, day, note, changed_at) \
+         SELECT n, '新' || n, n, DATE '2026-12-01', NULL, '2026-02-01 09:30:00+08' FROM generate_series(2001, 2005) AS n",
+    )?;
+    let (run, ok) = collect(net, provider, &mut seen)?;
+    assert!(
+        ok && run["outcome"] == "published" && run["version"] == 2 && run["incremental"] == true,
+        "{run}"
+    );
+    assert_eq!(run["rows"], 1005);
+    let (all, changed) = (
+        first["source_bytes"].as_u64().unwrap_or(0),
+        run["source_bytes"].as_u64().unwrap_or(u64::MAX),
+    );
+    assert!(
+        changed * 20 < all,
+        "15 changed rows read ({changed} bytes) against the whole table ({all} bytes)"
+    );
+    assert!(run["watermark"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("2026-02-01 09:30:00"));
+    data::wait_version(net, consumer, CODE, 2)?;
+    assert_eq!(
+        pulled(net, "v2.csv")?,
+        sorted(table_rows(&pg)?),
+        "v2 is the table"
+    );
+
+    // A deletion moves no watermark: an incremental run does not see it; a full one does.
+    pg.sql("hr", "DELETE FROM people WHERE id = 7")?;
+    let (run, _) = collect(net, provider, &mut seen)?;
+    assert!(
+        run["outcome"] == "unchanged" && run["incremental"] == true,
+        "{run}"
+    );
+    let out = cli_ok(net, provider, &["collect", "run", CODE, "--full", "--json"])?;
+    let run: Value = serde_json::from_slice(&out.stdout)?;
+    assert!(
+        run["outcome"] == "published" && run["version"] == 3 && run.get("incremental").is_none(),
+        "{run}"
+    );
+    assert_eq!(run["rows"], 1004);
+    data::wait_version(net, consumer, CODE, 3)?;
+    assert_eq!(
+        pulled(net, "v3.csv")?,
+        sorted(table_rows(&pg)?),
+        "v3 is the table"
+    );
+    let (run, _) = collect(net, provider, &mut seen)?;
+    assert!(
+        run["outcome"] == "unchanged" && run["incremental"] == true,
+        "{run}"
+    );
+    assert!(!seen.contains(PASSWORD));
+    Ok(())
+}

@@ -20,6 +20,9 @@ pub enum CollectCmd {
     Run {
         /// Resource code of a source in `[[collect.sources]]`.
         code: String,
+        /// Read the whole source even when it has a watermark, so deleted rows are seen.
+        #[arg(long)]
+        full: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -45,6 +48,10 @@ pub enum CollectCmd {
 
 fn outcome(r: &Run) -> String {
     match r.outcome {
+        Outcome::Published if r.incremental => format!(
+            "version {} (rows past the watermark)",
+            r.version.unwrap_or_default()
+        ),
         Outcome::Published => format!("version {}", r.version.unwrap_or_default()),
         Outcome::Unchanged => format!("unchanged (v{})", r.version.unwrap_or_default()),
         Outcome::Failed => "FAILED".into(),
@@ -63,8 +70,10 @@ pub(super) async fn run(dir: &Path, cmd: CollectCmd) -> anyhow::Result<()> {
     let client = ApiClient::new(dir)?;
     let mut o = std::io::stdout().lock();
     match cmd {
-        CollectCmd::Run { code, json } => {
-            let r: Run = client.post("/collect/run", &RunRequest { code }).await?;
+        CollectCmd::Run { code, full, json } => {
+            let r: Run = client
+                .post("/collect/run", &RunRequest { code, full })
+                .await?;
             if json {
                 output::json(&r)?;
             } else {

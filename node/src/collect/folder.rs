@@ -213,6 +213,7 @@ mod tests {
             key: Vec::new(),
             records: None,
             paging: None,
+            watermark: None,
         }
     }
 

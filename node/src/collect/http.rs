@@ -21,7 +21,7 @@ use huitong_protocol::catalogue::Item;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use super::stream::Sink;
+use super::stream::{Layout, Sink};
 use super::{CollectError, SEND_AT};
 
 /// Longest wait for one page.
@@ -213,7 +213,10 @@ pub async fn extract(
         .build()
         .map_err(|e| fail(format!("cannot make an HTTP client: {e}")))?;
     let paging = src.paging.clone().unwrap_or_default();
-    out.key(src.key.clone());
+    out.layout(Layout {
+        key: src.key.clone(),
+        over_latest: false,
+    });
     let mut csv = csv::Writer::from_writer(Vec::with_capacity(SEND_AT + 4096));
     csv.write_record(items.iter().map(|i| i.name.as_str()))
         .map_err(|e| fail(e.to_string()))?;
@@ -311,6 +314,7 @@ mod tests {
             key: Vec::new(),
             records: Some("/data/list".into()),
             paging: Some(paging),
+            watermark: None,
         }
     }
 

@@ -15,8 +15,8 @@ use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable as _;
 use mysql_async::{Conn, Value};
 
-use super::stream::{Closed, Sink};
-use super::{CollectError, SEND_AT};
+use super::stream::{Closed, Layout, Sink};
+use super::{CollectError, Reading, SEND_AT};
 use crate::secrets::Password;
 
 /// `` `name` `` with inner backquotes doubled.
@@ -128,16 +128,15 @@ impl From<mysql_async::Error> for Failure {
     }
 }
 
-/// Reads the source of `src` into the CSV file `out` (created; the caller removes it), adding
-/// the bytes read to `bytes` as they arrive.
+/// Streams the source of `src` as CSV text (the 信息项 header first) into `out`, adding the
+/// bytes read to `bytes` as they arrive; the watermark reached, if the source has one.
 pub async fn extract(
     src: &SourceConfig,
     password: Option<&Password>,
     items: &[Item],
-    tz: chrono_tz::Tz,
-    out: &Sink,
-    bytes: &AtomicU64,
-) -> Result<(), CollectError> {
+    reading: Reading,
+    (out, bytes): (&Sink, &AtomicU64),
+) -> Result<Option<String>, CollectError> {
     let code = src.code.clone();
     let mut conn = crate::dbconn::mysql(&src.url, password, &format!("[sources.\"{code}\"]"))
         .await
@@ -146,7 +145,7 @@ pub async fn extract(
             at: e.at,
             why: e.why,
         })?;
-    let result = read(&mut conn, src, items, tz, out, bytes).await;
+    let result = read(&mut conn, src, items, reading, (out, bytes)).await;
     if let Err(e) = conn.disconnect().await {
         tracing::debug!(error = %e, "closing the source database connection");
     }
@@ -165,10 +164,9 @@ async fn read(
     conn: &mut Conn,
     src: &SourceConfig,
     items: &[Item],
-    tz: chrono_tz::Tz,
-    out: &Sink,
-    bytes: &AtomicU64,
-) -> Result<(), Failure> {
+    Reading { since, tz }: Reading,
+    (out, bytes): (&Sink, &AtomicU64),
+) -> Result<Option<String>, Failure> {
     super::check_mapping(src, items).map_err(Failure::Db)?;
     conn.query_drop(format!(
         "SET NAMES utf8mb4; SET time_zone = '{}'; SET SESSION innodb_lock_wait_timeout = 60; \
@@ -221,13 +219,30 @@ async fn read(
         None => Vec::new(),
     };
     let key = super::key_items(src, items, &pk);
+    let (filter, reached, over_latest) = match &src.watermark {
+        None => (String::new(), None, false),
+        Some(wm) => {
+            if !columns.iter().any(|(c, _)| c == wm) {
+                let have: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
+                return Err(Failure::Db(super::missing_watermark(wm, &have)));
+            }
+            let wm = quote(wm);
+            let max: Option<Option<String>> = conn
+                .query_first(format!("SELECT CAST(MAX({wm}) AS CHAR) FROM {from}"))
+                .await?;
+            super::watermark_filter(&key, &wm, (since, max.flatten())).map_err(Failure::Db)?
+        }
+    };
     let order = super::order_by(src, items, (&key, &exprs), |e| {
         format!("CAST({e} AS CHAR) COLLATE utf8mb4_bin")
     });
     let mut rows = conn
-        .query_iter(format!("SELECT {} FROM {from}{order}", exprs.join(", ")))
+        .query_iter(format!(
+            "SELECT {} FROM {from}{filter}{order}",
+            exprs.join(", ")
+        ))
         .await?;
-    out.key(key);
+    out.layout(Layout { key, over_latest });
     let mut csv = csv::Writer::from_writer(Vec::with_capacity(1 << 16));
     csv.write_record(items.iter().map(|i| i.name.as_str()))
         .map_err(|e| Failure::Db(e.to_string()))?;
@@ -260,7 +275,7 @@ async fn read(
     out.send(buf).await?;
     drop(rows);
     conn.query_drop("COMMIT").await?;
-    Ok(())
+    Ok(reached)
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ use huitong_config::SourceConfig;
 use huitong_protocol::catalogue::{DataType, Item};
 use tokio_postgres::types::Type;
 
-use super::stream::{Closed, Sink};
-use super::{CollectError, SEND_AT};
+use super::stream::{Closed, Layout, Sink};
+use super::{CollectError, Reading, SEND_AT};
 use crate::secrets::Password;
 
 /// `"name"` with inner quotes doubled: an identifier PostgreSQL reads as given.
@@ -83,15 +83,14 @@ fn header(items: &[Item]) -> Result<Vec<u8>, std::io::Error> {
 }
 
 /// Streams the source of `src` as CSV text (the 信息项 header first) into `out`, adding the
-/// bytes read to `bytes` as they arrive.
+/// bytes read to `bytes` as they arrive; the watermark reached, if the source has one.
 pub async fn extract(
     src: &SourceConfig,
     password: Option<&Password>,
     items: &[Item],
-    tz: chrono_tz::Tz,
-    out: &Sink,
-    bytes: &AtomicU64,
-) -> Result<(), CollectError> {
+    reading: Reading,
+    (out, bytes): (&Sink, &AtomicU64),
+) -> Result<Option<String>, CollectError> {
     let code = src.code.clone();
     let client = crate::dbconn::postgres(&src.url, password, &format!("[sources.\"{code}\"]"))
         .await
@@ -100,7 +99,7 @@ pub async fn extract(
             at: e.at,
             why: e.why,
         })?;
-    read(&client, src, items, tz, out, bytes)
+    read(&client, src, items, reading, (out, bytes))
         .await
         .map_err(|e| match e {
             Failure::Db(why) => CollectError::Source { code, why },
@@ -129,10 +128,9 @@ async fn read(
     client: &tokio_postgres::Client,
     src: &SourceConfig,
     items: &[Item],
-    tz: chrono_tz::Tz,
-    out: &Sink,
-    bytes: &AtomicU64,
-) -> Result<(), Failure> {
+    Reading { since, tz }: Reading,
+    (out, bytes): (&Sink, &AtomicU64),
+) -> Result<Option<String>, Failure> {
     super::check_mapping(src, items).map_err(Failure::Db)?;
     client
         .batch_execute(&format!(
@@ -165,16 +163,30 @@ async fn read(
         None => Vec::new(),
     };
     let key = super::key_items(src, items, &pk);
+    let (filter, reached, over_latest) = match &src.watermark {
+        None => (String::new(), None, false),
+        Some(wm) => {
+            if !columns.iter().any(|c| c.name() == wm) {
+                let have: Vec<&str> = columns.iter().map(|c| c.name()).collect();
+                return Err(Failure::Db(super::missing_watermark(wm, &have)));
+            }
+            let wm = quote_ident(wm);
+            let row = client
+                .query_one(&format!("SELECT max({wm})::text FROM {from}"), &[])
+                .await?;
+            super::watermark_filter(&key, &wm, (since, row.get(0))).map_err(Failure::Db)?
+        }
+    };
     let order = super::order_by(src, items, (&key, &exprs), |e| {
         format!("({e})::text COLLATE \"C\"")
     });
     let copy = format!(
-        "COPY (SELECT {} FROM {from}{order}) TO STDOUT (FORMAT csv)",
+        "COPY (SELECT {} FROM {from}{filter}{order}) TO STDOUT (FORMAT csv)",
         exprs.join(", ")
     );
     let stream = client.copy_out(&copy).await?;
     let mut stream = std::pin::pin!(stream);
-    out.key(key);
+    out.layout(Layout { key, over_latest });
     out.send(header(items).map_err(|e| Failure::Db(e.to_string()))?)
         .await?;
     // The server sends a message per row: gather them into pieces of about SEND_AT bytes.
@@ -193,7 +205,7 @@ async fn read(
     }
     out.send(piece).await?;
     client.batch_execute("COMMIT").await?;
-    Ok(())
+    Ok(reached)
 }
 
 /// The primary-key columns of the table `from` (quoted), in key order.
@@ -230,6 +242,7 @@ mod tests {
             key: Vec::new(),
             records: None,
             paging: None,
+            watermark: None,
         };
         assert_eq!(
             crate::collect::from_clause(&src, quote_ident),

@@ -70,6 +70,35 @@ pub struct Run {
     /// The file it took (a folder source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// The source's watermark the run reached (a source read by a watermark column): the next
+    /// run reads the rows past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
+    /// Whether it read only the rows past the last run's watermark.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incremental: bool,
+}
+
+/// How a run is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Start {
+    /// What started it.
+    pub trigger: Trigger,
+    /// 0 for the first try, then the retry's number.
+    pub attempt: u32,
+    /// Read the whole source even when it has a watermark (deletions are seen).
+    pub full: bool,
+}
+
+impl Start {
+    /// A first try by `trigger`, incremental where the source allows.
+    pub fn by(trigger: Trigger) -> Self {
+        Self {
+            trigger,
+            attempt: 0,
+            full: false,
+        }
+    }
 }
 
 /// The largest run record read back.

@@ -19,10 +19,20 @@ pub enum Piece {
     Failed(String),
 }
 
+/// How the rows of a run are laid out, said before the first row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// The 信息项 that identify a row (empty: none), the rows sorted by its text byte by byte.
+    pub key: Vec<String>,
+    /// The rows are only those inserted or changed since the latest version (a watermark run),
+    /// to be laid over it.
+    pub over_latest: bool,
+}
+
 /// The extractor's end.
 pub struct Sink {
     tx: Sender<Piece>,
-    key: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Vec<String>>>>,
+    layout: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Layout>>>,
 }
 
 /// Why a chunk could not be sent: the publisher stopped reading (it failed; its error says
@@ -31,21 +41,20 @@ pub struct Sink {
 pub struct Closed;
 
 impl Sink {
-    /// A sink sending into `tx`, and the key of the rows (once, before them) into `key`.
-    pub fn new(tx: Sender<Piece>, key: tokio::sync::oneshot::Sender<Vec<String>>) -> Self {
+    /// A sink sending into `tx`, and the layout of the rows (once, before them) into `layout`.
+    pub fn new(tx: Sender<Piece>, layout: tokio::sync::oneshot::Sender<Layout>) -> Self {
         Self {
             tx,
-            key: std::sync::Mutex::new(Some(key)),
+            layout: std::sync::Mutex::new(Some(layout)),
         }
     }
 
-    /// Says which 信息项 identify a row (empty: none), the rows sorted by their text byte by
-    /// byte; before the first row.
-    pub fn key(&self, key: Vec<String>) {
-        let sender = self.key.lock().unwrap_or_else(|p| p.into_inner()).take();
+    /// Says how the rows are laid out; before the first row.
+    pub fn layout(&self, layout: Layout) {
+        let sender = self.layout.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(s) = sender {
             // A publisher that stopped already has its own error.
-            let _ = s.send(key);
+            let _ = s.send(layout);
         }
     }
 
@@ -57,16 +66,16 @@ impl Sink {
         self.tx.send(Piece::Text(text)).await.map_err(|_| Closed)
     }
 
-    /// Ends the stream: everything was sent. (A key not said by then is none.)
+    /// Ends the stream: everything was sent. (A layout not said by then is the default.)
     pub async fn end(&self) {
-        self.key(Vec::new());
+        self.layout(Layout::default());
         // A publisher that stopped already has its own error.
         let _ = self.tx.send(Piece::End).await;
     }
 
-    /// Ends the stream as failed. (The publisher waits for the key first: it is released.)
+    /// Ends the stream as failed. (The publisher waits for the layout first: it is released.)
     pub async fn fail(&self, why: String) {
-        self.key(Vec::new());
+        self.layout(Layout::default());
         let _ = self.tx.send(Piece::Failed(why)).await;
     }
 }

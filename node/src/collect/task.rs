@@ -97,7 +97,7 @@ pub async fn run(collector: Arc<Collector>, shutdown: CancellationToken) {
         };
         let ran = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = collector.run(&code, (trigger, retries), None) => r,
+            r = collector.run(&code, runs::Start { trigger, attempt: retries, full: false }, None) => r,
         };
         let folder = cfg
             .source(&code)

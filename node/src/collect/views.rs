@@ -12,6 +12,9 @@ use super::runs::{Run, Trigger};
 pub struct RunRequest {
     /// The resource code.
     pub code: String,
+    /// Read the whole source even when it has a watermark (deletions are seen).
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// A run under way.

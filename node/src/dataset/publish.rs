@@ -216,6 +216,14 @@ pub enum PublishError {
     /// The feed refused the announcement.
     #[error(transparent)]
     Append(#[from] AppendError),
+    /// Changed rows cannot be laid over the latest version.
+    #[error("cannot lay the changed rows over the latest version of {code}: {why}; collect it whole (`huitong collect run {code} --full`)")]
+    Overlay {
+        /// The resource.
+        code: String,
+        /// Why.
+        why: String,
+    },
 }
 
 /// Tracks which chunks a publish wrote and how many bytes they add, and holds their room.
@@ -354,11 +362,13 @@ fn publish_version(
 /// Publishes rows in item order from `rows` (a collection run) as a new version of `code`,
 /// unless they are exactly the latest version's: one pass (see [`streamed_body`]). With a `key`
 /// (the 信息项 that identify a row, the rows sorted by its text byte by byte), the version also
-/// carries its row changes against the latest version ([`diff`]).
+/// carries its row changes against the latest version ([`diff`]). `over_latest`: `rows` are only
+/// the rows inserted or changed since the latest version (a watermark run), laid over its rows
+/// by key ([`diff::Overlay`]).
 pub fn publish_rows_if_changed(
     feeds: &Feeds,
     code: &str,
-    (rows, key): (input::Rows, &[String]),
+    (rows, key, over_latest): (input::Rows, &[String], bool),
     by: Option<&huitong_protocol::Actor>,
 ) -> Result<Published, PublishError> {
     let state = &**feeds.state();
@@ -378,6 +388,25 @@ pub fn publish_rows_if_changed(
             key,
         )
     });
+    let overlay_error = |why: &str| PublishError::Overlay {
+        code: code.to_owned(),
+        why: why.to_owned(),
+    };
+    let rows: Box<dyn Iterator<Item = Result<input::Row, InputError>> + '_> = if over_latest {
+        let b = base
+            .as_ref()
+            .ok_or_else(|| overlay_error("there is no latest table version of this node's"))?;
+        Box::new(
+            diff::Overlay::new(&state.chunks, &b.manifest, &record.entry.items, key, rows)
+                .ok_or_else(|| {
+                    overlay_error(
+                        "its columns are not the entry's 信息项, or the key is not among them",
+                    )
+                })?,
+        )
+    } else {
+        rows
+    };
     let body = streamed_body(
         &mut writes,
         &record.entry.items,
@@ -741,7 +770,10 @@ impl TableWriter {
 fn streamed_body(
     writes: &mut Writes<'_>,
     items: &[Item],
-    (rows, mut differ): (input::Rows, Option<&mut diff::Differ<'_>>),
+    (rows, mut differ): (
+        impl Iterator<Item = Result<input::Row, InputError>>,
+        Option<&mut diff::Differ<'_>>,
+    ),
     code: &str,
 ) -> Result<Body, PublishError> {
     if items.is_empty() {

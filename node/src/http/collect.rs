@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::authz::Principal;
 use super::{fail, internal, Ctx, Res};
-use crate::collect::runs::{self, Run, Trigger};
+use crate::collect::runs::{self, Run, Start, Trigger};
 use crate::collect::views::{RunRequest, RunningView, RunsView, SourceView};
 use crate::collect::{schedule, CollectError};
 
@@ -20,10 +20,15 @@ pub(super) async fn run(
 ) -> Res<Run> {
     // The run goes on (and is recorded) even if the client goes away.
     let (collector, actor) = (ctx.collector.clone(), who.actor());
-    let ran =
-        tokio::spawn(async move { collector.run(&req.code, (Trigger::Manual, 0), actor).await })
-            .await
-            .map_err(internal)?;
+    let ran = tokio::spawn(async move {
+        let start = Start {
+            full: req.full,
+            ..Start::by(Trigger::Manual)
+        };
+        collector.run(&req.code, start, actor).await
+    })
+    .await
+    .map_err(internal)?;
     match ran {
         Ok(run) => Ok(Json(run)),
         Err(e @ (CollectError::NoSource(_) | CollectError::UnknownCode(_))) => {

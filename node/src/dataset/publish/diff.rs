@@ -19,7 +19,7 @@ use tracing::info;
 
 use super::{PublishError, TableWriter, Writes};
 use crate::chunks::ChunkStore;
-use crate::dataset::input::Row;
+use crate::dataset::input::{InputError, Row};
 use crate::dataset::table;
 
 /// The rows of a stored table version, in order, one row group in memory at a time.
@@ -32,7 +32,26 @@ struct BaseRows<'a> {
     row: usize,
 }
 
-impl BaseRows<'_> {
+impl<'a> BaseRows<'a> {
+    /// The rows of table version `base`, or `None` when it is not a table.
+    fn of(chunks: &'a ChunkStore, base: &Manifest) -> Option<Self> {
+        let Body::Table {
+            row_groups,
+            columns,
+        } = &base.body
+        else {
+            return None;
+        };
+        Some(Self {
+            chunks,
+            columns: columns.clone(),
+            groups: row_groups.len(),
+            group: 0,
+            cells: Vec::new(),
+            row: 0,
+        })
+    }
+
     fn load_next_group(&mut self) -> Result<bool, String> {
         while self.group < self.groups {
             let g = self.group;
@@ -110,32 +129,10 @@ impl<'a> Differ<'a> {
         items: &[Item],
         key: &[String],
     ) -> Option<Self> {
-        let Body::Table {
-            row_groups,
-            columns,
-        } = &base.body
-        else {
-            return None;
-        };
-        let same = columns.len() == items.len()
-            && columns.iter().zip(items).all(|(c, i)| c.name == i.name);
-        let idx: Vec<usize> = key
-            .iter()
-            .filter_map(|k| items.iter().position(|i| &i.name == k))
-            .collect();
-        if !same || key.is_empty() || idx.len() != key.len() {
-            return None;
-        }
+        let idx = key_positions(base, items, key)?;
         let key_items: Vec<Item> = idx.iter().map(|&i| items[i].clone()).collect();
         Some(Self {
-            base: BaseRows {
-                chunks,
-                columns: columns.clone(),
-                groups: row_groups.len(),
-                group: 0,
-                cells: Vec::new(),
-                row: 0,
-            },
+            base: BaseRows::of(chunks, base)?,
             peeked: None,
             key: idx,
             key_names: key.to_vec(),
@@ -257,6 +254,112 @@ impl<'a> Differ<'a> {
             upserts,
             deletes,
         }))
+    }
+}
+
+/// The positions of `key` among `items`, when the base is a table of exactly those columns.
+fn key_positions(base: &Manifest, items: &[Item], key: &[String]) -> Option<Vec<usize>> {
+    let Body::Table { columns, .. } = &base.body else {
+        return None;
+    };
+    let same =
+        columns.len() == items.len() && columns.iter().zip(items).all(|(c, i)| c.name == i.name);
+    let idx: Vec<usize> = key
+        .iter()
+        .filter_map(|k| items.iter().position(|i| &i.name == k))
+        .collect();
+    (same && !key.is_empty() && idx.len() == key.len()).then_some(idx)
+}
+
+/// The latest version's rows with the rows inserted or changed since laid over them by key (a
+/// watermark run): one merge in key order, a changed row replacing the base row of its key.
+/// The changed rows must come in key order, each key once; otherwise the merge fails (its rows
+/// would be wrong, not just without changes).
+pub(super) struct Overlay<'a, I> {
+    base: BaseRows<'a>,
+    base_next: Option<Row>,
+    changed: I,
+    changed_next: Option<Row>,
+    last_changed: Option<Row>,
+    key: Vec<usize>,
+}
+
+impl<'a, I> Overlay<'a, I> {
+    /// `changed` laid over `base`, a table of `items` keyed by `key`; `None` when the base is
+    /// not a table of the same columns or the key is not among them.
+    pub(super) fn new(
+        chunks: &'a ChunkStore,
+        base: &Manifest,
+        items: &[Item],
+        key: &[String],
+        changed: I,
+    ) -> Option<Self> {
+        Some(Self {
+            key: key_positions(base, items, key)?,
+            base: BaseRows::of(chunks, base)?,
+            base_next: None,
+            changed,
+            changed_next: None,
+            last_changed: None,
+        })
+    }
+
+    fn key_of<'r>(&self, row: &'r [String]) -> Vec<&'r str> {
+        self.key
+            .iter()
+            .map(|&i| row.get(i).map_or("", String::as_str))
+            .collect()
+    }
+}
+
+fn overlay_error(message: String) -> InputError {
+    InputError {
+        path: "the changed rows".into(),
+        message,
+    }
+}
+
+impl<I: Iterator<Item = Result<Row, InputError>>> Iterator for Overlay<'_, I> {
+    type Item = Result<Row, InputError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.base_next.is_none() {
+            match self.base.next() {
+                Ok(row) => self.base_next = row,
+                Err(e) => return Some(Err(overlay_error(format!("the latest version: {e}")))),
+            }
+        }
+        if self.changed_next.is_none() {
+            match self.changed.next() {
+                Some(Ok(row)) => {
+                    if let Some(last) = &self.last_changed {
+                        if cmp_keys(&self.key_of(&row), &self.key_of(last)) != Ordering::Greater {
+                            return Some(Err(overlay_error(
+                                "they are not in key order, or a key repeats".into(),
+                            )));
+                        }
+                    }
+                    self.last_changed = Some(row.clone());
+                    self.changed_next = Some(row);
+                }
+                Some(Err(e)) => return Some(Err(e)),
+                None => {}
+            }
+        }
+        let order = match (&self.base_next, &self.changed_next) {
+            (None, None) => return None,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(b), Some(c)) => cmp_keys(&self.key_of(b), &self.key_of(c)),
+        };
+        match order {
+            Ordering::Less => self.base_next.take().map(Ok),
+            Ordering::Equal => {
+                self.base_next = None;
+                self.changed_next.take().map(Ok)
+            }
+            Ordering::Greater => self.changed_next.take().map(Ok),
+        }
     }
 }
 

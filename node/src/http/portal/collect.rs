@@ -227,7 +227,14 @@ pub(crate) async fn run(
     let actor = viewer.acting()?.actor();
     let (collector, started) = (ctx.collector.clone(), code.clone());
     tokio::spawn(async move {
-        if let Err(e) = collector.run(&started, (Trigger::Manual, 0), actor).await {
+        if let Err(e) = collector
+            .run(
+                &started,
+                crate::collect::runs::Start::by(Trigger::Manual),
+                actor,
+            )
+            .await
+        {
             tracing::warn!(code = %started, error = %e, "a collection run started in the portal did not run");
         }
     });
