@@ -32,7 +32,7 @@ use huitong_config::{SourceConfig, SourceKind};
 use huitong_protocol::Actor;
 use tracing::{info, warn};
 
-use crate::dataset::publish::{self, PublishError, Published};
+use crate::dataset::publish::{self, KeyOrder, PublishError, Published};
 use crate::feeds::Feeds;
 use crate::net::Client;
 use crate::secrets::SecretsError;
@@ -161,20 +161,37 @@ fn from_clause(src: &SourceConfig, quote: fn(&str) -> String) -> String {
     }
 }
 
-/// The `ORDER BY` clause of a source's select: by the key's text byte by byte (`as_text`
-/// turns a select expression into its byte-ordered text) when there is a `key`; a table without
-/// one by all its columns; a query as it orders itself.
+/// How the rows keyed by `key` are read: by integer when every key column is an integer
+/// (`is_int` says of a column name) — the database walks its primary-key index, and the rows
+/// start at once — else by the key's text, which the database must sort first.
+fn key_order(src: &SourceConfig, key: &[String], is_int: impl Fn(&str) -> bool) -> KeyOrder {
+    let all_int = key
+        .iter()
+        .all(|k| is_int(src.columns.get(k).map_or(k.as_str(), String::as_str)));
+    if !key.is_empty() && all_int {
+        KeyOrder::Integer
+    } else {
+        KeyOrder::Text
+    }
+}
+
+/// The `ORDER BY` clause of a source's select: by the key in `key_order` (`as_text` turns a
+/// select expression into its byte-ordered text) when there is a `key`; a table without one by
+/// all its columns; a query as it orders itself.
 fn order_by(
     src: &SourceConfig,
     items: &[huitong_protocol::catalogue::Item],
-    (key, exprs): (&[String], &[String]),
+    (key, exprs, key_order): (&[String], &[String], KeyOrder),
     as_text: impl Fn(&str) -> String,
 ) -> String {
     let order: Vec<String> = if !key.is_empty() {
         key.iter()
             .filter_map(|k| items.iter().position(|i| &i.name == k))
             .filter_map(|i| exprs.get(i))
-            .map(|e| as_text(e))
+            .map(|e| match key_order {
+                KeyOrder::Integer => e.clone(),
+                KeyOrder::Text => as_text(e),
+            })
             .collect()
     } else if src.table.is_some() {
         (1..=exprs.len()).map(|n| n.to_string()).collect()
@@ -537,7 +554,11 @@ impl Collector {
         );
         let published = tokio::task::spawn_blocking(move || {
             let rows = crate::dataset::input::open(&path, &names)?;
-            publish::publish_rows_if_changed(&feeds, &code, (rows, &key, false), by.as_ref())
+            let layout = publish::Layout {
+                key,
+                ..Default::default()
+            };
+            publish::publish_rows_if_changed(&feeds, &code, (rows, &layout), by.as_ref())
         })
         .await;
         match published {
@@ -585,12 +606,7 @@ impl Collector {
             // No layout (an extractor that failed first): the version is published whole.
             let layout = layout_rx.blocking_recv().unwrap_or_default();
             let rows = crate::dataset::input::csv_stream(stream::Reader::new(rx), &label, &names)?;
-            publish::publish_rows_if_changed(
-                &feeds,
-                &publish_code,
-                (rows, &layout.key, layout.over_latest),
-                by.as_ref(),
-            )
+            publish::publish_rows_if_changed(&feeds, &publish_code, (rows, &layout), by.as_ref())
         });
         let tz = state.timezone();
         let extracted = match source.kind {

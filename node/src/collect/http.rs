@@ -215,7 +215,7 @@ pub async fn extract(
     let paging = src.paging.clone().unwrap_or_default();
     out.layout(Layout {
         key: src.key.clone(),
-        over_latest: false,
+        ..Layout::default()
     });
     let mut csv = csv::Writer::from_writer(Vec::with_capacity(SEND_AT + 4096));
     csv.write_record(items.iter().map(|i| i.name.as_str()))

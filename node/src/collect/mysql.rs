@@ -203,8 +203,9 @@ async fn read(
         }
         exprs.push(expression(name, *t));
     }
-    // A table is read in key order — by the key's text, byte by byte, when every key column is
-    // a 信息项 (so the version can carry its row changes) — else by all its columns.
+    // A table is read in key order when every key column is a 信息项 (so the version can carry
+    // its row changes) — as integers when they all are, else by the key's text, byte by byte —
+    // else by all its columns.
     let pk: Vec<String> = match &src.table {
         Some(t) => {
             let table = t.rsplit('.').next().unwrap_or(t);
@@ -233,7 +234,10 @@ async fn read(
             super::watermark_filter(&key, &wm, (since, max.flatten())).map_err(Failure::Db)?
         }
     };
-    let order = super::order_by(src, items, (&key, &exprs), |e| {
+    let key_order = super::key_order(src, &key, |name| {
+        columns.iter().any(|(c, t)| c == name && is_int(*t))
+    });
+    let order = super::order_by(src, items, (&key, &exprs, key_order), |e| {
         format!("CAST({e} AS CHAR) COLLATE utf8mb4_bin")
     });
     let mut rows = conn
@@ -242,7 +246,11 @@ async fn read(
             exprs.join(", ")
         ))
         .await?;
-    out.layout(Layout { key, over_latest });
+    out.layout(Layout {
+        key,
+        order: key_order,
+        over_latest,
+    });
     let mut csv = csv::Writer::from_writer(Vec::with_capacity(1 << 16));
     csv.write_record(items.iter().map(|i| i.name.as_str()))
         .map_err(|e| Failure::Db(e.to_string()))?;

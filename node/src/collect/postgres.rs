@@ -156,8 +156,9 @@ async fn read(
         }
         exprs.push(expression(name, col.type_()));
     }
-    // A table is read in key order — by the key's text, byte by byte, when every key column is
-    // a 信息项 (so the version can carry its row changes) — else by all its columns.
+    // A table is read in key order when every key column is a 信息项 (so the version can carry
+    // its row changes) — as integers when they all are, else by the key's text, byte by byte —
+    // else by all its columns.
     let pk = match &src.table {
         Some(_) => primary_key(client, &from).await?,
         None => Vec::new(),
@@ -177,7 +178,12 @@ async fn read(
             super::watermark_filter(&key, &wm, (since, row.get(0))).map_err(Failure::Db)?
         }
     };
-    let order = super::order_by(src, items, (&key, &exprs), |e| {
+    let key_order = super::key_order(src, &key, |name| {
+        columns
+            .iter()
+            .any(|c| c.name() == name && is_int(c.type_()))
+    });
+    let order = super::order_by(src, items, (&key, &exprs, key_order), |e| {
         format!("({e})::text COLLATE \"C\"")
     });
     let copy = format!(
@@ -186,7 +192,11 @@ async fn read(
     );
     let stream = client.copy_out(&copy).await?;
     let mut stream = std::pin::pin!(stream);
-    out.layout(Layout { key, over_latest });
+    out.layout(Layout {
+        key,
+        order: key_order,
+        over_latest,
+    });
     out.send(header(items).map_err(|e| Failure::Db(e.to_string()))?)
         .await?;
     // The server sends a message per row: gather them into pieces of about SEND_AT bytes.

@@ -19,15 +19,7 @@ pub enum Piece {
     Failed(String),
 }
 
-/// How the rows of a run are laid out, said before the first row.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Layout {
-    /// The 信息项 that identify a row (empty: none), the rows sorted by its text byte by byte.
-    pub key: Vec<String>,
-    /// The rows are only those inserted or changed since the latest version (a watermark run),
-    /// to be laid over it.
-    pub over_latest: bool,
-}
+pub use crate::dataset::publish::{KeyOrder, Layout};
 
 /// The extractor's end.
 pub struct Sink {

@@ -106,10 +106,11 @@ fn column_order(header: &[String], items: &[String]) -> Result<Vec<usize>, Strin
     Ok(items.iter().map(|i| pos[i.as_str()]).collect())
 }
 
-fn reorder(cells: Vec<String>, order: &[usize]) -> Row {
+fn reorder(mut cells: Vec<String>, order: &[usize]) -> Row {
+    // `order` names each column once (see `column_order`): the cells move, none is copied.
     order
         .iter()
-        .map(|&i| cells.get(i).cloned().unwrap_or_default())
+        .map(|&i| cells.get_mut(i).map(std::mem::take).unwrap_or_default())
         .collect()
 }
 
@@ -146,26 +147,56 @@ fn csv_reader_rows(
         .map(str::to_owned)
         .collect();
     let order = column_order(&header, items)?;
-    let width = header.len();
-    Ok(Box::new(reader.into_records().enumerate().map(
-        move |(n, r)| {
-            let rec = r.map_err(|e| InputError {
-                path: path_s.clone(),
-                message: format!("row {}: {e}", n + 1),
-            })?;
-            if rec.len() != width {
-                return Err(InputError {
-                    path: path_s.clone(),
-                    message: format!(
-                        "row {}: {} cells where the header has {width}",
-                        n + 1,
-                        rec.len()
-                    ),
-                });
-            }
-            Ok(reorder(rec.iter().map(str::to_owned).collect(), &order))
-        },
-    )))
+    Ok(Box::new(CsvRows {
+        width: header.len(),
+        reader,
+        record: csv::StringRecord::new(),
+        order,
+        path: path_s,
+        n: 0,
+    }))
+}
+
+/// The rows of a CSV reader in item order, read into one reused record (a row costs the
+/// allocation of its own cells only).
+struct CsvRows<R> {
+    reader: csv::Reader<R>,
+    record: csv::StringRecord,
+    order: Vec<usize>,
+    width: usize,
+    path: String,
+    n: u64,
+}
+
+impl<R: std::io::Read> Iterator for CsvRows<R> {
+    type Item = Result<Row, InputError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.n += 1;
+        let fail = |message: String| {
+            Some(Err(InputError {
+                path: self.path.clone(),
+                message: format!("row {}: {message}", self.n),
+            }))
+        };
+        match self.reader.read_record(&mut self.record) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => return fail(e.to_string()),
+        }
+        if self.record.len() != self.width {
+            return fail(format!(
+                "{} cells where the header has {}",
+                self.record.len(),
+                self.width
+            ));
+        }
+        Some(Ok(self
+            .order
+            .iter()
+            .map(|&i| self.record.get(i).unwrap_or_default().to_owned())
+            .collect()))
+    }
 }
 
 /// A JSON value as a text cell: null is empty, a string itself, a number or boolean its text; a

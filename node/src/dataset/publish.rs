@@ -24,6 +24,20 @@
 
 mod diff;
 
+pub use diff::KeyOrder;
+
+/// How collected rows are laid out, as their extractor says before the first row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// The 信息项 that identify a row (empty: none), the rows sorted by it in `order`.
+    pub key: Vec<String>,
+    /// How the rows are sorted by `key`.
+    pub order: KeyOrder,
+    /// The rows are only those inserted or changed since the latest version (a watermark run),
+    /// to be laid over it.
+    pub over_latest: bool,
+}
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -360,17 +374,23 @@ fn publish_version(
 }
 
 /// Publishes rows in item order from `rows` (a collection run) as a new version of `code`,
-/// unless they are exactly the latest version's: one pass (see [`streamed_body`]). With a `key`
-/// (the 信息项 that identify a row, the rows sorted by its text byte by byte), the version also
-/// carries its row changes against the latest version ([`diff`]). `over_latest`: `rows` are only
-/// the rows inserted or changed since the latest version (a watermark run), laid over its rows
-/// by key ([`diff::Overlay`]).
+/// unless they are exactly the latest version's: one pass (see [`streamed_body`]). With a key
+/// (the 信息项 that identify a row, the rows sorted by it), the version also carries its row
+/// changes against the latest version ([`diff`]). `over_latest`: `rows` are only the rows
+/// inserted or changed since the latest version (a watermark run), laid over its rows by key
+/// ([`diff::Overlay`]).
 pub fn publish_rows_if_changed(
     feeds: &Feeds,
     code: &str,
-    (rows, key, over_latest): (input::Rows, &[String], bool),
+    (rows, layout): (input::Rows, &Layout),
     by: Option<&huitong_protocol::Actor>,
 ) -> Result<Published, PublishError> {
+    let Layout {
+        key,
+        order,
+        over_latest,
+    } = layout;
+    let (order, over_latest) = (*order, *over_latest);
     let state = &**feeds.state();
     let record = own_record(state, code)?;
     let _lease = state.chunks.lease_blocking();
@@ -385,7 +405,7 @@ pub fn publish_rows_if_changed(
             &state.chunks,
             (&b.manifest, b.hash),
             &record.entry.items,
-            key,
+            (key, order),
         )
     });
     let overlay_error = |why: &str| PublishError::Overlay {
@@ -397,12 +417,18 @@ pub fn publish_rows_if_changed(
             .as_ref()
             .ok_or_else(|| overlay_error("there is no latest table version of this node's"))?;
         Box::new(
-            diff::Overlay::new(&state.chunks, &b.manifest, &record.entry.items, key, rows)
-                .ok_or_else(|| {
-                    overlay_error(
-                        "its columns are not the entry's 信息项, or the key is not among them",
-                    )
-                })?,
+            diff::Overlay::new(
+                &state.chunks,
+                &b.manifest,
+                &record.entry.items,
+                (key, order),
+                rows,
+            )
+            .ok_or_else(|| {
+                overlay_error(
+                    "its columns are not the entry's 信息项, or the key is not among them",
+                )
+            })?,
         )
     } else {
         rows
@@ -724,6 +750,11 @@ struct TableWriter {
 
 impl TableWriter {
     fn new(items: &[Item]) -> Self {
+        Self::with_min_bytes(items, table::MIN_GROUP_BYTES)
+    }
+
+    /// A writer whose groups may end from `min_bytes` of cell text.
+    fn with_min_bytes(items: &[Item], min_bytes: usize) -> Self {
         Self {
             columns: items
                 .iter()
@@ -735,7 +766,7 @@ impl TableWriter {
                 })
                 .collect(),
             row_groups: Vec::new(),
-            grouper: Grouper::new(items.len()),
+            grouper: Grouper::with_min_bytes(items.len(), min_bytes),
         }
     }
 
@@ -781,7 +812,7 @@ fn streamed_body(
     }
     let state = writes.state;
     let mut v = Validation::new();
-    let mut table = TableWriter::new(items);
+    let mut table = TableWriter::with_min_bytes(items, table::COLLECTED_MIN_GROUP_BYTES);
     for (n, row) in rows.enumerate() {
         let row = row?;
         if v.check_row(state, items, (n as u64 + 1, &row), code)? && v.rows == 0 {

@@ -17,6 +17,10 @@ use arrow_schema::{DataType, Field, Schema};
 
 /// A group may end once it holds this many bytes of cell text.
 pub const MIN_GROUP_BYTES: usize = 64 * 1024;
+/// A collected table's groups may end at this many bytes of cell text: its versions carry row
+/// changes by key, so small groups buy little reuse, and fewer, larger chunks are much cheaper
+/// to write (one file each) and to fetch.
+pub const COLLECTED_MIN_GROUP_BYTES: usize = 1024 * 1024;
 /// A group always ends at this many bytes of cell text.
 pub const MAX_GROUP_BYTES: usize = 4 * 1024 * 1024;
 /// A group always ends at this many rows.
@@ -40,6 +44,7 @@ pub struct Grouper {
     columns: Vec<Vec<String>>,
     bytes: usize,
     rows: usize,
+    min_bytes: usize,
 }
 
 /// FNV-1a over the cells of a row (a fast, stable boundary hash; not for integrity).
@@ -57,17 +62,23 @@ fn row_hash(row: &[String]) -> u64 {
 impl Grouper {
     /// An empty grouper for `width` columns.
     pub fn new(width: usize) -> Self {
+        Self::with_min_bytes(width, MIN_GROUP_BYTES)
+    }
+
+    /// An empty grouper for `width` columns whose groups may end from `min_bytes` of cell text
+    /// (at most [`MAX_GROUP_BYTES`]).
+    pub fn with_min_bytes(width: usize, min_bytes: usize) -> Self {
         Self {
             columns: vec![Vec::new(); width],
             bytes: 0,
             rows: 0,
+            min_bytes: min_bytes.min(MAX_GROUP_BYTES),
         }
     }
 
     /// Adds a row; returns true when the group should end after it.
     pub fn push(&mut self, row: Vec<String>) -> bool {
-        let boundary =
-            self.bytes >= MIN_GROUP_BYTES && row_hash(&row).is_multiple_of(BOUNDARY_ODDS);
+        let boundary = self.bytes >= self.min_bytes && row_hash(&row).is_multiple_of(BOUNDARY_ODDS);
         for (col, cell) in self.columns.iter_mut().zip(row) {
             self.bytes += cell.len() + 1;
             col.push(cell);

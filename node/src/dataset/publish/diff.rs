@@ -98,15 +98,48 @@ impl<'a> BaseRows<'a> {
     }
 }
 
-/// Compares two keys field by field, byte by byte (the order the collector sorts in).
-fn cmp_keys(a: &[&str], b: &[&str]) -> Ordering {
-    a.iter()
-        .map(|s| s.as_bytes())
-        .cmp(b.iter().map(|s| s.as_bytes()))
+/// How a table's rows are ordered by their key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// By the key's text, field by field, byte by byte.
+    #[default]
+    Text,
+    /// By the key's fields as integers (a database's integer primary key, read in index order);
+    /// a field that is not an integer compares by its text, after the integers.
+    Integer,
+}
+
+impl KeyOrder {
+    /// Compares two keys field by field.
+    pub fn cmp(self, a: &[&str], b: &[&str]) -> Ordering {
+        match self {
+            KeyOrder::Text => a
+                .iter()
+                .map(|s| s.as_bytes())
+                .cmp(b.iter().map(|s| s.as_bytes())),
+            KeyOrder::Integer => a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| int_cmp(x, y))
+                .find(|o| o.is_ne())
+                .unwrap_or_else(|| a.len().cmp(&b.len())),
+        }
+    }
+}
+
+/// Two fields as integers (text that is not one comes after, by its bytes).
+fn int_cmp(x: &str, y: &str) -> Ordering {
+    match (x.parse::<i128>(), y.parse::<i128>()) {
+        (Ok(a), Ok(b)) => a.cmp(&b),
+        (Ok(_), Err(_)) => Ordering::Less,
+        (Err(_), Ok(_)) => Ordering::Greater,
+        (Err(_), Err(_)) => x.as_bytes().cmp(y.as_bytes()),
+    }
 }
 
 /// The merge of the new rows with the base's.
 pub(super) struct Differ<'a> {
+    order: KeyOrder,
     base: BaseRows<'a>,
     peeked: Option<Row>,
     key: Vec<usize>,
@@ -127,11 +160,12 @@ impl<'a> Differ<'a> {
         chunks: &'a ChunkStore,
         (base, base_hash): (&Manifest, ChunkHash),
         items: &[Item],
-        key: &[String],
+        (key, order): (&[String], KeyOrder),
     ) -> Option<Self> {
         let idx = key_positions(base, items, key)?;
         let key_items: Vec<Item> = idx.iter().map(|&i| items[i].clone()).collect();
         Some(Self {
+            order,
             base: BaseRows::of(chunks, base)?,
             peeked: None,
             key: idx,
@@ -162,7 +196,7 @@ impl<'a> Differ<'a> {
                     let kr: Vec<&str> = k.iter().map(String::as_str).collect();
                     if let Some(last) = &self.last_base {
                         let lr: Vec<&str> = last.iter().map(String::as_str).collect();
-                        if cmp_keys(&kr, &lr) != Ordering::Greater {
+                        if self.order.cmp(&kr, &lr) != Ordering::Greater {
                             self.broken =
                                 Some("the base version's rows are not in key order".into());
                             return None;
@@ -187,7 +221,7 @@ impl<'a> Differ<'a> {
         let kr: Vec<&str> = k.iter().map(String::as_str).collect();
         if let Some(last) = &self.last {
             let lr: Vec<&str> = last.iter().map(String::as_str).collect();
-            if cmp_keys(&kr, &lr) != Ordering::Greater {
+            if self.order.cmp(&kr, &lr) != Ordering::Greater {
                 self.broken = Some("the rows are not in key order, or a key repeats".into());
                 return Ok(());
             }
@@ -200,7 +234,7 @@ impl<'a> Differ<'a> {
                 break;
             };
             let bk: Vec<&str> = self.key_of(&b);
-            match cmp_keys(&bk, &kr) {
+            match self.order.cmp(&bk, &kr) {
                 Ordering::Less => {
                     let deleted: Row = bk.iter().map(|s| (*s).to_owned()).collect();
                     self.deletes.push(writes, deleted)?;
@@ -276,8 +310,10 @@ fn key_positions(base: &Manifest, items: &[Item], key: &[String]) -> Option<Vec<
 /// The changed rows must come in key order, each key once; otherwise the merge fails (its rows
 /// would be wrong, not just without changes).
 pub(super) struct Overlay<'a, I> {
+    order: KeyOrder,
     base: BaseRows<'a>,
     base_next: Option<Row>,
+    last_base: Option<Row>,
     changed: I,
     changed_next: Option<Row>,
     last_changed: Option<Row>,
@@ -291,13 +327,15 @@ impl<'a, I> Overlay<'a, I> {
         chunks: &'a ChunkStore,
         base: &Manifest,
         items: &[Item],
-        key: &[String],
+        (key, order): (&[String], KeyOrder),
         changed: I,
     ) -> Option<Self> {
         Some(Self {
+            order,
             key: key_positions(base, items, key)?,
             base: BaseRows::of(chunks, base)?,
             base_next: None,
+            last_base: None,
             changed,
             changed_next: None,
             last_changed: None,
@@ -325,7 +363,22 @@ impl<I: Iterator<Item = Result<Row, InputError>>> Iterator for Overlay<'_, I> {
     fn next(&mut self) -> Option<Self::Item> {
         if self.base_next.is_none() {
             match self.base.next() {
-                Ok(row) => self.base_next = row,
+                Ok(Some(row)) => {
+                    // A base in another order (read before the source's key type changed)
+                    // cannot be merged: the result would hold a key twice.
+                    if let Some(last) = &self.last_base {
+                        if self.order.cmp(&self.key_of(&row), &self.key_of(last))
+                            != Ordering::Greater
+                        {
+                            return Some(Err(overlay_error(
+                                "the latest version's rows are not in this key order".into(),
+                            )));
+                        }
+                    }
+                    self.last_base = Some(row.clone());
+                    self.base_next = Some(row);
+                }
+                Ok(None) => {}
                 Err(e) => return Some(Err(overlay_error(format!("the latest version: {e}")))),
             }
         }
@@ -333,7 +386,9 @@ impl<I: Iterator<Item = Result<Row, InputError>>> Iterator for Overlay<'_, I> {
             match self.changed.next() {
                 Some(Ok(row)) => {
                     if let Some(last) = &self.last_changed {
-                        if cmp_keys(&self.key_of(&row), &self.key_of(last)) != Ordering::Greater {
+                        if self.order.cmp(&self.key_of(&row), &self.key_of(last))
+                            != Ordering::Greater
+                        {
                             return Some(Err(overlay_error(
                                 "they are not in key order, or a key repeats".into(),
                             )));
@@ -350,7 +405,7 @@ impl<I: Iterator<Item = Result<Row, InputError>>> Iterator for Overlay<'_, I> {
             (None, None) => return None,
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
-            (Some(b), Some(c)) => cmp_keys(&self.key_of(b), &self.key_of(c)),
+            (Some(b), Some(c)) => self.order.cmp(&self.key_of(b), &self.key_of(c)),
         };
         match order {
             Ordering::Less => self.base_next.take().map(Ok),
@@ -369,9 +424,15 @@ mod tests {
 
     #[test]
     fn keys_compare_field_by_field_as_bytes() {
-        assert_eq!(cmp_keys(&["10"], &["9"]), Ordering::Less);
-        assert_eq!(cmp_keys(&["a", "b"], &["a", "c"]), Ordering::Less);
-        assert_eq!(cmp_keys(&["张"], &["a"]), Ordering::Greater);
-        assert_eq!(cmp_keys(&["ab"], &["a"]), Ordering::Greater);
+        assert_eq!(KeyOrder::Text.cmp(&["10"], &["9"]), Ordering::Less);
+        assert_eq!(KeyOrder::Text.cmp(&["a", "b"], &["a", "c"]), Ordering::Less);
+        assert_eq!(KeyOrder::Text.cmp(&["张"], &["a"]), Ordering::Greater);
+        assert_eq!(KeyOrder::Text.cmp(&["ab"], &["a"]), Ordering::Greater);
+        assert_eq!(KeyOrder::Integer.cmp(&["10"], &["9"]), Ordering::Greater);
+        assert_eq!(KeyOrder::Integer.cmp(&["-3"], &["2"]), Ordering::Less);
+        assert_eq!(
+            KeyOrder::Integer.cmp(&["1", "b"], &["1", "a"]),
+            Ordering::Greater
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! `collect --rows N`: collection from PostgreSQL and delivery into PostgreSQL on a real server,
 //! each against PostgreSQL's own bulk path in the same run:
-//! - collect: `huitong collect run` (read with COPY in a snapshot, write the staging CSV, check
-//!   every cell, cut and store the chunks, sign and announce the version) against psql's
-//!   `\copy (SELECT …) TO file` of the same columns in the same order;
+//! - collect: `huitong collect run` (read with COPY in a snapshot, streamed into the publisher,
+//!   which checks every cell, cuts and stores the chunks, signs and announces the version)
+//!   against psql's `\copy (SELECT …) TO file` of the same columns in the same order (`--perf
+//!   FILE` records a system-wide profile of that run);
 //! - deliver: a subscription into an empty PostgreSQL table (pull over the federation, then one
 //!   transaction: COPY into a temporary table, delete and upsert by key) against psql's
 //!   `\copy table FROM file` into an empty table of the same shape and key;
@@ -33,6 +34,33 @@ pub struct CollectArgs {
     /// First port to try.
     #[arg(long, default_value_t = 49100)]
     base_port: u16,
+    /// Record a system-wide `perf` profile (call graphs) of the first collect run into this
+    /// file (needs `perf`; read it with `perf report -i FILE`).
+    #[arg(long)]
+    perf: Option<PathBuf>,
+}
+
+/// A system-wide `perf record` into `out` until [`stop_perf`].
+fn start_perf(out: &std::path::Path) -> anyhow::Result<std::process::Child> {
+    let child = std::process::Command::new("perf")
+        .args(["record", "-F", "999", "-a", "-g", "-o"])
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start perf (apt-get install linux-perf)")?;
+    // perf needs a moment to open its events before the work starts.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(child)
+}
+
+/// Stops a `perf record` (SIGINT, as Ctrl-C) and waits for it to write its file.
+fn stop_perf(mut child: std::process::Child) -> anyhow::Result<()> {
+    let pid = libc::pid_t::try_from(child.id())?;
+    // SAFETY: kill has no memory preconditions; the pid is our own child's.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    child.wait()?;
+    Ok(())
 }
 
 const CODE: &str = "301001/000091";
@@ -201,7 +229,11 @@ pub fn collect(a: CollectArgs) -> anyhow::Result<()> {
             as f64
             / 1000.0
     };
+    let perf = a.perf.as_deref().map(start_perf).transpose()?;
     let first = cli_json(&t, provider, &["collect", "run", CODE, "--json"])?;
+    if let Some(p) = perf {
+        stop_perf(p)?;
+    }
     anyhow::ensure!(first["outcome"] == "published", "first run: {first}");
     let again = cli_json(&t, provider, &["collect", "run", CODE, "--json"])?;
     anyhow::ensure!(again["outcome"] == "unchanged", "second run: {again}");
