@@ -255,6 +255,17 @@ impl SourceConfig {
     pub fn location(&self) -> String {
         match self.kind {
             SourceKind::Folder => self.path.clone().unwrap_or_default(),
+            // Query values may be keys the API takes in the URL: only their names are shown.
+            SourceKind::Http => match self.url.split_once('?') {
+                Some((base, query)) => {
+                    let names: Vec<String> = query
+                        .split('&')
+                        .map(|kv| format!("{}=…", kv.split('=').next().unwrap_or_default()))
+                        .collect();
+                    format!("{base}?{}", names.join("&"))
+                }
+                None => self.url.clone(),
+            },
             _ => self.url.clone(),
         }
     }
@@ -545,6 +556,7 @@ mod tests {
         h.kind = SourceKind::Http;
         h.table = None;
         assert!(h.check().is_ok());
+        assert_eq!(h.location(), "http://10.0.0.7:8080/api/people?type=…");
         h.records = Some("data.list".into());
         assert!(h.check().unwrap_err().contains("JSON pointer"));
         h.records = Some("/data/list".into());

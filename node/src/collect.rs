@@ -215,6 +215,14 @@ fn missing_column(name: &str, item: &huitong_protocol::catalogue::Item, have: &[
     )
 }
 
+/// The error for a watermark column `name` of type `type_name`, which does not only grow in
+/// a way the source can compare (text compares by its letters).
+fn watermark_type(name: &str, type_name: impl std::fmt::Display) -> String {
+    format!(
+        "watermark column {name:?} is of type {type_name}; it must be a number, a date or a timestamp that grows whenever a row changes"
+    )
+}
+
 /// The error for a watermark column `name` the source lacks (it has `have`).
 fn missing_watermark(name: &str, have: &[&str]) -> String {
     format!(
@@ -235,6 +243,22 @@ fn wrong_type(
         item.data_type.label(),
         item.data_type.key()
     )
+}
+
+/// A fingerprint of what a source reads (not when): a watermark reached under other settings
+/// (another table, query, column or key) does not carry over.
+fn source_print(s: &SourceConfig) -> String {
+    let what = (
+        s.kind,
+        &s.url,
+        &s.table,
+        &s.query,
+        &s.columns,
+        &s.key,
+        &s.watermark,
+    );
+    let text = serde_json::to_vec(&what).unwrap_or_default();
+    blake3::hash(&text).to_hex()[..16].to_owned()
 }
 
 /// What a database run reads.
@@ -269,8 +293,10 @@ fn watermark_filter(
         ));
     }
     Ok(match (since.filter(|s| plain(s)), reached) {
+        // From the last value itself: rows changed later with that same value (a date, a
+        // timestamp of whole seconds) are read again; laying a row over itself is harmless.
         (Some(s), Some(r)) => (
-            format!(" WHERE {wm} > '{s}' AND {wm} <= '{r}'"),
+            format!(" WHERE {wm} >= '{s}' AND {wm} <= '{r}'"),
             Some(r),
             true,
         ),
@@ -427,6 +453,8 @@ impl Collector {
             file: file.as_ref().map(|f| f.name.clone()),
             watermark: None,
             incremental,
+            source_print: source.watermark.as_ref().map(|_| source_print(&source)),
+            stuck: false,
         };
         let outcome = outcome.map(|(p, reached)| {
             run.watermark = reached;
@@ -458,6 +486,7 @@ impl Collector {
         }
         if let Some(f) = &file {
             if let Some(why) = folder::put_away(&source, f, started_at_ms, run.error.as_deref()) {
+                run.stuck = true;
                 run.error = Some(match run.error.take() {
                     Some(e) => format!("{e}; {why}"),
                     None => why,
@@ -491,6 +520,8 @@ impl Collector {
             file: None,
             watermark: None,
             incremental: false,
+            source_print: None,
+            stuck: false,
         };
         runs::record(&self.state().store, &run).map_err(|e| CollectError::Record(e.to_string()))?;
         Ok(run)
@@ -509,7 +540,7 @@ impl Collector {
             .ok()?
             .into_iter()
             .find(|r| r.outcome != Outcome::Failed)?;
-        if last.version == Some(latest) {
+        if last.version == Some(latest) && last.source_print == Some(source_print(source)) {
             last.watermark
         } else {
             None
@@ -546,14 +577,24 @@ impl Collector {
             });
         }
         bytes.store(file.bytes, Ordering::Relaxed);
-        let (feeds, code, key, path) = (
+        let handle = folder::open(file).map_err(|why| CollectError::Source {
+            code: source.code.clone(),
+            why,
+        })?;
+        let (feeds, code, key, picked) = (
             self.feeds.clone(),
             source.code.clone(),
             source.key.clone(),
-            file.path.clone(),
+            file.clone(),
         );
         let published = tokio::task::spawn_blocking(move || {
-            let rows = crate::dataset::input::open(&path, &names)?;
+            let reader = handle.try_clone().map_err(|source| PublishError::File {
+                path: picked.path.display().to_string(),
+                source,
+            })?;
+            let rows = crate::dataset::input::open_file(reader, &picked.path, &names)?;
+            let rows: crate::dataset::input::Rows =
+                Box::new(folder::Steady::new(rows, handle, picked));
             let layout = publish::Layout {
                 key,
                 ..Default::default()
@@ -669,7 +710,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             filter,
-            " WHERE \"t\" > '2026-01-01 08:00:00+08' AND \"t\" <= '2026-02-01 09:00:00+08'"
+            " WHERE \"t\" >= '2026-01-01 08:00:00+08' AND \"t\" <= '2026-02-01 09:00:00+08'"
         );
         assert!(over && reached.as_deref() == Some("2026-02-01 09:00:00+08"));
         // The first run: everything, and the value reached.

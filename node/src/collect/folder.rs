@@ -11,15 +11,24 @@
 //! formats, directories and symbolic links are left alone. `done/` keeps the newest
 //! [`KEEP_DONE`] files.
 //!
+//! Whoever drops files may be hostile to the node: a file is opened without following links and
+//! must be the very file that was picked (device and inode), a file that changes while it is
+//! read fails the run, a new file dropped under the same name meanwhile is left for the next
+//! run, and `done/` and `failed/` must be real directories (a link there is refused, never
+//! followed), their notes created new without following links.
+//!
 //! Layering: a leaf of [`crate::collect`] over the file system.
 
+use std::fs::File;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use huitong_config::SourceConfig;
 use tracing::{info, warn};
 
-use crate::dataset::input::InputFormat;
+use crate::dataset::input::{InputError, InputFormat, Row};
 
 /// Files kept in `done/` (the oldest go first).
 pub const KEEP_DONE: usize = 100;
@@ -41,6 +50,10 @@ pub struct Picked {
     pub name: String,
     /// Its size in bytes.
     pub bytes: u64,
+    /// Its device and inode: the file, whatever its name becomes.
+    id: (u64, u64),
+    /// When it was last changed.
+    modified: SystemTime,
 }
 
 /// Why the folder cannot be read.
@@ -116,11 +129,94 @@ pub fn pick(src: &SourceConfig, now: SystemTime) -> Result<Option<Picked>, Folde
                     path: entry.path(),
                     name,
                     bytes: meta.len(),
+                    id: (meta.dev(), meta.ino()),
+                    modified,
                 },
             ));
         }
     }
     Ok(best.map(|(_, p)| p))
+}
+
+/// Opens the picked file: not through a link, and only if it is still the file picked.
+pub fn open(file: &Picked) -> Result<File, String> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        // A FIFO put in its place must not block the run.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&file.path)
+        .map_err(|e| format!("cannot open {}: {e}", file.path.display()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", file.path.display()))?;
+    if !meta.is_file() || (meta.dev(), meta.ino()) != file.id {
+        return Err(format!(
+            "{} was replaced after it was picked; it is taken at the next look",
+            file.path.display()
+        ));
+    }
+    Ok(f)
+}
+
+/// The rows of a picked file, failing at their end when the file changed while it was read
+/// (it was still being written: the rows may be cut short).
+pub struct Steady<I> {
+    rows: I,
+    file: File,
+    picked: Picked,
+    ended: bool,
+}
+
+impl<I> Steady<I> {
+    /// `rows` read from `file`, the handle of `picked`.
+    pub fn new(rows: I, file: File, picked: Picked) -> Self {
+        Self {
+            rows,
+            file,
+            picked,
+            ended: false,
+        }
+    }
+}
+
+impl<I: Iterator<Item = Result<Row, InputError>>> Iterator for Steady<I> {
+    type Item = Result<Row, InputError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.ended {
+            return None;
+        }
+        match self.rows.next() {
+            Some(row) => Some(row),
+            None => {
+                self.ended = true;
+                let same = self.file.metadata().is_ok_and(|m| {
+                    m.len() == self.picked.bytes && m.modified().ok() == Some(self.picked.modified)
+                });
+                (!same).then(|| {
+                    Err(InputError {
+                        path: self.picked.path.display().to_string(),
+                        message: "the file changed while it was read: it was still being written. Write it under a hidden name (.name) and rename it when complete, or put a NAME.done file beside it when it is".into(),
+                    })
+                })
+            }
+        }
+    }
+}
+
+/// `dir`, a real directory (created if missing; a link or a file there is refused).
+fn real_dir(dir: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!(
+            "{} is not a directory (a link or a file is in the way); remove it",
+            dir.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", dir.display())),
+    }
 }
 
 /// Moves a taken file out of the folder: into `done/`, or into `failed/` with `error` beside
@@ -139,14 +235,24 @@ pub fn put_away(
         DONE_DIR
     });
     let target = to.join(format!("{stamp}-{}", file.name));
-    let moved = std::fs::create_dir_all(&to).and_then(|()| std::fs::rename(&file.path, &target));
-    if let Err(e) = moved {
-        warn!(code = %src.code, file = %file.path.display(), error = %e, "cannot move a collected file out of the folder; it will be taken again");
-        return Some(format!(
-            "cannot move {} into {}: {e}; move it yourself, or it is taken again",
-            file.path.display(),
-            to.display()
-        ));
+    // A new file dropped under the same name while this one was read stays for the next run.
+    let same = std::fs::symlink_metadata(&file.path).is_ok_and(|m| (m.dev(), m.ino()) == file.id);
+    if !same {
+        info!(code = %src.code, file = %file.path.display(), "the collected file was replaced meanwhile; the new one is taken at the next look");
+        return None;
+    }
+    let moved = real_dir(&to).and_then(|()| {
+        std::fs::rename(&file.path, &target).map_err(|e| {
+            format!(
+                "cannot move {} into {}: {e}",
+                file.path.display(),
+                to.display()
+            )
+        })
+    });
+    if let Err(why) = moved {
+        warn!(code = %src.code, file = %file.path.display(), error = %why, "cannot move a collected file out of the folder; it will be taken again");
+        return Some(format!("{why}; fix it, or the file is taken again"));
     }
     let mark = dir.join(format!("{}{DONE_MARK}", file.name));
     if let Err(e) = std::fs::remove_file(&mark) {
@@ -161,7 +267,14 @@ pub fn put_away(
             dir.display(),
             dir.display()
         );
-        if let Err(e) = std::fs::write(&note, text) {
+        // Never through a link planted at the name.
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&note)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+        if let Err(e) = written {
             warn!(file = %note.display(), error = %e, "cannot write why a file was refused");
         }
     } else {
@@ -173,12 +286,31 @@ pub fn put_away(
 
 /// Keeps the newest [`KEEP_DONE`] files of `done/`.
 fn prune(done: &Path) {
-    let Ok(entries) = std::fs::read_dir(done) else {
+    // Through a handle of the directory itself: a link swapped in for `done/` meanwhile is
+    // never followed, so no file elsewhere is removed.
+    let Ok(handle) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(done)
+    else {
+        return;
+    };
+    let done = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+    let Ok(entries) = std::fs::read_dir(&done) else {
         return;
     };
     let mut files: Vec<(SystemTime, PathBuf)> = entries
         .take(MAX_ENTRIES)
         .filter_map(Result::ok)
+        .filter(|e| {
+            // Only the files this node put there (`STAMP-name`).
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.split_once('-'))
+                .is_some_and(|(stamp, _)| {
+                    !stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit())
+                })
+        })
         .filter_map(|e| {
             let m = std::fs::symlink_metadata(e.path()).ok()?;
             (m.is_file()).then(|| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), e.path()))
@@ -255,6 +387,47 @@ mod tests {
             "the mark goes with it"
         );
         assert!(pick(&src, later).unwrap().is_none());
+        let missing = source(&dir.path().join("nowhere"), 1);
+        assert!(pick(&missing, later)
+            .unwrap_err()
+            .to_string()
+            .contains("create it"));
+    }
+
+    #[test]
+    fn links_and_swapped_files_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("precious"), "keep me").unwrap();
+        let src = source(dir.path(), 0);
+        let later = SystemTime::now() + Duration::from_secs(60);
+        // `done` is a link to another directory: refused, nothing moved there or removed.
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join(DONE_DIR)).unwrap();
+        std::fs::write(dir.path().join("a.csv"), "x").unwrap();
+        let a = pick(&src, later).unwrap().unwrap();
+        let why = put_away(&src, &a, 1, None).unwrap();
+        assert!(why.contains("not a directory"), "{why}");
+        assert!(dir.path().join("a.csv").exists());
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 1);
+        // The picked file swapped for a link before it is opened: refused.
+        std::fs::remove_file(dir.path().join("a.csv")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("precious"), dir.path().join("a.csv"))
+            .unwrap();
+        assert!(open(&a).is_err());
+        // A file that grows while it is read fails at its end.
+        std::fs::remove_file(dir.path().join("a.csv")).unwrap();
+        std::fs::write(dir.path().join("b.csv"), "x").unwrap();
+        let b = pick(&src, later).unwrap().unwrap();
+        let f = open(&b).unwrap();
+        std::fs::write(dir.path().join("b.csv"), "xy").unwrap();
+        let mut rows = Steady::new(std::iter::empty(), f, b);
+        assert!(rows.next().is_some_and(|r| r.is_err()));
+    }
+
+    #[test]
+    fn an_unreadable_folder_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let later = SystemTime::now();
         let missing = source(&dir.path().join("nowhere"), 1);
         assert!(pick(&missing, later)
             .unwrap_err()

@@ -6,10 +6,13 @@
 //! missing field or `null` is an empty cell, strings are taken as they are, numbers and booleans
 //! as their JSON text, and a nested object or array is refused with the record's place. Pages
 //! follow each other by number (`?page=N&size=S`), by offset (`?offset=K&limit=S`) — both end at
-//! a page shorter than asked — or by the link or cursor each page names (`next`). The headers the
-//! API expects (a token) come from the secrets file, never the config. Every request is bounded:
-//! [`REQUEST_TIMEOUT`], [`MAX_PAGE_BYTES`], no redirects, a next link only to the same host, and a
-//! page that repeats the one before (an API that ignores the paging parameter) stops the run.
+//! an empty page or one shorter than an earlier page (an API may serve fewer records per page
+//! than asked: a short first page is not taken as the end) — or by the link or cursor each page
+//! names (`next`). The headers the API expects (a token) come from the secrets file, never the
+//! config. Every run is bounded: [`REQUEST_TIMEOUT`] per page, [`MAX_PAGE_BYTES`], [`MAX_PAGES`],
+//! [`RUN_DEADLINE`], no redirects, a next link only to the same host; a page equal to an earlier
+//! one stops the run (an API that ignores the paging parameter, or a cycle of links) — except a
+//! short last page served again for a page past the end, which ends it.
 //!
 //! Layering: a leaf of [`crate::collect`].
 
@@ -27,9 +30,11 @@ use super::{CollectError, SEND_AT};
 /// Longest wait for one page.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest page read.
-pub const MAX_PAGE_BYTES: usize = 64 << 20;
+pub const MAX_PAGE_BYTES: usize = 16 << 20;
+/// Longest run.
+pub const RUN_DEADLINE: Duration = Duration::from_secs(2 * 3600);
 /// Most pages of one run.
-const MAX_PAGES: u64 = 1_000_000;
+pub const MAX_PAGES: u64 = 100_000;
 
 /// A page's place in the sequence.
 #[derive(Debug)]
@@ -61,14 +66,15 @@ fn first(p: &Paging) -> Vec<(String, String)> {
     q
 }
 
-/// What follows page number `n` (0-based), which held `records` records, after `query`.
+/// What follows page number `n` (0-based), which held `records` records, after `query`; the
+/// earlier pages held at most `most` records each.
 fn after(
     src: &SourceConfig,
     p: &Paging,
-    (n, records, query): (u64, usize, &[(String, String)]),
+    (n, records, most, query): (u64, usize, usize, &[(String, String)]),
     page: &Value,
 ) -> Result<Next, String> {
-    let short = records < p.size() as usize;
+    let short = records < most;
     let with = |value: String| {
         let mut q: Vec<(String, String)> = query.to_vec();
         if let Some(slot) = q.iter_mut().find(|(k, _)| k == p.param()) {
@@ -221,13 +227,21 @@ pub async fn extract(
     csv.write_record(items.iter().map(|i| i.name.as_str()))
         .map_err(|e| fail(e.to_string()))?;
     let mut next = Next::Url(None, first(&paging));
-    let mut previous: Option<blake3::Hash> = None;
+    let mut seen: std::collections::HashSet<blake3::Hash> = std::collections::HashSet::new();
+    let (mut previous, mut last_records, mut most) = (None, 0usize, 0usize);
+    let started = std::time::Instant::now();
     let mut n = 0u64;
     while let Next::Url(link, query) = next {
         n += 1;
         if n > MAX_PAGES {
             return Err(fail(format!(
                 "more than {MAX_PAGES} pages; ask for more records per page (paging.size)"
+            )));
+        }
+        if started.elapsed() > RUN_DEADLINE {
+            return Err(fail(format!(
+                "the API was read for more than {} hours; ask for more records per page (paging.size) or collect less often",
+                RUN_DEADLINE.as_secs() / 3600
             )));
         }
         let url = link.as_deref().unwrap_or(&src.url);
@@ -254,10 +268,13 @@ pub async fn extract(
         let text = body(resp, n).await.map_err(&fail)?;
         bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
         let hash = blake3::hash(&text);
-        if previous == Some(hash) {
+        if !seen.insert(hash) {
+            // A short last page served again for a page past the end: the end.
+            if previous == Some(hash) && last_records < paging.size() as usize {
+                break;
+            }
             return Err(fail(format!(
-                "page {n} is the same as page {}: the API seems to ignore the paging parameter {:?}; set paging (style, param) as the API expects",
-                n - 1,
+                "page {n} is the same as an earlier page: the API seems to ignore the paging parameter {:?}, or its links go round; set paging (style, param) as the API expects",
                 paging.param()
             )));
         }
@@ -266,16 +283,25 @@ pub async fn extract(
             .map_err(|e| fail(format!("page {n} is not JSON: {e}")))?;
         drop(text);
         let records = rows_of(src, items, (n, &mut page), &mut csv).map_err(&fail)?;
-        next = after(src, &paging, (n - 1, records, &query), &page).map_err(&fail)?;
-        if csv.get_ref().len() >= SEND_AT || matches!(next, Next::Done) {
-            let full = std::mem::replace(&mut csv, csv::Writer::from_writer(Vec::new()));
-            let text = full.into_inner().map_err(|e| fail(e.to_string()))?;
-            out.send(text)
-                .await
-                .map_err(|_| CollectError::Stream("the publisher stopped reading".into()))?;
+        next = after(src, &paging, (n - 1, records, most, &query), &page).map_err(&fail)?;
+        (last_records, most) = (records, most.max(records));
+        if csv.get_ref().len() >= SEND_AT {
+            send(&mut csv, out, &code).await?;
         }
     }
-    Ok(())
+    send(&mut csv, out, &code).await
+}
+
+/// Sends the CSV text gathered in `csv` to the publisher.
+async fn send(csv: &mut csv::Writer<Vec<u8>>, out: &Sink, code: &str) -> Result<(), CollectError> {
+    let full = std::mem::replace(csv, csv::Writer::from_writer(Vec::new()));
+    let text = full.into_inner().map_err(|e| CollectError::Source {
+        code: code.to_owned(),
+        why: e.to_string(),
+    })?;
+    out.send(text)
+        .await
+        .map_err(|_| CollectError::Stream("the publisher stopped reading".into()))
 }
 
 /// The client's error with its causes, without the URL (its query may hold what the operator
@@ -331,12 +357,13 @@ mod tests {
             q,
             [("page".into(), "1".into()), ("size".into(), "2".into())]
         );
-        let Next::Url(None, q2) = after(&src, &by_page, (0, 2, &q), &Value::Null).unwrap() else {
+        let Next::Url(None, q2) = after(&src, &by_page, (0, 2, 0, &q), &Value::Null).unwrap()
+        else {
             panic!("a full page is followed by the next");
         };
         assert_eq!(q2[0], ("page".into(), "2".into()));
         assert!(matches!(
-            after(&src, &by_page, (1, 1, &q2), &Value::Null),
+            after(&src, &by_page, (1, 1, 2, &q2), &Value::Null),
             Ok(Next::Done)
         ));
         let by_offset = Paging {
@@ -345,7 +372,8 @@ mod tests {
             ..Paging::default()
         };
         let q = first(&by_offset);
-        let Next::Url(None, q2) = after(&src, &by_offset, (0, 2, &q), &Value::Null).unwrap() else {
+        let Next::Url(None, q2) = after(&src, &by_offset, (0, 2, 0, &q), &Value::Null).unwrap()
+        else {
             panic!("offsets go on");
         };
         assert_eq!(
@@ -358,15 +386,15 @@ mod tests {
         };
         let page = serde_json::json!({"next": "http://10.0.0.7:8080/api/people?after=9"});
         assert!(matches!(
-            after(&src, &linked, (0, 5, &[]), &page),
+            after(&src, &linked, (0, 5, 0, &[]), &page),
             Ok(Next::Url(Some(_), _))
         ));
         let away = serde_json::json!({"next": "http://evil.example/x"});
-        assert!(after(&src, &linked, (0, 5, &[]), &away)
+        assert!(after(&src, &linked, (0, 5, 0, &[]), &away)
             .unwrap_err()
             .contains("another host"));
         let cursor = serde_json::json!({"next": "abc"});
-        let Ok(Next::Url(None, q)) = after(&src, &linked, (0, 5, &[]), &cursor) else {
+        let Ok(Next::Url(None, q)) = after(&src, &linked, (0, 5, 0, &[]), &cursor) else {
             panic!("a cursor is sent back");
         };
         assert_eq!(q, [("cursor".into(), "abc".into())]);
@@ -374,7 +402,7 @@ mod tests {
             after(
                 &src,
                 &linked,
-                (0, 5, &[]),
+                (0, 5, 0, &[]),
                 &serde_json::json!({"next": null})
             ),
             Ok(Next::Done)

@@ -223,9 +223,21 @@ async fn read(
     let (filter, reached, over_latest) = match &src.watermark {
         None => (String::new(), None, false),
         Some(wm) => {
-            if !columns.iter().any(|(c, _)| c == wm) {
+            let Some((_, t)) = columns.iter().find(|(c, _)| c == wm) else {
                 let have: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
                 return Err(Failure::Db(super::missing_watermark(wm, &have)));
+            };
+            let usable = is_int(*t)
+                || matches!(
+                    t,
+                    ColumnType::MYSQL_TYPE_DECIMAL | ColumnType::MYSQL_TYPE_NEWDECIMAL
+                )
+                || is_date(*t)
+                || is_datetime(*t);
+            if !usable {
+                let type_name = format!("{t:?}");
+                let type_name = type_name.trim_start_matches("MYSQL_TYPE_").to_lowercase();
+                return Err(Failure::Db(super::watermark_type(wm, type_name)));
             }
             let wm = quote(wm);
             let max: Option<Option<String>> = conn

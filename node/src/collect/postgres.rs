@@ -167,9 +167,15 @@ async fn read(
     let (filter, reached, over_latest) = match &src.watermark {
         None => (String::new(), None, false),
         Some(wm) => {
-            if !columns.iter().any(|c| c.name() == wm) {
+            let Some(col) = columns.iter().find(|c| c.name() == wm) else {
                 let have: Vec<&str> = columns.iter().map(|c| c.name()).collect();
                 return Err(Failure::Db(super::missing_watermark(wm, &have)));
+            };
+            let t = col.type_();
+            let usable = (is_int(t) || *t == Type::NUMERIC)
+                || [Type::DATE, Type::TIMESTAMP, Type::TIMESTAMPTZ].contains(t);
+            if !usable {
+                return Err(Failure::Db(super::watermark_type(wm, t)));
             }
             let wm = quote_ident(wm);
             let row = client

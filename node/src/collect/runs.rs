@@ -77,6 +77,13 @@ pub struct Run {
     /// Whether it read only the rows past the last run's watermark.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub incremental: bool,
+    /// The fingerprint of the source's settings the watermark was reached with: another
+    /// table, column or query reads the whole source again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_print: Option<String>,
+    /// A folder's file could not be put away (it would be taken again); not stored.
+    #[serde(skip)]
+    pub stuck: bool,
 }
 
 /// How a run is started.
@@ -98,6 +105,21 @@ impl Start {
             attempt: 0,
             full: false,
         }
+    }
+}
+
+/// The longest error text a run record keeps.
+pub const MAX_ERROR: usize = 4096;
+
+/// Cuts `text` to at most `max` bytes (at a character boundary), marking the cut.
+fn cap(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" …");
     }
 }
 
@@ -125,6 +147,13 @@ fn corrupt(detail: impl ToString) -> StoreError {
 
 /// Records `run` (durably) and drops the oldest runs of its resource beyond [`KEPT`].
 pub fn record(store: &Store, run: &Run) -> Result<(), StoreError> {
+    // An error's text can come from the source (a value, a header): kept short, so every
+    // record reads back (and the history and the alarm keep working).
+    let mut run = run.clone();
+    if let Some(e) = &mut run.error {
+        cap(e, MAX_ERROR);
+    }
+    let run = &run;
     let cf = store.cf(CF_COLLECT_RUNS);
     let w = store.writer();
     let mut batch = WriteBatch::default();

@@ -112,10 +112,26 @@ pub async fn run(collector: Arc<Collector>, shutdown: CancellationToken) {
         };
         let slot = slots.entry(code.clone()).or_default();
         if folder {
-            // The next waiting file at once; none waiting (or a file that could not be put
-            // away): the next look.
-            slot.retries = 0;
-            slot.next_ms = ran.as_ref().is_ok_and(|r| r.error.is_none()).then(now_ms);
+            // A file taken (published or refused and put aside): the next waiting one at once.
+            // None waiting: the next look. The folder itself unusable, or a file that could not
+            // be put away (it would be taken again): waits of 1, 2, 4 … up to 64 minutes, so a
+            // stuck folder does not fill the history.
+            let stuck = ran
+                .as_ref()
+                .is_ok_and(|r| r.stuck || (r.file.is_none() && r.outcome == Outcome::Failed));
+            if stuck {
+                let wait = 60_000u64 << slot.retries.min(6);
+                slot.retries += 1;
+                slot.next_ms = Some(now_ms() + wait);
+                warn!(
+                    code,
+                    in_secs = wait / 1000,
+                    "the collection folder is stuck; looking again later"
+                );
+            } else {
+                slot.retries = 0;
+                slot.next_ms = ran.is_ok().then(now_ms);
+            }
         } else if failed && slot.retries < cfg.retries() {
             let wait = 60_000u64 << slot.retries.min(10);
             slot.retries += 1;

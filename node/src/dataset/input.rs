@@ -64,6 +64,16 @@ pub type Rows = Box<dyn Iterator<Item = Result<Row, InputError>> + Send>;
 
 /// Opens `path` and yields its rows in the order of `items`.
 pub fn open(path: &Path, items: &[String]) -> Result<Rows, InputError> {
+    let file = File::open(path).map_err(|e| InputError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    open_file(file, path, items)
+}
+
+/// Yields the rows of `file`, opened from `path` (which names the format and the errors), in
+/// the order of `items`.
+pub fn open_file(file: File, path: &Path, items: &[String]) -> Result<Rows, InputError> {
     let err = |message: String| InputError {
         path: path.display().to_string(),
         message,
@@ -72,10 +82,10 @@ pub fn open(path: &Path, items: &[String]) -> Result<Rows, InputError> {
         err("unknown table format; use a .csv, .jsonl, .xlsx or .parquet file (or --file to publish it as an opaque file)".into())
     })?;
     match format {
-        InputFormat::Csv => csv_rows(path, items),
-        InputFormat::Jsonl => jsonl_rows(path, items),
-        InputFormat::Xlsx => xlsx::rows(path, items),
-        InputFormat::Parquet => parquet_rows(path, items),
+        InputFormat::Csv => csv_reader_rows(file, path.display().to_string(), items),
+        InputFormat::Jsonl => jsonl_rows(file, path, items),
+        InputFormat::Xlsx => xlsx::rows(file, path, items),
+        InputFormat::Parquet => parquet_rows(file, path, items),
     }
     .map_err(err)
 }
@@ -112,11 +122,6 @@ fn reorder(mut cells: Vec<String>, order: &[usize]) -> Row {
         .iter()
         .map(|&i| cells.get_mut(i).map(std::mem::take).unwrap_or_default())
         .collect()
-}
-
-fn csv_rows(path: &Path, items: &[String]) -> Result<Rows, String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
-    csv_reader_rows(file, path.display().to_string(), items)
 }
 
 /// Rows in the order of `items` from CSV text read from `reader` (a stream, e.g. a database's
@@ -215,8 +220,7 @@ pub fn json_cell(v: serde_json::Value) -> Result<String, String> {
     })
 }
 
-fn jsonl_rows(path: &Path, items: &[String]) -> Result<Rows, String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
+fn jsonl_rows(file: File, path: &Path, items: &[String]) -> Result<Rows, String> {
     let items: Vec<String> = items.to_vec();
     let path_s = path.display().to_string();
     let lines = BufReader::new(file).lines().enumerate();
@@ -280,9 +284,8 @@ fn batch_rows(batch: &RecordBatch, order: &[usize]) -> Result<Vec<Row>, String> 
         .collect())
 }
 
-fn parquet_rows(path: &Path, items: &[String]) -> Result<Rows, String> {
+fn parquet_rows(file: File, path: &Path, items: &[String]) -> Result<Rows, String> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let file = File::open(path).map_err(|e| e.to_string())?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
     let header: Vec<String> = builder
         .schema()

@@ -223,7 +223,7 @@ fn check_archive(file: &mut File) -> Result<(), String> {
 }
 
 /// Opens the first sheet of an XLSX workbook and yields its rows in the order of `items`.
-pub(super) fn rows(path: &Path, items: &[String]) -> Result<Rows, String> {
+pub(super) fn rows(mut file: File, path: &Path, items: &[String]) -> Result<Rows, String> {
     if path
         .extension()
         .and_then(|e| e.to_str())
@@ -231,7 +231,6 @@ pub(super) fn rows(path: &Path, items: &[String]) -> Result<Rows, String> {
     {
         return Err("the legacy .xls format is not read (it cannot be read in bounded memory): save the workbook as .xlsx or the sheet as CSV".into());
     }
-    let mut file = File::open(path).map_err(|e| e.to_string())?;
     check_archive(&mut file)?;
     file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::sync_channel(QUEUE);
@@ -587,7 +586,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.xlsx");
         std::fs::write(&p, bytes).unwrap();
-        rows(&p, &items())?
+        rows(File::open(&p).unwrap(), &p, &items())?
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.message)
     }
@@ -885,7 +884,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.xlsx");
         std::fs::write(&p, workbook(x.as_bytes(), Some(sst.as_bytes()))).unwrap();
-        let e = rows(&p, &names)
+        let e = rows(File::open(&p).unwrap(), &p, &names)
             .unwrap()
             .collect::<Result<Vec<_>, _>>()
             .unwrap_err()
@@ -902,7 +901,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let xls = dir.path().join("t.xls");
         std::fs::write(&xls, b"\xd0\xcf\x11\xe0").unwrap();
-        let e = rows(&xls, &items()).err().unwrap();
+        let e = rows(File::open(&xls).unwrap(), &xls, &items())
+            .err()
+            .unwrap();
         assert!(e.contains(".xls"), "{e}");
         let e = read(b"not a zip at all").unwrap_err();
         assert!(e.contains("not an XLSX workbook"), "{e}");
