@@ -314,6 +314,27 @@ fn xlsx_start(
     Ok((z, o))
 }
 
+/// Writes a one-sheet workbook: the header row `header`, then `rows`, every cell an inline
+/// string (as an export of a department's spreadsheet).
+pub fn xlsx_table(path: &Path, header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    let (mut z, _) = xlsx_start(path, header)?;
+    write!(z, "</row>")?;
+    for row in rows {
+        write!(z, "<row>")?;
+        for cell in row {
+            let cell = cell
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            write!(z, r#"<c t="inlineStr"><is><t>{cell}</t></is></c>"#)?;
+        }
+        write!(z, "</row>")?;
+    }
+    write!(z, "</sheetData></worksheet>")?;
+    z.finish()?;
+    Ok(())
+}
+
 /// Writes review 10's styles bomb, about 2 MiB: a workbook whose first sheet holds only the
 /// header `header` and whose `xl/styles.xml` names one font of 1 MiB of random letters and
 /// digits (so the part does not compress past 100×) in 200,000 `<xf fontId="0"/>`. calamine

@@ -1,5 +1,5 @@
 //! Collection from a folder and from an HTTP/JSON API (issue #13), with real nodes over real
-//! sockets and a real HTTP server: files dropped into the folder become versions once complete
+//! sockets and a real HTTP server: files dropped into the folder (CSV, JSONL, XLSX) become versions once complete
 //! (a half-written hidden file is not taken), a malformed CSV fails its run with the line and is
 //! moved to `failed/` with its reason while the previous version stays the latest; an API read
 //! page by page with a token from the secrets file becomes a version equal to its records, makes
@@ -175,6 +175,27 @@ fn files_dropped_into_a_folder_become_versions_and_a_malformed_one_is_put_aside(
         expected,
         "version 2 is the JSONL file"
     );
+
+    // An Excel workbook, complete at once by its mark: version 3, equal to its sheet.
+    let rows: Vec<Vec<String>> = (0..250u64)
+        .map(|n| {
+            data::table_row(n, if n % 7 == 0 { "表" } else { "" })
+                .split(',')
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    let mut expected: Vec<String> = rows.iter().map(|r| r.join(",")).collect();
+    expected.sort();
+    data::xlsx_table(
+        &path.join("v3.xlsx"),
+        &["编号", "姓名", "金额", "日期", "备注"],
+        &rows,
+    )?;
+    std::fs::write(path.join("v3.xlsx.done"), "")?;
+    data::wait_version(&mut f.net, provider, CODE, 3)?;
+    data::wait_version(&mut f.net, consumer, CODE, 3)?;
+    assert_eq!(pulled(&f, consumer)?, expected, "version 3 is the workbook");
     Ok(())
 }
 
