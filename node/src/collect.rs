@@ -439,22 +439,11 @@ impl Collector {
             None => self.collect(&source, since, &bytes, by).await,
         };
         let mut run = Run {
-            code: code.to_owned(),
-            started_at_ms,
-            finished_at_ms: now_ms(),
-            trigger,
-            attempt,
-            outcome: Outcome::Failed,
-            version: None,
-            rows: None,
             source_bytes: bytes.load(Ordering::Relaxed),
-            new_bytes: 0,
-            error: None,
             file: file.as_ref().map(|f| f.name.clone()),
-            watermark: None,
             incremental,
             source_print: source.watermark.as_ref().map(|_| source_print(&source)),
-            stuck: false,
+            ..Run::failed(code, started_at_ms, trigger, attempt)
         };
         let outcome = outcome.map(|(p, reached)| {
             run.watermark = reached;
@@ -506,22 +495,8 @@ impl Collector {
     ) -> Result<Run, CollectError> {
         warn!(code, error = %error, "collection run failed; the latest version stays as it was");
         let run = Run {
-            code: code.to_owned(),
-            started_at_ms,
-            finished_at_ms: now_ms(),
-            trigger,
-            attempt,
-            outcome: Outcome::Failed,
-            version: None,
-            rows: None,
-            source_bytes: 0,
-            new_bytes: 0,
             error: Some(error),
-            file: None,
-            watermark: None,
-            incremental: false,
-            source_print: None,
-            stuck: false,
+            ..Run::failed(code, started_at_ms, trigger, attempt)
         };
         runs::record(&self.state().store, &run).map_err(|e| CollectError::Record(e.to_string()))?;
         Ok(run)

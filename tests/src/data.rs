@@ -245,20 +245,23 @@ pub fn publish_entry(net: &Testnet, dir: &Path, i: usize, entry: &Value) -> anyh
     crate::cli_ok(net, i, &["catalogue", "publish", &file.to_string_lossy()]).map(|_| ())
 }
 
+/// The latest version node `i` knows of `code` (0 when none).
+pub fn latest_version(net: &mut Testnet, i: usize, code: &str) -> anyhow::Result<u64> {
+    let q: String = code.bytes().map(|b| format!("%{b:02X}")).collect();
+    let v = net.get(i, &format!("/datasets/versions?code={q}"))?;
+    Ok(v[0]["versions"]
+        .as_array()
+        .and_then(|a| a.last())
+        .and_then(|d| d["version"].as_u64())
+        .unwrap_or(0))
+}
+
 /// Waits until node `i` knows version `version` (or later) of `code`.
 pub fn wait_version(net: &mut Testnet, i: usize, code: &str, version: u64) -> anyhow::Result<()> {
-    let q: String = code.bytes().map(|b| format!("%{b:02X}")).collect();
     crate::wait_until(
         std::time::Duration::from_secs(60),
         &format!("{code} v{version} on node {i}"),
-        || {
-            let v = net.get(i, &format!("/datasets/versions?code={q}"))?;
-            Ok(v[0]["versions"]
-                .as_array()
-                .and_then(|a| a.last())
-                .and_then(|d| d["version"].as_u64())
-                >= Some(version))
-        },
+        || Ok(latest_version(net, i, code)? >= version),
     )
 }
 

@@ -64,16 +64,6 @@ fn table_rows(pg: &Postgres) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-fn latest_version(net: &mut huitong_testnet::Testnet, i: usize) -> anyhow::Result<u64> {
-    let q: String = CODE.bytes().map(|b| format!("%{b:02X}")).collect();
-    let v = net.get(i, &format!("/datasets/versions?code={q}"))?;
-    Ok(v[0]["versions"]
-        .as_array()
-        .and_then(|a| a.last())
-        .and_then(|d| d["version"].as_u64())
-        .unwrap_or(0))
-}
-
 /// The source table (1000 people) in `pg`, and a testnet whose department 1 collects it
 /// (`[[collect.sources]]`, password in secrets.toml) and has published the entry; `prepare`
 /// may change the nodes' directories first.
@@ -200,7 +190,7 @@ fn a_table_is_collected_into_versions_and_failures_keep_the_last_one() -> anyhow
     let error = run["error"].as_str().unwrap_or_default();
     assert!(error.contains("does not exist"), "{error}");
     assert_eq!(
-        latest_version(net, provider)?,
+        data::latest_version(net, provider, CODE)?,
         2,
         "failed runs make no version"
     );

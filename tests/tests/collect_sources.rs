@@ -53,16 +53,6 @@ fn pulled(f: &huitong_tests::Fixture, i: usize) -> anyhow::Result<Vec<String>> {
     Ok(rows)
 }
 
-fn latest_version(net: &mut huitong_testnet::Testnet, i: usize) -> anyhow::Result<u64> {
-    let q: String = CODE.bytes().map(|b| format!("%{b:02X}")).collect();
-    let v = net.get(i, &format!("/datasets/versions?code={q}"))?;
-    Ok(v[0]["versions"]
-        .as_array()
-        .and_then(|a| a.last())
-        .and_then(|d| d["version"].as_u64())
-        .unwrap_or(0))
-}
-
 #[test]
 fn files_dropped_into_a_folder_become_versions_and_a_malformed_one_is_put_aside(
 ) -> anyhow::Result<()> {
@@ -148,7 +138,7 @@ fn files_dropped_into_a_folder_become_versions_and_a_malformed_one_is_put_aside(
     assert!(why.contains("row 11"), "{why}");
     assert!(!path.join("broken.csv").exists() && !path.join("broken.csv.done").exists());
     assert_eq!(
-        latest_version(&mut f.net, provider)?,
+        data::latest_version(&mut f.net, provider, CODE)?,
         1,
         "a failed run makes no version"
     );
@@ -421,7 +411,7 @@ fn an_http_api_is_read_page_by_page_into_versions() -> anyhow::Result<()> {
         "{error}"
     );
     assert_eq!(
-        latest_version(&mut f.net, provider)?,
+        data::latest_version(&mut f.net, provider, CODE)?,
         2,
         "failed runs make no version"
     );

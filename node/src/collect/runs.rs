@@ -86,6 +86,30 @@ pub struct Run {
     pub stuck: bool,
 }
 
+impl Run {
+    /// A run that failed (until its outcome is set) and has read nothing yet; ends now.
+    pub fn failed(code: &str, started_at_ms: u64, trigger: Trigger, attempt: u32) -> Self {
+        Self {
+            code: code.to_owned(),
+            started_at_ms,
+            finished_at_ms: crate::clock::now_ms(),
+            trigger,
+            attempt,
+            outcome: Outcome::Failed,
+            version: None,
+            rows: None,
+            source_bytes: 0,
+            new_bytes: 0,
+            error: None,
+            file: None,
+            watermark: None,
+            incremental: false,
+            source_print: None,
+            stuck: false,
+        }
+    }
+}
+
 /// How a run is started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Start {

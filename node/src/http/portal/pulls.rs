@@ -28,14 +28,9 @@ const TICK: Duration = Duration::from_millis(500);
 /// Longest a progress stream stays open (the browser reconnects if the pull goes on).
 const MAX_STREAM: Duration = Duration::from_secs(10 * 60);
 
-/// `POST /pulls`: code, provider, format, grant (application id) from the entry page.
-pub(crate) async fn start(
-    State(ctx): State<Ctx>,
-    Extension(viewer): Extension<Viewer>,
-    Extension(form): Extension<Form>,
-) -> PageResult {
-    let lang = viewer.lang;
-    let format = match form.get("format") {
+/// The form's `format` (CSV when empty) for a pull or a subscription.
+pub(super) fn out_format(form: &Form, lang: Lang) -> Result<OutFormat, PageError> {
+    Ok(match form.get("format") {
         "" | "csv" => OutFormat::Csv,
         "jsonl" => OutFormat::Jsonl,
         "parquet" => OutFormat::Parquet,
@@ -45,7 +40,17 @@ pub(crate) async fn start(
                 format!("{} {other:?}", lang.t("不支持的格式：", "Unknown format:")),
             ))
         }
-    };
+    })
+}
+
+/// `POST /pulls`: code, provider, format, grant (application id) from the entry page.
+pub(crate) async fn start(
+    State(ctx): State<Ctx>,
+    Extension(viewer): Extension<Viewer>,
+    Extension(form): Extension<Form>,
+) -> PageResult {
+    let lang = viewer.lang;
+    let format = out_format(&form, lang)?;
     let code = form.get("code").to_string();
     if code.is_empty() {
         return Err(PageError::new(

@@ -14,7 +14,6 @@ use super::form::Form;
 use super::format;
 use super::guard::Viewer;
 use super::page::{show, Chrome, PageError, PageResult};
-use crate::dataset::export::OutFormat;
 use crate::http::subscriptions as api;
 use crate::http::Ctx;
 use crate::subscribe::request::SubscribeRequest;
@@ -98,17 +97,7 @@ pub(crate) async fn create(
     Extension(form): Extension<Form>,
 ) -> PageResult {
     let lang = viewer.lang;
-    let format = match form.get("format") {
-        "" | "csv" => OutFormat::Csv,
-        "jsonl" => OutFormat::Jsonl,
-        "parquet" => OutFormat::Parquet,
-        other => {
-            return Err(PageError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{} {other:?}", lang.t("不支持的格式：", "Unknown format:")),
-            ))
-        }
-    };
+    let format = super::pulls::out_format(&form, lang)?;
     let code = form.get("code").to_owned();
     if code.is_empty() {
         return Err(PageError::new(
