@@ -153,81 +153,131 @@ pub fn authorize(
     grant: Option<&[u8]>,
     scope: Scope<'_>,
 ) -> Result<Option<String>, Refusal> {
-    if need(record, scope)? == Need::Open {
-        return Ok(None);
+    Decider::new(state, record, requester, grant).decide(scope)
+}
+
+/// One request's decisions for several scopes (the resource, then each 信息项 it reads), each
+/// exactly as [`authorize`] decides it; this node's record of the application is read once per
+/// request (not once per scope), so a revocation still stops the next request.
+pub struct Decider<'a> {
+    state: &'a NodeState,
+    record: &'a Record,
+    requester: &'a NodeId,
+    grant: Option<&'a [u8]>,
+    /// The application record read for this request (its id, and what was found).
+    app: Option<(String, Option<applications::AppRecord>)>,
+}
+
+impl<'a> Decider<'a> {
+    /// Decisions for `requester` on `record`, presenting `grant`.
+    pub fn new(
+        state: &'a NodeState,
+        record: &'a Record,
+        requester: &'a NodeId,
+        grant: Option<&'a [u8]>,
+    ) -> Self {
+        Self {
+            state,
+            record,
+            requester,
+            grant,
+            app: None,
+        }
     }
-    let code = &record.entry.code;
-    let refused = |m: String| (RefusalKind::NeedsGrant, m);
-    let Some(token) = grant else {
-        let what = match scope {
-            Scope::Column(c) => format!("信息项 {c:?} of {code} is not 无条件共享"),
-            Scope::Resource => format!("{code} is 有条件共享"),
+
+    /// This node's record of the application a decision named, as read for this request.
+    pub fn application(&self) -> Option<&applications::AppRecord> {
+        self.app.as_ref().and_then(|(_, r)| r.as_ref())
+    }
+
+    /// This node's record of application `id`, read once per request.
+    fn read_application(&mut self, id: &str) -> Result<Option<&applications::AppRecord>, Refusal> {
+        if self.app.as_ref().is_none_or(|(read, _)| read != id) {
+            let r = applications::get(self.state, id)
+                .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?;
+            self.app = Some((id.to_owned(), r));
+        }
+        Ok(self.app.as_ref().and_then(|(_, r)| r.as_ref()))
+    }
+
+    /// The decision for `scope`. `Ok(Some(id))`: allowed under grant `id`; `Ok(None)`: open.
+    pub fn decide(&mut self, scope: Scope<'_>) -> Result<Option<String>, Refusal> {
+        let (state, record, requester, grant) =
+            (self.state, self.record, self.requester, self.grant);
+        if need(record, scope)? == Need::Open {
+            return Ok(None);
+        }
+        let code = &record.entry.code;
+        let refused = |m: String| (RefusalKind::NeedsGrant, m);
+        let Some(token) = grant else {
+            let what = match scope {
+                Scope::Column(c) => format!("信息项 {c:?} of {code} is not 无条件共享"),
+                Scope::Resource => format!("{code} is 有条件共享"),
+            };
+            return Err(refused(format!(
+                "{what}: apply for it (`huitong apply`) and pull once the grant is issued"
+            )));
         };
-        return Err(refused(format!(
-            "{what}: apply for it (`huitong apply`) and pull once the grant is issued"
-        )));
-    };
-    let me = state.id();
-    let platform = state.hub_key().ok_or_else(|| {
-        (
-            RefusalKind::Unavailable,
-            "the charter names no hub (platform key)".to_string(),
-        )
-    })?;
-    let tz = state.timezone();
-    let now_ms = crate::state::now_ms();
-    let column = match scope {
-        Scope::Column(c) => Some(c),
-        Scope::Resource => None,
-    };
-    let req = grants::Request {
-        requester,
-        provider: &me,
-        code: code.as_str(),
-        column,
-        now: now_ms / 1000,
-    };
-    let id = state
-        .grants
-        .authorize(token, &platform, &req)
-        .map_err(|e| refused(e.to_string()))?;
-    // The token is the hub's and the approval block is ours; the application record is what
-    // this node approved, and it is checked on every request.
-    let r = applications::get(state, &id)
-        .map_err(|e| (RefusalKind::Unavailable, e.to_string()))?
-        .ok_or_else(|| {
+        let me = state.id();
+        let platform = state.hub_key().ok_or_else(|| {
+            (
+                RefusalKind::Unavailable,
+                "the charter names no hub (platform key)".to_string(),
+            )
+        })?;
+        let tz = state.timezone();
+        let now_ms = crate::state::now_ms();
+        let column = match scope {
+            Scope::Column(c) => Some(c),
+            Scope::Resource => None,
+        };
+        let req = grants::Request {
+            requester,
+            provider: &me,
+            code: code.as_str(),
+            column,
+            now: now_ms / 1000,
+        };
+        let id = state
+            .grants
+            .authorize(token, &platform, &req)
+            .map_err(|e| refused(e.to_string()))?;
+        // The token is the hub's and the approval block is ours; the application record is what
+        // this node approved, and it is checked on every request.
+        let r = self.read_application(&id)?.ok_or_else(|| {
             refused(format!(
                 "grant {id}: this node has no record of that application; it cannot be honoured"
             ))
         })?;
-    if r.app.provider != me || r.app.code != *code || r.applicant != *requester {
-        return Err(refused(format!(
-            "grant {id} is for {} of another provider or consumer, not for this request",
-            r.app.code
-        )));
-    }
-    match r.state {
-        AppState::Granted => {}
-        AppState::Revoked => {
+        if r.app.provider != me || r.app.code != *code || r.applicant != *requester {
             return Err(refused(format!(
-                "grant {id} was revoked: {}",
-                r.reason.unwrap_or_default()
-            )))
-        }
-        s => return Err(refused(format!("application {id} is {s:?}, not granted"))),
-    }
-    if let Some(c) = column {
-        if !r.granted_fields().iter().any(|f| f == c) {
-            return Err(refused(format!(
-                "信息项 {c:?} is outside what this provider approved for grant {id}"
+                "grant {id} is for {} of another provider or consumer, not for this request",
+                r.app.code
             )));
         }
+        match r.state {
+            AppState::Granted => {}
+            AppState::Revoked => {
+                return Err(refused(format!(
+                    "grant {id} was revoked: {}",
+                    r.reason.as_deref().unwrap_or_default()
+                )))
+            }
+            s => return Err(refused(format!("application {id} is {s:?}, not granted"))),
+        }
+        if let Some(c) = column {
+            if !r.granted_fields().iter().any(|f| f == c) {
+                return Err(refused(format!(
+                    "信息项 {c:?} is outside what this provider approved for grant {id}"
+                )));
+            }
+        }
+        let last = r.granted_until();
+        if charter::end_of_day_in(tz, last).is_none_or(|end| req.now > end) {
+            return Err(refused(format!(
+                "grant {id} expired at the end of {last} (federation time)"
+            )));
+        }
+        Ok(Some(id))
     }
-    let last = r.granted_until();
-    if charter::end_of_day_in(tz, last).is_none_or(|end| req.now > end) {
-        return Err(refused(format!(
-            "grant {id} expired at the end of {last} (federation time)"
-        )));
-    }
-    Ok(Some(id))
 }

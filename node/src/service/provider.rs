@@ -165,25 +165,31 @@ fn admit(
     used_grant: &mut Option<String>,
 ) -> Result<CallTerms, NoAnswer> {
     let code = &record.entry.code;
-    *used_grant = access::authorize(state, record, requester, grant, Scope::Resource)?;
+    let mut decider = access::Decider::new(state, record, requester, grant);
+    *used_grant = decider.decide(Scope::Resource)?;
     // A proxied call may answer with any 信息项 of the entry: every one is checked.
     let items: Vec<&str> = match query {
         Query::Http { .. } => record.entry.items.iter().map(|i| i.name.as_str()).collect(),
         _ => query.items(),
     };
     for item in items {
-        let decided = access::authorize(state, record, requester, grant, Scope::Column(item))
+        let decided = decider
+            .decide(Scope::Column(item))
             .map_err(|(kind, why)| (kind, format!("信息项 {item:?}: {why}")))?;
         if let Some(g) = decided {
             *used_grant = Some(g);
         }
     }
+    // The terms of the grant used, from the record the decisions read for this call.
     let terms = match used_grant.as_deref() {
-        Some(id) => crate::applications::get(state, id)
-            .map_err(|e| unavailable(code, "reading the grant", &e))?
-            .and_then(|r| r.approval)
-            .map(|a| a.terms)
-            .unwrap_or_default(),
+        Some(id) => match decider.application().filter(|r| r.app.id == id) {
+            Some(r) => r.approval.as_ref().map(|a| a.terms.clone()),
+            None => crate::applications::get(state, id)
+                .map_err(|e| unavailable(code, "reading the grant", &e))?
+                .and_then(|r| r.approval)
+                .map(|a| a.terms),
+        }
+        .unwrap_or_default(),
         None => CallTerms::default(),
     };
     // A masked 信息项 can be matched, never probed: a range or prefix filter on it would read

@@ -571,15 +571,14 @@ impl Server {
         let (state, record, requester) = (self.state.clone(), record.clone(), *requester);
         let grant = grant.map(<[u8]>::to_vec);
         tokio::task::spawn_blocking(move || {
+            let mut decider = access::Decider::new(&state, &record, &requester, grant.as_deref());
             let mut id = None;
             for scope in &scopes {
                 let scope = match scope {
                     Some(c) => Scope::Column(c),
                     None => Scope::Resource,
                 };
-                if let Some(g) =
-                    access::authorize(&state, &record, &requester, grant.as_deref(), scope)?
-                {
+                if let Some(g) = decider.decide(scope)? {
                     id = Some(g);
                 }
             }
