@@ -2,10 +2,6 @@
 
 use std::sync::Mutex;
 
-/// The allocator of the whole process (see `docs/architecture.md`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 use huitong_node::cli::{self, Cli, Command};
 use huitong_node::logfile::Rotating;
