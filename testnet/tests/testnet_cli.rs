@@ -23,7 +23,9 @@ fn testnet(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 fn up_status_second_up_refused_down_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tn");
-    let port = (30000 + rand::random::<u16>() % 20000).to_string();
+    // Below Linux's ephemeral range (32768–60999), as in the other tests: a node must not find
+    // its port taken by another process's outgoing connection.
+    let port = (20000 + rand::random::<u16>() % 12000).to_string();
     let up = Command::new(env!("CARGO_BIN_EXE_huitong-testnet"))
         .args(["up", "--departments", "2", "--base-port", &port, "--dir"])
         .arg(&dir)
