@@ -187,7 +187,7 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// `postgres://user@host[:port]/database` or `mysql://user@host[:port]/database`, without
     /// the password (that is in the secrets file); or the HTTP source's first page,
-    /// `http://host[:port]/path[?query]`. None for a folder.
+    /// `http[s]://host[:port]/path[?query]`. None for a folder.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
     /// A table (`name` or `schema.name`), read whole in primary-key order; or …
@@ -231,12 +231,38 @@ pub struct SourceConfig {
     /// for a query.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<String>,
+    /// An `https://` source: the absolute path of a PEM file holding the certificate
+    /// authorities that sign the API's certificate (a department's own CA). When set, only
+    /// these are trusted for this source; when unset, the system's trust store is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 /// Longest query or table name accepted.
 const MAX_QUERY_BYTES: usize = 64 * 1024;
 
 impl SourceConfig {
+    /// A source of `kind` for the entry `code` at `url`, with every other setting at its
+    /// default (fill them in with struct update syntax).
+    pub fn new(code: &str, kind: SourceKind, url: &str) -> Self {
+        Self {
+            code: code.to_owned(),
+            kind,
+            url: url.to_owned(),
+            table: None,
+            query: None,
+            columns: BTreeMap::new(),
+            schedule: None,
+            path: None,
+            settle_secs: None,
+            key: Vec::new(),
+            records: None,
+            paging: None,
+            watermark: None,
+            ca: None,
+        }
+    }
+
     /// The schedule as written (`update_cycle` when unset; `watch` for a folder).
     pub fn schedule(&self) -> &str {
         self.schedule.as_deref().unwrap_or(match self.kind {
@@ -281,6 +307,10 @@ impl SourceConfig {
             if k.is_empty() || k.len() > 128 {
                 return Err(format!("key {k:?} must be a 信息项 name"));
             }
+        }
+        if self.ca.is_some() && !(self.kind == SourceKind::Http && self.url.starts_with("https://"))
+        {
+            return Err("ca is for an https source (kind = \"http\", url = \"https://…\"): the PEM file of the authority that signs the API's certificate".into());
         }
         match self.kind {
             SourceKind::Folder => return self.check_folder(),
@@ -431,12 +461,23 @@ impl SourceConfig {
         {
             return Err("an http source takes url, records, paging (and key, columns, schedule); table, query, path and settle_secs are for other kinds".into());
         }
-        let rest = self.url.strip_prefix("http://").ok_or(
-            "url must be the API's first page, http://host[:port]/path[?query] (headers such as Authorization go in secrets.toml [sources.\"CODE\"] headers)",
-        )?;
+        let rest = self
+            .url
+            .strip_prefix("https://")
+            .or_else(|| self.url.strip_prefix("http://"))
+            .ok_or(
+                "url must be the API's first page, https://host[:port]/path[?query] or http://… (headers such as Authorization go in secrets.toml [sources.\"CODE\"] headers)",
+            )?;
         let host = rest.split(['/', '?']).next().unwrap_or_default();
         if host.is_empty() || host.contains('@') {
-            return Err("url must name the host and no user or password: http://host[:port]/path (credentials go in secrets.toml [sources.\"CODE\"] headers)".into());
+            return Err("url must name the host and no user or password: https://host[:port]/path (credentials go in secrets.toml [sources.\"CODE\"] headers)".into());
+        }
+        if let Some(ca) = &self.ca {
+            if !ca.starts_with('/') || ca.chars().any(char::is_control) {
+                return Err(format!(
+                    "ca {ca:?} must be the absolute path of a PEM file of certificate authorities"
+                ));
+            }
         }
         if self.url.len() > 2048
             || self
@@ -487,19 +528,8 @@ mod tests {
 
     fn source(url: &str) -> SourceConfig {
         SourceConfig {
-            code: "301001/000001".into(),
-            kind: SourceKind::Postgres,
-            url: url.into(),
             table: Some("public.people".into()),
-            query: None,
-            columns: BTreeMap::new(),
-            schedule: None,
-            path: None,
-            settle_secs: None,
-            key: Vec::new(),
-            records: None,
-            paging: None,
-            watermark: None,
+            ..SourceConfig::new("301001/000001", SourceKind::Postgres, url)
         }
     }
 
@@ -571,5 +601,15 @@ mod tests {
         assert!(!e.contains("pw@"), "{e}");
         h.url = "ftp://10.0.0.7/api".into();
         assert!(h.check().is_err());
+        h.ca = Some("/etc/huitong/dept-ca.pem".into());
+        h.url = "http://10.0.0.7:8080/api".into();
+        assert!(
+            h.check().unwrap_err().contains("https"),
+            "a CA for plain http"
+        );
+        h.url = "https://api.rsj.haimen.gov.cn/v1/people".into();
+        assert!(h.check().is_ok());
+        h.ca = Some("dept-ca.pem".into());
+        assert!(h.check().unwrap_err().contains("absolute"));
     }
 }

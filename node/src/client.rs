@@ -1,7 +1,8 @@
 //! The CLI's client for the admin API of a running node: reads `api.addr` and `api.token` from
 //! the node directory and speaks the typed requests of [`crate::api`].
 //!
-//! Layering: above `api` only; the CLI uses it. It never names the server side.
+//! Layering: above `api` (and the leaf `plain_http`) only; the CLI uses it. It never names the
+//! server side.
 
 use std::path::{Path, PathBuf};
 
@@ -33,7 +34,7 @@ impl ApiClient {
         Ok(Self {
             base: format!("http://{}/api/v1", addr.trim()),
             token: token.trim().to_owned(),
-            http: reqwest::Client::builder().no_proxy().build()?,
+            http: crate::plain_http::builder()?.no_proxy().build()?,
         })
     }
 

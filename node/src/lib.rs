@@ -4,7 +4,7 @@
 //! it in CI). Lowest first; a module names only modules listed before it:
 //!
 //! 1. Leaves: [`durable`], [`partial`], [`outfile`], [`chunks`], [`stats`], [`faults`],
-//!    [`supervise`], [`catchup`], [`logfile`], [`seen`], [`store`].
+//!    [`supervise`], [`catchup`], [`logfile`], [`seen`], [`store`], [`plain_http`].
 //! 2. [`backup`] (a store checkpoint with the catch-up mark, copying a node directory);
 //!    [`audit_log`]: the audit log's files and in-memory state, held by the state;
 //!    [`call_log`]: the hash-chained log of API service calls, held by the state.
@@ -63,6 +63,7 @@ pub mod net;
 pub mod notify;
 pub mod outfile;
 pub mod partial;
+pub mod plain_http;
 pub mod receipts;
 pub mod secrets;
 pub mod seen;

@@ -4,7 +4,8 @@
 //! moved to `failed/` with its reason while the previous version stays the latest; an API read
 //! page by page with a token from the secrets file becomes a version equal to its records, makes
 //! no version when nothing changed, and a wrong token or a nested value fails the run; the token
-//! appears in no output and no log.
+//! appears in no output and no log. An HTTPS API is read trusting only the authority in the
+//! source's `ca` file: a certificate of another authority fails the run before any request.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpListener;
@@ -197,8 +198,8 @@ struct Api {
 }
 
 /// One request's path and query, and its `Authorization` header.
-fn read_request(stream: &mut std::net::TcpStream) -> anyhow::Result<(String, String)> {
-    let mut reader = BufReader::new(stream.try_clone()?);
+fn read_request(stream: &mut impl std::io::Read) -> anyhow::Result<(String, String)> {
+    let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let target = line
@@ -248,23 +249,48 @@ fn answer(api: &Mutex<Api>, target: &str, auth: &str) -> (u16, String) {
     (200, json!({"code": 0, "data": {"list": list}}).to_string())
 }
 
-/// A real HTTP server on loopback serving `api`, one connection at a time; its port.
-fn serve(api: Arc<Mutex<Api>>) -> anyhow::Result<u16> {
+/// Reads one request from `stream` and writes `api`'s answer.
+fn respond(
+    stream: &mut (impl std::io::Read + std::io::Write),
+    api: &Mutex<Api>,
+) -> anyhow::Result<()> {
+    let (target, auth) = read_request(stream)?;
+    let (status, body) = answer(api, &target, &auth);
+    let head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.flush()?;
+    Ok(())
+}
+
+/// A real HTTP server on loopback serving `api`, one connection at a time, over TLS with
+/// `tls`; its port.
+fn serve(api: Arc<Mutex<Api>>, tls: Option<Arc<rustls::ServerConfig>>) -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let Ok((target, auth)) = read_request(&mut stream) else {
-                continue;
-            };
-            let (status, body) = answer(&api, &target, &auth);
-            let head = format!(
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(body.as_bytes());
+            match &tls {
+                None => {
+                    let _ = respond(&mut stream, &api);
+                }
+                Some(config) => {
+                    let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                        continue;
+                    };
+                    let mut tls = rustls::StreamOwned::new(conn, stream);
+                    // A client that refuses the certificate ends here.
+                    let _ = respond(&mut tls, &api);
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                    stream = tls.sock;
+                }
+            }
+            // Close only after the client has read all (no reset of an unread answer).
             let mut rest = Vec::new();
             let _ = stream.shutdown(std::net::Shutdown::Write);
             let _ = stream.read_to_end(&mut rest);
@@ -303,7 +329,7 @@ fn an_http_api_is_read_page_by_page_into_versions() -> anyhow::Result<()> {
         records: (0..1234).map(|n| record(n, "")).collect(),
         requests: 0,
     }));
-    let port = serve(api.clone())?;
+    let port = serve(api.clone(), None)?;
     let mut f = start_prepared(2, 2, &[], |net| {
         add_source(
             net,
@@ -420,5 +446,99 @@ fn an_http_api_is_read_page_by_page_into_versions() -> anyhow::Result<()> {
     let log = std::fs::read_to_string(f.net.nodes[provider].dir.join(huitong_testnet::LOG_FILE))?;
     let token = TOKEN.trim_start_matches("Bearer ");
     assert!(!seen.contains(token) && !log.contains(token));
+    Ok(())
+}
+
+#[test]
+fn an_https_api_is_read_trusting_the_authority_in_the_sources_ca_file() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let api = Arc::new(Mutex::new(Api {
+        records: (0..250).map(|n| record(n, "")).collect(),
+        requests: 0,
+    }));
+    // The department's API certificate, self-signed (its own authority), for 127.0.0.1.
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into()),
+        )?;
+    let port = serve(api.clone(), Some(Arc::new(tls)))?;
+    let ca = tempfile::tempdir()?;
+    let ca_file = ca.path().join("dept-ca.pem");
+    // First another authority: the API's certificate must be refused.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])?;
+    std::fs::write(&ca_file, other.cert.pem())?;
+    let mut f = start_prepared(1, 2, &[], |net| {
+        add_source(
+            net,
+            1,
+            &format!(
+                "kind = \"http\"\nurl = \"https://127.0.0.1:{port}/api/people\"\nca = {:?}\n\
+                 records = \"/data/list\"\npaging = {{ style = \"page\", size = 100 }}\nschedule = \"manual\"\n\
+                 columns = {{ \"编号\" = \"id\", \"姓名\" = \"name\", \"金额\" = \"amount\", \"日期\" = \"day\", \"备注\" = \"note\" }}",
+                ca_file.display()
+            ),
+        )?;
+        let secrets = net.nodes[1].dir.join("secrets.toml");
+        std::fs::write(
+            &secrets,
+            format!("[sources.\"{CODE}\".headers]\nAuthorization = \"{TOKEN}\"\n"),
+        )?;
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600))?;
+        Ok(())
+    })?;
+    publish(&f, 1)?;
+    let (provider, consumer) = (1, 0);
+    let run = |f: &huitong_tests::Fixture| -> anyhow::Result<(Value, bool)> {
+        let out = f.net.cli(provider, &["collect", "run", CODE, "--json"])?;
+        let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            anyhow::anyhow!(
+                "no run printed ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        Ok((v, out.status.success()))
+    };
+
+    let (v, ok) = run(&f)?;
+    assert!(!ok && v["outcome"] == "failed", "{v}");
+    let error = v["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("certificate") && error.contains("ca file"),
+        "a certificate of another authority is refused, saying why: {error}"
+    );
+    assert_eq!(
+        api.lock().map(|a| a.requests).unwrap_or(0),
+        0,
+        "nothing was asked of a server not trusted"
+    );
+
+    std::fs::write(&ca_file, cert.cert.pem())?;
+    let (v, ok) = run(&f)?;
+    assert!(ok && v["outcome"] == "published" && v["rows"] == 250, "{v}");
+    assert_eq!(api.lock().map(|a| a.requests).unwrap_or(0), 3);
+    data::wait_version(&mut f.net, consumer, CODE, 1)?;
+    let mut expect: Vec<String> = api
+        .lock()
+        .map(|a| a.records.iter().map(as_row).collect())
+        .unwrap_or_default();
+    expect.sort();
+    assert_eq!(
+        pulled(&f, consumer)?,
+        expect,
+        "version 1 is the API's records"
+    );
+
+    std::fs::write(&ca_file, "not a certificate\n")?;
+    let (v, ok) = run(&f)?;
+    let error = v["error"].as_str().unwrap_or_default();
+    assert!(
+        !ok && error.contains("holds no certificate"),
+        "a ca file without a certificate is named: {error}"
+    );
     Ok(())
 }

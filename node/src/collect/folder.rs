@@ -333,19 +333,9 @@ mod tests {
 
     fn source(dir: &Path, settle: u64) -> SourceConfig {
         SourceConfig {
-            code: "301001/000001".into(),
-            kind: huitong_config::SourceKind::Folder,
-            url: String::new(),
-            table: None,
-            query: None,
-            columns: Default::default(),
-            schedule: None,
             path: Some(dir.display().to_string()),
             settle_secs: Some(settle),
-            key: Vec::new(),
-            records: None,
-            paging: None,
-            watermark: None,
+            ..SourceConfig::new("301001/000001", huitong_config::SourceKind::Folder, "")
         }
     }
 

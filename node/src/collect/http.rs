@@ -45,9 +45,12 @@ enum Next {
     Done,
 }
 
-/// The origin (`http://host:port`) of a URL.
+/// The origin (`https://host:port`) of a URL: scheme and authority.
 fn origin(url: &str) -> &str {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     &url[..url.len() - rest.len() + end]
 }
@@ -211,11 +214,15 @@ pub async fn extract(
             "key names {k:?}, which is not a 信息项 of the entry"
         )));
     }
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
-        .default_headers(headers)
+        .default_headers(headers);
+    if let Some(ca) = &src.ca {
+        client = client.tls_certs_only(authorities(ca).await.map_err(&fail)?);
+    }
+    let client = client
         .build()
         .map_err(|e| fail(format!("cannot make an HTTP client: {e}")))?;
     let paging = src.paging.clone().unwrap_or_default();
@@ -254,7 +261,7 @@ pub async fn extract(
             .map_err(|e| CollectError::Connect {
                 code: code.clone(),
                 at: origin(&src.url).to_owned(),
-                why: format!("page {n}: {}", describe(e)),
+                why: format!("page {n}: {}", describe(e, src.ca.is_some())),
             })?;
         let status = resp.status();
         if !status.is_success() {
@@ -304,9 +311,40 @@ async fn send(csv: &mut csv::Writer<Vec<u8>>, out: &Sink, code: &str) -> Result<
         .map_err(|_| CollectError::Stream("the publisher stopped reading".into()))
 }
 
+/// Largest `ca` file read.
+const MAX_CA_BYTES: u64 = 1024 * 1024;
+
+/// The certificate authorities in the PEM file at `path` (the source's `ca`).
+async fn authorities(path: &str) -> Result<Vec<reqwest::Certificate>, String> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("cannot read ca {path}: {e}"))?;
+    let mut pem = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(
+        &mut tokio::io::AsyncReadExt::take(file, MAX_CA_BYTES + 1),
+        &mut pem,
+    )
+    .await
+    .map_err(|e| format!("cannot read ca {path}: {e}"))?;
+    if pem.len() as u64 > MAX_CA_BYTES {
+        return Err(format!(
+            "ca {path} is larger than {} KiB; it should hold the PEM certificates of a few authorities",
+            MAX_CA_BYTES / 1024
+        ));
+    }
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("ca {path} is not a PEM file of certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "ca {path} holds no certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Ok(certs)
+}
+
 /// The client's error with its causes, without the URL (its query may hold what the operator
-/// set).
-fn describe(e: reqwest::Error) -> String {
+/// set); with `ca`, whether the source names its own authorities.
+fn describe(e: reqwest::Error, ca: bool) -> String {
     if e.is_timeout() {
         return format!("no answer within {} s", REQUEST_TIMEOUT.as_secs());
     }
@@ -318,6 +356,13 @@ fn describe(e: reqwest::Error) -> String {
         why.push_str(&c.to_string());
         cause = c.source();
     }
+    if why.contains("certificate") {
+        why.push_str(if ca {
+            "; the API's certificate is not signed by the authorities in the source's ca file, or does not name the url's host"
+        } else {
+            "; if a department's own authority signs the API's certificate, set ca = \"/path/ca.pem\" on the source"
+        });
+    }
     why
 }
 
@@ -328,25 +373,21 @@ mod tests {
 
     fn source(paging: Paging) -> SourceConfig {
         SourceConfig {
-            code: "301001/000001".into(),
-            kind: SourceKind::Http,
-            url: "http://10.0.0.7:8080/api/people?type=1".into(),
-            table: None,
-            query: None,
             columns: [("编号".to_owned(), "id".to_owned())].into(),
-            schedule: None,
-            path: None,
-            settle_secs: None,
-            key: Vec::new(),
             records: Some("/data/list".into()),
             paging: Some(paging),
-            watermark: None,
+            ..SourceConfig::new(
+                "301001/000001",
+                SourceKind::Http,
+                "http://10.0.0.7:8080/api/people?type=1",
+            )
         }
     }
 
     #[test]
     fn pages_follow_by_number_offset_or_link_and_end_at_a_short_page() {
         assert_eq!(origin("http://h:1/a?b"), "http://h:1");
+        assert_eq!(origin("https://h/a"), "https://h");
         let by_page = Paging {
             size: Some(2),
             ..Paging::default()
@@ -393,6 +434,13 @@ mod tests {
         assert!(after(&src, &linked, (0, 5, 0, &[]), &away)
             .unwrap_err()
             .contains("another host"));
+        let mut tls = src.clone();
+        tls.url = "https://10.0.0.7:8080/api/people".into();
+        let down = serde_json::json!({"next": "http://10.0.0.7:8080/api/people?after=9"});
+        assert!(
+            after(&tls, &linked, (0, 5, 0, &[]), &down).is_err(),
+            "an https source never follows a link to plain http"
+        );
         let cursor = serde_json::json!({"next": "abc"});
         let Ok(Next::Url(None, q)) = after(&src, &linked, (0, 5, 0, &[]), &cursor) else {
             panic!("a cursor is sent back");

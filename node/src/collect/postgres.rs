@@ -246,19 +246,12 @@ mod tests {
     fn identifiers_are_quoted_and_types_checked() {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         let mut src = SourceConfig {
-            code: "301001/000001".into(),
-            kind: huitong_config::SourceKind::Postgres,
-            url: "postgres://c@h/db".into(),
             table: Some("hr.people".into()),
-            query: None,
-            columns: Default::default(),
-            schedule: None,
-            path: None,
-            settle_secs: None,
-            key: Vec::new(),
-            records: None,
-            paging: None,
-            watermark: None,
+            ..SourceConfig::new(
+                "301001/000001",
+                huitong_config::SourceKind::Postgres,
+                "postgres://c@h/db",
+            )
         };
         assert_eq!(
             crate::collect::from_clause(&src, quote_ident),

@@ -148,7 +148,8 @@ impl Proxy {
     fn client(&self) -> Result<&reqwest::Client, String> {
         self.client
             .get_or_init(|| {
-                reqwest::Client::builder()
+                crate::plain_http::builder()
+                    .map_err(|e| e.to_string())?
                     .no_proxy()
                     .redirect(reqwest::redirect::Policy::none())
                     .connect_timeout(Duration::from_secs(5))
