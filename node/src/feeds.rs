@@ -260,7 +260,9 @@ impl Feeds {
         self.ingest_opened(VerifiedEntry::open(bytes))
     }
 
-    fn ingest_opened(
+    /// Ingests an entry [`VerifiedEntry::open`] opened from network bytes (refusing it when it
+    /// did not open).
+    pub fn ingest_opened(
         &self,
         opened: Result<VerifiedEntry, FeedError>,
     ) -> Result<Outcome, StoreError> {
@@ -276,37 +278,27 @@ impl Feeds {
     }
 
     /// Ingests the answer to a range request of `feed` from seq `from`: consecutive entries of
-    /// that feed. Signatures are checked on all cores first; entries are then applied in order,
-    /// stopping at the first that is not stored or a duplicate, or that is not the entry asked
-    /// for. Only an entry of `feed` at its place can make the feed count as refused: junk in a
-    /// peer's answer ([`RangeIngested::mismatch`]) says nothing about the feed.
+    /// that feed. Signatures are checked on all cores first ([`open_range`]); entries are then
+    /// applied in order ([`Self::ingest_opened_range`]).
     pub fn ingest_range(
         &self,
         feed: &NodeId,
         from: u64,
         entries: &[Vec<u8>],
     ) -> Result<RangeIngested, StoreError> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
-        let per = entries.len().div_ceil(threads).max(1);
-        let opened: Vec<Result<VerifiedEntry, FeedError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = entries
-                .chunks(per)
-                .map(|chunk| {
-                    s.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|b| VerifiedEntry::open(b))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
+        self.ingest_opened_range(feed, from, open_range(entries))
+    }
+
+    /// Applies a range answer whose entries [`open_range`] opened, in order, stopping at the
+    /// first that is not stored or a duplicate, or that is not the entry asked for. Only an
+    /// entry of `feed` at its place can make the feed count as refused: junk in a peer's answer
+    /// ([`RangeIngested::mismatch`]) says nothing about the feed.
+    pub fn ingest_opened_range(
+        &self,
+        feed: &NodeId,
+        from: u64,
+        opened: Vec<Result<VerifiedEntry, FeedError>>,
+    ) -> Result<RangeIngested, StoreError> {
         let mut stored = 0;
         let mut mismatch = false;
         let mut refused = None;
@@ -817,6 +809,32 @@ impl Feeds {
         }
         Ok(sealed)
     }
+}
+
+/// Opens (decodes and checks the signature of) each entry of a range answer, on all cores
+/// (at most 8 threads); the results in the answer's order.
+pub fn open_range(entries: &[Vec<u8>]) -> Vec<Result<VerifiedEntry, FeedError>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let per = entries.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = entries
+            .chunks(per)
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|b| VerifiedEntry::open(b))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 /// Whether this node appends `event` because of what other members did (see

@@ -19,6 +19,7 @@
 
 mod event_loop;
 pub mod gate;
+mod ingest;
 mod rate;
 pub mod sync_codec;
 

@@ -11,8 +11,9 @@
 //! [`QUEUED_PER_FEED`] answers of the feed waiting for the ingest worker. An answer is looked at
 //! (without signatures) before it is queued: entries of another feed or seq are refused, and a
 //! peer's junk never marks the feed as refused. Every summary also tells a node restored from a backup how far its own feed got
-//! ([`Feeds::heard_own_head`]). Range responses are ingested on a dedicated worker thread, so verifying and indexing
-//! thousands of entries never stalls the swarm (pings, gossip, other requests).
+//! ([`Feeds::heard_own_head`]). Range responses are ingested by two threads of their own
+//! ([`super::ingest`]: signatures checked, then applied), so verifying and indexing thousands
+//! of entries never stalls the swarm (pings, gossip, other requests).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::ingest::{IngestDone, IngestJob};
 use super::{gate, peer_id, AuditGossip, Behaviour, BehaviourEvent, Command, PeerInfo, Route};
 use crate::feeds::{Feeds, Outcome};
 use crate::state::NodeState;
@@ -50,52 +52,15 @@ const INGEST_QUEUE: usize = 64;
 const PIPELINE_AFTER: u64 = 256;
 /// Range requests in flight plus answers waiting for the ingest worker, per feed, beyond which
 /// a long answer does not ask for the next range at once (the next one is asked for when an
-/// answer has been ingested): one feed cannot fill the ingest queue.
-const QUEUED_PER_FEED: u32 = 2;
+/// answer has been ingested): one feed cannot fill the ingest queue. Three keep a long sync
+/// busy: one answer applied, the next one's signatures checked, one on the way.
+const QUEUED_PER_FEED: u32 = 3;
 /// Gossiped entries of one peer waiting for the ingest worker at once; more are ignored
 /// (gossipsub `Ignore`: anti-entropy fetches them later), so one peer cannot fill the queue.
 const GOSSIP_QUEUED_PER_PEER: usize = 8;
 /// Range requests of one peer being answered (read from the store) at once; more are refused
 /// (each answer holds up to ~7.7 MiB). A node asks one peer for at most this many at once.
 const ANSWERING_PER_PEER: usize = 8;
-
-/// Work for the ingest worker.
-enum IngestJob {
-    /// A range response to ingest.
-    Range {
-        peer: PeerId,
-        feed: NodeId,
-        /// The first seq asked for.
-        from: u64,
-        entries: Vec<Vec<u8>>,
-    },
-    /// A gossiped entry to judge (its gossipsub validation waits for the outcome).
-    Gossip {
-        source: PeerId,
-        id: gossipsub::MessageId,
-        bytes: Vec<u8>,
-    },
-}
-
-/// What the ingest worker did with a job.
-enum IngestDone {
-    Range {
-        peer: PeerId,
-        feed: NodeId,
-        /// The first seq asked for.
-        from: u64,
-        stored: usize,
-        /// Stopped at an entry refused until the charter changes.
-        refused: bool,
-        /// The answer held something other than the entries asked for.
-        mismatch: bool,
-    },
-    Gossip {
-        source: PeerId,
-        id: gossipsub::MessageId,
-        outcome: Result<Outcome, String>,
-    },
-}
 
 /// A digest of the checkpoint notes a summary vouches for that does not depend on their
 /// order: the same notes reordered are the same summary (review s7, M2).
@@ -108,78 +73,6 @@ fn vouched_digest(notes: &[ByteBuf]) -> blake3::Hash {
         h.update(n);
     }
     h.finalize()
-}
-
-/// Ingests jobs one after another until the event loop drops its sender: signature checks,
-/// RocksDB batches and indexing never run on the swarm's task.
-fn ingest_worker(
-    feeds: Arc<Feeds>,
-    mut jobs: mpsc::Receiver<IngestJob>,
-    done: mpsc::Sender<IngestDone>,
-) {
-    while let Some(job) = jobs.blocking_recv() {
-        // A panic on one job (a bug reached by some entry) refuses that job instead of
-        // stopping the node on every restart that meets the same entry again.
-        let failed = match &job {
-            IngestJob::Range {
-                peer, feed, from, ..
-            } => IngestDone::Range {
-                peer: *peer,
-                feed: *feed,
-                from: *from,
-                stored: 0,
-                refused: false,
-                mismatch: false,
-            },
-            IngestJob::Gossip { source, id, .. } => IngestDone::Gossip {
-                source: *source,
-                id: id.clone(),
-                outcome: Err("ingesting the entry panicked".into()),
-            },
-        };
-        let run = std::panic::AssertUnwindSafe(|| ingest_one(&feeds, job));
-        let reply = std::panic::catch_unwind(run).unwrap_or_else(|_| {
-            error!("ingesting a job panicked; it is refused (report this as a bug)");
-            failed
-        });
-        if done.blocking_send(reply).is_err() {
-            break;
-        }
-    }
-}
-
-/// One job of the ingest worker.
-fn ingest_one(feeds: &Feeds, job: IngestJob) -> IngestDone {
-    match job {
-        IngestJob::Range {
-            peer,
-            feed,
-            from,
-            entries,
-        } => {
-            let (stored, refused, mismatch) = match feeds.ingest_range(&feed, from, &entries) {
-                Ok(r) => (r.stored, r.refused.is_some(), r.mismatch),
-                Err(e) => {
-                    warn!(error = %e, "store error while ingesting a range");
-                    (0, false, false)
-                }
-            };
-            debug!(%peer, %feed, from, stored, refused, mismatch, "ingested range");
-            IngestDone::Range {
-                peer,
-                feed,
-                from,
-                stored,
-                refused,
-                mismatch,
-            }
-        }
-        IngestJob::Gossip { source, id, bytes } => IngestDone::Gossip {
-            source,
-            id,
-            outcome: feeds.ingest_bytes(&bytes).map_err(|e| e.to_string()),
-        },
-    }
 }
 
 /// Gossipsub peer scores: a peer that forwards invalid messages (forged, malformed, oversize,
@@ -297,11 +190,7 @@ impl EventLoop {
             warn!(error = %e, "gossipsub peer scoring not enabled");
         }
         let (answers, answered) = mpsc::channel(INGEST_QUEUE);
-        let worker_feeds = feeds.clone();
-        if let Err(e) = std::thread::Builder::new()
-            .name("huitong-ingest".into())
-            .spawn(move || ingest_worker(worker_feeds, jobs, done))
-        {
+        if let Err(e) = super::ingest::spawn(feeds.clone(), jobs, done) {
             // `run` sees the closed channel and stops the node with an error.
             warn!(error = %e, "cannot start the ingest worker");
         }

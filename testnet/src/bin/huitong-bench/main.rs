@@ -366,7 +366,9 @@ fn sync(a: SyncArgs) -> anyhow::Result<()> {
         |_, s| s["catalogue_entries"].as_u64() >= Some(want),
     )?;
     let sync = t1.elapsed().as_secs_f64();
+    t.stop_all()?;
     let baseline = tcp_copy(&file)?;
+    let (opening, decoding) = opening_floor(&file)?;
     println!("entries={} jsonl_bytes={bytes}", a.entries);
     println!(
         "import on provider: {import:.2} s ({:.0} entries/s)",
@@ -380,6 +382,65 @@ fn sync(a: SyncArgs) -> anyhow::Result<()> {
         "baseline raw TCP copy of the JSONL: {baseline:.3} s; ratio sync/baseline = {:.0}x",
         sync / baseline
     );
-    t.stop_all()?;
+    println!(
+        "floor: opening the same entries (decode + strict ed25519) on all cores, ranges of {FLOOR_RANGE}: {opening:.2} s ({:.1} µs/entry of CPU on {} cores); decoding alone, one core: {decoding:.2} s",
+        opening * cores() as f64 * 1e6 / a.entries as f64,
+        cores()
+    );
     Ok(())
+}
+
+/// Entries per range in [`opening_floor`] (the node's range answers hold up to 2000).
+const FLOOR_RANGE: usize = 2000;
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// What a fresh node cannot go below: the entries of `file` signed by a new key as feed
+/// entries, then opened in ranges as the node opens a range answer
+/// (`huitong_node::feeds::open_range`: decoding and strict signature checks on all cores);
+/// and, for comparison, only decoded. Seconds of each.
+fn opening_floor(file: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+    use huitong_protocol::feed::{EntryHash, FeedEntry, VerifiedEntry, FEED_ENTRY_VERSION};
+    use std::io::BufRead as _;
+    let key = huitong_protocol::SecretKey::from_bytes(rand::random());
+    let mut prev = EntryHash::ZERO;
+    let mut sealed = Vec::new();
+    for (n, line) in std::io::BufReader::new(std::fs::File::open(file)?)
+        .lines()
+        .enumerate()
+    {
+        let raw: huitong_protocol::catalogue::RawEntry = serde_json::from_str(&line?)?;
+        let entry = raw
+            .validate()
+            .map_err(|e| anyhow::anyhow!("entry {}: {e:?}", n + 1))?;
+        let v = FeedEntry {
+            version: FEED_ENTRY_VERSION,
+            feed: key.public(),
+            seq: n as u64 + 1,
+            prev,
+            timestamp_ms: 1_764_000_000_000 + n as u64,
+            charter: 1,
+            event: huitong_protocol::Event::CataloguePublished(entry),
+            by: None,
+        }
+        .seal(&key);
+        prev = v.hash;
+        sealed.push((v.envelope.to_bytes(), v.hash));
+    }
+    let bytes: Vec<Vec<u8>> = sealed.iter().map(|(b, _)| b.clone()).collect();
+    let t = Instant::now();
+    for range in bytes.chunks(FLOOR_RANGE) {
+        let opened = huitong_node::feeds::open_range(range);
+        if let Some(Err(e)) = opened.iter().find(|o| o.is_err()) {
+            bail!("a signed entry did not open: {e}");
+        }
+    }
+    let opening = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for (b, hash) in &sealed {
+        VerifiedEntry::from_stored(b, *hash)?;
+    }
+    Ok((opening, t.elapsed().as_secs_f64()))
 }
