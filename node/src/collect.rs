@@ -60,8 +60,8 @@ pub enum CollectError {
     /// The secrets file cannot be used.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
-    /// The database refused the connection or the login.
-    #[error("cannot connect to the source database of {code} ({at}): {why}")]
+    /// The source (a database or an API) could not be reached, or refused the connection or the login.
+    #[error("cannot reach the source of {code} ({at}): {why}")]
     Connect {
         /// The resource.
         code: String,

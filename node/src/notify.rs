@@ -287,7 +287,10 @@ async fn send(http: &reqwest::Client, url: &str, n: &Notification) -> bool {
             Ok(r) => {
                 warn!(kind = n.kind, status = %r.status(), attempt, "webhook refused a notification")
             }
-            Err(e) => warn!(kind = n.kind, error = %e, attempt, "webhook not reached"),
+            // Without the URL: a gateway's key is often in its path or query.
+            Err(e) => {
+                warn!(kind = n.kind, error = %e.without_url(), attempt, "webhook not reached")
+            }
         }
         if attempt < TRIES {
             tokio::time::sleep(pause).await;
@@ -302,12 +305,15 @@ pub async fn run(state: Arc<NodeState>, shutdown: CancellationToken) {
     let Some(url) = state.config.notify.webhook.clone() else {
         return;
     };
-    let http = match reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        // A gateway on the department's LAN: no proxy of the environment in between.
-        .no_proxy()
-        .build()
-    {
+    let http = match crate::plain_http::builder()
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            b.timeout(TIMEOUT)
+                // A gateway on the department's LAN: no proxy of the environment in between.
+                .no_proxy()
+                .build()
+                .map_err(|e| e.to_string())
+        }) {
         Ok(h) => h,
         Err(e) => {
             warn!(error = %e, "notifier: cannot build an HTTP client; no notifications");

@@ -540,5 +540,18 @@ fn an_https_api_is_read_trusting_the_authority_in_the_sources_ca_file() -> anyho
         !ok && error.contains("holds no certificate"),
         "a ca file without a certificate is named: {error}"
     );
+    std::fs::remove_file(&ca_file)?;
+    std::fs::create_dir(&ca_file)?;
+    let (v, ok) = run(&f)?;
+    let error = v["error"].as_str().unwrap_or_default();
+    assert!(
+        !ok && error.contains("not a regular file"),
+        "a directory as the ca file is named: {error}"
+    );
+    assert_eq!(
+        api.lock().map(|a| a.requests).unwrap_or(0),
+        3,
+        "no request without the authority to check the API by"
+    );
     Ok(())
 }

@@ -55,6 +55,19 @@ fn origin(url: &str) -> &str {
     &url[..url.len() - rest.len() + end]
 }
 
+/// What the API sent, for an error message: quoted (no control characters reach a terminal
+/// or the portal) and at most [`CLIP_CHARS`] characters.
+fn clip(text: &str) -> String {
+    let mut out: String = format!("{:?}", text.chars().take(CLIP_CHARS).collect::<String>());
+    if text.chars().nth(CLIP_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// Characters of the API's text an error message quotes at most.
+const CLIP_CHARS: usize = 200;
+
 /// The paging parameters of the first page.
 fn first(p: &Paging) -> Vec<(String, String)> {
     let mut q = Vec::new();
@@ -105,7 +118,7 @@ fn after(
                     return Err(format!(
                         "page {} names its next page on another host ({}); only {} is read",
                         n + 1,
-                        origin(s),
+                        clip(origin(s)),
                         origin(&src.url)
                     ));
                 }
@@ -119,9 +132,10 @@ fn after(
             }
             Some(other) => {
                 return Err(format!(
-                    "page {}: {} is {other}, neither a link nor a cursor; set paging.next to the JSON pointer of the next page's link or cursor",
+                    "page {}: {} is {}, neither a link nor a cursor; set paging.next to the JSON pointer of the next page's link or cursor",
                     n + 1,
-                    p.next()
+                    p.next(),
+                    clip(&other.to_string())
                 ))
             }
         },
@@ -214,7 +228,17 @@ pub async fn extract(
             "key names {k:?}, which is not a 信息项 of the entry"
         )));
     }
-    let mut client = reqwest::Client::builder()
+    // Plain http needs no trust store: the system's is loaded only for https (and a machine
+    // without one can still read http sources).
+    let builder = if src.url.starts_with("http://") {
+        crate::plain_http::builder()
+            .map_err(|e| fail(format!("cannot make an HTTP client: {e}")))?
+    } else {
+        reqwest::Client::builder()
+    };
+    // The department's API is reached directly, never through a proxy of the environment.
+    let mut client = builder
+        .no_proxy()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -222,9 +246,17 @@ pub async fn extract(
     if let Some(ca) = &src.ca {
         client = client.tls_certs_only(authorities(ca).await.map_err(&fail)?);
     }
-    let client = client
-        .build()
-        .map_err(|e| fail(format!("cannot make an HTTP client: {e}")))?;
+    let client = client.build().map_err(|e| {
+        fail(format!(
+            "cannot make an HTTP client: {}{}",
+            describe(e, src.ca.is_some()),
+            if src.ca.is_none() {
+                "; for https the node needs the system's trust store (Debian: apt-get install ca-certificates), or set ca on the source"
+            } else {
+                ""
+            }
+        ))
+    })?;
     let paging = src.paging.clone().unwrap_or_default();
     out.layout(Layout {
         key: src.key.clone(),
@@ -314,26 +346,58 @@ async fn send(csv: &mut csv::Writer<Vec<u8>>, out: &Sink, code: &str) -> Result<
 /// Largest `ca` file read.
 const MAX_CA_BYTES: u64 = 1024 * 1024;
 
-/// The certificate authorities in the PEM file at `path` (the source's `ca`).
+/// Longest a `ca` file is read for.
+const CA_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The certificate authorities in the PEM file at `path` (the source's `ca`), each checked as
+/// a trust anchor.
 async fn authorities(path: &str) -> Result<Vec<reqwest::Certificate>, String> {
-    let file = tokio::fs::File::open(path)
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+    let meta = tokio::fs::metadata(path)
         .await
         .map_err(|e| format!("cannot read ca {path}: {e}"))?;
-    let mut pem = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(
-        &mut tokio::io::AsyncReadExt::take(file, MAX_CA_BYTES + 1),
-        &mut pem,
-    )
-    .await
-    .map_err(|e| format!("cannot read ca {path}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "ca {path} is not a regular file; it should be a PEM file of certificates"
+        ));
+    }
+    let read = async {
+        let file = tokio::fs::File::open(path).await?;
+        let mut pem = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(
+            &mut tokio::io::AsyncReadExt::take(file, MAX_CA_BYTES + 1),
+            &mut pem,
+        )
+        .await?;
+        Ok::<_, std::io::Error>(pem)
+    };
+    let pem = tokio::time::timeout(CA_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| {
+            format!(
+                "ca {path} was not read within {} s",
+                CA_READ_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| format!("cannot read ca {path}: {e}"))?;
     if pem.len() as u64 > MAX_CA_BYTES {
         return Err(format!(
             "ca {path} is larger than {} KiB; it should hold the PEM certificates of a few authorities",
             MAX_CA_BYTES / 1024
         ));
     }
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("ca {path} is not a PEM file of certificates: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let mut certs = Vec::new();
+    for (n, der) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let der = der.map_err(|e| format!("ca {path} is not a PEM file of certificates: {e}"))?;
+        roots
+            .add(der.clone())
+            .map_err(|e| format!("certificate {} in ca {path} is not valid: {e}", n + 1))?;
+        certs.push(
+            reqwest::Certificate::from_der(&der)
+                .map_err(|e| format!("certificate {} in ca {path}: {e}", n + 1))?,
+        );
+    }
     if certs.is_empty() {
         return Err(format!(
             "ca {path} holds no certificate (-----BEGIN CERTIFICATE-----)"
@@ -356,12 +420,19 @@ fn describe(e: reqwest::Error, ca: bool) -> String {
         why.push_str(&c.to_string());
         cause = c.source();
     }
-    if why.contains("certificate") {
+    // No authority of the certificate's issuer is trusted, or one of its name is but did not
+    // sign it.
+    if ["UnknownIssuer", "unknown issuer", "BadSignature"]
+        .iter()
+        .any(|w| why.contains(w))
+    {
         why.push_str(if ca {
-            "; the API's certificate is not signed by the authorities in the source's ca file, or does not name the url's host"
+            "; the API's certificate is not signed by the authorities in the source's ca file"
         } else {
             "; if a department's own authority signs the API's certificate, set ca = \"/path/ca.pem\" on the source"
         });
+    } else if why.contains("peer certificate") {
+        why.push_str("; the API's certificate does not fit (expired, or not for the url's host): ask its operator to renew it, or fix the url's host");
     }
     why
 }
@@ -388,6 +459,8 @@ mod tests {
     fn pages_follow_by_number_offset_or_link_and_end_at_a_short_page() {
         assert_eq!(origin("http://h:1/a?b"), "http://h:1");
         assert_eq!(origin("https://h/a"), "https://h");
+        assert_eq!(clip("a\u{1b}[31mb"), "\"a\\u{1b}[31mb\"");
+        assert_eq!(clip(&"x".repeat(500)).chars().count(), CLIP_CHARS + 3);
         let by_page = Paging {
             size: Some(2),
             ..Paging::default()
