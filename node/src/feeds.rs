@@ -811,30 +811,56 @@ impl Feeds {
     }
 }
 
-/// Opens (decodes and checks the signature of) each entry of a range answer, on all cores
-/// (at most 8 threads); the results in the answer's order.
+/// Opens (decodes and checks the signature of) the entries of a range answer, on all cores
+/// (at most 8 threads), in the answer's order, up to and including the first that does not
+/// open: the entries after it are never applied ([`Feeds::ingest_opened_range`] stops there),
+/// so a peer's answer of bad signatures costs one check, not thousands. A panic while opening
+/// is raised again here.
 pub fn open_range(entries: &[Vec<u8>]) -> Vec<Result<VerifiedEntry, FeedError>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
     let per = entries.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
+    // The lowest index known not to open.
+    let first_bad = AtomicUsize::new(usize::MAX);
+    let mut opened: Vec<Result<VerifiedEntry, FeedError>> = std::thread::scope(|s| {
         let handles: Vec<_> = entries
             .chunks(per)
-            .map(|chunk| {
+            .enumerate()
+            .map(|(c, chunk)| {
+                let first_bad = &first_bad;
                 s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|b| VerifiedEntry::open(b))
-                        .collect::<Vec<_>>()
+                    let mut out = Vec::with_capacity(chunk.len());
+                    for (i, b) in (c * per..).zip(chunk) {
+                        if i > first_bad.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let o = VerifiedEntry::open(b);
+                        if o.is_err() {
+                            first_bad.fetch_min(i, Ordering::Relaxed);
+                        }
+                        out.push(o);
+                    }
+                    out
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
+        let mut all = Vec::with_capacity(entries.len());
+        for h in handles {
+            match h.join() {
+                Ok(part) => all.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all
+    });
+    // A chunk that stopped early left the ones after it out of place: keep up to the first
+    // entry that did not open.
+    if let Some(bad) = opened.iter().position(Result::is_err) {
+        opened.truncate(bad + 1);
+    }
+    opened
 }
 
 /// Whether this node appends `event` because of what other members did (see
@@ -848,5 +874,57 @@ fn caused_by_members(event: &Event, hub: bool) -> bool {
             GrantEvent::Accepted { .. } | GrantEvent::Rejected { .. } | GrantEvent::Issued { .. },
         ) => hub,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use huitong_protocol::feed::{EntryHash, FeedEntry, FEED_ENTRY_VERSION};
+    use huitong_protocol::{Event, ResourceCode, SecretKey};
+
+    /// `n` consecutive entries of one feed, as envelope bytes.
+    fn feed_entries(n: u64) -> Vec<Vec<u8>> {
+        let key = SecretKey::from_bytes([3; 32]);
+        let mut prev = EntryHash::ZERO;
+        (1..=n)
+            .map(|seq| {
+                let v = FeedEntry {
+                    version: FEED_ENTRY_VERSION,
+                    feed: key.public(),
+                    seq,
+                    prev,
+                    timestamp_ms: 1_700_000_000_000 + seq,
+                    charter: 1,
+                    event: Event::CatalogueWithdrawn {
+                        code: ResourceCode::parse("101001/000001").unwrap(),
+                        reason: format!("test {seq}"),
+                    },
+                    by: None,
+                }
+                .seal(&key);
+                prev = v.hash;
+                v.envelope.to_bytes()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_range_is_opened_in_order_up_to_its_first_bad_entry() {
+        let mut entries = feed_entries(40);
+        let all = super::open_range(&entries);
+        assert_eq!(all.len(), 40);
+        assert!(all.iter().all(Result::is_ok));
+        assert!(all
+            .iter()
+            .zip(1..)
+            .all(|(o, seq)| o.as_ref().is_ok_and(|v| v.entry.seq == seq)));
+        // A flipped signature byte in entry 8 (index 7) and garbage at 30: opened up to 8.
+        let last = entries[7].len() - 1;
+        entries[7][last] ^= 1;
+        entries[29] = b"junk".to_vec();
+        let opened = super::open_range(&entries);
+        assert_eq!(opened.len(), 8, "up to and including the first bad entry");
+        assert!(opened[..7].iter().all(Result::is_ok));
+        assert!(opened[7].is_err());
     }
 }

@@ -224,25 +224,6 @@ pub struct Search {
     reset: AtomicBool,
 }
 
-/// Niceness of the index thread (and of tantivy's writer threads, which it starts and which
-/// inherit it): the index is kept in step when the CPU is free, so a node syncing a large
-/// catalogue spends its cores on signatures and the store first. Queries still wait for the
-/// changes noted before them ([`FRESH_WAIT`]).
-const INDEX_NICENESS: libc::c_int = 10;
-
-/// Lowers the calling thread's scheduling priority to [`INDEX_NICENESS`] (Linux: niceness is
-/// per thread). Failing, it logs and the thread runs at the normal priority.
-fn lower_priority() {
-    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
-    let done = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, INDEX_NICENESS)
-    };
-    if done != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "the search index thread keeps the normal priority");
-    }
-}
-
 impl Search {
     /// A search index in `dir` (made when [`Search::run`] starts).
     pub fn new(dir: &Path) -> Self {
@@ -287,7 +268,6 @@ impl Search {
     /// (run it on its own thread). A failure or a panic is logged and searching goes back to
     /// the plain word index.
     pub fn run(&self, state: &NodeState, shutdown: &CancellationToken) {
-        lower_priority();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.keep_in_step(state, shutdown)
         }));

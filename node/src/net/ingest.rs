@@ -105,9 +105,9 @@ enum Opening {
     Panicked,
 }
 
-/// Opened jobs waiting for the ingest stage: one, so at most one opened range answer (besides
-/// the one being applied) is held in memory.
-const OPENED_QUEUE: usize = 1;
+/// Opened jobs waiting for the ingest stage: none (a hand-over), so at most one opened range
+/// answer waits, held by the verify stage, besides the one being applied.
+const OPENED_QUEUE: usize = 0;
 
 /// Starts both stages: jobs from `jobs`, answers to `done`, until the event loop drops its
 /// sender of `jobs`. An error when a thread cannot start (the event loop then sees its
