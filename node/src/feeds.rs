@@ -255,11 +255,6 @@ impl Feeds {
         &self.state
     }
 
-    /// Opens and ingests envelope bytes received from the network.
-    pub fn ingest_bytes(&self, bytes: &[u8]) -> Result<Outcome, StoreError> {
-        self.ingest_opened(VerifiedEntry::open(bytes))
-    }
-
     /// Ingests an entry [`VerifiedEntry::open`] opened from network bytes (refusing it when it
     /// did not open).
     pub fn ingest_opened(
@@ -275,18 +270,6 @@ impl Feeds {
                 Ok(Outcome::Rejected(l))
             }
         }
-    }
-
-    /// Ingests the answer to a range request of `feed` from seq `from`: consecutive entries of
-    /// that feed. Signatures are checked on all cores first ([`open_range`]); entries are then
-    /// applied in order ([`Self::ingest_opened_range`]).
-    pub fn ingest_range(
-        &self,
-        feed: &NodeId,
-        from: u64,
-        entries: &[Vec<u8>],
-    ) -> Result<RangeIngested, StoreError> {
-        self.ingest_opened_range(feed, from, open_range(entries))
     }
 
     /// Applies a range answer whose entries [`open_range`] opened, in order, stopping at the

@@ -322,46 +322,73 @@ fn as_row(r: &Value) -> String {
         .join(",")
 }
 
+/// Node `i` reads the test API at `url` in pages of 100 when asked, with the token in its
+/// secrets file (mode 0600) and the source settings `extra`.
+fn add_api_source(
+    net: &huitong_testnet::Testnet,
+    i: usize,
+    url: &str,
+    extra: &str,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    add_source(
+        net,
+        i,
+        &format!(
+            "kind = \"http\"\nurl = \"{url}\"\nrecords = \"/data/list\"\n\
+             paging = {{ style = \"page\", size = 100 }}\nschedule = \"manual\"\n{extra}\n\
+             columns = {{ \"编号\" = \"id\", \"姓名\" = \"name\", \"金额\" = \"amount\", \"日期\" = \"day\", \"备注\" = \"note\" }}"
+        ),
+    )?;
+    let secrets = net.nodes[i].dir.join("secrets.toml");
+    std::fs::write(
+        &secrets,
+        format!("[sources.\"{CODE}\".headers]\nAuthorization = \"{TOKEN}\"\n"),
+    )?;
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// `huitong collect run CODE --json` on node `i`: the run printed, whether the command
+/// succeeded, and all it wrote (stdout and stderr).
+fn collect_now(f: &huitong_tests::Fixture, i: usize) -> anyhow::Result<(Value, bool, String)> {
+    let out = f.net.cli(i, &["collect", "run", CODE, "--json"])?;
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        anyhow::anyhow!(
+            "no run printed ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    Ok((v, out.status.success(), printed))
+}
+
 #[test]
 fn an_http_api_is_read_page_by_page_into_versions() -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
     let api = Arc::new(Mutex::new(Api {
         records: (0..1234).map(|n| record(n, "")).collect(),
         requests: 0,
     }));
     let port = serve(api.clone(), None)?;
     let mut f = start_prepared(2, 2, &[], |net| {
-        add_source(
+        add_api_source(
             net,
             1,
-            &format!(
-                "kind = \"http\"\nurl = \"http://127.0.0.1:{port}/api/people\"\nrecords = \"/data/list\"\n\
-                 paging = {{ style = \"page\", size = 100 }}\nkey = [\"编号\"]\nschedule = \"manual\"\n\
-                 columns = {{ \"编号\" = \"id\", \"姓名\" = \"name\", \"金额\" = \"amount\", \"日期\" = \"day\", \"备注\" = \"note\" }}"
-            ),
-        )?;
-        let secrets = net.nodes[1].dir.join("secrets.toml");
-        std::fs::write(
-            &secrets,
-            format!("[sources.\"{CODE}\".headers]\nAuthorization = \"{TOKEN}\"\n"),
-        )?;
-        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600))?;
-        Ok(())
+            &format!("http://127.0.0.1:{port}/api/people"),
+            "key = [\"编号\"]",
+        )
     })?;
     publish(&f, 1)?;
     let (provider, consumer) = (1, 2);
     let mut seen = String::new();
     let mut run = |f: &huitong_tests::Fixture| -> anyhow::Result<(Value, bool)> {
-        let out = f.net.cli(provider, &["collect", "run", CODE, "--json"])?;
-        seen.push_str(&String::from_utf8_lossy(&out.stdout));
-        seen.push_str(&String::from_utf8_lossy(&out.stderr));
-        let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-            anyhow::anyhow!(
-                "no run printed ({e}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
-        Ok((v, out.status.success()))
+        let (v, ok, printed) = collect_now(f, provider)?;
+        seen.push_str(&printed);
+        Ok((v, ok))
     };
 
     // 1,234 records in pages of 100: 13 requests, version 1 equal to the records.
@@ -451,7 +478,6 @@ fn an_http_api_is_read_page_by_page_into_versions() -> anyhow::Result<()> {
 
 #[test]
 fn an_https_api_is_read_trusting_the_authority_in_the_sources_ca_file() -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
     let api = Arc::new(Mutex::new(Api {
         records: (0..250).map(|n| record(n, "")).collect(),
         requests: 0,
@@ -473,35 +499,18 @@ fn an_https_api_is_read_trusting_the_authority_in_the_sources_ca_file() -> anyho
     let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])?;
     std::fs::write(&ca_file, other.cert.pem())?;
     let mut f = start_prepared(1, 2, &[], |net| {
-        add_source(
+        add_api_source(
             net,
             1,
-            &format!(
-                "kind = \"http\"\nurl = \"https://127.0.0.1:{port}/api/people\"\nca = {:?}\n\
-                 records = \"/data/list\"\npaging = {{ style = \"page\", size = 100 }}\nschedule = \"manual\"\n\
-                 columns = {{ \"编号\" = \"id\", \"姓名\" = \"name\", \"金额\" = \"amount\", \"日期\" = \"day\", \"备注\" = \"note\" }}",
-                ca_file.display()
-            ),
-        )?;
-        let secrets = net.nodes[1].dir.join("secrets.toml");
-        std::fs::write(
-            &secrets,
-            format!("[sources.\"{CODE}\".headers]\nAuthorization = \"{TOKEN}\"\n"),
-        )?;
-        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600))?;
-        Ok(())
+            &format!("https://127.0.0.1:{port}/api/people"),
+            &format!("ca = {:?}", ca_file.display()),
+        )
     })?;
     publish(&f, 1)?;
     let (provider, consumer) = (1, 0);
     let run = |f: &huitong_tests::Fixture| -> anyhow::Result<(Value, bool)> {
-        let out = f.net.cli(provider, &["collect", "run", CODE, "--json"])?;
-        let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-            anyhow::anyhow!(
-                "no run printed ({e}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
-        Ok((v, out.status.success()))
+        let (v, ok, _) = collect_now(f, provider)?;
+        Ok((v, ok))
     };
 
     let (v, ok) = run(&f)?;
