@@ -338,6 +338,12 @@ pub struct NetworkConfig {
     /// Seconds between anti-entropy rounds with every connected peer.
     #[serde(default = "default_sync_interval")]
     pub sync_interval_secs: u64,
+    /// The bulk data port, where consumers fetch chunks over TCP + TLS 1.3 authenticated by
+    /// the node key: `"IP:PORT"` (e.g. `"0.0.0.0:7401"`, the port to open in a firewall),
+    /// `"off"` (chunks then go over the libp2p connection, slower), or unset: the host of the
+    /// first TCP listen address with a port the system picks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_listen: Option<String>,
 }
 
 /// `[api]`.
@@ -444,6 +450,7 @@ impl Default for NetworkConfig {
             listen: default_listen(),
             bootstrap: Vec::new(),
             sync_interval_secs: default_sync_interval(),
+            data_listen: None,
         }
     }
 }
@@ -536,6 +543,16 @@ impl Config {
                 return Err((
                     key,
                     format!("{bad:?} is not a multiaddress; write e.g. \"/ip4/0.0.0.0/udp/7400/quic-v1\""),
+                ));
+            }
+        }
+        if let Some(d) = self.network.data_listen.as_deref() {
+            if d.trim() != "off" && d.trim().parse::<std::net::SocketAddr>().is_err() {
+                return Err((
+                    "network.data_listen",
+                    format!(
+                        "{d:?} is not an IP:PORT address; write e.g. \"0.0.0.0:7401\", or \"off\""
+                    ),
                 ));
             }
         }
@@ -963,5 +980,14 @@ org_code = "91350100M000100Y43"
         let bad = format!("{GOOD}\n[network]\nlistn = []\n");
         let e = Config::parse(&bad, Path::new("h.toml")).unwrap_err();
         assert!(e.to_string().contains("listn"), "{e}");
+
+        let bad = format!("{GOOD}\n[network]\ndata_listen = \"7401\"\n");
+        let e = Config::parse(&bad, Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().contains("network.data_listen"), "{e}");
+        for good in ["off", "0.0.0.0:7401", "[::]:7401"] {
+            let text = format!("{GOOD}\n[network]\ndata_listen = \"{good}\"\n");
+            let c = Config::parse(&text, Path::new("h.toml")).unwrap();
+            assert_eq!(c.network.data_listen.as_deref(), Some(good));
+        }
     }
 }

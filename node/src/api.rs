@@ -51,6 +51,10 @@ pub struct Status {
     pub connected_peers: usize,
     /// Listening addresses.
     pub listen: Vec<String>,
+    /// The bulk data port (TCP + TLS 1.3 with the node key) where consumers fetch chunks;
+    /// `None` when it is off.
+    #[serde(default)]
+    pub data_listen: Option<String>,
     /// Feeds held.
     pub feeds: usize,
     /// Latest seq of this node's own feed.

@@ -245,6 +245,8 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
             huitong_protocol::wire::DATA_PROTOCOL,
         ))
         .context("cannot register the data protocol")?;
+    let bulk_addr = crate::link::bulk::listen_addr(config.network.data_listen.as_deref(), &listen)
+        .map_err(config_error)?;
     for a in listen {
         swarm
             .listen_on(a.clone())
@@ -314,8 +316,34 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         crate::housekeeping::run(feeds.clone(), housekeeping, shutdown.clone()),
     );
     let services: Arc<crate::service::provider::Services> = Arc::default();
-    let data_server =
-        crate::transfer::server::Server::new(feeds.clone(), client.clone(), services.clone());
+    // The bulk data port (TCP + TLS 1.3 with the node key): chunk transfers beside libp2p.
+    let bulk_tls = Arc::new(crate::link::bulk::BulkTls::new(net::keypair(&state.key))?);
+    let (bulk_tx, bulk_rx) = tokio::sync::mpsc::channel(crate::link::bulk::MAX_HANDSHAKES);
+    let bulk_listening = match bulk_addr {
+        None => {
+            info!("no bulk data port (network.data_listen = \"off\"): chunks go over the libp2p connections");
+            None
+        }
+        Some(addr) => {
+            let net = client.clone();
+            let admit: crate::link::bulk::Admit = Arc::new(move |ip| {
+                let net = net.clone();
+                Box::pin(async move { net.has_direct_ip(ip).await })
+            });
+            let listener =
+                crate::link::bulk::BulkListener::bind(addr, bulk_tls.clone(), admit).await?;
+            let bound = listener.local_addr()?;
+            info!(addr = %bound, "bulk data port (TCP, TLS 1.3 with the node key) listening");
+            tasks.spawn_infallible("bulk data port", listener.run(bulk_tx, shutdown.clone()));
+            Some(bound)
+        }
+    };
+    let data_server = crate::transfer::server::Server::new(
+        feeds.clone(),
+        client.clone(),
+        services.clone(),
+        bulk_listening.map(|a| a.port()),
+    );
     tasks.spawn_infallible(
         "transfer log",
         crate::transfer::served::run(
@@ -325,7 +353,10 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
             shutdown.clone(),
         ),
     );
-    tasks.spawn_infallible("data server", data_server.run(incoming, shutdown.clone()));
+    tasks.spawn_infallible(
+        "data server",
+        data_server.run(incoming, bulk_rx, shutdown.clone()),
+    );
     tasks.spawn_infallible(
         "call log anchors",
         crate::call_anchors::run(
@@ -351,6 +382,8 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let transport = crate::link::Transport {
         net: client.clone(),
         control,
+        bulk: bulk_tls,
+        bulk_listening,
     };
     let pulls: Arc<crate::transfer::pull::Pulls> = Arc::default();
     let subscriber = Arc::new(crate::subscribe::task::Subscriber::new(

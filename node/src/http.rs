@@ -373,6 +373,7 @@ async fn status_view(ctx: &Ctx) -> Result<api::Status, Fail> {
         active_member: active,
         connected_peers: ctx.net.peers().await.len(),
         listen: ctx.net.listeners().await,
+        data_listen: ctx.transport.bulk_listening.map(|a| a.to_string()),
         feeds: heads.len(),
         own_seq,
         catalogue_entries: catalogue::count(&s.store).map_err(internal)?,

@@ -285,6 +285,10 @@ pub enum Command {
     Listeners(oneshot::Sender<Vec<String>>),
     /// Make sure there is a connection to a member (direct first, else through the hub).
     Connect(PeerId, oneshot::Sender<Result<Route, String>>),
+    /// The IP address of a direct connection to a peer, if there is one.
+    DirectIp(PeerId, oneshot::Sender<Option<std::net::IpAddr>>),
+    /// Whether some peer is connected directly from this IP address.
+    HasDirectIp(std::net::IpAddr, oneshot::Sender<bool>),
 }
 
 /// A cloneable handle to the event loop.
@@ -339,6 +343,25 @@ impl Client {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// The IP address of a direct connection to `peer`; `None` when there is none (not
+    /// connected, only relayed, or the node is stopping).
+    pub async fn direct_ip(&self, peer: PeerId) -> Option<std::net::IpAddr> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::DirectIp(peer, tx)).await {
+            return None;
+        }
+        rx.await.ok().flatten()
+    }
+
+    /// Whether a peer (only members pass the gate) holds a direct connection from `ip`.
+    pub async fn has_direct_ip(&self, ip: std::net::IpAddr) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::HasDirectIp(ip, tx)).await {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 }
 

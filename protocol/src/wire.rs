@@ -112,6 +112,10 @@ pub enum Gossip {
 pub const DATA_PROTOCOL: &str = "/huitong/data/1";
 /// Largest request frame.
 pub const MAX_DATA_FRAME: usize = 64 * 1024;
+/// The ALPN protocol of the bulk data port: the same [`DataRequest`]/[`DataResponse`] frames
+/// as [`DATA_PROTOCOL`], carried over TCP + TLS 1.3 where both ends prove their node key with a
+/// libp2p TLS certificate (one connection per stream).
+pub const DATA_TLS_ALPN: &[u8] = b"huitong-data/1";
 
 /// A request on the data protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +166,10 @@ pub enum DataRequest {
         /// What is asked.
         query: crate::call::Query,
     },
+    /// Where this node's bulk data port listens ([`DATA_TLS_ALPN`]), so a consumer can fetch
+    /// chunks over TCP + TLS 1.3 instead of this connection; answered by
+    /// [`DataResponse::BulkPort`].
+    BulkPort,
     /// The first rows of version `version` of an 无条件共享 table, for a portal's preview:
     /// only the 信息项 shared without conditions, at most [`MAX_PREVIEW_ROWS`] rows.
     Preview {
@@ -290,6 +298,12 @@ pub enum DataResponse {
         columns: Vec<String>,
         /// Rows, each with one cell per column.
         rows: Vec<Vec<String>>,
+    },
+    /// The TCP port of the provider's bulk data port on the address the consumer reached it
+    /// at; `None` when it has none (then the consumer stays on the libp2p connection).
+    BulkPort {
+        /// The port.
+        port: Option<u16>,
     },
     /// Refused, with the reason for a person.
     Refused {

@@ -1,6 +1,7 @@
 //! Dataset exchange between real nodes over real sockets: publish, pull, share types, rejects,
 //! `--fields`, incremental versions, a 1 GiB round trip, kill -9 of the consumer and of the
-//! provider mid-pull, a tampered chunk, and a pull through the hub's relay.
+//! provider mid-pull, a tampered chunk, a pull through the hub's relay, and the bulk data port
+//! (chunks over TCP + TLS with the node keys; members only; off → the libp2p connection).
 //!
 //! The heavy tests take a lock so they never run at the same time (a loaded 2-core machine).
 
@@ -8,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use huitong_tests::data::{self, counter};
-use huitong_tests::{cli_ok, start, start_with, wait_until};
+use huitong_tests::{cli_ok, start, start_prepared, start_with, wait_until};
 
 static HEAVY: Mutex<()> = Mutex::new(());
 
@@ -232,6 +233,7 @@ fn gib_round_trip_survives_killed_consumer_and_provider() -> anyhow::Result<()> 
     net.start(consumer)?;
     net.wait_healthy(Duration::from_secs(60))?;
     let s = data::pull(net, consumer, &["301001/000007", "--out", &out_s])?;
+    assert_eq!(s["data_plane"], "tls-tcp", "{s}");
     assert!(
         s["bytes_reused"].as_u64() >= Some(size / 3 - MAX_IN_FLIGHT),
         "resumed from held chunks: {s}"
@@ -357,6 +359,8 @@ fn pull_goes_through_the_hub_when_no_direct_route() -> anyhow::Result<()> {
         &["301001/000009", "--out", &out.to_string_lossy()],
     )?;
     assert_eq!(s["route"], "relayed", "{s}");
+    // A relayed connection says nothing of where the provider's bulk port is reached.
+    assert_eq!(s["data_plane"], "libp2p", "{s}");
     // The receipt request goes the same way.
     assert!(s["receipt"].as_str().is_some(), "no receipt: {s}");
     assert!(data::same_bytes(&src, &out)?);
@@ -428,5 +432,79 @@ fn file_pulls_write_once_and_reuse_the_earlier_output() -> anyhow::Result<()> {
     )?;
     assert_eq!(s["bytes_fetched"].as_u64(), Some(48 * MIB), "{s}");
     assert!(data::same_bytes(&v2, &other)?, "bit-exact");
+    Ok(())
+}
+
+#[test]
+fn chunks_go_over_the_bulk_data_port_to_members_only() -> anyhow::Result<()> {
+    use futures::AsyncReadExt;
+    use huitong_protocol::wire::DataRequest;
+
+    let _g = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    // 区市场监管局 (node 2) turns its bulk data port off.
+    let mut f = start_prepared(2, 5, &[], |net| {
+        let dir = &net.nodes[2].dir;
+        let mut config = huitong_config::Config::load(dir)?;
+        config.network.data_listen = Some("off".into());
+        std::fs::write(dir.join(huitong_config::CONFIG_FILE), config.to_toml())?;
+        Ok(())
+    })?;
+    let dir = f.tmp.path().to_path_buf();
+    let net = &mut f.net;
+    let (with_port, without_port) = (1, 2);
+    for (provider, consumer, seq) in [(with_port, without_port, 10), (without_port, with_port, 11)]
+    {
+        let code = format!("301001/{seq:06}");
+        let entry = huitong_tests::entry(net, provider, seq, "经数据端口传输的文件");
+        data::publish_entry(net, &dir, provider, &entry)?;
+        let src = dir.join(format!("bulk-{seq}.bin"));
+        data::publish_random_file(net, provider, &code, &src, 24 * MIB, consumer)?;
+        let out = dir.join(format!("bulk-{seq}-out.bin"));
+        let s = data::pull(net, consumer, &[&code, "--out", &out.to_string_lossy()])?;
+        let plane = if provider == with_port {
+            "tls-tcp"
+        } else {
+            "libp2p"
+        };
+        assert_eq!(s["data_plane"], plane, "{s}");
+        assert_eq!(s["route"], "direct", "{s}");
+        assert!(s["receipt"].as_str().is_some(), "no receipt: {s}");
+        assert!(data::same_bytes(&src, &out)?, "bit-exact over {plane}");
+    }
+    assert!(net.get(without_port, "/status")?["data_listen"].is_null());
+
+    // A key outside the federation, from an address where members are connected (loopback
+    // here), completes the TLS handshake, and the stream is closed before any request is
+    // answered.
+    let port = net.get(with_port, "/status")?["data_listen"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no data port in the status"))?
+        .to_string();
+    let addr: std::net::SocketAddr = port.parse()?;
+    let provider_peer: libp2p::PeerId = net.nodes[with_port].peer_id.parse()?;
+    let before = huitong_tests::rejected(net, with_port, "bulk_non_member")?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let answered = rt.block_on(async {
+        let stranger =
+            huitong_node::link::bulk::BulkTls::new(libp2p::identity::Keypair::generate_ed25519())?;
+        let mut s = stranger.dial(provider_peer, addr).await?;
+        let req = DataRequest::Manifest {
+            code: huitong_protocol::ResourceCode::parse("301001/000010")?,
+            version: None,
+            grant: None,
+        };
+        // The provider may close before these are read (a reset can fail them): only what
+        // comes back counts.
+        let _ = huitong_node::link::frame::write(&mut s, &req).await;
+        let _ = futures::AsyncWriteExt::flush(&mut s).await;
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf)).await;
+        anyhow::Ok((read.is_ok(), buf.len()))
+    })?;
+    assert_eq!(answered, (true, 0), "closed at once, nothing answered");
+    assert_eq!(
+        huitong_tests::rejected(net, with_port, "bulk_non_member")?,
+        before + 1
+    );
     Ok(())
 }

@@ -27,6 +27,10 @@ pub struct InitArgs {
     /// Listen multiaddress (repeatable); default QUIC and TCP on port 7400.
     #[arg(long)]
     listen: Vec<String>,
+    /// Bulk data port (`IP:PORT`, or `off`); default TCP 7401 with the default listen
+    /// addresses, else the first TCP listen address's host with a port the system picks.
+    #[arg(long)]
+    data_listen: Option<String>,
     /// Admin API address (loopback); port 0 picks a free port.
     #[arg(long)]
     api: Option<String>,
@@ -40,6 +44,9 @@ pub struct InitArgs {
     #[arg(long)]
     json: bool,
 }
+
+/// The bulk data port of a node initialised with the default listen addresses.
+const DEFAULT_DATA_LISTEN: &str = "0.0.0.0:7401";
 
 pub(super) fn init(dir: &Path, a: InitArgs) -> anyhow::Result<()> {
     let role = Role::parse(&a.role).with_context(|| {
@@ -61,6 +68,12 @@ pub(super) fn init(dir: &Path, a: InitArgs) -> anyhow::Result<()> {
     config.federation.authority_key = a.authority_key;
     if !a.listen.is_empty() {
         config.network.listen = a.listen;
+    } else {
+        // Beside the default 7400 a fixed port too, for the firewall rule.
+        config.network.data_listen = Some(DEFAULT_DATA_LISTEN.into());
+    }
+    if let Some(d) = a.data_listen {
+        config.network.data_listen = Some(d);
     }
     if let Some(api) = a.api {
         config.api.listen = api;

@@ -157,6 +157,13 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
     writeln!(o, "peer id      {}", s.peer_id)?;
     writeln!(o, "peers        {} connected", s.connected_peers)?;
     writeln!(o, "listening    {}", s.listen.join(" "))?;
+    match &s.data_listen {
+        Some(a) => writeln!(o, "data port    {a} (TCP, TLS 1.3 with the node key)")?,
+        None => writeln!(
+            o,
+            "data port    off (chunks go over the libp2p connections)"
+        )?,
+    }
     writeln!(
         o,
         "feeds        {} (own feed at seq {})",

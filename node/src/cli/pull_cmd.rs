@@ -405,13 +405,16 @@ fn format_of(args: &PullArgs) -> OutFormat {
 fn print_summary(s: &PullSummary) -> anyhow::Result<()> {
     let mut o = std::io::stdout().lock();
     let secs = (s.elapsed_ms as f64 / 1000.0).max(0.001);
+    let route = match s.data_plane.as_str() {
+        "" => s.route.clone(),
+        plane => format!("{}, {plane}", s.route),
+    };
     writeln!(
         o,
-        "pulled {} v{} from {} ({}) → {}",
+        "pulled {} v{} from {} ({route}) → {}",
         s.code,
         s.version,
         s.provider,
-        s.route,
         s.out.display()
     )?;
     if let Some(rows) = s.rows {

@@ -150,8 +150,9 @@ pub struct EventLoop {
     answered: mpsc::Receiver<Answer>,
     /// Sync requests per peer.
     limiter: super::rate::Limiter,
-    /// Open connections per peer: whether each goes through a relay.
-    connections: HashMap<PeerId, HashMap<ConnectionId, bool>>,
+    /// Open connections per peer: whether each goes through a relay, and the peer's IP address
+    /// on a direct one.
+    connections: HashMap<PeerId, HashMap<ConnectionId, (bool, Option<std::net::IpAddr>)>>,
     /// `connect` callers waiting for a dial.
     pending: HashMap<PeerId, Vec<oneshot::Sender<Result<Route, String>>>>,
     /// Relay reservations (circuit listeners) by hub.
@@ -524,13 +525,28 @@ impl EventLoop {
                 let _ = reply.send(l);
             }
             Command::Connect(peer, reply) => self.connect(peer, reply),
+            Command::DirectIp(peer, reply) => {
+                let ip = self.connections.get(&peer).and_then(|c| {
+                    c.values()
+                        .find_map(|(relayed, ip)| if *relayed { None } else { *ip })
+                });
+                let _ = reply.send(ip);
+            }
+            Command::HasDirectIp(ip, reply) => {
+                let found = self
+                    .connections
+                    .values()
+                    .flat_map(|c| c.values())
+                    .any(|(relayed, at)| !relayed && *at == Some(ip));
+                let _ = reply.send(found);
+            }
         }
     }
 
     /// How `peer` is reached now, if connected.
     fn route(&self, peer: &PeerId) -> Option<Route> {
         let conns = self.connections.get(peer).filter(|c| !c.is_empty())?;
-        Some(if conns.values().any(|relayed| !relayed) {
+        Some(if conns.values().any(|(relayed, _)| !relayed) {
             Route::Direct
         } else {
             Route::Relayed
@@ -671,10 +687,15 @@ impl EventLoop {
             } => {
                 let relayed = endpoint.is_relayed();
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), relayed, "connected");
+                let ip = endpoint.get_remote_address().iter().find_map(|p| match p {
+                    Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+                    Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+                    _ => None,
+                });
                 self.connections
                     .entry(peer_id)
                     .or_default()
-                    .insert(connection_id, relayed);
+                    .insert(connection_id, (relayed, ip));
                 if let Some(route) = self.route(&peer_id) {
                     self.answer_pending(&peer_id, Ok(route));
                 }

@@ -135,6 +135,7 @@ impl FileOutput {
             .unwrap_or_default()
         {
             self.partial.file().write_all_at(bytes, at)?;
+            start_writeback(self.partial.file(), at, bytes.len());
         }
         Ok(())
     }
@@ -159,6 +160,22 @@ impl FileOutput {
     /// Removes the partial file (a pull that will not be resumed).
     pub fn discard(&self) {
         self.partial.discard();
+    }
+}
+
+/// Asks the kernel to start writing `len` bytes at `at` to disk now, so the final fsync waits
+/// only for the last chunks instead of the whole file (measured in docs/benchmarks.md, issue
+/// #14). Only a hint: a write that fails is reported by that fsync, so a refusal here (a file
+/// system without it) changes nothing.
+fn start_writeback(file: &std::fs::File, at: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    let (Ok(at), Ok(len)) = (i64::try_from(at), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for as long as `file` is borrowed; the call reads no
+    // memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), at, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 

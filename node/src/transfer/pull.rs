@@ -133,6 +133,10 @@ pub struct PullSummary {
     pub bytes_written: u64,
     /// `direct`, `relayed` or `local`.
     pub route: String,
+    /// What carried the chunks: `tls-tcp` (the provider's bulk data port), `libp2p` (the
+    /// connection to the provider), or empty when nothing was fetched.
+    #[serde(default)]
+    pub data_plane: String,
     /// Wall time.
     pub elapsed_ms: u64,
     /// Time spent fetching chunks (after connecting and re-verifying held chunks).
@@ -731,6 +735,7 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
     if job.cancel.is_cancelled() {
         return Err(PullError::Cancelled);
     }
+    let mut data_plane = "";
     if !missing.is_empty() {
         if local_pull {
             return Err(local(format!(
@@ -752,14 +757,17 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
             token.clone(),
         )
         .await;
-        if let Err(e) = fetched {
-            // Refused (e.g. the grant was revoked): nothing to resume, keep no partial copy.
-            if matches!(e, PullError::Refused { .. }) {
-                if let Some(o) = &output {
-                    o.discard();
+        match fetched {
+            Ok(plane) => data_plane = plane,
+            Err(e) => {
+                // Refused (e.g. the grant was revoked): nothing to resume, keep no partial copy.
+                if matches!(e, PullError::Refused { .. }) {
+                    if let Some(o) = &output {
+                        o.discard();
+                    }
                 }
+                return Err(e);
             }
-            return Err(e);
         }
         if job.cancel.is_cancelled() {
             return Err(PullError::Cancelled);
@@ -839,6 +847,7 @@ async fn pull(feeds: &Arc<Feeds>, t: &Transport, job: &Job) -> Result<PullSummar
         bytes_reused: reused,
         bytes_written,
         route: route.as_str().into(),
+        data_plane: data_plane.into(),
         elapsed_ms: job.started.elapsed().as_millis() as u64,
         fetch_ms,
         write_ms: write_started.elapsed().as_millis() as u64,

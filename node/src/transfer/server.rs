@@ -18,7 +18,7 @@ use futures::{AsyncWriteExt, StreamExt};
 use huitong_protocol::dataset::{Body, ChunkHash, DatasetVersion, Manifest, MAX_MANIFEST_BYTES};
 use huitong_protocol::wire::{DataRequest, DataResponse, RefusalKind, MAX_DATA_FRAME};
 use huitong_protocol::{codec, NodeId, ResourceCode};
-use libp2p::{PeerId, Stream};
+use libp2p::PeerId;
 use serde_bytes::ByteBuf;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -29,7 +29,8 @@ use crate::access::{self, Need, Refusal, Scope};
 use crate::catalogue::{self, Record};
 use crate::dataset::records;
 use crate::feeds::Feeds;
-use crate::link::frame;
+use crate::link::bulk::BulkStream;
+use crate::link::{frame, DataStream};
 use crate::net::Client;
 use crate::state::NodeState;
 
@@ -109,15 +110,19 @@ pub struct Server {
     limits: Arc<Limits>,
     /// What was sent to whom, until the transfer is logged.
     served: Arc<Served>,
+    /// The port of this node's bulk data port, told to consumers that ask.
+    bulk_port: Option<u16>,
 }
 
 impl Server {
     /// A server for this node, answering API calls with `services` (shared with the gateway,
-    /// which answers this node's own calls).
+    /// which answers this node's own calls); `bulk_port` is told to consumers that ask where
+    /// to fetch chunks.
     pub fn new(
         feeds: Arc<Feeds>,
         net: Client,
         services: Arc<crate::service::provider::Services>,
+        bulk_port: Option<u16>,
     ) -> Arc<Self> {
         Arc::new(Self {
             state: feeds.state().clone(),
@@ -128,6 +133,7 @@ impl Server {
             services,
             limits: Arc::default(),
             served: Arc::default(),
+            bulk_port,
         })
     }
 
@@ -136,34 +142,51 @@ impl Server {
         self.served.clone()
     }
 
-    /// Accepts streams until `shutdown`.
+    /// Accepts streams until `shutdown`: those on the libp2p connections, and those of the
+    /// bulk data port (`bulk`), the same way.
     pub async fn run(
         self: Arc<Self>,
         mut incoming: libp2p_stream::IncomingStreams,
+        mut bulk: tokio::sync::mpsc::Receiver<(PeerId, BulkStream)>,
         shutdown: CancellationToken,
     ) {
         loop {
-            tokio::select! {
+            let (peer, stream) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 next = incoming.next() => match next {
-                    Some((peer, stream)) => {
-                        let Some(slot) = self.limits.open_stream(peer) else {
-                            warn!(%peer, limit = limits::MAX_STREAMS_PER_PEER, "closed a data stream: the peer has too many open");
-                            self.state.reject("data_streams");
-                            continue;
-                        };
-                        let this = self.clone();
-                        tokio::spawn(async move {
-                            let _slot = slot;
-                            if let Err(e) = this.handle(peer, stream).await {
-                                debug!(%peer, error = %e, "data stream ended with an error");
-                            }
-                        });
-                    }
+                    Some((peer, stream)) => (peer, DataStream::Libp2p(stream)),
                     None => break,
                 },
-            }
+                Some((peer, stream)) = bulk.recv() => (peer, DataStream::Bulk(Box::new(stream))),
+            };
+            self.accept(peer, stream);
         }
+    }
+
+    /// Serves one stream in its own task, if `peer` has a stream left.
+    fn accept(self: &Arc<Self>, peer: PeerId, mut stream: DataStream) {
+        // Anyone with a key can finish a TLS handshake, while libp2p connections are gated to
+        // members already: a bulk stream of a non-member is closed before it costs more.
+        if matches!(stream, DataStream::Bulk(_)) && self.reading_member(&peer).is_none() {
+            debug!(%peer, "closed a bulk data stream: not an active federation member");
+            self.state.reject("bulk_non_member");
+            return;
+        }
+        let Some(slot) = self.limits.open_stream(peer) else {
+            warn!(%peer, plane = stream.plane(), limit = limits::MAX_STREAMS_PER_PEER, "closed a data stream: the peer has too many open");
+            self.state.reject("data_streams");
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), stream.close()).await;
+            });
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = this.handle(peer, stream).await {
+                debug!(%peer, error = %e, "data stream ended with an error");
+            }
+        });
     }
 
     /// The node key of a member with this PeerId that may read: an active one, or one the
@@ -183,7 +206,7 @@ impl Server {
         })
     }
 
-    async fn handle(&self, peer: PeerId, mut stream: Stream) -> Result<(), frame::FrameError> {
+    async fn handle(&self, peer: PeerId, mut stream: DataStream) -> Result<(), frame::FrameError> {
         loop {
             let req = match tokio::time::timeout(
                 IDLE,
@@ -322,6 +345,12 @@ impl Server {
                 });
                 (response, None)
             }
+            DataRequest::BulkPort => (
+                DataResponse::BulkPort {
+                    port: self.bulk_port,
+                },
+                None,
+            ),
             DataRequest::Preview { code, version } => {
                 let r = self.preview(&code, version, requester).await;
                 (r.unwrap_or_else(refused), None)
@@ -490,7 +519,7 @@ impl Server {
     /// that stops reading loses the stream, and with it what the stream held.
     async fn send(
         &self,
-        stream: &mut Stream,
+        stream: &mut DataStream,
         peer: &PeerId,
         response: &DataResponse,
         body: Option<&[u8]>,
@@ -522,7 +551,7 @@ impl Server {
 
     async fn refuse(
         &self,
-        stream: &mut Stream,
+        stream: &mut DataStream,
         peer: &PeerId,
         kind: RefusalKind,
         message: String,

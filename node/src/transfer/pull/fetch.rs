@@ -12,7 +12,7 @@ use huitong_protocol::dataset::{
 };
 use huitong_protocol::wire::{DataRequest, DataResponse, RefusalKind};
 use huitong_protocol::{NodeId, ResourceCode};
-use libp2p::{PeerId, Stream};
+use libp2p::PeerId;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -21,7 +21,10 @@ use super::plan::Want;
 use super::{local, PullError, PullRequest, STALL, STREAMS};
 use crate::chunks::ChunkError;
 use crate::dataset::records;
-use crate::link::{frame, open_stream, request_once, Transport, RESPONSE_TIMEOUT};
+use crate::link::{
+    data_route, frame, open_data_stream, request_once, DataRoute, DataStream, Transport,
+    RESPONSE_TIMEOUT,
+};
 use crate::state::NodeState;
 use crate::transfer::assemble::FileOutput;
 
@@ -82,6 +85,34 @@ struct Fetch<'a> {
     output: Option<Arc<FileOutput>>,
     /// The grant token presented with every request.
     grant: Option<serde_bytes::ByteBuf>,
+    /// Where chunk streams are opened; falls back to the libp2p connection for good once the
+    /// bulk data port could not be reached, or failed (see [`Fetch::bulk_failed`]).
+    route: Mutex<DataRoute>,
+    /// Chunks received and transient failures on bulk streams.
+    bulk_ok: std::sync::atomic::AtomicU64,
+    bulk_failures: std::sync::atomic::AtomicU64,
+}
+
+/// Transient failures on bulk streams after which the pull moves to the libp2p connection
+/// (the first one does if no chunk came over the port yet: a port that connects but then
+/// carries nothing, such as a path that drops large packets).
+const BULK_FAILURES: u64 = 3;
+
+impl Fetch<'_> {
+    /// Counts a failure on a bulk stream; moves the rest of the pull to the libp2p connection
+    /// when the port seems not to work.
+    fn bulk_failed(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let failures = self.bulk_failures.fetch_add(1, Relaxed) + 1;
+        if self.bulk_ok.load(Relaxed) == 0 || failures >= BULK_FAILURES {
+            let mut route = self.route.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(*route, DataRoute::Bulk(_)) {
+                warn!(peer = %self.peer, failures, "the provider's bulk data port failed; the rest of this pull goes over the libp2p connection");
+                *route = DataRoute::Libp2p;
+                self.t.bulk.mark_unreachable(self.peer);
+            }
+        }
+    }
 }
 
 enum Failure {
@@ -101,8 +132,13 @@ pub(super) async fn fetch_all(
     job: &Job,
     output: Option<Arc<FileOutput>>,
     grant: Option<Vec<u8>>,
-) -> Result<(), PullError> {
+) -> Result<&'static str, PullError> {
     let workers = STREAMS.min(missing.len()).max(1);
+    let route = tokio::select! {
+        biased;
+        _ = job.cancel.cancelled() => return Err(PullError::Cancelled),
+        r = data_route(t, peer) => r,
+    };
     let f = Fetch {
         state,
         t,
@@ -116,16 +152,40 @@ pub(super) async fn fetch_all(
         cancel: job.cancel.child_token(),
         output,
         grant: grant.map(serde_bytes::ByteBuf::from),
+        route: Mutex::new(route),
+        bulk_ok: Default::default(),
+        bulk_failures: Default::default(),
     };
-    let results = futures::future::join_all((0..workers).map(|_| worker(&f))).await;
-    results
-        .into_iter()
-        .collect::<Result<Vec<()>, _>>()
-        .map(|_| ())
+    // One stream first: a bulk data port that cannot be reached is found out once, not by
+    // every worker.
+    let mut first = tokio::select! {
+        biased;
+        _ = f.cancel.cancelled() => None,
+        s = open(&f) => Some(s),
+    };
+    let results = futures::future::join_all((0..workers).map(|_| worker(&f, first.take()))).await;
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    let route = *f.route.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(match route {
+        DataRoute::Bulk(_) => "tls-tcp",
+        DataRoute::Libp2p => "libp2p",
+    })
 }
 
-async fn worker(f: &Fetch<'_>) -> Result<(), PullError> {
-    let mut stream: Option<Stream> = None;
+/// A new chunk stream on the pull's route; a bulk stream that fell back to the libp2p
+/// connection moves the rest of the pull there (its summary names the plane it ended on).
+async fn open(f: &Fetch<'_>) -> Result<DataStream, String> {
+    let route = *f.route.lock().unwrap_or_else(|e| e.into_inner());
+    let s = open_data_stream(f.t, f.peer, route).await?;
+    if matches!(route, DataRoute::Bulk(_)) && matches!(s, DataStream::Libp2p(_)) {
+        *f.route.lock().unwrap_or_else(|e| e.into_inner()) = DataRoute::Libp2p;
+    }
+    Ok(s)
+}
+
+async fn worker(f: &Fetch<'_>, first: Option<Result<DataStream, String>>) -> Result<(), PullError> {
+    let mut stream: Option<DataStream> = None;
+    let mut first = first;
     loop {
         if f.cancel.is_cancelled() {
             return Ok(());
@@ -139,7 +199,10 @@ async fn worker(f: &Fetch<'_>) -> Result<(), PullError> {
         let attempt = async {
             match stream.as_mut() {
                 Some(s) => fetch_one(f, s, &want).await,
-                None => match open_stream(f.t, f.peer).await {
+                None => match match first.take() {
+                    Some(opened) => opened,
+                    None => open(f).await,
+                } {
                     Ok(mut s) => {
                         let r = fetch_one(f, &mut s, &want).await;
                         stream = Some(s);
@@ -155,13 +218,22 @@ async fn worker(f: &Fetch<'_>) -> Result<(), PullError> {
             _ = f.cancel.cancelled() => return Ok(()),
             r = attempt => r,
         };
+        let on_bulk = matches!(stream, Some(DataStream::Bulk(_)));
         match result {
-            Ok(()) => *f.last_progress.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now(),
+            Ok(()) => {
+                if on_bulk {
+                    f.bulk_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                *f.last_progress.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            }
             Err(Failure::Fatal(e)) => {
                 f.cancel.cancel();
                 return Err(e);
             }
             Err(Failure::Transient(reason)) => {
+                if on_bulk {
+                    f.bulk_failed();
+                }
                 f.queue
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -189,7 +261,7 @@ async fn worker(f: &Fetch<'_>) -> Result<(), PullError> {
     }
 }
 
-async fn fetch_one(f: &Fetch<'_>, s: &mut Stream, want: &Want) -> Result<(), Failure> {
+async fn fetch_one(f: &Fetch<'_>, s: &mut DataStream, want: &Want) -> Result<(), Failure> {
     let transient = |e: &dyn std::fmt::Display| Failure::Transient(e.to_string());
     let req = DataRequest::Chunk {
         code: f.code.clone(),

@@ -31,6 +31,10 @@ pub(crate) struct PullArgs {
     /// First port to try.
     #[arg(long, default_value_t = 49000)]
     base_port: u16,
+    /// Data planes to pull over, in this order, in the same run: `tls-tcp` (the provider's
+    /// bulk data port) and `libp2p` (its port off: chunks on the libp2p connection).
+    #[arg(long, value_delimiter = ',', default_value = "tls-tcp,libp2p")]
+    planes: Vec<String>,
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -41,6 +45,18 @@ fn random_file(path: &Path, mib: u64) -> anyhow::Result<()> {
     std::io::copy(&mut src, &mut dst)?;
     dst.flush()?;
     Ok(())
+}
+
+/// User + system CPU seconds a process has used so far.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
 }
 
 /// Peak resident set size of a process, in MiB.
@@ -119,46 +135,87 @@ pub(crate) fn pull(a: PullArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let out = a.dir.join("pulled.bin");
-    let t0 = Instant::now();
-    let o = cli_ok(
-        &t,
-        consumer,
-        &[
-            "pull",
-            "301001/000099",
-            "--out",
-            &out.to_string_lossy(),
-            "--json",
-        ],
-    )?;
-    let pull = t0.elapsed().as_secs_f64();
-    let summary: serde_json::Value = serde_json::from_slice(&o.stdout)?;
-    if std::fs::metadata(&out)?.len() != a.size_mib << 20 {
-        bail!("the pulled file has the wrong size");
-    }
-    let rss_provider = t.nodes[provider].pid.and_then(peak_rss_mib);
-    let rss_consumer = t.nodes[consumer].pid.and_then(peak_rss_mib);
-    std::fs::remove_file(&out)?;
-    let rate = bytes / MIB / pull;
-    println!(
-        "size={} MiB route={} fetch={} ms write={} ms",
-        a.size_mib, summary["route"], summary["fetch_ms"], summary["write_ms"]
-    );
     println!(
         "publish (chunk + hash + store + fsync): {publish:.2} s ({:.0} MiB/s)",
         bytes / MIB / publish
     );
-    println!("huitong pull (verify + write + fsync): {pull:.2} s ({rate:.0} MiB/s)");
-    println!(
-        "peak RSS: provider {:.0} MiB, consumer {:.0} MiB",
-        rss_provider.unwrap_or(f64::NAN),
-        rss_consumer.unwrap_or(f64::NAN)
-    );
+    let mut rates = Vec::new();
+    for plane in &a.planes {
+        let data_listen = match plane.as_str() {
+            "tls-tcp" => None,
+            "libp2p" => Some("off".to_string()),
+            other => bail!("unknown plane {other:?}; use tls-tcp or libp2p"),
+        };
+        // The provider restarts with its bulk data port on or off.
+        let dir = t.nodes[provider].dir.clone();
+        let mut config = huitong_config::Config::load(&dir)?;
+        if config.network.data_listen != data_listen {
+            config.network.data_listen = data_listen;
+            std::fs::write(dir.join(huitong_config::CONFIG_FILE), config.to_toml())?;
+            t.stop(provider, false)?;
+            t.start(provider)?;
+            t.wait_healthy(Duration::from_secs(120))?;
+        }
+        let out = a.dir.join("pulled.bin");
+        settle();
+        let cpu0 = [provider, consumer].map(|i| t.nodes[i].pid.and_then(cpu_secs));
+        let t0 = Instant::now();
+        let o = cli_ok(
+            &t,
+            consumer,
+            &[
+                "pull",
+                "301001/000099",
+                "--out",
+                &out.to_string_lossy(),
+                "--json",
+            ],
+        )?;
+        let pull = t0.elapsed().as_secs_f64();
+        let cpu1 = [provider, consumer].map(|i| t.nodes[i].pid.and_then(cpu_secs));
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+        if std::fs::metadata(&out)?.len() != a.size_mib << 20 {
+            bail!("the pulled file has the wrong size");
+        }
+        if summary["data_plane"] != plane.as_str() {
+            bail!(
+                "asked for {plane}, the pull went over {}",
+                summary["data_plane"]
+            );
+        }
+        let rss_provider = t.nodes[provider].pid.and_then(peak_rss_mib);
+        let rss_consumer = t.nodes[consumer].pid.and_then(peak_rss_mib);
+        std::fs::remove_file(&out)?;
+        // The consumer keeps chunks of a file only in its output: the next plane fetches
+        // everything again.
+        let this = bytes / MIB / pull;
+        rates.push((plane.clone(), this));
+        println!(
+            "[{plane}] size={} MiB route={} fetch={} ms write={} ms",
+            a.size_mib, summary["route"], summary["fetch_ms"], summary["write_ms"]
+        );
+        println!("[{plane}] huitong pull (verify + write + fsync): {pull:.2} s ({this:.0} MiB/s)");
+        let used = |k: usize| match (cpu0[k], cpu1[k]) {
+            (Some(a), Some(b)) => b - a,
+            _ => f64::NAN,
+        };
+        println!(
+            "[{plane}] CPU during the pull: provider {:.2} s, consumer {:.2} s (of {:.2} s on 2 cores)",
+            used(0),
+            used(1),
+            2.0 * pull
+        );
+        println!(
+            "[{plane}] peak RSS: provider {:.0} MiB, consumer {:.0} MiB (the consumer's since its start)",
+            rss_provider.unwrap_or(f64::NAN),
+            rss_consumer.unwrap_or(f64::NAN)
+        );
+    }
     t.stop_all()?;
 
     for b in a.baselines.iter().filter(|b| b.as_str() != "none") {
         let dest = a.dir.join(format!("baseline-{b}.bin"));
+        settle();
         let secs = match b.as_str() {
             "tcp" => Some(tcp_copy(&src, &dest)?),
             "rsync" => rsync(&a.dir, &src, &dest)?,
@@ -169,15 +226,22 @@ pub(crate) fn pull(a: PullArgs) -> anyhow::Result<()> {
         match secs {
             Some(s) => {
                 let r = bytes / MIB / s;
-                println!(
-                    "baseline {b}: {s:.2} s ({r:.0} MiB/s); huitong/{b} = {:.2}x",
-                    rate / r
-                );
+                println!("baseline {b}: {s:.2} s ({r:.0} MiB/s)");
+                for (plane, rate) in &rates {
+                    println!("  huitong [{plane}] / {b} = {:.2}x", rate / r);
+                }
             }
             None => println!("baseline {b}: not available on this machine (see stderr)"),
         }
     }
     Ok(())
+}
+
+/// Writes every dirty page out before a measured transfer, so none of them pays for the
+/// write-back of what ran before it (the publish, an earlier pull or baseline).
+fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 }
 
 fn cli_ok(t: &Testnet, i: usize, args: &[&str]) -> anyhow::Result<std::process::Output> {
