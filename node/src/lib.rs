@@ -63,6 +63,7 @@ pub mod net;
 pub mod notify;
 pub mod outfile;
 pub mod partial;
+pub mod per_key;
 pub mod plain_http;
 pub mod receipts;
 pub mod secrets;

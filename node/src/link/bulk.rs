@@ -191,43 +191,6 @@ pub struct BulkListener {
     admit: Admit,
 }
 
-/// Handshakes in progress per address, released on drop.
-struct PerIp {
-    counts: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
-}
-
-struct IpSlot {
-    table: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl PerIp {
-    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(ip).or_default();
-        if *n >= HANDSHAKES_PER_IP {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot {
-            table: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = self.table.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
 impl BulkListener {
     /// Binds `addr`; `admit` says which addresses may begin a handshake.
     pub async fn bind(
@@ -255,9 +218,7 @@ impl BulkListener {
     ) {
         let acceptor = TlsAcceptor::from(self.tls.server.clone());
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-        let per_ip = Arc::new(PerIp {
-            counts: Default::default(),
-        });
+        let per_ip = crate::per_key::PerKey::<IpAddr>::new(HANDSHAKES_PER_IP);
         loop {
             let Ok(permit) = handshakes.clone().acquire_owned().await else {
                 return;

@@ -12,6 +12,8 @@ use huitong_protocol::NodeId;
 use libp2p::PeerId;
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
+use crate::per_key::{PerKey, Slot};
+
 /// Data streams one peer may have open at once (a pull uses 8, plus manifest, receipt and
 /// audit requests); more are closed unread.
 pub const MAX_STREAMS_PER_PEER: usize = 32;
@@ -32,7 +34,7 @@ pub fn write_deadline(bytes: usize) -> Duration {
 
 /// The provider's stream and send bounds.
 pub struct Limits {
-    streams: Mutex<HashMap<PeerId, usize>>,
+    streams: Arc<PerKey<PeerId>>,
     members: Mutex<HashMap<NodeId, Arc<Semaphore>>>,
     all: Arc<Semaphore>,
 }
@@ -40,7 +42,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            streams: Mutex::default(),
+            streams: PerKey::new(MAX_STREAMS_PER_PEER),
             members: Mutex::default(),
             all: Arc::new(Semaphore::new(MAX_SENDING)),
         }
@@ -48,22 +50,7 @@ impl Default for Limits {
 }
 
 /// An open data stream, counted against its peer until dropped.
-pub struct StreamSlot {
-    limits: Arc<Limits>,
-    peer: PeerId,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut streams = self.limits.lock_streams();
-        if let Some(n) = streams.get_mut(&self.peer) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                streams.remove(&self.peer);
-            }
-        }
-    }
-}
+pub type StreamSlot = Slot<PeerId>;
 
 /// Leave to read and send one chunk: the member's share and the node's.
 pub struct SendPermit {
@@ -73,22 +60,13 @@ pub struct SendPermit {
 
 impl Limits {
     /// Counts a new stream from `peer`; `None` when it already has [`MAX_STREAMS_PER_PEER`].
-    pub fn open_stream(self: &Arc<Self>, peer: PeerId) -> Option<StreamSlot> {
-        let mut streams = self.lock_streams();
-        let n = streams.entry(peer).or_default();
-        if *n >= MAX_STREAMS_PER_PEER {
-            return None;
-        }
-        *n += 1;
-        Some(StreamSlot {
-            limits: self.clone(),
-            peer,
-        })
+    pub fn open_stream(&self, peer: PeerId) -> Option<StreamSlot> {
+        self.streams.take(peer)
     }
 
     /// Streams open now from `peer`.
     pub fn streams_of(&self, peer: &PeerId) -> usize {
-        self.lock_streams().get(peer).copied().unwrap_or(0)
+        self.streams.count(peer)
     }
 
     /// Waits for leave to send a chunk to `member`: first its own share, then the node's, so a
@@ -112,11 +90,6 @@ impl Limits {
             _member: member,
             _all: all,
         })
-    }
-
-    fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, usize>> {
-        // Counts only: a panic elsewhere cannot leave them inconsistent.
-        self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
