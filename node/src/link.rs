@@ -165,14 +165,27 @@ pub(crate) async fn open_data_stream(
     open_stream(t, peer).await.map(DataStream::Libp2p)
 }
 
-/// A new libp2p stream of the data protocol to `peer`.
+/// A new libp2p stream of the data protocol to `peer`. A stream that cannot be opened is
+/// tried once more: the stream is opened on one of the connections to the peer at random, and
+/// one of them may be dead without being known as such yet (the peer restarted; a QUIC
+/// connection takes its idle timeout to notice).
 pub(crate) async fn open_stream(t: &Transport, peer: PeerId) -> Result<Stream, String> {
-    t.net.connect(peer).await?;
-    let mut control = t.control.clone();
-    control
-        .open_stream(peer, StreamProtocol::new(DATA_PROTOCOL))
-        .await
-        .map_err(|e| format!("cannot open a data stream to the provider: {e}"))
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        t.net.connect(peer).await?;
+        let mut control = t.control.clone();
+        match control
+            .open_stream(peer, StreamProtocol::new(DATA_PROTOCOL))
+            .await
+        {
+            Ok(s) => return Ok(s),
+            Err(libp2p_stream::OpenStreamError::Io(e)) if tries < 2 => {
+                tracing::debug!(%peer, error = %e, "cannot open a data stream; trying once more");
+            }
+            Err(e) => return Err(format!("cannot open a data stream to the provider: {e}")),
+        }
+    }
 }
 
 /// One request and its response on a new data stream (manifests, receipts, audit questions):

@@ -21,7 +21,7 @@ impl NodeId {
 
     /// Checks that the bytes are a valid ed25519 point.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
-        ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::NotAPoint)?;
+        decompressed::key(&bytes).ok_or(KeyError::NotAPoint)?;
         Ok(Self(bytes))
     }
 
@@ -32,11 +32,48 @@ impl NodeId {
 
     /// Verifies an ed25519 signature over `msg` (strict verification: no malleable signatures).
     pub fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
-        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&self.0) else {
+        let Some(key) = decompressed::key(&self.0) else {
             return false;
         };
         let sig = ed25519_dalek::Signature::from_bytes(sig);
         key.verify_strict(msg, &sig).is_ok()
+    }
+}
+
+/// Public keys kept decompressed. Decompressing a point (a field square root) is a good part of
+/// an ed25519 verification, and a node checks the same few signers again and again (feeds,
+/// providers' answers, envelopes decoded then verified). Only valid points are kept; the set
+/// is bounded (emptied when full), so keys a peer makes up cost what they cost without it.
+mod decompressed {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+
+    use ed25519_dalek::VerifyingKey;
+
+    /// Keys kept at most (about 200 bytes each).
+    pub(super) const KEPT: usize = 4096;
+
+    static KEYS: LazyLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+
+    /// The key `bytes` decompressed, or `None` if they are not a valid point.
+    pub(super) fn key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+        if let Some(k) = KEYS.lock().unwrap_or_else(|p| p.into_inner()).get(bytes) {
+            return Some(*k);
+        }
+        let k = VerifyingKey::from_bytes(bytes).ok()?;
+        let mut keys = KEYS.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.len() >= KEPT {
+            keys.clear();
+        }
+        keys.insert(*bytes, k);
+        Some(k)
+    }
+
+    /// How many keys are kept.
+    #[cfg(test)]
+    pub(super) fn kept() -> usize {
+        KEYS.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -96,4 +133,51 @@ pub enum KeyError {
     /// Not a curve point.
     #[error("not a valid ed25519 public key")]
     NotAPoint,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> SecretKey {
+        SecretKey::from_bytes([seed; 32])
+    }
+
+    #[test]
+    fn kept_keys_verify_as_before() {
+        let (a, b) = (key(1), key(2));
+        let sig = a.sign(b"entry");
+        // Twice: the second time the key comes decompressed from the kept set.
+        for _ in 0..2 {
+            assert!(a.public().verify(b"entry", &sig));
+            assert!(!a.public().verify(b"other", &sig));
+            assert!(!b.public().verify(b"entry", &sig));
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_no_point_stay_refused() {
+        let not_a_point = (0u8..=255)
+            .map(|i| [i; 32])
+            .find(|b| ed25519_dalek::VerifyingKey::from_bytes(b).is_err())
+            .expect("some repeated byte is not a point");
+        for _ in 0..2 {
+            assert!(matches!(
+                NodeId::from_bytes(not_a_point),
+                Err(KeyError::NotAPoint)
+            ));
+            assert!(!NodeId(not_a_point).verify(b"entry", &[0; 64]));
+        }
+    }
+
+    #[test]
+    fn the_kept_set_is_bounded() {
+        for i in 0..(decompressed::KEPT + 10) {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let k = SecretKey::from_bytes(seed).public();
+            assert!(NodeId::from_bytes(k.0).is_ok());
+        }
+        assert!(decompressed::kept() <= decompressed::KEPT);
+    }
 }

@@ -14,8 +14,9 @@ use huitong_tests::{cli_ok, start, start_prepared, start_with, wait_until};
 static HEAVY: Mutex<()> = Mutex::new(());
 
 const MIB: u64 = 1024 * 1024;
-/// Streams in flight × the largest file chunk: the most a killed pull can have lost.
-const MAX_IN_FLIGHT: u64 = 8 * 4 * MIB;
+/// Streams × chunk requests sent ahead on each × the largest file chunk: the most a killed
+/// pull can have lost.
+const MAX_IN_FLIGHT: u64 = 8 * 4 * 4 * MIB;
 
 #[test]
 fn tables_share_types_rejects_fields_and_increments() -> anyhow::Result<()> {

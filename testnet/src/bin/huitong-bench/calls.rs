@@ -5,7 +5,8 @@
 //!
 //! The police node publishes an 接口 entry over the demo population table (有条件共享); the
 //! civil-affairs node applies for 姓名, 公民身份号码 and 性别 and is granted them. Each target then
-//! takes `users` threads for `seconds`, each looking up random 公民身份号码 one at a time.
+//! takes `users` clients (tasks on one thread) for `seconds`, each looking up random 公民身份号码 one
+//! at a time.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -72,6 +73,20 @@ fn state_of(t: &Testnet, i: usize, side: &str, id: &str) -> anyhow::Result<Strin
         .to_string())
 }
 
+/// The 信息项 of the demo population table (`population.csv`).
+pub(crate) fn population_items() -> Value {
+    json!([
+        {"name": "姓名", "data_type": "C", "length": 50},
+        {"name": "公民身份号码", "data_type": "C", "length": 18},
+        {"name": "性别", "data_type": "C", "length": 2},
+        {"name": "民族", "data_type": "C", "length": 20},
+        {"name": "出生日期", "data_type": "D", "length": 8},
+        {"name": "户籍地址", "data_type": "C", "length": 200},
+        {"name": "现住址", "data_type": "C", "length": 200},
+        {"name": "人员状态", "data_type": "C", "length": 10}
+    ])
+}
+
 pub fn calls(a: CallsArgs) -> anyhow::Result<()> {
     let bin = std::env::current_exe()?.with_file_name("huitong");
     let _ = std::fs::remove_dir_all(&a.dir);
@@ -104,16 +119,7 @@ pub fn calls(a: CallsArgs) -> anyhow::Result<()> {
         "provider_code": uscc,
         "abstract": "按公民身份号码查询人口基本信息（姓名、性别等），或核验。",
         "format": {"category": "数据库", "type": "mysql"},
-        "items": [
-            {"name": "姓名", "data_type": "C", "length": 50},
-            {"name": "公民身份号码", "data_type": "C", "length": 18},
-            {"name": "性别", "data_type": "C", "length": 2},
-            {"name": "民族", "data_type": "C", "length": 20},
-            {"name": "出生日期", "data_type": "D", "length": 8},
-            {"name": "户籍地址", "data_type": "C", "length": 200},
-            {"name": "现住址", "data_type": "C", "length": 200},
-            {"name": "人员状态", "data_type": "C", "length": 10}
-        ],
+        "items": population_items(),
         "share_type": "有条件共享",
         "share_condition": "用于政务服务事项办理核验",
         "share_mode": "接口",
