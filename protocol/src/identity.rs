@@ -21,7 +21,7 @@ impl NodeId {
 
     /// Checks that the bytes are a valid ed25519 point.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
-        decompressed::key(&bytes).ok_or(KeyError::NotAPoint)?;
+        decompressed::get(&bytes).ok_or(KeyError::NotAPoint)?;
         Ok(Self(bytes))
     }
 
@@ -32,48 +32,68 @@ impl NodeId {
 
     /// Verifies an ed25519 signature over `msg` (strict verification: no malleable signatures).
     pub fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
-        let Some(key) = decompressed::key(&self.0) else {
+        let Some(key) = decompressed::get(&self.0) else {
             return false;
         };
         let sig = ed25519_dalek::Signature::from_bytes(sig);
-        key.verify_strict(msg, &sig).is_ok()
+        let ok = key.verify_strict(msg, &sig).is_ok();
+        if ok {
+            decompressed::keep(&self.0, key);
+        }
+        ok
     }
 }
 
 /// Public keys kept decompressed. Decompressing a point (a field square root) is a good part of
 /// an ed25519 verification, and a node checks the same few signers again and again (feeds,
-/// providers' answers, envelopes decoded then verified). Only valid points are kept; the set
-/// is bounded (emptied when full), so keys a peer makes up cost what they cost without it.
+/// providers' answers, envelopes decoded then verified). Only keys that have just verified a
+/// signature are kept (a peer cannot fill the set with keys it merely names), and the set is
+/// bounded (emptied when full), so keys a peer makes up cost what they cost without it.
 mod decompressed {
     use std::collections::HashMap;
     use std::sync::{LazyLock, Mutex};
 
     use ed25519_dalek::VerifyingKey;
 
-    /// Keys kept at most (about 200 bytes each).
-    pub(super) const KEPT: usize = 4096;
+    /// Keys kept at most (about 200 bytes each; fewer in unit tests, which fill the set).
+    pub(super) const KEPT: usize = if cfg!(test) { 64 } else { 4096 };
 
     static KEYS: LazyLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> =
         LazyLock::new(|| Mutex::new(HashMap::new()));
 
-    /// The key `bytes` decompressed, or `None` if they are not a valid point.
-    pub(super) fn key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    /// The key `bytes` decompressed (kept, or decompressed now), or `None` if they are not a
+    /// valid point.
+    pub(super) fn get(bytes: &[u8; 32]) -> Option<VerifyingKey> {
         if let Some(k) = KEYS.lock().unwrap_or_else(|p| p.into_inner()).get(bytes) {
             return Some(*k);
         }
-        let k = VerifyingKey::from_bytes(bytes).ok()?;
+        VerifyingKey::from_bytes(bytes).ok()
+    }
+
+    /// Keeps `key`, decompressed from `bytes`, which has just verified a signature.
+    pub(super) fn keep(bytes: &[u8; 32], key: VerifyingKey) {
         let mut keys = KEYS.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.contains_key(bytes) {
+            return;
+        }
         if keys.len() >= KEPT {
             keys.clear();
         }
-        keys.insert(*bytes, k);
-        Some(k)
+        keys.insert(*bytes, key);
     }
 
     /// How many keys are kept.
     #[cfg(test)]
     pub(super) fn kept() -> usize {
         KEYS.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether `bytes` are kept.
+    #[cfg(test)]
+    pub(super) fn holds(bytes: &[u8; 32]) -> bool {
+        KEYS.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(bytes)
     }
 }
 
@@ -171,13 +191,23 @@ mod tests {
     }
 
     #[test]
-    fn the_kept_set_is_bounded() {
+    fn only_keys_that_verified_are_kept_and_the_set_is_bounded() {
+        let named = key(3).public();
+        assert!(NodeId::from_bytes(named.0).is_ok());
+        assert!(!named.verify(b"entry", &key(4).sign(b"entry")));
+        assert!(!decompressed::holds(&named.0), "named or failed: not kept");
         for i in 0..(decompressed::KEPT + 10) {
             let mut seed = [0u8; 32];
             seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            let k = SecretKey::from_bytes(seed).public();
-            assert!(NodeId::from_bytes(k.0).is_ok());
+            let k = SecretKey::from_bytes(seed);
+            assert!(k.public().verify(b"entry", &k.sign(b"entry")));
+            assert!(decompressed::kept() <= decompressed::KEPT);
         }
-        assert!(decompressed::kept() <= decompressed::KEPT);
+        let last = SecretKey::from_bytes([9; 32]);
+        assert!(last.public().verify(b"entry", &last.sign(b"entry")));
+        assert!(
+            decompressed::holds(&last.public().0),
+            "a verified key is kept"
+        );
     }
 }

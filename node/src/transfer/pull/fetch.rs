@@ -73,6 +73,8 @@ pub(super) async fn fetch_manifest(
 /// Shared state of the fetch workers.
 struct Fetch<'a> {
     state: &'a Arc<NodeState>,
+    /// Workers (streams) of the pull.
+    workers: usize,
     t: &'a Transport,
     peer: PeerId,
     code: ResourceCode,
@@ -143,6 +145,7 @@ pub(super) async fn fetch_all(
     tracing::debug!(%peer, ?route, ms = started.elapsed().as_millis() as u64, "data route");
     let f = Fetch {
         state,
+        workers,
         t,
         peer,
         code: manifest.code.clone(),
@@ -190,7 +193,8 @@ async fn open(f: &Fetch<'_>) -> Result<DataStream, String> {
 /// Chunk requests a worker keeps sent ahead on its stream. The provider answers a stream's
 /// requests in order, so the next answer is on its way while one is verified and stored: no
 /// round trip per chunk (a table's chunks are small: hundreds of them for 100,000 rows).
-/// What is in flight is bounded by the socket buffers, not by this.
+/// The provider sends only what was asked, so at most this many chunks per stream are on
+/// their way (and lost if the pull is killed).
 const AHEAD: usize = 4;
 
 async fn worker(f: &Fetch<'_>, first: Option<Result<DataStream, String>>) -> Result<(), PullError> {
@@ -205,7 +209,10 @@ async fn worker(f: &Fetch<'_>, first: Option<Result<DataStream, String>>) -> Res
         }
         {
             let mut queue = f.queue.lock().unwrap_or_else(|e| e.into_inner());
-            while ahead.len() < AHEAD {
+            // No more than a fair share of what is left: a small pull, or the end of a large
+            // one, still spreads over every stream.
+            let share = (queue.len() / f.workers).clamp(1, AHEAD);
+            while ahead.len() < share {
                 match queue.pop_front() {
                     Some(w) => ahead.push_back(w),
                     None => break,
@@ -226,7 +233,7 @@ async fn worker(f: &Fetch<'_>, first: Option<Result<DataStream, String>>) -> Res
         match result {
             Ok(()) => {
                 ahead.pop_front();
-                sent -= 1;
+                sent = sent.saturating_sub(1);
                 if on_bulk {
                     f.bulk_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -295,16 +302,23 @@ async fn step(
     };
     let transient = |e: &dyn std::fmt::Display| Failure::Transient(e.to_string());
     if *sent < ahead.len() {
-        for want in ahead.iter().skip(*sent) {
-            let req = DataRequest::Chunk {
-                code: f.code.clone(),
-                version: f.version,
-                hash: want.chunk.hash,
-                grant: f.grant.clone(),
-            };
-            frame::write(s, &req).await.map_err(|e| transient(&e))?;
-        }
-        s.flush().await.map_err(|e| transient(&e))?;
+        // Bounded like a response: a provider that stops reading cannot hold the worker.
+        let ask = async {
+            for want in ahead.iter().skip(*sent) {
+                let req = DataRequest::Chunk {
+                    code: f.code.clone(),
+                    version: f.version,
+                    hash: want.chunk.hash,
+                    grant: f.grant.clone(),
+                };
+                frame::write(&mut *s, &req).await?;
+            }
+            s.flush().await
+        };
+        tokio::time::timeout(RESPONSE_TIMEOUT, ask)
+            .await
+            .map_err(|_| Failure::Transient("the provider read no request within 60 s".into()))?
+            .map_err(|e| transient(&e))?;
         *sent = ahead.len();
     }
     match ahead.front() {
@@ -313,7 +327,6 @@ async fn step(
     }
 }
 
-/// Reads the answer to the chunk request for `want` and verifies and stores it.
 /// Reads the answer to the chunk request for `want`, and verifies and stores it.
 async fn receive(f: &Fetch<'_>, s: &mut DataStream, want: &Want) -> Result<(), Failure> {
     let transient = |e: &dyn std::fmt::Display| Failure::Transient(e.to_string());
