@@ -192,7 +192,9 @@ mod tests {
 
     #[test]
     fn only_keys_that_verified_are_kept_and_the_set_is_bounded() {
-        let named = key(3).public();
+        // A key no other test of this crate signs with (the set is shared by all of them).
+        let named = SecretKey::from_bytes(*blake3::hash(b"identity: a key only named").as_bytes());
+        let named = named.public();
         assert!(NodeId::from_bytes(named.0).is_ok());
         assert!(!named.verify(b"entry", &key(4).sign(b"entry")));
         assert!(!decompressed::holds(&named.0), "named or failed: not kept");
@@ -203,11 +205,13 @@ mod tests {
             assert!(k.public().verify(b"entry", &k.sign(b"entry")));
             assert!(decompressed::kept() <= decompressed::KEPT);
         }
+        // Other tests verify at the same time and may empty the set when it is full: a verified
+        // key is kept unless that happened just now, so one of a few tries shows it.
         let last = SecretKey::from_bytes([9; 32]);
-        assert!(last.public().verify(b"entry", &last.sign(b"entry")));
-        assert!(
-            decompressed::holds(&last.public().0),
-            "a verified key is kept"
-        );
+        let kept = (0..10).any(|_| {
+            assert!(last.public().verify(b"entry", &last.sign(b"entry")));
+            decompressed::holds(&last.public().0)
+        });
+        assert!(kept, "a verified key is kept");
     }
 }
