@@ -252,7 +252,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
             .listen_on(a.clone())
             .map_err(|e| net::NetError::Listen {
                 addr: a.to_string(),
-                reason: e.to_string(),
+                reason: crate::error_chain::describe(&e),
             })?;
     }
     // The ranked search index: derived from the catalogue, rebuilt at every start.

@@ -4,7 +4,8 @@
 //! it in CI). Lowest first; a module names only modules listed before it:
 //!
 //! 1. Leaves: [`durable`], [`partial`], [`outfile`], [`chunks`], [`stats`], [`faults`],
-//!    [`supervise`], [`catchup`], [`logfile`], [`seen`], [`store`], [`plain_http`].
+//!    [`supervise`], [`catchup`], [`logfile`], [`seen`], [`store`], [`plain_http`],
+//!    [`error_chain`].
 //! 2. [`backup`] (a store checkpoint with the catch-up mark, copying a node directory);
 //!    [`audit_log`]: the audit log's files and in-memory state, held by the state;
 //!    [`call_log`]: the hash-chained log of API service calls, held by the state.
@@ -53,6 +54,7 @@ pub mod dataset;
 pub mod dbconn;
 pub mod dirlock;
 pub mod durable;
+pub mod error_chain;
 pub mod faults;
 pub mod feeds;
 pub mod housekeeping;

@@ -188,6 +188,13 @@ pub fn topic(federation: &str) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("huitong/{federation}/1"))
 }
 
+/// How long a QUIC handshake may take before the dial moves on to the member's TCP address.
+const QUIC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often each connection is pinged (libp2p's default is 15 s). QUIC keeps its
+/// connections alive by itself; a ping per connection and side every 15 s was a large share of
+/// an idle node's work with 200 members.
+const PING_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Builds the swarm for a node key; `on_reject` hears of every refused inbound sync request;
 /// `relay_server` makes this node a circuit relay (the hub).
 pub fn build_swarm(
@@ -205,7 +212,12 @@ pub fn build_swarm(
             libp2p::yamux::Config::default,
         )
         .map_err(|e| setup(&e))?
-        .with_quic()
+        .with_quic_config(|mut c| {
+            // On a loaded machine (a 200-node testnet on 2 cores) 5 s was too short: the dial
+            // fell back to TCP for most pairs.
+            c.handshake_timeout = QUIC_HANDSHAKE_TIMEOUT;
+            c
+        })
         .with_relay_client(libp2p::noise::Config::new, libp2p::yamux::Config::default)
         .map_err(|e| setup(&e))?
         .with_behaviour(|k, relay_client| {
@@ -229,7 +241,7 @@ pub fn build_swarm(
                     "/huitong/1".into(),
                     k.public(),
                 )),
-                ping: ping::Behaviour::new(ping::Config::new()),
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
                 gossipsub,
                 sync: request_response::Behaviour::with_codec(
                     sync_codec::Codec::new(on_reject),

@@ -34,8 +34,10 @@ enum Cmd {
         /// Number of department nodes.
         #[arg(long, default_value_t = 6)]
         departments: usize,
-        /// First port to try for node listeners.
-        #[arg(long, default_value_t = 47400)]
+        /// First port to try for node listeners. Keep it below Linux's ephemeral range
+        /// (32768–60999): there an earlier node's outgoing connection can take a later node's
+        /// port before it starts.
+        #[arg(long, default_value_t = 27400)]
         base_port: u16,
         /// Nodes (by key: police, market, …) that publish no address, as if behind NAT: they
         /// reach each other only through the hub's relay.

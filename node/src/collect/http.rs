@@ -412,14 +412,7 @@ fn describe(e: reqwest::Error, ca: bool) -> String {
     if e.is_timeout() {
         return format!("no answer within {} s", REQUEST_TIMEOUT.as_secs());
     }
-    let e = e.without_url();
-    let mut why = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        why.push_str(": ");
-        why.push_str(&c.to_string());
-        cause = c.source();
-    }
+    let mut why = crate::error_chain::describe(&e.without_url());
     // No authority of the certificate's issuer is trusted, or one of its name is but did not
     // sign it.
     if ["UnknownIssuer", "unknown issuer", "BadSignature"]

@@ -55,6 +55,12 @@ const PIPELINE_AFTER: u64 = 256;
 /// answer has been ingested): one feed cannot fill the ingest queue. Three keep a long sync
 /// busy: one answer applied, the next one's signatures checked, one on the way.
 const QUEUED_PER_FEED: u32 = 3;
+/// Peers a node sends its summary to on each anti-entropy tick, chosen at random among those
+/// connected (all of them when there are no more). Each summary is answered with the peer's,
+/// so a pair compares both ways; an entry gossip missed still spreads epidemically (every node
+/// that gets it passes it on at its next tick), while the work per tick stays the same at 200
+/// members as at 9 instead of growing with the square of the federation.
+const SUMMARY_FANOUT: usize = 8;
 /// Gossiped entries of one peer waiting for the ingest worker at once; more are ignored
 /// (gossipsub `Ignore`: anti-entropy fetches them later), so one peer cannot fill the queue.
 const GOSSIP_QUEUED_PER_PEER: usize = 8;
@@ -236,16 +242,19 @@ impl EventLoop {
                 warn!(%addr, error = %e, "cannot dial bootstrap address");
             }
         }
-        self.dial_members();
-        let mut tick = tokio::time::interval(self.interval);
+        self.dial_members(false);
+        // The first tick after one interval: at start this node has dialled its share of the
+        // members; the tick dials the rest that have not dialled it meanwhile.
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
-                    self.dial_members();
-                    let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-                    for p in peers {
+                    self.dial_members(true);
+                    let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                    for p in summary_targets(connected, &mut rand::rng()) {
                         self.send_summary(p);
                     }
                 }
@@ -306,26 +315,47 @@ impl EventLoop {
         }
     }
 
-    fn dial_members(&mut self) {
-        let targets: Vec<(PeerId, Vec<Multiaddr>)> = self.state.with_charter(|c| {
-            let Some(c) = c else { return Vec::new() };
-            c.members
-                .iter()
-                .filter(|m| m.node_key != self.state.id() && m.status == MemberStatus::Active)
-                .filter_map(|m| {
-                    let p = peer_id(&m.node_key)?;
-                    let addrs = m.addresses.iter().filter_map(|a| a.parse().ok()).collect();
-                    Some((p, addrs))
-                })
-                .collect()
-        });
+    /// Dials the active members this node is not connected to, one address at a time in the
+    /// charter's order (QUIC first, TCP only if it fails: dialling both at once made two
+    /// connections per pair). With `all` false, only members whose peer id sorts after this
+    /// node's are dialled, unless this node publishes no address (then nobody can dial it): when
+    /// a federation starts, each pair then makes one connection instead of two crossing ones.
+    /// The anti-entropy tick dials everyone still missing.
+    fn dial_members(&mut self, all: bool) {
+        let me = self.state.id();
+        let local = *self.swarm.local_peer_id();
+        let (targets, reachable): (Vec<(PeerId, Vec<Multiaddr>)>, bool) =
+            self.state.with_charter(|c| {
+                let Some(c) = c else {
+                    return (Vec::new(), false);
+                };
+                let reachable = c
+                    .members
+                    .iter()
+                    .any(|m| m.node_key == me && !m.addresses.is_empty());
+                let targets = c
+                    .members
+                    .iter()
+                    .filter(|m| m.node_key != me && m.status == MemberStatus::Active)
+                    .filter_map(|m| {
+                        let p = peer_id(&m.node_key)?;
+                        let addrs = m.addresses.iter().filter_map(|a| a.parse().ok()).collect();
+                        Some((p, addrs))
+                    })
+                    .collect();
+                (targets, reachable)
+            });
         for (peer, addrs) in targets {
             if self.swarm.is_connected(&peer) || addrs.is_empty() {
+                continue;
+            }
+            if !all && reachable && peer < local {
                 continue;
             }
             let opts = DialOpts::peer_id(peer)
                 .addresses(addrs)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
+                .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
                 .build();
             if let Err(e) = self.swarm.dial(opts) {
                 debug!(%peer, error = %e, "dial failed");
@@ -833,7 +863,7 @@ impl EventLoop {
     /// this node took past a feed closure.
     fn on_new_charter(&mut self) {
         self.refresh_members();
-        self.dial_members();
+        self.dial_members(true);
         // Any closure held, not only this version's: versions may arrive together.
         if !self.state.with_history(|h| h.closures().next().is_some()) {
             return;
@@ -1206,9 +1236,44 @@ fn answers(entries: &[ByteBuf], feed: &NodeId, from: u64) -> bool {
     at(0) == expected(Some(from)) && at(last) == expected(from.checked_add(last as u64))
 }
 
+/// The peers of one anti-entropy tick: [`SUMMARY_FANOUT`] of `connected` at random.
+fn summary_targets(connected: Vec<PeerId>, rng: &mut impl rand::Rng) -> Vec<PeerId> {
+    use rand::seq::IndexedRandom;
+    if connected.len() <= SUMMARY_FANOUT {
+        return connected;
+    }
+    connected
+        .choose_multiple(rng, SUMMARY_FANOUT)
+        .copied()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_tick_summarises_to_a_bounded_random_set_of_peers() {
+        let few: Vec<PeerId> = (0..SUMMARY_FANOUT).map(|_| PeerId::random()).collect();
+        assert_eq!(summary_targets(few.clone(), &mut rand::rng()), few);
+        let many: Vec<PeerId> = (0..199).map(|_| PeerId::random()).collect();
+        let mut reached = HashSet::new();
+        for _ in 0..200 {
+            let t = summary_targets(many.clone(), &mut rand::rng());
+            assert_eq!(t.len(), SUMMARY_FANOUT);
+            assert_eq!(
+                t.iter().collect::<HashSet<_>>().len(),
+                SUMMARY_FANOUT,
+                "no peer twice"
+            );
+            assert!(t.iter().all(|p| many.contains(p)));
+            reached.extend(t);
+        }
+        // 200 ticks of 8 out of 199: a given peer is left out of all of them with probability
+        // (1 − 8/199)^200 ≈ 3e-4 (0.05 peers on average), so nine or more left out means the
+        // choice is not uniform.
+        assert!(reached.len() > 190, "only {} peers reached", reached.len());
+    }
 
     /// Review s7, M2: reordering the notes of a summary made it new, so the same notes were
     /// handed to the watcher (and checked) again.

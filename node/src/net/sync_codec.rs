@@ -7,7 +7,7 @@ use huitong_protocol::wire::{SyncRequest, SyncResponse};
 use libp2p::StreamProtocol;
 use std::io;
 use std::sync::Arc;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// The protocol name.
 pub const PROTOCOL: StreamProtocol =
@@ -57,7 +57,16 @@ impl Codec {
     fn report(&self, r: io::Result<SyncRequest>) -> io::Result<SyncRequest> {
         if let (Err(e), Some(hook)) = (&r, &self.on_reject) {
             if let Some(c) = e.get_ref().and_then(|e| e.downcast_ref::<CodecError>()) {
-                warn!(target: "huitong::audit", reason = c.label(), error = %c, "refused sync request");
+                match c {
+                    // A requester that gave up waiting (its timeout, a busy node) drops the
+                    // stream mid-request: counted, not a warning in the audit log.
+                    CodecError::Truncated => {
+                        debug!(reason = c.label(), "sync request cut short by the peer")
+                    }
+                    _ => {
+                        warn!(target: "huitong::audit", reason = c.label(), error = %c, "refused sync request")
+                    }
+                }
                 hook(c.label());
             }
         }
@@ -79,10 +88,11 @@ where
         ));
     }
     codec::decode(&buf, limit).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            CodecError::Malformed(e.to_string()),
-        )
+        let e = match e {
+            codec::DecodeError::Truncated => CodecError::Truncated,
+            e => CodecError::Malformed(e.to_string()),
+        };
+        io::Error::new(io::ErrorKind::InvalidData, e)
     })
 }
 

@@ -27,8 +27,8 @@ pub struct CallsArgs {
     /// Working directory (removed first).
     #[arg(long, default_value = "/tmp/huitong-bench-calls")]
     dir: PathBuf,
-    /// First port to try.
-    #[arg(long, default_value_t = 48900)]
+    /// First port to try (keep it below Linux's ephemeral range, 32768–60999).
+    #[arg(long, default_value_t = 28900)]
     base_port: u16,
 }
 

@@ -31,8 +31,8 @@ pub struct CollectArgs {
     /// Working directory (removed first).
     #[arg(long, default_value = "/tmp/huitong-bench-collect")]
     dir: PathBuf,
-    /// First port to try.
-    #[arg(long, default_value_t = 49100)]
+    /// First port to try (keep it below Linux's ephemeral range, 32768–60999).
+    #[arg(long, default_value_t = 29100)]
     base_port: u16,
     /// Record a system-wide `perf` profile (call graphs) of the first collect run into this
     /// file (needs `perf`; read it with `perf report -i FILE`).

@@ -1,5 +1,6 @@
 //! Benchmarks on real testnets of `huitong` processes on loopback (release build):
-//! - `propagation --nodes N`: publish on one node → visible on every other node;
+//! - `propagation --nodes N`: publish on one node → stored by every other node, and what the
+//!   idle testnet costs (see [`propagation`]);
 //! - `sync --entries K`: a fresh node joins and syncs a K-entry catalogue;
 //! - `pull --size-mib N`: one department pulls an N MiB file from another, against raw TCP,
 //!   rsync over ssh and sendme (see [`pull`]);
@@ -17,6 +18,7 @@ mod audit;
 mod calls;
 mod collect;
 mod grant;
+mod propagation;
 mod pull;
 mod search;
 
@@ -32,7 +34,7 @@ use serde_json::json;
 #[derive(Parser, Debug)]
 enum Bench {
     /// Publish → visible on all nodes.
-    Propagation(Args),
+    Propagation(propagation::Args),
     /// A fresh node syncs a large catalogue.
     Sync(SyncArgs),
     /// A department pulls a large file from another, against baselines.
@@ -58,25 +60,8 @@ struct SyncArgs {
     /// Working directory (removed first).
     #[arg(long, default_value = "/tmp/huitong-bench-sync")]
     dir: PathBuf,
-    /// First port to try.
-    #[arg(long, default_value_t = 48500)]
-    base_port: u16,
-}
-
-/// Propagation benchmark options.
-#[derive(clap::Args, Debug)]
-struct Args {
-    /// Total node processes (hub + departments + city).
-    #[arg(long, default_value_t = 20)]
-    nodes: usize,
-    /// Number of publications to time.
-    #[arg(long, default_value_t = 20)]
-    publications: usize,
-    /// Working directory (removed first).
-    #[arg(long, default_value = "/tmp/huitong-bench")]
-    dir: PathBuf,
-    /// First port to try.
-    #[arg(long, default_value_t = 48000)]
+    /// First port to try (keep it below Linux's ephemeral range, 32768–60999).
+    #[arg(long, default_value_t = 28500)]
     base_port: u16,
 }
 
@@ -90,7 +75,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     match Bench::parse() {
-        Bench::Propagation(a) => propagation(a),
+        Bench::Propagation(a) => propagation::propagation(a),
         Bench::Sync(a) => sync(a),
         Bench::Pull(a) => pull::pull(a),
         Bench::Grant(a) => grant::grant(a),
@@ -99,127 +84,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Calls(a) => calls::calls(a),
         Bench::Collect(a) => collect::collect(a),
     }
-}
-
-fn propagation(a: Args) -> anyhow::Result<()> {
-    if a.nodes < 3 {
-        bail!("--nodes must be at least 3");
-    }
-    let bin = std::env::current_exe()?.with_file_name("huitong");
-    let _ = std::fs::remove_dir_all(&a.dir);
-    let mut t = Testnet::create(&Options {
-        dir: a.dir.clone(),
-        departments: a.nodes - 2,
-        base_port: a.base_port,
-        sync_interval_secs: 10,
-        bin,
-
-        hidden: Vec::new(),
-
-        feed_quota: None,
-    })?;
-    let started = Instant::now();
-    t.start_all()?;
-    t.wait_healthy(Duration::from_secs(600))
-        .context("testnet not healthy")?;
-    eprintln!(
-        "{} nodes connected (full mesh) in {:.1} s",
-        a.nodes,
-        started.elapsed().as_secs_f64()
-    );
-    let http = reqwest::blocking::Client::builder().no_proxy().build()?;
-    let apis: Vec<(String, String)> = (0..t.nodes.len())
-        .map(|i| {
-            let addr = t.api_addr(i).unwrap_or_default();
-            let token =
-                std::fs::read_to_string(t.nodes[i].dir.join("api.token")).unwrap_or_default();
-            (format!("http://{addr}/api/v1"), token.trim().to_owned())
-        })
-        .collect();
-    let n = t.nodes.len();
-    let mut per_node = Vec::new();
-    let mut all_nodes = Vec::new();
-    let mut rounds = Vec::new();
-    for k in 0..a.publications {
-        let p = k % n;
-        let node = &t.nodes[p];
-        let code = format!("301001/{:06}", 100 + k);
-        let entry = json!({
-            "classification": "301001", "title": format!("基准测试条目{k}"), "code": code,
-            "provider_name": node.name, "provider_code": node.uscc, "abstract": "传播时延基准测试。",
-            "format": {"category": "数据库", "type": "mysql"},
-            "items": [{"name": "编号", "data_type": "C", "length": 20}],
-            "share_type": "无条件共享", "share_mode": "库表", "open_type": "不予开放",
-            "update_cycle": "每日", "publish_date": "2026-11-27",
-        });
-        let t0 = Instant::now();
-        let r = http
-            .post(format!("{}/catalogue", apis[p].0))
-            .bearer_auth(&apis[p].1)
-            .json(&entry)
-            .send()?;
-        if !r.status().is_success() {
-            bail!("publish failed: {}", r.text()?);
-        }
-        let mut seen: Vec<Option<f64>> = vec![None; n];
-        seen[p] = Some(0.0);
-        let deadline = t0 + Duration::from_secs(60);
-        while seen.iter().any(Option::is_none) {
-            if Instant::now() > deadline {
-                bail!("publication {k} not visible everywhere after 60 s");
-            }
-            let round = Instant::now();
-            for i in 0..n {
-                if seen[i].is_some() {
-                    continue;
-                }
-                let v: serde_json::Value = http
-                    .get(format!("{}/catalogue", apis[i].0))
-                    .query(&[("code", code.as_str())])
-                    .bearer_auth(&apis[i].1)
-                    .send()?
-                    .json()?;
-                if v["records"].as_array().is_some_and(|r| !r.is_empty()) {
-                    seen[i] = Some(t0.elapsed().as_secs_f64() * 1000.0);
-                }
-            }
-            rounds.push(round.elapsed().as_secs_f64() * 1000.0);
-        }
-        let lat: Vec<f64> = seen
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != p)
-            .filter_map(|(_, s)| *s)
-            .collect();
-        all_nodes.push(lat.iter().cloned().fold(0.0, f64::max));
-        per_node.extend(lat);
-    }
-    per_node.sort_by(f64::total_cmp);
-    all_nodes.sort_by(f64::total_cmp);
-    rounds.sort_by(f64::total_cmp);
-    println!(
-        "nodes={n} publications={} samples={}",
-        a.publications,
-        per_node.len()
-    );
-    println!(
-        "per-node visibility ms: p50={:.0} p99={:.0} max={:.0}",
-        percentile(&per_node, 50.0),
-        percentile(&per_node, 99.0),
-        percentile(&per_node, 100.0)
-    );
-    println!(
-        "all-nodes visibility ms: p50={:.0} p99={:.0}",
-        percentile(&all_nodes, 50.0),
-        percentile(&all_nodes, 99.0)
-    );
-    println!(
-        "poll round (measurement resolution) ms: p50={:.1} p99={:.1}",
-        percentile(&rounds, 50.0),
-        percentile(&rounds, 99.0)
-    );
-    t.stop_all()?;
-    Ok(())
 }
 
 /// Writes `n` valid entries of `node` as JSONL; returns the file's size.

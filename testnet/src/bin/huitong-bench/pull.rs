@@ -30,8 +30,8 @@ pub(crate) struct PullArgs {
     /// Working directory (removed first).
     #[arg(long, default_value = "/tmp/huitong-bench-pull")]
     dir: PathBuf,
-    /// First port to try.
-    #[arg(long, default_value_t = 49000)]
+    /// First port to try (keep it below Linux's ephemeral range, 32768–60999).
+    #[arg(long, default_value_t = 29000)]
     base_port: u16,
     /// Data planes to pull over, in this order, in the same run: `tls-tcp` (the provider's
     /// bulk data port) and `libp2p` (its port off: chunks on the libp2p connection).
@@ -73,7 +73,7 @@ fn random_file(path: &Path, mib: u64) -> anyhow::Result<()> {
 }
 
 /// User and system CPU seconds a process has used so far.
-fn cpu_secs(pid: u32) -> Option<[f64; 2]> {
+pub(crate) fn cpu_secs(pid: u32) -> Option<[f64; 2]> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) in parentheses.
     let rest = stat.rsplit_once(')')?.1;

@@ -28,8 +28,8 @@ pub struct SearchArgs {
     /// Working directory (removed first).
     #[arg(long, default_value = "/tmp/huitong-bench-search")]
     dir: PathBuf,
-    /// First port to try.
-    #[arg(long, default_value_t = 48700)]
+    /// First port to try (keep it below Linux's ephemeral range, 32768–60999).
+    #[arg(long, default_value_t = 28700)]
     base_port: u16,
 }
 
