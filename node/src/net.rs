@@ -188,8 +188,9 @@ pub fn topic(federation: &str) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("huitong/{federation}/1"))
 }
 
-/// How long a QUIC handshake may take before the dial moves on to the member's TCP address.
-const QUIC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a QUIC handshake may take before the dial moves on to the member's TCP address
+/// (no more than QUIC's idle timeout and the swarm's 10 s connection timeout allow).
+const QUIC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often each connection is pinged (libp2p's default is 15 s). QUIC keeps its
 /// connections alive by itself; a ping per connection and side every 15 s was a large share of
 /// an idle node's work with 200 members.
@@ -213,8 +214,8 @@ pub fn build_swarm(
         )
         .map_err(|e| setup(&e))?
         .with_quic_config(|mut c| {
-            // On a loaded machine (a 200-node testnet on 2 cores) 5 s was too short: the dial
-            // fell back to TCP for most pairs.
+            // On a loaded machine (a 200-node testnet on 2 cores) libp2p's 5 s was too short:
+            // the dial fell back to TCP for most pairs.
             c.handshake_timeout = QUIC_HANDSHAKE_TIMEOUT;
             c
         })

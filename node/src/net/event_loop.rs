@@ -56,11 +56,14 @@ const PIPELINE_AFTER: u64 = 256;
 /// busy: one answer applied, the next one's signatures checked, one on the way.
 const QUEUED_PER_FEED: u32 = 3;
 /// Peers a node sends its summary to on each anti-entropy tick, chosen at random among those
-/// connected (all of them when there are no more). Each summary is answered with the peer's,
+/// connected (all of them when there are no more), and the hub every tick. Each summary is answered with the peer's,
 /// so a pair compares both ways; an entry gossip missed still spreads epidemically (every node
 /// that gets it passes it on at its next tick), while the work per tick stays the same at 200
 /// members as at 9 instead of growing with the square of the federation.
 const SUMMARY_FANOUT: usize = 8;
+/// The first anti-entropy tick (which dials the members still missing) comes this soon after
+/// start, or after one sync interval if that is shorter.
+const FIRST_TICK_AFTER: Duration = Duration::from_secs(3);
 /// Gossiped entries of one peer waiting for the ingest worker at once; more are ignored
 /// (gossipsub `Ignore`: anti-entropy fetches them later), so one peer cannot fill the queue.
 const GOSSIP_QUEUED_PER_PEER: usize = 8;
@@ -243,18 +246,29 @@ impl EventLoop {
             }
         }
         self.dial_members(false);
-        // The first tick after one interval: at start this node has dialled its share of the
-        // members; the tick dials the rest that have not dialled it meanwhile.
-        let mut tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
+        // The first tick soon after start: this node has dialled its share of the members; the
+        // tick dials the rest that have not dialled it meanwhile (a restarted node's peers
+        // with lower ids dial it only at their own tick).
+        let first = self.interval.min(FIRST_TICK_AFTER);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
                     self.dial_members(true);
-                    let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-                    for p in summary_targets(connected, &mut rand::rng()) {
+                    let hub = self.state.hub_key().and_then(|k| peer_id(&k));
+                    let connected: Vec<PeerId> = self
+                        .swarm
+                        .connected_peers()
+                        .copied()
+                        .filter(|p| Some(*p) != hub)
+                        .collect();
+                    let mut targets = summary_targets(connected, &mut rand::rng());
+                    // The hub every tick: it holds every entry that got out (catch-up relies
+                    // on that), as it did when every peer was summarised.
+                    targets.extend(hub.filter(|h| self.swarm.is_connected(h)));
+                    for p in targets {
                         self.send_summary(p);
                     }
                 }
@@ -318,12 +332,13 @@ impl EventLoop {
     /// Dials the active members this node is not connected to, one address at a time in the
     /// charter's order (QUIC first, TCP only if it fails: dialling both at once made two
     /// connections per pair). With `all` false, only members whose peer id sorts after this
-    /// node's are dialled, unless this node publishes no address (then nobody can dial it): when
-    /// a federation starts, each pair then makes one connection instead of two crossing ones.
-    /// The anti-entropy tick dials everyone still missing.
+    /// node's are dialled (and the hub), unless this node publishes no address (then nobody can
+    /// dial it): when a federation starts, each pair then makes one connection instead of two
+    /// crossing ones. The first tick, [`FIRST_TICK_AFTER`] later, dials everyone still missing.
     fn dial_members(&mut self, all: bool) {
         let me = self.state.id();
         let local = *self.swarm.local_peer_id();
+        let hub = self.state.hub_key().and_then(|k| peer_id(&k));
         let (targets, reachable): (Vec<(PeerId, Vec<Multiaddr>)>, bool) =
             self.state.with_charter(|c| {
                 let Some(c) = c else {
@@ -349,7 +364,7 @@ impl EventLoop {
             if self.swarm.is_connected(&peer) || addrs.is_empty() {
                 continue;
             }
-            if !all && reachable && peer < local {
+            if !all && reachable && peer < local && Some(peer) != hub {
                 continue;
             }
             let opts = DialOpts::peer_id(peer)
