@@ -56,8 +56,8 @@ const PIPELINE_AFTER: u64 = 256;
 /// busy: one answer applied, the next one's signatures checked, one on the way.
 const QUEUED_PER_FEED: u32 = 3;
 /// Peers a node sends its summary to on each anti-entropy tick, chosen at random among those
-/// connected (all of them when there are no more), and the hub every tick. Each summary is answered with the peer's,
-/// so a pair compares both ways; an entry gossip missed still spreads epidemically (every node
+/// connected (all of them when there are no more), besides the hub. Each summary is answered
+/// with the peer's, so a pair compares both ways; an entry gossip missed still spreads epidemically (every node
 /// that gets it passes it on at its next tick), while the work per tick stays the same at 200
 /// members as at 9 instead of growing with the square of the federation.
 const SUMMARY_FANOUT: usize = 8;
@@ -255,23 +255,7 @@ impl EventLoop {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {
-                    self.dial_members(true);
-                    let hub = self.state.hub_key().and_then(|k| peer_id(&k));
-                    let connected: Vec<PeerId> = self
-                        .swarm
-                        .connected_peers()
-                        .copied()
-                        .filter(|p| Some(*p) != hub)
-                        .collect();
-                    let mut targets = summary_targets(connected, &mut rand::rng());
-                    // The hub every tick: it holds every entry that got out (catch-up relies
-                    // on that), as it did when every peer was summarised.
-                    targets.extend(hub.filter(|h| self.swarm.is_connected(h)));
-                    for p in targets {
-                        self.send_summary(p);
-                    }
-                }
+                _ = tick.tick() => self.anti_entropy_tick(),
                 cmd = self.commands.recv() => match cmd {
                     Some(c) => self.on_command(c),
                     None => break,
@@ -329,6 +313,29 @@ impl EventLoop {
         }
     }
 
+    /// Every sync interval: dial the members still missing, and send the summary to
+    /// [`SUMMARY_FANOUT`] random connected peers and to the hub — it holds every entry that got
+    /// out (restore catch-up relies on that), as it did when every peer was summarised.
+    fn anti_entropy_tick(&mut self) {
+        self.dial_members(true);
+        let hub = self
+            .state
+            .hub_key()
+            .and_then(|k| peer_id(&k))
+            .filter(|h| self.swarm.is_connected(h));
+        let others: Vec<PeerId> = self
+            .swarm
+            .connected_peers()
+            .copied()
+            .filter(|p| Some(*p) != hub)
+            .collect();
+        let mut targets = summary_targets(others, &mut rand::rng());
+        targets.extend(hub);
+        for p in targets {
+            self.send_summary(p);
+        }
+    }
+
     /// Dials the active members this node is not connected to, one address at a time in the
     /// charter's order (QUIC first, TCP only if it fails: dialling both at once made two
     /// connections per pair). With `all` false, only members whose peer id sorts after this
@@ -338,33 +345,33 @@ impl EventLoop {
     fn dial_members(&mut self, all: bool) {
         let me = self.state.id();
         let local = *self.swarm.local_peer_id();
-        let hub = self.state.hub_key().and_then(|k| peer_id(&k));
-        let (targets, reachable): (Vec<(PeerId, Vec<Multiaddr>)>, bool) =
-            self.state.with_charter(|c| {
-                let Some(c) = c else {
-                    return (Vec::new(), false);
-                };
-                let reachable = c
-                    .members
-                    .iter()
-                    .any(|m| m.node_key == me && !m.addresses.is_empty());
-                let targets = c
-                    .members
-                    .iter()
-                    .filter(|m| m.node_key != me && m.status == MemberStatus::Active)
-                    .filter_map(|m| {
-                        let p = peer_id(&m.node_key)?;
-                        let addrs = m.addresses.iter().filter_map(|a| a.parse().ok()).collect();
-                        Some((p, addrs))
-                    })
-                    .collect();
-                (targets, reachable)
-            });
-        for (peer, addrs) in targets {
+        // (peer, its addresses, whether it is the hub); whether this node publishes addresses.
+        type Target = (PeerId, Vec<Multiaddr>, bool);
+        let (targets, reachable): (Vec<Target>, bool) = self.state.with_charter(|c| {
+            let Some(c) = c else {
+                return (Vec::new(), false);
+            };
+            let reachable = c
+                .members
+                .iter()
+                .any(|m| m.node_key == me && !m.addresses.is_empty());
+            let targets = c
+                .members
+                .iter()
+                .filter(|m| m.node_key != me && m.status == MemberStatus::Active)
+                .filter_map(|m| {
+                    let p = peer_id(&m.node_key)?;
+                    let addrs = m.addresses.iter().filter_map(|a| a.parse().ok()).collect();
+                    Some((p, addrs, m.role == huitong_protocol::Role::Hub))
+                })
+                .collect();
+            (targets, reachable)
+        });
+        for (peer, addrs, is_hub) in targets {
             if self.swarm.is_connected(&peer) || addrs.is_empty() {
                 continue;
             }
-            if !all && reachable && peer < local && Some(peer) != hub {
+            if !all && reachable && peer < local && !is_hub {
                 continue;
             }
             let opts = DialOpts::peer_id(peer)
