@@ -87,9 +87,17 @@ fn decode(v: &[u8]) -> Result<Record, StoreError> {
     })
 }
 
-/// Prepares the search tokenizer (call once at start).
-pub fn warm_up() {
+/// Prepares the search tokenizer and rewrites a code index of an earlier layout (call once at
+/// start, before the node ingests anything).
+pub fn warm_up(store: &Store) -> Result<(), StoreError> {
     index::warm_up();
+    if let Some(records) = index::upgrade(store)? {
+        tracing::info!(
+            records,
+            "catalogue code index written (word postings of earlier versions dropped)"
+        );
+    }
+    Ok(())
 }
 
 /// Reads one record by provider USCC and code.
@@ -193,22 +201,16 @@ pub fn list(store: &Store, filter: &Filter) -> Result<Vec<Record>, StoreError> {
         .collect())
 }
 
-/// Full-text search (jieba segmentation) over title, abstract, item names, provider and code;
-/// an empty query lists everything the filter accepts.
+/// Full-text search, unranked, for when the ranked index ([`search::Search`]) is not built yet:
+/// every record the filter accepts in which each word of `text` (jieba segmentation) occurs in
+/// the title, abstract, 信息项 names, provider, code or provider code; reads every record. An
+/// empty query lists everything the filter accepts.
 pub fn search(store: &Store, text: &str, filter: &Filter) -> Result<Vec<Record>, StoreError> {
-    let Some(keys) = index::lookup(store, text)? else {
-        return list(store, filter);
-    };
-    let mut out = Vec::new();
-    for k in keys {
-        if let Some(v) = store.db().get_cf(store.cf(CF_CATALOGUE), &k)? {
-            let r = decode(&v)?;
-            if filter.accepts(&r) {
-                out.push(r);
-            }
-        }
-    }
-    Ok(out)
+    let words = index::query_words(text);
+    Ok(list(store, filter)?
+        .into_iter()
+        .filter(|r| index::matches(&r.entry, &words))
+        .collect())
 }
 
 /// The records at `keys`, in that order (a key whose record is gone is skipped).

@@ -231,7 +231,10 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         warn!(own_seq = state.store.head(&state.id())?.seq, backup_seq = mark.own_seq, "restored from a backup: catching up on this node's own feed from its peers before appending to it");
     }
 
-    tokio::task::spawn_blocking(crate::catalogue::warm_up).await?;
+    {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || crate::catalogue::warm_up(&state.store)).await??;
+    }
     let listen = parse_addrs("network.listen", &config.network.listen).map_err(config_error)?;
     let bootstrap =
         parse_addrs("network.bootstrap", &config.network.bootstrap).map_err(config_error)?;

@@ -231,7 +231,21 @@ impl VerifiedEntry {
 impl VerifiedEntry {
     /// Opens envelope bytes and checks everything that needs no local state.
     pub fn open(bytes: &[u8]) -> Result<Self, FeedError> {
-        let envelope = Envelope::open(bytes, Kind::FeedEntry)?;
+        Self::check(Envelope::open(bytes, Kind::FeedEntry)?)
+    }
+
+    /// Opens many entries at once (a range answer): exactly what [`VerifiedEntry::open`]
+    /// returns for each, in order, with the signatures checked as one batch
+    /// ([`Envelope::open_many`]).
+    pub fn open_many<B: AsRef<[u8]>>(items: &[B]) -> Vec<Result<Self, FeedError>> {
+        Envelope::open_many(items, Kind::FeedEntry)
+            .into_iter()
+            .map(|envelope| Self::check(envelope?))
+            .collect()
+    }
+
+    /// Checks an opened envelope's entry: everything that needs no local state.
+    fn check(envelope: Envelope) -> Result<Self, FeedError> {
         let entry: FeedEntry = codec::decode(envelope.payload(), MAX_ENVELOPE_BYTES)?;
         if entry.version != FEED_ENTRY_VERSION {
             return Err(FeedError::Version(entry.version));

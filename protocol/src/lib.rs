@@ -23,6 +23,7 @@ pub mod receipt;
 pub mod resource_code;
 pub mod uscc;
 pub mod wire;
+pub mod zip215;
 
 pub use actor::Actor;
 pub use catalogue::{Entry, FieldError, ValidationErrors};

@@ -113,7 +113,7 @@ impl Fields {
 }
 
 /// The search tokens of a text: jieba's search-mode words (long words and the shorter words in
-/// them), lower-cased, punctuation dropped — the same words the store's index uses.
+/// them), lower-cased, punctuation dropped.
 fn words(text: &str) -> Vec<String> {
     super::index::jieba()
         .cut_for_search(text, true)
@@ -512,7 +512,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn words_are_the_store_index_words() {
+    fn words_are_lower_case_without_punctuation() {
         let w = words("人口基本信息（2026版）");
         assert!(w.contains(&"人口".to_string()), "{w:?}");
         assert!(w.contains(&"2026".to_string()), "{w:?}");
