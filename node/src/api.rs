@@ -264,6 +264,9 @@ pub struct CharterView {
     pub federation: String,
     /// Version.
     pub version: u64,
+    /// Layout (2: feed entries naming it are judged by ZIP-215 rules; 1: strictly).
+    #[serde(default)]
+    pub layout: u8,
     /// Issued at (ms).
     pub issued_at_ms: u64,
     /// Authority key (hex).

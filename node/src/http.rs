@@ -506,6 +506,7 @@ async fn charter(State(ctx): State<Ctx>) -> Res<api::CharterView> {
     Ok(Json(api::CharterView {
         federation: c.federation,
         version: c.version,
+        layout: c.layout,
         issued_at_ms: c.issued_at_ms,
         authority: c.authority.to_hex(),
         members: c.members,

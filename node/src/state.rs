@@ -247,11 +247,19 @@ pub(crate) mod testing {
     /// The state of a department node (key `[9; 32]`) in a federation whose hub is `hub`; the
     /// directory lives as long as the returned guard.
     pub(crate) fn department(hub: &NodeId) -> (tempfile::TempDir, NodeState) {
+        department_under_layout(hub, CHARTER_LAYOUT_VERSION)
+    }
+
+    /// [`department`] under a charter of `layout`.
+    pub(crate) fn department_under_layout(
+        hub: &NodeId,
+        layout: u8,
+    ) -> (tempfile::TempDir, NodeState) {
         let dir = tempfile::tempdir().expect("temporary directory");
         let key = SecretKey::from_bytes([9; 32]);
         let authority = SecretKey::from_bytes([8; 32]).public();
         let charter = Charter {
-            layout: CHARTER_LAYOUT_VERSION,
+            layout,
             federation: "海门区".into(),
             version: 1,
             issued_at_ms: 0,

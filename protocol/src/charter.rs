@@ -16,14 +16,19 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, DecodeError, MAX_ENVELOPE_BYTES};
-use crate::envelope::{Envelope, EnvelopeError, Kind};
+use crate::envelope::{Envelope, EnvelopeError, Kind, SignatureRule};
 use crate::{NodeId, SecretKey, Uscc};
 
 mod history;
 pub use history::{History, HistoryError, Refusal};
 
-/// Version of the charter layout.
-pub const CHARTER_LAYOUT_VERSION: u8 = 1;
+/// Version of the charter layout a new charter gets: 2, whose feed entries are judged by ZIP-215
+/// rules ([`Charter::signature_rule`]). Layout 1 (strict rules) is still accepted; a node that
+/// knows only layout 1 refuses a layout-2 charter, so no entry it would judge differently can
+/// name one before it is upgraded.
+pub const CHARTER_LAYOUT_VERSION: u8 = 2;
+/// The first charter layout whose entries are judged by ZIP-215 rules.
+pub const ZIP215_CHARTER_LAYOUT: u8 = 2;
 /// The highest charter version (far beyond any real federation; keeps version arithmetic
 /// clear of overflow).
 pub const MAX_VERSION: u64 = 1 << 40;
@@ -269,11 +274,28 @@ pub enum CharterError {
 }
 
 impl Charter {
+    /// The rules by which the signature of a feed entry naming this version is judged
+    /// ([`crate::feed::FeedEntry::charter`]): ZIP-215 from layout 2, strict before. An entry's
+    /// own layout says which rules it was signed for ([`crate::feed::signature_rule`]); one
+    /// signed for ZIP-215 may name only a version whose rules are ZIP-215
+    /// ([`History::judge_rule`]), so nodes that hold that version — and only they can judge the
+    /// entry — all judge it alike.
+    pub fn signature_rule(&self) -> SignatureRule {
+        if self.layout >= ZIP215_CHARTER_LAYOUT {
+            SignatureRule::Zip215
+        } else {
+            SignatureRule::Strict
+        }
+    }
+
     /// Checks the roster (unique keys and codes, names, size, version).
     pub fn check(&self) -> Result<(), CharterError> {
         let bad = |m: String| Err(CharterError::Invalid(m));
-        if self.layout != CHARTER_LAYOUT_VERSION {
-            return bad(format!("unsupported layout {}", self.layout));
+        if !(1..=CHARTER_LAYOUT_VERSION).contains(&self.layout) {
+            return bad(format!(
+                "unsupported layout {} (this node knows layouts 1 to {CHARTER_LAYOUT_VERSION}: upgrade it)",
+                self.layout
+            ));
         }
         if self.version == 0 || self.version > MAX_VERSION {
             return bad(format!(

@@ -43,13 +43,6 @@ impl Kind {
         }
     }
 
-    /// Whether this kind's signatures are judged by ZIP-215 rules ([`crate::zip215`]): feed
-    /// entries, which arrive alone or by the thousand and must get one verdict either way.
-    /// Every other kind is verified strictly.
-    pub fn zip215(self) -> bool {
-        matches!(self, Kind::FeedEntry)
-    }
-
     fn from_tag(tag: &str) -> Option<Self> {
         [
             Kind::FeedEntry,
@@ -63,9 +56,20 @@ impl Kind {
     }
 }
 
-/// A signed payload. Only [`Envelope::open`] and [`Envelope::seal`] make one, so an `Envelope`
-/// value always carries a signature that verified — or [`Envelope::from_stored`], for bytes that
-/// verified when this node stored them.
+/// Which rules an ed25519 signature is judged by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SignatureRule {
+    /// `ed25519-dalek`'s `verify_strict`: what every envelope kind is judged by, and feed
+    /// entries of the earlier layout ([`crate::feed::STRICT_FEED_ENTRY_VERSION`]).
+    Strict,
+    /// ZIP-215 ([`crate::zip215`]): feed entries that name a charter which says so
+    /// ([`crate::Charter::signature_rule`]), so a range of them can be checked as one batch.
+    Zip215,
+}
+
+/// A signed payload. Only [`Envelope::open`], [`Unverified::verify`] and [`Envelope::seal`]
+/// make one, so an `Envelope` value always carries a signature that verified — or
+/// [`Envelope::from_stored`], for bytes that verified when this node stored them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
     kind: Kind,
@@ -137,58 +141,20 @@ impl Envelope {
 
     /// Like [`Envelope::open`] with another size limit (manifests are larger than entries).
     pub fn open_limited(bytes: &[u8], expected: Kind, limit: usize) -> Result<Self, EnvelopeError> {
-        let env = Self::decode(bytes, expected, limit)?;
-        let msg = signing_input(expected, &env.payload);
-        let ok = if expected.zip215() {
-            crate::zip215::verify(&env.signer, &msg, &env.signature)
-        } else {
-            env.signer.verify(&msg, &env.signature)
-        };
-        if !ok {
-            return Err(EnvelopeError::BadSignature(env.signer));
-        }
-        Ok(env)
+        Unverified(Self::decode(bytes, expected, limit)?).verify(SignatureRule::Strict)
     }
 
-    /// Opens many envelopes at once: exactly what [`Envelope::open`] returns for each, in
-    /// order. For a kind judged by ZIP-215 the signatures are checked as one batch (several
-    /// times cheaper), and one by one only when the batch fails, to tell which; other kinds are
-    /// opened one by one.
-    pub fn open_many<B: AsRef<[u8]>>(
-        items: &[B],
-        expected: Kind,
-    ) -> Vec<Result<Self, EnvelopeError>> {
-        if !expected.zip215() {
-            return items
-                .iter()
-                .map(|b| Self::open(b.as_ref(), expected))
-                .collect();
+    /// An envelope of `kind` signed by [`crate::zip215::crafted::key`] with a signature only
+    /// ZIP-215 accepts, for tests.
+    #[cfg(test)]
+    pub(crate) fn crafted_zip215(kind: Kind, payload: Vec<u8>) -> Self {
+        let signature = crate::zip215::crafted::sign(&signing_input(kind, &payload));
+        Self {
+            kind,
+            signer: crate::zip215::crafted::key(),
+            payload,
+            signature,
         }
-        let decoded: Vec<Result<(Self, Vec<u8>), EnvelopeError>> = items
-            .iter()
-            .map(|b| {
-                let env = Self::decode(b.as_ref(), expected, MAX_ENVELOPE_BYTES)?;
-                let msg = signing_input(expected, &env.payload);
-                Ok((env, msg))
-            })
-            .collect();
-        let all_good = crate::zip215::verify_batch(
-            decoded
-                .iter()
-                .flatten()
-                .map(|(env, msg)| (&env.signer, msg.as_slice(), &env.signature)),
-        );
-        decoded
-            .into_iter()
-            .map(|d| {
-                let (env, msg) = d?;
-                if all_good || crate::zip215::verify(&env.signer, &msg, &env.signature) {
-                    Ok(env)
-                } else {
-                    Err(EnvelopeError::BadSignature(env.signer))
-                }
-            })
-            .collect()
     }
 
     /// Decodes and checks the shape, not the signature.
@@ -256,6 +222,67 @@ impl Envelope {
     }
 }
 
+/// A decoded envelope whose signature is not checked yet: its payload may be read to learn
+/// which [`SignatureRule`] it is judged by (a feed entry's layout version), and nothing else may
+/// be trusted until [`Unverified::verify`] or [`Unverified::verify_zip215_batch`] turns it into
+/// an [`Envelope`].
+#[derive(Debug)]
+pub struct Unverified(Envelope);
+
+impl Unverified {
+    /// Decodes `bytes` (at most [`MAX_ENVELOPE_BYTES`]) and checks the shape, not the signature.
+    pub fn decode(bytes: &[u8], expected: Kind) -> Result<Self, EnvelopeError> {
+        Envelope::decode(bytes, expected, MAX_ENVELOPE_BYTES).map(Self)
+    }
+
+    /// The payload bytes as carried, **not yet known to be signed**.
+    pub fn payload(&self) -> &[u8] {
+        &self.0.payload
+    }
+
+    /// Who claims to have signed.
+    pub fn signer(&self) -> NodeId {
+        self.0.signer
+    }
+
+    /// Checks the signature under `rule`.
+    pub fn verify(self, rule: SignatureRule) -> Result<Envelope, EnvelopeError> {
+        let env = self.0;
+        let msg = signing_input(env.kind, &env.payload);
+        let ok = match rule {
+            SignatureRule::Strict => env.signer.verify(&msg, &env.signature),
+            SignatureRule::Zip215 => crate::zip215::verify(&env.signer, &msg, &env.signature),
+        };
+        if ok {
+            Ok(env)
+        } else {
+            Err(EnvelopeError::BadSignature(env.signer))
+        }
+    }
+
+    /// Checks every signature under ZIP-215 rules as one batch (several times cheaper than one
+    /// by one): all of them verified, or all of them back unchecked when the batch fails (at
+    /// least one does not verify, or the OS random source failed), for the caller to check one
+    /// by one and learn which.
+    pub fn verify_zip215_batch(items: Vec<Self>) -> Result<Vec<Envelope>, Vec<Self>> {
+        let msgs: Vec<Vec<u8>> = items
+            .iter()
+            .map(|u| signing_input(u.0.kind, &u.0.payload))
+            .collect();
+        let all_good = crate::zip215::verify_batch(
+            items
+                .iter()
+                .zip(&msgs)
+                .map(|(u, msg)| (&u.0.signer, msg.as_slice(), &u.0.signature)),
+        );
+        if all_good {
+            Ok(items.into_iter().map(|u| u.0).collect())
+        } else {
+            Err(items)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,40 +317,39 @@ mod tests {
     }
 
     #[test]
-    fn opening_many_is_opening_each() {
+    fn a_batch_verifies_exactly_when_each_does() {
         let key = SecretKey::from_bytes([7; 32]);
         let other = SecretKey::from_bytes([8; 32]);
-        let good: Vec<Vec<u8>> = (0..30u8)
+        let sealed: Vec<Vec<u8>> = (0..30u8)
             .map(|i| {
                 let k = if i % 3 == 0 { &other } else { &key };
                 Envelope::seal(Kind::FeedEntry, k, vec![i; 40]).to_bytes()
             })
             .collect();
-        let verdicts = |items: &[Vec<u8>], kind| {
-            Envelope::open_many(items, kind)
-                .into_iter()
-                .map(|r| r.map_err(|e| e.to_string()))
-                .collect::<Vec<_>>()
-        };
-        let each = |items: &[Vec<u8>], kind| {
+        let decode = |items: &[Vec<u8>]| {
             items
                 .iter()
-                .map(|b| Envelope::open(b, kind).map_err(|e| e.to_string()))
+                .map(|b| Unverified::decode(b, Kind::FeedEntry).unwrap())
                 .collect::<Vec<_>>()
         };
-        assert!(verdicts(&good, Kind::FeedEntry).iter().all(Result::is_ok));
-        let mut bad = good.clone();
+        let opened = Unverified::verify_zip215_batch(decode(&sealed)).unwrap();
+        for (env, bytes) in opened.iter().zip(&sealed) {
+            assert_eq!(env, &Envelope::open(bytes, Kind::FeedEntry).unwrap());
+        }
+        let mut bad = sealed.clone();
         let n = bad[11].len();
         bad[11][n - 1] ^= 1; // the signature
-        bad[20] = vec![0xff, 0x00]; // not CBOR
-        bad[25] = Envelope::seal(Kind::Charter, &key, vec![1]).to_bytes(); // another kind
-        for items in [&good, &bad] {
-            for kind in [Kind::FeedEntry, Kind::Charter] {
-                assert_eq!(verdicts(items, kind), each(items, kind));
-            }
-        }
-        let v = verdicts(&bad, Kind::FeedEntry);
-        assert_eq!(v.iter().filter(|r| r.is_err()).count(), 3, "{v:?}");
-        assert!(v[11].as_ref().is_err_and(|e| e.contains("does not verify")));
+        let back = Unverified::verify_zip215_batch(decode(&bad)).unwrap_err();
+        let verdicts: Vec<bool> = back
+            .into_iter()
+            .map(|u| u.verify(SignatureRule::Zip215).is_ok())
+            .collect();
+        let strict: Vec<bool> = bad
+            .iter()
+            .map(|b| Envelope::open(b, Kind::FeedEntry).is_ok())
+            .collect();
+        assert_eq!(verdicts, strict);
+        assert_eq!(verdicts.iter().filter(|ok| !**ok).count(), 1);
+        assert!(!verdicts[11]);
     }
 }

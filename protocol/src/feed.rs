@@ -12,11 +12,34 @@ use crate::application::GrantEvent;
 use crate::catalogue::{Entry, ValidationErrors};
 use crate::codec::{self, DecodeError, MAX_ENVELOPE_BYTES};
 use crate::dataset::DatasetVersion;
-use crate::envelope::{Envelope, EnvelopeError, Kind};
+use crate::envelope::{Envelope, EnvelopeError, Kind, SignatureRule, Unverified};
 use crate::{NodeId, ResourceCode, SecretKey};
 
-/// Version of the feed entry layout (2: entries name the charter version they are judged by).
-pub const FEED_ENTRY_VERSION: u8 = 2;
+/// Version of the feed entry layout a node signs under a charter whose rules are ZIP-215
+/// ([`crate::Charter::signature_rule`]): 3, signed for ZIP-215 rules.
+pub const FEED_ENTRY_VERSION: u8 = 3;
+/// The earlier layout, judged by strict rules: what a node signs under a charter of layout 1.
+/// (Layout 2 brought [`FeedEntry::charter`]; layout 3 changes nothing but the rules.)
+pub const STRICT_FEED_ENTRY_VERSION: u8 = 2;
+
+/// The rules an entry of layout `version` is judged by, or `None` for a layout this node
+/// does not know.
+pub fn signature_rule(version: u8) -> Option<SignatureRule> {
+    match version {
+        STRICT_FEED_ENTRY_VERSION => Some(SignatureRule::Strict),
+        FEED_ENTRY_VERSION => Some(SignatureRule::Zip215),
+        _ => None,
+    }
+}
+
+/// The layout a node signs an entry in, to be judged by `rule` (the rule of the charter
+/// version the entry names).
+pub fn entry_version(rule: SignatureRule) -> u8 {
+    match rule {
+        SignatureRule::Strict => STRICT_FEED_ENTRY_VERSION,
+        SignatureRule::Zip215 => FEED_ENTRY_VERSION,
+    }
+}
 
 /// BLAKE3 of an entry's signed payload.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -77,7 +100,8 @@ pub enum Event {
 /// One entry of a feed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedEntry {
-    /// Layout version ([`FEED_ENTRY_VERSION`]).
+    /// Layout version ([`FEED_ENTRY_VERSION`] or [`STRICT_FEED_ENTRY_VERSION`]): which rules
+    /// the signature is judged by ([`signature_rule`]).
     pub version: u8,
     /// The feed: its owner's node key. Must equal the envelope signer.
     pub feed: NodeId,
@@ -229,31 +253,105 @@ impl VerifiedEntry {
 }
 
 impl VerifiedEntry {
-    /// Opens envelope bytes and checks everything that needs no local state.
+    /// Opens envelope bytes and checks everything that needs no local state: the entry's
+    /// fields, then its signature by the rules its layout names.
     pub fn open(bytes: &[u8]) -> Result<Self, FeedError> {
-        Self::check(Envelope::open(bytes, Kind::FeedEntry)?)
+        let (unverified, entry, rule) = Self::unverified(bytes)?;
+        Self::verified(unverified.verify(rule)?, entry)
     }
 
-    /// Opens many entries at once (a range answer): exactly what [`VerifiedEntry::open`]
-    /// returns for each, in order, with the signatures checked as one batch
-    /// ([`Envelope::open_many`]).
+    /// Opens many entries at once (a range answer), in order, **up to and including the first
+    /// that does not open** (its error is the last item): each item is what
+    /// [`VerifiedEntry::open`] returns for it. Everything but the signatures is checked first;
+    /// then the signatures, as one batch when all are judged by ZIP-215 rules (several times
+    /// cheaper), one by one otherwise or when the batch fails — and then only up to the first
+    /// bad one, so an answer with a bad signature costs the batch and that prefix, no more.
     pub fn open_many<B: AsRef<[u8]>>(items: &[B]) -> Vec<Result<Self, FeedError>> {
-        Envelope::open_many(items, Kind::FeedEntry)
-            .into_iter()
-            .map(|envelope| Self::check(envelope?))
-            .collect()
+        let mut checked = Vec::with_capacity(items.len());
+        let mut first_error = None;
+        for b in items {
+            match Self::unverified(b.as_ref()) {
+                Ok(c) => checked.push(c),
+                Err(e) => {
+                    first_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut out: Vec<Result<Self, FeedError>> = Vec::with_capacity(checked.len() + 1);
+        let (unverified, rest): (Vec<Unverified>, Vec<(FeedEntry, SignatureRule)>) =
+            checked.into_iter().map(|(u, e, r)| (u, (e, r))).unzip();
+        let batched = if rest.iter().all(|(_, r)| *r == SignatureRule::Zip215) {
+            Unverified::verify_zip215_batch(unverified)
+        } else {
+            Err(unverified)
+        };
+        match batched {
+            Ok(envelopes) => {
+                for (envelope, (entry, _)) in envelopes.into_iter().zip(rest) {
+                    out.push(Self::verified(envelope, entry));
+                }
+            }
+            Err(unverified) => {
+                for (u, (entry, rule)) in unverified.into_iter().zip(rest) {
+                    match u.verify(rule) {
+                        Ok(envelope) => out.push(Self::verified(envelope, entry)),
+                        Err(e) => {
+                            out.push(Err(e.into()));
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+        out.extend(first_error.map(Err));
+        out
     }
 
-    /// Checks an opened envelope's entry: everything that needs no local state.
-    fn check(envelope: Envelope) -> Result<Self, FeedError> {
-        let entry: FeedEntry = codec::decode(envelope.payload(), MAX_ENVELOPE_BYTES)?;
-        if entry.version != FEED_ENTRY_VERSION {
-            return Err(FeedError::Version(entry.version));
+    /// The rules this entry's signature was judged by.
+    pub fn rule(&self) -> SignatureRule {
+        // The layout was checked when the entry was opened.
+        signature_rule(self.entry.version).unwrap_or(SignatureRule::Strict)
+    }
+
+    /// Decodes envelope bytes and checks the entry's fields, not its signature: the envelope,
+    /// the entry, and the rules its signature is to be judged by.
+    fn unverified(bytes: &[u8]) -> Result<(Unverified, FeedEntry, SignatureRule), FeedError> {
+        let unverified = Unverified::decode(bytes, Kind::FeedEntry)?;
+        let entry: FeedEntry = codec::decode(unverified.payload(), MAX_ENVELOPE_BYTES)?;
+        let rule = signature_rule(entry.version).ok_or(FeedError::Version(entry.version))?;
+        Self::check(&entry, unverified.signer())?;
+        Ok((unverified, entry, rule))
+    }
+
+    /// The entry of `envelope`, whose signature verified (its payload is the entry's bytes),
+    /// once a carried receipt's own signature is checked too.
+    fn verified(envelope: Envelope, entry: FeedEntry) -> Result<Self, FeedError> {
+        if let Event::Receipt(bytes) = &entry.event {
+            let r = crate::receipt::SignedReceipt::open(bytes)
+                .map_err(|e| FeedError::Receipt(e.to_string()))?;
+            if r.receipt.consumer != entry.feed {
+                return Err(FeedError::Receipt(format!(
+                    "receipt for {} countersigned by {}",
+                    r.receipt.consumer, entry.feed
+                )));
+            }
         }
-        if entry.feed != envelope.signer() {
+        Ok(Self {
+            hash: EntryHash::of(envelope.payload()),
+            entry,
+            envelope,
+        })
+    }
+
+    /// Checks an entry's fields against each other and the signer it claims: everything that
+    /// needs neither local state nor a signature check (a carried receipt's signature is
+    /// checked after the entry's, in [`VerifiedEntry::verified`]).
+    fn check(entry: &FeedEntry, signer: NodeId) -> Result<(), FeedError> {
+        if entry.feed != signer {
             return Err(FeedError::WrongSigner {
                 feed: entry.feed,
-                signer: envelope.signer(),
+                signer,
             });
         }
         if entry.seq == 0 || (entry.seq == 1) != (entry.prev == EntryHash::ZERO) {
@@ -275,24 +373,99 @@ impl VerifiedEntry {
             }
             Event::DatasetPublished(_) => {}
             Event::Grant(g) => g.check().map_err(FeedError::Grant)?,
-            Event::Receipt(bytes) => {
-                let r = crate::receipt::SignedReceipt::open(bytes)
-                    .map_err(|e| FeedError::Receipt(e.to_string()))?;
-                if r.receipt.consumer != entry.feed {
-                    return Err(FeedError::Receipt(format!(
-                        "receipt for {} countersigned by {}",
-                        r.receipt.consumer, entry.feed
-                    )));
-                }
-            }
+            // Its signature is checked after the entry's ([`VerifiedEntry::verified`]).
+            Event::Receipt(_) => {}
             Event::Transfer(t) => t.check().map_err(FeedError::Receipt)?,
             Event::CallLogHead(h) => h.check().map_err(FeedError::CallLog)?,
         }
-        let hash = EntryHash::of(envelope.payload());
-        Ok(Self {
-            entry,
-            hash,
-            envelope,
-        })
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(version: u8, feed: NodeId, seq: u64, prev: EntryHash) -> FeedEntry {
+        FeedEntry {
+            version,
+            feed,
+            seq,
+            prev,
+            timestamp_ms: 1_700_000_000_000 + seq,
+            charter: 1,
+            event: Event::CatalogueWithdrawn {
+                code: ResourceCode::parse("101001/000001").unwrap(),
+                reason: format!("test {seq}"),
+            },
+            by: None,
+        }
+    }
+
+    /// An entry of `version` by [`crate::zip215::crafted::key`], with a signature only ZIP-215
+    /// accepts.
+    fn crafted(version: u8) -> Vec<u8> {
+        let e = entry(version, crate::zip215::crafted::key(), 1, EntryHash::ZERO);
+        Envelope::crafted_zip215(Kind::FeedEntry, codec::encode(&e)).to_bytes()
+    }
+
+    #[test]
+    fn an_entry_is_judged_by_the_rules_its_layout_names() {
+        let zip215 = crafted(FEED_ENTRY_VERSION);
+        let opened = VerifiedEntry::open(&zip215).unwrap();
+        assert_eq!(opened.rule(), SignatureRule::Zip215);
+        assert!(matches!(
+            VerifiedEntry::open(&crafted(STRICT_FEED_ENTRY_VERSION)),
+            Err(FeedError::Envelope(EnvelopeError::BadSignature(_)))
+        ));
+        assert!(matches!(
+            VerifiedEntry::open(&crafted(1)),
+            Err(FeedError::Version(1))
+        ));
+        // The same verdicts in a batch.
+        let key = SecretKey::from_bytes([4; 32]);
+        let mut range: Vec<Vec<u8>> = Vec::new();
+        let mut prev = EntryHash::ZERO;
+        for seq in 1..=5 {
+            let v = entry(FEED_ENTRY_VERSION, key.public(), seq, prev).seal(&key);
+            prev = v.hash;
+            range.push(v.envelope.to_bytes());
+        }
+        range.insert(2, zip215);
+        let opened = VerifiedEntry::open_many(&range);
+        assert_eq!(opened.len(), 6);
+        assert!(opened.iter().all(Result::is_ok));
+        range[2] = crafted(STRICT_FEED_ENTRY_VERSION);
+        let opened = VerifiedEntry::open_many(&range);
+        assert_eq!(opened.len(), 3, "opened up to the first bad entry");
+        assert!(opened[..2].iter().all(Result::is_ok));
+        assert!(opened[2].is_err());
+    }
+
+    #[test]
+    fn a_range_stops_at_its_first_undecodable_entry() {
+        let key = SecretKey::from_bytes([4; 32]);
+        let mut range: Vec<Vec<u8>> = (1..=4)
+            .map(|seq| {
+                entry(
+                    FEED_ENTRY_VERSION,
+                    key.public(),
+                    seq,
+                    EntryHash([seq as u8; 32]),
+                )
+                .seal(&key)
+                .envelope
+                .to_bytes()
+            })
+            .collect();
+        range[0] = entry(FEED_ENTRY_VERSION, key.public(), 1, EntryHash::ZERO)
+            .seal(&key)
+            .envelope
+            .to_bytes();
+        range[2] = vec![0xff, 0x00];
+        let opened = VerifiedEntry::open_many(&range);
+        assert_eq!(opened.len(), 3);
+        assert!(opened[..2].iter().all(Result::is_ok));
+        assert!(matches!(opened[2], Err(FeedError::Envelope(_))));
     }
 }

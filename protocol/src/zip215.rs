@@ -1,5 +1,7 @@
-//! ed25519 verification under ZIP-215 rules, one signature or many at once: how feed entries'
-//! signatures are judged.
+//! ed25519 verification under ZIP-215 rules, one signature or many at once: how feed entries of
+//! layout 3 ([`crate::feed::FEED_ENTRY_VERSION`]) are judged; they may name only a charter
+//! version of layout 2 or later, so which rules judge an entry is fixed by signed data every
+//! node holds, not by the release it runs ([`crate::Charter::signature_rule`]).
 //!
 //! Why not strict verification (what every other envelope kind uses): a node learns a feed
 //! entry either alone (gossip) or in a range answer of up to 2,000, and a range is cheapest to
@@ -157,26 +159,11 @@ mod tests {
 
     #[test]
     fn a_small_order_component_gets_one_verdict_alone_and_in_a_batch() {
-        // R' = rB + T with T of order 8, s = r + k·a for k = H(R' ‖ A ‖ M): strict verification
-        // refuses it (R' ≠ sB − kA), the cofactored equation holds (8T = 0). What matters is
-        // that the single and the batch check agree, so no node's verdict depends on whether
-        // the entry came alone or in a range.
-        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
-        use curve25519_dalek::scalar::Scalar;
-        use sha2::{Digest, Sha512};
-        let a = Scalar::from_bytes_mod_order([7; 32]);
-        let key = NodeId((a * ED25519_BASEPOINT_POINT).compress().to_bytes());
-        let r = Scalar::from_bytes_mod_order([9; 32]);
-        let big_r = (r * ED25519_BASEPOINT_POINT + EIGHT_TORSION[1]).compress();
+        // What matters is that the single and the batch check agree, so no node's verdict
+        // depends on whether the entry came alone or in a range.
+        let key = crafted::key();
         let msg = b"an entry".to_vec();
-        let mut h = Sha512::new();
-        h.update(big_r.as_bytes());
-        h.update(key.0);
-        h.update(&msg);
-        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
-        let mut sig = [0u8; 64];
-        sig[..32].copy_from_slice(big_r.as_bytes());
-        sig[32..].copy_from_slice((r + k * a).as_bytes());
+        let sig = crafted::sign(&msg);
         assert!(!key.verify(&msg, &sig), "strict verification refuses it");
         assert!(verify(&key, &msg, &sig));
         let mut items = signed(20);
@@ -204,5 +191,41 @@ mod tests {
         }
         assert!(!verify(&items[1].0, &items[1].1, &items[1].2));
         assert!(!batch_of(&items));
+    }
+}
+
+/// A signature only ZIP-215 accepts, for tests: R' = rB + T with T of order 8 and
+/// s = r + k·a for k = H(R' ‖ A ‖ M). Strict verification refuses it (R' ≠ sB − kA); the
+/// cofactored equation holds (8T = 0).
+#[cfg(test)]
+pub(crate) mod crafted {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+
+    use crate::NodeId;
+
+    fn secret() -> Scalar {
+        Scalar::from_bytes_mod_order([7; 32])
+    }
+
+    /// The signer's key.
+    pub(crate) fn key() -> NodeId {
+        NodeId((secret() * ED25519_BASEPOINT_POINT).compress().to_bytes())
+    }
+
+    /// Its ZIP-215-only signature of `msg`.
+    pub(crate) fn sign(msg: &[u8]) -> [u8; 64] {
+        let r = Scalar::from_bytes_mod_order([9; 32]);
+        let big_r = (r * ED25519_BASEPOINT_POINT + EIGHT_TORSION[1]).compress();
+        let mut h = Sha512::new();
+        h.update(big_r.as_bytes());
+        h.update(key().0);
+        h.update(msg);
+        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(big_r.as_bytes());
+        sig[32..].copy_from_slice((r + k * secret()).as_bytes());
+        sig
     }
 }

@@ -4,7 +4,9 @@
 //! connected but cannot publish, not even by back-dating an entry to a version in which it was
 //! active; a new version is signed offline from a charter file; two different charters of one
 //! version are reported as equivocation; a charter needs exactly one hub and an authority key
-//! apart from every node key.
+//! apart from every node key. Review s21, H1: which rules judge an entry's signature follows
+//! from the charter layout of the version it names, and a federation moves to layout 2 with
+//! `charter upgrade-layout`.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -13,7 +15,9 @@ use std::time::Duration;
 use huitong_protocol::Event;
 use huitong_testnet::Testnet;
 use huitong_tests::rogue;
-use huitong_tests::{cli_ok, entry, publish_ok, rejected, search, start, wait_charter, wait_until};
+use huitong_tests::{
+    cli_ok, entry, publish_ok, rejected, search, start, start_prepared, wait_charter, wait_until,
+};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(90);
@@ -59,6 +63,23 @@ fn write_entry(
 
 fn path(p: &Path) -> String {
     p.to_string_lossy().into_owned()
+}
+
+/// Restarts node `fresh` with an empty store, given only the latest charter (exported by node
+/// `from`).
+fn restart_empty(net: &mut Testnet, fresh: usize, from: usize) -> anyhow::Result<()> {
+    net.stop(fresh, false)?;
+    let dir = net.nodes[fresh].dir.clone();
+    for d in ["db", "chunks", "audit"] {
+        let _ = std::fs::remove_dir_all(dir.join(d));
+    }
+    std::fs::remove_file(dir.join("charter.cbor"))?;
+    cli_ok(
+        net,
+        from,
+        &["charter", "export", &path(&dir.join("charter.cbor"))],
+    )?;
+    net.start(fresh)
 }
 
 #[test]
@@ -211,18 +232,7 @@ fn every_node_judges_entries_by_the_charter_they_name() -> anyhow::Result<()> {
 
     // A fresh node (an empty store, given only the latest charter) reaches the same view as an
     // old one: it fills in versions 1–3 from peers and judges each entry by the version it names.
-    f.net.stop(fresh, false)?;
-    let dir = f.net.nodes[fresh].dir.clone();
-    for d in ["db", "chunks", "audit"] {
-        let _ = std::fs::remove_dir_all(dir.join(d));
-    }
-    std::fs::remove_file(dir.join("charter.cbor"))?;
-    cli_ok(
-        &f.net,
-        hub,
-        &["charter", "export", &path(&dir.join("charter.cbor"))],
-    )?;
-    f.net.start(fresh)?;
+    restart_empty(&mut f.net, fresh, hub)?;
     {
         let net = &mut f.net;
         wait_until(T, "the fresh node to fill in the charter history", || {
@@ -461,6 +471,136 @@ fn every_node_judges_entries_by_the_charter_they_name() -> anyhow::Result<()> {
             ],
         )?;
         assert!(err.contains(expected), "{err}");
+    }
+    drop(rogue);
+    Ok(())
+}
+
+/// Re-signs the testnet's first charter at layout 1, as a federation set up by an earlier
+/// release holds it (before any node starts).
+fn at_layout_1(net: &mut Testnet) -> anyhow::Result<()> {
+    use huitong_protocol::codec::{self, MAX_ENVELOPE_BYTES};
+    use huitong_protocol::{Charter, Envelope, Kind};
+    let bytes = std::fs::read(net.dir.join("charter.cbor"))?;
+    let env = Envelope::open(&bytes, Kind::Charter)?;
+    let mut charter: Charter = codec::decode(env.payload(), MAX_ENVELOPE_BYTES)?;
+    charter.layout = 1;
+    let authority = huitong_config::keyfile::read(&net.dir.join("authority.key"))?;
+    let bytes = charter.seal(&authority).to_bytes();
+    std::fs::write(net.dir.join("charter.cbor"), &bytes)?;
+    for n in &net.nodes {
+        std::fs::write(n.dir.join("charter.cbor"), &bytes)?;
+    }
+    Ok(())
+}
+
+/// A federation of layout 1 (strict rules) refuses, on every node, an entry signed for ZIP-215
+/// rules; `charter upgrade-layout` moves it to layout 2, after which such entries stand
+/// everywhere, and a fresh node given only the latest charter judges the mixed history alike.
+#[test]
+fn the_charter_layout_decides_the_signature_rules_on_every_node() -> anyhow::Result<()> {
+    let mut f = start_prepared(2, 2, &[], at_layout_1)?;
+    let hub = f.net.index("hub").unwrap_or(0);
+    let (dept, fresh) = (1, 2);
+    let city = f.net.nodes.len() - 1;
+    let auth = path(&f.net.dir.join("authority.key"));
+    assert_eq!(f.net.get(hub, "/charter")?["layout"], 1);
+
+    // Under layout 1 the nodes sign for strict rules, and their entries go everywhere.
+    publish_ok(&f, dept, &entry(&f.net, dept, 1, "布局一资源"))?;
+    for i in [hub, fresh, city] {
+        let net = &mut f.net;
+        wait_until(T, "the layout-1 entry", || {
+            Ok(search(net, i, "布局一资源")?.len() == 1)
+        })?;
+    }
+
+    // A member's entry signed for ZIP-215 rules, naming a version of layout 1: refused by all.
+    let (key, rogue_uscc) = rogue::admit(&mut f.net, dept)?;
+    for i in [hub, dept, fresh, city] {
+        wait_charter(&mut f.net, i, 2)?;
+    }
+    let rogue = rogue::connect(&f.net, &key)?;
+    let publish = |n: u32, title: &str| -> anyhow::Result<Event> {
+        Ok(Event::CataloguePublished(rogue::catalogue_entry(
+            &rogue_uscc,
+            n,
+            title,
+        )?))
+    };
+    let early = rogue::feed_entry(
+        &key,
+        None,
+        huitong_tests::now_ms(),
+        2,
+        publish(1, "过早资源")?,
+    );
+    assert_eq!(
+        early.entry.version,
+        huitong_protocol::feed::FEED_ENTRY_VERSION
+    );
+    rogue.gossip(rogue::gossip_entry(&early))?;
+    for i in [hub, dept, fresh, city] {
+        let net = &mut f.net;
+        wait_until(T, "the entry signed for ZIP-215 to be refused", || {
+            Ok(rejected(net, i, "signature_rule")? >= 1)
+        })?;
+        assert!(search(&mut f.net, i, "过早资源")?.is_empty());
+    }
+
+    // Version 3 moves the federation to layout 2; a second time there is nothing to sign.
+    cli_ok(
+        &f.net,
+        hub,
+        &["charter", "upgrade-layout", "--authority-key", &auth],
+    )?;
+    for i in [hub, dept, fresh, city] {
+        wait_charter(&mut f.net, i, 3)?;
+        assert_eq!(f.net.get(i, "/charter")?["layout"], 2);
+    }
+    let again = failing(
+        &f.net,
+        hub,
+        &["charter", "upgrade-layout", "--authority-key", &auth],
+    )?;
+    assert!(again.contains("layout 2 already"), "{again}");
+
+    // Now the same kind of entry, naming version 3, stands everywhere, and so do the
+    // departments' new entries.
+    let later = rogue::feed_entry(
+        &key,
+        None,
+        huitong_tests::now_ms(),
+        3,
+        publish(1, "升级后资源")?,
+    );
+    rogue.gossip(rogue::gossip_entry(&later))?;
+    publish_ok(&f, dept, &entry(&f.net, dept, 2, "布局二资源"))?;
+    for i in [hub, dept, fresh, city] {
+        let net = &mut f.net;
+        wait_until(T, "the layout-2 entries", || {
+            Ok(
+                search(net, i, "升级后资源")?.len() == 1
+                    && search(net, i, "布局二资源")?.len() == 1,
+            )
+        })?;
+    }
+
+    // A fresh node, given only the latest charter, syncs the mixed history by range and holds
+    // the same catalogue.
+    restart_empty(&mut f.net, fresh, hub)?;
+    let expected = catalogue(&f.net, dept)?;
+    let mut last = BTreeSet::new();
+    let waited = wait_until(T, "the fresh node's catalogue to equal the others'", || {
+        last = catalogue(&f.net, fresh)?;
+        Ok(last == expected)
+    });
+    assert!(waited.is_ok(), "fresh {last:?}\nother {expected:?}");
+    for title in ["布局一资源", "布局二资源", "升级后资源"] {
+        assert!(
+            expected.iter().any(|r| r.contains(title)),
+            "{title} missing"
+        );
     }
     drop(rogue);
     Ok(())

@@ -78,8 +78,13 @@ pub(super) fn query_words(query: &str) -> BTreeSet<String> {
         .into_iter()
         .map(|t| t.word.trim().to_lowercase())
         .filter(|t| !t.is_empty() && t.chars().any(char::is_alphanumeric))
+        .take(MAX_QUERY_WORDS)
         .collect()
 }
+
+/// The most words of a query the unranked scan matches (the first ones): each costs a substring
+/// search of every record's text, and no real query needs more.
+const MAX_QUERY_WORDS: usize = 32;
 
 /// Whether every one of `words` occurs in the entry's title, abstract, provider, 信息项 names,
 /// code or provider code (case-insensitive).

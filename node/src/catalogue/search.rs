@@ -7,7 +7,8 @@
 //! at every start (a crash cannot leave it disagreeing with the store). The catalogue view
 //! notes each key it changes ([`Search::note`]); a syncer thread takes the noted keys under the
 //! store's writer lock — so every batch that noted them has committed — re-reads those records
-//! and commits the index. A search first waits (boundedly) until everything noted before it is
+//! and commits the index (while changes keep arriving, as in a fresh node's catch-up, at most
+//! once a second: fewer, larger segments). A search first waits (boundedly) until everything noted before it is
 //! indexed, so a person finds what they just published. Until the first build finishes,
 //! [`Search::query`] answers `None` and callers use the store's own AND index.
 
@@ -24,7 +25,7 @@ use tantivy::schema::{
     Facet, FacetOptions, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value,
     FAST, STORED, STRING,
 };
-use tantivy::tokenizer::{PreTokenizedString, Token};
+use tantivy::tokenizer::{PreTokenizedStream, PreTokenizedString, Token, Tokenizer};
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument};
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,11 @@ const FRESH_WAIT: Duration = Duration::from_secs(2);
 const SYNC_EVERY: Duration = Duration::from_millis(50);
 /// The index writer's memory (tantivy's least per thread is 15 MB).
 const WRITER_BYTES: usize = 32 << 20;
+/// While changes keep arriving (a fresh node's catch-up), how long indexed documents may wait
+/// for their commit: a commit per [`SYNC_EVERY`] makes a small segment each time and merges
+/// them again and again. A lone change is committed at once.
+const BULK_COMMIT_EVERY: Duration = Duration::from_secs(1);
+
 /// Most hits a query may skip and return together (tantivy sizes its heap by it).
 pub const MAX_WINDOW: usize = 1_000_000;
 /// Most words of a query that count (each is a clause over five fields).
@@ -73,9 +79,11 @@ struct Fields {
 impl Fields {
     fn schema() -> (Schema, Fields) {
         let mut b = Schema::builder();
-        // Pre-tokenized text: term frequencies for BM25, no positions (no phrase queries).
+        // jieba words: term frequencies for BM25, no positions (no phrase queries).
         let text = TextOptions::default().set_indexing_options(
-            TextFieldIndexing::default().set_index_option(IndexRecordOption::WithFreqs),
+            TextFieldIndexing::default()
+                .set_tokenizer(WORDS_TOKENIZER)
+                .set_index_option(IndexRecordOption::WithFreqs),
         );
         let key = b.add_text_field("key", STRING | STORED);
         let title = b.add_text_field("title", text.clone());
@@ -123,21 +131,34 @@ fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn pre_tokenized(text: &str) -> PreTokenizedString {
-    let tokens = words(text)
-        .into_iter()
-        .enumerate()
-        .map(|(position, text)| Token {
-            offset_from: 0,
-            offset_to: 0,
-            position,
-            text,
-            position_length: 1,
+/// The name the jieba words are registered under with the index.
+const WORDS_TOKENIZER: &str = "huitong_words";
+
+/// [`words`] as a tantivy tokenizer, so a document carries its plain text and the indexing
+/// thread segments it (pre-tokenized text would be serialized into the document as JSON and
+/// parsed back, which cost about as much as the segmenting).
+#[derive(Clone)]
+struct Words;
+
+impl Tokenizer for Words {
+    type TokenStream<'a> = PreTokenizedStream;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> PreTokenizedStream {
+        let tokens = words(text)
+            .into_iter()
+            .enumerate()
+            .map(|(position, text)| Token {
+                offset_from: 0,
+                offset_to: 0,
+                position,
+                text,
+                position_length: 1,
+            })
+            .collect();
+        PreTokenizedStream::from(PreTokenizedString {
+            text: String::new(),
+            tokens,
         })
-        .collect();
-    PreTokenizedString {
-        text: String::new(),
-        tokens,
     }
 }
 
@@ -159,14 +180,14 @@ fn document(f: &Fields, key: &str, r: &Record) -> TantivyDocument {
     let e = &r.entry;
     let mut d = TantivyDocument::default();
     d.add_text(f.key, key);
-    d.add_pre_tokenized_text(f.title, pre_tokenized(&e.title));
-    d.add_pre_tokenized_text(f.summary, pre_tokenized(&e.summary));
+    d.add_text(f.title, &e.title);
+    d.add_text(f.summary, &e.summary);
     let items: Vec<&str> = e.items.iter().map(|i| i.name.as_str()).collect();
-    d.add_pre_tokenized_text(f.items, pre_tokenized(&items.join(" ")));
-    d.add_pre_tokenized_text(f.provider, pre_tokenized(&e.provider_name));
-    d.add_pre_tokenized_text(
+    d.add_text(f.items, items.join(" "));
+    d.add_text(f.provider, &e.provider_name);
+    d.add_text(
         f.codes,
-        pre_tokenized(&format!("{} {}", e.code.as_str(), e.provider_code.as_str())),
+        format!("{} {}", e.code.as_str(), e.provider_code.as_str()),
     );
     d.add_u64(f.updated, r.updated_ms);
     for (field, name) in f.facets.iter().zip(FACETS) {
@@ -222,6 +243,23 @@ pub struct Search {
     indexed: AtomicU64,
     /// Set when the catalogue view is rebuilt: the syncer rebuilds the index too.
     reset: AtomicBool,
+}
+
+/// The index writer and whether it holds documents not committed yet.
+struct Indexer {
+    writer: IndexWriter,
+    uncommitted: bool,
+    last_commit: Instant,
+}
+
+impl Indexer {
+    fn new(writer: IndexWriter) -> Self {
+        Self {
+            writer,
+            uncommitted: false,
+            last_commit: Instant::now(),
+        }
+    }
 }
 
 impl Search {
@@ -285,18 +323,18 @@ impl Search {
         state: &NodeState,
         shutdown: &CancellationToken,
     ) -> Result<(), SearchError> {
-        let mut writer = Some(self.build(state, None)?);
-        self.sync(state, &mut writer)?;
+        let mut indexer = Indexer::new(self.build(state, None)?);
+        self.sync(state, &mut indexer)?;
         while !shutdown.is_cancelled() {
             std::thread::sleep(SYNC_EVERY);
             if self.reset.swap(false, Ordering::SeqCst) {
                 // The catalogue view was rebuilt: build again under the writer lock, so the
                 // scan sees the rebuilt view whole (rare: a closure enforced).
                 let _w = state.store.writer();
-                writer = Some(self.build(state, writer.take())?);
+                indexer = Indexer::new(self.build(state, Some(indexer.writer))?);
                 drop(_w);
             }
-            self.sync(state, &mut writer)?;
+            self.sync(state, &mut indexer)?;
         }
         Ok(())
     }
@@ -323,6 +361,7 @@ impl Search {
         std::fs::create_dir_all(&self.dir).map_err(tantivy::TantivyError::from)?;
         let (schema, fields) = Fields::schema();
         let index = Index::create_in_dir(&self.dir, schema)?;
+        index.tokenizers().register(WORDS_TOKENIZER, Words);
         let mut writer: IndexWriter = index.writer_with_num_threads(1, WRITER_BYTES)?;
         let store = &state.store;
         let mut n = 0u64;
@@ -352,9 +391,10 @@ impl Search {
         Ok(writer)
     }
 
-    /// Indexes the noted keys, if any.
-    fn sync(&self, state: &NodeState, writer: &mut Option<IndexWriter>) -> Result<(), SearchError> {
-        let (Some(engine), Some(writer)) = (self.engine(), writer.as_mut()) else {
+    /// Indexes the noted keys, if any, and commits — unless more were noted meanwhile and the
+    /// last commit is less than [`BULK_COMMIT_EVERY`] old.
+    fn sync(&self, state: &NodeState, indexer: &mut Indexer) -> Result<(), SearchError> {
+        let Some(engine) = self.engine() else {
             return Ok(());
         };
         if self.noted.load(Ordering::SeqCst) == self.indexed.load(Ordering::SeqCst) {
@@ -366,12 +406,9 @@ impl Search {
             let keys = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
             (keys, self.noted.load(Ordering::SeqCst))
         };
-        if keys.is_empty() {
-            self.indexed.store(noted, Ordering::SeqCst);
-            return Ok(());
-        }
         let f = engine.fields;
         let cf = state.store.cf(CF_CATALOGUE);
+        let writer = &mut indexer.writer;
         for k in &keys {
             let key = String::from_utf8_lossy(k);
             writer.delete_term(tantivy::Term::from_field_text(f.key, &key));
@@ -381,9 +418,22 @@ impl Search {
                     writer.add_document(document(&f, &key, &r))?;
                 }
             }
+            indexer.uncommitted = true;
         }
-        writer.commit()?;
-        engine.reader.reload()?;
+        let more = !self
+            .dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if more && indexer.last_commit.elapsed() < BULK_COMMIT_EVERY {
+            return Ok(());
+        }
+        if indexer.uncommitted {
+            writer.commit()?;
+            engine.reader.reload()?;
+            indexer.uncommitted = false;
+            indexer.last_commit = Instant::now();
+        }
         self.indexed.store(noted, Ordering::SeqCst);
         Ok(())
     }
@@ -397,7 +447,7 @@ impl Search {
         }
     }
 
-    /// Runs `q`; `None` until the index is built (use the store's word index then).
+    /// Runs `q`; `None` until the index is built (search with [`super::search`] then).
     pub fn query(&self, q: &SearchQuery) -> Option<Result<Hits, SearchError>> {
         self.engine()?;
         self.wait_fresh();

@@ -78,6 +78,13 @@ pub enum CharterCmd {
         #[command(flatten)]
         signing: Signing,
     },
+    /// Move the charter to the current layout (2: feed entries judged by ZIP-215 rules, so a
+    /// node checks a range of them as one batch). Upgrade every member's node first: a node of
+    /// an earlier release refuses the new version ("unsupported layout 2").
+    UpgradeLayout {
+        #[command(flatten)]
+        signing: Signing,
+    },
     /// Import signed charter files (from the platform administrator), oldest first.
     Import {
         /// The files.
@@ -141,8 +148,8 @@ pub(super) async fn run(dir: &Path, cmd: CharterCmd) -> anyhow::Result<()> {
                 return output::json(&c);
             }
             println!(
-                "federation {} — charter version {} — authority {}",
-                c.federation, c.version, c.authority
+                "federation {} — charter version {} (layout {}) — authority {}",
+                c.federation, c.version, c.layout, c.authority
             );
             let mut t = Table::new().indent("  ").right_align(&[3]);
             t.row(["role", "status", "USCC", "feed head", "name", "node key"]);
@@ -228,6 +235,19 @@ pub(super) async fn run(dir: &Path, cmd: CharterCmd) -> anyhow::Result<()> {
         } => {
             amend(dir, signing, |c| {
                 c.feed_quota.entries_per_hour = entries_per_hour;
+                Ok(())
+            })
+            .await
+        }
+        CharterCmd::UpgradeLayout { signing } => {
+            amend(dir, signing, |c| {
+                if c.layout >= huitong_protocol::charter::CHARTER_LAYOUT_VERSION {
+                    bail!(
+                        "the charter is at layout {} already, the current one: nothing to sign",
+                        c.layout
+                    );
+                }
+                c.layout = huitong_protocol::charter::CHARTER_LAYOUT_VERSION;
                 Ok(())
             })
             .await

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{Charter, CharterError, CharterHash, MemberStatus};
+use crate::envelope::SignatureRule;
 use crate::{Member, NodeId};
 
 /// The charter versions a node holds.
@@ -87,6 +88,9 @@ pub enum Refusal {
         /// Its status there.
         status: &'static str,
     },
+    /// The entry was signed for ZIP-215 rules but names a version whose rules are strict.
+    #[error("the entry is signed for ZIP-215 rules, but charter version {0} it names keeps strict rules (layout 1)")]
+    Rule(u64),
     /// A later version closed the feed before this seq.
     #[error("charter version {version} closed this feed at seq {last_seq} for entries naming earlier versions")]
     Closed {
@@ -107,6 +111,7 @@ impl Refusal {
             Refusal::NotMember(_) => "not_member",
             Refusal::NotActive { .. } => "suspended",
             Refusal::Closed { .. } => "feed_closed",
+            Refusal::Rule(_) => "signature_rule",
         }
     }
 }
@@ -239,6 +244,23 @@ impl History {
             }
         }
         Ok(member)
+    }
+
+    /// Whether an entry signed for `rule` may name version `named` (held): an entry signed for
+    /// ZIP-215 only a version whose rules are ZIP-215 ([`Charter::signature_rule`]); an entry
+    /// signed for strict rules any version (strict-valid signatures are ZIP-215-valid, and every
+    /// node judges it strictly).
+    pub fn judge_rule(&self, named: u64, rule: SignatureRule) -> Result<(), Refusal> {
+        let Some(charter) = self.get(named) else {
+            return Err(Refusal::Unknown {
+                named,
+                first: self.first(),
+            });
+        };
+        if rule == SignatureRule::Zip215 && charter.signature_rule() == SignatureRule::Strict {
+            return Err(Refusal::Rule(named));
+        }
+        Ok(())
     }
 }
 
@@ -463,5 +485,31 @@ mod tests {
         let mut wrong = next(&v1, |_| {});
         wrong.previous = Some(CharterHash([7; 32]));
         assert!(h.add(wrong.clone(), hash(&wrong)).is_err());
+    }
+
+    #[test]
+    fn an_entry_signed_for_zip215_names_only_a_charter_of_layout_2() {
+        let mut c = first(&key(1), &key(2), &key(3));
+        c.layout = 1;
+        c.check().unwrap();
+        let mut h = History::new();
+        h.add(c.clone(), hash(&c)).unwrap();
+        assert!(matches!(
+            h.judge_rule(1, SignatureRule::Zip215),
+            Err(Refusal::Rule(1))
+        ));
+        assert!(h.judge_rule(1, SignatureRule::Strict).is_ok());
+        assert!(matches!(
+            h.judge_rule(2, SignatureRule::Strict),
+            Err(Refusal::Unknown { named: 2, .. })
+        ));
+        let mut h = History::new();
+        c.layout = 2;
+        h.add(c.clone(), hash(&c)).unwrap();
+        assert!(h.judge_rule(1, SignatureRule::Zip215).is_ok());
+        assert!(h.judge_rule(1, SignatureRule::Strict).is_ok());
+        c.layout = 3;
+        let refused = c.check().unwrap_err().to_string();
+        assert!(refused.contains("unsupported layout 3"), "{refused}");
     }
 }
