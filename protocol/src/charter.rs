@@ -423,6 +423,12 @@ impl Charter {
         if self.federation != prev.federation || self.authority != prev.authority {
             return fail("it changes the federation name or the authority".into());
         }
+        if self.layout < prev.layout {
+            return fail(format!(
+                "it goes back from layout {} to layout {}",
+                prev.layout, self.layout
+            ));
+        }
         for m in prev
             .members
             .iter()

@@ -262,10 +262,11 @@ impl VerifiedEntry {
 
     /// Opens many entries at once (a range answer), in order, **up to and including the first
     /// that does not open** (its error is the last item): each item is what
-    /// [`VerifiedEntry::open`] returns for it. Everything but the signatures is checked first;
-    /// then the signatures, as one batch when all are judged by ZIP-215 rules (several times
+    /// [`VerifiedEntry::open`] returns for it. The entries' shape is checked first (what picks
+    /// the rules and the signer), then the signatures, as one batch when all are judged by ZIP-215 rules (several times
     /// cheaper), one by one otherwise or when the batch fails — and then only up to the first
-    /// bad one, so an answer with a bad signature costs the batch and that prefix, no more.
+    /// bad one, so an answer with a bad signature costs the batch and that prefix, no more —
+    /// and what each signed entry carries ([`VerifiedEntry::check_content`]).
     pub fn open_many<B: AsRef<[u8]>>(items: &[B]) -> Vec<Result<Self, FeedError>> {
         let mut checked = Vec::with_capacity(items.len());
         let mut first_error = None;
@@ -289,17 +290,24 @@ impl VerifiedEntry {
         match batched {
             Ok(envelopes) => {
                 for (envelope, (entry, _)) in envelopes.into_iter().zip(rest) {
-                    out.push(Self::verified(envelope, entry));
+                    let v = Self::verified(envelope, entry);
+                    let bad = v.is_err();
+                    out.push(v);
+                    if bad {
+                        return out;
+                    }
                 }
             }
             Err(unverified) => {
                 for (u, (entry, rule)) in unverified.into_iter().zip(rest) {
-                    match u.verify(rule) {
-                        Ok(envelope) => out.push(Self::verified(envelope, entry)),
-                        Err(e) => {
-                            out.push(Err(e.into()));
-                            return out;
-                        }
+                    let v = u
+                        .verify(rule)
+                        .map_err(FeedError::from)
+                        .and_then(|envelope| Self::verified(envelope, entry));
+                    let bad = v.is_err();
+                    out.push(v);
+                    if bad {
+                        return out;
                     }
                 }
             }
@@ -320,23 +328,14 @@ impl VerifiedEntry {
         let unverified = Unverified::decode(bytes, Kind::FeedEntry)?;
         let entry: FeedEntry = codec::decode(unverified.payload(), MAX_ENVELOPE_BYTES)?;
         let rule = signature_rule(entry.version).ok_or(FeedError::Version(entry.version))?;
-        Self::check(&entry, unverified.signer())?;
+        Self::check_shape(&entry, unverified.signer())?;
         Ok((unverified, entry, rule))
     }
 
     /// The entry of `envelope`, whose signature verified (its payload is the entry's bytes),
-    /// once a carried receipt's own signature is checked too.
+    /// once what it carries is checked too ([`VerifiedEntry::check_content`]).
     fn verified(envelope: Envelope, entry: FeedEntry) -> Result<Self, FeedError> {
-        if let Event::Receipt(bytes) = &entry.event {
-            let r = crate::receipt::SignedReceipt::open(bytes)
-                .map_err(|e| FeedError::Receipt(e.to_string()))?;
-            if r.receipt.consumer != entry.feed {
-                return Err(FeedError::Receipt(format!(
-                    "receipt for {} countersigned by {}",
-                    r.receipt.consumer, entry.feed
-                )));
-            }
-        }
+        Self::check_content(&entry)?;
         Ok(Self {
             hash: EntryHash::of(envelope.payload()),
             entry,
@@ -344,10 +343,11 @@ impl VerifiedEntry {
         })
     }
 
-    /// Checks an entry's fields against each other and the signer it claims: everything that
-    /// needs neither local state nor a signature check (a carried receipt's signature is
-    /// checked after the entry's, in [`VerifiedEntry::verified`]).
-    fn check(entry: &FeedEntry, signer: NodeId) -> Result<(), FeedError> {
+    /// Checks what choosing the rules and the signer need, before any signature is checked:
+    /// the feed is the signer's, the seq and link agree, a charter version is named. (The
+    /// event and the actor are checked after the signature, in [`VerifiedEntry::verified`], so
+    /// an unsigned forgery is refused as one, not as a bad entry.)
+    fn check_shape(entry: &FeedEntry, signer: NodeId) -> Result<(), FeedError> {
         if entry.feed != signer {
             return Err(FeedError::WrongSigner {
                 feed: entry.feed,
@@ -360,6 +360,12 @@ impl VerifiedEntry {
         if entry.charter == 0 {
             return Err(FeedError::NoCharter);
         }
+        Ok(())
+    }
+
+    /// Checks what a signed entry carries: the actor, the event, a carried receipt's own
+    /// signature.
+    fn check_content(entry: &FeedEntry) -> Result<(), FeedError> {
         if let Some(by) = &entry.by {
             by.check().map_err(FeedError::Actor)?;
         }
@@ -373,8 +379,16 @@ impl VerifiedEntry {
             }
             Event::DatasetPublished(_) => {}
             Event::Grant(g) => g.check().map_err(FeedError::Grant)?,
-            // Its signature is checked after the entry's ([`VerifiedEntry::verified`]).
-            Event::Receipt(_) => {}
+            Event::Receipt(bytes) => {
+                let r = crate::receipt::SignedReceipt::open(bytes)
+                    .map_err(|e| FeedError::Receipt(e.to_string()))?;
+                if r.receipt.consumer != entry.feed {
+                    return Err(FeedError::Receipt(format!(
+                        "receipt for {} countersigned by {}",
+                        r.receipt.consumer, entry.feed
+                    )));
+                }
+            }
             Event::Transfer(t) => t.check().map_err(FeedError::Receipt)?,
             Event::CallLogHead(h) => h.check().map_err(FeedError::CallLog)?,
         }
@@ -467,5 +481,34 @@ mod tests {
         assert_eq!(opened.len(), 3);
         assert!(opened[..2].iter().all(Result::is_ok));
         assert!(matches!(opened[2], Err(FeedError::Envelope(_))));
+    }
+
+    #[test]
+    fn what_an_entry_carries_is_judged_after_its_signature() {
+        let key = SecretKey::from_bytes([4; 32]);
+        let sealed = |seq: u64, event: Event| {
+            let mut e = entry(FEED_ENTRY_VERSION, key.public(), seq, EntryHash([1; 32]));
+            e.event = event;
+            e.seal(&key).envelope.to_bytes()
+        };
+        let withdrawn = || Event::CatalogueWithdrawn {
+            code: ResourceCode::parse("101001/000001").unwrap(),
+            reason: "test".into(),
+        };
+        // A signed entry carrying a receipt that is not one: refused as a bad receipt, and
+        // nothing after it in a range is opened.
+        let mut range: Vec<Vec<u8>> = (2..=6).map(|seq| sealed(seq, withdrawn())).collect();
+        range[2] = sealed(4, Event::Receipt(vec![0xff, 0x00]));
+        let opened = VerifiedEntry::open_many(&range);
+        assert_eq!(opened.len(), 3);
+        assert!(matches!(opened[2], Err(FeedError::Receipt(_))));
+        // The same entry with its signature broken is refused for the signature.
+        let mut forged = range[2].clone();
+        let n = forged.len();
+        forged[n - 1] ^= 1;
+        assert!(matches!(
+            VerifiedEntry::open(&forged),
+            Err(FeedError::Envelope(EnvelopeError::BadSignature(_)))
+        ));
     }
 }

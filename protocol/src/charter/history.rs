@@ -508,6 +508,13 @@ mod tests {
         h.add(c.clone(), hash(&c)).unwrap();
         assert!(h.judge_rule(1, SignatureRule::Zip215).is_ok());
         assert!(h.judge_rule(1, SignatureRule::Strict).is_ok());
+        // A later version cannot go back to strict rules.
+        let back = next(&c, |n| n.layout = 1);
+        let refused = h.add(back.clone(), hash(&back)).unwrap_err().to_string();
+        assert!(
+            refused.contains("back from layout 2 to layout 1"),
+            "{refused}"
+        );
         c.layout = 3;
         let refused = c.check().unwrap_err().to_string();
         assert!(refused.contains("unsupported layout 3"), "{refused}");
