@@ -804,13 +804,13 @@ impl Feeds {
 
 /// Entries whose signatures are checked as one batch ([`VerifiedEntry::open_many`]): large
 /// enough that a batch costs about 8 µs a signature instead of ~38 µs one by one.
-const OPEN_BATCH: usize = 256;
+pub const OPEN_BATCH: usize = 256;
 
 /// The first entries of a range answer, opened as one small batch on the calling thread before
 /// the rest is spread over the cores: an answer whose first entry is bad costs a batch of 32
 /// signatures and one single check (at the per-signature costs above, about 0.3 ms), not a
 /// batch of 256 on every core.
-const FIRST_BATCH: usize = 32;
+pub const FIRST_BATCH: usize = 32;
 
 /// Opens (decodes and checks the signature of) the entries of a range answer, in the answer's
 /// order, up to and including the first that does not open: the entries after it are never

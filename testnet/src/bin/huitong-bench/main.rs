@@ -232,7 +232,7 @@ fn sync(a: SyncArgs) -> anyhow::Result<()> {
     let sync = t1.elapsed().as_secs_f64();
     t.stop_all()?;
     let baseline = tcp_copy(&file)?;
-    let (opening, decoding) = opening_floor(&file)?;
+    let (opening, decoding, bad) = opening_floor(&file)?;
     println!("entries={} jsonl_bytes={bytes}", a.entries);
     println!(
         "import on provider: {import:.2} s ({:.0} entries/s)",
@@ -251,6 +251,10 @@ fn sync(a: SyncArgs) -> anyhow::Result<()> {
         opening * cores() as f64 * 1e6 / a.entries as f64,
         cores()
     );
+    println!(
+        "opening one range answer of {FLOOR_RANGE} (mean of {BAD_REPS}): all good {:.1} ms; first entry's signature bad {:.2} ms; the last entry of every thread's first batch bad {:.1} ms",
+        bad.good_ms, bad.first_bad_ms, bad.worst_ms
+    );
     Ok(())
 }
 
@@ -265,7 +269,7 @@ fn cores() -> usize {
 /// entries, then opened in ranges as the node opens a range answer
 /// (`huitong_node::feeds::open_range`: decoding and batched ZIP-215 signature checks on all cores);
 /// and, for comparison, only decoded. Seconds of each.
-fn opening_floor(file: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+fn opening_floor(file: &std::path::Path) -> anyhow::Result<(f64, f64, BadAnswers)> {
     use huitong_protocol::feed::{EntryHash, FeedEntry, VerifiedEntry, FEED_ENTRY_VERSION};
     use std::io::BufRead as _;
     let key = huitong_protocol::SecretKey::from_bytes(rand::random());
@@ -306,5 +310,54 @@ fn opening_floor(file: &std::path::Path) -> anyhow::Result<(f64, f64)> {
     for (b, hash) in &sealed {
         VerifiedEntry::from_stored(b, *hash)?;
     }
-    Ok((opening, t.elapsed().as_secs_f64()))
+    let decoding = t.elapsed().as_secs_f64();
+    let first = bytes
+        .get(..FLOOR_RANGE)
+        .context("fewer entries than one range")?;
+    Ok((opening, decoding, bad_answers(first)))
+}
+
+/// Times [`BAD_REPS`] openings of each answer in [`bad_answers`].
+const BAD_REPS: u32 = 20;
+
+/// What opening one range answer costs, in ms (review s21, H2).
+struct BadAnswers {
+    good_ms: f64,
+    first_bad_ms: f64,
+    worst_ms: f64,
+}
+
+/// Opens `range` as it is, with its first entry's signature broken, and with the last entry of
+/// every thread's first batch broken (the dearest answer a peer can send: each thread checks a
+/// batch that fails, then one by one up to the bad entry).
+fn bad_answers(range: &[Vec<u8>]) -> BadAnswers {
+    use huitong_node::feeds::{open_range, FIRST_BATCH, OPEN_BATCH};
+    let broken = |at: &[usize]| {
+        let mut r = range.to_vec();
+        for &i in at {
+            if let Some(last) = r.get_mut(i).and_then(|e| e.last_mut()) {
+                *last ^= 1;
+            }
+        }
+        r
+    };
+    let threads = cores().min(8);
+    let rest = range.len().saturating_sub(FIRST_BATCH);
+    let per = rest.div_ceil(threads).max(1);
+    let worst: Vec<usize> = (0..threads)
+        .map(|t| FIRST_BATCH + t * per + OPEN_BATCH.min(per) - 1)
+        .filter(|&i| i < range.len())
+        .collect();
+    let time = |r: &[Vec<u8>]| {
+        let t = Instant::now();
+        for _ in 0..BAD_REPS {
+            std::hint::black_box(open_range(r));
+        }
+        t.elapsed().as_secs_f64() * 1e3 / f64::from(BAD_REPS)
+    };
+    BadAnswers {
+        good_ms: time(range),
+        first_bad_ms: time(&broken(&[0])),
+        worst_ms: time(&broken(&worst)),
+    }
 }
