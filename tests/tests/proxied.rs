@@ -253,6 +253,13 @@ fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() 
 
     let id = apply(net, consumer, CODE, "编号,姓名,金额,日期,备注")?;
     wait_state(net, provider, "--incoming", &id, "accepted")?;
+    // 核验-only is for query services over a dataset: such a grant could not be used here.
+    let out = net.cli(provider, &["approve", &id, "--verify-only"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("proxied service") && err.contains("--verify-only"),
+        "{err}"
+    );
     cli_ok(net, provider, &["approve", &id, "--masked", "姓名"])?;
     wait_state(net, consumer, "--outgoing", &id, "granted")?;
 

@@ -238,10 +238,24 @@ pub(super) async fn approve(
         verify_only,
     };
     let today = ctx.state.today();
+    let proxied: Vec<String> = ctx
+        .state
+        .config
+        .services
+        .backends
+        .iter()
+        .map(|b| b.code.clone())
+        .collect();
     decide(ctx, who, id, move |r, provider, _| {
         match (provider, r.state) {
             (false, _) => Err("only the provider of the resource can approve".into()),
             (true, AppState::Accepted) => {
+                let code = r.app.code.to_string();
+                if terms.verify_only && proxied.contains(&code) {
+                    return Err(format!(
+                        "{code} is a proxied service (its backend answers the operations of its OpenAPI description); 核验-only applies to query services over a dataset: approve without --verify-only"
+                    ));
+                }
                 applications::approval(&r.app, fields.as_deref(), until.as_deref(), &terms)
                     .map_err(|why| {
                         format!(

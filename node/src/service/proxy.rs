@@ -6,7 +6,7 @@
 //!   ([`crate::secrets`]), never in the catalogue.
 //! - The operations a consumer may call are those of the service's **OpenAPI description**,
 //!   published as the entry's dataset version (a JSON file: `huitong dataset publish CODE
-//!   openapi.json --file`), so it is signed, versioned and the same on every node. A path and
+//!   --from openapi.json --file`), so it is signed, versioned and the same on every node. A path and
 //!   method not in its `paths` is refused before anything reaches the backend.
 //! - A call waits at most the backend's timeout and takes at most its largest answer: a slow
 //!   backend or a larger answer is cut off with an error that says so. Redirects are not
