@@ -382,6 +382,12 @@ pub struct AppView {
     /// API services answer only 核验 under the grant.
     #[serde(default)]
     pub verify_only: bool,
+    /// Calls a second the grant allows, when the approval set it.
+    #[serde(default)]
+    pub calls_per_second: Option<u32>,
+    /// Calls a day the grant allows, when the approval set it.
+    #[serde(default)]
+    pub calls_per_day: Option<u64>,
     /// The last day the provider approved.
     #[serde(default)]
     pub approved_until: Option<String>,
@@ -437,6 +443,12 @@ pub struct Approve {
     /// API services answer only 核验 (match / no match) under this grant.
     #[serde(default)]
     pub verify_only: bool,
+    /// Calls a second under this grant (at most the provider's `[services]` rate).
+    #[serde(default)]
+    pub calls_per_second: Option<u32>,
+    /// Calls a day under this grant (at most the provider's `[services]` count).
+    #[serde(default)]
+    pub calls_per_day: Option<u64>,
 }
 
 /// A decision with a reason.

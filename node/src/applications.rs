@@ -503,6 +503,9 @@ pub fn approval(
     if terms.masked.iter().any(|m| !fields.contains(m)) {
         return Err("the approval masks 信息项 it does not approve");
     }
+    if terms.calls_per_second == Some(0) || terms.calls_per_day == Some(0) {
+        return Err("the approval's call quota is 0 (give at least 1 call, or revoke the grant)");
+    }
     Ok(Approval {
         fields,
         until,

@@ -131,6 +131,14 @@ pub struct CallTerms {
     /// Only 核验 calls (match / no match), no lookups.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verify_only: bool,
+    /// Calls a second under this grant (a burst of as many); the provider's `[services]` rate
+    /// when unset, and never more than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls_per_second: Option<u32>,
+    /// Calls a federation day under this grant; the provider's `[services]` count when unset,
+    /// and never more than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls_per_day: Option<u64>,
 }
 
 impl CallTerms {

@@ -23,6 +23,8 @@ pub struct DemoDataset {
     pub provider: &'static str,
     /// Resource code of its catalogue entry.
     pub code: &'static str,
+    /// Codes of further entries published over the same file (an 接口 service over the table).
+    pub also: &'static [&'static str],
     /// CSV file name.
     pub file: &'static str,
     /// Rows generated.
@@ -36,6 +38,7 @@ pub const DATASETS: &[DemoDataset] = &[
     DemoDataset {
         provider: "police",
         code: "101001/000001",
+        also: &["101001/000005"],
         file: "population.csv",
         rows: 100_000,
         header: "姓名,公民身份号码,性别,民族,出生日期,户籍地址,现住址,人员状态",
@@ -44,6 +47,7 @@ pub const DATASETS: &[DemoDataset] = &[
     DemoDataset {
         provider: "market",
         code: "102001/000001",
+        also: &[],
         file: "legal-entities.csv",
         rows: 20_000,
         header: "统一社会信用代码,名称,市场主体类型,法定代表人,注册资本,成立日期,住所,登记状态",
@@ -52,6 +56,7 @@ pub const DATASETS: &[DemoDataset] = &[
     DemoDataset {
         provider: "hotline",
         code: "207001/000001",
+        also: &[],
         file: "hotline-tickets.csv",
         rows: 50_000,
         header: "工单编号,受理时间,诉求类型,诉求内容,所属街镇,承办单位,办理状态,办结时间,满意度",
@@ -60,6 +65,7 @@ pub const DATASETS: &[DemoDataset] = &[
     DemoDataset {
         provider: "hub",
         code: "207002/000001",
+        also: &[],
         file: "grid-events.csv",
         rows: 30_000,
         header: "事件编号,上报时间,事件类型,事件描述,所属网格,经度,纬度,处置状态",

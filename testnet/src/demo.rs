@@ -33,12 +33,13 @@ const U: (&str, &str) = ("无条件共享", "");
 const CLOSED: (&str, &str) = ("不予开放", "");
 const OPEN: (&str, &str) = ("无条件开放", "");
 
-/// The demo entries (36).
+/// The demo entries (37).
 pub const ENTRIES: &[DemoEntry] = &[
     DemoEntry { provider: "police", classification: "101001", seq: 1, title: "人口基本信息", summary: "全区户籍人口和常住人口的基本信息，包括姓名、公民身份号码、性别、民族、出生日期、户籍地址等，是人口基础信息库的权威来源。", format: ("数据库", "mysql"), share_mode: "库表", share: ("有条件共享", "用于政务服务事项办理和社会治理，需经数源部门审核，仅提供履职所需字段"), open: CLOSED, cycle: "每日", items: "姓名:C:50,公民身份号码:C:18,性别:C:2,民族:C:20,出生日期:D:8,户籍地址:C:200,现住址:C:200,人员状态:C:10" },
     DemoEntry { provider: "police", classification: "101001", seq: 2, title: "户籍迁移信息", summary: "户口迁入、迁出、变更登记记录，含迁移类型、迁移日期和迁出迁入地。", format: ("数据库", "mysql"), share_mode: "库表", share: ("有条件共享", "用于社会保障、教育入学等业务核验"), open: CLOSED, cycle: "每日", items: "公民身份号码:C:18,姓名:C:50,迁移类型:C:10,迁移日期:D:8,迁出地:C:200,迁入地:C:200" },
     DemoEntry { provider: "police", classification: "101001", seq: 3, title: "流动人口居住登记信息", summary: "在本区居住半年以上流动人口的居住登记与居住证办理信息。", format: ("数据库", "oracle"), share_mode: "库表", share: ("有条件共享", "用于网格化社会治理和公共服务供给"), open: CLOSED, cycle: "每周", items: "公民身份号码:C:18,姓名:C:50,居住地址:C:200,登记日期:D:8,居住证号码:C:30,所属网格:C:50" },
     DemoEntry { provider: "police", classification: "101001", seq: 4, title: "居民身份证办理信息", summary: "居民身份证申领、换领、补领业务办理进度与领取信息。", format: ("数据库", "mysql"), share_mode: "接口", share: U, open: CLOSED, cycle: "实时", items: "受理编号:C:30,公民身份号码:C:18,办理类型:C:10,受理日期:D:8,办理状态:C:10" },
+    DemoEntry { provider: "police", classification: "101001", seq: 5, title: "人口身份核验服务", summary: "按公民身份号码查询或核验人口基本信息（如姓名与公民身份号码是否一致），只返回授权的信息项或“一致/不一致”，不整表提供。", format: ("数据库", "mysql"), share_mode: "接口", share: ("有条件共享", "用于政务服务事项办理中核验申请人身份，按授权核验或返回所需字段"), open: CLOSED, cycle: "每日", items: "姓名:C:50,公民身份号码:C:18,性别:C:2,民族:C:20,出生日期:D:8,户籍地址:C:200,现住址:C:200,人员状态:C:10" },
     DemoEntry { provider: "police", classification: "304001", seq: 1, title: "机动车登记信息", summary: "本区登记机动车的号牌、车辆类型、使用性质和登记日期。", format: ("数据库", "mysql"), share_mode: "库表", share: ("有条件共享", "用于交通治理和应急处置"), open: CLOSED, cycle: "每日", items: "号牌号码:C:20,车辆类型:C:20,使用性质:C:20,登记日期:D:8,所有人:C:100" },
     DemoEntry { provider: "market", classification: "102001", seq: 1, title: "法人基本信息", summary: "在本区登记注册的企业法人、个体工商户和农民专业合作社的统一社会信用代码、名称、类型、法定代表人、注册资本、成立日期和住所。", format: ("数据库", "mysql"), share_mode: "库表", share: U, open: OPEN, cycle: "每日", items: "统一社会信用代码:C:18,名称:C:200,市场主体类型:C:50,法定代表人:C:50,注册资本:Y:20,成立日期:D:8,住所:C:200,登记状态:C:10" },
     DemoEntry { provider: "market", classification: "102001", seq: 2, title: "个体工商户登记信息", summary: "个体工商户设立、变更、注销登记信息。", format: ("数据库", "mysql"), share_mode: "库表", share: U, open: OPEN, cycle: "每日", items: "统一社会信用代码:C:18,字号名称:C:200,经营者:C:50,经营范围:M:2000,经营场所:C:200,登记日期:D:8" },

@@ -608,25 +608,27 @@ impl Testnet {
                 continue;
             };
             let path = crate::datasets::write(d, &data_dir)?;
-            let out = self.cli(
-                i,
-                &[
-                    "dataset",
-                    "publish",
-                    d.code,
-                    "--from",
-                    &path.to_string_lossy(),
-                ],
-            )?;
-            if !out.status.success() {
-                bail!(
-                    "publishing {} failed: {}",
-                    path.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
+            for code in std::iter::once(d.code).chain(d.also.iter().copied()) {
+                let out = self.cli(
+                    i,
+                    &[
+                        "dataset",
+                        "publish",
+                        code,
+                        "--from",
+                        &path.to_string_lossy(),
+                    ],
+                )?;
+                if !out.status.success() {
+                    bail!(
+                        "publishing {} as {code} failed: {}",
+                        path.display(),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                progress(String::from_utf8_lossy(&out.stdout).trim());
+                n += 1;
             }
-            progress(String::from_utf8_lossy(&out.stdout).trim());
-            n += 1;
         }
         Ok(n)
     }

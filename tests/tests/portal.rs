@@ -152,6 +152,8 @@ fn apply_approve_pull_download_and_audit_in_the_browser() -> anyhow::Result<()> 
         approver
             .click("#approve-form input[name=fields][value=\"金额\"]")
             .await?;
+        // A call quota of the grant's own (the form's optional field).
+        approver.fill("#calls-per-day", "500").await?;
         approver.shot("09-decide").await?;
         approver.click("#approve").await?;
         approver.wait_text("已批准。", false).await?;
@@ -169,6 +171,10 @@ fn apply_approve_pull_download_and_audit_in_the_browser() -> anyhow::Result<()> 
         assert!(
             page.contains("李审批"),
             "the timeline names the approver: {page}"
+        );
+        assert!(
+            page.contains("每日至多 500 次调用"),
+            "the approved scope names the grant's call quota: {page}"
         );
         user.shot("11-granted").await?;
         // The decision reached the data user's notifications.

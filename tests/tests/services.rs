@@ -62,11 +62,11 @@ fn lookup(base: &str, fields: &str, value: &str) -> String {
 #[test]
 fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_call(
 ) -> anyhow::Result<()> {
-    // The provider answers at most 7 calls a day per consumer and resource.
+    // The provider answers at most 9 calls a day per consumer and resource.
     // Both anchor their call logs every second.
     let mut f = start_prepared(2, 2, &[], |net| {
         use std::io::Write as _;
-        for (i, extra) in [(1, "calls_per_day = 7\n"), (2, "")] {
+        for (i, extra) in [(1, "calls_per_day = 9\n"), (2, "")] {
             let config = net.nodes[i].dir.join(huitong_config::CONFIG_FILE);
             let mut file = std::fs::OpenOptions::new().append(true).open(config)?;
             writeln!(file, "\n[services]\n{extra}anchor_secs = 1")?;
@@ -354,7 +354,20 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     // A grant for 核验 only: lookups are refused, verifications answered.
     let id2 = apply(net, consumer, CODE, "编号,姓名")?;
     wait_state(net, provider, "--incoming", &id2, "accepted")?;
-    cli_ok(net, provider, &["approve", &id2, "--verify-only"])?;
+    // Its own quota, within the provider's: 1 call a second, 8 a day.
+    cli_ok(
+        net,
+        provider,
+        &[
+            "approve",
+            &id2,
+            "--verify-only",
+            "--calls-per-second",
+            "1",
+            "--calls-per-day",
+            "8",
+        ],
+    )?;
     wait_state(net, consumer, "--outgoing", &id2, "granted")?;
     let (s, v) = call(&c, Some(&key), &one, None)?;
     assert_eq!(s, 403, "{v}");
@@ -369,27 +382,52 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     let (s, v) = call(&c, Some(&key), &verify, check.clone())?;
     assert_eq!((s, v["match"].clone()), (200, json!(true)), "{v}");
 
-    // Six calls were answered (refusals do not count): the seventh passes, the eighth is over
-    // the day's quota — 429 with Retry-After (until midnight).
-    let (s, v) = call(&c, Some(&key), &verify, check.clone())?;
-    assert_eq!(s, 200, "{v}");
-    let r = c
-        .post(&verify)
-        .json(&check)
-        .header("authorization", format!("Bearer {key}"))
-        .send()?;
-    assert_eq!(r.status().as_u16(), 429);
-    let retry: u64 = r
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_default();
+    // Six calls were answered (refusals do not count). Calls in a row under the grant: one a
+    // second passes (a faster one gets 429 with Retry-After ≤ 1 s, and a client that waits that
+    // long gets through); the eighth answered is the grant's last of the day (the provider's 9
+    // do not matter), then 429 with Retry-After until midnight.
+    let mut answered = 6;
+    let mut slowed = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let daily = loop {
+        assert!(Instant::now() < deadline, "no daily refusal within 60 s");
+        let r = c
+            .post(&verify)
+            .json(&check)
+            .header("authorization", format!("Bearer {key}"))
+            .send()?;
+        let status = r.status().as_u16();
+        let retry: u64 = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default();
+        let v: Value = r.json()?;
+        let why = v["error"].as_str().unwrap_or_default().to_string();
+        match status {
+            200 => answered += 1,
+            429 if why.contains("a second") => {
+                assert_eq!(retry, 1, "Retry-After of the rate quota: {v}");
+                slowed += 1;
+                // What a client is told to do: wait Retry-After.
+                std::thread::sleep(Duration::from_secs(retry));
+            }
+            429 => break (retry, why),
+            _ => panic!("unexpected answer {status}: {v}"),
+        }
+    };
+    assert_eq!(answered, 8, "the grant allows 8 calls a day");
+    assert!(slowed >= 1, "calls in a row were never over 1 a second");
+    let (retry, why) = daily;
     assert!((1..=86_400).contains(&retry), "Retry-After {retry}");
-    let v: Value = r.json()?;
+    assert!(why.contains("daily") && why.contains("8 calls"), "{why}");
+    // The grant's terms are shown with the application.
+    let out = cli_ok(net, consumer, &["applications", "--outgoing"])?;
+    let shown = String::from_utf8_lossy(&out.stdout);
     assert!(
-        v["error"].as_str().unwrap_or_default().contains("daily"),
-        "{v}"
+        shown.contains("≤ 1 calls/s") && shown.contains("≤ 8 calls/day"),
+        "{shown}"
     );
 
     // The provider's own systems call its own service through its own node: the owner, no

@@ -77,6 +77,14 @@ pub struct ApproveArgs {
     /// API services answer only 核验 (match / no match) under this grant, no lookups.
     #[arg(long)]
     verify_only: bool,
+    /// API services answer at most this many calls a second under this grant (within the
+    /// provider's `[services] calls_per_second`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    calls_per_second: Option<u32>,
+    /// API services answer at most this many calls a day under this grant (within the
+    /// provider's `[services] calls_per_day`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    calls_per_day: Option<u64>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -142,14 +150,28 @@ fn people(a: &AppView) -> String {
 fn approved(a: &AppView) -> String {
     let fields = a.approved_fields.as_ref().filter(|f| **f != a.fields);
     let until = a.approved_until.as_ref().filter(|u| **u != a.until);
-    if fields.is_none() && until.is_none() {
-        return String::new();
+    let mut out = String::new();
+    if fields.is_some() || until.is_some() {
+        out = format!(
+            "; approved [{}] until {}",
+            fields.unwrap_or(&a.fields).join(","),
+            until.unwrap_or(&a.until)
+        );
     }
-    format!(
-        "; approved [{}] until {}",
-        fields.unwrap_or(&a.fields).join(","),
-        until.unwrap_or(&a.until)
-    )
+    // The terms of calls, when the approval set any.
+    if !a.masked.is_empty() {
+        out += &format!("; masked {}", a.masked.join(","));
+    }
+    if a.verify_only {
+        out += "; 核验 only";
+    }
+    if let Some(n) = a.calls_per_second {
+        out += &format!("; ≤ {n} calls/s");
+    }
+    if let Some(n) = a.calls_per_day {
+        out += &format!("; ≤ {n} calls/day");
+    }
+    out
 }
 
 pub(super) async fn approve(dir: &Path, a: ApproveArgs) -> anyhow::Result<()> {
@@ -161,6 +183,8 @@ pub(super) async fn approve(dir: &Path, a: ApproveArgs) -> anyhow::Result<()> {
                 until: a.until,
                 masked: a.masked,
                 verify_only: a.verify_only,
+                calls_per_second: a.calls_per_second,
+                calls_per_day: a.calls_per_day,
             },
         )
         .await?;

@@ -81,6 +81,8 @@ fn view(ctx: &Ctx, r: AppRecord) -> AppView {
             .map(|a| a.terms.masked.clone())
             .unwrap_or_default(),
         verify_only: r.approval.as_ref().is_some_and(|a| a.terms.verify_only),
+        calls_per_second: r.approval.as_ref().and_then(|a| a.terms.calls_per_second),
+        calls_per_day: r.approval.as_ref().and_then(|a| a.terms.calls_per_day),
         approved_until: r.approval.map(|a| a.until),
     }
 }
@@ -232,10 +234,14 @@ pub(super) async fn approve(
         until,
         masked,
         verify_only,
+        calls_per_second,
+        calls_per_day,
     } = body.map(|Json(b)| b).unwrap_or_default();
     let terms = huitong_protocol::application::CallTerms {
         masked,
         verify_only,
+        calls_per_second,
+        calls_per_day,
     };
     let today = ctx.state.today();
     let proxied: Vec<String> = ctx

@@ -223,9 +223,15 @@ fn admit(
         .end_of_day(&today)
         .map(|end| Duration::from_secs(end.saturating_sub(crate::state::now_ms() / 1000)))
         .unwrap_or_default();
+    // The grant's own quota, within the provider's for every consumer.
+    let node = &state.config.services;
     let limits = Limits {
-        per_second: state.config.services.calls_per_second(),
-        per_day: state.config.services.calls_per_day(),
+        per_second: terms
+            .calls_per_second
+            .map_or(node.calls_per_second(), |n| n.min(node.calls_per_second())),
+        per_day: terms
+            .calls_per_day
+            .map_or(node.calls_per_day(), |n| n.min(node.calls_per_day())),
     };
     services
         .quotas

@@ -1,4 +1,5 @@
-//! Call quotas on the provider (`[services]` in `huitong.toml`): per consumer node and resource
+//! Call quotas on the provider (`[services]` in `huitong.toml`, or a grant's own where its
+//! approval sets a lower one): per consumer node and resource
 //! — per grant, for conditional data, since a grant is one consumer's for one resource — a
 //! token bucket of `calls_per_second` calls a second (a burst of as many) and a count of calls
 //! per federation day. A call over either is refused with the time until it would pass
@@ -94,7 +95,7 @@ impl Quotas {
             return Err(Over {
                 retry_after: day_left.max(Duration::from_secs(1)),
                 message: format!(
-                    "{code}: {} calls today, the provider's daily quota for this consumer; the count starts again at 24:00 (federation time)",
+                    "{code}: {} calls today, this consumer's daily quota (the provider's, or its grant's); the count starts again at 24:00 (federation time)",
                     limits.per_day
                 ),
             });
@@ -104,7 +105,7 @@ impl Quotas {
             return Err(Over {
                 retry_after: wait.max(Duration::from_millis(1)),
                 message: format!(
-                    "{code}: more than {} calls a second, the provider's quota for this consumer; slow down",
+                    "{code}: more than {} calls a second, this consumer's quota (the provider's, or its grant's); slow down",
                     limits.per_second
                 ),
             });

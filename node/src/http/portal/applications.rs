@@ -414,11 +414,30 @@ pub(crate) async fn detail(
         && record
             .as_ref()
             .is_some_and(|r| r.state == crate::applications::AppState::Accepted);
-    let approved = match (&v.approved_fields, &v.approved_until) {
+    let mut approved = match (&v.approved_fields, &v.approved_until) {
         (Some(f), Some(u)) => format!("{} · {} {u}", f.join("、"), lang.t("至", "until")),
         (Some(f), None) => f.join("、"),
         _ => String::new(),
     };
+    // The terms of calls, when the approval set any.
+    if !v.masked.is_empty() {
+        approved += &format!(" · {}{}", lang.t("脱敏：", "masked: "), v.masked.join("、"));
+    }
+    if v.verify_only {
+        approved += &format!(" · {}", lang.t("仅核验", "核验 only"));
+    }
+    if let Some(n) = v.calls_per_second {
+        approved += &format!(
+            " · {}",
+            lang.t(&format!("每秒至多 {n} 次调用"), &format!("≤ {n} calls/s"))
+        );
+    }
+    if let Some(n) = v.calls_per_day {
+        approved += &format!(
+            " · {}",
+            lang.t(&format!("每日至多 {n} 次调用"), &format!("≤ {n} calls/day"))
+        );
+    }
     let provider_or_hub = ctx.state.is_hub() || provider;
     let mine_to_revoke = matches!(v.state.as_str(), "approved" | "granted")
         && viewer.has(Role::Approver)
@@ -471,6 +490,8 @@ pub(crate) async fn approve(
         until,
         masked: form.all("masked"),
         verify_only: form.get("verify_only") == "1",
+        calls_per_second: quota(&form, "calls_per_second", lang)?,
+        calls_per_day: quota(&form, "calls_per_day", lang)?,
     };
     let _decided = api::approve(
         State(ctx),
@@ -480,6 +501,28 @@ pub(crate) async fn approve(
     )
     .await?;
     Ok(done(&id, "approved"))
+}
+
+/// An optional call quota of the approval form: empty is none, else a whole number ≥ 1.
+fn quota<T: std::str::FromStr + PartialEq + From<u8>>(
+    form: &Form,
+    key: &str,
+    lang: Lang,
+) -> Result<Option<T>, PageError> {
+    let raw = form.get(key);
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    match raw.parse::<T>() {
+        Ok(n) if n != T::from(0) => Ok(Some(n)),
+        _ => Err(PageError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            lang.t(
+                &format!("调用上限须为不小于 1 的整数（收到 {raw:?}）；不限则留空。"),
+                &format!("A call quota is a whole number of at least 1 (got {raw:?}); leave it empty for the provider's default."),
+            ),
+        )),
+    }
 }
 
 async fn with_reason(ctx: Ctx, viewer: Viewer, form: Form, id: String, revoke: bool) -> PageResult {
