@@ -4,7 +4,8 @@
 //! only, and a grant's terms hold (a masked 信息项 comes back masked, a 核验-only grant refuses
 //! lookups); no key, no grant, a 信息项 outside the grant, a call over the day's quota (429,
 //! Retry-After) and a revoked grant are refused with clear errors; the provider's node down gives 503 with a reason, not a hang. Both nodes' call logs
-//! hold every call, hash-chained, and the answer the consumer keeps is signed by the provider.
+//! hold every call, hash-chained, and the answer the consumer keeps is signed by the provider;
+//! the provider's portal shows the calls on its statistics page (a real headless browser).
 
 use std::time::{Duration, Instant};
 
@@ -566,6 +567,35 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
             .any(|r| r["side"] == "provider" && r["peer"].as_str().is_some()),
         "{st}"
     );
+
+    // The same on the provider's portal, in a real browser: its statistics page lists the
+    // calls it answered, per resource and consumer.
+    let pw = huitong_tests::add_user(net, provider, "shenji", "钱审计", "auditor")?;
+    let url = format!(
+        "http://{}",
+        net.portal_addr(provider)
+            .ok_or_else(|| anyhow::anyhow!("no portal address"))?
+    );
+    let consumer_name = net.nodes[consumer].name.clone();
+    let downloads = tempfile::tempdir()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let driver = huitong_tests::browser::Driver::start()?;
+    rt.block_on(async {
+        let b = driver.browser(downloads.path()).await?;
+        b.sign_in(&url, "shenji", &pw).await?;
+        b.open(&format!("{url}/statistics?period=day")).await?;
+        b.wait_text("接口调用", false).await?;
+        let table = b.text_of("#table-calls").await?;
+        assert!(
+            table.contains(CODE) && table.contains("提供方") && table.contains(&consumer_name),
+            "{table}"
+        );
+        let total = b.text_of("#totals").await?;
+        assert!(total.contains("接口调用"), "{total}");
+        b.shot("services-statistics").await?;
+        b.client.clone().close().await?;
+        anyhow::Ok(())
+    })?;
 
     // The provider's node down: 503 with a reason, within the call timeout.
     net.stop(provider, false)?;

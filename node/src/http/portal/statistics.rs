@@ -1,10 +1,13 @@
 //! The statistics page (共享效益评价): per department and per resource — entries, versions,
 //! rows, pulls and bytes served and received, applications by state, the median time to
 //! approve, the most used resources — and pulls and applications over time (day, week or
-//! month) as bar charts; every table downloads as CSV or XLSX. Counted from what this node
+//! month) as bar charts, and, for auditors (as on the API), the API calls of this node's call
+//! log (接口调用, per resource and member, with latency) over the window shown; every table
+//! downloads as CSV or XLSX. Counted from what this node
 //! holds: a department's node sees its own pulls and applications, the hub the federation's;
 //! applications are those the person may see on the API (a data user counts their own).
 
+mod calls;
 mod chart;
 mod export;
 mod tables;
@@ -127,9 +130,11 @@ struct Facts {
     entries: Vec<EntryFact>,
     pulls: Vec<PullFact>,
     apps: Vec<AppFact>,
+    /// The call log's statistics, for auditors (as on the API); `None` for others.
+    calls: Option<Vec<calls::CallFact>>,
 }
 
-fn facts(ctx: &Ctx, viewer: &Viewer) -> Result<Facts, PageError> {
+fn facts(ctx: &Ctx, viewer: &Viewer, period: Period) -> Result<Facts, PageError> {
     let s = &ctx.state;
     let member = |k: &huitong_protocol::NodeId| {
         s.with_charter(|c| c.and_then(|c| c.member(k)).map(|m| m.name.clone()))
@@ -172,17 +177,28 @@ fn facts(ctx: &Ctx, viewer: &Viewer) -> Result<Facts, PageError> {
             state: v.state,
         })
         .collect();
+    // The call log over the days the page shows, for auditors (as on the API).
+    let since_ms = crate::state::now_ms().saturating_sub(period.span().1 as u64 * 86_400_000);
+    let calls = if viewer.has(crate::accounts::Role::Auditor) {
+        Some(calls::facts(
+            crate::call_stats::since(&s.store, since_ms).map_err(PageError::internal)?,
+            |k| member(k).unwrap_or_else(|| k.to_hex()),
+        ))
+    } else {
+        None
+    };
     Ok(Facts {
         entries,
         pulls,
         apps,
+        calls,
     })
 }
 
 /// [`facts`] off the async runtime (it reads the whole catalogue, receipts and applications).
-async fn gathered(ctx: &Ctx, viewer: &Viewer) -> Result<Facts, PageError> {
+async fn gathered(ctx: &Ctx, viewer: &Viewer, period: Period) -> Result<Facts, PageError> {
     let (ctx, viewer) = (ctx.clone(), viewer.clone());
-    tokio::task::spawn_blocking(move || facts(&ctx, &viewer))
+    tokio::task::spawn_blocking(move || facts(&ctx, &viewer, period))
         .await
         .map_err(PageError::internal)?
 }
@@ -191,12 +207,16 @@ async fn gathered(ctx: &Ctx, viewer: &Viewer) -> Result<Facts, PageError> {
 fn all_tables(ctx: &Ctx, f: &Facts, period: Period, en: bool) -> Vec<Table> {
     let tz = ctx.state.timezone();
     let labels = period.labels(tz, crate::state::now_ms());
-    vec![
+    let mut all = vec![
         tables::over_time(&f.pulls, &f.apps, &labels, |ms| period.label(tz, ms), en),
         tables::departments(&f.entries, &f.pulls, &f.apps, en),
         tables::resources(&f.entries, &f.pulls, &f.apps, TOP_RESOURCES, en),
         tables::application_states(&f.apps, en),
-    ]
+    ];
+    if let Some(calls) = &f.calls {
+        all.push(calls::table(calls, en));
+    }
+    all
 }
 
 #[derive(Template)]
@@ -221,7 +241,7 @@ pub(crate) async fn page(
     let lang = viewer.lang;
     let en = lang.en();
     let period = Period::parse(&q.period);
-    let f = gathered(&ctx, &viewer).await?;
+    let f = gathered(&ctx, &viewer, period).await?;
     let tables = all_tables(&ctx, &f, period, en);
     // The over-time table's columns as charts: pulls, and new applications.
     let over = &tables[0];
@@ -243,7 +263,7 @@ pub(crate) async fn page(
         chart::bars(lang.t("新申请", "New applications").to_string(), &column(3)),
     ];
     let bytes = f.pulls.iter().fold(0u64, |n, p| n.saturating_add(p.bytes));
-    let totals = vec![
+    let mut totals = vec![
         (
             lang.t("目录", "Entries"),
             format::number(f.entries.len() as u64),
@@ -258,6 +278,12 @@ pub(crate) async fn page(
             format::number(f.apps.len() as u64),
         ),
     ];
+    if let Some(calls) = &f.calls {
+        totals.push((
+            lang.t("接口调用", "API calls"),
+            format::number(calls.iter().map(|c| c.tally.calls).sum()),
+        ));
+    }
     let periods = [
         ("day", lang.t("按日", "Daily")),
         ("week", lang.t("按周", "Weekly")),
@@ -294,7 +320,7 @@ pub(crate) async fn download(
             ),
         ));
     }
-    let f = gathered(&ctx, &viewer).await?;
+    let f = gathered(&ctx, &viewer, period).await?;
     let Some(table) = all_tables(&ctx, &f, period, lang.en())
         .into_iter()
         .find(|t| t.id == q.table)
@@ -302,8 +328,8 @@ pub(crate) async fn download(
         return Err(PageError::new(
             StatusCode::NOT_FOUND,
             lang.t(
-                "没有这个统计表（departments、resources、applications、over_time）。",
-                "No such table (departments, resources, applications, over_time).",
+                "没有这个统计表（departments、resources、applications、over_time、calls）。",
+                "No such table (departments, resources, applications, over_time, calls).",
             ),
         ));
     };

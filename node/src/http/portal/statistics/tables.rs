@@ -45,14 +45,14 @@ pub(crate) struct Cell {
 }
 
 impl Cell {
-    fn text(s: impl Into<String>) -> Self {
+    pub(crate) fn text(s: impl Into<String>) -> Self {
         Self {
             text: s.into(),
             number: None,
         }
     }
 
-    fn count(n: u64) -> Self {
+    pub(crate) fn count(n: u64) -> Self {
         Self {
             text: super::super::format::number(n),
             number: Some(n as f64),
