@@ -318,7 +318,10 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         "housekeeping",
         crate::housekeeping::run(feeds.clone(), housekeeping, shutdown.clone()),
     );
-    let services: Arc<crate::service::provider::Services> = Arc::default();
+    let services = Arc::new(
+        crate::service::provider::Services::restored(&state)
+            .context("reading today's call counts back from the call log")?,
+    );
     // The bulk data port (TCP + TLS 1.3 with the node key): chunk transfers beside libp2p.
     let bulk_tls = Arc::new(crate::link::bulk::BulkTls::new(net::keypair(&state.key))?);
     let (bulk_tx, bulk_rx) = tokio::sync::mpsc::channel(crate::link::bulk::MAX_HANDSHAKES);

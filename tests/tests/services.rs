@@ -610,5 +610,24 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
         "{v}"
     );
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+
+    // Restarted, the provider still counts the day's calls (read back from its call log): the
+    // grant's day is still used up.
+    net.start(provider)?;
+    let mut last = (0, Value::Null);
+    huitong_tests::wait_until(
+        Duration::from_secs(90),
+        "the restarted provider answering",
+        || {
+            last = call(&c, Some(&key), &verify, check.clone())?;
+            Ok(last.0 != 503)
+        },
+    )?;
+    let (s, v) = last;
+    assert_eq!(s, 429, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("daily"),
+        "{v}"
+    );
     Ok(())
 }

@@ -51,6 +51,44 @@ pub struct Services {
     proxy: super::proxy::Proxy,
 }
 
+impl Services {
+    /// The services of a starting node: the day's call counts per consumer and resource are
+    /// read back from the provider side of its call log (at most
+    /// [`crate::call_stats::MAX_SCANNED`] records), so a restart does not start a new day.
+    pub fn restored(state: &NodeState) -> Result<Self, crate::store::StoreError> {
+        let services = Self::default();
+        let today = state.today();
+        let Some(end) = state.end_of_day(&today) else {
+            return Ok(services);
+        };
+        let since_ms = end.saturating_sub(86_400).saturating_mul(1000);
+        let st = crate::call_stats::since(&state.store, since_ms)?;
+        let mut seen: Vec<_> = st
+            .peers
+            .into_iter()
+            .filter(|((side, _, peer), _)| {
+                *side == crate::call_log::Side::Provider && *peer != state.id()
+            })
+            // What passed the quota: answered, or failed after it.
+            .map(|((_, code, peer), t)| (peer, code, t.ok + t.failed))
+            .collect();
+        seen.sort_by_key(|s| std::cmp::Reverse(s.2));
+        let now = Instant::now();
+        for (peer, code, n) in &seen {
+            services.quotas.seed(peer, code, &today, *n, now);
+        }
+        if !seen.is_empty() {
+            tracing::info!(
+                pairs = seen.len(),
+                calls = seen.iter().map(|s| s.2).sum::<u64>(),
+                cut = st.cut,
+                "call quotas: today's counts taken back from the call log"
+            );
+        }
+        Ok(services)
+    }
+}
+
 /// Why a call got no answer.
 #[derive(Debug)]
 pub enum NoAnswer {

@@ -3,8 +3,9 @@
 //! — per grant, for conditional data, since a grant is one consumer's for one resource — a
 //! token bucket of `calls_per_second` calls a second (a burst of as many) and a count of calls
 //! per federation day. A call over either is refused with the time until it would pass
-//! (`Retry-After`). Kept in memory: a restart starts every count afresh. At most
-//! [`MAX_PAIRS`] pairs are tracked; idle ones are dropped first.
+//! (`Retry-After`). Kept in memory; at start the day's counts are taken back from the call log
+//! ([`Quotas::seed`]), so a restart does not give a consumer a new day. At most [`MAX_PAIRS`]
+//! pairs are tracked; idle ones are dropped first.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -52,6 +53,25 @@ pub struct Quotas {
 }
 
 impl Quotas {
+    /// Starts `consumer`'s count on `code` for federation day `day` at `today` calls (read back
+    /// from the call log at start), its per-second allowance full. Past [`MAX_PAIRS`] pairs it
+    /// keeps the busiest (the caller seeds the busiest first).
+    pub fn seed(&self, consumer: &NodeId, code: &str, day: &str, today: u64, now: Instant) {
+        let mut all = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= MAX_PAIRS {
+            return;
+        }
+        all.insert(
+            (*consumer, code.to_string()),
+            Bucket {
+                tokens: f64::INFINITY,
+                at: now,
+                day: day.to_string(),
+                today,
+            },
+        );
+    }
+
     /// Takes one call for `consumer` on `code` at `now`, on federation day `day` (which ends in
     /// `day_left`), or says why not.
     pub fn take(
@@ -161,5 +181,21 @@ mod tests {
             ("2026-12-03", Duration::from_secs(86_399)),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_seeded_day_count_carries_on() {
+        let q = Quotas::default();
+        let who = NodeId([1; 32]);
+        let t0 = Instant::now();
+        let day = ("2026-12-02", Duration::from_secs(3600));
+        q.seed(&who, "a", "2026-12-02", 11, t0);
+        // The per-second allowance is full; the day has one call left.
+        q.take(&who, "a", LIMITS, t0, day).unwrap();
+        let over = q.take(&who, "a", LIMITS, t0, day).unwrap_err();
+        assert!(over.message.contains("daily"), "{over:?}");
+        // A count of an earlier day does not hold on the next.
+        q.seed(&who, "b", "2026-12-01", 12, t0);
+        q.take(&who, "b", LIMITS, t0, day).unwrap();
     }
 }
