@@ -318,10 +318,26 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         "housekeeping",
         crate::housekeeping::run(feeds.clone(), housekeeping, shutdown.clone()),
     );
-    let services = Arc::new(
-        crate::service::provider::Services::restored(&state)
-            .context("reading today's call counts back from the call log")?,
-    );
+    // Today's call counts read back from the call log, off the async workers; a log that
+    // cannot be read costs the counts, not the start.
+    let services = {
+        let st = state.clone();
+        let read =
+            tokio::task::spawn_blocking(move || crate::service::provider::Services::restored(&st))
+                .await;
+        match read {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                warn!(error = %e, "call quotas: cannot read today's counts back from the call log; they start at 0 (check the store with `huitong audit calls`)");
+                crate::service::provider::Services::default()
+            }
+            Err(e) => {
+                warn!(error = %e, "call quotas: reading today's counts back stopped; they start at 0");
+                crate::service::provider::Services::default()
+            }
+        }
+    };
+    let services = Arc::new(services);
     // The bulk data port (TCP + TLS 1.3 with the node key): chunk transfers beside libp2p.
     let bulk_tls = Arc::new(crate::link::bulk::BulkTls::new(net::keypair(&state.key))?);
     let (bulk_tx, bulk_rx) = tokio::sync::mpsc::channel(crate::link::bulk::MAX_HANDSHAKES);

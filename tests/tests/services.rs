@@ -355,6 +355,14 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     // A grant for 核验 only: lookups are refused, verifications answered.
     let id2 = apply(net, consumer, CODE, "编号,姓名")?;
     wait_state(net, provider, "--incoming", &id2, "accepted")?;
+    // A grant's quota above the provider's own (9 a day) is refused, saying so.
+    let out = net.cli(provider, &["approve", &id2, "--calls-per-day", "10"])?;
+    assert!(!out.status.success());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        why.contains("above this node's [services] calls_per_day 9"),
+        "{why}"
+    );
     // Its own quota, within the provider's: 1 call a second, 8 a day.
     cli_ok(
         net,

@@ -223,6 +223,17 @@ async fn decide(
     Ok(Json(view(&ctx, r)))
 }
 
+/// Refuses a grant's quota `name` = `n` above the node's own `limit`.
+fn within(name: &str, n: Option<u64>, limit: u64) -> Result<(), Fail> {
+    match n {
+        Some(n) if n > limit => Err(fail(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{name} {n} is above this node's [services] {name} {limit}: a grant's quota can only be lower (or leave it unset)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(super) async fn approve(
     State(ctx): State<Ctx>,
     Extension(who): Extension<Principal>,
@@ -243,6 +254,14 @@ pub(super) async fn approve(
         calls_per_second,
         calls_per_day,
     };
+    // A grant's quota can only be lower than the node's own.
+    let node = &ctx.state.config.services;
+    within(
+        "calls_per_second",
+        terms.calls_per_second.map(u64::from),
+        u64::from(node.calls_per_second()),
+    )?;
+    within("calls_per_day", terms.calls_per_day, node.calls_per_day())?;
     let today = ctx.state.today();
     let proxied: Vec<String> = ctx
         .state

@@ -1,7 +1,9 @@
 //! 脱敏: how a masked 信息项's value is returned, chosen by the item's name — ID numbers
 //! (身份证, 身份号码 as in 公民身份号码, 证件号) keep their first 6 and last 4 characters, phone numbers (电话, 手机) their
 //! first 3 and last 4, names (姓名) their first character; anything else keeps its first and last
-//! quarter. Masked characters become `*`; a value of 2 characters or fewer is all `*`.
+//! quarter. At least a third of a value is always masked (a value too short for its kind's rule
+//! keeps its first and last quarter). Masked characters become `*`; a value of 2 characters or
+//! fewer is all `*`.
 
 /// `value` of 信息项 `item`, masked.
 pub fn mask(item: &str, value: &str) -> String {
@@ -22,9 +24,10 @@ pub fn mask(item: &str, value: &str) -> String {
     } else {
         (n / 4, n / 4)
     };
-    // At least one character is always masked.
-    let (head, tail) = if head + tail >= n {
-        ((n - 1) / 2, (n - 1) / 2)
+    // At least a third of the characters are masked: a value too short for its kind's rule
+    // (a 9-character passport number under 6 + 4) keeps only its first and last quarter.
+    let (head, tail) = if (head + tail) * 3 > n * 2 {
+        (n / 4, n / 4)
     } else {
         (head, tail)
     };
@@ -47,13 +50,15 @@ mod tests {
             mask("公民身份号码", "32068419900101123X"),
             "320684********123X"
         );
-        assert_eq!(mask("证件号码", "G12345678"), "G123*5678");
+        // Too short for 6 + 4: its first and last quarter only.
+        assert_eq!(mask("证件号码", "G12345678"), "G1*****78");
         assert_eq!(mask("联系电话", "13912345678"), "139****5678");
         assert_eq!(mask("姓名", "张三丰"), "张**");
         assert_eq!(mask("地址", "江苏省海门市北京路1号"), "江苏*******1号");
         assert_eq!(mask("姓名", "张三"), "**");
         assert_eq!(mask("x", ""), "");
         // Short ID numbers still hide something.
-        assert_eq!(mask("身份证号", "1234567"), "123*567");
+        assert_eq!(mask("身份证号", "1234567"), "1*****7");
+        assert_eq!(mask("地址", "abc"), "***");
     }
 }

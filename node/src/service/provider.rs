@@ -58,18 +58,31 @@ impl Services {
     pub fn restored(state: &NodeState) -> Result<Self, crate::store::StoreError> {
         let services = Self::default();
         let today = state.today();
-        let Some(end) = state.end_of_day(&today) else {
+        // The day starts one second after the end of the one before (23 or 25 hours long on a
+        // day of daylight-saving change).
+        let Some(since_ms) = chrono::NaiveDate::parse_from_str(&today, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.pred_opt())
+            .and_then(|y| state.end_of_day(&y.format("%Y-%m-%d").to_string()))
+            .map(|end| (end + 1).saturating_mul(1000))
+        else {
             return Ok(services);
         };
-        let since_ms = end.saturating_sub(86_400).saturating_mul(1000);
         let st = crate::call_stats::since(&state.store, since_ms)?;
+        if st.cut {
+            tracing::warn!(
+                scanned = st.scanned,
+                "call quotas: more calls today than are read back at start; the oldest of them are not counted"
+            );
+        }
         let mut seen: Vec<_> = st
             .peers
             .into_iter()
             .filter(|((side, _, peer), _)| {
                 *side == crate::call_log::Side::Provider && *peer != state.id()
             })
-            // What passed the quota: answered, or failed after it.
+            // What passed the quota, as near as the log says: answered, or failed. (A call
+            // refused after the quota, e.g. an answer too large, is not counted again.)
             .map(|((_, code, peer), t)| (peer, code, t.ok + t.failed))
             .collect();
         seen.sort_by_key(|s| std::cmp::Reverse(s.2));

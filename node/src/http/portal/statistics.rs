@@ -27,6 +27,9 @@ use crate::http::Ctx;
 use chart::Chart;
 use tables::{AppFact, EntryFact, PullFact, Table};
 
+/// The longest window of the API-calls table (days), as on the API.
+const MAX_CALL_DAYS: i64 = 90;
+
 /// Resources in the "most used" table.
 const TOP_RESOURCES: usize = 20;
 
@@ -131,7 +134,7 @@ struct Facts {
     pulls: Vec<PullFact>,
     apps: Vec<AppFact>,
     /// The call log's statistics, for auditors (as on the API); `None` for others.
-    calls: Option<Vec<calls::CallFact>>,
+    calls: Option<calls::CallFacts>,
 }
 
 fn facts(ctx: &Ctx, viewer: &Viewer, period: Period) -> Result<Facts, PageError> {
@@ -177,11 +180,13 @@ fn facts(ctx: &Ctx, viewer: &Viewer, period: Period) -> Result<Facts, PageError>
             state: v.state,
         })
         .collect();
-    // The call log over the days the page shows, for auditors (as on the API).
-    let since_ms = crate::state::now_ms().saturating_sub(period.span().1 as u64 * 86_400_000);
+    // The call log over the days the page shows (at most 90, as on the API), for auditors.
+    let days = period.span().1.clamp(1, MAX_CALL_DAYS) as u64;
+    let since_ms = crate::state::now_ms().saturating_sub(days * 86_400_000);
     let calls = if viewer.has(crate::accounts::Role::Auditor) {
         Some(calls::facts(
             crate::call_stats::since(&s.store, since_ms).map_err(PageError::internal)?,
+            &s.id(),
             |k| member(k).unwrap_or_else(|| k.to_hex()),
         ))
     } else {
@@ -281,7 +286,7 @@ pub(crate) async fn page(
     if let Some(calls) = &f.calls {
         totals.push((
             lang.t("接口调用", "API calls"),
-            format::number(calls.iter().map(|c| c.tally.calls).sum()),
+            format::number(calls.total()),
         ));
     }
     let periods = [
