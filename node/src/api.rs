@@ -404,6 +404,39 @@ pub struct AppView {
     pub deadline: Option<Deadline>,
 }
 
+impl AppView {
+    /// The terms of calls the approval set (masked 信息项, 核验 only, the grant's quota), each
+    /// as a phrase, in Chinese or (`en`) English; empty when it set none.
+    pub fn call_terms(&self, en: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.masked.is_empty() {
+            out.push(if en {
+                format!("masked {}", self.masked.join(","))
+            } else {
+                format!("脱敏：{}", self.masked.join("、"))
+            });
+        }
+        if self.verify_only {
+            out.push(if en { "核验 only" } else { "仅核验" }.to_string());
+        }
+        if let Some(n) = self.calls_per_second {
+            out.push(if en {
+                format!("≤ {n} calls/s")
+            } else {
+                format!("每秒至多 {n} 次调用")
+            });
+        }
+        if let Some(n) = self.calls_per_day {
+            out.push(if en {
+                format!("≤ {n} calls/day")
+            } else {
+                format!("每日至多 {n} 次调用")
+            });
+        }
+        out
+    }
+}
+
 /// The day an application is to be decided by.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Deadline {

@@ -149,6 +149,11 @@ impl NodeState {
         huitong_protocol::charter::today_in(self.timezone(), now_ms())
     }
 
+    /// Seconds since the Unix epoch at the start (00:00, federation time) of day `date`.
+    pub fn start_of_day(&self, date: &str) -> Option<u64> {
+        huitong_protocol::charter::start_of_day_in(self.timezone(), date)
+    }
+
     /// Seconds since the Unix epoch at the end (24:00, federation time) of day `date`.
     pub fn end_of_day(&self, date: &str) -> Option<u64> {
         huitong_protocol::charter::end_of_day_in(self.timezone(), date)

@@ -510,11 +510,24 @@ impl Charter {
 
 /// Seconds since the Unix epoch of 23:59:59 on `date` (`YYYY-MM-DD`) in `tz`.
 pub fn end_of_day_in(tz: chrono_tz::Tz, date: &str) -> Option<u64> {
-    use chrono::TimeZone;
     let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
-    let next = d.succ_opt()?.and_hms_opt(0, 0, 0)?;
-    let t = tz.from_local_datetime(&next).earliest()?.timestamp() - 1;
-    u64::try_from(t).ok()
+    midnight_in(tz, d.succ_opt()?)?.checked_sub(1)
+}
+
+/// Seconds since the Unix epoch of 00:00 on `date` (`YYYY-MM-DD`) in `tz` (the earlier, where a
+/// clock change repeats it).
+pub fn start_of_day_in(tz: chrono_tz::Tz, date: &str) -> Option<u64> {
+    let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    midnight_in(tz, d)
+}
+
+/// Seconds since the Unix epoch of 00:00 on `d` in `tz`.
+fn midnight_in(tz: chrono_tz::Tz, d: chrono::NaiveDate) -> Option<u64> {
+    use chrono::TimeZone;
+    let t = tz
+        .from_local_datetime(&d.and_hms_opt(0, 0, 0)?)
+        .earliest()?;
+    u64::try_from(t.timestamp()).ok()
 }
 
 /// The date (`YYYY-MM-DD`) in `tz` at `now_ms`.
@@ -538,6 +551,12 @@ mod tz_tests {
             1_924_992_000 - 1
         );
         assert_eq!(end_of_day_in(chrono_tz::UTC, "2030-02-30"), None);
+        // The day before ends one second before the day starts.
+        assert_eq!(
+            start_of_day_in(chrono_tz::Asia::Shanghai, "2031-01-01"),
+            Some(end + 1)
+        );
+        assert_eq!(start_of_day_in(chrono_tz::UTC, "2030-02-30"), None);
         // 2030-12-31 17:00 UTC is already 2031-01-01 in Beijing.
         assert_eq!(
             today_in(chrono_tz::Asia::Shanghai, 1_924_966_800_000),

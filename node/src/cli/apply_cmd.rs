@@ -159,17 +159,9 @@ fn approved(a: &AppView) -> String {
         );
     }
     // The terms of calls, when the approval set any.
-    if !a.masked.is_empty() {
-        out += &format!("; masked {}", a.masked.join(","));
-    }
-    if a.verify_only {
-        out += "; 核验 only";
-    }
-    if let Some(n) = a.calls_per_second {
-        out += &format!("; ≤ {n} calls/s");
-    }
-    if let Some(n) = a.calls_per_day {
-        out += &format!("; ≤ {n} calls/day");
+    for term in a.call_terms(true) {
+        out += "; ";
+        out += &term;
     }
     out
 }

@@ -58,16 +58,10 @@ impl Services {
     pub fn restored(state: &NodeState) -> Result<Self, crate::store::StoreError> {
         let services = Self::default();
         let today = state.today();
-        // The day starts one second after the end of the one before (23 or 25 hours long on a
-        // day of daylight-saving change).
-        let Some(since_ms) = chrono::NaiveDate::parse_from_str(&today, "%Y-%m-%d")
-            .ok()
-            .and_then(|d| d.pred_opt())
-            .and_then(|y| state.end_of_day(&y.format("%Y-%m-%d").to_string()))
-            .map(|end| (end + 1).saturating_mul(1000))
-        else {
+        let Some(start) = state.start_of_day(&today) else {
             return Ok(services);
         };
+        let since_ms = start.saturating_mul(1000);
         let st = crate::call_stats::since(&state.store, since_ms)?;
         if st.cut {
             tracing::warn!(

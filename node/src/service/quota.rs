@@ -145,12 +145,19 @@ mod tests {
         per_day: 12,
     };
 
+    /// Empty quotas, a consumer, now, and a day with an hour left.
+    fn fixture() -> (Quotas, NodeId, Instant, (&'static str, Duration)) {
+        (
+            Quotas::default(),
+            NodeId([1; 32]),
+            Instant::now(),
+            ("2026-12-02", Duration::from_secs(3600)),
+        )
+    }
+
     #[test]
     fn a_burst_then_the_rate_then_the_day() {
-        let q = Quotas::default();
-        let who = NodeId([1; 32]);
-        let t0 = Instant::now();
-        let day = ("2026-12-02", Duration::from_secs(3600));
+        let (q, who, t0, day) = fixture();
         for _ in 0..5 {
             q.take(&who, "a", LIMITS, t0, day).unwrap();
         }
@@ -185,10 +192,7 @@ mod tests {
 
     #[test]
     fn a_seeded_day_count_carries_on() {
-        let q = Quotas::default();
-        let who = NodeId([1; 32]);
-        let t0 = Instant::now();
-        let day = ("2026-12-02", Duration::from_secs(3600));
+        let (q, who, t0, day) = fixture();
         q.seed(&who, "a", "2026-12-02", 11, t0);
         // The per-second allowance is full; the day has one call left.
         q.take(&who, "a", LIMITS, t0, day).unwrap();

@@ -420,23 +420,9 @@ pub(crate) async fn detail(
         _ => String::new(),
     };
     // The terms of calls, when the approval set any.
-    if !v.masked.is_empty() {
-        approved += &format!(" · {}{}", lang.t("脱敏：", "masked: "), v.masked.join("、"));
-    }
-    if v.verify_only {
-        approved += &format!(" · {}", lang.t("仅核验", "核验 only"));
-    }
-    if let Some(n) = v.calls_per_second {
-        approved += &format!(
-            " · {}",
-            lang.t(&format!("每秒至多 {n} 次调用"), &format!("≤ {n} calls/s"))
-        );
-    }
-    if let Some(n) = v.calls_per_day {
-        approved += &format!(
-            " · {}",
-            lang.t(&format!("每日至多 {n} 次调用"), &format!("≤ {n} calls/day"))
-        );
+    for term in v.call_terms(lang.en()) {
+        approved += " · ";
+        approved += &term;
     }
     let provider_or_hub = ctx.state.is_hub() || provider;
     let mine_to_revoke = matches!(v.state.as_str(), "approved" | "granted")
@@ -573,5 +559,22 @@ mod tests {
     fn the_suggested_last_day_is_a_year_on() {
         assert_eq!(one_year_from("2026-12-02"), "2027-12-02");
         assert_eq!(one_year_from("2028-02-29"), "2029-02-28");
+    }
+
+    #[test]
+    fn a_call_quota_field_is_empty_or_a_whole_number_of_at_least_one() {
+        let f = Form::parse("a=&b=12&c=0&d=abc&e=-3&f=99999999999".as_bytes());
+        assert_eq!(quota::<u32>(&f, "a", Lang::Zh).ok(), Some(None));
+        assert_eq!(quota::<u32>(&f, "b", Lang::Zh).ok(), Some(Some(12)));
+        for bad in ["c", "d", "e", "f"] {
+            let e = quota::<u32>(&f, bad, Lang::En).err();
+            let e = e.map(|e| (e.status, e.message));
+            assert!(
+                e.as_ref().is_some_and(
+                    |(s, m)| *s == StatusCode::UNPROCESSABLE_ENTITY && m.contains("at least 1")
+                ),
+                "{bad}: {e:?}"
+            );
+        }
     }
 }

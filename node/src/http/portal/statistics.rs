@@ -137,7 +137,8 @@ struct Facts {
     calls: Option<calls::CallFacts>,
 }
 
-fn facts(ctx: &Ctx, viewer: &Viewer, period: Period) -> Result<Facts, PageError> {
+/// `with_calls`: read the call log too (an auditor's page, or the calls table's export).
+fn facts(ctx: &Ctx, viewer: &Viewer, period: Period, with_calls: bool) -> Result<Facts, PageError> {
     let s = &ctx.state;
     let member = |k: &huitong_protocol::NodeId| {
         s.with_charter(|c| c.and_then(|c| c.member(k)).map(|m| m.name.clone()))
@@ -183,7 +184,7 @@ fn facts(ctx: &Ctx, viewer: &Viewer, period: Period) -> Result<Facts, PageError>
     // The call log over the days the page shows (at most 90, as on the API), for auditors.
     let days = period.span().1.clamp(1, MAX_CALL_DAYS) as u64;
     let since_ms = crate::state::now_ms().saturating_sub(days * 86_400_000);
-    let calls = if viewer.has(crate::accounts::Role::Auditor) {
+    let calls = if with_calls && viewer.has(crate::accounts::Role::Auditor) {
         Some(calls::facts(
             crate::call_stats::since(&s.store, since_ms).map_err(PageError::internal)?,
             &s.id(),
@@ -201,9 +202,14 @@ fn facts(ctx: &Ctx, viewer: &Viewer, period: Period) -> Result<Facts, PageError>
 }
 
 /// [`facts`] off the async runtime (it reads the whole catalogue, receipts and applications).
-async fn gathered(ctx: &Ctx, viewer: &Viewer, period: Period) -> Result<Facts, PageError> {
+async fn gathered(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    period: Period,
+    with_calls: bool,
+) -> Result<Facts, PageError> {
     let (ctx, viewer) = (ctx.clone(), viewer.clone());
-    tokio::task::spawn_blocking(move || facts(&ctx, &viewer, period))
+    tokio::task::spawn_blocking(move || facts(&ctx, &viewer, period, with_calls))
         .await
         .map_err(PageError::internal)?
 }
@@ -246,7 +252,7 @@ pub(crate) async fn page(
     let lang = viewer.lang;
     let en = lang.en();
     let period = Period::parse(&q.period);
-    let f = gathered(&ctx, &viewer, period).await?;
+    let f = gathered(&ctx, &viewer, period, true).await?;
     let tables = all_tables(&ctx, &f, period, en);
     // The over-time table's columns as charts: pulls, and new applications.
     let over = &tables[0];
@@ -325,7 +331,8 @@ pub(crate) async fn download(
             ),
         ));
     }
-    let f = gathered(&ctx, &viewer, period).await?;
+    // The call log is read only for its own table.
+    let f = gathered(&ctx, &viewer, period, q.table == "calls").await?;
     let Some(table) = all_tables(&ctx, &f, period, lang.en())
         .into_iter()
         .find(|t| t.id == q.table)
