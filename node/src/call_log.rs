@@ -86,11 +86,12 @@ pub struct CallRecord {
     pub kind: String,
     /// The grant (application id) presented or used, if any.
     pub grant: Option<String>,
-    /// The answer's id (the same in both nodes' logs), when answered.
+    /// The call's id (the same in both nodes' logs), when the provider answered or signed its
+    /// refusal.
     pub id: Option<String>,
     /// Hex BLAKE3 of the query.
     pub query: String,
-    /// Hex BLAKE3 of the signed answer envelope, when answered.
+    /// Hex BLAKE3 of the provider's signed answer (or refusal) envelope, when it gave one.
     pub answer: Option<String>,
     /// How it ended.
     pub status: Status,
@@ -100,7 +101,7 @@ pub struct CallRecord {
     pub duration_us: u64,
     /// The department system that called (the gateway client's name), on the consumer.
     pub client: Option<String>,
-    /// The provider's signed answer envelope, kept by the consumer.
+    /// The provider's signed answer (or refusal) envelope, kept by the consumer.
     pub envelope: Option<ByteBuf>,
     /// Hex head of the log before this record (64 zeros for the first).
     pub prev: String,

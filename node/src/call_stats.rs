@@ -25,6 +25,8 @@ struct Counted {
     side: Side,
     peer: NodeId,
     code: String,
+    #[serde(default)]
+    grant: Option<String>,
     status: Status,
     duration_us: u64,
 }
@@ -55,6 +57,9 @@ pub struct Stats {
     pub services: Vec<((Side, String), Tally)>,
     /// Per (side, resource, other node).
     pub peers: Vec<((Side, String, NodeId), Tally)>,
+    /// The provider side's calls that passed the quotas (answered, or failed after them) per
+    /// (resource, consumer, grant): what the grants' quotas are read back from at start.
+    pub passed_per_grant: Vec<((String, NodeId, String), u64)>,
     /// Records read.
     pub scanned: u64,
     /// Whether the read stopped at [`MAX_SCANNED`] before the window's start.
@@ -102,6 +107,7 @@ impl Acc {
 pub fn since(s: &Store, since_ms: u64) -> Result<Stats, StoreError> {
     let mut services: BTreeMap<(Side, String), Acc> = BTreeMap::new();
     let mut peers: BTreeMap<(Side, String, NodeId), Acc> = BTreeMap::new();
+    let mut grants: BTreeMap<(String, NodeId, String), u64> = BTreeMap::new();
     let mut out = Stats::default();
     for kv in s.db().iterator_cf(s.cf(CF_CALLS), IteratorMode::End) {
         let (k, v) = kv?;
@@ -129,7 +135,14 @@ pub fn since(s: &Store, since_ms: u64) -> Result<Stats, StoreError> {
             .entry((r.side, r.code.clone(), r.peer))
             .or_default()
             .add(&r);
+        if let (Side::Provider, Status::Ok | Status::Failed, Some(g)) = (r.side, r.status, &r.grant)
+        {
+            *grants
+                .entry((r.code.clone(), r.peer, g.clone()))
+                .or_default() += 1;
+        }
     }
+    out.passed_per_grant = grants.into_iter().collect();
     out.services = services.into_iter().map(|(k, a)| (k, a.finish())).collect();
     out.peers = peers.into_iter().map(|(k, a)| (k, a.finish())).collect();
     Ok(out)
@@ -179,6 +192,19 @@ mod tests {
         assert_eq!(st.peers.len(), 2);
         let (_, one) = &st.peers[0];
         assert_eq!((one.calls, one.p50_us, one.p99_us), (100, 50, 99));
+        assert!(st.passed_per_grant.is_empty(), "no call had a grant");
+        let granted = |status| NewCall {
+            grant: Some("g".into()),
+            ..call(3, status, 1)
+        };
+        for status in [Status::Ok, Status::Failed, Status::Refused] {
+            log.append(&state.store, granted(status)).unwrap();
+        }
+        let st = since(&state.store, 0).unwrap();
+        assert_eq!(
+            st.passed_per_grant,
+            [(("301001/000001".into(), NodeId([3; 32]), "g".into()), 2)]
+        );
         // A window that starts after every call holds none.
         assert_eq!(since(&state.store, u64::MAX).unwrap().scanned, 0);
     }

@@ -5,12 +5,14 @@
 //! 核验 (whether a row holds every submitted value: match or no match, no data). The provider
 //! answers with an [`Answer`] sealed as [`Kind::CallAnswer`]: the answer names the consumer,
 //! the resource and version, the hash of the query it answers and the result itself, so the
-//! consumer holds the provider's signed word for what it was told.
+//! consumer holds the provider's signed word for what it was told. A refused call is sealed the
+//! same way, its outcome [`Outcome::Refused`] or [`Outcome::Throttled`].
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, DecodeError};
 use crate::envelope::{Envelope, EnvelopeError, Kind};
+use crate::refusal::RefusalKind;
 use crate::{NodeId, ResourceCode, SecretKey};
 
 /// Layout version of [`Answer`].
@@ -496,7 +498,25 @@ pub enum Outcome {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
+    /// The call was refused: nothing was read for it. The provider signs it like an answer, so
+    /// the consumer can prove it was refused and why. Its [`Answer::version`] is 0.
+    Refused {
+        /// Why, for machines.
+        kind: RefusalKind,
+        /// What was wrong and what to do, for people (at most [`MAX_REFUSAL_CHARS`]).
+        message: String,
+    },
+    /// The call was over the consumer's quota, signed like a refusal.
+    Throttled {
+        /// When a call would pass, in milliseconds.
+        retry_after_ms: u64,
+        /// What was exceeded, for people (at most [`MAX_REFUSAL_CHARS`]).
+        message: String,
+    },
 }
+
+/// Longest message (characters) of a signed refusal.
+pub const MAX_REFUSAL_CHARS: usize = 500;
 
 /// The provider's answer to one call (sealed as [`Kind::CallAnswer`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -511,7 +531,7 @@ pub struct Answer {
     pub consumer: NodeId,
     /// The resource.
     pub code: ResourceCode,
-    /// The dataset version answered from.
+    /// The dataset version answered from (0 for a refusal).
     pub version: u64,
     /// [`Query::hash`] of the query answered.
     pub query: [u8; 32],
@@ -733,6 +753,17 @@ mod tests {
         assert_eq!(opened.hash, *blake3::hash(&bytes).as_bytes());
         // Signed by another key than the provider it names: refused.
         assert!(SignedAnswer::open(&a.seal(&other)).is_err());
+        // A refusal is sealed and opened the same way.
+        let refused = Answer {
+            version: 0,
+            outcome: Outcome::Throttled {
+                retry_after_ms: 1000,
+                message: "1 call a second".into(),
+            },
+            ..a.clone()
+        };
+        let opened = SignedAnswer::open(&refused.seal(&key)).unwrap();
+        assert_eq!(opened.answer, refused);
         let mut tampered = bytes.clone();
         let last = tampered.len() - 70;
         tampered[last] ^= 1;

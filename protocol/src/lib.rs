@@ -20,6 +20,7 @@ pub mod feed;
 pub mod grant;
 pub mod identity;
 pub mod receipt;
+pub mod refusal;
 pub mod resource_code;
 pub mod uscc;
 pub mod wire;

@@ -246,22 +246,7 @@ pub enum AuditResponse {
     },
 }
 
-/// Why a provider refused a data request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RefusalKind {
-    /// No such resource, version or chunk here.
-    NotFound,
-    /// 有条件共享: an application and a grant are needed.
-    NeedsGrant,
-    /// 不予共享.
-    NotShared,
-    /// The resource was withdrawn (已下架).
-    Withdrawn,
-    /// The provider is busy or failed; try again.
-    Unavailable,
-    /// The request is malformed or out of bounds (a call's query).
-    Invalid,
-}
+pub use crate::refusal::RefusalKind;
 
 /// A response on the data protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,6 +275,10 @@ pub enum DataResponse {
         retry_after_ms: u64,
         /// What was exceeded, for people.
         message: String,
+        /// The provider's signed word for it: a [`crate::call::Answer`] envelope whose outcome
+        /// is [`crate::call::Outcome::Throttled`] (absent from older providers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signed: Option<ByteBuf>,
     },
     /// The first rows of a table version: the 信息项 shown and up to [`MAX_PREVIEW_ROWS`]
     /// rows of them (cells cut to [`MAX_PREVIEW_CELL_CHARS`]).
@@ -311,5 +300,51 @@ pub enum DataResponse {
         kind: RefusalKind,
         /// What was wrong and what to do.
         message: String,
+        /// For a call: the provider's signed word for the refusal, a [`crate::call::Answer`]
+        /// envelope whose outcome is [`crate::call::Outcome::Refused`] (absent for other
+        /// requests, for failures of the provider, and from older providers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signed: Option<ByteBuf>,
     },
+}
+
+impl DataResponse {
+    /// An unsigned refusal.
+    pub fn refused(kind: RefusalKind, message: impl Into<String>) -> Self {
+        DataResponse::Refused {
+            kind,
+            message: message.into(),
+            signed: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    /// A refusal as a release without signed refusals reads it.
+    #[derive(Debug, Deserialize)]
+    enum EarlierResponse {
+        Refused { kind: RefusalKind, message: String },
+    }
+
+    #[test]
+    fn a_signed_refusal_reads_as_a_refusal_to_earlier_releases_and_an_unsigned_one_to_this() {
+        let signed = DataResponse::Refused {
+            kind: RefusalKind::NeedsGrant,
+            message: "apply".into(),
+            signed: Some(ByteBuf::from(vec![1, 2, 3])),
+        };
+        let bytes = codec::encode(&signed);
+        let EarlierResponse::Refused { kind, message } = codec::decode(&bytes, 1024).unwrap();
+        assert_eq!((kind, message.as_str()), (RefusalKind::NeedsGrant, "apply"));
+        assert_eq!(codec::decode::<DataResponse>(&bytes, 1024).unwrap(), signed);
+        // What an earlier provider sends: no `signed` field at all.
+        let plain = DataResponse::refused(RefusalKind::NotFound, "no such resource");
+        let bytes = codec::encode(&plain);
+        assert!(!bytes.windows(6).any(|w| w == b"signed"));
+        assert_eq!(codec::decode::<DataResponse>(&bytes, 1024).unwrap(), plain);
+    }
 }

@@ -50,6 +50,20 @@ fn call(
     ))
 }
 
+/// The provider's signed word in a gateway answer or refusal (`answer`, base64), opened and
+/// checked: the same call id as the answer's `id`.
+fn signed_word(v: &Value) -> anyhow::Result<huitong_protocol::call::Answer> {
+    use base64::Engine as _;
+    let envelope = base64::engine::general_purpose::STANDARD
+        .decode(v["answer"].as_str().unwrap_or_default())?;
+    let opened = SignedAnswer::open(&envelope)?.answer;
+    anyhow::ensure!(
+        v["id"] == opened.id.as_str(),
+        "the id is not the signed one: {v}"
+    );
+    Ok(opened)
+}
+
 fn lookup(base: &str, fields: &str, value: &str) -> String {
     let enc = huitong_testnet::percent_encode;
     format!(
@@ -63,11 +77,11 @@ fn lookup(base: &str, fields: &str, value: &str) -> String {
 #[test]
 fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_call(
 ) -> anyhow::Result<()> {
-    // The provider answers at most 9 calls a day per consumer and resource.
+    // The provider answers at most 20 calls a day per consumer and resource.
     // Both anchor their call logs every second.
     let mut f = start_prepared(2, 2, &[], |net| {
         use std::io::Write as _;
-        for (i, extra) in [(1, "calls_per_day = 9\n"), (2, "")] {
+        for (i, extra) in [(1, "calls_per_day = 20\n"), (2, "")] {
             let config = net.nodes[i].dir.join(huitong_config::CONFIG_FILE);
             let mut file = std::fs::OpenOptions::new().append(true).open(config)?;
             writeln!(file, "\n[services]\n{extra}anchor_secs = 1")?;
@@ -109,13 +123,24 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
         );
     }
 
-    // No grant yet: refused, saying what to do.
+    // No grant yet: refused, saying what to do, with the provider's signed refusal.
     let (s, v) = call(&c, Some(&key), &one, None)?;
     assert_eq!(s, 403, "{v}");
     assert!(
         v["error"].as_str().unwrap_or_default().contains("apply"),
         "{v}"
     );
+    let refusal = signed_word(&v)?;
+    let provider_id = huitong_config::keyfile::read(
+        &net.nodes[provider].dir.join(huitong_config::NODE_KEY_FILE),
+    )?
+    .public();
+    assert_eq!(refusal.provider, provider_id);
+    assert!(
+        matches!(&refusal.outcome, Outcome::Refused { kind: huitong_protocol::wire::RefusalKind::NeedsGrant, message } if message.contains("apply")),
+        "{refusal:?}"
+    );
+    let refused_id = refusal.id;
 
     // Granted 编号 and 姓名 (not 金额).
     // (The only provider of this code: no --provider needed.)
@@ -144,16 +169,10 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     );
     assert_eq!(v["more"], false, "{v}");
     assert_eq!(v["grant"], id.as_str(), "{v}");
-    use base64::Engine as _;
-    let envelope = base64::engine::general_purpose::STANDARD
-        .decode(v["answer"].as_str().unwrap_or_default())?;
-    let signed = SignedAnswer::open(&envelope)?;
-    let provider_key: huitong_protocol::SecretKey = huitong_config::keyfile::read(
-        &net.nodes[provider].dir.join(huitong_config::NODE_KEY_FILE),
-    )?;
-    assert_eq!(signed.answer.provider, provider_key.public());
-    assert!(matches!(signed.answer.outcome, Outcome::Rows { .. }));
-    let answered_id = v["id"].as_str().unwrap_or_default().to_string();
+    let answer = signed_word(&v)?;
+    assert_eq!(answer.provider, provider_id);
+    assert!(matches!(answer.outcome, Outcome::Rows { .. }));
+    let answered_id = answer.id;
     // No such row: an empty answer, not an error.
     let (s, v) = call(&c, Some(&key), &lookup(&base, "姓名", "NO9999999999"), None)?;
     assert_eq!((s, v["rows"].clone()), (200, json!([])), "{v}");
@@ -355,12 +374,12 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     // A grant for 核验 only: lookups are refused, verifications answered.
     let id2 = apply(net, consumer, CODE, "编号,姓名")?;
     wait_state(net, provider, "--incoming", &id2, "accepted")?;
-    // A grant's quota above the provider's own (9 a day) is refused, saying so.
-    let out = net.cli(provider, &["approve", &id2, "--calls-per-day", "10"])?;
+    // A grant's quota above the provider's own (20 a day) is refused, saying so.
+    let out = net.cli(provider, &["approve", &id2, "--calls-per-day", "21"])?;
     assert!(!out.status.success());
     let why = String::from_utf8_lossy(&out.stderr);
     assert!(
-        why.contains("above this node's [services] calls_per_day 9"),
+        why.contains("above this node's [services] calls_per_day 20"),
         "{why}"
     );
     // Its own quota, within the provider's: 1 call a second, 8 a day.
@@ -391,11 +410,12 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     let (s, v) = call(&c, Some(&key), &verify, check.clone())?;
     assert_eq!((s, v["match"].clone()), (200, json!(true)), "{v}");
 
-    // Six calls were answered (refusals do not count). Calls in a row under the grant: one a
-    // second passes (a faster one gets 429 with Retry-After ≤ 1 s, and a client that waits that
-    // long gets through); the eighth answered is the grant's last of the day (the provider's 9
-    // do not matter), then 429 with Retry-After until midnight.
-    let mut answered = 6;
+    // One call was answered under this grant (refusals do not count; the six answered under the
+    // first grant count towards the provider's 20 for this consumer, not towards this grant's
+    // 8). Calls in a row under the grant: one a second passes (a faster one gets 429 with
+    // Retry-After ≤ 1 s, and a client that waits that long gets through); the eighth answered
+    // is the grant's last of the day, then 429 with Retry-After until midnight.
+    let mut answered = 1;
     let mut slowed = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     let daily = loop {
@@ -418,19 +438,33 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
             200 => answered += 1,
             429 if why.contains("a second") => {
                 assert_eq!(retry, 1, "Retry-After of the rate quota: {v}");
+                // The provider signs what it refuses, with the wait it asks for.
+                let o = signed_word(&v)?.outcome;
+                assert!(
+                    matches!(o, Outcome::Throttled { retry_after_ms, .. } if (1..=1000).contains(&retry_after_ms)),
+                    "{o:?}"
+                );
                 slowed += 1;
                 // What a client is told to do: wait Retry-After.
                 std::thread::sleep(Duration::from_secs(retry));
             }
-            429 => break (retry, why),
+            429 => break (retry, why, signed_word(&v)?),
             _ => panic!("unexpected answer {status}: {v}"),
         }
     };
     assert_eq!(answered, 8, "the grant allows 8 calls a day");
     assert!(slowed >= 1, "calls in a row were never over 1 a second");
-    let (retry, why) = daily;
+    let (retry, why, throttled) = daily;
     assert!((1..=86_400).contains(&retry), "Retry-After {retry}");
-    assert!(why.contains("daily") && why.contains("8 calls"), "{why}");
+    assert!(
+        why.contains("8 calls today, the daily quota of grant"),
+        "{why}"
+    );
+    assert!(
+        matches!(&throttled.outcome, Outcome::Throttled { message, .. } if message.contains("8 calls")),
+        "{throttled:?}"
+    );
+    assert_eq!(throttled.grant.as_deref(), Some(id2.as_str()));
     // The grant's terms are shown with the application.
     let out = cli_ok(net, consumer, &["applications", "--outgoing"])?;
     let shown = String::from_utf8_lossy(&out.stdout);
@@ -526,14 +560,22 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     assert!(s == 403 || s == 429, "{v}");
 
     // Every call is proved from the hub's audit log once the node's call log anchor lands,
-    // on both sides.
-    for i in [consumer, provider] {
+    // on both sides: an answer, and refusals (the consumer holds the provider's signed word).
+    let proved = [
+        (&answered_id, "ok"),
+        (&refused_id, "refused"),
+        (&throttled.id, "refused"),
+    ];
+    for (i, (call_id, status)) in [consumer, provider]
+        .into_iter()
+        .flat_map(|i| proved.iter().map(move |p| (i, *p)))
+    {
         let mut proof = Value::Null;
         huitong_tests::wait_until(
             Duration::from_secs(90),
-            &format!("call {answered_id} proved on node {i}"),
+            &format!("call {call_id} proved on node {i}"),
             || {
-                let out = net.cli(i, &["audit", "verify", "--record", &answered_id, "--json"])?;
+                let out = net.cli(i, &["audit", "verify", "--record", call_id, "--json"])?;
                 if out.status.success() {
                     proof = serde_json::from_slice(&out.stdout)?;
                 }
@@ -542,7 +584,8 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
         )?;
         let r = &proof[0];
         assert_eq!(r["kind"], "calls", "{proof}");
-        assert_eq!(r["call"]["id"], answered_id.as_str(), "{proof}");
+        assert_eq!(r["call"]["id"], call_id.as_str(), "{proof}");
+        assert_eq!(r["call"]["status"], status, "{proof}");
         assert!(
             r["call"]["anchor"].as_u64() >= r["call"]["seq"].as_u64(),
             "{proof}"
@@ -634,7 +677,10 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     let (s, v) = last;
     assert_eq!(s, 429, "{v}");
     assert!(
-        v["error"].as_str().unwrap_or_default().contains("daily"),
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("daily quota of grant"),
         "{v}"
     );
     Ok(())

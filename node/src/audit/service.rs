@@ -25,10 +25,10 @@ fn bufs(hashes: Vec<Hash>) -> Vec<ByteBuf> {
 /// Answers one question of `requester` (blocking: reads tiles).
 pub fn answer(state: &NodeState, requester: &NodeId, req: AuditRequest) -> DataResponse {
     if !state.is_hub() {
-        return DataResponse::Refused {
-            kind: RefusalKind::NotFound,
-            message: "this node is not the hub: ask the hub about the audit log".into(),
-        };
+        return DataResponse::refused(
+            RefusalKind::NotFound,
+            "this node is not the hub: ask the hub about the audit log",
+        );
     }
     super::fault::stall(state, &req);
     let result = with_log(state, |log| {
@@ -62,10 +62,7 @@ pub fn answer(state: &NodeState, requester: &NodeId, req: AuditRequest) -> DataR
     });
     match result {
         Ok(a) => DataResponse::Audit(a),
-        Err(e) => DataResponse::Refused {
-            kind: RefusalKind::Unavailable,
-            message: e.to_string(),
-        },
+        Err(e) => DataResponse::refused(RefusalKind::Unavailable, e.to_string()),
     }
 }
 

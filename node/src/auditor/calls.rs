@@ -22,7 +22,7 @@ use crate::state::NodeState;
 pub struct CallProof {
     /// The record's position in this node's call log.
     pub seq: u64,
-    /// The answer's id (both nodes' logs), if it was answered.
+    /// The call's id (both nodes' logs), if the provider answered or signed its refusal.
     pub id: Option<String>,
     /// `consumer` or `provider`: which side this node was.
     pub side: String,
@@ -38,7 +38,7 @@ pub struct CallProof {
     pub at_ms: u64,
     /// BLAKE3 of the query (hex).
     pub query: String,
-    /// BLAKE3 of the provider's signed answer (hex), if answered.
+    /// BLAKE3 of the provider's signed answer or refusal (hex), if it gave one.
     pub answer: Option<String>,
     /// The anchored log size the chain starts from (0: the empty log).
     pub from: u64,

@@ -131,8 +131,9 @@ fn print_record(o: &mut impl Write, r: &RecordReport) -> std::io::Result<()> {
             c.from,
             c.anchor,
             &c.anchor_head[..16.min(c.anchor_head.len())],
-            match c.answer_signed {
-                Some(true) => "; the provider's signed answer verifies",
+            match (c.answer_signed, c.status.as_str()) {
+                (Some(true), "refused") => "; the provider's signed refusal verifies",
+                (Some(true), _) => "; the provider's signed answer verifies",
                 _ => "",
             }
         )?;

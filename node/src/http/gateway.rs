@@ -13,7 +13,8 @@
 //! A caller authenticates with its own client key (`Authorization: Bearer hgw_…`, from
 //! `huitong gateway add-client`), checked on every call against `gateway-clients`; the node's
 //! admin token and people's sessions are not accepted here. Answers carry the provider's signed
-//! answer (`answer`, base64), the caller's proof of what it was told.
+//! answer (`answer`, base64), the caller's proof of what it was told; refusals the provider
+//! signed carry it too, with the call's `id`, beside `error`.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -130,6 +131,39 @@ fn client(ctx: &Ctx, headers: &HeaderMap) -> Result<String, Fail> {
     }
 }
 
+/// A call refused, with the provider's signed refusal.
+#[derive(Debug, Serialize)]
+struct Refused {
+    /// What was wrong and what to do.
+    error: String,
+    /// The call's id (both nodes' call logs).
+    id: String,
+    /// The provider's signed refusal (base64 of the envelope).
+    answer: String,
+}
+
+/// The error as JSON: with the call's id and the provider's signed refusal when it signed one.
+fn refused(e: &CallError) -> Response {
+    let status = status_of(e);
+    match e {
+        CallError::Refused {
+            signed: Some(s), ..
+        }
+        | CallError::Throttled {
+            signed: Some(s), ..
+        } => (
+            status,
+            Json(Refused {
+                error: e.to_string(),
+                id: s.id.clone(),
+                answer: base64::engine::general_purpose::STANDARD.encode(&s.envelope),
+            }),
+        )
+            .into_response(),
+        _ => fail(status, e).into_response(),
+    }
+}
+
 fn status_of(e: &CallError) -> StatusCode {
     match e {
         CallError::Invalid(_) => StatusCode::BAD_REQUEST,
@@ -173,7 +207,7 @@ async fn call_with(
     {
         Ok(called) => respond(called),
         Err(e) => {
-            let mut r = fail(status_of(&e), &e).into_response();
+            let mut r = refused(&e);
             if let CallError::Throttled { retry_after, .. } = &e {
                 // Whole seconds, rounded up (RFC 9110).
                 let secs = retry_after.as_millis().div_ceil(1000).max(1);
@@ -230,8 +264,8 @@ fn answered(c: Called) -> Answered {
             out.more = Some(more);
         }
         Outcome::Match(m) => out.matched = Some(m),
-        // Answered by `proxied`, never as JSON here.
-        Outcome::Http { .. } => {}
+        // Answered by `proxied`, never as JSON here; refusals are errors (`refused`).
+        Outcome::Http { .. } | Outcome::Refused { .. } | Outcome::Throttled { .. } => {}
     }
     out
 }

@@ -1,12 +1,14 @@
 //! The consumer side of a call: a department system asked this node's gateway; find the
 //! service in the catalogue, present this node's own grant for it (if it holds one), send the
-//! query to the provider's node, check the signed answer against the query, and log the call —
-//! answered, refused or failed — with the answer envelope kept as proof.
+//! query to the provider's node, check the signed answer (or signed refusal) against the query,
+//! and log the call — answered, refused or failed — with the envelope kept as proof.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use huitong_protocol::call::{Answer, Outcome, Query, SignedAnswer, MAX_ANSWER_BYTES};
+use huitong_protocol::call::{
+    Answer, Outcome, Query, SignedAnswer, MAX_ANSWER_BYTES, MAX_REFUSAL_CHARS,
+};
 use huitong_protocol::catalogue::ShareMode;
 use huitong_protocol::grant as grants;
 use huitong_protocol::wire::{DataRequest, DataResponse, RefusalKind};
@@ -159,6 +161,8 @@ pub enum CallError {
         kind: RefusalKind,
         /// The provider's message.
         message: String,
+        /// The provider's signed refusal (absent from older providers).
+        signed: Option<Signed>,
     },
     /// Over this node's quota at the provider: try again after `retry_after`.
     #[error("the provider's quota: {message}")]
@@ -167,6 +171,8 @@ pub enum CallError {
         retry_after: Duration,
         /// What was exceeded.
         message: String,
+        /// The provider's signed refusal (absent from older providers).
+        signed: Option<Signed>,
     },
     /// The provider could not be reached or did not answer in time.
     #[error("the provider's node did not answer: {0}")]
@@ -180,6 +186,16 @@ pub enum CallError {
     /// This node failed.
     #[error("this node failed: {0}")]
     Local(String),
+}
+
+/// A refusal's proof: the call's id and the provider's signed refusal (an answer envelope whose
+/// outcome is a refusal), verified and kept in the call log.
+#[derive(Clone, Debug)]
+pub struct Signed {
+    /// The call's id (both nodes' call logs).
+    pub id: String,
+    /// The envelope bytes.
+    pub envelope: Vec<u8>,
 }
 
 /// A verified answer and its envelope (the provider's signed word).
@@ -287,11 +303,22 @@ pub async fn call(
         }
         Ok((opened, bytes))
     });
+    // The provider's signed word, kept in the log: an answer, or a refusal.
+    let (id, hash, envelope) = match &result {
+        Ok((opened, bytes)) => (
+            Some(opened.answer.id.clone()),
+            Some(opened.hash),
+            Some(bytes.clone()),
+        ),
+        Err(_) => (None, None, None),
+    };
+    let result = result.and_then(refusal_of);
     // The grant presented (or none) was not valid for the provider: look it up again next
     // time. Refusals of what the system asked (a 信息项 outside the grant, 核验 only) keep it.
     if let Err(CallError::Refused {
         kind: RefusalKind::NeedsGrant,
         message,
+        ..
     }) = &result
     {
         let stale = grant_id.is_none()
@@ -314,14 +341,6 @@ pub async fn call(
             (Status::Refused, Some(message.clone()))
         }
         Err(e) => (Status::Failed, Some(e.to_string())),
-    };
-    let (id, hash, envelope) = match &result {
-        Ok((opened, bytes)) => (
-            Some(opened.answer.id.clone()),
-            Some(opened.hash),
-            Some(bytes.clone()),
-        ),
-        Err(_) => (None, None, None),
     };
     state
         .calls
@@ -352,6 +371,41 @@ pub async fn call(
     })
 }
 
+/// A signed answer that is a refusal, as the error it is (with its proof); any other answer as
+/// it is.
+fn refusal_of(
+    (opened, bytes): (SignedAnswer, Vec<u8>),
+) -> Result<(SignedAnswer, Vec<u8>), CallError> {
+    let signed = || {
+        Some(Signed {
+            id: opened.answer.id.clone(),
+            envelope: bytes.clone(),
+        })
+    };
+    let clean = |m: &str| crate::dataset::preview::clean_message(m, MAX_MESSAGE);
+    match &opened.answer.outcome {
+        Outcome::Refused { kind, message } => Err(CallError::Refused {
+            kind: *kind,
+            message: clean(message),
+            signed: signed(),
+        }),
+        Outcome::Throttled {
+            retry_after_ms,
+            message,
+        } => Err(CallError::Throttled {
+            retry_after: retry_after(*retry_after_ms),
+            message: clean(message),
+            signed: signed(),
+        }),
+        _ => Ok((opened, bytes)),
+    }
+}
+
+/// How long the gateway tells its systems to wait: a day at most, whatever the provider says.
+fn retry_after(ms: u64) -> Duration {
+    Duration::from_millis(ms.min(86_400_000))
+}
+
 /// This node's own service answers its own call (logged on its provider side as well).
 async fn own(
     state: &Arc<NodeState>,
@@ -371,12 +425,19 @@ async fn own(
     })
     .await
     .map_err(|e| CallError::Local(e.to_string()))?
-    .map_err(|e| match e {
-        NoAnswer::Refused((kind, message)) => CallError::Refused { kind, message },
-        NoAnswer::Over(o) => CallError::Throttled {
+    .or_else(|d| match (d.signed, d.why) {
+        // A signed refusal is opened and checked like an answer.
+        (Some(signed), _) => Ok(signed),
+        (None, NoAnswer::Refused((kind, message))) => Err(CallError::Refused {
+            kind,
+            message,
+            signed: None,
+        }),
+        (None, NoAnswer::Over(o)) => Err(CallError::Throttled {
             retry_after: o.retry_after,
             message: o.message,
-        },
+            signed: None,
+        }),
     })
 }
 
@@ -390,6 +451,13 @@ fn shape(query: &Query, a: &Answer) -> Result<(), &'static str> {
         return Err("its id is not 32 hex digits");
     }
     match (query, &a.outcome) {
+        // A refusal answers any query.
+        (_, Outcome::Refused { message, .. } | Outcome::Throttled { message, .. }) => {
+            if message.chars().count() > MAX_REFUSAL_CHARS {
+                return Err("its refusal's message is too long");
+            }
+            Ok(())
+        }
         (Query::Http { .. }, Outcome::Http { status, .. }) if !(200..=599).contains(status) => {
             Err("its HTTP status is not a final status (200 to 599)")
         }
@@ -492,17 +560,30 @@ async fn ask(
     };
     match answer {
         DataResponse::Answer(b) => Ok(b.into_vec()),
-        DataResponse::Refused { kind, message } => Err(CallError::Refused {
+        // A signed refusal is opened and checked like an answer (its words are the signed ones).
+        DataResponse::Refused {
+            signed: Some(b), ..
+        }
+        | DataResponse::Throttled {
+            signed: Some(b), ..
+        } => Ok(b.into_vec()),
+        DataResponse::Refused {
+            kind,
+            message,
+            signed: None,
+        } => Err(CallError::Refused {
             kind,
             message: crate::dataset::preview::clean_message(&message, MAX_MESSAGE),
+            signed: None,
         }),
         DataResponse::Throttled {
             retry_after_ms,
             message,
+            signed: None,
         } => Err(CallError::Throttled {
-            // A day at most: a provider cannot make the gateway tell its systems to wait longer.
-            retry_after: Duration::from_millis(retry_after_ms.min(86_400_000)),
+            retry_after: retry_after(retry_after_ms),
             message: crate::dataset::preview::clean_message(&message, MAX_MESSAGE),
+            signed: None,
         }),
         _ => Err(CallError::BadAnswer("unexpected answer to a call".into())),
     }

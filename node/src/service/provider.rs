@@ -1,5 +1,6 @@
 //! The provider side of a call: decide it for the member that connected, answer it from the
-//! latest version of the resource, sign the answer, and log the call — answered or refused.
+//! latest version of the resource, sign the answer — or the refusal, so a consumer can prove it
+//! was refused and why — and log the call, answered, refused or failed.
 //!
 //! The decision is [`crate::access::authorize`] — the same as for a pull — for the resource and
 //! for every 信息项 the query reads (the key, the fields returned, a 核验's items): a 不予共享
@@ -12,12 +13,14 @@
 use std::time::{Duration, Instant};
 
 use huitong_protocol::application::CallTerms;
-use huitong_protocol::call::{Answer, Outcome, Query, ANSWER_VERSION, MAX_ANSWER_BYTES};
+use huitong_protocol::call::{
+    Answer, Outcome, Query, ANSWER_VERSION, MAX_ANSWER_BYTES, MAX_REFUSAL_CHARS,
+};
 use huitong_protocol::catalogue::ShareMode;
 use huitong_protocol::wire::RefusalKind;
 use huitong_protocol::NodeId;
 
-use super::quota::{Limits, Over, Quotas};
+use super::quota::{Limits, Over, Quota, Quotas};
 use super::table::{TableError, Tables};
 use crate::access::{self, Refusal, Scope};
 use crate::call_log::{NewCall, Side, Status};
@@ -52,8 +55,8 @@ pub struct Services {
 }
 
 impl Services {
-    /// The services of a starting node: the day's call counts per consumer and resource are
-    /// read back from the provider side of its call log (at most
+    /// The services of a starting node: the day's call counts per consumer and resource, and
+    /// per grant, are read back from the provider side of its call log (at most
     /// [`crate::call_stats::MAX_SCANNED`] records), so a restart does not start a new day.
     pub fn restored(state: &NodeState) -> Result<Self, crate::store::StoreError> {
         let services = Self::default();
@@ -69,25 +72,33 @@ impl Services {
                 "call quotas: more calls today than are read back at start; the oldest of them are not counted"
             );
         }
+        // What passed the quotas, as near as the log says: answered, or failed. (A call
+        // refused after them, e.g. an answer too large, is not counted again.)
         let mut seen: Vec<_> = st
             .peers
             .into_iter()
             .filter(|((side, _, peer), _)| {
                 *side == crate::call_log::Side::Provider && *peer != state.id()
             })
-            // What passed the quota, as near as the log says: answered, or failed. (A call
-            // refused after the quota, e.g. an answer too large, is not counted again.)
-            .map(|((_, code, peer), t)| (peer, code, t.ok + t.failed))
+            .map(|((_, code, peer), t)| (peer, code, None, t.ok + t.failed))
+            .chain(
+                st.passed_per_grant
+                    .into_iter()
+                    .map(|((code, peer, grant), n)| (peer, code, Some(grant), n)),
+            )
             .collect();
-        seen.sort_by_key(|s| std::cmp::Reverse(s.2));
+        seen.sort_by_key(|s| std::cmp::Reverse(s.3));
         let now = Instant::now();
-        for (peer, code, n) in &seen {
-            services.quotas.seed(peer, code, &today, *n, now);
+        for (peer, code, grant, n) in &seen {
+            let quota = match grant {
+                Some(g) => Quota::Grant(code, g),
+                None => Quota::Consumer(code),
+            };
+            services.quotas.seed(peer, quota, &today, *n, now);
         }
         if !seen.is_empty() {
             tracing::info!(
-                pairs = seen.len(),
-                calls = seen.iter().map(|s| s.2).sum::<u64>(),
+                counts = seen.len(),
                 cut = st.cut,
                 "call quotas: today's counts taken back from the call log"
             );
@@ -111,9 +122,32 @@ impl From<Refusal> for NoAnswer {
     }
 }
 
+/// A call not answered: why, and the provider's signed word for it when it gives one (a refusal
+/// or a quota of the resource, sealed as an [`Answer`] whose outcome says so). A failure of this
+/// node, and the wide per-member bound, are not signed: the bound keeps what a member can make
+/// this node sign at the rate it may call.
+#[derive(Debug)]
+pub struct Declined {
+    /// Why.
+    pub why: NoAnswer,
+    /// The signed refusal (an answer envelope), if any.
+    pub signed: Option<Vec<u8>>,
+}
+
+impl From<NoAnswer> for Declined {
+    fn from(why: NoAnswer) -> Self {
+        Declined { why, signed: None }
+    }
+}
+
+/// A new call id: 32 hex digits.
+fn new_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
 /// Answers `query` from `requester` on this node's resource `record`, presenting `grant`: the
-/// signed answer envelope, or why not. Every call is logged. Blocking (run it off the async
-/// workers).
+/// signed answer envelope, or why not (with the signed refusal). Every call is logged.
+/// Blocking (run it off the async workers).
 pub fn answer(
     state: &NodeState,
     services: &Services,
@@ -121,7 +155,7 @@ pub fn answer(
     requester: &NodeId,
     grant: Option<&[u8]>,
     query: &Query,
-) -> Result<Vec<u8>, NoAnswer> {
+) -> Result<Vec<u8>, Declined> {
     let started = Instant::now();
     // Nothing is answered (or logged) before the call log may take records.
     crate::call_anchors::ready(state)
@@ -131,7 +165,8 @@ pub fn answer(
     // a member is the key its connection proved.
     let owner = *requester == state.id();
     // Every call of a member counts first against a wide per-member bound, refused or not and
-    // before anything is read or logged, so no member can flood the call log or the decisions.
+    // before anything is read, logged or signed, so no member can flood the call log, the
+    // decisions or the signing.
     let member = Limits {
         per_second: state
             .config
@@ -143,7 +178,12 @@ pub fn answer(
     if !owner {
         services
             .quotas
-            .take(requester, "*", member, Instant::now(), ("", Duration::ZERO))
+            .take(
+                requester,
+                &[(Quota::Member, member)],
+                Instant::now(),
+                ("", Duration::ZERO),
+            )
             .map_err(NoAnswer::Over)?;
     }
     let mut used_grant = None;
@@ -153,20 +193,34 @@ pub fn answer(
         owner,
     };
     let result = decide_and_answer(state, services, record, caller, query, &mut used_grant);
+    // A refusal of the call (not a failure of this node) is signed like an answer.
+    let signed_message = |why: &str| crate::dataset::preview::cut_to(why, MAX_REFUSAL_CHARS - 1);
+    let refusal = match &result {
+        Ok(_) | Err(NoAnswer::Refused((RefusalKind::Unavailable, _))) => None,
+        Err(NoAnswer::Refused((kind, why))) => Some(Outcome::Refused {
+            kind: *kind,
+            message: signed_message(why),
+        }),
+        Err(NoAnswer::Over(over)) => Some(Outcome::Throttled {
+            retry_after_ms: u64::try_from(over.retry_after.as_millis()).unwrap_or(u64::MAX),
+            message: signed_message(&over.message),
+        }),
+    }
+    .map(|outcome| {
+        let to = (requester, query, used_grant.clone());
+        seal(state, &record.entry.code, to, 0, outcome)
+    });
     let cut = |why: &str| crate::dataset::preview::cut_to(why, MAX_DETAIL);
-    let (status, detail, answer, id) = match &result {
-        Ok((bytes, id)) => (
-            Status::Ok,
-            None,
-            Some(*blake3::hash(bytes).as_bytes()),
-            Some(id.clone()),
-        ),
-        Err(NoAnswer::Refused((RefusalKind::Unavailable, why))) => {
-            (Status::Failed, Some(cut(why)), None, None)
-        }
+    let (status, detail) = match &result {
+        Ok(_) => (Status::Ok, None),
+        Err(NoAnswer::Refused((RefusalKind::Unavailable, why))) => (Status::Failed, Some(cut(why))),
         Err(NoAnswer::Refused((_, why))) | Err(NoAnswer::Over(Over { message: why, .. })) => {
-            (Status::Refused, Some(cut(why)), None, None)
+            (Status::Refused, Some(cut(why)))
         }
+    };
+    let (id, envelope) = match (&result, &refusal) {
+        (Ok((bytes, id)), _) | (Err(_), Some((id, bytes))) => (Some(id.clone()), Some(bytes)),
+        (Err(_), None) => (None, None),
     };
     let logged = state.calls.append(
         &state.store,
@@ -178,7 +232,7 @@ pub fn answer(
             grant: used_grant,
             id,
             query: query.hash(),
-            answer,
+            answer: envelope.map(|b| *blake3::hash(b).as_bytes()),
             status,
             detail,
             duration: started.elapsed(),
@@ -186,15 +240,46 @@ pub fn answer(
             envelope: None,
         },
     );
-    // An answer this node cannot log is not given (the log is the provider's record of it).
+    // An answer (or refusal) this node cannot log is not given: the log is the provider's
+    // record of it.
     if let Err(e) = logged {
-        return Err(NoAnswer::Refused(unavailable(
-            &record.entry.code,
-            "logging the call",
-            &e,
-        )));
+        return Err(
+            NoAnswer::Refused(unavailable(&record.entry.code, "logging the call", &e)).into(),
+        );
     }
-    result.map(|(bytes, _)| bytes)
+    match result {
+        Ok((bytes, _)) => Ok(bytes),
+        Err(why) => Err(Declined {
+            why,
+            signed: refusal.map(|(_, bytes)| bytes),
+        }),
+    }
+}
+
+/// Seals `outcome` as this node's answer to `requester`'s `query` on `code` (under `grant`,
+/// from dataset `version`): a new call id and the envelope.
+fn seal(
+    state: &NodeState,
+    code: &huitong_protocol::ResourceCode,
+    (requester, query, grant): (&NodeId, &Query, Option<String>),
+    version: u64,
+    outcome: Outcome,
+) -> (String, Vec<u8>) {
+    let id = new_id();
+    let sealed = Answer {
+        layout: ANSWER_VERSION,
+        id: id.clone(),
+        provider: state.id(),
+        consumer: *requester,
+        code: code.clone(),
+        version,
+        query: query.hash(),
+        grant,
+        outcome,
+        signed_at_ms: crate::state::now_ms(),
+    }
+    .seal(&state.key);
+    (id, sealed)
 }
 
 /// A member's call decided: the resource and every 信息项 the query reads authorized (the grant
@@ -268,25 +353,31 @@ fn admit(
         .end_of_day(&today)
         .map(|end| Duration::from_secs(end.saturating_sub(crate::state::now_ms() / 1000)))
         .unwrap_or_default();
-    // The grant's own quota, within the provider's for every consumer.
+    // The provider's quota for the consumer on the resource (all its grants together), and the
+    // grant's own where its approval sets one.
     let node = &state.config.services;
-    let limits = Limits {
-        per_second: terms
-            .calls_per_second
-            .map_or(node.calls_per_second(), |n| n.min(node.calls_per_second())),
-        per_day: terms
-            .calls_per_day
-            .map_or(node.calls_per_day(), |n| n.min(node.calls_per_day())),
-    };
+    let mut quotas = vec![(
+        Quota::Consumer(code.as_str()),
+        Limits {
+            per_second: node.calls_per_second(),
+            per_day: node.calls_per_day(),
+        },
+    )];
+    if let (Some(g), true) = (
+        used_grant.as_deref(),
+        terms.calls_per_second.is_some() || terms.calls_per_day.is_some(),
+    ) {
+        quotas.push((
+            Quota::Grant(code.as_str(), g),
+            Limits {
+                per_second: terms.calls_per_second.unwrap_or(node.calls_per_second()),
+                per_day: terms.calls_per_day.unwrap_or(u64::MAX),
+            },
+        ));
+    }
     services
         .quotas
-        .take(
-            requester,
-            code.as_str(),
-            limits,
-            Instant::now(),
-            (&today, day_left),
-        )
+        .take(requester, &quotas, Instant::now(), (&today, day_left))
         .map_err(NoAnswer::Over)?;
     Ok(terms)
 }
@@ -374,20 +465,8 @@ fn decide_and_answer(
             }
         }
     }
-    let id = hex::encode(rand::random::<[u8; 16]>());
-    let answer = Answer {
-        layout: ANSWER_VERSION,
-        id: id.clone(),
-        provider: me,
-        consumer: *requester,
-        code: code.clone(),
-        version,
-        query: query.hash(),
-        grant: used_grant.clone(),
-        outcome,
-        signed_at_ms: crate::state::now_ms(),
-    };
-    let sealed = answer.seal(&state.key);
+    let to = (requester, query, used_grant.clone());
+    let (id, sealed) = seal(state, code, to, version, outcome);
     if sealed.len() > MAX_ANSWER_BYTES {
         return Err(NoAnswer::Refused((
             RefusalKind::Invalid,

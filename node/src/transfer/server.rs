@@ -268,7 +268,7 @@ impl Server {
     ) -> (DataResponse, Option<Chunk>) {
         let refused = |(kind, message): Refusal| {
             self.state.transfer.refused();
-            DataResponse::Refused { kind, message }
+            DataResponse::refused(kind, message)
         };
         match req {
             DataRequest::Manifest {
@@ -339,10 +339,7 @@ impl Server {
                     crate::audit::service::answer(&state, &who, q)
                 })
                 .await
-                .unwrap_or_else(|e| DataResponse::Refused {
-                    kind: RefusalKind::Unavailable,
-                    message: e.to_string(),
-                });
+                .unwrap_or_else(|e| DataResponse::refused(RefusalKind::Unavailable, e.to_string()));
                 (response, None)
             }
             DataRequest::BulkPort => (
@@ -356,15 +353,28 @@ impl Server {
                 (r.unwrap_or_else(refused), None)
             }
             DataRequest::Call { code, grant, query } => {
-                use crate::service::provider::NoAnswer;
+                use crate::service::provider::{Declined, NoAnswer};
                 let r = match self.call(&code, grant, query, requester).await {
                     Ok(r) => r,
-                    Err(NoAnswer::Refused(why)) => refused(why),
-                    Err(NoAnswer::Over(over)) => DataResponse::Throttled {
-                        retry_after_ms: u64::try_from(over.retry_after.as_millis())
-                            .unwrap_or(u64::MAX),
-                        message: over.message,
-                    },
+                    Err(Declined { why, signed }) => {
+                        let signed = signed.map(ByteBuf::from);
+                        match why {
+                            NoAnswer::Refused((kind, message)) => {
+                                self.state.transfer.refused();
+                                DataResponse::Refused {
+                                    kind,
+                                    message,
+                                    signed,
+                                }
+                            }
+                            NoAnswer::Over(over) => DataResponse::Throttled {
+                                retry_after_ms: u64::try_from(over.retry_after.as_millis())
+                                    .unwrap_or(u64::MAX),
+                                message: over.message,
+                                signed,
+                            },
+                        }
+                    }
                 };
                 (r, None)
             }
@@ -378,8 +388,10 @@ impl Server {
         grant: Option<ByteBuf>,
         query: huitong_protocol::call::Query,
         requester: &NodeId,
-    ) -> Result<DataResponse, crate::service::provider::NoAnswer> {
-        let record = self.record(code)?;
+    ) -> Result<DataResponse, crate::service::provider::Declined> {
+        let record = self
+            .record(code)
+            .map_err(crate::service::provider::NoAnswer::Refused)?;
         let (state, services, who) = (self.state.clone(), self.services.clone(), *requester);
         tokio::task::spawn_blocking(move || {
             crate::service::provider::answer(
@@ -394,10 +406,10 @@ impl Server {
         .await
         .map_err(|e| {
             warn!(%code, error = %e, "an API call's task failed");
-            (
+            crate::service::provider::NoAnswer::Refused((
                 RefusalKind::Unavailable,
                 format!("the provider cannot answer calls on {code} just now; try again later"),
-            )
+            ))
         })?
         .map(|bytes| DataResponse::Answer(ByteBuf::from(bytes)))
     }
@@ -557,7 +569,7 @@ impl Server {
         message: String,
     ) -> Result<(), frame::FrameError> {
         self.state.transfer.refused();
-        self.send(stream, peer, &DataResponse::Refused { kind, message }, None)
+        self.send(stream, peer, &DataResponse::refused(kind, message), None)
             .await
     }
 

@@ -65,7 +65,7 @@ pub(super) async fn fetch_manifest(
                 detail: e.to_string(),
             })
         }
-        DataResponse::Refused { kind, message } => Err(PullError::Refused { kind, message }),
+        DataResponse::Refused { kind, message, .. } => Err(PullError::Refused { kind, message }),
         _ => Err(io(&"unexpected response to a manifest request")),
     }
 }
@@ -354,8 +354,9 @@ async fn receive(f: &Fetch<'_>, s: &mut DataStream, want: &Want) -> Result<(), F
             Some(DataResponse::Refused {
                 kind: RefusalKind::Unavailable,
                 message,
+                ..
             }) => Err(Failure::Transient(message)),
-            Some(DataResponse::Refused { kind, message }) => {
+            Some(DataResponse::Refused { kind, message, .. }) => {
                 Err(Failure::Fatal(PullError::Refused { kind, message }))
             }
             Some(_) => Err(Failure::Transient(
