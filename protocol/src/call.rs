@@ -498,8 +498,10 @@ pub enum Outcome {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
-    /// The call was refused: nothing was read for it. The provider signs it like an answer, so
-    /// the consumer can prove it was refused and why. Its [`Answer::version`] is 0.
+    /// The call was refused (most refusals come before anything is read; some after, e.g. an
+    /// answer too large). The provider signs it like an answer, so the consumer can prove it was
+    /// refused: `kind` is what the provider asserts; the message is for people and may quote
+    /// what the consumer sent (信息项 names, a path). Its [`Answer::version`] is 0.
     Refused {
         /// Why, for machines.
         kind: RefusalKind,

@@ -46,11 +46,21 @@ pub fn cut_to(text: &str, chars: usize) -> String {
     }
 }
 
-/// Another node's message as this node repeats it: control characters dropped (no line breaks
-/// or direction overrides in logs and pages), cut to `chars` characters.
+/// Another node's message as this node repeats it: control characters and the bidirectional
+/// formatting characters dropped (no line breaks or direction overrides in logs and pages), cut
+/// to `chars` characters.
 pub fn clean_message(text: &str, chars: usize) -> String {
-    let text: String = text.chars().filter(|c| !c.is_control()).collect();
+    let text: String = text
+        .chars()
+        .filter(|c| !c.is_control() && !bidi_format(*c))
+        .collect();
     cut_to(&text, chars)
+}
+
+/// The Unicode characters that change the direction text is shown in (marks, embeddings,
+/// overrides, isolates).
+fn bidi_format(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Why a preview could not be made (the store or a chunk failed).
@@ -141,5 +151,14 @@ mod tests {
         assert_eq!(super::cut("短"), "短");
         let exact = "a".repeat(MAX_PREVIEW_CELL_CHARS);
         assert_eq!(super::cut(&exact), exact);
+    }
+
+    #[test]
+    fn another_nodes_message_loses_line_breaks_and_direction_overrides() {
+        assert_eq!(
+            clean_message("refused\n\u{202E}gnp.exe\u{2066}x\u{200F}", 100),
+            "refusedgnp.exex"
+        );
+        assert_eq!(clean_message("无授权，请申请", 3), "无授权…");
     }
 }

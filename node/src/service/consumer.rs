@@ -274,34 +274,9 @@ pub async fn call(
                 )))
             })
     };
-    let result = result.and_then(|bytes| {
-        let opened = SignedAnswer::open(&bytes).map_err(|e| CallError::BadAnswer(e.to_string()))?;
-        let a = &opened.answer;
-        if a.provider != record.feed
-            || a.consumer != me
-            || a.code != record.entry.code
-            || a.query != query.hash()
-        {
-            return Err(CallError::BadAnswer(
-                "it does not answer this node's query to this provider".into(),
-            ));
-        }
-        shape(&query, a).map_err(|why| CallError::BadAnswer(why.into()))?;
-        // An id this node already holds (a call's, or an application's) would make `audit verify
-        // --record` prove another thing than the caller means.
-        let taken = crate::call_log::find(&state.store, &a.id)
-            .map_err(|e| CallError::Local(e.to_string()))?
-            .is_some_and(|r| !(record.feed == me && r.side == crate::call_log::Side::Provider))
-            || applications::get(state, &a.id)
-                .map_err(|e| CallError::Local(e.to_string()))?
-                .is_some();
-        if taken {
-            return Err(CallError::BadAnswer(format!(
-                "its id {} is already used on this node",
-                a.id
-            )));
-        }
-        Ok((opened, bytes))
+    let result = result.and_then(|reply| {
+        let checked = checked(state, &record, &query, reply.bytes);
+        reply.said.judge(checked)
     });
     // The provider's signed word, kept in the log: an answer, or a refusal.
     let (id, hash, envelope) = match &result {
@@ -371,6 +346,105 @@ pub async fn call(
     })
 }
 
+/// The provider's signed word (answer or refusal) opened and checked against the call: signed by
+/// the provider, to this node, for this resource and query, shaped as an answer to it, and with
+/// an id this node does not use yet.
+fn checked(
+    state: &NodeState,
+    record: &catalogue::Record,
+    query: &Query,
+    bytes: Vec<u8>,
+) -> Result<(SignedAnswer, Vec<u8>), CallError> {
+    let me = state.id();
+    let opened = SignedAnswer::open(&bytes).map_err(|e| CallError::BadAnswer(e.to_string()))?;
+    let a = &opened.answer;
+    if a.provider != record.feed
+        || a.consumer != me
+        || a.code != record.entry.code
+        || a.query != query.hash()
+    {
+        return Err(CallError::BadAnswer(
+            "it does not answer this node's query to this provider".into(),
+        ));
+    }
+    shape(query, a).map_err(|why| CallError::BadAnswer(why.into()))?;
+    // An id this node already holds (a call's, or an application's) would make `audit verify
+    // --record` prove another thing than the caller means.
+    let taken = crate::call_log::find(&state.store, &a.id)
+        .map_err(|e| CallError::Local(e.to_string()))?
+        .is_some_and(|r| !(record.feed == me && r.side == crate::call_log::Side::Provider))
+        || applications::get(state, &a.id)
+            .map_err(|e| CallError::Local(e.to_string()))?
+            .is_some();
+    if taken {
+        return Err(CallError::BadAnswer(format!(
+            "its id {} is already used on this node",
+            a.id
+        )));
+    }
+    Ok((opened, bytes))
+}
+
+/// What the provider sent for a call: the signed envelope, and what its response said it is.
+struct Reply {
+    bytes: Vec<u8>,
+    said: Said,
+}
+
+/// What a provider's response said, beside the signed envelope it carried.
+enum Said {
+    /// An answer.
+    Answer,
+    /// A refusal (the words as cleaned for people).
+    Refused(RefusalKind, String),
+    /// Over a quota.
+    Throttled(Duration, String),
+}
+
+impl Said {
+    /// The checked envelope, if it says what the response said (an answer in an answer, a
+    /// refusal of the same kind in a refusal); a signed refusal that fails its checks is still
+    /// the refusal the response says, without proof, and says why.
+    fn judge(
+        self,
+        checked: Result<(SignedAnswer, Vec<u8>), CallError>,
+    ) -> Result<(SignedAnswer, Vec<u8>), CallError> {
+        let unproved = |e: CallError| format!("its signed refusal was not accepted: {e}");
+        match (self, checked) {
+            (said, Ok(ok)) => {
+                let agree = match (&said, &ok.0.answer.outcome) {
+                    (Said::Refused(kind, _), Outcome::Refused { kind: signed, .. }) => {
+                        kind == signed
+                    }
+                    (Said::Throttled(..), Outcome::Throttled { .. }) => true,
+                    (Said::Answer, o) => {
+                        !matches!(o, Outcome::Refused { .. } | Outcome::Throttled { .. })
+                    }
+                    _ => false,
+                };
+                if agree {
+                    Ok(ok)
+                } else {
+                    Err(CallError::BadAnswer(
+                        "its signed word says another thing than its response".into(),
+                    ))
+                }
+            }
+            (Said::Answer, Err(e)) => Err(e),
+            (Said::Refused(kind, message), Err(e)) => Err(CallError::Refused {
+                kind,
+                message: format!("{message} ({})", unproved(e)),
+                signed: None,
+            }),
+            (Said::Throttled(retry_after, message), Err(e)) => Err(CallError::Throttled {
+                retry_after,
+                message: format!("{message} ({})", unproved(e)),
+                signed: None,
+            }),
+        }
+    }
+}
+
 /// A signed answer that is a refusal, as the error it is (with its proof); any other answer as
 /// it is.
 fn refusal_of(
@@ -412,7 +486,7 @@ async fn own(
     services: &Arc<Services>,
     record: &crate::catalogue::Record,
     query: &Query,
-) -> Result<Vec<u8>, CallError> {
+) -> Result<Reply, CallError> {
     let (state, services, record, query) = (
         state.clone(),
         services.clone(),
@@ -425,9 +499,19 @@ async fn own(
     })
     .await
     .map_err(|e| CallError::Local(e.to_string()))?
+    .map(|bytes| Reply {
+        bytes,
+        said: Said::Answer,
+    })
     .or_else(|d| match (d.signed, d.why) {
         // A signed refusal is opened and checked like an answer.
-        (Some(signed), _) => Ok(signed),
+        (Some(bytes), why) => Ok(Reply {
+            bytes,
+            said: match why {
+                NoAnswer::Refused((kind, message)) => Said::Refused(kind, message),
+                NoAnswer::Over(o) => Said::Throttled(o.retry_after, o.message),
+            },
+        }),
         (None, NoAnswer::Refused((kind, message))) => Err(CallError::Refused {
             kind,
             message,
@@ -455,6 +539,9 @@ fn shape(query: &Query, a: &Answer) -> Result<(), &'static str> {
         (_, Outcome::Refused { message, .. } | Outcome::Throttled { message, .. }) => {
             if message.chars().count() > MAX_REFUSAL_CHARS {
                 return Err("its refusal's message is too long");
+            }
+            if a.version != 0 {
+                return Err("its refusal names a dataset version");
             }
             Ok(())
         }
@@ -511,7 +598,7 @@ async fn ask(
     code: &ResourceCode,
     token: Option<Vec<u8>>,
     query: &Query,
-) -> Result<Vec<u8>, CallError> {
+) -> Result<Reply, CallError> {
     let peer = crate::net::peer_id(provider)
         .ok_or_else(|| CallError::Local("the provider's key is not a valid peer id".into()))?;
     let req = DataRequest::Call {
@@ -558,15 +645,29 @@ async fn ask(
             got.ok_or(CallError::Unreachable(last))?
         }
     };
+    let clean = |m: &str| crate::dataset::preview::clean_message(m, MAX_MESSAGE);
     match answer {
-        DataResponse::Answer(b) => Ok(b.into_vec()),
+        DataResponse::Answer(b) => Ok(Reply {
+            bytes: b.into_vec(),
+            said: Said::Answer,
+        }),
         // A signed refusal is opened and checked like an answer (its words are the signed ones).
         DataResponse::Refused {
-            signed: Some(b), ..
-        }
-        | DataResponse::Throttled {
-            signed: Some(b), ..
-        } => Ok(b.into_vec()),
+            kind,
+            message,
+            signed: Some(b),
+        } => Ok(Reply {
+            bytes: b.into_vec(),
+            said: Said::Refused(kind, clean(&message)),
+        }),
+        DataResponse::Throttled {
+            retry_after_ms,
+            message,
+            signed: Some(b),
+        } => Ok(Reply {
+            bytes: b.into_vec(),
+            said: Said::Throttled(retry_after(retry_after_ms), clean(&message)),
+        }),
         DataResponse::Refused {
             kind,
             message,
@@ -586,5 +687,102 @@ async fn ask(
             signed: None,
         }),
         _ => Err(CallError::BadAnswer("unexpected answer to a call".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use huitong_protocol::call::ANSWER_VERSION;
+    use huitong_protocol::SecretKey;
+
+    /// An envelope signed by a provider with `outcome`, opened.
+    fn signed(outcome: Outcome) -> (SignedAnswer, Vec<u8>) {
+        let key = SecretKey::from_bytes([3; 32]);
+        let bytes = Answer {
+            layout: ANSWER_VERSION,
+            id: "0".repeat(32),
+            provider: key.public(),
+            consumer: NodeId([4; 32]),
+            code: ResourceCode::parse("301001/000051").unwrap(),
+            version: 0,
+            query: [0; 32],
+            grant: None,
+            outcome,
+            signed_at_ms: 1,
+        }
+        .seal(&key);
+        (SignedAnswer::open(&bytes).unwrap(), bytes)
+    }
+
+    fn refused(kind: RefusalKind) -> Outcome {
+        Outcome::Refused {
+            kind,
+            message: "apply first".into(),
+        }
+    }
+
+    fn said_refused(kind: RefusalKind) -> Said {
+        Said::Refused(kind, "apply first".into())
+    }
+
+    #[test]
+    fn a_signed_word_must_say_what_the_response_said() {
+        let kind = RefusalKind::NeedsGrant;
+        assert!(said_refused(kind).judge(Ok(signed(refused(kind)))).is_ok());
+        let throttled = Outcome::Throttled {
+            retry_after_ms: 1000,
+            message: "slow down".into(),
+        };
+        let throttled_said = || Said::Throttled(Duration::from_secs(1), "slow down".into());
+        assert!(throttled_said()
+            .judge(Ok(signed(throttled.clone())))
+            .is_ok());
+        assert!(Said::Answer.judge(Ok(signed(Outcome::Match(true)))).is_ok());
+        // Another kind of refusal, an answer inside a refusal, a refusal inside an answer.
+        for (said, outcome) in [
+            (said_refused(kind), refused(RefusalKind::NotShared)),
+            (said_refused(kind), Outcome::Match(true)),
+            (Said::Answer, refused(kind)),
+            (Said::Answer, throttled.clone()),
+            (throttled_said(), refused(kind)),
+        ] {
+            assert!(
+                matches!(
+                    said.judge(Ok(signed(outcome))),
+                    Err(CallError::BadAnswer(_))
+                ),
+                "a response and its signed word disagree"
+            );
+        }
+    }
+
+    #[test]
+    fn a_signed_refusal_that_fails_its_checks_is_still_the_refusal_without_proof() {
+        let bad = || CallError::BadAnswer("its id is not 32 hex digits".into());
+        match said_refused(RefusalKind::NeedsGrant).judge(Err(bad())) {
+            Err(CallError::Refused {
+                kind: RefusalKind::NeedsGrant,
+                message,
+                signed: None,
+            }) => assert!(
+                message.starts_with("apply first") && message.contains("not accepted"),
+                "{message}"
+            ),
+            other => panic!("{:?}", other.err()),
+        }
+        match Said::Throttled(Duration::from_secs(7), "slow down".into()).judge(Err(bad())) {
+            Err(CallError::Throttled {
+                retry_after,
+                signed: None,
+                ..
+            }) => assert_eq!(retry_after, Duration::from_secs(7)),
+            other => panic!("{:?}", other.err()),
+        }
+        // An answer that fails its checks stays the error it is.
+        assert!(matches!(
+            Said::Answer.judge(Err(bad())),
+            Err(CallError::BadAnswer(_))
+        ));
     }
 }

@@ -81,12 +81,18 @@ impl Services {
                 *side == crate::call_log::Side::Provider && *peer != state.id()
             })
             .map(|((_, code, peer), t)| (peer, code, None, t.ok + t.failed))
-            .chain(
-                st.passed_per_grant
-                    .into_iter()
-                    .map(|((code, peer, grant), n)| (peer, code, Some(grant), n)),
-            )
             .collect();
+        // A grant's own count only where its approval sets a quota (no other is ever taken).
+        for ((code, peer, grant), n) in st.passed_per_grant {
+            let own_quota = crate::applications::get(state, &grant)?
+                .and_then(|r| r.approval)
+                .is_some_and(|a| {
+                    a.terms.calls_per_second.is_some() || a.terms.calls_per_day.is_some()
+                });
+            if own_quota {
+                seen.push((peer, code, Some(grant), n));
+            }
+        }
         seen.sort_by_key(|s| std::cmp::Reverse(s.3));
         let now = Instant::now();
         for (peer, code, grant, n) in &seen {
@@ -119,6 +125,16 @@ pub enum NoAnswer {
 impl From<Refusal> for NoAnswer {
     fn from(r: Refusal) -> Self {
         NoAnswer::Refused(r)
+    }
+}
+
+/// A call over a quota, or the provider's own bound on the counts it tracks (a failure of the
+/// provider: unsigned, logged as failed).
+fn over(o: Over) -> NoAnswer {
+    if o.full {
+        NoAnswer::Refused((RefusalKind::Unavailable, o.message))
+    } else {
+        NoAnswer::Over(o)
     }
 }
 
@@ -184,7 +200,7 @@ pub fn answer(
                 Instant::now(),
                 ("", Duration::ZERO),
             )
-            .map_err(NoAnswer::Over)?;
+            .map_err(over)?;
     }
     let mut used_grant = None;
     let caller = Caller {
@@ -378,7 +394,7 @@ fn admit(
     services
         .quotas
         .take(requester, &quotas, Instant::now(), (&today, day_left))
-        .map_err(NoAnswer::Over)?;
+        .map_err(over)?;
     Ok(terms)
 }
 

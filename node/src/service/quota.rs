@@ -35,6 +35,9 @@ pub struct Over {
     pub retry_after: Duration,
     /// For people.
     pub message: String,
+    /// Not the consumer's quota but the provider's own bound: it tracks too many counts just
+    /// now (a failure of the provider, not a refusal it signs).
+    pub full: bool,
 }
 
 /// The limits in force.
@@ -145,6 +148,7 @@ impl Quotas {
                     message:
                         "the provider is tracking too many callers just now; try again shortly"
                             .into(),
+                    full: true,
                 });
             }
         }
@@ -166,6 +170,7 @@ impl Quotas {
                 return Err(Over {
                     retry_after: day_left.max(Duration::from_secs(1)),
                     message: quota.per_day(limits.per_day),
+                    full: false,
                 });
             }
             if b.tokens < 1.0 {
@@ -173,6 +178,7 @@ impl Quotas {
                 return Err(Over {
                     retry_after: wait.max(Duration::from_millis(1)),
                     message: quota.per_second(limits.per_second),
+                    full: false,
                 });
             }
         }
