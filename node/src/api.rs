@@ -61,6 +61,10 @@ pub struct Status {
     pub own_seq: u64,
     /// Live catalogue entries.
     pub catalogue_entries: u64,
+    /// Catalogue changes the ranked search index does not hold yet (0: up to date; it waits
+    /// while a bulk catch-up such as a fresh node's sync keeps arriving).
+    #[serde(default)]
+    pub search_pending: u64,
     /// Entries accepted from other nodes since start.
     pub accepted: u64,
     /// Refused messages since start, by reason.

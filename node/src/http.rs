@@ -377,6 +377,7 @@ async fn status_view(ctx: &Ctx) -> Result<api::Status, Fail> {
         feeds: heads.len(),
         own_seq,
         catalogue_entries: catalogue::count(&s.store).map_err(internal)?,
+        search_pending: ctx.search.pending(),
         accepted: counters.accepted,
         rejected: counters.rejected,
         refused_peers: counters.refused_peers.into_iter().collect(),

@@ -43,6 +43,13 @@ const WRITER_BYTES: usize = 32 << 20;
 /// for their commit: a commit per [`SYNC_EVERY`] makes a small segment each time and merges
 /// them again and again. A lone change is committed at once.
 const BULK_COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// Changes waiting that make a bulk catch-up (a fresh node's sync, an import): while they keep
+/// arriving the index waits ([`Pace`]).
+const BULK_BACKLOG: usize = 1000;
+/// How long no change must have been noted before a waiting bulk backlog is indexed.
+const BULK_QUIET: Duration = Duration::from_millis(500);
+/// The longest the index waits for a bulk catch-up before it indexes what is noted anyway.
+const MAX_DEFER: Duration = Duration::from_secs(20);
 
 /// Most hits a query may skip and return together (tantivy sizes its heap by it).
 pub const MAX_WINDOW: usize = 1_000_000;
@@ -243,6 +250,49 @@ pub struct Search {
     indexed: AtomicU64,
     /// Set when the catalogue view is rebuilt: the syncer rebuilds the index too.
     reset: AtomicBool,
+    /// Set when a search waits for changes to be indexed: the syncer does not wait for a bulk
+    /// catch-up to end.
+    wanted: AtomicBool,
+}
+
+/// When the index waits. While a bulk catch-up keeps noting changes (at least
+/// [`BULK_BACKLOG`] waiting, the last noted less than [`BULK_QUIET`] ago) the index waits, at
+/// most [`MAX_DEFER`] at a time and not while a search waits: indexing beside the catch-up
+/// takes about a third of the CPU the catch-up needs, and the catalogue is listed and served
+/// from the store meanwhile. A lone change is indexed at once.
+struct Pace {
+    last_noted: u64,
+    changed_at: Instant,
+    deferred_since: Option<Instant>,
+}
+
+impl Pace {
+    fn new(now: Instant) -> Self {
+        Self {
+            last_noted: 0,
+            changed_at: now,
+            deferred_since: None,
+        }
+    }
+
+    /// Whether to wait now, with `noted` changes noted ever and `backlog` waiting.
+    fn defer(&mut self, noted: u64, backlog: usize, wanted: bool, now: Instant) -> bool {
+        if noted != self.last_noted {
+            self.last_noted = noted;
+            self.changed_at = now;
+        }
+        let bulk = backlog >= BULK_BACKLOG && now.duration_since(self.changed_at) < BULK_QUIET;
+        if !bulk || wanted {
+            self.deferred_since = None;
+            return false;
+        }
+        let since = *self.deferred_since.get_or_insert(now);
+        if now.duration_since(since) >= MAX_DEFER {
+            self.deferred_since = None;
+            return false;
+        }
+        true
+    }
 }
 
 /// The index writer and whether it holds documents not committed yet.
@@ -272,6 +322,7 @@ impl Search {
             noted: AtomicU64::new(0),
             indexed: AtomicU64::new(0),
             reset: AtomicBool::new(false),
+            wanted: AtomicBool::new(false),
         }
     }
 
@@ -288,6 +339,13 @@ impl Search {
     pub fn note_reset(&self) {
         self.reset.store(true, Ordering::SeqCst);
         self.noted.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Changes noted that the index does not hold yet (0: ranked search is up to date).
+    pub fn pending(&self) -> u64 {
+        self.noted
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.indexed.load(Ordering::SeqCst))
     }
 
     /// Whether the first build has finished.
@@ -325,6 +383,7 @@ impl Search {
     ) -> Result<(), SearchError> {
         let mut indexer = Indexer::new(self.build(state, None)?);
         self.sync(state, &mut indexer)?;
+        let mut pace = Pace::new(Instant::now());
         while !shutdown.is_cancelled() {
             std::thread::sleep(SYNC_EVERY);
             if self.reset.swap(false, Ordering::SeqCst) {
@@ -333,6 +392,12 @@ impl Search {
                 let _w = state.store.writer();
                 indexer = Indexer::new(self.build(state, Some(indexer.writer))?);
                 drop(_w);
+            }
+            let backlog = self.dirty.lock().unwrap_or_else(|p| p.into_inner()).len();
+            let wanted = self.wanted.swap(false, Ordering::SeqCst);
+            let noted = self.noted.load(Ordering::SeqCst);
+            if pace.defer(noted, backlog, wanted, Instant::now()) {
+                continue;
             }
             self.sync(state, &mut indexer)?;
         }
@@ -443,6 +508,7 @@ impl Search {
         let want = self.noted.load(Ordering::SeqCst);
         let deadline = Instant::now() + FRESH_WAIT;
         while self.indexed.load(Ordering::SeqCst) < want && Instant::now() < deadline {
+            self.wanted.store(true, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -567,5 +633,44 @@ mod tests {
         assert!(w.contains(&"人口".to_string()), "{w:?}");
         assert!(w.contains(&"2026".to_string()), "{w:?}");
         assert!(!w.iter().any(|t| t == "（"), "{w:?}");
+    }
+
+    #[test]
+    fn the_index_waits_for_a_bulk_catch_up_but_not_for_long_nor_for_a_search() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(t0);
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // A lone change: indexed at once.
+        assert!(!pace.defer(1, 1, false, ms(0)));
+        // A bulk backlog still growing: wait…
+        assert!(pace.defer(2000, BULK_BACKLOG, false, ms(50)));
+        assert!(pace.defer(4000, 2 * BULK_BACKLOG, false, ms(100)));
+        // …but not while a search waits for it.
+        assert!(!pace.defer(4000, 2 * BULK_BACKLOG, true, ms(150)));
+        // Quiet for BULK_QUIET: index.
+        assert!(pace.defer(5000, 3 * BULK_BACKLOG, false, ms(200)));
+        assert!(!pace.defer(5000, 3 * BULK_BACKLOG, false, ms(200) + BULK_QUIET));
+        // Changes that never stop: indexed after MAX_DEFER anyway, then waiting again.
+        let mut n = 5000;
+        let mut at = ms(1000);
+        let started = at;
+        loop {
+            n += 100;
+            at += Duration::from_millis(50);
+            if !pace.defer(n, 3 * BULK_BACKLOG, false, at) {
+                break;
+            }
+            assert!(
+                at - started <= MAX_DEFER + Duration::from_millis(50),
+                "waited too long"
+            );
+        }
+        assert!(at - started >= MAX_DEFER, "indexed before MAX_DEFER");
+        assert!(pace.defer(
+            n + 100,
+            3 * BULK_BACKLOG,
+            false,
+            at + Duration::from_millis(50)
+        ));
     }
 }

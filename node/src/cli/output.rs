@@ -184,8 +184,15 @@ pub(super) fn status(s: &Status, as_json: bool) -> anyhow::Result<()> {
     }
     writeln!(
         o,
-        "catalogue    {}",
-        count(s.catalogue_entries, "entry", "entries")
+        "catalogue    {}{}",
+        count(s.catalogue_entries, "entry", "entries"),
+        match s.search_pending {
+            0 => String::new(),
+            n => format!(
+                " (ranked search: {} still to index)",
+                count(n, "change", "changes")
+            ),
+        }
     )?;
     writeln!(
         o,

@@ -220,6 +220,15 @@ fn sync(a: SyncArgs) -> anyhow::Result<()> {
         "the hub to hold the catalogue",
         |_, s| s["catalogue_entries"].as_u64() >= Some(want),
     )?;
+    // Nothing else running: the other nodes' ranked search indexes have caught up (a release
+    // without `search_pending` indexes beside its ingest, so it has nothing to wait for).
+    let others: Vec<usize> = (0..t.nodes.len()).filter(|&i| i != fresh).collect();
+    t.wait_status(
+        &others,
+        Duration::from_secs(600),
+        "the other nodes' ranked search to catch up",
+        |_, s| s["search_pending"].as_u64().unwrap_or(0) == 0,
+    )?;
     eprintln!("starting the fresh node {} …", t.nodes[fresh].name);
     let t1 = Instant::now();
     t.start(fresh)?;
@@ -230,6 +239,14 @@ fn sync(a: SyncArgs) -> anyhow::Result<()> {
         |_, s| s["catalogue_entries"].as_u64() >= Some(want),
     )?;
     let sync = t1.elapsed().as_secs_f64();
+    // The ranked search index follows the catalogue (it waits while the catch-up keeps coming).
+    t.wait_status(
+        &[fresh],
+        Duration::from_secs(600),
+        "the fresh node's ranked search to catch up",
+        |_, s| s["search_pending"].as_u64().unwrap_or(0) == 0,
+    )?;
+    let searchable = t1.elapsed().as_secs_f64();
     t.stop_all()?;
     let baseline = tcp_copy(&file)?;
     let (opening, decoding, bad) = opening_floor(&file)?;
@@ -242,6 +259,7 @@ fn sync(a: SyncArgs) -> anyhow::Result<()> {
         "fresh node start → full catalogue: {sync:.2} s ({:.0} entries/s)",
         a.entries as f64 / sync
     );
+    println!("fresh node start → ranked search holds it all: {searchable:.2} s");
     println!(
         "baseline raw TCP copy of the JSONL: {baseline:.3} s; ratio sync/baseline = {:.0}x",
         sync / baseline
