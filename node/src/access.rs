@@ -214,8 +214,14 @@ impl<'a> Decider<'a> {
                 Scope::Column(c) => format!("信息项 {c:?} of {code} is not 无条件共享"),
                 Scope::Resource => format!("{code} is 有条件共享"),
             };
+            // A service (接口) is called, anything else pulled.
+            let then = if record.entry.share_mode == huitong_protocol::catalogue::ShareMode::Api {
+                "call it"
+            } else {
+                "pull"
+            };
             return Err(refused(format!(
-                "{what}: apply for it (`huitong apply`) and pull once the grant is issued"
+                "{what}: apply for it (`huitong apply`) and {then} once the grant is issued"
             )));
         };
         let me = state.id();

@@ -137,7 +137,7 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     .public();
     assert_eq!(refusal.provider, provider_id);
     assert!(
-        matches!(&refusal.outcome, Outcome::Refused { kind: huitong_protocol::wire::RefusalKind::NeedsGrant, message } if message.contains("apply")),
+        matches!(&refusal.outcome, Outcome::Refused { kind: huitong_protocol::wire::RefusalKind::NeedsGrant, message } if message.contains("apply") && message.contains("call it once the grant")),
         "{refusal:?}"
     );
     let refused_id = refusal.id;
