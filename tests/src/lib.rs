@@ -263,3 +263,8 @@ pub fn session(
         a.body["csrf"].as_str().unwrap_or_default().to_owned(),
     ))
 }
+
+/// The `error` text of a JSON error answer (empty when there is none).
+pub fn error_of(v: &Value) -> &str {
+    v["error"].as_str().unwrap_or_default()
+}

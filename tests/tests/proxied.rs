@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use huitong_tests::workflow::{apply, wait_state};
-use huitong_tests::{cli_ok, data, start_prepared};
+use huitong_tests::{cli_ok, data, error_of, start_prepared};
 use serde_json::{json, Value};
 
 const CODE: &str = "301001/000061";
@@ -285,13 +285,7 @@ fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() 
     )?;
     // A grant that masks allows reads only: the write never reaches the backend.
     assert_eq!(s, 403, "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("GET calls only"),
-        "{v}"
-    );
+    assert!(error_of(&v).contains("GET calls only"), "{v}");
 
     // The same call through the consumer's HTTPS gateway listener; the admin API is not there.
     // The port it bound is in gateway.addr.
@@ -322,10 +316,7 @@ fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() 
     ] {
         let (s, _, v) = call(&c, &key, m.clone(), &format!("{base}{p}"), None)?;
         assert_eq!(s, 404, "{m} {p}: {v}");
-        assert!(
-            v["error"].as_str().unwrap_or_default().contains("OpenAPI"),
-            "{v}"
-        );
+        assert!(error_of(&v).contains("OpenAPI"), "{v}");
     }
     assert_eq!(seen.admin.load(Ordering::SeqCst), 0);
     // Paths that a URL parser or the backend would resolve elsewhere are refused.
@@ -345,23 +336,11 @@ fn a_proxied_service_forwards_described_operations_with_the_nodes_credentials() 
     let t0 = Instant::now();
     let (s, _, v) = get("/slow")?;
     assert_eq!(s, 503, "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("did not answer within 2 s"),
-        "{v}"
-    );
+    assert!(error_of(&v).contains("did not answer within 2 s"), "{v}");
     assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
     let (s, _, v) = get("/big")?;
     assert_eq!(s, 503, "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("more than 1024 KiB"),
-        "{v}"
-    );
+    assert!(error_of(&v).contains("more than 1024 KiB"), "{v}");
 
     // Both sides logged the calls; the credentials are in no log and no JSON output.
     let logged = cli_ok(net, provider, &["audit", "calls", "--code", CODE, "--json"])?;

@@ -14,7 +14,7 @@ use huitong_protocol::grant::{assemble, endorse, mint, GrantFacts};
 use huitong_protocol::wire::{DataRequest, DataResponse};
 use huitong_protocol::{ResourceCode, SecretKey};
 use huitong_tests::workflow::{apply, wait_state};
-use huitong_tests::{cli_ok, data, rogue, start_prepared};
+use huitong_tests::{cli_ok, data, error_of, rogue, start_prepared};
 use serde_json::{json, Value};
 
 const CODE: &str = "301001/000051";
@@ -114,22 +114,13 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     for k in [None, Some("hgw_0000"), Some("Bearer")] {
         let (s, v) = call(&c, k, &one, None)?;
         assert_eq!(s, 401, "{k:?}: {v}");
-        assert!(
-            v["error"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("gateway add-client"),
-            "{v}"
-        );
+        assert!(error_of(&v).contains("gateway add-client"), "{v}");
     }
 
     // No grant yet: refused, saying what to do, with the provider's signed refusal.
     let (s, v) = call(&c, Some(&key), &one, None)?;
     assert_eq!(s, 403, "{v}");
-    assert!(
-        v["error"].as_str().unwrap_or_default().contains("apply"),
-        "{v}"
-    );
+    assert!(error_of(&v).contains("apply"), "{v}");
     let refusal = signed_word(&v)?;
     let provider_id = huitong_config::keyfile::read(
         &net.nodes[provider].dir.join(huitong_config::NODE_KEY_FILE),
@@ -257,10 +248,7 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
         None,
     )?;
     assert_eq!(s, 403, "{v}");
-    assert!(
-        v["error"].as_str().unwrap_or_default().contains("masked"),
-        "{v}"
-    );
+    assert!(error_of(&v).contains("masked"), "{v}");
 
     // An API resource is called, never pulled whole, even under a grant.
     let out = dir.join("whole.csv").to_string_lossy().to_string();
@@ -275,10 +263,7 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
         None,
     )?;
     assert_eq!(s, 403, "{v}");
-    assert!(
-        v["error"].as_str().unwrap_or_default().contains("金额"),
-        "{v}"
-    );
+    assert!(error_of(&v).contains("金额"), "{v}");
 
     // 核验: match or no match, no data.
     let verify = format!("{base}/verify");
@@ -323,10 +308,7 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     );
     let (s, v) = call(&c, Some(&key), &not_utf8, None)?;
     assert_eq!(s, 400, "{v}");
-    assert!(
-        v["error"].as_str().unwrap_or_default().contains("UTF-8"),
-        "{v}"
-    );
+    assert!(error_of(&v).contains("UTF-8"), "{v}");
     let other = svc(net, consumer, "91320684MA1XXXXXXX")?;
     let (s, v) = call(&c, Some(&key), &lookup(&other, "姓名", "x"), None)?;
     assert_eq!(s, 404, "{v}");
@@ -368,7 +350,7 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     assert_eq!(s, 403, "the first call after the revocation: {v}");
     // The provider says the grant was revoked; or, once the consumer has heard of the
     // revocation, it presents no grant and the provider says to apply.
-    let why = v["error"].as_str().unwrap_or_default();
+    let why = error_of(&v);
     assert!(why.contains("revoked") || why.contains("apply"), "{v}");
 
     // A grant for 核验 only: lookups are refused, verifications answered.
@@ -399,13 +381,7 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     wait_state(net, consumer, "--outgoing", &id2, "granted")?;
     let (s, v) = call(&c, Some(&key), &one, None)?;
     assert_eq!(s, 403, "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("核验 only"),
-        "{v}"
-    );
+    assert!(error_of(&v).contains("核验 only"), "{v}");
     let check = Some(json!({"编号": "NO0000000007", "姓名": "张三7"}));
     let (s, v) = call(&c, Some(&key), &verify, check.clone())?;
     assert_eq!((s, v["match"].clone()), (200, json!(true)), "{v}");
@@ -433,7 +409,7 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
             .and_then(|v| v.parse().ok())
             .unwrap_or_default();
         let v: Value = r.json()?;
-        let why = v["error"].as_str().unwrap_or_default().to_string();
+        let why = error_of(&v).to_string();
         match status {
             200 => answered += 1,
             429 if why.contains("a second") => {
@@ -536,16 +512,10 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     // No operator, no 信息项: each a 400 that says what is wrong.
     let (s, v) = call(&c, Some(&own_key), &page("金额", 1, 0), None)?;
     assert_eq!(s, 400, "{v}");
-    assert!(
-        v["error"].as_str().unwrap_or_default().contains("operator"),
-        "{v}"
-    );
+    assert!(error_of(&v).contains("operator"), "{v}");
     let (s, v) = call(&c, Some(&own_key), &page("=1", 1, 0), None)?;
     assert_eq!(s, 400, "{v}");
-    assert!(
-        v["error"].as_str().unwrap_or_default().contains("empty"),
-        "{v}"
-    );
+    assert!(error_of(&v).contains("empty"), "{v}");
     // A filter on a 信息项 outside the grant is refused like a field outside it.
     let (s, v) = call(
         &c,
@@ -653,13 +623,7 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     let t0 = Instant::now();
     let (s, v) = call(&c, Some(&key), &one, None)?;
     assert_eq!(s, 503, "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("did not answer"),
-        "{v}"
-    );
+    assert!(error_of(&v).contains("did not answer"), "{v}");
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
 
     // Restarted, the provider still counts the day's calls (read back from its call log): the
@@ -676,12 +640,6 @@ fn a_department_system_calls_a_service_through_its_node_checked_and_logged_per_c
     )?;
     let (s, v) = last;
     assert_eq!(s, 429, "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("daily quota of grant"),
-        "{v}"
-    );
+    assert!(error_of(&v).contains("daily quota of grant"), "{v}");
     Ok(())
 }
