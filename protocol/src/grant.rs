@@ -359,6 +359,20 @@ struct CacheInner {
 }
 
 impl TokenCache {
+    /// The cache key of `token` under `platform`.
+    fn key(token: &[u8], platform: &NodeId) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(&platform.0);
+        h.update(token);
+        h.finalize().into()
+    }
+
+    /// Whether `token`'s signatures have verified under `platform` here before (authorizing
+    /// with it then costs a datalog run at most, no signature check).
+    pub fn holds(&self, token: &[u8], platform: &NodeId) -> bool {
+        self.lock().tokens.contains_key(&Self::key(token, platform))
+    }
+
     /// Authorizes `req` with `token` exactly as [`authorize`] does, verifying the token's
     /// signatures only the first time this cache sees it.
     pub fn authorize(
@@ -367,10 +381,7 @@ impl TokenCache {
         platform: &NodeId,
         req: &Request<'_>,
     ) -> Result<String, GrantError> {
-        let mut h = blake3::Hasher::new();
-        h.update(&platform.0);
-        h.update(token);
-        let key: [u8; 32] = h.finalize().into();
+        let key = Self::key(token, platform);
         let mut d = blake3::Hasher::new();
         d.update(&key);
         d.update(&req.requester.0);
@@ -692,6 +703,7 @@ mod tests {
         let cache = TokenCache::default();
         let t = full(&w);
         let pk = w.platform.public();
+        assert!(!cache.holds(&t, &pk));
         let (c, p) = (w.consumer.public(), w.provider.public());
         let code = "101001/000001";
         let requests = [
@@ -720,6 +732,8 @@ mod tests {
         bad[i] ^= 1;
         assert!(cache.authorize(&bad, &pk, &requests[0]).is_err());
         assert_eq!(cache.len(), 1, "nothing that failed to verify is kept");
+        assert!(cache.holds(&t, &pk));
+        assert!(!cache.holds(&bad, &pk) && !cache.holds(&t, &key(8).public()));
     }
 
     /// A hub that adds facts to its block (to satisfy checks at serve time) is caught by

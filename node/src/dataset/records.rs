@@ -89,18 +89,42 @@ pub fn versions(
     Ok(out)
 }
 
-/// One version (`None`: the latest).
+/// One version (`None`: the latest). A point read either way (a service answers every call
+/// from the latest version, however many a resource has).
 pub fn version(
     store: &Store,
     feed: &NodeId,
     code: &str,
     version: Option<u64>,
 ) -> Result<Option<DatasetVersion>, StoreError> {
-    let all = versions(store, feed, code)?;
-    Ok(match version {
-        None => all.into_iter().last(),
-        Some(v) => all.into_iter().find(|d| d.version == v),
-    })
+    let mut k = prefix(feed, code);
+    let Some(v) = version else {
+        return latest(store, k);
+    };
+    k.extend_from_slice(&v.to_be_bytes());
+    store
+        .db()
+        .get_cf(store.cf(CF_DATASETS), &k)?
+        .map(|v| codec::decode(&v, usize::MAX).map_err(corrupt(CF_DATASETS)))
+        .transpose()
+}
+
+/// The highest version under `prefix` (a feed's resource): the last key of the prefix, read
+/// backwards from past its largest version number.
+fn latest(store: &Store, prefix: Vec<u8>) -> Result<Option<DatasetVersion>, StoreError> {
+    let mut past = prefix.clone();
+    past.extend_from_slice(&[0xff; 9]);
+    let mut it = store.db().iterator_cf(
+        store.cf(CF_DATASETS),
+        IteratorMode::From(&past, Direction::Reverse),
+    );
+    match it.next().transpose()? {
+        // A code holds no 0 byte, so a key under the prefix is this resource's.
+        Some((k, v)) if k.starts_with(&prefix) => Ok(Some(
+            codec::decode(&v, usize::MAX).map_err(corrupt(CF_DATASETS))?,
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// Stores a manifest envelope (durably).
@@ -146,4 +170,67 @@ pub fn manifest(store: &Store, hash: &ChunkHash) -> Result<Option<StoredManifest
         .get_cf(store.cf(CF_MANIFESTS), hash.0)?
         .map(|v| codec::decode(&v, usize::MAX).map_err(corrupt(CF_MANIFESTS)))
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use huitong_protocol::ResourceCode;
+
+    fn announce(store: &Store, feed: &NodeId, code: &str, version: u64) {
+        let d = DatasetVersion {
+            code: ResourceCode::parse(code).unwrap(),
+            version,
+            manifest: ChunkHash([version as u8; 32]),
+            rows: Some(version),
+            bytes: 1,
+            chunks: 1,
+            created_at_ms: version,
+        };
+        let mut batch = WriteBatch::default();
+        stage_version(store, &mut batch, feed, &d);
+        store.db().write(batch).unwrap();
+    }
+
+    #[test]
+    fn the_latest_version_is_the_highest_of_that_resource_alone() {
+        let (_dir, state) = crate::state::testing::department(&NodeId([9; 32]));
+        let store = &state.store;
+        let (a, b) = (NodeId([1; 32]), NodeId([2; 32]));
+        assert_eq!(version(store, &a, "301001/000002", None).unwrap(), None);
+        for v in [3, 1, 300, 2] {
+            announce(store, &a, "301001/000002", v);
+        }
+        // Neighbours in key order: the code after it, and the next feed's same code.
+        announce(store, &a, "301001/000003", 900);
+        announce(store, &b, "301001/000002", 901);
+        announce(store, &a, "301001/000001", 902);
+        let latest = version(store, &a, "301001/000002", None).unwrap().unwrap();
+        assert_eq!(
+            (latest.version, latest.code.as_str()),
+            (300, "301001/000002")
+        );
+        assert_eq!(
+            version(store, &a, "301001/000002", Some(2))
+                .unwrap()
+                .unwrap()
+                .version,
+            2
+        );
+        assert_eq!(version(store, &a, "301001/000002", Some(4)).unwrap(), None);
+        assert_eq!(version(store, &b, "301001/000001", None).unwrap(), None);
+        assert_eq!(
+            version(store, &b, "301001/000002", None)
+                .unwrap()
+                .unwrap()
+                .version,
+            901
+        );
+        let all: Vec<u64> = versions(store, &a, "301001/000002")
+            .unwrap()
+            .iter()
+            .map(|d| d.version)
+            .collect();
+        assert_eq!(all, vec![1, 2, 3, 300]);
+    }
 }

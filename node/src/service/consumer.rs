@@ -25,7 +25,9 @@ use crate::state::NodeState;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Calls in flight at once to one provider: half of the streams a provider allows one member
 /// (`transfer::limits::MAX_STREAMS_PER_PEER`), leaving the rest to this node's pulls. More
-/// calls wait their turn (within [`CALL_TIMEOUT`]).
+/// calls wait their turn (within [`CALL_TIMEOUT`]). (Measured in `docs/benchmarks.md`: 32
+/// gave 3–6 % more calls a second and a p99 40–60 % longer; 8 and 4 fewer calls and a
+/// longer p99.)
 pub const AT_ONCE_PER_PROVIDER: usize = 16;
 
 /// One provider's lane: turns for calls in flight, and the data streams between calls (the
@@ -44,18 +46,53 @@ pub struct Outbound {
     /// a signature here and the provider three verifications and a datalog run each time (its
     /// caches are keyed by the token's bytes); assembled once, the provider's caches hold.
     tokens: std::sync::Mutex<std::collections::HashMap<String, Assembled>>,
-    /// This node's grant for each (provider, resource), looked up at most every
-    /// [`GRANT_FRESH`]: finding it reads every application this node knows of.
-    grants: std::sync::Mutex<std::collections::HashMap<(NodeId, String), Looked>>,
+    /// This node's grant for each (provider, resource), looked up at most every [`FRESH`]:
+    /// finding it reads every application this node knows of.
+    grants: Fresh<(NodeId, String), Option<applications::AppRecord>>,
+    /// The catalogue record of each (provider's USCC, resource) called, read at most every
+    /// [`FRESH`] (the provider decides every call on its own record, withdrawal included).
+    records: Fresh<(String, String), catalogue::Record>,
 }
 
-/// A grant looked up for calls, and when.
-type Looked = (Instant, Option<applications::AppRecord>);
+/// How long a grant or a catalogue record looked up for calls is used before it is looked up
+/// again. A revocation is enforced by the provider on the next call whatever this node
+/// presents; a new grant is presented at most this much later.
+const FRESH: Duration = Duration::from_secs(2);
 
-/// How long a grant looked up for calls is used before it is looked up again. A revocation is
-/// enforced by the provider on the next call whatever this node presents; a new grant is
-/// presented at most this much later.
-const GRANT_FRESH: Duration = Duration::from_secs(2);
+/// Values looked up for calls, each used for at most [`FRESH`]; at most [`KEPT_TOKENS`] keys.
+struct Fresh<K, V>(std::sync::Mutex<std::collections::HashMap<K, (Instant, V)>>);
+
+impl<K, V> Default for Fresh<K, V> {
+    fn default() -> Self {
+        Self(std::sync::Mutex::default())
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Fresh<K, V> {
+    /// The value of `key`, looked up with `look` when it is not held or older than [`FRESH`]
+    /// (a failed look-up is not kept).
+    fn get<E>(&self, key: K, look: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
+        {
+            let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, v)) = all.get(&key) {
+                if at.elapsed() < FRESH {
+                    return Ok(v.clone());
+                }
+            }
+        }
+        let found = look()?;
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= KEPT_TOKENS {
+            all.clear();
+        }
+        all.insert(key, (Instant::now(), found.clone()));
+        Ok(found)
+    }
+
+    fn forget(&self, key: &K) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
 
 /// A grant's hub token and provider block, and the token assembled from them.
 type Assembled = (Vec<u8>, Vec<u8>, Vec<u8>);
@@ -64,29 +101,29 @@ type Assembled = (Vec<u8>, Vec<u8>, Vec<u8>);
 const KEPT_TOKENS: usize = 1024;
 
 impl Outbound {
-    /// This node's grant for `code` of `provider`, looked up at most every [`GRANT_FRESH`].
+    /// This node's grant for `code` of `provider`, looked up at most every [`FRESH`].
     fn grant(
         &self,
         state: &NodeState,
         provider: &NodeId,
         code: &str,
     ) -> Result<Option<applications::AppRecord>, crate::store::StoreError> {
-        let key = (*provider, code.to_string());
-        {
-            let all = self.grants.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, r)) = all.get(&key) {
-                if at.elapsed() < GRANT_FRESH {
-                    return Ok(r.clone());
-                }
-            }
-        }
-        let found = applications::grant_for(state, &state.id(), provider, code)?;
-        let mut all = self.grants.lock().unwrap_or_else(|p| p.into_inner());
-        if all.len() >= KEPT_TOKENS {
-            all.clear();
-        }
-        all.insert(key, (Instant::now(), found.clone()));
-        Ok(found)
+        self.grants.get((*provider, code.to_string()), || {
+            applications::grant_for(state, &state.id(), provider, code)
+        })
+    }
+
+    /// The catalogue record of `code` of `provider` (USCC), read at most every [`FRESH`].
+    fn record(
+        &self,
+        state: &NodeState,
+        provider: &str,
+        code: &str,
+    ) -> Result<catalogue::Record, catalogue::PickError> {
+        self.records
+            .get((provider.to_string(), code.to_string()), || {
+                catalogue::pick(&state.store, code, Some(provider), false)
+            })
     }
 
     /// The token to present for grant `r`, assembled once.
@@ -111,10 +148,7 @@ impl Outbound {
     /// Forgets the grant looked up for `code` of `provider` (the provider refused what it was
     /// shown: the next call looks again).
     fn forget_grant(&self, provider: &NodeId, code: &str) {
-        self.grants
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(*provider, code.to_string()));
+        self.grants.forget(&(*provider, code.to_string()));
     }
 
     fn lane(&self, provider: &NodeId) -> Arc<Lane> {
@@ -232,8 +266,9 @@ pub async fn call(
         .map_err(|e| CallError::Invalid(e.to_string()))?;
     ResourceCode::parse(code)
         .map_err(|e| CallError::Invalid(format!("resource code {code:?}: {e}")))?;
-    let record =
-        catalogue::pick(&state.store, code, Some(provider), false).map_err(|e| match e {
+    let record = outbound
+        .record(state, provider, code)
+        .map_err(|e| match e {
             catalogue::PickError::Store(e) => CallError::Local(e.to_string()),
             other => CallError::NotFound(other.to_string()),
         })?;
@@ -487,42 +522,33 @@ async fn own(
     record: &crate::catalogue::Record,
     query: &Query,
 ) -> Result<Reply, CallError> {
-    let (state, services, record, query) = (
-        state.clone(),
-        services.clone(),
-        record.clone(),
-        query.clone(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let me = state.id();
-        super::provider::answer(&state, &services, &record, &me, None, &query)
-    })
-    .await
-    .map_err(|e| CallError::Local(e.to_string()))?
-    .map(|bytes| Reply {
-        bytes,
-        said: Said::Answer,
-    })
-    .or_else(|d| match (d.signed, d.why) {
-        // A signed refusal is opened and checked like an answer.
-        (Some(bytes), why) => Ok(Reply {
+    let me = state.id();
+    super::provider::answer_async(state, services, record.clone(), me, None, query.clone())
+        .await
+        .map(|bytes| Reply {
             bytes,
-            said: match why {
-                NoAnswer::Refused((kind, message)) => Said::Refused(kind, message),
-                NoAnswer::Over(o) => Said::Throttled(o.retry_after, o.message),
-            },
-        }),
-        (None, NoAnswer::Refused((kind, message))) => Err(CallError::Refused {
-            kind,
-            message,
-            signed: None,
-        }),
-        (None, NoAnswer::Over(o)) => Err(CallError::Throttled {
-            retry_after: o.retry_after,
-            message: o.message,
-            signed: None,
-        }),
-    })
+            said: Said::Answer,
+        })
+        .or_else(|d| match (d.signed, d.why) {
+            // A signed refusal is opened and checked like an answer.
+            (Some(bytes), why) => Ok(Reply {
+                bytes,
+                said: match why {
+                    NoAnswer::Refused((kind, message)) => Said::Refused(kind, message),
+                    NoAnswer::Over(o) => Said::Throttled(o.retry_after, o.message),
+                },
+            }),
+            (None, NoAnswer::Refused((kind, message))) => Err(CallError::Refused {
+                kind,
+                message,
+                signed: None,
+            }),
+            (None, NoAnswer::Over(o)) => Err(CallError::Throttled {
+                retry_after: o.retry_after,
+                message: o.message,
+                signed: None,
+            }),
+        })
 }
 
 /// Longest provider message kept (characters).

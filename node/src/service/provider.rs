@@ -10,6 +10,7 @@
 //! the grant's terms (核验 only; masked 信息项, [`super::mask`]) and counts against the
 //! consumer's quota for the resource ([`super::quota`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use huitong_protocol::application::CallTerms;
@@ -111,6 +112,69 @@ impl Services {
         }
         Ok(services)
     }
+}
+
+impl Services {
+    /// Whether a call on `code` presenting `grant` is answered without blocking: a query
+    /// service (not proxied) whose latest version is loaded, and no grant or one whose
+    /// signatures verified here before (a new token costs three verifications and a datalog
+    /// run). A version published in between is loaded by the one call that meets it, where
+    /// that call runs.
+    fn answers_at_once(&self, state: &NodeState, code: &str, grant: Option<&[u8]>) -> bool {
+        let known = |t: &[u8]| state.hub_key().is_some_and(|p| state.grants.holds(t, &p));
+        state.config.services.backend(code).is_none()
+            && grant.is_none_or(known)
+            && records::version(&state.store, &state.id(), code, None)
+                .ok()
+                .flatten()
+                .is_some_and(|dv| self.tables.holds(&dv.manifest))
+    }
+}
+
+/// [`answer`] from async code: on the calling task when the call reads memory only (a cached
+/// decision, a lookup, a signature and a log record written without sync: tens of
+/// microseconds, less than handing it to another thread costs; measured in
+/// `docs/benchmarks.md`), else off the async workers (a version to load, a proxied backend, a
+/// token not seen yet).
+pub async fn answer_async(
+    state: &Arc<NodeState>,
+    services: &Arc<Services>,
+    record: Record,
+    requester: NodeId,
+    grant: Option<Vec<u8>>,
+    query: Query,
+) -> Result<Vec<u8>, Declined> {
+    let code = record.entry.code.clone();
+    if services.answers_at_once(state, code.as_str(), grant.as_deref()) {
+        return answer(
+            state,
+            services,
+            &record,
+            &requester,
+            grant.as_deref(),
+            &query,
+        );
+    }
+    let (state, services) = (state.clone(), services.clone());
+    tokio::task::spawn_blocking(move || {
+        answer(
+            &state,
+            &services,
+            &record,
+            &requester,
+            grant.as_deref(),
+            &query,
+        )
+    })
+    .await
+    .unwrap_or_else(|e| {
+        tracing::warn!(%code, error = %e, "an API call's task failed");
+        Err(NoAnswer::Refused((
+            RefusalKind::Unavailable,
+            format!("the provider cannot answer calls on {code} just now; try again later"),
+        ))
+        .into())
+    })
 }
 
 /// Why a call got no answer.

@@ -204,6 +204,12 @@ pub struct Tables {
 }
 
 impl Tables {
+    /// Whether the version with manifest `m` is loaded (a call on it reads memory only).
+    pub fn holds(&self, m: &ChunkHash) -> bool {
+        let all = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().any(|(held, _)| held == m)
+    }
+
     /// Version `dv` of this node's table, loaded (blocking: call it off the async workers).
     pub fn get(
         &self,

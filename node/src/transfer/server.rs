@@ -381,7 +381,7 @@ impl Server {
         }
     }
 
-    /// An API service call ([`crate::service::provider`]), off the async workers.
+    /// An API service call ([`crate::service::provider::answer_async`]).
     async fn call(
         &self,
         code: &ResourceCode,
@@ -392,25 +392,15 @@ impl Server {
         let record = self
             .record(code)
             .map_err(crate::service::provider::NoAnswer::Refused)?;
-        let (state, services, who) = (self.state.clone(), self.services.clone(), *requester);
-        tokio::task::spawn_blocking(move || {
-            crate::service::provider::answer(
-                &state,
-                &services,
-                &record,
-                &who,
-                grant.as_deref().map(|g| &g[..]),
-                &query,
-            )
-        })
+        crate::service::provider::answer_async(
+            &self.state,
+            &self.services,
+            record,
+            *requester,
+            grant.map(ByteBuf::into_vec),
+            query,
+        )
         .await
-        .map_err(|e| {
-            warn!(%code, error = %e, "an API call's task failed");
-            crate::service::provider::NoAnswer::Refused((
-                RefusalKind::Unavailable,
-                format!("the provider cannot answer calls on {code} just now; try again later"),
-            ))
-        })?
         .map(|bytes| DataResponse::Answer(ByteBuf::from(bytes)))
     }
 
