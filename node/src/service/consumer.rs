@@ -26,8 +26,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Calls in flight at once to one provider: half of the streams a provider allows one member
 /// (`transfer::limits::MAX_STREAMS_PER_PEER`), leaving the rest to this node's pulls. More
 /// calls wait their turn (within [`CALL_TIMEOUT`]). (Measured in `docs/benchmarks.md`: 32
-/// gave 3–6 % more calls a second and a p99 40–60 % longer; 8 and 4 fewer calls and a
-/// longer p99.)
+/// gave 3–4 % more calls a second than 16 in the same runs and a p99 40–60 % longer; 8 and
+/// 4 fewer calls and a longer p99.)
 pub const AT_ONCE_PER_PROVIDER: usize = 16;
 
 /// One provider's lane: turns for calls in flight, and the data streams between calls (the

@@ -22,12 +22,13 @@ use huitong_protocol::wire::RefusalKind;
 use huitong_protocol::NodeId;
 
 use super::quota::{Limits, Over, Quota, Quotas};
-use super::table::{TableError, Tables};
+use super::table::{Loaded, TableError, Tables};
 use crate::access::{self, Refusal, Scope};
 use crate::call_log::{NewCall, Side, Status};
 use crate::catalogue::Record;
 use crate::dataset::records;
 use crate::state::NodeState;
+use huitong_protocol::dataset::DatasetVersion;
 
 /// The per-member bound on calls, as a multiple of the per-resource rate.
 const MEMBER_FACTOR: u32 = 4;
@@ -114,28 +115,38 @@ impl Services {
     }
 }
 
+/// The latest version of a query service, loaded, for a call answered on an async worker.
+pub(crate) type Ready = (DatasetVersion, Arc<Loaded>);
+
 impl Services {
-    /// Whether a call on `code` presenting `grant` is answered without blocking: a query
-    /// service (not proxied) whose latest version is loaded, and no grant or one whose
-    /// signatures verified here before (a new token costs three verifications and a datalog
-    /// run). A version published in between is loaded by the one call that meets it, where
-    /// that call runs.
-    fn answers_at_once(&self, state: &NodeState, code: &str, grant: Option<&[u8]>) -> bool {
+    /// The version a call on `code` presenting `grant` is answered from without blocking, if it
+    /// can be: a query service (not proxied) whose latest version is loaded, with the indexes
+    /// the query reads built and few rows to read ([`Loaded::quick`]), and no grant or one whose
+    /// signatures verified here before (a new token costs three verifications).
+    fn ready(
+        &self,
+        state: &NodeState,
+        code: &str,
+        grant: Option<&[u8]>,
+        query: &Query,
+    ) -> Option<Ready> {
         let known = |t: &[u8]| state.hub_key().is_some_and(|p| state.grants.holds(t, &p));
-        state.config.services.backend(code).is_none()
-            && grant.is_none_or(known)
-            && records::version(&state.store, &state.id(), code, None)
-                .ok()
-                .flatten()
-                .is_some_and(|dv| self.tables.holds(&dv.manifest))
+        if state.config.services.backend(code).is_some() || !grant.is_none_or(known) {
+            return None;
+        }
+        let dv = records::version(&state.store, &state.id(), code, None).ok()??;
+        let table = self.tables.loaded(&dv.manifest)?;
+        table.quick(query).then_some((dv, table))
     }
 }
 
-/// [`answer`] from async code: on the calling task when the call reads memory only (a cached
-/// decision, a lookup, a signature and a log record written without sync: tens of
-/// microseconds, less than handing it to another thread costs; measured in
-/// `docs/benchmarks.md`), else off the async workers (a version to load, a proxied backend, a
-/// token not seen yet).
+/// [`answer`] from async code. A call that needs no more than memory, the store and a
+/// signature ([`Services::ready`]: decisions whose token verified before, a lookup in a loaded
+/// version, the signature, a call-log record written without sync; 50–80 µs in
+/// `docs/benchmarks.md`, less than handing it to another thread costs) is answered on the
+/// calling task, from the version found ready; any other (a version to load, an index to
+/// build, many rows to read, a proxied backend, a token not seen yet) off the async workers.
+/// The call-log write can wait on the store (a write stall) as the consumer's does.
 pub async fn answer_async(
     state: &Arc<NodeState>,
     services: &Arc<Services>,
@@ -145,36 +156,36 @@ pub async fn answer_async(
     query: Query,
 ) -> Result<Vec<u8>, Declined> {
     let code = record.entry.code.clone();
-    if services.answers_at_once(state, code.as_str(), grant.as_deref()) {
-        return answer(
-            state,
-            services,
-            &record,
-            &requester,
-            grant.as_deref(),
-            &query,
-        );
-    }
-    let (state, services) = (state.clone(), services.clone());
-    tokio::task::spawn_blocking(move || {
-        answer(
-            &state,
-            &services,
-            &record,
-            &requester,
-            grant.as_deref(),
-            &query,
-        )
-    })
-    .await
-    .unwrap_or_else(|e| {
+    let failed = |e: &dyn std::fmt::Display| -> Result<Vec<u8>, Declined> {
         tracing::warn!(%code, error = %e, "an API call's task failed");
         Err(NoAnswer::Refused((
             RefusalKind::Unavailable,
             format!("the provider cannot answer calls on {code} just now; try again later"),
         ))
         .into())
+    };
+    if let Some(ready) = services.ready(state, code.as_str(), grant.as_deref(), &query) {
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let grant = grant.as_deref();
+            answer(
+                state,
+                services,
+                &record,
+                &requester,
+                grant,
+                &query,
+                Some(ready),
+            )
+        }));
+        return answered.unwrap_or_else(|_| failed(&"it panicked"));
+    }
+    let (state, services) = (state.clone(), services.clone());
+    tokio::task::spawn_blocking(move || {
+        let grant = grant.as_deref();
+        answer(&state, &services, &record, &requester, grant, &query, None)
     })
+    .await
+    .unwrap_or_else(|e| failed(&e))
 }
 
 /// Why a call got no answer.
@@ -227,14 +238,15 @@ fn new_id() -> String {
 
 /// Answers `query` from `requester` on this node's resource `record`, presenting `grant`: the
 /// signed answer envelope, or why not (with the signed refusal). Every call is logged.
-/// Blocking (run it off the async workers).
-pub fn answer(
+/// Blocking, unless `ready` holds the version to answer from ([`answer_async`]).
+fn answer(
     state: &NodeState,
     services: &Services,
     record: &Record,
     requester: &NodeId,
     grant: Option<&[u8]>,
     query: &Query,
+    ready: Option<Ready>,
 ) -> Result<Vec<u8>, Declined> {
     let started = Instant::now();
     // Nothing is answered (or logged) before the call log may take records.
@@ -272,7 +284,14 @@ pub fn answer(
         grant,
         owner,
     };
-    let result = decide_and_answer(state, services, record, caller, query, &mut used_grant);
+    let result = decide_and_answer(
+        state,
+        services,
+        record,
+        caller,
+        (query, ready),
+        &mut used_grant,
+    );
     // A refusal of the call (not a failure of this node) is signed like an answer.
     let signed_message = |why: &str| crate::dataset::preview::cut_to(why, MAX_REFUSAL_CHARS - 1);
     let refusal = match &result {
@@ -479,7 +498,7 @@ fn decide_and_answer(
         grant,
         owner,
     }: Caller<'_>,
-    query: &Query,
+    (query, ready): (&Query, Option<Ready>),
     used_grant: &mut Option<String>,
 ) -> Result<(Vec<u8>, String), NoAnswer> {
     let code = &record.entry.code;
@@ -501,16 +520,22 @@ fn decide_and_answer(
         admit(state, services, record, requester, grant, query, used_grant)?
     };
     let me = state.id();
-    let dv = records::version(&state.store, &me, code.as_str(), None)
-        .map_err(|e| unavailable(code, "reading its versions", &e))?
-        .ok_or_else(|| {
-            (
-                RefusalKind::NotFound,
-                format!(
-                    "{code} has no dataset version yet: the service has nothing to answer from (a proxied service's version is its OpenAPI description)"
-                ),
-            )
-        })?;
+    let (dv, loaded) = match ready {
+        Some((dv, table)) => (dv, Some(table)),
+        None => (
+            records::version(&state.store, &me, code.as_str(), None)
+                .map_err(|e| unavailable(code, "reading its versions", &e))?
+                .ok_or_else(|| {
+                    (
+                        RefusalKind::NotFound,
+                        format!(
+                            "{code} has no dataset version yet: the service has nothing to answer from (a proxied service's version is its OpenAPI description)"
+                        ),
+                    )
+                })?,
+            None,
+        ),
+    };
     let (mut outcome, version) = match state.config.services.backend(code.as_str()) {
         // A proxied service: the version is its OpenAPI description.
         Some(backend) => (
@@ -526,10 +551,15 @@ fn decide_and_answer(
                     format!("{code} is a query service over a dataset: call …/lookup or …/verify"),
                 )));
             }
-            let table = services.tables.get(state, &me, &dv).map_err(|e| match e {
-                TableError::Unservable(why) => (RefusalKind::NotFound, format!("{code}: {why}")),
-                TableError::Read(why) => unavailable(code, "reading the version", &why),
-            })?;
+            let table = match loaded {
+                Some(table) => table,
+                None => services.tables.get(state, &me, &dv).map_err(|e| match e {
+                    TableError::Unservable(why) => {
+                        (RefusalKind::NotFound, format!("{code}: {why}"))
+                    }
+                    TableError::Read(why) => unavailable(code, "reading the version", &why),
+                })?,
+            };
             let outcome = table
                 .answer(query)
                 .map_err(|why| (RefusalKind::NotFound, format!("{code}: {why}")))?;

@@ -28,6 +28,8 @@ pub const MAX_EXAMINED: usize = 200_000;
 const KEPT: usize = 4;
 /// Largest index of one column (an estimate: each distinct value and its row list).
 pub const MAX_INDEX_BYTES: usize = 128 * 1024 * 1024;
+/// Most rows a 核验 answered on an async worker reads ([`Loaded::quick`]).
+const QUICK_ROWS: usize = 64;
 
 /// Why a version cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +107,37 @@ impl Loaded {
     /// The rows of `c` equal to `value`.
     fn find(&self, c: usize, value: &str) -> Result<&[u32], String> {
         Ok(self.index(c)?.get(value).map_or(&[][..], Vec::as_slice))
+    }
+
+    /// Whether answering `q` is quick: every index it reads is built, and it reads a few rows
+    /// (a lookup without filters or offset reads at most its limit; a 核验 reads the rows of
+    /// its rarest value, here at most [`QUICK_ROWS`]). Anything else may build an index or
+    /// scan many rows.
+    pub fn quick(&self, q: &Query) -> bool {
+        let built = |name: &str| {
+            self.column(name)
+                .and_then(|c| self.indexes.get(c)?.get())
+                .and_then(|r| r.as_ref().ok())
+        };
+        match q {
+            Query::Lookup {
+                key,
+                filters,
+                offset,
+                ..
+            } => filters.is_empty() && *offset == 0 && built(key).is_some(),
+            Query::Verify { record } => {
+                let mut rarest = usize::MAX;
+                for (k, v) in record {
+                    match built(k) {
+                        Some(index) => rarest = rarest.min(index.get(v).map_or(0, Vec::len)),
+                        None => return false,
+                    }
+                }
+                rarest <= QUICK_ROWS
+            }
+            Query::Http { .. } => false,
+        }
     }
 
     /// Answers a query whose 信息项 were all authorized: a lookup's rows (at most its limit),
@@ -204,10 +237,12 @@ pub struct Tables {
 }
 
 impl Tables {
-    /// Whether the version with manifest `m` is loaded (a call on it reads memory only).
-    pub fn holds(&self, m: &ChunkHash) -> bool {
+    /// The version with manifest `m`, if it is loaded (never loads it).
+    pub fn loaded(&self, m: &ChunkHash) -> Option<Arc<Loaded>> {
         let all = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        all.iter().any(|(held, _)| held == m)
+        all.iter()
+            .find(|(held, _)| held == m)
+            .map(|(_, l)| l.clone())
     }
 
     /// Version `dv` of this node's table, loaded (blocking: call it off the async workers).
@@ -330,6 +365,64 @@ mod tests {
             rows: 4,
             indexes: vec![OnceLock::new(), OnceLock::new()],
         }
+    }
+
+    #[test]
+    fn only_calls_on_built_indexes_that_read_few_rows_are_quick() {
+        use huitong_protocol::call::{Filter, Op};
+        let t = loaded();
+        let lookup = |filters: Vec<Filter>, offset| Query::Lookup {
+            key: "id".into(),
+            value: "a".into(),
+            fields: vec!["name".into()],
+            limit: 10,
+            filters,
+            offset,
+        };
+        let verify = |id: &str| Query::Verify {
+            record: vec![("id".into(), id.into()), ("name".into(), "甲".into())],
+        };
+        // Nothing is indexed yet: the first call builds the index, off the async workers.
+        assert!(!t.quick(&lookup(Vec::new(), 0)));
+        t.answer(&lookup(Vec::new(), 0)).unwrap();
+        assert!(t.quick(&lookup(Vec::new(), 0)));
+        // Filters and offsets may read many rows; a 核验 needs every index it reads.
+        let f = Filter {
+            item: "name".into(),
+            op: Op::Eq,
+            value: "甲".into(),
+        };
+        assert!(!t.quick(&lookup(vec![f], 0)));
+        assert!(!t.quick(&lookup(Vec::new(), 1)));
+        assert!(!t.quick(&verify("a")));
+        t.answer(&verify("a")).unwrap();
+        assert!(t.quick(&verify("a")) && t.quick(&verify("z")));
+        // A 核验 whose rarest value is held by many rows is not quick.
+        let many = vec![Some("x"); QUICK_ROWS + 1];
+        let big = Loaded {
+            version: 1,
+            names: vec!["id".into()],
+            columns: vec![vec![StringArray::from(many)]],
+            starts: vec![0],
+            rows: QUICK_ROWS + 1,
+            indexes: vec![OnceLock::new()],
+        };
+        let common = Query::Verify {
+            record: vec![("id".into(), "x".into())],
+        };
+        assert_eq!(big.answer(&common).unwrap(), Outcome::Match(true));
+        assert!(!big.quick(&common));
+        let rare = Query::Verify {
+            record: vec![("id".into(), "y".into())],
+        };
+        assert!(big.quick(&rare));
+        assert!(!big.quick(&Query::Http {
+            method: "GET".into(),
+            path: "/".into(),
+            query: String::new(),
+            content_type: None,
+            body: Vec::new(),
+        }));
     }
 
     #[test]
