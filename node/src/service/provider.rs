@@ -131,7 +131,11 @@ impl Services {
         query: &Query,
     ) -> Option<Ready> {
         let known = |t: &[u8]| state.hub_key().is_some_and(|p| state.grants.holds(t, &p));
-        if state.config.services.backend(code).is_some() || !grant.is_none_or(known) {
+        // A malformed query (too many items, say) is refused where the slow path runs.
+        if query.check().is_err()
+            || state.config.services.backend(code).is_some()
+            || !grant.is_none_or(known)
+        {
             return None;
         }
         let dv = records::version(&state.store, &state.id(), code, None).ok()??;
@@ -141,12 +145,14 @@ impl Services {
 }
 
 /// [`answer`] from async code. A call that needs no more than memory, the store and a
-/// signature ([`Services::ready`]: decisions whose token verified before, a lookup in a loaded
-/// version, the signature, a call-log record written without sync; 50–80 µs in
-/// `docs/benchmarks.md`, less than handing it to another thread costs) is answered on the
-/// calling task, from the version found ready; any other (a version to load, an index to
-/// build, many rows to read, a proxied backend, a token not seen yet) off the async workers.
-/// The call-log write can wait on the store (a write stall) as the consumer's does.
+/// signature ([`Services::ready`]: decisions whose token verified before — a datalog run for
+/// a decision not cached —, a small lookup in a loaded version, the signature, a call-log
+/// record written without sync; a member's call took 54 µs at the median in the provider's
+/// call log, `docs/benchmarks.md`, less than handing it to another thread costs) is answered
+/// on the calling task, from the version found ready; any other (a version to load, an index
+/// to build, many rows to read or return, a proxied backend, a token not seen yet) off the
+/// async workers. The call-log write can wait on the store (a write stall) as the consumer's
+/// does.
 pub async fn answer_async(
     state: &Arc<NodeState>,
     services: &Arc<Services>,
@@ -257,8 +263,8 @@ fn answer(
     // a member is the key its connection proved.
     let owner = *requester == state.id();
     // Every call of a member counts first against a wide per-member bound, refused or not and
-    // before anything is read, logged or signed, so no member can flood the call log, the
-    // decisions or the signing.
+    // before anything is read (beyond choosing where the call runs, [`Services::ready`]),
+    // logged or signed, so no member can flood the call log, the decisions or the signing.
     let member = Limits {
         per_second: state
             .config

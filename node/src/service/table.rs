@@ -30,6 +30,9 @@ const KEPT: usize = 4;
 pub const MAX_INDEX_BYTES: usize = 128 * 1024 * 1024;
 /// Most rows a 核验 answered on an async worker reads ([`Loaded::quick`]).
 const QUICK_ROWS: usize = 64;
+/// Most cells (rows × 信息项) and bytes of them a lookup answered on an async worker returns.
+const QUICK_CELLS: usize = 256;
+const QUICK_BYTES: usize = 16 * 1024;
 
 /// Why a version cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -110,9 +113,9 @@ impl Loaded {
     }
 
     /// Whether answering `q` is quick: every index it reads is built, and it reads a few rows
-    /// (a lookup without filters or offset reads at most its limit; a 核验 reads the rows of
-    /// its rarest value, here at most [`QUICK_ROWS`]). Anything else may build an index or
-    /// scan many rows.
+    /// (a lookup without filters or offset, returning at most [`QUICK_CELLS`] cells of at most
+    /// [`QUICK_BYTES`] in all; a 核验 whose rarest value is in at most [`QUICK_ROWS`] rows).
+    /// Anything else may build an index, scan many rows or make a large answer to sign.
     pub fn quick(&self, q: &Query) -> bool {
         let built = |name: &str| {
             self.column(name)
@@ -122,10 +125,33 @@ impl Loaded {
         match q {
             Query::Lookup {
                 key,
+                value,
+                fields,
+                limit,
                 filters,
                 offset,
-                ..
-            } => filters.is_empty() && *offset == 0 && built(key).is_some(),
+            } => {
+                let Some(index) = built(key).filter(|_| filters.is_empty() && *offset == 0) else {
+                    return false;
+                };
+                // The rows it returns, and the size of their cells (a small answer to sign).
+                let rows = index.get(value).map_or(&[][..], Vec::as_slice);
+                let rows = &rows[..rows.len().min(*limit as usize)];
+                if rows.len() * fields.len() > QUICK_CELLS {
+                    return false;
+                }
+                let cols: Option<Vec<usize>> = fields.iter().map(|f| self.column(f)).collect();
+                let bytes: usize = cols
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        rows.iter()
+                            .map(|&r| self.cell(c, r as usize).map_or(0, str::len))
+                            .sum::<usize>()
+                    })
+                    .sum();
+                bytes <= QUICK_BYTES
+            }
             Query::Verify { record } => {
                 let mut rarest = usize::MAX;
                 for (k, v) in record {
@@ -237,12 +263,15 @@ pub struct Tables {
 }
 
 impl Tables {
-    /// The version with manifest `m`, if it is loaded (never loads it).
+    /// The version with manifest `m`, if it is loaded (never loads it). A hit moves the
+    /// version to the end: the least recently used is dropped first.
     pub fn loaded(&self, m: &ChunkHash) -> Option<Arc<Loaded>> {
-        let all = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        all.iter()
-            .find(|(held, _)| held == m)
-            .map(|(_, l)| l.clone())
+        let mut all = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let at = all.iter().position(|(held, _)| held == m)?;
+        let hit = all.remove(at);
+        let l = hit.1.clone();
+        all.push(hit);
+        Some(l)
     }
 
     /// Version `dv` of this node's table, loaded (blocking: call it off the async workers).
@@ -252,20 +281,11 @@ impl Tables {
         provider: &NodeId,
         dv: &DatasetVersion,
     ) -> Result<Arc<Loaded>, TableError> {
-        // A hit moves the version to the end: the least recently used is dropped first.
-        let cached = || {
-            let mut all = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-            let at = all.iter().position(|(m, _)| *m == dv.manifest)?;
-            let hit = all.remove(at);
-            let l = hit.1.clone();
-            all.push(hit);
-            Some(l)
-        };
-        if let Some(l) = cached() {
+        if let Some(l) = self.loaded(&dv.manifest) {
             return Ok(l);
         }
         let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = cached() {
+        if let Some(l) = self.loaded(&dv.manifest) {
             return Ok(l);
         }
         let l = Arc::new(load(state, provider, dv)?);
@@ -416,6 +436,16 @@ mod tests {
             record: vec![("id".into(), "y".into())],
         };
         assert!(big.quick(&rare));
+        // A lookup returning more than QUICK_CELLS cells (65 rows × 4) is not quick; 65 × 3 is.
+        let wide = |n: usize| Query::Lookup {
+            key: "id".into(),
+            value: "x".into(),
+            fields: vec!["id".into(); n],
+            limit: 100,
+            filters: Vec::new(),
+            offset: 0,
+        };
+        assert!(big.quick(&wide(3)) && !big.quick(&wide(4)));
         assert!(!big.quick(&Query::Http {
             method: "GET".into(),
             path: "/".into(),
