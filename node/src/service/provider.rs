@@ -18,6 +18,7 @@ use huitong_protocol::call::{
     Answer, Outcome, Query, ANSWER_VERSION, MAX_ANSWER_BYTES, MAX_REFUSAL_CHARS,
 };
 use huitong_protocol::catalogue::ShareMode;
+use huitong_protocol::dataset::DatasetVersion;
 use huitong_protocol::wire::RefusalKind;
 use huitong_protocol::NodeId;
 
@@ -28,7 +29,6 @@ use crate::call_log::{NewCall, Side, Status};
 use crate::catalogue::Record;
 use crate::dataset::records;
 use crate::state::NodeState;
-use huitong_protocol::dataset::DatasetVersion;
 
 /// The per-member bound on calls, as a multiple of the per-resource rate.
 const MEMBER_FACTOR: u32 = 4;
@@ -113,12 +113,7 @@ impl Services {
         }
         Ok(services)
     }
-}
 
-/// The latest version of a query service, loaded, for a call answered on an async worker.
-pub(crate) type Ready = (DatasetVersion, Arc<Loaded>);
-
-impl Services {
     /// The version a call on `code` presenting `grant` is answered from without blocking, if it
     /// can be: a query service (not proxied) whose latest version is loaded, with the indexes
     /// the query reads built and few rows to read ([`Loaded::quick`]), and no grant or one whose
@@ -143,6 +138,9 @@ impl Services {
         table.quick(query).then_some((dv, table))
     }
 }
+
+/// The latest version of a query service, loaded, for a call answered on an async worker.
+pub(crate) type Ready = (DatasetVersion, Arc<Loaded>);
 
 /// [`answer`] from async code. A call that needs no more than memory, the store and a
 /// signature ([`Services::ready`]: decisions whose token verified before — a datalog run for
@@ -508,9 +506,12 @@ fn decide_and_answer(
     used_grant: &mut Option<String>,
 ) -> Result<(Vec<u8>, String), NoAnswer> {
     let code = &record.entry.code;
-    query
-        .check()
-        .map_err(|e| (RefusalKind::Invalid, format!("{code}: {e}")))?;
+    // A ready version was found for a query already checked (`Services::ready`).
+    if ready.is_none() {
+        query
+            .check()
+            .map_err(|e| (RefusalKind::Invalid, format!("{code}: {e}")))?;
+    }
     if record.entry.share_mode != ShareMode::Api {
         return Err(NoAnswer::Refused((
             RefusalKind::NotFound,
