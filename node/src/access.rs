@@ -166,6 +166,8 @@ pub struct Decider<'a> {
     grant: Option<&'a [u8]>,
     /// The application record read for this request (its id, and what was found).
     app: Option<(String, Option<applications::AppRecord>)>,
+    /// The grant as presented under the platform key, hashed once for all scopes.
+    presented: Option<grants::Presented<'a>>,
 }
 
 impl<'a> Decider<'a> {
@@ -182,6 +184,7 @@ impl<'a> Decider<'a> {
             requester,
             grant,
             app: None,
+            presented: None,
         }
     }
 
@@ -244,9 +247,16 @@ impl<'a> Decider<'a> {
             column,
             now: now_ms / 1000,
         };
+        // Hashed once per request, again only if the charter changed the hub meanwhile.
+        let presented = match self.presented {
+            Some(p) if *p.platform() == platform => p,
+            _ => *self
+                .presented
+                .insert(grants::Presented::new(token, &platform)),
+        };
         let id = state
             .grants
-            .authorize(token, &platform, &req)
+            .authorize(&presented, &req)
             .map_err(|e| refused(e.to_string()))?;
         // The token is the hub's and the approval block is ours; the application record is what
         // this node approved, and it is checked on every request.

@@ -164,23 +164,50 @@ pub fn keypair(key: &SecretKey) -> identity::Keypair {
     }
 }
 
-/// The PeerId of a node key.
+/// How libp2p writes an Ed25519 public key before its 32 bytes (protobuf field 1, `Type`, = 1
+/// for Ed25519; field 2, `Data`, 32 bytes long). Such a key is short enough to be its own
+/// PeerId: the identity multihash (code 0, length 36) of these 36 bytes.
+const ED25519_KEY_HEADER: [u8; 4] = [0x08, 0x01, 0x12, 0x20];
+
+/// The identity multihash's code and the length of an encoded Ed25519 key, as they start a
+/// PeerId's bytes.
+const IDENTITY_36: [u8; 2] = [0x00, 36];
+
+/// The PeerId of a node key; `None` for bytes that are not an Ed25519 point.
+///
+/// Built from the bytes as libp2p builds it (checked against libp2p's own derivation in the
+/// tests below), not through libp2p's key type, which decompressed the point every time: the
+/// point check is [`NodeId::from_bytes`], a map lookup for the keys that verified a signature
+/// here (members' keys), a decompression only for others.
 pub fn peer_id(node: &NodeId) -> Option<PeerId> {
-    identity::ed25519::PublicKey::try_from_bytes(&node.0)
-        .ok()
-        .map(|k| identity::PublicKey::from(k).to_peer_id())
+    NodeId::from_bytes(node.0).ok()?;
+    let mut bytes = [0u8; 2 + 4 + 32];
+    bytes[..2].copy_from_slice(&IDENTITY_36);
+    bytes[2..6].copy_from_slice(&ED25519_KEY_HEADER);
+    bytes[6..].copy_from_slice(&node.0);
+    PeerId::from_bytes(&bytes).ok()
 }
 
 /// The node key of a PeerId (the inverse of [`peer_id`]); `None` for one that is not an
 /// inlined Ed25519 key.
 pub fn node_id(peer: &PeerId) -> Option<NodeId> {
+    NodeId::from_bytes(ed25519_key_bytes(peer)?).ok()
+}
+
+/// The 32 key bytes an inlined Ed25519 PeerId carries, not checked to be a point: enough to
+/// compare with a charter's member keys, since a connected peer's PeerId comes from a key its
+/// handshake parsed and checked (no square root per request, as comparing PeerIds built from
+/// every member's key took).
+pub fn ed25519_key_bytes(peer: &PeerId) -> Option<[u8; 32]> {
     const IDENTITY: u64 = 0;
     let hash = peer.as_ref();
     if hash.code() != IDENTITY {
         return None;
     }
-    let key = identity::PublicKey::try_decode_protobuf(hash.digest()).ok()?;
-    Some(NodeId(key.try_into_ed25519().ok()?.to_bytes()))
+    hash.digest()
+        .strip_prefix(&ED25519_KEY_HEADER[..])?
+        .try_into()
+        .ok()
 }
 
 /// The gossip topic of a federation.
@@ -388,5 +415,29 @@ mod tests {
         let peer = peer_id(&key).expect("an Ed25519 key");
         assert_eq!(node_id(&peer), Some(key));
         assert_eq!(node_id(&PeerId::random()), None);
+    }
+
+    #[test]
+    fn peer_ids_are_built_as_libp2p_builds_them() {
+        for seed in 0..32u8 {
+            let secret = SecretKey::from_bytes([seed; 32]);
+            let theirs = keypair(&secret).public().to_peer_id();
+            assert_eq!(peer_id(&secret.public()), Some(theirs));
+            assert_eq!(node_id(&theirs), Some(secret.public()));
+            assert_eq!(ed25519_key_bytes(&theirs), Some(secret.public().0));
+        }
+        // The same 32 bytes under another key type's header (2, secp256k1) are no node key.
+        let mut bytes = [0u8; 38];
+        bytes[..6].copy_from_slice(&[0x00, 36, 0x08, 0x02, 0x12, 0x20]);
+        bytes[6..].copy_from_slice(&SecretKey::from_bytes([1; 32]).public().0);
+        let other = PeerId::from_bytes(&bytes).expect("an identity multihash");
+        assert_eq!(ed25519_key_bytes(&other), None);
+        assert_eq!(node_id(&other), None);
+        // 32 bytes that are not a point have no PeerId.
+        let not_a_point = (0..=255u8)
+            .map(|b| [b; 32])
+            .find(|b| NodeId::from_bytes(*b).is_err())
+            .expect("some constant bytes are not a point");
+        assert_eq!(peer_id(&NodeId(not_a_point)), None);
     }
 }

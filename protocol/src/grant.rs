@@ -358,30 +358,57 @@ struct CacheInner {
     order: VecDeque<[u8; 32]>,
 }
 
-impl TokenCache {
-    /// The cache key of `token` under `platform`.
-    fn key(token: &[u8], platform: &NodeId) -> [u8; 32] {
+/// A token presented under a platform key, with its [`TokenCache`] key (BLAKE3 of both) hashed
+/// once: a request decided for several scopes (a call reading several 信息项) hashes its token
+/// (a few KiB) once, not once per scope. The key cannot be separated from the bytes it is of.
+#[derive(Clone, Copy)]
+pub struct Presented<'t> {
+    token: &'t [u8],
+    platform: NodeId,
+    key: [u8; 32],
+}
+
+impl<'t> Presented<'t> {
+    /// `token` as presented to a provider whose platform key is `platform`.
+    pub fn new(token: &'t [u8], platform: &NodeId) -> Self {
         let mut h = blake3::Hasher::new();
         h.update(&platform.0);
         h.update(token);
-        h.finalize().into()
+        Self {
+            token,
+            platform: *platform,
+            key: h.finalize().into(),
+        }
     }
+}
 
+impl Presented<'_> {
+    /// The platform key it is presented under.
+    pub fn platform(&self) -> &NodeId {
+        &self.platform
+    }
+}
+
+impl TokenCache {
     /// Whether `token`'s signatures have verified under `platform` here before (authorizing
     /// with it then costs a datalog run at most, no signature check).
-    pub fn holds(&self, token: &[u8], platform: &NodeId) -> bool {
-        self.lock().tokens.contains_key(&Self::key(token, platform))
+    pub fn holds(&self, token: &Presented<'_>) -> bool {
+        self.lock().tokens.contains_key(&token.key)
     }
 
     /// Authorizes `req` with `token` exactly as [`authorize`] does, verifying the token's
     /// signatures only the first time this cache sees it.
     pub fn authorize(
         &self,
-        token: &[u8],
-        platform: &NodeId,
+        token: &Presented<'_>,
         req: &Request<'_>,
     ) -> Result<String, GrantError> {
-        let key = Self::key(token, platform);
+        let Presented {
+            token,
+            platform,
+            key,
+        } = *token;
+        let platform = &platform;
         let mut d = blake3::Hasher::new();
         d.update(&key);
         d.update(&req.requester.0);
@@ -703,7 +730,7 @@ mod tests {
         let cache = TokenCache::default();
         let t = full(&w);
         let pk = w.platform.public();
-        assert!(!cache.holds(&t, &pk));
+        assert!(!cache.holds(&Presented::new(&t, &pk)));
         let (c, p) = (w.consumer.public(), w.provider.public());
         let code = "101001/000001";
         let requests = [
@@ -717,23 +744,35 @@ mod tests {
         for _ in 0..2 {
             for r in &requests {
                 let plain = authorize(&t, &pk, r).map_err(|e| e.to_string());
-                let cached = cache.authorize(&t, &pk, r).map_err(|e| e.to_string());
+                let cached = cache
+                    .authorize(&Presented::new(&t, &pk), r)
+                    .map_err(|e| e.to_string());
                 assert_eq!(plain, cached, "{r:?}");
             }
         }
-        assert_eq!(cache.authorize(&t, &pk, &requests[0]).unwrap(), "g1");
+        assert_eq!(
+            cache
+                .authorize(&Presented::new(&t, &pk), &requests[0])
+                .unwrap(),
+            "g1"
+        );
         assert_eq!(cache.len(), 1);
         let e = cache
-            .authorize(&t, &key(8).public(), &requests[0])
+            .authorize(&Presented::new(&t, &key(8).public()), &requests[0])
             .unwrap_err();
         assert!(e.to_string().contains("platform key"), "{e}");
         let mut bad = t.clone();
         let i = bad.len() / 2;
         bad[i] ^= 1;
-        assert!(cache.authorize(&bad, &pk, &requests[0]).is_err());
+        assert!(cache
+            .authorize(&Presented::new(&bad, &pk), &requests[0])
+            .is_err());
         assert_eq!(cache.len(), 1, "nothing that failed to verify is kept");
-        assert!(cache.holds(&t, &pk));
-        assert!(!cache.holds(&bad, &pk) && !cache.holds(&t, &key(8).public()));
+        assert!(cache.holds(&Presented::new(&t, &pk)));
+        assert!(
+            !cache.holds(&Presented::new(&bad, &pk))
+                && !cache.holds(&Presented::new(&t, &key(8).public()))
+        );
     }
 
     /// A hub that adds facts to its block (to satisfy checks at serve time) is caught by

@@ -19,6 +19,7 @@ use huitong_protocol::call::{
 };
 use huitong_protocol::catalogue::ShareMode;
 use huitong_protocol::dataset::DatasetVersion;
+use huitong_protocol::grant::Presented;
 use huitong_protocol::wire::RefusalKind;
 use huitong_protocol::NodeId;
 
@@ -125,7 +126,11 @@ impl Services {
         grant: Option<&[u8]>,
         query: &Query,
     ) -> Option<Ready> {
-        let known = |t: &[u8]| state.hub_key().is_some_and(|p| state.grants.holds(t, &p));
+        let known = |t: &[u8]| {
+            state
+                .hub_key()
+                .is_some_and(|p| state.grants.holds(&Presented::new(t, &p)))
+        };
         // A malformed query (too many items, say) is refused where the slow path runs.
         if query.check().is_err()
             || state.config.services.backend(code).is_some()

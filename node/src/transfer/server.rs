@@ -190,17 +190,15 @@ impl Server {
     }
 
     /// The node key of a member with this PeerId that may read: an active one, or one the
-    /// charter suspended read-only.
+    /// charter suspended read-only. (Asked on every request: a byte comparison per member.)
     fn reading_member(&self, peer: &PeerId) -> Option<NodeId> {
         use huitong_protocol::MemberStatus::{Active, ReadOnly};
+        let key = crate::net::ed25519_key_bytes(peer)?;
         self.state.with_charter(|c| {
             c.and_then(|c| {
                 c.members
                     .iter()
-                    .find(|m| {
-                        matches!(m.status, Active | ReadOnly)
-                            && crate::net::peer_id(&m.node_key).as_ref() == Some(peer)
-                    })
+                    .find(|m| matches!(m.status, Active | ReadOnly) && m.node_key.0 == key)
                     .map(|m| m.node_key)
             })
         })

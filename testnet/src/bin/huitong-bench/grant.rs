@@ -52,7 +52,9 @@ pub(crate) fn grant(a: GrantArgs) -> anyhow::Result<()> {
     // Every further request: the provider's cache holds the verified token; datalog only.
     let cache = grant::TokenCache::default();
     let cached = time(a.iterations, || {
-        Ok(cache.authorize(&full, &pk, &req).map(drop)?)
+        Ok(cache
+            .authorize(&grant::Presented::new(&full, &pk), &req)
+            .map(drop)?)
     })?;
     // Baseline: one ed25519 verification of a message as long as the token.
     let msg = vec![7u8; full.len()];
