@@ -393,12 +393,31 @@ pub struct StorageConfig {
     /// node's admin token (the CLI) is not confined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange_dir: Option<std::path::PathBuf>,
+    /// KiB up to which a chunk (a table's column chunk, a file's short last chunk) is kept in
+    /// the node's database instead of a file of its own under `chunks/`: a table version is
+    /// hundreds of such chunks, and a file each costs an inode, a rename and an fsync. 0 keeps
+    /// every chunk in a file. Unset (the default): [`DEFAULT_SMALL_CHUNK_KIB`]; at most
+    /// [`MAX_SMALL_CHUNK_KIB`]. Chunks already stored stay where they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub small_chunk_kib: Option<u32>,
 }
+
+/// Default of `storage.small_chunk_kib`: below the smallest chunk a file is cut into (256 KiB
+/// but for its last), above most column chunks of a table.
+pub const DEFAULT_SMALL_CHUNK_KIB: u32 = 128;
+/// The largest `storage.small_chunk_kib` accepted: larger values would have the database
+/// rewrite them on every compaction.
+pub const MAX_SMALL_CHUNK_KIB: u32 = 1024;
 
 impl StorageConfig {
     /// Whether nothing is set (then `huitong init` writes no `[storage]` table).
     pub fn is_default(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// Bytes up to which a chunk is kept in the database (`small_chunk_kib`, or its default).
+    pub fn small_chunk_bytes(&self) -> usize {
+        self.small_chunk_kib.unwrap_or(DEFAULT_SMALL_CHUNK_KIB) as usize * 1024
     }
 }
 
@@ -626,6 +645,16 @@ impl Config {
             return Err((
                 "storage.keep_free_mib",
                 format!("must be at most {MAX_KEEP_FREE_MIB} (MiB, 16 TiB); remove the key for the default (the larger of 1 GiB and 5 % of the file system)"),
+            ));
+        }
+        if self
+            .storage
+            .small_chunk_kib
+            .is_some_and(|k| k > MAX_SMALL_CHUNK_KIB)
+        {
+            return Err((
+                "storage.small_chunk_kib",
+                format!("must be at most {MAX_SMALL_CHUNK_KIB} (KiB); remove the key for the default of {DEFAULT_SMALL_CHUNK_KIB}, or set 0 to keep every chunk in a file"),
             ));
         }
         if self.services.calls_per_second == Some(0) {
@@ -856,6 +885,19 @@ org_code = "91350100M000100Y43"
         )
         .unwrap_err();
         assert!(e.to_string().contains("storage.keep_free_mib"), "{e}");
+        assert_eq!(c.storage.small_chunk_bytes(), 128 * 1024);
+        let c = Config::parse(
+            &format!("{GOOD}\n[storage]\nsmall_chunk_kib = 0\n"),
+            Path::new("h.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.storage.small_chunk_bytes(), 0);
+        let e = Config::parse(
+            &format!("{GOOD}\n[storage]\nsmall_chunk_kib = 4096\n"),
+            Path::new("h.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("storage.small_chunk_kib"), "{e}");
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!   directory, where it costs hard links only) or from a stopped node's store — carrying the
 //!   catch-up mark (`store/backup.rs`), so that a node restored from it catches up on its own
 //!   feed from its peers before it appends (see [`crate::catchup`]);
-//! - `chunks/`: the chunk store (content-addressed files, written once: a copy made while the
-//!   node runs is consistent file by file; `chunks/tmp/` is left out);
+//! - `chunks/`: the chunk store's files (content-addressed, written once: a copy made while the
+//!   node runs is consistent file by file; `chunks/tmp/` is left out); its small chunks are rows
+//!   of the store, in `db/`'s checkpoint;
 //! - `audit/`: the audit log (the hub's log, a member's mirror): its `checkpoint` and the tiles
 //!   and entry bundles that checkpoint needs. A running node's log cannot be copied file by
 //!   file: each append prunes the partial tiles the previous checkpoint needed, so a copy could

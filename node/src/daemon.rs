@@ -176,9 +176,13 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let authority = config
         .authority_key()
         .map_err(|(k, m)| config_error(format!("{k}: {m}")))?;
-    let store = Store::open(&dir.join("db"))?;
+    let store = Arc::new(Store::open(&dir.join("db"))?);
     let charters = crate::charter::load(&store, authority)?;
-    let chunks = crate::chunks::ChunkStore::open(&dir.join("chunks"))?;
+    let chunks = crate::chunks::ChunkStore::open(
+        &dir.join("chunks"),
+        store.clone(),
+        config.storage.small_chunk_bytes(),
+    )?;
     let state = Arc::new(NodeState::new(
         dir,
         store,

@@ -3,10 +3,11 @@
 //! The top-level modules depend on each other one way, with no cycles (`.ci/moddeps.py` checks
 //! it in CI). Lowest first; a module names only modules listed before it:
 //!
-//! 1. Leaves: [`durable`], [`partial`], [`outfile`], [`chunks`], [`stats`], [`faults`],
+//! 1. Leaves: [`durable`], [`partial`], [`outfile`], [`stats`], [`faults`],
 //!    [`supervise`], [`catchup`], [`logfile`], [`seen`], [`store`], [`plain_http`],
 //!    [`error_chain`].
-//! 2. [`backup`] (a store checkpoint with the catch-up mark, copying a node directory);
+//! 2. [`chunks`] (the chunk store: files, and small chunks as rows of the store);
+//!    [`backup`] (a store checkpoint with the catch-up mark, copying a node directory);
 //!    [`audit_log`]: the audit log's files and in-memory state, held by the state;
 //!    [`call_log`]: the hash-chained log of API service calls, held by the state.
 //! 3. [`state`] (`NodeState`), then [`charter`] (accepting charter versions) and [`accounts`]

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use huitong_config::Config;
 use huitong_protocol::charter::History;
@@ -36,8 +36,8 @@ pub struct Counters {
 pub struct NodeState {
     /// The node directory (`huitong.toml`, `node.key`, `db/`, `chunks/`, `audit/`, …).
     pub dir: PathBuf,
-    /// The store.
-    pub store: Store,
+    /// The store (shared with the chunk store, which keeps small chunks in it).
+    pub store: Arc<Store>,
     /// The node key.
     pub key: SecretKey,
     /// The configuration.
@@ -67,7 +67,7 @@ impl NodeState {
     /// Assembles the state of the node in `dir` (its audit log is under `dir/audit`).
     pub fn new(
         dir: &Path,
-        store: Store,
+        store: Arc<Store>,
         chunks: ChunkStore,
         key: SecretKey,
         config: Config,
@@ -292,8 +292,9 @@ pub(crate) mod testing {
             Path::new("huitong.toml"),
         )
         .expect("valid configuration");
-        let store = Store::open(&dir.path().join("db")).expect("store");
-        let chunks = ChunkStore::open(&dir.path().join("chunks")).expect("chunk store");
+        let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
+        let chunks = ChunkStore::open(&dir.path().join("chunks"), store.clone(), 128 << 10)
+            .expect("chunk store");
         let state = NodeState::new(
             dir.path(),
             store,

@@ -27,6 +27,8 @@
 //!   history of collections; not a view of the feeds).
 //! - `subscriptions`: name → CBOR [`crate::subscribe::Subscription`] (this node's subscriptions
 //!   and how far each got; not a view of the feeds).
+//! - `chunks`: chunk hash(32) → the bytes of a small chunk ([`crate::chunks`] decides which;
+//!   not a view of the feeds).
 //!
 //! Invariant: every event's writes (feed entry, head, view, index) go into one `WriteBatch`,
 //! so a crash never leaves an event half-applied. Writers take [`Store::writer`] so that
@@ -39,6 +41,7 @@ mod backup;
 mod charters;
 mod maintenance;
 mod schema;
+mod small_chunks;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -76,7 +79,8 @@ pub(crate) const CF_CALL_IDS: &str = "call_ids";
 pub(crate) const CF_CALL_ANCHORS: &str = "call_anchors";
 pub(crate) const CF_COLLECT_RUNS: &str = "collect_runs";
 pub(crate) const CF_SUBSCRIPTIONS: &str = "subscriptions";
-const ALL_CFS: [&str; 24] = [
+pub(crate) const CF_CHUNKS: &str = "chunks";
+const ALL_CFS: [&str; 25] = [
     CF_META,
     CF_ENTRIES,
     CF_HEADS,
@@ -101,6 +105,7 @@ const ALL_CFS: [&str; 24] = [
     CF_CALL_ANCHORS,
     CF_COLLECT_RUNS,
     CF_SUBSCRIPTIONS,
+    CF_CHUNKS,
 ];
 
 /// A store error.
@@ -249,7 +254,9 @@ fn decode_head(feed: &NodeId, v: &[u8]) -> Result<Head, StoreError> {
 /// Memtable size of the column families every call writes (thousands a second): the log, its
 /// ids, and meta, where the log's head is rewritten each time. A small skip list stays in the
 /// CPU's caches, where RocksDB's default of 64 MiB made each insert a walk through main memory
-/// and each flush a long pause.
+/// and each flush a long pause. The small chunks get the same: a table version's chunks pass
+/// through on their way to table files, and a memory as large as the default would only hold
+/// more of them in RAM.
 const CALL_LOG_MEMTABLE: usize = 8 << 20;
 
 /// Memtables of those families held at most (one written, the rest flushing) before writes
@@ -266,16 +273,36 @@ const CALL_LOG_MEMTABLES: i32 = 4;
 fn cf_options(name: &str) -> Options {
     let mut o = Options::default();
     o.set_compression_type(rocksdb::DBCompressionType::None);
-    if matches!(name, CF_CALLS | CF_CALL_IDS | CF_META) {
+    if matches!(name, CF_CALLS | CF_CALL_IDS | CF_META | CF_CHUNKS) {
         o.set_write_buffer_size(CALL_LOG_MEMTABLE);
         o.set_max_write_buffer_number(CALL_LOG_MEMTABLES);
     }
-    if matches!(name, CF_CALL_IDS | CF_META) {
+    if matches!(name, CF_CALL_IDS | CF_META | CF_CHUNKS) {
         o.set_memtable_whole_key_filtering(true);
         o.set_memtable_prefix_bloom_ratio(0.05);
     }
+    if name == CF_CHUNKS {
+        // Chunk bytes go to blob files, so compactions rewrite keys, not bytes; blobs of
+        // removed chunks are dropped as compaction reaches them. A Bloom filter on the table
+        // files answers "not a small chunk" (every read of a file's chunk asks) without reading
+        // a block: ~10 bits a chunk.
+        o.set_enable_blob_files(true);
+        o.set_min_blob_size(SMALL_CHUNK_INLINE);
+        o.set_blob_file_size(SMALL_CHUNK_BLOB_FILE);
+        o.set_enable_blob_gc(true);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        o.set_block_based_table_factory(&table);
+    }
     o
 }
+
+/// Values of the small chunks' family below this many bytes stay in its table files (the
+/// 4-byte lengths, a few tiny chunks); the rest go to blob files.
+const SMALL_CHUNK_INLINE: u64 = 64;
+
+/// Size of one blob file of small chunks.
+const SMALL_CHUNK_BLOB_FILE: u64 = 64 << 20;
 
 impl Store {
     /// Opens (creating if needed) the store in `path`.

@@ -57,6 +57,22 @@ pub fn start_with(
     start_prepared(departments, sync_interval_secs, hidden, |_| Ok(()))
 }
 
+/// Changes node `i`'s configuration file before it starts (inside a [`start_prepared`]
+/// preparation).
+pub fn edit_config(
+    net: &Testnet,
+    i: usize,
+    edit: impl FnOnce(&mut huitong_config::Config),
+) -> anyhow::Result<()> {
+    let mut config = huitong_config::Config::load(&net.nodes[i].dir)?;
+    edit(&mut config);
+    std::fs::write(
+        net.nodes[i].dir.join(huitong_config::CONFIG_FILE),
+        config.to_toml(),
+    )?;
+    Ok(())
+}
+
 /// Like [`start_with`], running `prepare` on the created testnet before any node starts (e.g.
 /// to set a node's environment with [`Testnet::set_env`]).
 pub fn start_prepared(

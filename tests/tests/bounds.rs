@@ -63,13 +63,9 @@ fn bombs_reports_links_and_collected_chunks() -> anyhow::Result<()> {
             "interval_secs=3600,gc_grace_secs=0",
         );
         // The city node keeps 16 TiB free: more than any test disk has, so it has no room.
-        let mut config = huitong_config::Config::load(&net.nodes[full].dir)?;
-        config.storage.keep_free_mib = Some(16 * 1024 * 1024);
-        std::fs::write(
-            net.nodes[full].dir.join(huitong_config::CONFIG_FILE),
-            config.to_toml(),
-        )?;
-        Ok(())
+        huitong_tests::edit_config(net, full, |c| {
+            c.storage.keep_free_mib = Some(16 * 1024 * 1024)
+        })
     })?;
     let dir = f.tmp.path().to_path_buf();
     let net = &mut f.net;
@@ -198,7 +194,8 @@ fn bombs_reports_links_and_collected_chunks() -> anyhow::Result<()> {
     // The consumer pulls v1, then v2 (every row changed); `huitong gc` lets go of v1 and keeps
     // exactly v2's chunks, which a pull of v2 then reuses.
     let v1_out = dir.join("v1.csv");
-    data::pull(net, consumer, &[code, "--out", &v1_out.to_string_lossy()])?;
+    let s = data::pull(net, consumer, &[code, "--out", &v1_out.to_string_lossy()])?;
+    let v1_chunks = s["chunks"].as_u64().unwrap_or(0);
     let v2 = data::table_csv(&dir.join("v2.csv"), 1000, 0..1000)?;
     data::publish(net, provider, code, &v2, &[])?;
     data::wait_version(net, consumer, code, 2)?;
@@ -209,7 +206,9 @@ fn bombs_reports_links_and_collected_chunks() -> anyhow::Result<()> {
         &[code, "--out", &v2_out.to_string_lossy(), "--format", "csv"],
     )?;
     let v2_chunks = s["chunks"].as_u64().unwrap_or(0);
-    let before = chunk_files(net, consumer)?.len() as u64;
+    // A table's column chunks are small: rows of the consumer's database, not files.
+    assert!(v2_chunks > 0 && v1_chunks > 0, "{s}");
+    assert!(chunk_files(net, consumer)?.is_empty());
     let r = gc(net, consumer)?;
     assert_eq!(
         r["versions_dropped"].as_array().map(Vec::len),
@@ -219,12 +218,8 @@ fn bombs_reports_links_and_collected_chunks() -> anyhow::Result<()> {
     assert_eq!(r["versions_dropped"][0]["version"], 1, "{r}");
     assert_eq!(r["chunks_kept"].as_u64(), Some(v2_chunks), "{r}");
     assert!(r["bytes_freed"].as_u64() > Some(0), "{r}");
-    assert_eq!(
-        r["chunks_removed"].as_u64(),
-        Some(before - v2_chunks),
-        "{r}"
-    );
-    assert_eq!(chunk_files(net, consumer)?.len() as u64, v2_chunks);
+    let removed = r["chunks_removed"].as_u64().unwrap_or(0);
+    assert!(removed > 0 && removed <= v1_chunks, "{r}");
     let again = data::pull(
         net,
         consumer,
@@ -254,5 +249,7 @@ fn bombs_reports_links_and_collected_chunks() -> anyhow::Result<()> {
         &[code, "--version", "1", "--out", &v1_out.to_string_lossy()],
     )?;
     assert_eq!(s["rows"], 997, "{s}");
+    // v1's chunks were removed from the consumer's rows: fetched again.
+    assert!(s["bytes_fetched"].as_u64() > Some(0), "{s}");
     Ok(())
 }

@@ -466,10 +466,15 @@ fn tear(chunk: &Path) -> anyhow::Result<()> {
 #[test]
 fn a_torn_or_damaged_held_chunk_is_fetched_again() -> anyhow::Result<()> {
     const CODE: &str = "301001/000061";
-    let mut f = start(2, 2)?;
+    let (provider, consumer) = (1, 2);
+    // The consumer keeps every chunk in a file (`storage.small_chunk_kib = 0`; by default a
+    // table's column chunks are database rows, which cannot tear), as a store written before
+    // rows existed, or a table with large column chunks, holds them.
+    let mut f = huitong_tests::start_prepared(2, 2, &[], |net| {
+        huitong_tests::edit_config(net, consumer, |c| c.storage.small_chunk_kib = Some(0))
+    })?;
     let dir = f.tmp.path().to_path_buf();
     let net = &mut f.net;
-    let (provider, consumer) = (1, 2);
     // Every 信息项 unconditional, so one consumer can hold every chunk of the version.
     let mut entry = data::table_entry(net, provider, 61, "无条件共享", None);
     if let Some(item) = entry["items"][4].as_object_mut() {

@@ -455,7 +455,7 @@ mod tests {
     #[test]
     fn table_to_csv_jsonl_and_parquet() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(&dir.path().join("chunks")).unwrap();
+        let store = crate::chunks::open_in(dir.path());
         let space = Space::new(dir.path(), crate::outfile::Floor::Bytes(0));
         let cells = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let col = |name: &str, t: DataType, v: &[&str]| Column {
@@ -563,7 +563,7 @@ mod tests {
     #[test]
     fn links_and_too_little_space_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(&dir.path().join("chunks")).unwrap();
+        let store = crate::chunks::open_in(dir.path());
         let space = Space::new(dir.path(), crate::outfile::Floor::Bytes(0));
         let file = |chunks: Vec<huitong_protocol::dataset::ChunkRef>| Manifest {
             layout: MANIFEST_VERSION,
@@ -716,7 +716,7 @@ mod tests {
     #[test]
     fn estimates_cover_the_output_of_every_format() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(&dir.path().join("chunks")).unwrap();
+        let store = crate::chunks::open_in(dir.path());
         let space = Space::new(dir.path(), crate::outfile::Floor::Bytes(0));
         let (manifest, names) = short_values(&store, 5_500);
         let chunk_bytes: u64 = manifest.chunks().map(|c| u64::from(c.len)).sum();
@@ -776,7 +776,7 @@ mod tests {
     #[test]
     fn an_export_past_its_estimate_asks_for_more_room() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(&dir.path().join("chunks")).unwrap();
+        let store = crate::chunks::open_in(dir.path());
         let (manifest, names) = short_values(&store, 3_000);
         let free = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1 << 30));
         let f = free.clone();

@@ -169,6 +169,10 @@ pub fn collect(state: &NodeState, grace: Duration) -> Result<GcReport, GcError> 
             report.bytes_freed += chunk.len;
         }
     }
+    if report.chunks_removed > 0 {
+        // Removed rows give their space back only as compaction reaches them.
+        state.chunks.reclaim(&exclusive);
+    }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     for d in &report.versions_dropped {
         info!(provider = %d.provider, code = %d.code, version = d.version, "let go of a superseded dataset version");
