@@ -87,10 +87,10 @@ fn decode(v: &[u8]) -> Result<Record, StoreError> {
     })
 }
 
-/// Prepares the search tokenizer and rewrites a code index of an earlier layout (call once at
-/// start, before the node ingests anything).
+/// Rewrites a code index of an earlier layout (call once at start, before the node ingests
+/// anything). The search tokenizer's dictionary is loaded by the ranked index's thread
+/// ([`search::Search::run`]): nothing the node ingests needs it.
 pub fn warm_up(store: &Store) -> Result<(), StoreError> {
-    index::warm_up();
     if let Some(records) = index::upgrade(store)? {
         tracing::info!(
             records,

@@ -222,6 +222,17 @@ const QUIC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// connections alive by itself; a ping per connection and side every 15 s was a large share of
 /// an idle node's work with 200 members.
 const PING_INTERVAL: Duration = Duration::from_secs(60);
+/// How often an idle QUIC connection sends a keep-alive (libp2p's default is 5 s). Each one is
+/// a packet out and an acknowledgement back, woken, decrypted and timed on both sides: with 200
+/// members that was most of an idle node's work. 15 s still refreshes a NAT's UDP mapping
+/// (commonly 30 s or more) in time.
+const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long a QUIC connection may hear nothing before it is closed (libp2p's default is 10 s;
+/// it must exceed [`QUIC_KEEP_ALIVE`] with room for a lost keep-alive). A peer that vanished
+/// without closing is noticed this late; one that restarted, at the next packet sent to it
+/// (libp2p derives QUIC's stateless-reset key from the node key, so the new process's reset
+/// closes the old connection).
+const QUIC_IDLE_TIMEOUT_MS: u32 = 40_000;
 
 /// Builds the swarm for a node key; `on_reject` hears of every refused inbound sync request;
 /// `relay_server` makes this node a circuit relay (the hub).
@@ -244,6 +255,8 @@ pub fn build_swarm(
             // On a loaded machine (a 200-node testnet on 2 cores) libp2p's 5 s was too short:
             // the dial fell back to TCP for most pairs.
             c.handshake_timeout = QUIC_HANDSHAKE_TIMEOUT;
+            c.keep_alive_interval = QUIC_KEEP_ALIVE;
+            c.max_idle_timeout = QUIC_IDLE_TIMEOUT_MS;
             c
         })
         .with_relay_client(libp2p::noise::Config::new, libp2p::yamux::Config::default)

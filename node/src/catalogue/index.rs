@@ -26,8 +26,8 @@ pub(super) fn jieba() -> &'static Jieba {
     JIEBA.get_or_init(Jieba::new)
 }
 
-/// Loads the segmentation dictionary now rather than on the first entry (it takes a
-/// noticeable fraction of a second, which would otherwise stall the first ingest).
+/// Loads the segmentation dictionary now rather than on the first search or indexed record (it
+/// takes a noticeable fraction of a second).
 pub(crate) fn warm_up() {
     let _ = jieba();
 }

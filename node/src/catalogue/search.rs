@@ -7,8 +7,11 @@
 //! at every start (a crash cannot leave it disagreeing with the store). The catalogue view
 //! notes each key it changes ([`Search::note`]); a syncer thread takes the noted keys under the
 //! store's writer lock — so every batch that noted them has committed — re-reads those records
-//! and commits the index (while changes keep arriving, as in a fresh node's catch-up, at most
-//! once a second: fewer, larger segments). A search first waits (boundedly) until everything noted before it is
+//! and adds them to the index. A commit (a new segment: files written and synced, the reader
+//! reopened — far dearer than adding a record) comes when a search waits for it, when a
+//! thousand records wait, or [`LONE_COMMIT_AFTER`] after the first uncommitted change — while
+//! changes keep arriving, as in a fresh node's catch-up, at most once a second: fewer, larger
+//! segments. A search first waits (boundedly) until everything noted before it is
 //! indexed, so a person finds what they just published. Until the first build finishes,
 //! [`Search::query`] answers `None` and callers use the store's own AND index.
 
@@ -46,6 +49,10 @@ const BULK_COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// Changes waiting that make a bulk catch-up (a fresh node's sync, an import): while they keep
 /// arriving the index waits ([`Pace`]).
 const BULK_BACKLOG: usize = 1000;
+/// The longest an indexed change waits for its commit when no search asks for it. An entry
+/// gossiped to every member was a commit on every member, which made a publication cost each
+/// of 200 members ~20 ms of CPU; commits now gather the changes of a few seconds.
+const LONE_COMMIT_AFTER: Duration = Duration::from_secs(3);
 /// How long no change must have been noted before a waiting bulk backlog is indexed.
 const BULK_QUIET: Duration = Duration::from_millis(500);
 /// The longest the index waits for a bulk catch-up before it indexes what is noted anyway.
@@ -295,20 +302,65 @@ impl Pace {
     }
 }
 
-/// The index writer and whether it holds documents not committed yet.
+/// The index writer and the changes it holds not committed yet.
 struct Indexer {
     writer: IndexWriter,
-    uncommitted: bool,
-    last_commit: Instant,
+    uncommitted: Uncommitted,
+    /// The changes noted ever when the keys now added were taken (what a commit makes indexed).
+    taken: u64,
 }
 
 impl Indexer {
     fn new(writer: IndexWriter) -> Self {
         Self {
             writer,
-            uncommitted: false,
-            last_commit: Instant::now(),
+            uncommitted: Uncommitted::new(Instant::now()),
+            taken: 0,
         }
+    }
+}
+
+/// The changes added to the index since its last commit, and when to commit them.
+struct Uncommitted {
+    /// Records changed since the last commit.
+    count: usize,
+    /// When the first of them was added.
+    since: Option<Instant>,
+    last_commit: Instant,
+}
+
+impl Uncommitted {
+    fn new(now: Instant) -> Self {
+        Self {
+            count: 0,
+            since: None,
+            last_commit: now,
+        }
+    }
+
+    fn added(&mut self, now: Instant) {
+        self.count += 1;
+        self.since.get_or_insert(now);
+    }
+
+    fn committed(&mut self, now: Instant) {
+        *self = Self::new(now);
+    }
+
+    /// Whether to commit now: a search waits (`wanted`); while changes keep coming (`more`), at
+    /// most once per [`BULK_COMMIT_EVERY`]; otherwise once a bulk of them is waiting or the
+    /// oldest has waited [`LONE_COMMIT_AFTER`].
+    fn due(&self, wanted: bool, more: bool, now: Instant) -> bool {
+        let Some(since) = self.since else {
+            return false;
+        };
+        if wanted {
+            return true;
+        }
+        if more {
+            return now.duration_since(self.last_commit) >= BULK_COMMIT_EVERY;
+        }
+        self.count >= BULK_BACKLOG || now.duration_since(since) >= LONE_COMMIT_AFTER
     }
 }
 
@@ -365,6 +417,8 @@ impl Search {
     /// the plain word index.
     pub fn run(&self, state: &NodeState, shutdown: &CancellationToken) {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // The dictionary (~80 ms to load), here rather than on the node's way to its peers.
+            super::index::warm_up();
             self.keep_in_step(state, shutdown)
         }));
         let why = match outcome {
@@ -382,7 +436,7 @@ impl Search {
         shutdown: &CancellationToken,
     ) -> Result<(), SearchError> {
         let mut indexer = Indexer::new(self.build(state, None)?);
-        self.sync(state, &mut indexer)?;
+        self.sync(state, &mut indexer, true)?;
         let mut pace = Pace::new(Instant::now());
         while !shutdown.is_cancelled() {
             std::thread::sleep(SYNC_EVERY);
@@ -399,7 +453,7 @@ impl Search {
             if pace.defer(noted, backlog, wanted, Instant::now()) {
                 continue;
             }
-            self.sync(state, &mut indexer)?;
+            self.sync(state, &mut indexer, wanted)?;
         }
         Ok(())
     }
@@ -456,9 +510,14 @@ impl Search {
         Ok(writer)
     }
 
-    /// Indexes the noted keys, if any, and commits — unless more were noted meanwhile and the
-    /// last commit is less than [`BULK_COMMIT_EVERY`] old.
-    fn sync(&self, state: &NodeState, indexer: &mut Indexer) -> Result<(), SearchError> {
+    /// Indexes the noted keys, if any, and commits when that is due ([`Uncommitted::due`];
+    /// `wanted`: a search waits).
+    fn sync(
+        &self,
+        state: &NodeState,
+        indexer: &mut Indexer,
+        wanted: bool,
+    ) -> Result<(), SearchError> {
         let Some(engine) = self.engine() else {
             return Ok(());
         };
@@ -466,10 +525,11 @@ impl Search {
             return Ok(());
         }
         // Under the writer lock no batch is between noting its keys and committing them.
-        let (keys, noted) = {
+        let keys = {
             let _w = state.store.writer();
             let keys = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
-            (keys, self.noted.load(Ordering::SeqCst))
+            indexer.taken = self.noted.load(Ordering::SeqCst);
+            keys
         };
         let f = engine.fields;
         let cf = state.store.cf(CF_CATALOGUE);
@@ -483,23 +543,25 @@ impl Search {
                     writer.add_document(document(&f, &key, &r))?;
                 }
             }
-            indexer.uncommitted = true;
+            indexer.uncommitted.added(Instant::now());
         }
         let more = !self
             .dirty
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_empty();
-        if more && indexer.last_commit.elapsed() < BULK_COMMIT_EVERY {
+        if indexer.uncommitted.since.is_none() {
+            // Nothing taken since the last commit (only a reset was noted): nothing to commit.
+            self.indexed.store(indexer.taken, Ordering::SeqCst);
             return Ok(());
         }
-        if indexer.uncommitted {
-            writer.commit()?;
-            engine.reader.reload()?;
-            indexer.uncommitted = false;
-            indexer.last_commit = Instant::now();
+        if !indexer.uncommitted.due(wanted, more, Instant::now()) {
+            return Ok(());
         }
-        self.indexed.store(noted, Ordering::SeqCst);
+        indexer.writer.commit()?;
+        engine.reader.reload()?;
+        indexer.uncommitted.committed(Instant::now());
+        self.indexed.store(indexer.taken, Ordering::SeqCst);
         Ok(())
     }
 
@@ -672,5 +734,41 @@ mod tests {
             false,
             at + Duration::from_millis(50)
         ));
+    }
+
+    #[test]
+    fn a_commit_waits_for_a_search_a_bulk_or_a_few_seconds() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut u = Uncommitted::new(t0);
+        // Nothing added: nothing to commit, even for a search.
+        assert!(!u.due(true, false, ms(10_000)));
+        // A lone change: not yet…
+        u.added(ms(100));
+        assert!(!u.due(false, false, ms(100)));
+        assert!(!u.due(
+            false,
+            false,
+            ms(100) + LONE_COMMIT_AFTER - Duration::from_millis(1)
+        ));
+        // …at once for a search, or once it has waited LONE_COMMIT_AFTER.
+        assert!(u.due(true, false, ms(150)));
+        assert!(u.due(false, false, ms(100) + LONE_COMMIT_AFTER));
+        // Changes still coming: at most once per BULK_COMMIT_EVERY, counted from the last commit.
+        u.committed(ms(200));
+        u.added(ms(210));
+        assert!(!u.due(
+            false,
+            true,
+            ms(200) + BULK_COMMIT_EVERY - Duration::from_millis(1)
+        ));
+        assert!(u.due(false, true, ms(200) + BULK_COMMIT_EVERY));
+        // A bulk waiting and no more coming: at once.
+        for _ in 1..BULK_BACKLOG {
+            u.added(ms(220));
+        }
+        assert!(u.due(false, false, ms(230)));
+        u.committed(ms(240));
+        assert!(!u.due(false, false, ms(240) + LONE_COMMIT_AFTER));
     }
 }
