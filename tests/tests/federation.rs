@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use huitong_tests::{entry, publish_ok, search, start, wait_until, Fixture};
+use huitong_tests::{entry, publish_ok, rejected, search, start, wait_until, Fixture};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -205,5 +205,57 @@ fn key_outside_the_charter_is_refused() -> anyhow::Result<()> {
     let s: serde_json::Value = serde_json::from_slice(&status.stdout)?;
     assert_eq!(s["catalogue_entries"], 0, "the outsider got data: {s}");
     assert_eq!(s["feeds"], 0, "the outsider got feeds: {s}");
+    Ok(())
+}
+
+/// (d) A long feed — more range answers than a node keeps queued per feed — reaches a node
+/// started after it was published, complete and in order: the range after a long answer that
+/// came while the queue was full is asked for as soon as a queued one has been ingested.
+#[test]
+fn a_feed_of_several_ranges_reaches_a_node_started_later() -> anyhow::Result<()> {
+    // Three range answers of 2,000 and a fourth of 500: past the three a feed keeps queued.
+    const ENTRIES: u32 = 6_500;
+    // Anti-entropy ticks a minute apart: the catch-up below must not wait for one.
+    let mut f = start(1, 60)?;
+    let city = f.net.index("city").unwrap();
+    let police = f.net.index("police").unwrap();
+    f.net.stop(city, false)?;
+    let net = &mut f.net;
+    for first in (1..=ENTRIES).step_by(2000) {
+        let batch: Vec<_> = (first..=ENTRIES.min(first + 1999))
+            .map(|s| entry(net, police, s, &format!("长队列同步{s}")))
+            .collect();
+        let r = net.post(
+            police,
+            "/catalogue/batch",
+            &serde_json::json!({ "entries": batch }),
+        )?;
+        assert_eq!(r["published"].as_u64(), Some(batch.len() as u64), "{r}");
+    }
+    let hub = net.index("hub").unwrap();
+    wait_until(Duration::from_secs(120), "the hub to hold the feed", || {
+        let s = net.get(hub, "/status")?;
+        Ok(s["catalogue_entries"].as_u64() == Some(u64::from(ENTRIES)))
+    })?;
+    net.start(city)?;
+    // Within the first tick: the summaries exchanged on connecting start the catch-up, and the
+    // ranges follow one another until the feed is whole.
+    wait_until(
+        Duration::from_secs(50),
+        "the node started later to hold the whole feed",
+        || {
+            let s = net.get(city, "/status")?;
+            Ok(s["catalogue_entries"].as_u64() == Some(u64::from(ENTRIES)))
+        },
+    )?;
+    // Whole and in order: the last entry is there, nothing was refused.
+    let last = net.get(city, &format!("/catalogue?code=301001/{ENTRIES:06}"))?;
+    assert_eq!(
+        last["records"][0]["entry"]["title"],
+        format!("长队列同步{ENTRIES}"),
+        "{last}"
+    );
+    assert_eq!(rejected(net, city, "broken_chain")?, 0);
+    assert_eq!(rejected(net, city, "range_mismatch")?, 0);
     Ok(())
 }

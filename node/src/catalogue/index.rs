@@ -6,7 +6,8 @@
 //! the ranked index's job; it is built behind the view, so ingesting an entry costs one posting
 //! rather than one per word (a catalogue sync from peers spent a third of its time on those).
 //! Until that index is built (the first seconds after a start), [`matches`] answers a query by
-//! reading every record: each of the query's words must occur in the record's text.
+//! reading every record: each of the query's words must be a word of the record's text, as in
+//! the ranked index.
 //!
 //! A store whose `search` family still holds the word postings of earlier versions is rewritten
 //! at start ([`upgrade`]).
@@ -70,39 +71,57 @@ pub(super) fn postings(store: &Store, token: &str) -> Result<BTreeSet<Vec<u8>>, 
     Ok(out)
 }
 
-/// The words of a query: jieba's plain mode (a long word stays the word it is), lower-cased,
-/// punctuation dropped.
-pub(super) fn query_words(query: &str) -> BTreeSet<String> {
+/// The search tokens of a text: jieba's search-mode words (long words and the shorter words in
+/// them), lower-cased, punctuation dropped. The ranked index cuts documents and queries with
+/// them, and [`matches`] too, so a query finds the same entries before the index is built as
+/// after.
+pub(super) fn words(text: &str) -> Vec<String> {
     jieba()
-        .cut(query, true)
+        .cut_for_search(text, true)
         .into_iter()
         .map(|t| t.word.trim().to_lowercase())
         .filter(|t| !t.is_empty() && t.chars().any(char::is_alphanumeric))
-        .take(MAX_QUERY_WORDS)
         .collect()
 }
 
-/// The most words of a query the unranked scan matches (the first ones): each costs a substring
-/// search of every record's text, and no real query needs more.
-const MAX_QUERY_WORDS: usize = 32;
-
-/// Whether every one of `words` occurs in the entry's title, abstract, provider, 信息项 names,
-/// code or provider code (case-insensitive).
-pub(super) fn matches(e: &Entry, words: &BTreeSet<String>) -> bool {
-    let mut text = format!(
-        "{}\n{}\n{}\n{}\n{}",
-        e.title,
-        e.summary,
-        e.provider_name,
-        e.code.as_str(),
-        e.provider_code.as_str()
-    );
-    for item in &e.items {
-        text.push('\n');
-        text.push_str(&item.name);
+/// The distinct words of a query, the first [`MAX_QUERY_WORDS`] of them.
+pub(super) fn query_words(query: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for w in words(query) {
+        if out.len() == MAX_QUERY_WORDS {
+            break;
+        }
+        out.insert(w);
     }
-    let text = text.to_lowercase();
-    words.iter().all(|w| text.contains(w.as_str()))
+    out
+}
+
+/// The most words of a query that count (the first ones): each costs a term look-up in the
+/// ranked index or a scan of every record here, and no real query needs more.
+pub(super) const MAX_QUERY_WORDS: usize = 32;
+
+/// Whether every one of `words` is a word ([`words`]) of the entry's title, abstract,
+/// provider, 信息项 names, code or provider code: the ranked index's rule, unranked. (A
+/// substring test would find 「甲4」 in an entry whose provider code holds a 4.)
+pub(super) fn matches(e: &Entry, words: &BTreeSet<String>) -> bool {
+    let fields = [
+        e.title.as_str(),
+        e.summary.as_str(),
+        e.provider_name.as_str(),
+        e.code.as_str(),
+        e.provider_code.as_str(),
+    ];
+    let fields = fields
+        .into_iter()
+        .chain(e.items.iter().map(|i| i.name.as_str()));
+    // Each word of a text occurs in it (lower-cased): a cheap test that rules out most
+    // entries before any is segmented.
+    let text = fields.clone().collect::<Vec<_>>().join("\n").to_lowercase();
+    if !words.iter().all(|w| text.contains(w.as_str())) {
+        return false;
+    }
+    let own: BTreeSet<String> = fields.flat_map(self::words).collect();
+    words.iter().all(|w| own.contains(w))
 }
 
 /// Rewrites a `search` family that holds the word postings of earlier versions (a posting per
@@ -176,6 +195,9 @@ mod tests {
         for miss in ["企业", "人口 企业", "101001/000002"] {
             assert!(!matches(&e, &query_words(miss)), "{miss}");
         }
+        // A word, not a substring: 「信息4」 is not found through the 4 in the provider code.
+        assert!(matches(&e, &query_words("人口基本信息")));
+        assert!(!matches(&e, &query_words("人口基本信息4")));
     }
 
     #[test]

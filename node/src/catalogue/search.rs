@@ -32,6 +32,7 @@ use tantivy::tokenizer::{PreTokenizedStream, PreTokenizedString, Token, Tokenize
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument};
 use tokio_util::sync::CancellationToken;
 
+use super::index::{query_words, words};
 use super::Record;
 use crate::state::NodeState;
 use crate::store::{StoreError, CF_CATALOGUE};
@@ -60,8 +61,6 @@ const MAX_DEFER: Duration = Duration::from_secs(20);
 
 /// Most hits a query may skip and return together (tantivy sizes its heap by it).
 pub const MAX_WINDOW: usize = 1_000_000;
-/// Most words of a query that count (each is a clause over five fields).
-const MAX_WORDS: usize = 32;
 
 /// The facets, by the names the portal's links use.
 pub const FACETS: [&str; 6] = ["dept", "class", "share", "open", "cycle", "format"];
@@ -132,17 +131,6 @@ impl Fields {
             (self.codes, 2.0),
         ]
     }
-}
-
-/// The search tokens of a text: jieba's search-mode words (long words and the shorter words in
-/// them), lower-cased, punctuation dropped.
-fn words(text: &str) -> Vec<String> {
-    super::index::jieba()
-        .cut_for_search(text, true)
-        .into_iter()
-        .map(|t| t.word.trim().to_lowercase())
-        .filter(|t| !t.is_empty() && t.chars().any(char::is_alphanumeric))
-        .collect()
 }
 
 /// The name the jieba words are registered under with the index.
@@ -586,14 +574,8 @@ impl Search {
 
 fn run_query(engine: &Engine, q: &SearchQuery) -> Result<Hits, SearchError> {
     let f = &engine.fields;
-    let words: Vec<String> = {
-        let mut seen = BTreeSet::new();
-        words(&q.text)
-            .into_iter()
-            .filter(|w| seen.insert(w.clone()))
-            .take(MAX_WORDS)
-            .collect()
-    };
+    // The distinct words, the first MAX_QUERY_WORDS (each is a clause over five fields).
+    let words = query_words(&q.text);
     let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     // Every word must match in some field (AND over words, OR over fields), ranked by BM25
     // with the fields' boosts.
@@ -681,7 +663,7 @@ fn run_query(engine: &Engine, q: &SearchQuery) -> Result<Hits, SearchError> {
         total,
         keys,
         facets,
-        words,
+        words: words.into_iter().collect(),
     })
 }
 

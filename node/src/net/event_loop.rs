@@ -8,7 +8,8 @@
 //! [`Summary`] to the peer; whoever learns that the other holds more of a feed asks for the
 //! missing range. A feed is fetched from one peer at a time: one range request, and after a
 //! long answer one more asked for at once ([`PIPELINE_AFTER`]), with at most
-//! [`QUEUED_PER_FEED`] answers of the feed waiting for the ingest worker. An answer is looked at
+//! [`QUEUED_PER_FEED`] answers of the feed waiting for the ingest worker (with the queue full,
+//! the next range is asked for as soon as one of them has been ingested). An answer is looked at
 //! (without signatures) before it is queued: entries of another feed or seq are refused, and a
 //! peer's junk never marks the feed as refused. Every summary also tells a node restored from a backup how far its own feed got
 //! ([`Feeds::heard_own_head`]). Range responses are ingested by two threads of their own
@@ -147,6 +148,10 @@ pub struct EventLoop {
     /// Per feed, range requests in flight plus range answers waiting for the ingest worker
     /// (a feed is fetched by one peer at a time; see [`PIPELINE_AFTER`]).
     inflight: HashMap<NodeId, u32>,
+    /// Per feed, the next range (peer and first seq) after a long answer that came while
+    /// [`QUEUED_PER_FEED`] were already queued: asked for as soon as one of them has been
+    /// ingested, so a long sync never drains its pipeline every few ranges.
+    held_back: HashMap<NodeId, (PeerId, u64)>,
     bootstrap: Vec<Multiaddr>,
     interval: Duration,
     ingest: mpsc::Sender<IngestJob>,
@@ -214,6 +219,7 @@ impl EventLoop {
             ranges: HashMap::new(),
             deferred: HashSet::new(),
             inflight: HashMap::new(),
+            held_back: HashMap::new(),
             bootstrap,
             interval,
             feeds,
@@ -991,6 +997,7 @@ impl EventLoop {
                 debug!(%peer, %error, "sync request failed");
                 if let Some((feed, peer, from)) = self.ranges.remove(&request_id) {
                     self.inflight_done(&feed);
+                    self.held_back.remove(&feed);
                     self.own_range_failed(peer, feed, from);
                     self.range_done(peer);
                 }
@@ -1045,6 +1052,7 @@ impl EventLoop {
                 mismatch,
             } => {
                 let idle = self.inflight_done(&feed);
+                let held_back = self.held_back.remove(&feed);
                 if mismatch {
                     self.own_range_unbacked(peer, feed, from);
                 }
@@ -1055,7 +1063,13 @@ impl EventLoop {
                     self.refused
                         .insert(feed, (have, self.state.charter_version()));
                 }
-                if stored > 0 && idle {
+                if let (Some((next_peer, next)), true) =
+                    (held_back, stored > 0 && !refused && !mismatch)
+                {
+                    // A later answer of the feed was long: ask for the range after it now
+                    // that a place in the queue is free.
+                    self.send_range(next_peer, feed, next);
+                } else if stored > 0 && idle {
                     // The peer may hold more than one response carries: ask until nothing
                     // is new (unless the next range was asked for already).
                     let have = self.state.store.head(&feed).map(|h| h.seq).unwrap_or(0);
@@ -1185,6 +1199,7 @@ impl EventLoop {
         if let Some((feed, from)) = range {
             if !matches!(response, SyncResponse::Entries(_)) {
                 self.inflight_done(&feed);
+                self.held_back.remove(&feed);
                 // Not the entries asked for (a refusal, another kind of answer): a failed
                 // request, so a peer answering so for ever cannot hold a catch-up open.
                 self.own_range_failed(peer, feed, from);
@@ -1203,6 +1218,7 @@ impl EventLoop {
                         self.state.reject("range_mismatch");
                     }
                     self.inflight_done(&feed);
+                    self.held_back.remove(&feed);
                     self.own_range_unbacked(peer, feed, from);
                     self.range_done(peer);
                     return;
@@ -1224,18 +1240,22 @@ impl EventLoop {
                     Ok(()) => {
                         // The answer's ingest takes over from the request.
                         let queued = self.inflight.get(&feed).copied().unwrap_or(0);
-                        if n >= PIPELINE_AFTER && queued < QUEUED_PER_FEED {
+                        if let (true, Some(next)) = (n >= PIPELINE_AFTER, from.checked_add(n)) {
                             // A long answer: the peer likely holds more. Ask for the next
                             // range now, so fetching it overlaps ingesting this one (answers
-                            // arrive, and are ingested, in order: this one is queued first).
-                            if let Some(next) = from.checked_add(n) {
+                            // arrive, and are ingested, in order: this one is queued first);
+                            // with the queue full, as soon as an answer has been ingested.
+                            if queued < QUEUED_PER_FEED {
                                 self.send_range(peer, feed, next);
+                            } else {
+                                self.held_back.insert(feed, (peer, next));
                             }
                         }
                     }
                     Err(e) => {
                         debug!(error = %e, "ingest queue full; the next anti-entropy round retries");
                         self.inflight_done(&feed);
+                        self.held_back.remove(&feed);
                         self.range_done(peer);
                     }
                 }
