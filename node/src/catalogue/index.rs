@@ -111,17 +111,32 @@ pub(super) fn matches(e: &Entry, words: &BTreeSet<String>) -> bool {
         e.code.as_str(),
         e.provider_code.as_str(),
     ];
-    let fields = fields
+    let fields: Vec<(&str, String)> = fields
         .into_iter()
-        .chain(e.items.iter().map(|i| i.name.as_str()));
-    // Each word of a text occurs in it (lower-cased): a cheap test that rules out most
-    // entries before any is segmented.
-    let text = fields.clone().collect::<Vec<_>>().join("\n").to_lowercase();
-    if !words.iter().all(|w| text.contains(w.as_str())) {
+        .chain(e.items.iter().map(|i| i.name.as_str()))
+        .map(|f| (f, f.to_lowercase()))
+        .collect();
+    // A word of a text occurs in it (lower-cased): a cheap test that rules out most entries
+    // before any is segmented; then only the fields that hold a word still missing are
+    // segmented, until every word is found.
+    let mut missing: Vec<&String> = words.iter().collect();
+    if !missing
+        .iter()
+        .all(|w| fields.iter().any(|(_, low)| low.contains(w.as_str())))
+    {
         return false;
     }
-    let own: BTreeSet<String> = fields.flat_map(self::words).collect();
-    words.iter().all(|w| own.contains(w))
+    for (field, low) in &fields {
+        if missing.is_empty() {
+            break;
+        }
+        if !missing.iter().any(|w| low.contains(w.as_str())) {
+            continue;
+        }
+        let own: BTreeSet<String> = self::words(field).into_iter().collect();
+        missing.retain(|w| !own.contains(*w));
+    }
+    missing.is_empty()
 }
 
 /// Rewrites a `search` family that holds the word postings of earlier versions (a posting per

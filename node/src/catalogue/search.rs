@@ -248,6 +248,9 @@ pub struct Search {
     /// Set when a search waits for changes to be indexed: the syncer does not wait for a bulk
     /// catch-up to end.
     wanted: AtomicBool,
+    /// Set until the first build has finished or failed: a search meanwhile waits for it
+    /// (boundedly) rather than answering from the unranked scan at once.
+    building: AtomicBool,
 }
 
 /// When the index waits. While a bulk catch-up keeps noting changes (at least
@@ -363,6 +366,7 @@ impl Search {
             indexed: AtomicU64::new(0),
             reset: AtomicBool::new(false),
             wanted: AtomicBool::new(false),
+            building: AtomicBool::new(true),
         }
     }
 
@@ -405,8 +409,6 @@ impl Search {
     /// the plain word index.
     pub fn run(&self, state: &NodeState, shutdown: &CancellationToken) {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // The dictionary (~80 ms to load), here rather than on the node's way to its peers.
-            super::index::warm_up();
             self.keep_in_step(state, shutdown)
         }));
         let why = match outcome {
@@ -415,6 +417,7 @@ impl Search {
             Err(_) => "the index thread panicked".to_string(),
         };
         *self.engine.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.building.store(false, Ordering::SeqCst);
         tracing::error!(error = %why, dir = %self.dir.display(), "catalogue search index stopped; searching uses the plain word index until the node restarts");
     }
 
@@ -425,6 +428,7 @@ impl Search {
     ) -> Result<(), SearchError> {
         let mut indexer = Indexer::new(self.build(state, None)?);
         self.sync(state, &mut indexer, true)?;
+        self.building.store(false, Ordering::SeqCst);
         let mut pace = Pace::new(Instant::now());
         while !shutdown.is_cancelled() {
             std::thread::sleep(SYNC_EVERY);
@@ -563,8 +567,19 @@ impl Search {
         }
     }
 
-    /// Runs `q`; `None` until the index is built (search with [`super::search`] then).
+    /// Waits until the first build has finished or failed (at most [`FRESH_WAIT`]): right
+    /// after a start, a search gets the ranked answer, not the unranked scan's.
+    fn wait_built(&self) {
+        let deadline = Instant::now() + FRESH_WAIT;
+        while self.building.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Runs `q`; `None` while the index is not built (search with [`super::search`] then): a
+    /// build that takes longer than [`FRESH_WAIT`], or an index that failed.
     pub fn query(&self, q: &SearchQuery) -> Option<Result<Hits, SearchError>> {
+        self.wait_built();
         self.engine()?;
         self.wait_fresh();
         let engine = self.engine()?;

@@ -1063,11 +1063,10 @@ impl EventLoop {
                     self.refused
                         .insert(feed, (have, self.state.charter_version()));
                 }
-                if let (Some((next_peer, next)), true) =
-                    (held_back, stored > 0 && !refused && !mismatch)
-                {
+                if let (Some((next_peer, next)), true) = (held_back, !refused && !mismatch) {
                     // A later answer of the feed was long: ask for the range after it now
-                    // that a place in the queue is free.
+                    // that a place in the queue is free (also after an answer gossip had
+                    // already brought: nothing stored, nothing wrong).
                     self.send_range(next_peer, feed, next);
                 } else if stored > 0 && idle {
                     // The peer may hold more than one response carries: ask until nothing

@@ -247,7 +247,7 @@ struct Found {
 }
 
 /// Runs a catalogue query: through the ranked index (facets and paging done there), or, until
-/// it is built, over the store's word index in memory.
+/// it is built, by a scan of every record ([`catalogue::search`]).
 fn find(ctx: &Ctx, q: &CatalogueQuery, text: &str, newest: bool) -> Result<Found, PageError> {
     let store = &ctx.state.store;
     let facets: Vec<(String, String)> = FACETS
