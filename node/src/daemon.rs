@@ -280,7 +280,7 @@ pub async fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let mut tasks = Tasks::default();
     {
         // Its own thread: building and committing the index is blocking work, and a failure
-        // only sends searches back to the plain word index (it is logged), so it is no task
+        // only sends searches back to the unranked scan (it is logged), so it is no task
         // whose end stops the node.
         let (search, state, shutdown) = (search.clone(), state.clone(), shutdown.clone());
         std::thread::Builder::new()

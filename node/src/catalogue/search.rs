@@ -12,8 +12,9 @@
 //! thousand records wait, or [`LONE_COMMIT_AFTER`] after the first uncommitted change — while
 //! changes keep arriving, as in a fresh node's catch-up, at most once a second: fewer, larger
 //! segments. A search first waits (boundedly) until everything noted before it is
-//! indexed, so a person finds what they just published. Until the first build finishes,
-//! [`Search::query`] answers `None` and callers use the store's own AND index.
+//! indexed, so a person finds what they just published; one right after a start waits
+//! (boundedly) for the first build. Until that build finishes, or if the index failed,
+//! [`Search::query`] answers `None` and callers scan the store ([`super::search`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -406,7 +407,7 @@ impl Search {
 
     /// Builds the index and keeps it in step with the catalogue until `shutdown`; blocking
     /// (run it on its own thread). A failure or a panic is logged and searching goes back to
-    /// the plain word index.
+    /// the unranked scan of the store.
     pub fn run(&self, state: &NodeState, shutdown: &CancellationToken) {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.keep_in_step(state, shutdown)
@@ -418,7 +419,7 @@ impl Search {
         };
         *self.engine.write().unwrap_or_else(|p| p.into_inner()) = None;
         self.building.store(false, Ordering::SeqCst);
-        tracing::error!(error = %why, dir = %self.dir.display(), "catalogue search index stopped; searching uses the plain word index until the node restarts");
+        tracing::error!(error = %why, dir = %self.dir.display(), "catalogue search index stopped; searching scans the store, unranked, until the node restarts");
     }
 
     fn keep_in_step(
@@ -560,20 +561,19 @@ impl Search {
     /// Waits until the changes noted before now are indexed (at most [`FRESH_WAIT`]).
     fn wait_fresh(&self) {
         let want = self.noted.load(Ordering::SeqCst);
-        let deadline = Instant::now() + FRESH_WAIT;
-        while self.indexed.load(Ordering::SeqCst) < want && Instant::now() < deadline {
-            self.wanted.store(true, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_while(|| {
+            let behind = self.indexed.load(Ordering::SeqCst) < want;
+            if behind {
+                self.wanted.store(true, Ordering::SeqCst);
+            }
+            behind
+        });
     }
 
     /// Waits until the first build has finished or failed (at most [`FRESH_WAIT`]): right
     /// after a start, a search gets the ranked answer, not the unranked scan's.
     fn wait_built(&self) {
-        let deadline = Instant::now() + FRESH_WAIT;
-        while self.building.load(Ordering::SeqCst) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_while(|| self.building.load(Ordering::SeqCst));
     }
 
     /// Runs `q`; `None` while the index is not built (search with [`super::search`] then): a
@@ -584,6 +584,14 @@ impl Search {
         self.wait_fresh();
         let engine = self.engine()?;
         Some(run_query(&engine, q))
+    }
+}
+
+/// Polls `pending` until it is false, at most [`FRESH_WAIT`].
+fn wait_while(mut pending: impl FnMut() -> bool) {
+    let deadline = Instant::now() + FRESH_WAIT;
+    while pending() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
